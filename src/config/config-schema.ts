@@ -1,0 +1,149 @@
+/**
+ * The configuration file's schema (`tollgate.yaml`), the single source of the parsed `Config` type.
+ * Keys are snake_case as written in YAML; every option documents its default and unit.
+ */
+import { type Static, Type } from '@sinclair/typebox';
+
+const PositiveInt = (description: string, defaultValue?: number) =>
+  Type.Integer({ minimum: 1, description, ...(defaultValue === undefined ? {} : { default: defaultValue }) });
+const NonNegativeNumber = (description: string, defaultValue: number) =>
+  Type.Number({ minimum: 0, description, default: defaultValue });
+
+/** Name of an upstream or model: letters, digits, `.`, `_`, `-`, `:` and `/`. */
+const Name = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$', description: 'An identifier.' });
+
+/** The simulated replica's performance profile (see DESIGN.md, "The simulated replica"). */
+export const SimulatedProfileSchema = Type.Object(
+  {
+    /** Prefill time per prompt token, µs. Default 17. */
+    t_prefill_us: NonNegativeNumber('Prefill time per prompt token, microseconds.', 17),
+    /** Fixed time of one decode step, ms. Default 3.4. */
+    t_fixed_ms: NonNegativeNumber('Fixed time of one decode step, milliseconds.', 3.4),
+    /** Extra step time per running sequence, ms. Default 0.055. */
+    t_seq_ms: NonNegativeNumber('Extra decode step time per running sequence, milliseconds.', 0.055),
+    /** Most sequences decoded at once. Default 64. */
+    max_batch: PositiveInt('Most sequences decoded at once.', 64),
+    /** KV-cache capacity in tokens (prompt + output of running sequences). Default 262144. */
+    kv_tokens: PositiveInt('KV-cache capacity, tokens.', 262_144),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+/** Timeouts of an HTTP upstream, ms. */
+export const UpstreamTimeoutsSchema = Type.Object(
+  {
+    /** TCP/TLS connect timeout, ms. Default 5000. */
+    connect_ms: PositiveInt('Connect timeout, milliseconds.', 5_000),
+    /** Time from sending the request to the response headers, ms. Default 60000. */
+    first_byte_ms: PositiveInt('Time to response headers, milliseconds.', 60_000),
+    /** Longest silence inside a streamed or whole body, ms. Default 60000. */
+    idle_ms: PositiveInt('Longest silence while reading the body, milliseconds.', 60_000),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+/** The built-in replica model, in process. */
+export const SimulatedUpstreamSchema = Type.Object(
+  {
+    name: Name,
+    type: Type.Literal('simulated'),
+    /** Number of replicas behind this upstream. Default 1. */
+    replicas: PositiveInt('Number of replicas.', 1),
+    profile: SimulatedProfileSchema,
+  },
+  { additionalProperties: false },
+);
+
+/** Any server that speaks the OpenAI HTTP API (vLLM, SGLang, Ollama, llama.cpp, DeepSeek, Ark, OpenAI …). */
+export const OpenAIUpstreamSchema = Type.Object(
+  {
+    name: Name,
+    type: Type.Literal('openai'),
+    /** Base URL including the version path, e.g. `http://127.0.0.1:8000/v1`. */
+    base_url: Type.String({ pattern: '^https?://', description: 'Base URL, e.g. http://127.0.0.1:8000/v1.' }),
+    /** Name of the environment variable that holds the upstream's API key. Secrets never live in this file. */
+    api_key_env: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' })),
+    /** Keep-alive connections in the pool. Default 128. */
+    connections: PositiveInt('Keep-alive connections to the upstream.', 128),
+    timeouts: UpstreamTimeoutsSchema,
+  },
+  { additionalProperties: false },
+);
+
+export const UpstreamConfigSchema = Type.Union([SimulatedUpstreamSchema, OpenAIUpstreamSchema]);
+
+/** One place a public model is served. */
+export const DeploymentSchema = Type.Object(
+  {
+    /** Name of an upstream in `upstreams`. */
+    upstream: Name,
+    /** The model id the upstream knows. */
+    model: Type.String({ minLength: 1 }),
+  },
+  { additionalProperties: false },
+);
+
+/** A public model name and where it runs. */
+export const ModelConfigSchema = Type.Object(
+  {
+    name: Name,
+    /** Context window in tokens (prompt + output). */
+    context_window: PositiveInt('Context window, tokens.'),
+    /** Output cap, tokens: used when a request sets no `max_tokens`. Default: 8192 or the context window if smaller. */
+    max_output_tokens: Type.Optional(PositiveInt('Output cap, tokens.')),
+    /** Embedding models answer `/v1/embeddings` only. Default `chat`. */
+    kind: Type.Union([Type.Literal('chat'), Type.Literal('embedding')], { default: 'chat' }),
+    deployments: Type.Array(DeploymentSchema, { minItems: 1 }),
+  },
+  { additionalProperties: false },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    server: Type.Object(
+      {
+        /** Listen address. Default 127.0.0.1. Env `TOLLGATE_HOST`. */
+        host: Type.String({ default: '127.0.0.1', minLength: 1 }),
+        /** Listen port. Default 8080. Env `TOLLGATE_PORT`. */
+        port: Type.Integer({ minimum: 0, maximum: 65_535, default: 8080 }),
+        /** Largest accepted request body, bytes. Default 8 MiB. */
+        body_limit_bytes: PositiveInt('Largest accepted request body, bytes.', 8 * 1024 * 1024),
+        /** Worker processes sharing the port (embedded mode). Default 1. */
+        workers: PositiveInt('Worker processes sharing the listen port.', 1),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    store: Type.Object(
+      {
+        /** `sqlite://PATH` (relative to the working directory) or `postgres://…`. Default `sqlite://<data_dir>/tollgate.db`. */
+        url: Type.Optional(Type.String({ pattern: '^(sqlite|postgres|postgresql)://' })),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    /** Directory for the embedded store and generated secrets. Default `./data`. Env `TOLLGATE_DATA_DIR`. */
+    data_dir: Type.String({ default: './data', minLength: 1 }),
+    log: Type.Object(
+      {
+        /** pino level. Default `info`. */
+        level: Type.Union(
+          ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
+          { default: 'info' },
+        ),
+        /** Log one line per request. Default true. */
+        requests: Type.Boolean({ default: true }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    upstreams: Type.Array(UpstreamConfigSchema, { minItems: 1 }),
+    models: Type.Array(ModelConfigSchema, { minItems: 1 }),
+  },
+  { additionalProperties: false },
+);
+
+/** The parsed, defaulted, validated configuration file. */
+export type Config = Static<typeof ConfigSchema>;
+export type UpstreamConfig = Static<typeof UpstreamConfigSchema>;
+export type SimulatedUpstreamConfig = Static<typeof SimulatedUpstreamSchema>;
+export type OpenAIUpstreamConfig = Static<typeof OpenAIUpstreamSchema>;
+export type SimulatedProfile = Static<typeof SimulatedProfileSchema>;
+export type ModelConfig = Static<typeof ModelConfigSchema>;
