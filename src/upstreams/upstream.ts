@@ -28,8 +28,8 @@ export interface UpstreamRequest {
 export interface UpstreamResult {
   /** The upstream's response object (chat completion, completion or embedding list), parsed. */
   body: Record<string, unknown>;
-  /** Normalized usage; `estimated` when the upstream reported none and the adapter counted. */
-  usage: Usage;
+  /** Normalized usage, or `undefined` when the upstream reported none (the gateway then counts it itself). */
+  usage: Usage | undefined;
 }
 
 /**
