@@ -81,7 +81,9 @@ export class PayloadTooLargeError extends GatewayError {
 /** 429: a rate limit (RPM, TPM, concurrency, queue wait) refused the request. */
 export class RateLimitError extends GatewayError {
   constructor(message: string, retryAfterSeconds: number, code = 'rate_limit_exceeded') {
-    super(429, 'requests', code, message, true, { headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) } });
+    super(429, 'requests', code, message, true, {
+      headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) },
+    });
   }
 }
 

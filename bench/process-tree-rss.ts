@@ -1,0 +1,58 @@
+/**
+ * Resident memory of a process and all its descendants, read from Linux's `/proc` (`VmRSS` of
+ * `/proc/PID/status`), so that a gateway running several worker processes is measured whole.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** RSS of one process tree, KiB. */
+export interface ProcessTreeRss {
+  /** Sum over the tree, KiB. */
+  totalKiB: number;
+  /** Each process of the tree: pid, command name and RSS in KiB. */
+  processes: { pid: number; name: string; rssKiB: number }[];
+}
+
+function readStatus(pid: number): { name: string; parent: number; rssKiB: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch (error: unknown) {
+    // The process ended between listing /proc and reading it: it simply is not part of the tree any more.
+    void error;
+    return undefined;
+  }
+  const field = (key: string) => new RegExp(`^${key}:\\s*(.*)$`, 'm').exec(text)?.[1]?.trim();
+  // Kernel threads and zombies have no VmRSS line: they hold no user memory.
+  const rss = field('VmRSS');
+  return {
+    name: field('Name') ?? '?',
+    parent: Number(field('PPid') ?? 0),
+    rssKiB: rss === undefined ? 0 : Number.parseInt(rss, 10),
+  };
+}
+
+/** RSS of `rootPid` and every process below it. */
+export function processTreeRss(rootPid: number): ProcessTreeRss {
+  const childrenOf = new Map<number, number[]>();
+  const statuses = new Map<number, { name: string; parent: number; rssKiB: number }>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    const status = readStatus(pid);
+    if (status === undefined) continue;
+    statuses.set(pid, status);
+    const siblings = childrenOf.get(status.parent) ?? [];
+    siblings.push(pid);
+    childrenOf.set(status.parent, siblings);
+  }
+  const processes: ProcessTreeRss['processes'] = [];
+  const pending = [rootPid];
+  while (pending.length > 0) {
+    const pid = pending.pop()!;
+    const status = statuses.get(pid);
+    if (status === undefined) continue;
+    processes.push({ pid, name: status.name, rssKiB: status.rssKiB });
+    pending.push(...(childrenOf.get(pid) ?? []));
+  }
+  return { totalKiB: processes.reduce((sum, process) => sum + process.rssKiB, 0), processes };
+}

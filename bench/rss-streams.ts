@@ -1,0 +1,309 @@
+/**
+ * Memory held per open stream: N concurrent slow streams (the upstream sends one event every `chunkDelayMs`) are held
+ * open through a gateway while the resident memory (`VmRSS`, summed over the gateway's process tree) is sampled.
+ *
+ * Alone: `node dist/bench/rss-streams.js [--streams 2000] [--workers 1,2] [--skip-portkey]` (after `npm run build`).
+ * `gateway-bench` calls `runStreamRssScenario` at the end of a full run.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pathToFileURL } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
+import { Pool } from 'undici';
+import { BenchProcesses } from './bench-processes.js';
+import {
+  type BenchTarget,
+  chatRequestBody,
+  type StartedUpstream,
+  startPortkey,
+  startTollgate,
+  startUpstream,
+} from './bench-targets.js';
+import { processTreeRss } from './process-tree-rss.js';
+
+/** How the streams are opened and held. */
+export interface StreamRssOptions {
+  /** Concurrent streams. Default 2000. */
+  streams: number;
+  /** Time between two events of one stream, ms. Default 100. */
+  chunkDelayMs: number;
+  /** How long RSS is sampled once every stream is open, s. Default 5. */
+  sampleSeconds: number;
+  /** Streams opened per ramp step (every 100 ms), so the listen backlog does not overflow. Default 250. */
+  rampStep: number;
+}
+
+/** The defaults of `StreamRssOptions`. */
+export const defaultStreamRssOptions: StreamRssOptions = {
+  streams: 2_000,
+  chunkDelayMs: 100,
+  sampleSeconds: 5,
+  rampStep: 250,
+};
+
+/** What one gateway held. Memory in MiB. */
+export interface StreamRssResult {
+  target: string;
+  /** Streams asked for. */
+  streams: number;
+  /** Streams whose response headers arrived with status 200. */
+  opened: number;
+  /** Streams that failed or answered another status before the sampling ended. */
+  failed: number;
+  /** Streams still open at the end of sampling (should equal `streams`). */
+  openAtEnd: number;
+  /** SSE events received per second while sampling (`streams * 1000 / chunkDelayMs` when nothing buffers). */
+  eventsPerSecond: number;
+  /** Gateway tree RSS before the streams, MiB. */
+  idleRssMiB: number;
+  /** Highest gateway tree RSS while every stream was open, MiB. */
+  heldRssMiB: number;
+  /** `(held - idle) / opened`, KiB per stream. */
+  perStreamKiB: number;
+  /** Processes summed (1 + workers). */
+  processes: number;
+  /** The upstream's RSS before and while holding the same streams, MiB (reference). */
+  upstreamIdleRssMiB: number;
+  upstreamHeldRssMiB: number;
+  /** Why the numbers may be off, if anything went wrong. */
+  problems: string[];
+}
+
+const mib = (kib: number) => Math.round((kib / 1024) * 10) / 10;
+
+/** Opens `options.streams` streams through `target`, samples RSS while they are open, then closes them. */
+export async function measureStreamRss(
+  target: BenchTarget,
+  upstream: StartedUpstream,
+  options: StreamRssOptions = defaultStreamRssOptions,
+): Promise<StreamRssResult> {
+  const problems: string[] = [];
+  const gatewayPid = target.process?.pid ?? upstream.process.pid;
+  const idle = processTreeRss(gatewayPid);
+  const upstreamIdle = processTreeRss(upstream.process.pid);
+  const url = new URL(target.chatUrl);
+  const pool = new Pool(url.origin, {
+    connections: options.streams,
+    pipelining: 1,
+    headersTimeout: 60_000,
+    bodyTimeout: 60_000,
+  });
+  const body = chatRequestBody(true);
+  const headers = { 'content-type': 'application/json', ...target.headers };
+  const abort = new AbortController();
+  let opened = 0;
+  let failed = 0;
+  let open = 0;
+  let events = 0;
+  const statusProblems = new Map<string, number>();
+
+  const openStream = async () => {
+    try {
+      const response = await pool.request({
+        path: url.pathname,
+        method: 'POST',
+        headers,
+        body,
+        signal: abort.signal,
+      });
+      if (response.statusCode !== 200) {
+        failed += 1;
+        const key = `status ${response.statusCode}: ${(await response.body.text()).slice(0, 200)}`;
+        statusProblems.set(key, (statusProblems.get(key) ?? 0) + 1);
+        return;
+      }
+      opened += 1;
+      open += 1;
+      try {
+        for await (const part of response.body) {
+          // Counting `data:` occurrences is enough to see whether events flow; the content is checked elsewhere.
+          const text = (part as Buffer).toString('latin1');
+          let at = text.indexOf('data:');
+          while (at !== -1) {
+            events += 1;
+            at = text.indexOf('data:', at + 5);
+          }
+        }
+      } finally {
+        open -= 1;
+      }
+    } catch (error: unknown) {
+      if (abort.signal.aborted) return;
+      failed += 1;
+      const key = error instanceof Error ? error.message : String(error);
+      statusProblems.set(key, (statusProblems.get(key) ?? 0) + 1);
+    }
+  };
+
+  const running: Promise<void>[] = [];
+  for (let started = 0; started < options.streams; started += options.rampStep) {
+    for (let index = started; index < Math.min(options.streams, started + options.rampStep); index += 1) {
+      running.push(openStream());
+    }
+    await sleep(100);
+  }
+  const openDeadline = Date.now() + 60_000;
+  while (opened + failed < options.streams && Date.now() < openDeadline) await sleep(100);
+  if (opened < options.streams) problems.push(`only ${opened} of ${options.streams} streams opened`);
+
+  let heldKiB = 0;
+  let upstreamHeldKiB = 0;
+  let processes = 0;
+  const eventsBefore = events;
+  const sampleStart = Date.now();
+  while (Date.now() - sampleStart < options.sampleSeconds * 1000) {
+    const held = processTreeRss(gatewayPid);
+    heldKiB = Math.max(heldKiB, held.totalKiB);
+    processes = held.processes.length;
+    upstreamHeldKiB = Math.max(upstreamHeldKiB, processTreeRss(upstream.process.pid).totalKiB);
+    await sleep(250);
+  }
+  const eventsPerSecond = Math.round(((events - eventsBefore) * 1000) / (Date.now() - sampleStart));
+  const openAtEnd = open;
+  if (openAtEnd < opened) problems.push(`${opened - openAtEnd} streams ended before sampling finished`);
+  for (const [problem, count] of statusProblems) problems.push(`${count} × ${problem}`);
+
+  abort.abort();
+  await pool.destroy();
+  await Promise.allSettled(running);
+  return {
+    target: target.name,
+    streams: options.streams,
+    opened,
+    failed,
+    openAtEnd,
+    eventsPerSecond,
+    idleRssMiB: mib(idle.totalKiB),
+    heldRssMiB: mib(heldKiB),
+    perStreamKiB: opened === 0 ? Number.NaN : Math.round(((heldKiB - idle.totalKiB) / opened) * 10) / 10,
+    processes,
+    upstreamIdleRssMiB: mib(upstreamIdle.totalKiB),
+    upstreamHeldRssMiB: mib(upstreamHeldKiB),
+    problems,
+  };
+}
+
+/** Which gateways the stream-memory scenario measures. */
+export interface StreamRssScenarioOptions extends StreamRssOptions {
+  /** Tollgate worker counts to measure, one fresh Tollgate each. Default [1]. */
+  workers: number[];
+  /** Also measure Portkey's gateway. Default true. */
+  portkey: boolean;
+}
+
+/**
+ * Starts a slow upstream (streams long enough to outlast ramp-up and sampling) and, one after the other, a fresh
+ * direct run, each Tollgate and Portkey, and measures each holding `streams` streams.
+ */
+export async function runStreamRssScenario(
+  processes: BenchProcesses,
+  options: StreamRssScenarioOptions,
+  log: (line: string) => void = () => undefined,
+): Promise<StreamRssResult[]> {
+  const streamSeconds = 30 + options.sampleSeconds + options.streams / options.rampStep / 10;
+  const upstream = await startUpstream(processes, {
+    chunkDelayMs: options.chunkDelayMs,
+    chunks: Math.ceil((streamSeconds * 1000) / options.chunkDelayMs),
+  });
+  const results: StreamRssResult[] = [];
+  try {
+    const measure = async (start: () => Promise<BenchTarget | undefined>) => {
+      let target: BenchTarget | undefined;
+      try {
+        target = await start();
+        if (target === undefined) return;
+        log(`rss: ${options.streams} streams through ${target.name} …`);
+        const result = await measureStreamRss(target, upstream, options);
+        log(
+          `rss: ${target.name}: idle ${result.idleRssMiB} MiB, held ${result.heldRssMiB} MiB, ` +
+            `${result.perStreamKiB} KiB/stream, upstream ${result.upstreamHeldRssMiB} MiB ${result.problems.join('; ')}`,
+        );
+        results.push(result);
+      } catch (error: unknown) {
+        log(`rss: failed: ${error instanceof Error ? error.message : String(error)}`);
+      } finally {
+        if (target?.process !== undefined) await processes.stop(target.process);
+        // Let the upstream notice the closed streams before the next gateway is measured.
+        await sleep(1_000);
+      }
+    };
+    await measure(async () => upstream.target);
+    for (const workers of options.workers) {
+      await measure(() =>
+        startTollgate(processes, upstream.baseUrl, { workers, upstreamConnections: options.streams + 64 }),
+      );
+    }
+    if (options.portkey) {
+      await measure(async () => {
+        const started = await startPortkey(processes, upstream.baseUrl);
+        if ('unavailable' in started) {
+          log(`rss: portkey unavailable: ${started.unavailable}`);
+          return undefined;
+        }
+        return started.target;
+      });
+    }
+  } finally {
+    await processes.stop(upstream.process);
+  }
+  return results;
+}
+
+/** Parses `1,2` into `[1, 2]` (positive integers). */
+export function parseIntegerList(value: string): number[] {
+  const numbers = value.split(',').map((part) => Number(part.trim()));
+  if (numbers.length === 0 || numbers.some((number) => !Number.isInteger(number) || number < 1)) {
+    throw new InvalidArgumentError('expected positive integers separated by commas');
+  }
+  return numbers;
+}
+
+function parsePositiveInt(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 1) throw new InvalidArgumentError('expected a positive integer');
+  return parsed;
+}
+
+/** Formats results as a Markdown table. */
+export function formatStreamRssTable(results: readonly StreamRssResult[]): string {
+  const lines = [
+    '| target | streams open | events/s | idle RSS MiB | RSS with streams MiB | KiB/stream | processes | upstream RSS MiB |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const result of results) {
+    lines.push(
+      `| ${result.target} | ${result.openAtEnd}/${result.streams} | ${result.eventsPerSecond} | ${result.idleRssMiB} | ` +
+        `${result.heldRssMiB} | ${result.perStreamKiB} | ${result.processes} | ${result.upstreamHeldRssMiB} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const flags = new Command('rss-streams')
+    .description('RSS of gateways holding many concurrent slow streams.')
+    .option('--streams <n>', 'concurrent streams', parsePositiveInt, defaultStreamRssOptions.streams)
+    .option('--chunk-delay-ms <ms>', 'time between events', parsePositiveInt, defaultStreamRssOptions.chunkDelayMs)
+    .option('--sample-seconds <s>', 'sampling time', parsePositiveInt, defaultStreamRssOptions.sampleSeconds)
+    .option('--workers <list>', 'Tollgate worker counts', parseIntegerList, [1])
+    .option('--skip-portkey', 'do not measure Portkey')
+    .parse()
+    .opts<{ streams: number; chunkDelayMs: number; sampleSeconds: number; workers: number[]; skipPortkey?: boolean }>();
+  const processes = new BenchProcesses();
+  try {
+    const results = await runStreamRssScenario(
+      processes,
+      { ...defaultStreamRssOptions, ...flags, portkey: flags.skipPortkey !== true },
+      (line) => process.stderr.write(`${line}\n`),
+    );
+    process.stdout.write(`${formatStreamRssTable(results)}\n`);
+  } finally {
+    await processes.stopAll();
+  }
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((error: unknown) => {
+    process.stderr.write(`rss-streams: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,104 @@
+/**
+ * The admin API under `/admin/v1`, guarded by the admin bearer token: tenants and their API keys.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import { AuthenticationError, InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
+import { publicKeyView } from '../tenancy/tenant-service.js';
+import type { ServerServices } from './create-server.js';
+
+const CreateTenantBody = Type.Object(
+  { name: Type.String({ minLength: 1, maxLength: 200 }) },
+  { additionalProperties: false },
+);
+
+const CreateKeyBody = Type.Object(
+  {
+    name: Type.Optional(Type.Union([Type.String({ maxLength: 200 }), Type.Null()])),
+    models: Type.Optional(Type.Union([Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }), Type.Null()])),
+    /** Unix seconds or an ISO 8601 date-time. */
+    expires_at: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.String({ minLength: 1 }), Type.Null()])),
+  },
+  { additionalProperties: false },
+);
+
+interface CreateKeyInput {
+  name?: string | null;
+  models?: string[] | null;
+  expires_at?: number | string | null;
+}
+
+/** Registers the admin routes on a Fastify scope prefixed with `/admin/v1`. */
+export async function registerAdminRoutes(admin: FastifyInstance, services: ServerServices): Promise<void> {
+  const expected = digest(services.adminToken);
+  admin.addHook('onRequest', async (request) => {
+    const header = request.headers.authorization;
+    const token = header?.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
+    // Compare digests so the comparison takes the same time whatever the token's length or content.
+    if (token === undefined || !timingSafeEqual(digest(token), expected)) {
+      throw new AuthenticationError('A valid admin token is required.', 'invalid_admin_token');
+    }
+  });
+
+  admin.post<{ Body: { name: string } }>('/tenants', { schema: { body: CreateTenantBody } }, async (request, reply) => {
+    const tenant = await services.tenants.createTenant(request.body.name);
+    return reply.code(201).send(tenantView(tenant));
+  });
+
+  admin.get('/tenants', async () => ({
+    object: 'list',
+    data: (await services.tenants.listTenants()).map(tenantView),
+  }));
+
+  admin.get<{ Params: { id: string } }>('/tenants/:id', async (request) => {
+    const tenant = await services.tenants.getTenant(request.params.id);
+    if (tenant === undefined) throw new NotFoundError(`No tenant with id "${request.params.id}".`, 'tenant_not_found');
+    return tenantView(tenant);
+  });
+
+  admin.post<{ Params: { id: string }; Body: CreateKeyInput | undefined }>(
+    '/tenants/:id/keys',
+    { schema: { body: Type.Union([CreateKeyBody, Type.Null()]) } },
+    async (request, reply) => {
+      const body = request.body ?? {};
+      const created = await services.tenants.createKey(request.params.id, {
+        name: body.name ?? null,
+        models: body.models ?? null,
+        expiresAt: parseExpiry(body.expires_at),
+      });
+      return reply.code(201).send({ ...publicKeyView(created.record), key: created.key });
+    },
+  );
+
+  admin.get<{ Params: { id: string } }>('/tenants/:id/keys', async (request) => ({
+    object: 'list',
+    data: (await services.tenants.listKeys(request.params.id)).map((key) => publicKeyView(key)),
+  }));
+
+  admin.delete<{ Params: { id: string } }>('/keys/:id', async (request) =>
+    publicKeyView(await services.tenants.revokeKey(request.params.id)),
+  );
+}
+
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}
+
+function tenantView(tenant: { id: string; name: string; createdAt: number }) {
+  return { id: tenant.id, object: 'tenant', name: tenant.name, created_at: Math.floor(tenant.createdAt / 1000) };
+}
+
+/** `expires_at` as epoch ms: Unix seconds or an ISO 8601 date-time. */
+function parseExpiry(value: number | string | null | undefined): number | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === 'number') return value * 1000;
+  const parsed = Date.parse(value);
+  if (Number.isNaN(parsed)) {
+    throw new InvalidRequestError(`Invalid value for 'expires_at': expected Unix seconds or an ISO 8601 date-time.`, {
+      param: 'expires_at',
+      code: 'invalid_value',
+    });
+  }
+  return parsed;
+}

@@ -1,0 +1,196 @@
+/**
+ * The HTTP surface: OpenAI-compatible routes under `/v1`, the admin API under `/admin/v1`, health and metrics.
+ * Each handler validates (compiled schemas), calls one service function and maps the result or the error.
+ */
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { AuthenticationError, type GatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
+import type { RequestRecorder, RequestTrace } from '../metering/request-recorder.js';
+import type { GatewayMetrics } from '../observability/metrics.js';
+import type { RelayService } from '../relay/relay-service.js';
+import type { KeyService, Principal } from '../tenancy/key-service.js';
+import type { TenantService } from '../tenancy/tenant-service.js';
+import type { UpstreamEndpoint } from '../upstreams/upstream.js';
+import { registerAdminRoutes } from './admin-routes.js';
+import { toClientError } from './error-reply.js';
+import { HttpSseSink } from './http-sse-sink.js';
+import {
+  ChatCompletionRequestSchema,
+  CompletionRequestSchema,
+  EmbeddingRequestSchema,
+  type GenerationRequest,
+} from './request-schemas.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set for `/v1` requests: what the request log will record. */
+    trace: RequestTrace | undefined;
+    /** Set once the API key is authenticated. */
+    principal: Principal | undefined;
+  }
+}
+
+/** Everything the HTTP layer calls. */
+export interface ServerServices {
+  relay: RelayService;
+  keys: KeyService;
+  tenants: TenantService;
+  recorder: RequestRecorder;
+  metrics: GatewayMetrics;
+  /** The admin bearer token. */
+  adminToken: string;
+  /** True when the gateway can serve (store reachable, upstreams configured). */
+  ready(): Promise<boolean>;
+}
+
+/** Options of `createServer`. */
+export interface ServerOptions {
+  /** Largest accepted body, bytes. */
+  bodyLimitBytes: number;
+}
+
+/** Builds the Fastify application (not yet listening). */
+export function createServer(services: ServerServices, options: ServerOptions): FastifyInstance {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: options.bodyLimitBytes,
+    genReqId: () => `req_${randomUUID().replaceAll('-', '')}`,
+    requestIdHeader: false,
+    return503OnClosing: true,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+  });
+  app.decorateRequest('trace', undefined);
+  app.decorateRequest('principal', undefined);
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    if (!request.url.startsWith('/v1/')) return;
+    request.trace = {
+      requestId: request.id,
+      receivedAt: Date.now(),
+      startedAt: performance.now(),
+      endpoint: endpointOf(request.url),
+      stream: false,
+      tenantId: null,
+      keyId: null,
+      model: null,
+      deployment: null,
+      status: 0,
+      errorCode: null,
+      usage: undefined,
+      firstTokenAt: null,
+      attempts: 0,
+      recorded: false,
+    };
+    const principal = await services.keys.authenticate(request.headers.authorization);
+    request.principal = principal;
+    request.trace.tenantId = principal.tenantId;
+    request.trace.keyId = principal.keyId;
+  });
+
+  // Requests that ended without the relay recording them (errors anywhere, model listings) are recorded here.
+  app.addHook('onResponse', async (request, reply) => {
+    const trace = request.trace;
+    if (trace === undefined || trace.recorded) return;
+    if (trace.status === 0) trace.status = reply.statusCode;
+    void services.recorder.finish(trace);
+  });
+
+  app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const clientError = toClientError(error, options.bodyLimitBytes);
+    if (clientError.status >= 500 && clientError.code === 'internal_error') {
+      request.log.error({ err: error, reqId: request.id }, 'internal error');
+    }
+    sendError(request, reply, clientError);
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    sendError(request, reply, toClientError({ statusCode: 404 }, options.bodyLimitBytes));
+  });
+
+  const generation = (endpoint: UpstreamEndpoint) => async (request: FastifyRequest, reply: FastifyReply) => {
+    const trace = request.trace!;
+    const body = request.body as GenerationRequest;
+    const relayRequest = { trace, principal: request.principal!, endpoint, body };
+    if (body.stream === true) {
+      trace.stream = true;
+      reply.hijack();
+      const sink = new HttpSseSink(reply.raw);
+      try {
+        await services.relay.stream(relayRequest, sink);
+      } catch (error: unknown) {
+        // Thrown only before the stream opened: answer with an ordinary error response.
+        const clientError = toClientError(error, options.bodyLimitBytes);
+        trace.status = clientError.status;
+        trace.errorCode = clientError.code;
+        void services.recorder.finish(trace);
+        if (!sink.closed) {
+          reply.raw.writeHead(clientError.status, {
+            'content-type': 'application/json; charset=utf-8',
+            'x-request-id': trace.requestId,
+            ...clientError.headers,
+          });
+          reply.raw.end(JSON.stringify(toOpenAIErrorBody(clientError)));
+        }
+      }
+      return reply;
+    }
+    return services.relay.whole(relayRequest);
+  };
+
+  app.post('/v1/chat/completions', { schema: { body: ChatCompletionRequestSchema } }, generation('chat'));
+  app.post('/v1/completions', { schema: { body: CompletionRequestSchema } }, generation('completions'));
+  app.post('/v1/embeddings', { schema: { body: EmbeddingRequestSchema } }, async (request) => {
+    const relayRequest = {
+      trace: request.trace!,
+      principal: request.principal!,
+      endpoint: 'embeddings' as const,
+      body: request.body as Record<string, unknown>,
+    };
+    return services.relay.whole(relayRequest);
+  });
+
+  app.get('/v1/models', async (request) => ({
+    object: 'list',
+    data: services.relay.listModels(request.principal!).map(modelObject),
+  }));
+  app.get<{ Params: { model: string } }>('/v1/models/:model', async (request) =>
+    modelObject(services.relay.getModel(request.principal!, request.params.model)),
+  );
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const ready = await services.ready();
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'unavailable' });
+  });
+  app.get('/metrics', async (_request, reply) => {
+    const text = await services.metrics.registry.metrics();
+    return reply.header('content-type', services.metrics.registry.contentType).send(text);
+  });
+
+  app.register(async (admin) => registerAdminRoutes(admin, services), { prefix: '/admin/v1' });
+  return app;
+}
+
+function sendError(request: FastifyRequest, reply: FastifyReply, error: GatewayError): void {
+  const trace = request.trace;
+  if (trace !== undefined && trace.status === 0) {
+    trace.status = error.status;
+    trace.errorCode = error.code;
+  }
+  if (error instanceof AuthenticationError) reply.header('www-authenticate', 'Bearer');
+  reply.code(error.status).headers(error.headers).send(toOpenAIErrorBody(error));
+}
+
+function endpointOf(url: string): string {
+  if (url.startsWith('/v1/chat/completions')) return 'chat';
+  if (url.startsWith('/v1/completions')) return 'completions';
+  if (url.startsWith('/v1/embeddings')) return 'embeddings';
+  if (url.startsWith('/v1/models')) return 'models';
+  return 'other';
+}
+
+function modelObject(model: { name: string; created: number }) {
+  return { id: model.name, object: 'model', created: model.created, owned_by: 'tollgate' };
+}

@@ -1,0 +1,26 @@
+/** The admin credential: `TOLLGATE_ADMIN_TOKEN`, or a token generated on first start and kept in the data dir. */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+/** Returns the admin token, creating `<dataDir>/admin-token` (mode 0600) when neither it nor the variable exists. */
+export function resolveAdminToken(dataDir: string, fromEnvironment: string | undefined): string {
+  if (fromEnvironment !== undefined) return fromEnvironment;
+  const file = path.join(dataDir, 'admin-token');
+  try {
+    const existing = readFileSync(file, 'utf8').trim();
+    if (existing !== '') return existing;
+  } catch (error: unknown) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const token = `tga-${randomBytes(32).toString('base64url')}`;
+  // `wx` fails if another process created it in the meantime; then its token wins.
+  try {
+    writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
+    return token;
+  } catch (error: unknown) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return readFileSync(file, 'utf8').trim();
+    throw error;
+  }
+}

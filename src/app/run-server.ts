@@ -1,0 +1,144 @@
+/**
+ * `tollgate serve`: one process, or a primary with N workers sharing the port (node:cluster) when
+ * `server.workers` > 1. The primary prepares the store (migrations, demo tenant) and relays key revocations
+ * between workers so a revoked key stops working in every worker at once.
+ */
+import cluster from 'node:cluster';
+import { type LoadedConfig, loadConfig } from '../config/load-config.js';
+import { createLogger } from '../observability/logger.js';
+import { createStore } from '../store/create-store.js';
+import { InProcessInvalidationBus, type InvalidationBus } from '../tenancy/invalidation-bus.js';
+import { TenantService } from '../tenancy/tenant-service.js';
+import { resolveAdminToken } from './admin-token.js';
+import { createGateway } from './create-gateway.js';
+import { ensureDemoTenant } from './demo-tenant.js';
+import { formatStartBanner } from './start-banner.js';
+
+const invalidateMessage = 'tollgate:invalidate-key';
+
+interface InvalidateMessage {
+  type: typeof invalidateMessage;
+  keyId: string;
+}
+
+function isInvalidateMessage(message: unknown): message is InvalidateMessage {
+  return (message as { type?: unknown } | null)?.type === invalidateMessage;
+}
+
+/** Options of `runServer`. */
+export interface RunServerOptions {
+  configPath?: string;
+}
+
+/** Starts the gateway and keeps it running until SIGINT/SIGTERM. */
+export async function runServer(options: RunServerOptions): Promise<void> {
+  const loaded = loadConfig(options.configPath === undefined ? {} : { configPath: options.configPath });
+  const adminToken = resolveAdminToken(loaded.dataDir, loaded.adminToken);
+  if (cluster.isWorker) return runWorker(loaded, adminToken);
+
+  const workers = loaded.config.server.workers;
+  const demoKey = await prepareStore(loaded);
+  if (workers === 1) {
+    const gateway = await createGateway(loaded, { adminToken });
+    const address = await gateway.listen();
+    printBanner(loaded, address.url, adminToken, demoKey);
+    onShutdown(async () => gateway.close());
+    return;
+  }
+
+  cluster.setupPrimary({ args: process.argv.slice(2) });
+  let listening = 0;
+  for (let index = 0; index < workers; index++) {
+    const worker = cluster.fork();
+    worker.on('message', (message: unknown) => {
+      if (isInvalidateMessage(message)) {
+        for (const other of Object.values(cluster.workers ?? {})) other?.send(message);
+      } else if ((message as { type?: unknown } | null)?.type === 'tollgate:listening') {
+        listening += 1;
+        if (listening === workers) {
+          printBanner(loaded, (message as unknown as { url: string }).url, adminToken, demoKey);
+        }
+      }
+    });
+  }
+  cluster.on('exit', (worker, code, signal) => {
+    if (code !== 0 && signal !== 'SIGTERM' && signal !== 'SIGINT') {
+      console.error(`worker ${worker.process.pid} exited (${signal ?? code}); restarting it`);
+      cluster.fork();
+    }
+  });
+  onShutdown(async () => {
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.kill('SIGTERM');
+  });
+}
+
+async function prepareStore(loaded: LoadedConfig): Promise<string | undefined> {
+  const store = await createStore(loaded.storeUrl);
+  try {
+    await store.migrate();
+    return await ensureDemoTenant(store, new TenantService(store, { bus: new InProcessInvalidationBus() }));
+  } finally {
+    await store.close();
+  }
+}
+
+async function runWorker(loaded: LoadedConfig, adminToken: string): Promise<void> {
+  const bus = new ClusterInvalidationBus();
+  const gateway = await createGateway(loaded, { adminToken, invalidationBus: bus });
+  const address = await gateway.listen();
+  process.send?.({ type: 'tollgate:listening', url: address.url });
+  onShutdown(async () => gateway.close());
+}
+
+/** Revocations go to the primary, which sends them to every worker (this one included). */
+class ClusterInvalidationBus implements InvalidationBus {
+  private readonly local = new InProcessInvalidationBus();
+
+  constructor() {
+    process.on('message', (message: unknown) => {
+      if (isInvalidateMessage(message)) void this.local.publish(message.keyId);
+    });
+  }
+
+  async publish(keyId: string): Promise<void> {
+    // Drop it here at once (the revoking request's own worker), then let the primary tell the others.
+    await this.local.publish(keyId);
+    const message: InvalidateMessage = { type: invalidateMessage, keyId };
+    process.send?.(message);
+  }
+
+  subscribe(handler: (keyId: string) => void): () => void {
+    return this.local.subscribe(handler);
+  }
+}
+
+function printBanner(loaded: LoadedConfig, url: string, adminToken: string, demoKey: string | undefined): void {
+  const store = loaded.storeUrl.startsWith('sqlite://') ? loaded.storeUrl : loaded.storeUrl.replace(/\/\/[^@]*@/, '//');
+  process.stdout.write(
+    `${formatStartBanner({
+      url,
+      adminToken,
+      demoKey,
+      models: loaded.config.models.map((model) => model.name),
+      store,
+      workers: loaded.config.server.workers,
+    })}\n`,
+  );
+}
+
+function onShutdown(close: () => Promise<void>): void {
+  let closing = false;
+  const handler = (signal: NodeJS.Signals) => {
+    if (closing) return;
+    closing = true;
+    close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        createLogger({ sync: true }).error({ err: error, signal }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+}

@@ -1,0 +1,133 @@
+/**
+ * What the tenant and key commands talk to: a running gateway's admin API (`--url`), or the store named by the
+ * configuration directly. Revocations through the store reach a running gateway within its key-cache TTL (5 s);
+ * through `--url` they take effect at once.
+ */
+import { request } from 'undici';
+import { resolveAdminToken } from '../app/admin-token.js';
+import { loadConfig } from '../config/load-config.js';
+import { createStore } from '../store/create-store.js';
+import type { Store } from '../store/store.js';
+import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
+import { type PublicKeyView, publicKeyView, TenantService } from '../tenancy/tenant-service.js';
+
+/** A tenant as the admin API shows it. */
+export type TenantView = { id: string; name: string; created_at: number };
+/** A key as the admin API shows it (`key` only on creation). */
+export type KeyView = PublicKeyView & { key?: string };
+
+/** The admin operations the CLI needs. */
+export interface AdminClient {
+  createTenant(name: string): Promise<TenantView>;
+  listTenants(): Promise<TenantView[]>;
+  createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }): Promise<KeyView>;
+  listKeys(tenantId: string): Promise<KeyView[]>;
+  revokeKey(keyId: string): Promise<KeyView>;
+  close(): Promise<void>;
+}
+
+/** Where the CLI should go. */
+export interface AdminTarget {
+  /** A running gateway, e.g. `http://127.0.0.1:8080`. */
+  url?: string;
+  /** Admin token for `url`. Default: the data dir's `admin-token` file. */
+  adminToken?: string;
+  /** Configuration file naming the store. */
+  configPath?: string;
+}
+
+/** Opens the client for a target. */
+export async function openAdminClient(target: AdminTarget): Promise<AdminClient> {
+  const loaded = loadConfig(target.configPath === undefined ? {} : { configPath: target.configPath });
+  if (target.url !== undefined) {
+    const token = target.adminToken ?? resolveAdminToken(loaded.dataDir, loaded.adminToken);
+    return new HttpAdminClient(target.url.replace(/\/+$/, ''), token);
+  }
+  const store = await createStore(loaded.storeUrl);
+  await store.migrate();
+  return new StoreAdminClient(store);
+}
+
+class HttpAdminClient implements AdminClient {
+  constructor(
+    private readonly baseUrl: string,
+    private readonly token: string,
+  ) {}
+
+  createTenant(name: string) {
+    return this.call<TenantView>('POST', '/tenants', { name });
+  }
+  async listTenants() {
+    return (await this.call<{ data: TenantView[] }>('GET', '/tenants')).data;
+  }
+  createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }) {
+    return this.call<KeyView>('POST', `/tenants/${encodeURIComponent(tenantId)}/keys`, {
+      ...(input.name === undefined ? {} : { name: input.name }),
+      ...(input.models === undefined ? {} : { models: input.models }),
+      ...(input.expiresAt === undefined ? {} : { expires_at: input.expiresAt }),
+    });
+  }
+  async listKeys(tenantId: string) {
+    return (await this.call<{ data: KeyView[] }>('GET', `/tenants/${encodeURIComponent(tenantId)}/keys`)).data;
+  }
+  revokeKey(keyId: string) {
+    return this.call<KeyView>('DELETE', `/keys/${encodeURIComponent(keyId)}`);
+  }
+  async close() {}
+
+  private async call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
+    const response = await request(`${this.baseUrl}/admin/v1${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const parsed = (await response.body.json()) as T & { error?: { message: string; code: string } };
+    if (response.statusCode >= 400) {
+      throw new Error(
+        `${response.statusCode} ${parsed.error?.code ?? ''}: ${parsed.error?.message ?? 'request failed'}`,
+      );
+    }
+    return parsed;
+  }
+}
+
+class StoreAdminClient implements AdminClient {
+  private readonly tenants: TenantService;
+
+  constructor(private readonly store: Store) {
+    this.tenants = new TenantService(store, { bus: new InProcessInvalidationBus() });
+  }
+
+  async createTenant(name: string) {
+    return tenantView(await this.tenants.createTenant(name));
+  }
+  async listTenants() {
+    return (await this.tenants.listTenants()).map(tenantView);
+  }
+  async createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }) {
+    const expiresAt = input.expiresAt === undefined ? null : Date.parse(input.expiresAt);
+    if (expiresAt !== null && Number.isNaN(expiresAt)) throw new Error('--expires-at: expected an ISO 8601 date-time');
+    const created = await this.tenants.createKey(tenantId, {
+      name: input.name ?? null,
+      models: input.models ?? null,
+      expiresAt,
+    });
+    return { ...publicKeyView(created.record), key: created.key };
+  }
+  async listKeys(tenantId: string) {
+    return (await this.tenants.listKeys(tenantId)).map((key) => publicKeyView(key));
+  }
+  async revokeKey(keyId: string) {
+    return publicKeyView(await this.tenants.revokeKey(keyId));
+  }
+  close() {
+    return this.store.close();
+  }
+}
+
+function tenantView(tenant: { id: string; name: string; createdAt: number }): TenantView {
+  return { id: tenant.id, name: tenant.name, created_at: Math.floor(tenant.createdAt / 1000) };
+}

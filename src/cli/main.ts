@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+/** The `tollgate` command line. */
+import { Command, InvalidArgumentError } from 'commander';
+import { runServer } from '../app/run-server.js';
+import { ConfigError } from '../config/load-config.js';
+import { startSimServer } from '../upstreams/simulated/sim-server.js';
+import { type AdminTarget, openAdminClient } from './admin-client.js';
+
+const program = new Command()
+  .name('tollgate')
+  .description('Self-hosted Model-as-a-Service gateway: OpenAI-compatible API over a fleet of model upstreams.')
+  .version('0.1.0')
+  .showHelpAfterError();
+
+program
+  .command('serve')
+  .description('Run the gateway (default config: ./tollgate.yaml, or the built-in simulated fleet).')
+  .option('-c, --config <path>', 'configuration file (also TOLLGATE_CONFIG)')
+  .action(async (options: { config?: string }) => {
+    await runServer(options.config === undefined ? {} : { configPath: options.config });
+  });
+
+const targetOptions = (command: Command) =>
+  command
+    .option('-c, --config <path>', 'configuration file naming the store')
+    .option('--url <url>', 'talk to a running gateway instead of the store, e.g. http://127.0.0.1:8080')
+    .option('--admin-token <token>', 'admin token for --url (default: <data_dir>/admin-token)');
+
+function targetOf(options: { config?: string; url?: string; adminToken?: string }): AdminTarget {
+  return {
+    ...(options.config === undefined ? {} : { configPath: options.config }),
+    ...(options.url === undefined ? {} : { url: options.url }),
+    ...(options.adminToken === undefined ? {} : { adminToken: options.adminToken }),
+  };
+}
+
+async function withClient<T>(
+  options: AdminTarget,
+  run: (client: Awaited<ReturnType<typeof openAdminClient>>) => Promise<T>,
+) {
+  const client = await openAdminClient(options);
+  try {
+    const result = await run(client);
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  } finally {
+    await client.close();
+  }
+}
+
+const tenants = program.command('tenants').description('Manage tenants.');
+targetOptions(tenants.command('create').description('Create a tenant.').argument('<name>', 'tenant name')).action(
+  async (name: string, options) => withClient(targetOf(options), (client) => client.createTenant(name)),
+);
+targetOptions(tenants.command('list').description('List tenants.')).action(async (options) =>
+  withClient(targetOf(options), (client) => client.listTenants()),
+);
+
+const keys = program.command('keys').description('Manage API keys.');
+targetOptions(
+  keys
+    .command('create')
+    .description('Create an API key (the key is printed once).')
+    .requiredOption('--tenant <id>', 'tenant id (ten_…)')
+    .option('--name <name>', 'a label for the key')
+    .option('--models <list>', 'comma-separated models the key may use (default: all)', (value: string) =>
+      value
+        .split(',')
+        .map((model) => model.trim())
+        .filter((model) => model !== ''),
+    )
+    .option('--expires-at <time>', 'ISO 8601 expiry, e.g. 2027-01-01T00:00:00Z'),
+).action(async (options: { tenant: string; name?: string; models?: string[]; expiresAt?: string } & AdminTarget) =>
+  withClient(targetOf(options), (client) =>
+    client.createKey(options.tenant, {
+      ...(options.name === undefined ? {} : { name: options.name }),
+      ...(options.models === undefined ? {} : { models: options.models }),
+      ...(options.expiresAt === undefined ? {} : { expiresAt: options.expiresAt }),
+    }),
+  ),
+);
+targetOptions(
+  keys.command('list').description("List a tenant's keys.").requiredOption('--tenant <id>', 'tenant id'),
+).action(async (options: { tenant: string } & AdminTarget) =>
+  withClient(targetOf(options), (client) => client.listKeys(options.tenant)),
+);
+targetOptions(keys.command('revoke').description('Revoke a key.').argument('<key-id>', 'key id (key_…)')).action(
+  async (keyId: string, options) => withClient(targetOf(options), (client) => client.revokeKey(keyId)),
+);
+
+program
+  .command('sim-upstream')
+  .description('Run the simulated replica fleet as a standalone OpenAI-compatible server.')
+  .option('--host <host>', 'listen address', '127.0.0.1')
+  .option('-p, --port <port>', 'listen port', parseInteger, 8000)
+  .option('--replicas <n>', 'replicas', parseInteger, 1)
+  .option('--max-batch <n>', 'most sequences decoded at once per replica', parseInteger)
+  .action(async (options: { host: string; port: number; replicas: number; maxBatch?: number }) => {
+    const server = await startSimServer({
+      host: options.host,
+      port: options.port,
+      replicas: options.replicas,
+      ...(options.maxBatch === undefined ? {} : { profile: { max_batch: options.maxBatch } }),
+    });
+    process.stdout.write(`Simulated upstream listening on ${server.url}\n`);
+    const stop = () => void server.close().then(() => process.exit(0));
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+
+function parseInteger(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  return parsed;
+}
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`${error.message}\n`);
+  } else {
+    process.stderr.write(`tollgate: ${error instanceof Error ? error.message : String(error)}\n`);
+  }
+  process.exit(1);
+});

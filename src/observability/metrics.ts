@@ -1,0 +1,88 @@
+/**
+ * Prometheus metrics of the gateway. Label values are bounded: models are the catalog's names (or `unknown`),
+ * endpoints and statuses come from closed sets, so a hostile client cannot grow the series count.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+/** The gateway's metric instruments, on their own registry. */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+
+  readonly requests = new Counter({
+    name: 'tollgate_requests_total',
+    help: 'Requests answered, by endpoint, public model and HTTP status.',
+    labelNames: ['endpoint', 'model', 'status'] as const,
+    registers: [this.registry],
+  });
+
+  readonly requestDuration = new Histogram({
+    name: 'tollgate_request_duration_seconds',
+    help: 'Time from receiving a request to its last byte, seconds.',
+    labelNames: ['endpoint', 'model'] as const,
+    buckets: latencyBuckets,
+    registers: [this.registry],
+  });
+
+  readonly timeToFirstToken = new Histogram({
+    name: 'tollgate_time_to_first_token_seconds',
+    help: 'Time from receiving a streamed request to its first content chunk, seconds.',
+    labelNames: ['model'] as const,
+    buckets: latencyBuckets,
+    registers: [this.registry],
+  });
+
+  readonly tokens = new Counter({
+    name: 'tollgate_tokens_total',
+    help: 'Tokens metered, by public model and class (input, cached_input, output).',
+    labelNames: ['model', 'class'] as const,
+    registers: [this.registry],
+  });
+
+  readonly upstreamErrors = new Counter({
+    name: 'tollgate_upstream_errors_total',
+    help: 'Failed upstream calls, by deployment and error code.',
+    labelNames: ['deployment', 'code'] as const,
+    registers: [this.registry],
+  });
+
+  readonly inFlight = new Gauge({
+    name: 'tollgate_requests_in_flight',
+    help: 'Requests being processed, by endpoint.',
+    labelNames: ['endpoint'] as const,
+    registers: [this.registry],
+  });
+
+  /** Exposes the request-log writer's counters, read at scrape time. */
+  observeRequestLog(stats: () => { committed: number; dropped: number; failedCommits: number }): void {
+    const counter = (name: string, help: string, read: (current: ReturnType<typeof stats>) => number) => {
+      let reported = 0;
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          const value = read(stats());
+          if (value > reported) this.inc(value - reported);
+          reported = value;
+        },
+      });
+    };
+    counter('tollgate_request_log_committed_total', 'Request-log records committed to the store.', (s) => s.committed);
+    counter(
+      'tollgate_request_log_dropped_total',
+      'Request-log records dropped (store down and buffer full).',
+      (s) => s.dropped,
+    );
+    counter(
+      'tollgate_request_log_failed_commits_total',
+      'Failed request-log commits (retried).',
+      (s) => s.failedCommits,
+    );
+  }
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'tollgate_process_' });
+  }
+}

@@ -1,0 +1,17 @@
+import type { Migration, MigrationProvider } from 'kysely';
+import { initialSchema } from './0001-initial-schema.js';
+
+/**
+ * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
+ * works without the TypeScript sources. Names sort lexicographically; never rename or reorder a shipped one.
+ */
+const migrations: Record<string, Migration> = {
+  '0001-initial-schema': initialSchema,
+};
+
+/** The migration provider for Kysely's `Migrator`. */
+export const migrationProvider: MigrationProvider = {
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return migrations;
+  },
+};

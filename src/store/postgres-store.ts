@@ -1,0 +1,86 @@
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { DatabaseSchema } from './database-schema.js';
+import { KyselyStore } from './kysely-store.js';
+
+/** PostgreSQL's limit on bind parameters per statement (a 16-bit count). */
+const POSTGRES_MAX_PARAMETERS = 65_535;
+const INT8_OID = 20;
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Options of `openPostgresStore`. */
+export interface PostgresStoreOptions {
+  /** `postgres://user@host:port/database` (query parameters other than those of `pg` are not allowed). */
+  connectionString: string;
+  /**
+   * Schema to work in (set as the connection's `search_path`, created if missing), so several gateways or test
+   * runs can share one database. Lower-case letters, digits and `_`. Default: the server's default (`public`).
+   */
+  schema?: string;
+  /** Connections in the pool. Default 10. */
+  poolSize?: number;
+  /** Where errors of idle pooled connections are logged (warn). Default: not logged. */
+  logger?: Logger;
+}
+
+/**
+ * Opens a PostgreSQL store over a `pg` pool. int8 columns (the epoch-ms times, token counts) are parsed to numbers
+ * by this pool only (no global `pg.types` change) and refused beyond 2^53, where a number would lose precision.
+ */
+export async function openPostgresStore(options: PostgresStoreOptions): Promise<KyselyStore> {
+  const schema = options.schema;
+  if (schema !== undefined && !SCHEMA_NAME.test(schema)) {
+    throw new Error(`Invalid PostgreSQL schema name "${schema}": use lower-case letters, digits and _.`);
+  }
+  if (schema !== undefined) await createSchemaIfMissing(options.connectionString, schema);
+
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: options.poolSize ?? 10,
+    // Sent in the startup packet: costs no extra round trip per connection.
+    ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
+    types: {
+      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+        oid === INT8_OID && format !== 'binary' ? parseSafeInteger : pg.types.getTypeParser(oid, format)) as never,
+    },
+  });
+  // An idle client that loses its connection emits 'error' on the pool; without a listener that crashes the process.
+  // The next query gets a fresh connection and reports its own error.
+  pool.on('error', (error: Error) => {
+    options.logger?.warn({ err: error }, 'PostgreSQL idle connection failed');
+  });
+  let migrationTableSchema = schema;
+  if (migrationTableSchema === undefined) {
+    const result = await pool.query<{ schema: string }>('select current_schema() as schema');
+    migrationTableSchema = result.rows[0]?.schema ?? 'public';
+  }
+  return new KyselyStore({
+    kind: 'postgres',
+    db: new Kysely<DatabaseSchema>({ dialect: new PostgresDialect({ pool }) }),
+    maxParametersPerStatement: POSTGRES_MAX_PARAMETERS,
+    // Kysely finds its migration table by name across all schemas unless told which one: name it explicitly so a
+    // `kysely_migration` table in another schema is never mistaken for ours.
+    migrationTableSchema,
+  });
+}
+
+async function createSchemaIfMissing(connectionString: string, schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString });
+  await client.connect();
+  try {
+    await client.query(`create schema if not exists "${schema}"`);
+  } catch (error: unknown) {
+    // Two processes creating the same schema at once: `if not exists` can still fail with a unique violation.
+    const exists = await client.query('select 1 from pg_namespace where nspname = $1', [schema]);
+    if (exists.rowCount === 0) throw error;
+  } finally {
+    await client.end();
+  }
+}
+
+function parseSafeInteger(text: string): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value)) throw new RangeError(`int8 value ${text} exceeds the safe integer range`);
+  return value;
+}

@@ -1,0 +1,137 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { VirtualClock } from '../clock/clock.js';
+import { type GatewayError, InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
+import { createStore } from '../store/create-store.js';
+import type { Store } from '../store/store.js';
+import { hashApiKey } from './api-key.js';
+import { InProcessInvalidationBus } from './invalidation-bus.js';
+import { publicKeyView, publicTenantView, TenantService } from './tenant-service.js';
+
+async function failure(promise: Promise<unknown>): Promise<GatewayError> {
+  return promise.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (error: unknown) => error as GatewayError,
+  );
+}
+
+describe('TenantService', () => {
+  let store: Store;
+  let clock: VirtualClock;
+  let bus: InProcessInvalidationBus;
+  let service: TenantService;
+
+  beforeEach(async () => {
+    store = await createStore('sqlite://:memory:');
+    await store.migrate();
+    clock = new VirtualClock(Date.UTC(2030, 5, 1));
+    bus = new InProcessInvalidationBus();
+    service = new TenantService(store, { bus, clock });
+  });
+
+  afterEach(() => store.close());
+
+  it('creates, gets and lists tenants', async () => {
+    const acme = await service.createTenant('  Acme  ');
+    expect(acme.name).toBe('Acme');
+    expect(await service.getTenant(acme.id)).toEqual(acme);
+    expect(await service.getTenant('ten_missing')).toBeUndefined();
+    expect((await service.listTenants()).map((tenant) => tenant.id)).toEqual([acme.id]);
+    expect(publicTenantView(acme)).toEqual({
+      id: acme.id,
+      object: 'tenant',
+      name: 'Acme',
+      created_at: Math.floor(acme.createdAt / 1000),
+    });
+    const error = await failure(service.createTenant('   '));
+    expect(error).toBeInstanceOf(InvalidRequestError);
+    expect(error.code).toBe('invalid_name');
+  });
+
+  it('creates a key whose secret hashes to the stored hash', async () => {
+    const tenant = await service.createTenant('acme');
+    const expiresAt = clock.now() + 86_400_000;
+    const { record, key } = await service.createKey(tenant.id, { name: 'prod', models: ['a', 'b', 'a'], expiresAt });
+    expect(record.hash).toBe(hashApiKey(key));
+    expect(record.prefix).toBe(key.slice(0, 11));
+    expect(record.models).toEqual(['a', 'b']);
+    expect(record.expiresAt).toBe(expiresAt);
+    expect(await store.findKeyByHash(hashApiKey(key))).toEqual(record);
+  });
+
+  it('validates key options', async () => {
+    const tenant = await service.createTenant('acme');
+    const cases: [unknown, string, string][] = [
+      [{ models: 'a' }, 'invalid_models', 'models'],
+      [{ models: ['a', ''] }, 'invalid_models', 'models[1]'],
+      [{ models: ['a', 3] }, 'invalid_models', 'models[1]'],
+      [{ expiresAt: clock.now() }, 'invalid_expires_at', 'expires_at'],
+      [{ expiresAt: clock.now() - 1 }, 'invalid_expires_at', 'expires_at'],
+      [{ expiresAt: 1.5e300 }, 'invalid_expires_at', 'expires_at'],
+    ];
+    for (const [options, code, param] of cases) {
+      const error = await failure(service.createKey(tenant.id, options as any));
+      expect(error, JSON.stringify(options)).toBeInstanceOf(InvalidRequestError);
+      expect(error.code).toBe(code);
+      expect(error.param).toBe(param);
+    }
+    expect(await store.listKeys(tenant.id)).toEqual([]);
+  });
+
+  it('refuses keys for an unknown tenant', async () => {
+    const error = await failure(service.createKey('ten_missing'));
+    expect(error).toBeInstanceOf(NotFoundError);
+    expect(error.code).toBe('tenant_not_found');
+    expect((await failure(service.listKeys('ten_missing'))).code).toBe('tenant_not_found');
+  });
+
+  it("lists only a tenant's own keys, and the public view carries no hash", async () => {
+    const acme = await service.createTenant('acme');
+    const globex = await service.createTenant('globex');
+    const acmeKeys = [(await service.createKey(acme.id)).record, (await service.createKey(acme.id)).record];
+    const globexKey = (await service.createKey(globex.id)).record;
+    expect((await service.listKeys(acme.id)).map((key) => key.id).sort()).toEqual(acmeKeys.map((key) => key.id).sort());
+    expect((await service.listKeys(globex.id)).map((key) => key.id)).toEqual([globexKey.id]);
+
+    const view = publicKeyView(globexKey);
+    expect(view).toEqual({
+      id: globexKey.id,
+      object: 'api_key',
+      tenant_id: globex.id,
+      name: null,
+      prefix: globexKey.prefix,
+      models: null,
+      expires_at: null,
+      revoked_at: null,
+      created_at: Math.floor(globexKey.createdAt / 1000),
+    });
+    expect(JSON.stringify(view)).not.toContain(globexKey.hash);
+  });
+
+  it('revokes a key, publishes it on the bus and keeps the first revocation time', async () => {
+    const tenant = await service.createTenant('acme');
+    const { record } = await service.createKey(tenant.id);
+    const published: string[] = [];
+    bus.subscribe((keyId) => published.push(keyId));
+    const revoked = await service.revokeKey(record.id);
+    expect(revoked.revokedAt).toBe(clock.now());
+    expect(published).toEqual([record.id]);
+    clock.advance(10_000);
+    expect((await service.revokeKey(record.id)).revokedAt).toBe(revoked.revokedAt);
+    expect(publicKeyView(revoked).revoked_at).toBe(Math.floor(revoked.revokedAt! / 1000));
+
+    const missing = await failure(service.revokeKey('key_missing'));
+    expect(missing).toBeInstanceOf(NotFoundError);
+    expect(missing.code).toBe('key_not_found');
+  });
+
+  it("does not let one tenant revoke another tenant's key", async () => {
+    const acme = await service.createTenant('acme');
+    const globex = await service.createTenant('globex');
+    const { record } = await service.createKey(globex.id);
+    expect((await failure(service.revokeKey(record.id, { tenantId: acme.id }))).code).toBe('key_not_found');
+    expect((await store.getKey(record.id))?.revokedAt).toBeNull();
+    expect((await service.revokeKey(record.id, { tenantId: globex.id })).revokedAt).toBe(clock.now());
+  });
+});

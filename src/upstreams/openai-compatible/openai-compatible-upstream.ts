@@ -1,0 +1,224 @@
+/**
+ * The adapter for any server that speaks the OpenAI HTTP API: vLLM, SGLang, Ollama, llama.cpp server, DeepSeek,
+ * Volcano Ark, OpenRouter, OpenAI itself. Vendors differ only in settings (base URL, key), never in code.
+ */
+import { type Dispatcher, Pool } from 'undici';
+import type { OpenAIUpstreamConfig } from '../../config/config-schema.js';
+import { InvalidRequestError, UpstreamError } from '../../errors/gateway-error.js';
+import type {
+  Upstream,
+  UpstreamEndpoint,
+  UpstreamLoad,
+  UpstreamRequest,
+  UpstreamResult,
+  UpstreamStream,
+} from '../upstream.js';
+import { usageFromOpenAI } from '../usage.js';
+import { OpenAIStreamEvents } from './openai-stream-events.js';
+import { parsePrometheusLoad } from './prometheus-load.js';
+import {
+  findUpstreamError,
+  toUpstreamFailure,
+  upstreamReportedError,
+  upstreamStatusError,
+} from './upstream-failure.js';
+
+/** Options that do not belong in the configuration file. */
+export interface OpenAICompatibleUpstreamOptions {
+  /** The upstream's API key (read from `api_key_env` by the caller), sent as `authorization: Bearer <key>`. Default: none. */
+  apiKey?: string;
+  /** Timeout of a `load()` call (a GET of `/metrics`), ms. Default 1000. */
+  loadTimeoutMs?: number;
+}
+
+/** Most bytes of a non-2xx body read for its error message. */
+const MAX_ERROR_BODY_BYTES = 64 * 1024;
+
+/** Creates the adapter. It owns one keep-alive connection pool to the upstream's origin until `close()`. */
+export function createOpenAICompatibleUpstream(
+  config: OpenAIUpstreamConfig,
+  options: OpenAICompatibleUpstreamOptions = {},
+): Upstream {
+  return new OpenAICompatibleUpstream(config, options);
+}
+
+class OpenAICompatibleUpstream implements Upstream {
+  readonly name: string;
+  private readonly pool: Pool;
+  private readonly paths: Readonly<Record<UpstreamEndpoint, string>>;
+  private readonly authorization: string | undefined;
+  private readonly loadTimeoutMs: number;
+  /** Set once `/metrics` answered 404: the upstream does not report its load, so `load()` stops asking. */
+  private metricsMissing = false;
+
+  constructor(config: OpenAIUpstreamConfig, options: OpenAICompatibleUpstreamOptions) {
+    this.name = config.name;
+    const url = new URL(config.base_url);
+    const prefix = url.pathname.replace(/\/+$/, '');
+    // A query in the base URL (Azure-style `?api-version=`) applies to every endpoint.
+    const query = url.search;
+    this.paths = {
+      chat: `${prefix}/chat/completions${query}`,
+      completions: `${prefix}/completions${query}`,
+      embeddings: `${prefix}/embeddings${query}`,
+    };
+    this.authorization = options.apiKey === undefined || options.apiKey === '' ? undefined : `Bearer ${options.apiKey}`;
+    this.loadTimeoutMs = options.loadTimeoutMs ?? 1_000;
+    this.pool = new Pool(url.origin, {
+      connections: config.connections,
+      connectTimeout: config.timeouts.connect_ms,
+      headersTimeout: config.timeouts.first_byte_ms,
+      bodyTimeout: config.timeouts.idle_ms,
+    });
+  }
+
+  async complete(request: UpstreamRequest): Promise<UpstreamResult> {
+    const body = request.endpoint === 'embeddings' ? request.body : nonStreamingBody(request.body);
+    const response = await this.send(request, JSON.stringify(body), false);
+    let text: string;
+    try {
+      text = await response.body.text();
+    } catch (error: unknown) {
+      throw this.failure(error, request.signal);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (error: unknown) {
+      throw this.malformed(error);
+    }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw this.malformed();
+    const result = parsed as Record<string, unknown>;
+    // Some servers and routers answer 200 with an error object instead of a result.
+    if (result.choices === undefined && result.data === undefined) {
+      const reported = findUpstreamError(result);
+      if (reported !== undefined) throw upstreamReportedError(this.name, reported, text);
+    }
+    return { body: result, usage: usageFromOpenAI(result.usage) };
+  }
+
+  async stream(request: UpstreamRequest): Promise<UpstreamStream> {
+    if (request.endpoint === 'embeddings') {
+      throw new InvalidRequestError('Embeddings cannot be streamed.', {
+        code: 'stream_not_supported',
+        param: 'stream',
+      });
+    }
+    const response = await this.send(request, JSON.stringify(streamingBody(request.body)), true);
+    return { events: new OpenAIStreamEvents(response.body, this.name, request.signal) };
+  }
+
+  async load(): Promise<UpstreamLoad | undefined> {
+    if (this.metricsMissing) return undefined;
+    try {
+      const response = await this.pool.request({
+        method: 'GET',
+        path: '/metrics',
+        headers: this.authorization === undefined ? undefined : { authorization: this.authorization },
+        headersTimeout: this.loadTimeoutMs,
+        bodyTimeout: this.loadTimeoutMs,
+        signal: AbortSignal.timeout(this.loadTimeoutMs),
+      });
+      if (response.statusCode < 200 || response.statusCode >= 300) {
+        if (response.statusCode === 404) this.metricsMissing = true;
+        await response.body.dump();
+        return undefined;
+      }
+      return parsePrometheusLoad(await response.body.text());
+    } catch {
+      // Load is advisory: an upstream that cannot report it in time is treated as not reporting it.
+      return undefined;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
+  /** Sends the request; resolves with a 2xx response, rejects with the mapped error otherwise. */
+  private async send(request: UpstreamRequest, payload: string, streaming: boolean): Promise<Dispatcher.ResponseData> {
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await this.pool.request({
+        method: 'POST',
+        path: this.paths[request.endpoint],
+        headers: this.headers(request.requestId, streaming),
+        body: payload,
+        signal: request.signal,
+      });
+    } catch (error: unknown) {
+      throw this.failure(error, request.signal);
+    }
+    const status = response.statusCode;
+    if (status >= 200 && status < 300) return response;
+    let text = '';
+    try {
+      text = await readErrorBody(response.body);
+    } catch {
+      // The status is the error; an unreadable body only costs the upstream's message. An abort still wins.
+      if (request.signal.aborted) throw request.signal.reason;
+    }
+    throw upstreamStatusError(this.name, status, response.headers, text, Date.now());
+  }
+
+  private headers(requestId: string, streaming: boolean): string[] {
+    const accept = streaming ? 'text/event-stream' : 'application/json';
+    return this.authorization === undefined
+      ? ['content-type', 'application/json', 'accept', accept, 'x-request-id', requestId]
+      : [
+          'content-type',
+          'application/json',
+          'accept',
+          accept,
+          'authorization',
+          this.authorization,
+          'x-request-id',
+          requestId,
+        ];
+  }
+
+  private failure(error: unknown, signal: AbortSignal): unknown {
+    return signal.aborted ? signal.reason : toUpstreamFailure(error, this.name);
+  }
+
+  private malformed(cause?: unknown): UpstreamError {
+    return new UpstreamError(`Upstream ${this.name} answered with a body that is not a JSON object.`, {
+      code: 'upstream_malformed_response',
+      retryable: true,
+      cause,
+    });
+  }
+}
+
+/** The body for a whole answer: `stream: false`, and no `stream_options`, which servers reject without `stream`. */
+function nonStreamingBody(body: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> {
+  if ((body.stream === undefined || body.stream === false) && body.stream_options === undefined) return body;
+  const copy: Record<string, unknown> = {};
+  for (const key in body) {
+    if (key !== 'stream_options') copy[key] = body[key];
+  }
+  copy.stream = false;
+  return copy;
+}
+
+/** The body for a stream: `stream: true` and always `include_usage`, keeping the client's other stream options. */
+function streamingBody(body: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const clientOptions = body.stream_options;
+  const streamOptions =
+    clientOptions !== null && typeof clientOptions === 'object' && !Array.isArray(clientOptions)
+      ? { ...clientOptions, include_usage: true }
+      : { include_usage: true };
+  return { ...body, stream: true, stream_options: streamOptions };
+}
+
+async function readErrorBody(body: Dispatcher.ResponseData['body']): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    chunks.push(chunk);
+    size += chunk.length;
+    // Leaving the loop destroys the body: an oversized error page is not worth keeping the connection for.
+    if (size >= MAX_ERROR_BODY_BYTES) break;
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -1,0 +1,157 @@
+/**
+ * The `tollgate` command line as a newcomer uses it: `serve` (banner, demo key on first start only, request log
+ * surviving `kill -9`), tenant and key commands against the store and against a running gateway, bad config.
+ * Runs the built CLI (`npm test` builds first).
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { createStore } from '../src/store/create-store.js';
+import { fastSimulatedConfig } from './support/test-gateway.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const cli = path.join(repoRoot, 'dist/src/cli/main.js');
+const children: ChildProcess[] = [];
+
+beforeAll(() => {
+  if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build (npm test does)`);
+});
+afterEach(() => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+});
+
+function workspace(extra: Record<string, unknown> = {}): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-cli-'));
+  writeFileSync(path.join(dir, 'tollgate.yaml'), stringify({ ...fastSimulatedConfig, server: { port: 0 }, ...extra }));
+  return dir;
+}
+
+function run(dir: string, args: string[]) {
+  const result = spawnSync(process.execPath, [cli, ...args], { cwd: dir, encoding: 'utf8', timeout: 20_000 });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** Starts `tollgate serve` and resolves with its banner once it is listening. */
+function serve(dir: string): Promise<{ child: ChildProcess; banner: string; url: string }> {
+  const child = spawn(process.execPath, [cli, 'serve'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let output = '';
+    const timer = setTimeout(() => reject(new Error(`serve did not start:\n${output}`)), 20_000);
+    child.stdout?.on('data', (data: Buffer) => {
+      output += data.toString();
+      const match = /listening on (http:\/\/[\d.:]+)/.exec(output);
+      if (match && output.includes('const stream')) {
+        clearTimeout(timer);
+        resolve({ child, banner: output, url: match[1]! });
+      }
+    });
+    child.stderr?.on('data', (data: Buffer) => {
+      output += data.toString();
+    });
+    child.on('exit', (code) => reject(new Error(`serve exited with ${code}:\n${output}`)));
+  });
+}
+
+describe('tollgate serve', () => {
+  it('prints the admin token, a demo key on first start only, and the key works with the SDK', async () => {
+    const dir = workspace();
+    const first = await serve(dir);
+    expect(first.banner).toMatch(/Admin token: tga-/);
+    const key = /Demo API key \(shown once, keep it\): (tg-\S+)/.exec(first.banner)?.[1];
+    expect(key).toBeDefined();
+    const client = new OpenAI({ baseURL: `${first.url}/v1`, apiKey: key!, maxRetries: 0 });
+    const stream = await client.chat.completions.create({
+      model: 'sim-pro-32k',
+      messages: [{ role: 'user', content: 'hello' }],
+      max_tokens: 5,
+      stream: true,
+    });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+    expect(text.length).toBeGreaterThan(0);
+    first.child.kill('SIGTERM');
+    await new Promise((resolve) => first.child.once('exit', resolve));
+
+    const second = await serve(dir);
+    expect(second.banner).not.toMatch(/Demo API key \(shown once/);
+    expect(second.banner).toContain(/Admin token: (\S+)/.exec(first.banner)![1]!);
+  });
+
+  it('keeps every completed request in the request log across kill -9', async () => {
+    const dir = workspace();
+    const { child, banner, url } = await serve(dir);
+    const key = /Demo API key \(shown once, keep it\): (tg-\S+)/.exec(banner)![1]!;
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: key, maxRetries: 0 });
+    const ids: string[] = [];
+    await Promise.all(
+      Array.from({ length: 40 }, async (_, index) => {
+        const { response } = await client.chat.completions
+          .create({ model: 'sim-pro-32k', messages: [{ role: 'user', content: `q${index}` }], max_tokens: 3 })
+          .withResponse();
+        ids.push(response.headers.get('x-request-id')!);
+      }),
+    );
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('exit', resolve));
+    const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
+    try {
+      const records = await store.listRequestLogs({ limit: 1000 });
+      const found = new Set(records.map((record) => record.requestId));
+      expect(ids.filter((id) => !found.has(id))).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('tenant and key commands', () => {
+  it('work against the store', () => {
+    const dir = workspace();
+    const tenant = run(dir, ['tenants', 'create', 'acme']);
+    expect(tenant.status, tenant.stderr).toBe(0);
+    const tenantId = JSON.parse(tenant.stdout).id as string;
+    const key = run(dir, ['keys', 'create', '--tenant', tenantId, '--models', 'sim-pro-32k', '--name', 'ci']);
+    expect(key.status, key.stderr).toBe(0);
+    const created = JSON.parse(key.stdout);
+    expect(created.key).toMatch(/^tg-/);
+    expect(created.models).toEqual(['sim-pro-32k']);
+    const listed = JSON.parse(run(dir, ['keys', 'list', '--tenant', tenantId]).stdout);
+    expect(listed.map((entry: { id: string }) => entry.id)).toEqual([created.id]);
+    const revoked = JSON.parse(run(dir, ['keys', 'revoke', created.id]).stdout);
+    expect(revoked.revoked_at).not.toBeNull();
+    const tenants = JSON.parse(run(dir, ['tenants', 'list']).stdout);
+    expect(tenants.map((entry: { name: string }) => entry.name)).toContain('acme');
+  });
+
+  it('work against a running gateway with --url, and revocation is immediate', async () => {
+    const dir = workspace();
+    const { url } = await serve(dir);
+    const tenant = JSON.parse(run(dir, ['tenants', 'create', 'remote', '--url', url]).stdout);
+    const created = JSON.parse(run(dir, ['keys', 'create', '--tenant', tenant.id, '--url', url]).stdout);
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: created.key, maxRetries: 0 });
+    expect((await client.models.list()).data.length).toBeGreaterThan(0);
+    expect(run(dir, ['keys', 'revoke', created.id, '--url', url]).status).toBe(0);
+    await expect(client.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+  });
+
+  it('explains bad input with a non-zero exit', () => {
+    const dir = workspace({
+      models: [{ name: 'm', context_window: 'big', deployments: [{ upstream: 'x', model: 'y' }] }],
+    });
+    const result = run(dir, ['serve']);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain('models[0].context_window');
+    const help = run(dir, ['--help']);
+    expect(help.status).toBe(0);
+    for (const command of ['serve', 'tenants', 'keys', 'sim-upstream']) expect(help.stdout).toContain(command);
+    const missing = run(dir, ['keys', 'create']);
+    expect(missing.status).not.toBe(0);
+    expect(missing.stderr).toContain('--tenant');
+  });
+});

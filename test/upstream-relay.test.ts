@@ -1,0 +1,234 @@
+/**
+ * The gateway over real HTTP upstreams started by the test (the simulated server behind the OpenAI-compatible
+ * adapter, with injected faults, and a capturing server): pass-through, usage completeness, failures mapped to
+ * 502/504, streams cut mid-way billed for what was delivered, client disconnects cancelling the upstream.
+ */
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countTextTokens } from '../src/metering/token-counter.js';
+import { type SimServer, startSimServer } from '../src/upstreams/simulated/sim-server.js';
+import { startTestGateway, type TestGateway } from './support/test-gateway.js';
+
+const fast = { t_prefill_us: 1, t_fixed_ms: 0.2, t_seq_ms: 0.01 };
+const sims: Record<string, SimServer> = {};
+let capture: Server;
+let captureUrl: string;
+const captured: Array<{ body: Record<string, unknown>; headers: IncomingMessage['headers'] }> = [];
+let harness: TestGateway;
+let client: OpenAI;
+let tenantId: string;
+
+beforeAll(async () => {
+  sims.ok = await startSimServer({ profile: fast });
+  sims.hang = await startSimServer({ profile: fast, faults: 'hang' });
+  sims.die = await startSimServer({ profile: fast, faults: 'die-mid-stream' });
+  sims.nousage = await startSimServer({ profile: fast, faults: 'no-usage' });
+  sims.error = await startSimServer({ profile: fast, faults: 'status:500' });
+  sims.rejects = await startSimServer({ profile: fast, faults: 'status:400' });
+  // 50 tokens/s: slow enough to disconnect mid-stream.
+  sims.slow = await startSimServer({ profile: { t_prefill_us: 1, t_fixed_ms: 20, t_seq_ms: 0 } });
+  capture = createServer((request, response) => {
+    let text = '';
+    request.on('data', (data: Buffer) => {
+      text += data.toString();
+    });
+    request.on('end', () => {
+      captured.push({ body: JSON.parse(text), headers: request.headers });
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(
+        JSON.stringify({
+          id: 'chatcmpl-capture',
+          object: 'chat.completion',
+          created: 1,
+          model: 'captured-model',
+          choices: [
+            {
+              index: 0,
+              message: { role: 'assistant', content: 'ok', refusal: null },
+              logprobs: null,
+              finish_reason: 'stop',
+            },
+          ],
+          usage: { prompt_tokens: 11, completion_tokens: 1, total_tokens: 12 },
+        }),
+      );
+    });
+  });
+  await new Promise<void>((resolve) => capture.listen(0, '127.0.0.1', resolve));
+  captureUrl = `http://127.0.0.1:${(capture.address() as AddressInfo).port}/v1`;
+
+  const timeouts = { connect_ms: 1000, first_byte_ms: 400, idle_ms: 1000 };
+  const upstream = (name: string, base_url: string) => ({
+    name,
+    type: 'openai',
+    base_url,
+    timeouts,
+    api_key_env: 'TEST_UPSTREAM_KEY',
+  });
+  const model = (name: string) => ({
+    name: `${name}-model`,
+    context_window: 32_768,
+    deployments: [{ upstream: name, model: 'simulated' }],
+  });
+  const names = Object.keys(sims);
+  harness = await startTestGateway(
+    {
+      upstreams: [
+        ...names.map((name) => upstream(name, sims[name]!.url)),
+        upstream('capture', captureUrl),
+        upstream('dead', 'http://127.0.0.1:9/v1'),
+      ],
+      models: [...names, 'capture', 'dead'].map(model),
+    },
+    { TEST_UPSTREAM_KEY: 'sk-upstream-secret' },
+  );
+  const created = await harness.createTenantWithKey();
+  tenantId = created.tenantId;
+  client = harness.client(created.key);
+});
+
+afterAll(async () => {
+  await harness?.close();
+  await Promise.all(Object.values(sims).map((sim) => sim.close()));
+  capture?.close();
+});
+
+const messages = [{ role: 'user' as const, content: 'Say something long.' }];
+
+async function recordOf(requestId: string | null) {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    const record = records.find((candidate) => candidate.requestId === requestId);
+    if (record) return record;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`no request-log record for ${requestId}`);
+}
+
+describe('relay through the OpenAI-compatible adapter', () => {
+  it('passes unknown fields through, renames the model, sends the upstream key, never the client key', async () => {
+    const body = {
+      model: 'capture-model',
+      messages,
+      max_tokens: 5,
+      logit_bias: { '42': 1 },
+      vendor_extension: { x: 1 },
+    };
+    const reply = await client.chat.completions.create(body as any);
+    expect(reply.model).toBe('capture-model');
+    const seen = captured.at(-1)!;
+    expect(seen.body).toMatchObject({
+      model: 'simulated',
+      logit_bias: { '42': 1 },
+      vendor_extension: { x: 1 },
+      max_tokens: 5,
+    });
+    expect(seen.headers.authorization).toBe('Bearer sk-upstream-secret');
+    expect(seen.headers['x-request-id']).toMatch(/^req_/);
+  });
+
+  it('always asks the upstream for usage on streams', async () => {
+    const stream = await client.chat.completions.create({ model: 'ok-model', messages, max_tokens: 4, stream: true });
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    expect(chunks.every((chunk) => !chunk.usage)).toBe(true);
+    const { response } = await client.chat.completions
+      .create({ model: 'ok-model', messages, max_tokens: 4, stream: true })
+      .withResponse();
+    const record = await recordOf(response.headers.get('x-request-id'));
+    expect(record).toMatchObject({ completionTokens: 4, usageEstimated: false, stream: true, status: 200 });
+  });
+
+  it('estimates usage (flagged) and still sends the usage chunk when the upstream sends none', async () => {
+    const { data: stream, response } = await client.chat.completions
+      .create({
+        model: 'nousage-model',
+        messages,
+        max_tokens: 8,
+        stream: true,
+        stream_options: { include_usage: true },
+      })
+      .withResponse();
+    let text = '';
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(usage?.completion_tokens).toBe(countTextTokens(text));
+    const record = await recordOf(response.headers.get('x-request-id'));
+    expect(record.usageEstimated).toBe(true);
+    expect(record.completionTokens).toBe(countTextTokens(text));
+  });
+
+  it('maps an upstream 5xx to 502, an upstream 400 to 400, a refused connection to 502 and a silent upstream to 504', async () => {
+    const statusOf = (model: string) =>
+      client.chat.completions.create({ model, messages, max_tokens: 3 }).then(
+        () => undefined,
+        (error: unknown) => error as InstanceType<typeof OpenAI.APIError>,
+      );
+    const failed = await statusOf('error-model');
+    expect(failed?.status).toBe(502);
+    expect(failed?.code).toBe('upstream_http_error');
+    const rejected = await statusOf('rejects-model');
+    expect(rejected?.status).toBe(400);
+    const dead = await statusOf('dead-model');
+    expect(dead?.status).toBe(502);
+    expect(dead?.code).toBe('upstream_unreachable');
+    const started = Date.now();
+    const hung = await statusOf('hang-model');
+    expect(hung?.status).toBe(504);
+    expect(hung?.code).toBe('upstream_timeout');
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('ends a stream cut by the upstream with an error event and records the tokens delivered', async () => {
+    const { data: stream, response } = await client.chat.completions
+      .create({ model: 'die-model', messages, max_tokens: 50, stream: true })
+      .withResponse();
+    let text = '';
+    const error = await (async () => {
+      try {
+        for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+      } catch (caught: unknown) {
+        return caught;
+      }
+      return undefined;
+    })();
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    const record = await recordOf(response.headers.get('x-request-id'));
+    expect(record.status).toBe(200);
+    expect(record.errorCode).not.toBeNull();
+    expect(record.usageEstimated).toBe(true);
+    expect(record.completionTokens).toBe(countTextTokens(text));
+    expect(record.completionTokens).toBeLessThan(50);
+  });
+
+  it('cancels the upstream when the client disconnects, and records what was delivered', async () => {
+    const controller = new AbortController();
+    const { data: stream, response } = await client.chat.completions
+      .create({ model: 'slow-model', messages, max_tokens: 2000, stream: true }, { signal: controller.signal })
+      .withResponse();
+    let received = 0;
+    try {
+      for await (const chunk of stream) {
+        if (chunk.choices[0]?.delta.content) received += 1;
+        if (received === 5) controller.abort();
+      }
+    } catch {
+      // the abort
+    }
+    let running = 1;
+    for (let attempt = 0; attempt < 100 && running > 0; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      running = (await sims.slow!.upstream.load()).running;
+    }
+    expect(running).toBe(0);
+    const record = await recordOf(response.headers.get('x-request-id'));
+    expect(record.errorCode).toBe('client_closed');
+    expect(record.completionTokens).toBeGreaterThanOrEqual(5);
+    expect(record.completionTokens).toBeLessThan(200);
+  });
+});
