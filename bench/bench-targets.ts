@@ -104,6 +104,13 @@ export interface TollgateOptions {
   logLevel?: string;
   /** Time to wait for `GET /readyz` to answer 200, ms. Default 30000. */
   readyTimeoutMs?: number;
+  /** Extra `node` flags, e.g. `--cpu-prof --cpu-prof-dir=DIR` (cluster workers inherit them). Default none. */
+  nodeArgs?: readonly string[];
+}
+
+/** The label of a Tollgate target: `tollgate`, or `tollgate-wN` with N > 1 workers. */
+export function tollgateTargetName(workers: number): string {
+  return workers > 1 ? `tollgate-w${workers}` : 'tollgate';
 }
 
 /** Starts `node dist/src/cli/main.js serve` on a generated config, then creates a tenant and an API key. */
@@ -113,7 +120,7 @@ export async function startTollgate(
   options: TollgateOptions = {},
 ): Promise<BenchTarget> {
   const workers = options.workers ?? 1;
-  const name = options.name ?? (workers > 1 ? `tollgate-w${workers}` : 'tollgate');
+  const name = options.name ?? tollgateTargetName(workers);
   const dataDir = await mkdtemp(join(tmpdir(), 'tollgate-bench-'));
   const configPath = join(dataDir, 'tollgate.yaml');
   const config = {
@@ -135,7 +142,7 @@ export async function startTollgate(
   const started = processes.spawn({
     name,
     command: process.execPath,
-    args: [join(repoRoot, 'dist/src/cli/main.js'), 'serve', '--config', configPath],
+    args: [...(options.nodeArgs ?? []), join(repoRoot, 'dist/src/cli/main.js'), 'serve', '--config', configPath],
     cwd: repoRoot,
     env: { TOLLGATE_ADMIN_TOKEN: adminToken, TOLLGATE_DATA_DIR: dataDir, TOLLGATE_PORT: String(port) },
   });

@@ -99,7 +99,7 @@ function precomputeAnswers(chunks: number): PrecomputedAnswers {
 
 const jsonHeaders = { 'content-type': 'application/json' } as const;
 const sseHeaders = {
-  'content-type': 'text/event-stream',
+  'content-type': 'text/event-stream; charset=utf-8',
   'cache-control': 'no-cache',
 } as const;
 

@@ -188,6 +188,8 @@ export interface StreamRssScenarioOptions extends StreamRssOptions {
   workers: number[];
   /** Also measure Portkey's gateway. Default true. */
   portkey: boolean;
+  /** Extra `node` flags for Tollgate. Default none. */
+  tollgateNodeArgs?: readonly string[];
 }
 
 /**
@@ -229,7 +231,11 @@ export async function runStreamRssScenario(
     await measure(async () => upstream.target);
     for (const workers of options.workers) {
       await measure(() =>
-        startTollgate(processes, upstream.baseUrl, { workers, upstreamConnections: options.streams + 64 }),
+        startTollgate(processes, upstream.baseUrl, {
+          workers,
+          upstreamConnections: options.streams + 64,
+          ...(options.tollgateNodeArgs === undefined ? {} : { nodeArgs: options.tollgateNodeArgs }),
+        }),
       );
     }
     if (options.portkey) {
@@ -266,13 +272,14 @@ function parsePositiveInt(value: string): number {
 /** Formats results as a Markdown table. */
 export function formatStreamRssTable(results: readonly StreamRssResult[]): string {
   const lines = [
-    '| target | streams open | events/s | idle RSS MiB | RSS with streams MiB | KiB/stream | processes | upstream RSS MiB |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| target | streams open | events/s | idle RSS MiB | RSS with streams MiB | KiB/stream | processes | upstream RSS MiB | problems |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const result of results) {
     lines.push(
       `| ${result.target} | ${result.openAtEnd}/${result.streams} | ${result.eventsPerSecond} | ${result.idleRssMiB} | ` +
-        `${result.heldRssMiB} | ${result.perStreamKiB} | ${result.processes} | ${result.upstreamHeldRssMiB} |`,
+        `${result.heldRssMiB} | ${result.perStreamKiB} | ${result.processes} | ${result.upstreamHeldRssMiB} | ` +
+        `${result.problems.join('; ').slice(0, 200) || '–'} |`,
     );
   }
   return lines.join('\n');

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AuthenticationError, type GatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
-import type { RequestRecorder, RequestTrace } from '../metering/request-recorder.js';
+import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { RelayService } from '../relay/relay-service.js';
 import type { KeyService, Principal } from '../tenancy/key-service.js';
@@ -66,23 +66,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
     if (!request.url.startsWith('/v1/')) return;
-    request.trace = {
-      requestId: request.id,
-      receivedAt: Date.now(),
-      startedAt: performance.now(),
-      endpoint: endpointOf(request.url),
-      stream: false,
-      tenantId: null,
-      keyId: null,
-      model: null,
-      deployment: null,
-      status: 0,
-      errorCode: null,
-      usage: undefined,
-      firstTokenAt: null,
-      attempts: 0,
-      recorded: false,
-    };
+    request.trace = newRequestTrace(request.id, endpointOf(request.url), Date.now(), performance.now());
     const principal = await services.keys.authenticate(request.headers.authorization);
     request.principal = principal;
     request.trace.tenantId = principal.tenantId;

@@ -3,6 +3,7 @@
  * Keys are snake_case as written in YAML; every option documents its default and unit.
  */
 import { type Static, Type } from '@sinclair/typebox';
+import { PriceBookSchema } from '../pricing/price-book.js';
 
 const PositiveInt = (description: string, defaultValue?: number) =>
   Type.Integer({ minimum: 1, description, ...(defaultValue === undefined ? {} : { default: defaultValue }) });
@@ -98,6 +99,23 @@ export const ModelConfigSchema = Type.Object(
   { additionalProperties: false },
 );
 
+/** Wallet defaults and billing behaviour. */
+export const BillingConfigSchema = Type.Object(
+  {
+    /** How new tenants pay. Default `prepaid` (a wallet that must be topped up). */
+    new_tenant_mode: Type.Union([Type.Literal('prepaid'), Type.Literal('postpaid')], { default: 'prepaid' }),
+    /** Credit limit of new postpaid tenants, currency units (decimal string). Default "0". */
+    new_tenant_credit_limit: Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', default: '0' }),
+    /** Credit given to the demo tenant on first start, currency units. Default "10". */
+    demo_credit: Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', default: '10' }),
+    /** How often in-flight streams checkpoint their delivered tokens, ms. Default 1000. */
+    checkpoint_interval_ms: PositiveInt('Stream checkpoint interval, milliseconds.', 1000),
+    /** Environment variable holding the secret that signs budget-alert webhooks. */
+    webhook_secret_env: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' })),
+  },
+  { additionalProperties: false, default: {} },
+);
+
 export const ConfigSchema = Type.Object(
   {
     server: Type.Object(
@@ -136,6 +154,9 @@ export const ConfigSchema = Type.Object(
     ),
     upstreams: Type.Array(UpstreamConfigSchema, { minItems: 1 }),
     models: Type.Array(ModelConfigSchema, { minItems: 1 }),
+    /** The price book. Without it nothing is rated or charged (usage is still metered). */
+    pricing: Type.Optional(PriceBookSchema),
+    billing: BillingConfigSchema,
   },
   { additionalProperties: false },
 );

@@ -87,6 +87,16 @@ models:
     expect(problems.some((line) => line.startsWith('models[0].context_window:'))).toBe(true);
   });
 
+  it('checks the price book with paths', () => {
+    const problems = problemsOf(() =>
+      parseConfigDocument({
+        ...minimal,
+        pricing: { currency: 'CNY', versions: [{ effective_from: '2026-01-01T00:00:00Z', models: { m: { input: '-1', output: 2 } } }] },
+      }),
+    );
+    expect(problems.some((line) => line.startsWith('pricing.versions[0].models.m.'))).toBe(true);
+  });
+
   it('rejects unknown references and duplicate names', () => {
     const problems = problemsOf(() =>
       parseConfigDocument({

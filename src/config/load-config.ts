@@ -8,6 +8,7 @@ import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { type Config, ConfigSchema, OpenAIUpstreamSchema, SimulatedUpstreamSchema } from './config-schema.js';
+import { normalizePriceBook, PriceBookError } from '../pricing/price-book.js';
 import { defaultConfigDocument } from './default-config.js';
 
 /** Where the configuration came from, for the start banner. */
@@ -188,6 +189,14 @@ function applyEnvironment(
 }
 
 function checkReferences(config: Config, problems: string[]): void {
+  if (config.pricing !== undefined) {
+    try {
+      normalizePriceBook(config.pricing, { path: 'pricing' });
+    } catch (error: unknown) {
+      if (!(error instanceof PriceBookError)) throw error;
+      for (const issue of error.issues) problems.push(`${issue.path}: ${issue.message}`);
+    }
+  }
   const upstreamNames = new Set<string>();
   config.upstreams.forEach((upstream, index) => {
     if (upstreamNames.has(upstream.name)) problems.push(`upstreams[${index}].name: duplicate name "${upstream.name}"`);

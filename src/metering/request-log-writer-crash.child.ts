@@ -33,5 +33,6 @@ const writes = Array.from({ length: Number(countText) }, (_, index) =>
 );
 const outcomes = await Promise.all(writes);
 process.stdout.write(outcomes.every(Boolean) ? 'committed\n' : 'dropped\n');
-// Keep running (and the store open) until the parent kills the process.
-setInterval(() => {}, 60_000);
+// Block the thread (no CPU) until the parent kills the process: nothing more can be flushed after "committed", so
+// a record whose promise resolved before its commit would be missing from the file.
+Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60_000);

@@ -1,22 +1,27 @@
 /**
- * The end of every API request: one request-log record (through the batched writer), the metrics, and one access
- * log line — from a single `RequestTrace`, so the three never disagree.
+ * The end of every API request: one settlement (request-log record, usage event rated by the price book, release
+ * of the wallet reservation) through the batched writer, the metrics, and one access log line — all from a single
+ * `RequestTrace`, so they never disagree.
  */
 import type { Logger } from 'pino';
+import type { BudgetAlertSink } from '../billing/budget-alert-sink.js';
+import type { BillingService, Reservation } from '../billing/billing-service.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
+import type { Settlement } from '../store/ledger-store.js';
 import type { RequestLogRecord } from '../store/store.js';
 import type { Usage } from '../upstreams/usage.js';
-import type { RequestLogWriter } from './request-log-writer.js';
 
 /** What the gateway learned about one request while serving it. */
 export interface RequestTrace {
   requestId: string;
-  /** Epoch ms when the request arrived. */
+  /** Epoch ms when the request arrived: it chooses the price version and off-peak window. */
   receivedAt: number;
   /** `performance.now()` when the request arrived, for durations. */
   startedAt: number;
   endpoint: string;
   stream: boolean;
+  /** A batch line (rated with the batch modifier). */
+  batch: boolean;
   tenantId: string | null;
   keyId: string | null;
   /** Public model name, once known to be valid. */
@@ -25,6 +30,8 @@ export interface RequestTrace {
   status: number;
   errorCode: string | null;
   usage: Usage | undefined;
+  /** What admission reserved on the wallet; released when the request is settled. */
+  reservation: Reservation | undefined;
   /** `performance.now()` of the first content chunk sent (streams). */
   firstTokenAt: number | null;
   attempts: number;
@@ -32,36 +39,71 @@ export interface RequestTrace {
   recorded: boolean;
 }
 
+/** Where settlements go: the batched writer. */
+export interface SettlementSink {
+  /** Resolves true once committed (durable), false if dropped. Never rejects. */
+  write(settlement: Settlement): Promise<boolean>;
+}
+
 /** Options of `RequestRecorder`. */
 export interface RequestRecorderOptions {
   /** Log one line per request. Default true. */
   logRequests?: boolean;
   /**
-   * Longest time a response waits for its record's commit, ms. Default 2000. Past it the response goes out and the
-   * record stays buffered in the writer (retried until the store is back), so a store outage does not hang clients.
+   * Longest time a response waits for its settlement's commit, ms. Default 2000. Past it the response goes out
+   * and the settlement stays buffered in the writer (retried until the store is back), so a store outage does not
+   * hang clients.
    */
   commitWaitMs?: number;
+  /** Receives month-to-date spend changes for budget alerts. */
+  alerts?: BudgetAlertSink;
 }
 
-/** Writes the record, metrics and access log of finished requests. */
+/** Creates a trace for a request that just arrived. */
+export function newRequestTrace(requestId: string, endpoint: string, receivedAt: number, startedAt: number): RequestTrace {
+  return {
+    requestId,
+    receivedAt,
+    startedAt,
+    endpoint,
+    stream: false,
+    batch: false,
+    tenantId: null,
+    keyId: null,
+    model: null,
+    deployment: null,
+    status: 0,
+    errorCode: null,
+    usage: undefined,
+    reservation: undefined,
+    firstTokenAt: null,
+    attempts: 0,
+    recorded: false,
+  };
+}
+
+/** Writes the settlement, metrics and access log of finished requests. */
 export class RequestRecorder {
   private readonly logRequests: boolean;
+  private readonly commitWaitMs: number;
+  private readonly alerts: BudgetAlertSink | undefined;
 
   constructor(
-    private readonly writer: RequestLogWriter,
+    private readonly writer: SettlementSink,
+    private readonly billing: BillingService,
     private readonly metrics: GatewayMetrics,
     private readonly logger: Logger,
     options: RequestRecorderOptions = {},
   ) {
     this.logRequests = options.logRequests ?? true;
     this.commitWaitMs = options.commitWaitMs ?? 2000;
+    this.alerts = options.alerts;
   }
 
-  private readonly commitWaitMs: number;
-
   /**
-   * Records a finished request. The returned promise resolves once its record is committed to the store; the
-   * gateway awaits it before the last byte of a successful response, so a completed request survives `kill -9`.
+   * Records a finished request. The returned promise resolves once its settlement is committed to the store (or
+   * after `commitWaitMs`); the gateway awaits it before the last byte of a successful response, so a completed
+   * request's usage survives `kill -9`.
    */
   finish(trace: RequestTrace): Promise<void> {
     if (trace.recorded) return Promise.resolve();
@@ -90,38 +132,36 @@ export class RequestRecorder {
       attempts: trace.attempts,
       createdAt: trace.receivedAt,
     };
-    const model = trace.model ?? 'unknown';
-    const metrics = this.metrics;
-    metrics.requests.labels(trace.endpoint, model, String(trace.status)).inc();
-    metrics.requestDuration.labels(trace.endpoint, model).observe(latencyMs / 1000);
-    if (ttftMs !== null) metrics.timeToFirstToken.labels(model).observe(ttftMs / 1000);
-    if (usage !== undefined) {
-      metrics.tokens.labels(model, 'input').inc(usage.input.total - usage.input.cached);
-      if (usage.input.cached > 0) metrics.tokens.labels(model, 'cached_input').inc(usage.input.cached);
-      metrics.tokens.labels(model, 'output').inc(usage.output.total);
+    const settlement: Settlement = { log: record };
+    if (trace.reservation !== undefined) {
+      settlement.reservation = { tenantId: trace.reservation.tenantId, amount: trace.reservation.amount };
     }
-    if (this.logRequests) {
-      this.logger.info(
-        {
-          reqId: trace.requestId,
-          tenant: trace.tenantId,
-          keyId: trace.keyId,
-          endpoint: trace.endpoint,
-          model: trace.model,
-          deployment: trace.deployment,
-          status: trace.status,
-          code: trace.errorCode ?? undefined,
-          stream: trace.stream,
-          promptTokens: record.promptTokens,
-          completionTokens: record.completionTokens,
-          estimated: record.usageEstimated || undefined,
-          latencyMs: record.latencyMs,
-          ttftMs: record.ttftMs ?? undefined,
-        },
-        'request',
-      );
+    if (trace.stream) settlement.checkpointRequestId = trace.requestId;
+    if (usage !== undefined && trace.tenantId !== null && trace.model !== null) {
+      const event = this.billing.rate({
+        requestId: trace.requestId,
+        tenantId: trace.tenantId,
+        keyId: trace.keyId,
+        model: trace.model,
+        deployment: trace.deployment,
+        receivedAt: trace.receivedAt,
+        batch: trace.batch,
+        usage,
+      });
+      if (event !== undefined) {
+        settlement.event = event;
+        const spend = this.billing.recordSpend(event);
+        this.alerts?.onSettled({
+          tenantId: event.tenantId,
+          keyId: event.keyId,
+          at: event.receivedAt,
+          monthSpendBefore: { tenant: spend.tenantBefore, key: spend.keyBefore },
+          monthSpendAfter: { tenant: spend.tenantAfter, key: spend.keyAfter },
+        });
+      }
     }
-    const committed = this.writer.write(record);
+    this.observe(trace, record, latencyMs, ttftMs);
+    const committed = this.writer.write(settlement);
     // The common case commits within one event-loop turn; the timer only matters while the store is failing.
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<void>((resolve) => {
@@ -129,5 +169,39 @@ export class RequestRecorder {
       timer.unref();
     });
     return Promise.race([committed.then(() => clearTimeout(timer)), waited]);
+  }
+
+  private observe(trace: RequestTrace, record: RequestLogRecord, latencyMs: number, ttftMs: number | null): void {
+    const model = trace.model ?? 'unknown';
+    const metrics = this.metrics;
+    metrics.requests.labels(trace.endpoint, model, String(trace.status)).inc();
+    metrics.requestDuration.labels(trace.endpoint, model).observe(latencyMs / 1000);
+    if (ttftMs !== null) metrics.timeToFirstToken.labels(model).observe(ttftMs / 1000);
+    const usage = trace.usage;
+    if (usage !== undefined) {
+      metrics.tokens.labels(model, 'input').inc(usage.input.total - usage.input.cached);
+      if (usage.input.cached > 0) metrics.tokens.labels(model, 'cached_input').inc(usage.input.cached);
+      metrics.tokens.labels(model, 'output').inc(usage.output.total);
+    }
+    if (!this.logRequests) return;
+    this.logger.info(
+      {
+        reqId: trace.requestId,
+        tenant: trace.tenantId,
+        keyId: trace.keyId,
+        endpoint: trace.endpoint,
+        model: trace.model,
+        deployment: trace.deployment,
+        status: trace.status,
+        code: trace.errorCode ?? undefined,
+        stream: trace.stream,
+        promptTokens: record.promptTokens,
+        completionTokens: record.completionTokens,
+        estimated: record.usageEstimated || undefined,
+        latencyMs: record.latencyMs,
+        ttftMs: record.ttftMs ?? undefined,
+      },
+      'request',
+    );
   }
 }

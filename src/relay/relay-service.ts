@@ -13,6 +13,7 @@ import {
   toOpenAIErrorBody,
   UpstreamError,
 } from '../errors/gateway-error.js';
+import type { BillingService } from '../billing/billing-service.js';
 import type { RequestRecorder, RequestTrace } from '../metering/request-recorder.js';
 import { countPromptTokens, countTextTokens } from '../metering/token-counter.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
@@ -31,6 +32,14 @@ export interface RelayRequest {
   body: Readonly<Record<string, unknown>>;
 }
 
+/** A stream being relayed: what a checkpoint needs. */
+export interface InFlightStream {
+  trace: RequestTrace;
+  estimatedPromptTokens: number;
+  /** Content delivered to the client so far. */
+  deliveredText: string;
+}
+
 /** A model the key may use, with the request's token estimate. */
 interface PreparedRequest {
   model: CatalogModel;
@@ -43,10 +52,14 @@ interface PreparedRequest {
 
 /** Relays OpenAI requests to the fleet. */
 export class RelayService {
+  /** Streams being relayed, for delivered-token checkpoints. */
+  readonly inFlightStreams = new Map<string, InFlightStream>();
+
   constructor(
     private readonly catalog: Catalog,
     private readonly router: DeploymentRouter,
     private readonly recorder: RequestRecorder,
+    private readonly billing: BillingService,
     private readonly metrics: GatewayMetrics,
   ) {}
 
@@ -73,7 +86,7 @@ export class RelayService {
   /** A whole answer. Resolves with the response body after the request is recorded. */
   async whole(request: RelayRequest): Promise<Record<string, unknown>> {
     const { trace } = request;
-    const prepared = this.prepare(request);
+    const prepared = await this.prepare(request);
     const inFlight = this.metrics.inFlight.labels(request.endpoint);
     inFlight.inc();
     try {
@@ -97,7 +110,7 @@ export class RelayService {
    */
   async stream(request: RelayRequest, sink: SseSink): Promise<void> {
     const { trace } = request;
-    const prepared = this.prepare(request);
+    const prepared = await this.prepare(request);
     const { deployment, abort } = prepared;
     const clientWantsUsage =
       (request.body.stream_options as { include_usage?: boolean } | null | undefined)?.include_usage === true;
@@ -114,6 +127,8 @@ export class RelayService {
     trace.status = 200;
     sink.open({ 'x-request-id': trace.requestId });
     const rewrite = modelRewriter(deployment.upstreamModel, prepared.model.name, !clientWantsUsage);
+    const progress: InFlightStream = { trace, estimatedPromptTokens: prepared.estimatedPromptTokens, deliveredText: '' };
+    this.inFlightStreams.set(trace.requestId, progress);
     let deliveredText = '';
     let reported: Usage | undefined;
     let lastChunk: string | undefined;
@@ -128,6 +143,7 @@ export class RelayService {
         }
         if (event.usage !== undefined) reported = event.usage;
         deliveredText += event.text;
+        progress.deliveredText = deliveredText;
         lastChunk = event.data;
         if (trace.firstTokenAt === null) trace.firstTokenAt = performance.now();
         const data = event.usage !== undefined && !clientWantsUsage ? withoutUsage(event.data) : rewrite(event.data);
@@ -138,6 +154,7 @@ export class RelayService {
       failure = toGatewayError(error);
     } finally {
       inFlight.dec();
+      this.inFlightStreams.delete(trace.requestId);
     }
 
     const completed = failure === undefined && !sink.closed;
@@ -168,12 +185,21 @@ export class RelayService {
     sink.end();
   }
 
-  private prepare(request: RelayRequest): PreparedRequest {
+  private async prepare(request: RelayRequest): Promise<PreparedRequest> {
     const { body, endpoint, principal, trace } = request;
     const model = this.resolveModel(principal, endpoint, body.model as string);
     trace.model = model.name;
     const estimatedPromptTokens = countPromptTokens(endpoint, body);
     if (endpoint !== 'embeddings') checkContextWindow(model, body, estimatedPromptTokens);
+    const quote = this.billing.quote({
+      tenantId: principal.tenantId,
+      model: model.name,
+      receivedAt: trace.receivedAt,
+      promptTokens: estimatedPromptTokens,
+      maxOutputTokens: endpoint === 'embeddings' ? 0 : (requestedOutputTokens(body) ?? model.maxOutputTokens),
+      batch: trace.batch,
+    });
+    trace.reservation = await this.billing.reserve(principal.tenantId, principal.keyId, quote, trace.receivedAt);
     const deployment = this.router.pick(model);
     trace.deployment = deployment.id;
     trace.attempts = 1;

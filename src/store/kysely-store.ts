@@ -2,14 +2,7 @@ import { type Kysely, Migrator, type Selectable } from 'kysely';
 import type { ApiKeysTable, DatabaseSchema, RequestLogTable, TenantsTable } from './database-schema.js';
 import { migrationProvider } from './migrations/migration-provider.js';
 import { randomId } from './random-id.js';
-import type {
-  ApiKeyRecord,
-  NewApiKey,
-  RequestLogQuery,
-  RequestLogRecord,
-  Store,
-  TenantRecord,
-} from './store.js';
+import type { ApiKeyRecord, NewApiKey, RequestLogQuery, RequestLogRecord, Store, TenantRecord } from './store.js';
 
 /** Columns written per request-log row; with the dialect's parameter limit this sizes each INSERT chunk. */
 const REQUEST_LOG_COLUMNS = 18;

@@ -57,7 +57,9 @@ describe('SQLite store', () => {
 
     it('all succeed and the schema is created once', async () => {
       const path = join(directory, 'race', 'store.db');
-      const children = Array.from({ length: 4 }, () => runChild(tree.pathOf('src/store/sqlite-migrate.child.ts'), path));
+      const children = Array.from({ length: 4 }, () =>
+        runChild(tree.pathOf('src/store/sqlite-migrate.child.ts'), path),
+      );
       const outcomes = await Promise.all(children);
       for (const outcome of outcomes) expect(outcome).toEqual({ code: 0, stdout: 'migrated\n', stderr: '' });
       const database = new Database(path, { readonly: true });

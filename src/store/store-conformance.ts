@@ -204,13 +204,15 @@ export function describeStoreConformance(name: string, options: StoreConformance
         const times = (rows: RequestLogRecord[]): number[] => rows.map((row) => row.createdAt - base);
 
         expect(times(await store.listRequestLogs({ tenantId: tenantA }))).toEqual([4000, 3000, 2000, 1000, 0]);
-        expect(times(await store.listRequestLogs({ tenantId: tenantA, since: base + 1000, until: base + 3000 }))).toEqual(
-          [2000, 1000],
-        );
+        expect(
+          times(await store.listRequestLogs({ tenantId: tenantA, since: base + 1000, until: base + 3000 })),
+        ).toEqual([2000, 1000]);
         expect(times(await store.listRequestLogs({ tenantId: tenantA, limit: 2 }))).toEqual([4000, 3000]);
         const both = await store.listRequestLogs({ since: base, until: base + 2001, limit: 1000 });
         expect(both.filter((row) => row.tenantId === tenantA || row.tenantId === tenantB).length).toBe(5);
-        expect((await store.listRequestLogs({ tenantId: tenantB })).every((row) => row.tenantId === tenantB)).toBe(true);
+        expect((await store.listRequestLogs({ tenantId: tenantB })).every((row) => row.tenantId === tenantB)).toBe(
+          true,
+        );
       });
 
       it('defaults to 100 rows', async () => {

@@ -1,0 +1,377 @@
+/**
+ * Billing on the request path: quote the worst case before a request runs, reserve it against the tenant's
+ * wallet (atomically in the store: N concurrent requests against a balance that covers k let through at most k),
+ * rate the real usage after it ends and hand the settlement to the batched writer, which commits the usage event,
+ * the rollups, the balance and the reservation release in one transaction.
+ *
+ * Volume tiers and budgets need the tenant's month-to-date tokens and spend: kept in memory per process, loaded
+ * from the billing rollups the first time a tenant is seen in a month, and advanced as requests are rated. With
+ * several processes each counts from its own start (cluster mode shares these counters in Redis with issue 4).
+ */
+import { type Clock, RealClock } from '../clock/clock.js';
+import { InsufficientQuotaError, InvalidRequestError } from '../errors/gateway-error.js';
+import type { Logger } from '../observability/logger.js';
+import { CURRENCIES, type Currency } from '../pricing/money.js';
+import {
+  normalizePriceBook,
+  type PriceBook,
+  type PriceBookConfig,
+  PriceBookError,
+  type PriceVersionConfig,
+  priceVersionAt,
+} from '../pricing/price-book.js';
+import { costOfUsage, PricingError, quoteWorstCase, rateUsage } from '../pricing/rate-usage.js';
+import type { BudgetRecord, LedgerStore, Nano, UsageEventRecord } from '../store/ledger-store.js';
+import type { Usage } from '../upstreams/usage.js';
+import { nanoCeil, nanoHalfEven } from './nano.js';
+
+/** Options of `BillingService`. */
+export interface BillingServiceOptions {
+  /** The configured price book; without one (and without stored versions) billing is off. */
+  priceBook: PriceBookConfig | undefined;
+  logger: Logger;
+  clock?: Clock;
+}
+
+/** What admission reserved for one request. */
+export interface Reservation {
+  tenantId: string;
+  keyId: string;
+  amount: Nano;
+}
+
+/** What `rate` needs about one finished request. */
+export interface RateRequest {
+  requestId: string;
+  tenantId: string;
+  keyId: string | null;
+  model: string;
+  deployment: string | null;
+  receivedAt: number;
+  batch: boolean;
+  usage: Usage;
+}
+
+interface MonthCounter {
+  month: string;
+  tokens: bigint;
+  spend: Nano;
+  keySpend: Map<string, Nano>;
+}
+
+/** Pricing, wallets and budgets for the request path. */
+export class BillingService {
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+  private readonly configured: PriceBookConfig | undefined;
+  private book: PriceBook | undefined;
+  private readonly months = new Map<string, MonthCounter>();
+  private readonly loading = new Map<string, Promise<MonthCounter>>();
+  private budgets = new Map<string, BudgetRecord>();
+  private readonly warnedUnpriced = new Set<string>();
+  private storedDocuments: PriceVersionConfig[] = [];
+
+  constructor(
+    private readonly ledger: LedgerStore,
+    options: BillingServiceOptions,
+  ) {
+    this.clock = options.clock ?? new RealClock();
+    this.logger = options.logger;
+    this.configured = options.priceBook;
+  }
+
+  /** Loads stored price versions and budgets. Call once before serving. */
+  async init(): Promise<void> {
+    await this.reloadPrices();
+    await this.reloadBudgets();
+  }
+
+  /** Whether requests are priced and charged. */
+  get enabled(): boolean {
+    return this.book !== undefined;
+  }
+
+  /** The price book's currency (wallets and invoices use it). Default CNY when billing is off. */
+  get currency(): Currency {
+    return this.book?.currency ?? this.configured?.currency ?? 'CNY';
+  }
+
+  /** Digits of the currency's minor unit. */
+  get minorUnits(): number {
+    return CURRENCIES[this.currency].minorUnits;
+  }
+
+  /** The normalized price book, if any. */
+  get priceBook(): PriceBook | undefined {
+    return this.book;
+  }
+
+  /** Rebuilds the book from the configuration plus the versions posted through the admin API. */
+  async reloadPrices(): Promise<void> {
+    const stored = await this.ledger.listPriceVersions();
+    if (this.configured === undefined && stored.length === 0) {
+      this.book = undefined;
+      return;
+    }
+    this.storedDocuments = stored.map((record) => JSON.parse(record.document) as PriceVersionConfig);
+    const versions = [...(this.configured?.versions ?? []), ...this.storedDocuments];
+    this.book = normalizePriceBook({ currency: this.currency, versions }, { path: 'pricing' });
+  }
+
+  /**
+   * Adds a price version (admin API). It must take effect in the future, so no request already received is ever
+   * rated differently: repricing never rewrites history.
+   */
+  async addPriceVersion(version: PriceVersionConfig): Promise<void> {
+    const effectiveFrom = Date.parse(version.effective_from);
+    if (!Number.isNaN(effectiveFrom) && effectiveFrom <= this.clock.now()) {
+      throw new InvalidRequestError('effective_from must be in the future: repricing never rewrites history.', {
+        param: 'effective_from',
+        code: 'invalid_value',
+      });
+    }
+    const id = version.id ?? version.effective_from;
+    try {
+      normalizePriceBook(
+        { currency: this.currency, versions: [...(this.configured?.versions ?? []), ...this.storedDocuments, version] },
+        { path: 'version' },
+      );
+    } catch (error: unknown) {
+      if (error instanceof PriceBookError) {
+        const first = error.issues[0];
+        throw new InvalidRequestError(`Invalid price version: ${first?.path}: ${first?.message}`, {
+          param: first?.path ?? null,
+          code: 'invalid_price_version',
+        });
+      }
+      throw error;
+    }
+    await this.ledger.insertPriceVersion({ id, effectiveFrom, document: JSON.stringify({ ...version, id }) });
+    await this.reloadPrices();
+  }
+
+  /** Reloads budgets after an admin change. */
+  async reloadBudgets(): Promise<void> {
+    const budgets = await this.ledger.listBudgets();
+    this.budgets = new Map(budgets.map((budget) => [`${budget.scope}:${budget.scopeId}`, budget]));
+  }
+
+  /**
+   * The most the request can cost, in nano-units rounded up; 0 when billing is off or the model has no price
+   * (served unmetered, with one warning per model).
+   */
+  quote(input: {
+    tenantId: string;
+    model: string;
+    receivedAt: number;
+    promptTokens: number;
+    maxOutputTokens: number;
+    batch: boolean;
+  }): Nano {
+    const book = this.book;
+    if (book === undefined) return 0n;
+    try {
+      return nanoCeil(quoteWorstCase({ priceBook: book, ...input }).amount);
+    } catch (error: unknown) {
+      if (error instanceof PricingError) return this.unpriced(error, input.model);
+      throw error;
+    }
+  }
+
+  private unpriced(error: PricingError, model: string): Nano {
+    if (error.code === 'prompt_too_long') {
+      throw new InvalidRequestError(error.message, { code: 'context_length_exceeded', param: 'messages' });
+    }
+    if (!this.warnedUnpriced.has(model)) {
+      this.warnedUnpriced.add(model);
+      this.logger.warn({ model, code: error.code }, 'model has no price: served without charge');
+    }
+    return 0n;
+  }
+
+  /**
+   * Admission: checks hard budgets and reserves `amount` on the wallet. Throws `InsufficientQuotaError` (429
+   * `insufficient_quota`) and reserves nothing when either refuses.
+   */
+  async reserve(tenantId: string, keyId: string, amount: Nano, receivedAt: number): Promise<Reservation | undefined> {
+    if (this.book === undefined) return undefined;
+    const counter = await this.monthCounter(tenantId, receivedAt);
+    this.checkBudget(`tenant:${tenantId}`, counter.spend, amount);
+    this.checkBudget(`key:${keyId}`, counter.keySpend.get(keyId) ?? 0n, amount);
+    if (amount === 0n) return { tenantId, keyId, amount };
+    if (!(await this.ledger.reserve(tenantId, amount))) {
+      throw new InsufficientQuotaError(
+        'You exceeded your current quota: the wallet cannot cover this request. Top up or lower max_tokens.',
+      );
+    }
+    return { tenantId, keyId, amount };
+  }
+
+  private checkBudget(scope: string, spent: Nano, amount: Nano): void {
+    const budget = this.budgets.get(scope);
+    if (budget === undefined || budget.enforcement !== 'hard') return;
+    if (spent + amount > budget.monthlyLimit) {
+      throw new InsufficientQuotaError('The monthly budget of this ' + budget.scope + ' is used up.');
+    }
+  }
+
+  /** Returns a reservation whose request consumed nothing billable. */
+  async release(reservation: Reservation | undefined): Promise<void> {
+    if (reservation === undefined || reservation.amount === 0n) return;
+    await this.ledger.release(reservation.tenantId, reservation.amount);
+  }
+
+  /**
+   * Rates a finished request into its usage event and advances the month counters. Returns undefined when
+   * billing is off or the model has no price.
+   */
+  rate(request: RateRequest): UsageEventRecord | undefined {
+    const book = this.book;
+    if (book === undefined) return undefined;
+    const counter = this.months.get(request.tenantId);
+    const month = monthOf(request.receivedAt);
+    const before = counter !== undefined && counter.month === month ? counter.tokens : 0n;
+    let rated: ReturnType<typeof rateUsage>;
+    try {
+      rated = rateUsage({
+        priceBook: book,
+        model: request.model,
+        tenantId: request.tenantId,
+        receivedAt: request.receivedAt,
+        usage: request.usage,
+        batch: request.batch,
+        tenantMonthTokensBefore: before,
+      });
+    } catch (error: unknown) {
+      if (error instanceof PricingError && error.code === 'model_not_priced') return undefined;
+      throw error;
+    }
+    const version = priceVersionAt(book, request.receivedAt);
+    const deploymentCost = request.deployment === null ? undefined : version?.costs.get(request.deployment);
+    const cost = deploymentCost === undefined ? null : costOfUsage(deploymentCost, request.usage);
+    const line = (tokenClass: string) =>
+      rated.lines.find((candidate) => candidate.tokenClass === tokenClass)?.amount ?? 0n;
+    const modifier = (kind: string) =>
+      rated.modifiers.filter((applied) => applied.kind === kind).reduce((sum, applied) => sum + applied.amount, 0n);
+    // Every field is rounded half-even to the nano-unit independently; the amount is then derived from the
+    // rounded parts, so an event's parts always add up to its amount exactly.
+    const inputListAmount = nanoHalfEven(line('input'));
+    const cachedListAmount = nanoHalfEven(line('cached_input'));
+    const outputListAmount = nanoHalfEven(line('output'));
+    const batchDiscount = nanoHalfEven(modifier('batch'));
+    const offPeakDiscount = nanoHalfEven(modifier('off_peak'));
+    const contractDiscount = nanoHalfEven(modifier('contract_discount'));
+    const volumeDiscount = nanoHalfEven(modifier('volume'));
+    const sum =
+      inputListAmount +
+      cachedListAmount +
+      outputListAmount +
+      batchDiscount +
+      offPeakDiscount +
+      contractDiscount +
+      volumeDiscount;
+    const amount = sum < 0n ? 0n : sum;
+    const usage = request.usage;
+    const event: UsageEventRecord = {
+      requestId: request.requestId,
+      tenantId: request.tenantId,
+      keyId: request.keyId,
+      model: request.model,
+      deployment: request.deployment,
+      batch: request.batch,
+      receivedAt: request.receivedAt,
+      currency: rated.currency,
+      priceVersion: rated.priceVersion.id,
+      tier: rated.tier.label,
+      outputCondition: rated.outputCondition === null ? null : `output<=${rated.outputCondition.maxOutputTokens}`,
+      inputTokens: usage.input.total - usage.input.cached,
+      cachedTokens: usage.input.cached,
+      outputTokens: usage.output.total,
+      reasoningTokens: usage.output.reasoning,
+      estimated: usage.estimated,
+      inputListAmount,
+      cachedListAmount,
+      outputListAmount,
+      batchDiscount,
+      offPeakDiscount,
+      contractDiscount: contractDiscount + (sum < 0n ? -sum : 0n),
+      volumeDiscount,
+      amount,
+      cost: cost === null ? null : nanoHalfEven(cost),
+      detail: JSON.stringify({
+        priceSource: rated.priceSource,
+        tierIndex: rated.tier.index,
+        beyondLastTier: rated.tier.beyondLastTier,
+        modifiers: rated.modifiers.map((applied) => ({ ...applied, amount: applied.amount.toString() })),
+      }),
+    };
+    return event;
+  }
+
+  /** Advances the month counters by a settled event (call once per event actually committed or about to be). */
+  recordSpend(event: UsageEventRecord): { tenantBefore: Nano; tenantAfter: Nano; keyBefore: Nano; keyAfter: Nano } {
+    const month = monthOf(event.receivedAt);
+    let counter = this.months.get(event.tenantId);
+    if (counter === undefined || counter.month !== month) {
+      counter = { month, tokens: 0n, spend: 0n, keySpend: new Map() };
+      this.months.set(event.tenantId, counter);
+    }
+    const tenantBefore = counter.spend;
+    counter.tokens += BigInt(event.inputTokens + event.cachedTokens + event.outputTokens);
+    counter.spend += event.amount;
+    const keyBefore = event.keyId === null ? 0n : (counter.keySpend.get(event.keyId) ?? 0n);
+    if (event.keyId !== null) counter.keySpend.set(event.keyId, keyBefore + event.amount);
+    return { tenantBefore, tenantAfter: counter.spend, keyBefore, keyAfter: keyBefore + event.amount };
+  }
+
+  /** The tenant's month-to-date counter, loaded from the billing rollups once per month and process. */
+  private async monthCounter(tenantId: string, at: number): Promise<MonthCounter> {
+    const month = monthOf(at);
+    const existing = this.months.get(tenantId);
+    if (existing !== undefined && existing.month === month) return existing;
+    const key = `${tenantId}:${month}`;
+    let pending = this.loading.get(key);
+    if (pending === undefined) {
+      pending = this.loadMonth(tenantId, month).finally(() => this.loading.delete(key));
+      this.loading.set(key, pending);
+    }
+    return pending;
+  }
+
+  private async loadMonth(tenantId: string, month: string): Promise<MonthCounter> {
+    const start = Date.parse(`${month}-01T00:00:00Z`);
+    const end = nextMonthStart(start);
+    const rows = await this.ledger.queryBillingRollups({ tenantId, start, end });
+    const keyRows = await this.ledger.queryUsageRollups({ bucket: '1d', start, end, tenantId });
+    // Requests rated while the rollups loaded are already in the map: keep them on top.
+    const current = this.months.get(tenantId);
+    const counter: MonthCounter = {
+      month,
+      tokens: rows.reduce((sum, row) => sum + BigInt(row.inputTokens + row.cachedTokens + row.outputTokens), 0n),
+      spend: rows.reduce((sum, row) => sum + row.amount, 0n),
+      keySpend: new Map(),
+    };
+    for (const row of keyRows) {
+      if (row.keyId !== null) counter.keySpend.set(row.keyId, (counter.keySpend.get(row.keyId) ?? 0n) + row.amount);
+    }
+    if (current !== undefined && current.month === month) {
+      counter.tokens += current.tokens;
+      counter.spend += current.spend;
+      for (const [keyId, spend] of current.keySpend)
+        counter.keySpend.set(keyId, (counter.keySpend.get(keyId) ?? 0n) + spend);
+    }
+    this.months.set(tenantId, counter);
+    return counter;
+  }
+}
+
+/** `YYYY-MM` of an instant, UTC. */
+export function monthOf(at: number): string {
+  return new Date(at).toISOString().slice(0, 7);
+}
+
+/** Epoch ms of the first instant of the month after the one starting at `monthStart`. */
+export function nextMonthStart(monthStart: number): number {
+  const date = new Date(monthStart);
+  return Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1);
+}

@@ -1,0 +1,156 @@
+/**
+ * Checkpoints of in-flight streams, so a crash bills at least what was delivered by the last checkpoint and never
+ * more than was delivered: every `intervalMs` each stream whose delivered text grew is rated at the tokens
+ * delivered so far (the gateway's tokenizer, flagged estimated) and saved. A stream that finishes deletes its
+ * checkpoint in the same transaction as its final usage event.
+ *
+ * Recovery turns checkpoints nobody updated for `staleAfterMs` into final usage events — at start in embedded mode
+ * (every checkpoint belongs to the dead process), and periodically in cluster mode. The usage event is idempotent
+ * by request id: if a live process finishes a stream whose checkpoint was recovered, its event is skipped, so the
+ * request is never billed twice.
+ *
+ * Tokenizing is bounded: at most `maxTokensPerTick` characters/4 worth of text is counted per tick; streams not
+ * reached keep their previous checkpoint (still a valid lower bound).
+ */
+import { type Clock, type ClockTimer, RealClock } from '../clock/clock.js';
+import { countTextTokens } from '../metering/token-counter.js';
+import type { Logger } from '../observability/logger.js';
+import type { InFlightStream } from '../relay/relay-service.js';
+import type { LedgerStore, Settlement, StreamCheckpoint } from '../store/ledger-store.js';
+import type { BillingService } from './billing-service.js';
+
+/** Options of `StreamCheckpointer`. */
+export interface StreamCheckpointerOptions {
+  /** Checkpoint period, ms. Default 1000. */
+  intervalMs?: number;
+  /** Most characters tokenized per tick. Default 4,000,000. */
+  maxCharactersPerTick?: number;
+  clock?: Clock;
+}
+
+/** Periodically saves delivered-token checkpoints of in-flight streams. */
+export class StreamCheckpointer {
+  private readonly clock: Clock;
+  private readonly intervalMs: number;
+  private readonly maxCharactersPerTick: number;
+  private readonly checkpointed = new Map<string, number>();
+  private timer: ClockTimer | undefined;
+  private running = false;
+  private cursor = 0;
+
+  constructor(
+    private readonly streams: ReadonlyMap<string, InFlightStream>,
+    private readonly billing: BillingService,
+    private readonly ledger: LedgerStore,
+    private readonly logger: Logger,
+    options: StreamCheckpointerOptions = {},
+  ) {
+    this.clock = options.clock ?? new RealClock();
+    this.intervalMs = options.intervalMs ?? 1000;
+    this.maxCharactersPerTick = options.maxCharactersPerTick ?? 4_000_000;
+  }
+
+  start(): void {
+    if (!this.billing.enabled || this.timer !== undefined) return;
+    const tick = () => {
+      this.timer = this.clock.setTimer(this.intervalMs, tick);
+      void this.checkpoint();
+    };
+    this.timer = this.clock.setTimer(this.intervalMs, tick);
+  }
+
+  stop(): void {
+    this.timer?.cancel();
+    this.timer = undefined;
+  }
+
+  /** Saves one round of checkpoints. Exposed for tests. */
+  async checkpoint(): Promise<number> {
+    if (this.running) return 0;
+    this.running = true;
+    try {
+      const now = this.clock.now();
+      const checkpoints: StreamCheckpoint[] = [];
+      let budget = this.maxCharactersPerTick;
+      const entries = [...this.streams.values()];
+      for (let index = 0; index < entries.length && budget > 0; index++) {
+        const stream = entries[(this.cursor + index) % entries.length]!;
+        const { trace } = stream;
+        const length = stream.deliveredText.length;
+        if (length === 0 || this.checkpointed.get(trace.requestId) === length) continue;
+        if (trace.tenantId === null || trace.model === null) continue;
+        budget -= length;
+        const event = this.billing.rate({
+          requestId: trace.requestId,
+          tenantId: trace.tenantId,
+          keyId: trace.keyId,
+          model: trace.model,
+          deployment: trace.deployment,
+          receivedAt: trace.receivedAt,
+          batch: trace.batch,
+          usage: {
+            input: { total: stream.estimatedPromptTokens, cached: 0 },
+            output: { total: countTextTokens(stream.deliveredText.slice(0, length)), reasoning: 0 },
+            estimated: true,
+          },
+        });
+        if (event === undefined) continue;
+        this.checkpointed.set(trace.requestId, length);
+        checkpoints.push({ requestId: trace.requestId, event, reservation: trace.reservation?.amount ?? 0n, updatedAt: now });
+      }
+      this.cursor = entries.length === 0 ? 0 : (this.cursor + 1) % entries.length;
+      for (const requestId of this.checkpointed.keys()) {
+        if (!this.streams.has(requestId)) this.checkpointed.delete(requestId);
+      }
+      if (checkpoints.length > 0) await this.ledger.saveCheckpoints(checkpoints);
+      return checkpoints.length;
+    } catch (error: unknown) {
+      this.logger.error({ err: error }, 'stream checkpoint failed');
+      return 0;
+    } finally {
+      this.running = false;
+    }
+  }
+}
+
+/**
+ * Bills the checkpoints left by a process that died: each becomes a final (estimated) usage event and a
+ * request-log record with error code `interrupted`, and its reservation is released. Returns how many.
+ */
+export async function recoverCheckpoints(
+  ledger: LedgerStore,
+  options: { staleAfterMs: number; now: number; logger: Logger },
+): Promise<number> {
+  const stale = (await ledger.listCheckpoints()).filter(
+    (checkpoint) => checkpoint.updatedAt <= options.now - options.staleAfterMs,
+  );
+  if (stale.length === 0) return 0;
+  const settlements: Settlement[] = stale.map(({ event, reservation, requestId }) => ({
+    log: {
+      requestId,
+      tenantId: event.tenantId,
+      keyId: event.keyId,
+      endpoint: 'chat',
+      model: event.model,
+      deployment: event.deployment,
+      status: 200,
+      errorCode: 'interrupted',
+      stream: true,
+      promptTokens: event.inputTokens + event.cachedTokens,
+      cachedTokens: event.cachedTokens,
+      completionTokens: event.outputTokens,
+      reasoningTokens: event.reasoningTokens,
+      usageEstimated: true,
+      latencyMs: 0,
+      ttftMs: null,
+      attempts: 1,
+      createdAt: event.receivedAt,
+    },
+    event,
+    reservation: { tenantId: event.tenantId, amount: reservation },
+    checkpointRequestId: requestId,
+  }));
+  await ledger.settle(settlements);
+  options.logger.warn({ count: settlements.length }, 'billed the delivered tokens of streams interrupted by a crash');
+  return settlements.length;
+}
