@@ -54,6 +54,8 @@ export interface GatewayBenchOptions {
   rounds: number;
   /** Write CPU profiles of the Tollgate processes to this directory (`node --cpu-prof`). Default none. */
   cpuProfDir?: string;
+  /** Run only the scenarios whose id starts with one of these (`max`, `rate`, `max-c32-whole` …). Default all. */
+  scenarios?: string[];
   /** Where the JSON goes. Default `bench/results/gateway-<date>.json`. */
   out?: string;
 }
@@ -269,7 +271,10 @@ export async function runGatewayBench(options: GatewayBenchOptions): Promise<Rec
     const portkeyStreams = brokenModes.get('portkey')?.stream === undefined;
     if (!portkeyStreams) unavailable['portkey streaming'] = brokenModes.get('portkey')?.stream ?? '';
 
-    const scenarios = scenariosOf(options);
+    const scenarios = scenariosOf(options).filter(
+      (scenario) =>
+        options.scenarios === undefined || options.scenarios.some((prefix) => scenario.id.startsWith(prefix)),
+    );
     const rounds = new Map<string, Map<string, LoadResult[]>>();
     const failures = new Map<string, string>();
     for (let round = 1; round <= options.rounds; round += 1) {
@@ -373,7 +378,7 @@ export async function runGatewayBench(options: GatewayBenchOptions): Promise<Rec
     }
   }
   for (const [name, reason] of Object.entries(unavailable)) {
-    process.stdout.write(`\n${name} unavailable: ${reason.split('\n')[0]}\n`);
+    process.stdout.write(`\n${name} unavailable: ${reason.replace(/\s+/g, ' ').slice(0, 600)}\n`);
   }
   const out =
     options.out ??
@@ -409,6 +414,7 @@ async function main(): Promise<void> {
     )
     .option('--cpu-prof <dir>', 'write CPU profiles of the Tollgate processes to dir (node --cpu-prof)')
     .option('--quick', 'smoke run: 2 s runs, 0.5 s warm-up, 200 streams')
+    .option('--scenarios <list>', 'only scenarios whose id starts with one of these, e.g. max,rate-1000-whole')
     .option('--out <path>', 'JSON output path')
     .parse()
     .opts<{
@@ -423,6 +429,7 @@ async function main(): Promise<void> {
       quick?: boolean;
       rounds: number;
       cpuProf?: string;
+      scenarios?: string;
       out?: string;
     }>();
   const options: GatewayBenchOptions = {
@@ -436,6 +443,7 @@ async function main(): Promise<void> {
     rssStreams: flags.quick ? 200 : Math.round(flags.rssStreams),
     rounds: Math.round(flags.rounds),
     ...(flags.cpuProf === undefined ? {} : { cpuProfDir: resolve(flags.cpuProf) }),
+    ...(flags.scenarios === undefined ? {} : { scenarios: flags.scenarios.split(',').map((id) => id.trim()) }),
     ...(flags.out === undefined ? {} : { out: flags.out }),
   };
   await runGatewayBench(options);

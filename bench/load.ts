@@ -129,7 +129,9 @@ export function summarizeSamples(samples: Float64Array): LatencySummary {
   samples.sort();
   let sum = 0;
   for (const value of samples) sum += value;
-  const rank = (percent: number) => samples[Math.min(count - 1, Math.max(0, Math.ceil((percent / 100) * count) - 1))]!;
+  // The epsilon keeps binary rounding (99.9 / 100 * 1000 = 999.0000000000001) from skipping a rank.
+  const rank = (percent: number) =>
+    samples[Math.min(count - 1, Math.max(0, Math.ceil((percent * count) / 100 - 1e-9) - 1))]!;
   return {
     count,
     mean: sum / count,

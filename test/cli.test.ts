@@ -3,60 +3,24 @@
  * surviving `kill -9`), tenant and key commands against the store and against a running gateway, bad config.
  * Runs the built CLI (`npm test` builds first).
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
 import { createStore } from '../src/store/create-store.js';
+import { workspace as cliWorkspace, requireBuiltCli, runCli, serve as serveCli } from './support/cli-process.js';
 import { fastSimulatedConfig } from './support/test-gateway.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const cli = path.join(repoRoot, 'dist/src/cli/main.js');
 const children: ChildProcess[] = [];
 
-beforeAll(() => {
-  if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build (npm test does)`);
-});
+beforeAll(requireBuiltCli);
 afterEach(() => {
   for (const child of children.splice(0)) child.kill('SIGKILL');
 });
 
-function workspace(extra: Record<string, unknown> = {}): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-cli-'));
-  writeFileSync(path.join(dir, 'tollgate.yaml'), stringify({ ...fastSimulatedConfig, server: { port: 0 }, ...extra }));
-  return dir;
-}
-
-function run(dir: string, args: string[]) {
-  const result = spawnSync(process.execPath, [cli, ...args], { cwd: dir, encoding: 'utf8', timeout: 20_000 });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
-/** Starts `tollgate serve` and resolves with its banner once it is listening. */
-function serve(dir: string): Promise<{ child: ChildProcess; banner: string; url: string }> {
-  const child = spawn(process.execPath, [cli, 'serve'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let output = '';
-    const timer = setTimeout(() => reject(new Error(`serve did not start:\n${output}`)), 20_000);
-    child.stdout?.on('data', (data: Buffer) => {
-      output += data.toString();
-      const match = /listening on (http:\/\/[\d.:]+)/.exec(output);
-      if (match && output.includes('const stream')) {
-        clearTimeout(timer);
-        resolve({ child, banner: output, url: match[1]! });
-      }
-    });
-    child.stderr?.on('data', (data: Buffer) => {
-      output += data.toString();
-    });
-    child.on('exit', (code) => reject(new Error(`serve exited with ${code}:\n${output}`)));
-  });
-}
+const workspace = (extra: Record<string, unknown> = {}) => cliWorkspace({ ...fastSimulatedConfig, ...extra });
+const run = runCli;
+const serve = (dir: string) => serveCli(dir, children);
 
 describe('tollgate serve', () => {
   it('prints the admin token, a demo key on first start only, and the key works with the SDK', async () => {
@@ -75,8 +39,9 @@ describe('tollgate serve', () => {
     let text = '';
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
     expect(text.length).toBeGreaterThan(0);
+    const exited = new Promise((resolve) => first.child.once('exit', resolve));
     first.child.kill('SIGTERM');
-    await new Promise((resolve) => first.child.once('exit', resolve));
+    await exited;
 
     const second = await serve(dir);
     expect(second.banner).not.toMatch(/Demo API key \(shown once/);
@@ -97,8 +62,9 @@ describe('tollgate serve', () => {
         ids.push(response.headers.get('x-request-id')!);
       }),
     );
+    const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGKILL');
-    await new Promise((resolve) => child.once('exit', resolve));
+    await exited;
     const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
     try {
       const records = await store.listRequestLogs({ limit: 1000 });

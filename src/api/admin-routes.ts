@@ -43,6 +43,7 @@ export async function registerAdminRoutes(admin: FastifyInstance, services: Serv
 
   admin.post<{ Body: { name: string } }>('/tenants', { schema: { body: CreateTenantBody } }, async (request, reply) => {
     const tenant = await services.tenants.createTenant(request.body.name);
+    if (services.billing.enabled) await services.billing.openWallet(tenant.id);
     return reply.code(201).send(tenantView(tenant));
   });
 

@@ -5,14 +5,19 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { BillingQueries } from '../billing/billing-queries.js';
+import type { BillingService } from '../billing/billing-service.js';
 import { AuthenticationError, type GatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { RelayService } from '../relay/relay-service.js';
+import type { Store } from '../store/store.js';
 import type { KeyService, Principal } from '../tenancy/key-service.js';
 import type { TenantService } from '../tenancy/tenant-service.js';
 import type { UpstreamEndpoint } from '../upstreams/upstream.js';
+import { registerAdminBillingRoutes } from './admin-billing-routes.js';
 import { registerAdminRoutes } from './admin-routes.js';
+import { registerBillingRoutes } from './billing-routes.js';
 import { toClientError } from './error-reply.js';
 import { HttpSseSink } from './http-sse-sink.js';
 import {
@@ -38,6 +43,8 @@ export interface ServerServices {
   tenants: TenantService;
   recorder: RequestRecorder;
   metrics: GatewayMetrics;
+  billing: BillingService;
+  store: Store;
   /** The admin bearer token. */
   adminToken: string;
   /** True when the gateway can serve (store reachable, upstreams configured). */
@@ -153,7 +160,15 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     return reply.header('content-type', services.metrics.registry.contentType).send(text);
   });
 
-  app.register(async (admin) => registerAdminRoutes(admin, services), { prefix: '/admin/v1' });
+  const billingQueries = new BillingQueries(services.store, services.billing);
+  registerBillingRoutes(app, billingQueries);
+  app.register(
+    async (admin) => {
+      await registerAdminRoutes(admin, services);
+      registerAdminBillingRoutes(admin, { store: services.store, billing: services.billing, queries: billingQueries });
+    },
+    { prefix: '/admin/v1' },
+  );
   return app;
 }
 

@@ -1,12 +1,25 @@
-/** The admin credential: `TOLLGATE_ADMIN_TOKEN`, or a token generated on first start and kept in the data dir. */
+/** Generated secrets: the admin credential (`TOLLGATE_ADMIN_TOKEN` or generated) and the webhook signing secret. */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 /** Returns the admin token, creating `<dataDir>/admin-token` (mode 0600) when neither it nor the variable exists. */
 export function resolveAdminToken(dataDir: string, fromEnvironment: string | undefined): string {
+  return resolveSecret(dataDir, 'admin-token', 'tga-', fromEnvironment);
+}
+
+/**
+ * A secret from the environment, or generated once into `<dataDir>/<name>` (mode 0600) and read back on every
+ * later start, so all processes sharing the data dir agree on it.
+ */
+export function resolveSecret(
+  dataDir: string,
+  name: string,
+  prefix: string,
+  fromEnvironment: string | undefined,
+): string {
   if (fromEnvironment !== undefined) return fromEnvironment;
-  const file = path.join(dataDir, 'admin-token');
+  const file = path.join(dataDir, name);
   try {
     const existing = readFileSync(file, 'utf8').trim();
     if (existing !== '') return existing;
@@ -14,7 +27,7 @@ export function resolveAdminToken(dataDir: string, fromEnvironment: string | und
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
   mkdirSync(dataDir, { recursive: true });
-  const token = `tga-${randomBytes(32).toString('base64url')}`;
+  const token = `${prefix}${randomBytes(32).toString('base64url')}`;
   // `wx` fails if another process created it in the meantime; then its token wins.
   try {
     writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });

@@ -3,10 +3,15 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { createServer } from '../api/create-server.js';
+import { BudgetAlertService } from '../billing/alerts/alert-service.js';
+import { WebhookNotifier } from '../billing/alerts/webhook-notifier.js';
+import { BillingService } from '../billing/billing-service.js';
+import { parseNano } from '../billing/nano.js';
+import { recoverCheckpoints, StreamCheckpointer } from '../billing/stream-checkpointer.js';
 import { Catalog } from '../catalog/catalog.js';
 import type { LoadedConfig } from '../config/load-config.js';
-import { RequestLogWriter } from '../metering/request-log-writer.js';
 import { RequestRecorder } from '../metering/request-recorder.js';
+import { SettlementWriter } from '../metering/settlement-writer.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { GatewayMetrics } from '../observability/metrics.js';
 import { RelayService } from '../relay/relay-service.js';
@@ -18,6 +23,7 @@ import { KeyService } from '../tenancy/key-service.js';
 import { TenantService } from '../tenancy/tenant-service.js';
 import { createUpstream } from '../upstreams/create-upstream.js';
 import type { Upstream } from '../upstreams/upstream.js';
+import { resolveSecret } from './admin-token.js';
 
 /** A gateway process, built but not yet listening. */
 export interface Gateway {
@@ -27,6 +33,7 @@ export interface Gateway {
   keys: KeyService;
   logger: Logger;
   metrics: GatewayMetrics;
+  billing: BillingService;
   /** Starts listening; resolves with the bound address. */
   listen(): Promise<{ host: string; port: number; url: string }>;
   /** Stops accepting, drains, flushes the request log and closes everything. */
@@ -43,6 +50,8 @@ export interface CreateGatewayOptions {
   invalidationBus?: InvalidationBus;
   /** An already open store (tests, the cluster primary). Default: opened from `storeUrl`. */
   store?: Store;
+  /** Bill interrupted streams and clear reservations left by a previous process (embedded mode). Default true. */
+  recoverOnStart?: boolean;
 }
 
 /** Builds a gateway from a loaded configuration. */
@@ -55,9 +64,32 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const bus = options.invalidationBus ?? new InProcessInvalidationBus();
   const keys = new KeyService(store, { bus });
   const tenants = new TenantService(store, { bus });
-  const writer = new RequestLogWriter(store, { logger });
+  const billing = new BillingService(store, {
+    priceBook: config.pricing,
+    logger,
+    newTenants: {
+      mode: config.billing.new_tenant_mode,
+      creditLimit: parseNano(config.billing.new_tenant_credit_limit),
+    },
+  });
+  await billing.init();
+  // Embedded mode is one process: every checkpoint and reservation left in the store belongs to a dead one.
+  if (store.kind === 'sqlite' && options.recoverOnStart !== false) {
+    await recoverCheckpoints(store, { staleAfterMs: 0, now: Date.now(), logger });
+    await store.resetReservations();
+  }
+  const writer = new SettlementWriter(store, { logger });
   metrics.observeRequestLog(() => writer.stats);
-  const recorder = new RequestRecorder(writer, metrics, logger, { logRequests: config.log.requests });
+  const notifier = new WebhookNotifier({
+    secret: resolveSecret(loaded.dataDir, 'webhook-secret', 'whsec_', loaded.webhookSecret),
+    logger,
+  });
+  const alerts = new BudgetAlertService({ ledger: store, notifier, logger, defaultCurrency: billing.currency });
+  billing.onBudgetsReloaded = () => alerts.reloadBudgets();
+  const recorder = new RequestRecorder(writer, billing, metrics, logger, {
+    logRequests: config.log.requests,
+    alerts: { onSettled: (change) => void alerts.onSettled({ ...change, currency: billing.currency }) },
+  });
 
   const upstreams = new Map<string, Upstream>();
   for (const upstreamConfig of config.upstreams) {
@@ -65,7 +97,20 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     upstreams.set(upstreamConfig.name, createUpstream(upstreamConfig, apiKey === undefined ? {} : { apiKey }));
   }
   const catalog = Catalog.fromConfig(config, upstreams);
-  const relay = new RelayService(catalog, new DeploymentRouter(), recorder, metrics);
+  const relay = new RelayService(catalog, new DeploymentRouter(), recorder, billing, metrics);
+  const checkpointer = new StreamCheckpointer(relay.inFlightStreams, billing, store, logger, {
+    intervalMs: config.billing.checkpoint_interval_ms,
+  });
+  checkpointer.start();
+  // Cluster mode: checkpoints of a process that died are billed by whichever process notices them first.
+  const recovery =
+    store.kind === 'postgres'
+      ? setInterval(() => {
+          recoverCheckpoints(store, { staleAfterMs: 30_000, now: Date.now(), logger }).catch((error: unknown) =>
+            logger.error({ err: error }, 'checkpoint recovery failed'),
+          );
+        }, 10_000).unref()
+      : undefined;
 
   let storeHealthy = true;
   let lastCheck = 0;
@@ -85,7 +130,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   };
 
   const app = createServer(
-    { relay, keys, tenants, recorder, metrics, adminToken: options.adminToken, ready },
+    { relay, keys, tenants, recorder, metrics, billing, store, adminToken: options.adminToken, ready },
     { bodyLimitBytes: config.server.body_limit_bytes },
   );
 
@@ -96,6 +141,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     keys,
     logger,
     metrics,
+    billing,
     async listen() {
       await app.listen({ host: config.server.host, port: config.server.port });
       const address = app.server.address();
@@ -105,7 +151,10 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       return { host, port, url: `http://${urlHost}:${port}` };
     },
     async close() {
+      checkpointer.stop();
+      if (recovery !== undefined) clearInterval(recovery);
       await app.close();
+      await notifier.close();
       await writer.close();
       await Promise.all([...upstreams.values()].map((upstream) => upstream.close()));
       if (options.store === undefined) await store.close();

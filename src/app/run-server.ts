@@ -4,6 +4,7 @@
  * between workers so a revoked key stops working in every worker at once.
  */
 import cluster from 'node:cluster';
+import { recoverCheckpoints } from '../billing/stream-checkpointer.js';
 import { type LoadedConfig, loadConfig } from '../config/load-config.js';
 import { createLogger } from '../observability/logger.js';
 import { createStore } from '../store/create-store.js';
@@ -39,7 +40,7 @@ export async function runServer(options: RunServerOptions): Promise<void> {
   const workers = loaded.config.server.workers;
   const demoKey = await prepareStore(loaded);
   if (workers === 1) {
-    const gateway = await createGateway(loaded, { adminToken });
+    const gateway = await createGateway(loaded, { adminToken, recoverOnStart: false });
     const address = await gateway.listen();
     printBanner(loaded, address.url, adminToken, demoKey);
     onShutdown(async () => gateway.close());
@@ -76,7 +77,19 @@ async function prepareStore(loaded: LoadedConfig): Promise<string | undefined> {
   const store = await createStore(loaded.storeUrl);
   try {
     await store.migrate();
-    return await ensureDemoTenant(store, new TenantService(store, { bus: new InProcessInvalidationBus() }));
+    if (store.kind === 'sqlite') {
+      // Embedded mode: nothing of a previous process is live, so its checkpoints are billed and its reservations
+      // dropped here, once, before any worker starts.
+      const logger = createLogger({ level: loaded.config.log.level, sync: true });
+      await recoverCheckpoints(store, { staleAfterMs: 0, now: Date.now(), logger });
+      await store.resetReservations();
+    }
+    return await ensureDemoTenant(
+      store,
+      new TenantService(store, { bus: new InProcessInvalidationBus() }),
+      loaded.config.billing.demo_credit,
+      loaded.config.pricing?.currency,
+    );
   } finally {
     await store.close();
   }
@@ -84,7 +97,7 @@ async function prepareStore(loaded: LoadedConfig): Promise<string | undefined> {
 
 async function runWorker(loaded: LoadedConfig, adminToken: string): Promise<void> {
   const bus = new ClusterInvalidationBus();
-  const gateway = await createGateway(loaded, { adminToken, invalidationBus: bus });
+  const gateway = await createGateway(loaded, { adminToken, invalidationBus: bus, recoverOnStart: false });
   const address = await gateway.listen();
   process.send?.({ type: 'tollgate:listening', url: address.url });
   onShutdown(async () => gateway.close());

@@ -21,7 +21,14 @@ import {
   priceVersionAt,
 } from '../pricing/price-book.js';
 import { costOfUsage, PricingError, quoteWorstCase, rateUsage } from '../pricing/rate-usage.js';
-import type { BudgetRecord, LedgerStore, Nano, UsageEventRecord } from '../store/ledger-store.js';
+import type {
+  BillingMode,
+  BudgetRecord,
+  LedgerStore,
+  Nano,
+  UsageEventRecord,
+  WalletRecord,
+} from '../store/ledger-store.js';
 import type { Usage } from '../upstreams/usage.js';
 import { nanoCeil, nanoHalfEven } from './nano.js';
 
@@ -31,6 +38,8 @@ export interface BillingServiceOptions {
   priceBook: PriceBookConfig | undefined;
   logger: Logger;
   clock?: Clock;
+  /** Wallet settings of new tenants. Default prepaid, no credit. */
+  newTenants?: { mode: BillingMode; creditLimit: Nano };
 }
 
 /** What admission reserved for one request. */
@@ -78,6 +87,18 @@ export class BillingService {
     this.clock = options.clock ?? new RealClock();
     this.logger = options.logger;
     this.configured = options.priceBook;
+    this.newTenants = options.newTenants ?? { mode: 'prepaid', creditLimit: 0n };
+  }
+
+  private readonly newTenants: { mode: BillingMode; creditLimit: Nano };
+
+  /** Opens the wallet of a new tenant with the configured defaults. */
+  async openWallet(tenantId: string): Promise<WalletRecord> {
+    return this.ledger.configureWallet(tenantId, {
+      mode: this.newTenants.mode,
+      currency: this.currency,
+      creditLimit: this.newTenants.mode === 'postpaid' ? this.newTenants.creditLimit : 0n,
+    });
   }
 
   /** Loads stored price versions and budgets. Call once before serving. */
@@ -150,10 +171,14 @@ export class BillingService {
     await this.reloadPrices();
   }
 
+  /** Called after budgets are reloaded (budget alerting keeps its own cache). */
+  onBudgetsReloaded: (() => Promise<void>) | undefined;
+
   /** Reloads budgets after an admin change. */
   async reloadBudgets(): Promise<void> {
     const budgets = await this.ledger.listBudgets();
     this.budgets = new Map(budgets.map((budget) => [`${budget.scope}:${budget.scopeId}`, budget]));
+    await this.onBudgetsReloaded?.();
   }
 
   /**

@@ -96,7 +96,12 @@ export class StreamCheckpointer {
         });
         if (event === undefined) continue;
         this.checkpointed.set(trace.requestId, length);
-        checkpoints.push({ requestId: trace.requestId, event, reservation: trace.reservation?.amount ?? 0n, updatedAt: now });
+        checkpoints.push({
+          requestId: trace.requestId,
+          event,
+          reservation: trace.reservation?.amount ?? 0n,
+          updatedAt: now,
+        });
       }
       this.cursor = entries.length === 0 ? 0 : (this.cursor + 1) % entries.length;
       for (const requestId of this.checkpointed.keys()) {

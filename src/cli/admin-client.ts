@@ -5,7 +5,14 @@
  */
 import { request } from 'undici';
 import { resolveAdminToken } from '../app/admin-token.js';
+import { BillingQueries } from '../billing/billing-queries.js';
+import { BillingService } from '../billing/billing-service.js';
+import { renderInvoiceCsv } from '../billing/invoice/render-invoice-csv.js';
+import { renderInvoiceHtml } from '../billing/invoice/render-invoice-html.js';
+import { renderInvoiceJson } from '../billing/invoice/render-invoice-json.js';
+import { formatNano, parseNano } from '../billing/nano.js';
 import { loadConfig } from '../config/load-config.js';
+import { createLogger } from '../observability/logger.js';
 import { createStore } from '../store/create-store.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
@@ -23,6 +30,13 @@ export interface AdminClient {
   createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }): Promise<KeyView>;
   listKeys(tenantId: string): Promise<KeyView[]>;
   revokeKey(keyId: string): Promise<KeyView>;
+  addCredits(
+    tenantId: string,
+    input: { amount: string; currency: string; note?: string; idempotencyKey?: string },
+  ): Promise<unknown>;
+  usage(tenantId: string, query: Record<string, string>): Promise<unknown>;
+  /** The invoice rendered as `json`, `csv` or `html` text. */
+  invoice(tenantId: string, month: string, format: 'json' | 'csv' | 'html'): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -45,7 +59,16 @@ export async function openAdminClient(target: AdminTarget): Promise<AdminClient>
   }
   const store = await createStore(loaded.storeUrl);
   await store.migrate();
-  return new StoreAdminClient(store);
+  const billing = new BillingService(store, {
+    priceBook: loaded.config.pricing,
+    logger: createLogger({ level: 'warn', sync: true }),
+    newTenants: {
+      mode: loaded.config.billing.new_tenant_mode,
+      creditLimit: parseNano(loaded.config.billing.new_tenant_credit_limit),
+    },
+  });
+  await billing.init();
+  return new StoreAdminClient(store, billing);
 }
 
 class HttpAdminClient implements AdminClient {
@@ -73,14 +96,41 @@ class HttpAdminClient implements AdminClient {
   revokeKey(keyId: string) {
     return this.call<KeyView>('DELETE', `/keys/${encodeURIComponent(keyId)}`);
   }
+  addCredits(tenantId: string, input: { amount: string; currency: string; note?: string; idempotencyKey?: string }) {
+    const { idempotencyKey, ...body } = input;
+    return this.call<unknown>(
+      'POST',
+      `/tenants/${encodeURIComponent(tenantId)}/credits`,
+      body,
+      idempotencyKey === undefined ? {} : { 'idempotency-key': idempotencyKey },
+    );
+  }
+  usage(tenantId: string, query: Record<string, string>) {
+    return this.call<unknown>('GET', `/tenants/${encodeURIComponent(tenantId)}/usage?${new URLSearchParams(query)}`);
+  }
+  async invoice(tenantId: string, month: string, format: 'json' | 'csv' | 'html') {
+    const response = await request(
+      `${this.baseUrl}/admin/v1/tenants/${encodeURIComponent(tenantId)}/invoices/${encodeURIComponent(month)}?format=${format}`,
+      { headers: { authorization: `Bearer ${this.token}` } },
+    );
+    const text = await response.body.text();
+    if (response.statusCode >= 400) throw new Error(`${response.statusCode}: ${text}`);
+    return text;
+  }
   async close() {}
 
-  private async call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
+  private async call<T>(
+    method: 'GET' | 'POST' | 'DELETE',
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<T> {
     const response = await request(`${this.baseUrl}/admin/v1${path}`, {
       method,
       headers: {
         authorization: `Bearer ${this.token}`,
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...headers,
       },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
@@ -96,13 +146,50 @@ class HttpAdminClient implements AdminClient {
 
 class StoreAdminClient implements AdminClient {
   private readonly tenants: TenantService;
+  private readonly queries: BillingQueries;
 
-  constructor(private readonly store: Store) {
+  constructor(
+    private readonly store: Store,
+    private readonly billing: BillingService,
+  ) {
     this.tenants = new TenantService(store, { bus: new InProcessInvalidationBus() });
+    this.queries = new BillingQueries(store, billing);
   }
 
   async createTenant(name: string) {
-    return tenantView(await this.tenants.createTenant(name));
+    const tenant = await this.tenants.createTenant(name);
+    if (this.billing.enabled) await this.billing.openWallet(tenant.id);
+    return tenantView(tenant);
+  }
+  async addCredits(
+    tenantId: string,
+    input: { amount: string; currency: string; note?: string; idempotencyKey?: string },
+  ) {
+    if ((await this.store.getTenant(tenantId)) === undefined) throw new Error(`no tenant with id ${tenantId}`);
+    if (input.currency !== this.billing.currency) throw new Error(`wallets are kept in ${this.billing.currency}`);
+    const { record, created } = await this.store.addWalletTransaction({
+      tenantId,
+      kind: 'topup',
+      amount: parseNano(input.amount),
+      currency: input.currency,
+      idempotencyKey: input.idempotencyKey ?? null,
+      note: input.note ?? null,
+    });
+    return {
+      id: record.id,
+      created,
+      amount: formatNano(record.amount),
+      balance: (await this.queries.balance(tenantId)).balance,
+    };
+  }
+  usage(tenantId: string, query: Record<string, string>) {
+    return this.queries.usage(tenantId, query);
+  }
+  async invoice(tenantId: string, month: string, format: 'json' | 'csv' | 'html') {
+    const invoice = await this.queries.invoice(tenantId, month);
+    if (format === 'csv') return renderInvoiceCsv(invoice);
+    if (format === 'html') return renderInvoiceHtml(invoice);
+    return renderInvoiceJson(invoice);
   }
   async listTenants() {
     return (await this.tenants.listTenants()).map(tenantView);

@@ -87,6 +87,69 @@ targetOptions(keys.command('revoke').description('Revoke a key.').argument('<key
   async (keyId: string, options) => withClient(targetOf(options), (client) => client.revokeKey(keyId)),
 );
 
+const credits = program.command('credits').description('Manage wallet credits.');
+targetOptions(
+  credits
+    .command('add')
+    .description("Top up a tenant's wallet.")
+    .requiredOption('--tenant <id>', 'tenant id')
+    .requiredOption('--amount <decimal>', 'amount in currency units, e.g. 100 or 12.50')
+    .option('--currency <code>', 'currency (must be the price book currency)', 'CNY')
+    .option('--note <text>', 'a note kept with the transaction')
+    .option('--idempotency-key <key>', 'retrying with the same key adds the credit once'),
+).action(
+  async (
+    options: { tenant: string; amount: string; currency: string; note?: string; idempotencyKey?: string } & AdminTarget,
+  ) =>
+    withClient(targetOf(options), (client) =>
+      client.addCredits(options.tenant, {
+        amount: options.amount,
+        currency: options.currency,
+        ...(options.note === undefined ? {} : { note: options.note }),
+        ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
+      }),
+    ),
+);
+
+targetOptions(
+  program
+    .command('usage')
+    .description("A tenant's usage in buckets (OpenAI usage-API shape).")
+    .requiredOption('--tenant <id>', 'tenant id')
+    .option('--start <time>', 'Unix seconds or ISO 8601 (default: 7 days ago)')
+    .option('--end <time>', 'Unix seconds or ISO 8601 (default: now)')
+    .option('--bucket <width>', '1m, 1h or 1d', '1d')
+    .option('--group-by <fields>', 'comma-separated: model,key'),
+).action(
+  async (options: { tenant: string; start?: string; end?: string; bucket: string; groupBy?: string } & AdminTarget) => {
+    const query: Record<string, string> = { bucket: options.bucket };
+    query.start = options.start ?? String(Math.floor(Date.now() / 1000) - 7 * 86_400);
+    if (options.end !== undefined) query.end = options.end;
+    if (options.groupBy !== undefined) query.group_by = options.groupBy;
+    return withClient(targetOf(options), (client) => client.usage(options.tenant, query));
+  },
+);
+
+targetOptions(
+  program
+    .command('invoice')
+    .description("A tenant's invoice for a calendar month.")
+    .requiredOption('--tenant <id>', 'tenant id')
+    .requiredOption('--month <yyyy-mm>', 'calendar month, e.g. 2026-11')
+    .option('--format <format>', 'json, csv or html', 'json'),
+).action(async (options: { tenant: string; month: string; format: string } & AdminTarget) => {
+  if (!['json', 'csv', 'html'].includes(options.format)) throw new InvalidArgumentError('--format: json, csv or html');
+  const client = await openAdminClient(targetOf(options));
+  try {
+    process.stdout.write(
+      await client.invoice(options.tenant, options.month, options.format as 'json' | 'csv' | 'html'),
+    );
+    process.stdout.write('\n');
+  } finally {
+    await client.close();
+  }
+});
+
 program
   .command('sim-upstream')
   .description('Run the simulated replica fleet as a standalone OpenAI-compatible server.')

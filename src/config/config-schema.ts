@@ -80,6 +80,51 @@ export const DeploymentSchema = Type.Object(
     upstream: Name,
     /** The model id the upstream knows. */
     model: Type.String({ minLength: 1 }),
+    /**
+     * What the deployment can run at once. Default: for a simulated upstream, replicas × `max_batch` sequences and
+     * replicas × `kv_tokens` tokens; for an OpenAI-compatible one, 256 sequences and 1,048,576 tokens.
+     */
+    capacity: Type.Optional(
+      Type.Object(
+        {
+          sequences: Type.Optional(PositiveInt('Concurrent sequences.')),
+          tokens: Type.Optional(PositiveInt('Tokens in flight (prompt + max output).')),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    /** Routing weight among the model's deployments. Default 1. */
+    weight: Type.Number({ exclusiveMinimum: 0, default: 1 }),
+  },
+  { additionalProperties: false },
+);
+
+/** Service classes, highest first. */
+const ServiceClassName = Type.Union(['priority', 'default', 'flex', 'batch'].map((name) => Type.Literal(name)));
+
+/** Rate limits; an absent field is unlimited. */
+export const LimitsSchema = Type.Object(
+  {
+    /** Requests per minute. */
+    rpm: Type.Optional(PositiveInt('Requests per minute.')),
+    /** Tokens per minute (input + output; estimated at admission, reconciled after). */
+    tpm: Type.Optional(PositiveInt('Tokens per minute.')),
+    /** Tokens per UTC day. */
+    tpd: Type.Optional(PositiveInt('Tokens per day.')),
+    /** Requests in flight at once. */
+    concurrency: Type.Optional(PositiveInt('Concurrent requests.')),
+  },
+  { additionalProperties: false },
+);
+
+/** What a tenant's plan grants. */
+export const PlanSchema = Type.Object(
+  {
+    ...LimitsSchema.properties,
+    /** Service classes the plan may use; a request asking for another is downgraded. Default default, flex, batch. */
+    tiers: Type.Array(ServiceClassName, { default: ['default', 'flex', 'batch'], minItems: 1 }),
+    /** Fair-share weight. Default 1. */
+    weight: Type.Number({ exclusiveMinimum: 0, default: 1 }),
   },
   { additionalProperties: false },
 );
@@ -157,6 +202,53 @@ export const ConfigSchema = Type.Object(
     /** The price book. Without it nothing is rated or charged (usage is still metered). */
     pricing: Type.Optional(PriceBookSchema),
     billing: BillingConfigSchema,
+    /** The plan of tenants without their own (`PUT /admin/v1/tenants/{id}/plan`). Default: unlimited, no priority. */
+    default_plan: Type.Object(PlanSchema.properties, { additionalProperties: false, default: {} }),
+    admission: Type.Object(
+      {
+        /** Where rate-limit counters live: `memory` (one process) or `redis` (shared by every process). */
+        store: Type.Union([Type.Literal('memory'), Type.Literal('redis')], { default: 'memory' }),
+        /** Redis URL for `store: redis`. Default redis://127.0.0.1:6379. */
+        redis_url: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://' }),
+        /** When Redis is unreachable: `closed` refuses (503), `open` falls back to per-process limits. */
+        failure_policy: Type.Union([Type.Literal('closed'), Type.Literal('open')], { default: 'closed' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    scheduling: Type.Object(
+      {
+        /** Queue by service class with fair share and shedding. Default true; false dispatches at once. */
+        enabled: Type.Boolean({ default: true }),
+        /** Longest queue wait per class, ms. Defaults: priority 1000, default 5000, flex 60000, batch none. */
+        max_queue_wait_ms: Type.Optional(
+          Type.Object(
+            {
+              priority: Type.Optional(PositiveInt('ms')),
+              default: Type.Optional(PositiveInt('ms')),
+              flex: Type.Optional(PositiveInt('ms')),
+              batch: Type.Optional(PositiveInt('ms')),
+            },
+            { additionalProperties: false },
+          ),
+        ),
+        /** Share of capacity flex and batch may use, 0–1. Default 0.85 (the last 15% stays free for bursts). */
+        low_class_ceiling: Type.Number({ minimum: 0.05, maximum: 1, default: 0.85 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    routing: Type.Object(
+      {
+        /** `least_outstanding` (default) or `cost` (cheapest deployment with free capacity). */
+        strategy: Type.Union([Type.Literal('least_outstanding'), Type.Literal('cost')], {
+          default: 'least_outstanding',
+        }),
+        /** Attempts on different deployments before the first byte. Default 3. */
+        max_attempts: PositiveInt('Attempts per request.', 3),
+        /** Active health probe period, ms; 0 disables. Default 10000. */
+        probe_interval_ms: Type.Integer({ minimum: 0, default: 10_000 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
   },
   { additionalProperties: false },
 );

@@ -91,7 +91,10 @@ models:
     const problems = problemsOf(() =>
       parseConfigDocument({
         ...minimal,
-        pricing: { currency: 'CNY', versions: [{ effective_from: '2026-01-01T00:00:00Z', models: { m: { input: '-1', output: 2 } } }] },
+        pricing: {
+          currency: 'CNY',
+          versions: [{ effective_from: '2026-01-01T00:00:00Z', models: { m: { input: '-1', output: 2 } } }],
+        },
       }),
     );
     expect(problems.some((line) => line.startsWith('pricing.versions[0].models.m.'))).toBe(true);

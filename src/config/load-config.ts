@@ -7,8 +7,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
-import { type Config, ConfigSchema, OpenAIUpstreamSchema, SimulatedUpstreamSchema } from './config-schema.js';
 import { normalizePriceBook, PriceBookError } from '../pricing/price-book.js';
+import { type Config, ConfigSchema, OpenAIUpstreamSchema, SimulatedUpstreamSchema } from './config-schema.js';
 import { defaultConfigDocument } from './default-config.js';
 
 /** Where the configuration came from, for the start banner. */
@@ -26,6 +26,8 @@ export interface LoadedConfig {
   adminToken: string | undefined;
   /** API keys of upstreams, by upstream name, read from the variables their `api_key_env` names. */
   upstreamApiKeys: ReadonlyMap<string, string>;
+  /** Secret signing budget-alert webhooks, from the variable `billing.webhook_secret_env` names. */
+  webhookSecret: string | undefined;
 }
 
 /** A configuration that cannot be used; `problems` are `path: message` lines. */
@@ -82,9 +84,15 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
       upstreamApiKeys.set(upstream.name, value);
     }
   });
+  const secretVariable = config.billing.webhook_secret_env;
+  const webhookSecret = secretVariable === undefined ? undefined : nonEmpty(env[secretVariable]);
+  if (secretVariable !== undefined && webhookSecret === undefined) {
+    problems.push(`billing.webhook_secret_env: environment variable ${secretVariable} is not set`);
+  }
   if (problems.length > 0) throw new ConfigError(sourceName, problems);
 
   return deepFreeze({
+    webhookSecret,
     config,
     source,
     dataDir,

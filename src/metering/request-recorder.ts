@@ -4,8 +4,8 @@
  * `RequestTrace`, so they never disagree.
  */
 import type { Logger } from 'pino';
-import type { BudgetAlertSink } from '../billing/budget-alert-sink.js';
 import type { BillingService, Reservation } from '../billing/billing-service.js';
+import type { BudgetAlertSink } from '../billing/budget-alert-sink.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { Settlement } from '../store/ledger-store.js';
 import type { RequestLogRecord } from '../store/store.js';
@@ -60,7 +60,12 @@ export interface RequestRecorderOptions {
 }
 
 /** Creates a trace for a request that just arrived. */
-export function newRequestTrace(requestId: string, endpoint: string, receivedAt: number, startedAt: number): RequestTrace {
+export function newRequestTrace(
+  requestId: string,
+  endpoint: string,
+  receivedAt: number,
+  startedAt: number,
+): RequestTrace {
   return {
     requestId,
     receivedAt,

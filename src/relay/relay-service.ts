@@ -3,6 +3,7 @@
  * relay (whole or streamed) → usage (reported or estimated) → record. HTTP specifics stay in `src/api`.
  */
 import { performance } from 'node:perf_hooks';
+import type { BillingService } from '../billing/billing-service.js';
 import { type Catalog, type CatalogModel, type Deployment, modelServes } from '../catalog/catalog.js';
 import {
   GatewayError,
@@ -13,7 +14,6 @@ import {
   toOpenAIErrorBody,
   UpstreamError,
 } from '../errors/gateway-error.js';
-import type { BillingService } from '../billing/billing-service.js';
 import type { RequestRecorder, RequestTrace } from '../metering/request-recorder.js';
 import { countPromptTokens, countTextTokens } from '../metering/token-counter.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
@@ -127,7 +127,11 @@ export class RelayService {
     trace.status = 200;
     sink.open({ 'x-request-id': trace.requestId });
     const rewrite = modelRewriter(deployment.upstreamModel, prepared.model.name, !clientWantsUsage);
-    const progress: InFlightStream = { trace, estimatedPromptTokens: prepared.estimatedPromptTokens, deliveredText: '' };
+    const progress: InFlightStream = {
+      trace,
+      estimatedPromptTokens: prepared.estimatedPromptTokens,
+      deliveredText: '',
+    };
     this.inFlightStreams.set(trace.requestId, progress);
     let deliveredText = '';
     let reported: Usage | undefined;
@@ -201,6 +205,9 @@ export class RelayService {
     });
     trace.reservation = await this.billing.reserve(principal.tenantId, principal.keyId, quote, trace.receivedAt);
     const deployment = this.router.pick(model);
+    if (deployment === undefined) {
+      throw new UpstreamError(`No deployment of '${model.name}' is available.`, { code: 'no_healthy_deployment' });
+    }
     trace.deployment = deployment.id;
     trace.attempts = 1;
     const abort = new AbortController();

@@ -22,17 +22,25 @@ export class CapacityLedger {
     this.current = checkedCapacity({ ...this.current, ...partial });
   }
 
-  /** Whether one more request holding `tokens` keeps the pool within `ceiling` (a fraction ≤ 1) of its capacity. */
+  /**
+   * Whether one more request holding `tokens` keeps the pool within `ceiling` (a fraction ≤ 1) of its capacity. The
+   * sequence limit is `max(1, ⌊ceiling × sequences⌋)`: on a pool of a few slots every class may still use one.
+   */
   fits(tokens: number, ceiling: number): boolean {
     return (
-      this.sequences + 1 <= ceiling * this.current.sequences + epsilon &&
+      this.sequences + 1 <= this.sequenceLimit(ceiling) &&
       this.tokens + tokens <= ceiling * this.current.tokens + epsilon
     );
   }
 
   /** Whether a request holding `tokens` could ever run within `ceiling` of the capacity. */
   canEverFit(tokens: number, ceiling: number): boolean {
-    return 1 <= ceiling * this.current.sequences + epsilon && tokens <= ceiling * this.current.tokens + epsilon;
+    return tokens <= ceiling * this.current.tokens + epsilon;
+  }
+
+  /** Most sequences that may run once a class with this ceiling is dispatched. */
+  sequenceLimit(ceiling: number): number {
+    return Math.max(1, Math.floor(ceiling * this.current.sequences + epsilon));
   }
 
   take(tokens: number): void {

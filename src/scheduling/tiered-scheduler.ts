@@ -45,7 +45,8 @@ export interface ServiceClassPolicy {
   maxQueueWaitMs: number;
   /**
    * Fraction of the pool's capacity (sequences and tokens alike) this class may fill: the rest is headroom kept free
-   * for higher classes. In (0, 1] and non-increasing from `priority` to `batch`.
+   * for higher classes. In sequences that is ⌊ceiling × capacity⌋ but at least 1, so a tiny pool still serves every
+   * class. In (0, 1] and non-increasing from `priority` to `batch`.
    */
   admissionCeiling: number;
   /** When jobs of this class are shed. */

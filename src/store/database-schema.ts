@@ -56,10 +56,168 @@ export interface SettingsTable {
   value: string;
 }
 
+/*
+ * Ledger tables (migration 0002). Money columns are nano-units written as `bigint`; they are never read with a
+ * plain select (SQLite would return a lossy number past 2^53, this PostgreSQL pool refuses int8 past 2^53): every
+ * read casts them to text and parses with `BigInt` (`moneyText` in `kysely-store.ts`), or, on SQLite's fast paths,
+ * uses better-sqlite3's `safeIntegers`.
+ */
+
+/** `wallets` */
+export interface WalletsTable {
+  tenant_id: string;
+  /** `prepaid` or `postpaid`. */
+  mode: string;
+  currency: string;
+  balance: bigint;
+  credit_limit: bigint;
+  reserved: bigint;
+  updated_at: number;
+}
+
+/** `wallet_transactions` */
+export interface WalletTransactionsTable {
+  id: string;
+  tenant_id: string;
+  kind: string;
+  amount: bigint;
+  currency: string;
+  /** Unique per tenant (null allowed several times). */
+  idempotency_key: string | null;
+  note: string | null;
+  created_at: number;
+}
+
+/** `usage_events` */
+export interface UsageEventsTable {
+  request_id: string;
+  tenant_id: string;
+  key_id: string | null;
+  model: string;
+  deployment: string | null;
+  /** 0 or 1. */
+  batch: number;
+  received_at: number;
+  currency: string;
+  price_version: string;
+  tier: string;
+  output_condition: string | null;
+  input_tokens: number;
+  cached_tokens: number;
+  output_tokens: number;
+  reasoning_tokens: number;
+  /** 0 or 1. */
+  estimated: number;
+  input_list_amount: bigint;
+  cached_list_amount: bigint;
+  output_list_amount: bigint;
+  batch_discount: bigint;
+  off_peak_discount: bigint;
+  contract_discount: bigint;
+  volume_discount: bigint;
+  amount: bigint;
+  cost: bigint | null;
+  /** JSON. */
+  detail: string;
+}
+
+/** `usage_rollups` (primary key: tenant_id, bucket, bucket_start, key_id, model). */
+export interface UsageRollupsTable {
+  tenant_id: string;
+  /** `1m`, `1h` or `1d`. */
+  bucket: string;
+  bucket_start: number;
+  /** `''` for requests without a key. */
+  key_id: string;
+  model: string;
+  requests: number;
+  input_tokens: number;
+  cached_tokens: number;
+  output_tokens: number;
+  amount: bigint;
+  /** Σ of the events' costs, events without a cost counting 0. */
+  cost: bigint;
+}
+
+/** `billing_rollups` (primary key: tenant_id, day, model, currency, price_version, tier, output_condition, batch). */
+export interface BillingRollupsTable {
+  tenant_id: string;
+  /** Epoch ms of the UTC day's start. */
+  day: number;
+  model: string;
+  currency: string;
+  price_version: string;
+  tier: string;
+  /** `''` when no output condition applied. */
+  output_condition: string;
+  /** 0 or 1. */
+  batch: number;
+  requests: number;
+  input_tokens: number;
+  cached_tokens: number;
+  output_tokens: number;
+  input_list_amount: bigint;
+  cached_list_amount: bigint;
+  output_list_amount: bigint;
+  batch_discount: bigint;
+  off_peak_discount: bigint;
+  contract_discount: bigint;
+  volume_discount: bigint;
+  amount: bigint;
+  cost: bigint;
+}
+
+/** `stream_checkpoints` */
+export interface StreamCheckpointsTable {
+  request_id: string;
+  /** The usage event as JSON, nano amounts as decimal strings. */
+  event: string;
+  reservation: bigint;
+  updated_at: number;
+}
+
+/** `price_versions` */
+export interface PriceVersionsTable {
+  id: string;
+  effective_from: number;
+  document: string;
+  created_at: number;
+}
+
+/** `budgets` (primary key: scope, scope_id) */
+export interface BudgetsTable {
+  scope: string;
+  scope_id: string;
+  tenant_id: string;
+  monthly_limit: bigint;
+  enforcement: string;
+  /** JSON array of percentages. */
+  thresholds: string;
+  webhook_url: string | null;
+  updated_at: number;
+}
+
+/** `alert_claims` (primary key: every column) */
+export interface AlertClaimsTable {
+  scope: string;
+  scope_id: string;
+  period: string;
+  threshold: number;
+}
+
 /** Every table of the store. */
 export interface DatabaseSchema {
   tenants: TenantsTable;
   api_keys: ApiKeysTable;
   request_log: RequestLogTable;
   settings: SettingsTable;
+  wallets: WalletsTable;
+  wallet_transactions: WalletTransactionsTable;
+  usage_events: UsageEventsTable;
+  usage_rollups: UsageRollupsTable;
+  billing_rollups: BillingRollupsTable;
+  stream_checkpoints: StreamCheckpointsTable;
+  price_versions: PriceVersionsTable;
+  budgets: BudgetsTable;
+  alert_claims: AlertClaimsTable;
 }

@@ -1,7 +1,50 @@
-import { type Kysely, Migrator, type Selectable } from 'kysely';
-import type { ApiKeysTable, DatabaseSchema, RequestLogTable, TenantsTable } from './database-schema.js';
+import { type AliasedRawBuilder, type Kysely, Migrator, type Selectable, sql } from 'kysely';
+import type {
+  ApiKeysTable,
+  BillingRollupsTable,
+  BudgetsTable,
+  DatabaseSchema,
+  RequestLogTable,
+  StreamCheckpointsTable,
+  TenantsTable,
+  UsageEventsTable,
+  UsageRollupsTable,
+  WalletsTable,
+  WalletTransactionsTable,
+} from './database-schema.js';
+import {
+  billingRollupFromRow,
+  budgetFromRow,
+  budgetToRow,
+  checkpointEventToJson,
+  checkpointFromRow,
+  DAY_MS,
+  MONEY_COLUMNS,
+  type MoneyAsText,
+  usageEventFromRow,
+  usageEventToRow,
+  usageRollupFromRow,
+  walletFromRow,
+  walletTransactionFromRow,
+} from './ledger-rows.js';
+import type {
+  BillingMode,
+  BillingRollupRow,
+  BudgetRecord,
+  Nano,
+  NewWalletTransaction,
+  PriceVersionRecord,
+  Settlement,
+  StreamCheckpoint,
+  UsageEventRecord,
+  UsageRollupQuery,
+  UsageRollupRow,
+  WalletRecord,
+  WalletTransactionRecord,
+} from './ledger-store.js';
 import { migrationProvider } from './migrations/migration-provider.js';
 import { randomId } from './random-id.js';
+import { type SettlementEffects, settlementEffects } from './settlement-effects.js';
 import type { ApiKeyRecord, NewApiKey, RequestLogQuery, RequestLogRecord, Store, TenantRecord } from './store.js';
 
 /** Columns written per request-log row; with the dialect's parameter limit this sizes each INSERT chunk. */
@@ -9,6 +52,121 @@ const REQUEST_LOG_COLUMNS = 18;
 
 /** Default page size of `listRequestLogs`. */
 const DEFAULT_LOG_LIMIT = 100;
+
+/** Default page size of `listUsageEvents`, events. */
+export const DEFAULT_USAGE_EVENT_LIMIT = 10_000;
+
+/** Tables whose money columns reads cast to text. */
+type MoneyTable = keyof typeof MONEY_COLUMNS;
+
+const WALLET_COLUMNS = ['tenant_id', 'mode', 'currency', 'balance', 'credit_limit', 'reserved', 'updated_at'] as const;
+const WALLET_TRANSACTION_COLUMNS = [
+  'id',
+  'tenant_id',
+  'kind',
+  'amount',
+  'currency',
+  'idempotency_key',
+  'note',
+  'created_at',
+] as const;
+const USAGE_ROLLUP_COLUMNS = [
+  'tenant_id',
+  'bucket',
+  'bucket_start',
+  'key_id',
+  'model',
+  'requests',
+  'input_tokens',
+  'cached_tokens',
+  'output_tokens',
+  'amount',
+  'cost',
+] as const satisfies readonly (keyof UsageRollupsTable)[];
+/** Columns a rollup upsert adds to (every column after the primary key). */
+const USAGE_ROLLUP_SUMS = [
+  'requests',
+  'input_tokens',
+  'cached_tokens',
+  'output_tokens',
+  'amount',
+  'cost',
+] as const satisfies readonly (keyof UsageRollupsTable)[];
+const BILLING_ROLLUP_KEY = [
+  'tenant_id',
+  'day',
+  'model',
+  'currency',
+  'price_version',
+  'tier',
+  'output_condition',
+  'batch',
+] as const satisfies readonly (keyof BillingRollupsTable)[];
+const BILLING_ROLLUP_SUMS = [
+  'requests',
+  'input_tokens',
+  'cached_tokens',
+  'output_tokens',
+  'input_list_amount',
+  'cached_list_amount',
+  'output_list_amount',
+  'batch_discount',
+  'off_peak_discount',
+  'contract_discount',
+  'volume_discount',
+  'amount',
+  'cost',
+] as const satisfies readonly (keyof BillingRollupsTable)[];
+const USAGE_EVENT_COLUMNS = [
+  'request_id',
+  'tenant_id',
+  'key_id',
+  'model',
+  'deployment',
+  'batch',
+  'received_at',
+  'currency',
+  'price_version',
+  'tier',
+  'output_condition',
+  'input_tokens',
+  'cached_tokens',
+  'output_tokens',
+  'reasoning_tokens',
+  'estimated',
+  'input_list_amount',
+  'cached_list_amount',
+  'output_list_amount',
+  'batch_discount',
+  'off_peak_discount',
+  'contract_discount',
+  'volume_discount',
+  'amount',
+  'cost',
+  'detail',
+] as const satisfies readonly (keyof UsageEventsTable)[];
+const BUDGET_COLUMNS = [
+  'scope',
+  'scope_id',
+  'tenant_id',
+  'monthly_limit',
+  'enforcement',
+  'thresholds',
+  'webhook_url',
+  'updated_at',
+] as const satisfies readonly (keyof BudgetsTable)[];
+
+/**
+ * The select list of `columns` with the table's money columns cast to text: the only exact way to read a 64-bit
+ * integer through both drivers (better-sqlite3 returns a lossy number past 2^53 by default; this PostgreSQL pool
+ * parses int8 to numbers and refuses those past 2^53).
+ */
+function readColumns(table: MoneyTable, columns: readonly string[]): AliasedRawBuilder<unknown, string>[] {
+  const money = new Set<string>(MONEY_COLUMNS[table]);
+  return columns.map((column) =>
+    money.has(column) ? sql`cast(${sql.ref(column)} as text)`.as(column) : sql`${sql.ref(column)}`.as(column),
+  );
+}
 
 /** How `KyselyStore` is bound to one database. */
 export interface KyselyStoreOptions {
@@ -30,6 +188,8 @@ export class KyselyStore implements Store {
   readonly kind: Store['kind'];
   protected readonly db: Kysely<DatabaseSchema>;
   private readonly rowsPerInsert: number;
+  /** Bind parameters one statement may carry. */
+  protected readonly maxParameters: number;
   private readonly migrationTableSchema: string | undefined;
   private readonly onClose: (() => Promise<void>) | undefined;
   private closed = false;
@@ -38,6 +198,7 @@ export class KyselyStore implements Store {
     this.kind = options.kind;
     this.db = options.db;
     this.rowsPerInsert = Math.floor(options.maxParametersPerStatement / REQUEST_LOG_COLUMNS);
+    this.maxParameters = options.maxParametersPerStatement;
     this.migrationTableSchema = options.migrationTableSchema;
     this.onClose = options.onClose;
   }
@@ -182,6 +343,464 @@ export class KyselyStore implements Store {
     return (result.numInsertedOrUpdatedRows ?? 0n) > 0n;
   }
 
+  async getWallet(tenantId: string): Promise<WalletRecord | undefined> {
+    const row = await this.db
+      .selectFrom('wallets')
+      .select(readColumns('wallets', WALLET_COLUMNS))
+      .where('tenant_id', '=', tenantId)
+      .executeTakeFirst();
+    return row === undefined ? undefined : walletFromRow(row as MoneyAsText<WalletsTable>);
+  }
+
+  async configureWallet(
+    tenantId: string,
+    settings: { mode: BillingMode; currency: string; creditLimit: Nano },
+  ): Promise<WalletRecord> {
+    await this.db
+      .insertInto('wallets')
+      .values({
+        tenant_id: tenantId,
+        mode: settings.mode,
+        currency: settings.currency,
+        balance: 0n,
+        credit_limit: settings.creditLimit,
+        reserved: 0n,
+        updated_at: Date.now(),
+      })
+      .onConflict((conflict) =>
+        conflict.column('tenant_id').doUpdateSet((eb) => ({
+          mode: eb.ref('excluded.mode'),
+          currency: eb.ref('excluded.currency'),
+          credit_limit: eb.ref('excluded.credit_limit'),
+          updated_at: eb.ref('excluded.updated_at'),
+        })),
+      )
+      .execute();
+    const wallet = await this.getWallet(tenantId);
+    if (wallet === undefined) throw new Error(`Wallet of tenant ${tenantId} vanished after its upsert`);
+    return wallet;
+  }
+
+  async addWalletTransaction(
+    transaction: NewWalletTransaction,
+  ): Promise<{ record: WalletTransactionRecord; created: boolean }> {
+    const record: WalletTransactionRecord = {
+      id: randomId('wtx_'),
+      tenantId: transaction.tenantId,
+      kind: transaction.kind,
+      amount: transaction.amount,
+      currency: transaction.currency,
+      idempotencyKey: transaction.idempotencyKey,
+      note: transaction.note,
+      createdAt: transaction.createdAt ?? Date.now(),
+    };
+    return this.db.transaction().execute(async (db) => {
+      // Two concurrent calls with one key: on PostgreSQL the second INSERT waits on the unique index until the
+      // first commits, then does nothing; on SQLite the write lock serialises them. Either way one row, one credit.
+      const inserted = await db
+        .insertInto('wallet_transactions')
+        .values({
+          id: record.id,
+          tenant_id: record.tenantId,
+          kind: record.kind,
+          amount: record.amount,
+          currency: record.currency,
+          idempotency_key: record.idempotencyKey,
+          note: record.note,
+          created_at: record.createdAt,
+        })
+        .onConflict((conflict) => conflict.columns(['tenant_id', 'idempotency_key']).doNothing())
+        .returning('id')
+        .executeTakeFirst();
+      if (inserted === undefined) {
+        const existing = await db
+          .selectFrom('wallet_transactions')
+          .select(readColumns('wallet_transactions', WALLET_TRANSACTION_COLUMNS))
+          .where('tenant_id', '=', record.tenantId)
+          .where('idempotency_key', '=', record.idempotencyKey)
+          .executeTakeFirstOrThrow();
+        return {
+          record: walletTransactionFromRow(existing as MoneyAsText<WalletTransactionsTable>),
+          created: false,
+        };
+      }
+      const wallet = await db
+        .selectFrom('wallets')
+        .select('currency')
+        .where('tenant_id', '=', record.tenantId)
+        .executeTakeFirst();
+      if (wallet !== undefined && wallet.currency !== record.currency) {
+        throw new Error(`The wallet of tenant ${record.tenantId} is in ${wallet.currency}, not ${record.currency}`);
+      }
+      await db
+        .insertInto('wallets')
+        .values({
+          tenant_id: record.tenantId,
+          mode: 'prepaid',
+          currency: record.currency,
+          balance: record.amount,
+          credit_limit: 0n,
+          reserved: 0n,
+          updated_at: record.createdAt,
+        })
+        .onConflict((conflict) =>
+          conflict.column('tenant_id').doUpdateSet((eb) => ({
+            balance: eb('wallets.balance', '+', eb.ref('excluded.balance')),
+            updated_at: eb.ref('excluded.updated_at'),
+          })),
+        )
+        .execute();
+      return { record, created: true };
+    });
+  }
+
+  async listWalletTransactions(
+    tenantId: string,
+    range: { start?: number; end?: number } = {},
+  ): Promise<WalletTransactionRecord[]> {
+    let select = this.db
+      .selectFrom('wallet_transactions')
+      .select(readColumns('wallet_transactions', WALLET_TRANSACTION_COLUMNS))
+      .where('tenant_id', '=', tenantId);
+    if (range.start !== undefined) select = select.where('created_at', '>=', range.start);
+    if (range.end !== undefined) select = select.where('created_at', '<', range.end);
+    const rows = await select.orderBy('created_at').orderBy('id').execute();
+    return rows.map((row) => walletTransactionFromRow(row as MoneyAsText<WalletTransactionsTable>));
+  }
+
+  async reserve(tenantId: string, amount: Nano): Promise<boolean> {
+    if (amount < 0n) throw new RangeError(`Cannot reserve a negative amount (${amount})`);
+    // One conditional UPDATE: the check and the increment are one atomic step on both databases (PostgreSQL
+    // re-evaluates the WHERE on the row's latest version after waiting for a concurrent update's lock).
+    const result = await this.db
+      .updateTable('wallets')
+      .set((eb) => ({ reserved: eb('reserved', '+', amount), updated_at: Date.now() }))
+      .where('tenant_id', '=', tenantId)
+      .where((eb) => eb(eb(eb('balance', '+', eb.ref('credit_limit')), '-', eb.ref('reserved')), '>=', amount))
+      .executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  }
+
+  async release(tenantId: string, amount: Nano): Promise<void> {
+    if (amount <= 0n) return;
+    await this.db
+      .updateTable('wallets')
+      .set({ reserved: releasedReservation(amount), updated_at: Date.now() })
+      .where('tenant_id', '=', tenantId)
+      .execute();
+  }
+
+  async settle(batch: readonly Settlement[]): Promise<void> {
+    if (batch.length === 0) return;
+    const now = Date.now();
+    await this.db.transaction().execute(async (db) => {
+      const logs = await this.insertLogsReturningIds(
+        db,
+        batch.map((settlement) => requestLogToRow(settlement.log)),
+      );
+      const eventRows: UsageEventsTable[] = [];
+      for (const settlement of batch) {
+        if (settlement.event !== undefined) eventRows.push(usageEventToRow(settlement.event));
+      }
+      const events = await this.insertUsageEventsReturningIds(db, eventRows);
+      await this.applySettlementEffects(db, settlementEffects(batch, logs, events), now);
+    });
+  }
+
+  async saveCheckpoints(checkpoints: readonly StreamCheckpoint[]): Promise<void> {
+    if (checkpoints.length === 0) return;
+    const rows: StreamCheckpointsTable[] = checkpoints.map((checkpoint) => ({
+      request_id: checkpoint.requestId,
+      event: checkpointEventToJson(checkpoint.event),
+      reservation: checkpoint.reservation,
+      updated_at: checkpoint.updatedAt,
+    }));
+    await this.db.transaction().execute(async (db) => {
+      for (const chunk of chunks(rows, Math.floor(this.maxParameters / 4))) {
+        await db
+          .insertInto('stream_checkpoints')
+          .values(chunk)
+          .onConflict((conflict) =>
+            conflict.column('request_id').doUpdateSet((eb) => ({
+              event: eb.ref('excluded.event'),
+              reservation: eb.ref('excluded.reservation'),
+              updated_at: eb.ref('excluded.updated_at'),
+            })),
+          )
+          .execute();
+      }
+    });
+  }
+
+  async listCheckpoints(): Promise<StreamCheckpoint[]> {
+    const rows = await this.db
+      .selectFrom('stream_checkpoints')
+      .select([
+        'request_id',
+        'event',
+        'updated_at',
+        sql<string>`cast(${sql.ref('reservation')} as text)`.as('reservation'),
+      ])
+      .orderBy('updated_at')
+      .orderBy('request_id')
+      .execute();
+    return rows.map(checkpointFromRow);
+  }
+
+  async resetReservations(): Promise<void> {
+    await this.db.updateTable('wallets').set({ reserved: 0n }).where('reserved', '<>', 0n).execute();
+  }
+
+  async listUsageEvents(query: {
+    tenantId?: string;
+    start: number;
+    end: number;
+    limit?: number;
+  }): Promise<UsageEventRecord[]> {
+    let select = this.db
+      .selectFrom('usage_events')
+      .select(readColumns('usage_events', USAGE_EVENT_COLUMNS))
+      .where('received_at', '>=', query.start)
+      .where('received_at', '<', query.end);
+    if (query.tenantId !== undefined) select = select.where('tenant_id', '=', query.tenantId);
+    const rows = await select
+      .orderBy('received_at')
+      .orderBy('request_id')
+      .limit(query.limit ?? DEFAULT_USAGE_EVENT_LIMIT)
+      .execute();
+    return rows.map((row) => usageEventFromRow(row as MoneyAsText<UsageEventsTable>));
+  }
+
+  async sumUsageEvents(query: {
+    tenantId?: string;
+    start: number;
+    end: number;
+  }): Promise<{ amount: Nano; count: number }> {
+    // PostgreSQL sums int8 into numeric (exact); SQLite raises "integer overflow" rather than rounding, and
+    // `SqliteStore` sums in JavaScript instead.
+    let select = this.db
+      .selectFrom('usage_events')
+      .select([
+        sql<string>`cast(count(*) as text)`.as('count'),
+        sql<string>`cast(coalesce(sum(${sql.ref('amount')}), 0) as text)`.as('amount'),
+      ])
+      .where('received_at', '>=', query.start)
+      .where('received_at', '<', query.end);
+    if (query.tenantId !== undefined) select = select.where('tenant_id', '=', query.tenantId);
+    const row = await select.executeTakeFirstOrThrow();
+    return { amount: BigInt(row.amount), count: Number(row.count) };
+  }
+
+  async queryUsageRollups(query: UsageRollupQuery): Promise<UsageRollupRow[]> {
+    let select = this.db
+      .selectFrom('usage_rollups')
+      .select(readColumns('usage_rollups', USAGE_ROLLUP_COLUMNS))
+      .where('bucket', '=', query.bucket)
+      .where('bucket_start', '>=', query.start)
+      .where('bucket_start', '<', query.end);
+    if (query.tenantId !== undefined) select = select.where('tenant_id', '=', query.tenantId);
+    const rows = await select.orderBy('bucket_start').orderBy('tenant_id').orderBy('key_id').orderBy('model').execute();
+    return rows.map((row) => usageRollupFromRow(row as MoneyAsText<UsageRollupsTable>));
+  }
+
+  /** Rows of the UTC days that overlap `[start, end)`. */
+  async queryBillingRollups(query: { tenantId?: string; start: number; end: number }): Promise<BillingRollupRow[]> {
+    let select = this.db
+      .selectFrom('billing_rollups')
+      .select(readColumns('billing_rollups', [...BILLING_ROLLUP_KEY, ...BILLING_ROLLUP_SUMS]))
+      .where('day', '>', query.start - DAY_MS)
+      .where('day', '<', query.end);
+    if (query.tenantId !== undefined) select = select.where('tenant_id', '=', query.tenantId);
+    let ordered = select;
+    for (const column of ['day', ...BILLING_ROLLUP_KEY] as const) ordered = ordered.orderBy(column);
+    const rows = await ordered.execute();
+    return rows.map((row) => billingRollupFromRow(row as MoneyAsText<BillingRollupsTable>));
+  }
+
+  async insertPriceVersion(version: Omit<PriceVersionRecord, 'createdAt'>): Promise<PriceVersionRecord> {
+    const record: PriceVersionRecord = { ...version, createdAt: Date.now() };
+    await this.db
+      .insertInto('price_versions')
+      .values({
+        id: record.id,
+        effective_from: record.effectiveFrom,
+        document: record.document,
+        created_at: record.createdAt,
+      })
+      .execute();
+    return record;
+  }
+
+  async listPriceVersions(): Promise<PriceVersionRecord[]> {
+    const rows = await this.db
+      .selectFrom('price_versions')
+      .selectAll()
+      .orderBy('effective_from')
+      .orderBy('id')
+      .execute();
+    return rows.map((row) => ({
+      id: row.id,
+      effectiveFrom: row.effective_from,
+      document: row.document,
+      createdAt: row.created_at,
+    }));
+  }
+
+  async putBudget(budget: BudgetRecord): Promise<void> {
+    await this.db
+      .insertInto('budgets')
+      .values(budgetToRow(budget))
+      .onConflict((conflict) =>
+        conflict.columns(['scope', 'scope_id']).doUpdateSet((eb) => ({
+          tenant_id: eb.ref('excluded.tenant_id'),
+          monthly_limit: eb.ref('excluded.monthly_limit'),
+          enforcement: eb.ref('excluded.enforcement'),
+          thresholds: eb.ref('excluded.thresholds'),
+          webhook_url: eb.ref('excluded.webhook_url'),
+          updated_at: eb.ref('excluded.updated_at'),
+        })),
+      )
+      .execute();
+  }
+
+  async listBudgets(tenantId?: string): Promise<BudgetRecord[]> {
+    let select = this.db.selectFrom('budgets').select(readColumns('budgets', BUDGET_COLUMNS));
+    if (tenantId !== undefined) select = select.where('tenant_id', '=', tenantId);
+    const rows = await select.orderBy('scope').orderBy('scope_id').execute();
+    return rows.map((row) => budgetFromRow(row as MoneyAsText<BudgetsTable>));
+  }
+
+  async claimAlert(alert: {
+    scope: 'tenant' | 'key';
+    scopeId: string;
+    period: string;
+    threshold: number;
+  }): Promise<boolean> {
+    const result = await this.db
+      .insertInto('alert_claims')
+      .values({ scope: alert.scope, scope_id: alert.scopeId, period: alert.period, threshold: alert.threshold })
+      .onConflict((conflict) => conflict.doNothing())
+      .executeTakeFirst();
+    return (result.numInsertedOrUpdatedRows ?? 0n) > 0n;
+  }
+
+  /** Inserts request-log rows, ignoring existing request ids; returns the ids this call inserted. */
+  protected async insertLogsReturningIds(
+    db: Kysely<DatabaseSchema>,
+    rows: readonly RequestLogTable[],
+  ): Promise<Set<string>> {
+    const inserted = new Set<string>();
+    for (const chunk of chunks(rows, this.rowsPerInsert)) {
+      const returned = await db
+        .insertInto('request_log')
+        .values(chunk)
+        .onConflict((conflict) => conflict.column('request_id').doNothing())
+        .returning('request_id')
+        .execute();
+      for (const row of returned) inserted.add(row.request_id);
+    }
+    return inserted;
+  }
+
+  /** Inserts usage-event rows, ignoring existing request ids; returns the ids this call inserted. */
+  protected async insertUsageEventsReturningIds(
+    db: Kysely<DatabaseSchema>,
+    rows: readonly UsageEventsTable[],
+  ): Promise<Set<string>> {
+    const inserted = new Set<string>();
+    for (const chunk of chunks(rows, Math.floor(this.maxParameters / USAGE_EVENT_COLUMNS.length))) {
+      const returned = await db
+        .insertInto('usage_events')
+        .values(chunk)
+        .onConflict((conflict) => conflict.column('request_id').doNothing())
+        .returning('request_id')
+        .execute();
+      for (const row of returned) inserted.add(row.request_id);
+    }
+    return inserted;
+  }
+
+  /** Applies a batch's aggregated effects inside its transaction. */
+  protected async applySettlementEffects(
+    db: Kysely<DatabaseSchema>,
+    effects: SettlementEffects,
+    now: number,
+  ): Promise<void> {
+    const charges = effects.charges.filter((charge) => charge.amount !== 0n);
+    for (const chunk of chunks(charges, Math.floor(this.maxParameters / WALLET_COLUMNS.length))) {
+      // A tenant charged without a wallet gets one (prepaid, below zero), so balance = Σ ledger always holds.
+      await db
+        .insertInto('wallets')
+        .values(
+          chunk.map((charge) => ({
+            tenant_id: charge.tenantId,
+            mode: 'prepaid',
+            currency: charge.currency,
+            balance: -charge.amount,
+            credit_limit: 0n,
+            reserved: 0n,
+            updated_at: now,
+          })),
+        )
+        .onConflict((conflict) =>
+          conflict.column('tenant_id').doUpdateSet((eb) => ({
+            balance: eb('wallets.balance', '+', eb.ref('excluded.balance')),
+            updated_at: eb.ref('excluded.updated_at'),
+          })),
+        )
+        .execute();
+    }
+    for (const chunk of chunks(effects.releases, Math.floor(this.maxParameters / 6))) {
+      const released = sql<bigint>`case ${sql.ref('tenant_id')} ${sql.join(
+        chunk.map((release) => sql`when ${release.tenantId} then cast(${release.amount} as bigint)`),
+        sql` `,
+      )} end`;
+      await db
+        .updateTable('wallets')
+        .set({ reserved: releasedReservation(released), updated_at: now })
+        .where(
+          'tenant_id',
+          'in',
+          chunk.map((release) => release.tenantId),
+        )
+        .execute();
+    }
+    for (const chunk of chunks(effects.usageRollups, Math.floor(this.maxParameters / USAGE_ROLLUP_COLUMNS.length))) {
+      await db
+        .insertInto('usage_rollups')
+        .values(chunk)
+        .onConflict((conflict) =>
+          conflict.columns(['tenant_id', 'bucket', 'bucket_start', 'key_id', 'model']).doUpdateSet((eb) => {
+            const set: Record<string, unknown> = {};
+            for (const column of USAGE_ROLLUP_SUMS) {
+              set[column] = eb(eb.ref(`usage_rollups.${column}`), '+', eb.ref(`excluded.${column}`));
+            }
+            return set as never;
+          }),
+        )
+        .execute();
+    }
+    const billingWidth = BILLING_ROLLUP_KEY.length + BILLING_ROLLUP_SUMS.length;
+    for (const chunk of chunks(effects.billingRollups, Math.floor(this.maxParameters / billingWidth))) {
+      await db
+        .insertInto('billing_rollups')
+        .values(chunk)
+        .onConflict((conflict) =>
+          conflict.columns(BILLING_ROLLUP_KEY).doUpdateSet((eb) => {
+            const set: Record<string, unknown> = {};
+            for (const column of BILLING_ROLLUP_SUMS) {
+              set[column] = eb(eb.ref(`billing_rollups.${column}`), '+', eb.ref(`excluded.${column}`));
+            }
+            return set as never;
+          }),
+        )
+        .execute();
+    }
+    for (const chunk of chunks(effects.checkpointIds, this.maxParameters)) {
+      await db.deleteFrom('stream_checkpoints').where('request_id', 'in', chunk).execute();
+    }
+  }
+
   /** Inserts one chunk that fits the parameter limit; existing request ids are ignored. */
   protected async insertRequestLogRows(db: Kysely<DatabaseSchema>, rows: RequestLogTable[]): Promise<void> {
     await db
@@ -190,6 +809,20 @@ export class KyselyStore implements Store {
       .onConflict((conflict) => conflict.column('request_id').doNothing())
       .execute();
   }
+}
+
+/** `reserved` minus `amount`, never below zero (a release after `resetReservations` must not go negative). */
+function releasedReservation(amount: Nano | ReturnType<typeof sql<bigint>>) {
+  const reserved = sql.ref('reserved');
+  return sql<bigint>`case when ${reserved} > ${amount} then ${reserved} - ${amount} else 0 end`;
+}
+
+/** `items` in slices of at most `size` (at least 1). */
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  const step = Math.max(1, size);
+  const result: T[][] = [];
+  for (let start = 0; start < items.length; start += step) result.push(items.slice(start, start + step));
+  return result;
 }
 
 /** Maps a `tenants` row to the port's record. */

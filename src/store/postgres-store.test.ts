@@ -47,7 +47,8 @@ afterAll(async () => {
 });
 
 describeStoreConformance('postgres', {
-  openStore: async () => createStore(await storeUrl(), { poolSize: 4 }),
+  // 10 connections: the reservation race must really run concurrently on the server.
+  openStore: async () => createStore(await storeUrl(), { poolSize: 10 }),
   concurrentInstances: true,
 });
 

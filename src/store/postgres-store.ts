@@ -1,7 +1,7 @@
-import { Kysely, PostgresDialect } from 'kysely';
+import { Kysely, PostgresDialect, type RawBuilder, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { DatabaseSchema } from './database-schema.js';
+import type { DatabaseSchema, RequestLogTable, UsageEventsTable } from './database-schema.js';
 import { KyselyStore } from './kysely-store.js';
 
 /** PostgreSQL's limit on bind parameters per statement (a 16-bit count). */
@@ -28,7 +28,7 @@ export interface PostgresStoreOptions {
  * Opens a PostgreSQL store over a `pg` pool. int8 columns (the epoch-ms times, token counts) are parsed to numbers
  * by this pool only (no global `pg.types` change) and refused beyond 2^53, where a number would lose precision.
  */
-export async function openPostgresStore(options: PostgresStoreOptions): Promise<KyselyStore> {
+export async function openPostgresStore(options: PostgresStoreOptions): Promise<PostgresStore> {
   const schema = options.schema;
   if (schema !== undefined && !SCHEMA_NAME.test(schema)) {
     throw new Error(`Invalid PostgreSQL schema name "${schema}": use lower-case letters, digits and _.`);
@@ -55,7 +55,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     const result = await pool.query<{ schema: string }>('select current_schema() as schema');
     migrationTableSchema = result.rows[0]?.schema ?? 'public';
   }
-  return new KyselyStore({
+  return new PostgresStore({
     kind: 'postgres',
     db: new Kysely<DatabaseSchema>({ dialect: new PostgresDialect({ pool }) }),
     maxParametersPerStatement: POSTGRES_MAX_PARAMETERS,
@@ -63,6 +63,100 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     // `kysely_migration` table in another schema is never mistaken for ours.
     migrationTableSchema,
   });
+}
+
+/**
+ * The PostgreSQL store: the shared Kysely layer, with the settlement's two big inserts (request log, usage events)
+ * sent as one `INSERT … SELECT FROM unnest(array, array, …)` each: one bind parameter per column instead of one
+ * per value, so a 2,000-row batch costs 26 parameters to build and parse rather than 52,000, and one statement
+ * never hits the 65,535-parameter limit. `RETURNING request_id` tells which rows were new.
+ */
+export class PostgresStore extends KyselyStore {
+  protected override async insertLogsReturningIds(
+    db: Kysely<DatabaseSchema>,
+    rows: readonly RequestLogTable[],
+  ): Promise<Set<string>> {
+    return insertUnnest(db, 'request_log', REQUEST_LOG_TYPES, rows);
+  }
+
+  protected override async insertUsageEventsReturningIds(
+    db: Kysely<DatabaseSchema>,
+    rows: readonly UsageEventsTable[],
+  ): Promise<Set<string>> {
+    return insertUnnest(db, 'usage_events', USAGE_EVENT_TYPES, rows);
+  }
+}
+
+/** Column → PostgreSQL array element type, in insert order. */
+type ColumnTypes<Row> = readonly (readonly [keyof Row & string, string])[];
+
+const REQUEST_LOG_TYPES: ColumnTypes<RequestLogTable> = [
+  ['request_id', 'text'],
+  ['tenant_id', 'text'],
+  ['key_id', 'text'],
+  ['endpoint', 'text'],
+  ['model', 'text'],
+  ['deployment', 'text'],
+  ['status', 'int4'],
+  ['error_code', 'text'],
+  ['stream', 'int4'],
+  ['prompt_tokens', 'int8'],
+  ['cached_tokens', 'int8'],
+  ['completion_tokens', 'int8'],
+  ['reasoning_tokens', 'int8'],
+  ['usage_estimated', 'int4'],
+  ['latency_ms', 'float8'],
+  ['ttft_ms', 'float8'],
+  ['attempts', 'int4'],
+  ['created_at', 'int8'],
+];
+
+const USAGE_EVENT_TYPES: ColumnTypes<UsageEventsTable> = [
+  ['request_id', 'text'],
+  ['tenant_id', 'text'],
+  ['key_id', 'text'],
+  ['model', 'text'],
+  ['deployment', 'text'],
+  ['batch', 'int4'],
+  ['received_at', 'int8'],
+  ['currency', 'text'],
+  ['price_version', 'text'],
+  ['tier', 'text'],
+  ['output_condition', 'text'],
+  ['input_tokens', 'int8'],
+  ['cached_tokens', 'int8'],
+  ['output_tokens', 'int8'],
+  ['reasoning_tokens', 'int8'],
+  ['estimated', 'int4'],
+  ['input_list_amount', 'int8'],
+  ['cached_list_amount', 'int8'],
+  ['output_list_amount', 'int8'],
+  ['batch_discount', 'int8'],
+  ['off_peak_discount', 'int8'],
+  ['contract_discount', 'int8'],
+  ['volume_discount', 'int8'],
+  ['amount', 'int8'],
+  ['cost', 'int8'],
+  ['detail', 'text'],
+];
+
+/** `insert into <table> select * from unnest(…) on conflict (request_id) do nothing returning request_id`. */
+async function insertUnnest<Row extends { request_id: string }>(
+  db: Kysely<DatabaseSchema>,
+  table: 'request_log' | 'usage_events',
+  types: ColumnTypes<Row>,
+  rows: readonly Row[],
+): Promise<Set<string>> {
+  if (rows.length === 0) return new Set();
+  const arrays: RawBuilder<unknown>[] = types.map(([column, type]) => {
+    const values = rows.map((row) => row[column]);
+    return sql`${values}::${sql.raw(type)}[]`;
+  });
+  const columns = sql.join(types.map(([column]) => sql.ref(column)));
+  const result = await sql<{ request_id: string }>`insert into ${sql.table(table)} (${columns})
+    select * from unnest(${sql.join(arrays)})
+    on conflict (request_id) do nothing returning request_id`.execute(db);
+  return new Set(result.rows.map((row) => row.request_id));
 }
 
 async function createSchemaIfMissing(connectionString: string, schema: string): Promise<void> {

@@ -64,7 +64,10 @@ describe('SQLite store', () => {
       for (const outcome of outcomes) expect(outcome).toEqual({ code: 0, stdout: 'migrated\n', stderr: '' });
       const database = new Database(path, { readonly: true });
       try {
-        expect(database.prepare('select name from kysely_migration').all()).toEqual([{ name: '0001-initial-schema' }]);
+        expect(database.prepare('select name from kysely_migration order by name').all()).toEqual([
+          { name: '0001-initial-schema' },
+          { name: '0002-ledger' },
+        ]);
         expect(database.prepare("select count(*) as n from settings where key like 'migrated-by-%'").get()).toEqual({
           n: 4,
         });

@@ -1,5 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type {
+  BillingRollupRow,
+  BudgetRecord,
+  Nano,
+  RollupBucket,
+  Settlement,
+  StreamCheckpoint,
+  UsageEventRecord,
+  UsageRollupRow,
+} from './ledger-store.js';
 import type { NewApiKey, RequestLogRecord, Store } from './store.js';
 
 /** How the conformance suite reaches one store implementation. */
@@ -232,6 +243,8 @@ export function describeStoreConformance(name: string, options: StoreConformance
       });
     });
 
+    describeLedgerConformance(() => store);
+
     describe('settings', () => {
       it('reads a missing setting as undefined and keeps the first value', async () => {
         const key = `setting_${randomSuffix()}`;
@@ -261,6 +274,555 @@ export function describeStoreConformance(name: string, options: StoreConformance
       });
     });
   });
+}
+
+const UNIT = 1_000_000_000n;
+const MINUTE = 60_000;
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+/** 2^62 + 3: exact only as a 64-bit integer (a double would round it). */
+const HUGE = 2n ** 62n + 3n;
+
+/** The ledger half of the conformance suite. */
+function describeLedgerConformance(getStore: () => Store): void {
+  describe('ledger: wallets', () => {
+    it('has no wallet until one is configured, and keeps balance and reservations on reconfiguration', async () => {
+      const store = getStore();
+      const tenantId = `ten_w_${randomSuffix()}`;
+      expect(await store.getWallet(tenantId)).toBeUndefined();
+      const created = await store.configureWallet(tenantId, { mode: 'prepaid', currency: 'CNY', creditLimit: 0n });
+      expect(created).toMatchObject({ tenantId, mode: 'prepaid', currency: 'CNY', balance: 0n, reserved: 0n });
+      await store.addWalletTransaction(topUp(tenantId, 7n * UNIT, null));
+      expect(await store.reserve(tenantId, 2n * UNIT)).toBe(true);
+      const updated = await store.configureWallet(tenantId, { mode: 'postpaid', currency: 'CNY', creditLimit: HUGE });
+      expect(updated).toMatchObject({ mode: 'postpaid', balance: 7n * UNIT, reserved: 2n * UNIT, creditLimit: HUGE });
+      expect(typeof updated.balance).toBe('bigint');
+      expect(await store.getWallet(tenantId)).toEqual(updated);
+    });
+
+    it('applies a top-up once per idempotency key, sequentially', async () => {
+      const store = getStore();
+      const tenantId = `ten_idem_${randomSuffix()}`;
+      const first = await store.addWalletTransaction({ ...topUp(tenantId, 5n * UNIT, 'key-1'), note: 'first' });
+      expect(first.created).toBe(true);
+      expect(first.record).toMatchObject({ tenantId, kind: 'topup', amount: 5n * UNIT, idempotencyKey: 'key-1' });
+      const again = await store.addWalletTransaction({ ...topUp(tenantId, 9n * UNIT, 'key-1'), note: 'again' });
+      expect(again.created).toBe(false);
+      expect(again.record).toEqual(first.record);
+      // The same key of another tenant is another transaction.
+      const otherTenant = `ten_idem_other_${randomSuffix()}`;
+      expect((await store.addWalletTransaction(topUp(otherTenant, UNIT, 'key-1'))).created).toBe(true);
+      // Null keys never collide.
+      await store.addWalletTransaction(topUp(tenantId, UNIT, null));
+      await store.addWalletTransaction(topUp(tenantId, UNIT, null));
+      await store.addWalletTransaction({ ...topUp(tenantId, -3n, 'adj-1'), kind: 'adjustment' });
+      const wallet = await store.getWallet(tenantId);
+      expect(wallet?.balance).toBe(7n * UNIT - 3n);
+      expect(wallet).toMatchObject({ mode: 'prepaid', currency: 'CNY', creditLimit: 0n });
+      const transactions = await store.listWalletTransactions(tenantId);
+      expect(transactions.length).toBe(4);
+      expect(transactions.reduce((sum, transaction) => sum + transaction.amount, 0n)).toBe(7n * UNIT - 3n);
+      expect(transactions[0]).toEqual(first.record);
+    });
+
+    it('lets exactly one of 10 concurrent top-ups with one key through', async () => {
+      const store = getStore();
+      const tenantId = `ten_race_${randomSuffix()}`;
+      const results = await Promise.all(
+        Array.from({ length: 10 }, () => store.addWalletTransaction(topUp(tenantId, 3n * UNIT, 'same-key'))),
+      );
+      expect(results.filter((result) => result.created).length).toBe(1);
+      expect(new Set(results.map((result) => result.record.id)).size).toBe(1);
+      expect((await store.getWallet(tenantId))?.balance).toBe(3n * UNIT);
+      expect((await store.listWalletTransactions(tenantId)).length).toBe(1);
+    });
+
+    it('keeps 64-bit amounts exact and filters transactions by time', async () => {
+      const store = getStore();
+      const tenantId = `ten_huge_${randomSuffix()}`;
+      await store.addWalletTransaction({ ...topUp(tenantId, HUGE, null), createdAt: 1000 });
+      await store.addWalletTransaction({ ...topUp(tenantId, -HUGE + 1n, null), kind: 'adjustment', createdAt: 2000 });
+      await store.addWalletTransaction({ ...topUp(tenantId, HUGE, null), kind: 'refund', createdAt: 3000 });
+      expect((await store.getWallet(tenantId))?.balance).toBe(HUGE + 1n);
+      const middle = await store.listWalletTransactions(tenantId, { start: 2000, end: 3000 });
+      expect(middle.map((transaction) => transaction.amount)).toEqual([-HUGE + 1n]);
+      expect((await store.listWalletTransactions(tenantId, { start: 1500 })).length).toBe(2);
+    });
+
+    it('refuses a transaction in another currency than the wallet', async () => {
+      const store = getStore();
+      const tenantId = `ten_cur_${randomSuffix()}`;
+      await store.addWalletTransaction(topUp(tenantId, UNIT, null));
+      await expect(store.addWalletTransaction({ ...topUp(tenantId, UNIT, 'usd'), currency: 'USD' })).rejects.toThrow();
+      expect((await store.getWallet(tenantId))?.balance).toBe(UNIT);
+      expect((await store.listWalletTransactions(tenantId)).length).toBe(1);
+    });
+  });
+
+  describe('ledger: reservations', () => {
+    it('reserves only what balance plus credit limit cover, and never for a tenant without a wallet', async () => {
+      const store = getStore();
+      expect(await store.reserve(`ten_none_${randomSuffix()}`, 1n)).toBe(false);
+      const tenantId = `ten_res_${randomSuffix()}`;
+      await store.addWalletTransaction(topUp(tenantId, 10n, null));
+      expect(await store.reserve(tenantId, 11n)).toBe(false);
+      expect(await store.reserve(tenantId, 6n)).toBe(true);
+      expect(await store.reserve(tenantId, 5n)).toBe(false);
+      expect(await store.reserve(tenantId, 4n)).toBe(true);
+      expect((await store.getWallet(tenantId))?.reserved).toBe(10n);
+      await store.release(tenantId, 6n);
+      expect((await store.getWallet(tenantId))?.reserved).toBe(4n);
+      await store.release(tenantId, 100n);
+      expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+
+      await store.configureWallet(tenantId, { mode: 'postpaid', currency: 'CNY', creditLimit: 5n });
+      expect(await store.reserve(tenantId, 15n)).toBe(true);
+      expect(await store.reserve(tenantId, 1n)).toBe(false);
+      await store.resetReservations();
+      expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+    });
+
+    it('lets exactly 20 of 200 concurrent reservations through a wallet that covers 20', async () => {
+      const store = getStore();
+      const tenantId = `ten_200_${randomSuffix()}`;
+      const cost = 123_456_789n;
+      await store.addWalletTransaction(topUp(tenantId, 20n * cost, null));
+      const results = await Promise.all(Array.from({ length: 200 }, () => store.reserve(tenantId, cost)));
+      expect(results.filter(Boolean).length).toBe(20);
+      const wallet = await store.getWallet(tenantId);
+      expect(wallet?.reserved).toBe(20n * cost);
+      expect(wallet!.balance + wallet!.creditLimit - wallet!.reserved).toBe(0n);
+      expect(await store.reserve(tenantId, 1n)).toBe(false);
+    });
+  });
+
+  describe('ledger: settlement', () => {
+    it('moves the balance by the events, releases reservations and deletes checkpoints, once', async () => {
+      const store = getStore();
+      const tenantId = `ten_settle_${randomSuffix()}`;
+      await store.addWalletTransaction(topUp(tenantId, 100n * UNIT, null));
+      const events = [usageEvent(tenantId, Date.UTC(2030, 0, 1, 10)), usageEvent(tenantId, Date.UTC(2030, 0, 1, 11))];
+      for (const _event of events) expect(await store.reserve(tenantId, 10n * UNIT)).toBe(true);
+      await store.saveCheckpoints([checkpoint(events[0]!)]);
+      const batch: Settlement[] = events.map((event) => ({
+        log: logRecord(tenantId, event.receivedAt, { requestId: event.requestId }),
+        event,
+        reservation: { tenantId, amount: 10n * UNIT },
+        checkpointRequestId: event.requestId,
+      }));
+      const charged = events.reduce((sum, event) => sum + event.amount, 0n);
+      const rollupsBefore = await store.queryUsageRollups({ bucket: '1d', start: 0, end: Date.UTC(2031, 0), tenantId });
+      expect(rollupsBefore).toEqual([]);
+
+      await store.settle(batch);
+      const expectWallet = async (): Promise<void> => {
+        const wallet = await store.getWallet(tenantId);
+        expect(wallet?.balance).toBe(100n * UNIT - charged);
+        expect(wallet?.reserved).toBe(0n);
+      };
+      await expectWallet();
+      expect((await store.listCheckpoints()).some((each) => each.requestId === events[0]!.requestId)).toBe(false);
+      const rollups = await store.queryUsageRollups({ bucket: '1d', start: 0, end: Date.UTC(2031, 0), tenantId });
+
+      // The same settlements again, alone and doubled inside one batch: nothing moves.
+      await store.reserve(tenantId, 10n * UNIT);
+      await store.settle(batch);
+      await store.settle([...batch, ...batch]);
+      const wallet = await store.getWallet(tenantId);
+      expect(wallet?.balance).toBe(100n * UNIT - charged);
+      expect(wallet?.reserved).toBe(10n * UNIT);
+      expect(await store.queryUsageRollups({ bucket: '1d', start: 0, end: Date.UTC(2031, 0), tenantId })).toEqual(
+        rollups,
+      );
+      expect(rollups.length).toBe(1);
+      expect(rollups[0]?.amount).toBe(charged);
+      expect(rollups[0]?.requests).toBe(2);
+      const sum = await store.sumUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) });
+      expect(sum).toEqual({ amount: charged, count: 2 });
+      const logs = await store.listRequestLogs({ tenantId });
+      expect(logs.map((log) => log.requestId).sort()).toEqual(events.map((event) => event.requestId).sort());
+    });
+
+    it('counts an event once when it is duplicated inside one batch', async () => {
+      const store = getStore();
+      const tenantId = `ten_dup_${randomSuffix()}`;
+      const event = usageEvent(tenantId, Date.UTC(2030, 1, 1));
+      const settlement: Settlement = {
+        log: logRecord(tenantId, event.receivedAt, { requestId: event.requestId }),
+        event,
+      };
+      await store.settle([settlement, settlement, { ...settlement, event: { ...event, amount: 999n * UNIT } }]);
+      expect((await store.getWallet(tenantId))?.balance).toBe(-event.amount);
+      expect(await store.sumUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) })).toEqual({
+        amount: event.amount,
+        count: 1,
+      });
+    });
+
+    it('round-trips every field of a usage event', async () => {
+      const store = getStore();
+      const tenantId = `ten_event_${randomSuffix()}`;
+      const full = usageEvent(tenantId, Date.UTC(2030, 2, 1, 12), {
+        keyId: null,
+        deployment: null,
+        outputCondition: 'output<=200',
+        batch: true,
+        estimated: true,
+        cost: null,
+        inputListAmount: HUGE,
+        amount: HUGE,
+        detail: '{"modifiers":[]}',
+      });
+      const other = usageEvent(tenantId, Date.UTC(2030, 2, 1, 13), { cost: HUGE - 1n, batchDiscount: -HUGE });
+      await store.settle([
+        { log: logRecord(tenantId, full.receivedAt, { requestId: full.requestId }), event: full },
+        { log: logRecord(tenantId, other.receivedAt, { requestId: other.requestId }), event: other },
+      ]);
+      const events = await store.listUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) });
+      expect(events).toEqual([full, other]);
+      expect(await store.listUsageEvents({ tenantId, start: other.receivedAt, end: Date.UTC(2031, 0) })).toEqual([
+        other,
+      ]);
+      expect(await store.listUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0), limit: 1 })).toEqual([full]);
+    });
+
+    it('sums amounts exactly past 2^63', async () => {
+      const store = getStore();
+      const start = Date.UTC(2090, 0, 1) + Math.floor(Math.random() * 1e9);
+      const big = 2n ** 62n + 2n ** 61n + 7n;
+      const events = [
+        usageEvent(`ten_s1_${randomSuffix()}`, start, { amount: big }),
+        usageEvent(`ten_s2_${randomSuffix()}`, start + 1, { amount: big }),
+      ];
+      await store.settle(
+        events.map((event) => ({ log: logRecord(event.tenantId, start, { requestId: event.requestId }), event })),
+      );
+      expect(await store.sumUsageEvents({ start, end: start + 2 })).toEqual({ amount: 2n * big, count: 2 });
+      expect(await store.sumUsageEvents({ tenantId: events[0]!.tenantId, start, end: start + 2 })).toEqual({
+        amount: big,
+        count: 1,
+      });
+    });
+
+    it('keeps usage and billing rollups equal to the sums of the events, for every bucket', async () => {
+      const store = getStore();
+      const tenantId = `ten_roll_${randomSuffix()}`;
+      const start = Date.UTC(2030, 5, 1);
+      const random = seededRandom(42);
+      const keys = ['key_a', 'key_b', null];
+      const models = ['model-x', 'model-y'];
+      const events = Array.from({ length: 600 }, () =>
+        usageEvent(tenantId, start + Math.floor(random() * 2.5 * DAY), {
+          keyId: keys[Math.floor(random() * keys.length)]!,
+          model: models[Math.floor(random() * models.length)]!,
+          tier: random() < 0.5 ? '0-32768' : '32769-131072',
+          outputCondition: random() < 0.3 ? 'output<=200' : null,
+          batch: random() < 0.2,
+          cost: random() < 0.5 ? null : BigInt(Math.floor(random() * 1e9)),
+          amount: BigInt(Math.floor(random() * 1e12)),
+          inputTokens: Math.floor(random() * 5000),
+          cachedTokens: Math.floor(random() * 500),
+          outputTokens: Math.floor(random() * 800),
+        }),
+      );
+      const settlements = events.map((event) => ({
+        log: logRecord(tenantId, event.receivedAt, { requestId: event.requestId }),
+        event,
+      }));
+      // Several batches, with a replay of some settlements that must not count twice.
+      await store.settle(settlements.slice(0, 250));
+      await store.settle(settlements.slice(200, 450));
+      await store.settle(settlements.slice(450));
+      await store.settle(settlements.slice(100, 120));
+
+      const buckets: [RollupBucket, number][] = [
+        ['1m', MINUTE],
+        ['1h', HOUR],
+        ['1d', DAY],
+      ];
+      for (const [bucket, size] of buckets) {
+        const expected = new Map<string, UsageRollupRow>();
+        for (const event of events) {
+          const bucketStart = event.receivedAt - (event.receivedAt % size);
+          const key = `${bucketStart}|${event.keyId}|${event.model}`;
+          const row = expected.get(key) ?? {
+            bucket,
+            bucketStart,
+            tenantId,
+            keyId: event.keyId,
+            model: event.model,
+            requests: 0,
+            inputTokens: 0,
+            cachedTokens: 0,
+            outputTokens: 0,
+            amount: 0n,
+            cost: 0n,
+          };
+          row.requests++;
+          row.inputTokens += event.inputTokens;
+          row.cachedTokens += event.cachedTokens;
+          row.outputTokens += event.outputTokens;
+          row.amount += event.amount;
+          row.cost += event.cost ?? 0n;
+          expected.set(key, row);
+        }
+        const actual = await store.queryUsageRollups({ bucket, start, end: start + 3 * DAY, tenantId });
+        expect(sortRows(actual)).toEqual(sortRows([...expected.values()]));
+      }
+      // A range selects whole buckets by their start.
+      const firstHour = await store.queryUsageRollups({ bucket: '1h', start, end: start + HOUR, tenantId });
+      expect(firstHour.every((row) => row.bucketStart === start)).toBe(true);
+      expect(firstHour.reduce((sum, row) => sum + row.requests, 0)).toBe(
+        events.filter((event) => event.receivedAt < start + HOUR).length,
+      );
+
+      const billing = new Map<string, BillingRollupRow>();
+      for (const event of events) {
+        const day = event.receivedAt - (event.receivedAt % DAY);
+        const key = JSON.stringify([day, event.model, event.tier, event.outputCondition, event.batch]);
+        const row = billing.get(key) ?? {
+          day,
+          tenantId,
+          model: event.model,
+          currency: 'CNY',
+          priceVersion: event.priceVersion,
+          tier: event.tier,
+          outputCondition: event.outputCondition,
+          batch: event.batch,
+          requests: 0,
+          inputTokens: 0,
+          cachedTokens: 0,
+          outputTokens: 0,
+          inputListAmount: 0n,
+          cachedListAmount: 0n,
+          outputListAmount: 0n,
+          batchDiscount: 0n,
+          offPeakDiscount: 0n,
+          contractDiscount: 0n,
+          volumeDiscount: 0n,
+          amount: 0n,
+          cost: 0n,
+        };
+        row.requests++;
+        row.inputTokens += event.inputTokens;
+        row.cachedTokens += event.cachedTokens;
+        row.outputTokens += event.outputTokens;
+        row.inputListAmount += event.inputListAmount;
+        row.cachedListAmount += event.cachedListAmount;
+        row.outputListAmount += event.outputListAmount;
+        row.batchDiscount += event.batchDiscount;
+        row.offPeakDiscount += event.offPeakDiscount;
+        row.contractDiscount += event.contractDiscount;
+        row.volumeDiscount += event.volumeDiscount;
+        row.amount += event.amount;
+        row.cost += event.cost ?? 0n;
+        billing.set(key, row);
+      }
+      const billingRows = await store.queryBillingRollups({ tenantId, start, end: start + 3 * DAY });
+      expect(sortRows(billingRows)).toEqual(sortRows([...billing.values()]));
+      const secondDay = await store.queryBillingRollups({ tenantId, start: start + DAY, end: start + 2 * DAY });
+      expect(new Set(secondDay.map((row) => row.day))).toEqual(new Set([start + DAY]));
+      expect(billingRows.reduce((sum, row) => sum + row.amount, 0n)).toBe(
+        events.reduce((sum, event) => sum + event.amount, 0n),
+      );
+    });
+
+    it('keeps balance = Σ transactions − Σ events over random operations', async () => {
+      const store = getStore();
+      const operation = fc.oneof(
+        fc.record({ kind: fc.constant('topup' as const), amount: fc.bigInt({ min: 1n, max: 10n ** 15n }) }),
+        fc.record({
+          kind: fc.constant('adjustment' as const),
+          amount: fc.bigInt({ min: -(10n ** 12n), max: 10n ** 12n }),
+        }),
+        fc.record({
+          kind: fc.constant('settle' as const),
+          amounts: fc.array(fc.bigInt({ min: 0n, max: 10n ** 13n }), { minLength: 1, maxLength: 5 }),
+          replay: fc.boolean(),
+        }),
+        fc.record({ kind: fc.constant('reserve' as const), amount: fc.bigInt({ min: 1n, max: 10n ** 13n }) }),
+      );
+      await fc.assert(
+        fc.asyncProperty(fc.array(operation, { minLength: 1, maxLength: 12 }), async (operations) => {
+          const tenantId = `ten_prop_${randomSuffix()}`;
+          let transactions = 0n;
+          let charged = 0n;
+          let reserved = 0n;
+          const settled: Settlement[] = [];
+          let time = Date.UTC(2031, 0, 1);
+          for (const op of operations) {
+            switch (op.kind) {
+              case 'topup':
+              case 'adjustment':
+                await store.addWalletTransaction({ ...topUp(tenantId, op.amount, randomSuffix()), kind: op.kind });
+                transactions += op.amount;
+                break;
+              case 'settle': {
+                const batch = op.amounts.map((amount) => {
+                  const event = usageEvent(tenantId, time++, { amount });
+                  return { log: logRecord(tenantId, event.receivedAt, { requestId: event.requestId }), event };
+                });
+                await store.settle(op.replay ? [...batch, ...settled.slice(-2)] : batch);
+                settled.push(...batch);
+                charged += op.amounts.reduce((sum, amount) => sum + amount, 0n);
+                break;
+              }
+              case 'reserve': {
+                const wallet = await store.getWallet(tenantId);
+                const available = wallet === undefined ? -1n : wallet.balance + wallet.creditLimit - wallet.reserved;
+                const granted = await store.reserve(tenantId, op.amount);
+                expect(granted).toBe(available >= op.amount);
+                if (granted) reserved += op.amount;
+                break;
+              }
+            }
+          }
+          const wallet = await store.getWallet(tenantId);
+          const listed = await store.listWalletTransactions(tenantId);
+          const events = await store.sumUsageEvents({ tenantId, start: 0, end: time + 1 });
+          const ledgerTransactions = listed.reduce((sum, transaction) => sum + transaction.amount, 0n);
+          expect(ledgerTransactions).toBe(transactions);
+          expect(events.amount).toBe(charged);
+          expect(wallet?.balance ?? 0n).toBe(ledgerTransactions - events.amount);
+          expect(wallet?.reserved ?? 0n).toBe(reserved);
+        }),
+        { numRuns: 15 },
+      );
+    });
+  });
+
+  describe('ledger: checkpoints, prices, budgets, alerts', () => {
+    it('round-trips checkpoints with 64-bit amounts, replacing by request id', async () => {
+      const store = getStore();
+      const tenantId = `ten_cp_${randomSuffix()}`;
+      const first = checkpoint(usageEvent(tenantId, 5000, { amount: HUGE, cost: null }));
+      const second = checkpoint(usageEvent(tenantId, 6000, { cost: HUGE, volumeDiscount: -HUGE }));
+      await store.saveCheckpoints([first, second]);
+      const mine = async (): Promise<StreamCheckpoint[]> =>
+        (await store.listCheckpoints()).filter((each) => each.event.tenantId === tenantId);
+      expect(await mine()).toEqual([first, second]);
+      const replaced = { ...first, event: { ...first.event, outputTokens: 999, amount: HUGE + 1n }, updatedAt: 9000 };
+      await store.saveCheckpoints([replaced]);
+      expect(await mine()).toEqual([second, replaced]);
+      await store.settle([
+        {
+          log: logRecord(tenantId, 1, { requestId: `${second.requestId}-log` }),
+          checkpointRequestId: second.requestId,
+        },
+      ]);
+      expect(await mine()).toEqual([replaced]);
+    });
+
+    it('round-trips price versions and refuses a duplicate id', async () => {
+      const store = getStore();
+      const id = `v_${randomSuffix()}`;
+      const stored = await store.insertPriceVersion({ id, effectiveFrom: 1_900_000_000_000, document: '{"a":1}' });
+      expect(stored).toMatchObject({ id, effectiveFrom: 1_900_000_000_000, document: '{"a":1}' });
+      expect((await store.listPriceVersions()).find((version) => version.id === id)).toEqual(stored);
+      await expect(store.insertPriceVersion({ id, effectiveFrom: 1, document: '{}' })).rejects.toThrow();
+    });
+
+    it('round-trips budgets and replaces by scope', async () => {
+      const store = getStore();
+      const tenantId = `ten_budget_${randomSuffix()}`;
+      const tenantBudget: BudgetRecord = {
+        scope: 'tenant',
+        scopeId: tenantId,
+        tenantId,
+        monthlyLimit: HUGE,
+        enforcement: 'hard',
+        thresholds: [50, 80, 100],
+        webhookUrl: 'https://example.test/hook',
+        updatedAt: 1234,
+      };
+      const keyBudget: BudgetRecord = {
+        ...tenantBudget,
+        scope: 'key',
+        scopeId: `key_${randomSuffix()}`,
+        enforcement: 'soft',
+        thresholds: [],
+        webhookUrl: null,
+      };
+      await store.putBudget(tenantBudget);
+      await store.putBudget(keyBudget);
+      const replaced = { ...tenantBudget, monthlyLimit: 5n, thresholds: [90], updatedAt: 5678 };
+      await store.putBudget(replaced);
+      expect(await store.listBudgets(tenantId)).toEqual([keyBudget, replaced]);
+      expect((await store.listBudgets()).filter((budget) => budget.tenantId === tenantId).length).toBe(2);
+    });
+
+    it('lets exactly one of 10 concurrent callers claim an alert', async () => {
+      const store = getStore();
+      const alert = { scope: 'tenant' as const, scopeId: `ten_${randomSuffix()}`, period: '2030-01', threshold: 80 };
+      const results = await Promise.all(Array.from({ length: 10 }, () => store.claimAlert(alert)));
+      expect(results.filter(Boolean).length).toBe(1);
+      expect(await store.claimAlert(alert)).toBe(false);
+      expect(await store.claimAlert({ ...alert, threshold: 100 })).toBe(true);
+      expect(await store.claimAlert({ ...alert, period: '2030-02' })).toBe(true);
+    });
+  });
+}
+
+function topUp(tenantId: string, amount: Nano, idempotencyKey: string | null) {
+  return { tenantId, kind: 'topup' as const, amount, currency: 'CNY', idempotencyKey, note: null };
+}
+
+/** A usage event whose amount is the sum of its parts (unless overridden). */
+function usageEvent(tenantId: string, receivedAt: number, overrides: Partial<UsageEventRecord> = {}): UsageEventRecord {
+  const parts = {
+    inputListAmount: 1_234_567n,
+    cachedListAmount: 89n,
+    outputListAmount: 7_654_321n,
+    batchDiscount: 0n,
+    offPeakDiscount: -1000n,
+    contractDiscount: 0n,
+    volumeDiscount: -1n,
+  };
+  return {
+    requestId: `req_${randomSuffix()}`,
+    tenantId,
+    keyId: 'key_test',
+    model: 'model-a',
+    deployment: 'sim/model-a',
+    batch: false,
+    receivedAt,
+    currency: 'CNY',
+    priceVersion: 'v1',
+    tier: '0-32768',
+    outputCondition: null,
+    inputTokens: 1000,
+    cachedTokens: 100,
+    outputTokens: 200,
+    reasoningTokens: 10,
+    estimated: false,
+    ...parts,
+    amount: Object.values(parts).reduce((sum, part) => sum + part, 0n),
+    cost: 500n,
+    detail: '{}',
+    ...overrides,
+  };
+}
+
+function checkpoint(event: UsageEventRecord): StreamCheckpoint {
+  return { requestId: event.requestId, event, reservation: HUGE - 5n, updatedAt: event.receivedAt + 1 };
+}
+
+function sortRows<T>(rows: T[]): T[] {
+  const key = (row: T) =>
+    JSON.stringify(row, (_name, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value));
+  return [...rows].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+}
+
+/** Mulberry32: a deterministic generator, so a failing rollup case can be replayed. */
+function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
 }
 
 function randomSuffix(): string {

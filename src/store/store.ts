@@ -1,8 +1,10 @@
 /**
- * The store port: everything durable the gateway keeps. One interface, implemented for SQLite (embedded mode) and
- * PostgreSQL (cluster mode) over one Kysely query layer, and checked by one conformance suite.
- * Times are milliseconds since the Unix epoch.
+ * The store port: everything durable the gateway keeps — tenants, keys, the request log, settings, and the ledger
+ * (`LedgerStore`: wallets, usage events, rollups, checkpoints, price versions, budgets). One interface, implemented
+ * for SQLite (embedded mode) and PostgreSQL (cluster mode) over one Kysely query layer, and checked by one
+ * conformance suite. Times are milliseconds since the Unix epoch; money is `bigint` nano-units (see `LedgerStore`).
  */
+import type { LedgerStore } from './ledger-store.js';
 
 /** A customer of the platform. */
 export interface TenantRecord {
@@ -80,7 +82,7 @@ export interface RequestLogQuery {
 }
 
 /** The durable state of the gateway. */
-export interface Store {
+export interface Store extends LedgerStore {
   /** `sqlite` or `postgres`. */
   readonly kind: 'sqlite' | 'postgres';
   /** Creates or upgrades the schema. Idempotent; safe to run from several processes. */
@@ -98,7 +100,10 @@ export interface Store {
   /** Marks the key revoked (idempotent: an already revoked key keeps its first `revokedAt`). */
   revokeKey(id: string, at: number): Promise<ApiKeyRecord | undefined>;
 
-  /** Appends records in one transaction; a record whose `requestId` exists already is ignored. */
+  /**
+   * Appends records in one transaction; a record whose `requestId` exists already is ignored. Request-log rows
+   * without ledger effects only (migrations, tools): the request path writes them through `settle`.
+   */
   insertRequestLogs(records: readonly RequestLogRecord[]): Promise<void>;
   listRequestLogs(query: RequestLogQuery): Promise<RequestLogRecord[]>;
 

@@ -28,6 +28,27 @@ export const fastSimulatedConfig = {
   ],
 };
 
+/** The fast fleet with the issue's real-world price book (yuan per million tokens). */
+export const pricedSimulatedConfig = {
+  ...fastSimulatedConfig,
+  pricing: {
+    currency: 'CNY',
+    versions: [
+      {
+        id: 'v1',
+        effective_from: '2024-01-01T00:00:00Z',
+        models: {
+          'sim-pro-32k': { input: '0.8', output: '2' },
+          'sim-pro-128k': { input: '5', output: '9' },
+          'sim-embed': { input: '0.5', output: '0' },
+        },
+        modifiers: { batch: { discount: '0.5' } },
+        costs: { 'sim/pro-32k': { per_million_input: '0.06', per_million_output: '0.37' } },
+      },
+    ],
+  },
+};
+
 /** A running test gateway. */
 export interface TestGateway {
   url: string;
@@ -41,7 +62,7 @@ export interface TestGateway {
     body?: unknown,
   ): Promise<{ status: number; body: any }>;
   /** Creates a tenant and a key; returns both ids and the key. */
-  createTenantWithKey(options?: { models?: string[]; expires_at?: number | string }): Promise<{
+  createTenantWithKey(options?: { models?: string[]; expires_at?: number | string; credit?: string }): Promise<{
     tenantId: string;
     keyId: string;
     key: string;
@@ -55,6 +76,7 @@ export interface TestGateway {
 export async function startTestGateway(
   document: Record<string, unknown> = fastSimulatedConfig,
   environment: Record<string, string> = {},
+  options: { storeUrl?: string } = {},
 ): Promise<TestGateway> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'tollgate-test-'));
   const config = parseConfigDocument({
@@ -72,9 +94,10 @@ export async function startTestGateway(
     config,
     source: { kind: 'default' },
     dataDir,
-    storeUrl: `sqlite://${path.join(dataDir, 'tollgate.db')}`,
+    storeUrl: options.storeUrl ?? `sqlite://${path.join(dataDir, 'tollgate.db')}`,
     adminToken: 'test-admin-token',
     upstreamApiKeys,
+    webhookSecret: 'whsec_test',
   };
   const gateway = await createGateway(loaded, {
     adminToken: 'test-admin-token',
@@ -101,9 +124,14 @@ export async function startTestGateway(
     dataDir,
     admin,
     async createTenantWithKey(options = {}) {
+      const { credit, ...keyOptions } = options;
       const tenant = await admin('POST', '/tenants', { name: `tenant-${Math.random().toString(36).slice(2, 8)}` });
       if (tenant.status !== 201) throw new Error(`tenant creation failed: ${JSON.stringify(tenant.body)}`);
-      const key = await admin('POST', `/tenants/${tenant.body.id}/keys`, options);
+      if (credit !== undefined) {
+        const topup = await admin('POST', `/tenants/${tenant.body.id}/credits`, { amount: credit, currency: 'CNY' });
+        if (topup.status !== 201) throw new Error(`top-up failed: ${JSON.stringify(topup.body)}`);
+      }
+      const key = await admin('POST', `/tenants/${tenant.body.id}/keys`, keyOptions);
       if (key.status !== 201) throw new Error(`key creation failed: ${JSON.stringify(key.body)}`);
       return { tenantId: tenant.body.id, keyId: key.body.id, key: key.body.key };
     },

@@ -71,7 +71,12 @@ const keyBudget: BudgetRecord = {
   updatedAt: 0,
 };
 
-function settled(before: bigint, after: bigint, at = NOV_15, key?: { before: bigint; after: bigint }): SettledSpendEvent {
+function settled(
+  before: bigint,
+  after: bigint,
+  at = NOV_15,
+  key?: { before: bigint; after: bigint },
+): SettledSpendEvent {
   return {
     tenantId: 'ten_a',
     keyId: 'key_1',
@@ -156,7 +161,9 @@ describe('BudgetAlertService', () => {
 
   it("evaluates the key's budget next to the tenant's and logs without a webhook when there is no URL", async () => {
     const { notifier, logs, service } = setup();
-    const sent = await service.onSettled(settled(10n * NANO, 11n * NANO, NOV_15, { before: 8n * NANO, after: 9n * NANO }));
+    const sent = await service.onSettled(
+      settled(10n * NANO, 11n * NANO, NOV_15, { before: 8n * NANO, after: 9n * NANO }),
+    );
     expect(sent).toEqual([
       {
         scope: 'key',

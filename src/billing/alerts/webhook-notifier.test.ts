@@ -327,18 +327,16 @@ describe('WebhookNotifier', () => {
 
   it('close waits for deliveries in flight and then refuses new events', async () => {
     const { notifier, logs } = setup();
-    let release: () => void = () => {};
     responder = () => 'hang';
     notifier.enqueue(`${baseUrl}/hook`, sampleEvent());
     await vi.waitFor(() => expect(received).toHaveLength(1));
     const closing = notifier.close(10_000);
-    release = () => {
+    setTimeout(() => {
       for (const response of hanging.splice(0)) {
         response.writeHead(200);
         response.end();
       }
-    };
-    setTimeout(release, 20);
+    }, 20);
     await expect(closing).resolves.toEqual({ abandoned: 0 });
     expect(logs.withMessage('webhook_attempt')[0]).toMatchObject({ outcome: 'delivered' });
     expect(notifier.enqueue(`${baseUrl}/hook`, sampleEvent())).toBe(false);

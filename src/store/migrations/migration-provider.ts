@@ -1,5 +1,6 @@
 import type { Migration, MigrationProvider } from 'kysely';
 import { initialSchema } from './0001-initial-schema.js';
+import { ledgerSchema } from './0002-ledger.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -7,6 +8,7 @@ import { initialSchema } from './0001-initial-schema.js';
  */
 const migrations: Record<string, Migration> = {
   '0001-initial-schema': initialSchema,
+  '0002-ledger': ledgerSchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */

@@ -1,14 +1,14 @@
 import type { Logger } from 'pino';
 import { type Clock, type ClockTimer, RealClock } from '../clock/clock.js';
-import type { RequestLogRecord, Store } from '../store/store.js';
+import type { LedgerStore, Settlement } from '../store/ledger-store.js';
 
-/** Options of `RequestLogWriter`. */
-export interface RequestLogWriterOptions {
-  /** Most records per transaction, records. Default 500. */
+/** Options of `SettlementWriter`. */
+export interface SettlementWriterOptions {
+  /** Most settlements per transaction. Default 500. */
   maxBatch?: number;
   /**
-   * Most records held in memory (waiting or being written), records. Default 100,000. While the store is down,
-   * writes beyond this are dropped (their promise resolves `false`, counted in `stats.dropped`, logged).
+   * Most settlements held in memory (waiting or being written). Default 100,000. While the store is down, writes
+   * beyond this are dropped (their promise resolves `false`, counted in `stats.dropped`, logged).
    */
   maxBuffered?: number;
   /** First retry delay after a failed commit, ms; doubles per consecutive failure. Default 100. */
@@ -18,8 +18,9 @@ export interface RequestLogWriterOptions {
   /** How long `close()` keeps retrying a failing store before dropping what is left, ms. Default 10,000. */
   closeTimeoutMs?: number;
   /**
-   * Failures of one record, each after some other commit succeeded, before it is dropped as unwritable (a record
-   * the store refuses would otherwise block every record behind it). Failures during an outage do not count.
+   * Failures of one settlement, each after some other commit succeeded, before it is dropped as unwritable (a
+   * settlement the store refuses would otherwise block every one behind it). Failures during an outage do not
+   * count.
    * Default 3.
    */
   maxPoisonStrikes?: number;
@@ -32,37 +33,40 @@ export interface RequestLogWriterOptions {
 }
 
 /** Counters since the writer was created. */
-export interface RequestLogWriterStats {
-  /** Records committed. */
+export interface SettlementWriterStats {
+  /** Settlements committed. */
   committed: number;
   /** Successful store calls (transactions). */
   transactions: number;
   /** Failed store calls. */
   failedCommits: number;
-  /** Records dropped (buffer full, written after close, unwritable, or left when `close()` timed out). */
+  /** Settlements dropped (buffer full, written after close, unwritable, or left when `close()` timed out). */
   dropped: number;
 }
 
-interface PendingRecord {
-  record: RequestLogRecord;
+interface PendingSettlement {
+  settlement: Settlement;
   resolve: (committed: boolean) => void;
-  /** `stats.transactions` when this record last failed alone: a lone failure after a success is a strike. */
+  /** `stats.transactions` when this settlement last failed alone: a lone failure after a success is a strike. */
   failedAtTransaction: number;
   strikes: number;
 }
 
 /**
- * Group commit for the request log. `write` appends to an in-memory batch; the batch is committed in one
- * transaction on the next `setImmediate` after its first record (so every request that completed in the same
- * event-loop turn shares it) or as soon as it reaches `maxBatch`. One commit runs at a time; records that arrive
- * meanwhile form the next batch.
+ * Group commit for settlements (request-log row, usage event, reservation release, checkpoint deletion of one
+ * finished request). `write` appends to an in-memory batch; the batch is committed by one `store.settle` call (one
+ * transaction) on the next `setImmediate` after its first settlement (so every request that completed in the same
+ * event-loop turn shares it) or as soon as it reaches `maxBatch`. One commit runs at a time; settlements that
+ * arrive meanwhile form the next batch.
  *
- * The promise `write` returns never rejects: it resolves `true` once the record is committed (durable: it
- * survives `kill -9` of the process), or `false` when the record was dropped — buffer full while the store is
- * down, written after `close()`, refused by the store repeatedly while other records commit, or still unwritten
- * when `close()` gave up. A failed commit is retried with exponential backoff; its records stay in memory.
+ * The promise `write` returns never rejects: it resolves `true` once the settlement is committed (durable: it
+ * survives `kill -9` of the process), or `false` when it was dropped — buffer full while the store is down,
+ * written after `close()`, refused by the store repeatedly while other settlements commit, or still unwritten
+ * when `close()` gave up. A failed commit is retried with exponential backoff; its settlements stay in memory.
+ * Retrying is safe because `settle` is idempotent by request id: a batch that committed although its call failed
+ * (a lost connection after COMMIT) is not billed twice.
  */
-export class RequestLogWriter {
+export class SettlementWriter {
   private readonly maxBatch: number;
   private readonly maxBuffered: number;
   private readonly retryInitialMs: number;
@@ -73,8 +77,8 @@ export class RequestLogWriter {
   private readonly onError: ((error: unknown) => void) | undefined;
   private readonly clock: Clock;
 
-  private queue: PendingRecord[] = [];
-  /** Records in the next commit: `maxBatch`, halved while commits fail. */
+  private queue: PendingSettlement[] = [];
+  /** Settlements in the next commit: `maxBatch`, halved while commits fail. */
   private batchLimit: number;
   private inFlight = 0;
   private flushing: Promise<void> | undefined;
@@ -86,11 +90,11 @@ export class RequestLogWriter {
   private abandon = false;
   private lastDropLogAt = Number.NEGATIVE_INFINITY;
   private dropsSinceLog = 0;
-  private readonly counters: RequestLogWriterStats = { committed: 0, transactions: 0, failedCommits: 0, dropped: 0 };
+  private readonly counters: SettlementWriterStats = { committed: 0, transactions: 0, failedCommits: 0, dropped: 0 };
 
   constructor(
-    private readonly store: Store,
-    options: RequestLogWriterOptions = {},
+    private readonly store: Pick<LedgerStore, 'settle'>,
+    options: SettlementWriterOptions = {},
   ) {
     this.maxBatch = Math.max(1, options.maxBatch ?? 500);
     this.batchLimit = this.maxBatch;
@@ -104,14 +108,14 @@ export class RequestLogWriter {
     this.clock = options.clock ?? new RealClock();
   }
 
-  /** Queues a record; resolves `true` when it is committed, `false` if it was dropped. Never rejects. */
-  write(record: RequestLogRecord): Promise<boolean> {
+  /** Queues a settlement; resolves `true` when it is committed, `false` if it was dropped. Never rejects. */
+  write(settlement: Settlement): Promise<boolean> {
     if (this.closed) return Promise.resolve(this.drop('the writer is closed'));
     if (this.queue.length + this.inFlight >= this.maxBuffered) {
-      return Promise.resolve(this.drop(`${this.maxBuffered} records are already waiting for the store`));
+      return Promise.resolve(this.drop(`${this.maxBuffered} settlements are already waiting for the store`));
     }
     return new Promise<boolean>((resolve) => {
-      this.queue.push({ record, resolve, failedAtTransaction: -1, strikes: 0 });
+      this.queue.push({ settlement, resolve, failedAtTransaction: -1, strikes: 0 });
       this.schedule();
     });
   }
@@ -133,17 +137,17 @@ export class RequestLogWriter {
   }
 
   /** A snapshot of the counters. */
-  get stats(): RequestLogWriterStats {
+  get stats(): SettlementWriterStats {
     return { ...this.counters };
   }
 
-  /** Records in memory: waiting for a commit or being committed. */
+  /** Settlements in memory: waiting for a commit or being committed. */
   get buffered(): number {
     return this.queue.length + this.inFlight;
   }
 
   private schedule(): void {
-    if (this.flushing !== undefined) return; // The running flush loop takes new records when its commit ends.
+    if (this.flushing !== undefined) return; // The running flush loop takes new settlements when its commit ends.
     if (this.queue.length >= this.maxBatch) {
       // Full batch: commit without waiting for the turn to end, but not inside the caller's `write` call stack.
       if (!this.microtaskQueued) {
@@ -182,7 +186,7 @@ export class RequestLogWriter {
       const batch = this.queue.splice(0, this.batchLimit);
       this.inFlight = batch.length;
       try {
-        await this.store.insertRequestLogs(batch.map((pending) => pending.record));
+        await this.store.settle(batch.map((pending) => pending.settlement));
         this.inFlight = 0;
         this.consecutiveFailures = 0;
         this.batchLimit = this.maxBatch;
@@ -194,8 +198,8 @@ export class RequestLogWriter {
         this.counters.failedCommits++;
         this.consecutiveFailures++;
         this.logger?.error(
-          { err: error, records: batch.length, attempt: this.consecutiveFailures },
-          'Request log commit failed; retrying',
+          { err: error, settlements: batch.length, attempt: this.consecutiveFailures },
+          'Settlement commit failed; retrying',
         );
         this.onError?.(error);
         this.requeueFailed(batch);
@@ -205,12 +209,12 @@ export class RequestLogWriter {
   }
 
   /**
-   * Puts a failed batch back in the queue and halves the next batch, so a record the store refuses ends up alone,
-   * where it can be told apart from an outage. A record that fails alone goes to the back of the queue (so the
-   * records behind it get their turn; order does not matter, every record carries its own time) and, when some
-   * other commit succeeded since it last failed alone, earns a strike; at `maxPoisonStrikes` it is dropped.
+   * Puts a failed batch back in the queue and halves the next batch, so a settlement the store refuses ends up
+   * alone, where it can be told apart from an outage. A settlement that fails alone goes to the back of the queue
+   * (so the ones behind it get their turn; order does not matter, every settlement carries its own time) and, when
+   * some other commit succeeded since it last failed alone, earns a strike; at `maxPoisonStrikes` it is dropped.
    */
-  private requeueFailed(batch: PendingRecord[]): void {
+  private requeueFailed(batch: PendingSettlement[]): void {
     const lone = batch.length === 1 ? batch[0] : undefined;
     if (lone === undefined) {
       this.queue.unshift(...batch);
@@ -223,7 +227,7 @@ export class RequestLogWriter {
       this.queue.push(lone);
       return;
     }
-    this.logger?.error({ requestId: lone.record.requestId }, 'Request log record refused by the store; dropped');
+    this.logger?.error({ requestId: lone.settlement.log.requestId }, 'Settlement refused by the store; dropped');
     this.counters.dropped++;
     lone.resolve(false);
   }
@@ -246,17 +250,17 @@ export class RequestLogWriter {
     this.queue = [];
     if (left.length === 0) return;
     this.counters.dropped += left.length;
-    this.logger?.error({ records: left.length }, 'Request log records dropped: the store stayed unavailable at close');
+    this.logger?.error({ settlements: left.length }, 'Settlements dropped: the store stayed unavailable at close');
     for (const pending of left) pending.resolve(false);
   }
 
   private drop(reason: string): false {
     this.counters.dropped++;
     this.dropsSinceLog++;
-    // At most one line per second: during an outage at 10k req/s a line per record would flood the log.
+    // At most one line per second: during an outage at 10k req/s a line per settlement would flood the log.
     const now = this.clock.now();
     if (now - this.lastDropLogAt >= 1000) {
-      this.logger?.error({ dropped: this.dropsSinceLog, reason }, 'Request log records dropped');
+      this.logger?.error({ dropped: this.dropsSinceLog, reason }, 'Settlements dropped');
       this.lastDropLogAt = now;
       this.dropsSinceLog = 0;
     }

@@ -5,16 +5,17 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createStore } from '../store/create-store.js';
+import type { Settlement, UsageEventRecord } from '../store/ledger-store.js';
 import type { RequestLogRecord, Store } from '../store/store.js';
 import { type TranspiledTree, transpileForChild } from '../store/transpile-for-child.js';
-import { RequestLogWriter } from './request-log-writer.js';
+import { SettlementWriter } from './settlement-writer.js';
 
 interface InstrumentedStore extends Store {
-  /** Sizes of the `insertRequestLogs` calls that committed. */
+  /** Sizes of the `settle` calls that committed. */
   commits: number[];
-  /** Throws from `insertRequestLogs` while it returns an error. */
-  failWith: ((records: readonly RequestLogRecord[]) => Error | undefined) | undefined;
-  /** Holds `insertRequestLogs` until the promise resolves. */
+  /** Throws from `settle` while it returns an error. */
+  failWith: ((batch: readonly Settlement[]) => Error | undefined) | undefined;
+  /** Holds `settle` until the promise resolves. */
   gate: Promise<void> | undefined;
 }
 
@@ -27,13 +28,13 @@ function instrument(inner: Store): InstrumentedStore {
   return new Proxy(inner, {
     get(target, property, receiver) {
       if (property in state) return (state as any)[property];
-      if (property === 'insertRequestLogs') {
-        return async (records: readonly RequestLogRecord[]) => {
+      if (property === 'settle') {
+        return async (batch: readonly Settlement[]) => {
           if (state.gate !== undefined) await state.gate;
-          const error = state.failWith?.(records);
+          const error = state.failWith?.(batch);
           if (error !== undefined) throw error;
-          await target.insertRequestLogs(records);
-          state.commits.push(records.length);
+          await target.settle(batch);
+          state.commits.push(batch.length);
         };
       }
       const value = Reflect.get(target, property, receiver);
@@ -47,7 +48,41 @@ function instrument(inner: Store): InstrumentedStore {
 }
 
 let sequence = 0;
-function record(overrides: Partial<RequestLogRecord> = {}): RequestLogRecord {
+/** A settlement of tenant `ten_writer` with a usage event of `sequence` nano-units. */
+function settlement(overrides: Partial<RequestLogRecord> = {}): Settlement {
+  const log = logRecord(overrides);
+  const event: UsageEventRecord = {
+    requestId: log.requestId,
+    tenantId: 'ten_writer',
+    keyId: log.keyId,
+    model: 'model-a',
+    deployment: log.deployment,
+    batch: false,
+    receivedAt: log.createdAt,
+    currency: 'CNY',
+    priceVersion: 'v1',
+    tier: '0-32768',
+    outputCondition: null,
+    inputTokens: log.promptTokens,
+    cachedTokens: 0,
+    outputTokens: log.completionTokens,
+    reasoningTokens: 0,
+    estimated: false,
+    inputListAmount: BigInt(sequence),
+    cachedListAmount: 0n,
+    outputListAmount: 0n,
+    batchDiscount: 0n,
+    offPeakDiscount: 0n,
+    contractDiscount: 0n,
+    volumeDiscount: 0n,
+    amount: BigInt(sequence),
+    cost: null,
+    detail: '{}',
+  };
+  return { log, event };
+}
+
+function logRecord(overrides: Partial<RequestLogRecord> = {}): RequestLogRecord {
   sequence++;
   return {
     requestId: `req-${sequence}`,
@@ -72,20 +107,24 @@ function record(overrides: Partial<RequestLogRecord> = {}): RequestLogRecord {
   };
 }
 
+/** Committed settlements: request-log rows, checked against the usage events written with them. */
 async function countRows(store: Store, tenantId = 'ten_writer'): Promise<number> {
-  return (await store.listRequestLogs({ tenantId, limit: 1_000_000 })).length;
+  const logs = (await store.listRequestLogs({ tenantId, limit: 1_000_000 })).length;
+  const events = await store.sumUsageEvents({ tenantId, start: 0, end: Number.MAX_SAFE_INTEGER });
+  expect(events.count).toBe(logs);
+  return logs;
 }
 
-describe('RequestLogWriter', () => {
+describe('SettlementWriter', () => {
   let raw: Store;
   let store: InstrumentedStore;
-  let writer: RequestLogWriter;
+  let writer: SettlementWriter;
 
   beforeEach(async () => {
     raw = await createStore('sqlite://:memory:');
     await raw.migrate();
     store = instrument(raw);
-    writer = new RequestLogWriter(store, { retryInitialMs: 1, retryMaxMs: 4 });
+    writer = new SettlementWriter(store, { retryInitialMs: 1, retryMaxMs: 4 });
   });
 
   afterEach(async () => {
@@ -94,7 +133,7 @@ describe('RequestLogWriter', () => {
   });
 
   it('commits 10,000 writes of one tick in a few transactions', async () => {
-    const records = Array.from({ length: 10_000 }, () => record());
+    const records = Array.from({ length: 10_000 }, () => settlement());
     const outcomes = await Promise.all(records.map((each) => writer.write(each)));
     expect(outcomes.every((outcome) => outcome === true)).toBe(true);
     expect(store.commits.length).toBeLessThanOrEqual(21);
@@ -110,10 +149,10 @@ describe('RequestLogWriter', () => {
   });
 
   it('groups the writes of one event-loop turn into one transaction', async () => {
-    const first = [writer.write(record()), writer.write(record()), writer.write(record())];
+    const first = [writer.write(settlement()), writer.write(settlement()), writer.write(settlement())];
     await Promise.all(first);
     expect(store.commits).toEqual([3]);
-    await writer.write(record());
+    await writer.write(settlement());
     expect(store.commits).toEqual([3, 1]);
   });
 
@@ -122,7 +161,7 @@ describe('RequestLogWriter', () => {
     store.gate = new Promise((resolve) => {
       release = resolve;
     });
-    const written = record();
+    const written = settlement();
     let settled = false;
     const promise = writer.write(written).then((outcome) => {
       settled = true;
@@ -135,7 +174,10 @@ describe('RequestLogWriter', () => {
     release();
     expect(await promise).toBe(true);
     const rows = await raw.listRequestLogs({ tenantId: 'ten_writer' });
-    expect(rows).toEqual([written]);
+    expect(rows).toEqual([written.log]);
+    expect(await raw.listUsageEvents({ tenantId: 'ten_writer', start: 0, end: Number.MAX_SAFE_INTEGER })).toEqual([
+      written.event,
+    ]);
   });
 
   it('puts records that arrive during a commit into the next batch', async () => {
@@ -143,9 +185,9 @@ describe('RequestLogWriter', () => {
     store.gate = new Promise((resolve) => {
       release = resolve;
     });
-    const first = writer.write(record());
+    const first = writer.write(settlement());
     await new Promise((resolve) => setImmediate(resolve));
-    const later = [writer.write(record()), writer.write(record())];
+    const later = [writer.write(settlement()), writer.write(settlement())];
     store.gate = undefined;
     release();
     await Promise.all([first, ...later]);
@@ -156,8 +198,8 @@ describe('RequestLogWriter', () => {
     let failures = 0;
     store.failWith = () => (failures++ < 5 ? new Error('database is locked') : undefined);
     const errors: unknown[] = [];
-    writer = new RequestLogWriter(store, { retryInitialMs: 1, retryMaxMs: 4, onError: (error) => errors.push(error) });
-    const records = Array.from({ length: 1200 }, () => record());
+    writer = new SettlementWriter(store, { retryInitialMs: 1, retryMaxMs: 4, onError: (error) => errors.push(error) });
+    const records = Array.from({ length: 1200 }, () => settlement());
     const outcomes = await Promise.all(records.map((each) => writer.write(each)));
     expect(outcomes.every((outcome) => outcome === true)).toBe(true);
     expect(errors.length).toBe(5);
@@ -167,14 +209,14 @@ describe('RequestLogWriter', () => {
     const stored = new Set(
       (await raw.listRequestLogs({ tenantId: 'ten_writer', limit: 5000 })).map((row) => row.requestId),
     );
-    expect(stored).toEqual(new Set(records.map((each) => each.requestId)));
+    expect(stored).toEqual(new Set(records.map((each) => each.log.requestId)));
   });
 
   it('bounds memory while the store is down, dropping the overflow', async () => {
     let down = true;
     store.failWith = () => (down ? new Error('connection refused') : undefined);
-    writer = new RequestLogWriter(store, { maxBatch: 4, maxBuffered: 10, retryInitialMs: 1, retryMaxMs: 2 });
-    const outcomes = Array.from({ length: 15 }, () => writer.write(record()));
+    writer = new SettlementWriter(store, { maxBatch: 4, maxBuffered: 10, retryInitialMs: 1, retryMaxMs: 2 });
+    const outcomes = Array.from({ length: 15 }, () => writer.write(settlement()));
     const dropped = await Promise.all(outcomes.slice(10));
     expect(dropped).toEqual([false, false, false, false, false]);
     expect(writer.buffered).toBe(10);
@@ -187,11 +229,11 @@ describe('RequestLogWriter', () => {
   });
 
   it('drops a record the store keeps refusing while other records commit', async () => {
-    store.failWith = (records) =>
-      records.some((each) => each.requestId === 'poison') ? new Error('value too long') : undefined;
-    const good = Array.from({ length: 40 }, () => record());
+    store.failWith = (batch) =>
+      batch.some((each) => each.log.requestId === 'poison') ? new Error('value too long') : undefined;
+    const good = Array.from({ length: 40 }, () => settlement());
     const first = good.slice(0, 20).map((each) => writer.write(each));
-    const poison = writer.write(record({ requestId: 'poison' }));
+    const poison = writer.write(settlement({ requestId: 'poison' }));
     const rest = good.slice(20).map((each) => writer.write(each));
     expect(await Promise.all([...first, ...rest])).toEqual(Array(40).fill(true));
 
@@ -202,7 +244,7 @@ describe('RequestLogWriter', () => {
     });
     const traffic: Promise<boolean>[] = [];
     for (let round = 0; round < 50 && settled === undefined; round++) {
-      traffic.push(writer.write(record()));
+      traffic.push(writer.write(settlement()));
       await new Promise((resolve) => setTimeout(resolve, 2));
     }
     expect(settled).toBe(false);
@@ -212,18 +254,18 @@ describe('RequestLogWriter', () => {
   });
 
   it('close() commits everything and refuses later writes', async () => {
-    const pending = Array.from({ length: 700 }, () => writer.write(record()));
+    const pending = Array.from({ length: 700 }, () => writer.write(settlement()));
     await writer.close();
     expect(await countRows(raw)).toBe(700);
     expect(await Promise.all(pending)).toEqual(Array(700).fill(true));
-    expect(await writer.write(record())).toBe(false);
+    expect(await writer.write(settlement())).toBe(false);
     expect(writer.stats.dropped).toBe(1);
   });
 
   it('close() gives up on a store that stays down', async () => {
     store.failWith = () => new Error('connection refused');
-    writer = new RequestLogWriter(store, { retryInitialMs: 1, retryMaxMs: 5, closeTimeoutMs: 30 });
-    const pending = [writer.write(record()), writer.write(record())];
+    writer = new SettlementWriter(store, { retryInitialMs: 1, retryMaxMs: 5, closeTimeoutMs: 30 });
+    const pending = [writer.write(settlement()), writer.write(settlement())];
     await writer.close();
     expect(await Promise.all(pending)).toEqual([false, false]);
     expect(writer.stats.dropped).toBe(2);
@@ -231,13 +273,13 @@ describe('RequestLogWriter', () => {
   });
 });
 
-describe('RequestLogWriter durability', () => {
+describe('SettlementWriter durability', () => {
   let tree: TranspiledTree;
   let directory: string;
 
   beforeAll(async () => {
     directory = mkdtempSync(join(tmpdir(), 'tollgate-writer-'));
-    tree = await transpileForChild(['src/metering/request-log-writer-crash.child.ts']);
+    tree = await transpileForChild(['src/metering/settlement-writer-crash.child.ts']);
   });
 
   afterAll(async () => {
@@ -245,12 +287,12 @@ describe('RequestLogWriter durability', () => {
     rmSync(directory, { recursive: true, force: true });
   });
 
-  it('keeps committed records after the process is killed with SIGKILL', async () => {
+  it('keeps committed settlements after the process is killed with SIGKILL', async () => {
     const path = join(directory, 'crash.db');
     const count = 2500;
     const child = spawn(
       process.execPath,
-      [tree.pathOf('src/metering/request-log-writer-crash.child.ts'), path, `${count}`],
+      [tree.pathOf('src/metering/settlement-writer-crash.child.ts'), path, `${count}`],
       {
         stdio: ['ignore', 'pipe', 'pipe'],
       },
@@ -276,8 +318,15 @@ describe('RequestLogWriter durability', () => {
 
     const database = new Database(path, { readonly: true });
     try {
-      const row = database.prepare("select count(*) as n from request_log where request_id like 'crash-%'").get();
-      expect(row).toEqual({ n: count });
+      const logs = database.prepare("select count(*) as n from request_log where request_id like 'crash-%'").get();
+      expect(logs).toEqual({ n: count });
+      const events = database
+        .prepare("select count(*) as n, sum(amount) as total from usage_events where request_id like 'crash-%'")
+        .get();
+      // The child charges index + 1 nano-units for settlement `index`.
+      expect(events).toEqual({ n: count, total: (count * (count + 1)) / 2 });
+      const wallet = database.prepare("select balance from wallets where tenant_id = 'ten_crash'").get();
+      expect(wallet).toEqual({ balance: -(count * (count + 1)) / 2 });
     } finally {
       database.close();
     }

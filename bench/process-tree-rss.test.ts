@@ -1,0 +1,32 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { processTreeRss } from './process-tree-rss.js';
+
+const ownRssKiB = (pid: number) =>
+  Number(/^VmRSS:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? Number.NaN);
+
+describe('processTreeRss', () => {
+  it('sums the RSS of a process and its children', async () => {
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 10_000)'], { stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const tree = processTreeRss(process.pid);
+      const pids = tree.processes.map((entry) => entry.pid);
+      expect(pids).toContain(process.pid);
+      expect(pids).toContain(child.pid);
+      const childAlone = processTreeRss(child.pid!);
+      expect(childAlone.processes).toHaveLength(1);
+      // Read independently from /proc; RSS moves a little between two reads.
+      expect(Math.abs(childAlone.totalKiB - ownRssKiB(child.pid!))).toBeLessThan(2048);
+      expect(tree.totalKiB).toBe(tree.processes.reduce((sum, entry) => sum + entry.rssKiB, 0));
+      expect(tree.totalKiB).toBeGreaterThan(childAlone.totalKiB);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  it('returns an empty tree for a process that does not exist', () => {
+    expect(processTreeRss(2 ** 22 + 12345)).toEqual({ totalKiB: 0, processes: [] });
+  });
+});

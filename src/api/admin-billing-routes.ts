@@ -1,0 +1,233 @@
+/**
+ * Admin money and pricing routes under `/admin/v1`: credits (idempotent by `Idempotency-Key`), billing mode and
+ * budgets, the price book, any tenant's usage, balance and invoices, margin per model.
+ */
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import type { BillingQueries } from '../billing/billing-queries.js';
+import type { BillingService } from '../billing/billing-service.js';
+import { formatNano, parseNano } from '../billing/nano.js';
+import { InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
+import { DecimalFormatError } from '../pricing/money.js';
+import { type PriceVersionConfig, PriceVersionSchema } from '../pricing/price-book.js';
+import type { LedgerStore } from '../store/ledger-store.js';
+import type { Store } from '../store/store.js';
+import { sendInvoice } from './billing-routes.js';
+
+const Decimal = Type.String({ pattern: '^-?[0-9]+(\\.[0-9]+)?$' });
+
+const CreditBody = Type.Object(
+  {
+    amount: Decimal,
+    currency: Type.String({ minLength: 3, maxLength: 3 }),
+    note: Type.Optional(Type.String({ maxLength: 500 })),
+    kind: Type.Optional(Type.Union([Type.Literal('topup'), Type.Literal('adjustment'), Type.Literal('refund')])),
+  },
+  { additionalProperties: false },
+);
+
+const BudgetBody = Type.Object(
+  {
+    monthly_limit: Decimal,
+    enforcement: Type.Optional(Type.Union([Type.Literal('hard'), Type.Literal('soft')])),
+    thresholds: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 1000 }), { maxItems: 20 })),
+    webhook_url: Type.Optional(Type.Union([Type.String({ pattern: '^https?://' }), Type.Null()])),
+  },
+  { additionalProperties: false },
+);
+
+const BillingBody = Type.Object(
+  {
+    mode: Type.Union([Type.Literal('prepaid'), Type.Literal('postpaid')]),
+    credit_limit: Type.Optional(Decimal),
+    budget: Type.Optional(Type.Union([BudgetBody, Type.Null()])),
+  },
+  { additionalProperties: false },
+);
+
+interface BudgetInput {
+  monthly_limit: string;
+  enforcement?: 'hard' | 'soft';
+  thresholds?: number[];
+  webhook_url?: string | null;
+}
+
+/** Registers the admin billing routes on the `/admin/v1` scope (already guarded by the admin token). */
+export function registerAdminBillingRoutes(
+  admin: FastifyInstance,
+  deps: { store: Store & LedgerStore; billing: BillingService; queries: BillingQueries },
+): void {
+  const { store, billing, queries } = deps;
+  const requireTenant = async (tenantId: string) => {
+    const tenant = await store.getTenant(tenantId);
+    if (tenant === undefined) throw new NotFoundError(`No tenant with id "${tenantId}".`, 'tenant_not_found');
+    return tenant;
+  };
+
+  admin.post<{
+    Params: { id: string };
+    Body: { amount: string; currency: string; note?: string; kind?: 'topup' | 'adjustment' | 'refund' };
+  }>('/tenants/:id/credits', { schema: { body: CreditBody } }, async (request, reply) => {
+    await requireTenant(request.params.id);
+    const body = request.body;
+    if (body.currency !== billing.currency) {
+      throw new InvalidRequestError(`Wallets are kept in ${billing.currency}.`, {
+        param: 'currency',
+        code: 'invalid_currency',
+      });
+    }
+    const kind = body.kind ?? 'topup';
+    const amount = money(body.amount, 'amount', kind === 'adjustment');
+    if (kind !== 'adjustment' && amount <= 0n) {
+      throw new InvalidRequestError('amount must be positive.', { param: 'amount', code: 'invalid_value' });
+    }
+    const key = request.headers['idempotency-key'];
+    const { record, created } = await store.addWalletTransaction({
+      tenantId: request.params.id,
+      kind,
+      amount,
+      currency: body.currency,
+      idempotencyKey: typeof key === 'string' && key !== '' ? key : null,
+      note: body.note ?? null,
+    });
+    return reply.code(created ? 201 : 200).send({
+      id: record.id,
+      object: 'wallet_transaction',
+      tenant_id: record.tenantId,
+      kind: record.kind,
+      amount: formatNano(record.amount),
+      currency: record.currency,
+      note: record.note,
+      created_at: Math.floor(record.createdAt / 1000),
+      balance: (await queries.balance(request.params.id)).balance,
+    });
+  });
+
+  admin.put<{
+    Params: { id: string };
+    Body: { mode: 'prepaid' | 'postpaid'; credit_limit?: string; budget?: BudgetInput | null };
+  }>('/tenants/:id/billing', { schema: { body: BillingBody } }, async (request) => {
+    const tenantId = request.params.id;
+    await requireTenant(tenantId);
+    const { mode, budget } = request.body;
+    const creditLimit = mode === 'postpaid' ? money(request.body.credit_limit ?? '0', 'credit_limit') : 0n;
+    await store.configureWallet(tenantId, { mode, currency: billing.currency, creditLimit });
+    if (budget !== undefined && budget !== null) await putBudget(store, 'tenant', tenantId, tenantId, budget);
+    await billing.reloadBudgets();
+    return queries.balance(tenantId);
+  });
+
+  admin.put<{ Params: { id: string }; Body: BudgetInput }>(
+    '/keys/:id/budget',
+    { schema: { body: BudgetBody } },
+    async (request) => {
+      const key = await store.getKey(request.params.id);
+      if (key === undefined) throw new NotFoundError(`No key with id "${request.params.id}".`, 'key_not_found');
+      await putBudget(store, 'key', key.id, key.tenantId, request.body);
+      await billing.reloadBudgets();
+      return { object: 'budget', scope: 'key', scope_id: key.id, monthly_limit: request.body.monthly_limit };
+    },
+  );
+
+  admin.get<{ Params: { id: string } }>('/tenants/:id/balance', async (request) => {
+    await requireTenant(request.params.id);
+    return queries.balance(request.params.id);
+  });
+
+  admin.get<{ Params: { id: string }; Querystring: Record<string, unknown> }>('/tenants/:id/usage', async (request) => {
+    await requireTenant(request.params.id);
+    return queries.usage(request.params.id, request.query);
+  });
+
+  admin.get<{ Params: { id: string } }>('/tenants/:id/invoices', async (request) => {
+    await requireTenant(request.params.id);
+    return { object: 'list', data: await queries.listInvoices(request.params.id) };
+  });
+
+  admin.get<{ Params: { id: string; invoice: string }; Querystring: { format?: string } }>(
+    '/tenants/:id/invoices/:invoice',
+    async (request, reply) => {
+      await requireTenant(request.params.id);
+      const invoice = await queries.invoice(request.params.id, request.params.invoice);
+      return sendInvoice(reply, invoice, request.query.format, request.headers.accept);
+    },
+  );
+
+  admin.get('/prices', async () => {
+    const book = billing.priceBook;
+    return {
+      object: 'price_book',
+      currency: billing.currency,
+      versions: (await store.listPriceVersions()).map((version) => ({
+        id: version.id,
+        effective_from: new Date(version.effectiveFrom).toISOString(),
+        source: 'admin',
+      })),
+      in_force:
+        book === undefined
+          ? []
+          : book.versions.map((version) => ({ id: version.id, effective_from: version.effectiveFrom })),
+    };
+  });
+
+  admin.post<{ Body: PriceVersionConfig }>(
+    '/prices',
+    { schema: { body: PriceVersionSchema } },
+    async (request, reply) => {
+      await billing.addPriceVersion(request.body);
+      return reply.code(201).send({ object: 'price_version', id: request.body.id ?? request.body.effective_from });
+    },
+  );
+
+  admin.get<{ Querystring: { start?: string; end?: string } }>('/margin', async (request) => {
+    const end = request.query.end === undefined ? Date.now() : parseTime(request.query.end, 'end');
+    const start = request.query.start === undefined ? end - 30 * 86_400_000 : parseTime(request.query.start, 'start');
+    return {
+      object: 'margin_report',
+      start: Math.floor(start / 1000),
+      end: Math.floor(end / 1000),
+      data: await queries.margin(start, end),
+    };
+  });
+}
+
+async function putBudget(
+  store: LedgerStore,
+  scope: 'tenant' | 'key',
+  scopeId: string,
+  tenantId: string,
+  budget: BudgetInput,
+) {
+  await store.putBudget({
+    scope,
+    scopeId,
+    tenantId,
+    monthlyLimit: money(budget.monthly_limit, 'monthly_limit'),
+    enforcement: budget.enforcement ?? 'hard',
+    thresholds: budget.thresholds ?? [50, 80, 100],
+    webhookUrl: budget.webhook_url ?? null,
+    updatedAt: Date.now(),
+  });
+}
+
+function money(text: string, param: string, allowNegative = false) {
+  try {
+    return parseNano(text, { allowNegative });
+  } catch (error: unknown) {
+    if (error instanceof DecimalFormatError) {
+      throw new InvalidRequestError(`Invalid value for '${param}': ${error.message}`, { param, code: 'invalid_value' });
+    }
+    throw error;
+  }
+}
+
+function parseTime(value: string, param: string): number {
+  const parsed = /^\d+$/.test(value) ? Number(value) * 1000 : Date.parse(value);
+  if (Number.isNaN(parsed)) {
+    throw new InvalidRequestError(`Invalid value for '${param}': Unix seconds or ISO 8601.`, {
+      param,
+      code: 'invalid_value',
+    });
+  }
+  return parsed;
+}

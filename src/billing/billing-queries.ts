@@ -1,0 +1,129 @@
+/**
+ * Read side of billing for the tenant and admin APIs: balances, usage pages from rollups, invoices built from
+ * billing rollups and wallet transactions (never from raw events), margins. Tenant isolation lives here: every
+ * tenant-facing query takes the caller's tenant id, and an invoice id of another tenant is "not found".
+ */
+import { NotFoundError } from '../errors/gateway-error.js';
+import type { Currency } from '../pricing/money.js';
+import type { LedgerStore, Nano } from '../store/ledger-store.js';
+import type { Store } from '../store/store.js';
+import type { BillingService } from './billing-service.js';
+import { nextMonthStart } from './billing-service.js';
+import { buildInvoice, type Invoice, invoiceIdFor } from './invoice/build-invoice.js';
+import { formatNano } from './nano.js';
+import { buildMarginReport } from './usage-report/build-margin-report.js';
+import { buildUsagePage } from './usage-report/build-usage-page.js';
+import { parseUsageQuery, usageRollupQueryFor } from './usage-report/parse-usage-query.js';
+
+const invoiceIdPattern = /^inv_(.+)_(\d{4})(\d{2})$/;
+
+/** A tenant's balance as the API shows it. */
+export interface BalanceView {
+  object: 'billing.balance';
+  tenant_id: string;
+  currency: string;
+  mode: string;
+  /** Σ credits − Σ charges, currency units. */
+  balance: string;
+  /** Held for requests in flight. */
+  reserved: string;
+  credit_limit: string;
+  /** What new requests may still reserve: balance + credit limit − reserved. */
+  available: string;
+}
+
+/** Billing reads. */
+export class BillingQueries {
+  constructor(
+    private readonly store: Store & LedgerStore,
+    private readonly billing: BillingService,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  async balance(tenantId: string): Promise<BalanceView> {
+    const wallet = await this.store.getWallet(tenantId);
+    const balance = wallet?.balance ?? 0n;
+    const reserved = wallet?.reserved ?? 0n;
+    const creditLimit = wallet?.creditLimit ?? 0n;
+    return {
+      object: 'billing.balance',
+      tenant_id: tenantId,
+      currency: wallet?.currency ?? this.billing.currency,
+      mode: wallet?.mode ?? 'prepaid',
+      balance: formatNano(balance),
+      reserved: formatNano(reserved),
+      credit_limit: formatNano(creditLimit),
+      available: formatNano(balance + creditLimit - reserved),
+    };
+  }
+
+  /** `GET /v1/usage` for one tenant. */
+  async usage(tenantId: string, rawQuery: Record<string, unknown>) {
+    const query = parseUsageQuery(rawQuery, this.clock());
+    return buildUsagePage(await this.store.queryUsageRollups(usageRollupQueryFor(query, tenantId)), query);
+  }
+
+  /** The invoice of a calendar month (`YYYY-MM`) or of an invoice id; another tenant's id is not found. */
+  async invoice(tenantId: string, idOrMonth: string): Promise<Invoice> {
+    const month = monthOfInvoice(tenantId, idOrMonth);
+    const tenant = await this.store.getTenant(tenantId);
+    if (tenant === undefined || month === undefined) throw invoiceNotFound(idOrMonth);
+    const { start, end } = monthPeriod(month);
+    const [rows, transactions] = await Promise.all([
+      this.store.queryBillingRollups({ tenantId, start, end }),
+      this.store.listWalletTransactions(tenantId, { start, end }),
+    ]);
+    return buildInvoice({
+      tenant: { id: tenant.id, name: tenant.name },
+      currency: this.billing.currency as Currency,
+      period: { start, end },
+      rows,
+      transactions,
+    });
+  }
+
+  /** Months with any activity, newest first, as invoice summaries. */
+  async listInvoices(tenantId: string) {
+    const now = this.clock();
+    const start = Date.UTC(new Date(now).getUTCFullYear() - 2, 0, 1);
+    const rows = await this.store.queryBillingRollups({ tenantId, start, end: now + 1 });
+    const months = new Map<string, Nano>();
+    for (const row of rows) {
+      const month = new Date(row.day).toISOString().slice(0, 7);
+      months.set(month, (months.get(month) ?? 0n) + row.amount);
+    }
+    const currentMonth = new Date(now).toISOString().slice(0, 7);
+    return [...months.entries()]
+      .sort(([a], [b]) => (a < b ? 1 : -1))
+      .map(([month, amount]) => ({
+        id: invoiceIdFor(tenantId, monthPeriod(month)),
+        object: 'invoice',
+        period: month,
+        currency: this.billing.currency,
+        status: month === currentMonth ? 'open' : 'closed',
+        amount_due: formatNano(amount),
+      }));
+  }
+
+  /** Revenue, cost and margin per model over a period (admin). */
+  async margin(start: number, end: number) {
+    return buildMarginReport(await this.store.queryBillingRollups({ start, end }));
+  }
+}
+
+function monthPeriod(month: string): { start: number; end: number } {
+  const start = Date.parse(`${month}-01T00:00:00Z`);
+  return { start, end: nextMonthStart(start) };
+}
+
+function monthOfInvoice(tenantId: string, idOrMonth: string): string | undefined {
+  if (/^\d{4}-(0[1-9]|1[0-2])$/.test(idOrMonth)) return idOrMonth;
+  const match = invoiceIdPattern.exec(idOrMonth);
+  if (match === null || match[1] !== tenantId) return undefined;
+  const month = `${match[2]}-${match[3]}`;
+  return /^\d{4}-(0[1-9]|1[0-2])$/.test(month) ? month : undefined;
+}
+
+function invoiceNotFound(id: string): NotFoundError {
+  return new NotFoundError(`No invoice with id '${id}'.`, 'invoice_not_found');
+}

@@ -1,0 +1,214 @@
+/**
+ * Failover against real HTTP upstreams: simulated OpenAI-compatible servers with injected faults, reached through the
+ * real OpenAI-compatible adapter (undici, real timeouts). Real clock; the fast replica profile keeps it to ~1 s.
+ */
+import { performance } from 'node:perf_hooks';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Catalog, type CatalogModel, type Deployment } from '../catalog/catalog.js';
+import { UpstreamError } from '../errors/gateway-error.js';
+import { createOpenAICompatibleUpstream } from '../upstreams/openai-compatible/openai-compatible-upstream.js';
+import { type SimServer, startSimServer } from '../upstreams/simulated/sim-server.js';
+import type { StreamEvent, Upstream, UpstreamRequest, UpstreamResult, UpstreamStream } from '../upstreams/upstream.js';
+import { callWithFailover, summarizeAttempts } from './call-with-failover.js';
+import { DeploymentRouter } from './deployment-router.js';
+import { HealthProber, tinyRequestProbe } from './health-prober.js';
+
+const fastProfile = { t_prefill_us: 1, t_fixed_ms: 0.2, t_seq_ms: 0.01 };
+const firstByteMs = 300;
+
+const servers: SimServer[] = [];
+const upstreams: Upstream[] = [];
+let deadUrl: string;
+let hang: SimServer;
+let limited: SimServer;
+let healthy: SimServer;
+let midStream: SimServer;
+
+function upstreamFor(name: string, baseUrl: string): Upstream {
+  const upstream = createOpenAICompatibleUpstream({
+    name,
+    type: 'openai',
+    base_url: baseUrl,
+    connections: 8,
+    timeouts: { connect_ms: 500, first_byte_ms: firstByteMs, idle_ms: 1_000 },
+  });
+  upstreams.push(upstream);
+  return upstream;
+}
+
+function deployment(name: string, baseUrl: string): Deployment {
+  return { id: `${name}/simulated`, upstream: upstreamFor(name, baseUrl), upstreamModel: 'simulated' };
+}
+
+function chatModel(deployments: Deployment[]): CatalogModel {
+  return { name: 'chat', kind: 'chat', contextWindow: 32_768, maxOutputTokens: 64, deployments, created: 0 };
+}
+
+function chatRequest(stream: boolean, signal = new AbortController().signal): UpstreamRequest {
+  return {
+    endpoint: 'chat',
+    body: { model: 'simulated', messages: [{ role: 'user', content: 'Say hello.' }], max_tokens: 12, stream },
+    requestId: `test-${Math.random().toString(36).slice(2)}`,
+    signal,
+  };
+}
+
+beforeAll(async () => {
+  const dead = await startSimServer({ profile: fastProfile });
+  deadUrl = dead.url;
+  await dead.close(); // its port now refuses connections
+  hang = await startSimServer({ profile: fastProfile, faults: 'hang' });
+  limited = await startSimServer({ profile: fastProfile, faults: 'status:429' });
+  healthy = await startSimServer({ profile: fastProfile });
+  midStream = await startSimServer({ profile: fastProfile, faults: 'die-mid-stream' });
+  servers.push(hang, limited, healthy, midStream);
+});
+
+afterAll(async () => {
+  await Promise.all(upstreams.map((upstream) => upstream.close()));
+  await Promise.all(servers.map((server) => server.close()));
+});
+
+describe('failover across real HTTP upstreams', () => {
+  it('reaches the healthy upstream past a dead, a hanging and a rate-limited one, and records why', async () => {
+    const deployments = [
+      deployment('dead', deadUrl),
+      deployment('hang', hang.url),
+      deployment('limited', limited.url),
+      deployment('healthy', healthy.url),
+    ];
+    const [dead, hanging, rateLimited, good] = deployments as [Deployment, Deployment, Deployment, Deployment];
+    const model = chatModel(deployments);
+    const router = new DeploymentRouter({ catalog: new Catalog([model]), breaker: { failureThreshold: 2 } });
+    const complete = (target: Deployment) => target.upstream.complete(chatRequest(false));
+
+    // An idle fleet is tried in catalog order: all three bad ones fail before the healthy one answers.
+    let limitedFailedAt = 0;
+    const first = await callWithFailover<UpstreamResult>(router, model, complete, {
+      tokens: 100,
+      maxAttempts: 4,
+      onAttempt: (attempt) => {
+        if (attempt.deployment === 'limited/simulated') limitedFailedAt = Date.now();
+      },
+    });
+    expect(first.deployment.id).toBe('healthy/simulated');
+    expect((first.value.body.choices as unknown[]).length).toBe(1);
+    expect(first.value.usage?.output.total).toBe(12);
+    expect(first.attempts.map((attempt) => [attempt.deployment, attempt.outcome, attempt.errorCode])).toEqual([
+      ['dead/simulated', 'unhealthy', 'upstream_unreachable'],
+      ['hang/simulated', 'unhealthy', 'upstream_timeout'],
+      ['limited/simulated', 'saturated', 'upstream_http_error'],
+      ['healthy/simulated', 'accepted', null],
+    ]);
+    expect(first.attempts[2]!.upstreamStatus).toBe(429);
+    // The hanging upstream cost one first-byte timeout, no more (undici checks its timeouts on a ~0.5 s tick).
+    expect(first.attempts[1]!.durationMs).toBeGreaterThanOrEqual(firstByteMs - 20);
+    expect(first.attempts[1]!.durationMs).toBeLessThan(firstByteMs + 1_200);
+    expect(summarizeAttempts(first.attempts)).toMatch(
+      /^dead\/simulated unhealthy upstream_unreachable \d+ms → hang\/simulated unhealthy upstream_timeout \d+ms → limited\/simulated saturated upstream_http_error 429 \d+ms → healthy\/simulated accepted \d+ms$/,
+    );
+
+    // The 429's `retry-after: 1` keeps that upstream out for about a second.
+    const saturatedUntil = router.snapshot(rateLimited).saturatedUntil;
+    expect(saturatedUntil).not.toBeNull();
+    expect(saturatedUntil! - limitedFailedAt).toBeGreaterThan(900);
+    expect(saturatedUntil! - limitedFailedAt).toBeLessThanOrEqual(1_000);
+    expect(router.snapshot(hanging).latencyEwmaMs).toBeGreaterThanOrEqual(firstByteMs - 20);
+
+    // Second request: the dead one (never measured, so it still looks fastest) fails again and its circuit opens;
+    // the limited one is skipped while saturated and the slow one loses on latency.
+    const second = await callWithFailover<UpstreamResult>(router, model, complete, { tokens: 100 });
+    expect(second.attempts.map((attempt) => [attempt.deployment, attempt.outcome])).toEqual([
+      ['dead/simulated', 'unhealthy'],
+      ['healthy/simulated', 'accepted'],
+    ]);
+    expect(router.snapshot(dead).circuit).toBe('open');
+    expect(router.snapshot(dead).consecutiveFailures).toBe(2);
+
+    // From now on requests go straight to the healthy one.
+    const third = await callWithFailover<UpstreamResult>(router, model, complete, { tokens: 100 });
+    expect(third.attempts.map((attempt) => attempt.deployment)).toEqual(['healthy/simulated']);
+
+    // A stream through the wrapper: accepted by the healthy one, then read to the end outside it.
+    const streamed = await callWithFailover<UpstreamStream>(
+      router,
+      model,
+      (target) => target.upstream.stream(chatRequest(true)),
+      { tokens: 100, keepOpen: true },
+    );
+    expect(streamed.deployment.id).toBe('healthy/simulated');
+    expect(router.snapshot(good).inFlightTokens).toBe(100);
+    const events: StreamEvent[] = [];
+    for await (const event of streamed.value.events) events.push(event);
+    streamed.attempt.succeed();
+    expect(events.at(-1)?.type).toBe('usage');
+    expect(router.fleetSnapshot().every((snapshot) => snapshot.inFlightTokens === 0)).toBe(true);
+    expect(router.snapshot(good).consecutiveFailures).toBe(0);
+    expect(router.snapshot(good).lastSuccessAt).not.toBeNull();
+  });
+
+  it('never retries a stream that fails after it started: the error reaches the consumer', async () => {
+    const broken = deployment('mid', midStream.url);
+    const fallback = deployment('fallback', healthy.url);
+    const model = chatModel([broken, fallback]);
+    const router = new DeploymentRouter({ catalog: new Catalog([model]) });
+    const promptTokensBefore = healthy.upstream.engines.reduce((sum, engine) => sum + engine.stats.promptTokens, 0);
+
+    const calls: string[] = [];
+    const result = await callWithFailover<UpstreamStream>(
+      router,
+      model,
+      (target) => {
+        calls.push(target.id);
+        return target.upstream.stream(chatRequest(true));
+      },
+      { tokens: 100, keepOpen: true },
+    );
+    // The wrapper returned as soon as the upstream accepted; nothing has been read yet.
+    const returnedAt = performance.now();
+    expect(result.deployment.id).toBe('mid/simulated');
+    expect(result.attempts.map((attempt) => [attempt.deployment, attempt.outcome])).toEqual([
+      ['mid/simulated', 'accepted'],
+    ]);
+
+    const received: StreamEvent[] = [];
+    let failure: unknown;
+    try {
+      for await (const event of result.value.events) received.push(event);
+    } catch (error: unknown) {
+      failure = error;
+    }
+    const failedAt = performance.now();
+    expect(failedAt).toBeGreaterThanOrEqual(returnedAt);
+    // The server sends three chunks, then cuts the connection.
+    expect(received.map((event) => event.type)).toEqual(['chunk', 'chunk', 'chunk']);
+    expect(failure).toBeInstanceOf(UpstreamError);
+    expect((failure as UpstreamError).retryable).toBe(true);
+    expect(result.attempt.fail(failure)).toBe('unhealthy');
+
+    // No second attempt, nothing sent to the healthy fallback, the failure counted against the broken one.
+    expect(calls).toEqual(['mid/simulated']);
+    expect(result.attempts).toHaveLength(1);
+    const promptTokensAfter = healthy.upstream.engines.reduce((sum, engine) => sum + engine.stats.promptTokens, 0);
+    expect(promptTokensAfter).toBe(promptTokensBefore);
+    expect(router.snapshot(broken).consecutiveFailures).toBe(1);
+    expect(router.snapshot(broken).inFlightTokens).toBe(0);
+    expect(router.snapshot(fallback).inFlightRequests).toBe(0);
+  });
+
+  it('probes real upstreams with a one-token request', async () => {
+    const up = deployment('probe-ok', healthy.url);
+    const down = deployment('probe-dead', deadUrl);
+    const catalog = new Catalog([chatModel([up, down])]);
+    const router = new DeploymentRouter({ catalog, breaker: { failureThreshold: 1 } });
+    const prober = new HealthProber(router, catalog, { probe: tinyRequestProbe, timeoutMs: 1_000 });
+    const results = await prober.probeAll();
+    expect(results.map((result) => [result.deployment, result.outcome, result.errorCode])).toEqual([
+      ['probe-ok/simulated', 'ok', null],
+      ['probe-dead/simulated', 'unhealthy', 'upstream_unreachable'],
+    ]);
+    expect(router.snapshot(up).circuit).toBe('closed');
+    expect(router.snapshot(down).circuit).toBe('open');
+    prober.stop();
+  });
+});

@@ -1,0 +1,301 @@
+/**
+ * Mappings between the ledger's records (`ledger-store.ts`, camelCase, `bigint` nano-units) and its table rows
+ * (`database-schema.ts`). Rows read back carry money as decimal text (`MoneyAsText`): both databases return it
+ * exactly that way when a query casts the column to text, and `BigInt(text)` loses nothing.
+ */
+import type {
+  BillingRollupsTable,
+  BudgetsTable,
+  UsageEventsTable,
+  UsageRollupsTable,
+  WalletsTable,
+  WalletTransactionsTable,
+} from './database-schema.js';
+import type {
+  BillingMode,
+  BillingRollupRow,
+  BudgetRecord,
+  RollupBucket,
+  StreamCheckpoint,
+  UsageEventRecord,
+  UsageRollupRow,
+  WalletRecord,
+  WalletTransactionKind,
+  WalletTransactionRecord,
+} from './ledger-store.js';
+
+/** A row as read back: every `bigint` column arrives as decimal text. */
+export type MoneyAsText<T> = {
+  [K in keyof T]: T[K] extends bigint ? string : T[K] extends bigint | null ? string | null : T[K];
+};
+
+/** Money columns of each ledger table: the columns a read must cast to text. */
+export const MONEY_COLUMNS = {
+  wallets: ['balance', 'credit_limit', 'reserved'],
+  wallet_transactions: ['amount'],
+  usage_events: [
+    'input_list_amount',
+    'cached_list_amount',
+    'output_list_amount',
+    'batch_discount',
+    'off_peak_discount',
+    'contract_discount',
+    'volume_discount',
+    'amount',
+    'cost',
+  ],
+  usage_rollups: ['amount', 'cost'],
+  billing_rollups: [
+    'input_list_amount',
+    'cached_list_amount',
+    'output_list_amount',
+    'batch_discount',
+    'off_peak_discount',
+    'contract_discount',
+    'volume_discount',
+    'amount',
+    'cost',
+  ],
+  stream_checkpoints: ['reservation'],
+  budgets: ['monthly_limit'],
+} as const;
+
+/** `''` stands for null in primary-key label columns (`key_id` of usage rollups, `output_condition` of billing). */
+export const NULL_LABEL = '';
+
+const MINUTE_MS = 60_000;
+const HOUR_MS = 3_600_000;
+/** One UTC day, ms. */
+export const DAY_MS = 86_400_000;
+
+/** Every rollup bucket, finest first. */
+export const ROLLUP_BUCKETS: readonly RollupBucket[] = ['1m', '1h', '1d'];
+
+/** Epoch ms of the start of the UTC bucket containing `at`. */
+export function bucketStart(bucket: RollupBucket, at: number): number {
+  const size = bucketSize(bucket);
+  return Math.floor(at / size) * size;
+}
+
+function bucketSize(bucket: RollupBucket): number {
+  switch (bucket) {
+    case '1m':
+      return MINUTE_MS;
+    case '1h':
+      return HOUR_MS;
+    case '1d':
+      return DAY_MS;
+    default:
+      return assertNever(bucket);
+  }
+}
+
+/** Fails to compile when a closed set gains a case that a switch does not handle. */
+export function assertNever(value: never): never {
+  throw new Error(`unexpected value ${String(value)}`);
+}
+
+/** Maps a usage event to its row (booleans as 0/1). */
+export function usageEventToRow(event: UsageEventRecord): UsageEventsTable {
+  return {
+    request_id: event.requestId,
+    tenant_id: event.tenantId,
+    key_id: event.keyId,
+    model: event.model,
+    deployment: event.deployment,
+    batch: event.batch ? 1 : 0,
+    received_at: event.receivedAt,
+    currency: event.currency,
+    price_version: event.priceVersion,
+    tier: event.tier,
+    output_condition: event.outputCondition,
+    input_tokens: event.inputTokens,
+    cached_tokens: event.cachedTokens,
+    output_tokens: event.outputTokens,
+    reasoning_tokens: event.reasoningTokens,
+    estimated: event.estimated ? 1 : 0,
+    input_list_amount: event.inputListAmount,
+    cached_list_amount: event.cachedListAmount,
+    output_list_amount: event.outputListAmount,
+    batch_discount: event.batchDiscount,
+    off_peak_discount: event.offPeakDiscount,
+    contract_discount: event.contractDiscount,
+    volume_discount: event.volumeDiscount,
+    amount: event.amount,
+    cost: event.cost,
+    detail: event.detail,
+  };
+}
+
+/** Maps a `usage_events` row (money as text or bigint) back to the record. */
+export function usageEventFromRow(row: MoneyAsText<UsageEventsTable> | UsageEventsTable): UsageEventRecord {
+  return {
+    requestId: row.request_id,
+    tenantId: row.tenant_id,
+    keyId: row.key_id,
+    model: row.model,
+    deployment: row.deployment,
+    batch: Number(row.batch) === 1,
+    receivedAt: Number(row.received_at),
+    currency: row.currency,
+    priceVersion: row.price_version,
+    tier: row.tier,
+    outputCondition: row.output_condition,
+    inputTokens: Number(row.input_tokens),
+    cachedTokens: Number(row.cached_tokens),
+    outputTokens: Number(row.output_tokens),
+    reasoningTokens: Number(row.reasoning_tokens),
+    estimated: Number(row.estimated) === 1,
+    inputListAmount: BigInt(row.input_list_amount),
+    cachedListAmount: BigInt(row.cached_list_amount),
+    outputListAmount: BigInt(row.output_list_amount),
+    batchDiscount: BigInt(row.batch_discount),
+    offPeakDiscount: BigInt(row.off_peak_discount),
+    contractDiscount: BigInt(row.contract_discount),
+    volumeDiscount: BigInt(row.volume_discount),
+    amount: BigInt(row.amount),
+    cost: row.cost === null ? null : BigInt(row.cost),
+    detail: row.detail,
+  };
+}
+
+/** Maps a `wallets` row back to the record. */
+export function walletFromRow(row: MoneyAsText<WalletsTable>): WalletRecord {
+  return {
+    tenantId: row.tenant_id,
+    mode: row.mode as BillingMode,
+    currency: row.currency,
+    balance: BigInt(row.balance),
+    creditLimit: BigInt(row.credit_limit),
+    reserved: BigInt(row.reserved),
+    updatedAt: Number(row.updated_at),
+  };
+}
+
+/** Maps a `wallet_transactions` row back to the record. */
+export function walletTransactionFromRow(row: MoneyAsText<WalletTransactionsTable>): WalletTransactionRecord {
+  return {
+    id: row.id,
+    tenantId: row.tenant_id,
+    kind: row.kind as WalletTransactionKind,
+    amount: BigInt(row.amount),
+    currency: row.currency,
+    idempotencyKey: row.idempotency_key,
+    note: row.note,
+    createdAt: Number(row.created_at),
+  };
+}
+
+/** Maps a `usage_rollups` row back to the record. */
+export function usageRollupFromRow(row: MoneyAsText<UsageRollupsTable>): UsageRollupRow {
+  return {
+    bucket: row.bucket as RollupBucket,
+    bucketStart: Number(row.bucket_start),
+    tenantId: row.tenant_id,
+    keyId: row.key_id === NULL_LABEL ? null : row.key_id,
+    model: row.model,
+    requests: Number(row.requests),
+    inputTokens: Number(row.input_tokens),
+    cachedTokens: Number(row.cached_tokens),
+    outputTokens: Number(row.output_tokens),
+    amount: BigInt(row.amount),
+    cost: BigInt(row.cost),
+  };
+}
+
+/** Maps a `billing_rollups` row back to the record. */
+export function billingRollupFromRow(row: MoneyAsText<BillingRollupsTable>): BillingRollupRow {
+  return {
+    day: Number(row.day),
+    tenantId: row.tenant_id,
+    model: row.model,
+    currency: row.currency,
+    priceVersion: row.price_version,
+    tier: row.tier,
+    outputCondition: row.output_condition === NULL_LABEL ? null : row.output_condition,
+    batch: Number(row.batch) === 1,
+    requests: Number(row.requests),
+    inputTokens: Number(row.input_tokens),
+    cachedTokens: Number(row.cached_tokens),
+    outputTokens: Number(row.output_tokens),
+    inputListAmount: BigInt(row.input_list_amount),
+    cachedListAmount: BigInt(row.cached_list_amount),
+    outputListAmount: BigInt(row.output_list_amount),
+    batchDiscount: BigInt(row.batch_discount),
+    offPeakDiscount: BigInt(row.off_peak_discount),
+    contractDiscount: BigInt(row.contract_discount),
+    volumeDiscount: BigInt(row.volume_discount),
+    amount: BigInt(row.amount),
+    cost: BigInt(row.cost),
+  };
+}
+
+/** Maps a budget to its row. */
+export function budgetToRow(budget: BudgetRecord): BudgetsTable {
+  return {
+    scope: budget.scope,
+    scope_id: budget.scopeId,
+    tenant_id: budget.tenantId,
+    monthly_limit: budget.monthlyLimit,
+    enforcement: budget.enforcement,
+    thresholds: JSON.stringify(budget.thresholds),
+    webhook_url: budget.webhookUrl,
+    updated_at: budget.updatedAt,
+  };
+}
+
+/** Maps a `budgets` row back to the record. */
+export function budgetFromRow(row: MoneyAsText<BudgetsTable>): BudgetRecord {
+  return {
+    scope: row.scope as BudgetRecord['scope'],
+    scopeId: row.scope_id,
+    tenantId: row.tenant_id,
+    monthlyLimit: BigInt(row.monthly_limit),
+    enforcement: row.enforcement as BudgetRecord['enforcement'],
+    thresholds: JSON.parse(row.thresholds) as number[],
+    webhookUrl: row.webhook_url,
+    updatedAt: Number(row.updated_at),
+  };
+}
+
+const EVENT_NANO_FIELDS = [
+  'inputListAmount',
+  'cachedListAmount',
+  'outputListAmount',
+  'batchDiscount',
+  'offPeakDiscount',
+  'contractDiscount',
+  'volumeDiscount',
+  'amount',
+  'cost',
+] as const satisfies readonly (keyof UsageEventRecord)[];
+
+/** A checkpoint's event as JSON, nano amounts as decimal strings (JSON has no exact 64-bit integers). */
+export function checkpointEventToJson(event: UsageEventRecord): string {
+  return JSON.stringify(event, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
+}
+
+/** Parses `checkpointEventToJson`'s output. */
+export function checkpointEventFromJson(json: string): UsageEventRecord {
+  const parsed = JSON.parse(json) as Record<string, unknown>;
+  for (const field of EVENT_NANO_FIELDS) {
+    const value = parsed[field];
+    parsed[field] = value === null || value === undefined ? null : BigInt(value as string);
+  }
+  return parsed as unknown as UsageEventRecord;
+}
+
+/** Builds a checkpoint from its row. */
+export function checkpointFromRow(row: {
+  request_id: string;
+  event: string;
+  reservation: string | bigint;
+  updated_at: number | bigint;
+}): StreamCheckpoint {
+  return {
+    requestId: row.request_id,
+    event: checkpointEventFromJson(row.event),
+    reservation: BigInt(row.reservation),
+    updatedAt: Number(row.updated_at),
+  };
+}

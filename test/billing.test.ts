@@ -1,0 +1,232 @@
+/**
+ * Billing end to end through the official SDK: prepaid wallets that never overspend (on SQLite and PostgreSQL),
+ * exact charges, idempotent top-ups, usage and invoices that add up to the ledger, tenant isolation, budgets,
+ * repricing that never rewrites history.
+ */
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countPromptTokens } from '../src/metering/token-counter.js';
+import { openAIErrors } from './support/openai-schema.js';
+import { pricedSimulatedConfig, startTestGateway, type TestGateway } from './support/test-gateway.js';
+
+const messages = [{ role: 'user' as const, content: 'Price this answer exactly, please.' }];
+const promptTokens = countPromptTokens('chat', { messages });
+/** sim-pro-32k: 0.8 yuan per million input tokens = 800 nano-yuan per token; output 2 yuan = 2000 nano-yuan. */
+const costNano = (prompt: number, completion: number) => BigInt(prompt) * 800n + BigInt(completion) * 2000n;
+const nanoToDecimal = (nano: bigint) => {
+  const digits = nano.toString().padStart(10, '0');
+  const fraction = digits.slice(-9).replace(/0+$/, '');
+  return `${digits.slice(0, -9)}${fraction ? `.${fraction}` : ''}`;
+};
+const decimalToNano = (text: string) => {
+  const [whole, fraction = ''] = text.split('.');
+  return BigInt(whole!) * 1_000_000_000n + BigInt(fraction.padEnd(9, '0'));
+};
+
+async function caught(promise: Promise<unknown>) {
+  try {
+    await promise;
+  } catch (error: unknown) {
+    return error as InstanceType<typeof OpenAI.APIError>;
+  }
+  throw new Error('expected an error');
+}
+
+function walletSuite(name: string, storeUrl: () => string | undefined) {
+  describe(`wallets on ${name}`, () => {
+    let harness: TestGateway;
+    beforeAll(async () => {
+      const url = storeUrl();
+      harness = await startTestGateway(pricedSimulatedConfig, {}, url === undefined ? {} : { storeUrl: url });
+    });
+    afterAll(async () => harness?.close());
+
+    it('refuses a prepaid tenant without credit with 429 insufficient_quota and charges nothing', async () => {
+      const { key, tenantId } = await harness.createTenantWithKey();
+      const error = await caught(
+        harness.client(key).chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 }),
+      );
+      expect(error).toBeInstanceOf(OpenAI.RateLimitError);
+      expect(error.code).toBe('insufficient_quota');
+      const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
+      expect(balance.body).toMatchObject({ balance: '0', reserved: '0' });
+    });
+
+    it('charges the exact rated amount and releases the reservation', async () => {
+      const { key, tenantId } = await harness.createTenantWithKey({ credit: '1' });
+      const client = harness.client(key);
+      const reply = await client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 10 });
+      expect(reply.usage?.prompt_tokens).toBe(promptTokens);
+      const expected = 1_000_000_000n - costNano(promptTokens, 10);
+      const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
+      expect(balance.body.balance).toBe(nanoToDecimal(expected));
+      expect(balance.body.reserved).toBe('0');
+      const own = await fetch(`${harness.url}/v1/billing/balance`, { headers: { authorization: `Bearer ${key}` } });
+      expect(((await own.json()) as { balance: string }).balance).toBe(nanoToDecimal(expected));
+    });
+
+    it('lets at most 20 of 200 concurrent requests through against a wallet that covers 20', async () => {
+      const maxTokens = 1000;
+      const quote = costNano(promptTokens, maxTokens);
+      const credit = quote * 20n + quote / 2n;
+      const { key, tenantId } = await harness.createTenantWithKey({ credit: nanoToDecimal(credit) });
+      const client = harness.client(key, { timeout: 60_000 });
+      const results = await Promise.allSettled(
+        Array.from({ length: 200 }, () =>
+          client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: maxTokens }),
+        ),
+      );
+      const passed = results.filter((result) => result.status === 'fulfilled').length;
+      const refused = results.filter(
+        (result) => result.status === 'rejected' && (result.reason as { code?: string }).code === 'insufficient_quota',
+      ).length;
+      expect(passed).toBeLessThanOrEqual(20);
+      expect(passed).toBeGreaterThan(0);
+      expect(passed + refused).toBe(200);
+      const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
+      const left = decimalToNano(balance.body.balance);
+      expect(left).toBeGreaterThanOrEqual(0n);
+      expect(left).toBe(credit - quote * BigInt(passed));
+      expect(balance.body.reserved).toBe('0');
+    });
+  });
+}
+
+walletSuite('SQLite', () => undefined);
+walletSuite(
+  'PostgreSQL',
+  () => `postgres://postgres@127.0.0.1:5432/test?schema=tg_billing_${process.pid}_${Date.now()}`,
+);
+
+describe('money operations, usage, invoices', () => {
+  let harness: TestGateway;
+  beforeAll(async () => {
+    harness = await startTestGateway(pricedSimulatedConfig);
+  });
+  afterAll(async () => harness?.close());
+
+  it('top-ups are idempotent by Idempotency-Key', async () => {
+    const { tenantId } = await harness.createTenantWithKey();
+    const post = async () =>
+      fetch(`${harness.url}/admin/v1/tenants/${tenantId}/credits`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${harness.adminToken}`,
+          'content-type': 'application/json',
+          'idempotency-key': 'abc',
+        },
+        body: JSON.stringify({ amount: '5', currency: 'CNY', note: 'invoice 42' }),
+      });
+    expect((await post()).status).toBe(201);
+    expect((await post()).status).toBe(200);
+    expect((await harness.admin('GET', `/tenants/${tenantId}/balance`)).body.balance).toBe('5');
+    const wrongCurrency = await harness.admin('POST', `/tenants/${tenantId}/credits`, { amount: '5', currency: 'USD' });
+    expect(wrongCurrency.status).toBe(400);
+    const negative = await harness.admin('POST', `/tenants/${tenantId}/credits`, { amount: '-5', currency: 'CNY' });
+    expect(negative.status).toBe(400);
+    expect((await harness.admin('GET', `/tenants/${tenantId}/balance`)).body.balance).toBe('5');
+  });
+
+  it('usage buckets and the invoice add up to the ledger; other tenants see nothing', async () => {
+    const a = await harness.createTenantWithKey({ credit: '10' });
+    const b = await harness.createTenantWithKey({ credit: '10' });
+    const clientA = harness.client(a.key);
+    let expectedNano = 0n;
+    let expectedOutput = 0;
+    for (const maxTokens of [3, 7, 11]) {
+      await clientA.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: maxTokens });
+      expectedNano += costNano(promptTokens, maxTokens);
+      expectedOutput += maxTokens;
+    }
+    const stream = await clientA.chat.completions.create({
+      model: 'sim-pro-32k',
+      messages,
+      max_tokens: 4,
+      stream: true,
+    });
+    for await (const _ of stream) {
+      // drain
+    }
+    expectedNano += costNano(promptTokens, 4);
+    expectedOutput += 4;
+
+    const start = Math.floor(Date.now() / 1000) - 3600;
+    const usage = await fetch(`${harness.url}/v1/usage?start_time=${start}&bucket_width=1h&group_by=model`, {
+      headers: { authorization: `Bearer ${a.key}` },
+    });
+    expect(usage.status).toBe(200);
+    const page = (await usage.json()) as { data: Array<{ results: Array<{ output_tokens: number; model: string }> }> };
+    expect(openAIErrors('UsageResponse', page)).toEqual([]);
+    const results = page.data.flatMap((bucket) => bucket.results);
+    expect(results.reduce((sum, result) => sum + result.output_tokens, 0)).toBe(expectedOutput);
+    expect(results.every((result) => result.model === 'sim-pro-32k')).toBe(true);
+
+    const list = await fetch(`${harness.url}/v1/billing/invoices`, { headers: { authorization: `Bearer ${a.key}` } });
+    const invoices = ((await list.json()) as { data: Array<{ id: string }> }).data;
+    expect(invoices).toHaveLength(1);
+    const invoiceUrl = `${harness.url}/v1/billing/invoices/${invoices[0]!.id}`;
+    const json = await fetch(invoiceUrl, { headers: { authorization: `Bearer ${a.key}` } });
+    expect(json.status).toBe(200);
+    const text = await json.text();
+    const again = await (await fetch(invoiceUrl, { headers: { authorization: `Bearer ${a.key}` } })).text();
+    expect(again).toBe(text);
+    const invoice = JSON.parse(text) as { totals: { total: { amount_exact: string } } };
+    expect(decimalToNano(invoice.totals.total.amount_exact)).toBe(expectedNano);
+    const ledger = await harness.gateway.store.sumUsageEvents({ tenantId: a.tenantId, start: 0, end: Date.now() + 1 });
+    expect(ledger.amount).toBe(expectedNano);
+
+    const csv = await fetch(`${invoiceUrl}?format=csv`, { headers: { authorization: `Bearer ${a.key}` } });
+    expect(csv.headers.get('content-type')).toContain('text/csv');
+    const html = await fetch(`${invoiceUrl}?format=html`, { headers: { authorization: `Bearer ${a.key}` } });
+    expect(html.headers.get('content-type')).toContain('text/html');
+
+    // B cannot read A's invoice (404, not 403) and sees no usage of A.
+    const foreign = await fetch(invoiceUrl, { headers: { authorization: `Bearer ${b.key}` } });
+    expect(foreign.status).toBe(404);
+    const usageB = await fetch(`${harness.url}/v1/usage?start_time=${start}&bucket_width=1h`, {
+      headers: { authorization: `Bearer ${b.key}` },
+    });
+    const pageB = (await usageB.json()) as { data: Array<{ results: unknown[] }> };
+    expect(pageB.data.flatMap((bucket) => bucket.results)).toEqual([]);
+  });
+
+  it('a hard monthly budget blocks once reached', async () => {
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: '10' });
+    const limit = costNano(promptTokens, 5) * 2n;
+    const set = await harness.admin('PUT', `/tenants/${tenantId}/billing`, {
+      mode: 'prepaid',
+      budget: { monthly_limit: nanoToDecimal(limit), enforcement: 'hard' },
+    });
+    expect(set.status).toBe(200);
+    const client = harness.client(key);
+    await client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 });
+    await client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 });
+    const error = await caught(client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 }));
+    expect(error.code).toBe('insufficient_quota');
+  });
+
+  it('repricing takes effect only in the future', async () => {
+    const past = await harness.admin('POST', '/prices', {
+      id: 'v0',
+      effective_from: '2020-01-01T00:00:00Z',
+      models: { 'sim-pro-32k': { input: '100', output: '100' } },
+    });
+    expect(past.status).toBe(400);
+    const future = await harness.admin('POST', '/prices', {
+      id: 'v2',
+      effective_from: '2099-01-01T00:00:00Z',
+      models: { 'sim-pro-32k': { input: '1', output: '3' } },
+    });
+    expect(future.status).toBe(201);
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: '1' });
+    await harness.client(key).chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 2 });
+    const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
+    expect(decimalToNano(balance.body.balance)).toBe(1_000_000_000n - costNano(promptTokens, 2));
+  });
+
+  it('reports margin per model', async () => {
+    const report = await harness.admin('GET', '/margin');
+    expect(report.status).toBe(200);
+    expect(JSON.stringify(report.body)).toContain('sim-pro-32k');
+  });
+});

@@ -1,0 +1,100 @@
+/**
+ * Guarantee 3 under `kill -9`: a load of streaming requests through the official SDK, the gateway killed mid-load,
+ * restarted; then the ledger is reconciled against the tokens the clients actually received. Completed requests are
+ * billed exactly once; interrupted streams are billed at most what was delivered and at least the last checkpoint.
+ */
+import type { ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import OpenAI from 'openai';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { countTextTokens } from '../src/metering/token-counter.js';
+import { createStore } from '../src/store/create-store.js';
+import { demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
+import { pricedSimulatedConfig } from './support/test-gateway.js';
+
+const children: ChildProcess[] = [];
+beforeAll(requireBuiltCli);
+afterEach(() => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+});
+
+/** 100 tokens/s per stream: slow enough that streams are mid-way when the gateway dies. */
+const slowFleet = {
+  ...pricedSimulatedConfig,
+  upstreams: [
+    {
+      name: 'sim',
+      type: 'simulated',
+      replicas: 1,
+      profile: { t_prefill_us: 1, t_fixed_ms: 10, t_seq_ms: 0, max_batch: 64 },
+    },
+  ],
+};
+const tokensPerSecond = 100;
+
+describe('kill -9 mid-load', () => {
+  it('bills completed requests exactly and interrupted streams within [last checkpoint, delivered]', async () => {
+    const dir = workspace(slowFleet);
+    const first = await serve(dir, children);
+    const client = new OpenAI({ baseURL: `${first.url}/v1`, apiKey: demoKeyOf(first.banner), maxRetries: 0 });
+    const messages = [{ role: 'user' as const, content: 'Tell me a long story.' }];
+
+    const completed: string[] = [];
+    for (let index = 0; index < 3; index++) {
+      const { response } = await client.chat.completions
+        .create({ model: 'sim-pro-32k', messages, max_tokens: 5 })
+        .withResponse();
+      completed.push(response.headers.get('x-request-id')!);
+    }
+
+    const streams = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const { data, response } = await client.chat.completions
+          .create({ model: 'sim-pro-32k', messages, max_tokens: 2000, stream: true })
+          .withResponse();
+        const state = { requestId: response.headers.get('x-request-id')!, text: '', done: Promise.resolve() };
+        state.done = (async () => {
+          try {
+            for await (const chunk of data) state.text += chunk.choices[0]?.delta.content ?? '';
+          } catch {
+            // the gateway died
+          }
+        })();
+        return state;
+      }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const exited = new Promise((resolve) => first.child.once('exit', resolve));
+    first.child.kill('SIGKILL');
+    await Promise.all(streams.map((stream) => stream.done));
+    await exited;
+
+    // The restart bills the checkpoints of the dead process and clears its reservations.
+    await serve(dir, children);
+    const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
+    try {
+      const events = await store.listUsageEvents({ start: 0, end: Date.now() + 1, limit: 10_000 });
+      const byId = new Map(events.map((event) => [event.requestId, event]));
+      for (const requestId of completed) {
+        expect(byId.get(requestId)).toMatchObject({ outputTokens: 5, estimated: false });
+      }
+      for (const stream of streams) {
+        const delivered = countTextTokens(stream.text);
+        const event = byId.get(stream.requestId);
+        expect(event, `stream ${stream.requestId} was not billed`).toBeDefined();
+        expect(delivered).toBeGreaterThan(0);
+        expect(event!.outputTokens).toBeLessThanOrEqual(delivered);
+        // The last checkpoint is at most one interval (plus scheduling slack) behind what was delivered.
+        expect(event!.outputTokens).toBeGreaterThanOrEqual(delivered - 2 * tokensPerSecond);
+      }
+      expect(events.length).toBe(completed.length + streams.length);
+      const tenantId = events[0]!.tenantId;
+      const wallet = await store.getWallet(tenantId);
+      const spent = events.reduce((sum, event) => sum + event.amount, 0n);
+      expect(wallet?.reserved).toBe(0n);
+      expect(wallet?.balance).toBe(10_000_000_000n - spent);
+    } finally {
+      await store.close();
+    }
+  });
+});

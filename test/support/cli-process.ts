@@ -1,0 +1,64 @@
+/** Runs the built `tollgate` CLI in a temporary workspace, for tests that need a real process (kill -9, banner). */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** The built CLI entry point (`npm test` builds before running tests). */
+export const cliPath = path.join(repoRoot, 'dist/src/cli/main.js');
+
+/** Throws when the CLI has not been built. */
+export function requireBuiltCli(): void {
+  if (!existsSync(cliPath)) throw new Error(`${cliPath} is missing: run npm run build (npm test does)`);
+}
+
+/** A temporary directory with a `tollgate.yaml` listening on a free port. */
+export function workspace(document: Record<string, unknown>): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-cli-'));
+  writeFileSync(path.join(dir, 'tollgate.yaml'), stringify({ ...document, server: { port: 0 } }));
+  return dir;
+}
+
+/** Runs one CLI command to completion. */
+export function runCli(dir: string, args: string[]) {
+  const result = spawnSync(process.execPath, [cliPath, ...args], { cwd: dir, encoding: 'utf8', timeout: 30_000 });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** Starts `tollgate serve` and resolves with its banner once it listens. */
+export function serve(
+  dir: string,
+  children: ChildProcess[],
+): Promise<{ child: ChildProcess; banner: string; url: string }> {
+  const child = spawn(process.execPath, [cliPath, 'serve'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let output = '';
+    const timer = setTimeout(() => reject(new Error(`serve did not start:\n${output}`)), 30_000);
+    child.stdout?.on('data', (data: Buffer) => {
+      output += data.toString();
+      const match = /listening on (http:\/\/[\d.:]+)/.exec(output);
+      if (match && output.includes('const stream')) {
+        clearTimeout(timer);
+        resolve({ child, banner: output, url: match[1]! });
+      }
+    });
+    child.stderr?.on('data', (data: Buffer) => {
+      output += data.toString();
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`serve exited with ${code}:\n${output}`));
+    });
+  });
+}
+
+/** The demo key printed on first start. */
+export function demoKeyOf(banner: string): string {
+  const key = /Demo API key \(shown once, keep it\): (tg-\S+)/.exec(banner)?.[1];
+  if (key === undefined) throw new Error(`no demo key in banner:\n${banner}`);
+  return key;
+}
