@@ -24,6 +24,7 @@ import {
   tollgateTargetName,
 } from './bench-targets.js';
 import { type LoadResult, type LoadSpec, runLoadInChild } from './load.js';
+import { processTreeCpuMs } from './process-tree-stats.js';
 import {
   defaultStreamRssOptions,
   formatStreamRssTable,
@@ -71,8 +72,16 @@ interface Scenario {
   rate?: number;
 }
 
+/** A load result with the CPU time the servers spent on it (warm-up included), µs per response. */
+interface MeasuredResult extends LoadResult {
+  /** CPU of the gateway's process tree per response, µs (undefined for direct). */
+  gatewayCpuUsPerRequest?: number;
+  /** CPU of the minimal upstream per response, µs. */
+  upstreamCpuUsPerRequest: number;
+}
+
 /** One target's outcome in one scenario: the median round, and every round when there were several. */
-type Outcome = { result: LoadResult; rounds?: LoadResult[] } | { skipped: string };
+type Outcome = { result: MeasuredResult; rounds?: MeasuredResult[] } | { skipped: string };
 
 /** Tollgate compared with direct and Portkey in one scenario. */
 interface Comparison {
@@ -137,8 +146,32 @@ function loadSpecOf(scenario: Scenario, target: BenchTarget, options: GatewayBen
     : { mode: 'rate', ...common, connections: scenario.connections, rate: scenario.rate ?? options.rate };
 }
 
+/**
+ * Runs one load and measures the CPU time the gateway's process tree and the upstream spent meanwhile: unlike
+ * throughput, CPU per request hardly depends on how many other processes compete for the cores.
+ */
+async function measureCpu(
+  target: BenchTarget,
+  upstreamPid: number,
+  run: () => Promise<LoadResult>,
+): Promise<MeasuredResult> {
+  const gatewayPid = target.process?.pid;
+  const gatewayBefore = gatewayPid === undefined ? 0 : processTreeCpuMs(gatewayPid);
+  const upstreamBefore = processTreeCpuMs(upstreamPid);
+  const result = await run();
+  const responses = result.ok + result.non2xx + result.warmupResponses;
+  const perRequest = (ms: number) => (responses === 0 ? Number.NaN : (ms * 1000) / responses);
+  return {
+    ...result,
+    upstreamCpuUsPerRequest: perRequest(processTreeCpuMs(upstreamPid) - upstreamBefore),
+    ...(gatewayPid === undefined
+      ? {}
+      : { gatewayCpuUsPerRequest: perRequest(processTreeCpuMs(gatewayPid) - gatewayBefore) }),
+  };
+}
+
 /** The round with the median throughput (max scenarios) or the median p50 (rate scenarios). */
-function medianRound(results: readonly LoadResult[], kind: Scenario['kind']): LoadResult {
+function medianRound(results: readonly MeasuredResult[], kind: Scenario['kind']): MeasuredResult {
   const key = (result: LoadResult) => (kind === 'max' ? result.throughput : result.latency.p50);
   const sorted = [...results].sort((left, right) => key(left) - key(right));
   return sorted[Math.floor((sorted.length - 1) / 2)]!;
@@ -189,13 +222,13 @@ const signed = (value: number | undefined, digits: number) =>
 /** The results as one Markdown table (one row per scenario and target). */
 export function formatResultTable(reports: readonly ScenarioReport[]): string {
   const lines = [
-    '| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | × direct | × Portkey | errors |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | × direct | × Portkey | gateway CPU µs/req | upstream CPU µs/req | errors |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const report of reports) {
     for (const [target, outcome] of Object.entries(report.outcomes)) {
       if ('skipped' in outcome) {
-        lines.push(`| ${report.scenario.id} | ${target} | – | – | – | – | – | – | – | ${outcome.skipped} |`);
+        lines.push(`| ${report.scenario.id} | ${target} | – | – | – | – | – | – | – | – | – | ${outcome.skipped} |`);
         continue;
       }
       const { result } = outcome;
@@ -204,7 +237,8 @@ export function formatResultTable(reports: readonly ScenarioReport[]): string {
       lines.push(
         `| ${report.scenario.id} | ${target} | ${fixed(result.throughput, 0)} | ${fixed(result.latency.p50, 3)} | ` +
           `${fixed(result.latency.p99, 3)} | ${signed(comparison?.addedP50Ms, 3)} | ${signed(comparison?.addedP99Ms, 3)} | ` +
-          `${fixed(comparison?.throughputVsDirect, 2)} | ${fixed(comparison?.throughputVsPortkey, 1)} | ${errors} |`,
+          `${fixed(comparison?.throughputVsDirect, 2)} | ${fixed(comparison?.throughputVsPortkey, 1)} | ` +
+          `${fixed(result.gatewayCpuUsPerRequest, 0)} | ${fixed(result.upstreamCpuUsPerRequest, 0)} | ${errors} |`,
       );
     }
   }
@@ -275,7 +309,7 @@ export async function runGatewayBench(options: GatewayBenchOptions): Promise<Rec
       (scenario) =>
         options.scenarios === undefined || options.scenarios.some((prefix) => scenario.id.startsWith(prefix)),
     );
-    const rounds = new Map<string, Map<string, LoadResult[]>>();
+    const rounds = new Map<string, Map<string, MeasuredResult[]>>();
     const failures = new Map<string, string>();
     for (let round = 1; round <= options.rounds; round += 1) {
       for (const scenario of scenarios) {
@@ -289,8 +323,10 @@ export async function runGatewayBench(options: GatewayBenchOptions): Promise<Rec
           }
           log(`${scenario.id} → ${target.name}${options.rounds > 1 ? ` (round ${round})` : ''}`);
           try {
-            const result = await runLoadInChild(loadSpecOf(scenario, target, options));
-            const byTarget = rounds.get(scenario.id) ?? new Map<string, LoadResult[]>();
+            const result = await measureCpu(target, upstream.process.pid, () =>
+              runLoadInChild(loadSpecOf(scenario, target, options)),
+            );
+            const byTarget = rounds.get(scenario.id) ?? new Map<string, MeasuredResult[]>();
             byTarget.set(target.name, [...(byTarget.get(target.name) ?? []), result]);
             rounds.set(scenario.id, byTarget);
             log(

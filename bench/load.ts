@@ -75,6 +75,8 @@ export interface LoadResult {
   errors: number;
   /** Measured wall time, s. */
   elapsedSeconds: number;
+  /** Responses (any status) received during the warm-up, to relate a server's CPU time to requests. */
+  warmupResponses: number;
   /** `ok / elapsedSeconds`, requests per second. */
   throughput: number;
   /** Request to end of response, ms. */
@@ -171,7 +173,12 @@ function runAutocannon(
 }
 
 async function runMaxLoad(spec: MaxLoadSpec): Promise<LoadResult> {
-  if (spec.warmupSeconds > 0) await runAutocannon(spec, spec.warmupSeconds);
+  let warmupResponses = 0;
+  if (spec.warmupSeconds > 0) {
+    await runAutocannon(spec, spec.warmupSeconds, () => {
+      warmupResponses += 1;
+    });
+  }
   const latencies = new SampleList();
   const result = await runAutocannon(spec, spec.durationSeconds, (statusCode, responseTime) => {
     if (statusCode >= 200 && statusCode < 300) latencies.add(responseTime);
@@ -182,6 +189,7 @@ async function runMaxLoad(spec: MaxLoadSpec): Promise<LoadResult> {
     non2xx: result.non2xx,
     errors: result.errors,
     elapsedSeconds: result.duration,
+    warmupResponses,
     throughput: latencies.count / result.duration,
     latency: latencies.summarize(),
   };
@@ -282,7 +290,7 @@ async function runRateLoad(spec: RateLoadSpec): Promise<LoadResult> {
     bodyTimeout: 30_000,
   });
   try {
-    if (spec.warmupSeconds > 0) await runRateWindow(pool, spec, spec.warmupSeconds);
+    const warmup = spec.warmupSeconds > 0 ? await runRateWindow(pool, spec, spec.warmupSeconds) : undefined;
     const window = await runRateWindow(pool, spec, spec.durationSeconds);
     return {
       mode: 'rate',
@@ -290,6 +298,7 @@ async function runRateLoad(spec: RateLoadSpec): Promise<LoadResult> {
       non2xx: window.non2xx,
       errors: window.errors,
       elapsedSeconds: window.elapsedSeconds,
+      warmupResponses: warmup === undefined ? 0 : warmup.ok + warmup.non2xx,
       throughput: window.ok / window.elapsedSeconds,
       latency: window.latencies.summarize(),
       headersLatency: window.headersLatencies.summarize(),

@@ -18,7 +18,7 @@ import {
   startTollgate,
   startUpstream,
 } from './bench-targets.js';
-import { processTreeRss } from './process-tree-rss.js';
+import { processTreeRss } from './process-tree-stats.js';
 
 /** How the streams are opened and held. */
 export interface StreamRssOptions {

@@ -312,12 +312,15 @@ export function describeAdmissionStoreConformance(name: string, options: Admissi
         const tenantId = newTenant();
         const scopes = [tenantScope(tenantId, { rpm: 20, tpm: 1_000_000 })];
         const results = await Promise.all(
-          Array.from({ length: 200 }, (_, index) => stores[index % stores.length]!.acquire(request(tenantId, scopes, 5))),
+          Array.from({ length: 200 }, (_, index) =>
+            stores[index % stores.length]!.acquire(request(tenantId, scopes, 5)),
+          ),
         );
         expect(results.filter((result) => result.ok)).toHaveLength(20);
         const refusals = results.filter((result) => !result.ok);
         expect(refusals).toHaveLength(180);
-        for (const refusal of refusals) expect(refusal).toMatchObject({ reason: 'rpm', state: { requests: { remaining: 0 } } });
+        for (const refusal of refusals)
+          expect(refusal).toMatchObject({ reason: 'rpm', state: { requests: { remaining: 0 } } });
         const probe = await store.acquire(request(tenantId, [tenantScope(tenantId, { tpm: 1_000_000 })], 0));
         expect(probe.state.tokens).toMatchObject({ remaining: 1_000_000 - 20 * 5 });
       });

@@ -18,7 +18,12 @@ describe('MemoryAdmissionStore', () => {
     expect(store.scopeCount).toBe(9);
     sweepClock.advance(62_000);
     // The 10th acquire sweeps first: the nine idle scopes go, the new one stays.
-    const result = await store.acquire({ tenantId: 't', scopes: [{ id: 'key:new', limits: { rpm: 5 } }], tokens: 0, leaseMs: 1 });
+    const result = await store.acquire({
+      tenantId: 't',
+      scopes: [{ id: 'key:new', limits: { rpm: 5 } }],
+      tokens: 0,
+      leaseMs: 1,
+    });
     expect(result.ok).toBe(true);
     expect(store.scopeCount).toBe(1);
   });

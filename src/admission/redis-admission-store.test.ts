@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { VirtualClock } from '../clock/clock.js';
 import { describeAdmissionStoreConformance } from './admission-store-conformance.js';
-import { RedisAdmissionStore, createRedisAdmissionStore } from './redis-admission-store.js';
+import { createRedisAdmissionStore, type RedisAdmissionStore } from './redis-admission-store.js';
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
 const prefix = `tgtest:${process.pid}:${Math.random().toString(36).slice(2, 10)}:`;
@@ -97,7 +97,7 @@ describe('RedisAdmissionStore', () => {
     expect(refused.retryAfterMs).toBeLessThanOrEqual(61_000);
   });
 
-  it('rethrows script errors instead of treating them as an outage', async () => {
+  it('rejects a non-integer token count before reaching Redis, without entering an outage', async () => {
     const store = await open(`${prefix}errors:`);
     await expect(
       store.acquire({ tenantId: 'ten_e', scopes: [{ id: 'x', limits: { rpm: 1 } }], tokens: 1.5, leaseMs: 1 }),

@@ -135,8 +135,10 @@ export class RedisAdmissionStore implements AdmissionStore {
 
   async acquire(request: AcquireRequest): Promise<AcquireResult> {
     checkTokens(request.tokens);
-    if (this.inOutage && performance.now() < this.nextProbeAt) return this.degradedAcquire(request, undefined);
     const scopes = request.scopes;
+    // A request no scope limits touches no counter: no round trip, and nothing for an outage to refuse.
+    if (scopes.length === 0) return this.unlimited(request);
+    if (this.inOutage && performance.now() < this.nextProbeAt) return this.degradedAcquire(request, undefined);
     const keysAndArguments: Array<string | number> = [];
     for (const scope of scopes) this.pushKeys(keysAndArguments, request.tenantId, scope.id);
     const callerNow = this.clock?.now();
@@ -226,6 +228,19 @@ export class RedisAdmissionStore implements AdmissionStore {
     return this.inOutage;
   }
 
+  private unlimited(request: AcquireRequest): AcquireResult {
+    const ticket: AdmissionTicket = {
+      id: `${this.ticketPrefix}${++this.sequence}`,
+      tenantId: request.tenantId,
+      at: this.clock?.now() ?? Date.now(),
+      scopes: request.scopes,
+      chargedTokens: request.tokens,
+      leaseHeld: true,
+      rolledBack: false,
+    };
+    return { ok: true, ticket, state: {} };
+  }
+
   private pushKeys(target: Array<string | number>, tenantId: string, scopeId: string): void {
     const base = `${this.prefix}{${tenantId}}:`;
     target.push(`${base}r:${scopeId}`, `${base}t:${scopeId}`, `${base}d:${scopeId}`, `${base}c:${scopeId}`);
@@ -238,6 +253,7 @@ export class RedisAdmissionStore implements AdmissionStore {
     tokenDelta: number,
     releaseLease: boolean,
   ): Promise<boolean> {
+    if (ticket.scopes.length === 0) return true;
     const keysAndArguments: Array<string | number> = [];
     for (const scope of ticket.scopes) this.pushKeys(keysAndArguments, ticket.tenantId, scope.id);
     keysAndArguments.push(

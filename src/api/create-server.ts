@@ -5,17 +5,22 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
 import { AuthenticationError, type GatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
+import type { AdmissionGate } from '../relay/admission-gate.js';
 import type { RelayService } from '../relay/relay-service.js';
+import type { DeploymentRouter } from '../routing/deployment-router.js';
 import type { Store } from '../store/store.js';
 import type { KeyService, Principal } from '../tenancy/key-service.js';
+import type { PlanService } from '../tenancy/plan-service.js';
 import type { TenantService } from '../tenancy/tenant-service.js';
 import type { UpstreamEndpoint } from '../upstreams/upstream.js';
 import { registerAdminBillingRoutes } from './admin-billing-routes.js';
+import { registerAdminFleetRoutes } from './admin-fleet-routes.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { registerBillingRoutes } from './billing-routes.js';
 import { toClientError } from './error-reply.js';
@@ -45,6 +50,9 @@ export interface ServerServices {
   metrics: GatewayMetrics;
   billing: BillingService;
   store: Store;
+  plans: PlanService;
+  router: DeploymentRouter;
+  gate: AdmissionGate;
   /** The admin bearer token. */
   adminToken: string;
   /** True when the gateway can serve (store reachable, upstreams configured). */
@@ -103,7 +111,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   const generation = (endpoint: UpstreamEndpoint) => async (request: FastifyRequest, reply: FastifyReply) => {
     const trace = request.trace!;
     const body = request.body as GenerationRequest;
-    const relayRequest = { trace, principal: request.principal!, endpoint, body };
+    const relayRequest = { trace, principal: request.principal!, endpoint, body, signal: clientGone(reply) };
     if (body.stream === true) {
       trace.stream = true;
       reply.hijack();
@@ -120,6 +128,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
           reply.raw.writeHead(clientError.status, {
             'content-type': 'application/json; charset=utf-8',
             'x-request-id': trace.requestId,
+            ...services.relay.responseHeaders(trace),
             ...clientError.headers,
           });
           reply.raw.end(JSON.stringify(toOpenAIErrorBody(clientError)));
@@ -127,19 +136,24 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       }
       return reply;
     }
-    return services.relay.whole(relayRequest);
+    const result = await services.relay.whole(relayRequest);
+    reply.headers(services.relay.responseHeaders(trace));
+    return result;
   };
 
   app.post('/v1/chat/completions', { schema: { body: ChatCompletionRequestSchema } }, generation('chat'));
   app.post('/v1/completions', { schema: { body: CompletionRequestSchema } }, generation('completions'));
-  app.post('/v1/embeddings', { schema: { body: EmbeddingRequestSchema } }, async (request) => {
+  app.post('/v1/embeddings', { schema: { body: EmbeddingRequestSchema } }, async (request, reply) => {
     const relayRequest = {
       trace: request.trace!,
       principal: request.principal!,
       endpoint: 'embeddings' as const,
       body: request.body as Record<string, unknown>,
+      signal: clientGone(reply),
     };
-    return services.relay.whole(relayRequest);
+    const result = await services.relay.whole(relayRequest);
+    reply.headers(services.relay.responseHeaders(relayRequest.trace));
+    return result;
   });
 
   app.get('/v1/models', async (request) => ({
@@ -166,10 +180,21 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     async (admin) => {
       await registerAdminRoutes(admin, services);
       registerAdminBillingRoutes(admin, { store: services.store, billing: services.billing, queries: billingQueries });
+      registerAdminFleetRoutes(admin, services);
     },
     { prefix: '/admin/v1' },
   );
   return app;
+}
+
+/** Aborted when the client disconnects before the response finished. */
+function clientGone(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  const response = reply.raw;
+  response.once('close', () => {
+    if (!response.writableFinished) controller.abort();
+  });
+  return controller.signal;
 }
 
 function sendError(request: FastifyRequest, reply: FastifyReply, error: GatewayError): void {
@@ -178,6 +203,7 @@ function sendError(request: FastifyRequest, reply: FastifyReply, error: GatewayE
     trace.status = error.status;
     trace.errorCode = error.code;
   }
+  if (trace?.rateLimit !== undefined) reply.headers(rateLimitHeaders(trace.rateLimit));
   if (error instanceof AuthenticationError) reply.header('www-authenticate', 'Bearer');
   reply.code(error.status).headers(error.headers).send(toOpenAIErrorBody(error));
 }

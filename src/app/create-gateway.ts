@@ -2,6 +2,9 @@
  * Wires one gateway process: configuration → store → tenancy → upstreams → catalog → relay → HTTP server.
  */
 import type { FastifyInstance } from 'fastify';
+import type { AdmissionStore } from '../admission/admission-store.js';
+import { MemoryAdmissionStore } from '../admission/memory-admission-store.js';
+import { createRedisAdmissionStore } from '../admission/redis-admission-store.js';
 import { createServer } from '../api/create-server.js';
 import { BudgetAlertService } from '../billing/alerts/alert-service.js';
 import { WebhookNotifier } from '../billing/alerts/webhook-notifier.js';
@@ -9,17 +12,23 @@ import { BillingService } from '../billing/billing-service.js';
 import { parseNano } from '../billing/nano.js';
 import { recoverCheckpoints, StreamCheckpointer } from '../billing/stream-checkpointer.js';
 import { Catalog } from '../catalog/catalog.js';
+import { RealClock } from '../clock/clock.js';
 import type { LoadedConfig } from '../config/load-config.js';
 import { RequestRecorder } from '../metering/request-recorder.js';
 import { SettlementWriter } from '../metering/settlement-writer.js';
+import { registerFleetMetrics } from '../observability/fleet-metrics.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { GatewayMetrics } from '../observability/metrics.js';
+import { AdmissionGate } from '../relay/admission-gate.js';
 import { RelayService } from '../relay/relay-service.js';
-import { DeploymentRouter } from '../routing/deployment-router.js';
+import { DeploymentRouter, type DeploymentRoutingSettings } from '../routing/deployment-router.js';
+import { HealthProber } from '../routing/health-prober.js';
+import type { TieredSchedulerOptions } from '../scheduling/tiered-scheduler.js';
 import { createStore } from '../store/create-store.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import { KeyService } from '../tenancy/key-service.js';
+import { PlanService } from '../tenancy/plan-service.js';
 import { TenantService } from '../tenancy/tenant-service.js';
 import { createUpstream } from '../upstreams/create-upstream.js';
 import type { Upstream } from '../upstreams/upstream.js';
@@ -52,6 +61,35 @@ export interface CreateGatewayOptions {
   store?: Store;
   /** Bill interrupted streams and clear reservations left by a previous process (embedded mode). Default true. */
   recoverOnStart?: boolean;
+}
+
+/** Routing weights and per-token costs (for cost-aware routing) of every deployment. */
+function routingSettings(catalog: Catalog, billing: BillingService): Record<string, DeploymentRoutingSettings> {
+  const settings: Record<string, DeploymentRoutingSettings> = {};
+  const version = billing.priceBook?.versions.at(-1);
+  for (const model of catalog.list()) {
+    for (const deployment of model.deployments) {
+      const cost = version?.costs.get(deployment.id);
+      settings[deployment.id] = {
+        capacityTokens: deployment.capacity.tokens,
+        weight: deployment.weight,
+        cost: cost?.kind === 'per_token' ? Number(cost.input + cost.output) : 0,
+      };
+    }
+  }
+  return settings;
+}
+
+/** Scheduler class policies from the configuration. */
+function schedulingPolicies(config: LoadedConfig['config']): TieredSchedulerOptions['classes'] {
+  const waits = config.scheduling.max_queue_wait_ms ?? {};
+  const ceiling = config.scheduling.low_class_ceiling;
+  return {
+    priority: waits.priority === undefined ? {} : { maxQueueWaitMs: waits.priority },
+    default: waits.default === undefined ? {} : { maxQueueWaitMs: waits.default },
+    flex: { admissionCeiling: ceiling, ...(waits.flex === undefined ? {} : { maxQueueWaitMs: waits.flex }) },
+    batch: { admissionCeiling: ceiling, ...(waits.batch === undefined ? {} : { maxQueueWaitMs: waits.batch }) },
+  };
 }
 
 /** Builds a gateway from a loaded configuration. */
@@ -97,7 +135,45 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     upstreams.set(upstreamConfig.name, createUpstream(upstreamConfig, apiKey === undefined ? {} : { apiKey }));
   }
   const catalog = Catalog.fromConfig(config, upstreams);
-  const relay = new RelayService(catalog, new DeploymentRouter(), recorder, billing, metrics);
+  const clock = new RealClock();
+  const router = new DeploymentRouter({
+    clock,
+    catalog,
+    mode: config.routing.strategy,
+    deployments: routingSettings(catalog, billing),
+  });
+  const prober =
+    config.routing.probe_interval_ms > 0
+      ? new HealthProber(router, catalog, { clock, intervalMs: config.routing.probe_interval_ms })
+      : undefined;
+  prober?.start();
+  const limits: AdmissionStore =
+    config.admission.store === 'redis'
+      ? await createRedisAdmissionStore({
+          redis: config.admission.redis_url,
+          failurePolicy: config.admission.failure_policy,
+          logger,
+        })
+      : new MemoryAdmissionStore({ clock });
+  const plans = new PlanService(store, {
+    limits: {
+      ...(config.default_plan.rpm === undefined ? {} : { rpm: config.default_plan.rpm }),
+      ...(config.default_plan.tpm === undefined ? {} : { tpm: config.default_plan.tpm }),
+      ...(config.default_plan.tpd === undefined ? {} : { tpd: config.default_plan.tpd }),
+      ...(config.default_plan.concurrency === undefined ? {} : { concurrency: config.default_plan.concurrency }),
+    },
+    tiers: [...config.default_plan.tiers],
+    weight: config.default_plan.weight,
+  });
+  const gate = new AdmissionGate(plans, limits, billing, catalog.list(), {
+    scheduling: config.scheduling.enabled ? schedulingPolicies(config) : undefined,
+    clock,
+    logger,
+  });
+  const relay = new RelayService(catalog, router, gate, recorder, metrics, {
+    maxAttempts: config.routing.max_attempts,
+  });
+  registerFleetMetrics(metrics, router, gate);
   const checkpointer = new StreamCheckpointer(relay.inFlightStreams, billing, store, logger, {
     intervalMs: config.billing.checkpoint_interval_ms,
   });
@@ -130,7 +206,20 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   };
 
   const app = createServer(
-    { relay, keys, tenants, recorder, metrics, billing, store, adminToken: options.adminToken, ready },
+    {
+      relay,
+      keys,
+      tenants,
+      recorder,
+      metrics,
+      billing,
+      store,
+      plans,
+      router,
+      gate,
+      adminToken: options.adminToken,
+      ready,
+    },
     { bodyLimitBytes: config.server.body_limit_bytes },
   );
 
@@ -152,9 +241,11 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     },
     async close() {
       checkpointer.stop();
+      prober?.stop();
       if (recovery !== undefined) clearInterval(recovery);
       await app.close();
       await notifier.close();
+      await limits.close();
       await writer.close();
       await Promise.all([...upstreams.values()].map((upstream) => upstream.close()));
       if (options.store === undefined) await store.close();

@@ -7,6 +7,14 @@ import type { Upstream, UpstreamEndpoint } from '../upstreams/upstream.js';
 /** Output cap used when a model sets none, tokens. */
 export const defaultMaxOutputTokens = 8192;
 
+/** What a deployment can run at once. */
+export interface DeploymentCapacity {
+  /** Concurrent sequences. */
+  sequences: number;
+  /** Tokens in flight (prompt + max output of running requests). */
+  tokens: number;
+}
+
 /** One place a public model runs. */
 export interface Deployment {
   /** `upstream/model`, as shown in logs and metrics. */
@@ -14,7 +22,13 @@ export interface Deployment {
   upstream: Upstream;
   /** The model id sent to the upstream. */
   upstreamModel: string;
+  capacity: DeploymentCapacity;
+  /** Routing weight. Default 1. */
+  weight: number;
 }
+
+/** Capacity of an OpenAI-compatible deployment when the configuration gives none. */
+export const defaultHttpCapacity: DeploymentCapacity = { sequences: 256, tokens: 1_048_576 };
 
 /** What a model is for. */
 export type ModelKind = 'chat' | 'embedding';
@@ -52,8 +66,26 @@ export class Catalog {
         created,
         deployments: model.deployments.map((deployment) => {
           const upstream = upstreams.get(deployment.upstream);
-          if (upstream === undefined) throw new Error(`unknown upstream ${deployment.upstream}`);
-          return { id: `${deployment.upstream}/${deployment.model}`, upstream, upstreamModel: deployment.model };
+          const upstreamConfig = config.upstreams.find((candidate) => candidate.name === deployment.upstream);
+          if (upstream === undefined || upstreamConfig === undefined)
+            throw new Error(`unknown upstream ${deployment.upstream}`);
+          const base =
+            upstreamConfig.type === 'simulated'
+              ? {
+                  sequences: upstreamConfig.replicas * upstreamConfig.profile.max_batch,
+                  tokens: upstreamConfig.replicas * upstreamConfig.profile.kv_tokens,
+                }
+              : defaultHttpCapacity;
+          return {
+            id: `${deployment.upstream}/${deployment.model}`,
+            upstream,
+            upstreamModel: deployment.model,
+            capacity: {
+              sequences: deployment.capacity?.sequences ?? base.sequences,
+              tokens: deployment.capacity?.tokens ?? base.tokens,
+            },
+            weight: deployment.weight,
+          };
         }),
       })),
     );
@@ -66,6 +98,17 @@ export class Catalog {
   list(): CatalogModel[] {
     return [...this.models.values()];
   }
+}
+
+/** A model's capacity: the sum over its deployments. */
+export function modelCapacity(model: CatalogModel): DeploymentCapacity {
+  return model.deployments.reduce(
+    (sum, deployment) => ({
+      sequences: sum.sequences + deployment.capacity.sequences,
+      tokens: sum.tokens + deployment.capacity.tokens,
+    }),
+    { sequences: 0, tokens: 0 },
+  );
 }
 
 /** Whether a model of `kind` serves `endpoint`. */

@@ -100,7 +100,12 @@ export const DeploymentSchema = Type.Object(
 );
 
 /** Service classes, highest first. */
-const ServiceClassName = Type.Union(['priority', 'default', 'flex', 'batch'].map((name) => Type.Literal(name)));
+const ServiceClassName = Type.Union([
+  Type.Literal('priority'),
+  Type.Literal('default'),
+  Type.Literal('flex'),
+  Type.Literal('batch'),
+]);
 
 /** Rate limits; an absent field is unlimited. */
 export const LimitsSchema = Type.Object(

@@ -4,9 +4,11 @@
  * `RequestTrace`, so they never disagree.
  */
 import type { Logger } from 'pino';
+import type { RateLimitState } from '../admission/admission-store.js';
 import type { BillingService, Reservation } from '../billing/billing-service.js';
 import type { BudgetAlertSink } from '../billing/budget-alert-sink.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
+import type { ServiceClass } from '../scheduling/service-class.js';
 import type { Settlement } from '../store/ledger-store.js';
 import type { RequestLogRecord } from '../store/store.js';
 import type { Usage } from '../upstreams/usage.js';
@@ -32,6 +34,14 @@ export interface RequestTrace {
   usage: Usage | undefined;
   /** What admission reserved on the wallet; released when the request is settled. */
   reservation: Reservation | undefined;
+  /** The class the request ran in (after the plan's downgrade). */
+  serviceClass: ServiceClass | undefined;
+  /** Rate-limit windows after admission, for the `x-ratelimit-*` headers. */
+  rateLimit: RateLimitState | undefined;
+  /** Settles or undoes the admission (limits, capacity) once; set by the admission gate. */
+  release: ((usage: Usage | undefined) => void) | undefined;
+  /** Upstream attempts, when there was more than one (`a/m unhealthy … → b/m accepted …`). */
+  attemptLog: string | null;
   /** `performance.now()` of the first content chunk sent (streams). */
   firstTokenAt: number | null;
   attempts: number;
@@ -81,6 +91,10 @@ export function newRequestTrace(
     errorCode: null,
     usage: undefined,
     reservation: undefined,
+    serviceClass: undefined,
+    rateLimit: undefined,
+    release: undefined,
+    attemptLog: null,
     firstTokenAt: null,
     attempts: 0,
     recorded: false,
@@ -113,6 +127,9 @@ export class RequestRecorder {
   finish(trace: RequestTrace): Promise<void> {
     if (trace.recorded) return Promise.resolve();
     trace.recorded = true;
+    const release = trace.release;
+    trace.release = undefined;
+    release?.(trace.usage);
     const now = performance.now();
     const latencyMs = now - trace.startedAt;
     const ttftMs = trace.firstTokenAt === null ? null : trace.firstTokenAt - trace.startedAt;
@@ -205,6 +222,8 @@ export class RequestRecorder {
         estimated: record.usageEstimated || undefined,
         latencyMs: record.latencyMs,
         ttftMs: record.ttftMs ?? undefined,
+        tier: trace.serviceClass,
+        attempts: trace.attemptLog ?? undefined,
       },
       'request',
     );

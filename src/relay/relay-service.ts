@@ -1,9 +1,10 @@
 /**
- * The request path after authentication: model lookup and permission → context check → route → upstream call →
- * relay (whole or streamed) → usage (reported or estimated) → record. HTTP specifics stay in `src/api`.
+ * The request path after authentication: model and permission → context check → admission (plan, rate limits,
+ * wallet, capacity) → route with failover (before the first byte only) → relay (whole or streamed, with
+ * backpressure) → usage (reported or estimated) → record. HTTP specifics stay in `src/api`.
  */
 import { performance } from 'node:perf_hooks';
-import type { BillingService } from '../billing/billing-service.js';
+import { rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { type Catalog, type CatalogModel, type Deployment, modelServes } from '../catalog/catalog.js';
 import {
   GatewayError,
@@ -15,13 +16,23 @@ import {
   UpstreamError,
 } from '../errors/gateway-error.js';
 import type { RequestRecorder, RequestTrace } from '../metering/request-recorder.js';
-import { countPromptTokens, countTextTokens } from '../metering/token-counter.js';
+import { countPromptTokens } from '../metering/token-counter.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
+import {
+  callWithFailover,
+  type FailoverAttempt,
+  type FailoverResult,
+  summarizeAttempts,
+} from '../routing/call-with-failover.js';
 import type { DeploymentRouter } from '../routing/deployment-router.js';
 import type { Principal } from '../tenancy/key-service.js';
-import type { UpstreamEndpoint, UpstreamRequest } from '../upstreams/upstream.js';
-import { toOpenAIUsage, type Usage } from '../upstreams/usage.js';
+import type { UpstreamEndpoint, UpstreamStream } from '../upstreams/upstream.js';
+import type { Usage } from '../upstreams/usage.js';
+import type { AdmissionGate } from './admission-gate.js';
+import { chunkRewriter, synthesizedUsageChunk, withoutUsage } from './chunk-rewriting.js';
+import { reportedServiceTier } from './service-tier.js';
 import type { SseSink } from './sse-sink.js';
+import { estimateStreamUsage, estimateWholeUsage } from './usage-estimate.js';
 
 /** A validated request ready to be relayed. */
 export interface RelayRequest {
@@ -30,6 +41,8 @@ export interface RelayRequest {
   endpoint: UpstreamEndpoint;
   /** The client's body, validated; never mutated. */
   body: Readonly<Record<string, unknown>>;
+  /** Aborted when the client disconnects. */
+  signal: AbortSignal;
 }
 
 /** A stream being relayed: what a checkpoint needs. */
@@ -40,13 +53,18 @@ export interface InFlightStream {
   deliveredText: string;
 }
 
-/** A model the key may use, with the request's token estimate. */
-interface PreparedRequest {
+/** Options of `RelayService`. */
+export interface RelayServiceOptions {
+  /** Attempts on different deployments before the first byte. Default 3. */
+  maxAttempts?: number;
+}
+
+/** A request admitted and ready for its upstream call. */
+interface AdmittedRequest {
   model: CatalogModel;
-  deployment: Deployment;
-  upstreamRequest: UpstreamRequest;
-  /** Prompt tokens by the gateway's tokenizer. */
   estimatedPromptTokens: number;
+  tokens: number;
+  /** Aborts the upstream call: the client left, or the relay gave up. */
   abort: AbortController;
 }
 
@@ -54,14 +72,18 @@ interface PreparedRequest {
 export class RelayService {
   /** Streams being relayed, for delivered-token checkpoints. */
   readonly inFlightStreams = new Map<string, InFlightStream>();
+  private readonly maxAttempts: number;
 
   constructor(
     private readonly catalog: Catalog,
     private readonly router: DeploymentRouter,
+    private readonly gate: AdmissionGate,
     private readonly recorder: RequestRecorder,
-    private readonly billing: BillingService,
     private readonly metrics: GatewayMetrics,
-  ) {}
+    options: RelayServiceOptions = {},
+  ) {
+    this.maxAttempts = options.maxAttempts ?? 3;
+  }
 
   /** Models the principal may use. */
   listModels(principal: Principal): CatalogModel[] {
@@ -86,19 +108,22 @@ export class RelayService {
   /** A whole answer. Resolves with the response body after the request is recorded. */
   async whole(request: RelayRequest): Promise<Record<string, unknown>> {
     const { trace } = request;
-    const prepared = await this.prepare(request);
+    const admitted = await this.admit(request);
     const inFlight = this.metrics.inFlight.labels(request.endpoint);
     inFlight.inc();
     try {
-      const result = await prepared.deployment.upstream.complete(prepared.upstreamRequest);
-      const body = result.body;
-      body.model = prepared.model.name;
-      trace.usage = result.usage ?? estimateWholeUsage(request.endpoint, body, prepared.estimatedPromptTokens);
+      const routed = await this.route(request, admitted, false, (deployment) =>
+        deployment.upstream.complete(this.upstreamRequest(request, deployment, admitted.abort.signal)),
+      );
+      const body = routed.value.body;
+      body.model = admitted.model.name;
+      if (request.endpoint !== 'embeddings' && trace.serviceClass !== undefined) {
+        body.service_tier = reportedServiceTier(trace.serviceClass);
+      }
+      trace.usage = routed.value.usage ?? estimateWholeUsage(request.endpoint, body, admitted.estimatedPromptTokens);
       trace.status = 200;
       await this.recorder.finish(trace);
       return body;
-    } catch (error: unknown) {
-      throw this.upstreamFailure(prepared.deployment, error);
     } finally {
       inFlight.dec();
     }
@@ -106,30 +131,38 @@ export class RelayService {
 
   /**
    * A streamed answer, relayed event by event with backpressure. Errors before the upstream accepted the request are
-   * thrown (the client gets an ordinary error response); after that they end the stream with an error event.
+   * thrown (the client gets an ordinary error response, after failover to other deployments); after that they end
+   * the stream with an error event and are never retried.
    */
   async stream(request: RelayRequest, sink: SseSink): Promise<void> {
     const { trace } = request;
-    const prepared = await this.prepare(request);
-    const { deployment, abort } = prepared;
+    const admitted = await this.admit(request);
     const clientWantsUsage =
       (request.body.stream_options as { include_usage?: boolean } | null | undefined)?.include_usage === true;
     const inFlight = this.metrics.inFlight.labels(request.endpoint);
     inFlight.inc();
-    sink.onClose(() => abort.abort());
-    let upstreamStream: Awaited<ReturnType<typeof deployment.upstream.stream>>;
+    sink.onClose(() => admitted.abort.abort());
+    let routed: FailoverResult<UpstreamStream>;
     try {
-      upstreamStream = await deployment.upstream.stream(prepared.upstreamRequest);
+      routed = await this.route(request, admitted, true, (deployment) =>
+        deployment.upstream.stream(this.upstreamRequest(request, deployment, admitted.abort.signal)),
+      );
     } catch (error: unknown) {
       inFlight.dec();
-      throw this.upstreamFailure(deployment, error);
+      throw error;
     }
+    const { deployment, attempt } = routed;
     trace.status = 200;
-    sink.open({ 'x-request-id': trace.requestId });
-    const rewrite = modelRewriter(deployment.upstreamModel, prepared.model.name, !clientWantsUsage);
+    sink.open({ 'x-request-id': trace.requestId, ...this.responseHeaders(trace) });
+    const rewrite = chunkRewriter({
+      upstreamModel: deployment.upstreamModel,
+      publicModel: admitted.model.name,
+      serviceTier: trace.serviceClass === undefined ? undefined : reportedServiceTier(trace.serviceClass),
+      stripNullUsage: !clientWantsUsage,
+    });
     const progress: InFlightStream = {
       trace,
-      estimatedPromptTokens: prepared.estimatedPromptTokens,
+      estimatedPromptTokens: admitted.estimatedPromptTokens,
       deliveredText: '',
     };
     this.inFlightStreams.set(trace.requestId, progress);
@@ -138,7 +171,7 @@ export class RelayService {
     let lastChunk: string | undefined;
     let failure: GatewayError | undefined;
     try {
-      for await (const event of upstreamStream.events) {
+      for await (const event of routed.value.events) {
         if (sink.closed) break;
         if (event.type === 'usage') {
           reported = event.usage;
@@ -150,7 +183,8 @@ export class RelayService {
         progress.deliveredText = deliveredText;
         lastChunk = event.data;
         if (trace.firstTokenAt === null) trace.firstTokenAt = performance.now();
-        const data = event.usage !== undefined && !clientWantsUsage ? withoutUsage(event.data) : rewrite(event.data);
+        const data =
+          event.usage !== undefined && !clientWantsUsage ? rewrite(withoutUsage(event.data)) : rewrite(event.data);
         const pending = sink.write(`data: ${data}\n\n`);
         if (pending !== undefined) await pending;
       }
@@ -163,12 +197,18 @@ export class RelayService {
 
     const completed = failure === undefined && !sink.closed;
     trace.usage =
-      completed && reported !== undefined ? reported : estimateStreamUsage(prepared, deliveredText, reported);
+      completed && reported !== undefined
+        ? reported
+        : estimateStreamUsage(admitted.estimatedPromptTokens, deliveredText, reported);
     if (sink.closed) {
       trace.errorCode = 'client_closed';
+      attempt.cancel();
     } else if (failure !== undefined) {
       trace.errorCode = failure.code;
+      attempt.fail(failure);
       this.metrics.upstreamErrors.labels(deployment.id, failure.code).inc();
+    } else {
+      attempt.succeed();
     }
     const committed = this.recorder.finish(trace);
     if (sink.closed) {
@@ -181,47 +221,79 @@ export class RelayService {
       sink.end();
       return;
     }
-    if (clientWantsUsage && reported === undefined && trace.usage !== undefined) {
-      await sink.write(`data: ${synthesizedUsageChunk(lastChunk, prepared.model.name, trace.usage)}\n\n`);
+    if (clientWantsUsage && reported === undefined) {
+      await sink.write(`data: ${synthesizedUsageChunk(lastChunk, admitted.model.name, trace.usage)}\n\n`);
     }
     await committed;
     await sink.write('data: [DONE]\n\n');
     sink.end();
   }
 
-  private async prepare(request: RelayRequest): Promise<PreparedRequest> {
+  /** Rate-limit headers for a response of this request (empty when no limit applies). */
+  responseHeaders(trace: RequestTrace): Record<string, string> {
+    return trace.rateLimit === undefined ? {} : rateLimitHeaders(trace.rateLimit);
+  }
+
+  private async admit(request: RelayRequest): Promise<AdmittedRequest> {
     const { body, endpoint, principal, trace } = request;
     const model = this.resolveModel(principal, endpoint, body.model as string);
     trace.model = model.name;
     const estimatedPromptTokens = countPromptTokens(endpoint, body);
     if (endpoint !== 'embeddings') checkContextWindow(model, body, estimatedPromptTokens);
-    const quote = this.billing.quote({
-      tenantId: principal.tenantId,
-      model: model.name,
-      receivedAt: trace.receivedAt,
-      promptTokens: estimatedPromptTokens,
-      maxOutputTokens: endpoint === 'embeddings' ? 0 : (requestedOutputTokens(body) ?? model.maxOutputTokens),
-      batch: trace.batch,
-    });
-    trace.reservation = await this.billing.reserve(principal.tenantId, principal.keyId, quote, trace.receivedAt);
-    const deployment = this.router.pick(model);
-    if (deployment === undefined) {
-      throw new UpstreamError(`No deployment of '${model.name}' is available.`, { code: 'no_healthy_deployment' });
-    }
-    trace.deployment = deployment.id;
-    trace.attempts = 1;
-    const abort = new AbortController();
-    return {
+    const maxOutputTokens = endpoint === 'embeddings' ? 0 : (requestedOutputTokens(body) ?? model.maxOutputTokens);
+    await this.gate.admit({
+      trace,
+      principal,
       model,
-      deployment,
       estimatedPromptTokens,
-      abort,
-      upstreamRequest: {
-        endpoint,
-        body: { ...body, model: deployment.upstreamModel },
-        requestId: trace.requestId,
-        signal: abort.signal,
-      },
+      maxOutputTokens,
+      requestedTier: body.service_tier,
+      signal: request.signal,
+    });
+    const abort = new AbortController();
+    if (request.signal.aborted) abort.abort();
+    else request.signal.addEventListener('abort', () => abort.abort(), { once: true });
+    return { model, estimatedPromptTokens, tokens: estimatedPromptTokens + maxOutputTokens, abort };
+  }
+
+  /** The pre-first-byte phase on the best deployment, failing over to others on retryable errors. */
+  private async route<T>(
+    request: RelayRequest,
+    admitted: AdmittedRequest,
+    keepOpen: boolean,
+    call: (deployment: Deployment) => Promise<T>,
+  ): Promise<FailoverResult<T>> {
+    const { trace } = request;
+    const attempts: FailoverAttempt[] = [];
+    try {
+      const routed = await callWithFailover(this.router, admitted.model, call, {
+        tokens: admitted.tokens,
+        maxAttempts: this.maxAttempts,
+        signal: admitted.abort.signal,
+        keepOpen,
+        onAttempt: (attempt) => {
+          attempts.push(attempt);
+          trace.deployment = attempt.deployment;
+          if (attempt.errorCode !== null)
+            this.metrics.upstreamErrors.labels(attempt.deployment, attempt.errorCode).inc();
+        },
+      });
+      return routed;
+    } catch (error: unknown) {
+      throw upstreamFailure(error);
+    } finally {
+      // Every attempt, failed ones included, is visible in the request log.
+      trace.attempts = attempts.length;
+      if (attempts.length > 1) trace.attemptLog = summarizeAttempts(attempts);
+    }
+  }
+
+  private upstreamRequest(request: RelayRequest, deployment: Deployment, signal: AbortSignal) {
+    return {
+      endpoint: request.endpoint,
+      body: { ...request.body, model: deployment.upstreamModel },
+      requestId: request.trace.requestId,
+      signal,
     };
   }
 
@@ -243,30 +315,30 @@ export class RelayService {
     }
     return model;
   }
+}
 
-  private upstreamFailure(deployment: Deployment, error: unknown): GatewayError {
-    const failure = toGatewayError(error);
-    this.metrics.upstreamErrors.labels(deployment.id, failure.code).inc();
-    // An upstream that rejected the request itself (bad parameter, context too long) answers the client with its
-    // own 4xx; its credential and capacity problems (401, 403, 429) stay gateway-side 502s.
-    if (
-      failure instanceof UpstreamError &&
-      failure.upstreamStatus !== undefined &&
-      [400, 404, 409, 413, 422].includes(failure.upstreamStatus)
-    ) {
-      return new GatewayError(
-        failure.upstreamStatus === 404 ? 404 : 400,
-        'invalid_request_error',
-        'upstream_rejected',
-        failure.message,
-        false,
-        {
-          cause: failure,
-        },
-      );
-    }
-    return failure;
+/**
+ * The client-facing error of a failed upstream call. An upstream that rejected the request itself (bad parameter,
+ * context too long) answers the client with its own 4xx; its credential and capacity problems (401, 403, 429) stay
+ * gateway-side 502s.
+ */
+function upstreamFailure(error: unknown): GatewayError {
+  const failure = toGatewayError(error);
+  if (
+    failure instanceof UpstreamError &&
+    failure.upstreamStatus !== undefined &&
+    [400, 404, 409, 413, 422].includes(failure.upstreamStatus)
+  ) {
+    return new GatewayError(
+      failure.upstreamStatus === 404 ? 404 : 400,
+      'invalid_request_error',
+      'upstream_rejected',
+      failure.message,
+      false,
+      { cause: failure },
+    );
   }
+  return failure;
 }
 
 /** 400 `context_length_exceeded` when the prompt plus the requested output cannot fit the model's window. */
@@ -286,85 +358,4 @@ function checkContextWindow(model: CatalogModel, body: Readonly<Record<string, u
 export function requestedOutputTokens(body: Readonly<Record<string, unknown>>): number | undefined {
   const value = body.max_completion_tokens ?? body.max_tokens;
   return typeof value === 'number' ? value : undefined;
-}
-
-function estimateWholeUsage(endpoint: UpstreamEndpoint, body: Record<string, unknown>, promptTokens: number): Usage {
-  let text = '';
-  if (endpoint !== 'embeddings' && Array.isArray(body.choices)) {
-    for (const choice of body.choices as Array<Record<string, unknown>>) {
-      const message = choice.message as Record<string, unknown> | undefined;
-      if (typeof message?.content === 'string') text += message.content;
-      if (typeof choice.text === 'string') text += choice.text;
-    }
-  }
-  return {
-    input: { total: promptTokens, cached: 0 },
-    output: { total: text === '' ? 0 : countTextTokens(text), reasoning: 0 },
-    estimated: true,
-  };
-}
-
-/**
- * Usage of a stream that did not complete normally (or completed without usage): the prompt as counted by the
- * gateway and the output actually delivered. Never more than the upstream reported, when it reported.
- */
-function estimateStreamUsage(prepared: PreparedRequest, deliveredText: string, reported: Usage | undefined): Usage {
-  const output = deliveredText === '' ? 0 : countTextTokens(deliveredText);
-  return {
-    input: reported?.input ?? { total: prepared.estimatedPromptTokens, cached: 0 },
-    output: {
-      total: reported === undefined ? output : Math.min(output, reported.output.total),
-      reasoning: 0,
-    },
-    estimated: true,
-  };
-}
-
-/**
- * Replaces the upstream's model id with the public name in a chunk's JSON text without re-serializing it: the
- * `"model":"…"` pair can only match at a real key, since quotes inside strings are escaped. Also drops the
- * `"usage":null` that forced `include_usage` adds to every chunk when the client did not ask for usage.
- */
-function modelRewriter(upstreamModel: string, publicModel: string, stripNullUsage: boolean): (data: string) => string {
-  const quoted = JSON.stringify(upstreamModel);
-  const needles = [`"model":${quoted}`, `"model": ${quoted}`];
-  const replacement = `"model":${JSON.stringify(publicModel)}`;
-  const renames = upstreamModel !== publicModel;
-  return (data) => {
-    let result = data;
-    if (renames) {
-      for (const needle of needles) {
-        const at = result.indexOf(needle);
-        if (at !== -1) {
-          result = result.slice(0, at) + replacement + result.slice(at + needle.length);
-          break;
-        }
-      }
-    }
-    if (stripNullUsage) result = result.replace(/,\s*"usage"\s*:\s*null/, '');
-    return result;
-  };
-}
-
-function withoutUsage(data: string): string {
-  const chunk = JSON.parse(data) as Record<string, unknown>;
-  delete chunk.usage;
-  return JSON.stringify(chunk);
-}
-
-function synthesizedUsageChunk(lastChunk: string | undefined, model: string, usage: Usage): string {
-  let id = 'chatcmpl-tollgate';
-  let object = 'chat.completion.chunk';
-  let created = Math.floor(Date.now() / 1000);
-  if (lastChunk !== undefined) {
-    try {
-      const parsed = JSON.parse(lastChunk) as Record<string, unknown>;
-      if (typeof parsed.id === 'string') id = parsed.id;
-      if (typeof parsed.object === 'string') object = parsed.object;
-      if (typeof parsed.created === 'number') created = parsed.created;
-    } catch {
-      // The chunk was already relayed as received; a malformed one only costs us its id here.
-    }
-  }
-  return JSON.stringify({ id, object, created, model, choices: [], usage: toOpenAIUsage(usage) });
 }

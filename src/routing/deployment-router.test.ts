@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Catalog } from '../catalog/catalog.js';
+import { Catalog, type Deployment } from '../catalog/catalog.js';
 import { VirtualClock } from '../clock/clock.js';
 import { InvalidRequestError, UpstreamError, UpstreamTimeoutError } from '../errors/gateway-error.js';
 import { DeploymentRouter, type DeploymentRouterOptions } from './deployment-router.js';
@@ -20,8 +20,11 @@ describe('DeploymentRouter: least outstanding work', () => {
   it('picks the deployment with the fewest tokens in flight relative to its capacity', () => {
     const { model, router, d } = setup(['a', 'b', 'c'], {
       loadTieTolerance: 0,
-      deployments: { 'a/m': { capacityTokens: 1_000 }, 'b/m': { capacityTokens: 10_000 } },
-      capacityTokens: 4_000,
+      deployments: {
+        'a/m': { capacityTokens: 1_000 },
+        'b/m': { capacityTokens: 10_000 },
+        'c/m': { capacityTokens: 4_000 },
+      },
     });
     router.begin(d.a!, 100); // 0.1
     router.begin(d.b!, 500); // 0.05
@@ -29,6 +32,18 @@ describe('DeploymentRouter: least outstanding work', () => {
     expect(router.pick(model)?.id).toBe('b/m');
     router.begin(d.b!, 600); // 0.11
     expect(router.pick(model)?.id).toBe('c/m');
+  });
+
+  it('counts requests against the sequence capacity as well as tokens', () => {
+    const { model, router, d } = setup(['a', 'b'], {
+      loadTieTolerance: 0,
+      deployments: { 'a/m': { capacitySequences: 4 }, 'b/m': { capacitySequences: 100 } },
+    });
+    router.begin(d.a!, 10); // 1/4 of a's sequences, a sliver of its tokens
+    router.begin(d.b!, 20_000); // 20000/262144 ≈ 0.076 of b's tokens
+    expect(router.pick(model)?.id).toBe('b/m');
+    expect(router.snapshot(d.a!).load).toBe(0.25);
+    expect(router.snapshot(d.b!).load).toBe(20_000 / 262_144);
   });
 
   it('releases tokens exactly once whether the attempt succeeds, fails or is cancelled', () => {
@@ -97,11 +112,14 @@ describe('DeploymentRouter: least outstanding work', () => {
   it('gives weighted deployments work in proportion to their weights', () => {
     const { model, router } = setup(['a', 'b', 'c'], {
       loadTieTolerance: 0,
-      deployments: { 'a/m': { weight: 1 }, 'b/m': { weight: 3 }, 'c/m': { weight: 4 } },
+      // b's weight comes from the settings, c's from the deployment itself.
+      deployments: { 'a/m': { weight: 1 }, 'b/m': { weight: 3 } },
     });
+    const weighted = { ...model.deployments[2]!, weight: 4 };
+    const weightedModel = { ...model, deployments: [model.deployments[0]!, model.deployments[1]!, weighted] };
     const counts = new Map<string, number>();
     for (let index = 0; index < 800; index++) {
-      const deployment = router.pick(model)!;
+      const deployment = router.pick(weightedModel)!;
       router.begin(deployment, 100);
       counts.set(deployment.id, (counts.get(deployment.id) ?? 0) + 1);
     }
@@ -111,12 +129,15 @@ describe('DeploymentRouter: least outstanding work', () => {
   });
 });
 
-describe('DeploymentRouter: cost-aware mode', () => {
+describe('DeploymentRouter: cost mode', () => {
   it('fills the cheapest deployments first, then the dearer, then falls back to least outstanding', () => {
     const { model, router } = setup(['dear', 'cheap1', 'cheap2'], {
-      mode: 'cost-aware',
-      capacityTokens: 1_000,
-      deployments: { 'dear/m': { cost: 3 }, 'cheap1/m': { cost: 1 }, 'cheap2/m': { cost: 1 } },
+      mode: 'cost',
+      deployments: {
+        'dear/m': { cost: 3, capacityTokens: 1_000 },
+        'cheap1/m': { cost: 1, capacityTokens: 1_000 },
+        'cheap2/m': { cost: 1, capacityTokens: 1_000 },
+      },
     });
     const send = (tokens: number) => {
       const deployment = router.pick(model, { tokens })!;
@@ -236,14 +257,15 @@ describe('DeploymentRouter: availability', () => {
 
   it('lists every catalog deployment in the fleet snapshot before any traffic', () => {
     const clock = new VirtualClock(5_000);
-    const deployments = testDeployments('a', 'b');
+    const [first, second] = testDeployments('a', 'b') as [Deployment, Deployment];
+    const deployments = [first, { ...second, capacity: { sequences: 8, tokens: 9_000 }, weight: 2 }];
     const catalog = new Catalog([testModel(deployments, 'one'), testModel([deployments[1]!], 'two')]);
     const router = new DeploymentRouter({
       clock,
       catalog,
-      capacityTokens: 9_000,
-      deployments: { 'b/m': { weight: 2, cost: 0.5 } },
+      deployments: { 'b/m': { cost: 0.5 } },
     });
+    router.begin(deployments[1]!, 250);
     router.begin(deployments[1]!, 250);
     expect(router.fleetSnapshot()).toEqual([
       {
@@ -251,7 +273,9 @@ describe('DeploymentRouter: availability', () => {
         upstream: 'a',
         inFlightTokens: 0,
         inFlightRequests: 0,
-        capacityTokens: 9_000,
+        capacityTokens: 262_144,
+        capacitySequences: 256,
+        load: 0,
         weight: 1,
         cost: 0,
         circuit: 'closed',
@@ -265,9 +289,12 @@ describe('DeploymentRouter: availability', () => {
       {
         id: 'b/m',
         upstream: 'b',
-        inFlightTokens: 250,
-        inFlightRequests: 1,
+        inFlightTokens: 500,
+        inFlightRequests: 2,
         capacityTokens: 9_000,
+        capacitySequences: 8,
+        // max(500 / 9000, 2 / 8) / 2
+        load: 0.125,
         weight: 2,
         cost: 0.5,
         circuit: 'closed',

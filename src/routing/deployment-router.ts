@@ -1,16 +1,17 @@
 /**
- * Chooses the deployment that serves a request and keeps what the choice needs: tokens in flight per deployment, a
+ * Chooses the deployment that serves a request and keeps what the choice needs: work in flight per deployment, a
  * latency EWMA (time to first byte), a circuit breaker, and a saturation deadline set by an upstream's `Retry-After`.
  *
- * Choice (`least-outstanding` mode): among deployments that are not excluded, not saturated and whose circuit admits a
- * request, the least loaded one — load is tokens in flight ÷ (capacity × weight). Loads within `loadTieTolerance` of
- * the least count as a tie, broken by the lower latency EWMA (a deployment never measured counts as fastest, so it
- * gets tried), then by the least recently picked (so an idle fleet is used round-robin). `cost-aware` mode first keeps
- * the cheapest deployments that still have room for the request, then chooses among them the same way; when none has
- * room it falls back to least-outstanding over all.
+ * Choice (`least_outstanding` mode): among deployments that are not excluded, not saturated and whose circuit admits
+ * a request, the least loaded one — load is the larger of tokens in flight ÷ capacity tokens and requests in flight ÷
+ * capacity sequences, divided by the weight. Loads within `loadTieTolerance` of the least count as a tie, broken by
+ * the lower latency EWMA (a deployment never measured counts as fastest, so it gets tried), then by the least recently
+ * picked (so an idle fleet is used round-robin). `cost` mode first keeps the cheapest deployments that still have room
+ * for the request, then chooses among them the same way; when none has room it falls back to least outstanding work
+ * over all.
  *
- * Every request that goes out is an `Attempt` (`begin`), finished exactly once with `succeed`, `fail` or `cancel`, so
- * in-flight tokens, the EWMA and the breaker stay exact. Everything reads time from a `Clock`.
+ * Every request that goes out is an attempt (`begin`), finished exactly once with `succeed`, `fail` or `cancel`, so
+ * work in flight, the EWMA and the breaker stay exact. Everything reads time from a `Clock`.
  */
 import type { Catalog, CatalogModel, Deployment } from '../catalog/catalog.js';
 import { type Clock, RealClock } from '../clock/clock.js';
@@ -19,15 +20,17 @@ import { CircuitBreaker, type CircuitBreakerOptions, type CircuitState } from '.
 import { classifyFailure, type FailureKind } from './classify-failure.js';
 
 /** How `pick` chooses. */
-export const routingModes = ['least-outstanding', 'cost-aware'] as const;
+export const routingModes = ['least_outstanding', 'cost'] as const;
 /** One of `routingModes`. */
 export type RoutingMode = (typeof routingModes)[number];
 
-/** Per-deployment routing settings; anything missing takes the router's default. */
+/** Per-deployment routing settings, overriding what the `Deployment` itself says. */
 export interface DeploymentRoutingSettings {
-  /** Tokens (prompt + output) the deployment holds in flight at full load. Default: the router's `capacityTokens`. */
+  /** Tokens (prompt + output cap) in flight at full load. Default: the deployment's `capacity.tokens`. */
   capacityTokens?: number;
-  /** Static weight (> 0): a deployment of weight 2 is given twice the work of one of weight 1. Default 1. */
+  /** Concurrent requests at full load. Default: the deployment's `capacity.sequences`. */
+  capacitySequences?: number;
+  /** Static weight (> 0): a deployment of weight 2 is given twice the work of one of weight 1. Default: its `weight`. */
   weight?: number;
   /** Cost of serving a token here, in any unit shared by the model's deployments (e.g. currency per 1M). Default 0. */
   cost?: number;
@@ -37,10 +40,8 @@ export interface DeploymentRoutingSettings {
 export interface DeploymentRouterOptions {
   /** Time source of the EWMA, breakers and saturation. Default: a `RealClock`. */
   clock?: Clock;
-  /** How deployments are chosen. Default `least-outstanding`. */
+  /** How deployments are chosen (the configuration's `routing.strategy`). Default `least_outstanding`. */
   mode?: RoutingMode;
-  /** Default capacity of a deployment, tokens in flight. Default 262144. */
-  capacityTokens?: number;
   /** Settings by deployment id (`upstream/model`). Default none. */
   deployments?: Readonly<Record<string, DeploymentRoutingSettings>>;
   /** Deployments to know from the start, so `fleetSnapshot()` lists them before any traffic. Default none. */
@@ -61,7 +62,7 @@ export interface DeploymentRouterOptions {
 export interface PickOptions {
   /** Deployment ids not to choose (e.g. those that already failed this request). Default none. */
   exclude?: ReadonlySet<string>;
-  /** Tokens the request will hold (prompt + output cap), used by `cost-aware` mode to test for room. Default 0. */
+  /** Tokens the request will hold (prompt + output cap), used by `cost` mode to test for room. Default 0. */
   tokens?: number;
 }
 
@@ -99,8 +100,12 @@ export interface DeploymentSnapshot {
   inFlightTokens: number;
   /** Requests in flight. */
   inFlightRequests: number;
-  /** Capacity, tokens. */
+  /** Capacity, tokens in flight. */
   capacityTokens: number;
+  /** Capacity, concurrent requests. */
+  capacitySequences: number;
+  /** Outstanding work: the larger of the token and request fractions of capacity, divided by the weight. */
+  load: number;
   /** Static weight. */
   weight: number;
   /** Cost per token, in the unit it was configured in. */
@@ -143,6 +148,7 @@ class DeploymentState {
   constructor(
     readonly deployment: Deployment,
     readonly capacityTokens: number,
+    readonly capacitySequences: number,
     readonly weight: number,
     readonly cost: number,
     private readonly shared: SharedSettings,
@@ -175,7 +181,6 @@ class DeploymentState {
 /** Picks deployments and tracks their load and health. */
 export class DeploymentRouter {
   private readonly mode: RoutingMode;
-  private readonly capacityTokens: number;
   private readonly settings: Readonly<Record<string, DeploymentRoutingSettings>>;
   private readonly tieTolerance: number;
   private readonly breakerOptions: CircuitBreakerOptions;
@@ -184,8 +189,7 @@ export class DeploymentRouter {
   private picks = 0;
 
   constructor(options: DeploymentRouterOptions = {}) {
-    this.mode = options.mode ?? 'least-outstanding';
-    this.capacityTokens = positive(options.capacityTokens ?? 262_144, 'capacityTokens');
+    this.mode = options.mode ?? 'least_outstanding';
     this.settings = options.deployments ?? {};
     const alpha = options.latencyEwmaAlpha ?? 0.2;
     if (!(alpha > 0 && alpha <= 1)) throw new RangeError(`latencyEwmaAlpha must be in (0, 1], got ${alpha}`);
@@ -220,9 +224,9 @@ export class DeploymentRouter {
     if (candidates.length === 0) return undefined;
     const mode = this.mode;
     switch (mode) {
-      case 'least-outstanding':
+      case 'least_outstanding':
         break;
-      case 'cost-aware':
+      case 'cost':
         candidates = cheapestWithRoom(candidates, options.tokens ?? 0) ?? candidates;
         break;
       default:
@@ -299,8 +303,9 @@ export class DeploymentRouter {
       const settings = this.settings[deployment.id] ?? {};
       state = new DeploymentState(
         deployment,
-        positive(settings.capacityTokens ?? this.capacityTokens, `${deployment.id} capacityTokens`),
-        positive(settings.weight ?? 1, `${deployment.id} weight`),
+        positive(settings.capacityTokens ?? deployment.capacity.tokens, `${deployment.id} capacity tokens`),
+        positive(settings.capacitySequences ?? deployment.capacity.sequences, `${deployment.id} capacity sequences`),
+        positive(settings.weight ?? deployment.weight, `${deployment.id} weight`),
         settings.cost ?? 0,
         this.shared,
         this.breakerOptions,
@@ -399,6 +404,8 @@ function snapshotOf(state: DeploymentState): DeploymentSnapshot {
     inFlightTokens: state.inFlightTokens,
     inFlightRequests: state.inFlightRequests,
     capacityTokens: state.capacityTokens,
+    capacitySequences: state.capacitySequences,
+    load: load(state),
     weight: state.weight,
     cost: state.cost,
     circuit: circuit.state,
@@ -412,7 +419,9 @@ function snapshotOf(state: DeploymentState): DeploymentSnapshot {
 }
 
 function load(state: DeploymentState): number {
-  return state.inFlightTokens / (state.capacityTokens * state.weight);
+  const tokens = state.inFlightTokens / state.capacityTokens;
+  const sequences = state.inFlightRequests / state.capacitySequences;
+  return Math.max(tokens, sequences) / state.weight;
 }
 
 /** Whether `a` wins a load tie against `b`: lower latency EWMA (unmeasured counts as 0), then least recently picked. */
@@ -426,7 +435,10 @@ function fasterOrFresher(a: DeploymentState, b: DeploymentState): boolean {
 /** The cheapest deployments with room for `tokens` more, or `undefined` when none has room. */
 function cheapestWithRoom(candidates: readonly DeploymentState[], tokens: number): DeploymentState[] | undefined {
   const withRoom = candidates.filter(
-    (state) => state.inFlightTokens < state.capacityTokens && state.inFlightTokens + tokens <= state.capacityTokens,
+    (state) =>
+      state.inFlightRequests < state.capacitySequences &&
+      state.inFlightTokens < state.capacityTokens &&
+      state.inFlightTokens + tokens <= state.capacityTokens,
   );
   if (withRoom.length === 0) return undefined;
   const cheapest = Math.min(...withRoom.map((state) => state.cost));

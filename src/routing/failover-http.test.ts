@@ -4,7 +4,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Catalog, type CatalogModel, type Deployment } from '../catalog/catalog.js';
+import { Catalog, type CatalogModel, type Deployment, defaultHttpCapacity } from '../catalog/catalog.js';
 import { UpstreamError } from '../errors/gateway-error.js';
 import { createOpenAICompatibleUpstream } from '../upstreams/openai-compatible/openai-compatible-upstream.js';
 import { type SimServer, startSimServer } from '../upstreams/simulated/sim-server.js';
@@ -37,7 +37,13 @@ function upstreamFor(name: string, baseUrl: string): Upstream {
 }
 
 function deployment(name: string, baseUrl: string): Deployment {
-  return { id: `${name}/simulated`, upstream: upstreamFor(name, baseUrl), upstreamModel: 'simulated' };
+  return {
+    id: `${name}/simulated`,
+    upstream: upstreamFor(name, baseUrl),
+    upstreamModel: 'simulated',
+    capacity: defaultHttpCapacity,
+    weight: 1,
+  };
 }
 
 function chatModel(deployments: Deployment[]): CatalogModel {

@@ -1,6 +1,9 @@
 /** Test support for the routing tests: deployments over upstreams that are never called, and a model over them. */
-import type { CatalogModel, Deployment } from '../catalog/catalog.js';
+import type { CatalogModel, Deployment, DeploymentCapacity } from '../catalog/catalog.js';
 import type { Upstream } from '../upstreams/upstream.js';
+
+/** Capacity of the test deployments unless a test says otherwise. */
+export const testCapacity: DeploymentCapacity = { sequences: 256, tokens: 262_144 };
 
 /** An upstream whose calls fail loudly: routing unit tests never reach it. */
 export function unusedUpstream(name: string): Upstream {
@@ -10,9 +13,15 @@ export function unusedUpstream(name: string): Upstream {
   return { name, complete: unused, stream: unused, close: async () => {} };
 }
 
-/** Deployments `<name>/m` over unused upstreams. */
+/** Deployments `<name>/m` over unused upstreams, weight 1, `testCapacity`. */
 export function testDeployments(...names: string[]): Deployment[] {
-  return names.map((name) => ({ id: `${name}/m`, upstream: unusedUpstream(name), upstreamModel: 'm' }));
+  return names.map((name) => ({
+    id: `${name}/m`,
+    upstream: unusedUpstream(name),
+    upstreamModel: 'm',
+    capacity: testCapacity,
+    weight: 1,
+  }));
 }
 
 /** A chat model `m` over `deployments`. */

@@ -343,6 +343,14 @@ export class KyselyStore implements Store {
     return (result.numInsertedOrUpdatedRows ?? 0n) > 0n;
   }
 
+  async putSetting(key: string, value: string): Promise<void> {
+    await this.db
+      .insertInto('settings')
+      .values({ key, value })
+      .onConflict((conflict) => conflict.column('key').doUpdateSet({ value }))
+      .execute();
+  }
+
   async getWallet(tenantId: string): Promise<WalletRecord | undefined> {
     const row = await this.db
       .selectFrom('wallets')
@@ -612,7 +620,9 @@ export class KyselyStore implements Store {
       .where('day', '<', query.end);
     if (query.tenantId !== undefined) select = select.where('tenant_id', '=', query.tenantId);
     let ordered = select;
-    for (const column of ['day', ...BILLING_ROLLUP_KEY] as const) ordered = ordered.orderBy(column);
+    for (const column of ['day', ...BILLING_ROLLUP_KEY.filter((key) => key !== 'day')] as const) {
+      ordered = ordered.orderBy(column);
+    }
     const rows = await ordered.execute();
     return rows.map((row) => billingRollupFromRow(row as MoneyAsText<BillingRollupsTable>));
   }

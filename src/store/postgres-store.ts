@@ -1,8 +1,15 @@
 import { Kysely, PostgresDialect, type RawBuilder, sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { DatabaseSchema, RequestLogTable, UsageEventsTable } from './database-schema.js';
+import type {
+  BillingRollupsTable,
+  DatabaseSchema,
+  RequestLogTable,
+  UsageEventsTable,
+  UsageRollupsTable,
+} from './database-schema.js';
 import { KyselyStore } from './kysely-store.js';
+import type { SettlementEffects } from './settlement-effects.js';
 
 /** PostgreSQL's limit on bind parameters per statement (a 16-bit count). */
 const POSTGRES_MAX_PARAMETERS = 65_535;
@@ -66,28 +73,65 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 }
 
 /**
- * The PostgreSQL store: the shared Kysely layer, with the settlement's two big inserts (request log, usage events)
- * sent as one `INSERT … SELECT FROM unnest(array, array, …)` each: one bind parameter per column instead of one
- * per value, so a 2,000-row batch costs 26 parameters to build and parse rather than 52,000, and one statement
- * never hits the 65,535-parameter limit. `RETURNING request_id` tells which rows were new.
+ * The PostgreSQL store: the shared Kysely layer, with the settlement hot path sent as a few statements whose rows
+ * travel as ONE JSON parameter each (`… select … from json_to_recordset($1::json) as x(column type, …)`): a
+ * 2,000-row batch costs one `JSON.stringify` (~1.5 ms) instead of building, escaping and parsing 52,000 bind
+ * parameters or array elements (pg's array encoding alone took ~14 ms per 2,000 request-log rows), and no statement
+ * ever meets the 65,535-parameter limit. `RETURNING request_id` tells which request ids were new.
  */
 export class PostgresStore extends KyselyStore {
   protected override async insertLogsReturningIds(
     db: Kysely<DatabaseSchema>,
     rows: readonly RequestLogTable[],
   ): Promise<Set<string>> {
-    return insertUnnest(db, 'request_log', REQUEST_LOG_TYPES, rows);
+    return insertReturningIds(db, 'request_log', REQUEST_LOG_TYPES, rows);
   }
 
   protected override async insertUsageEventsReturningIds(
     db: Kysely<DatabaseSchema>,
     rows: readonly UsageEventsTable[],
   ): Promise<Set<string>> {
-    return insertUnnest(db, 'usage_events', USAGE_EVENT_TYPES, rows);
+    return insertReturningIds(db, 'usage_events', USAGE_EVENT_TYPES, rows);
+  }
+
+  protected override async applySettlementEffects(
+    db: Kysely<DatabaseSchema>,
+    effects: SettlementEffects,
+    now: number,
+  ): Promise<void> {
+    const charges = effects.charges.filter((charge) => charge.amount !== 0n);
+    if (charges.length > 0) {
+      const rows = charges.map((charge) => ({
+        tenant_id: charge.tenantId,
+        currency: charge.currency,
+        amount: charge.amount.toString(),
+      }));
+      // A tenant charged without a wallet gets one (prepaid, below zero), so balance = Σ ledger always holds.
+      await sql`insert into wallets (tenant_id, mode, currency, balance, credit_limit, reserved, updated_at)
+        select x.tenant_id, 'prepaid', x.currency, -x.amount, 0, 0, ${now}::int8
+        from json_to_recordset(${JSON.stringify(rows)}::json) as x(tenant_id text, currency text, amount int8)
+        on conflict (tenant_id) do update
+        set balance = wallets.balance + excluded.balance, updated_at = excluded.updated_at`.execute(db);
+    }
+    if (effects.releases.length > 0) {
+      const rows = effects.releases.map((release) => ({
+        tenant_id: release.tenantId,
+        amount: release.amount.toString(),
+      }));
+      await sql`update wallets as w
+        set reserved = case when w.reserved > x.amount then w.reserved - x.amount else 0 end, updated_at = ${now}::int8
+        from json_to_recordset(${JSON.stringify(rows)}::json) as x(tenant_id text, amount int8)
+        where w.tenant_id = x.tenant_id`.execute(db);
+    }
+    await upsertSums(db, 'usage_rollups', USAGE_ROLLUP_TYPES, USAGE_ROLLUP_KEY_LENGTH, effects.usageRollups);
+    await upsertSums(db, 'billing_rollups', BILLING_ROLLUP_TYPES, BILLING_ROLLUP_KEY_LENGTH, effects.billingRollups);
+    if (effects.checkpointIds.length > 0) {
+      await sql`delete from stream_checkpoints where request_id = any(${effects.checkpointIds}::text[])`.execute(db);
+    }
   }
 }
 
-/** Column → PostgreSQL array element type, in insert order. */
+/** Column → PostgreSQL type, in insert order. */
 type ColumnTypes<Row> = readonly (readonly [keyof Row & string, string])[];
 
 const REQUEST_LOG_TYPES: ColumnTypes<RequestLogTable> = [
@@ -140,23 +184,100 @@ const USAGE_EVENT_TYPES: ColumnTypes<UsageEventsTable> = [
   ['detail', 'text'],
 ];
 
-/** `insert into <table> select * from unnest(…) on conflict (request_id) do nothing returning request_id`. */
-async function insertUnnest<Row extends { request_id: string }>(
+/** Primary-key columns first, then the sums. */
+const USAGE_ROLLUP_TYPES: ColumnTypes<UsageRollupsTable> = [
+  ['tenant_id', 'text'],
+  ['bucket', 'text'],
+  ['bucket_start', 'int8'],
+  ['key_id', 'text'],
+  ['model', 'text'],
+  ['requests', 'int8'],
+  ['input_tokens', 'int8'],
+  ['cached_tokens', 'int8'],
+  ['output_tokens', 'int8'],
+  ['amount', 'int8'],
+  ['cost', 'int8'],
+];
+const USAGE_ROLLUP_KEY_LENGTH = 5;
+
+/** Primary-key columns first, then the sums. */
+const BILLING_ROLLUP_TYPES: ColumnTypes<BillingRollupsTable> = [
+  ['tenant_id', 'text'],
+  ['day', 'int8'],
+  ['model', 'text'],
+  ['currency', 'text'],
+  ['price_version', 'text'],
+  ['tier', 'text'],
+  ['output_condition', 'text'],
+  ['batch', 'int4'],
+  ['requests', 'int8'],
+  ['input_tokens', 'int8'],
+  ['cached_tokens', 'int8'],
+  ['output_tokens', 'int8'],
+  ['input_list_amount', 'int8'],
+  ['cached_list_amount', 'int8'],
+  ['output_list_amount', 'int8'],
+  ['batch_discount', 'int8'],
+  ['off_peak_discount', 'int8'],
+  ['contract_discount', 'int8'],
+  ['volume_discount', 'int8'],
+  ['amount', 'int8'],
+  ['cost', 'int8'],
+];
+const BILLING_ROLLUP_KEY_LENGTH = 8;
+
+/**
+ * `rows` as one JSON text: `bigint` values become decimal strings (JSON numbers would lose precision past 2^53;
+ * PostgreSQL reads the string with the int8 input function, exactly).
+ */
+function rowsJson(rows: readonly object[]): string {
+  return JSON.stringify(rows, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
+}
+
+/** `json_to_recordset($1::json) as x(column type, …)`. */
+function recordset<Row>(rows: readonly Row[], types: ColumnTypes<Row>): RawBuilder<unknown> {
+  const definitions = sql.raw(types.map(([column, type]) => `"${column}" ${type}`).join(', '));
+  return sql`json_to_recordset(${rowsJson(rows as readonly object[])}::json) as x(${definitions})`;
+}
+
+function columnList<Row>(types: ColumnTypes<Row>): RawBuilder<unknown> {
+  return sql.join(types.map(([column]) => sql.ref(column)));
+}
+
+/** Inserts rows, ignoring existing request ids; returns the request ids this statement inserted. */
+async function insertReturningIds<Row extends { request_id: string }>(
   db: Kysely<DatabaseSchema>,
   table: 'request_log' | 'usage_events',
   types: ColumnTypes<Row>,
   rows: readonly Row[],
 ): Promise<Set<string>> {
   if (rows.length === 0) return new Set();
-  const arrays: RawBuilder<unknown>[] = types.map(([column, type]) => {
-    const values = rows.map((row) => row[column]);
-    return sql`${values}::${sql.raw(type)}[]`;
-  });
-  const columns = sql.join(types.map(([column]) => sql.ref(column)));
+  const columns = columnList(types);
   const result = await sql<{ request_id: string }>`insert into ${sql.table(table)} (${columns})
-    select * from unnest(${sql.join(arrays)})
+    select ${columns} from ${recordset(rows, types)}
     on conflict (request_id) do nothing returning request_id`.execute(db);
   return new Set(result.rows.map((row) => row.request_id));
+}
+
+/** Upserts rollup increments: the first `keyLength` columns are the primary key, the others are added. */
+async function upsertSums<Row>(
+  db: Kysely<DatabaseSchema>,
+  table: 'usage_rollups' | 'billing_rollups',
+  types: ColumnTypes<Row>,
+  keyLength: number,
+  rows: readonly Row[],
+): Promise<void> {
+  if (rows.length === 0) return;
+  const columns = columnList(types);
+  const key = sql.join(types.slice(0, keyLength).map(([column]) => sql.ref(column)));
+  const sums = sql.join(
+    types
+      .slice(keyLength)
+      .map(([column]) => sql`${sql.ref(column)} = ${sql.ref(`${table}.${column}`)} + excluded.${sql.ref(column)}`),
+  );
+  await sql`insert into ${sql.table(table)} (${columns})
+    select ${columns} from ${recordset(rows, types)}
+    on conflict (${key}) do update set ${sums}`.execute(db);
 }
 
 async function createSchemaIfMissing(connectionString: string, schema: string): Promise<void> {

@@ -111,4 +111,6 @@ export interface Store extends LedgerStore {
   getSetting(key: string): Promise<string | undefined>;
   /** Sets `key` only if absent; returns true when this call set it. */
   putSettingIfAbsent(key: string, value: string): Promise<boolean>;
+  /** Sets `key` to `value`, replacing any previous value. */
+  putSetting(key: string, value: string): Promise<void>;
 }

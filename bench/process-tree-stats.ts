@@ -1,6 +1,7 @@
 /**
- * Resident memory of a process and all its descendants, read from Linux's `/proc` (`VmRSS` of
- * `/proc/PID/status`), so that a gateway running several worker processes is measured whole.
+ * Resident memory and CPU time of a process and all its descendants, read from Linux's `/proc` (`VmRSS` of
+ * `/proc/PID/status`, `utime + stime` of `/proc/PID/stat`), so that a gateway running several worker processes is
+ * measured whole.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 
@@ -55,4 +56,29 @@ export function processTreeRss(rootPid: number): ProcessTreeRss {
     pending.push(...(childrenOf.get(pid) ?? []));
   }
   return { totalKiB: processes.reduce((sum, process) => sum + process.rssKiB, 0), processes };
+}
+
+/** Clock ticks per second of `/proc/PID/stat` times (`getconf CLK_TCK`; 100 on Linux). */
+const clockTicksPerSecond = 100;
+
+function readCpuTicks(pid: number): number {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch (error: unknown) {
+    // Gone since the tree was listed: its time is no longer counted anywhere we can read.
+    void error;
+    return 0;
+  }
+  // The command name (field 2) may hold spaces and parentheses: count fields from the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** CPU time (user + system) used so far by `rootPid` and every live process below it, ms (10 ms resolution). */
+export function processTreeCpuMs(rootPid: number): number {
+  const { processes } = processTreeRss(rootPid);
+  const ticks = processes.reduce((sum, entry) => sum + readCpuTicks(entry.pid), 0);
+  return (ticks * 1000) / clockTicksPerSecond;
 }

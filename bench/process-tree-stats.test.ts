@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { processTreeRss } from './process-tree-rss.js';
+import { processTreeCpuMs, processTreeRss } from './process-tree-stats.js';
 
 const ownRssKiB = (pid: number) =>
   Number(/^VmRSS:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? Number.NaN);
@@ -28,5 +28,24 @@ describe('processTreeRss', () => {
 
   it('returns an empty tree for a process that does not exist', () => {
     expect(processTreeRss(2 ** 22 + 12345)).toEqual({ totalKiB: 0, processes: [] });
+  });
+});
+
+describe('processTreeCpuMs', () => {
+  it('grows by about the CPU time a child burns', async () => {
+    const child = spawn(process.execPath, ['-e', 'const end = Date.now() + 600; while (Date.now() < end);'], {
+      stdio: 'ignore',
+    });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const before = processTreeCpuMs(child.pid!);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const after = processTreeCpuMs(child.pid!);
+      // A busy loop for 400 ms of wall time: at least a few ticks of CPU even on a crowded machine, never more.
+      expect(after - before).toBeGreaterThanOrEqual(30);
+      expect(after - before).toBeLessThanOrEqual(450);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });

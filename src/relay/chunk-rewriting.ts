@@ -1,0 +1,68 @@
+/**
+ * Edits of relayed JSON that must not cost a parse and a stringify per chunk: renaming the model, stating the
+ * service tier, dropping the `"usage":null` forced `include_usage` adds. Chunks that really need a structural
+ * change (usage attached to a content chunk the client did not ask for) are re-serialized.
+ */
+import { toOpenAIUsage, type Usage } from '../upstreams/usage.js';
+
+/**
+ * A function that rewrites one chunk's JSON text: the upstream's model id becomes the public name (the
+ * `"model":"…"` pair can only match at a real key, since quotes inside strings are escaped), `service_tier` is set
+ * to the tier used when the chunk does not state one, and `,"usage":null` is dropped when the client did not ask
+ * for usage.
+ */
+export function chunkRewriter(options: {
+  upstreamModel: string;
+  publicModel: string;
+  serviceTier: string | undefined;
+  stripNullUsage: boolean;
+}): (data: string) => string {
+  const quoted = JSON.stringify(options.upstreamModel);
+  const needles = [`"model":${quoted}`, `"model": ${quoted}`];
+  const replacement = `"model":${JSON.stringify(options.publicModel)}`;
+  const renames = options.upstreamModel !== options.publicModel;
+  const tier =
+    options.serviceTier === undefined ? undefined : `{"service_tier":${JSON.stringify(options.serviceTier)},`;
+  return (data) => {
+    let result = data;
+    if (renames) {
+      for (const needle of needles) {
+        const at = result.indexOf(needle);
+        if (at !== -1) {
+          result = result.slice(0, at) + replacement + result.slice(at + needle.length);
+          break;
+        }
+      }
+    }
+    if (options.stripNullUsage) result = result.replace(/,\s*"usage"\s*:\s*null/, '');
+    if (tier !== undefined && result.startsWith('{"') && !result.includes('"service_tier"')) {
+      result = tier + result.slice(1);
+    }
+    return result;
+  };
+}
+
+/** A chunk without its `usage` field (re-serialized: rare, only for usage attached to a content chunk). */
+export function withoutUsage(data: string): string {
+  const chunk = JSON.parse(data) as Record<string, unknown>;
+  delete chunk.usage;
+  return JSON.stringify(chunk);
+}
+
+/** The usage-only chunk the gateway sends when the client asked for usage and the upstream sent none. */
+export function synthesizedUsageChunk(lastChunk: string | undefined, model: string, usage: Usage): string {
+  let id = 'chatcmpl-tollgate';
+  let object = 'chat.completion.chunk';
+  let created = Math.floor(Date.now() / 1000);
+  if (lastChunk !== undefined) {
+    try {
+      const parsed = JSON.parse(lastChunk) as Record<string, unknown>;
+      if (typeof parsed.id === 'string') id = parsed.id;
+      if (typeof parsed.object === 'string') object = parsed.object;
+      if (typeof parsed.created === 'number') created = parsed.created;
+    } catch {
+      // The chunk was already relayed as received; a malformed one only costs us its id here.
+    }
+  }
+  return JSON.stringify({ id, object, created, model, choices: [], usage: toOpenAIUsage(usage) });
+}
