@@ -134,7 +134,22 @@ export async function startTollgate(
         ...(options.upstreamConnections === undefined ? {} : { connections: options.upstreamConnections }),
       },
     ],
-    models: [{ name: benchModel, context_window: 32_768, deployments: [{ upstream: 'bench', model: benchModel }] }],
+    models: [
+      {
+        name: benchModel,
+        context_window: 32_768,
+        deployments: [
+          {
+            upstream: 'bench',
+            model: benchModel,
+            // Room for every request of the heaviest scenario at once, so the scheduler admits at once and the bench
+            // measures the request path, not admission limits (the default, 256 sequences, would queue or shed the
+            // 256-connection and 2,000-stream scenarios).
+            capacity: { sequences: Math.max(4_096, (options.upstreamConnections ?? 0) * 2) },
+          },
+        ],
+      },
+    ],
   };
   await writeFile(configPath, stringify(config));
   const port = await freePort();

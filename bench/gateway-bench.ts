@@ -219,6 +219,12 @@ const fixed = (value: number | undefined, digits: number) =>
 const signed = (value: number | undefined, digits: number) =>
   value === undefined || !Number.isFinite(value) ? '–' : `${value >= 0 ? '+' : ''}${value.toFixed(digits)}`;
 
+/** ` (429 × 40)`: the non-2xx statuses, if any. */
+function describeStatuses(result: LoadResult): string {
+  const failed = Object.entries(result.statuses).filter(([status]) => !status.startsWith('2'));
+  return failed.length === 0 ? '' : ` (${failed.map(([status, count]) => `${status} × ${count}`).join(', ')})`;
+}
+
 /** The results as one Markdown table (one row per scenario and target). */
 export function formatResultTable(reports: readonly ScenarioReport[]): string {
   const lines = [
@@ -238,7 +244,8 @@ export function formatResultTable(reports: readonly ScenarioReport[]): string {
         `| ${report.scenario.id} | ${target} | ${fixed(result.throughput, 0)} | ${fixed(result.latency.p50, 3)} | ` +
           `${fixed(result.latency.p99, 3)} | ${signed(comparison?.addedP50Ms, 3)} | ${signed(comparison?.addedP99Ms, 3)} | ` +
           `${fixed(comparison?.throughputVsDirect, 2)} | ${fixed(comparison?.throughputVsPortkey, 1)} | ` +
-          `${fixed(result.gatewayCpuUsPerRequest, 0)} | ${fixed(result.upstreamCpuUsPerRequest, 0)} | ${errors} |`,
+          `${fixed(result.gatewayCpuUsPerRequest, 0)} | ${fixed(result.upstreamCpuUsPerRequest, 0)} | ${errors}` +
+          `${result.saturated === true ? ', fell behind the rate' : ''}${describeStatuses(result)} |`,
       );
     }
   }

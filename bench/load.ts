@@ -71,6 +71,8 @@ export interface LoadResult {
   ok: number;
   /** Responses with another status. */
   non2xx: number;
+  /** Count of responses per HTTP status (measured window). */
+  statuses: Record<string, number>;
   /** Connection errors and timeouts. */
   errors: number;
   /** Measured wall time, s. */
@@ -87,6 +89,10 @@ export interface LoadResult {
   sendLag?: LatencySummary;
   /** `rate` mode: requests sent in the measured window per second (the offered load actually achieved). */
   sentRate?: number;
+  /** `rate` mode: the target fell more than 2 s of requests behind, so the client stopped sending early. */
+  saturated?: boolean;
+  /** `rate` mode: status and start of the body of the first non-2xx response, or the first error. */
+  firstFailure?: string;
   /** `rate` mode: streamed responses whose body did not end with `data: [DONE]`. */
   incompleteStreams?: number;
 }
@@ -180,13 +186,16 @@ async function runMaxLoad(spec: MaxLoadSpec): Promise<LoadResult> {
     });
   }
   const latencies = new SampleList();
+  const statuses: Record<string, number> = {};
   const result = await runAutocannon(spec, spec.durationSeconds, (statusCode, responseTime) => {
+    statuses[statusCode] = (statuses[statusCode] ?? 0) + 1;
     if (statusCode >= 200 && statusCode < 300) latencies.add(responseTime);
   });
   return {
     mode: 'max',
     ok: latencies.count,
     non2xx: result.non2xx,
+    statuses,
     errors: result.errors,
     elapsedSeconds: result.duration,
     warmupResponses,
@@ -202,9 +211,12 @@ interface RateWindow {
   sent: number;
   ok: number;
   non2xx: number;
+  statuses: Record<string, number>;
   errors: number;
   incompleteStreams: number;
   elapsedSeconds: number;
+  firstFailure?: string;
+  saturated: boolean;
 }
 
 const doneMarker = Buffer.from('data: [DONE]');
@@ -221,13 +233,17 @@ async function runRateWindow(pool: Pool, spec: RateLoadSpec, durationSeconds: nu
     sent: 0,
     ok: 0,
     non2xx: 0,
+    statuses: {},
     errors: 0,
     incompleteStreams: 0,
     elapsedSeconds: 0,
+    saturated: false,
   };
   const intervalMs = 1000 / spec.rate;
   const total = Math.round(durationSeconds * spec.rate);
   const inFlight = new Set<Promise<void>>();
+  // A target that cannot keep up would otherwise queue the rest of the run in the client and drain it for minutes.
+  const maxBacklog = Math.max(100, spec.rate * 2);
 
   const send = async (scheduledAt: number) => {
     const sentAt = performance.now();
@@ -243,7 +259,9 @@ async function runRateWindow(pool: Pool, spec: RateLoadSpec, durationSeconds: nu
         last = part as Buffer;
       }
       const endedAt = performance.now();
+      window.statuses[response.statusCode] = (window.statuses[response.statusCode] ?? 0) + 1;
       if (response.statusCode < 200 || response.statusCode >= 300) {
+        window.firstFailure ??= `${response.statusCode}: ${Buffer.concat([previous, last]).toString('utf8').slice(0, 300)}`;
         window.non2xx += 1;
         return;
       }
@@ -253,7 +271,7 @@ async function runRateWindow(pool: Pool, spec: RateLoadSpec, durationSeconds: nu
       window.headersLatencies.add(headersAt - sentAt);
     } catch (error: unknown) {
       // A failed request is counted, not thrown: the run goes on and the error count is part of the result.
-      void error;
+      window.firstFailure ??= error instanceof Error ? error.message : String(error);
       window.errors += 1;
     }
   };
@@ -264,6 +282,11 @@ async function runRateWindow(pool: Pool, spec: RateLoadSpec, durationSeconds: nu
     const tick = () => {
       const now = performance.now();
       const due = Math.min(total, Math.floor((now - start) / intervalMs) + 1);
+      if (inFlight.size > maxBacklog) {
+        window.saturated = true;
+        resolve();
+        return;
+      }
       while (window.sent < due) {
         const request = send(start + window.sent * intervalMs);
         inFlight.add(request);
@@ -296,6 +319,7 @@ async function runRateLoad(spec: RateLoadSpec): Promise<LoadResult> {
       mode: 'rate',
       ok: window.ok,
       non2xx: window.non2xx,
+      statuses: window.statuses,
       errors: window.errors,
       elapsedSeconds: window.elapsedSeconds,
       warmupResponses: warmup === undefined ? 0 : warmup.ok + warmup.non2xx,
@@ -303,8 +327,10 @@ async function runRateLoad(spec: RateLoadSpec): Promise<LoadResult> {
       latency: window.latencies.summarize(),
       headersLatency: window.headersLatencies.summarize(),
       sendLag: window.sendLags.summarize(),
-      sentRate: window.sent / spec.durationSeconds,
+      sentRate: window.sent / Math.min(spec.durationSeconds, window.elapsedSeconds),
+      saturated: window.saturated,
       incompleteStreams: window.incompleteStreams,
+      ...(window.firstFailure === undefined ? {} : { firstFailure: window.firstFailure }),
     };
   } finally {
     await pool.destroy();

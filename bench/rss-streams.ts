@@ -5,6 +5,7 @@
  * Alone: `node dist/bench/rss-streams.js [--streams 2000] [--workers 1,2] [--skip-portkey]` (after `npm run build`).
  * `gateway-bench` calls `runStreamRssScenario` at the end of a full run.
  */
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
@@ -90,6 +91,8 @@ export async function measureStreamRss(
   const body = chatRequestBody(true);
   const headers = { 'content-type': 'application/json', ...target.headers };
   const abort = new AbortController();
+  // Every stream listens on this one signal: thousands of listeners are intended.
+  setMaxListeners(0, abort.signal);
   let opened = 0;
   let failed = 0;
   let open = 0;

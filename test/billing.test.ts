@@ -7,6 +7,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { openAIErrors } from './support/openai-schema.js';
+import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
 import { pricedSimulatedConfig, startTestGateway, type TestGateway } from './support/test-gateway.js';
 
 const messages = [{ role: 'user' as const, content: 'Price this answer exactly, please.' }];
@@ -32,14 +33,20 @@ async function caught(promise: Promise<unknown>) {
   throw new Error('expected an error');
 }
 
-function walletSuite(name: string, storeUrl: () => string | undefined) {
+function walletSuite(name: string, schema: string | undefined) {
   describe(`wallets on ${name}`, () => {
     let harness: TestGateway;
     beforeAll(async () => {
-      const url = storeUrl();
-      harness = await startTestGateway(pricedSimulatedConfig, {}, url === undefined ? {} : { storeUrl: url });
+      harness = await startTestGateway(
+        pricedSimulatedConfig,
+        {},
+        schema === undefined ? {} : { storeUrl: schemaUrl(schema) },
+      );
     });
-    afterAll(async () => harness?.close());
+    afterAll(async () => {
+      await harness?.close();
+      if (schema !== undefined) await dropSchema(schema);
+    });
 
     it('refuses a prepaid tenant without credit with 429 insufficient_quota and charges nothing', async () => {
       const { key, tenantId } = await harness.createTenantWithKey();
@@ -92,11 +99,8 @@ function walletSuite(name: string, storeUrl: () => string | undefined) {
   });
 }
 
-walletSuite('SQLite', () => undefined);
-walletSuite(
-  'PostgreSQL',
-  () => `postgres://postgres@127.0.0.1:5432/test?schema=tg_billing_${process.pid}_${Date.now()}`,
-);
+walletSuite('SQLite', undefined);
+walletSuite('PostgreSQL', uniqueSchema('billing'));
 
 describe('money operations, usage, invoices', () => {
   let harness: TestGateway;

@@ -22,8 +22,10 @@ import type { UpstreamEndpoint } from '../upstreams/upstream.js';
 import { registerAdminBillingRoutes } from './admin-billing-routes.js';
 import { registerAdminFleetRoutes } from './admin-fleet-routes.js';
 import { registerAdminRoutes } from './admin-routes.js';
+import { type BatchRouteServices, registerAdminBatchRoutes, registerBatchesRoutes } from './batches-routes.js';
 import { registerBillingRoutes } from './billing-routes.js';
 import { toClientError } from './error-reply.js';
+import { registerFilesRoutes } from './files-routes.js';
 import { HttpSseSink } from './http-sse-sink.js';
 import {
   ChatCompletionRequestSchema,
@@ -53,6 +55,8 @@ export interface ServerServices {
   plans: PlanService;
   router: DeploymentRouter;
   gate: AdmissionGate;
+  /** The Files and Batches API; undefined disables it (503). */
+  batches?: BatchRouteServices;
   /** The admin bearer token. */
   adminToken: string;
   /** True when the gateway can serve (store reachable, upstreams configured). */
@@ -176,11 +180,15 @@ export function createServer(services: ServerServices, options: ServerOptions): 
 
   const billingQueries = new BillingQueries(services.store, services.billing);
   registerBillingRoutes(app, billingQueries);
+  // Its own scope: the multipart parser applies to the Files API only.
+  app.register(async (scope) => registerFilesRoutes(scope, services.batches?.service));
+  registerBatchesRoutes(app, services.batches);
   app.register(
     async (admin) => {
       await registerAdminRoutes(admin, services);
       registerAdminBillingRoutes(admin, { store: services.store, billing: services.billing, queries: billingQueries });
       registerAdminFleetRoutes(admin, services);
+      registerAdminBatchRoutes(admin, services.batches);
     },
     { prefix: '/admin/v1' },
   );

@@ -1,11 +1,17 @@
 /**
  * Wires one gateway process: configuration → store → tenancy → upstreams → catalog → relay → HTTP server.
  */
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { AdmissionStore } from '../admission/admission-store.js';
 import { MemoryAdmissionStore } from '../admission/memory-admission-store.js';
 import { createRedisAdmissionStore } from '../admission/redis-admission-store.js';
 import { createServer } from '../api/create-server.js';
+import { registerBatchMetrics } from '../batch/batch-metrics.js';
+import { BatchRunner } from '../batch/batch-runner.js';
+import { BatchService } from '../batch/batch-service.js';
+import { FileStorage } from '../batch/file-storage.js';
+import { KyselyBatchStore } from '../batch/kysely-batch-store.js';
 import { BudgetAlertService } from '../billing/alerts/alert-service.js';
 import { WebhookNotifier } from '../billing/alerts/webhook-notifier.js';
 import { BillingService } from '../billing/billing-service.js';
@@ -25,6 +31,7 @@ import { DeploymentRouter, type DeploymentRoutingSettings } from '../routing/dep
 import { HealthProber } from '../routing/health-prober.js';
 import type { TieredSchedulerOptions } from '../scheduling/tiered-scheduler.js';
 import { createStore } from '../store/create-store.js';
+import { KyselyStore } from '../store/kysely-store.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import { KeyService } from '../tenancy/key-service.js';
@@ -152,6 +159,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       ? await createRedisAdmissionStore({
           redis: config.admission.redis_url,
           failurePolicy: config.admission.failure_policy,
+          commandTimeoutMs: config.admission.command_timeout_ms,
           logger,
         })
       : new MemoryAdmissionStore({ clock });
@@ -174,6 +182,37 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     maxAttempts: config.routing.max_attempts,
   });
   registerFleetMetrics(metrics, router, gate);
+  // Files and batches share the gateway's database; a store of another kind (none today) disables them.
+  let batches: { service: BatchService; runner: BatchRunner } | undefined;
+  if (store instanceof KyselyStore) {
+    const batchStore = new KyselyBatchStore(store.kysely);
+    const files = new FileStorage(path.join(loaded.dataDir, 'files'));
+    const runner = new BatchRunner({
+      store: batchStore,
+      files,
+      relay,
+      recorder,
+      billing,
+      keys: store,
+      logger,
+      concurrency: config.batch.concurrency,
+      batchConcurrency: config.batch.batch_concurrency,
+      offPeak: config.batch.off_peak,
+      offPeakFactor: config.batch.off_peak_concurrency_factor,
+      maxLineBytes: config.batch.max_line_bytes,
+      maxLines: config.batch.max_lines,
+      pollIntervalMs: config.batch.poll_interval_ms,
+      // Embedded mode is one process: every running line belongs to a dead one. In cluster mode, only old ones.
+      staleRunningMs: store.kind === 'sqlite' ? 0 : 15 * 60_000,
+    });
+    const service = new BatchService(batchStore, files, {
+      completionWindows: config.batch.completion_windows,
+      maxFileBytes: config.batch.max_file_bytes,
+      onChange: () => runner.wake(),
+    });
+    registerBatchMetrics(metrics, runner, gate);
+    batches = { service, runner };
+  }
   const checkpointer = new StreamCheckpointer(relay.inFlightStreams, billing, store, logger, {
     intervalMs: config.billing.checkpoint_interval_ms,
   });
@@ -219,9 +258,11 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       gate,
       adminToken: options.adminToken,
       ready,
+      ...(batches === undefined ? {} : { batches }),
     },
     { bodyLimitBytes: config.server.body_limit_bytes },
   );
+  await batches?.runner.start();
 
   return {
     app,
@@ -240,6 +281,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       return { host, port, url: `http://${urlHost}:${port}` };
     },
     async close() {
+      await batches?.runner.stop();
       checkpointer.stop();
       prober?.stop();
       if (recovery !== undefined) clearInterval(recovery);

@@ -166,6 +166,45 @@ export const BillingConfigSchema = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
+/** A daily UTC window, `[start, end)`; `end` before `start` crosses midnight. */
+const DailyWindowSchema = Type.Object(
+  {
+    /** Start, `HH:MM` UTC, inclusive. */
+    start: Type.String({ pattern: '^([01][0-9]|2[0-3]):[0-5][0-9]$', description: 'Start, HH:MM UTC, inclusive.' }),
+    /** End, `HH:MM` UTC, exclusive. */
+    end: Type.String({ pattern: '^([01][0-9]|2[0-3]):[0-5][0-9]$', description: 'End, HH:MM UTC, exclusive.' }),
+  },
+  { additionalProperties: false },
+);
+
+/** The Files and Batches API and the batch runner. */
+export const BatchConfigSchema = Type.Object(
+  {
+    /** Completion windows clients may ask for (`<n>m`, `<n>h` or `<n>d`). Default ["24h"]. */
+    completion_windows: Type.Array(Type.String({ pattern: '^[1-9][0-9]{0,5}[mhd]$' }), {
+      minItems: 1,
+      default: ['24h'],
+    }),
+    /** Largest uploaded file, bytes. Default 200 MiB. */
+    max_file_bytes: PositiveInt('Largest uploaded file, bytes.', 200 * 1024 * 1024),
+    /** Largest input line of a batch, bytes. Default 1 MiB. */
+    max_line_bytes: PositiveInt('Largest batch input line, bytes.', 1024 * 1024),
+    /** Most lines in one batch input file. Default 50000. */
+    max_lines: PositiveInt('Most lines per batch.', 50_000),
+    /** Lines outstanding (queued in the scheduler or running) across all batches. Default 64. */
+    concurrency: PositiveInt('Batch lines outstanding across all batches.', 64),
+    /** Lines outstanding per batch. Default 32. */
+    batch_concurrency: PositiveInt('Batch lines outstanding per batch.', 32),
+    /** Daily UTC windows in which batch may use more of the fleet. Default none. */
+    off_peak: Type.Array(DailyWindowSchema, { default: [] }),
+    /** Factor applied to both concurrency limits inside an off-peak window. Default 2. */
+    off_peak_concurrency_factor: Type.Number({ minimum: 1, maximum: 64, default: 2 }),
+    /** How often the runner looks for work when idle, ms. Default 250. */
+    poll_interval_ms: PositiveInt('Batch runner poll interval, milliseconds.', 250),
+  },
+  { additionalProperties: false, default: {} },
+);
+
 export const ConfigSchema = Type.Object(
   {
     server: Type.Object(
@@ -217,6 +256,11 @@ export const ConfigSchema = Type.Object(
         redis_url: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://' }),
         /** When Redis is unreachable: `closed` refuses (503), `open` falls back to per-process limits. */
         failure_policy: Type.Union([Type.Literal('closed'), Type.Literal('open')], { default: 'closed' }),
+        /**
+         * A Redis command slower than this counts as an outage, ms. Default 1000: high enough that a busy event loop
+         * on a loaded host is not mistaken for a dead Redis.
+         */
+        command_timeout_ms: PositiveInt('Redis command timeout, milliseconds.', 1000),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -241,6 +285,7 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    batch: BatchConfigSchema,
     routing: Type.Object(
       {
         /** `least_outstanding` (default) or `cost` (cheapest deployment with free capacity). */
@@ -265,3 +310,4 @@ export type SimulatedUpstreamConfig = Static<typeof SimulatedUpstreamSchema>;
 export type OpenAIUpstreamConfig = Static<typeof OpenAIUpstreamSchema>;
 export type SimulatedProfile = Static<typeof SimulatedProfileSchema>;
 export type ModelConfig = Static<typeof ModelConfigSchema>;
+export type BatchConfig = Static<typeof BatchConfigSchema>;

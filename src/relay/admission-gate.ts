@@ -22,6 +22,7 @@ import { GatewayError, RateLimitError } from '../errors/gateway-error.js';
 import type { RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
 import type { Scheduler, SchedulerRefusal, SchedulerTicket } from '../scheduling/scheduler.js';
+import type { ServiceClass } from '../scheduling/service-class.js';
 import { TieredScheduler, type TieredSchedulerOptions } from '../scheduling/tiered-scheduler.js';
 import type { Principal } from '../tenancy/key-service.js';
 import type { PlanService } from '../tenancy/plan-service.js';
@@ -39,6 +40,8 @@ export interface AdmissionInput {
   requestedTier: unknown;
   /** Aborted when the client goes away (a queued request then leaves the queue). */
   signal: AbortSignal;
+  /** Batch traces only: the class to run in instead of the plan/tier mapping's (deadline promotion). */
+  serviceClass?: ServiceClass;
 }
 
 /** Options of `AdmissionGate`. */
@@ -86,7 +89,10 @@ export class AdmissionGate {
       this.plans.planFor(principal.tenantId),
       this.plans.limitsForKey(principal.keyId),
     ]);
-    const serviceClass = resolveServiceClass(input.requestedTier, trace.batch, plan.tiers);
+    const serviceClass =
+      trace.batch && input.serviceClass !== undefined
+        ? input.serviceClass
+        : resolveServiceClass(input.requestedTier, trace.batch, plan.tiers);
     trace.serviceClass = serviceClass;
     const tokens = input.estimatedPromptTokens + input.maxOutputTokens;
 

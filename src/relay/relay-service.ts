@@ -25,6 +25,7 @@ import {
   summarizeAttempts,
 } from '../routing/call-with-failover.js';
 import type { DeploymentRouter } from '../routing/deployment-router.js';
+import type { ServiceClass } from '../scheduling/service-class.js';
 import type { Principal } from '../tenancy/key-service.js';
 import type { UpstreamEndpoint, UpstreamStream } from '../upstreams/upstream.js';
 import type { Usage } from '../upstreams/usage.js';
@@ -43,6 +44,11 @@ export interface RelayRequest {
   body: Readonly<Record<string, unknown>>;
   /** Aborted when the client disconnects. */
   signal: AbortSignal;
+  /**
+   * For batch traces only: the class to run in, overriding the plan/tier mapping (a batch line promoted to `flex`
+   * or `default` as its deadline nears). Ignored for online requests.
+   */
+  serviceClass?: ServiceClass;
 }
 
 /** A stream being relayed: what a checkpoint needs. */
@@ -249,6 +255,7 @@ export class RelayService {
       maxOutputTokens,
       requestedTier: body.service_tier,
       signal: request.signal,
+      ...(request.serviceClass === undefined ? {} : { serviceClass: request.serviceClass }),
     });
     const abort = new AbortController();
     if (request.signal.aborted) abort.abort();

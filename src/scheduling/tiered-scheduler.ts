@@ -103,6 +103,15 @@ export interface TieredSchedulerOptions {
   maxRetryAfterMs?: number;
   /** Queue-wait samples kept per class between two `takeWaitSamples` calls. Default 4096. */
   waitSampleLimit?: number;
+  /**
+   * The batch class's admission ceiling as a function of time (ms since the epoch), replacing
+   * `policies.batch.admissionCeiling`: how operators' off-peak windows give batch more of the pool. Read at every
+   * dispatch decision; a value must be in (0, 1] and is capped at the `default` class's ceiling, so online work always
+   * keeps its headroom over batch. The `flex` class is dispatched up to at least the same ceiling, so a line promoted
+   * from batch to flex never has less room than it had. A rise takes effect at the next dispatch decision (the next
+   * submission or completion). Default: none, the static policy applies.
+   */
+  batchCeilingAt?: (now: number) => number;
 }
 
 /** Classes, headroom, fair share and shedding over one pool. */
@@ -119,6 +128,7 @@ export class TieredScheduler implements Scheduler {
   private readonly outputTokenWeight: number;
   private readonly minRetryAfterMs: number;
   private readonly maxRetryAfterMs: number;
+  private readonly batchCeilingAt: ((now: number) => number) | undefined;
   private sequence = 0;
   private dispatching = false;
   private dispatchAgain = false;
@@ -138,6 +148,7 @@ export class TieredScheduler implements Scheduler {
     this.outputTokenWeight = options.outputTokenWeight ?? 2;
     this.minRetryAfterMs = options.minRetryAfterMs ?? 1_000;
     this.maxRetryAfterMs = options.maxRetryAfterMs ?? 60_000;
+    this.batchCeilingAt = options.batchCeilingAt;
   }
 
   get capacity(): Readonly<PoolCapacity> {
@@ -148,13 +159,14 @@ export class TieredScheduler implements Scheduler {
     validateJob(job);
     const serviceClass = job.serviceClass;
     const policy = this.policies[serviceClass];
+    const ceiling = this.admissionCeiling(serviceClass);
     const ticket = new JobTicket(this, { ...job }, this.clock.now(), this.sequence++, handlers);
     if (this.closed) return { outcome: 'refused', refusal: this.refusal(serviceClass, 'closed', 0) };
-    if (!this.ledger.canEverFit(ticket.reservedTokens, policy.admissionCeiling)) {
+    if (!this.ledger.canEverFit(ticket.reservedTokens, ceiling)) {
       return { outcome: 'refused', refusal: this.refusal(serviceClass, 'too_large', 0) };
     }
     const virtualCost = this.cost(job.inputTokens, job.maxOutputTokens) / ticket.weight;
-    if (this.queuedAtOrAbove(serviceClass) === 0 && this.ledger.fits(ticket.reservedTokens, policy.admissionCeiling)) {
+    if (this.queuedAtOrAbove(serviceClass) === 0 && this.ledger.fits(ticket.reservedTokens, ceiling)) {
       this.queues[serviceClass].chargeDispatchedDirectly(job.tenantId, virtualCost);
       ticket.chargedVirtual = virtualCost;
       this.start(ticket);
@@ -215,7 +227,7 @@ export class TieredScheduler implements Scheduler {
   setCapacity(capacity: Partial<PoolCapacity>): void {
     this.ledger.setCapacity(capacity);
     for (const serviceClass of serviceClasses) {
-      const ceiling = this.policies[serviceClass].admissionCeiling;
+      const ceiling = this.admissionCeiling(serviceClass);
       for (const ticket of this.queues[serviceClass].items()) {
         if (!this.ledger.canEverFit(ticket.reservedTokens, ceiling)) this.refuseQueued(ticket, 'too_large', 0);
       }
@@ -267,8 +279,21 @@ export class TieredScheduler implements Scheduler {
       ahead,
       serviceClass,
       this.ledger.capacity,
-      this.policies[serviceClass].admissionCeiling,
+      this.admissionCeiling(serviceClass),
     );
+  }
+
+  /**
+   * The admission ceiling `serviceClass` is dispatched up to now: its policy's, except for batch (and flex, which never
+   * gets less than batch) when `batchCeilingAt` is set.
+   */
+  admissionCeiling(serviceClass: ServiceClass): number {
+    const configured = this.policies[serviceClass].admissionCeiling;
+    if (this.batchCeilingAt === undefined || (serviceClass !== 'batch' && serviceClass !== 'flex')) return configured;
+    const wanted = this.batchCeilingAt(this.clock.now());
+    if (!(wanted > 0 && wanted <= 1)) throw new RangeError(`batchCeilingAt must return a value in (0, 1], got ${wanted}`);
+    const batch = Math.min(wanted, this.policies.default.admissionCeiling);
+    return serviceClass === 'batch' ? batch : Math.max(configured, batch);
   }
 
   /** The fair-share counters (virtual tokens served) of one class, by tenant. */
@@ -309,7 +334,7 @@ export class TieredScheduler implements Scheduler {
   private dispatchPass(): void {
     for (const serviceClass of serviceClasses) {
       const queue = this.queues[serviceClass];
-      const ceiling = this.policies[serviceClass].admissionCeiling;
+      const ceiling = this.admissionCeiling(serviceClass);
       for (let next = queue.peek(); next !== undefined; next = queue.peek()) {
         if (!this.ledger.fits(next.reservedTokens, ceiling)) return;
         queue.dispatch(next);

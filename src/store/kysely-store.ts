@@ -203,6 +203,11 @@ export class KyselyStore implements Store {
     this.onClose = options.onClose;
   }
 
+  /** The query layer, for stores of other modules that share this database (e.g. the batch store). */
+  get kysely(): Kysely<DatabaseSchema> {
+    return this.db;
+  }
+
   async migrate(): Promise<void> {
     const migrator = new Migrator({
       db: this.db,

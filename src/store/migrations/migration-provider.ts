@@ -1,6 +1,7 @@
 import type { Migration, MigrationProvider } from 'kysely';
 import { initialSchema } from './0001-initial-schema.js';
 import { ledgerSchema } from './0002-ledger.js';
+import { batchesSchema } from './0003-batches.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -9,6 +10,7 @@ import { ledgerSchema } from './0002-ledger.js';
 const migrations: Record<string, Migration> = {
   '0001-initial-schema': initialSchema,
   '0002-ledger': ledgerSchema,
+  '0003-batches': batchesSchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */

@@ -1,0 +1,143 @@
+/**
+ * Cluster mode with real processes: several `tollgate serve` processes sharing PostgreSQL and Redis enforce one
+ * tenant limit together; when Redis dies, fail-closed refuses with 503 and fail-open keeps serving with per-process
+ * limits — and the ledger records every request that ran either way.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { connect, createServer } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createStore } from '../src/store/create-store.js';
+import { demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
+import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
+import { pricedSimulatedConfig } from './support/test-gateway.js';
+
+const children: ChildProcess[] = [];
+beforeAll(requireBuiltCli);
+afterEach(() => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+});
+
+const pgUrl = schemaUrl;
+const messages = [{ role: 'user', content: 'cluster' }];
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function startRedis(port: number): Promise<ChildProcess> {
+  const redis = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    {
+      stdio: 'ignore',
+    },
+  );
+  children.push(redis);
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const up = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1', () => {
+        socket.end();
+        resolve(true);
+      });
+      socket.on('error', () => resolve(false));
+    });
+    if (up) return redis;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('redis-server did not start');
+}
+
+async function chat(url: string, key: string) {
+  const response = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'sim-pro-32k', messages, max_tokens: 2 }),
+  });
+  const body = (await response.json()) as { error?: { code: string } };
+  return { status: response.status, code: body.error?.code };
+}
+
+describe('cluster mode', () => {
+  const schema = uniqueSchema('cluster');
+  afterAll(async () => dropSchema(schema));
+
+  it('three gateway processes on one Redis hold a shared RPM limit', async () => {
+    const document = {
+      ...pricedSimulatedConfig,
+      store: { url: pgUrl(schema) },
+      admission: { store: 'redis', redis_url: 'redis://127.0.0.1:6379' },
+    };
+    const dir = workspace(document);
+    const first = await serve(dir, children);
+    const key = demoKeyOf(first.banner);
+    const others = await Promise.all([serve(dir, children), serve(dir, children)]);
+    const urls = [first.url, ...others.map((other) => other.url)];
+    const adminToken = /Admin token: (\S+)/.exec(first.banner)![1]!;
+    const tenants = (await (
+      await fetch(`${first.url}/admin/v1/tenants`, { headers: { authorization: `Bearer ${adminToken}` } })
+    ).json()) as {
+      data: Array<{ id: string; name: string }>;
+    };
+    const tenantId = tenants.data.find((tenant) => tenant.name === 'demo')!.id;
+    const limit = 120;
+    const plan = await fetch(`${first.url}/admin/v1/tenants/${tenantId}/plan`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ rpm: limit }),
+    });
+    expect(plan.status).toBe(200);
+
+    const results = await Promise.all(Array.from({ length: 300 }, (_, index) => chat(urls[index % urls.length]!, key)));
+    const passed = results.filter((result) => result.status === 200).length;
+    const unexpected = results.filter((result) => result.status !== 200 && result.code !== 'rate_limit_exceeded');
+    expect(unexpected).toEqual([]);
+    expect(passed).toBeLessThanOrEqual(limit);
+    expect(passed).toBeGreaterThanOrEqual(Math.floor(limit * 0.99));
+    const store = await createStore(pgUrl(schema));
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const events = await store.listUsageEvents({ tenantId, start: 0, end: Date.now() + 1, limit: 1000 });
+      expect(events.length).toBe(passed);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('follows the configured policy when Redis dies, and the ledger loses nothing', async () => {
+    const port = await freePort();
+    const redis = await startRedis(port);
+    const gateways = [];
+    for (const policy of ['closed', 'open'] as const) {
+      const dir = workspace({
+        ...pricedSimulatedConfig,
+        default_plan: { rpm: 1000 },
+        admission: { store: 'redis', redis_url: `redis://127.0.0.1:${port}`, failure_policy: policy },
+      });
+      const started = await serve(dir, children);
+      gateways.push({ policy, dir, url: started.url, key: demoKeyOf(started.banner) });
+    }
+    for (const gateway of gateways) expect((await chat(gateway.url, gateway.key)).status).toBe(200);
+    redis.kill('SIGKILL');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const closed = await chat(gateways[0]!.url, gateways[0]!.key);
+    expect(closed.status).toBe(503);
+    expect(closed.code).toBe('admission_store_unavailable');
+    const open = await chat(gateways[1]!.url, gateways[1]!.key);
+    expect(open.status).toBe(200);
+    for (const gateway of gateways) {
+      const store = await createStore(`sqlite://${gateway.dir}/data/tollgate.db`);
+      try {
+        const events = await store.listUsageEvents({ start: 0, end: Date.now() + 1, limit: 100 });
+        expect(events.length).toBe(gateway.policy === 'closed' ? 1 : 2);
+      } finally {
+        await store.close();
+      }
+    }
+  });
+});
