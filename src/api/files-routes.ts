@@ -5,14 +5,9 @@
 import { stat } from 'node:fs/promises';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { isFilePurpose, isUploadPurpose, toOpenAIFile, type BatchService } from '../batch/batch-service.js';
+import { type BatchService, isFilePurpose, isUploadPurpose, toOpenAIFile } from '../batch/batch-service.js';
 import { FileTooLargeError } from '../batch/file-storage.js';
-import {
-  GatewayError,
-  InvalidRequestError,
-  NotFoundError,
-  UnavailableError,
-} from '../errors/gateway-error.js';
+import { GatewayError, InvalidRequestError, NotFoundError, UnavailableError } from '../errors/gateway-error.js';
 
 /** Default and largest page size of `GET /v1/files`. */
 const DEFAULT_FILE_PAGE = 10_000;
@@ -67,10 +62,7 @@ export async function registerFilesRoutes(scope: FastifyInstance, batches: Batch
     } catch {
       throw new NotFoundError(`The content of file ${file.id} is no longer available.`, 'file_not_found');
     }
-    return reply
-      .type('application/octet-stream')
-      .header('content-length', file.bytes)
-      .send(files.files.read(file.id));
+    return reply.type('application/octet-stream').header('content-length', file.bytes).send(files.files.read(file.id));
   });
 
   scope.delete<{ Params: { id: string } }>('/v1/files/:id', async (request) =>
@@ -131,7 +123,9 @@ async function receiveUpload(
   if (!isUploadPurpose(purpose)) {
     await cleanUp();
     throw new InvalidRequestError(
-      purpose === undefined ? "Missing required parameter: 'purpose'." : `Unsupported purpose '${String(purpose)}': use 'batch'.`,
+      purpose === undefined
+        ? "Missing required parameter: 'purpose'."
+        : `Unsupported purpose '${String(purpose)}': use 'batch'.`,
       { param: 'purpose', code: purpose === undefined ? 'missing_required_parameter' : 'invalid_value' },
     );
   }

@@ -5,7 +5,7 @@
  * at all (no line parses), is empty, or has too many lines.
  */
 import type { TSchema } from '@sinclair/typebox';
-import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
+import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
 import {
   ChatCompletionRequestSchema,
   CompletionRequestSchema,
@@ -131,7 +131,8 @@ export async function readBatchInput(
   } else if (parsed === 0) {
     summary.failure = {
       code: 'invalid_file_format',
-      message: 'The input file is not JSONL: no line is a JSON object. Each line must be {"custom_id", "method", "url", "body"}.',
+      message:
+        'The input file is not JSONL: no line is a JSON object. Each line must be {"custom_id", "method", "url", "body"}.',
       param: null,
       line: null,
     };
@@ -147,12 +148,7 @@ interface CheckedLine {
 }
 
 /** One line's checks; `text` null means the line was over the size limit. */
-function checkLine(
-  text: string | null,
-  index: number,
-  options: BatchInputOptions,
-  seen: Set<string>,
-): CheckedLine {
+function checkLine(text: string | null, index: number, options: BatchInputOptions, seen: Set<string>): CheckedLine {
   const requestId = `${options.batchId}_${index}`;
   const base = { batchId: options.batchId, lineIndex: index, requestId };
   const invalid = (
@@ -202,12 +198,7 @@ function checkLine(
   }
   seen.add(customId);
   if (line.method !== 'POST') {
-    return invalid(
-      { code: 'invalid_method', message: `Line ${index + 1}: method must be POST.` },
-      true,
-      customId,
-      url,
-    );
+    return invalid({ code: 'invalid_method', message: `Line ${index + 1}: method must be POST.` }, true, customId, url);
   }
   if (!isBatchEndpoint(url)) {
     return invalid(

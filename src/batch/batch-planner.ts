@@ -87,7 +87,8 @@ export function planBatchClass(progress: BatchProgress, options: BatchPlanOption
     ['remainingTokens', remainingTokens],
     ['recentTokensPerSecond', recentTokensPerSecond],
   ] as const) {
-    if (!(value >= 0 && Number.isFinite(value))) throw new RangeError(`${name} must be a finite number ≥ 0, got ${value}`);
+    if (!(value >= 0 && Number.isFinite(value)))
+      throw new RangeError(`${name} must be a finite number ≥ 0, got ${value}`);
   }
   if (!Number.isFinite(now) || !Number.isFinite(deadline)) {
     throw new RangeError(`now and deadline must be finite, got ${now} and ${deadline}`);

@@ -18,7 +18,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { BillingService } from '../billing/billing-service.js';
-import { GatewayError, toGatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
+import { type GatewayError, toGatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
 import type { RelayService } from '../relay/relay-service.js';
@@ -347,7 +347,14 @@ export class BatchRunner {
       await store.transitionBatch(batch.id, ['in_progress'], {
         status: 'failed',
         failedAt: now,
-        errors: [{ code: 'key_not_found', message: 'The API key that created the batch no longer exists.', param: null, line: null }],
+        errors: [
+          {
+            code: 'key_not_found',
+            message: 'The API key that created the batch no longer exists.',
+            param: null,
+            line: null,
+          },
+        ],
       });
       return 0;
     }
@@ -589,7 +596,11 @@ function outputLine(batch: BatchRecord, line: BatchLineRecord): string | undefin
   return JSON.stringify({
     id: outputRecordId(batch, line),
     custom_id: line.customId,
-    response: { status_code: line.statusCode ?? 200, request_id: line.requestId, body: JSON.parse(line.response ?? 'null') },
+    response: {
+      status_code: line.statusCode ?? 200,
+      request_id: line.requestId,
+      body: JSON.parse(line.response ?? 'null'),
+    },
     error: null,
   });
 }

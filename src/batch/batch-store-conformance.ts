@@ -115,11 +115,13 @@ export function describeBatchStoreConformance(name: string, options: BatchStoreC
       expect(page2.map((record) => record.id)).toEqual([a.id]);
       expect(await batches.transitionBatch(a.id, ['in_progress'], { status: 'completed' })).toBe(false);
       expect(
-        await batches.transitionBatch(a.id, ['validating'], { status: 'in_progress', inProgressAt: 11_000, model: 'm' }),
+        await batches.transitionBatch(a.id, ['validating'], {
+          status: 'in_progress',
+          inProgressAt: 11_000,
+          model: 'm',
+        }),
       ).toBe(true);
-      expect(
-        await batches.transitionBatch(a.id, ['validating'], { status: 'failed', failedAt: 12_000 }),
-      ).toBe(false);
+      expect(await batches.transitionBatch(a.id, ['validating'], { status: 'failed', failedAt: 12_000 })).toBe(false);
       const errors = [{ code: 'x', message: 'y', param: null, line: 3 }];
       expect(await batches.transitionBatch(a.id, ['in_progress'], { status: 'failed', errors, failedAt: 13_000 })).toBe(
         true,

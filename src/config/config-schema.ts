@@ -180,8 +180,8 @@ const DailyWindowSchema = Type.Object(
 /** The Files and Batches API and the batch runner. */
 export const BatchConfigSchema = Type.Object(
   {
-    /** Completion windows clients may ask for (`<n>m`, `<n>h` or `<n>d`). Default ["24h"]. */
-    completion_windows: Type.Array(Type.String({ pattern: '^[1-9][0-9]{0,5}[mhd]$' }), {
+    /** Completion windows clients may ask for (`<n>s`, `<n>m`, `<n>h` or `<n>d`). Default ["24h"]. */
+    completion_windows: Type.Array(Type.String({ pattern: '^[1-9][0-9]{0,5}[smhd]$' }), {
       minItems: 1,
       default: ['24h'],
     }),

@@ -1,0 +1,431 @@
+/**
+ * Files and Batches API end to end through the official SDK: upload, batch, poll, download, exact batch-discounted
+ * billing, cancellation and expiry of a slow batch, bad input (per-line errors and whole-file failures), tenant
+ * isolation and the upload size limit.
+ */
+import { randomBytes } from 'node:crypto';
+import OpenAI, { toFile } from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countPromptTokens } from '../src/metering/token-counter.js';
+import { openAIErrors } from './support/openai-schema.js';
+import { pricedSimulatedConfig, startTestGateway, type TestGateway } from './support/test-gateway.js';
+
+const MAX_FILE_BYTES = 64 * 1024;
+const MAX_LINE_BYTES = 2048;
+
+const config = {
+  ...pricedSimulatedConfig,
+  upstreams: [
+    ...pricedSimulatedConfig.upstreams,
+    // Slow on purpose: a 40-token answer takes ~0.8 s, so a batch can be cancelled or expire mid-way.
+    {
+      name: 'slow',
+      type: 'simulated',
+      replicas: 1,
+      profile: { t_prefill_us: 1, t_fixed_ms: 20, t_seq_ms: 0.01, max_batch: 64, kv_tokens: 262_144 },
+    },
+  ],
+  models: [
+    ...pricedSimulatedConfig.models,
+    { name: 'sim-slow', context_window: 32_768, deployments: [{ upstream: 'slow', model: 'slow' }] },
+  ],
+  pricing: {
+    ...pricedSimulatedConfig.pricing,
+    versions: [
+      {
+        ...pricedSimulatedConfig.pricing.versions[0]!,
+        models: { ...pricedSimulatedConfig.pricing.versions[0]!.models, 'sim-slow': { input: '0.8', output: '2' } },
+      },
+    ],
+  },
+  batch: {
+    max_file_bytes: MAX_FILE_BYTES,
+    max_line_bytes: MAX_LINE_BYTES,
+    completion_windows: ['24h', '4s'],
+    batch_concurrency: 2,
+    poll_interval_ms: 20,
+  },
+};
+
+/** List price in nano-yuan of sim-pro-32k / sim-slow: 800 per input token, 2000 per output token. */
+const listNano = (prompt: number, completion: number) => BigInt(prompt) * 800n + BigInt(completion) * 2000n;
+const decimalToNano = (text: string) => {
+  const negative = text.startsWith('-');
+  const [whole, fraction = ''] = text.replace('-', '').split('.');
+  const value = BigInt(whole!) * 1_000_000_000n + BigInt(fraction.padEnd(9, '0'));
+  return negative ? -value : value;
+};
+
+interface InputLine {
+  custom_id: string;
+  method: string;
+  url: string;
+  body: Record<string, unknown>;
+}
+
+function chatLine(customId: string, model: string, maxTokens: number, text = `Question ${customId}?`): InputLine {
+  return {
+    custom_id: customId,
+    method: 'POST',
+    url: '/v1/chat/completions',
+    body: { model, messages: [{ role: 'user', content: text }], max_tokens: maxTokens },
+  };
+}
+
+const jsonl = (lines: readonly unknown[]) => `${lines.map((line) => JSON.stringify(line)).join('\n')}\n`;
+
+async function upload(client: OpenAI, content: string | Buffer, name = 'input.jsonl') {
+  return client.files.create({ file: await toFile(Buffer.from(content), name), purpose: 'batch' });
+}
+
+async function waitFor(
+  client: OpenAI,
+  id: string,
+  done: (status: string) => boolean,
+  timeoutMs = 15_000,
+): Promise<OpenAI.Batches.Batch> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const batch = await client.batches.retrieve(id);
+    if (done(batch.status)) return batch;
+    if (Date.now() > deadline) throw new Error(`batch ${id} still ${batch.status}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const final = (status: string) => ['completed', 'failed', 'expired', 'cancelled'].includes(status);
+
+async function readJsonl(client: OpenAI, fileId: string): Promise<any[]> {
+  const text = await (await client.files.content(fileId)).text();
+  return text
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line));
+}
+
+async function caught(promise: Promise<unknown>): Promise<InstanceType<typeof OpenAI.APIError>> {
+  try {
+    await promise;
+  } catch (error: unknown) {
+    return error as InstanceType<typeof OpenAI.APIError>;
+  }
+  throw new Error('expected an error');
+}
+
+let harness: TestGateway;
+beforeAll(async () => {
+  harness = await startTestGateway(config);
+});
+afterAll(async () => harness?.close());
+
+describe('Files API', () => {
+  it('uploads, lists, retrieves, downloads and deletes a file; objects match the OpenAPI schema', async () => {
+    const { key } = await harness.createTenantWithKey();
+    const client = harness.client(key);
+    const content = jsonl([chatLine('a', 'sim-pro-32k', 3)]);
+    const file = await upload(client, content, 'mine.jsonl');
+    expect(openAIErrors('OpenAIFile', file)).toEqual([]);
+    expect(file).toMatchObject({ object: 'file', purpose: 'batch', filename: 'mine.jsonl' });
+    expect(file.bytes).toBe(Buffer.byteLength(content));
+    expect(await client.files.retrieve(file.id)).toEqual(file);
+    const listed = await client.files.list();
+    expect(listed.data.map((entry) => entry.id)).toEqual([file.id]);
+    expect(await (await client.files.content(file.id)).text()).toBe(content);
+    const deleted = await client.files.delete(file.id);
+    expect(deleted).toEqual({ id: file.id, object: 'file', deleted: true });
+    expect(openAIErrors('DeleteFileResponse', deleted)).toEqual([]);
+    expect((await caught(client.files.retrieve(file.id))).status).toBe(404);
+  });
+
+  it('pages the list with limit and after', async () => {
+    const { key } = await harness.createTenantWithKey();
+    const client = harness.client(key);
+    const ids: string[] = [];
+    for (let index = 0; index < 3; index++) ids.push((await upload(client, jsonl([chatLine('a', 'm', 1)]))).id);
+    const response = await fetch(`${harness.url}/v1/files?limit=2`, { headers: { authorization: `Bearer ${key}` } });
+    const page = (await response.json()) as { data: { id: string }[]; has_more: boolean; last_id: string };
+    expect(openAIErrors('ListFilesResponse', page)).toEqual([]);
+    expect(page.data).toHaveLength(2);
+    expect(page.has_more).toBe(true);
+    const rest = await fetch(`${harness.url}/v1/files?limit=2&after=${page.last_id}`, {
+      headers: { authorization: `Bearer ${key}` },
+    });
+    const second = (await rest.json()) as { data: { id: string }[]; has_more: boolean };
+    expect(second.has_more).toBe(false);
+    expect([...page.data, ...second.data].map((entry) => entry.id).sort()).toEqual([...ids].sort());
+  });
+
+  it('refuses a file over the size limit with 413 and keeps nothing', async () => {
+    const { key } = await harness.createTenantWithKey();
+    const client = harness.client(key);
+    const error = await caught(upload(client, Buffer.alloc(MAX_FILE_BYTES + 10, 'a')));
+    expect(error.status).toBe(413);
+    expect(error.code).toBe('file_too_large');
+    expect((await client.files.list()).data).toEqual([]);
+    // Exactly at the limit is accepted.
+    const atLimit = await upload(client, Buffer.alloc(MAX_FILE_BYTES, 'a'));
+    expect(atLimit.bytes).toBe(MAX_FILE_BYTES);
+  });
+
+  it("answers 404 for another tenant's file, everywhere", async () => {
+    const owner = await harness.createTenantWithKey();
+    const other = await harness.createTenantWithKey({ credit: '1' });
+    const file = await upload(harness.client(owner.key), jsonl([chatLine('a', 'sim-pro-32k', 1)]));
+    const client = harness.client(other.key);
+    for (const attempt of [
+      client.files.retrieve(file.id),
+      client.files.content(file.id),
+      client.files.delete(file.id),
+      client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+    ]) {
+      const error = await caught(attempt);
+      expect(error).toBeInstanceOf(OpenAI.NotFoundError);
+    }
+    expect((await client.files.list()).data).toEqual([]);
+    expect((await harness.client(owner.key).files.retrieve(file.id)).id).toBe(file.id);
+  });
+});
+
+describe('Batches API', () => {
+  it('runs a batch end to end: one output line per input line, usage per line, billed at half the list price', async () => {
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: '10' });
+    const client = harness.client(key);
+    const input = Array.from({ length: 40 }, (_, index) =>
+      chatLine(`line-${index}`, 'sim-pro-32k', 2 + (index % 7), `Tell me about ${index} ${'x'.repeat(index)}`),
+    );
+    const file = await upload(client, jsonl(input));
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+      metadata: { project: 'docs' },
+    });
+    expect(openAIErrors('Batch', created)).toEqual([]);
+    expect(created).toMatchObject({ object: 'batch', input_file_id: file.id, metadata: { project: 'docs' } });
+    expect(['validating', 'in_progress']).toContain(created.status);
+
+    const batch = await waitFor(client, created.id, final);
+    expect(openAIErrors('Batch', batch)).toEqual([]);
+    expect(batch.status).toBe('completed');
+    expect(batch.request_counts).toEqual({ total: 40, completed: 40, failed: 0 });
+    expect(batch.error_file_id).toBeUndefined();
+    expect(batch.completed_at).toBeGreaterThanOrEqual(batch.created_at);
+    expect(batch.model).toBe('sim-pro-32k');
+
+    const output = await readJsonl(client, batch.output_file_id!);
+    expect(output).toHaveLength(40);
+    expect(output.map((line) => line.custom_id).sort()).toEqual(input.map((line) => line.custom_id).sort());
+    let expectedList = 0n;
+    let promptTotal = 0;
+    let completionTotal = 0;
+    for (const line of output) {
+      const source = input.find((entry) => entry.custom_id === line.custom_id)!;
+      const prompt = countPromptTokens('chat', source.body);
+      const completion = source.body.max_tokens as number;
+      expect(line.error).toBeNull();
+      expect(line.response.status_code).toBe(200);
+      expect(line.response.request_id).toBe(`${batch.id}_${input.indexOf(source)}`);
+      expect(line.response.body.usage).toMatchObject({ prompt_tokens: prompt, completion_tokens: completion });
+      expect(line.response.body.object).toBe('chat.completion');
+      expectedList += listNano(prompt, completion);
+      promptTotal += prompt;
+      completionTotal += completion;
+    }
+    expect(batch.usage).toMatchObject({ input_tokens: promptTotal, output_tokens: completionTotal });
+
+    const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
+    expect(10_000_000_000n - decimalToNano(balance.body.balance)).toBe(expectedList / 2n);
+    expect(balance.body.reserved).toBe('0');
+
+    const listed = await client.batches.list();
+    expect(listed.data.map((entry) => entry.id)).toEqual([batch.id]);
+    const raw = await fetch(`${harness.url}/v1/batches?limit=1`, { headers: { authorization: `Bearer ${key}` } });
+    const page = await raw.json();
+    expect(openAIErrors('ListBatchesResponse', page)).toEqual([]);
+    expect(page).toMatchObject({ object: 'list', first_id: batch.id, last_id: batch.id, has_more: false });
+
+    const outputFile = await client.files.retrieve(batch.output_file_id!);
+    expect(openAIErrors('OpenAIFile', outputFile)).toEqual([]);
+    expect(outputFile.purpose).toBe('batch_output');
+
+    const admin = await harness.admin('GET', `/batches/${batch.id}`);
+    expect(admin.status).toBe(200);
+    expect(admin.body).toMatchObject({ tenant_id: tenantId, status: 'completed' });
+    expect(admin.body.progress).toMatchObject({ lines_done: 40, lines_total: 40, tokens_remaining: 0, eta_seconds: 0 });
+    expect(admin.body.progress.tokens_used).toBe(promptTotal + completionTotal);
+    const all = await harness.admin('GET', `/batches?tenant_id=${tenantId}`);
+    expect(all.body.data.map((entry: { id: string }) => entry.id)).toEqual([batch.id]);
+
+    const metrics = await (await fetch(`${harness.url}/metrics`)).text();
+    expect(metrics).toMatch(/tollgate_batch_lines\{state="done"\} (\d+)/);
+    expect(Number(/tollgate_batch_lines\{state="done"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(40);
+    expect(metrics).toContain('tollgate_batch_capacity_share');
+  });
+
+  it('cancels a slow batch: cancelling, then cancelled; work done is returned and billed, nothing after', async () => {
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: '10' });
+    const client = harness.client(key);
+    const input = Array.from({ length: 12 }, (_, index) => chatLine(`slow-${index}`, 'sim-slow', 40));
+    const file = await upload(client, jsonl(input));
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    await waitFor(client, created.id, (status) => status === 'in_progress');
+    // Let a first pair of lines finish, then cancel while the next pair runs.
+    const deadline = Date.now() + 10_000;
+    while ((await client.batches.retrieve(created.id)).request_counts!.completed < 2 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const cancelling = await client.batches.cancel(created.id);
+    expect(openAIErrors('Batch', cancelling)).toEqual([]);
+    expect(['cancelling', 'cancelled']).toContain(cancelling.status);
+    const batch = await waitFor(client, created.id, final);
+    expect(batch.status).toBe('cancelled');
+    expect(batch.cancelling_at).toBeDefined();
+    expect(batch.cancelled_at).toBeDefined();
+    const done = batch.request_counts!.completed;
+    expect(done).toBeGreaterThanOrEqual(2);
+    expect(done).toBeLessThan(12);
+    expect(batch.request_counts).toEqual({ total: 12, completed: done, failed: 12 - done });
+
+    const output = await readJsonl(client, batch.output_file_id!);
+    expect(output).toHaveLength(done);
+    const errors = await readJsonl(client, batch.error_file_id!);
+    expect(errors).toHaveLength(12 - done);
+    for (const line of errors) expect(line).toMatchObject({ response: null, error: { code: 'batch_cancelled' } });
+    expect(new Set([...output, ...errors].map((line) => line.custom_id)).size).toBe(12);
+
+    const prompt = countPromptTokens('chat', input[0]!.body);
+    const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
+    expect(10_000_000_000n - decimalToNano(balance.body.balance)).toBe((listNano(prompt, 40) * BigInt(done)) / 2n);
+    expect(balance.body.reserved).toBe('0');
+    // A cancelled batch stays cancelled; cancelling it again is harmless.
+    expect((await client.batches.cancel(created.id)).status).toBe('cancelled');
+  });
+
+  it('expires a batch that cannot finish in its window: batch_expired lines, work done returned', async () => {
+    const { key } = await harness.createTenantWithKey({ credit: '10' });
+    const client = harness.client(key);
+    const input = Array.from({ length: 30 }, (_, index) => chatLine(`exp-${index}`, 'sim-slow', 40));
+    const file = await upload(client, jsonl(input));
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '4s' as '24h',
+    });
+    const batch = await waitFor(client, created.id, final, 20_000);
+    expect(openAIErrors('Batch', batch)).toEqual([]);
+    expect(batch.status).toBe('expired');
+    expect(batch.expired_at).toBeGreaterThanOrEqual(batch.expires_at! - 1);
+    const done = batch.request_counts!.completed;
+    expect(done).toBeGreaterThan(0);
+    expect(done).toBeLessThan(30);
+    const errors = await readJsonl(client, batch.error_file_id!);
+    expect(errors).toHaveLength(30 - done);
+    for (const line of errors) expect(line.error.code).toBe('batch_expired');
+    expect(await readJsonl(client, batch.output_file_id!)).toHaveLength(done);
+  });
+
+  it('refuses a completion window the operator did not allow, and an unsupported endpoint', async () => {
+    const { key } = await harness.createTenantWithKey({ credit: '1' });
+    const client = harness.client(key);
+    const file = await upload(client, jsonl([chatLine('a', 'sim-pro-32k', 1)]));
+    const window = await caught(
+      client.batches.create({
+        input_file_id: file.id,
+        endpoint: '/v1/chat/completions',
+        completion_window: '1h' as '24h',
+      }),
+    );
+    expect(window.status).toBe(400);
+    expect(window.param).toBe('completion_window');
+    const endpoint = await caught(
+      client.batches.create({ input_file_id: file.id, endpoint: '/v1/responses', completion_window: '24h' }),
+    );
+    expect(endpoint.status).toBe(400);
+    expect(endpoint.param).toBe('endpoint');
+    expect((await caught(client.batches.retrieve('batch_nope'))).status).toBe(404);
+  });
+});
+
+describe('bad batch input', () => {
+  it('fails a file that is not JSONL with a clear error and charges nothing', async () => {
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: '1' });
+    const client = harness.client(key);
+    const file = await upload(client, randomBytes(5000), 'image.png');
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    const batch = await waitFor(client, created.id, final);
+    expect(openAIErrors('Batch', batch)).toEqual([]);
+    expect(batch.status).toBe('failed');
+    expect(batch.failed_at).toBeDefined();
+    expect(batch.errors?.data?.[0]).toMatchObject({ code: 'invalid_file_format' });
+    expect(batch.output_file_id).toBeUndefined();
+    const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
+    expect(balance.body.balance).toBe('1');
+  });
+
+  it('sends bad lines to the error file with their own error and runs the good ones', async () => {
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: '10' });
+    const client = harness.client(key);
+    const good = [chatLine('good-1', 'sim-pro-32k', 3), chatLine('good-2', 'sim-pro-32k', 4)];
+    const lines = [
+      JSON.stringify(good[0]),
+      JSON.stringify({ ...chatLine('unknown-url', 'sim-pro-32k', 1), url: '/v1/images/generations' }),
+      JSON.stringify({
+        custom_id: 'wrong-endpoint',
+        method: 'POST',
+        url: '/v1/embeddings',
+        body: { model: 'sim-embed', input: 'x' },
+      }),
+      JSON.stringify(chatLine('good-1', 'sim-pro-32k', 1)), // duplicate custom_id
+      JSON.stringify(chatLine('too-big', 'sim-pro-32k', 1, 'y'.repeat(MAX_LINE_BYTES))),
+      '{"custom_id": "broken", ',
+      JSON.stringify({ ...chatLine('', 'sim-pro-32k', 1), custom_id: undefined }),
+      JSON.stringify({ ...chatLine('get', 'sim-pro-32k', 1), method: 'GET' }),
+      JSON.stringify({ ...chatLine('not-object', 'sim-pro-32k', 1), body: 'hello' }),
+      JSON.stringify(chatLine('no-such-model', 'sim-nope', 1)),
+      JSON.stringify(good[1]),
+    ];
+    const file = await upload(client, `${lines.join('\n')}\n`);
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    const batch = await waitFor(client, created.id, final);
+    expect(batch.status).toBe('completed');
+    expect(batch.request_counts).toEqual({ total: 11, completed: 2, failed: 9 });
+    const output = await readJsonl(client, batch.output_file_id!);
+    expect(output.map((line) => line.custom_id).sort()).toEqual(['good-1', 'good-2']);
+    const errors = await readJsonl(client, batch.error_file_id!);
+    const byId = (id: string | null) => errors.filter((line) => line.custom_id === id);
+    expect(byId('unknown-url')[0].error.code).toBe('invalid_url');
+    expect(byId('wrong-endpoint')[0].error.code).toBe('mismatched_endpoint');
+    expect(byId('good-1')[0].error.code).toBe('duplicate_custom_id');
+    expect(byId('get')[0].error.code).toBe('invalid_method');
+    expect(byId('not-object')[0].error.code).toBe('invalid_body');
+    const nulls = byId(null)
+      .map((line) => line.error.code)
+      .sort();
+    expect(nulls).toEqual(['invalid_json_line', 'line_too_large', 'missing_custom_id']);
+    // A line the gateway refuses (unknown model) carries the gateway's answer, as OpenAI's error file does.
+    expect(byId('no-such-model')[0]).toMatchObject({
+      response: { status_code: 404, body: { error: { code: 'model_not_found' } } },
+      error: null,
+    });
+    expect(errors).toHaveLength(9);
+
+    const expected = good.reduce(
+      (sum, line) => sum + listNano(countPromptTokens('chat', line.body), line.body.max_tokens as number),
+      0n,
+    );
+    const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
+    expect(10_000_000_000n - decimalToNano(balance.body.balance)).toBe(expected / 2n);
+  });
+});
