@@ -19,7 +19,7 @@ import {
   startTollgate,
   startUpstream,
 } from './bench-targets.js';
-import { processTreeRss } from './process-tree-stats.js';
+import { processTreeCpuMs, processTreeRss } from './process-tree-stats.js';
 
 /** How the streams are opened and held. */
 export interface StreamRssOptions {
@@ -54,11 +54,13 @@ export interface StreamRssResult {
   openAtEnd: number;
   /** SSE events received per second while sampling (`streams * 1000 / chunkDelayMs` when nothing buffers). */
   eventsPerSecond: number;
+  /** CPU the gateway's process tree used while sampling, % of one core. */
+  cpuPercent: number;
   /** Gateway tree RSS before the streams, MiB. */
   idleRssMiB: number;
   /** Highest gateway tree RSS while every stream was open, MiB. */
   heldRssMiB: number;
-  /** `(held - idle) / opened`, KiB per stream. */
+  /** `(held - idle) / streams open when the RSS was highest`, KiB per stream. */
   perStreamKiB: number;
   /** Processes summed (1 + workers). */
   processes: number;
@@ -85,8 +87,8 @@ export async function measureStreamRss(
   const pool = new Pool(url.origin, {
     connections: options.streams,
     pipelining: 1,
-    headersTimeout: 60_000,
-    bodyTimeout: 60_000,
+    headersTimeout: 120_000,
+    bodyTimeout: 120_000,
   });
   const body = chatRequestBody(true);
   const headers = { 'content-type': 'application/json', ...target.headers };
@@ -149,18 +151,25 @@ export async function measureStreamRss(
   if (opened < options.streams) problems.push(`only ${opened} of ${options.streams} streams opened`);
 
   let heldKiB = 0;
+  let openWhenHeld = 0;
   let upstreamHeldKiB = 0;
   let processes = 0;
   const eventsBefore = events;
+  const cpuBefore = processTreeCpuMs(gatewayPid);
   const sampleStart = Date.now();
   while (Date.now() - sampleStart < options.sampleSeconds * 1000) {
     const held = processTreeRss(gatewayPid);
-    heldKiB = Math.max(heldKiB, held.totalKiB);
+    if (held.totalKiB > heldKiB) {
+      heldKiB = held.totalKiB;
+      openWhenHeld = open;
+    }
     processes = held.processes.length;
     upstreamHeldKiB = Math.max(upstreamHeldKiB, processTreeRss(upstream.process.pid).totalKiB);
     await sleep(250);
   }
-  const eventsPerSecond = Math.round(((events - eventsBefore) * 1000) / (Date.now() - sampleStart));
+  const sampledMs = Date.now() - sampleStart;
+  const eventsPerSecond = Math.round(((events - eventsBefore) * 1000) / sampledMs);
+  const cpuPercent = Math.round(((processTreeCpuMs(gatewayPid) - cpuBefore) / sampledMs) * 100);
   const openAtEnd = open;
   if (openAtEnd < opened) problems.push(`${opened - openAtEnd} streams ended before sampling finished`);
   for (const [problem, count] of statusProblems) problems.push(`${count} × ${problem}`);
@@ -175,9 +184,10 @@ export async function measureStreamRss(
     failed,
     openAtEnd,
     eventsPerSecond,
+    cpuPercent,
     idleRssMiB: mib(idle.totalKiB),
     heldRssMiB: mib(heldKiB),
-    perStreamKiB: opened === 0 ? Number.NaN : Math.round(((heldKiB - idle.totalKiB) / opened) * 10) / 10,
+    perStreamKiB: openWhenHeld === 0 ? Number.NaN : Math.round(((heldKiB - idle.totalKiB) / openWhenHeld) * 10) / 10,
     processes,
     upstreamIdleRssMiB: mib(upstreamIdle.totalKiB),
     upstreamHeldRssMiB: mib(upstreamHeldKiB),
@@ -204,7 +214,8 @@ export async function runStreamRssScenario(
   options: StreamRssScenarioOptions,
   log: (line: string) => void = () => undefined,
 ): Promise<StreamRssResult[]> {
-  const streamSeconds = 30 + options.sampleSeconds + options.streams / options.rampStep / 10;
+  // Long enough to outlast the slowest opening allowed (60 s) plus the sampling: a stream must not end while sampled.
+  const streamSeconds = 90 + options.sampleSeconds + options.streams / options.rampStep / 10;
   const upstream = await startUpstream(processes, {
     chunkDelayMs: options.chunkDelayMs,
     chunks: Math.ceil((streamSeconds * 1000) / options.chunkDelayMs),
@@ -275,12 +286,13 @@ function parsePositiveInt(value: string): number {
 /** Formats results as a Markdown table. */
 export function formatStreamRssTable(results: readonly StreamRssResult[]): string {
   const lines = [
-    '| target | streams open | events/s | idle RSS MiB | RSS with streams MiB | KiB/stream | processes | upstream RSS MiB | problems |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    '| target | streams open | events/s | CPU % of a core | idle RSS MiB | RSS with streams MiB | KiB/stream | processes | upstream RSS MiB | problems |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const result of results) {
     lines.push(
-      `| ${result.target} | ${result.openAtEnd}/${result.streams} | ${result.eventsPerSecond} | ${result.idleRssMiB} | ` +
+      `| ${result.target} | ${result.openAtEnd}/${result.streams} | ${result.eventsPerSecond} | ${result.cpuPercent} | ` +
+        `${result.idleRssMiB} | ` +
         `${result.heldRssMiB} | ${result.perStreamKiB} | ${result.processes} | ${result.upstreamHeldRssMiB} | ` +
         `${result.problems.join('; ').slice(0, 200) || '–'} |`,
     );

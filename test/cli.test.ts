@@ -4,12 +4,19 @@
  * Runs the built CLI (`npm test` builds first).
  */
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../src/store/create-store.js';
-import { workspace as cliWorkspace, requireBuiltCli, runCli, serve as serveCli } from './support/cli-process.js';
-import { fastSimulatedConfig } from './support/test-gateway.js';
+import {
+  workspace as cliWorkspace,
+  demoKeyOf,
+  requireBuiltCli,
+  runCli,
+  serve as serveCli,
+} from './support/cli-process.js';
+import { fastSimulatedConfig, pricedSimulatedConfig } from './support/test-gateway.js';
 
 const children: ChildProcess[] = [];
 
@@ -106,6 +113,103 @@ describe('tenant and key commands', () => {
     await expect(client.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
   });
 
+  it('add credits, set plans, report usage and print invoices', async () => {
+    const dir = cliWorkspace(pricedSimulatedConfig);
+    const { url, banner } = await serve(dir);
+    const tenantId = JSON.parse(run(dir, ['tenants', 'create', 'billed']).stdout).id as string;
+    const credit = run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '2.5', '--idempotency-key', 'k1']);
+    expect(credit.status, credit.stderr).toBe(0);
+    expect(JSON.parse(credit.stdout).balance).toBe('2.5');
+    const again = JSON.parse(
+      run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '2.5', '--idempotency-key', 'k1']).stdout,
+    );
+    expect(again).toMatchObject({ created: false, balance: '2.5' });
+    const plan = run(dir, [
+      'plans',
+      'set',
+      '--tenant',
+      tenantId,
+      '--rpm',
+      '5',
+      '--tiers',
+      'default,flex',
+      '--url',
+      url,
+    ]);
+    expect(plan.status, plan.stderr).toBe(0);
+    expect(JSON.parse(plan.stdout)).toMatchObject({ rpm: 5, tiers: ['default', 'flex'] });
+    expect(run(dir, ['plans', 'set', '--tenant', tenantId, '--tiers', 'gold']).status).not.toBe(0);
+
+    const key = JSON.parse(run(dir, ['keys', 'create', '--tenant', tenantId, '--url', url]).stdout).key as string;
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: key, maxRetries: 0 });
+    await client.chat.completions.create({
+      model: 'sim-pro-32k',
+      messages: [{ role: 'user', content: 'bill me' }],
+      max_tokens: 4,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const usage = JSON.parse(run(dir, ['usage', '--tenant', tenantId, '--bucket', '1h']).stdout);
+    const outputTokens = usage.data
+      .flatMap((bucket: { results: Array<{ output_tokens: number }> }) => bucket.results)
+      .reduce((sum: number, result: { output_tokens: number }) => sum + result.output_tokens, 0);
+    expect(outputTokens).toBe(4);
+    const month = new Date().toISOString().slice(0, 7);
+    const csv = run(dir, ['invoice', '--tenant', tenantId, '--month', month, '--format', 'csv']);
+    expect(csv.status, csv.stderr).toBe(0);
+    expect(csv.stdout).toContain('sim-pro-32k');
+    const html = run(dir, ['invoice', '--tenant', tenantId, '--month', month, '--format', 'html', '--url', url]);
+    expect(html.stdout).toContain('<html');
+    expect(banner).toContain('Admin token');
+  });
+
+  it('submit a batch with --wait, then status, list and download its results', async () => {
+    const dir = cliWorkspace(pricedSimulatedConfig);
+    const { url, banner } = await serve(dir);
+    const key = demoKeyOf(banner);
+    const input = path.join(dir, 'requests.jsonl');
+    writeFileSync(
+      input,
+      Array.from({ length: 5 }, (_, index) =>
+        JSON.stringify({
+          custom_id: `r${index}`,
+          method: 'POST',
+          url: '/v1/chat/completions',
+          body: { messages: [{ role: 'user', content: `line ${index}` }], max_tokens: 3 },
+        }),
+      ).join('\n'),
+    );
+    const submitted = run(dir, [
+      'batch',
+      'submit',
+      input,
+      '--model',
+      'sim-pro-32k',
+      '--wait',
+      '--url',
+      url,
+      '--api-key',
+      key,
+    ]);
+    expect(submitted.status, submitted.stderr).toBe(0);
+    const batch = JSON.parse(submitted.stdout);
+    expect(batch).toMatchObject({ status: 'completed', request_counts: { total: 5, completed: 5, failed: 0 } });
+    const status = JSON.parse(run(dir, ['batch', 'status', batch.id, '--url', url, '--api-key', key]).stdout);
+    expect(status.id).toBe(batch.id);
+    const list = JSON.parse(run(dir, ['batch', 'list', '--url', url, '--api-key', key]).stdout);
+    expect(list.data.map((entry: { id: string }) => entry.id)).toContain(batch.id);
+    const output = path.join(dir, 'out.jsonl');
+    expect(run(dir, ['batch', 'download', batch.id, '-o', output, '--url', url, '--api-key', key]).status).toBe(0);
+    const lines = readFileSync(output, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    expect(lines.map((line: { custom_id: string }) => line.custom_id).sort()).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
+    expect(lines.every((line: { response: { status_code: number } }) => line.response.status_code === 200)).toBe(true);
+    const missing = run(dir, ['batch', 'submit', input, '--url', url]);
+    expect(missing.status).not.toBe(0);
+    expect(missing.stderr).toContain('--api-key');
+  });
+
   it('explains bad input with a non-zero exit', () => {
     const dir = workspace({
       models: [{ name: 'm', context_window: 'big', deployments: [{ upstream: 'x', model: 'y' }] }],
@@ -115,7 +219,19 @@ describe('tenant and key commands', () => {
     expect(result.stderr).toContain('models[0].context_window');
     const help = run(dir, ['--help']);
     expect(help.status).toBe(0);
-    for (const command of ['serve', 'tenants', 'keys', 'sim-upstream']) expect(help.stdout).toContain(command);
+    for (const command of [
+      'serve',
+      'tenants',
+      'keys',
+      'credits',
+      'usage',
+      'invoice',
+      'plans',
+      'batch',
+      'sim-upstream',
+    ]) {
+      expect(help.stdout).toContain(command);
+    }
     const missing = run(dir, ['keys', 'create']);
     expect(missing.status).not.toBe(0);
     expect(missing.stderr).toContain('--tenant');

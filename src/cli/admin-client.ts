@@ -13,9 +13,11 @@ import { renderInvoiceJson } from '../billing/invoice/render-invoice-json.js';
 import { formatNano, parseNano } from '../billing/nano.js';
 import { loadConfig } from '../config/load-config.js';
 import { createLogger } from '../observability/logger.js';
+import type { ServiceClass } from '../scheduling/service-class.js';
 import { createStore } from '../store/create-store.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
+import { PlanService } from '../tenancy/plan-service.js';
 import { type PublicKeyView, publicKeyView, TenantService } from '../tenancy/tenant-service.js';
 
 /** A tenant as the admin API shows it. */
@@ -35,9 +37,20 @@ export interface AdminClient {
     input: { amount: string; currency: string; note?: string; idempotencyKey?: string },
   ): Promise<unknown>;
   usage(tenantId: string, query: Record<string, string>): Promise<unknown>;
+  setPlan(tenantId: string, plan: PlanInput): Promise<unknown>;
   /** The invoice rendered as `json`, `csv` or `html` text. */
   invoice(tenantId: string, month: string, format: 'json' | 'csv' | 'html'): Promise<string>;
   close(): Promise<void>;
+}
+
+/** A plan as the admin API takes it. */
+export interface PlanInput {
+  rpm?: number;
+  tpm?: number;
+  tpd?: number;
+  concurrency?: number;
+  tiers?: ServiceClass[];
+  weight?: number;
 }
 
 /** Where the CLI should go. */
@@ -68,7 +81,13 @@ export async function openAdminClient(target: AdminTarget): Promise<AdminClient>
     },
   });
   await billing.init();
-  return new StoreAdminClient(store, billing);
+  const defaults = loaded.config.default_plan;
+  const plans = new PlanService(store, {
+    limits: { rpm: defaults.rpm, tpm: defaults.tpm, tpd: defaults.tpd, concurrency: defaults.concurrency },
+    tiers: [...defaults.tiers],
+    weight: defaults.weight,
+  });
+  return new StoreAdminClient(store, billing, plans);
 }
 
 class HttpAdminClient implements AdminClient {
@@ -108,6 +127,9 @@ class HttpAdminClient implements AdminClient {
   usage(tenantId: string, query: Record<string, string>) {
     return this.call<unknown>('GET', `/tenants/${encodeURIComponent(tenantId)}/usage?${new URLSearchParams(query)}`);
   }
+  setPlan(tenantId: string, plan: PlanInput) {
+    return this.call<unknown>('PUT', `/tenants/${encodeURIComponent(tenantId)}/plan`, plan);
+  }
   async invoice(tenantId: string, month: string, format: 'json' | 'csv' | 'html') {
     const response = await request(
       `${this.baseUrl}/admin/v1/tenants/${encodeURIComponent(tenantId)}/invoices/${encodeURIComponent(month)}?format=${format}`,
@@ -120,7 +142,7 @@ class HttpAdminClient implements AdminClient {
   async close() {}
 
   private async call<T>(
-    method: 'GET' | 'POST' | 'DELETE',
+    method: 'GET' | 'POST' | 'DELETE' | 'PUT',
     path: string,
     body?: unknown,
     headers: Record<string, string> = {},
@@ -151,6 +173,7 @@ class StoreAdminClient implements AdminClient {
   constructor(
     private readonly store: Store,
     private readonly billing: BillingService,
+    private readonly plans: PlanService,
   ) {
     this.tenants = new TenantService(store, { bus: new InProcessInvalidationBus() });
     this.queries = new BillingQueries(store, billing);
@@ -184,6 +207,14 @@ class StoreAdminClient implements AdminClient {
   }
   usage(tenantId: string, query: Record<string, string>) {
     return this.queries.usage(tenantId, query);
+  }
+  async setPlan(tenantId: string, input: PlanInput) {
+    if ((await this.store.getTenant(tenantId)) === undefined) throw new Error(`no tenant with id ${tenantId}`);
+    const defaults = this.plans.defaultPlan();
+    const { tiers, weight, ...limits } = input;
+    const plan = { limits, tiers: tiers ?? defaults.tiers, weight: weight ?? defaults.weight };
+    await this.plans.setTenantPlan(tenantId, plan);
+    return { object: 'plan', tenant_id: tenantId, ...plan.limits, tiers: plan.tiers, weight: plan.weight };
   }
   async invoice(tenantId: string, month: string, format: 'json' | 'csv' | 'html') {
     const invoice = await this.queries.invoice(tenantId, month);

@@ -3,8 +3,10 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { runServer } from '../app/run-server.js';
 import { ConfigError } from '../config/load-config.js';
+import type { ServiceClass } from '../scheduling/service-class.js';
 import { startSimServer } from '../upstreams/simulated/sim-server.js';
 import { type AdminTarget, openAdminClient } from './admin-client.js';
+import { registerBatchCommands } from './batch-commands.js';
 
 const program = new Command()
   .name('tollgate')
@@ -116,14 +118,17 @@ targetOptions(
     .command('usage')
     .description("A tenant's usage in buckets (OpenAI usage-API shape).")
     .requiredOption('--tenant <id>', 'tenant id')
-    .option('--start <time>', 'Unix seconds or ISO 8601 (default: 7 days ago)')
+    .option('--start <time>', 'Unix seconds or ISO 8601 (default: one page of buckets ending now)')
     .option('--end <time>', 'Unix seconds or ISO 8601 (default: now)')
     .option('--bucket <width>', '1m, 1h or 1d', '1d')
     .option('--group-by <fields>', 'comma-separated: model,key'),
 ).action(
   async (options: { tenant: string; start?: string; end?: string; bucket: string; groupBy?: string } & AdminTarget) => {
     const query: Record<string, string> = { bucket: options.bucket };
-    query.start = options.start ?? String(Math.floor(Date.now() / 1000) - 7 * 86_400);
+    // Default start: one page of buckets ending now (OpenAI's default page: 60 × 1m, 24 × 1h, 7 × 1d).
+    // The page starts at the bucket holding `start`, so the last of its buckets is the one holding now.
+    const span = { '1m': 59 * 60, '1h': 23 * 3_600, '1d': 6 * 86_400 }[options.bucket] ?? 6 * 86_400;
+    query.start = options.start ?? String(Math.floor(Date.now() / 1000) - span);
     if (options.end !== undefined) query.end = options.end;
     if (options.groupBy !== undefined) query.group_by = options.groupBy;
     return withClient(targetOf(options), (client) => client.usage(options.tenant, query));
@@ -149,6 +154,53 @@ targetOptions(
     await client.close();
   }
 });
+
+registerBatchCommands(program, (value) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`));
+
+const plans = program.command('plans').description("Manage tenants' plans.");
+targetOptions(
+  plans
+    .command('set')
+    .description("Set a tenant's plan (limits, allowed service tiers, fair-share weight); effective at once.")
+    .requiredOption('--tenant <id>', 'tenant id')
+    .option('--rpm <n>', 'requests per minute', parseInteger)
+    .option('--tpm <n>', 'tokens per minute', parseInteger)
+    .option('--tpd <n>', 'tokens per day', parseInteger)
+    .option('--concurrency <n>', 'concurrent requests', parseInteger)
+    .option('--tiers <list>', 'comma-separated service tiers: priority,default,flex,batch', parseTiers)
+    .option('--weight <w>', 'fair-share weight', parseFloat),
+).action(
+  async (
+    options: {
+      tenant: string;
+      rpm?: number;
+      tpm?: number;
+      tpd?: number;
+      concurrency?: number;
+      tiers?: ServiceClass[];
+      weight?: number;
+    } & AdminTarget,
+  ) => {
+    const {
+      tenant,
+      config: _config,
+      url: _url,
+      adminToken: _adminToken,
+      ...plan
+    } = options as typeof options & {
+      config?: string;
+    };
+    return withClient(targetOf(options), (client) => client.setPlan(tenant, plan));
+  },
+);
+
+function parseTiers(value: string): ServiceClass[] {
+  const tiers = value.split(',').map((tier) => tier.trim());
+  const known = ['priority', 'default', 'flex', 'batch'];
+  const bad = tiers.find((tier) => !known.includes(tier));
+  if (bad !== undefined) throw new InvalidArgumentError(`unknown tier "${bad}" (use ${known.join(', ')})`);
+  return tiers as ServiceClass[];
+}
 
 program
   .command('sim-upstream')

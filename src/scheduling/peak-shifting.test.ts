@@ -57,7 +57,10 @@ describe('TieredScheduler: batch yields to online load and resumes', () => {
     // Online rises: 12 requests of 5 s at once. Two fit in the headroom (19 = 0.95 × 20), ten must wait.
     const burstAt = clock.now();
     const online = Array.from({ length: 12 }, () => submit(job('online-tenant', 'default'), 5_000));
-    expect(online.map((result) => result.outcome)).toEqual([...Array(2).fill('dispatched'), ...Array(10).fill('queued')]);
+    expect(online.map((result) => result.outcome)).toEqual([
+      ...Array(2).fill('dispatched'),
+      ...Array(10).fill('queued'),
+    ]);
     expect(scheduler.stats().classes.default.queued).toBe(10);
     const mark = events.length;
 

@@ -275,12 +275,7 @@ export class TieredScheduler implements Scheduler {
       if (other === serviceClass) break;
       ahead += this.queues[other].size;
     }
-    return this.estimator.predictWaitMs(
-      ahead,
-      serviceClass,
-      this.ledger.capacity,
-      this.admissionCeiling(serviceClass),
-    );
+    return this.estimator.predictWaitMs(ahead, serviceClass, this.ledger.capacity, this.admissionCeiling(serviceClass));
   }
 
   /**
@@ -291,7 +286,8 @@ export class TieredScheduler implements Scheduler {
     const configured = this.policies[serviceClass].admissionCeiling;
     if (this.batchCeilingAt === undefined || (serviceClass !== 'batch' && serviceClass !== 'flex')) return configured;
     const wanted = this.batchCeilingAt(this.clock.now());
-    if (!(wanted > 0 && wanted <= 1)) throw new RangeError(`batchCeilingAt must return a value in (0, 1], got ${wanted}`);
+    if (!(wanted > 0 && wanted <= 1))
+      throw new RangeError(`batchCeilingAt must return a value in (0, 1], got ${wanted}`);
     const batch = Math.min(wanted, this.policies.default.admissionCeiling);
     return serviceClass === 'batch' ? batch : Math.max(configured, batch);
   }

@@ -48,6 +48,8 @@ export interface RequestLogTable {
   ttft_ms: number | null;
   attempts: number;
   created_at: number;
+  /** Migration 0004: the upstream attempts as text (JSON), or null. */
+  attempt_log: string | null;
 }
 
 /** `settings` */

@@ -48,7 +48,7 @@ import { type SettlementEffects, settlementEffects } from './settlement-effects.
 import type { ApiKeyRecord, NewApiKey, RequestLogQuery, RequestLogRecord, Store, TenantRecord } from './store.js';
 
 /** Columns written per request-log row; with the dialect's parameter limit this sizes each INSERT chunk. */
-const REQUEST_LOG_COLUMNS = 18;
+const REQUEST_LOG_COLUMNS = 19;
 
 /** Default page size of `listRequestLogs`. */
 const DEFAULT_LOG_LIMIT = 100;
@@ -881,6 +881,7 @@ export function requestLogToRow(record: RequestLogRecord): RequestLogTable {
     ttft_ms: record.ttftMs,
     attempts: record.attempts,
     created_at: record.createdAt,
+    attempt_log: record.attemptLog ?? null,
   };
 }
 
@@ -905,5 +906,7 @@ export function requestLogFromRow(row: Selectable<RequestLogTable>): RequestLogR
     ttftMs: row.ttft_ms,
     attempts: row.attempts,
     createdAt: row.created_at,
+    // Absent rather than null when none is stored, so records written without one read back equal.
+    ...(row.attempt_log === null ? {} : { attemptLog: row.attempt_log }),
   };
 }

@@ -74,10 +74,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
 /**
  * The PostgreSQL store: the shared Kysely layer, with the settlement hot path sent as a few statements whose rows
- * travel as ONE JSON parameter each (`… select … from json_to_recordset($1::json) as x(column type, …)`): a
- * 2,000-row batch costs one `JSON.stringify` (~1.5 ms) instead of building, escaping and parsing 52,000 bind
- * parameters or array elements (pg's array encoding alone took ~14 ms per 2,000 request-log rows), and no statement
- * ever meets the 65,535-parameter limit. `RETURNING request_id` tells which request ids were new.
+ * travel as one array parameter per column (`… select … from unnest($1::text[], $2::int8[], …) as x(…)`, see
+ * `recordset`): no statement ever meets the 65,535-parameter limit, whatever the batch size.
+ * `RETURNING request_id` tells which request ids were new.
  */
 export class PostgresStore extends KyselyStore {
   protected override async insertLogsReturningIds(
@@ -104,23 +103,20 @@ export class PostgresStore extends KyselyStore {
       const rows = charges.map((charge) => ({
         tenant_id: charge.tenantId,
         currency: charge.currency,
-        amount: charge.amount.toString(),
+        amount: charge.amount,
       }));
       // A tenant charged without a wallet gets one (prepaid, below zero), so balance = Σ ledger always holds.
       await sql`insert into wallets (tenant_id, mode, currency, balance, credit_limit, reserved, updated_at)
         select x.tenant_id, 'prepaid', x.currency, -x.amount, 0, 0, ${now}::int8
-        from json_to_recordset(${JSON.stringify(rows)}::json) as x(tenant_id text, currency text, amount int8)
+        from ${recordset(rows, CHARGE_TYPES)}
         on conflict (tenant_id) do update
         set balance = wallets.balance + excluded.balance, updated_at = excluded.updated_at`.execute(db);
     }
     if (effects.releases.length > 0) {
-      const rows = effects.releases.map((release) => ({
-        tenant_id: release.tenantId,
-        amount: release.amount.toString(),
-      }));
+      const rows = effects.releases.map((release) => ({ tenant_id: release.tenantId, amount: release.amount }));
       await sql`update wallets as w
         set reserved = case when w.reserved > x.amount then w.reserved - x.amount else 0 end, updated_at = ${now}::int8
-        from json_to_recordset(${JSON.stringify(rows)}::json) as x(tenant_id text, amount int8)
+        from ${recordset(rows, RELEASE_TYPES)}
         where w.tenant_id = x.tenant_id`.execute(db);
     }
     await upsertSums(db, 'usage_rollups', USAGE_ROLLUP_TYPES, USAGE_ROLLUP_KEY_LENGTH, effects.usageRollups);
@@ -133,6 +129,16 @@ export class PostgresStore extends KyselyStore {
 
 /** Column → PostgreSQL type, in insert order. */
 type ColumnTypes<Row> = readonly (readonly [keyof Row & string, string])[];
+
+const CHARGE_TYPES: ColumnTypes<{ tenant_id: string; currency: string; amount: bigint }> = [
+  ['tenant_id', 'text'],
+  ['currency', 'text'],
+  ['amount', 'int8'],
+];
+const RELEASE_TYPES: ColumnTypes<{ tenant_id: string; amount: bigint }> = [
+  ['tenant_id', 'text'],
+  ['amount', 'int8'],
+];
 
 const REQUEST_LOG_TYPES: ColumnTypes<RequestLogTable> = [
   ['request_id', 'text'],
@@ -153,6 +159,7 @@ const REQUEST_LOG_TYPES: ColumnTypes<RequestLogTable> = [
   ['ttft_ms', 'float8'],
   ['attempts', 'int4'],
   ['created_at', 'int8'],
+  ['attempt_log', 'text'],
 ];
 
 const USAGE_EVENT_TYPES: ColumnTypes<UsageEventsTable> = [
@@ -227,18 +234,34 @@ const BILLING_ROLLUP_TYPES: ColumnTypes<BillingRollupsTable> = [
 const BILLING_ROLLUP_KEY_LENGTH = 8;
 
 /**
- * `rows` as one JSON text: `bigint` values become decimal strings (JSON numbers would lose precision past 2^53;
- * PostgreSQL reads the string with the int8 input function, exactly).
+ * `unnest($1::type[], $2::type[], …) as x(column, …)`: the rows as one array parameter per column, each encoded
+ * here as a PostgreSQL array literal. Cheaper on both sides than one JSON document for the whole batch: the
+ * server parsed a 2,000-row `json_to_recordset` in about twice the time of the same rows as typed arrays, and pg's
+ * own array encoding (~14 ms per 2,000 request-log rows) is avoided. `bigint` values are written as decimal
+ * digits and read by the int8 input function: exact.
  */
-function rowsJson(rows: readonly object[]): string {
-  return JSON.stringify(rows, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
+function recordset<Row>(rows: readonly Row[], types: ColumnTypes<Row>): RawBuilder<unknown> {
+  const arrays = types.map(([column, type]) => sql`${arrayLiteral(rows, column)}::${sql.raw(type)}[]`);
+  const names = sql.raw(types.map(([column]) => `"${column}"`).join(', '));
+  return sql`unnest(${sql.join(arrays)}) as x(${names})`;
 }
 
-/** `json_to_recordset($1::json) as x(column type, …)`. */
-function recordset<Row>(rows: readonly Row[], types: ColumnTypes<Row>): RawBuilder<unknown> {
-  const definitions = sql.raw(types.map(([column, type]) => `"${column}" ${type}`).join(', '));
-  return sql`json_to_recordset(${rowsJson(rows as readonly object[])}::json) as x(${definitions})`;
+/** The `column` of every row as an array literal: `{"text",12,NULL}`. */
+function arrayLiteral<Row>(rows: readonly Row[], column: keyof Row): string {
+  let literal = '{';
+  for (let index = 0; index < rows.length; index++) {
+    if (index > 0) literal += ',';
+    const value: unknown = rows[index]![column];
+    if (value === null || value === undefined) literal += 'NULL';
+    else if (typeof value === 'string') literal += `"${value.replace(ARRAY_ELEMENT_SPECIALS, '\\$&')}"`;
+    else if (typeof value === 'number' || typeof value === 'bigint') literal += String(value);
+    else throw new TypeError(`Cannot encode ${typeof value} in column ${String(column)}`);
+  }
+  return `${literal}}`;
 }
+
+/** Characters escaped inside a double-quoted array element. */
+const ARRAY_ELEMENT_SPECIALS = /["\\]/g;
 
 function columnList<Row>(types: ColumnTypes<Row>): RawBuilder<unknown> {
   return sql.join(types.map(([column]) => sql.ref(column)));

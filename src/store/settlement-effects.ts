@@ -2,10 +2,16 @@
  * What a committed batch of settlements changes besides its own rows, aggregated in memory so the transaction
  * issues one upsert per rollup group and per wallet instead of one per event. Shared by every store
  * implementation; the dialects only differ in how they apply it.
+ *
+ * This runs on the ingest hot path for every event, so it does the least work per event: one string key per event
+ * (tenant, key, model), per-minute sums inside that group (most events of a batch share their group's minute, so
+ * the last minute is cached), and hour and day rows folded from the minute sums once per batch rather than from
+ * every event. Billing lines reuse the group's last line while its labels stay the same (price version, tier…
+ * rarely change between two requests of one key and model). Money stays `bigint` throughout: exact.
  */
 import type { BillingRollupsTable, UsageRollupsTable } from './database-schema.js';
-import { bucketStart, NULL_LABEL, ROLLUP_BUCKETS } from './ledger-rows.js';
-import type { Nano, Settlement } from './ledger-store.js';
+import { bucketStart, NULL_LABEL } from './ledger-rows.js';
+import type { Nano, Settlement, UsageEventRecord } from './ledger-store.js';
 
 /** The effects of one batch. Lists are sorted by primary key, so concurrent transactions lock rows in one order. */
 export interface SettlementEffects {
@@ -13,12 +19,34 @@ export interface SettlementEffects {
   charges: { tenantId: string; currency: string; amount: Nano }[];
   /** Per tenant (sorted): Σ reservations of the settlements whose request-log row was inserted. */
   releases: { tenantId: string; amount: Nano }[];
-  /** Increments of usage rollups, every bucket size. */
+  /** Increments of usage rollups, every bucket size, sorted by (tenant, bucket, bucket start, key, model). */
   usageRollups: UsageRollupsTable[];
-  /** Increments of billing rollups. */
+  /** Increments of billing rollups, sorted by their primary key. */
   billingRollups: BillingRollupsTable[];
   /** Checkpoints to delete (every settlement naming one: deleting is idempotent). */
   checkpointIds: string[];
+}
+
+/** Usage sums of one group in one bucket. */
+interface UsageSums {
+  requests: number;
+  inputTokens: number;
+  cachedTokens: number;
+  outputTokens: number;
+  amount: Nano;
+  cost: Nano;
+}
+
+/** The events of one (tenant, key, model) in this batch. */
+interface UsageGroup {
+  tenantId: string;
+  /** `NULL_LABEL` for no key. */
+  keyId: string;
+  model: string;
+  minutes: Map<number, UsageSums>;
+  lastMinute: number;
+  lastSums: UsageSums | undefined;
+  lastLine: BillingRollupsTable | undefined;
 }
 
 /**
@@ -35,7 +63,7 @@ export function settlementEffects(
 ): SettlementEffects {
   const charges = new Map<string, { tenantId: string; currency: string; amount: Nano }>();
   const releases = new Map<string, Nano>();
-  const usage = new Map<string, UsageRollupsTable>();
+  const groups = new Map<string, UsageGroup>();
   const billing = new Map<string, BillingRollupsTable>();
   const checkpointIds = new Set<string>();
 
@@ -56,51 +84,97 @@ export function settlementEffects(
     }
     const cost = event.cost ?? 0n;
     const keyId = event.keyId ?? NULL_LABEL;
-    const group = `${event.tenantId}\u0000${keyId}\u0000${event.model}`;
-    for (const bucket of ROLLUP_BUCKETS) {
-      const start = bucketStart(bucket, event.receivedAt);
-      const key = `${bucket}${start}\u0000${group}`;
-      const row = usage.get(key);
-      if (row === undefined) {
-        usage.set(key, {
-          tenant_id: event.tenantId,
-          bucket,
-          bucket_start: start,
-          key_id: keyId,
-          model: event.model,
-          requests: 1,
-          input_tokens: event.inputTokens,
-          cached_tokens: event.cachedTokens,
-          output_tokens: event.outputTokens,
-          amount: event.amount,
-          cost,
-        });
-      } else {
-        row.requests += 1;
-        row.input_tokens += event.inputTokens;
-        row.cached_tokens += event.cachedTokens;
-        row.output_tokens += event.outputTokens;
-        row.amount += event.amount;
-        row.cost += cost;
-      }
+    const groupKey = `${event.tenantId}\u0000${keyId}\u0000${event.model}`;
+    let group = groups.get(groupKey);
+    if (group === undefined) {
+      group = {
+        tenantId: event.tenantId,
+        keyId,
+        model: event.model,
+        minutes: new Map(),
+        lastMinute: Number.NaN,
+        lastSums: undefined,
+        lastLine: undefined,
+      };
+      groups.set(groupKey, group);
     }
+    addUsage(group, bucketStart('1m', event.receivedAt), event, cost);
+    addBilling(group, billing, event, cost);
+  }
 
-    const day = bucketStart('1d', event.receivedAt);
-    const outputCondition = event.outputCondition ?? NULL_LABEL;
-    const batchFlag = event.batch ? 1 : 0;
-    const billingKey = [
-      event.tenantId,
-      day,
-      event.model,
-      event.currency,
-      event.priceVersion,
-      event.tier,
-      outputCondition,
-      batchFlag,
-    ].join('\u0000');
-    const line = billing.get(billingKey);
+  const usageRollups: UsageRollupsTable[] = [];
+  for (const group of groups.values()) {
+    const hours = new Map<number, UsageSums>();
+    const days = new Map<number, UsageSums>();
+    for (const [minute, sums] of group.minutes) {
+      usageRollups.push(usageRow(group, '1m', minute, sums));
+      foldInto(hours, bucketStart('1h', minute), sums);
+      foldInto(days, bucketStart('1d', minute), sums);
+    }
+    for (const [hour, sums] of hours) usageRollups.push(usageRow(group, '1h', hour, sums));
+    for (const [day, sums] of days) usageRollups.push(usageRow(group, '1d', day, sums));
+  }
+  usageRollups.sort(compareUsageRows);
+
+  return {
+    charges: [...charges.values()].sort((a, b) => compare(a.tenantId, b.tenantId)),
+    releases: [...releases]
+      .map(([tenantId, amount]) => ({ tenantId, amount }))
+      .sort((a, b) => compare(a.tenantId, b.tenantId)),
+    usageRollups,
+    billingRollups: [...billing.values()].sort(compareBillingRows),
+    checkpointIds: [...checkpointIds].sort(compare),
+  };
+}
+
+function addUsage(group: UsageGroup, minute: number, event: UsageEventRecord, cost: Nano): void {
+  let sums = group.lastMinute === minute ? group.lastSums : group.minutes.get(minute);
+  if (sums === undefined) {
+    sums = {
+      requests: 1,
+      inputTokens: event.inputTokens,
+      cachedTokens: event.cachedTokens,
+      outputTokens: event.outputTokens,
+      amount: event.amount,
+      cost,
+    };
+    group.minutes.set(minute, sums);
+  } else {
+    sums.requests += 1;
+    sums.inputTokens += event.inputTokens;
+    sums.cachedTokens += event.cachedTokens;
+    sums.outputTokens += event.outputTokens;
+    sums.amount += event.amount;
+    if (cost !== 0n) sums.cost += cost;
+  }
+  group.lastMinute = minute;
+  group.lastSums = sums;
+}
+
+function addBilling(
+  group: UsageGroup,
+  billing: Map<string, BillingRollupsTable>,
+  event: UsageEventRecord,
+  cost: Nano,
+): void {
+  const day = bucketStart('1d', event.receivedAt);
+  const outputCondition = event.outputCondition ?? NULL_LABEL;
+  const batchFlag = event.batch ? 1 : 0;
+  let line = group.lastLine;
+  if (
+    line === undefined ||
+    line.day !== day ||
+    line.currency !== event.currency ||
+    line.price_version !== event.priceVersion ||
+    line.tier !== event.tier ||
+    line.output_condition !== outputCondition ||
+    line.batch !== batchFlag
+  ) {
+    // Tenant and model are the group's own: the key only needs the labels that vary inside a group.
+    const key = `${event.tenantId}\u0000${event.model}\u0000${day}\u0000${event.currency}\u0000${event.priceVersion}\u0000${event.tier}\u0000${outputCondition}\u0000${batchFlag}`;
+    line = billing.get(key);
     if (line === undefined) {
-      billing.set(billingKey, {
+      billing.set(key, {
         tenant_id: event.tenantId,
         day,
         model: event.model,
@@ -123,36 +197,78 @@ export function settlementEffects(
         amount: event.amount,
         cost,
       });
-    } else {
-      line.requests += 1;
-      line.input_tokens += event.inputTokens;
-      line.cached_tokens += event.cachedTokens;
-      line.output_tokens += event.outputTokens;
-      line.input_list_amount += event.inputListAmount;
-      line.cached_list_amount += event.cachedListAmount;
-      line.output_list_amount += event.outputListAmount;
-      line.batch_discount += event.batchDiscount;
-      line.off_peak_discount += event.offPeakDiscount;
-      line.contract_discount += event.contractDiscount;
-      line.volume_discount += event.volumeDiscount;
-      line.amount += event.amount;
-      line.cost += cost;
+      group.lastLine = billing.get(key);
+      return;
     }
+    group.lastLine = line;
   }
+  line.requests += 1;
+  line.input_tokens += event.inputTokens;
+  line.cached_tokens += event.cachedTokens;
+  line.output_tokens += event.outputTokens;
+  line.input_list_amount += event.inputListAmount;
+  // Each bigint addition allocates; most events carry no cached input, no discount or no cost.
+  if (event.cachedListAmount !== 0n) line.cached_list_amount += event.cachedListAmount;
+  line.output_list_amount += event.outputListAmount;
+  if (event.batchDiscount !== 0n) line.batch_discount += event.batchDiscount;
+  if (event.offPeakDiscount !== 0n) line.off_peak_discount += event.offPeakDiscount;
+  if (event.contractDiscount !== 0n) line.contract_discount += event.contractDiscount;
+  if (event.volumeDiscount !== 0n) line.volume_discount += event.volumeDiscount;
+  line.amount += event.amount;
+  if (cost !== 0n) line.cost += cost;
+}
 
+function foldInto(target: Map<number, UsageSums>, start: number, sums: UsageSums): void {
+  const existing = target.get(start);
+  if (existing === undefined) {
+    target.set(start, { ...sums });
+    return;
+  }
+  existing.requests += sums.requests;
+  existing.inputTokens += sums.inputTokens;
+  existing.cachedTokens += sums.cachedTokens;
+  existing.outputTokens += sums.outputTokens;
+  existing.amount += sums.amount;
+  existing.cost += sums.cost;
+}
+
+function usageRow(group: UsageGroup, bucket: '1m' | '1h' | '1d', start: number, sums: UsageSums): UsageRollupsTable {
   return {
-    charges: [...charges.values()].sort((a, b) => compare(a.tenantId, b.tenantId)),
-    releases: [...releases]
-      .map(([tenantId, amount]) => ({ tenantId, amount }))
-      .sort((a, b) => compare(a.tenantId, b.tenantId)),
-    usageRollups: sortedValues(usage),
-    billingRollups: sortedValues(billing),
-    checkpointIds: [...checkpointIds].sort(compare),
+    tenant_id: group.tenantId,
+    bucket,
+    bucket_start: start,
+    key_id: group.keyId,
+    model: group.model,
+    requests: sums.requests,
+    input_tokens: sums.inputTokens,
+    cached_tokens: sums.cachedTokens,
+    output_tokens: sums.outputTokens,
+    amount: sums.amount,
+    cost: sums.cost,
   };
 }
 
-function sortedValues<T>(map: Map<string, T>): T[] {
-  return [...map].sort(([a], [b]) => compare(a, b)).map(([, value]) => value);
+function compareUsageRows(a: UsageRollupsTable, b: UsageRollupsTable): number {
+  return (
+    compare(a.tenant_id, b.tenant_id) ||
+    compare(a.bucket, b.bucket) ||
+    a.bucket_start - b.bucket_start ||
+    compare(a.key_id, b.key_id) ||
+    compare(a.model, b.model)
+  );
+}
+
+function compareBillingRows(a: BillingRollupsTable, b: BillingRollupsTable): number {
+  return (
+    compare(a.tenant_id, b.tenant_id) ||
+    a.day - b.day ||
+    compare(a.model, b.model) ||
+    compare(a.currency, b.currency) ||
+    compare(a.price_version, b.price_version) ||
+    compare(a.tier, b.tier) ||
+    compare(a.output_condition, b.output_condition) ||
+    a.batch - b.batch
+  );
 }
 
 function compare(a: string, b: string): number {

@@ -70,6 +70,11 @@ export interface RequestLogRecord {
   /** Upstream attempts made (1 without retries). */
   attempts: number;
   createdAt: number;
+  /**
+   * What each upstream attempt did (deployment, outcome, timing), as text the request path chooses (JSON).
+   * Optional: omitted or null when not recorded; `listRequestLogs` returns the property only when a value is stored.
+   */
+  attemptLog?: string | null;
 }
 
 /** Filter for reading the request log. */

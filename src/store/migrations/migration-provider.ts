@@ -2,6 +2,8 @@ import type { Migration, MigrationProvider } from 'kysely';
 import { initialSchema } from './0001-initial-schema.js';
 import { ledgerSchema } from './0002-ledger.js';
 import { batchesSchema } from './0003-batches.js';
+import { requestLogAttemptsSchema } from './0004-request-log-attempts.js';
+import { ledgerIngestSchema } from './0005-ledger-ingest.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -11,6 +13,8 @@ const migrations: Record<string, Migration> = {
   '0001-initial-schema': initialSchema,
   '0002-ledger': ledgerSchema,
   '0003-batches': batchesSchema,
+  '0004-request-log-attempts': requestLogAttemptsSchema,
+  '0005-ledger-ingest': ledgerIngestSchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */
