@@ -173,6 +173,10 @@ export async function measureStreamRss(
   const openAtEnd = open;
   if (openAtEnd < opened) problems.push(`${opened - openAtEnd} streams ended before sampling finished`);
   for (const [problem, count] of statusProblems) problems.push(`${count} × ${problem}`);
+  const gatewayErrors = (target.process?.output() ?? '')
+    .split('\n')
+    .filter((line) => /error|warn|exception/i.test(line));
+  if (gatewayErrors.length > 0) problems.push(`gateway output: ${gatewayErrors.slice(-5).join(' ⏎ ').slice(-1000)}`);
 
   abort.abort();
   await pool.destroy();

@@ -105,12 +105,16 @@ export class UpstreamError extends GatewayError {
       retryable?: boolean;
       /** Seconds from the upstream's `Retry-After`, when it sent one. */
       retryAfterSeconds?: number;
+      /** The upstream's own error code (e.g. `context_length_exceeded`), when it rejected the request. */
+      upstreamCode?: string;
     } = {},
   ) {
     super(502, 'server_error', options.code ?? 'upstream_error', message, options.retryable ?? true, options);
     this.upstreamStatus = options.upstreamStatus;
     this.retryAfterSeconds = options.retryAfterSeconds;
+    this.upstreamCode = options.upstreamCode;
   }
+  readonly upstreamCode: string | undefined;
   readonly upstreamStatus: number | undefined;
   readonly retryAfterSeconds: number | undefined;
 }

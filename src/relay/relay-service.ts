@@ -339,10 +339,10 @@ function upstreamFailure(error: unknown): GatewayError {
     return new GatewayError(
       failure.upstreamStatus === 404 ? 404 : 400,
       'invalid_request_error',
-      'upstream_rejected',
+      failure.upstreamCode ?? 'upstream_rejected',
       failure.message,
       false,
-      { cause: failure },
+      { cause: failure, param: failure.param },
     );
   }
   return failure;

@@ -83,6 +83,41 @@ describe('PostgreSQL store', () => {
     }
   });
 
+  it('migrates to the ingest schema: attempt_log column, no request_log_created_idx, fill factor 70 on rollups', async () => {
+    const store = await createStore(await storeUrl());
+    await store.migrate();
+    await store.close();
+    const client = new pg.Client({ connectionString: baseUrl });
+    await client.connect();
+    try {
+      const columns = await client.query<{ column_name: string }>(
+        "select column_name from information_schema.columns where table_schema = $1 and table_name = 'request_log'",
+        [schema],
+      );
+      expect(columns.rows.map((row) => row.column_name)).toContain('attempt_log');
+      const indexes = await client.query<{ indexname: string }>(
+        "select indexname from pg_indexes where schemaname = $1 and tablename = 'request_log'",
+        [schema],
+      );
+      expect(indexes.rows.map((row) => row.indexname).sort()).toEqual([
+        'request_log_pkey',
+        'request_log_tenant_created_idx',
+      ]);
+      const options = await client.query<{ relname: string; reloptions: string[] | null }>(
+        `select c.relname, c.reloptions from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where n.nspname = $1 and c.relname in ('usage_rollups', 'billing_rollups', 'wallets') order by c.relname`,
+        [schema],
+      );
+      expect(options.rows).toEqual([
+        { relname: 'billing_rollups', reloptions: ['fillfactor=70'] },
+        { relname: 'usage_rollups', reloptions: ['fillfactor=70'] },
+        { relname: 'wallets', reloptions: ['fillfactor=70'] },
+      ]);
+    } finally {
+      await client.end();
+    }
+  });
+
   it('rejects an unsafe schema name', async () => {
     await expect(createStore(`${baseUrl}?schema=${encodeURIComponent('x"; drop')}`)).rejects.toThrow(/schema name/);
   });

@@ -5,7 +5,17 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from './create-store.js';
+import { requestLogToRow } from './kysely-store.js';
+import { usageEventToRow } from './ledger-rows.js';
+import type { UsageEventRecord } from './ledger-store.js';
 import { migrationProvider } from './migrations/migration-provider.js';
+import {
+  REQUEST_LOG_INSERT_COLUMNS,
+  requestLogParameters,
+  USAGE_EVENT_INSERT_COLUMNS,
+  usageEventParameters,
+} from './sqlite-store.js';
+import type { RequestLogRecord } from './store.js';
 import { describeStoreConformance } from './store-conformance.js';
 import { type TranspiledTree, transpileForChild } from './transpile-for-child.js';
 
@@ -28,6 +38,83 @@ describe('SQLite store', () => {
     expect(connection.pragma('synchronous', { simple: true })).toBe(1);
     expect(connection.pragma('busy_timeout', { simple: true })).toBe(5000);
     expect(connection.pragma('foreign_keys', { simple: true })).toBe(1);
+    await store.close();
+  });
+
+  it("binds settlement rows positionally in the order of their column lists, with the row mappings' values", () => {
+    const log: RequestLogRecord = {
+      requestId: 'req_1',
+      tenantId: 'ten_1',
+      keyId: 'key_1',
+      endpoint: 'chat',
+      model: 'm',
+      deployment: 'u/m',
+      status: 503,
+      errorCode: 'upstream_error',
+      stream: true,
+      promptTokens: 11,
+      cachedTokens: 12,
+      completionTokens: 13,
+      reasoningTokens: 14,
+      usageEstimated: true,
+      latencyMs: 15.5,
+      ttftMs: 16.25,
+      attempts: 17,
+      createdAt: 18,
+      attemptLog: '[1]',
+    };
+    const logRow = requestLogToRow(log);
+    expect(new Set(REQUEST_LOG_INSERT_COLUMNS)).toEqual(new Set(Object.keys(logRow)));
+    expect(requestLogParameters(log)).toEqual(REQUEST_LOG_INSERT_COLUMNS.map((column) => logRow[column]));
+    const { attemptLog: _omitted, ...withoutAttempts } = log;
+    expect(requestLogParameters(withoutAttempts).at(-1)).toBeNull();
+
+    const event: UsageEventRecord = {
+      requestId: 'req_1',
+      tenantId: 'ten_1',
+      keyId: 'key_1',
+      model: 'm',
+      deployment: 'u/m',
+      batch: true,
+      receivedAt: 21,
+      currency: 'CNY',
+      priceVersion: 'v',
+      tier: 't',
+      outputCondition: 'c',
+      inputTokens: 22,
+      cachedTokens: 23,
+      outputTokens: 24,
+      reasoningTokens: 25,
+      estimated: true,
+      inputListAmount: 26n,
+      cachedListAmount: 27n,
+      outputListAmount: 28n,
+      batchDiscount: -29n,
+      offPeakDiscount: -30n,
+      contractDiscount: -31n,
+      volumeDiscount: -32n,
+      amount: 33n,
+      cost: 34n,
+      detail: '{}',
+    };
+    const eventRow = usageEventToRow(event);
+    expect(new Set(USAGE_EVENT_INSERT_COLUMNS)).toEqual(new Set(Object.keys(eventRow)));
+    expect(usageEventParameters(event)).toEqual(USAGE_EVENT_INSERT_COLUMNS.map((column) => eventRow[column]));
+  });
+
+  it('migrates to the ingest schema: attempt_log column, no request_log_created_idx, a larger WAL checkpoint', async () => {
+    const store = await createStore('sqlite://:memory:');
+    await store.migrate();
+    const connection = (store as any).database as Database.Database;
+    const columns = connection.prepare("select name from pragma_table_info('request_log')").pluck().all();
+    expect(columns).toContain('attempt_log');
+    const indexes = connection
+      .prepare("select name from sqlite_master where type = 'index' and tbl_name = 'request_log'")
+      .pluck()
+      .all();
+    expect(indexes).toContain('request_log_tenant_created_idx');
+    expect(indexes).not.toContain('request_log_created_idx');
+    expect(connection.pragma('wal_autocheckpoint', { simple: true })).toBe(10_000);
     await store.close();
   });
 

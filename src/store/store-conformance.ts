@@ -232,6 +232,25 @@ export function describeStoreConformance(name: string, options: StoreConformance
         expect((await store.listRequestLogs({ tenantId })).length).toBe(100);
       });
 
+      it('stores the attempt log, written by settle and by insertRequestLogs, and omits it when none', async () => {
+        const tenantId = `ten_attempts_${randomSuffix()}`;
+        // Quotes, backslashes, braces, commas and the word NULL: every character an array or JSON encoding escapes.
+        const attemptLog = JSON.stringify([
+          { deployment: 'a/"m"', outcome: 'upstream_error', note: 'back\\slash {x, y} NULL' },
+          { deployment: 'b/m', outcome: 'ok', note: 'ünïcødé 🚀' },
+        ]);
+        const settled = logRecord(tenantId, 1_700_100_000_001, { attempts: 2, attemptLog });
+        const inserted = logRecord(tenantId, 1_700_100_000_002, { attemptLog: 'NULL' });
+        const explicitNull = logRecord(tenantId, 1_700_100_000_003, { attemptLog: null });
+        const without = logRecord(tenantId, 1_700_100_000_004);
+        await store.settle([{ log: settled }, { log: explicitNull }]);
+        await store.insertRequestLogs([inserted, without]);
+        const { attemptLog: _none, ...explicitNullRead } = explicitNull;
+        expect(await store.listRequestLogs({ tenantId })).toEqual([without, explicitNullRead, inserted, settled]);
+        const rows = await store.listRequestLogs({ tenantId });
+        expect(rows.map((row) => 'attemptLog' in row)).toEqual([false, false, true, true]);
+      });
+
       it('inserts a batch larger than one statement can carry', async () => {
         // 5,000 rows × 18 columns = 90,000 parameters: above both SQLite's 32,766 and PostgreSQL's 65,535.
         const tenantId = `ten_big_${randomSuffix()}`;
@@ -484,6 +503,35 @@ function describeLedgerConformance(getStore: () => Store): void {
         other,
       ]);
       expect(await store.listUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0), limit: 1 })).toEqual([full]);
+    });
+
+    it('round-trips text columns with characters that encodings escape', async () => {
+      const store = getStore();
+      const tenantId = `ten_text_${randomSuffix()}`;
+      const event = usageEvent(tenantId, Date.UTC(2030, 2, 2), {
+        keyId: 'NULL',
+        model: 'm"o\\d{e,l}',
+        deployment: '',
+        priceVersion: 'v "1"',
+        tier: 'a,b',
+        outputCondition: '\\',
+        detail: JSON.stringify({ modifiers: ['off-peak "night"', 'back\\slash'] }),
+      });
+      const log = logRecord(tenantId, event.receivedAt, {
+        requestId: event.requestId,
+        model: event.model,
+        deployment: 'NULL',
+        errorCode: '{}',
+      });
+      await store.settle([{ log, event }]);
+      expect(await store.listUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) })).toEqual([event]);
+      expect(await store.listRequestLogs({ tenantId })).toEqual([log]);
+      const rollups = await store.queryUsageRollups({ bucket: '1m', start: 0, end: Date.UTC(2031, 0), tenantId });
+      expect(rollups.map((row) => [row.keyId, row.model])).toEqual([['NULL', event.model]]);
+      const billing = await store.queryBillingRollups({ tenantId, start: 0, end: Date.UTC(2031, 0) });
+      expect(billing.map((row) => [row.priceVersion, row.tier, row.outputCondition])).toEqual([
+        [event.priceVersion, event.tier, event.outputCondition],
+      ]);
     });
 
     it('sums amounts exactly past 2^63', async () => {

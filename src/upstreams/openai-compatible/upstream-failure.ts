@@ -123,6 +123,8 @@ function parseRetryAfterMs(value: string | string[] | undefined): number | undef
 interface UpstreamErrorDetail {
   message: string | undefined;
   param: string | undefined;
+  /** OpenAI-style machine code, e.g. `context_length_exceeded`. */
+  code?: string | undefined;
 }
 
 /** Finds the error object in a parsed upstream body, if it holds one. */
@@ -137,6 +139,7 @@ export function findUpstreamError(body: unknown): UpstreamErrorDetail | undefine
   return {
     message: typeof detail.message === 'string' ? detail.message : undefined,
     param: typeof detail.param === 'string' ? detail.param : undefined,
+    code: typeof detail.code === 'string' ? detail.code : undefined,
   };
 }
 
@@ -184,6 +187,9 @@ export function upstreamStatusError(
     retryable,
     ...(retryAfterSeconds === undefined ? {} : { retryAfterSeconds }),
     ...(forwardMessage && detail?.param !== undefined ? { param: detail.param } : {}),
+    ...(forwardMessage && typeof detail?.code === 'string' && /^[a-z0-9_]{1,64}$/.test(detail.code)
+      ? { upstreamCode: detail.code }
+      : {}),
     cause: new Error(`upstream ${upstreamName} status ${status}: ${bodyText.slice(0, 2_000)}`),
   });
 }
