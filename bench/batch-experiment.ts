@@ -48,7 +48,7 @@ const replicaCount = 2;
 /** Trace time compression at the daily peak: the one-hour trace's arrival rate × this. */
 const traceSpeedup = 5;
 /** Lines of the batch: about what the troughs of this day can take at batch class (fitted by trial runs). */
-const batchLines = 2_450_000;
+const batchLines = 2_200_000;
 /** Simulated day, ms. */
 const dayMs = 24 * 3_600_000;
 /** Day of the run; the batch is submitted at the online peak. */

@@ -28,7 +28,7 @@ export interface LedgerBenchOptions {
   pgEvents?: number;
   /** Events per ingest-rate run. Default 200,000. */
   ingestEvents: number;
-  /** Batch sizes of the ingest-rate runs, settlements. Default [500, 2000]. */
+  /** Batch sizes of the ingest-rate runs, settlements. Default [500, 2000, 10000]. */
   batches: number[];
   /** Settlements per `settle` call while generating the month. Default 5000. */
   generationBatch: number;
@@ -361,7 +361,7 @@ async function main(): Promise<void> {
     .option('--events <n>', 'usage events of the month scenario (SQLite)', parseCount, 10_000_000)
     .option('--pg-events <n>', 'usage events of the month scenario on PostgreSQL (default: --events)', parseCount)
     .option('--ingest-events <n>', 'events per ingest-rate run', parseCount, 200_000)
-    .option('--batches <list>', 'batch sizes of the ingest-rate runs', parseList, [500, 2000])
+    .option('--batches <list>', 'batch sizes of the ingest-rate runs', parseList, [500, 2000, 10_000])
     .option('--generation-batch <n>', 'settlements per settle call while generating the month', parseCount, 5000)
     .option('--skip-postgres', 'leave PostgreSQL out', false)
     .option('--out <file>', 'JSON output file');

@@ -8,6 +8,7 @@ import { MemoryAdmissionStore } from '../admission/memory-admission-store.js';
 import { createRedisAdmissionStore } from '../admission/redis-admission-store.js';
 import { createServer } from '../api/create-server.js';
 import { registerBatchMetrics } from '../batch/batch-metrics.js';
+import { inOffPeakWindow } from '../batch/batch-planner.js';
 import { BatchRunner } from '../batch/batch-runner.js';
 import { BatchService } from '../batch/batch-service.js';
 import { FileStorage } from '../batch/file-storage.js';
@@ -175,6 +176,14 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   });
   const gate = new AdmissionGate(plans, limits, billing, catalog.list(), {
     scheduling: config.scheduling.enabled ? schedulingPolicies(config) : undefined,
+    ...(config.batch.off_peak.length === 0
+      ? {}
+      : {
+          batchCeilingAt: (now: number) =>
+            inOffPeakWindow(now, config.batch.off_peak)
+              ? config.batch.off_peak_ceiling
+              : config.scheduling.low_class_ceiling,
+        }),
     clock,
     logger,
   });

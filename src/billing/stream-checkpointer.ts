@@ -13,6 +13,7 @@
  * reached keep their previous checkpoint (still a valid lower bound).
  */
 import { type Clock, type ClockTimer, RealClock } from '../clock/clock.js';
+import { rateRequestFor } from '../metering/request-recorder.js';
 import { countTextTokens } from '../metering/token-counter.js';
 import type { Logger } from '../observability/logger.js';
 import type { InFlightStream } from '../relay/relay-service.js';
@@ -78,22 +79,13 @@ export class StreamCheckpointer {
         const { trace } = stream;
         const length = stream.deliveredText.length;
         if (length === 0 || this.checkpointed.get(trace.requestId) === length) continue;
-        if (trace.tenantId === null || trace.model === null) continue;
         budget -= length;
-        const event = this.billing.rate({
-          requestId: trace.requestId,
-          tenantId: trace.tenantId,
-          keyId: trace.keyId,
-          model: trace.model,
-          deployment: trace.deployment,
-          receivedAt: trace.receivedAt,
-          batch: trace.batch,
-          usage: {
-            input: { total: stream.estimatedPromptTokens, cached: 0 },
-            output: { total: countTextTokens(stream.deliveredText.slice(0, length)), reasoning: 0 },
-            estimated: true,
-          },
+        const request = rateRequestFor(trace, {
+          input: { total: stream.estimatedPromptTokens, cached: 0 },
+          output: { total: countTextTokens(stream.deliveredText.slice(0, length)), reasoning: 0 },
+          estimated: true,
         });
+        const event = request === undefined ? undefined : this.billing.rate(request);
         if (event === undefined) continue;
         this.checkpointed.set(trace.requestId, length);
         checkpoints.push({

@@ -199,6 +199,12 @@ export const BatchConfigSchema = Type.Object(
     off_peak: Type.Array(DailyWindowSchema, { default: [] }),
     /** Factor applied to both concurrency limits inside an off-peak window. Default 2. */
     off_peak_concurrency_factor: Type.Number({ minimum: 1, maximum: 64, default: 2 }),
+    /**
+     * Share of a model's capacity batch lines may use inside an off-peak window, 0–1 (capped at the `default`
+     * class's 0.95, so online traffic keeps its headroom). Default 0.92; outside the windows
+     * `scheduling.low_class_ceiling` applies.
+     */
+    off_peak_ceiling: Type.Number({ minimum: 0.05, maximum: 1, default: 0.92 }),
     /** How often the runner looks for work when idle, ms. Default 250. */
     poll_interval_ms: PositiveInt('Batch runner poll interval, milliseconds.', 250),
   },

@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { RateLimitState } from '../admission/admission-store.js';
-import type { BillingService, Reservation } from '../billing/billing-service.js';
+import type { BillingService, RateRequest, Reservation } from '../billing/billing-service.js';
 import type { BudgetAlertSink } from '../billing/budget-alert-sink.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
@@ -101,6 +101,21 @@ export function newRequestTrace(
   };
 }
 
+/** What rating needs of a trace, or undefined when it never reached a tenant's model. */
+export function rateRequestFor(trace: RequestTrace, usage: Usage): RateRequest | undefined {
+  if (trace.tenantId === null || trace.model === null) return undefined;
+  return {
+    requestId: trace.requestId,
+    tenantId: trace.tenantId,
+    keyId: trace.keyId,
+    model: trace.model,
+    deployment: trace.deployment,
+    receivedAt: trace.receivedAt,
+    batch: trace.batch,
+    usage,
+  };
+}
+
 /** Writes the settlement, metrics and access log of finished requests. */
 export class RequestRecorder {
   private readonly logRequests: boolean;
@@ -159,17 +174,9 @@ export class RequestRecorder {
       settlement.reservation = { tenantId: trace.reservation.tenantId, amount: trace.reservation.amount };
     }
     if (trace.stream) settlement.checkpointRequestId = trace.requestId;
-    if (usage !== undefined && trace.tenantId !== null && trace.model !== null) {
-      const event = this.billing.rate({
-        requestId: trace.requestId,
-        tenantId: trace.tenantId,
-        keyId: trace.keyId,
-        model: trace.model,
-        deployment: trace.deployment,
-        receivedAt: trace.receivedAt,
-        batch: trace.batch,
-        usage,
-      });
+    const rateRequest = usage === undefined ? undefined : rateRequestFor(trace, usage);
+    if (rateRequest !== undefined) {
+      const event = this.billing.rate(rateRequest);
       if (event !== undefined) {
         settlement.event = event;
         const spend = this.billing.recordSpend(event);

@@ -48,6 +48,8 @@ export interface AdmissionInput {
 export interface AdmissionGateOptions {
   /** Per-class scheduler policy overrides; undefined disables scheduling (dispatch at once). */
   scheduling: TieredSchedulerOptions['classes'] | undefined;
+  /** The batch class's capacity ceiling at an instant (off-peak windows give batch more). Default: fixed. */
+  batchCeilingAt?: (now: number) => number;
   clock: Clock;
   logger: Logger;
   /** Concurrency leases expire after this long if never released (crashed process), ms. Default 15 min. */
@@ -71,7 +73,12 @@ export class AdmissionGate {
       for (const model of models) {
         this.schedulers.set(
           model.name,
-          new TieredScheduler({ clock: options.clock, capacity: modelCapacity(model), classes: options.scheduling }),
+          new TieredScheduler({
+            clock: options.clock,
+            capacity: modelCapacity(model),
+            classes: options.scheduling,
+            ...(options.batchCeilingAt === undefined ? {} : { batchCeilingAt: options.batchCeilingAt }),
+          }),
         );
       }
     }
