@@ -42,7 +42,7 @@ export interface RelayRequest {
   endpoint: UpstreamEndpoint;
   /** The client's body, validated; never mutated. */
   body: Readonly<Record<string, unknown>>;
-  /** Aborted when the client disconnects. */
+  /** Aborted when the client disconnects; it also cancels the upstream call. */
   signal: AbortSignal;
   /**
    * For batch traces only: the class to run in, overriding the plan/tier mapping (a batch line promoted to `flex`
@@ -70,8 +70,6 @@ interface AdmittedRequest {
   model: CatalogModel;
   estimatedPromptTokens: number;
   tokens: number;
-  /** Aborts the upstream call: the client left, or the relay gave up. */
-  abort: AbortController;
 }
 
 /** Relays OpenAI requests to the fleet. */
@@ -119,7 +117,7 @@ export class RelayService {
     inFlight.inc();
     try {
       const routed = await this.route(request, admitted, false, (deployment) =>
-        deployment.upstream.complete(this.upstreamRequest(request, deployment, admitted.abort.signal)),
+        deployment.upstream.complete(this.upstreamRequest(request, deployment, request.signal)),
       );
       const body = routed.value.body;
       body.model = admitted.model.name;
@@ -147,11 +145,10 @@ export class RelayService {
       (request.body.stream_options as { include_usage?: boolean } | null | undefined)?.include_usage === true;
     const inFlight = this.metrics.inFlight.labels(request.endpoint);
     inFlight.inc();
-    sink.onClose(() => admitted.abort.abort());
     let routed: FailoverResult<UpstreamStream>;
     try {
       routed = await this.route(request, admitted, true, (deployment) =>
-        deployment.upstream.stream(this.upstreamRequest(request, deployment, admitted.abort.signal)),
+        deployment.upstream.stream(this.upstreamRequest(request, deployment, request.signal)),
       );
     } catch (error: unknown) {
       inFlight.dec();
@@ -257,10 +254,7 @@ export class RelayService {
       signal: request.signal,
       ...(request.serviceClass === undefined ? {} : { serviceClass: request.serviceClass }),
     });
-    const abort = new AbortController();
-    if (request.signal.aborted) abort.abort();
-    else request.signal.addEventListener('abort', () => abort.abort(), { once: true });
-    return { model, estimatedPromptTokens, tokens: estimatedPromptTokens + maxOutputTokens, abort };
+    return { model, estimatedPromptTokens, tokens: estimatedPromptTokens + maxOutputTokens };
   }
 
   /** The pre-first-byte phase on the best deployment, failing over to others on retryable errors. */
@@ -276,7 +270,7 @@ export class RelayService {
       const routed = await callWithFailover(this.router, admitted.model, call, {
         tokens: admitted.tokens,
         maxAttempts: this.maxAttempts,
-        signal: admitted.abort.signal,
+        signal: request.signal,
         keepOpen,
         onAttempt: (attempt) => {
           attempts.push(attempt);
