@@ -106,6 +106,10 @@ export interface TollgateOptions {
   readyTimeoutMs?: number;
   /** Extra `node` flags, e.g. `--cpu-prof --cpu-prof-dir=DIR` (cluster workers inherit them). Default none. */
   nodeArgs?: readonly string[];
+  /** Extra top-level configuration sections (e.g. `pricing`), merged into the generated file. Default none. */
+  extraConfig?: Record<string, unknown>;
+  /** Credit topped up on the bench tenant's wallet, currency units (needed when `pricing` is set). Default none. */
+  credit?: string;
 }
 
 /** The label of a Tollgate target: `tollgate`, or `tollgate-wN` with N > 1 workers. */
@@ -150,6 +154,7 @@ export async function startTollgate(
         ],
       },
     ],
+    ...options.extraConfig,
   };
   await writeFile(configPath, stringify(config));
   const port = await freePort();
@@ -178,6 +183,12 @@ export async function startTollgate(
   const tenant = await admin('/admin/v1/tenants', { name: `bench-${name}` });
   if (typeof tenant.id !== 'string' && typeof tenant.id !== 'number') {
     throw new Error(`${name}: tenant answer has no id: ${JSON.stringify(tenant)}`);
+  }
+  if (options.credit !== undefined) {
+    await admin(`/admin/v1/tenants/${encodeURIComponent(String(tenant.id))}/credits`, {
+      amount: options.credit,
+      currency: 'CNY',
+    });
   }
   const key = await admin(`/admin/v1/tenants/${encodeURIComponent(String(tenant.id))}/keys`, {});
   if (typeof key.key !== 'string') throw new Error(`${name}: key answer has no key: ${JSON.stringify(key)}`);

@@ -1,0 +1,97 @@
+/**
+ * Issue 3's benchmark: gateway throughput with metering, rating and wallet reservation on vs off, side by side in
+ * one run against the same minimal upstream (0 ms). "Off" is a gateway without a price book (requests are still
+ * logged and counted); "on" prices every request with the issue's price book and reserves/settles it on a prepaid
+ * wallet. Rounds are interleaved so drift on a shared machine hits both alike.
+ *
+ *   npm run build && node dist/bench/metering-bench.js [--duration 8] [--rounds 2] [--connections 32]
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { BenchProcesses } from './bench-processes.js';
+import { benchModel, chatRequestBody, repoRoot, startTollgate, startUpstream } from './bench-targets.js';
+import { runLoadInChild } from './load.js';
+
+const pricing = {
+  pricing: {
+    currency: 'CNY',
+    versions: [
+      {
+        id: 'bench',
+        effective_from: '2024-01-01T00:00:00Z',
+        models: { [benchModel]: { input: '0.8', output: '2' } },
+        modifiers: { batch: { discount: '0.5' } },
+      },
+    ],
+  },
+};
+
+async function main(): Promise<void> {
+  const options = new Command()
+    .option('--duration <s>', 'measured seconds per run', '8')
+    .option('--rounds <n>', 'interleaved rounds', '2')
+    .option('--connections <n>', 'keep-alive connections', '32')
+    .parse()
+    .opts<{ duration: string; rounds: string; connections: string }>();
+  const processes = new BenchProcesses();
+  try {
+    const upstream = await startUpstream(processes, {});
+    const off = await startTollgate(processes, upstream.baseUrl, { name: 'metering-off' });
+    const on = await startTollgate(processes, upstream.baseUrl, {
+      name: 'metering-on',
+      extraConfig: pricing,
+      credit: '100000000',
+    });
+    const results: Record<string, { whole: number[]; stream: number[] }> = {
+      'metering-off': { whole: [], stream: [] },
+      'metering-on': { whole: [], stream: [] },
+    };
+    for (let round = 0; round < Number(options.rounds); round++) {
+      for (const stream of [false, true]) {
+        for (const target of round % 2 === 0 ? [off, on] : [on, off]) {
+          const result = await runLoadInChild({
+            mode: 'max',
+            url: target.chatUrl,
+            headers: target.headers,
+            body: chatRequestBody(stream),
+            connections: Number(options.connections),
+            durationSeconds: Number(options.duration),
+            warmupSeconds: 2,
+          });
+          if (result.non2xx > 0 || result.errors > 0) {
+            throw new Error(`${target.name}: ${result.non2xx} non-2xx, ${result.errors} errors`);
+          }
+          results[target.name]![stream ? 'stream' : 'whole'].push(result.throughput);
+          process.stdout.write(
+            `round ${round + 1} ${stream ? 'stream' : 'whole'} ${target.name}: ${result.throughput.toFixed(0)} req/s\n`,
+          );
+        }
+      }
+    }
+    const mean = (values: number[]) => values.reduce((sum, value) => sum + value, 0) / values.length;
+    const rows = (['whole', 'stream'] as const).map((kind) => {
+      const offRate = mean(results['metering-off']![kind]);
+      const onRate = mean(results['metering-on']![kind]);
+      return { kind, offRate, onRate, loss: 1 - onRate / offRate };
+    });
+    process.stdout.write(
+      '\n| request | metering off req/s | metering on req/s | loss (target ≤ 10%) |\n|---|---:|---:|---:|\n',
+    );
+    for (const row of rows) {
+      process.stdout.write(
+        `| ${row.kind} | ${row.offRate.toFixed(0)} | ${row.onRate.toFixed(0)} | ${(row.loss * 100).toFixed(1)}% |\n`,
+      );
+    }
+    const file = join(repoRoot, 'bench', 'results', `metering-${new Date().toISOString().slice(0, 10)}.json`);
+    await writeFile(file, `${JSON.stringify({ benchmark: 'metering on vs off', options, results, rows }, null, 2)}\n`);
+    process.stdout.write(`\nwrote ${file}\n`);
+  } finally {
+    await processes.stopAll();
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? error.stack : String(error)}\n`);
+  process.exit(1);
+});
