@@ -327,7 +327,8 @@ async function runRateLoad(spec: RateLoadSpec): Promise<LoadResult> {
       latency: window.latencies.summarize(),
       headersLatency: window.headersLatencies.summarize(),
       sendLag: window.sendLags.summarize(),
-      sentRate: window.sent / Math.min(spec.durationSeconds, window.elapsedSeconds),
+      // A saturated run stopped sending early: its rate is over the time it ran, otherwise over the schedule.
+      sentRate: window.sent / (window.saturated ? window.elapsedSeconds : spec.durationSeconds),
       saturated: window.saturated,
       incompleteStreams: window.incompleteStreams,
       ...(window.firstFailure === undefined ? {} : { firstFailure: window.firstFailure }),

@@ -7,6 +7,12 @@ export class HttpSseSink implements SseSink {
   private isClosed = false;
   private ended = false;
   private readonly listeners: Array<() => void> = [];
+  private corked = false;
+  private readonly uncork = () => {
+    if (!this.corked) return;
+    this.corked = false;
+    this.response.uncork();
+  };
 
   constructor(private readonly response: ServerResponse) {
     // `close` on the response fires when the socket goes away or after `end`: only the former is a disconnect.
@@ -29,11 +35,18 @@ export class HttpSseSink implements SseSink {
       'x-accel-buffering': 'no',
       ...headers,
     });
-    this.response.flushHeaders();
+    // Headers go out with the first event (corked into the same write), not in a system call of their own.
   }
 
   write(text: string): Promise<void> | undefined {
     if (this.isClosed) return undefined;
+    // Events that arrive in the same turn (one upstream read often holds several) leave in one system call: cork on
+    // the first write of a turn, uncork when the turn's events have been written.
+    if (!this.corked) {
+      this.corked = true;
+      this.response.cork();
+      setImmediate(this.uncork);
+    }
     if (this.response.write(text)) return undefined;
     return new Promise((resolve) => {
       const done = () => {
@@ -49,6 +62,10 @@ export class HttpSseSink implements SseSink {
   end(): void {
     if (this.isClosed || this.ended) return;
     this.ended = true;
+    if (this.corked) {
+      this.corked = false;
+      this.response.uncork();
+    }
     this.response.end();
   }
 

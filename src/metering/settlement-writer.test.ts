@@ -136,8 +136,8 @@ describe('SettlementWriter', () => {
     const records = Array.from({ length: 10_000 }, () => settlement());
     const outcomes = await Promise.all(records.map((each) => writer.write(each)));
     expect(outcomes.every((outcome) => outcome === true)).toBe(true);
-    expect(store.commits.length).toBeLessThanOrEqual(21);
-    expect(store.commits.every((size) => size <= 500)).toBe(true);
+    expect(store.commits.length).toBeLessThanOrEqual(6);
+    expect(store.commits.every((size) => size <= 2000)).toBe(true);
     expect(store.commits.reduce((sum, size) => sum + size, 0)).toBe(10_000);
     expect(await countRows(raw)).toBe(10_000);
     expect(writer.stats).toEqual({
