@@ -80,7 +80,17 @@ beforeAll(async () => {
         upstream('capture', captureUrl),
         upstream('dead', 'http://127.0.0.1:9/v1'),
       ],
-      models: [...names, 'capture', 'dead'].map(model),
+      models: [
+        ...[...names, 'capture', 'dead'].map(model),
+        {
+          name: 'failover-model',
+          context_window: 32_768,
+          deployments: [
+            { upstream: 'dead', model: 'simulated' },
+            { upstream: 'ok', model: 'simulated' },
+          ],
+        },
+      ],
     },
     { TEST_UPSTREAM_KEY: 'sk-upstream-secret' },
   );
@@ -230,5 +240,23 @@ describe('relay through the OpenAI-compatible adapter', () => {
     expect(record.errorCode).toBe('client_closed');
     expect(record.completionTokens).toBeGreaterThanOrEqual(5);
     expect(record.completionTokens).toBeLessThan(200);
+  });
+
+  it('fails over to another deployment before the first byte, and the request log shows every attempt', async () => {
+    const ids: string[] = [];
+    for (let index = 0; index < 4; index++) {
+      const { data, response } = await client.chat.completions
+        .create({ model: 'failover-model', messages, max_tokens: 3 })
+        .withResponse();
+      expect(data.choices[0]?.message.content).toBeTruthy();
+      ids.push(response.headers.get('x-request-id')!);
+    }
+    const records = await Promise.all(ids.map((id) => recordOf(id)));
+    const retried = records.filter((record) => record.attempts > 1);
+    expect(retried.length).toBeGreaterThan(0);
+    for (const record of retried) {
+      expect(record.attemptLog).toMatch(/^dead\/simulated \S+ upstream_unreachable .* → ok\/simulated accepted/);
+      expect(record.deployment).toBe('ok/simulated');
+    }
   });
 });

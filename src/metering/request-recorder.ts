@@ -167,6 +167,7 @@ export class RequestRecorder {
       latencyMs: Math.round(latencyMs * 1000) / 1000,
       ttftMs: ttftMs === null ? null : Math.round(ttftMs * 1000) / 1000,
       attempts: trace.attempts,
+      attemptLog: trace.attemptLog,
       createdAt: trace.receivedAt,
     };
     const settlement: Settlement = { log: record };
