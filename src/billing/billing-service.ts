@@ -236,7 +236,7 @@ export class BillingService {
     const budget = this.budgets.get(scope);
     if (budget === undefined || budget.enforcement !== 'hard') return;
     if (spent + amount > budget.monthlyLimit) {
-      throw new InsufficientQuotaError('The monthly budget of this ' + budget.scope + ' is used up.');
+      throw new InsufficientQuotaError(`The monthly budget of this ${budget.scope} is used up.`);
     }
   }
 
