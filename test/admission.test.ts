@@ -100,6 +100,15 @@ describe('rate limits', () => {
     expect((await post(key, { max_tokens: 2 })).status).toBe(200);
   });
 
+  it('a per-model override in the plan limits that model only', async () => {
+    const { key } = await tenantWithPlan({ rpm: 100, models: { 'sim-pro-32k': { rpm: 1 } } });
+    expect((await post(key, { max_tokens: 2 })).status).toBe(200);
+    const limited = await post(key, { max_tokens: 2 });
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get('x-ratelimit-limit-requests')).toBe('1');
+    expect((await post(key, { model: 'sim-pro-128k', max_tokens: 2 })).status).toBe(200);
+  });
+
   it('a key override limits that key only', async () => {
     const { tenantId, keyId, key } = await tenantWithPlan({ rpm: 100 });
     const other = await harness.admin('POST', `/tenants/${tenantId}/keys`, {});

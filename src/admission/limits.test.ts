@@ -30,6 +30,23 @@ describe('admissionScopes', () => {
     ]);
   });
 
+  it('counts a plan per-model override on its own tenant-and-model scope, below any key override', () => {
+    expect(
+      admissionScopes({
+        tenantId: 'ten_a',
+        keyId: 'key_b',
+        model: 'm',
+        plan: { rpm: 100, tpm: 10_000 },
+        planModel: { rpm: 3, concurrency: 2 },
+        key: { concurrency: 1 },
+      }),
+    ).toEqual([
+      { id: 'tenant:ten_a', limits: { tpm: 10_000 } },
+      { id: 'tenant:ten_a:model:m', limits: { rpm: 3 } },
+      { id: 'key:key_b', limits: { concurrency: 1 } },
+    ]);
+  });
+
   it('touches no counter for an unlimited plan', () => {
     expect(admissionScopes({ tenantId: 't', keyId: 'k', model: 'm', plan: {} })).toEqual([]);
   });

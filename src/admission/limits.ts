@@ -43,6 +43,8 @@ export type LimitField = (typeof limitFields)[number];
 export interface Plan {
   /** Limits of the tenant as a whole (shared by its keys and models unless overridden). */
   limits: Limits;
+  /** Per-model overrides of `limits`, by public model name. */
+  models?: Record<string, Limits>;
   /** Service classes the tenant may use; a request asking for another class is downgraded. */
   tiers: ServiceClass[];
   /** Weight in fair sharing between tenants (> 0). Default 1. */
@@ -93,6 +95,8 @@ export interface AdmissionScopesInput {
   model: string;
   /** The tenant's plan limits. */
   plan: Limits;
+  /** The plan's overrides for this model, if any (shared by the tenant's keys). */
+  planModel?: Limits;
   /** The key's overrides, if any. */
   key?: Limits;
   /** Overrides for this key and model, if any. */
@@ -103,23 +107,28 @@ export interface AdmissionScopesInput {
  * The scopes one request is counted in, following `resolveLimits`' rule (most specific wins per field): each field
  * is counted at the level that set it. A field set only by the plan is counted on `tenant:<id>`, shared by every key
  * of the tenant that does not override it; a field a key overrides is counted on `key:<id>` (that key's own
- * allowance, no longer drawn from the tenant's); a per-model override on `key:<id>:model:<name>`. Scopes left without
- * any limit are omitted, so an unlimited request touches no counter at all.
+ * allowance, no longer drawn from the tenant's); a key's per-model override on `key:<id>:model:<name>`; a plan's
+ * per-model override (weaker than any key override) on `tenant:<id>:model:<name>`. Scopes left without any limit are
+ * omitted, so an unlimited request touches no counter at all.
  */
 export function admissionScopes(input: AdmissionScopesInput): AdmissionScope[] {
   const tenant: Limits = {};
+  const tenantModel: Limits = {};
   const key: Limits = {};
   const keyModel: Limits = {};
   for (const field of limitFields) {
     const modelValue = input.keyModel?.[field];
     const keyValue = input.key?.[field];
+    const planModelValue = input.planModel?.[field];
     const planValue = input.plan[field];
     if (modelValue !== undefined) keyModel[field] = modelValue;
     else if (keyValue !== undefined) key[field] = keyValue;
+    else if (planModelValue !== undefined) tenantModel[field] = planModelValue;
     else if (planValue !== undefined) tenant[field] = planValue;
   }
   const scopes: AdmissionScope[] = [];
   if (hasLimit(tenant)) scopes.push({ id: `tenant:${input.tenantId}`, limits: tenant });
+  if (hasLimit(tenantModel)) scopes.push({ id: `tenant:${input.tenantId}:model:${input.model}`, limits: tenantModel });
   if (hasLimit(key)) scopes.push({ id: `key:${input.keyId}`, limits: key });
   if (hasLimit(keyModel)) scopes.push({ id: `key:${input.keyId}:model:${input.model}`, limits: keyModel });
   return scopes;

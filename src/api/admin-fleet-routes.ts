@@ -22,21 +22,26 @@ const ServiceClassBody = Type.Union([
   Type.Literal('flex'),
   Type.Literal('batch'),
 ]);
+const LimitsObject = Type.Object(LimitsBody, { additionalProperties: false });
+/** Per-model overrides, by public model name. */
+const ModelLimits = Type.Optional(Type.Record(Type.String({ minLength: 1, maxLength: 128 }), LimitsObject));
 const PlanBody = Type.Object(
   {
     ...LimitsBody,
+    models: ModelLimits,
     tiers: Type.Optional(Type.Array(ServiceClassBody, { minItems: 1 })),
     weight: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1000 })),
   },
   { additionalProperties: false },
 );
-const KeyLimitsBody = Type.Object(LimitsBody, { additionalProperties: false });
+const KeyLimitsBody = Type.Object({ ...LimitsBody, models: ModelLimits }, { additionalProperties: false });
 
 interface LimitsInput {
   rpm?: number | null;
   tpm?: number | null;
   tpd?: number | null;
   concurrency?: number | null;
+  models?: Record<string, LimitsInput>;
 }
 
 /** Registers plan, key-limit and fleet routes. */
@@ -54,13 +59,22 @@ export function registerAdminFleetRoutes(
         throw new NotFoundError(`No tenant with id "${request.params.id}".`, 'tenant_not_found');
       }
       const defaults = plans.defaultPlan();
+      const models = modelLimitsOf(request.body.models);
       const plan: Plan = {
         limits: limitsOf(request.body),
         tiers: request.body.tiers ?? defaults.tiers,
         weight: request.body.weight ?? defaults.weight,
+        ...(models === undefined ? {} : { models }),
       };
       await plans.setTenantPlan(request.params.id, plan);
-      return { object: 'plan', tenant_id: request.params.id, ...plan.limits, tiers: plan.tiers, weight: plan.weight };
+      return {
+        object: 'plan',
+        tenant_id: request.params.id,
+        ...plan.limits,
+        tiers: plan.tiers,
+        weight: plan.weight,
+        models: plan.models ?? {},
+      };
     },
   );
 
@@ -71,7 +85,8 @@ export function registerAdminFleetRoutes(
       if ((await store.getKey(request.params.id)) === undefined) {
         throw new NotFoundError(`No key with id "${request.params.id}".`, 'key_not_found');
       }
-      const limits = limitsOf(request.body);
+      const models = modelLimitsOf(request.body.models);
+      const limits = { ...limitsOf(request.body), ...(models === undefined ? {} : { models }) };
       await plans.setKeyLimits(request.params.id, limits);
       return { object: 'key_limits', key_id: request.params.id, ...limits };
     },
@@ -82,6 +97,11 @@ export function registerAdminFleetRoutes(
     deployments: router.fleetSnapshot(),
     models: [...gate.modelSchedulers].map(([model, scheduler]) => ({ model, ...scheduler.stats() })),
   }));
+}
+
+function modelLimitsOf(models: Record<string, LimitsInput> | undefined): Record<string, Limits> | undefined {
+  if (models === undefined) return undefined;
+  return Object.fromEntries(Object.entries(models).map(([model, limits]) => [model, limitsOf(limits)]));
 }
 
 /** Limits from a body: absent or null fields are unlimited. */

@@ -30,6 +30,7 @@ import { AdmissionGate } from '../relay/admission-gate.js';
 import { RelayService } from '../relay/relay-service.js';
 import { DeploymentRouter, type DeploymentRoutingSettings } from '../routing/deployment-router.js';
 import { HealthProber } from '../routing/health-prober.js';
+import { CapacityRefiner } from '../scheduling/capacity-refiner.js';
 import type { TieredSchedulerOptions } from '../scheduling/tiered-scheduler.js';
 import { createStore } from '../store/create-store.js';
 import { KyselyStore } from '../store/kysely-store.js';
@@ -191,6 +192,15 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     maxAttempts: config.routing.max_attempts,
   });
   registerFleetMetrics(metrics, router, gate);
+  const refiner =
+    config.scheduling.capacity_refresh_ms > 0
+      ? new CapacityRefiner(catalog.list(), gate.modelSchedulers, {
+          clock,
+          logger,
+          intervalMs: config.scheduling.capacity_refresh_ms,
+        })
+      : undefined;
+  refiner?.start();
   // Files and batches share the gateway's database; a store of another kind (none today) disables them.
   let batches: { service: BatchService; runner: BatchRunner } | undefined;
   if (store instanceof KyselyStore) {
@@ -293,6 +303,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       await batches?.runner.stop();
       checkpointer.stop();
       prober?.stop();
+      refiner?.stop();
       if (recovery !== undefined) clearInterval(recovery);
       await app.close();
       await notifier.close();

@@ -288,6 +288,11 @@ export const ConfigSchema = Type.Object(
         ),
         /** Share of capacity flex and batch may use, 0–1. Default 0.85 (the last 15% stays free for bursts). */
         low_class_ceiling: Type.Number({ minimum: 0.05, maximum: 1, default: 0.85 }),
+        /**
+         * How often upstreams' reported load (running/waiting) refines each model's capacity, ms; 0 disables.
+         * Default 2000.
+         */
+        capacity_refresh_ms: Type.Integer({ minimum: 0, default: 2000 }),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -108,7 +108,9 @@ export class AdmissionGate {
       keyId: principal.keyId,
       model: model.name,
       plan: plan.limits,
+      ...(plan.models?.[model.name] === undefined ? {} : { planModel: plan.models[model.name] }),
       ...(keyLimits === undefined ? {} : { key: keyLimits }),
+      ...(keyLimits?.models?.[model.name] === undefined ? {} : { keyModel: keyLimits.models[model.name] }),
     });
     let ticket: AdmissionTicket | undefined;
     if (scopes.length > 0) {

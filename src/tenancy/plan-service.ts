@@ -7,6 +7,9 @@ import type { Limits, Plan } from '../admission/limits.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
 import type { Store } from '../store/store.js';
 
+/** A key's limit overrides, with optional per-model overrides. */
+export type KeyLimits = Limits & { models?: Record<string, Limits> };
+
 /** The default plan as configured. */
 export interface PlanDefaults {
   limits: Limits;
@@ -22,7 +25,7 @@ interface Cached<T> {
 /** Plans and key limits, read on the request path. */
 export class PlanService {
   private readonly plans = new Map<string, Cached<Plan>>();
-  private readonly keyLimits = new Map<string, Cached<Limits | undefined>>();
+  private readonly keyLimits = new Map<string, Cached<KeyLimits | undefined>>();
 
   constructor(
     private readonly store: Pick<Store, 'getSetting' | 'putSetting'>,
@@ -42,11 +45,11 @@ export class PlanService {
   }
 
   /** The key's limit overrides, if any. */
-  async limitsForKey(keyId: string): Promise<Limits | undefined> {
+  async limitsForKey(keyId: string): Promise<KeyLimits | undefined> {
     const cached = this.keyLimits.get(keyId);
     if (cached !== undefined && cached.staleAt > Date.now()) return cached.value;
     const stored = await this.store.getSetting(`limits:key:${keyId}`);
-    const limits = stored === undefined ? undefined : (JSON.parse(stored) as Limits);
+    const limits = stored === undefined ? undefined : (JSON.parse(stored) as KeyLimits);
     this.keyLimits.set(keyId, { value: limits, staleAt: Date.now() + this.cacheTtlMs });
     return limits;
   }
@@ -56,7 +59,7 @@ export class PlanService {
     this.plans.set(tenantId, { value: plan, staleAt: Date.now() + this.cacheTtlMs });
   }
 
-  async setKeyLimits(keyId: string, limits: Limits): Promise<void> {
+  async setKeyLimits(keyId: string, limits: KeyLimits): Promise<void> {
     await this.store.putSetting(`limits:key:${keyId}`, JSON.stringify(limits));
     this.keyLimits.set(keyId, { value: limits, staleAt: Date.now() + this.cacheTtlMs });
   }

@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import type { CatalogModel, Deployment } from '../catalog/catalog.js';
+import { VirtualClock } from '../clock/clock.js';
+import type { Upstream, UpstreamLoad } from '../upstreams/upstream.js';
+import { CapacityRefiner, effectiveSequences } from './capacity-refiner.js';
+import { TieredScheduler } from './tiered-scheduler.js';
+
+function upstream(name: string, load: () => UpstreamLoad | undefined): Upstream {
+  return {
+    name,
+    complete: () => Promise.reject(new Error('unused')),
+    stream: () => Promise.reject(new Error('unused')),
+    load: async () => load(),
+    close: async () => undefined,
+  };
+}
+
+function deployment(up: Upstream, sequences: number): Deployment {
+  return {
+    id: `${up.name}/m`,
+    upstream: up,
+    upstreamModel: 'm',
+    capacity: { sequences, tokens: 1_000_000 },
+    weight: 1,
+  };
+}
+
+describe('CapacityRefiner', () => {
+  it('scales a deployment by running / (running + waiting) while its upstream queues, and restores it after', async () => {
+    let reported: UpstreamLoad | undefined = { running: 30, waiting: 10 };
+    const busy = upstream('busy', () => reported);
+    const silent = upstream('silent', () => undefined);
+    const model: CatalogModel = {
+      name: 'm',
+      kind: 'chat',
+      contextWindow: 8192,
+      maxOutputTokens: 1024,
+      created: 0,
+      deployments: [deployment(busy, 64), deployment(silent, 16)],
+    };
+    const clock = new VirtualClock();
+    const scheduler = new TieredScheduler({ clock, capacity: { sequences: 80, tokens: 2_000_000 } });
+    const refiner = new CapacityRefiner([model], new Map([['m', scheduler]]), { clock });
+
+    await refiner.refresh();
+    // 64 × 30/40 = 48 for the queueing upstream, 16 kept for the silent one.
+    expect(scheduler.capacity.sequences).toBe(48 + 16);
+
+    reported = { running: 20, waiting: 0 };
+    await refiner.refresh();
+    expect(scheduler.capacity.sequences).toBe(80);
+  });
+
+  it('never goes below one sequence', () => {
+    expect(effectiveSequences(64, { running: 0, waiting: 100 })).toBe(1);
+    expect(effectiveSequences(64, undefined)).toBe(64);
+    expect(effectiveSequences(10, { running: 5, waiting: 5 })).toBe(5);
+  });
+});
