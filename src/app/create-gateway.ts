@@ -34,6 +34,7 @@ import { CapacityRefiner } from '../scheduling/capacity-refiner.js';
 import type { TieredSchedulerOptions } from '../scheduling/tiered-scheduler.js';
 import { createStore } from '../store/create-store.js';
 import { KyselyStore } from '../store/kysely-store.js';
+import { SqliteStore } from '../store/sqlite-store.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import { KeyService } from '../tenancy/key-service.js';
@@ -70,6 +71,11 @@ export interface CreateGatewayOptions {
   store?: Store;
   /** Bill interrupted streams and clear reservations left by a previous process (embedded mode). Default true. */
   recoverOnStart?: boolean;
+  /**
+   * This process is the only one serving from an embedded (SQLite) store, so wallet reservations may live in its
+   * memory instead of a write per request. Default true; false for cluster workers sharing one SQLite file.
+   */
+  ownsStore?: boolean;
 }
 
 /** Routing weights and per-token costs (for cost-aware routing) of every deployment. */
@@ -107,6 +113,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const logger = options.logger ?? createLogger({ level: config.log.level });
   const store = options.store ?? (await createStore(loaded.storeUrl));
   await store.migrate();
+  if (store instanceof SqliteStore && options.ownsStore !== false) store.useProcessReservations();
   const metrics = new GatewayMetrics();
   const bus = options.invalidationBus ?? new InProcessInvalidationBus();
   const keys = new KeyService(store, { bus });

@@ -97,7 +97,13 @@ async function prepareStore(loaded: LoadedConfig): Promise<string | undefined> {
 
 async function runWorker(loaded: LoadedConfig, adminToken: string): Promise<void> {
   const bus = new ClusterInvalidationBus();
-  const gateway = await createGateway(loaded, { adminToken, invalidationBus: bus, recoverOnStart: false });
+  const gateway = await createGateway(loaded, {
+    adminToken,
+    invalidationBus: bus,
+    recoverOnStart: false,
+    // Workers share the SQLite file: reservations must be in the wallet rows where every worker sees them.
+    ownsStore: false,
+  });
   const address = await gateway.listen();
   process.send?.({ type: 'tollgate:listening', url: address.url });
   onShutdown(async () => gateway.close());

@@ -13,7 +13,7 @@ import {
 } from 'kysely';
 import type { ApiKeysTable, DatabaseSchema, RequestLogTable, UsageEventsTable } from './database-schema.js';
 import { apiKeyFromRow, KyselyStore } from './kysely-store.js';
-import type { Nano, Settlement, UsageEventRecord } from './ledger-store.js';
+import type { Nano, Settlement, UsageEventRecord, WalletRecord } from './ledger-store.js';
 import { settlementEffects } from './settlement-effects.js';
 import type { ApiKeyRecord, RequestLogRecord } from './store.js';
 
@@ -68,6 +68,13 @@ export function openSqliteStore(path: string, options: SqliteStoreOptions = {}):
  * - `insertRequestLogs`: the same per-row statement.
  * These statements run under Kysely's connection lock, so none of them lands inside a Kysely transaction that is
  * open on the shared connection (better-sqlite3 would nest it, and a rollback there would undo it).
+ *
+ * Embedded mode (one gateway process owns the file) can hold wallet reservations in this process's memory instead of
+ * the wallet row (`useProcessReservations`): `reserve` then reads the balance with one synchronous SELECT and checks
+ * and takes the reservation in the same synchronous step — atomic, since JavaScript runs one step at a time — with no
+ * write per request; `settle` releases a settlement's reservation right after its transaction commits, so a balance
+ * is never counted without the charge that reduced it. Reservations die with the process, so there is nothing to
+ * recover after a crash. Top-ups by other processes (the CLI) are still seen: the balance is read on every reserve.
  */
 export class SqliteStore extends KyselyStore {
   private findKeyByHashStatement: Database.Statement<[string], ApiKeysTable> | undefined;
@@ -75,6 +82,9 @@ export class SqliteStore extends KyselyStore {
   private settleTransaction: ((batch: readonly Settlement[]) => void) | undefined;
   private reserveStatement: Database.Statement<[ReserveParameters], void> | undefined;
   private releaseStatement: Database.Statement<[ReserveParameters], void> | undefined;
+  private fundsStatement: Database.Statement<[string], { balance: bigint; credit_limit: bigint }> | undefined;
+  /** Reservations by tenant, when held in memory (see the class comment). */
+  private processReservations: Map<string, Nano> | undefined;
   private readonly database: Database.Database;
 
   constructor(database: Database.Database) {
@@ -101,8 +111,30 @@ export class SqliteStore extends KyselyStore {
     await this.db.connection().execute(async () => insert(records));
   }
 
+  /**
+   * Holds wallet reservations in this process's memory from now on. Only for a process that is the sole user of the
+   * file (embedded mode with one worker): reservations of other processes would not be seen.
+   */
+  useProcessReservations(): void {
+    this.processReservations ??= new Map();
+  }
+
   override async reserve(tenantId: string, amount: Nano): Promise<boolean> {
     if (amount < 0n) throw new RangeError(`Cannot reserve a negative amount (${amount})`);
+    const held = this.processReservations;
+    if (held !== undefined) {
+      this.fundsStatement ??= this.database
+        .prepare<[string], { balance: bigint; credit_limit: bigint }>(
+          'select balance, credit_limit from wallets where tenant_id = ?',
+        )
+        .safeIntegers(true);
+      const funds = this.fundsStatement.get(tenantId);
+      if (funds === undefined) return false;
+      const reserved = held.get(tenantId) ?? 0n;
+      if (funds.balance + funds.credit_limit - reserved < amount) return false;
+      held.set(tenantId, reserved + amount);
+      return true;
+    }
     this.reserveStatement ??= this.database.prepare<[ReserveParameters], void>(
       'update wallets set reserved = reserved + @amount, updated_at = @now' +
         ' where tenant_id = @tenant_id and balance + credit_limit - reserved >= @amount',
@@ -114,6 +146,10 @@ export class SqliteStore extends KyselyStore {
 
   override async release(tenantId: string, amount: Nano): Promise<void> {
     if (amount <= 0n) return;
+    if (this.processReservations !== undefined) {
+      this.releaseHeld(tenantId, amount);
+      return;
+    }
     this.releaseStatement ??= this.database.prepare<[ReserveParameters], void>(RELEASE_SQL);
     const statement = this.releaseStatement;
     const parameters = { tenant_id: tenantId, amount, now: Date.now() };
@@ -124,6 +160,31 @@ export class SqliteStore extends KyselyStore {
     if (batch.length === 0) return;
     const settle = this.settleTransaction ?? this.prepareSettle();
     await this.db.connection().execute(async () => settle(batch));
+    if (this.processReservations !== undefined) {
+      for (const settlement of batch) {
+        if (settlement.reservation !== undefined) {
+          this.releaseHeld(settlement.reservation.tenantId, settlement.reservation.amount);
+        }
+      }
+    }
+  }
+
+  override async getWallet(tenantId: string): Promise<WalletRecord | undefined> {
+    const wallet = await super.getWallet(tenantId);
+    if (wallet === undefined || this.processReservations === undefined) return wallet;
+    return { ...wallet, reserved: this.processReservations.get(tenantId) ?? 0n };
+  }
+
+  override async resetReservations(): Promise<void> {
+    this.processReservations?.clear();
+    await super.resetReservations();
+  }
+
+  private releaseHeld(tenantId: string, amount: Nano): void {
+    const held = this.processReservations!;
+    const left = (held.get(tenantId) ?? 0n) - amount;
+    if (left > 0n) held.set(tenantId, left);
+    else held.delete(tenantId);
   }
 
   override async sumUsageEvents(query: {
