@@ -31,6 +31,8 @@ import { RelayService } from '../relay/relay-service.js';
 import { DeploymentRouter, type DeploymentRoutingSettings } from '../routing/deployment-router.js';
 import { HealthProber } from '../routing/health-prober.js';
 import { CapacityRefiner } from '../scheduling/capacity-refiner.js';
+import { FairShareSync } from '../scheduling/fair-share-sync.js';
+import { RedisFairShareStore } from '../scheduling/redis-fair-share-store.js';
 import type { TieredSchedulerOptions } from '../scheduling/tiered-scheduler.js';
 import { createStore } from '../store/create-store.js';
 import { KyselyStore } from '../store/kysely-store.js';
@@ -208,6 +210,19 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
         })
       : undefined;
   refiner?.start();
+  // Cluster mode: VTC fair-share counters meet in Redis, so fairness holds across processes.
+  const fairShareStore =
+    config.admission.store === 'redis'
+      ? new RedisFairShareStore({
+          redis: config.admission.redis_url,
+          commandTimeoutMs: config.admission.command_timeout_ms,
+        })
+      : undefined;
+  const fairShare =
+    fairShareStore === undefined
+      ? undefined
+      : new FairShareSync(gate.modelSchedulers, fairShareStore, { clock, logger });
+  fairShare?.start();
   // Files and batches share the gateway's database; a store of another kind (none today) disables them.
   let batches: { service: BatchService; runner: BatchRunner } | undefined;
   if (store instanceof KyselyStore) {
@@ -311,6 +326,8 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       checkpointer.stop();
       prober?.stop();
       refiner?.stop();
+      fairShare?.stop();
+      await fairShareStore?.close();
       if (recovery !== undefined) clearInterval(recovery);
       await app.close();
       await notifier.close();

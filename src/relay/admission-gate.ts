@@ -58,7 +58,7 @@ export interface AdmissionGateOptions {
 
 /** Plans, rate limits, wallet and capacity for every request. */
 export class AdmissionGate {
-  private readonly schedulers = new Map<string, Scheduler>();
+  private readonly schedulers = new Map<string, TieredScheduler>();
   private readonly leaseMs: number;
 
   constructor(
@@ -84,8 +84,8 @@ export class AdmissionGate {
     }
   }
 
-  /** The schedulers by model, for metrics and the fleet view. */
-  get modelSchedulers(): ReadonlyMap<string, Scheduler> {
+  /** The schedulers by model, for metrics, the fleet view, capacity refinement and cluster fair-share sync. */
+  get modelSchedulers(): ReadonlyMap<string, TieredScheduler> {
     return this.schedulers;
   }
 

@@ -297,6 +297,14 @@ export class TieredScheduler implements Scheduler {
     return this.queues[serviceClass].counters();
   }
 
+  /**
+   * Moves a tenant's fair-share counter by `delta` virtual tokens (cluster sync: tokens other processes served it).
+   * A tenant this scheduler never queued is left alone.
+   */
+  adjustFairShare(serviceClass: ServiceClass, tenantId: string, delta: number): void {
+    this.queues[serviceClass].charge(tenantId, delta);
+  }
+
   private cost(inputTokens: number, outputTokens: number): number {
     return this.inputTokenWeight * inputTokens + this.outputTokenWeight * outputTokens;
   }
