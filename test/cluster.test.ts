@@ -107,6 +107,26 @@ describe('cluster mode', () => {
     } finally {
       await store.close();
     }
+
+    // A key revoked through one process stops working in the others at once (Redis pub/sub, not the cache TTL).
+    const created = (await (
+      await fetch(`${first.url}/admin/v1/tenants/${tenantId}/keys`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        body: '{}',
+      })
+    ).json()) as { id: string; key: string };
+    const models = (url: string) => fetch(`${url}/v1/models`, { headers: { authorization: `Bearer ${created.key}` } });
+    expect((await models(urls[1]!)).status).toBe(200);
+    expect((await models(urls[2]!)).status).toBe(200);
+    const revoked = await fetch(`${first.url}/admin/v1/keys/${created.id}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${adminToken}` },
+    });
+    expect(revoked.status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await models(urls[1]!)).status).toBe(401);
+    expect((await models(urls[2]!)).status).toBe(401);
   });
 
   it('follows the configured policy when Redis dies, and the ledger loses nothing', async () => {

@@ -41,6 +41,7 @@ import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import { KeyService } from '../tenancy/key-service.js';
 import { PlanService } from '../tenancy/plan-service.js';
+import { RedisInvalidationBus } from '../tenancy/redis-invalidation-bus.js';
 import { TenantService } from '../tenancy/tenant-service.js';
 import { createUpstream } from '../upstreams/create-upstream.js';
 import type { Upstream } from '../upstreams/upstream.js';
@@ -117,7 +118,12 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   await store.migrate();
   if (store instanceof SqliteStore && options.ownsStore !== false) store.useProcessReservations();
   const metrics = new GatewayMetrics();
-  const bus = options.invalidationBus ?? new InProcessInvalidationBus();
+  // Cluster mode: revocations reach every process through Redis pub/sub, so a revoked key stops everywhere at once.
+  const redisBus =
+    options.invalidationBus === undefined && config.admission.store === 'redis'
+      ? new RedisInvalidationBus({ url: config.admission.redis_url })
+      : undefined;
+  const bus = options.invalidationBus ?? redisBus ?? new InProcessInvalidationBus();
   const keys = new KeyService(store, { bus });
   const tenants = new TenantService(store, { bus });
   const billing = new BillingService(store, {
@@ -328,6 +334,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       refiner?.stop();
       fairShare?.stop();
       await fairShareStore?.close();
+      await redisBus?.close();
       if (recovery !== undefined) clearInterval(recovery);
       await app.close();
       await notifier.close();
