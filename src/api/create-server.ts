@@ -77,6 +77,8 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     genReqId: () => `req_${randomUUID().replaceAll('-', '')}`,
     requestIdHeader: false,
     return503OnClosing: true,
+    // Closing drops idle keep-alive connections at once instead of waiting for clients to hang up.
+    forceCloseConnections: 'idle',
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
   });
   app.decorateRequest('trace', undefined);

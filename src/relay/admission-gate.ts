@@ -167,7 +167,10 @@ export class AdmissionGate {
     scheduled = { scheduler, ticket: submitted.ticket };
     if (submitted.outcome === 'dispatched') return;
     const leave = () => scheduler.cancel(submitted.ticket);
-    input.signal.addEventListener('abort', leave, { once: true });
+    // A signal aborted before this point fires no event: leave now, or a batch-class ticket (no wait limit) would
+    // wait in the queue for ever.
+    if (input.signal.aborted) leave();
+    else input.signal.addEventListener('abort', leave, { once: true });
     const outcome = await submitted.ticket.settled();
     input.signal.removeEventListener('abort', leave);
     if (outcome.outcome === 'refused') {
