@@ -81,6 +81,18 @@ export interface CreateGatewayOptions {
   ownsStore?: boolean;
 }
 
+/** Waits for `work` at most `ms`, then logs and goes on. */
+async function withDeadline(work: Promise<unknown> | undefined, ms: number, what: string, logger: Logger) {
+  if (work === undefined) return;
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<'expired'>((resolve) => {
+    timer = setTimeout(() => resolve('expired'), ms);
+  });
+  const outcome = await Promise.race([work.then(() => 'done' as const), expired]);
+  clearTimeout(timer);
+  if (outcome === 'expired') logger.warn({ step: what, deadlineMs: ms }, 'shutdown step did not finish in time');
+}
+
 /** Routing weights and per-token costs (for cost-aware routing) of every deployment. */
 function routingSettings(catalog: Catalog, billing: BillingService): Record<string, DeploymentRoutingSettings> {
   const settings: Record<string, DeploymentRoutingSettings> = {};
@@ -328,7 +340,8 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       return { host, port, url: `http://${urlHost}:${port}` };
     },
     async close() {
-      await batches?.runner.stop();
+      // Shutdown never hangs on one part: each slow step gets a deadline, then the rest closes anyway.
+      await withDeadline(batches?.runner.stop(), 5_000, 'batch runner stop', logger);
       checkpointer.stop();
       prober?.stop();
       refiner?.stop();
@@ -336,7 +349,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       await fairShareStore?.close();
       await redisBus?.close();
       if (recovery !== undefined) clearInterval(recovery);
-      await app.close();
+      await withDeadline(app.close(), 5_000, 'HTTP server close', logger);
       await notifier.close();
       await limits.close();
       await writer.close();
