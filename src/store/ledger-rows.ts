@@ -29,33 +29,56 @@ export type MoneyAsText<T> = {
   [K in keyof T]: T[K] extends bigint ? string : T[K] extends bigint | null ? string | null : T[K];
 };
 
+/** The amount columns shared by usage events and billing rollups (list amounts by class, discounts, total, cost). */
+const AMOUNT_COLUMNS = [
+  'input_list_amount',
+  'cached_list_amount',
+  'output_list_amount',
+  'batch_discount',
+  'off_peak_discount',
+  'contract_discount',
+  'volume_discount',
+  'amount',
+  'cost',
+] as const;
+
+/** Every `usage_events` column, in the order of `usageEventParameters` (SQLite's positional insert). */
+export const USAGE_EVENT_COLUMNS = [
+  'request_id',
+  'tenant_id',
+  'key_id',
+  'model',
+  'deployment',
+  'batch',
+  'received_at',
+  'currency',
+  'price_version',
+  'tier',
+  'output_condition',
+  'input_tokens',
+  'cached_tokens',
+  'output_tokens',
+  'reasoning_tokens',
+  'estimated',
+  'input_list_amount',
+  'cached_list_amount',
+  'output_list_amount',
+  'batch_discount',
+  'off_peak_discount',
+  'contract_discount',
+  'volume_discount',
+  'amount',
+  'cost',
+  'detail',
+] as const satisfies readonly (keyof UsageEventsTable)[];
+
 /** Money columns of each ledger table: the columns a read must cast to text. */
 export const MONEY_COLUMNS = {
   wallets: ['balance', 'credit_limit', 'reserved'],
   wallet_transactions: ['amount'],
-  usage_events: [
-    'input_list_amount',
-    'cached_list_amount',
-    'output_list_amount',
-    'batch_discount',
-    'off_peak_discount',
-    'contract_discount',
-    'volume_discount',
-    'amount',
-    'cost',
-  ],
+  usage_events: AMOUNT_COLUMNS,
   usage_rollups: ['amount', 'cost'],
-  billing_rollups: [
-    'input_list_amount',
-    'cached_list_amount',
-    'output_list_amount',
-    'batch_discount',
-    'off_peak_discount',
-    'contract_discount',
-    'volume_discount',
-    'amount',
-    'cost',
-  ],
+  billing_rollups: AMOUNT_COLUMNS,
   stream_checkpoints: ['reservation'],
   budgets: ['monthly_limit'],
 } as const;

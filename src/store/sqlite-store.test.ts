@@ -6,15 +6,10 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from './create-store.js';
 import { requestLogToRow } from './kysely-store.js';
-import { usageEventToRow } from './ledger-rows.js';
+import { USAGE_EVENT_COLUMNS, usageEventToRow } from './ledger-rows.js';
 import type { UsageEventRecord } from './ledger-store.js';
 import { migrationProvider } from './migrations/migration-provider.js';
-import {
-  REQUEST_LOG_INSERT_COLUMNS,
-  requestLogParameters,
-  USAGE_EVENT_INSERT_COLUMNS,
-  usageEventParameters,
-} from './sqlite-store.js';
+import { REQUEST_LOG_INSERT_COLUMNS, requestLogParameters, usageEventParameters } from './sqlite-store.js';
 import type { RequestLogRecord } from './store.js';
 import { describeStoreConformance } from './store-conformance.js';
 import { type TranspiledTree, transpileForChild } from './transpile-for-child.js';
@@ -98,8 +93,8 @@ describe('SQLite store', () => {
       detail: '{}',
     };
     const eventRow = usageEventToRow(event);
-    expect(new Set(USAGE_EVENT_INSERT_COLUMNS)).toEqual(new Set(Object.keys(eventRow)));
-    expect(usageEventParameters(event)).toEqual(USAGE_EVENT_INSERT_COLUMNS.map((column) => eventRow[column]));
+    expect(new Set(USAGE_EVENT_COLUMNS)).toEqual(new Set(Object.keys(eventRow)));
+    expect(usageEventParameters(event)).toEqual(USAGE_EVENT_COLUMNS.map((column) => eventRow[column]));
   });
 
   it('migrates to the ingest schema: attempt_log column, no request_log_created_idx, a larger WAL checkpoint', async () => {

@@ -11,8 +11,9 @@ import {
   SqliteIntrospector,
   SqliteQueryCompiler,
 } from 'kysely';
-import type { ApiKeysTable, DatabaseSchema, RequestLogTable, UsageEventsTable } from './database-schema.js';
+import type { ApiKeysTable, DatabaseSchema, RequestLogTable } from './database-schema.js';
 import { apiKeyFromRow, KyselyStore } from './kysely-store.js';
+import { USAGE_EVENT_COLUMNS } from './ledger-rows.js';
 import type { Nano, Settlement, UsageEventRecord, WalletRecord } from './ledger-store.js';
 import { settlementEffects } from './settlement-effects.js';
 import type { ApiKeyRecord, RequestLogRecord } from './store.js';
@@ -222,8 +223,8 @@ export class SqliteStore extends KyselyStore {
         ` values (${placeholders(REQUEST_LOG_INSERT_COLUMNS.length)}) on conflict (request_id) do nothing`,
     );
     const insertEvent = database.prepare<unknown[], void>(
-      `insert into usage_events (${USAGE_EVENT_INSERT_COLUMNS.join(', ')})` +
-        ` values (${placeholders(USAGE_EVENT_INSERT_COLUMNS.length)}) on conflict (request_id) do nothing`,
+      `insert into usage_events (${USAGE_EVENT_COLUMNS.join(', ')})` +
+        ` values (${placeholders(USAGE_EVENT_COLUMNS.length)}) on conflict (request_id) do nothing`,
     );
     const charge = database.prepare<unknown[], void>(
       'insert into wallets (tenant_id, mode, currency, balance, credit_limit, reserved, updated_at)' +
@@ -393,37 +394,7 @@ export function requestLogParameters(record: RequestLogRecord): unknown[] {
   ];
 }
 
-/** `usage_events` columns in the order of `usageEventParameters`. */
-export const USAGE_EVENT_INSERT_COLUMNS = [
-  'request_id',
-  'tenant_id',
-  'key_id',
-  'model',
-  'deployment',
-  'batch',
-  'received_at',
-  'currency',
-  'price_version',
-  'tier',
-  'output_condition',
-  'input_tokens',
-  'cached_tokens',
-  'output_tokens',
-  'reasoning_tokens',
-  'estimated',
-  'input_list_amount',
-  'cached_list_amount',
-  'output_list_amount',
-  'batch_discount',
-  'off_peak_discount',
-  'contract_discount',
-  'volume_discount',
-  'amount',
-  'cost',
-  'detail',
-] as const satisfies readonly (keyof UsageEventsTable)[];
-
-/** A usage event as the positional parameters of `USAGE_EVENT_INSERT_COLUMNS` (same values as `usageEventToRow`). */
+/** A usage event as the positional parameters of `USAGE_EVENT_COLUMNS` (same values as `usageEventToRow`). */
 export function usageEventParameters(event: UsageEventRecord): unknown[] {
   return [
     event.requestId,
