@@ -10,6 +10,8 @@ export interface LoggerOptions {
   level?: string;
   /** Write synchronously (tests, CLI). Default false: a buffered asynchronous destination. */
   sync?: boolean;
+  /** Where lines go. Default standard output. */
+  destination?: NodeJS.WritableStream;
 }
 
 /** The process logger. */
@@ -35,7 +37,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
         censor: '[redacted]',
       },
     },
-    pino.destination({ sync: options.sync ?? false }),
+    options.destination ?? pino.destination({ sync: options.sync ?? false }),
   );
 }
 

@@ -9,7 +9,7 @@ import OpenAI from 'openai';
 import { request } from 'undici';
 import { createGateway, type Gateway } from '../../src/app/create-gateway.js';
 import { type LoadedConfig, parseConfigDocument } from '../../src/config/load-config.js';
-import { createLogger } from '../../src/observability/logger.js';
+import { createLogger, type Logger } from '../../src/observability/logger.js';
 
 /** A fast simulated fleet: the same shape as the default, with short steps so tests finish quickly. */
 export const fastSimulatedConfig = {
@@ -76,7 +76,7 @@ export interface TestGateway {
 export async function startTestGateway(
   document: Record<string, unknown> = fastSimulatedConfig,
   environment: Record<string, string> = {},
-  options: { storeUrl?: string } = {},
+  options: { storeUrl?: string; logger?: Logger } = {},
 ): Promise<TestGateway> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'tollgate-test-'));
   const config = parseConfigDocument({
@@ -101,7 +101,7 @@ export async function startTestGateway(
   };
   const gateway = await createGateway(loaded, {
     adminToken: 'test-admin-token',
-    logger: createLogger({ level: 'silent', sync: true }),
+    logger: options.logger ?? createLogger({ level: 'silent', sync: true }),
   });
   const { url } = await gateway.listen();
 
