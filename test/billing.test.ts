@@ -209,6 +209,36 @@ describe('money operations, usage, invoices', () => {
     expect(error.code).toBe('insufficient_quota');
   });
 
+  it('a hard budget lets at most 20 of 200 concurrent requests through when it covers 20', async () => {
+    const maxTokens = 200;
+    const quote = costNano(promptTokens, maxTokens);
+    // The wallet covers all 200: only the budget can refuse.
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: nanoToDecimal(quote * 300n) });
+    const limit = quote * 20n + quote / 2n;
+    const set = await harness.admin('PUT', `/tenants/${tenantId}/billing`, {
+      mode: 'prepaid',
+      budget: { monthly_limit: nanoToDecimal(limit), enforcement: 'hard' },
+    });
+    expect(set.status).toBe(200);
+    const client = harness.client(key, { timeout: 60_000 });
+    const results = await Promise.allSettled(
+      Array.from({ length: 200 }, () =>
+        client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: maxTokens }),
+      ),
+    );
+    const passed = results.filter((result) => result.status === 'fulfilled').length;
+    const refused = results.filter(
+      (result) => result.status === 'rejected' && (result.reason as { code?: string }).code === 'insufficient_quota',
+    ).length;
+    expect(passed).toBeLessThanOrEqual(20);
+    expect(passed).toBeGreaterThan(0);
+    expect(passed + refused).toBe(200);
+    const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
+    const spent = quote * 300n - decimalToNano(balance.body.balance);
+    expect(spent).toBe(quote * BigInt(passed));
+    expect(spent).toBeLessThanOrEqual(limit);
+  });
+
   it('repricing takes effect only in the future', async () => {
     const past = await harness.admin('POST', '/prices', {
       id: 'v0',

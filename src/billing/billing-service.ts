@@ -47,6 +47,8 @@ export interface Reservation {
   tenantId: string;
   keyId: string;
   amount: Nano;
+  /** `YYYY-MM` whose budgets hold `amount` until the request is settled. */
+  month: string;
 }
 
 /** What `rate` needs about one finished request. */
@@ -66,6 +68,9 @@ interface MonthCounter {
   tokens: bigint;
   spend: Nano;
   keySpend: Map<string, Nano>;
+  /** Reserved by requests admitted and not yet settled: counted against budgets like spend. */
+  held: Nano;
+  keyHeld: Map<string, Nano>;
 }
 
 /** Pricing, wallets and budgets for the request path. */
@@ -221,15 +226,39 @@ export class BillingService {
   async reserve(tenantId: string, keyId: string, amount: Nano, receivedAt: number): Promise<Reservation | undefined> {
     if (this.book === undefined) return undefined;
     const counter = await this.monthCounter(tenantId, receivedAt);
-    this.checkBudget(`tenant:${tenantId}`, counter.spend, amount);
-    this.checkBudget(`key:${keyId}`, counter.keySpend.get(keyId) ?? 0n, amount);
-    if (amount === 0n) return { tenantId, keyId, amount };
+    const reservation: Reservation = { tenantId, keyId, amount, month: counter.month };
+    // Budgets count what admitted requests may still spend: without the hold, 200 concurrent requests against a
+    // budget that covers 20 would all see the same settled spend and all pass. Check and hold in one synchronous
+    // step (no await between), so the check is exact within this process.
+    this.checkBudget(`tenant:${tenantId}`, counter.spend + counter.held, amount);
+    this.checkBudget(`key:${keyId}`, (counter.keySpend.get(keyId) ?? 0n) + (counter.keyHeld.get(keyId) ?? 0n), amount);
+    if (amount === 0n) return reservation;
+    this.hold(counter, keyId, amount);
     if (!(await this.ledger.reserve(tenantId, amount))) {
+      this.releaseBudgetHold(reservation);
       throw new InsufficientQuotaError(
         'You exceeded your current quota: the wallet cannot cover this request. Top up or lower max_tokens.',
       );
     }
-    return { tenantId, keyId, amount };
+    return reservation;
+  }
+
+  /**
+   * Ends a reservation's budget hold (once, when its request is settled: its real spend then counts through
+   * `recordSpend`). The wallet part is released by the settlement or by `release`.
+   */
+  releaseBudgetHold(reservation: Reservation): void {
+    const counter = this.months.get(reservation.tenantId);
+    if (counter === undefined || counter.month !== reservation.month || reservation.amount === 0n) return;
+    counter.held -= reservation.amount;
+    const keyHeld = (counter.keyHeld.get(reservation.keyId) ?? 0n) - reservation.amount;
+    if (keyHeld > 0n) counter.keyHeld.set(reservation.keyId, keyHeld);
+    else counter.keyHeld.delete(reservation.keyId);
+  }
+
+  private hold(counter: MonthCounter, keyId: string, amount: Nano): void {
+    counter.held += amount;
+    counter.keyHeld.set(keyId, (counter.keyHeld.get(keyId) ?? 0n) + amount);
   }
 
   private checkBudget(scope: string, spent: Nano, amount: Nano): void {
@@ -338,7 +367,7 @@ export class BillingService {
     const month = monthOf(event.receivedAt);
     let counter = this.months.get(event.tenantId);
     if (counter === undefined || counter.month !== month) {
-      counter = { month, tokens: 0n, spend: 0n, keySpend: new Map() };
+      counter = { month, tokens: 0n, spend: 0n, keySpend: new Map(), held: 0n, keyHeld: new Map() };
       this.months.set(event.tenantId, counter);
     }
     const tenantBefore = counter.spend;
@@ -375,6 +404,8 @@ export class BillingService {
       tokens: rows.reduce((sum, row) => sum + BigInt(row.inputTokens + row.cachedTokens + row.outputTokens), 0n),
       spend: rows.reduce((sum, row) => sum + row.amount, 0n),
       keySpend: new Map(),
+      held: 0n,
+      keyHeld: new Map(),
     };
     for (const row of keyRows) {
       if (row.keyId !== null) counter.keySpend.set(row.keyId, (counter.keySpend.get(row.keyId) ?? 0n) + row.amount);
@@ -384,6 +415,8 @@ export class BillingService {
       counter.spend += current.spend;
       for (const [keyId, spend] of current.keySpend)
         counter.keySpend.set(keyId, (counter.keySpend.get(keyId) ?? 0n) + spend);
+      counter.held = current.held;
+      counter.keyHeld = current.keyHeld;
     }
     this.months.set(tenantId, counter);
     return counter;

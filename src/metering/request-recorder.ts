@@ -173,6 +173,8 @@ export class RequestRecorder {
     const settlement: Settlement = { log: record };
     if (trace.reservation !== undefined) {
       settlement.reservation = { tenantId: trace.reservation.tenantId, amount: trace.reservation.amount };
+      // In the same synchronous step as `recordSpend` below, so a budget never counts the request as neither held nor spent.
+      this.billing.releaseBudgetHold(trace.reservation);
     }
     if (trace.stream) settlement.checkpointRequestId = trace.requestId;
     const rateRequest = usage === undefined ? undefined : rateRequestFor(trace, usage);
