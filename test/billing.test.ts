@@ -12,6 +12,20 @@ import { pricedSimulatedConfig, startTestGateway, type TestGateway } from './sup
 
 const messages = [{ role: 'user' as const, content: 'Price this answer exactly, please.' }];
 const promptTokens = countPromptTokens('chat', { messages });
+
+/** Sends `count` chat requests at once; counts those that passed and those refused with `insufficient_quota`. */
+async function concurrentChats(client: OpenAI, count: number, maxTokens: number) {
+  const results = await Promise.allSettled(
+    Array.from({ length: count }, () =>
+      client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: maxTokens }),
+    ),
+  );
+  const passed = results.filter((result) => result.status === 'fulfilled').length;
+  const refused = results.filter(
+    (result) => result.status === 'rejected' && (result.reason as { code?: string }).code === 'insufficient_quota',
+  ).length;
+  return { passed, refused };
+}
 /** sim-pro-32k: 0.8 yuan per million input tokens = 800 nano-yuan per token; output 2 yuan = 2000 nano-yuan. */
 const costNano = (prompt: number, completion: number) => BigInt(prompt) * 800n + BigInt(completion) * 2000n;
 const nanoToDecimal = (nano: bigint) => {
@@ -77,16 +91,7 @@ function walletSuite(name: string, schema: string | undefined) {
       const quote = costNano(promptTokens, maxTokens);
       const credit = quote * 20n + quote / 2n;
       const { key, tenantId } = await harness.createTenantWithKey({ credit: nanoToDecimal(credit) });
-      const client = harness.client(key, { timeout: 60_000 });
-      const results = await Promise.allSettled(
-        Array.from({ length: 200 }, () =>
-          client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: maxTokens }),
-        ),
-      );
-      const passed = results.filter((result) => result.status === 'fulfilled').length;
-      const refused = results.filter(
-        (result) => result.status === 'rejected' && (result.reason as { code?: string }).code === 'insufficient_quota',
-      ).length;
+      const { passed, refused } = await concurrentChats(harness.client(key, { timeout: 60_000 }), 200, maxTokens);
       expect(passed).toBeLessThanOrEqual(20);
       expect(passed).toBeGreaterThan(0);
       expect(passed + refused).toBe(200);
@@ -220,16 +225,7 @@ describe('money operations, usage, invoices', () => {
       budget: { monthly_limit: nanoToDecimal(limit), enforcement: 'hard' },
     });
     expect(set.status).toBe(200);
-    const client = harness.client(key, { timeout: 60_000 });
-    const results = await Promise.allSettled(
-      Array.from({ length: 200 }, () =>
-        client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: maxTokens }),
-      ),
-    );
-    const passed = results.filter((result) => result.status === 'fulfilled').length;
-    const refused = results.filter(
-      (result) => result.status === 'rejected' && (result.reason as { code?: string }).code === 'insufficient_quota',
-    ).length;
+    const { passed, refused } = await concurrentChats(harness.client(key, { timeout: 60_000 }), 200, maxTokens);
     expect(passed).toBeLessThanOrEqual(20);
     expect(passed).toBeGreaterThan(0);
     expect(passed + refused).toBe(200);

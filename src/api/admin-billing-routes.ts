@@ -113,7 +113,7 @@ export function registerAdminBillingRoutes(
     const creditLimit = mode === 'postpaid' ? money(request.body.credit_limit ?? '0', 'credit_limit') : 0n;
     await store.configureWallet(tenantId, { mode, currency: billing.currency, creditLimit });
     if (budget !== undefined && budget !== null) await putBudget(store, 'tenant', tenantId, tenantId, budget);
-    await billing.reloadBudgets();
+    await billing.budgetsChanged();
     return queries.balance(tenantId);
   });
 
@@ -124,7 +124,7 @@ export function registerAdminBillingRoutes(
       const key = await store.getKey(request.params.id);
       if (key === undefined) throw new NotFoundError(`No key with id "${request.params.id}".`, 'key_not_found');
       await putBudget(store, 'key', key.id, key.tenantId, request.body);
-      await billing.reloadBudgets();
+      await billing.budgetsChanged();
       return { object: 'budget', scope: 'key', scope_id: key.id, monthly_limit: request.body.monthly_limit };
     },
   );

@@ -29,6 +29,7 @@ import type {
   UsageEventRecord,
   WalletRecord,
 } from '../store/ledger-store.js';
+import { ConfigSubject, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import type { Usage } from '../upstreams/usage.js';
 import { nanoCeil, nanoHalfEven } from './nano.js';
 
@@ -40,6 +41,11 @@ export interface BillingServiceOptions {
   clock?: Clock;
   /** Wallet settings of new tenants. Default prepaid, no credit. */
   newTenants?: { mode: BillingMode; creditLimit: Nano };
+  /**
+   * Where price-book and budget changes are announced to the other gateway processes (cluster mode), and heard from
+   * them. Default: this process only.
+   */
+  bus?: InvalidationBus;
 }
 
 /** What admission reserved for one request. */
@@ -93,6 +99,55 @@ export class BillingService {
     this.logger = options.logger;
     this.configured = options.priceBook;
     this.newTenants = options.newTenants ?? { mode: 'prepaid', creditLimit: 0n };
+    this.bus = options.bus;
+    this.unsubscribe = options.bus?.subscribe((subject) => {
+      if (subject === ConfigSubject.prices) this.reloadInBackground('prices', () => this.reloadPrices());
+      else if (subject === ConfigSubject.budgets) this.reloadInBackground('budgets', () => this.reloadBudgets());
+    });
+  }
+
+  private readonly bus: InvalidationBus | undefined;
+  private readonly unsubscribe: (() => void) | undefined;
+  private refreshTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Reloads the price book and budgets from the store every `intervalMs`: the safety net under the bus (a lost
+   * pub/sub message, a change written to the store by another tool). Stop it with `stop()`.
+   */
+  startRefresh(intervalMs: number): void {
+    this.refreshTimer ??= setInterval(() => {
+      this.reloadInBackground('prices', () => this.reloadPrices());
+      this.reloadInBackground('budgets', () => this.reloadBudgets());
+    }, intervalMs);
+    this.refreshTimer.unref();
+  }
+
+  /** Stops the refresh timer and stops listening to the bus. */
+  stop(): void {
+    if (this.refreshTimer !== undefined) clearInterval(this.refreshTimer);
+    this.refreshTimer = undefined;
+    this.unsubscribe?.();
+  }
+
+  /** Reloads budgets after an admin change here, and tells the other processes to do the same. */
+  async budgetsChanged(): Promise<void> {
+    await this.reloadBudgets();
+    await this.announce(ConfigSubject.budgets);
+  }
+
+  private async announce(subject: string): Promise<void> {
+    try {
+      await this.bus?.publish(subject);
+    } catch (error: unknown) {
+      // The change is stored; other processes pick it up at their next refresh.
+      this.logger.warn({ err: error, subject }, 'could not announce a configuration change');
+    }
+  }
+
+  private reloadInBackground(what: string, reload: () => Promise<void>): void {
+    reload().catch((error: unknown) =>
+      this.logger.error({ err: error, what }, 'reloading billing configuration failed'),
+    );
   }
 
   private readonly newTenants: { mode: BillingMode; creditLimit: Nano };
@@ -174,6 +229,7 @@ export class BillingService {
     }
     await this.ledger.insertPriceVersion({ id, effectiveFrom, document: JSON.stringify({ ...version, id }) });
     await this.reloadPrices();
+    await this.announce(ConfigSubject.prices);
   }
 
   /** Called after budgets are reloaded (budget alerting keeps its own cache). */

@@ -1,13 +1,25 @@
-/** Receives the id of a key whose cached authentication must be dropped. */
-export type KeyInvalidationHandler = (keyId: string) => void;
+/**
+ * Receives what changed: the id of a key whose cached authentication must be dropped, or one of the
+ * `ConfigSubject`s.
+ */
+export type KeyInvalidationHandler = (subject: string) => void;
+
+/** Shared configuration whose cached copies every process reloads when it changes. */
+export const ConfigSubject = {
+  /** The price book (a version was added through the admin API). */
+  prices: 'config:prices',
+  /** Budgets of tenants and keys. */
+  budgets: 'config:budgets',
+} as const;
 
 /**
- * Broadcasts key revocations to every `KeyService` cache: in-process here; cluster mode adds Redis pub/sub (or
- * node:cluster IPC) implementations, so a revoke in one process reaches the others.
+ * Broadcasts changes to cached state — key revocations (every `KeyService` cache) and `ConfigSubject`s (the
+ * billing service's price book and budgets): in-process here; cluster mode adds Redis pub/sub (or node:cluster IPC)
+ * implementations, so a change made through one process reaches the others.
  */
 export interface InvalidationBus {
-  /** Announces that `keyId` changed; resolves when local subscribers have run (remote delivery is best effort). */
-  publish(keyId: string): Promise<void>;
+  /** Announces that `subject` changed; resolves when local subscribers have run (remote delivery is best effort). */
+  publish(subject: string): Promise<void>;
   /** Registers a handler; returns a function that unregisters it. */
   subscribe(handler: KeyInvalidationHandler): () => void;
 }
@@ -16,8 +28,8 @@ export interface InvalidationBus {
 export class InProcessInvalidationBus implements InvalidationBus {
   private readonly handlers = new Set<KeyInvalidationHandler>();
 
-  async publish(keyId: string): Promise<void> {
-    for (const handler of this.handlers) handler(keyId);
+  async publish(subject: string): Promise<void> {
+    for (const handler of this.handlers) handler(subject);
   }
 
   subscribe(handler: KeyInvalidationHandler): () => void {
