@@ -12,13 +12,19 @@
  * Batch: `batchLines` lines whose (prompt, output) lengths are drawn from the trace with a seeded generator, submitted
  * at the peak (07:00 UTC) with a 24 h window. Runs:
  * - online only: the `TieredScheduler`, no batch;
- * - Tollgate: the `TieredScheduler` with batch lines at class `batch` (85% admission ceiling, 92% inside the off-peak
- *   window), fed by a runner that keeps a few lines queued and plans each line's class with `planBatchClass`;
+ * - Tollgate: the `TieredScheduler` with batch lines at class `batch` (a time-of-day ceiling, higher inside the
+ *   off-peak window, lowered by a headroom that grows with the online load), fed by a runner that keeps a few lines
+ *   queued and plans each line's class with `planBatchClass`;
  * - naive FIFO: one `FifoScheduler` queue, the whole batch enqueued at the peak, online requests behind it.
+ *
+ * The replicas run chunked prefill with priority scheduling and a background prefill budget (profile options of the
+ * replica); the gateway passes each request's class as its engine priority. Every setting can be changed on the
+ * command line (see `parseSettings`); the defaults are the configuration of the table in docs/benchmarks.md.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import {
   type BatchLineClass,
@@ -27,14 +33,16 @@ import {
   planBatchClass,
 } from '../src/batch/batch-planner.js';
 import { VirtualClock } from '../src/clock/clock.js';
+import type { SimulatedProfile } from '../src/config/config-schema.js';
 import { FifoScheduler } from '../src/scheduling/fifo-scheduler.js';
 import type { PoolCapacity, RefusalReason, Scheduler, SchedulerTicket } from '../src/scheduling/scheduler.js';
 import { createSeededRandom } from '../src/scheduling/seeded-random.js';
+import { serviceClassRank } from '../src/scheduling/service-class.js';
 import { TieredScheduler } from '../src/scheduling/tiered-scheduler.js';
 import {
-  defaultSimulatedProfile,
   type EngineRequest,
   ReplicaEngine,
+  resolveSimulatedProfile,
   stepDurationMs,
 } from '../src/upstreams/simulated/replica-engine.js';
 import { loadAzureTrace, repositoryRoot, sharedTracePath, type TraceRequest } from './trace-replay.js';
@@ -47,8 +55,6 @@ const traceFile = 'azure-llm-2023-conv.csv';
 const replicaCount = 2;
 /** Trace time compression at the daily peak: the one-hour trace's arrival rate × this. */
 const traceSpeedup = 5;
-/** Lines of the batch: about what the troughs of this day can take at batch class (fitted by trial runs). */
-const batchLines = 2_200_000;
 /** Simulated day, ms. */
 const dayMs = 24 * 3_600_000;
 /** Day of the run; the batch is submitted at the online peak. */
@@ -57,8 +63,6 @@ const startMs = Date.UTC(2024, 5, 3, 7, 0);
 const peakHourUtc = 7;
 /** The price book's off-peak window. */
 const offPeakWindows: readonly OffPeakWindow[] = [{ start: '16:30', end: '00:30' }];
-/** Batch admission ceiling outside / inside the off-peak window (the `default` class keeps 0.95). */
-const batchCeiling = { peak: 0.85, offPeak: 0.92 };
 /** Output tokens reserved per request (`max_tokens` is not in the trace; the model's cap). */
 const maxOutputTokens = 1_024;
 /** Batch lines the runner keeps queued in the scheduler beyond the running ones. */
@@ -72,7 +76,67 @@ const plannerOptions = { safetyFactor: 1.5, projectWithinMs: 12 * 3_600_000, pro
 const replicaHourYuan = 12;
 const seed = 20_240_603;
 
-type RunKind = 'online only' | 'online + batch, Tollgate' | 'online + batch, naive FIFO';
+const runKinds = ['online only', 'online + batch, Tollgate', 'online + batch, naive FIFO'] as const;
+type RunKind = (typeof runKinds)[number];
+
+/** What the command line may change (defaults: the configuration of the table in docs/benchmarks.md). */
+interface ExperimentSettings {
+  /** Lines of the batch. */
+  batchLines: number;
+  /** The replicas' profile: the DESIGN.md defaults plus chunked prefill and priority scheduling. */
+  profile: SimulatedProfile;
+  /** Batch admission ceiling outside / inside the off-peak window (the `default` class keeps 0.95). */
+  batchCeiling: { peak: number; offPeak: number };
+  /** The flex class's admission ceiling (where deadline-promoted lines go first). */
+  flexCeiling: number;
+  /** Load-aware online headroom (`TieredSchedulerOptions.onlineHeadroom`); none when both are 0. */
+  onlineHeadroom: { minimumSequences: number; perOnlineSequence: number };
+  /** Runs to make. */
+  kinds: RunKind[];
+}
+
+function parseSettings(argv: string[]): ExperimentSettings {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'batch-lines': { type: 'string', default: '2350000' },
+      'prefill-chunk-tokens': { type: 'string', default: '8192' },
+      'background-prefill-tokens': { type: 'string', default: '512' },
+      'scheduling-policy': { type: 'string', default: 'priority' },
+      'batch-ceiling': { type: 'string', default: '0.92' },
+      'off-peak-ceiling': { type: 'string', default: '0.94' },
+      'flex-ceiling': { type: 'string', default: '0.94' },
+      'headroom-min': { type: 'string', default: '1' },
+      'headroom-per-online': { type: 'string', default: '0.3' },
+      runs: { type: 'string', default: 'online,tollgate,fifo' },
+    },
+  });
+  const byName: Record<string, RunKind> = {
+    online: 'online only',
+    tollgate: 'online + batch, Tollgate',
+    fifo: 'online + batch, naive FIFO',
+  };
+  const kinds = values.runs.split(',').map((name) => {
+    const kind = byName[name];
+    if (kind === undefined) throw new Error(`--runs: unknown run ${name} (online, tollgate, fifo)`);
+    return kind;
+  });
+  return {
+    batchLines: Number(values['batch-lines']),
+    profile: resolveSimulatedProfile({
+      prefill_chunk_tokens: Number(values['prefill-chunk-tokens']),
+      background_prefill_tokens: Number(values['background-prefill-tokens']),
+      scheduling_policy: values['scheduling-policy'] as SimulatedProfile['scheduling_policy'],
+    }),
+    batchCeiling: { peak: Number(values['batch-ceiling']), offPeak: Number(values['off-peak-ceiling']) },
+    flexCeiling: Number(values['flex-ceiling']),
+    onlineHeadroom: {
+      minimumSequences: Number(values['headroom-min']),
+      perOnlineSequence: Number(values['headroom-per-online']),
+    },
+    kinds: runKinds.filter((kind) => kinds.includes(kind)),
+  };
+}
 
 interface Line {
   promptTokens: number;
@@ -111,7 +175,7 @@ interface BatchLines {
   outputTokens: Int32Array;
 }
 
-function sampleBatch(trace: TraceRequest[]): BatchLines {
+function sampleBatch(trace: TraceRequest[], batchLines: number): BatchLines {
   const random = createSeededRandom(seed + 1);
   const promptTokens = new Int32Array(batchLines);
   const outputTokens = new Int32Array(batchLines);
@@ -145,6 +209,8 @@ interface RunReport {
   onlineRefused: Partial<Record<RefusalReason, number>>;
   onlineTtftP50Ms: number | null;
   onlineTtftP99Ms: number | null;
+  /** p99 of the online requests' wait in the gateway's scheduler queue (part of their TTFT). */
+  onlineQueueWaitP99Ms: number | null;
   /** Hours from submission to the last batch line done; null when it did not finish. */
   batchCompletionHours: number | null;
   batchLinesByDeadline: number;
@@ -168,7 +234,7 @@ function percentile(sorted: Float64Array | number[], q: number): number | null {
 }
 
 /** The batch ceiling by time of day; the window is looked up once per minute, not at every dispatch decision. */
-function batchCeilingSchedule(): (now: number) => number {
+function batchCeilingSchedule(batchCeiling: ExperimentSettings['batchCeiling']): (now: number) => number {
   let minute = Number.NaN;
   let ceiling = batchCeiling.peak;
   return (now) => {
@@ -187,10 +253,16 @@ interface Replica {
   kvTokens: number;
 }
 
-function run(kind: RunKind, trace: TraceRequest[], batch: BatchLines, saturatedTokensPerSecond: number): RunReport {
+function run(
+  kind: RunKind,
+  settings: ExperimentSettings,
+  trace: TraceRequest[],
+  batch: BatchLines,
+  saturatedTokensPerSecond: number,
+): RunReport {
   const started = performance.now();
   const clock = new VirtualClock(startMs);
-  const profile = defaultSimulatedProfile;
+  const profile = settings.profile;
   const capacity: PoolCapacity = {
     sequences: replicaCount * profile.max_batch,
     tokens: replicaCount * profile.kv_tokens,
@@ -202,7 +274,14 @@ function run(kind: RunKind, trace: TraceRequest[], batch: BatchLines, saturatedT
           clock,
           capacity,
           random: createSeededRandom(seed + 2),
-          batchCeilingAt: batchCeilingSchedule(),
+          classes: {
+            flex: { admissionCeiling: settings.flexCeiling },
+            batch: { admissionCeiling: settings.batchCeiling.peak },
+          },
+          batchCeilingAt: batchCeilingSchedule(settings.batchCeiling),
+          ...(settings.onlineHeadroom.minimumSequences + settings.onlineHeadroom.perOnlineSequence > 0
+            ? { onlineHeadroom: settings.onlineHeadroom }
+            : {}),
         });
   const replicas: Replica[] = Array.from({ length: replicaCount }, () => ({
     engine: new ReplicaEngine(profile, { clock }),
@@ -217,14 +296,18 @@ function run(kind: RunKind, trace: TraceRequest[], batch: BatchLines, saturatedT
   const ttfts: number[] = [];
   const hourTtfts: number[][] = Array.from({ length: hourCount }, () => []);
   const onlineRefused: Partial<Record<RefusalReason, number>> = {};
+  const onlineQueueWaits: number[] = [];
   let onlineRequests = 0;
 
+  // The gateway tells a priority-scheduling engine the request's class (vLLM's `priority`: lower first): default 0,
+  // priority −1, flex 1, batch 2; classes below default are the engine's background work.
   const startOnReplica = (
     ticket: SchedulerTicket,
     line: Line,
     onFirstToken: (() => void) | undefined,
     onDone: () => void,
   ) => {
+    const priority = serviceClassRank(ticket.job.serviceClass) - serviceClassRank('default');
     const reserved = line.promptTokens + line.outputTokens;
     let chosen = replicas[0]!;
     let chosenFits = false;
@@ -241,6 +324,7 @@ function run(kind: RunKind, trace: TraceRequest[], batch: BatchLines, saturatedT
     const request: EngineRequest = {
       promptTokens: line.promptTokens,
       outputTokens: line.outputTokens,
+      priority,
       onDone: () => {
         replica.running--;
         replica.kvTokens -= reserved;
@@ -305,14 +389,19 @@ function run(kind: RunKind, trace: TraceRequest[], batch: BatchLines, saturatedT
     const result = scheduler.submit(
       { id: 'online', tenantId: 'online', serviceClass: 'default', inputTokens: line.promptTokens, maxOutputTokens },
       {
-        onDispatch: (ticket) => startOnReplica(ticket, line, onFirstToken, () => {}),
+        onDispatch: (ticket) => {
+          onlineQueueWaits.push(clock.now() - submittedAt);
+          startOnReplica(ticket, line, onFirstToken, () => {});
+        },
         onRefuse: (_ticket, refusal) => {
           onlineRefused[refusal.reason] = (onlineRefused[refusal.reason] ?? 0) + 1;
         },
       },
     );
-    if (result.outcome === 'dispatched') startOnReplica(result.ticket, line, onFirstToken, () => {});
-    else if (result.outcome === 'refused') {
+    if (result.outcome === 'dispatched') {
+      onlineQueueWaits.push(0);
+      startOnReplica(result.ticket, line, onFirstToken, () => {});
+    } else if (result.outcome === 'refused') {
       onlineRefused[result.refusal.reason] = (onlineRefused[result.refusal.reason] ?? 0) + 1;
     }
   };
@@ -466,6 +555,13 @@ function run(kind: RunKind, trace: TraceRequest[], batch: BatchLines, saturatedT
     onlineRefused,
     onlineTtftP50Ms: percentile(sorted, 0.5),
     onlineTtftP99Ms: percentile(sorted, 0.99),
+    onlineQueueWaitP99Ms:
+      kind === 'online + batch, naive FIFO'
+        ? null
+        : percentile(
+            onlineQueueWaits.sort((a, b) => a - b),
+            0.99,
+          ),
     batchCompletionHours: batchFinishedAt === undefined ? null : (batchFinishedAt - startMs) / 3_600_000,
     batchLinesByDeadline: batchDoneByDeadline,
     batchLinesByClass,
@@ -485,15 +581,15 @@ function run(kind: RunKind, trace: TraceRequest[], batch: BatchLines, saturatedT
  * Output tokens/s of one replica with every slot busy on lines of the batch's length mix: a FIFO flood of 20 virtual
  * minutes, measured after the first 5 (the "100%" of the token-based utilisation).
  */
-function measureSaturatedRate(batch: BatchLines): number {
+function measureSaturatedRate(batch: BatchLines, profile: SimulatedProfile): number {
   const clock = new VirtualClock(0);
-  const engine = new ReplicaEngine(defaultSimulatedProfile, { clock });
+  const engine = new ReplicaEngine(profile, { clock });
   let index = 0;
   const feed = () => {
     const line = lineAt(batch, index++ % batch.length);
     engine.submit({ ...line, onDone: feed });
   };
-  for (let slot = 0; slot < defaultSimulatedProfile.max_batch * 2; slot++) feed();
+  for (let slot = 0; slot < profile.max_batch * 2; slot++) feed();
   clock.advanceTo(5 * 60_000);
   const before = engine.stats.generatedTokens;
   clock.advanceTo(20 * 60_000);
@@ -580,17 +676,18 @@ function markdownTables(runs: RunReport[]): string {
 /** What a worker thread is asked to run. */
 interface RunOrder {
   kind: RunKind;
+  settings: ExperimentSettings;
   saturated: number;
 }
 
-/** Runs the three simulations on two worker threads (the longest two first), in the order of `kinds`. */
-async function runAll(kinds: RunKind[], saturated: number): Promise<RunReport[]> {
+/** Runs the simulations on two worker threads (the longest first), in the order of `settings.kinds`. */
+async function runAll(settings: ExperimentSettings, saturated: number): Promise<RunReport[]> {
   const reports = new Map<RunKind, RunReport>();
-  const queue = [...kinds].sort((a, b) => Number(a === 'online only') - Number(b === 'online only'));
+  const queue = [...settings.kinds].sort((a, b) => Number(a === 'online only') - Number(b === 'online only'));
   const next = async (): Promise<void> => {
     const kind = queue.shift();
     if (kind === undefined) return;
-    const order: RunOrder = { kind, saturated };
+    const order: RunOrder = { kind, settings, saturated };
     const report = await new Promise<RunReport>((resolve, reject) => {
       const worker = new Worker(new URL(import.meta.url), { workerData: order });
       worker.once('message', (message: RunReport) => resolve(message));
@@ -601,39 +698,44 @@ async function runAll(kinds: RunKind[], saturated: number): Promise<RunReport[]>
     await next();
   };
   await Promise.all([next(), next()]);
-  return kinds.map((kind) => reports.get(kind)!);
+  return settings.kinds.map((kind) => reports.get(kind)!);
 }
 
 function runInWorker(order: RunOrder): void {
   const trace = loadAzureTrace(sharedTracePath(traceFile));
-  parentPort!.postMessage(run(order.kind, trace, sampleBatch(trace), order.saturated));
+  const batch = sampleBatch(trace, order.settings.batchLines);
+  parentPort!.postMessage(run(order.kind, order.settings, trace, batch, order.saturated));
 }
 
 async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const outIndex = argv.indexOf('--out');
+  const out = outIndex < 0 ? undefined : argv.splice(outIndex, 2)[1];
+  const settings = parseSettings(argv);
+  const { profile, batchLines, batchCeiling } = settings;
   const trace = loadAzureTrace(sharedTracePath(traceFile));
   const traceSeconds = trace[trace.length - 1]!.atMs / 1_000;
-  const batch = sampleBatch(trace);
-  const saturatedPerReplica = measureSaturatedRate(batch);
+  const batch = sampleBatch(trace, batchLines);
+  const saturatedPerReplica = measureSaturatedRate(batch, profile);
   const saturated = saturatedPerReplica * replicaCount;
-  const pureDecode =
-    (replicaCount * defaultSimulatedProfile.max_batch * 1_000) /
-    stepDurationMs(defaultSimulatedProfile, defaultSimulatedProfile.max_batch);
+  const pureDecode = (replicaCount * profile.max_batch * 1_000) / stepDurationMs(profile, profile.max_batch);
   const peakRate = (trace.length / traceSeconds) * traceSpeedup;
   console.log(
-    `Batch peak-shifting experiment: ${replicaCount} simulated replicas (default profile), ` +
+    `Batch peak-shifting experiment: ${replicaCount} simulated replicas (DESIGN.md profile, prefill chunks of ` +
+      `${profile.prefill_chunk_tokens || 'whole prompts'}, ${profile.scheduling_policy} scheduling), ` +
       `${(dayMs / 3_600_000).toFixed(0)} h from ${new Date(startMs).toISOString()} on a virtual clock.\n` +
       `Online: ${traceFile} (${trace.length} requests, ${(traceSeconds / 60).toFixed(0)} min) sped up ${traceSpeedup}× and ` +
       `tiled, thinned by m(t) = 0.25 + 0.75 × (1 + cos(2π (t − ${peakHourUtc}:00 UTC)/24 h))/2: ` +
       `${peakRate.toFixed(1)} req/s at the peak, ${(peakRate * 0.25).toFixed(1)} req/s at the trough.\n` +
       `Batch: ${batchLines} lines (lengths drawn from the trace, seed ${seed}) at ${peakHourUtc}:00 UTC, 24 h window. ` +
       `Off-peak window ${offPeakWindows.map((window) => `${window.start}–${window.end}`).join(', ')} UTC: batch ceiling ` +
-      `${batchCeiling.peak} → ${batchCeiling.offPeak}.\n` +
+      `${batchCeiling.peak} → ${batchCeiling.offPeak}; flex ceiling ${settings.flexCeiling}; online headroom ` +
+      `${settings.onlineHeadroom.minimumSequences} + ${settings.onlineHeadroom.perOnlineSequence} × online sequences.\n` +
       `Saturated fleet (every slot busy on the batch's length mix): ${saturated.toFixed(0)} output tok/s ` +
       `(pure decode at 64: ${pureDecode.toFixed(0)}). Cost: ${replicaHourYuan} yuan per replica-hour.\n`,
   );
-  const kinds: RunKind[] = ['online only', 'online + batch, Tollgate', 'online + batch, naive FIFO'];
   const started = performance.now();
-  const runs = await runAll(kinds, saturated);
+  const runs = await runAll(settings, saturated);
   console.log(`All runs: ${((performance.now() - started) / 1_000).toFixed(1)} s of wall time (two worker threads)`);
   console.log(`\n${markdownTables(runs)}`);
 
@@ -642,7 +744,8 @@ async function main(): Promise<void> {
   if (reference !== undefined && tollgate !== undefined) {
     const ttftRatio = (tollgate.onlineTtftP99Ms ?? 0) / (reference.onlineTtftP99Ms ?? 1);
     console.log(
-      `\nTargets (Tollgate): online TTFT p99 ${ttftRatio.toFixed(3)}× online-only (≤ 1.10: ${ttftRatio <= 1.1 ? 'met' : 'MISSED'}); ` +
+      `\nTargets (Tollgate): online TTFT p99 ${ttftRatio.toFixed(3)}× online-only (≤ 1.10: ${ttftRatio <= 1.1 ? 'met' : 'MISSED'}; ` +
+        `gateway queue wait p99 ${formatMs(tollgate.onlineQueueWaitP99Ms)} vs ${formatMs(reference.onlineQueueWaitP99Ms)}); ` +
         `utilisation ${percent(tollgate.slotShare)} slots / ${percent(tollgate.tokenShare)} tokens (≥ 85%: ` +
         `${tollgate.slotShare >= 0.85 && tollgate.tokenShare >= 0.85 ? 'met' : tollgate.slotShare >= 0.85 || tollgate.tokenShare >= 0.85 ? 'met on one measure' : 'MISSED'}); ` +
         `batch ${tollgate.batchCompletionHours === null ? 'NOT finished' : `finished after ${tollgate.batchCompletionHours.toFixed(1)} h`} (window 24 h).`,
@@ -652,19 +755,21 @@ async function main(): Promise<void> {
   const date = new Date().toISOString().slice(0, 10);
   const folder = join(repositoryRoot(), 'bench', 'results');
   mkdirSync(folder, { recursive: true });
-  const file = join(folder, `batch-${date}.json`);
+  const file = out ?? join(folder, `batch-${date}.json`);
   const setup = {
     trace: traceFile,
     traceSpeedup,
     peakOnlineRequestsPerSecond: peakRate,
     dayNight: `m(t) = 0.25 + 0.75 × (1 + cos(2π (t − ${peakHourUtc}:00 UTC) / 24 h)) / 2, arrivals thinned by m(t)`,
     replicas: replicaCount,
-    profile: defaultSimulatedProfile,
+    profile,
     startUtc: new Date(startMs).toISOString(),
     dayHours: dayMs / 3_600_000,
     batchLines,
     offPeakWindows,
     batchCeiling,
+    flexCeiling: settings.flexCeiling,
+    onlineHeadroom: settings.onlineHeadroom,
     maxOutputTokens,
     runnerQueueDepth,
     plannerOptions,

@@ -24,17 +24,30 @@ const config = {
       replicas: 1,
       profile: { t_prefill_us: 1, t_fixed_ms: 20, t_seq_ms: 0.01, max_batch: 64, kv_tokens: 262_144 },
     },
+    // As slow, with one batch slot: the scheduler runs one line at a time and the runner's second line waits in its
+    // queue.
+    {
+      name: 'tiny',
+      type: 'simulated',
+      replicas: 1,
+      profile: { t_prefill_us: 1, t_fixed_ms: 20, t_seq_ms: 0.01, max_batch: 1, kv_tokens: 262_144 },
+    },
   ],
   models: [
     ...pricedSimulatedConfig.models,
     { name: 'sim-slow', context_window: 32_768, deployments: [{ upstream: 'slow', model: 'slow' }] },
+    { name: 'sim-tiny', context_window: 32_768, deployments: [{ upstream: 'tiny', model: 'tiny' }] },
   ],
   pricing: {
     ...pricedSimulatedConfig.pricing,
     versions: [
       {
         ...pricedSimulatedConfig.pricing.versions[0]!,
-        models: { ...pricedSimulatedConfig.pricing.versions[0]!.models, 'sim-slow': { input: '0.8', output: '2' } },
+        models: {
+          ...pricedSimulatedConfig.pricing.versions[0]!.models,
+          'sim-slow': { input: '0.8', output: '2' },
+          'sim-tiny': { input: '0.8', output: '2' },
+        },
       },
     ],
   },
@@ -303,6 +316,46 @@ describe('Batches API', () => {
     expect(balance.body.reserved).toBe('0');
     // A cancelled batch stays cancelled; cancelling it again is harmless.
     expect((await client.batches.cancel(created.id)).status).toBe('cancelled');
+  });
+
+  it('withdraws a cancelled batch’s lines still queued for capacity: they never run and are not billed', async () => {
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: '10' });
+    const client = harness.client(key);
+    const input = Array.from({ length: 6 }, (_, index) => chatLine(`tiny-${index}`, 'sim-tiny', 40));
+    const file = await upload(client, jsonl(input));
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    // Cancel right after a line finished: the next one runs (≈0.8 s) and the one after waits in the scheduler queue.
+    const queueDepth = async () => {
+      const metrics = await (await fetch(`${harness.url}/metrics`)).text();
+      return Number(/tollgate_queue_depth\{model="sim-tiny",class="batch"\} (\d+)/.exec(metrics)?.[1] ?? 'NaN');
+    };
+    const deadline = Date.now() + 10_000;
+    while ((await client.batches.retrieve(created.id)).request_counts!.completed < 1 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    while ((await queueDepth()) < 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(await queueDepth()).toBe(1);
+    const cancelling = await client.batches.cancel(created.id);
+    const doneAtCancel = cancelling.request_counts!.completed;
+    const batch = await waitFor(client, created.id, final);
+    expect(batch.status).toBe('cancelled');
+    expect(await queueDepth()).toBe(0);
+    // The running line finishes; the queued one does not (without withdrawal it would run next and be billed).
+    const done = batch.request_counts!.completed;
+    expect(done).toBeGreaterThanOrEqual(doneAtCancel);
+    expect(done).toBeLessThanOrEqual(doneAtCancel + 1);
+    expect(batch.request_counts).toEqual({ total: 6, completed: done, failed: 6 - done });
+    const errors = await readJsonl(client, batch.error_file_id!);
+    expect(errors).toHaveLength(6 - done);
+    for (const line of errors) expect(line).toMatchObject({ response: null, error: { code: 'batch_cancelled' } });
+    const prompt = countPromptTokens('chat', input[0]!.body);
+    const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
+    expect(10_000_000_000n - decimalToNano(balance.body.balance)).toBe((listNano(prompt, 40) * BigInt(done)) / 2n);
+    expect(balance.body.reserved).toBe('0');
   });
 
   it('expires a batch that cannot finish in its window: batch_expired lines, work done returned', async () => {

@@ -33,7 +33,7 @@ import { HealthProber } from '../routing/health-prober.js';
 import { CapacityRefiner } from '../scheduling/capacity-refiner.js';
 import { FairShareSync } from '../scheduling/fair-share-sync.js';
 import { RedisFairShareStore } from '../scheduling/redis-fair-share-store.js';
-import type { TieredSchedulerOptions } from '../scheduling/tiered-scheduler.js';
+import { defaultServiceClassPolicies, type TieredSchedulerOptions } from '../scheduling/tiered-scheduler.js';
 import { createStore } from '../store/create-store.js';
 import { KyselyStore } from '../store/kysely-store.js';
 import { SqliteStore } from '../store/sqlite-store.js';
@@ -114,10 +114,13 @@ function routingSettings(catalog: Catalog, billing: BillingService): Record<stri
 function schedulingPolicies(config: LoadedConfig['config']): TieredSchedulerOptions['classes'] {
   const waits = config.scheduling.max_queue_wait_ms ?? {};
   const ceiling = config.scheduling.low_class_ceiling;
+  // Flex sits halfway between batch and default (0.85 → 0.90), so a batch line promoted to flex gains capacity.
+  const defaultCeiling = defaultServiceClassPolicies.default.admissionCeiling;
+  const flexCeiling = Math.max(ceiling, (ceiling + defaultCeiling) / 2);
   return {
     priority: waits.priority === undefined ? {} : { maxQueueWaitMs: waits.priority },
     default: waits.default === undefined ? {} : { maxQueueWaitMs: waits.default },
-    flex: { admissionCeiling: ceiling, ...(waits.flex === undefined ? {} : { maxQueueWaitMs: waits.flex }) },
+    flex: { admissionCeiling: flexCeiling, ...(waits.flex === undefined ? {} : { maxQueueWaitMs: waits.flex }) },
     batch: { admissionCeiling: ceiling, ...(waits.batch === undefined ? {} : { maxQueueWaitMs: waits.batch }) },
   };
 }
@@ -263,6 +266,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       pollIntervalMs: config.batch.poll_interval_ms,
       // Embedded mode is one process: every running line belongs to a dead one. In cluster mode, only old ones.
       staleRunningMs: store.kind === 'sqlite' ? 0 : 15 * 60_000,
+      schedulers: gate.modelSchedulers,
     });
     const service = new BatchService(batchStore, files, {
       completionWindows: config.batch.completion_windows,

@@ -12,8 +12,10 @@
  *
  * Lifecycle: `validating` (the input file is read into lines) → `in_progress` → `finalizing` (output and error files
  * written) → `completed`; at the deadline no new line is dispatched, in-flight lines finish, the rest expire and the
- * batch ends `expired`; a cancel moves it to `cancelling`, lines already handed to the gateway finish, the rest are
- * cancelled and it ends `cancelled`. Expired and cancelled batches get their output and
+ * batch ends `expired`; a cancel moves it to `cancelling`, lines already running upstream finish, the rest are
+ * cancelled and it ends `cancelled`. Lines handed to the gateway but still waiting in a model's scheduler queue are
+ * withdrawn at expiry or cancel (their request is aborted while queued, so it never runs and is not billed) and end
+ * expired or cancelled like the lines never handed over. Expired and cancelled batches get their output and
  * error files too: work done before is returned (and was billed), nothing after.
  */
 import { performance } from 'node:perf_hooks';
@@ -23,6 +25,7 @@ import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../met
 import type { Logger } from '../observability/logger.js';
 import type { RelayService } from '../relay/relay-service.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
+import type { TieredScheduler } from '../scheduling/tiered-scheduler.js';
 import type { Store } from '../store/store.js';
 import type { Principal } from '../tenancy/key-service.js';
 import { batchEndpoints, isBatchEndpoint, readBatchInput } from './batch-input.js';
@@ -69,6 +72,11 @@ export interface BatchRunnerOptions {
   staleRunningMs?: number;
   /** Current time, epoch ms (expiry, planning). Default `Date.now`. */
   now?: () => number;
+  /**
+   * The models' schedulers (`AdmissionGate.modelSchedulers`): a cancelled or expired batch withdraws its lines still
+   * queued in them. Default none: such lines wait for capacity, run and are billed.
+   */
+  schedulers?: ReadonlyMap<string, Pick<TieredScheduler, 'queuedJobIds'>>;
 }
 
 /** A line handed to the gateway and not yet finished. */
@@ -372,13 +380,33 @@ export class BatchRunner {
 
   /** Ends an expired or cancelled batch once its in-flight lines have finished. */
   private async wind(batch: BatchRecord, ending: 'expired' | 'cancelled'): Promise<void> {
-    // Lines already handed to the gateway finish (and are returned and billed); no new one is dispatched.
+    // Lines running upstream finish (and are returned and billed); no new one is dispatched, and the ones still
+    // waiting for capacity leave the queue (checked at every pass: a line may have been between admission steps).
+    this.withdrawQueued(batch.id);
     if (this.outstandingOf(batch.id) > 0) return;
     const counts = await this.options.store.lineCounts(batch.id);
     // Another process may still run lines of this batch (cluster mode): they finish first.
     if (counts.byState.running > 0) return;
     await this.options.store.closePendingLines(batch.id, ending, this.now());
     await this.finalize(batch, ending);
+  }
+
+  /**
+   * Aborts the batch's outstanding lines that wait in a scheduler queue: the admission gate takes an aborted request
+   * out of the queue at once (it never runs), and the line goes back to pending, to be closed by `wind`.
+   */
+  private withdrawQueued(batchId: string): void {
+    const schedulers = this.options.schedulers;
+    if (schedulers === undefined || this.outstandingOf(batchId) === 0) return;
+    const queued = new Set<string>();
+    for (const scheduler of schedulers.values()) for (const id of scheduler.queuedJobIds()) queued.add(id);
+    let withdrawn = 0;
+    for (const [requestId, line] of this.outstanding) {
+      if (line.batchId !== batchId || !queued.has(requestId) || line.abort.signal.aborted) continue;
+      line.abort.abort();
+      withdrawn++;
+    }
+    if (withdrawn > 0) this.options.logger.info({ batch: batchId, lines: withdrawn }, 'queued batch lines withdrawn');
   }
 
   private dispatch(batch: BatchRecord, line: BatchLineRecord, principal: Principal, serviceClass: ServiceClass): void {

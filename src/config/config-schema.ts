@@ -26,6 +26,35 @@ export const SimulatedProfileSchema = Type.Object(
     max_batch: PositiveInt('Most sequences decoded at once.', 64),
     /** KV-cache capacity in tokens (prompt + output of running sequences). Default 262144. */
     kv_tokens: PositiveInt('KV-cache capacity, tokens.', 262_144),
+    /**
+     * Chunked prefill: most prompt tokens prefilled in one step. Running decodes always take their step; prompt chunks
+     * of the sequences still in prefill fill this budget (SGLang's `chunked_prefill_size`, vLLM's token budget).
+     * 0: every joining prompt is prefilled whole in its first step. Default 0.
+     */
+    prefill_chunk_tokens: Type.Integer({
+      minimum: 0,
+      default: 0,
+      description: 'Most prompt tokens prefilled per step (chunked prefill); 0 disables chunking.',
+    }),
+    /**
+     * Under the `priority` policy, most prompt tokens per step prefilled for background requests (priority > 0), so
+     * their prefill never stretches a step by more than this (an SLO-aware offline budget, as in HyGen); foreground
+     * requests (priority ≤ 0) are served first and only `prefill_chunk_tokens` limits them. 0: no separate limit.
+     * Default 0.
+     */
+    background_prefill_tokens: Type.Integer({
+      minimum: 0,
+      default: 0,
+      description: 'Most background (priority > 0) prompt tokens prefilled per step; 0 for no separate limit.',
+    }),
+    /**
+     * Order in which waiting requests join and prefill: `fcfs` (arrival order) or `priority` (a request's `priority`,
+     * lower first, then arrival; vLLM's `--scheduling-policy priority`). Default `fcfs`.
+     */
+    scheduling_policy: Type.Union([Type.Literal('fcfs'), Type.Literal('priority')], {
+      default: 'fcfs',
+      description: 'fcfs, or priority (lower priority value first).',
+    }),
   },
   { additionalProperties: false, default: {} },
 );
@@ -286,7 +315,10 @@ export const ConfigSchema = Type.Object(
             { additionalProperties: false },
           ),
         ),
-        /** Share of capacity flex and batch may use, 0–1. Default 0.85 (the last 15% stays free for bursts). */
+        /**
+         * Share of capacity batch may use, 0–1. Default 0.85 (the last 15% stays free for bursts). Flex may use
+         * halfway from this to the default class's 0.95 (0.90 by default), so deadline-promoted batch lines gain room.
+         */
         low_class_ceiling: Type.Number({ minimum: 0.05, maximum: 1, default: 0.85 }),
         /**
          * How often upstreams' reported load (running/waiting) refines each model's capacity, ms; 0 disables.

@@ -123,7 +123,7 @@ describe('TieredScheduler: time-dependent batch ceiling (off-peak windows)', () 
     expect(scheduler.admissionCeiling('flex')).toBe(0.95);
     clock.advanceTo(3_600_000 + 10_500); // window closed; running lines finish, none replaced above 10
     expect(running('batch')).toBe(10);
-    expect(scheduler.admissionCeiling('flex')).toBe(0.85);
+    expect(scheduler.admissionCeiling('flex')).toBe(0.9);
     clock.advanceTo(7_200_000 + 10_500); // open again
     expect(running('batch')).toBe(19);
   });
@@ -148,6 +148,69 @@ describe('TieredScheduler: time-dependent batch ceiling (off-peak windows)', () 
     for (let index = 0; index < 100; index++) submit(job('batch-tenant', 'batch'), 1_000);
     expect(running('batch')).toBe(17);
     expect(scheduler.admissionCeiling('batch')).toBe(0.85);
-    expect(scheduler.admissionCeiling('flex')).toBe(0.85);
+    expect(scheduler.admissionCeiling('flex')).toBe(0.9);
+  });
+});
+
+describe('TieredScheduler: deadline promotion batch → flex', () => {
+  it('gives a line promoted to flex capacity that batch lines cannot take, outside and inside an off-peak window', () => {
+    for (const batchCeilingAt of [undefined, () => 0.88]) {
+      const { submit, running, scheduler } = harness(batchCeilingAt === undefined ? {} : { batchCeilingAt });
+      // Online work holds 5 of 20 slots; a backlog of batch lines fills the pool up to the batch ceiling.
+      for (let index = 0; index < 5; index++) submit(job('online-tenant', 'default'), 60_000);
+      for (let index = 0; index < 100; index++) submit(job('batch-tenant', 'batch'), 60_000);
+      const batchSlots = Math.floor(scheduler.admissionCeiling('batch') * 20) - 5;
+      expect(running('batch')).toBe(batchSlots);
+      // Another batch line waits; the same line promoted to flex (its deadline nears) runs at once, in the band
+      // between the batch and the flex ceiling (0.85 → 0.90 of 20 slots: one more sequence).
+      expect(submit(job('batch-tenant', 'batch'), 60_000).outcome).toBe('queued');
+      expect(scheduler.admissionCeiling('flex')).toBe(0.9);
+      expect(submit(job('batch-tenant', 'flex'), 60_000).outcome).toBe('dispatched');
+      expect(running('flex')).toBe(1);
+      expect(submit(job('batch-tenant', 'flex'), 60_000).outcome).toBe('queued');
+      expect(running('batch')).toBe(batchSlots);
+    }
+  });
+});
+
+describe('TieredScheduler: load-aware online headroom', () => {
+  it('keeps free slots in proportion to online load: batch steps back at the peak and fills the trough', () => {
+    const { clock, submit, running, scheduler } = harness({
+      onlineHeadroom: { minimumSequences: 1, perOnlineSequence: 0.5 },
+    });
+    // Quiet: 1 free slot below default's 19 would allow 18, the static 0.85 (17) binds.
+    for (let index = 0; index < 100; index++) submit(job('batch-tenant', 'batch'), 10_000);
+    expect(running('batch')).toBe(17);
+    expect(scheduler.admissionCeiling('batch')).toBe(0.85);
+    // Online rises to 6 while the batch lines drain: 1 + 0.5 × 6 = 4 slots stay free, so batch refills only to 15.
+    for (let index = 0; index < 6; index++) submit(job('online-tenant', 'default'), 60_000);
+    expect(running('default')).toBe(2); // the rest wait for the batch lines to finish (never pre-empted)
+    clock.advance(10_000);
+    expect(running('default')).toBe(6);
+    expect(scheduler.admissionCeiling('batch')).toBeCloseTo(0.75, 9);
+    expect(running('batch')).toBe(9);
+    expect(scheduler.stats().inFlight.sequences).toBe(15);
+    // Online gone: batch takes the trough again, up to its static ceiling.
+    clock.advance(60_000);
+    expect(running('default')).toBe(0);
+    expect(running('batch')).toBe(17);
+  });
+
+  it('never refuses a job as too large because of the load-aware headroom', () => {
+    const { submit } = harness({
+      capacity: { sequences: 20, tokens: 1_000 },
+      onlineHeadroom: { minimumSequences: 0, perOnlineSequence: 10 },
+    });
+    for (let index = 0; index < 5; index++) submit(job('online-tenant', 'default'), 60_000);
+    // 800 tokens fit batch's static 85% of 1,000; the load-aware ceiling is at its floor now, so it waits.
+    const big = { ...job('batch-tenant', 'batch'), inputTokens: 700, maxOutputTokens: 100 };
+    expect(submit(big, 1_000).outcome).toBe('queued');
+  });
+
+  it('rejects negative or non-finite headroom settings', () => {
+    expect(() => harness({ onlineHeadroom: { perOnlineSequence: -1 } })).toThrow(RangeError);
+    expect(() => harness({ onlineHeadroom: { minimumSequences: Number.NaN, perOnlineSequence: 0 } })).toThrow(
+      RangeError,
+    );
   });
 });

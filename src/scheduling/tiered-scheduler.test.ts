@@ -67,22 +67,35 @@ function tiered(options: Partial<TieredSchedulerOptions> & Pick<TieredSchedulerO
 }
 
 describe('TieredScheduler: classes and headroom', () => {
-  it('keeps the last 15% of sequences from flex, the last 5% from default, and lets priority take all', () => {
+  it('keeps the last 15% of sequences from batch, 10% from flex, 5% from default, and lets priority take all', () => {
     const { scheduler, driver } = tiered({ capacity: { sequences: 20, tokens: 1_000_000 } });
-    const flex = Array.from({ length: 20 }, () => driver.submit(job('b', 'flex'), Number.POSITIVE_INFINITY));
-    expect(flex.filter((result) => result.outcome === 'dispatched')).toHaveLength(17); // 0.85 × 20
-    expect(flex.slice(17).map((result) => result.outcome)).toEqual(['queued', 'queued', 'queued']);
+    const batch = Array.from({ length: 20 }, () => driver.submit(job('b', 'batch'), Number.POSITIVE_INFINITY));
+    expect(batch.filter((result) => result.outcome === 'dispatched')).toHaveLength(17); // 0.85 × 20
+    const flex = Array.from({ length: 3 }, () => driver.submit(job('b', 'flex'), Number.POSITIVE_INFINITY));
+    expect(flex.map((result) => result.outcome)).toEqual(['dispatched', 'queued', 'queued']); // 0.90 × 20 = 18
 
     const defaults = Array.from({ length: 3 }, () => driver.submit(job('c', 'default'), Number.POSITIVE_INFINITY));
-    expect(defaults.map((result) => result.outcome)).toEqual(['dispatched', 'dispatched', 'queued']); // 0.95 × 20 = 19
+    expect(defaults.map((result) => result.outcome)).toEqual(['dispatched', 'queued', 'queued']); // 0.95 × 20 = 19
     expect(driver.submit(job('a', 'priority'), Number.POSITIVE_INFINITY).outcome).toBe('dispatched');
     expect(scheduler.stats().inFlight.sequences).toBe(20);
     expect(driver.submit(job('a', 'priority'), Number.POSITIVE_INFINITY).outcome).toBe('queued');
     expect(scheduler.stats().classes).toMatchObject({
       priority: { running: 1, queued: 1 },
-      default: { running: 2, queued: 1 },
-      flex: { running: 17, queued: 3 },
+      default: { running: 1, queued: 2 },
+      flex: { running: 1, queued: 2 },
+      batch: { running: 17, queued: 3 },
     });
+  });
+
+  it('lists the ids of the queued jobs, not the running ones, and forgets a cancelled one', () => {
+    const { scheduler } = tiered({ capacity: { sequences: 2, tokens: 1_000_000 } });
+    const results = ['a', 'b', 'c', 'd'].map((id) => scheduler.submit(job('t', 'default', { id })));
+    expect(results.map((result) => result.outcome)).toEqual(['dispatched', 'queued', 'queued', 'queued']);
+    expect(scheduler.queuedJobIds()).toEqual(new Set(['b', 'c', 'd']));
+    const queued = results[2]!;
+    if (queued.outcome !== 'queued') throw new Error('expected a queued ticket');
+    expect(scheduler.cancel(queued.ticket)).toBe(true);
+    expect(scheduler.queuedJobIds()).toEqual(new Set(['b', 'd']));
   });
 
   it('applies the ceiling to tokens in flight too', () => {
@@ -97,8 +110,8 @@ describe('TieredScheduler: classes and headroom', () => {
     const big = driver.submit(job('a', 'priority', { inputTokens: 150, maxOutputTokens: 50 }), 10);
     expect(big.outcome).toBe('dispatched');
     expect(scheduler.stats().inFlight.tokens).toBe(1_000);
-    // Can never fit flex's 85% of 1000 tokens.
-    const huge = driver.submit(job('b', 'flex', { inputTokens: 800, maxOutputTokens: 100 }), 10);
+    // Can never fit flex's 90% of 1000 tokens.
+    const huge = driver.submit(job('b', 'flex', { inputTokens: 850, maxOutputTokens: 100 }), 10);
     expect(huge).toMatchObject({ outcome: 'refused', refusal: { reason: 'too_large', retryAfterMs: 0 } });
   });
 

@@ -55,13 +55,14 @@ export interface ServiceClassPolicy {
 
 /**
  * Defaults: priority waits ≤ 1 s and may use the whole pool; default ≤ 5 s and leaves 5% to priority; flex ≤ 60 s and
- * batch without limit, both leaving 15%. Shedding (saturation where it starts → where it sheds everything, k = 3):
- * flex and batch 1 → 2, default 1.5 → 3, priority 2 → 4.
+ * leaves 10%; batch waits without limit and leaves 15%. Flex sits above batch so that a batch line promoted to flex
+ * (its deadline nears) gets capacity batch lines cannot take. Shedding (saturation where it starts → where it sheds
+ * everything, k = 3): flex and batch 1 → 2, default 1.5 → 3, priority 2 → 4.
  */
 export const defaultServiceClassPolicies: Readonly<PerServiceClass<Readonly<ServiceClassPolicy>>> = Object.freeze({
   priority: { maxQueueWaitMs: 1_000, admissionCeiling: 1, shedding: { start: 2, full: 4, exponent: 3 } },
   default: { maxQueueWaitMs: 5_000, admissionCeiling: 0.95, shedding: { start: 1.5, full: 3, exponent: 3 } },
-  flex: { maxQueueWaitMs: 60_000, admissionCeiling: 0.85, shedding: { start: 1, full: 2, exponent: 3 } },
+  flex: { maxQueueWaitMs: 60_000, admissionCeiling: 0.9, shedding: { start: 1, full: 2, exponent: 3 } },
   batch: {
     maxQueueWaitMs: Number.POSITIVE_INFINITY,
     admissionCeiling: 0.85,
@@ -77,6 +78,17 @@ export interface ServiceClassPolicyOverride {
   admissionCeiling?: number;
   /** See `ServiceClassPolicy.shedding`. */
   shedding?: Partial<SheddingCurve>;
+}
+
+/**
+ * Headroom for online bursts sized to the online load, not only a fixed share of the pool: a quiet hour needs a few
+ * free slots, a peak hour many more (bursts of real traffic grow with its level).
+ */
+export interface OnlineHeadroomOptions {
+  /** Sequences always kept free for online work below the `default` class's ceiling, ≥ 0. Default 0. */
+  minimumSequences?: number;
+  /** Extra sequences kept free per online sequence running (0.4: 40% of what online uses now), ≥ 0. */
+  perOnlineSequence: number;
 }
 
 /** Options of a `TieredScheduler`. */
@@ -112,6 +124,13 @@ export interface TieredSchedulerOptions {
    * submission or completion). Default: none, the static policy applies.
    */
   batchCeilingAt?: (now: number) => number;
+  /**
+   * Load-aware headroom: batch lines are dispatched only while at least `minimumSequences + perOnlineSequence × online`
+   * sequences stay free below the `default` class's ceiling, online being the running sequences of `priority` and
+   * `default`. It lowers (never raises) the batch ceiling of the moment, so with a generous `batchCeilingAt` batch
+   * fills the troughs and steps back at the peak. Jobs are never refused `too_large` because of it. Default: none.
+   */
+  onlineHeadroom?: OnlineHeadroomOptions;
 }
 
 /** Classes, headroom, fair share and shedding over one pool. */
@@ -129,6 +148,7 @@ export class TieredScheduler implements Scheduler {
   private readonly minRetryAfterMs: number;
   private readonly maxRetryAfterMs: number;
   private readonly batchCeilingAt: ((now: number) => number) | undefined;
+  private readonly onlineHeadroom: Required<OnlineHeadroomOptions> | undefined;
   private sequence = 0;
   private dispatching = false;
   private dispatchAgain = false;
@@ -149,6 +169,13 @@ export class TieredScheduler implements Scheduler {
     this.minRetryAfterMs = options.minRetryAfterMs ?? 1_000;
     this.maxRetryAfterMs = options.maxRetryAfterMs ?? 60_000;
     this.batchCeilingAt = options.batchCeilingAt;
+    if (options.onlineHeadroom !== undefined) {
+      const { minimumSequences = 0, perOnlineSequence } = options.onlineHeadroom;
+      if (!(minimumSequences >= 0 && perOnlineSequence >= 0 && Number.isFinite(minimumSequences + perOnlineSequence))) {
+        throw new RangeError('onlineHeadroom: minimumSequences and perOnlineSequence must be finite numbers ≥ 0');
+      }
+      this.onlineHeadroom = { minimumSequences, perOnlineSequence };
+    }
   }
 
   get capacity(): Readonly<PoolCapacity> {
@@ -162,7 +189,7 @@ export class TieredScheduler implements Scheduler {
     const ceiling = this.admissionCeiling(serviceClass);
     const ticket = new JobTicket(this, { ...job }, this.clock.now(), this.sequence++, handlers);
     if (this.closed) return { outcome: 'refused', refusal: this.refusal(serviceClass, 'closed', 0) };
-    if (!this.ledger.canEverFit(ticket.reservedTokens, ceiling)) {
+    if (!this.ledger.canEverFit(ticket.reservedTokens, this.configuredCeiling(serviceClass))) {
       return { outcome: 'refused', refusal: this.refusal(serviceClass, 'too_large', 0) };
     }
     const virtualCost = this.cost(job.inputTokens, job.maxOutputTokens) / ticket.weight;
@@ -227,7 +254,7 @@ export class TieredScheduler implements Scheduler {
   setCapacity(capacity: Partial<PoolCapacity>): void {
     this.ledger.setCapacity(capacity);
     for (const serviceClass of serviceClasses) {
-      const ceiling = this.admissionCeiling(serviceClass);
+      const ceiling = this.configuredCeiling(serviceClass);
       for (const ticket of this.queues[serviceClass].items()) {
         if (!this.ledger.canEverFit(ticket.reservedTokens, ceiling)) this.refuseQueued(ticket, 'too_large', 0);
       }
@@ -280,9 +307,23 @@ export class TieredScheduler implements Scheduler {
 
   /**
    * The admission ceiling `serviceClass` is dispatched up to now: its policy's, except for batch (and flex, which never
-   * gets less than batch) when `batchCeilingAt` is set.
+   * gets less than batch) when `batchCeilingAt` is set, and for batch, lowered by `onlineHeadroom` when set.
    */
   admissionCeiling(serviceClass: ServiceClass): number {
+    const ceiling = this.configuredCeiling(serviceClass);
+    if (serviceClass !== 'batch' || this.onlineHeadroom === undefined) return ceiling;
+    const { minimumSequences, perOnlineSequence } = this.onlineHeadroom;
+    const classes = this.counters.classes;
+    const online = classes.priority.running + classes.default.running;
+    const sequences = this.ledger.capacity.sequences;
+    const free = minimumSequences + perOnlineSequence * online;
+    const loadCeiling = (this.policies.default.admissionCeiling * sequences - free) / sequences;
+    // Never below one sequence's share: the ledger lets every class run one sequence anyway.
+    return Math.min(ceiling, Math.max(1 / sequences, loadCeiling));
+  }
+
+  /** The ceiling of `serviceClass` from its policy and `batchCeilingAt`, before `onlineHeadroom`. */
+  private configuredCeiling(serviceClass: ServiceClass): number {
     const configured = this.policies[serviceClass].admissionCeiling;
     if (this.batchCeilingAt === undefined || (serviceClass !== 'batch' && serviceClass !== 'flex')) return configured;
     const wanted = this.batchCeilingAt(this.clock.now());
@@ -290,6 +331,18 @@ export class TieredScheduler implements Scheduler {
       throw new RangeError(`batchCeilingAt must return a value in (0, 1], got ${wanted}`);
     const batch = Math.min(wanted, this.policies.default.admissionCeiling);
     return serviceClass === 'batch' ? batch : Math.max(configured, batch);
+  }
+
+  /**
+   * Ids of the jobs waiting in the queue now, every class (not the running ones). For a caller that withdraws its own
+   * queued work, e.g. a cancelled batch, by cancelling those tickets; cost O(queued jobs).
+   */
+  queuedJobIds(): Set<string> {
+    const ids = new Set<string>();
+    for (const serviceClass of serviceClasses) {
+      for (const ticket of this.queues[serviceClass].items()) ids.add(ticket.job.id);
+    }
+    return ids;
   }
 
   /** The fair-share counters (virtual tokens served) of one class, by tenant. */

@@ -14,11 +14,18 @@ interface Trace {
   aborted?: boolean;
 }
 
-function submit(engine: ReplicaEngine, clock: VirtualClock, promptTokens: number, outputTokens: number) {
+function submit(
+  engine: ReplicaEngine,
+  clock: VirtualClock,
+  promptTokens: number,
+  outputTokens: number,
+  priority?: number,
+) {
   const trace: Trace = { tokenTimes: [] };
   const sequence = engine.submit({
     promptTokens,
     outputTokens,
+    ...(priority === undefined ? {} : { priority }),
     onAdmit: () => {
       trace.admittedAt = clock.now();
     },
@@ -44,9 +51,16 @@ describe('resolveSimulatedProfile', () => {
       t_seq_ms: 0.055,
       max_batch: 64,
       kv_tokens: 262_144,
+      // Off by default: whole prompts join in one step, in arrival order.
+      prefill_chunk_tokens: 0,
+      background_prefill_tokens: 0,
+      scheduling_policy: 'fcfs',
     });
     expect(resolveSimulatedProfile({ max_batch: 8 }).max_batch).toBe(8);
     expect(() => resolveSimulatedProfile({ max_batch: 0 })).toThrow(RangeError);
+    expect(() => resolveSimulatedProfile({ prefill_chunk_tokens: -1 })).toThrow(RangeError);
+    expect(() => resolveSimulatedProfile({ prefill_chunk_tokens: 1.5 })).toThrow(RangeError);
+    expect(() => resolveSimulatedProfile({ scheduling_policy: 'lifo' as 'fcfs' })).toThrow(RangeError);
   });
 });
 
@@ -240,5 +254,115 @@ describe('ReplicaEngine', () => {
     expect(completed).toBe(total);
     expect(engine.stats.generatedTokens).toBe(expectedTokens);
     expect(wallMs).toBeLessThan(5_000);
+  });
+});
+
+describe('ReplicaEngine, chunked prefill and priority scheduling', () => {
+  it('spreads a long prompt over steps of at most prefill_chunk_tokens, decodes going on meanwhile', () => {
+    const clock = new VirtualClock(0);
+    const engine = new ReplicaEngine({ prefill_chunk_tokens: 512 }, { clock });
+    const decoder = submit(engine, clock, 0, 20).trace;
+    const long = submit(engine, clock, 1200, 3).trace;
+    clock.runUntilIdle();
+
+    // The prompt takes three steps (512 + 512 + 176); only the last one emits its first token. The decoder emits at
+    // every step, each lasting fixed + emitting sequences × t_seq + that step's chunk.
+    const steps = [512, 512, 176].map((chunk, index) => T_FIXED + (index < 2 ? 1 : 2) * T_SEQ + chunk * T_PREFILL_MS);
+    expect(long.admittedAt).toBe(0);
+    expect(decoder.tokenTimes[0]).toBeCloseTo(steps[0]!, 9);
+    expect(decoder.tokenTimes[1]! - decoder.tokenTimes[0]!).toBeCloseTo(steps[1]!, 9);
+    expect(long.tokenTimes[0]).toBeCloseTo(steps[0]! + steps[1]! + steps[2]!, 9);
+    expect(decoder.tokenTimes[2]).toBeCloseTo(long.tokenTimes[0]!, 9);
+    expect(decoder.tokenTimes[3]! - decoder.tokenTimes[2]!).toBeCloseTo(T_FIXED + 2 * T_SEQ, 9);
+    expect(engine.stats.promptTokens).toBe(1200);
+    expect(long.tokenTimes).toHaveLength(3);
+  });
+
+  it('finishes a prefill-only request at the end of its last chunk', () => {
+    const clock = new VirtualClock(0);
+    const engine = new ReplicaEngine({ prefill_chunk_tokens: 100 }, { clock });
+    const { trace } = submit(engine, clock, 250, 0);
+    clock.runUntilIdle();
+    expect(trace.tokenTimes).toEqual([]);
+    // Two steps of 100 with no emitting sequence, then one of 50 that finishes it.
+    expect(trace.doneAt).toBeCloseTo(3 * T_FIXED + T_SEQ + 250 * T_PREFILL_MS, 9);
+    expect(engine.stats).toMatchObject({ steps: 3, promptTokens: 250, completed: 1 });
+  });
+
+  it('under fcfs a later request prefills behind an earlier long prompt; under priority it goes first', () => {
+    const firstTokenOfSecond = (policy: 'fcfs' | 'priority') => {
+      const clock = new VirtualClock(0);
+      const engine = new ReplicaEngine({ prefill_chunk_tokens: 256, scheduling_policy: policy }, { clock });
+      const low = submit(engine, clock, 4_000, 5, 1).trace;
+      clock.advance(0); // the low-priority prompt is in prefill
+      const high = submit(engine, clock, 200, 5, 0).trace;
+      clock.runUntilIdle();
+      return { high: high.tokenTimes[0]!, low: low.tokenTimes[0]! };
+    };
+    const fcfs = firstTokenOfSecond('fcfs');
+    const priority = firstTokenOfSecond('priority');
+    // fcfs: the 4,000-token prompt (16 chunks) prefills first; priority: the 200-token prompt takes the next chunk.
+    expect(fcfs.high).toBeGreaterThan(fcfs.low);
+    expect(priority.high).toBeLessThan(priority.low);
+    // One chunk of the low prompt alone, then a step with all 200 high tokens (which emits) and 56 low ones.
+    expect(priority.high).toBeCloseTo(2 * (T_FIXED + 256 * T_PREFILL_MS) + T_SEQ, 9);
+  });
+
+  it('admits waiting requests by priority under the priority policy, by arrival under fcfs', () => {
+    const order = (policy: 'fcfs' | 'priority') => {
+      const clock = new VirtualClock(0);
+      const engine = new ReplicaEngine({ max_batch: 1, scheduling_policy: policy }, { clock });
+      const admitted: string[] = [];
+      for (const [name, priority] of [
+        ['a', 5],
+        ['b', 5],
+        ['c', 0],
+        ['d', 2],
+      ] as const) {
+        engine.submit({ promptTokens: 1, outputTokens: 1, priority, onAdmit: () => admitted.push(name) });
+      }
+      clock.runUntilIdle();
+      return admitted.join('');
+    };
+    expect(order('fcfs')).toBe('abcd');
+    expect(order('priority')).toBe('cdab');
+  });
+
+  it('frees a cancelled sequence in prefill and gives its budget to the next', () => {
+    const clock = new VirtualClock(0);
+    const engine = new ReplicaEngine({ prefill_chunk_tokens: 100 }, { clock });
+    const first = submit(engine, clock, 1_000, 5);
+    const second = submit(engine, clock, 50, 5).trace;
+    clock.advance(0);
+    first.sequence.cancel();
+    clock.runUntilIdle();
+    expect(first.trace.tokenTimes).toEqual([]);
+    expect(second.tokenTimes).toHaveLength(5);
+    expect(engine.kvTokensInUse).toBe(0);
+    expect(engine.stats.promptTokens).toBe(150);
+  });
+
+  it('limits background prefill per step; foreground prompts prefill whole, first and alone', () => {
+    const clock = new VirtualClock(0);
+    const profile = { scheduling_policy: 'priority', background_prefill_tokens: 100 } as const;
+    const engine = new ReplicaEngine(profile, { clock });
+    const background = submit(engine, clock, 350, 2, 2).trace;
+    clock.advance(0); // the background prompt takes its first 100 tokens
+    const foreground = submit(engine, clock, 1_000, 3, 0).trace;
+    const small = submit(engine, clock, 30, 1, 0).trace;
+    clock.runUntilIdle();
+    const step = (prefill: number, emitting: number) => T_FIXED + emitting * T_SEQ + prefill * T_PREFILL_MS;
+    // Step 1: 100 background tokens. Step 2: both foreground prompts whole (they emit), no background prefill on top.
+    expect(foreground.tokenTimes[0]).toBeCloseTo(step(100, 0) + step(1_030, 2), 9);
+    expect(small.tokenTimes[0]).toBeCloseTo(foreground.tokenTimes[0]!, 9);
+    // Steps 3–5: 100, 100 and 50 background tokens while the foreground decodes; the background one emits after step 5.
+    const afterForeground = step(100, 0) + step(1_030, 2) + step(100, 1) + step(100, 1) + step(50, 1);
+    expect(background.tokenTimes[0]).toBeCloseTo(afterForeground, 9);
+    // Under fcfs the option does nothing: the background prompt is prefilled whole in the first step.
+    const fcfsClock = new VirtualClock(0);
+    const fcfs = new ReplicaEngine({ background_prefill_tokens: 100 }, { clock: fcfsClock });
+    const whole = submit(fcfs, fcfsClock, 350, 1, 2).trace;
+    fcfsClock.runUntilIdle();
+    expect(whole.tokenTimes[0]).toBeCloseTo(step(350, 1), 9);
   });
 });

@@ -7,6 +7,19 @@
  * that joined at that step. A sequence's first token is emitted at the end of its first step, so
  * TTFT = queue wait + prefill + first step.
  *
+ * Two profile options model what real engines (vLLM, SGLang) do under mixed load; both are off by default:
+ * - `prefill_chunk_tokens` > 0 (chunked prefill): a step prefills at most that many prompt tokens. Sequences whose
+ *   prompt is done decode one token each, as always; the budget then goes to the sequences still in prefill (in
+ *   joining order) and to newly joining ones, each taking a chunk of its prompt. A sequence emits its first token at
+ *   the end of the step that prefilled its last chunk, and only sequences that emit a token count in `b`. A long
+ *   prompt therefore no longer stretches one step by its whole prefill; it is spread over several steps that the
+ *   running decodes share.
+ * - `scheduling_policy: priority`: waiting requests join in the order of their `priority` (lower first, then
+ *   arrival), and the prefill budget goes to sequences in that order, so a high-priority request neither waits behind
+ *   nor prefills behind lower-priority ones. Running sequences are never pre-empted. With
+ *   `background_prefill_tokens` > 0, requests of priority > 0 (background: batch work) get at most that many prompt
+ *   tokens per step, so a foreground request never finds a step stretched by more than that much background prefill.
+ *
  * The engine holds one timer per step, never one per token or sequence, so a virtual clock replays hours of traffic
  * in seconds.
  */
@@ -34,12 +47,17 @@ export function stepDurationMs(profile: SimulatedProfile, batchSize: number, pre
 
 /** One request handed to the engine. Callbacks run synchronously inside the engine's step timer. */
 export interface EngineRequest {
-  /** Prompt tokens (prefilled when the sequence joins the batch). */
+  /** Prompt tokens (prefilled when the sequence joins the batch, in chunks under `prefill_chunk_tokens`). */
   promptTokens: number;
   /**
    * Output tokens to generate. 0 models a prefill-only request (embeddings): it takes one step and emits no token.
    */
   outputTokens: number;
+  /**
+   * Scheduling priority under the `priority` policy: lower joins and prefills first (vLLM's convention). An integer;
+   * ignored under `fcfs`. Default 0.
+   */
+  priority?: number;
   /** The sequence joined the running batch (its queue wait ends now). */
   onAdmit?: () => void;
   /** Token `index` (0-based) was produced, at `clock.now()`. */
@@ -95,11 +113,21 @@ export interface ReplicaEngineOptions {
 class Sequence implements EngineSequence {
   state: EngineSequenceState = 'waiting';
   generatedTokens = 0;
+  /** Prompt tokens not yet prefilled (after the step in progress: minus `stepPrefill`). */
+  prefillRemaining: number;
+  /** Prompt tokens prefilled by the step in progress. */
+  stepPrefill = 0;
 
   constructor(
     readonly request: EngineRequest,
     private readonly engine: ReplicaEngine,
-  ) {}
+    /** Scheduling priority (0 under `fcfs`), lower first. */
+    readonly priority: number,
+    /** Submission order, for ties. */
+    readonly order: number,
+  ) {
+    this.prefillRemaining = request.promptTokens;
+  }
 
   get reservedTokens(): number {
     return this.request.promptTokens + this.request.outputTokens;
@@ -113,15 +141,30 @@ class Sequence implements EngineSequence {
 // Steps handled in one timer callback before yielding to the event loop (zero-duration profiles, lagging clocks).
 const maxStepsPerCallback = 256;
 
+/** The waiting requests of one priority, FIFO (a head index instead of `shift`, compacted now and then). */
+interface WaitingLevel {
+  priority: number;
+  items: Sequence[];
+  head: number;
+}
+
+/** Whether `a` is served before `b`: lower priority value first, then submission order. */
+function servedBefore(a: Sequence, b: Sequence): boolean {
+  return a.priority < b.priority || (a.priority === b.priority && a.order < b.order);
+}
+
 /** A continuous-batching replica on a `Clock`. */
 export class ReplicaEngine {
   readonly profile: Readonly<SimulatedProfile>;
   private readonly clock: Clock;
   private readonly maxLagMs: number;
-  private readonly queue: Sequence[] = [];
-  private queueHead = 0;
+  /** Waiting requests by priority, lowest value first (one level under `fcfs`). */
+  private levels: WaitingLevel[] = [];
   private waitingCount = 0;
+  private submitted = 0;
   private batch: Sequence[] = [];
+  /** Running sequences whose prompt is not fully prefilled (chunked prefill only), in serving order. */
+  private prefilling: Sequence[] = [];
   private cancelledInBatch = 0;
   private kvInUse = 0;
   private outputPending = 0;
@@ -193,8 +236,10 @@ export class ReplicaEngine {
         `A sequence of ${request.promptTokens + request.outputTokens} tokens exceeds the KV cache (${this.profile.kv_tokens})`,
       );
     }
-    const sequence = new Sequence(request, this);
-    this.queue.push(sequence);
+    const priority = this.profile.scheduling_policy === 'priority' ? (request.priority ?? 0) : 0;
+    if (!Number.isInteger(priority)) throw new RangeError(`priority must be an integer, got ${priority}`);
+    const sequence = new Sequence(request, this, priority, this.submitted++);
+    this.levelOf(priority).items.push(sequence);
     this.waitingCount++;
     this.outputPending += request.outputTokens;
     if (this.timer === undefined && this.stepEnd === undefined && !this.inTimer) {
@@ -212,10 +257,10 @@ export class ReplicaEngine {
     this.timer?.cancel();
     this.timer = undefined;
     this.stepEnd = undefined;
-    const unfinished = [...this.batch, ...this.queue.slice(this.queueHead)];
+    const unfinished = [...this.batch, ...this.levels.flatMap((level) => level.items.slice(level.head))];
     this.batch = [];
-    this.queue.length = 0;
-    this.queueHead = 0;
+    this.prefilling = [];
+    this.levels = [];
     this.waitingCount = 0;
     this.cancelledInBatch = 0;
     this.kvInUse = 0;
@@ -271,28 +316,59 @@ export class ReplicaEngine {
   /** Admits waiting sequences and schedules the step's end. Returns false when there is nothing to run. */
   private startStep(): boolean {
     this.dropCancelledFromBatch();
+    const chunk = this.profile.prefill_chunk_tokens;
+    let budget = chunk > 0 ? chunk : Number.POSITIVE_INFINITY;
+    const background = this.profile.scheduling_policy === 'priority' ? this.profile.background_prefill_tokens : 0;
+    let backgroundBudget = background > 0 ? background : Number.POSITIVE_INFINITY;
     let prefillTokens = 0;
+    // Sequences that emit a token (or, with no output, finish) at the end of this step: every one whose prompt is done.
+    let emitting = this.batch.length - this.prefilling.length;
+    const prefill = (sequence: Sequence) => {
+      const isBackground = sequence.priority > 0;
+      const take = Math.min(sequence.prefillRemaining, budget, isBackground ? backgroundBudget : budget);
+      sequence.stepPrefill = take;
+      budget -= take;
+      // Foreground prefill counts against the background budget too: background work only fills a step's prefill up
+      // to that size, never on top of a long foreground prompt.
+      backgroundBudget = Math.max(0, backgroundBudget - take);
+      prefillTokens += take;
+      if (take === sequence.prefillRemaining) emitting++;
+    };
+    // The budget goes in serving order: the sequences in prefill and the waiting ones of a priority before those of
+    // the next (under `fcfs` everything is priority 0: sequences in prefill first, then the queue).
+    const prefilling = this.prefilling;
+    const joined: Sequence[] = [];
+    let served = 0;
     const maxBatch = this.profile.max_batch;
     const kvTokens = this.profile.kv_tokens;
-    while (this.queueHead < this.queue.length && this.batch.length < maxBatch) {
-      const next = this.queue[this.queueHead]!;
-      if (next.state !== 'waiting') {
-        this.queueHead++;
-        continue;
+    admit: for (const level of this.levels) {
+      while (served < prefilling.length && prefilling[served]!.priority <= level.priority)
+        prefill(prefilling[served++]!);
+      while (level.head < level.items.length && this.batch.length < maxBatch) {
+        const next = level.items[level.head]!;
+        if (next.state !== 'waiting') {
+          level.head++;
+          continue;
+        }
+        // Strict order: a head that does not fit blocks the ones behind it (no starvation of long prompts), and with
+        // the prefill budget spent nothing more joins this step.
+        const room = next.priority > 0 ? Math.min(budget, backgroundBudget) : budget;
+        if (this.kvInUse + next.reservedTokens > kvTokens || (room === 0 && next.prefillRemaining > 0)) break admit;
+        level.head++;
+        this.waitingCount--;
+        this.kvInUse += next.reservedTokens;
+        prefill(next);
+        if (next.stepPrefill < next.prefillRemaining) joined.push(next);
+        next.state = 'running';
+        this.batch.push(next);
+        next.request.onAdmit?.();
       }
-      // Strict FIFO: a head that does not fit blocks the ones behind it (no starvation of long prompts).
-      if (this.kvInUse + next.reservedTokens > kvTokens) break;
-      this.queueHead++;
-      this.waitingCount--;
-      this.kvInUse += next.reservedTokens;
-      prefillTokens += next.request.promptTokens;
-      next.state = 'running';
-      this.batch.push(next);
-      next.request.onAdmit?.();
     }
-    this.compactQueue();
+    while (served < prefilling.length) prefill(prefilling[served++]!);
+    for (const sequence of joined) this.insertPrefilling(sequence);
+    this.compactLevels();
     if (this.batch.length === 0) return false;
-    const duration = stepDurationMs(this.profile, this.batch.length, prefillTokens);
+    const duration = stepDurationMs(this.profile, emitting, prefillTokens);
     this.counters.promptTokens += prefillTokens;
     this.counters.busyMs += duration;
     this.stepEnd = this.cursor + duration;
@@ -306,7 +382,11 @@ export class ReplicaEngine {
     let kept = 0;
     for (let index = 0; index < batch.length; index++) {
       const sequence = batch[index]!;
-      if (sequence.state === 'running') {
+      if (sequence.state === 'running' && sequence.prefillRemaining > 0) {
+        sequence.prefillRemaining -= sequence.stepPrefill;
+        sequence.stepPrefill = 0;
+      }
+      if (sequence.state === 'running' && sequence.prefillRemaining === 0) {
         const request = sequence.request;
         if (sequence.generatedTokens < request.outputTokens) {
           const tokenIndex = sequence.generatedTokens++;
@@ -328,6 +408,11 @@ export class ReplicaEngine {
       batch[kept++] = sequence;
     }
     batch.length = kept;
+    if (this.prefilling.length > 0) {
+      this.prefilling = this.prefilling.filter(
+        (sequence) => sequence.state === 'running' && sequence.prefillRemaining > 0,
+      );
+    }
   }
 
   private dropCancelledFromBatch(): void {
@@ -337,13 +422,36 @@ export class ReplicaEngine {
       this.kvInUse -= sequence.reservedTokens;
       return false;
     });
+    this.prefilling = this.prefilling.filter((sequence) => sequence.state === 'running');
     this.cancelledInBatch = 0;
   }
 
-  private compactQueue(): void {
-    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-      this.queue.splice(0, this.queueHead);
-      this.queueHead = 0;
+  /** Adds a sequence whose prefill goes on after this step, keeping the serving order. */
+  private insertPrefilling(sequence: Sequence): void {
+    const prefilling = this.prefilling;
+    let index = prefilling.length;
+    while (index > 0 && servedBefore(sequence, prefilling[index - 1]!)) index--;
+    prefilling.splice(index, 0, sequence);
+  }
+
+  /** The waiting level of `priority`, created in order if new. */
+  private levelOf(priority: number): WaitingLevel {
+    let index = 0;
+    while (index < this.levels.length && this.levels[index]!.priority < priority) index++;
+    let level = this.levels[index];
+    if (level === undefined || level.priority !== priority) {
+      level = { priority, items: [], head: 0 };
+      this.levels.splice(index, 0, level);
+    }
+    return level;
+  }
+
+  private compactLevels(): void {
+    for (const level of this.levels) {
+      if (level.head > 1024 && level.head * 2 > level.items.length) {
+        level.items.splice(0, level.head);
+        level.head = 0;
+      }
     }
   }
 }
