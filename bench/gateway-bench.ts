@@ -55,6 +55,8 @@ export interface GatewayBenchOptions {
   rounds: number;
   /** Write CPU profiles of the Tollgate processes to this directory (`node --cpu-prof`). Default none. */
   cpuProfDir?: string;
+  /** Extra `node` flags of the Tollgate processes (e.g. `--max-semi-space-size=32`), for experiments. Default none. */
+  nodeArgs?: string[];
   /** Run only the scenarios whose id starts with one of these (`max`, `rate`, `max-c32-whole` …). Default all. */
   scenarios?: string[];
   /** Where the JSON goes. Default `bench/results/gateway-<date>.json`. */
@@ -264,8 +266,10 @@ export async function runGatewayBench(options: GatewayBenchOptions): Promise<Rec
     loadAverageAtStart: loadavg(),
   };
   const processes = new BenchProcesses();
-  const tollgateNodeArgs =
-    options.cpuProfDir === undefined ? undefined : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`];
+  const tollgateNodeArgs = [
+    ...(options.nodeArgs ?? []),
+    ...(options.cpuProfDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfDir}`]),
+  ];
   const unavailable: Record<string, string> = {};
   const reports: ScenarioReport[] = [];
   let rss: StreamRssResult[] = [];
@@ -279,7 +283,7 @@ export async function runGatewayBench(options: GatewayBenchOptions): Promise<Rec
         targets.push(
           await startTollgate(processes, upstream.baseUrl, {
             workers,
-            ...(tollgateNodeArgs === undefined ? {} : { nodeArgs: tollgateNodeArgs }),
+            ...(tollgateNodeArgs.length === 0 ? {} : { nodeArgs: tollgateNodeArgs }),
           }),
         );
       } catch (error: unknown) {
@@ -456,6 +460,7 @@ async function main(): Promise<void> {
       1,
     )
     .option('--cpu-prof <dir>', 'write CPU profiles of the Tollgate processes to dir (node --cpu-prof)')
+    .option('--node-args <flags>', 'extra node flags of the Tollgate processes, space-separated (experiments)')
     .option('--quick', 'smoke run: 2 s runs, 0.5 s warm-up, 200 streams')
     .option('--scenarios <list>', 'only scenarios whose id starts with one of these, e.g. max,rate-1000-whole')
     .option('--out <path>', 'JSON output path')
@@ -472,6 +477,7 @@ async function main(): Promise<void> {
       quick?: boolean;
       rounds: number;
       cpuProf?: string;
+      nodeArgs?: string;
       scenarios?: string;
       out?: string;
     }>();
@@ -486,6 +492,7 @@ async function main(): Promise<void> {
     rssStreams: flags.quick ? 200 : Math.round(flags.rssStreams),
     rounds: Math.round(flags.rounds),
     ...(flags.cpuProf === undefined ? {} : { cpuProfDir: resolve(flags.cpuProf) }),
+    ...(flags.nodeArgs === undefined ? {} : { nodeArgs: flags.nodeArgs.split(' ').filter((flag) => flag !== '') }),
     ...(flags.scenarios === undefined ? {} : { scenarios: flags.scenarios.split(',').map((id) => id.trim()) }),
     ...(flags.out === undefined ? {} : { out: flags.out }),
   };

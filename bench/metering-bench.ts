@@ -4,7 +4,7 @@
  * logged and counted); "on" prices every request with the issue's price book and reserves/settles it on a prepaid
  * wallet. Rounds are interleaved so drift on a shared machine hits both alike.
  *
- *   npm run build && node dist/bench/metering-bench.js [--duration 8] [--rounds 2] [--connections 32]
+ *   npm run build && node dist/bench/metering-bench.js [--duration 8] [--rounds 2] [--connections 32] [--cpu-prof DIR]
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -32,16 +32,20 @@ async function main(): Promise<void> {
     .option('--duration <s>', 'measured seconds per run', '8')
     .option('--rounds <n>', 'interleaved rounds', '2')
     .option('--connections <n>', 'keep-alive connections', '32')
+    .option('--cpu-prof <dir>', 'write CPU profiles of both gateways to dir (node --cpu-prof)')
+    .option('--out <path>', 'JSON output path')
     .parse()
-    .opts<{ duration: string; rounds: string; connections: string }>();
+    .opts<{ duration: string; rounds: string; connections: string; cpuProf?: string; out?: string }>();
+  const nodeArgs = options.cpuProf === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProf}`];
   const processes = new BenchProcesses();
   try {
     const upstream = await startUpstream(processes, {});
-    const off = await startTollgate(processes, upstream.baseUrl, { name: 'metering-off' });
+    const off = await startTollgate(processes, upstream.baseUrl, { name: 'metering-off', nodeArgs });
     const on = await startTollgate(processes, upstream.baseUrl, {
       name: 'metering-on',
       extraConfig: pricing,
       credit: '100000000',
+      nodeArgs,
     });
     const results: Record<string, { whole: number[]; stream: number[] }> = {
       'metering-off': { whole: [], stream: [] },
@@ -83,7 +87,8 @@ async function main(): Promise<void> {
         `| ${row.kind} | ${row.offRate.toFixed(0)} | ${row.onRate.toFixed(0)} | ${(row.loss * 100).toFixed(1)}% |\n`,
       );
     }
-    const file = join(repoRoot, 'bench', 'results', `metering-${new Date().toISOString().slice(0, 10)}.json`);
+    const file =
+      options.out ?? join(repoRoot, 'bench', 'results', `metering-${new Date().toISOString().slice(0, 10)}.json`);
     await writeFile(file, `${JSON.stringify({ benchmark: 'metering on vs off', options, results, rows }, null, 2)}\n`);
     process.stdout.write(`\nwrote ${file}\n`);
   } finally {

@@ -26,7 +26,7 @@ import { SettlementWriter } from '../metering/settlement-writer.js';
 import { registerFleetMetrics } from '../observability/fleet-metrics.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { GatewayMetrics } from '../observability/metrics.js';
-import { AdmissionGate } from '../relay/admission-gate.js';
+import { AdmissionGate, type AdmissionGateOptions } from '../relay/admission-gate.js';
 import { RelayService } from '../relay/relay-service.js';
 import { DeploymentRouter, type DeploymentRoutingSettings } from '../routing/deployment-router.js';
 import { HealthProber } from '../routing/health-prober.js';
@@ -81,6 +81,12 @@ export interface CreateGatewayOptions {
   ownsStore?: boolean;
 }
 
+/**
+ * How often every process reloads the price book and budgets from the store, ms: the safety net under the
+ * invalidation bus, which announces admin changes at once.
+ */
+const BILLING_REFRESH_MS = 30_000;
+
 /** Waits for `work` at most `ms`, then logs and goes on. */
 async function withDeadline(work: Promise<unknown> | undefined, ms: number, what: string, logger: Logger) {
   if (work === undefined) return;
@@ -125,13 +131,38 @@ function schedulingPolicies(config: LoadedConfig['config']): TieredSchedulerOpti
   };
 }
 
+/** The admission gate's scheduling settings from the configuration: class policies, off-peak ceiling, headroom. */
+export function gateSchedulingOptions(
+  config: LoadedConfig['config'],
+): Pick<AdmissionGateOptions, 'scheduling' | 'batchCeilingAt' | 'onlineHeadroom'> {
+  const options: Pick<AdmissionGateOptions, 'scheduling' | 'batchCeilingAt' | 'onlineHeadroom'> = {
+    scheduling: config.scheduling.enabled ? schedulingPolicies(config) : undefined,
+  };
+  if (config.batch.off_peak.length > 0) {
+    options.batchCeilingAt = (now: number) =>
+      inOffPeakWindow(now, config.batch.off_peak) ? config.batch.off_peak_ceiling : config.scheduling.low_class_ceiling;
+  }
+  const headroom = config.scheduling.online_headroom;
+  if (headroom !== undefined) {
+    options.onlineHeadroom = {
+      perOnlineSequence: headroom.per_online_sequence,
+      minimumSequences: headroom.minimum_sequences ?? 0,
+    };
+  }
+  return options;
+}
+
 /** Builds a gateway from a loaded configuration. */
 export async function createGateway(loaded: LoadedConfig, options: CreateGatewayOptions): Promise<Gateway> {
   const { config } = loaded;
   const logger = options.logger ?? createLogger({ level: config.log.level });
   const store = options.store ?? (await createStore(loaded.storeUrl));
   await store.migrate();
-  if (store instanceof SqliteStore && options.ownsStore !== false) store.useProcessReservations();
+  if (store instanceof SqliteStore) {
+    if (options.ownsStore !== false) store.useProcessReservations();
+    // Group commits run on a worker thread: the event loop serves requests while SQLite writes on the other core.
+    store.settleOnThread();
+  }
   const metrics = new GatewayMetrics();
   // Cluster mode: revocations reach every process through Redis pub/sub, so a revoked key stops everywhere at once.
   const redisBus =
@@ -144,12 +175,14 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const billing = new BillingService(store, {
     priceBook: config.pricing,
     logger,
+    bus,
     newTenants: {
       mode: config.billing.new_tenant_mode,
       creditLimit: parseNano(config.billing.new_tenant_credit_limit),
     },
   });
   await billing.init();
+  billing.startRefresh(BILLING_REFRESH_MS);
   // Embedded mode is one process: every checkpoint and reservation left in the store belongs to a dead one.
   if (store.kind === 'sqlite' && options.recoverOnStart !== false) {
     await recoverCheckpoints(store, { staleAfterMs: 0, now: Date.now(), logger });
@@ -206,15 +239,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     weight: config.default_plan.weight,
   });
   const gate = new AdmissionGate(plans, limits, billing, catalog.list(), {
-    scheduling: config.scheduling.enabled ? schedulingPolicies(config) : undefined,
-    ...(config.batch.off_peak.length === 0
-      ? {}
-      : {
-          batchCeilingAt: (now: number) =>
-            inOffPeakWindow(now, config.batch.off_peak)
-              ? config.batch.off_peak_ceiling
-              : config.scheduling.low_class_ceiling,
-        }),
+    ...gateSchedulingOptions(config),
     clock,
     logger,
   });
@@ -347,6 +372,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       // Shutdown never hangs on one part: each slow step gets a deadline, then the rest closes anyway.
       await withDeadline(batches?.runner.stop(), 5_000, 'batch runner stop', logger);
       checkpointer.stop();
+      billing.stop();
       prober?.stop();
       refiner?.stop();
       fairShare?.stop();

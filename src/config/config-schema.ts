@@ -96,6 +96,12 @@ export const OpenAIUpstreamSchema = Type.Object(
     /** Keep-alive connections in the pool. Default 128. */
     connections: PositiveInt('Keep-alive connections to the upstream.', 128),
     timeouts: UpstreamTimeoutsSchema,
+    /**
+     * Send each request's service class as the body's `priority` (vLLM started with `--scheduling-policy
+     * priority`: lower runs first), replacing any `priority` the client sent. Default false: most servers refuse
+     * the field.
+     */
+    send_priority: Type.Boolean({ default: false }),
   },
   { additionalProperties: false },
 );
@@ -320,6 +326,20 @@ export const ConfigSchema = Type.Object(
          * halfway from this to the default class's 0.95 (0.90 by default), so deadline-promoted batch lines gain room.
          */
         low_class_ceiling: Type.Number({ minimum: 0.05, maximum: 1, default: 0.85 }),
+        /**
+         * Load-aware headroom for batch: besides its ceiling, batch leaves `minimum_sequences` plus
+         * `per_online_sequence` × (online sequences running) slots free, so it steps back at the online peak and fills
+         * the trough. Default off (the fixed ceiling alone). `bench:batch` uses `{ per_online_sequence: 0.3 }`.
+         */
+        online_headroom: Type.Optional(
+          Type.Object(
+            {
+              per_online_sequence: Type.Number({ minimum: 0, maximum: 10 }),
+              minimum_sequences: Type.Optional(Type.Number({ minimum: 0 })),
+            },
+            { additionalProperties: false },
+          ),
+        ),
         /**
          * How often upstreams' reported load (running/waiting) refines each model's capacity, ms; 0 disables.
          * Default 2000.

@@ -50,6 +50,8 @@ export interface AdmissionGateOptions {
   scheduling: TieredSchedulerOptions['classes'] | undefined;
   /** The batch class's capacity ceiling at an instant (off-peak windows give batch more). Default: fixed. */
   batchCeilingAt?: (now: number) => number;
+  /** Slots batch leaves free as online load grows. Default: none beyond the ceiling. */
+  onlineHeadroom?: TieredSchedulerOptions['onlineHeadroom'];
   clock: Clock;
   logger: Logger;
   /** Concurrency leases expire after this long if never released (crashed process), ms. Default 15 min. */
@@ -78,6 +80,7 @@ export class AdmissionGate {
             capacity: modelCapacity(model),
             classes: options.scheduling,
             ...(options.batchCeilingAt === undefined ? {} : { batchCeilingAt: options.batchCeilingAt }),
+            ...(options.onlineHeadroom === undefined ? {} : { onlineHeadroom: options.onlineHeadroom }),
           }),
         );
       }

@@ -25,9 +25,9 @@ import {
   summarizeAttempts,
 } from '../routing/call-with-failover.js';
 import type { DeploymentRouter } from '../routing/deployment-router.js';
-import type { ServiceClass } from '../scheduling/service-class.js';
+import { type ServiceClass, serviceClassRank } from '../scheduling/service-class.js';
 import type { Principal } from '../tenancy/key-service.js';
-import type { UpstreamEndpoint, UpstreamStream } from '../upstreams/upstream.js';
+import type { UpstreamEndpoint, UpstreamRequest, UpstreamStream } from '../upstreams/upstream.js';
 import type { Usage } from '../upstreams/usage.js';
 import type { AdmissionGate } from './admission-gate.js';
 import { chunkRewriter, synthesizedUsageChunk, withoutUsage } from './chunk-rewriting.js';
@@ -289,13 +289,18 @@ export class RelayService {
     }
   }
 
-  private upstreamRequest(request: RelayRequest, deployment: Deployment, signal: AbortSignal) {
-    return {
+  private upstreamRequest(request: RelayRequest, deployment: Deployment, signal: AbortSignal): UpstreamRequest {
+    const upstreamRequest: UpstreamRequest = {
       endpoint: request.endpoint,
       body: { ...request.body, model: deployment.upstreamModel },
       requestId: request.trace.requestId,
       signal,
     };
+    const serviceClass = request.trace.serviceClass;
+    if (serviceClass !== undefined) {
+      upstreamRequest.priority = serviceClassRank(serviceClass) - serviceClassRank('default');
+    }
+    return upstreamRequest;
   }
 
   private resolveModel(principal: Principal, endpoint: UpstreamEndpoint, name: string): CatalogModel {

@@ -30,6 +30,7 @@ function upstreamFor(name: string, baseUrl: string): Upstream {
     type: 'openai',
     base_url: baseUrl,
     connections: 8,
+    send_priority: false,
     timeouts: { connect_ms: 500, first_byte_ms: firstByteMs, idle_ms: 1_000 },
   });
   upstreams.push(upstream);

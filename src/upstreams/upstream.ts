@@ -22,6 +22,12 @@ export interface UpstreamRequest {
   requestId: string;
   /** Aborted when the client disconnects or the gateway gives up; the adapter must cancel the upstream call. */
   signal: AbortSignal;
+  /**
+   * Scheduling priority for engines that order their queue by it (vLLM's `priority`: lower first): the request's
+   * service class relative to `default` (priority −1, default 0, flex 1, batch 2). Adapters whose engine cannot
+   * use it ignore it. Undefined when the request was not classed.
+   */
+  priority?: number;
 }
 
 /** A whole (non-streamed) answer. */

@@ -91,6 +91,7 @@ function upstreamFor(
   baseUrl: string,
   timeouts: Partial<OpenAIUpstreamConfig['timeouts']> = {},
   apiKey: string | null = 'sk-test-key',
+  sendPriority = false,
 ): Upstream {
   const upstream = createOpenAICompatibleUpstream(
     {
@@ -99,6 +100,7 @@ function upstreamFor(
       base_url: baseUrl,
       connections: 4,
       timeouts: { connect_ms: 1_000, first_byte_ms: 3_000, idle_ms: 3_000, ...timeouts },
+      send_priority: sendPriority,
     },
     apiKey === null ? {} : { apiKey },
   );
@@ -295,6 +297,18 @@ describe('stream() replaying fixtures', () => {
       vendor_extension: { top_k: 40 },
     });
     expect(body).toEqual(original);
+  });
+
+  it("sends the gateway's priority only when configured, replacing the client's", async () => {
+    const server = await startServer((_request, response) => writeSse(response, fixture('vllm-chat-stream.sse')));
+    const body = { model: 'upstream-model', messages: [{ role: 'user', content: 'Hi' }], priority: -100 };
+    await collect((await upstreamFor(server.baseUrl).stream(chatRequest({ body, priority: 2 }))).events);
+    const prioritized = upstreamFor(server.baseUrl, {}, 'sk-test-key', true);
+    await collect((await prioritized.stream(chatRequest({ body, priority: 2 }))).events);
+    await collect((await prioritized.stream(chatRequest({ body }))).events);
+    const sent = server.received.map((request) => JSON.parse(request.body).priority);
+    // Off: the body passes through untouched. On: the class's priority, or 0 (default) when the request has none.
+    expect(sent).toEqual([-100, 2, 0]);
   });
 
   it('sends no authorization header without a key', async () => {

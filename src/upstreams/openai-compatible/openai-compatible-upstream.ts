@@ -48,6 +48,7 @@ class OpenAICompatibleUpstream implements Upstream {
   private readonly paths: Readonly<Record<UpstreamEndpoint, string>>;
   private readonly authorization: string | undefined;
   private readonly loadTimeoutMs: number;
+  private readonly sendPriority: boolean;
   /** Set once `/metrics` answered 404: the upstream does not report its load, so `load()` stops asking. */
   private metricsMissing = false;
 
@@ -64,6 +65,7 @@ class OpenAICompatibleUpstream implements Upstream {
     };
     this.authorization = options.apiKey === undefined || options.apiKey === '' ? undefined : `Bearer ${options.apiKey}`;
     this.loadTimeoutMs = options.loadTimeoutMs ?? 1_000;
+    this.sendPriority = config.send_priority;
     this.pool = new Pool(url.origin, {
       connections: config.connections,
       connectTimeout: config.timeouts.connect_ms,
@@ -74,7 +76,7 @@ class OpenAICompatibleUpstream implements Upstream {
 
   async complete(request: UpstreamRequest): Promise<UpstreamResult> {
     const body = request.endpoint === 'embeddings' ? request.body : nonStreamingBody(request.body);
-    const response = await this.send(request, JSON.stringify(body), false);
+    const response = await this.send(request, JSON.stringify(this.withPriority(body, request)), false);
     let text: string;
     try {
       text = await response.body.text();
@@ -104,7 +106,11 @@ class OpenAICompatibleUpstream implements Upstream {
         param: 'stream',
       });
     }
-    const response = await this.send(request, JSON.stringify(streamingBody(request.body)), true);
+    const response = await this.send(
+      request,
+      JSON.stringify(this.withPriority(streamingBody(request.body), request)),
+      true,
+    );
     return { events: new OpenAIStreamEvents(response.body, this.name, request.signal) };
   }
 
@@ -133,6 +139,15 @@ class OpenAICompatibleUpstream implements Upstream {
 
   async close(): Promise<void> {
     await this.pool.close();
+  }
+
+  /** The body with the gateway's `priority` when configured to send it (the client's own never reaches the engine). */
+  private withPriority(
+    body: Readonly<Record<string, unknown>>,
+    request: UpstreamRequest,
+  ): Readonly<Record<string, unknown>> {
+    if (!this.sendPriority || request.endpoint === 'embeddings') return body;
+    return { ...body, priority: request.priority ?? 0 };
   }
 
   /** Sends the request; resolves with a 2xx response, rejects with the mapped error otherwise. */

@@ -349,3 +349,26 @@ describe('createSimulatedUpstream', () => {
     await expect(upstream.complete(request('chat', chatBody))).rejects.toMatchObject({ code: 'upstream_closed' });
   });
 });
+
+describe('engine priority', () => {
+  it("queues by the request's priority under the priority policy (lower first)", async () => {
+    const { clock, upstream } = setup(1, { max_batch: 1, scheduling_policy: 'priority' });
+    const finished: string[] = [];
+    const run = (name: string, priority: number | undefined) => {
+      const call: UpstreamRequest = { ...request('chat', { ...chatBody, max_tokens: 4 }), requestId: name };
+      if (priority !== undefined) call.priority = priority;
+      return upstream.complete(call).then(() => finished.push(name));
+    };
+    // The first occupies the only slot; then batch-class work (2) queues before an online request (0).
+    const all = [run('running', 0)];
+    await flush();
+    all.push(run('batch', 2), run('online', 0));
+    await flush();
+    while (finished.length < 3) {
+      clock.advance(5);
+      await flush();
+    }
+    await Promise.all(all);
+    expect(finished).toEqual(['running', 'online', 'batch']);
+  });
+});

@@ -108,7 +108,12 @@ export function createSimulatedUpstream(
   };
 
   /** Queues a request on the least-loaded replica; resolves when its last token is out. */
-  const runToCompletion = (promptTokens: number, outputTokens: number, signal: AbortSignal): Promise<void> =>
+  const runToCompletion = (
+    promptTokens: number,
+    outputTokens: number,
+    signal: AbortSignal,
+    priority: number | undefined,
+  ): Promise<void> =>
     new Promise<void>((resolve, reject) => {
       if (signal.aborted) {
         reject(abortReason(signal));
@@ -121,6 +126,7 @@ export function createSimulatedUpstream(
       const sequence = pickEngine().submit({
         promptTokens,
         outputTokens,
+        ...(priority === undefined ? {} : { priority }),
         onDone: () => {
           signal.removeEventListener('abort', onAbort);
           resolve();
@@ -138,7 +144,7 @@ export function createSimulatedUpstream(
     request: UpstreamRequest,
   ): Promise<UpstreamResult> => {
     const plan = planGeneration(endpoint, request.body, kvTokens);
-    await runToCompletion(plan.promptTokens, plan.outputTokens, request.signal);
+    await runToCompletion(plan.promptTokens, plan.outputTokens, request.signal, request.priority);
     const text = generateText(plan.seed, plan.outputTokens);
     const usage = exactUsage(plan.promptTokens, plan.outputTokens);
     const created = Math.floor(clock.now() / 1000);
@@ -187,7 +193,7 @@ export function createSimulatedUpstream(
     const promptTokens = countPromptTokens('embeddings', body);
     if (promptTokens > kvTokens) throw contextLengthError(kvTokens, promptTokens, 0, 'input');
     // An embedding is a prefill-only sequence: it occupies the replica for one step.
-    await runToCompletion(promptTokens, 0, request.signal);
+    await runToCompletion(promptTokens, 0, request.signal, request.priority);
     const data = inputs.map((input, index) => {
       const vector = createEmbedding(seedFromText(input), dimensions);
       return {
@@ -219,6 +225,7 @@ export function createSimulatedUpstream(
     const sequence = pickEngine().submit({
       promptTokens: plan.promptTokens,
       outputTokens: plan.outputTokens,
+      ...(request.priority === undefined ? {} : { priority: request.priority }),
       onToken: (index) => {
         if (index === 0 && plan.endpoint === 'chat') channel.push(chunks.roleChunk());
         channel.push(chunks.tokenChunk(pieces[index]!));
