@@ -6,8 +6,9 @@
  *    batches, in time order, over 30 days, 4 keys × 3 models; then the time of the month's billing-rollup query plus
  *    `buildInvoice`, and of 30-day `queryUsageRollups` with 1d and 1h buckets (each the median of 5 runs, and the
  *    first run).
- * `--pg-events` sets the PostgreSQL month separately (default: the same as `--events`). Prints a Markdown table and
- * writes `bench/results/ledger-<date>.json`. See docs/benchmarks.md.
+ * Before the ingest-rate runs, `--warmup-events` (default 20,000) are settled untimed. `--pg-events` sets the
+ * PostgreSQL month separately (default: the same as `--events`); `--skip-sqlite` and `--skip-postgres` leave a
+ * store out. Prints a Markdown table and writes `bench/results/ledger-<date>.json`. See docs/benchmarks.md.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -28,12 +29,16 @@ export interface LedgerBenchOptions {
   pgEvents?: number;
   /** Events per ingest-rate run. Default 200,000. */
   ingestEvents: number;
+  /** Events settled (untimed, batches of 2,000) before the ingest-rate runs, so they compare warm code. Default 20,000. */
+  warmupEvents: number;
   /** Batch sizes of the ingest-rate runs, settlements. Default [500, 2000, 10000]. */
   batches: number[];
   /** Settlements per `settle` call while generating the month. Default 5000. */
   generationBatch: number;
   /** Leave PostgreSQL out. Default false. */
   skipPostgres: boolean;
+  /** Leave SQLite out. Default false. */
+  skipSqlite: boolean;
   /** Where the JSON goes. Default `bench/results/ledger-<date>.json`. */
   out?: string;
 }
@@ -61,6 +66,7 @@ interface Timing {
 }
 
 const POSTGRES_URLS = ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test'];
+const WARMUP_BATCH = 2000;
 const MONTH_START = Date.UTC(2026, 10, 1);
 const MONTH_END = Date.UTC(2026, 11, 1);
 const DAY_MS = 86_400_000;
@@ -73,6 +79,10 @@ function parseCount(value: string): number {
   const parsed = Number(value.replaceAll('_', ''));
   if (!Number.isSafeInteger(parsed) || parsed < 1) throw new InvalidArgumentError('expected a positive integer');
   return parsed;
+}
+
+function parseCountOrZero(value: string): number {
+  return value === '0' ? 0 : parseCount(value);
 }
 
 function parseList(value: string): number[] {
@@ -302,6 +312,12 @@ async function runStore(
   const store = await open();
   try {
     await store.migrate();
+    if (options.warmupEvents > 0) {
+      // The first settlements of a process run cold code (JIT, a new connection's statements and staging tables):
+      // without this, whichever batch size comes first looks slower than it is.
+      process.stderr.write(`${kind}: warm-up, ${options.warmupEvents.toLocaleString('en')} events\n`);
+      await measureIngest(store, WARMUP_BATCH, options.warmupEvents, `${runId}w`);
+    }
     const ingest = [];
     for (const batch of options.batches) {
       process.stderr.write(`${kind}: ingest, batches of ${batch}\n`);
@@ -361,9 +377,16 @@ async function main(): Promise<void> {
     .option('--events <n>', 'usage events of the month scenario (SQLite)', parseCount, 10_000_000)
     .option('--pg-events <n>', 'usage events of the month scenario on PostgreSQL (default: --events)', parseCount)
     .option('--ingest-events <n>', 'events per ingest-rate run', parseCount, 200_000)
+    .option(
+      '--warmup-events <n>',
+      'untimed events settled before the ingest-rate runs (0: none)',
+      parseCountOrZero,
+      20_000,
+    )
     .option('--batches <list>', 'batch sizes of the ingest-rate runs', parseList, [500, 2000, 10_000])
     .option('--generation-batch <n>', 'settlements per settle call while generating the month', parseCount, 5000)
     .option('--skip-postgres', 'leave PostgreSQL out', false)
+    .option('--skip-sqlite', 'leave SQLite out', false)
     .option('--out <file>', 'JSON output file');
   program.parse();
   const options = program.opts<LedgerBenchOptions>();
@@ -371,9 +394,16 @@ async function main(): Promise<void> {
   const directory = await mkdtemp(join(tmpdir(), 'tollgate-ledger-bench-'));
   const results: StoreResult[] = [];
   try {
-    results.push(
-      await runStore('sqlite', () => createStore(`sqlite://${join(directory, 'ledger.db')}`), options, options.events),
-    );
+    if (!options.skipSqlite) {
+      results.push(
+        await runStore(
+          'sqlite',
+          () => createStore(`sqlite://${join(directory, 'ledger.db')}`),
+          options,
+          options.events,
+        ),
+      );
+    }
     if (!options.skipPostgres) {
       const baseUrl = await findPostgresUrl();
       const schema = `tg_bench_${Date.now().toString(36)}`;

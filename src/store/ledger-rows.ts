@@ -6,6 +6,7 @@
 import type {
   BillingRollupsTable,
   BudgetsTable,
+  RequestLogTable,
   UsageEventsTable,
   UsageRollupsTable,
   WalletsTable,
@@ -23,6 +24,7 @@ import type {
   WalletTransactionKind,
   WalletTransactionRecord,
 } from './ledger-store.js';
+import type { RequestLogRecord } from './store.js';
 
 /** A row as read back: every `bigint` column arrives as decimal text. */
 export type MoneyAsText<T> = {
@@ -42,7 +44,7 @@ const AMOUNT_COLUMNS = [
   'cost',
 ] as const;
 
-/** Every `usage_events` column, in the order of `usageEventParameters` (SQLite's positional insert). */
+/** Every `usage_events` column, in the order of `usageEventParameters` (positional inserts and COPY rows). */
 export const USAGE_EVENT_COLUMNS = [
   'request_id',
   'tenant_id',
@@ -71,6 +73,86 @@ export const USAGE_EVENT_COLUMNS = [
   'cost',
   'detail',
 ] as const satisfies readonly (keyof UsageEventsTable)[];
+
+/** `request_log` columns in the order of `requestLogParameters`. */
+export const REQUEST_LOG_INSERT_COLUMNS = [
+  'request_id',
+  'tenant_id',
+  'key_id',
+  'endpoint',
+  'model',
+  'deployment',
+  'status',
+  'error_code',
+  'stream',
+  'prompt_tokens',
+  'cached_tokens',
+  'completion_tokens',
+  'reasoning_tokens',
+  'usage_estimated',
+  'latency_ms',
+  'ttft_ms',
+  'attempts',
+  'created_at',
+  'attempt_log',
+] as const satisfies readonly (keyof RequestLogTable)[];
+
+/** A request-log record as the positional parameters of `REQUEST_LOG_INSERT_COLUMNS` (same values as `requestLogToRow`). */
+export function requestLogParameters(record: RequestLogRecord): unknown[] {
+  return [
+    record.requestId,
+    record.tenantId,
+    record.keyId,
+    record.endpoint,
+    record.model,
+    record.deployment,
+    record.status,
+    record.errorCode,
+    record.stream ? 1 : 0,
+    record.promptTokens,
+    record.cachedTokens,
+    record.completionTokens,
+    record.reasoningTokens,
+    record.usageEstimated ? 1 : 0,
+    record.latencyMs,
+    record.ttftMs,
+    record.attempts,
+    record.createdAt,
+    record.attemptLog ?? null,
+  ];
+}
+
+/** A usage event as the positional parameters of `USAGE_EVENT_COLUMNS` (same values as `usageEventToRow`). */
+export function usageEventParameters(event: UsageEventRecord): unknown[] {
+  return [
+    event.requestId,
+    event.tenantId,
+    event.keyId,
+    event.model,
+    event.deployment,
+    event.batch ? 1 : 0,
+    event.receivedAt,
+    event.currency,
+    event.priceVersion,
+    event.tier,
+    event.outputCondition,
+    event.inputTokens,
+    event.cachedTokens,
+    event.outputTokens,
+    event.reasoningTokens,
+    event.estimated ? 1 : 0,
+    event.inputListAmount,
+    event.cachedListAmount,
+    event.outputListAmount,
+    event.batchDiscount,
+    event.offPeakDiscount,
+    event.contractDiscount,
+    event.volumeDiscount,
+    event.amount,
+    event.cost,
+    event.detail,
+  ];
+}
 
 /** Money columns of each ledger table: the columns a read must cast to text. */
 export const MONEY_COLUMNS = {

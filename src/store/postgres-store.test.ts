@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from './create-store.js';
-import { describeStoreConformance } from './store-conformance.js';
+import type { Settlement } from './ledger-store.js';
+import type { Store } from './store.js';
+import { describeStoreConformance, logRecord, usageEvent } from './store-conformance.js';
 
 // CI runs PostgreSQL: when it is unreachable these tests must fail, never skip.
 const CANDIDATE_URLS = ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test'];
@@ -156,6 +158,152 @@ describe('PostgreSQL store', () => {
       ]);
       await client.end();
       await expect(store.listRequestLogs({ tenantId })).rejects.toThrow(/safe integer/);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation, redone skipping stored ids)', () => {
+  const UNIT = 1_000_000_000n;
+
+  /** A settlement of `tenantId` at `at` releasing a reservation of its amount plus 1 unit. */
+  function settlement(tenantId: string, at: number, overrides: { keyId?: string; model?: string } = {}): Settlement {
+    const event = usageEvent(tenantId, at, { amount: BigInt(1 + Math.floor(Math.random() * 1e9)), ...overrides });
+    return {
+      log: logRecord(tenantId, at, { requestId: event.requestId }),
+      event,
+      reservation: { tenantId, amount: event.amount + UNIT },
+      checkpointRequestId: event.requestId,
+    };
+  }
+
+  /** Asserts that events, both rollups and the wallet each count `settled` exactly once. */
+  async function expectCountedOnce(store: Store, tenantId: string, settled: readonly Settlement[], topUp: bigint) {
+    const range = { start: 0, end: Date.UTC(2100, 0) };
+    const amount = settled.reduce((sum, item) => sum + item.event!.amount, 0n);
+    expect(await store.sumUsageEvents({ tenantId, ...range })).toEqual({ amount, count: settled.length });
+    for (const bucket of ['1m', '1h', '1d'] as const) {
+      const rows = await store.queryUsageRollups({ bucket, tenantId, ...range });
+      expect(rows.reduce((sum, row) => sum + row.requests, 0)).toBe(settled.length);
+      expect(rows.reduce((sum, row) => sum + row.amount, 0n)).toBe(amount);
+    }
+    const billing = await store.queryBillingRollups({ tenantId, ...range });
+    expect(billing.reduce((sum, row) => sum + row.requests, 0)).toBe(settled.length);
+    expect(billing.reduce((sum, row) => sum + row.amount, 0n)).toBe(amount);
+    const wallet = await store.getWallet(tenantId);
+    expect(wallet?.balance).toBe(topUp - amount);
+    return wallet;
+  }
+
+  it('counts a retried batch, alone or mixed with new settlements, once, and keeps its one connection usable', async () => {
+    // One connection: if a failed attempt left it inside an aborted transaction, the next call would fail.
+    const store = await createStore(await storeUrl(), { poolSize: 1 });
+    try {
+      await store.migrate();
+      const tenantId = `ten_retry_${randomBytes(4).toString('hex')}`;
+      const topUp = 1000n * UNIT;
+      await store.addWalletTransaction({
+        tenantId,
+        kind: 'topup',
+        amount: topUp,
+        currency: 'CNY',
+        idempotencyKey: null,
+        note: null,
+      });
+      const at = Date.UTC(2031, 4, 5, 6, 7);
+      const first = [0, 1, 2].map((index) => settlement(tenantId, at + index * 61_000));
+      const fresh = settlement(tenantId, at + 5 * 61_000);
+      const reserved = [...first, fresh].reduce((sum, item) => sum + item.reservation!.amount, 0n);
+      for (const item of [...first, fresh]) expect(await store.reserve(tenantId, item.reservation!.amount)).toBe(true);
+
+      await store.settle(first);
+      await store.settle(first);
+      await store.settle([first[2]!, fresh, first[0]!, fresh]);
+      await store.settle([first[1]!]);
+
+      const wallet = await expectCountedOnce(store, tenantId, [...first, fresh], topUp);
+      // Each reservation released once: nothing left reserved, and not below zero by double releases either.
+      expect(reserved).toBeGreaterThan(0n);
+      expect(wallet?.reserved).toBe(0n);
+      expect((await store.listRequestLogs({ tenantId })).length).toBe(4);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('releases each reservation once when a retry comes after other reservations were taken', async () => {
+    const store = await createStore(await storeUrl(), { poolSize: 1 });
+    try {
+      await store.migrate();
+      const tenantId = `ten_release_${randomBytes(4).toString('hex')}`;
+      await store.addWalletTransaction({
+        tenantId,
+        kind: 'topup',
+        amount: 1000n * UNIT,
+        currency: 'CNY',
+        idempotencyKey: null,
+        note: null,
+      });
+      const item = settlement(tenantId, Date.UTC(2031, 4, 6));
+      expect(await store.reserve(tenantId, item.reservation!.amount)).toBe(true);
+      await store.settle([item]);
+      expect(await store.reserve(tenantId, 7n * UNIT)).toBe(true);
+      await store.settle([item]);
+      expect((await store.getWallet(tenantId))?.reserved).toBe(7n * UNIT);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('counts each id once when two processes settle overlapping batches at once', async () => {
+    const url = await storeUrl();
+    const [one, two] = [await createStore(url, { poolSize: 2 }), await createStore(url, { poolSize: 2 })];
+    try {
+      await one.migrate();
+      const tenantId = `ten_race_${randomBytes(4).toString('hex')}`;
+      const topUp = 10n ** 6n * UNIT;
+      await one.addWalletTransaction({
+        tenantId,
+        kind: 'topup',
+        amount: topUp,
+        currency: 'CNY',
+        idempotencyKey: null,
+        note: null,
+      });
+      // Every round starts new minutes, so both writers also race to create the same new rollup rows.
+      const settled: Settlement[] = [];
+      for (let round = 0; round < 6; round++) {
+        const at = Date.UTC(2031, 5, 1) + round * 3_600_000;
+        const items = Array.from({ length: 60 }, (_, index) =>
+          settlement(tenantId, at + (index % 3) * 60_000, { keyId: `key_${index % 2}`, model: `model_${index % 3}` }),
+        );
+        settled.push(...items);
+        await Promise.all([one.settle(items.slice(0, 40)), two.settle(items.slice(20))]);
+      }
+      await expectCountedOnce(one, tenantId, settled, topUp);
+    } finally {
+      await one.close();
+      await two.close();
+    }
+  });
+
+  it('fails a batch that PostgreSQL cannot store as a whole, and keeps working', async () => {
+    const store = await createStore(await storeUrl(), { poolSize: 1 });
+    try {
+      await store.migrate();
+      const tenantId = `ten_nul_${randomBytes(4).toString('hex')}`;
+      const good = settlement(tenantId, Date.UTC(2031, 6, 1));
+      const bad = settlement(tenantId, Date.UTC(2031, 6, 1));
+      // PostgreSQL text cannot hold NUL: the COPY fails, and with it the whole batch.
+      bad.event = { ...bad.event!, detail: 'nul\u0000here' };
+      await expect(store.settle([good, bad])).rejects.toThrow();
+      expect(await store.sumUsageEvents({ tenantId, start: 0, end: Date.UTC(2100, 0) })).toEqual({
+        amount: 0n,
+        count: 0,
+      });
+      await store.settle([good]);
+      expect((await store.sumUsageEvents({ tenantId, start: 0, end: Date.UTC(2100, 0) })).count).toBe(1);
     } finally {
       await store.close();
     }

@@ -6,10 +6,15 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from './create-store.js';
 import { requestLogToRow } from './kysely-store.js';
-import { USAGE_EVENT_COLUMNS, usageEventToRow } from './ledger-rows.js';
+import {
+  REQUEST_LOG_INSERT_COLUMNS,
+  requestLogParameters,
+  USAGE_EVENT_COLUMNS,
+  usageEventParameters,
+  usageEventToRow,
+} from './ledger-rows.js';
 import type { UsageEventRecord } from './ledger-store.js';
 import { migrationProvider } from './migrations/migration-provider.js';
-import { REQUEST_LOG_INSERT_COLUMNS, requestLogParameters, usageEventParameters } from './sqlite-store.js';
 import type { RequestLogRecord } from './store.js';
 import { describeStoreConformance } from './store-conformance.js';
 import { type TranspiledTree, transpileForChild } from './transpile-for-child.js';

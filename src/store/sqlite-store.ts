@@ -11,10 +11,15 @@ import {
   SqliteIntrospector,
   SqliteQueryCompiler,
 } from 'kysely';
-import type { ApiKeysTable, DatabaseSchema, RequestLogTable } from './database-schema.js';
+import type { ApiKeysTable, DatabaseSchema } from './database-schema.js';
 import { apiKeyFromRow, KyselyStore } from './kysely-store.js';
-import { USAGE_EVENT_COLUMNS } from './ledger-rows.js';
-import type { Nano, Settlement, UsageEventRecord, WalletRecord } from './ledger-store.js';
+import {
+  REQUEST_LOG_INSERT_COLUMNS,
+  requestLogParameters,
+  USAGE_EVENT_COLUMNS,
+  usageEventParameters,
+} from './ledger-rows.js';
+import type { Nano, Settlement, WalletRecord } from './ledger-store.js';
 import { settlementEffects } from './settlement-effects.js';
 import type { ApiKeyRecord, RequestLogRecord } from './store.js';
 
@@ -345,86 +350,6 @@ const RELEASE_SQL =
 
 /** Ids per checkpoint DELETE (the last chunk is padded by repeating an id). */
 const CHECKPOINT_DELETE_CHUNK = 256;
-
-/** `request_log` columns in the order of `requestLogParameters`. */
-export const REQUEST_LOG_INSERT_COLUMNS = [
-  'request_id',
-  'tenant_id',
-  'key_id',
-  'endpoint',
-  'model',
-  'deployment',
-  'status',
-  'error_code',
-  'stream',
-  'prompt_tokens',
-  'cached_tokens',
-  'completion_tokens',
-  'reasoning_tokens',
-  'usage_estimated',
-  'latency_ms',
-  'ttft_ms',
-  'attempts',
-  'created_at',
-  'attempt_log',
-] as const satisfies readonly (keyof RequestLogTable)[];
-
-/** A request-log record as the positional parameters of `REQUEST_LOG_INSERT_COLUMNS` (same values as `requestLogToRow`). */
-export function requestLogParameters(record: RequestLogRecord): unknown[] {
-  return [
-    record.requestId,
-    record.tenantId,
-    record.keyId,
-    record.endpoint,
-    record.model,
-    record.deployment,
-    record.status,
-    record.errorCode,
-    record.stream ? 1 : 0,
-    record.promptTokens,
-    record.cachedTokens,
-    record.completionTokens,
-    record.reasoningTokens,
-    record.usageEstimated ? 1 : 0,
-    record.latencyMs,
-    record.ttftMs,
-    record.attempts,
-    record.createdAt,
-    record.attemptLog ?? null,
-  ];
-}
-
-/** A usage event as the positional parameters of `USAGE_EVENT_COLUMNS` (same values as `usageEventToRow`). */
-export function usageEventParameters(event: UsageEventRecord): unknown[] {
-  return [
-    event.requestId,
-    event.tenantId,
-    event.keyId,
-    event.model,
-    event.deployment,
-    event.batch ? 1 : 0,
-    event.receivedAt,
-    event.currency,
-    event.priceVersion,
-    event.tier,
-    event.outputCondition,
-    event.inputTokens,
-    event.cachedTokens,
-    event.outputTokens,
-    event.reasoningTokens,
-    event.estimated ? 1 : 0,
-    event.inputListAmount,
-    event.cachedListAmount,
-    event.outputListAmount,
-    event.batchDiscount,
-    event.offPeakDiscount,
-    event.contractDiscount,
-    event.volumeDiscount,
-    event.amount,
-    event.cost,
-    event.detail,
-  ];
-}
 
 const USAGE_ROLLUP_KEY = ['tenant_id', 'bucket', 'bucket_start', 'key_id', 'model'] as const;
 const USAGE_ROLLUP_SUMS = ['requests', 'input_tokens', 'cached_tokens', 'output_tokens', 'amount', 'cost'] as const;

@@ -508,22 +508,25 @@ function describeLedgerConformance(getStore: () => Store): void {
     it('round-trips text columns with characters that encodings escape', async () => {
       const store = getStore();
       const tenantId = `ten_text_${randomSuffix()}`;
+      // Quotes, braces and commas (array literals), backslashes, tabs and line breaks (COPY rows), `\N` (COPY's
+      // null), single quotes and `$&` (SQL literals, string replacement patterns).
       const event = usageEvent(tenantId, Date.UTC(2030, 2, 2), {
         keyId: 'NULL',
-        model: 'm"o\\d{e,l}',
+        model: "m\"o\\d{e,l}\t'x'",
         deployment: '',
-        priceVersion: 'v "1"',
-        tier: 'a,b',
+        priceVersion: 'v "1"\r\n',
+        tier: "a,b $& $' ''",
         outputCondition: '\\',
-        detail: JSON.stringify({ modifiers: ['off-peak "night"', 'back\\slash'] }),
+        detail: JSON.stringify({ modifiers: ['off-peak "night"', 'back\\slash', '\\N', 'tab\tline\nend'] }),
       });
       const log = logRecord(tenantId, event.receivedAt, {
-        requestId: event.requestId,
+        requestId: `${event.requestId}\\N'$&`,
         model: event.model,
         deployment: 'NULL',
-        errorCode: '{}',
+        errorCode: '\\N',
+        attemptLog: 'a\tb\nc\\d',
       });
-      await store.settle([{ log, event }]);
+      await store.settle([{ log, event, checkpointRequestId: log.requestId }]);
       expect(await store.listUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) })).toEqual([event]);
       expect(await store.listRequestLogs({ tenantId })).toEqual([log]);
       const rollups = await store.queryUsageRollups({ bucket: '1m', start: 0, end: Date.UTC(2031, 0), tenantId });
@@ -815,8 +818,12 @@ function topUp(tenantId: string, amount: Nano, idempotencyKey: string | null) {
   return { tenantId, kind: 'topup' as const, amount, currency: 'CNY', idempotencyKey, note: null };
 }
 
-/** A usage event whose amount is the sum of its parts (unless overridden). */
-function usageEvent(tenantId: string, receivedAt: number, overrides: Partial<UsageEventRecord> = {}): UsageEventRecord {
+/** A usage event whose amount is the sum of its parts (unless overridden). Also used by dialect-specific tests. */
+export function usageEvent(
+  tenantId: string,
+  receivedAt: number,
+  overrides: Partial<UsageEventRecord> = {},
+): UsageEventRecord {
   const parts = {
     inputListAmount: 1_234_567n,
     cachedListAmount: 89n,
@@ -894,7 +901,12 @@ function newKey(tenantId: string, overrides: Partial<NewApiKey> = {}): NewApiKey
   };
 }
 
-function logRecord(tenantId: string, createdAt: number, overrides: Partial<RequestLogRecord> = {}): RequestLogRecord {
+/** A request-log record of a successful chat request. Also used by dialect-specific tests. */
+export function logRecord(
+  tenantId: string,
+  createdAt: number,
+  overrides: Partial<RequestLogRecord> = {},
+): RequestLogRecord {
   return {
     requestId: `req_${randomSuffix()}`,
     tenantId,
