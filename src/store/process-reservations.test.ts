@@ -1,4 +1,9 @@
-/** Wallet reservations held in the owning process's memory (embedded mode): the same guarantees as in the rows. */
+/**
+ * The SQLite store in embedded mode: wallet reservations held in the owning process's memory (the same guarantees
+ * as in the rows), and settlement transactions on the settle thread. The settle thread's worker script is the
+ * compiled one in `dist/` (`npm test` builds first): if it is missing, `settleOnThread()` returns false and those
+ * tests fail rather than pass vacuously.
+ */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -25,7 +30,9 @@ beforeEach(async () => {
 });
 afterEach(async () => store.close());
 
-function settlement(requestId: string, reserved: bigint): Settlement {
+/** A settled chat request charged `amount`, with `reserved` held for it at admission. */
+function settlement(requestId: string, amount: bigint, reserved: bigint): Settlement {
+  const receivedAt = Date.UTC(2026, 10, 29, 12);
   return {
     log: {
       requestId,
@@ -37,15 +44,43 @@ function settlement(requestId: string, reserved: bigint): Settlement {
       status: 200,
       errorCode: null,
       stream: false,
-      promptTokens: 0,
+      promptTokens: 10,
       cachedTokens: 0,
-      completionTokens: 0,
+      completionTokens: 5,
       reasoningTokens: 0,
       usageEstimated: false,
       latencyMs: 1,
       ttftMs: null,
       attempts: 1,
-      createdAt: Date.now(),
+      createdAt: receivedAt,
+    },
+    event: {
+      requestId,
+      tenantId,
+      keyId: null,
+      model: 'm',
+      deployment: null,
+      batch: false,
+      receivedAt,
+      currency: 'CNY',
+      priceVersion: 'v1',
+      tier: '0-32k',
+      outputCondition: null,
+      inputTokens: 10,
+      cachedTokens: 0,
+      outputTokens: 5,
+      reasoningTokens: 0,
+      estimated: false,
+      inputListAmount: amount,
+      cachedListAmount: 0n,
+      outputListAmount: 0n,
+      batchDiscount: 0n,
+      offPeakDiscount: 0n,
+      contractDiscount: 0n,
+      volumeDiscount: 0n,
+      amount,
+      cost: null,
+      detail: '{}',
     },
     reservation: { tenantId, amount: reserved },
   };
@@ -67,7 +102,7 @@ describe('process-held reservations', () => {
   it('are released by the settlement that commits their charge, and by release', async () => {
     expect(await store.reserve(tenantId, 1_500n)).toBe(true);
     expect(await store.reserve(tenantId, 600n)).toBe(false);
-    await store.settle([settlement('req_1', 1_000n)]);
+    await store.settle([settlement('req_1', 0n, 1_000n)]);
     expect((await store.getWallet(tenantId))?.reserved).toBe(500n);
     await store.release(tenantId, 500n);
     expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
@@ -89,5 +124,70 @@ describe('process-held reservations', () => {
     });
     await other.close();
     expect(await store.reserve(tenantId, 2_500n)).toBe(true);
+  });
+});
+
+async function requestLogCount(requestId: string): Promise<number> {
+  const rows = await store.kysely
+    .selectFrom('request_log')
+    .select('request_id')
+    .where('request_id', '=', requestId)
+    .execute();
+  return rows.length;
+}
+
+describe('the SQLite settle thread', () => {
+  it('commits on its own connection, once per request id, and releases the reservation after the commit', async () => {
+    expect(store.settleOnThread()).toBe(true);
+    expect(await store.reserve(tenantId, 1_500n)).toBe(true);
+    await store.settle([settlement('req_1', 300n, 1_000n)]);
+    let wallet = await store.getWallet(tenantId);
+    expect(wallet?.balance).toBe(1_700n);
+    expect(wallet?.reserved).toBe(500n);
+    // A retried settlement (the writer retries after a failed call) charges nothing more.
+    await store.settle([settlement('req_1', 300n, 0n)]);
+    wallet = await store.getWallet(tenantId);
+    expect(wallet?.balance).toBe(1_700n);
+    expect(await store.sumUsageEvents({ tenantId, start: 0, end: Date.UTC(2030, 0, 1) })).toEqual({
+      amount: 300n,
+      count: 1,
+    });
+    expect(await requestLogCount('req_1')).toBe(1);
+  });
+
+  it('rolls a failing transaction back and rejects, writing nothing of its batch', async () => {
+    expect(store.settleOnThread()).toBe(true);
+    const bad = settlement('req_bad', 100n, 0n);
+    // The store refuses an event without a tier (NOT NULL): the whole batch must roll back.
+    (bad.event as { tier: string | null }).tier = null;
+    await expect(store.settle([settlement('req_ok', 100n, 0n), bad])).rejects.toThrow(/NOT NULL/);
+    expect(await requestLogCount('req_ok')).toBe(0);
+    expect((await store.getWallet(tenantId))?.balance).toBe(2_000n);
+  });
+
+  it('leaves the event loop free while a large batch commits', async () => {
+    expect(store.settleOnThread()).toBe(true);
+    const batch = Array.from({ length: 20_000 }, (_, index) => settlement(`req_${index}`, 1n, 0n));
+    let turns = 0;
+    let counting = true;
+    const tick = (): void => {
+      turns++;
+      if (counting) setImmediate(tick);
+    };
+    setImmediate(tick);
+    await store.settle(batch);
+    counting = false;
+    // On this thread the transaction would run synchronously: no event-loop turn between its start and its end.
+    expect(turns).toBeGreaterThan(5);
+    expect((await store.getWallet(tenantId))?.balance).toBe(2_000n - 20_000n);
+  });
+
+  it('settles on the main connection again when the thread dies', async () => {
+    expect(store.settleOnThread()).toBe(true);
+    const thread = (store as unknown as { settleThread: { worker: { terminate(): Promise<number> } } }).settleThread;
+    await thread.worker.terminate();
+    await store.settle([settlement('req_after', 50n, 0n)]);
+    expect((await store.getWallet(tenantId))?.balance).toBe(1_950n);
+    expect(await requestLogCount('req_after')).toBe(1);
   });
 });

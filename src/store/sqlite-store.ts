@@ -21,6 +21,7 @@ import {
 } from './ledger-rows.js';
 import type { Nano, Settlement, WalletRecord } from './ledger-store.js';
 import { settlementEffects } from './settlement-effects.js';
+import { SqliteSettleThread } from './sqlite-settle-thread.js';
 import type { ApiKeyRecord, RequestLogRecord } from './store.js';
 
 /** SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` (since 3.32), as compiled into better-sqlite3. */
@@ -92,6 +93,8 @@ export class SqliteStore extends KyselyStore {
   /** Reservations by tenant, when held in memory (see the class comment). */
   private processReservations: Map<string, Nano> | undefined;
   private readonly database: Database.Database;
+  /** Where settlement transactions run when not on this thread (see `settleOnThread`). */
+  private settleThread: SqliteSettleThread | undefined;
 
   constructor(database: Database.Database) {
     super({
@@ -162,10 +165,33 @@ export class SqliteStore extends KyselyStore {
     await this.db.connection().execute(async () => statement.run(parameters));
   }
 
+  /**
+   * Runs settlement transactions on a worker thread with its own connection from now on (`SqliteSettleThread`),
+   * so the request-serving thread does not spend its time in SQLite. Returns false (and changes nothing) for an
+   * in-memory database, which a second connection cannot share, or when the worker script is not built.
+   */
+  settleOnThread(): boolean {
+    if (this.settleThread !== undefined) return true;
+    if (this.database.memory) return false;
+    this.settleThread = SqliteSettleThread.start(this.database.name);
+    if (this.settleThread === undefined) return false;
+    // Checkpoints belong to the thread that commits nearly every transaction: a checkpoint run by this thread would
+    // stall the event loop while it copies the WAL into the database file.
+    this.database.pragma('wal_autocheckpoint = 0');
+    return true;
+  }
+
   override async settle(batch: readonly Settlement[]): Promise<void> {
     if (batch.length === 0) return;
-    const settle = this.settleTransaction ?? this.prepareSettle();
-    await this.db.connection().execute(async () => settle(batch));
+    if (this.settleThread?.alive === true) await this.settleThread.settle(batch);
+    else {
+      if (this.settleThread !== undefined) {
+        // The thread died: this connection settles (and checkpoints) again.
+        this.settleThread = undefined;
+        this.database.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+      }
+      await this.db.connection().execute(async () => this.settleNow(batch));
+    }
     if (this.processReservations !== undefined) {
       for (const settlement of batch) {
         if (settlement.reservation !== undefined) {
@@ -173,6 +199,22 @@ export class SqliteStore extends KyselyStore {
         }
       }
     }
+  }
+
+  /** Copies committed WAL frames into the database file without blocking writers (`wal_checkpoint(PASSIVE)`). */
+  checkpoint(): void {
+    this.database.pragma('wal_checkpoint(PASSIVE)');
+  }
+
+  /** Commits `batch` on this thread's connection, synchronously (the settle thread's entry point). */
+  settleNow(batch: readonly Settlement[]): void {
+    if (batch.length === 0) return;
+    (this.settleTransaction ?? this.prepareSettle())(batch);
+  }
+
+  override async close(): Promise<void> {
+    await this.settleThread?.close();
+    await super.close();
   }
 
   override async getWallet(tenantId: string): Promise<WalletRecord | undefined> {

@@ -1,0 +1,122 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { Settlement } from './ledger-store.js';
+
+/** A request to the settle thread: commit `batch` in one transaction. */
+export interface SettleThreadRequest {
+  id: number;
+  batch: readonly Settlement[];
+}
+
+/** The settle thread's answer to one request: `error` is set when the transaction failed (and rolled back). */
+export interface SettleThreadReply {
+  id: number;
+  error?: string;
+}
+
+/** What the settle thread is started with. */
+export interface SettleThreadData {
+  /** The SQLite file. */
+  path: string;
+}
+
+interface PendingCommit {
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * Runs the SQLite settlement transactions (request-log rows, usage events, rollups, charges: the whole group commit)
+ * on a worker thread with its own connection to the same file, so the event loop that serves requests never waits
+ * for SQLite's inserts, page writes or WAL checkpoints — they run on the other core. Only the transaction moves;
+ * the caller still awaits its commit before answering (a completed request is durable before its last byte).
+ *
+ * WAL mode lets the two connections work side by side: readers on the main connection never block, and a write on
+ * the main connection (a top-up, a key) waits at most one settlement transaction through the busy timeout — which
+ * is safe here, unlike two connections on one thread, because the other connection runs on its own thread.
+ *
+ * When the thread dies (it should not), `alive` turns false, every commit in flight is rejected (the settlement
+ * writer retries them: settlement is idempotent by request id) and the store settles on its own connection again.
+ */
+export class SqliteSettleThread {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, PendingCommit>();
+  private nextId = 1;
+  private stopped = false;
+  private deadReason: Error | undefined;
+
+  private constructor(scriptUrl: URL, data: SettleThreadData) {
+    this.worker = new Worker(scriptUrl, { workerData: data });
+    // Idle, the thread must not keep the process alive; `settle` refs it while commits are in flight.
+    this.worker.unref();
+    this.worker.on('message', (reply: SettleThreadReply) => this.onReply(reply));
+    this.worker.on('error', (error: Error) => this.die(error));
+    this.worker.on('exit', (code) => this.die(new Error(`The SQLite settle thread exited (code ${code})`)));
+  }
+
+  /**
+   * Starts a settle thread for the SQLite file at `path`, or returns undefined when the worker script is not
+   * available (sources run by the test runner before `npm run build`): the store then settles on its own thread.
+   */
+  static start(path: string): SqliteSettleThread | undefined {
+    const scriptUrl = settleWorkerScript();
+    return scriptUrl === undefined ? undefined : new SqliteSettleThread(scriptUrl, { path });
+  }
+
+  /** False once the thread died or was closed: settle elsewhere. */
+  get alive(): boolean {
+    return this.deadReason === undefined && !this.stopped;
+  }
+
+  /** Commits `batch` in one transaction on the thread; rejects when the transaction failed. */
+  settle(batch: readonly Settlement[]): Promise<void> {
+    if (!this.alive) return Promise.reject(this.deadReason ?? new Error('The SQLite settle thread is closed'));
+    const id = this.nextId++;
+    return new Promise<void>((resolve, reject) => {
+      if (this.pending.size === 0) this.worker.ref();
+      this.pending.set(id, { resolve, reject });
+      const request: SettleThreadRequest = { id, batch };
+      this.worker.postMessage(request);
+    });
+  }
+
+  /** Waits for the commits in flight (normally none: the settlement writer closes first), then stops the thread. */
+  async close(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    while (this.pending.size > 0 && this.deadReason === undefined) {
+      await new Promise<void>((resolve) => setTimeout(resolve, 5));
+    }
+    await this.worker.terminate();
+  }
+
+  private onReply(reply: SettleThreadReply): void {
+    const commit = this.pending.get(reply.id);
+    if (commit === undefined) return;
+    this.pending.delete(reply.id);
+    if (this.pending.size === 0) this.worker.unref();
+    if (reply.error === undefined) commit.resolve();
+    else commit.reject(new Error(reply.error));
+  }
+
+  private die(reason: Error): void {
+    if (this.deadReason !== undefined) return;
+    this.deadReason = reason;
+    const inFlight = [...this.pending.values()];
+    this.pending.clear();
+    for (const commit of inFlight) commit.reject(reason);
+  }
+}
+
+/**
+ * The compiled worker script beside this module. Under the test runner this module is the TypeScript source, and
+ * the worker (a plain Node thread, which cannot load TypeScript) comes from `dist/`, which `npm test` builds first.
+ */
+function settleWorkerScript(): URL | undefined {
+  const here = fileURLToPath(import.meta.url);
+  const script = here.endsWith('.ts')
+    ? here.replace(/\/src\/store\/[^/]+\.ts$/, '/dist/src/store/sqlite-settle-worker.js')
+    : here.replace(/[^/]+\.js$/, 'sqlite-settle-worker.js');
+  return existsSync(script) ? pathToFileURL(script) : undefined;
+}
