@@ -124,6 +124,9 @@ describe('tenant and key commands', () => {
       run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '2.5', '--idempotency-key', 'k1']).stdout,
     );
     expect(again).toMatchObject({ created: false, balance: '2.5' });
+    const zero = run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '0']);
+    expect(zero.status).not.toBe(0);
+    expect(zero.stderr).toContain('must be positive');
     const plan = run(dir, [
       'plans',
       'set',

@@ -190,10 +190,13 @@ class StoreAdminClient implements AdminClient {
   ) {
     if ((await this.store.getTenant(tenantId)) === undefined) throw new Error(`no tenant with id ${tenantId}`);
     if (input.currency !== this.billing.currency) throw new Error(`wallets are kept in ${this.billing.currency}`);
+    const amount = parseNano(input.amount);
+    // As the admin API: a top-up adds money (a zero one would only clutter the ledger).
+    if (amount <= 0n) throw new Error(`amount "${input.amount}": a top-up must be positive`);
     const { record, created } = await this.store.addWalletTransaction({
       tenantId,
       kind: 'topup',
-      amount: parseNano(input.amount),
+      amount,
       currency: input.currency,
       idempotencyKey: input.idempotencyKey ?? null,
       note: input.note ?? null,
