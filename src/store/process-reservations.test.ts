@@ -136,6 +136,37 @@ async function requestLogCount(requestId: string): Promise<number> {
   return rows.length;
 }
 
+describe('the funds a process-held reservation is checked against', () => {
+  it('fall with every charge at once, and a refusal re-reads them (a duplicate charged nothing)', async () => {
+    expect(await store.reserve(tenantId, 100n)).toBe(true);
+    await store.release(tenantId, 100n);
+    await store.settle([settlement('req_a', 1_000n, 0n)]);
+    expect(await store.reserve(tenantId, 1_001n)).toBe(false);
+    // Settled again (a retry): the store charges it once; the refusal path finds the 1,000 left.
+    await store.settle([settlement('req_a', 1_000n, 0n)]);
+    expect(await store.reserve(tenantId, 1_000n)).toBe(true);
+    expect((await store.getWallet(tenantId))?.balance).toBe(1_000n);
+  });
+
+  it("follow this connection's wallet writes that take money or credit away", async () => {
+    await store.configureWallet(tenantId, { mode: 'postpaid', currency: 'CNY', creditLimit: 5_000n });
+    expect(await store.reserve(tenantId, 100n)).toBe(true);
+    await store.release(tenantId, 100n);
+    await store.configureWallet(tenantId, { mode: 'prepaid', currency: 'CNY', creditLimit: 0n });
+    expect(await store.reserve(tenantId, 2_001n)).toBe(false);
+    await store.addWalletTransaction({
+      tenantId,
+      kind: 'adjustment',
+      amount: -1_500n,
+      currency: 'CNY',
+      idempotencyKey: null,
+      note: null,
+    });
+    expect(await store.reserve(tenantId, 501n)).toBe(false);
+    expect(await store.reserve(tenantId, 500n)).toBe(true);
+  });
+});
+
 describe('the SQLite settle thread', () => {
   it('commits on its own connection, once per request id, and releases the reservation after the commit', async () => {
     expect(store.settleOnThread()).toBe(true);

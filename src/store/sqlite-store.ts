@@ -19,7 +19,14 @@ import {
   USAGE_EVENT_COLUMNS,
   usageEventParameters,
 } from './ledger-rows.js';
-import type { Nano, Settlement, WalletRecord } from './ledger-store.js';
+import type {
+  BillingMode,
+  Nano,
+  NewWalletTransaction,
+  Settlement,
+  WalletRecord,
+  WalletTransactionRecord,
+} from './ledger-store.js';
 import { settlementEffects } from './settlement-effects.js';
 import { SqliteSettleThread } from './sqlite-settle-thread.js';
 import type { ApiKeyRecord, RequestLogRecord } from './store.js';
@@ -77,11 +84,14 @@ export function openSqliteStore(path: string, options: SqliteStoreOptions = {}):
  * open on the shared connection (better-sqlite3 would nest it, and a rollback there would undo it).
  *
  * Embedded mode (one gateway process owns the file) can hold wallet reservations in this process's memory instead of
- * the wallet row (`useProcessReservations`): `reserve` then reads the balance with one synchronous SELECT and checks
- * and takes the reservation in the same synchronous step — atomic, since JavaScript runs one step at a time — with no
- * write per request; `settle` releases a settlement's reservation right after its transaction commits, so a balance
- * is never counted without the charge that reduced it. Reservations die with the process, so there is nothing to
- * recover after a crash. Top-ups by other processes (the CLI) are still seen: the balance is read on every reserve.
+ * the wallet row (`useProcessReservations`): `reserve` checks the funds and takes the reservation in one synchronous
+ * step — atomic, since JavaScript runs one step at a time — with no write per request; `settle` releases a
+ * settlement's reservation right after its transaction commits, so a balance is never counted without the charge that
+ * reduced it. Reservations die with the process, so there is nothing to recover after a crash. The funds checked are
+ * the ones this process knows (`knownFunds`), kept at or below the stored ones: charges lower them before they are
+ * committed, this connection's wallet writes drop them, and other processes can only add money (`credits add`), which
+ * a refusal sees because it reads the row before refusing. So the row is read once per tenant and on refusals, not per
+ * request: with the settle thread committing on another connection, every read here would follow a page-cache reset.
  */
 export class SqliteStore extends KyselyStore {
   private findKeyByHashStatement: Database.Statement<[string], ApiKeysTable> | undefined;
@@ -92,6 +102,11 @@ export class SqliteStore extends KyselyStore {
   private fundsStatement: Database.Statement<[string], { balance: bigint; credit_limit: bigint }> | undefined;
   /** Reservations by tenant, when held in memory (see the class comment). */
   private processReservations: Map<string, Nano> | undefined;
+  /**
+   * Wallet funds by tenant as this process last knew them, never above the stored ones (process reservations only;
+   * see `reserve`).
+   */
+  private readonly knownFunds = new Map<string, { balance: Nano; creditLimit: Nano }>();
   private readonly database: Database.Database;
   /** Where settlement transactions run when not on this thread (see `settleOnThread`). */
   private settleThread: SqliteSettleThread | undefined;
@@ -137,10 +152,17 @@ export class SqliteStore extends KyselyStore {
           'select balance, credit_limit from wallets where tenant_id = ?',
         )
         .safeIntegers(true);
-      const funds = this.fundsStatement.get(tenantId);
-      if (funds === undefined) return false;
       const reserved = held.get(tenantId) ?? 0n;
-      if (funds.balance + funds.credit_limit - reserved < amount) return false;
+      // The known funds are a lower bound of the stored ones (see `knownFunds`): enough there is enough. Only a
+      // refusal reads the row, to see top-ups written by other processes before refusing.
+      let funds = this.knownFunds.get(tenantId);
+      if (funds === undefined || funds.balance + funds.creditLimit - reserved < amount) {
+        const row = this.fundsStatement.get(tenantId);
+        if (row === undefined) return false;
+        funds = { balance: row.balance, creditLimit: row.credit_limit };
+        this.knownFunds.set(tenantId, funds);
+        if (funds.balance + funds.creditLimit - reserved < amount) return false;
+      }
       held.set(tenantId, reserved + amount);
       return true;
     }
@@ -183,6 +205,13 @@ export class SqliteStore extends KyselyStore {
 
   override async settle(batch: readonly Settlement[]): Promise<void> {
     if (batch.length === 0) return;
+    // Charges lower the known funds before they are committed, so the known funds never exceed the stored ones: a
+    // duplicate event (not charged again) or a failed commit only leaves them lower until the next refusal re-reads.
+    for (const settlement of batch) {
+      const event = settlement.event;
+      const known = event === undefined ? undefined : this.knownFunds.get(event.tenantId);
+      if (known !== undefined) known.balance -= event!.amount;
+    }
     if (this.settleThread?.alive === true) await this.settleThread.settle(batch);
     else {
       if (this.settleThread !== undefined) {
@@ -215,6 +244,27 @@ export class SqliteStore extends KyselyStore {
   override async close(): Promise<void> {
     await this.settleThread?.close();
     await super.close();
+  }
+
+  override async configureWallet(
+    tenantId: string,
+    settings: { mode: BillingMode; currency: string; creditLimit: Nano },
+  ): Promise<WalletRecord> {
+    try {
+      return await super.configureWallet(tenantId, settings);
+    } finally {
+      this.knownFunds.delete(tenantId);
+    }
+  }
+
+  override async addWalletTransaction(
+    transaction: NewWalletTransaction,
+  ): Promise<{ record: WalletTransactionRecord; created: boolean }> {
+    try {
+      return await super.addWalletTransaction(transaction);
+    } finally {
+      this.knownFunds.delete(transaction.tenantId);
+    }
   }
 
   override async getWallet(tenantId: string): Promise<WalletRecord | undefined> {
