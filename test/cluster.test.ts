@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { connect, createServer } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { countPromptTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
 import { demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
@@ -210,5 +211,59 @@ describe('cluster mode', () => {
     expect(budget.status).toBe(200);
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(await chat(second.url, key)).toEqual({ status: 429, code: 'insufficient_quota' });
+  });
+  it("rates volume tiers by the tenant's one month count across processes", async () => {
+    const perRequest = countPromptTokens('chat', { messages }) + 2;
+    const requests = 20;
+    // Each process alone sees 10 requests, below the step; together they pass it after the 12th.
+    const step = 12 * perRequest;
+    // Its own schema: the price version another test posts would be in force in the shared one.
+    const volumeSchema = uniqueSchema('cluster_volume');
+    const version = pricedSimulatedConfig.pricing.versions[0]!;
+    const document = {
+      ...pricedSimulatedConfig,
+      pricing: {
+        ...pricedSimulatedConfig.pricing,
+        versions: [{ ...version, volume_tiers: [{ up_to_tokens: step, discount: '0' }, { discount: '0.5' }] }],
+      },
+      store: { url: pgUrl(volumeSchema) },
+      admission: { store: 'redis', redis_url: 'redis://127.0.0.1:6379' },
+    };
+    const dir = workspace(document);
+    const first = await serve(dir, children);
+    const second = await serve(dir, children);
+    const adminToken = /Admin token: (\S+)/.exec(first.banner)![1]!;
+    const admin = async (path: string, body: unknown) =>
+      (await (
+        await fetch(`${first.url}/admin/v1${path}`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        })
+      ).json()) as Record<string, unknown>;
+    const tenantId = (await admin('/tenants', { name: `volume-${Date.now()}` })).id as string;
+    const key = (await admin(`/tenants/${tenantId}/keys`, {})).key as string;
+    await admin(`/tenants/${tenantId}/credits`, { amount: '100', currency: 'CNY' });
+    for (let index = 0; index < requests; index++) {
+      expect((await chat(index % 2 === 0 ? first.url : second.url, key)).status).toBe(200);
+    }
+    const store = await createStore(pgUrl(volumeSchema));
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const events = await store.listUsageEvents({ tenantId, start: 0, end: Date.now() + 1, limit: 100 });
+      expect(events).toHaveLength(requests);
+      const discounted = events
+        .flatMap(
+          (event) =>
+            (JSON.parse(event.detail) as { modifiers: Array<{ kind: string; volumeTier?: number; tokens?: number }> })
+              .modifiers,
+        )
+        .filter((modifier) => modifier.kind === 'volume' && modifier.volumeTier === 1)
+        .reduce((sum, modifier) => sum + (modifier.tokens ?? 0), 0);
+      expect(discounted).toBe(requests * perRequest - step);
+    } finally {
+      await store.close();
+      await dropSchema(volumeSchema);
+    }
   });
 });

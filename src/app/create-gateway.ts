@@ -18,6 +18,7 @@ import { WebhookNotifier } from '../billing/alerts/webhook-notifier.js';
 import { BillingService } from '../billing/billing-service.js';
 import { parseNano } from '../billing/nano.js';
 import { recoverCheckpoints, StreamCheckpointer } from '../billing/stream-checkpointer.js';
+import { RedisVolumePositionStore } from '../billing/volume-position.js';
 import { Catalog } from '../catalog/catalog.js';
 import { RealClock } from '../clock/clock.js';
 import type { LoadedConfig } from '../config/load-config.js';
@@ -172,10 +173,14 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const bus = options.invalidationBus ?? redisBus ?? new InProcessInvalidationBus();
   const keys = new KeyService(store, { bus });
   const tenants = new TenantService(store, { bus });
+  // Cluster mode: volume tiers count a tenant's tokens in one Redis counter shared by every process.
+  const volumePositions =
+    config.admission.store === 'redis' ? new RedisVolumePositionStore({ url: config.admission.redis_url }) : undefined;
   const billing = new BillingService(store, {
     priceBook: config.pricing,
     logger,
     bus,
+    ...(volumePositions === undefined ? {} : { volumePositions }),
     newTenants: {
       mode: config.billing.new_tenant_mode,
       creditLimit: parseNano(config.billing.new_tenant_credit_limit),
@@ -378,6 +383,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       fairShare?.stop();
       await fairShareStore?.close();
       await redisBus?.close();
+      await volumePositions?.close();
       if (recovery !== undefined) clearInterval(recovery);
       await withDeadline(app.close(), 5_000, 'HTTP server close', logger);
       await notifier.close();

@@ -32,6 +32,7 @@ import type {
 import { ConfigSubject, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import type { Usage } from '../upstreams/usage.js';
 import { nanoCeil, nanoHalfEven } from './nano.js';
+import type { VolumePositionStore } from './volume-position.js';
 
 /** Options of `BillingService`. */
 export interface BillingServiceOptions {
@@ -41,6 +42,11 @@ export interface BillingServiceOptions {
   clock?: Clock;
   /** Wallet settings of new tenants. Default prepaid, no credit. */
   newTenants?: { mode: BillingMode; creditLimit: Nano };
+  /**
+   * The shared month token counter for volume tiers (cluster mode: Redis), so every process rates a tenant's tokens
+   * at their one place in the month. Default: each process counts its own, loaded from the rollups.
+   */
+  volumePositions?: VolumePositionStore;
   /**
    * Where price-book and budget changes are announced to the other gateway processes (cluster mode), and heard from
    * them. Default: this process only.
@@ -100,6 +106,7 @@ export class BillingService {
     this.configured = options.priceBook;
     this.newTenants = options.newTenants ?? { mode: 'prepaid', creditLimit: 0n };
     this.bus = options.bus;
+    this.volumePositions = options.volumePositions;
     this.unsubscribe = options.bus?.subscribe((subject) => {
       if (subject === ConfigSubject.prices) this.reloadInBackground('prices', () => this.reloadPrices());
       else if (subject === ConfigSubject.budgets) this.reloadInBackground('budgets', () => this.reloadBudgets());
@@ -107,6 +114,7 @@ export class BillingService {
   }
 
   private readonly bus: InvalidationBus | undefined;
+  private readonly volumePositions: VolumePositionStore | undefined;
   private readonly unsubscribe: (() => void) | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
 
@@ -335,12 +343,14 @@ export class BillingService {
    * Rates a finished request into its usage event and advances the month counters. Returns undefined when
    * billing is off or the model has no price.
    */
-  rate(request: RateRequest): UsageEventRecord | undefined {
+  rate(request: RateRequest, tenantMonthTokensBefore?: bigint): UsageEventRecord | undefined {
     const book = this.book;
     if (book === undefined) return undefined;
-    const counter = this.months.get(request.tenantId);
-    const month = monthOf(request.receivedAt);
-    const before = counter !== undefined && counter.month === month ? counter.tokens : 0n;
+    let before = tenantMonthTokensBefore;
+    if (before === undefined) {
+      const counter = this.months.get(request.tenantId);
+      before = counter !== undefined && counter.month === monthOf(request.receivedAt) ? counter.tokens : 0n;
+    }
     let rated: ReturnType<typeof rateUsage>;
     try {
       rated = rateUsage({
@@ -416,6 +426,28 @@ export class BillingService {
       }),
     };
     return event;
+  }
+
+  /**
+   * The request's place in its tenant's month from the shared counter, advancing it — or undefined when there is no
+   * shared counter or the price version in force has no volume tiers (then `rate` uses this process's count).
+   */
+  volumePositionFor(request: RateRequest): Promise<bigint> | undefined {
+    const book = this.book;
+    if (this.volumePositions === undefined || book === undefined) return undefined;
+    const version = priceVersionAt(book, request.receivedAt);
+    if (version === undefined || version.volumeTiers.length === 0) return undefined;
+    const month = monthOf(request.receivedAt);
+    const tokens = BigInt(request.usage.input.total + request.usage.output.total);
+    return this.volumePositions.advance(request.tenantId, month, tokens, async () => {
+      const start = Date.parse(`${month}-01T00:00:00Z`);
+      const rows = await this.ledger.queryBillingRollups({
+        tenantId: request.tenantId,
+        start,
+        end: nextMonthStart(start),
+      });
+      return rows.reduce((sum, row) => sum + BigInt(row.inputTokens + row.cachedTokens + row.outputTokens), 0n);
+    });
   }
 
   /** Advances the month counters by a settled event (call once per event actually committed or about to be). */

@@ -173,25 +173,66 @@ export class RequestRecorder {
     const settlement: Settlement = { log: record };
     if (trace.reservation !== undefined) {
       settlement.reservation = { tenantId: trace.reservation.tenantId, amount: trace.reservation.amount };
-      // In the same synchronous step as `recordSpend` below, so a budget never counts the request as neither held nor spent.
-      this.billing.releaseBudgetHold(trace.reservation);
     }
     if (trace.stream) settlement.checkpointRequestId = trace.requestId;
     const rateRequest = usage === undefined ? undefined : rateRequestFor(trace, usage);
-    if (rateRequest !== undefined) {
-      const event = this.billing.rate(rateRequest);
-      if (event !== undefined) {
-        settlement.event = event;
-        const spend = this.billing.recordSpend(event);
-        this.alerts?.onSettled({
-          tenantId: event.tenantId,
-          keyId: event.keyId,
-          at: event.receivedAt,
-          monthSpendBefore: { tenant: spend.tenantBefore, key: spend.keyBefore },
-          monthSpendAfter: { tenant: spend.tenantAfter, key: spend.keyAfter },
-        });
-      }
+    const position = rateRequest === undefined ? undefined : this.billing.volumePositionFor(rateRequest);
+    if (position === undefined) {
+      this.charge(trace, settlement, rateRequest, undefined);
+      return this.commit(trace, record, settlement, latencyMs, ttftMs);
     }
+    // Cluster mode with volume tiers: the request's place in the tenant's month comes from the shared counter.
+    return position.then(
+      (before) => {
+        this.charge(trace, settlement, rateRequest, before);
+        return this.commit(trace, record, settlement, latencyMs, ttftMs);
+      },
+      (error: unknown) => {
+        this.logger.warn(
+          { err: error, reqId: trace.requestId },
+          "shared volume counter unavailable: rated by this process's month count",
+        );
+        this.metrics.volumeCounterFallbacks.inc();
+        this.charge(trace, settlement, rateRequest, undefined);
+        return this.commit(trace, record, settlement, latencyMs, ttftMs);
+      },
+    );
+  }
+
+  /**
+   * Rates the request into its usage event and moves the month counters and budget alerts. The budget hold ends in
+   * the same synchronous step as the spend is counted, so a budget never counts the request as neither held nor
+   * spent. `monthTokensBefore`: the request's place in the tenant's month when a shared counter gave it.
+   */
+  private charge(
+    trace: RequestTrace,
+    settlement: Settlement,
+    rateRequest: RateRequest | undefined,
+    monthTokensBefore: bigint | undefined,
+  ): void {
+    if (trace.reservation !== undefined) this.billing.releaseBudgetHold(trace.reservation);
+    if (rateRequest === undefined) return;
+    const event = this.billing.rate(rateRequest, monthTokensBefore);
+    if (event === undefined) return;
+    settlement.event = event;
+    const spend = this.billing.recordSpend(event);
+    this.alerts?.onSettled({
+      tenantId: event.tenantId,
+      keyId: event.keyId,
+      at: event.receivedAt,
+      monthSpendBefore: { tenant: spend.tenantBefore, key: spend.keyBefore },
+      monthSpendAfter: { tenant: spend.tenantAfter, key: spend.keyAfter },
+    });
+  }
+
+  /** Metrics, access log, and the settlement to the writer; resolves once committed (or after `commitWaitMs`). */
+  private commit(
+    trace: RequestTrace,
+    record: RequestLogRecord,
+    settlement: Settlement,
+    latencyMs: number,
+    ttftMs: number | null,
+  ): Promise<void> {
     this.observe(trace, record, latencyMs, ttftMs);
     const committed = this.writer.write(settlement);
     // The common case commits within one event-loop turn; the timer only matters while the store is failing.

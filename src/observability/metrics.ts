@@ -40,6 +40,12 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  readonly volumeCounterFallbacks = new Counter({
+    name: 'tollgate_volume_counter_fallbacks_total',
+    help: "Requests rated by the process's own month count because the shared volume counter (Redis) failed.",
+    registers: [this.registry],
+  });
+
   readonly upstreamErrors = new Counter({
     name: 'tollgate_upstream_errors_total',
     help: 'Failed upstream calls, by deployment and error code.',

@@ -1,0 +1,84 @@
+/**
+ * Where a tenant's month-to-date token count lives when several gateway processes rate its requests (cluster mode).
+ * Graduated volume tiers price a request by the position of its tokens in the tenant's month: with one count per
+ * process, two processes would each rate the same "first billion" at list price. `advance` hands out positions from
+ * one Redis counter per tenant and month, atomically, so every token gets exactly one position across processes.
+ */
+import { Redis } from 'ioredis';
+
+/** Hands out month positions for a tenant's tokens. */
+export interface VolumePositionStore {
+  /**
+   * Moves the tenant's count for `month` (`YYYY-MM`) on by `tokens` and returns the count before: the request's first
+   * token is number `before + 1`. `seed` gives the count from the ledger when the month has no counter yet (first
+   * use, or after the counter expired); it is called at most once per call and its answer is used only if no other
+   * process seeded the month meanwhile.
+   */
+  advance(tenantId: string, month: string, tokens: bigint, seed: () => Promise<bigint>): Promise<bigint>;
+  close(): Promise<void>;
+}
+
+/** Options of `RedisVolumePositionStore`. */
+export interface RedisVolumePositionStoreOptions {
+  /** Redis URL. */
+  url: string;
+  /** Key prefix. Default `tg:volume:`. */
+  prefix?: string;
+  /** How long a month's counter is kept after its last use, s. Default 40 days (past the month and its invoicing). */
+  ttlSeconds?: number;
+  /** One command's timeout, ms. Default 1000. */
+  commandTimeoutMs?: number;
+}
+
+// KEYS[1] counter; ARGV[1] tokens, ARGV[2] seed ('' = none known yet), ARGV[3] ttl s.
+// Returns the count before this request's tokens (an integer reply: exact below 2^53 tokens a month), or false (a
+// nil reply) when the counter is missing and no seed was given.
+const ADVANCE_SCRIPT = `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[2] == '' then return false end
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+local after = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return after - tonumber(ARGV[1])
+`;
+
+type AdvanceCommand = (key: string, tokens: string, seed: string, ttl: string) => Promise<number | null>;
+
+/** `VolumePositionStore` on one Redis counter per tenant and month (a Lua script: check, seed, add, in one step). */
+export class RedisVolumePositionStore implements VolumePositionStore {
+  private readonly redis: Redis;
+  private readonly prefix: string;
+  private readonly ttl: string;
+
+  constructor(options: RedisVolumePositionStoreOptions) {
+    this.redis = new Redis(options.url, {
+      maxRetriesPerRequest: 1,
+      commandTimeout: options.commandTimeoutMs ?? 1000,
+      lazyConnect: true,
+    });
+    // Errors surface on the command that failed; the connection itself is retried by ioredis.
+    this.redis.on('error', () => undefined);
+    this.redis.defineCommand('tollgateVolumeAdvance', { numberOfKeys: 1, lua: ADVANCE_SCRIPT });
+    this.prefix = options.prefix ?? 'tg:volume:';
+    this.ttl = String(options.ttlSeconds ?? 40 * 86_400);
+  }
+
+  async advance(tenantId: string, month: string, tokens: bigint, seed: () => Promise<bigint>): Promise<bigint> {
+    if (tokens < 0n) throw new RangeError(`Cannot advance by a negative token count (${tokens})`);
+    const key = `${this.prefix}{${tenantId}}:${month}`;
+    const run = (this.redis as unknown as { tollgateVolumeAdvance: AdvanceCommand }).tollgateVolumeAdvance.bind(
+      this.redis,
+    );
+    const first = await run(key, tokens.toString(), '', this.ttl);
+    if (first !== null) return BigInt(first);
+    const seeded = await seed();
+    const second = await run(key, tokens.toString(), seeded.toString(), this.ttl);
+    if (second === null) throw new Error(`Volume counter ${key} was not seeded`);
+    return BigInt(second);
+  }
+
+  async close(): Promise<void> {
+    this.redis.disconnect();
+  }
+}
