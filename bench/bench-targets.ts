@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { withServingHeap } from '../src/app/serving-heap.js';
 import { type BenchProcess, type BenchProcesses, freePort, waitForHttp } from './bench-processes.js';
 
 /** The repository root (this file runs from `dist/bench/`). */
@@ -162,7 +163,14 @@ export async function startTollgate(
   const started = processes.spawn({
     name,
     command: process.execPath,
-    args: [...(options.nodeArgs ?? []), join(repoRoot, 'dist/src/cli/main.js'), 'serve', '--config', configPath],
+    // The young-generation size `npm start` uses (see `withServingHeap`), unless the caller's flags set one.
+    args: [
+      ...withServingHeap(options.nodeArgs ?? []),
+      join(repoRoot, 'dist/src/cli/main.js'),
+      'serve',
+      '--config',
+      configPath,
+    ],
     cwd: repoRoot,
     env: { TOLLGATE_ADMIN_TOKEN: adminToken, TOLLGATE_DATA_DIR: dataDir, TOLLGATE_PORT: String(port) },
   });

@@ -13,6 +13,7 @@ import { TenantService } from '../tenancy/tenant-service.js';
 import { resolveAdminToken } from './admin-token.js';
 import { createGateway } from './create-gateway.js';
 import { ensureDemoTenant } from './demo-tenant.js';
+import { withServingHeap } from './serving-heap.js';
 import { formatStartBanner } from './start-banner.js';
 
 const invalidateMessage = 'tollgate:invalidate-key';
@@ -47,7 +48,7 @@ export async function runServer(options: RunServerOptions): Promise<void> {
     return;
   }
 
-  cluster.setupPrimary({ args: process.argv.slice(2) });
+  cluster.setupPrimary({ args: process.argv.slice(2), execArgv: withServingHeap(process.execArgv) });
   let listening = 0;
   for (let index = 0; index < workers; index++) {
     const worker = cluster.fork();
