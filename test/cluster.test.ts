@@ -64,6 +64,33 @@ async function chat(url: string, key: string) {
   return { status: response.status, code: body.error?.code };
 }
 
+/**
+ * Two `serve` processes in cluster mode on `storeUrl` (and the shared Redis), with a new tenant that has a key and
+ * 100 CNY; `admin` calls the first process's admin API.
+ */
+async function twoProcessesWithTenant(document: Record<string, unknown>, storeUrl: string, name: string) {
+  const dir = workspace({
+    ...document,
+    store: { url: storeUrl },
+    admission: { store: 'redis', redis_url: 'redis://127.0.0.1:6379' },
+  });
+  const first = await serve(dir, children);
+  const second = await serve(dir, children);
+  const adminToken = /Admin token: (\S+)/.exec(first.banner)![1]!;
+  const admin = async (method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${first.url}/admin/v1${path}`, {
+      method,
+      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  };
+  const tenantId = (await admin('POST', '/tenants', { name: `${name}-${Date.now()}` })).body.id as string;
+  const key = (await admin('POST', `/tenants/${tenantId}/keys`, {})).body.key as string;
+  expect((await admin('POST', `/tenants/${tenantId}/credits`, { amount: '100', currency: 'CNY' })).status).toBe(201);
+  return { first, second, admin, tenantId, key };
+}
+
 describe('cluster mode', () => {
   const schema = uniqueSchema('cluster');
   afterAll(async () => dropSchema(schema));
@@ -162,27 +189,11 @@ describe('cluster mode', () => {
     }
   });
   it('announces price versions and budgets set through one process to the others at once', async () => {
-    const document = {
-      ...pricedSimulatedConfig,
-      store: { url: pgUrl(schema) },
-      admission: { store: 'redis', redis_url: 'redis://127.0.0.1:6379' },
-    };
-    const dir = workspace(document);
-    const first = await serve(dir, children);
-    const second = await serve(dir, children);
-    const adminToken = /Admin token: (\S+)/.exec(first.banner)![1]!;
-    const admin = async (method: string, path: string, body?: unknown) => {
-      const response = await fetch(`${first.url}/admin/v1${path}`, {
-        method,
-        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
-    };
-    const tenant = await admin('POST', '/tenants', { name: `announce-${Date.now()}` });
-    const tenantId = tenant.body.id as string;
-    const key = (await admin('POST', `/tenants/${tenantId}/keys`, {})).body.key as string;
-    expect((await admin('POST', `/tenants/${tenantId}/credits`, { amount: '100', currency: 'CNY' })).status).toBe(201);
+    const { second, admin, tenantId, key } = await twoProcessesWithTenant(
+      pricedSimulatedConfig,
+      pgUrl(schema),
+      'announce',
+    );
 
     // A version posted to the first process prices the second process's requests once it takes effect.
     const effectiveFrom = Date.now() + 1500;
@@ -226,24 +237,8 @@ describe('cluster mode', () => {
         ...pricedSimulatedConfig.pricing,
         versions: [{ ...version, volume_tiers: [{ up_to_tokens: step, discount: '0' }, { discount: '0.5' }] }],
       },
-      store: { url: pgUrl(volumeSchema) },
-      admission: { store: 'redis', redis_url: 'redis://127.0.0.1:6379' },
     };
-    const dir = workspace(document);
-    const first = await serve(dir, children);
-    const second = await serve(dir, children);
-    const adminToken = /Admin token: (\S+)/.exec(first.banner)![1]!;
-    const admin = async (path: string, body: unknown) =>
-      (await (
-        await fetch(`${first.url}/admin/v1${path}`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-        })
-      ).json()) as Record<string, unknown>;
-    const tenantId = (await admin('/tenants', { name: `volume-${Date.now()}` })).id as string;
-    const key = (await admin(`/tenants/${tenantId}/keys`, {})).key as string;
-    await admin(`/tenants/${tenantId}/credits`, { amount: '100', currency: 'CNY' });
+    const { first, second, tenantId, key } = await twoProcessesWithTenant(document, pgUrl(volumeSchema), 'volume');
     for (let index = 0; index < requests; index++) {
       expect((await chat(index % 2 === 0 ? first.url : second.url, key)).status).toBe(200);
     }
