@@ -13,6 +13,8 @@ import type {
   WalletTransactionsTable,
 } from './database-schema.js';
 import {
+  BILLING_ROLLUP_KEY,
+  BILLING_ROLLUP_SUMS,
   billingRollupFromRow,
   budgetFromRow,
   budgetToRow,
@@ -22,6 +24,8 @@ import {
   MONEY_COLUMNS,
   type MoneyAsText,
   USAGE_EVENT_COLUMNS,
+  USAGE_ROLLUP_KEY,
+  USAGE_ROLLUP_SUMS,
   usageEventFromRow,
   usageEventToRow,
   usageRollupFromRow,
@@ -71,53 +75,7 @@ const WALLET_TRANSACTION_COLUMNS = [
   'note',
   'created_at',
 ] as const;
-const USAGE_ROLLUP_COLUMNS = [
-  'tenant_id',
-  'bucket',
-  'bucket_start',
-  'key_id',
-  'model',
-  'requests',
-  'input_tokens',
-  'cached_tokens',
-  'output_tokens',
-  'amount',
-  'cost',
-] as const satisfies readonly (keyof UsageRollupsTable)[];
-/** Columns a rollup upsert adds to (every column after the primary key). */
-const USAGE_ROLLUP_SUMS = [
-  'requests',
-  'input_tokens',
-  'cached_tokens',
-  'output_tokens',
-  'amount',
-  'cost',
-] as const satisfies readonly (keyof UsageRollupsTable)[];
-const BILLING_ROLLUP_KEY = [
-  'tenant_id',
-  'day',
-  'model',
-  'currency',
-  'price_version',
-  'tier',
-  'output_condition',
-  'batch',
-] as const satisfies readonly (keyof BillingRollupsTable)[];
-const BILLING_ROLLUP_SUMS = [
-  'requests',
-  'input_tokens',
-  'cached_tokens',
-  'output_tokens',
-  'input_list_amount',
-  'cached_list_amount',
-  'output_list_amount',
-  'batch_discount',
-  'off_peak_discount',
-  'contract_discount',
-  'volume_discount',
-  'amount',
-  'cost',
-] as const satisfies readonly (keyof BillingRollupsTable)[];
+const USAGE_ROLLUP_COLUMNS = [...USAGE_ROLLUP_KEY, ...USAGE_ROLLUP_SUMS] as const;
 const BUDGET_COLUMNS = [
   'scope',
   'scope_id',

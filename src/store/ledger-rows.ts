@@ -44,6 +44,43 @@ const AMOUNT_COLUMNS = [
   'cost',
 ] as const;
 
+/** The primary key of `usage_rollups`. */
+export const USAGE_ROLLUP_KEY = [
+  'tenant_id',
+  'bucket',
+  'bucket_start',
+  'key_id',
+  'model',
+] as const satisfies readonly (keyof UsageRollupsTable)[];
+/** The columns a usage-rollup upsert adds to (every column after the primary key). */
+export const USAGE_ROLLUP_SUMS = [
+  'requests',
+  'input_tokens',
+  'cached_tokens',
+  'output_tokens',
+  'amount',
+  'cost',
+] as const satisfies readonly (keyof UsageRollupsTable)[];
+/** The primary key of `billing_rollups`. */
+export const BILLING_ROLLUP_KEY = [
+  'tenant_id',
+  'day',
+  'model',
+  'currency',
+  'price_version',
+  'tier',
+  'output_condition',
+  'batch',
+] as const satisfies readonly (keyof BillingRollupsTable)[];
+/** The columns a billing-rollup upsert adds to. */
+export const BILLING_ROLLUP_SUMS = [
+  'requests',
+  'input_tokens',
+  'cached_tokens',
+  'output_tokens',
+  ...AMOUNT_COLUMNS,
+] as const satisfies readonly (keyof BillingRollupsTable)[];
+
 /** Every `usage_events` column, in the order of `usageEventParameters` (positional inserts and COPY rows). */
 export const USAGE_EVENT_COLUMNS = [
   'request_id',

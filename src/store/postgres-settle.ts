@@ -26,9 +26,11 @@ import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { BillingRollupsTable, UsageRollupsTable } from './database-schema.js';
 import {
+  BILLING_ROLLUP_KEY,
   REQUEST_LOG_INSERT_COLUMNS,
   requestLogParameters,
   USAGE_EVENT_COLUMNS,
+  USAGE_ROLLUP_KEY,
   usageEventParameters,
 } from './ledger-rows.js';
 import type { Settlement, UsageEventRecord } from './ledger-store.js';
@@ -231,11 +233,11 @@ function effectStatements(effects: SettlementEffects, now: number): string[] {
     );
   }
   if (effects.usageRollups.length > 0) {
-    statements.push(upsertSums('usage_rollups', USAGE_ROLLUP_COLUMNS, USAGE_ROLLUP_KEY_LENGTH, effects.usageRollups));
+    statements.push(upsertSums('usage_rollups', USAGE_ROLLUP_COLUMNS, USAGE_ROLLUP_KEY.length, effects.usageRollups));
   }
   if (effects.billingRollups.length > 0) {
     statements.push(
-      upsertSums('billing_rollups', BILLING_ROLLUP_COLUMNS, BILLING_ROLLUP_KEY_LENGTH, effects.billingRollups),
+      upsertSums('billing_rollups', BILLING_ROLLUP_COLUMNS, BILLING_ROLLUP_KEY.length, effects.billingRollups),
     );
   }
   if (effects.checkpointIds.length > 0) {
@@ -272,7 +274,6 @@ const USAGE_ROLLUP_COLUMNS: ColumnTypes<UsageRollupsTable> = [
   ['amount', 'int8'],
   ['cost', 'int8'],
 ];
-const USAGE_ROLLUP_KEY_LENGTH = 5;
 
 /** Primary-key columns first, then the sums. */
 const BILLING_ROLLUP_COLUMNS: ColumnTypes<BillingRollupsTable> = [
@@ -298,7 +299,6 @@ const BILLING_ROLLUP_COLUMNS: ColumnTypes<BillingRollupsTable> = [
   ['amount', 'int8'],
   ['cost', 'int8'],
 ];
-const BILLING_ROLLUP_KEY_LENGTH = 8;
 
 /**
  * Upserts rollup increments: the first `keyLength` columns are the primary key, the others are added.

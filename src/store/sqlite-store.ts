@@ -14,9 +14,13 @@ import {
 import type { ApiKeysTable, DatabaseSchema } from './database-schema.js';
 import { apiKeyFromRow, KyselyStore } from './kysely-store.js';
 import {
+  BILLING_ROLLUP_KEY,
+  BILLING_ROLLUP_SUMS,
   REQUEST_LOG_INSERT_COLUMNS,
   requestLogParameters,
   USAGE_EVENT_COLUMNS,
+  USAGE_ROLLUP_KEY,
+  USAGE_ROLLUP_SUMS,
   usageEventParameters,
 } from './ledger-rows.js';
 import type {
@@ -442,34 +446,6 @@ const RELEASE_SQL =
 
 /** Ids per checkpoint DELETE (the last chunk is padded by repeating an id). */
 const CHECKPOINT_DELETE_CHUNK = 256;
-
-const USAGE_ROLLUP_KEY = ['tenant_id', 'bucket', 'bucket_start', 'key_id', 'model'] as const;
-const USAGE_ROLLUP_SUMS = ['requests', 'input_tokens', 'cached_tokens', 'output_tokens', 'amount', 'cost'] as const;
-const BILLING_ROLLUP_KEY = [
-  'tenant_id',
-  'day',
-  'model',
-  'currency',
-  'price_version',
-  'tier',
-  'output_condition',
-  'batch',
-] as const;
-const BILLING_ROLLUP_SUMS = [
-  'requests',
-  'input_tokens',
-  'cached_tokens',
-  'output_tokens',
-  'input_list_amount',
-  'cached_list_amount',
-  'output_list_amount',
-  'batch_discount',
-  'off_peak_discount',
-  'contract_discount',
-  'volume_discount',
-  'amount',
-  'cost',
-] as const;
 
 /** `insert … values (?, …) on conflict (key) do update set sum = sum + excluded.sum, …`, key columns first. */
 function upsertSumsSql(table: string, key: readonly string[], sums: readonly string[]): string {
