@@ -1,6 +1,7 @@
 /**
- * A seeded pseudo-random source (mulberry32): the scheduler's only randomness, so load-shedding decisions replay
- * exactly in tests and experiments. Not for anything security-related.
+ * A seeded pseudo-random source (mulberry32), uniform in [0, 1): the scheduler's only randomness, so load-shedding
+ * decisions replay exactly in tests and experiments; the simulated replica draws its deterministic text and
+ * embeddings from it too. Not for anything security-related.
  */
 export function createSeededRandom(seed: number): () => number {
   let state = seed >>> 0;

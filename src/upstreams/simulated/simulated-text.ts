@@ -6,6 +6,7 @@
  * mark after a word), so BPE never merges across pieces and the count of the joined text is the count of pieces.
  */
 import { countTextTokens } from '../../metering/token-counter.js';
+import { createSeededRandom } from '../../scheduling/seeded-random.js';
 
 const candidateWords = (
   'the of and to in is that it for was on are as with his they at be this have from or one had by but not what ' +
@@ -48,16 +49,10 @@ export function seedFromText(text: string): number {
   return hash >>> 0;
 }
 
-/** mulberry32: a tiny, fast, well-mixed 32-bit PRNG. Returns integers in [0, 2^32). */
+/** The scheduler's seeded generator (mulberry32) as integers in [0, 2^32): the same sequence, exactly scaled. */
 export function createRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = state;
-    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return (mixed ^ (mixed >>> 14)) >>> 0;
-  };
+  const next = createSeededRandom(seed);
+  return () => next() * 4_294_967_296;
 }
 
 /**
