@@ -1,4 +1,5 @@
 import { createStore } from '../store/create-store.js';
+import { requestLogFixture, usageEventFixture } from '../store/ledger-fixtures.js';
 import { SettlementWriter } from './settlement-writer.js';
 
 // Child process of settlement-writer.test.ts:
@@ -12,55 +13,22 @@ await store.migrate();
 const writer = new SettlementWriter(store);
 const writes = Array.from({ length: Number(countText) }, (_, index) => {
   const receivedAt = Date.now();
-  const log = {
+  const log = requestLogFixture({
     requestId: `crash-${index}`,
     tenantId: 'ten_crash',
-    keyId: null,
-    endpoint: 'chat',
-    model: 'model-a',
-    deployment: 'sim/model-a',
-    status: 200,
-    errorCode: null,
-    stream: false,
     promptTokens: index,
-    cachedTokens: 0,
     completionTokens: 1,
-    reasoningTokens: 0,
-    usageEstimated: false,
     latencyMs: 1.5,
-    ttftMs: null,
-    attempts: 1,
     createdAt: receivedAt,
-  };
-  const amount = BigInt(index + 1);
-  const event = {
+  });
+  const event = usageEventFixture({
     requestId: log.requestId,
     tenantId: 'ten_crash',
-    keyId: null,
-    model: 'model-a',
-    deployment: 'sim/model-a',
-    batch: false,
     receivedAt,
-    currency: 'CNY',
-    priceVersion: 'v1',
-    tier: '0-32768',
-    outputCondition: null,
     inputTokens: index,
-    cachedTokens: 0,
     outputTokens: 1,
-    reasoningTokens: 0,
-    estimated: false,
-    inputListAmount: amount,
-    cachedListAmount: 0n,
-    outputListAmount: 0n,
-    batchDiscount: 0n,
-    offPeakDiscount: 0n,
-    contractDiscount: 0n,
-    volumeDiscount: 0n,
-    amount,
-    cost: null,
-    detail: '{}',
-  };
+    inputListAmount: BigInt(index + 1),
+  });
   return writer.write({ log, event });
 });
 const outcomes = await Promise.all(writes);

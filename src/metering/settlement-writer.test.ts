@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createStore } from '../store/create-store.js';
-import type { Settlement, UsageEventRecord } from '../store/ledger-store.js';
+import { requestLogFixture, usageEventFixture } from '../store/ledger-fixtures.js';
+import type { Settlement } from '../store/ledger-store.js';
 import type { RequestLogRecord, Store } from '../store/store.js';
 import { type TranspiledTree, transpileForChild } from '../store/transpile-for-child.js';
 import { SettlementWriter } from './settlement-writer.js';
@@ -51,60 +52,30 @@ let sequence = 0;
 /** A settlement of tenant `ten_writer` with a usage event of `sequence` nano-units. */
 function settlement(overrides: Partial<RequestLogRecord> = {}): Settlement {
   const log = logRecord(overrides);
-  const event: UsageEventRecord = {
+  const event = usageEventFixture({
     requestId: log.requestId,
     tenantId: 'ten_writer',
     keyId: log.keyId,
-    model: 'model-a',
-    deployment: log.deployment,
-    batch: false,
     receivedAt: log.createdAt,
-    currency: 'CNY',
-    priceVersion: 'v1',
-    tier: '0-32768',
-    outputCondition: null,
     inputTokens: log.promptTokens,
-    cachedTokens: 0,
     outputTokens: log.completionTokens,
-    reasoningTokens: 0,
-    estimated: false,
     inputListAmount: BigInt(sequence),
-    cachedListAmount: 0n,
-    outputListAmount: 0n,
-    batchDiscount: 0n,
-    offPeakDiscount: 0n,
-    contractDiscount: 0n,
-    volumeDiscount: 0n,
-    amount: BigInt(sequence),
-    cost: null,
-    detail: '{}',
-  };
+  });
   return { log, event };
 }
 
 function logRecord(overrides: Partial<RequestLogRecord> = {}): RequestLogRecord {
   sequence++;
-  return {
+  return requestLogFixture({
     requestId: `req-${sequence}`,
     tenantId: 'ten_writer',
     keyId: 'key_writer',
-    endpoint: 'chat',
-    model: 'model-a',
-    deployment: 'sim/model-a',
-    status: 200,
-    errorCode: null,
-    stream: false,
     promptTokens: 10,
-    cachedTokens: 0,
     completionTokens: 5,
-    reasoningTokens: 0,
-    usageEstimated: false,
     latencyMs: 12.25,
-    ttftMs: null,
-    attempts: 1,
     createdAt: 1_700_000_000_000 + sequence,
     ...overrides,
-  };
+  });
 }
 
 /** Committed settlements: request-log rows, checked against the usage events written with them. */

@@ -8,6 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { requestLogFixture, usageEventFixture } from './ledger-fixtures.js';
 import type { Settlement } from './ledger-store.js';
 import { openSqliteStore, type SqliteStore } from './sqlite-store.js';
 
@@ -34,54 +35,24 @@ afterEach(async () => store.close());
 function settlement(requestId: string, amount: bigint, reserved: bigint): Settlement {
   const receivedAt = Date.UTC(2026, 10, 29, 12);
   return {
-    log: {
+    log: requestLogFixture({
       requestId,
       tenantId,
-      keyId: null,
-      endpoint: 'chat',
       model: 'm',
-      deployment: null,
-      status: 200,
-      errorCode: null,
-      stream: false,
       promptTokens: 10,
-      cachedTokens: 0,
       completionTokens: 5,
-      reasoningTokens: 0,
-      usageEstimated: false,
-      latencyMs: 1,
-      ttftMs: null,
-      attempts: 1,
       createdAt: receivedAt,
-    },
-    event: {
+    }),
+    event: usageEventFixture({
       requestId,
       tenantId,
-      keyId: null,
       model: 'm',
       deployment: null,
-      batch: false,
       receivedAt,
-      currency: 'CNY',
-      priceVersion: 'v1',
-      tier: '0-32k',
-      outputCondition: null,
       inputTokens: 10,
-      cachedTokens: 0,
       outputTokens: 5,
-      reasoningTokens: 0,
-      estimated: false,
       inputListAmount: amount,
-      cachedListAmount: 0n,
-      outputListAmount: 0n,
-      batchDiscount: 0n,
-      offPeakDiscount: 0n,
-      contractDiscount: 0n,
-      volumeDiscount: 0n,
-      amount,
-      cost: null,
-      detail: '{}',
-    },
+    }),
     reservation: { tenantId, amount: reserved },
   };
 }

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { billingRollupFixture } from './ledger-fixtures.js';
 import type {
   BillingRollupRow,
   BudgetRecord,
@@ -631,29 +632,18 @@ function describeLedgerConformance(getStore: () => Store): void {
       for (const event of events) {
         const day = event.receivedAt - (event.receivedAt % DAY);
         const key = JSON.stringify([day, event.model, event.tier, event.outputCondition, event.batch]);
-        const row = billing.get(key) ?? {
-          day,
-          tenantId,
-          model: event.model,
-          currency: 'CNY',
-          priceVersion: event.priceVersion,
-          tier: event.tier,
-          outputCondition: event.outputCondition,
-          batch: event.batch,
-          requests: 0,
-          inputTokens: 0,
-          cachedTokens: 0,
-          outputTokens: 0,
-          inputListAmount: 0n,
-          cachedListAmount: 0n,
-          outputListAmount: 0n,
-          batchDiscount: 0n,
-          offPeakDiscount: 0n,
-          contractDiscount: 0n,
-          volumeDiscount: 0n,
-          amount: 0n,
-          cost: 0n,
-        };
+        const row =
+          billing.get(key) ??
+          billingRollupFixture({
+            day,
+            tenantId,
+            model: event.model,
+            priceVersion: event.priceVersion,
+            tier: event.tier,
+            outputCondition: event.outputCondition,
+            batch: event.batch,
+            requests: 0,
+          });
         row.requests++;
         row.inputTokens += event.inputTokens;
         row.cachedTokens += event.cachedTokens;

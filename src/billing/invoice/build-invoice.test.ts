@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parsePriceBook } from '../../pricing/price-book.js';
+import { billingRollupFixture } from '../../store/ledger-fixtures.js';
 import type { BillingRollupRow, WalletTransactionRecord } from '../../store/ledger-store.js';
 import {
   buildInvoice,
@@ -17,44 +18,15 @@ const DEC = Date.UTC(2026, 11, 1);
 const DAY = 86_400_000;
 const tenant = { id: 'ten_abc', name: 'ABC Corp' };
 
-/** A rollup row whose amount is its list amounts plus discounts (the ledger invariant), unless `amount` is given. */
-function row(overrides: Partial<BillingRollupRow>): BillingRollupRow {
-  const base: BillingRollupRow = {
+/** A November rollup row of the tenant (its amount is its list amounts plus discounts unless `amount` is given). */
+function row(fields: Partial<BillingRollupRow>): BillingRollupRow {
+  return billingRollupFixture({
     day: NOV + 2 * DAY,
     tenantId: tenant.id,
     model: 'sim-pro-32k',
-    currency: 'CNY',
     priceVersion: '2026-01',
-    tier: 'all',
-    outputCondition: null,
-    batch: false,
-    requests: 1,
-    inputTokens: 0,
-    cachedTokens: 0,
-    outputTokens: 0,
-    inputListAmount: 0n,
-    cachedListAmount: 0n,
-    outputListAmount: 0n,
-    batchDiscount: 0n,
-    offPeakDiscount: 0n,
-    contractDiscount: 0n,
-    volumeDiscount: 0n,
-    amount: 0n,
-    cost: 0n,
-    ...overrides,
-  };
-  if (overrides.amount !== undefined) return base;
-  return {
-    ...base,
-    amount:
-      base.inputListAmount +
-      base.cachedListAmount +
-      base.outputListAmount +
-      base.batchDiscount +
-      base.offPeakDiscount +
-      base.contractDiscount +
-      base.volumeDiscount,
-  };
+    ...fields,
+  });
 }
 
 const november = { start: NOV, end: DEC };

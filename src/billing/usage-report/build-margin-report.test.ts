@@ -1,32 +1,18 @@
 import { describe, expect, it } from 'vitest';
+import { billingRollupFixture } from '../../store/ledger-fixtures.js';
 import type { BillingRollupRow } from '../../store/ledger-store.js';
 import { buildMarginReport, marginPercent } from './build-margin-report.js';
 
-function row(overrides: Partial<BillingRollupRow>): BillingRollupRow {
-  return {
+/** A rollup row with the amount given (not derived from list amounts: margin reads only amount and cost). */
+function row(fields: Partial<BillingRollupRow>): BillingRollupRow {
+  return billingRollupFixture({
     day: Date.UTC(2026, 10, 1),
     tenantId: 'ten_a',
     model: 'sim-pro-32k',
-    currency: 'CNY',
     priceVersion: '2026-01',
-    tier: 'all',
-    outputCondition: null,
-    batch: false,
-    requests: 1,
-    inputTokens: 0,
-    cachedTokens: 0,
-    outputTokens: 0,
-    inputListAmount: 0n,
-    cachedListAmount: 0n,
-    outputListAmount: 0n,
-    batchDiscount: 0n,
-    offPeakDiscount: 0n,
-    contractDiscount: 0n,
-    volumeDiscount: 0n,
     amount: 0n,
-    cost: 0n,
-    ...overrides,
-  };
+    ...fields,
+  });
 }
 
 describe('buildMarginReport', () => {

@@ -1,0 +1,116 @@
+/**
+ * Test fixtures of the ledger's records: a request-log record, a usage event and a billing-rollup row with every field
+ * at a neutral value, so a test states only what it is about. Amounts left out follow the ledger invariant: `amount`
+ * is the list amounts plus the discounts. Used by tests and their child processes, never by the gateway.
+ */
+import type { BillingRollupRow, UsageEventRecord } from './ledger-store.js';
+import type { RequestLogRecord } from './store.js';
+
+/** A successful, unstreamed chat request of `tenantId`. */
+export function requestLogFixture(
+  fields: Partial<RequestLogRecord> & Pick<RequestLogRecord, 'requestId' | 'tenantId'>,
+): RequestLogRecord {
+  // Keys in the record type's order, as the store reads rows back (tests compare serialized rows).
+  return {
+    requestId: fields.requestId,
+    tenantId: fields.tenantId,
+    keyId: null,
+    endpoint: 'chat',
+    model: 'model-a',
+    deployment: 'sim/model-a',
+    status: 200,
+    errorCode: null,
+    stream: false,
+    promptTokens: 0,
+    cachedTokens: 0,
+    completionTokens: 0,
+    reasoningTokens: 0,
+    usageEstimated: false,
+    latencyMs: 1,
+    ttftMs: null,
+    attempts: 1,
+    createdAt: 1_700_000_000_000,
+    ...fields,
+  };
+}
+
+/** A usage event rated at list price with no tokens unless given; `amount` defaults to its parts' sum. */
+export function usageEventFixture(
+  fields: Partial<UsageEventRecord> & Pick<UsageEventRecord, 'requestId' | 'tenantId'>,
+): UsageEventRecord {
+  const event: UsageEventRecord = {
+    requestId: fields.requestId,
+    tenantId: fields.tenantId,
+    keyId: null,
+    model: 'model-a',
+    deployment: 'sim/model-a',
+    batch: false,
+    receivedAt: 1_700_000_000_000,
+    currency: 'CNY',
+    priceVersion: 'v1',
+    tier: '0-32768',
+    outputCondition: null,
+    inputTokens: 0,
+    cachedTokens: 0,
+    outputTokens: 0,
+    reasoningTokens: 0,
+    estimated: false,
+    inputListAmount: 0n,
+    cachedListAmount: 0n,
+    outputListAmount: 0n,
+    batchDiscount: 0n,
+    offPeakDiscount: 0n,
+    contractDiscount: 0n,
+    volumeDiscount: 0n,
+    amount: 0n,
+    cost: null,
+    detail: '{}',
+    ...fields,
+  };
+  if (fields.amount === undefined) event.amount = sumOfParts(event);
+  return event;
+}
+
+/** A billing-rollup row of one request with no tokens unless given; `amount` defaults to its parts' sum. */
+export function billingRollupFixture(
+  fields: Partial<BillingRollupRow> & Pick<BillingRollupRow, 'day' | 'tenantId'>,
+): BillingRollupRow {
+  const row: BillingRollupRow = {
+    day: fields.day,
+    tenantId: fields.tenantId,
+    model: 'model-a',
+    currency: 'CNY',
+    priceVersion: 'v1',
+    tier: 'all',
+    outputCondition: null,
+    batch: false,
+    requests: 1,
+    inputTokens: 0,
+    cachedTokens: 0,
+    outputTokens: 0,
+    inputListAmount: 0n,
+    cachedListAmount: 0n,
+    outputListAmount: 0n,
+    batchDiscount: 0n,
+    offPeakDiscount: 0n,
+    contractDiscount: 0n,
+    volumeDiscount: 0n,
+    amount: 0n,
+    cost: 0n,
+    ...fields,
+  };
+  if (fields.amount === undefined) row.amount = sumOfParts(row);
+  return row;
+}
+
+function sumOfParts(parts: Omit<BillingRollupRow, 'cost'> | UsageEventRecord): bigint {
+  return (
+    parts.inputListAmount +
+    parts.cachedListAmount +
+    parts.outputListAmount +
+    parts.batchDiscount +
+    parts.offPeakDiscount +
+    parts.contractDiscount +
+    parts.volumeDiscount
+  );
+}
