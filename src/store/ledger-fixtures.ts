@@ -11,9 +11,10 @@ export function requestLogFixture(
   fields: Partial<RequestLogRecord> & Pick<RequestLogRecord, 'requestId' | 'tenantId'>,
 ): RequestLogRecord {
   // Keys in the record type's order, as the store reads rows back (tests compare serialized rows).
+  const { requestId, tenantId, ...rest } = fields;
   return {
-    requestId: fields.requestId,
-    tenantId: fields.tenantId,
+    requestId,
+    tenantId,
     keyId: null,
     endpoint: 'chat',
     model: 'model-a',
@@ -30,7 +31,7 @@ export function requestLogFixture(
     ttftMs: null,
     attempts: 1,
     createdAt: 1_700_000_000_000,
-    ...fields,
+    ...rest,
   };
 }
 
@@ -38,9 +39,10 @@ export function requestLogFixture(
 export function usageEventFixture(
   fields: Partial<UsageEventRecord> & Pick<UsageEventRecord, 'requestId' | 'tenantId'>,
 ): UsageEventRecord {
+  const { requestId, tenantId, ...rest } = fields;
   const event: UsageEventRecord = {
-    requestId: fields.requestId,
-    tenantId: fields.tenantId,
+    requestId,
+    tenantId,
     keyId: null,
     model: 'model-a',
     deployment: 'sim/model-a',
@@ -65,7 +67,7 @@ export function usageEventFixture(
     amount: 0n,
     cost: null,
     detail: '{}',
-    ...fields,
+    ...rest,
   };
   if (fields.amount === undefined) event.amount = sumOfParts(event);
   return event;
@@ -75,9 +77,10 @@ export function usageEventFixture(
 export function billingRollupFixture(
   fields: Partial<BillingRollupRow> & Pick<BillingRollupRow, 'day' | 'tenantId'>,
 ): BillingRollupRow {
+  const { day, tenantId, ...rest } = fields;
   const row: BillingRollupRow = {
-    day: fields.day,
-    tenantId: fields.tenantId,
+    day,
+    tenantId,
     model: 'model-a',
     currency: 'CNY',
     priceVersion: 'v1',
@@ -97,7 +100,7 @@ export function billingRollupFixture(
     volumeDiscount: 0n,
     amount: 0n,
     cost: 0n,
-    ...fields,
+    ...rest,
   };
   if (fields.amount === undefined) row.amount = sumOfParts(row);
   return row;
