@@ -5,7 +5,7 @@ import { runServer } from '../app/run-server.js';
 import { ConfigError } from '../config/load-config.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
 import { startSimServer } from '../upstreams/simulated/sim-server.js';
-import { type AdminTarget, openAdminClient } from './admin-client.js';
+import { type AdminTarget, openAdminClient, type PlanInput } from './admin-client.js';
 import { registerBatchCommands } from './batch-commands.js';
 
 const program = new Command()
@@ -169,30 +169,18 @@ targetOptions(
     .option('--concurrency <n>', 'concurrent requests', parseInteger)
     .option('--tiers <list>', 'comma-separated service tiers: priority,default,flex,batch', parseTiers)
     .option('--weight <w>', 'fair-share weight', parseFloat),
-).action(
-  async (
-    options: {
-      tenant: string;
-      rpm?: number;
-      tpm?: number;
-      tpd?: number;
-      concurrency?: number;
-      tiers?: ServiceClass[];
-      weight?: number;
-    } & AdminTarget,
-  ) => {
-    const {
-      tenant,
-      config: _config,
-      url: _url,
-      adminToken: _adminToken,
-      ...plan
-    } = options as typeof options & {
-      config?: string;
-    };
-    return withClient(targetOf(options), (client) => client.setPlan(tenant, plan));
-  },
-);
+).action(async (options: { tenant: string } & PlanInput & AdminTarget) => {
+  const {
+    tenant,
+    config: _config,
+    url: _url,
+    adminToken: _adminToken,
+    ...plan
+  } = options as typeof options & {
+    config?: string;
+  };
+  return withClient(targetOf(options), (client) => client.setPlan(tenant, plan));
+});
 
 function parseTiers(value: string): ServiceClass[] {
   const tiers = value.split(',').map((tier) => tier.trim());
