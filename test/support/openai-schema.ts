@@ -1,8 +1,10 @@
 /**
- * Validates objects against the schemas of OpenAI's own OpenAPI document (`../shared/specs/openai/openapi.yaml`,
- * or `OPENAI_OPENAPI_PATH`). The document mixes OpenAPI 3.0's `nullable` into 3.1; it is rewritten to plain JSON
+ * Validates objects against the schemas of OpenAI's own OpenAPI document (`OPENAI_OPENAPI_PATH`, or
+ * `shared/specs/openai/openapi.yaml` beside the checkout — or beside the repository it was cloned from, so a clone
+ * made anywhere, e.g. `git clone . /tmp/check`, still finds it). The document mixes OpenAPI 3.0's `nullable` into 3.1; it is rewritten to plain JSON
  * Schema (2020-12) once, then compiled with Ajv.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +16,24 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../
 
 /** Path of the OpenAPI document. */
 export function openAPIPath(): string {
-  return process.env.OPENAI_OPENAPI_PATH ?? path.resolve(repoRoot, '../shared/specs/openai/openapi.yaml');
+  if (process.env.OPENAI_OPENAPI_PATH !== undefined) return process.env.OPENAI_OPENAPI_PATH;
+  const beside = (root: string) => path.resolve(root, '../shared/specs/openai/openapi.yaml');
+  const here = beside(repoRoot);
+  if (existsSync(here)) return here;
+  const origin = localOrigin();
+  return origin === undefined ? here : beside(origin);
+}
+
+/** The path of the `origin` remote when it is a local directory (a clone of a checkout on this machine). */
+function localOrigin(): string | undefined {
+  try {
+    const url = execFileSync('git', ['-C', repoRoot, 'remote', 'get-url', 'origin'], { encoding: 'utf8' }).trim();
+    const directory = url.startsWith('file://') ? fileURLToPath(url) : url;
+    return path.isAbsolute(directory) && existsSync(directory) ? directory : undefined;
+  } catch {
+    // Not a git checkout, or no origin: only the shared folder beside this one counts.
+    return undefined;
+  }
 }
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
