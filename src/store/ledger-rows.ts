@@ -99,15 +99,7 @@ export const USAGE_EVENT_COLUMNS = [
   'output_tokens',
   'reasoning_tokens',
   'estimated',
-  'input_list_amount',
-  'cached_list_amount',
-  'output_list_amount',
-  'batch_discount',
-  'off_peak_discount',
-  'contract_discount',
-  'volume_discount',
-  'amount',
-  'cost',
+  ...AMOUNT_COLUMNS,
   'detail',
 ] as const satisfies readonly (keyof UsageEventsTable)[];
 
