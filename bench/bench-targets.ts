@@ -54,24 +54,54 @@ export async function startUpstream(
   processes: BenchProcesses,
   options: UpstreamProcessOptions = {},
 ): Promise<StartedUpstream> {
+  const { process: started, port } = await startListeningScript(processes, 'minimal-upstream', [
+    '--latency-ms',
+    String(options.latencyMs ?? 0),
+    '--chunk-delay-ms',
+    String(options.chunkDelayMs ?? 0),
+    '--chunks',
+    String(options.chunks ?? 20),
+  ]);
+  const baseUrl = `http://127.0.0.1:${port}/v1`;
+  return {
+    process: started,
+    port,
+    baseUrl,
+    target: { name: 'direct', chatUrl: `${baseUrl}/chat/completions`, headers: {}, process: undefined },
+  };
+}
+
+/** Starts `dist/bench/bare-proxy.js` in front of the upstream at `upstreamPort` (see `bare-proxy.ts`). */
+export async function startBareProxyTarget(processes: BenchProcesses, upstreamPort: number): Promise<BenchTarget> {
+  const { process: started, port } = await startListeningScript(processes, 'bare-proxy', [
+    '--upstream',
+    `http://127.0.0.1:${upstreamPort}`,
+  ]);
+  return {
+    name: 'bare-proxy',
+    chatUrl: `http://127.0.0.1:${port}/v1/chat/completions`,
+    headers: {},
+    process: started,
+  };
+}
+
+/**
+ * Runs `dist/bench/<script>.js --port 0 …args` and waits for the `{"event":"listening","port":N}` line it prints once
+ * it accepts connections.
+ */
+async function startListeningScript(
+  processes: BenchProcesses,
+  script: string,
+  args: readonly string[],
+): Promise<{ process: BenchProcess; port: number }> {
   let announcePort: (port: number) => void = () => undefined;
   const announced = new Promise<number>((resolve) => {
     announcePort = resolve;
   });
   const started = processes.spawn({
-    name: 'minimal-upstream',
+    name: script,
     command: process.execPath,
-    args: [
-      join(repoRoot, 'dist/bench/minimal-upstream.js'),
-      '--port',
-      '0',
-      '--latency-ms',
-      String(options.latencyMs ?? 0),
-      '--chunk-delay-ms',
-      String(options.chunkDelayMs ?? 0),
-      '--chunks',
-      String(options.chunks ?? 20),
-    ],
+    args: [join(repoRoot, `dist/bench/${script}.js`), '--port', '0', ...args],
     onLine: (line) => {
       if (!line.startsWith('{')) return;
       const message = JSON.parse(line) as { event?: string; port?: number };
@@ -81,16 +111,10 @@ export async function startUpstream(
   const port = await Promise.race([
     announced,
     started.exited.then((code) => {
-      throw new Error(`minimal upstream exited (${code}): ${started.output()}`);
+      throw new Error(`${script} exited (${code}): ${started.output()}`);
     }),
   ]);
-  const baseUrl = `http://127.0.0.1:${port}/v1`;
-  return {
-    process: started,
-    port,
-    baseUrl,
-    target: { name: 'direct', chatUrl: `${baseUrl}/chat/completions`, headers: {}, process: undefined },
-  };
+  return { process: started, port };
 }
 
 /** How to run Tollgate for a benchmark. */

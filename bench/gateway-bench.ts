@@ -1,6 +1,7 @@
 /**
- * The gateway benchmark (`npm run bench`): direct-to-upstream, Tollgate and Portkey's gateway side by side in one run,
- * against the minimal upstream with 0 ms latency. Scenarios, each run for every target in turn (interleaved, so that
+ * The gateway benchmark (`npm run bench`): direct-to-upstream, a bare forward-only proxy (the floor of any Node
+ * gateway: `bare-proxy.ts`), Tollgate and Portkey's gateway side by side in one run, against the minimal upstream with
+ * 0 ms latency. Scenarios, each run for every target in turn (interleaved, so that
  * drift of the shared machine hits all targets alike):
  * - maximum throughput at each `--connections`, whole and streamed (20 chunks);
  * - a fixed offered load of `--rate` requests/s, whole and streamed, for latency;
@@ -18,6 +19,7 @@ import {
   chatRequestBody,
   checkTarget,
   repoRoot,
+  startBareProxyTarget,
   startPortkey,
   startTollgate,
   startUpstream,
@@ -47,6 +49,8 @@ export interface GatewayBenchOptions {
   workers: number[];
   /** Leave Portkey out. Default false. */
   skipPortkey: boolean;
+  /** Leave the bare proxy (the floor of a Node gateway, `bare-proxy.ts`) out. Default false. */
+  skipBareProxy: boolean;
   /** Leave the stream-memory scenario out. Default false. */
   skipRss: boolean;
   /** Concurrent streams of the memory scenario. Default 2000. */
@@ -96,6 +100,8 @@ interface Comparison {
   throughputVsDirect: number;
   /** Gateway throughput / Portkey throughput, when Portkey ran. */
   throughputVsPortkey?: number;
+  /** Gateway throughput / bare-proxy throughput, when the bare proxy ran (not for the bare proxy itself). */
+  throughputVsBareProxy?: number;
 }
 
 interface ScenarioReport {
@@ -179,6 +185,9 @@ function medianRound(results: readonly MeasuredResult[], kind: Scenario['kind'])
   return sorted[Math.floor((sorted.length - 1) / 2)]!;
 }
 
+/** The name of the bare-proxy target: compared with direct like a gateway, but no target applies to it. */
+const bareProxy = 'bare-proxy';
+
 function compare(outcomes: Record<string, Outcome>, gateway: string): Comparison | undefined {
   const direct = outcomes.direct;
   const own = outcomes[gateway];
@@ -193,6 +202,10 @@ function compare(outcomes: Record<string, Outcome>, gateway: string): Comparison
   if (portkey !== undefined && 'result' in portkey && portkey.result.throughput > 0) {
     comparison.throughputVsPortkey = own.result.throughput / portkey.result.throughput;
   }
+  const bare = outcomes[bareProxy];
+  if (gateway !== bareProxy && bare !== undefined && 'result' in bare && bare.result.throughput > 0) {
+    comparison.throughputVsBareProxy = own.result.throughput / bare.result.throughput;
+  }
   return comparison;
 }
 
@@ -200,6 +213,7 @@ function checkTargets(reports: readonly ScenarioReport[]): TargetCheck[] {
   const checks: TargetCheck[] = [];
   for (const report of reports) {
     for (const comparison of report.comparisons) {
+      if (comparison.target === bareProxy) continue;
       const add = (check: string, value: number, limit: number, pass: boolean) =>
         checks.push({ check: `${report.scenario.id}: ${check}`, target: comparison.target, value, limit, pass });
       if (report.scenario.kind === 'rate') {
@@ -230,13 +244,15 @@ function describeStatuses(result: LoadResult): string {
 /** The results as one Markdown table (one row per scenario and target). */
 export function formatResultTable(reports: readonly ScenarioReport[]): string {
   const lines = [
-    '| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | × direct | × Portkey | gateway CPU µs/req | upstream CPU µs/req | errors |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | × direct | × bare proxy | × Portkey | gateway CPU µs/req | upstream CPU µs/req | errors |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const report of reports) {
     for (const [target, outcome] of Object.entries(report.outcomes)) {
       if ('skipped' in outcome) {
-        lines.push(`| ${report.scenario.id} | ${target} | – | – | – | – | – | – | – | – | – | ${outcome.skipped} |`);
+        lines.push(
+          `| ${report.scenario.id} | ${target} | – | – | – | – | – | – | – | – | – | – | ${outcome.skipped} |`,
+        );
         continue;
       }
       const { result } = outcome;
@@ -245,7 +261,8 @@ export function formatResultTable(reports: readonly ScenarioReport[]): string {
       lines.push(
         `| ${report.scenario.id} | ${target} | ${fixed(result.throughput, 0)} | ${fixed(result.latency.p50, 3)} | ` +
           `${fixed(result.latency.p99, 3)} | ${signed(comparison?.addedP50Ms, 3)} | ${signed(comparison?.addedP99Ms, 3)} | ` +
-          `${fixed(comparison?.throughputVsDirect, 2)} | ${fixed(comparison?.throughputVsPortkey, 1)} | ` +
+          `${fixed(comparison?.throughputVsDirect, 2)} | ${fixed(comparison?.throughputVsBareProxy, 2)} | ` +
+          `${fixed(comparison?.throughputVsPortkey, 1)} | ` +
           `${fixed(result.gatewayCpuUsPerRequest, 0)} | ${fixed(result.upstreamCpuUsPerRequest, 0)} | ${errors}` +
           `${result.saturated === true ? ', fell behind the rate' : ''}${describeStatuses(result)} |`,
       );
@@ -277,6 +294,10 @@ export async function runGatewayBench(options: GatewayBenchOptions): Promise<Rec
     log('starting the minimal upstream');
     const upstream = await startUpstream(processes);
     const targets: BenchTarget[] = [upstream.target];
+    if (!options.skipBareProxy) {
+      log('starting the bare proxy');
+      targets.push(await startBareProxyTarget(processes, upstream.port));
+    }
     for (const workers of options.workers) {
       log(`starting Tollgate with ${workers} worker(s)`);
       try {
@@ -451,6 +472,7 @@ async function main(): Promise<void> {
     .option('--rate <n>', 'offered load of the latency runs, requests/s', parsePositiveNumber, 1000)
     .option('--workers <list>', 'Tollgate server.workers, one target per value (e.g. 1,2)', parseIntegerList, [1])
     .option('--skip-portkey', "leave Portkey's gateway out")
+    .option('--skip-bare-proxy', 'leave the bare proxy (a forward-only Node proxy: the floor) out')
     .option('--skip-rss', 'leave the concurrent-streams memory scenario out')
     .option('--rss-streams <n>', 'concurrent streams of the memory scenario', parsePositiveNumber, 2000)
     .option(
@@ -472,6 +494,7 @@ async function main(): Promise<void> {
       rate: number;
       workers: number[];
       skipPortkey?: boolean;
+      skipBareProxy?: boolean;
       skipRss?: boolean;
       rssStreams: number;
       quick?: boolean;
@@ -488,6 +511,7 @@ async function main(): Promise<void> {
     rate: flags.rate,
     workers: flags.workers,
     skipPortkey: flags.skipPortkey === true,
+    skipBareProxy: flags.skipBareProxy === true,
     skipRss: flags.skipRss === true,
     rssStreams: flags.quick ? 200 : Math.round(flags.rssStreams),
     rounds: Math.round(flags.rounds),
