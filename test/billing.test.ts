@@ -3,6 +3,8 @@
  * exact charges, idempotent top-ups, usage and invoices that add up to the ledger, tenant isolation, budgets,
  * repricing that never rewrites history.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
@@ -212,6 +214,47 @@ describe('money operations, usage, invoices', () => {
     await client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 });
     const error = await caught(client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 }));
     expect(error.code).toBe('insufficient_quota');
+  });
+
+  it('a soft budget sends its threshold webhook once, for the budgeted tenant only', async () => {
+    const received: Array<{ scope_id?: string; threshold?: number }> = [];
+    const receiver = createServer((request, response) => {
+      let body = '';
+      request.on('data', (part: Buffer) => {
+        body += part.toString('utf8');
+      });
+      request.on('end', () => {
+        const event = JSON.parse(body) as { data: { scope_id?: string; threshold?: number } };
+        received.push(event.data);
+        response.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    try {
+      const budgeted = await harness.createTenantWithKey({ credit: '10' });
+      const other = await harness.createTenantWithKey({ credit: '10' });
+      const set = await harness.admin('PUT', `/tenants/${budgeted.tenantId}/billing`, {
+        mode: 'prepaid',
+        budget: {
+          // Three requests of 5 output tokens pass 50% on the second: it covers 3.
+          monthly_limit: nanoToDecimal(costNano(promptTokens, 5) * 3n),
+          enforcement: 'soft',
+          thresholds: [50],
+          webhook_url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`,
+        },
+      });
+      expect(set.status).toBe(200);
+      for (const tenant of [budgeted, other, budgeted, other, budgeted]) {
+        await harness.client(tenant.key).chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 });
+      }
+      const deadline = Date.now() + 10_000;
+      while (received.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      await new Promise((resolve) => setTimeout(resolve, 200)); // room for a wrong second alert to arrive
+      expect(received.map((event) => [event.scope_id, event.threshold])).toEqual([[budgeted.tenantId, 50]]);
+    } finally {
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
+    }
   });
 
   it('a hard budget lets at most 20 of 200 concurrent requests through when it covers 20', async () => {

@@ -203,7 +203,12 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   billing.onBudgetsReloaded = () => alerts.reloadBudgets();
   const recorder = new RequestRecorder(writer, billing, metrics, logger, {
     logRequests: config.log.requests,
-    alerts: { onSettled: (change) => void alerts.onSettled({ ...change, currency: billing.currency }) },
+    alerts: {
+      onSettled: (change) => {
+        if (alerts.mayAlert(change.tenantId, change.keyId))
+          void alerts.onSettled({ ...change, currency: billing.currency });
+      },
+    },
   });
 
   const upstreams = new Map<string, Upstream>();

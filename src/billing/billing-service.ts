@@ -20,7 +20,7 @@ import {
   type PriceVersionConfig,
   priceVersionAt,
 } from '../pricing/price-book.js';
-import { costOfUsage, PricingError, quoteWorstCase, rateUsage } from '../pricing/rate-usage.js';
+import { costOfUsage, PricingError } from '../pricing/rate-usage.js';
 import type {
   BillingMode,
   BudgetRecord,
@@ -31,7 +31,8 @@ import type {
 } from '../store/ledger-store.js';
 import { ConfigSubject, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import type { Usage } from '../upstreams/usage.js';
-import { nanoCeil, nanoHalfEven } from './nano.js';
+import { quoteNano, type RatedAmounts, rateAmounts } from './event-rating.js';
+import { nanoHalfEven } from './nano.js';
 import type { VolumePositionStore } from './volume-position.js';
 
 /** Options of `BillingService`. */
@@ -265,7 +266,7 @@ export class BillingService {
     const book = this.book;
     if (book === undefined) return 0n;
     try {
-      return nanoCeil(quoteWorstCase({ priceBook: book, ...input }).amount);
+      return quoteNano({ priceBook: book, ...input });
     } catch (error: unknown) {
       if (error instanceof PricingError) return this.unpriced(error, input.model);
       throw error;
@@ -351,9 +352,9 @@ export class BillingService {
       const counter = this.months.get(request.tenantId);
       before = counter !== undefined && counter.month === monthOf(request.receivedAt) ? counter.tokens : 0n;
     }
-    let rated: ReturnType<typeof rateUsage>;
+    let rated: RatedAmounts;
     try {
-      rated = rateUsage({
+      rated = rateAmounts({
         priceBook: book,
         model: request.model,
         tenantId: request.tenantId,
@@ -366,30 +367,19 @@ export class BillingService {
       if (error instanceof PricingError && error.code === 'model_not_priced') return undefined;
       throw error;
     }
-    const version = priceVersionAt(book, request.receivedAt);
-    const deploymentCost = request.deployment === null ? undefined : version?.costs.get(request.deployment);
+    const deploymentCost =
+      request.deployment === null ? undefined : priceVersionAt(book, request.receivedAt)?.costs.get(request.deployment);
     const cost = deploymentCost === undefined ? null : costOfUsage(deploymentCost, request.usage);
-    const line = (tokenClass: string) =>
-      rated.lines.find((candidate) => candidate.tokenClass === tokenClass)?.amount ?? 0n;
-    const modifier = (kind: string) =>
-      rated.modifiers.filter((applied) => applied.kind === kind).reduce((sum, applied) => sum + applied.amount, 0n);
     // Every field is rounded half-even to the nano-unit independently; the amount is then derived from the
     // rounded parts, so an event's parts always add up to its amount exactly.
-    const inputListAmount = nanoHalfEven(line('input'));
-    const cachedListAmount = nanoHalfEven(line('cached_input'));
-    const outputListAmount = nanoHalfEven(line('output'));
-    const batchDiscount = nanoHalfEven(modifier('batch'));
-    const offPeakDiscount = nanoHalfEven(modifier('off_peak'));
-    const contractDiscount = nanoHalfEven(modifier('contract_discount'));
-    const volumeDiscount = nanoHalfEven(modifier('volume'));
     const sum =
-      inputListAmount +
-      cachedListAmount +
-      outputListAmount +
-      batchDiscount +
-      offPeakDiscount +
-      contractDiscount +
-      volumeDiscount;
+      rated.inputList +
+      rated.cachedList +
+      rated.outputList +
+      rated.batch +
+      rated.offPeak +
+      rated.contract +
+      rated.volume;
     const amount = sum < 0n ? 0n : sum;
     const usage = request.usage;
     const event: UsageEventRecord = {
@@ -401,28 +391,28 @@ export class BillingService {
       batch: request.batch,
       receivedAt: request.receivedAt,
       currency: rated.currency,
-      priceVersion: rated.priceVersion.id,
+      priceVersion: rated.priceVersion,
       tier: rated.tier.label,
-      outputCondition: rated.outputCondition === null ? null : `output<=${rated.outputCondition.maxOutputTokens}`,
+      outputCondition: rated.outputConditionMax === null ? null : `output<=${rated.outputConditionMax}`,
       inputTokens: usage.input.total - usage.input.cached,
       cachedTokens: usage.input.cached,
       outputTokens: usage.output.total,
       reasoningTokens: usage.output.reasoning,
       estimated: usage.estimated,
-      inputListAmount,
-      cachedListAmount,
-      outputListAmount,
-      batchDiscount,
-      offPeakDiscount,
-      contractDiscount: contractDiscount + (sum < 0n ? -sum : 0n),
-      volumeDiscount,
+      inputListAmount: rated.inputList,
+      cachedListAmount: rated.cachedList,
+      outputListAmount: rated.outputList,
+      batchDiscount: rated.batch,
+      offPeakDiscount: rated.offPeak,
+      contractDiscount: rated.contract + (sum < 0n ? -sum : 0n),
+      volumeDiscount: rated.volume,
       amount,
       cost: cost === null ? null : nanoHalfEven(cost),
       detail: JSON.stringify({
         priceSource: rated.priceSource,
         tierIndex: rated.tier.index,
         beyondLastTier: rated.tier.beyondLastTier,
-        modifiers: rated.modifiers.map((applied) => ({ ...applied, amount: applied.amount.toString() })),
+        modifiers: rated.modifiers,
       }),
     };
     return event;

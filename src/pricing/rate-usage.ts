@@ -194,12 +194,13 @@ export interface Quote extends PricingBasis {
 }
 
 /** A discount that applies to a whole request (time or contract), with how to report it. */
-interface DiscountStep {
+export interface DiscountStep {
   readonly discount: Discount;
   readonly describe: (effect: Amount) => AppliedModifier;
 }
 
-interface ResolvedPricing {
+/** The version, prices and contract that apply to one tenant's model at one instant. */
+export interface ResolvedPricing {
   readonly version: PriceVersion;
   readonly modelPrice: ModelPrice;
   readonly priceSource: 'list' | 'contract';
@@ -208,7 +209,8 @@ interface ResolvedPricing {
 
 const DAY_MS = 86_400_000;
 
-function resolvePricing(book: PriceBook, model: string, tenantId: string, receivedAt: number): ResolvedPricing {
+/** Steps 1 and 2 of the module comment. Throws `PricingError` when there is no version or no price. */
+export function resolvePricing(book: PriceBook, model: string, tenantId: string, receivedAt: number): ResolvedPricing {
   if (!Number.isFinite(receivedAt))
     throw new PricingError('invalid_usage', `receivedAt must be epoch ms, got ${receivedAt}`);
   const version = priceVersionAt(book, receivedAt);
@@ -228,7 +230,8 @@ function resolvePricing(book: PriceBook, model: string, tenantId: string, receiv
   return { version, modelPrice: listPrice, priceSource: 'list', contract };
 }
 
-function selectTier(modelPrice: ModelPrice, promptTokens: number): { tier: PriceTier; beyondLastTier: boolean } {
+/** Step 3 of the module comment. */
+export function selectTier(modelPrice: ModelPrice, promptTokens: number): { tier: PriceTier; beyondLastTier: boolean } {
   for (const tier of modelPrice.tiers) {
     if (tier.maxPromptTokens === null || promptTokens <= tier.maxPromptTokens) return { tier, beyondLastTier: false };
   }
@@ -260,7 +263,7 @@ function isInWindow(window: OffPeakWindow, receivedAt: number): boolean {
 }
 
 /** Steps 6a and 6b of the module comment; zero discounts are dropped. */
-function discountSteps(resolved: ResolvedPricing, batch: boolean, receivedAt: number): DiscountStep[] {
+export function discountSteps(resolved: ResolvedPricing, batch: boolean, receivedAt: number): DiscountStep[] {
   const steps: DiscountStep[] = [];
   let time: DiscountStep | undefined;
   const batchDiscount = resolved.version.batchDiscount;

@@ -206,6 +206,17 @@ describe('BudgetAlertService', () => {
     expect(notifier.sent.map(({ event }) => event.data.threshold)).toEqual([50]);
   });
 
+  it('tells the request path which settlements may alert: all until the budgets are read, then only budgeted ones', async () => {
+    const { service } = setup([tenantBudget, { ...keyBudget, scopeId: 'key_b', tenantId: 'ten_b' }]);
+    expect(service.mayAlert('ten_other', null)).toBe(true); // not read yet: cannot rule it out
+    await service.reloadBudgets();
+    expect(service.mayAlert('ten_a', null)).toBe(true);
+    expect(service.mayAlert('ten_a', 'key_unbudgeted')).toBe(true);
+    expect(service.mayAlert('ten_b', 'key_b')).toBe(true);
+    expect(service.mayAlert('ten_b', 'key_other')).toBe(false);
+    expect(service.mayAlert('ten_other', null)).toBe(false);
+  });
+
   it('logs and skips an alert whose claim fails, without rejecting the settlement', async () => {
     const { ledger, notifier, logs, service } = setup();
     ledger.failClaims = true;

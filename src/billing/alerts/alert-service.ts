@@ -63,6 +63,8 @@ export class BudgetAlertService {
   /** Keyed by `scope:scopeId`. */
   private budgets = new Map<string, BudgetRecord>();
   private loaded: Promise<void> | undefined;
+  /** True once budgets were read at least once. */
+  private ready = false;
 
   constructor(options: BudgetAlertServiceOptions) {
     this.ledger = options.ledger;
@@ -84,6 +86,18 @@ export class BudgetAlertService {
     const tenant = this.budgets.get(cacheKey('tenant', tenantId));
     const key = keyId === null ? undefined : this.budgets.get(cacheKey('key', keyId));
     return { ...(tenant === undefined ? {} : { tenant }), ...(key === undefined ? {} : { key }) };
+  }
+
+  /**
+   * Whether a settlement of this tenant and key may cross a threshold: false only when the budgets are loaded and
+   * neither has one. A synchronous check, so the request path skips `onSettled` (a promise per request) for the
+   * tenants without budgets — most of them.
+   */
+  mayAlert(tenantId: string, keyId: string | null): boolean {
+    if (!this.ready) return true;
+    return (
+      this.budgets.has(cacheKey('tenant', tenantId)) || (keyId !== null && this.budgets.has(cacheKey('key', keyId)))
+    );
   }
 
   /**
@@ -120,6 +134,7 @@ export class BudgetAlertService {
   private async load(): Promise<void> {
     const budgets = await this.ledger.listBudgets();
     this.budgets = new Map(budgets.map((budget) => [cacheKey(budget.scope, budget.scopeId), budget]));
+    this.ready = true;
   }
 
   private async evaluate(
