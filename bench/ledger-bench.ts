@@ -1,7 +1,8 @@
 /**
  * The ledger benchmark (`npm run bench:ledger`):
  * 1. ingest rate: settlements (request-log row + usage event + reservation release) committed through
- *    `store.settle` in batches, on SQLite (a file, WAL) and PostgreSQL, events/s per batch size;
+ *    `store.settle` in batches, on SQLite (a file, WAL) and PostgreSQL, events/s per batch size; on PostgreSQL also
+ *    with two writers committing side by side, as two gateway processes of a cluster do (`--writers`);
  * 2. one tenant with `--events` usage events (default 10,000,000) in one month, generated through `settle` in large
  *    batches, in time order, over 30 days, 4 keys × 3 models; then the time of the month's billing-rollup query plus
  *    `buildInvoice`, and of 30-day `queryUsageRollups` with 1d and 1h buckets (each the median of 5 runs, and the
@@ -33,6 +34,12 @@ export interface LedgerBenchOptions {
   warmupEvents: number;
   /** Batch sizes of the ingest-rate runs, settlements. Default [500, 2000, 10000]. */
   batches: number[];
+  /**
+   * Concurrent writers of the ingest-rate runs: 1 is one gateway process's settlement writer (one commit at a time),
+   * 2 two processes settling into the same database (cluster mode). Only PostgreSQL takes more than one; SQLite has one
+   * writer by design. Default [1, 2].
+   */
+  writers: number[];
   /** Settlements per `settle` call while generating the month. Default 5000. */
   generationBatch: number;
   /** Leave PostgreSQL out. Default false. */
@@ -46,7 +53,7 @@ export interface LedgerBenchOptions {
 /** One store's numbers. */
 interface StoreResult {
   store: 'sqlite' | 'postgres';
-  ingest: { batch: number; events: number; seconds: number; eventsPerSecond: number }[];
+  ingest: { batch: number; writers: number; events: number; seconds: number; eventsPerSecond: number }[];
   month: {
     events: number;
     generationSeconds: number;
@@ -174,7 +181,7 @@ function makeSettlement(
 }
 
 /** Ingest rate: `total` settlements of 50 tenants arriving at ~10k/s, in batches of `batch`. */
-async function measureIngest(store: Store, batch: number, total: number, runId: string) {
+async function measureIngest(store: Store, batch: number, total: number, runId: string, writers = 1) {
   const random = seededRandom(batch);
   const tenants = Array.from({ length: 50 }, (_, index) => `ten_ingest_${runId}_${index}`);
   for (const tenantId of tenants) {
@@ -188,7 +195,7 @@ async function measureIngest(store: Store, batch: number, total: number, runId: 
     });
   }
   const start = Date.UTC(2026, 9, 1);
-  let elapsed = 0;
+  const batches: Settlement[][] = [];
   for (let offset = 0; offset < total; offset += batch) {
     const settlements: Settlement[] = [];
     for (let index = offset; index < Math.min(total, offset + batch); index++) {
@@ -204,12 +211,17 @@ async function measureIngest(store: Store, batch: number, total: number, runId: 
         ),
       );
     }
-    const began = performance.now();
-    await store.settle(settlements);
-    elapsed += performance.now() - began;
+    batches.push(settlements);
   }
-  const seconds = elapsed / 1000;
-  return { batch, events: total, seconds: round(seconds, 3), eventsPerSecond: Math.round(total / seconds) };
+  // `writers` loops commit the batches side by side, as that many gateway processes settle into one database.
+  let next = 0;
+  const writer = async () => {
+    for (let taken = batches[next++]; taken !== undefined; taken = batches[next++]) await store.settle(taken);
+  };
+  const began = performance.now();
+  await Promise.all(Array.from({ length: writers }, writer));
+  const seconds = (performance.now() - began) / 1000;
+  return { batch, writers, events: total, seconds: round(seconds, 3), eventsPerSecond: Math.round(total / seconds) };
 }
 
 async function timeIt<T>(run: () => Promise<T>, rounds = 5): Promise<{ timing: Timing; value: T }> {
@@ -319,9 +331,11 @@ async function runStore(
       await measureIngest(store, WARMUP_BATCH, options.warmupEvents, `${runId}w`);
     }
     const ingest = [];
-    for (const batch of options.batches) {
-      process.stderr.write(`${kind}: ingest, batches of ${batch}\n`);
-      ingest.push(await measureIngest(store, batch, options.ingestEvents, runId));
+    for (const writers of kind === 'sqlite' ? [1] : options.writers) {
+      for (const batch of options.batches) {
+        process.stderr.write(`${kind}: ingest, batches of ${batch}, ${writers} writer(s)\n`);
+        ingest.push(await measureIngest(store, batch, options.ingestEvents, `${runId}x${writers}`, writers));
+      }
     }
     process.stderr.write(`${kind}: generating ${events.toLocaleString('en')} events for one tenant's month\n`);
     const month = await measureMonth(store, events, options.generationBatch, runId);
@@ -356,7 +370,7 @@ function formatTable(results: readonly StoreResult[]): string {
   for (const result of results) {
     for (const ingest of result.ingest) {
       lines.push(
-        `| ${result.store} | ingest, batches of ${ingest.batch} (${ingest.events.toLocaleString('en')} events) | ${ingest.eventsPerSecond.toLocaleString('en')} events/s |`,
+        `| ${result.store} | ingest, batches of ${ingest.batch}, ${ingest.writers} writer${ingest.writers === 1 ? '' : 's'} (${ingest.events.toLocaleString('en')} events) | ${ingest.eventsPerSecond.toLocaleString('en')} events/s |`,
       );
     }
     const month = result.month;
@@ -384,6 +398,7 @@ async function main(): Promise<void> {
       20_000,
     )
     .option('--batches <list>', 'batch sizes of the ingest-rate runs', parseList, [500, 2000, 10_000])
+    .option('--writers <list>', 'concurrent writers of the PostgreSQL ingest-rate runs', parseList, [1, 2])
     .option('--generation-batch <n>', 'settlements per settle call while generating the month', parseCount, 5000)
     .option('--skip-postgres', 'leave PostgreSQL out', false)
     .option('--skip-sqlite', 'leave SQLite out', false)

@@ -12,6 +12,7 @@ import { Command } from 'commander';
 import { BenchProcesses } from './bench-processes.js';
 import { benchModel, chatRequestBody, repoRoot, startTollgate, startUpstream } from './bench-targets.js';
 import { runLoadInChild } from './load.js';
+import { processTreeCpuMs } from './process-tree-stats.js';
 
 const pricing = {
   pricing: {
@@ -47,13 +48,16 @@ async function main(): Promise<void> {
       credit: '100000000',
       nodeArgs,
     });
-    const results: Record<string, { whole: number[]; stream: number[] }> = {
+    /** Per target and kind, one entry per round: throughput and the gateway's CPU per response. */
+    const results: Record<string, Record<'whole' | 'stream', { rate: number; cpuUs: number }[]>> = {
       'metering-off': { whole: [], stream: [] },
       'metering-on': { whole: [], stream: [] },
     };
     for (let round = 0; round < Number(options.rounds); round++) {
       for (const stream of [false, true]) {
         for (const target of round % 2 === 0 ? [off, on] : [on, off]) {
+          const pid = target.process!.pid;
+          const cpuBefore = processTreeCpuMs(pid);
           const result = await runLoadInChild({
             mode: 'max',
             url: target.chatUrl,
@@ -66,25 +70,46 @@ async function main(): Promise<void> {
           if (result.non2xx > 0 || result.errors > 0) {
             throw new Error(`${target.name}: ${result.non2xx} non-2xx, ${result.errors} errors`);
           }
-          results[target.name]![stream ? 'stream' : 'whole'].push(result.throughput);
+          const cpuUs = ((processTreeCpuMs(pid) - cpuBefore) * 1000) / (result.ok + result.warmupResponses);
+          results[target.name]![stream ? 'stream' : 'whole'].push({ rate: result.throughput, cpuUs });
           process.stdout.write(
-            `round ${round + 1} ${stream ? 'stream' : 'whole'} ${target.name}: ${result.throughput.toFixed(0)} req/s\n`,
+            `round ${round + 1} ${stream ? 'stream' : 'whole'} ${target.name}: ${result.throughput.toFixed(0)} req/s, ` +
+              `${cpuUs.toFixed(0)} µs CPU/req\n`,
           );
         }
       }
     }
     const mean = (values: number[]) => values.reduce((sum, value) => sum + value, 0) / values.length;
+    const median = (values: number[]) => {
+      const sorted = [...values].sort((a, b) => a - b);
+      const middle = Math.floor(sorted.length / 2);
+      return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+    };
     const rows = (['whole', 'stream'] as const).map((kind) => {
-      const offRate = mean(results['metering-off']![kind]);
-      const onRate = mean(results['metering-on']![kind]);
-      return { kind, offRate, onRate, loss: 1 - onRate / offRate };
+      const offRuns = results['metering-off']![kind];
+      const onRuns = results['metering-on']![kind];
+      const offRate = mean(offRuns.map((run) => run.rate));
+      const onRate = mean(onRuns.map((run) => run.rate));
+      // Each round loads both gateways back to back: the loss within a round is the least disturbed by drift.
+      const pairedLosses = offRuns.map((run, index) => 1 - onRuns[index]!.rate / run.rate);
+      return {
+        kind,
+        offRate,
+        onRate,
+        loss: 1 - onRate / offRate,
+        medianPairedLoss: median(pairedLosses),
+        offCpuUs: mean(offRuns.map((run) => run.cpuUs)),
+        onCpuUs: mean(onRuns.map((run) => run.cpuUs)),
+      };
     });
     process.stdout.write(
-      '\n| request | metering off req/s | metering on req/s | loss (target ≤ 10%) |\n|---|---:|---:|---:|\n',
+      '\n| request | metering off req/s | metering on req/s | loss (target ≤ 10%) | median loss within a round | ' +
+        'CPU µs/req off → on |\n|---|---:|---:|---:|---:|---:|\n',
     );
     for (const row of rows) {
       process.stdout.write(
-        `| ${row.kind} | ${row.offRate.toFixed(0)} | ${row.onRate.toFixed(0)} | ${(row.loss * 100).toFixed(1)}% |\n`,
+        `| ${row.kind} | ${row.offRate.toFixed(0)} | ${row.onRate.toFixed(0)} | ${(row.loss * 100).toFixed(1)}% | ` +
+          `${(row.medianPairedLoss * 100).toFixed(1)}% | ${row.offCpuUs.toFixed(0)} → ${row.onCpuUs.toFixed(0)} |\n`,
       );
     }
     const file =
