@@ -259,6 +259,11 @@ describe('operations endpoints', () => {
     expect(metrics).toMatch(/tollgate_requests_total\{endpoint="chat",model="sim-pro-32k",status="200"\} \d+/);
     expect(metrics).toMatch(/tollgate_tokens_total\{model="sim-pro-32k",class="output"\} \d+/);
     expect(metrics).toContain('tollgate_time_to_first_token_seconds_bucket');
+    // Requests ran before this test: their records were committed in at least one group commit, at most one each.
+    const committed = Number(/^tollgate_request_log_committed_total (\d+)$/m.exec(metrics)?.[1]);
+    const transactions = Number(/^tollgate_request_log_transactions_total (\d+)$/m.exec(metrics)?.[1]);
+    expect(transactions).toBeGreaterThan(0);
+    expect(transactions).toBeLessThanOrEqual(committed);
   });
 
   it('guards the admin API', async () => {

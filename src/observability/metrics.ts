@@ -61,7 +61,9 @@ export class GatewayMetrics {
   });
 
   /** Exposes the request-log writer's counters, read at scrape time. */
-  observeRequestLog(stats: () => { committed: number; dropped: number; failedCommits: number }): void {
+  observeRequestLog(
+    stats: () => { committed: number; transactions: number; dropped: number; failedCommits: number },
+  ): void {
     const counter = (name: string, help: string, read: (current: ReturnType<typeof stats>) => number) => {
       let reported = 0;
       new Counter({
@@ -76,6 +78,11 @@ export class GatewayMetrics {
       });
     };
     counter('tollgate_request_log_committed_total', 'Request-log records committed to the store.', (s) => s.committed);
+    counter(
+      'tollgate_request_log_transactions_total',
+      'Group commits of request-log records (committed ÷ transactions is the mean batch).',
+      (s) => s.transactions,
+    );
     counter(
       'tollgate_request_log_dropped_total',
       'Request-log records dropped (store down and buffer full).',
