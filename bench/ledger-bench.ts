@@ -9,7 +9,7 @@
  *    first run).
  * Before the ingest-rate runs, `--warmup-events` (default 20,000) are settled untimed. `--pg-events` sets the
  * PostgreSQL month separately (default: the same as `--events`); `--skip-sqlite` and `--skip-postgres` leave a
- * store out. Prints a Markdown table and writes `bench/results/ledger-<date>.json`. See docs/benchmarks.md.
+ * store out. Prints a Markdown table and writes `bench/results/ledger-<date and time>.json`. See docs/benchmarks.md.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -46,7 +46,7 @@ export interface LedgerBenchOptions {
   skipPostgres: boolean;
   /** Leave SQLite out. Default false. */
   skipSqlite: boolean;
-  /** Where the JSON goes. Default `bench/results/ledger-<date>.json`. */
+  /** Where the JSON goes. Default `bench/results/ledger-<date and time>.json`. */
   out?: string;
 }
 
@@ -444,8 +444,9 @@ async function main(): Promise<void> {
 
   const table = formatTable(results);
   process.stdout.write(`${table}\n`);
-  const date = new Date().toISOString().slice(0, 10);
-  const out = options.out ?? join(repository, 'bench', 'results', `ledger-${date}.json`);
+  // To the second, like the gateway bench's files: a second run the same day must not replace the first.
+  const stamp = new Date().toISOString().slice(0, 19).replaceAll(':', '-');
+  const out = options.out ?? join(repository, 'bench', 'results', `ledger-${stamp}.json`);
   await mkdir(resolve(out, '..'), { recursive: true });
   const machine = { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version };
   await writeFile(out, `${JSON.stringify({ date: new Date().toISOString(), machine, options, results }, null, 2)}\n`);

@@ -113,7 +113,8 @@ async function main(): Promise<void> {
       );
     }
     const file =
-      options.out ?? join(repoRoot, 'bench', 'results', `metering-${new Date().toISOString().slice(0, 10)}.json`);
+      options.out ??
+      join(repoRoot, 'bench', 'results', `metering-${new Date().toISOString().slice(0, 19).replaceAll(':', '-')}.json`);
     await writeFile(file, `${JSON.stringify({ benchmark: 'metering on vs off', options, results, rows }, null, 2)}\n`);
     process.stdout.write(`\nwrote ${file}\n`);
   } finally {
