@@ -223,6 +223,48 @@ describe('cluster mode', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(await chat(second.url, key)).toEqual({ status: 429, code: 'insufficient_quota' });
   });
+  it('holds a hard budget across processes: 60 concurrent requests through two processes, a budget for 10', async () => {
+    const quote = BigInt(countPromptTokens('chat', { messages })) * 800n + 2n * 2000n; // sim-pro-32k, max_tokens 2
+    const limit = quote * 10n + quote / 2n;
+    const budgetSchema = uniqueSchema('cluster_budget');
+    const { first, second, admin, tenantId, key } = await twoProcessesWithTenant(
+      pricedSimulatedConfig,
+      pgUrl(budgetSchema),
+      'budget',
+    );
+    try {
+      const set = await admin('PUT', `/tenants/${tenantId}/billing`, {
+        mode: 'prepaid',
+        budget: {
+          monthly_limit: `${limit / 10n ** 9n}.${(limit % 10n ** 9n).toString().padStart(9, '0')}`,
+          enforcement: 'hard',
+        },
+      });
+      expect(set.status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 200)); // the budget reaches the second process
+      const results = await Promise.all(
+        Array.from({ length: 60 }, (_, index) => chat(index % 2 === 0 ? first.url : second.url, key)),
+      );
+      const passed = results.filter((result) => result.status === 200).length;
+      const refused = results.filter((result) => result.status === 429 && result.code === 'insufficient_quota');
+      // Each process alone would let 10 through: 20 in all without shared holds.
+      expect(passed).toBeLessThanOrEqual(10);
+      expect(passed).toBeGreaterThan(0);
+      expect(passed + refused.length).toBe(60);
+      const store = await createStore(pgUrl(budgetSchema));
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        const spent = await store.sumUsageEvents({ tenantId, start: 0, end: Date.now() + 1 });
+        expect(spent.amount).toBe(quote * BigInt(passed));
+        expect(spent.amount).toBeLessThanOrEqual(limit);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await dropSchema(budgetSchema);
+    }
+  });
+
   it("rates volume tiers by the tenant's one month count across processes", async () => {
     const perRequest = countPromptTokens('chat', { messages }) + 2;
     const requests = 20;

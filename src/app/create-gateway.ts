@@ -16,6 +16,7 @@ import { KyselyBatchStore } from '../batch/kysely-batch-store.js';
 import { BudgetAlertService } from '../billing/alerts/alert-service.js';
 import { WebhookNotifier } from '../billing/alerts/webhook-notifier.js';
 import { BillingService } from '../billing/billing-service.js';
+import { RedisBudgetHolds } from '../billing/budget-holds.js';
 import { parseNano } from '../billing/nano.js';
 import { recoverCheckpoints, StreamCheckpointer } from '../billing/stream-checkpointer.js';
 import { RedisVolumePositionStore } from '../billing/volume-position.js';
@@ -176,11 +177,17 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   // Cluster mode: volume tiers count a tenant's tokens in one Redis counter shared by every process.
   const volumePositions =
     config.admission.store === 'redis' ? new RedisVolumePositionStore({ url: config.admission.redis_url }) : undefined;
+  // Cluster mode: hard budgets count every process's admitted requests, not only this one's.
+  const budgetHolds =
+    config.admission.store === 'redis' ? new RedisBudgetHolds({ url: config.admission.redis_url }) : undefined;
   const billing = new BillingService(store, {
     priceBook: config.pricing,
     logger,
     bus,
     ...(volumePositions === undefined ? {} : { volumePositions }),
+    ...(budgetHolds === undefined
+      ? {}
+      : { budgetHolds, onBudgetHoldFallback: () => metrics.budgetHoldFallbacks.inc() }),
     newTenants: {
       mode: config.billing.new_tenant_mode,
       creditLimit: parseNano(config.billing.new_tenant_credit_limit),
@@ -391,6 +398,8 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       await volumePositions?.close();
       if (recovery !== undefined) clearInterval(recovery);
       await withDeadline(app.close(), 5_000, 'HTTP server close', logger);
+      // After the last request: its budget hold settles before this process's owner key goes.
+      await budgetHolds?.close();
       await notifier.close();
       await limits.close();
       await writer.close();

@@ -5,8 +5,9 @@
  * the rollups, the balance and the reservation release in one transaction.
  *
  * Volume tiers and budgets need the tenant's month-to-date tokens and spend: kept in memory per process, loaded
- * from the billing rollups the first time a tenant is seen in a month, and advanced as requests are rated. With
- * several processes each counts from its own start (cluster mode shares these counters in Redis with issue 4).
+ * from the billing rollups the first time a tenant is seen in a month, and advanced as requests are rated. In cluster
+ * mode the tokens for volume tiers come from one shared counter (`VolumePositionStore`) and hard budgets are held in
+ * one shared store (`BudgetHolds`), so every process sees what the others admitted.
  */
 import { type Clock, RealClock } from '../clock/clock.js';
 import { InsufficientQuotaError, InvalidRequestError } from '../errors/gateway-error.js';
@@ -31,6 +32,7 @@ import type {
 } from '../store/ledger-store.js';
 import { ConfigSubject, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import type { Usage } from '../upstreams/usage.js';
+import type { BudgetHoldScope, BudgetHolds } from './budget-holds.js';
 import { quoteNano, type RatedAmounts, rateAmounts } from './event-rating.js';
 import { nanoHalfEven } from './nano.js';
 import type { VolumePositionStore } from './volume-position.js';
@@ -49,6 +51,13 @@ export interface BillingServiceOptions {
    */
   volumePositions?: VolumePositionStore;
   /**
+   * Shared holds and spend of hard budgets (cluster mode: Redis), so a budget holds across processes. Default: each
+   * process checks budgets against its own counts. If the shared store fails, admission falls back to them.
+   */
+  budgetHolds?: BudgetHolds;
+  /** Counts admissions that fell back to this process's budget counts because `budgetHolds` failed. */
+  onBudgetHoldFallback?: () => void;
+  /**
    * Where price-book and budget changes are announced to the other gateway processes (cluster mode), and heard from
    * them. Default: this process only.
    */
@@ -62,6 +71,8 @@ export interface Reservation {
   amount: Nano;
   /** `YYYY-MM` whose budgets hold `amount` until the request is settled. */
   month: string;
+  /** The hard budgets `amount` is held on in the shared store (cluster mode), to settle there. */
+  sharedBudgets?: readonly Pick<BudgetHoldScope, 'scope' | 'scopeId'>[];
 }
 
 /** What `rate` needs about one finished request. */
@@ -108,6 +119,8 @@ export class BillingService {
     this.newTenants = options.newTenants ?? { mode: 'prepaid', creditLimit: 0n };
     this.bus = options.bus;
     this.volumePositions = options.volumePositions;
+    this.budgetHolds = options.budgetHolds;
+    this.onBudgetHoldFallback = options.onBudgetHoldFallback;
     this.unsubscribe = options.bus?.subscribe((subject) => {
       if (subject === ConfigSubject.prices) this.reloadInBackground('prices', () => this.reloadPrices());
       else if (subject === ConfigSubject.budgets) this.reloadInBackground('budgets', () => this.reloadBudgets());
@@ -116,6 +129,8 @@ export class BillingService {
 
   private readonly bus: InvalidationBus | undefined;
   private readonly volumePositions: VolumePositionStore | undefined;
+  private readonly budgetHolds: BudgetHolds | undefined;
+  private readonly onBudgetHoldFallback: (() => void) | undefined;
   private readonly unsubscribe: (() => void) | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
 
@@ -292,15 +307,19 @@ export class BillingService {
     if (this.book === undefined) return undefined;
     const counter = await this.monthCounter(tenantId, receivedAt);
     const reservation: Reservation = { tenantId, keyId, amount, month: counter.month };
-    // Budgets count what admitted requests may still spend: without the hold, 200 concurrent requests against a
-    // budget that covers 20 would all see the same settled spend and all pass. Check and hold in one synchronous
-    // step (no await between), so the check is exact within this process.
-    this.checkBudget(`tenant:${tenantId}`, counter.spend + counter.held, amount);
-    this.checkBudget(`key:${keyId}`, (counter.keySpend.get(keyId) ?? 0n) + (counter.keyHeld.get(keyId) ?? 0n), amount);
+    const shared = amount === 0n ? undefined : await this.holdShared(reservation);
+    if (shared === undefined) {
+      // Budgets count what admitted requests may still spend: without the hold, 200 concurrent requests against a
+      // budget that covers 20 would all see the same settled spend and all pass. Check and hold in one synchronous
+      // step (no await between), so the check is exact within this process.
+      this.checkBudget(`tenant:${tenantId}`, counter.spend + counter.held, amount);
+      const keySpend = (counter.keySpend.get(keyId) ?? 0n) + (counter.keyHeld.get(keyId) ?? 0n);
+      this.checkBudget(`key:${keyId}`, keySpend, amount);
+    } else if (shared.length > 0) reservation.sharedBudgets = shared;
     if (amount === 0n) return reservation;
     this.hold(counter, keyId, amount);
     if (!(await this.ledger.reserve(tenantId, amount))) {
-      this.releaseBudgetHold(reservation);
+      this.releaseBudgetHold(reservation, 0n);
       throw new InsufficientQuotaError(
         'You exceeded your current quota: the wallet cannot cover this request. Top up or lower max_tokens.',
       );
@@ -309,10 +328,71 @@ export class BillingService {
   }
 
   /**
-   * Ends a reservation's budget hold (once, when its request is settled: its real spend then counts through
-   * `recordSpend`). The wallet part is released by the settlement or by `release`.
+   * Holds the reservation on the request's hard budgets in the shared store (cluster mode). Returns the budgets held
+   * (empty: none is hard), or undefined when there is no shared store or it failed: then this process's counts
+   * decide. Throws `InsufficientQuotaError` when a budget refuses.
    */
-  releaseBudgetHold(reservation: Reservation): void {
+  private async holdShared(
+    reservation: Reservation,
+  ): Promise<readonly Pick<BudgetHoldScope, 'scope' | 'scopeId'>[] | undefined> {
+    if (this.budgetHolds === undefined) return undefined;
+    const { tenantId, keyId, month } = reservation;
+    const scopes: BudgetHoldScope[] = [];
+    for (const [scope, scopeId] of [
+      ['tenant', tenantId],
+      ['key', keyId],
+    ] as const) {
+      const budget = this.budgets.get(`${scope}:${scopeId}`);
+      if (budget === undefined || budget.enforcement !== 'hard') continue;
+      scopes.push({
+        scope,
+        scopeId,
+        limit: budget.monthlyLimit,
+        seed: () => this.settledSpend(tenantId, month, scope, scopeId),
+      });
+    }
+    if (scopes.length === 0) return scopes;
+    let outcome: Awaited<ReturnType<BudgetHolds['hold']>>;
+    try {
+      outcome = await this.budgetHolds.hold(tenantId, month, scopes, reservation.amount);
+    } catch (error: unknown) {
+      this.logger.warn(
+        { err: error, tenantId },
+        "shared budget holds unavailable: budgets checked by this process's counts",
+      );
+      this.onBudgetHoldFallback?.();
+      return undefined;
+    }
+    if (!outcome.held)
+      throw new InsufficientQuotaError(`The monthly budget of this ${outcome.refusedBy.scope} is used up.`);
+    return scopes.map(({ scope, scopeId }) => ({ scope, scopeId }));
+  }
+
+  /** The month's settled spend of a tenant or key, from the ledger's rollups (seeds the shared budget counts). */
+  private async settledSpend(tenantId: string, month: string, scope: 'tenant' | 'key', scopeId: string): Promise<Nano> {
+    const start = Date.parse(`${month}-01T00:00:00Z`);
+    const end = nextMonthStart(start);
+    if (scope === 'tenant') {
+      const rows = await this.ledger.queryBillingRollups({ tenantId, start, end });
+      return rows.reduce((sum, row) => sum + row.amount, 0n);
+    }
+    const rows = await this.ledger.queryUsageRollups({ bucket: '1d', start, end, tenantId });
+    return rows.reduce((sum, row) => (row.keyId === scopeId ? sum + row.amount : sum), 0n);
+  }
+
+  /**
+   * Ends a reservation's budget hold (once, when its request is settled: its real spend, `spent`, then counts
+   * through `recordSpend` here and in the shared store). The wallet part is released by the settlement or by
+   * `release`.
+   */
+  releaseBudgetHold(reservation: Reservation, spent: Nano): void {
+    const shared = reservation.sharedBudgets;
+    if (shared !== undefined && this.budgetHolds !== undefined) {
+      const { tenantId, month, amount } = reservation;
+      this.budgetHolds.settle(tenantId, month, shared, amount, spent).catch((error: unknown) => {
+        this.logger.error({ err: error, tenantId }, 'could not settle a shared budget hold');
+      });
+    }
     const counter = this.months.get(reservation.tenantId);
     if (counter === undefined || counter.month !== reservation.month || reservation.amount === 0n) return;
     counter.held -= reservation.amount;

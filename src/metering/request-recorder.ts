@@ -210,9 +210,12 @@ export class RequestRecorder {
     rateRequest: RateRequest | undefined,
     monthTokensBefore: bigint | undefined,
   ): void {
-    if (trace.reservation !== undefined) this.billing.releaseBudgetHold(trace.reservation);
-    if (rateRequest === undefined) return;
-    const event = this.billing.rate(rateRequest, monthTokensBefore);
+    let event: ReturnType<BillingService['rate']>;
+    try {
+      event = rateRequest === undefined ? undefined : this.billing.rate(rateRequest, monthTokensBefore);
+    } finally {
+      if (trace.reservation !== undefined) this.billing.releaseBudgetHold(trace.reservation, event?.amount ?? 0n);
+    }
     if (event === undefined) return;
     settlement.event = event;
     const spend = this.billing.recordSpend(event);

@@ -46,6 +46,12 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  readonly budgetHoldFallbacks = new Counter({
+    name: 'tollgate_budget_hold_fallbacks_total',
+    help: "Admissions whose hard budgets were checked by the process's own counts because the shared holds (Redis) failed.",
+    registers: [this.registry],
+  });
+
   readonly upstreamErrors = new Counter({
     name: 'tollgate_upstream_errors_total',
     help: 'Failed upstream calls, by deployment and error code.',
