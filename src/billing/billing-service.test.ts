@@ -86,8 +86,10 @@ describe('BillingService with shared budget holds (cluster mode)', () => {
   });
 
   it("falls back to this process's counts when the shared store fails, and counts the fallback", async () => {
+    let attempts = 0;
     const failing: BudgetHolds = {
       hold: async () => {
+        attempts += 1;
         throw new Error('connect ECONNREFUSED 127.0.0.1:6379');
       },
       settle: async () => undefined,
@@ -101,6 +103,8 @@ describe('BillingService with shared budget holds (cluster mode)', () => {
       // This process's own hold of 700 still counts: 700 + 400 > 1000.
       await expect(billing.reserve(tenantId, 'key_1', 400n, at)).rejects.toBeInstanceOf(InsufficientQuotaError);
       expect(fallbacks()).toBe(2);
+      // The second admission came within a second of the failure: it did not wait for the store again.
+      expect(attempts).toBe(1);
     } finally {
       await close();
     }

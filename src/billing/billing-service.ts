@@ -97,6 +97,9 @@ interface MonthCounter {
   keyHeld: Map<string, Nano>;
 }
 
+/** After the shared budget holds fail, how long admission uses this process's counts before asking them again, ms. */
+const BUDGET_HOLDS_RETRY_MS = 1000;
+
 /** Pricing, wallets and budgets for the request path. */
 export class BillingService {
   private readonly clock: Clock;
@@ -131,6 +134,8 @@ export class BillingService {
   private readonly volumePositions: VolumePositionStore | undefined;
   private readonly budgetHolds: BudgetHolds | undefined;
   private readonly onBudgetHoldFallback: (() => void) | undefined;
+  /** `performance.now()` until which the shared budget holds are not asked (they just failed). */
+  private budgetHoldsDownUntil = Number.NEGATIVE_INFINITY;
   private readonly unsubscribe: (() => void) | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
 
@@ -352,10 +357,16 @@ export class BillingService {
       });
     }
     if (scopes.length === 0) return scopes;
+    // Right after a failure, do not make every budgeted request wait for the next command timeout.
+    if (performance.now() < this.budgetHoldsDownUntil) {
+      this.onBudgetHoldFallback?.();
+      return undefined;
+    }
     let outcome: Awaited<ReturnType<BudgetHolds['hold']>>;
     try {
       outcome = await this.budgetHolds.hold(tenantId, month, scopes, reservation.amount);
     } catch (error: unknown) {
+      this.budgetHoldsDownUntil = performance.now() + BUDGET_HOLDS_RETRY_MS;
       this.logger.warn(
         { err: error, tenantId },
         "shared budget holds unavailable: budgets checked by this process's counts",
