@@ -2,7 +2,6 @@
  * The HTTP surface: OpenAI-compatible routes under `/v1`, the admin API under `/admin/v1`, health and metrics.
  * Each handler validates (compiled schemas), calls one service function and maps the result or the error.
  */
-import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { rateLimitHeaders } from '../admission/rate-limit-headers.js';
@@ -27,6 +26,7 @@ import { registerBillingRoutes } from './billing-routes.js';
 import { toClientError } from './error-reply.js';
 import { registerFilesRoutes } from './files-routes.js';
 import { HttpSseSink } from './http-sse-sink.js';
+import { newRequestId } from './request-id.js';
 import {
   ChatCompletionRequestSchema,
   CompletionRequestSchema,
@@ -74,7 +74,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   const app = Fastify({
     logger: false,
     bodyLimit: options.bodyLimitBytes,
-    genReqId: () => `req_${randomUUID().replaceAll('-', '')}`,
+    genReqId: () => newRequestId(),
     requestIdHeader: false,
     return503OnClosing: true,
     // Closing drops idle keep-alive connections at once instead of waiting for clients to hang up.
