@@ -353,7 +353,10 @@ export class BillingService {
         scope,
         scopeId,
         limit: budget.monthlyLimit,
-        seed: () => this.settledSpend(tenantId, month, scope, scopeId),
+        seed: async () => {
+          const settled = await this.ledgerMonth(tenantId, month);
+          return scope === 'tenant' ? settled.spend : (settled.keySpend.get(scopeId) ?? 0n);
+        },
       });
     }
     if (scopes.length === 0) return scopes;
@@ -377,18 +380,6 @@ export class BillingService {
     if (!outcome.held)
       throw new InsufficientQuotaError(`The monthly budget of this ${outcome.refusedBy.scope} is used up.`);
     return scopes.map(({ scope, scopeId }) => ({ scope, scopeId }));
-  }
-
-  /** The month's settled spend of a tenant or key, from the ledger's rollups (seeds the shared budget counts). */
-  private async settledSpend(tenantId: string, month: string, scope: 'tenant' | 'key', scopeId: string): Promise<Nano> {
-    const start = Date.parse(`${month}-01T00:00:00Z`);
-    const end = nextMonthStart(start);
-    if (scope === 'tenant') {
-      const rows = await this.ledger.queryBillingRollups({ tenantId, start, end });
-      return rows.reduce((sum, row) => sum + row.amount, 0n);
-    }
-    const rows = await this.ledger.queryUsageRollups({ bucket: '1d', start, end, tenantId });
-    return rows.reduce((sum, row) => (row.keyId === scopeId ? sum + row.amount : sum), 0n);
   }
 
   /**
@@ -520,15 +511,12 @@ export class BillingService {
     if (version === undefined || version.volumeTiers.length === 0) return undefined;
     const month = monthOf(request.receivedAt);
     const tokens = BigInt(request.usage.input.total + request.usage.output.total);
-    return this.volumePositions.advance(request.tenantId, month, tokens, async () => {
-      const start = Date.parse(`${month}-01T00:00:00Z`);
-      const rows = await this.ledger.queryBillingRollups({
-        tenantId: request.tenantId,
-        start,
-        end: nextMonthStart(start),
-      });
-      return rows.reduce((sum, row) => sum + BigInt(row.inputTokens + row.cachedTokens + row.outputTokens), 0n);
-    });
+    return this.volumePositions.advance(
+      request.tenantId,
+      month,
+      tokens,
+      async () => (await this.ledgerMonth(request.tenantId, month)).tokens,
+    );
   }
 
   /** Advances the month counters by a settled event (call once per event actually committed or about to be). */
@@ -561,24 +549,34 @@ export class BillingService {
     return pending;
   }
 
-  private async loadMonth(tenantId: string, month: string): Promise<MonthCounter> {
+  /**
+   * The tenant's month as the ledger has it settled, from the rollups: tokens (volume tiers), spend and spend per key
+   * (budgets). Loads this process's month counter and seeds the shared ones (cluster mode).
+   */
+  private async ledgerMonth(
+    tenantId: string,
+    month: string,
+  ): Promise<{ tokens: bigint; spend: Nano; keySpend: Map<string, Nano> }> {
     const start = Date.parse(`${month}-01T00:00:00Z`);
     const end = nextMonthStart(start);
     const rows = await this.ledger.queryBillingRollups({ tenantId, start, end });
     const keyRows = await this.ledger.queryUsageRollups({ bucket: '1d', start, end, tenantId });
-    // Requests rated while the rollups loaded are already in the map: keep them on top.
-    const current = this.months.get(tenantId);
-    const counter: MonthCounter = {
-      month,
+    const keySpend = new Map<string, Nano>();
+    for (const row of keyRows) {
+      if (row.keyId !== null) keySpend.set(row.keyId, (keySpend.get(row.keyId) ?? 0n) + row.amount);
+    }
+    return {
       tokens: rows.reduce((sum, row) => sum + BigInt(row.inputTokens + row.cachedTokens + row.outputTokens), 0n),
       spend: rows.reduce((sum, row) => sum + row.amount, 0n),
-      keySpend: new Map(),
-      held: 0n,
-      keyHeld: new Map(),
+      keySpend,
     };
-    for (const row of keyRows) {
-      if (row.keyId !== null) counter.keySpend.set(row.keyId, (counter.keySpend.get(row.keyId) ?? 0n) + row.amount);
-    }
+  }
+
+  private async loadMonth(tenantId: string, month: string): Promise<MonthCounter> {
+    const settled = await this.ledgerMonth(tenantId, month);
+    // Requests rated while the rollups loaded are already in the map: keep them on top.
+    const current = this.months.get(tenantId);
+    const counter: MonthCounter = { month, ...settled, held: 0n, keyHeld: new Map() };
     if (current !== undefined && current.month === month) {
       counter.tokens += current.tokens;
       counter.spend += current.spend;
