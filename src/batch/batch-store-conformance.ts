@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { requestLogFixture } from '../store/ledger-fixtures.js';
 import type { Store } from '../store/store.js';
 import type { BatchRecord, BatchStore, FileRecord, NewBatchLine } from './batch-store.js';
 
@@ -209,26 +210,14 @@ export function describeBatchStoreConformance(name: string, options: BatchStoreC
       const requestId = `batch_${unique()}_0`;
       expect(await batches.requestLogged(requestId)).toBe(false);
       await store.insertRequestLogs([
-        {
+        requestLogFixture({
           requestId,
           tenantId: 't',
-          keyId: null,
-          endpoint: 'chat',
-          model: null,
-          deployment: null,
           status: 429,
           errorCode: 'rate_limit_exceeded',
-          stream: false,
-          promptTokens: 0,
-          cachedTokens: 0,
-          completionTokens: 0,
-          reasoningTokens: 0,
-          usageEstimated: false,
-          latencyMs: 1,
-          ttftMs: null,
           attempts: 0,
           createdAt: Date.now(),
-        },
+        }),
       ]);
       expect(await batches.requestLogged(requestId)).toBe(true);
     });

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from './create-store.js';
+import { requestLogFixture } from './ledger-fixtures.js';
 import type { Settlement } from './ledger-store.js';
 import type { Store } from './store.js';
 import { describeStoreConformance, logRecord, usageEvent } from './store-conformance.js';
@@ -129,28 +130,7 @@ describe('PostgreSQL store', () => {
     try {
       await store.migrate();
       const tenantId = `ten_big_${randomBytes(4).toString('hex')}`;
-      await store.insertRequestLogs([
-        {
-          requestId: `req_${tenantId}`,
-          tenantId,
-          keyId: null,
-          endpoint: 'chat',
-          model: null,
-          deployment: null,
-          status: 200,
-          errorCode: null,
-          stream: false,
-          promptTokens: 0,
-          cachedTokens: 0,
-          completionTokens: 0,
-          reasoningTokens: 0,
-          usageEstimated: false,
-          latencyMs: 0,
-          ttftMs: null,
-          attempts: 1,
-          createdAt: 1,
-        },
-      ]);
+      await store.insertRequestLogs([requestLogFixture({ requestId: `req_${tenantId}`, tenantId, createdAt: 1 })]);
       const client = new pg.Client({ connectionString: baseUrl });
       await client.connect();
       await client.query(`update "${schema}".request_log set prompt_tokens = 9007199254740993 where tenant_id = $1`, [

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { BillingRollupsTable, UsageRollupsTable } from './database-schema.js';
+import { requestLogFixture } from './ledger-fixtures.js';
 import type { Settlement, UsageEventRecord } from './ledger-store.js';
 import { settlementEffects } from './settlement-effects.js';
 
@@ -164,26 +165,14 @@ function settlementOf(input: EventInput): Settlement {
     detail: '{}',
   };
   const settlement: Settlement = {
-    log: {
+    log: requestLogFixture({
       requestId,
       tenantId: input.tenant,
       keyId: input.keyId,
-      endpoint: 'chat',
       model: input.model,
       deployment: null,
-      status: 200,
-      errorCode: null,
-      stream: false,
-      promptTokens: 0,
-      cachedTokens: 0,
-      completionTokens: 0,
-      reasoningTokens: 0,
-      usageEstimated: false,
-      latencyMs: 1,
-      ttftMs: null,
-      attempts: 1,
       createdAt: event.receivedAt,
-    },
+    }),
     checkpointRequestId: requestId,
   };
   if (input.hasEvent) settlement.event = event;

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { billingRollupFixture } from './ledger-fixtures.js';
+import { billingRollupFixture, requestLogFixture, usageEventFixture } from './ledger-fixtures.js';
 import type {
   BillingRollupRow,
   BudgetRecord,
@@ -823,29 +823,21 @@ export function usageEvent(
     contractDiscount: 0n,
     volumeDiscount: -1n,
   };
-  return {
+  // The amount is that of the default parts even when an override changes a part: tests round-trip such rows.
+  return usageEventFixture({
     requestId: `req_${randomSuffix()}`,
     tenantId,
     keyId: 'key_test',
-    model: 'model-a',
-    deployment: 'sim/model-a',
-    batch: false,
     receivedAt,
-    currency: 'CNY',
-    priceVersion: 'v1',
-    tier: '0-32768',
-    outputCondition: null,
     inputTokens: 1000,
     cachedTokens: 100,
     outputTokens: 200,
     reasoningTokens: 10,
-    estimated: false,
     ...parts,
     amount: Object.values(parts).reduce((sum, part) => sum + part, 0n),
     cost: 500n,
-    detail: '{}',
     ...overrides,
-  };
+  });
 }
 
 function checkpoint(event: UsageEventRecord): StreamCheckpoint {
@@ -897,25 +889,14 @@ export function logRecord(
   createdAt: number,
   overrides: Partial<RequestLogRecord> = {},
 ): RequestLogRecord {
-  return {
+  return requestLogFixture({
     requestId: `req_${randomSuffix()}`,
     tenantId,
     keyId: 'key_test',
-    endpoint: 'chat',
-    model: 'model-a',
-    deployment: 'sim/model-a',
-    status: 200,
-    errorCode: null,
-    stream: false,
     promptTokens: 10,
-    cachedTokens: 0,
     completionTokens: 20,
-    reasoningTokens: 0,
-    usageEstimated: false,
     latencyMs: 100,
-    ttftMs: null,
-    attempts: 1,
     createdAt,
     ...overrides,
-  };
+  });
 }
