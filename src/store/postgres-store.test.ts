@@ -158,6 +158,18 @@ describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation
     };
   }
 
+  /** Puts `amount` on the tenant's wallet. */
+  async function credit(store: Store, tenantId: string, amount: bigint) {
+    await store.addWalletTransaction({
+      tenantId,
+      kind: 'topup',
+      amount,
+      currency: 'CNY',
+      idempotencyKey: null,
+      note: null,
+    });
+  }
+
   /** Asserts that events, both rollups and the wallet each count `settled` exactly once. */
   async function expectCountedOnce(store: Store, tenantId: string, settled: readonly Settlement[], topUp: bigint) {
     const range = { start: 0, end: Date.UTC(2100, 0) };
@@ -183,14 +195,7 @@ describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation
       await store.migrate();
       const tenantId = `ten_retry_${randomBytes(4).toString('hex')}`;
       const topUp = 1000n * UNIT;
-      await store.addWalletTransaction({
-        tenantId,
-        kind: 'topup',
-        amount: topUp,
-        currency: 'CNY',
-        idempotencyKey: null,
-        note: null,
-      });
+      await credit(store, tenantId, topUp);
       const at = Date.UTC(2031, 4, 5, 6, 7);
       const first = [0, 1, 2].map((index) => settlement(tenantId, at + index * 61_000));
       const fresh = settlement(tenantId, at + 5 * 61_000);
@@ -217,14 +222,7 @@ describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation
     try {
       await store.migrate();
       const tenantId = `ten_release_${randomBytes(4).toString('hex')}`;
-      await store.addWalletTransaction({
-        tenantId,
-        kind: 'topup',
-        amount: 1000n * UNIT,
-        currency: 'CNY',
-        idempotencyKey: null,
-        note: null,
-      });
+      await credit(store, tenantId, 1000n * UNIT);
       const item = settlement(tenantId, Date.UTC(2031, 4, 6));
       expect(await store.reserve(tenantId, item.reservation!.amount)).toBe(true);
       await store.settle([item]);
@@ -243,14 +241,7 @@ describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation
       await one.migrate();
       const tenantId = `ten_race_${randomBytes(4).toString('hex')}`;
       const topUp = 10n ** 6n * UNIT;
-      await one.addWalletTransaction({
-        tenantId,
-        kind: 'topup',
-        amount: topUp,
-        currency: 'CNY',
-        idempotencyKey: null,
-        note: null,
-      });
+      await credit(one, tenantId, topUp);
       // Every round starts new minutes, so both writers also race to create the same new rollup rows.
       const settled: Settlement[] = [];
       for (let round = 0; round < 6; round++) {
