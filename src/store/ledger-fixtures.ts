@@ -6,6 +6,23 @@
 import type { BillingRollupRow, UsageEventRecord } from './ledger-store.js';
 import type { RequestLogRecord } from './store.js';
 
+/** The parts an amount is the sum of: list amounts, then the (negative) discounts. */
+const AMOUNT_PARTS = [
+  'inputListAmount',
+  'cachedListAmount',
+  'outputListAmount',
+  'batchDiscount',
+  'offPeakDiscount',
+  'contractDiscount',
+  'volumeDiscount',
+] as const;
+
+/** Every part and the amount at zero, in the records' column order. */
+const NO_AMOUNTS = { ...Object.fromEntries(AMOUNT_PARTS.map((part) => [part, 0n])), amount: 0n } as Record<
+  (typeof AMOUNT_PARTS)[number] | 'amount',
+  bigint
+>;
+
 /** A successful, unstreamed chat request of `tenantId`. */
 export function requestLogFixture(
   fields: Partial<RequestLogRecord> & Pick<RequestLogRecord, 'requestId' | 'tenantId'>,
@@ -57,14 +74,7 @@ export function usageEventFixture(
     outputTokens: 0,
     reasoningTokens: 0,
     estimated: false,
-    inputListAmount: 0n,
-    cachedListAmount: 0n,
-    outputListAmount: 0n,
-    batchDiscount: 0n,
-    offPeakDiscount: 0n,
-    contractDiscount: 0n,
-    volumeDiscount: 0n,
-    amount: 0n,
+    ...NO_AMOUNTS,
     cost: null,
     detail: '{}',
     ...rest,
@@ -91,14 +101,7 @@ export function billingRollupFixture(
     inputTokens: 0,
     cachedTokens: 0,
     outputTokens: 0,
-    inputListAmount: 0n,
-    cachedListAmount: 0n,
-    outputListAmount: 0n,
-    batchDiscount: 0n,
-    offPeakDiscount: 0n,
-    contractDiscount: 0n,
-    volumeDiscount: 0n,
-    amount: 0n,
+    ...NO_AMOUNTS,
     cost: 0n,
     ...rest,
   };
@@ -107,13 +110,5 @@ export function billingRollupFixture(
 }
 
 function sumOfParts(parts: Omit<BillingRollupRow, 'cost'> | UsageEventRecord): bigint {
-  return (
-    parts.inputListAmount +
-    parts.cachedListAmount +
-    parts.outputListAmount +
-    parts.batchDiscount +
-    parts.offPeakDiscount +
-    parts.contractDiscount +
-    parts.volumeDiscount
-  );
+  return AMOUNT_PARTS.reduce((sum, part) => sum + parts[part], 0n);
 }
