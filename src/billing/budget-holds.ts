@@ -14,8 +14,9 @@
  * which are exact below 2^53 nano-units (about 9 million currency units per budget and month).
  */
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Nano } from '../store/ledger-store.js';
+import { MONTH_COUNT_TTL_SECONDS, openBillingRedis } from './billing-redis.js';
 
 /** One hard budget a request must fit. */
 export interface BudgetHoldScope {
@@ -137,20 +138,14 @@ export class RedisBudgetHolds implements BudgetHolds {
   private lastBeat = Number.NEGATIVE_INFINITY;
 
   constructor(options: RedisBudgetHoldsOptions) {
-    this.redis = new Redis(options.url, {
-      maxRetriesPerRequest: 1,
-      commandTimeout: options.commandTimeoutMs ?? 1000,
-      lazyConnect: true,
-    });
-    // Errors surface on the command that failed; the connection itself is retried by ioredis.
-    this.redis.on('error', () => undefined);
+    this.redis = openBillingRedis(options.url, options.commandTimeoutMs);
     this.redis.defineCommand('tollgateBudgetHold', { lua: HOLD_SCRIPT });
     this.redis.defineCommand('tollgateBudgetSettle', { lua: SETTLE_SCRIPT });
     this.commands = this.redis as unknown as BudgetCommands;
     this.prefix = options.prefix ?? 'tg:budget:';
     this.ownerPrefix = `${this.prefix}owner:`;
     this.ownerTtlMs = options.ownerTtlMs ?? 15_000;
-    this.ttl = String(options.ttlSeconds ?? 40 * 86_400);
+    this.ttl = String(options.ttlSeconds ?? MONTH_COUNT_TTL_SECONDS);
     this.heartbeat = setInterval(() => void this.keepAlive().catch(() => undefined), this.ownerTtlMs / 3);
     this.heartbeat.unref();
   }

@@ -4,7 +4,8 @@
  * process, two processes would each rate the same "first billion" at list price. `advance` hands out positions from
  * one Redis counter per tenant and month, atomically, so every token gets exactly one position across processes.
  */
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { MONTH_COUNT_TTL_SECONDS, openBillingRedis } from './billing-redis.js';
 
 /** Hands out month positions for a tenant's tokens. */
 export interface VolumePositionStore {
@@ -52,16 +53,10 @@ export class RedisVolumePositionStore implements VolumePositionStore {
   private readonly ttl: string;
 
   constructor(options: RedisVolumePositionStoreOptions) {
-    this.redis = new Redis(options.url, {
-      maxRetriesPerRequest: 1,
-      commandTimeout: options.commandTimeoutMs ?? 1000,
-      lazyConnect: true,
-    });
-    // Errors surface on the command that failed; the connection itself is retried by ioredis.
-    this.redis.on('error', () => undefined);
+    this.redis = openBillingRedis(options.url, options.commandTimeoutMs);
     this.redis.defineCommand('tollgateVolumeAdvance', { numberOfKeys: 1, lua: ADVANCE_SCRIPT });
     this.prefix = options.prefix ?? 'tg:volume:';
-    this.ttl = String(options.ttlSeconds ?? 40 * 86_400);
+    this.ttl = String(options.ttlSeconds ?? MONTH_COUNT_TTL_SECONDS);
   }
 
   async advance(tenantId: string, month: string, tokens: bigint, seed: () => Promise<bigint>): Promise<bigint> {
