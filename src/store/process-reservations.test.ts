@@ -7,6 +7,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { requestLogFixture, usageEventFixture } from './ledger-fixtures.js';
 import type { Settlement } from './ledger-store.js';
@@ -14,9 +15,11 @@ import { openSqliteStore, type SqliteStore } from './sqlite-store.js';
 
 let store: SqliteStore;
 let tenantId: string;
+let databasePath: string;
 
 beforeEach(async () => {
-  store = openSqliteStore(path.join(mkdtempSync(path.join(tmpdir(), 'tg-held-')), 'store.db'));
+  databasePath = path.join(mkdtempSync(path.join(tmpdir(), 'tg-held-')), 'store.db');
+  store = openSqliteStore(databasePath);
   await store.migrate();
   store.useProcessReservations();
   tenantId = (await store.createTenant('t')).id;
@@ -155,6 +158,25 @@ describe('the SQLite settle thread', () => {
       count: 1,
     });
     expect(await requestLogCount('req_1')).toBe(1);
+  });
+
+  it('never counts a charge still in flight as money: a refusal that reads the row meanwhile nets it out', async () => {
+    expect(store.settleOnThread()).toBe(true);
+    expect(await store.reserve(tenantId, 1_500n)).toBe(true);
+    // Another connection holds the write lock, so the settle thread's commit waits (busy timeout) in flight.
+    const blocker = new Database(databasePath);
+    blocker.exec('begin immediate');
+    const settled = store.settle([settlement('req_flight', 1_500n, 1_500n)]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Refused (2,000 − 1,500 held < 600), and the refusal reads the row, which does not hold the charge yet.
+    expect(await store.reserve(tenantId, 600n)).toBe(false);
+    blocker.exec('commit');
+    blocker.close();
+    await settled;
+    expect((await store.getWallet(tenantId))?.balance).toBe(500n);
+    // 500 left: without netting out the charge the row read before the commit would have let 600 through.
+    expect(await store.reserve(tenantId, 600n)).toBe(false);
+    expect(await store.reserve(tenantId, 500n)).toBe(true);
   });
 
   it('rolls a failing transaction back and rejects, writing nothing of its batch', async () => {

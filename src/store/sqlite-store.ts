@@ -111,6 +111,11 @@ export class SqliteStore extends KyselyStore {
    * see `reserve`).
    */
   private readonly knownFunds = new Map<string, { balance: Nano; creditLimit: Nano }>();
+  /**
+   * Charges of settlements handed to `settle` and not yet answered, by tenant: a wallet row read meanwhile may not
+   * hold them yet, so funds read from the row are taken net of them (see `reserve`).
+   */
+  private readonly pendingCharges = new Map<string, Nano>();
   private readonly database: Database.Database;
   /** Where settlement transactions run when not on this thread (see `settleOnThread`). */
   private settleThread: SqliteSettleThread | undefined;
@@ -163,7 +168,9 @@ export class SqliteStore extends KyselyStore {
       if (funds === undefined || funds.balance + funds.creditLimit - reserved < amount) {
         const row = this.fundsStatement.get(tenantId);
         if (row === undefined) return false;
-        funds = { balance: row.balance, creditLimit: row.credit_limit };
+        // Charges in flight may or may not be in the row yet: counting them as not yet in keeps a lower bound (a
+        // charge that did land is counted twice until the next read, which only refuses early).
+        funds = { balance: row.balance - (this.pendingCharges.get(tenantId) ?? 0n), creditLimit: row.credit_limit };
         this.knownFunds.set(tenantId, funds);
         if (funds.balance + funds.creditLimit - reserved < amount) return false;
       }
@@ -213,17 +220,30 @@ export class SqliteStore extends KyselyStore {
     // duplicate event (not charged again) or a failed commit only leaves them lower until the next refusal re-reads.
     for (const settlement of batch) {
       const event = settlement.event;
-      const known = event === undefined ? undefined : this.knownFunds.get(event.tenantId);
-      if (known !== undefined) known.balance -= event!.amount;
+      if (event === undefined) continue;
+      const known = this.knownFunds.get(event.tenantId);
+      if (known !== undefined) known.balance -= event.amount;
+      this.pendingCharges.set(event.tenantId, (this.pendingCharges.get(event.tenantId) ?? 0n) + event.amount);
     }
-    if (this.settleThread?.alive === true) await this.settleThread.settle(batch);
-    else {
-      if (this.settleThread !== undefined) {
-        // The thread died: this connection settles (and checkpoints) again.
-        this.settleThread = undefined;
-        this.database.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+    try {
+      if (this.settleThread?.alive === true) await this.settleThread.settle(batch);
+      else {
+        if (this.settleThread !== undefined) {
+          // The thread died: this connection settles (and checkpoints) again.
+          this.settleThread = undefined;
+          this.database.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+        }
+        await this.db.connection().execute(async () => this.settleNow(batch));
       }
-      await this.db.connection().execute(async () => this.settleNow(batch));
+    } finally {
+      // Committed (now in the row) or failed (never will be): no longer in flight either way.
+      for (const settlement of batch) {
+        const event = settlement.event;
+        if (event === undefined) continue;
+        const left = (this.pendingCharges.get(event.tenantId) ?? 0n) - event.amount;
+        if (left === 0n) this.pendingCharges.delete(event.tenantId);
+        else this.pendingCharges.set(event.tenantId, left);
+      }
     }
     if (this.processReservations !== undefined) {
       for (const settlement of batch) {
