@@ -177,26 +177,20 @@ export class RequestRecorder {
     if (trace.stream) settlement.checkpointRequestId = trace.requestId;
     const rateRequest = usage === undefined ? undefined : rateRequestFor(trace, usage);
     const position = rateRequest === undefined ? undefined : this.billing.volumePositionFor(rateRequest);
-    if (position === undefined) {
-      this.charge(trace, settlement, rateRequest, undefined);
+    const settle = (monthTokensBefore: bigint | undefined) => {
+      this.charge(trace, settlement, rateRequest, monthTokensBefore);
       return this.commit(trace, record, settlement, latencyMs, ttftMs);
-    }
+    };
+    if (position === undefined) return settle(undefined);
     // Cluster mode with volume tiers: the request's place in the tenant's month comes from the shared counter.
-    return position.then(
-      (before) => {
-        this.charge(trace, settlement, rateRequest, before);
-        return this.commit(trace, record, settlement, latencyMs, ttftMs);
-      },
-      (error: unknown) => {
-        this.logger.warn(
-          { err: error, reqId: trace.requestId },
-          "shared volume counter unavailable: rated by this process's month count",
-        );
-        this.metrics.volumeCounterFallbacks.inc();
-        this.charge(trace, settlement, rateRequest, undefined);
-        return this.commit(trace, record, settlement, latencyMs, ttftMs);
-      },
-    );
+    return position.then(settle, (error: unknown) => {
+      this.logger.warn(
+        { err: error, reqId: trace.requestId },
+        "shared volume counter unavailable: rated by this process's month count",
+      );
+      this.metrics.volumeCounterFallbacks.inc();
+      return settle(undefined);
+    });
   }
 
   /**
