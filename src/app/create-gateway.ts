@@ -207,7 +207,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     logger,
   });
   const alerts = new BudgetAlertService({ ledger: store, notifier, logger, defaultCurrency: billing.currency });
-  billing.onBudgetsReloaded = () => alerts.reloadBudgets();
+  billing.onBudgetsReloaded = (budgets) => alerts.useBudgets(budgets);
   const recorder = new RequestRecorder(writer, billing, metrics, logger, {
     logRequests: config.log.requests,
     alerts: {

@@ -261,14 +261,14 @@ export class BillingService {
     await this.announce(ConfigSubject.prices);
   }
 
-  /** Called after budgets are reloaded (budget alerting keeps its own cache). */
-  onBudgetsReloaded: (() => Promise<void>) | undefined;
+  /** Called with the budgets after every reload (budget alerting keeps its own cache of them). */
+  onBudgetsReloaded: ((budgets: readonly BudgetRecord[]) => void) | undefined;
 
   /** Reloads budgets after an admin change. */
   async reloadBudgets(): Promise<void> {
     const budgets = await this.ledger.listBudgets();
     this.budgets = new Map(budgets.map((budget) => [`${budget.scope}:${budget.scopeId}`, budget]));
-    await this.onBudgetsReloaded?.();
+    this.onBudgetsReloaded?.(budgets);
   }
 
   /**

@@ -131,10 +131,15 @@ export class BudgetAlertService {
     return sent;
   }
 
-  private async load(): Promise<void> {
-    const budgets = await this.ledger.listBudgets();
+  /** Replaces the cached budgets with ones already read (the billing service's reload), without a query. */
+  useBudgets(budgets: readonly BudgetRecord[]): void {
     this.budgets = new Map(budgets.map((budget) => [cacheKey(budget.scope, budget.scopeId), budget]));
     this.ready = true;
+    this.loaded = Promise.resolve();
+  }
+
+  private async load(): Promise<void> {
+    this.useBudgets(await this.ledger.listBudgets());
   }
 
   private async evaluate(
