@@ -16,6 +16,9 @@ const sims: Record<string, SimServer> = {};
 let capture: Server;
 let captureUrl: string;
 const captured: Array<{ body: Record<string, unknown>; headers: IncomingMessage['headers'] }> = [];
+/** An upstream that streams one content chunk, then holds the rest until the test calls `releaseGate`. */
+let gate: Server;
+let releaseGate: () => void = () => undefined;
 let harness: TestGateway;
 let client: OpenAI;
 let tenantId: string;
@@ -58,6 +61,23 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => capture.listen(0, '127.0.0.1', resolve));
   captureUrl = `http://127.0.0.1:${(capture.address() as AddressInfo).port}/v1`;
+  gate = createServer((request, response) => {
+    request.resume();
+    request.on('end', () => {
+      const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+        `data: ${JSON.stringify({ id: 'chatcmpl-gate', object: 'chat.completion.chunk', created: 1, model: 'simulated', choices, ...extra })}\n\n`;
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      response.write(chunk([{ index: 0, delta: { role: 'assistant', content: 'first' }, finish_reason: null }]));
+      releaseGate = () => {
+        response.write(chunk([{ index: 0, delta: { content: ' second' }, finish_reason: null }]));
+        response.write(chunk([{ index: 0, delta: {}, finish_reason: 'stop' }]));
+        response.write(chunk([], { usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 } }));
+        response.end('data: [DONE]\n\n');
+      };
+    });
+  });
+  await new Promise<void>((resolve) => gate.listen(0, '127.0.0.1', resolve));
+  const gateUrl = `http://127.0.0.1:${(gate.address() as AddressInfo).port}/v1`;
 
   const timeouts = { connect_ms: 1000, first_byte_ms: 400, idle_ms: 1000 };
   const upstream = (name: string, base_url: string) => ({
@@ -78,10 +98,11 @@ beforeAll(async () => {
       upstreams: [
         ...names.map((name) => upstream(name, sims[name]!.url)),
         upstream('capture', captureUrl),
+        upstream('gate', gateUrl),
         upstream('dead', 'http://127.0.0.1:9/v1'),
       ],
       models: [
-        ...[...names, 'capture', 'dead'].map(model),
+        ...[...names, 'capture', 'gate', 'dead'].map(model),
         {
           name: 'failover-model',
           context_window: 32_768,
@@ -103,6 +124,8 @@ afterAll(async () => {
   await harness?.close();
   await Promise.all(Object.values(sims).map((sim) => sim.close()));
   capture?.close();
+  gate?.closeAllConnections();
+  gate?.close();
 });
 
 const messages = [{ role: 'user' as const, content: 'Say something long.' }];
@@ -192,6 +215,35 @@ describe('relay through the OpenAI-compatible adapter', () => {
     expect(hung?.status).toBe(504);
     expect(hung?.code).toBe('upstream_timeout');
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('relays a stream as it arrives: the first chunk reaches the client while the upstream holds the rest', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'gate-model',
+      messages,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const chunks = stream[Symbol.asyncIterator]();
+    try {
+      const first = await Promise.race([
+        chunks.next(),
+        new Promise<'held'>((resolve) => setTimeout(() => resolve('held'), 5000)),
+      ]);
+      // A gateway that buffered the stream would hold this chunk until the upstream finished.
+      expect(first).not.toBe('held');
+      expect((first as IteratorResult<OpenAI.ChatCompletionChunk>).value.choices[0]?.delta.content).toBe('first');
+    } finally {
+      releaseGate();
+    }
+    let rest = '';
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for (let next = await chunks.next(); !next.done; next = await chunks.next()) {
+      rest += next.value.choices[0]?.delta.content ?? '';
+      usage = next.value.usage ?? usage;
+    }
+    expect(rest).toBe(' second');
+    expect(usage?.completion_tokens).toBe(2);
   });
 
   it('ends a stream cut by the upstream with an error event and records the tokens delivered', async () => {
