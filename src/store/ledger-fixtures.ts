@@ -3,23 +3,13 @@
  * at a neutral value, so a test states only what it is about. Amounts left out follow the ledger invariant: `amount`
  * is the list amounts plus the discounts. Used by tests and their child processes, never by the gateway.
  */
+import { AMOUNT_PART_FIELDS } from './ledger-rows.js';
 import type { BillingRollupRow, UsageEventRecord } from './ledger-store.js';
 import type { RequestLogRecord } from './store.js';
 
-/** The parts an amount is the sum of: list amounts, then the (negative) discounts. */
-const AMOUNT_PARTS = [
-  'inputListAmount',
-  'cachedListAmount',
-  'outputListAmount',
-  'batchDiscount',
-  'offPeakDiscount',
-  'contractDiscount',
-  'volumeDiscount',
-] as const;
-
 /** Every part and the amount at zero, in the records' column order. */
-const NO_AMOUNTS = { ...Object.fromEntries(AMOUNT_PARTS.map((part) => [part, 0n])), amount: 0n } as Record<
-  (typeof AMOUNT_PARTS)[number] | 'amount',
+const NO_AMOUNTS = { ...Object.fromEntries(AMOUNT_PART_FIELDS.map((part) => [part, 0n])), amount: 0n } as Record<
+  (typeof AMOUNT_PART_FIELDS)[number] | 'amount',
   bigint
 >;
 
@@ -110,5 +100,5 @@ export function billingRollupFixture(
 }
 
 function sumOfParts(parts: Omit<BillingRollupRow, 'cost'> | UsageEventRecord): bigint {
-  return AMOUNT_PARTS.reduce((sum, part) => sum + parts[part], 0n);
+  return AMOUNT_PART_FIELDS.reduce((sum, part) => sum + parts[part], 0n);
 }

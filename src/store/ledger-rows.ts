@@ -392,7 +392,8 @@ export function budgetFromRow(row: MoneyAsText<BudgetsTable>): BudgetRecord {
   };
 }
 
-const EVENT_NANO_FIELDS = [
+/** The nano amounts an event's `amount` is the sum of: its list amounts, then its (negative) discounts. */
+export const AMOUNT_PART_FIELDS = [
   'inputListAmount',
   'cachedListAmount',
   'outputListAmount',
@@ -400,6 +401,10 @@ const EVENT_NANO_FIELDS = [
   'offPeakDiscount',
   'contractDiscount',
   'volumeDiscount',
+] as const satisfies readonly (keyof UsageEventRecord & keyof BillingRollupRow)[];
+
+const EVENT_NANO_FIELDS = [
+  ...AMOUNT_PART_FIELDS,
   'amount',
   'cost',
 ] as const satisfies readonly (keyof UsageEventRecord)[];
