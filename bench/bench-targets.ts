@@ -28,6 +28,8 @@ export interface BenchTarget {
   headers: Record<string, string>;
   /** Process whose tree's memory is this target's (undefined for direct: the upstream is measured separately). */
   process: BenchProcess | undefined;
+  /** Prometheus endpoint (Tollgate targets only). */
+  metricsUrl?: string;
 }
 
 /** The minimal upstream, started as its own process. */
@@ -229,6 +231,7 @@ export async function startTollgate(
     chatUrl: `${origin}/v1/chat/completions`,
     headers: { authorization: `Bearer ${key.key}` },
     process: started,
+    metricsUrl: `${origin}/metrics`,
   };
 }
 

@@ -49,7 +49,7 @@ async function main(): Promise<void> {
       nodeArgs,
     });
     /** Per target and kind, one entry per round: throughput and the gateway's CPU per response. */
-    const results: Record<string, Record<'whole' | 'stream', { rate: number; cpuUs: number }[]>> = {
+    const results: Record<string, Record<'whole' | 'stream', { rate: number; cpuUs: number; perCommit: number }[]>> = {
       'metering-off': { whole: [], stream: [] },
       'metering-on': { whole: [], stream: [] },
     };
@@ -57,6 +57,7 @@ async function main(): Promise<void> {
       for (const stream of [false, true]) {
         for (const target of round % 2 === 0 ? [off, on] : [on, off]) {
           const pid = target.process!.pid;
+          const commitsBefore = await groupCommitCounters(target.metricsUrl!);
           const cpuBefore = processTreeCpuMs(pid);
           const result = await runLoadInChild({
             mode: 'max',
@@ -71,10 +72,14 @@ async function main(): Promise<void> {
             throw new Error(`${target.name}: ${result.non2xx} non-2xx, ${result.errors} errors`);
           }
           const cpuUs = ((processTreeCpuMs(pid) - cpuBefore) * 1000) / (result.ok + result.warmupResponses);
-          results[target.name]![stream ? 'stream' : 'whole'].push({ rate: result.throughput, cpuUs });
+          const commitsAfter = await groupCommitCounters(target.metricsUrl!);
+          const perCommit =
+            (commitsAfter.committed - commitsBefore.committed) /
+            Math.max(1, commitsAfter.transactions - commitsBefore.transactions);
+          results[target.name]![stream ? 'stream' : 'whole'].push({ rate: result.throughput, cpuUs, perCommit });
           process.stdout.write(
             `round ${round + 1} ${stream ? 'stream' : 'whole'} ${target.name}: ${result.throughput.toFixed(0)} req/s, ` +
-              `${cpuUs.toFixed(0)} µs CPU/req\n`,
+              `${cpuUs.toFixed(0)} µs CPU/req, ${perCommit.toFixed(1)} settlements/commit\n`,
           );
         }
       }
@@ -100,16 +105,19 @@ async function main(): Promise<void> {
         medianPairedLoss: median(pairedLosses),
         offCpuUs: mean(offRuns.map((run) => run.cpuUs)),
         onCpuUs: mean(onRuns.map((run) => run.cpuUs)),
+        offPerCommit: mean(offRuns.map((run) => run.perCommit)),
+        onPerCommit: mean(onRuns.map((run) => run.perCommit)),
       };
     });
     process.stdout.write(
       '\n| request | metering off req/s | metering on req/s | loss (target ≤ 10%) | median loss within a round | ' +
-        'CPU µs/req off → on |\n|---|---:|---:|---:|---:|---:|\n',
+        'CPU µs/req off → on | settlements per commit off → on |\n|---|---:|---:|---:|---:|---:|---:|\n',
     );
     for (const row of rows) {
       process.stdout.write(
         `| ${row.kind} | ${row.offRate.toFixed(0)} | ${row.onRate.toFixed(0)} | ${(row.loss * 100).toFixed(1)}% | ` +
-          `${(row.medianPairedLoss * 100).toFixed(1)}% | ${row.offCpuUs.toFixed(0)} → ${row.onCpuUs.toFixed(0)} |\n`,
+          `${(row.medianPairedLoss * 100).toFixed(1)}% | ${row.offCpuUs.toFixed(0)} → ${row.onCpuUs.toFixed(0)} | ` +
+          `${row.offPerCommit.toFixed(1)} → ${row.onPerCommit.toFixed(1)} |\n`,
       );
     }
     const file =
@@ -120,6 +128,20 @@ async function main(): Promise<void> {
   } finally {
     await processes.stopAll();
   }
+}
+
+/** The settlement writer's counters: settlements committed and transactions, from the gateway's `/metrics`. */
+async function groupCommitCounters(metricsUrl: string): Promise<{ committed: number; transactions: number }> {
+  const text = await (await fetch(metricsUrl)).text();
+  const read = (name: string): number => {
+    const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `));
+    if (line === undefined) throw new Error(`${metricsUrl} has no ${name}`);
+    return Number(line.slice(name.length + 1));
+  };
+  return {
+    committed: read('tollgate_request_log_committed_total'),
+    transactions: read('tollgate_request_log_transactions_total'),
+  };
 }
 
 main().catch((error: unknown) => {

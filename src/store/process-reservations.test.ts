@@ -4,7 +4,7 @@
  * compiled one in `dist/` (`npm test` builds first): if it is missing, `settleOnThread()` returns false and those
  * tests fail rather than pass vacuously.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -100,6 +100,11 @@ describe('process-held reservations', () => {
     expect(await store.reserve(tenantId, 2_500n)).toBe(true);
   });
 });
+
+/** The database file's own page count (its header's "in-header database size"), which only a checkpoint grows. */
+function databaseFilePages(): number {
+  return readFileSync(databasePath).readUInt32BE(28);
+}
 
 async function requestLogCount(requestId: string): Promise<number> {
   const rows = await store.kysely
@@ -204,6 +209,19 @@ describe('the SQLite settle thread', () => {
     // On this thread the transaction would run synchronously: no event-loop turn between its start and its end.
     expect(turns).toBeGreaterThan(5);
     expect((await store.getWallet(tenantId))?.balance).toBe(2_000n - 20_000n);
+  });
+
+  it('has the checkpoint thread copy committed pages into the database file', async () => {
+    expect(store.settleOnThread()).toBe(true);
+    const pagesBefore = databaseFilePages();
+    // ~1,500 WAL pages: far below the settle connection's automatic checkpoint, so only the checkpoint thread
+    // (a passive checkpoint every 250 ms) moves them into the file.
+    await store.settle(Array.from({ length: 2_000 }, (_, index) => settlement(`req_ckpt_${index}`, 1n, 0n)));
+    const deadline = Date.now() + 5_000;
+    while (databaseFilePages() <= pagesBefore && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(databaseFilePages()).toBeGreaterThan(pagesBefore);
   });
 
   it('settles on the main connection again when the thread dies', async () => {
