@@ -12,7 +12,7 @@ import { Command } from 'commander';
 import { BenchProcesses } from './bench-processes.js';
 import { benchModel, chatRequestBody, repoRoot, startTollgate, startUpstream } from './bench-targets.js';
 import { runLoadInChild } from './load.js';
-import { processTreeCpuMs } from './process-tree-stats.js';
+import { mainThreadCpuMs, processTreeCpuMs } from './process-tree-stats.js';
 
 const pricing = {
   pricing: {
@@ -49,7 +49,10 @@ async function main(): Promise<void> {
       nodeArgs,
     });
     /** Per target and kind, one entry per round: throughput and the gateway's CPU per response. */
-    const results: Record<string, Record<'whole' | 'stream', { rate: number; cpuUs: number; perCommit: number }[]>> = {
+    const results: Record<
+      string,
+      Record<'whole' | 'stream', { rate: number; cpuUs: number; mainCpuUs: number; perCommit: number }[]>
+    > = {
       'metering-off': { whole: [], stream: [] },
       'metering-on': { whole: [], stream: [] },
     };
@@ -59,6 +62,7 @@ async function main(): Promise<void> {
           const pid = target.process!.pid;
           const commitsBefore = await groupCommitCounters(target.metricsUrl!);
           const cpuBefore = processTreeCpuMs(pid);
+          const mainBefore = mainThreadCpuMs(pid);
           const result = await runLoadInChild({
             mode: 'max',
             url: target.chatUrl,
@@ -71,15 +75,22 @@ async function main(): Promise<void> {
           if (result.non2xx > 0 || result.errors > 0) {
             throw new Error(`${target.name}: ${result.non2xx} non-2xx, ${result.errors} errors`);
           }
-          const cpuUs = ((processTreeCpuMs(pid) - cpuBefore) * 1000) / (result.ok + result.warmupResponses);
+          const responses = result.ok + result.warmupResponses;
+          const cpuUs = ((processTreeCpuMs(pid) - cpuBefore) * 1000) / responses;
+          const mainCpuUs = ((mainThreadCpuMs(pid) - mainBefore) * 1000) / responses;
           const commitsAfter = await groupCommitCounters(target.metricsUrl!);
           const perCommit =
             (commitsAfter.committed - commitsBefore.committed) /
             Math.max(1, commitsAfter.transactions - commitsBefore.transactions);
-          results[target.name]![stream ? 'stream' : 'whole'].push({ rate: result.throughput, cpuUs, perCommit });
+          results[target.name]![stream ? 'stream' : 'whole'].push({
+            rate: result.throughput,
+            cpuUs,
+            mainCpuUs,
+            perCommit,
+          });
           process.stdout.write(
             `round ${round + 1} ${stream ? 'stream' : 'whole'} ${target.name}: ${result.throughput.toFixed(0)} req/s, ` +
-              `${cpuUs.toFixed(0)} µs CPU/req, ${perCommit.toFixed(1)} settlements/commit\n`,
+              `${cpuUs.toFixed(0)} µs CPU/req (${mainCpuUs.toFixed(0)} main thread), ${perCommit.toFixed(1)} settlements/commit\n`,
           );
         }
       }
@@ -105,18 +116,23 @@ async function main(): Promise<void> {
         medianPairedLoss: median(pairedLosses),
         offCpuUs: mean(offRuns.map((run) => run.cpuUs)),
         onCpuUs: mean(onRuns.map((run) => run.cpuUs)),
+        offMainCpuUs: mean(offRuns.map((run) => run.mainCpuUs)),
+        onMainCpuUs: mean(onRuns.map((run) => run.mainCpuUs)),
         offPerCommit: mean(offRuns.map((run) => run.perCommit)),
         onPerCommit: mean(onRuns.map((run) => run.perCommit)),
       };
     });
     process.stdout.write(
       '\n| request | metering off req/s | metering on req/s | loss (target ≤ 10%) | median loss within a round | ' +
-        'CPU µs/req off → on | settlements per commit off → on |\n|---|---:|---:|---:|---:|---:|---:|\n',
+        'CPU µs/req off → on | of which main thread | other threads | settlements per commit off → on |\n' +
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|\n',
     );
     for (const row of rows) {
       process.stdout.write(
         `| ${row.kind} | ${row.offRate.toFixed(0)} | ${row.onRate.toFixed(0)} | ${(row.loss * 100).toFixed(1)}% | ` +
           `${(row.medianPairedLoss * 100).toFixed(1)}% | ${row.offCpuUs.toFixed(0)} → ${row.onCpuUs.toFixed(0)} | ` +
+          `${row.offMainCpuUs.toFixed(0)} → ${row.onMainCpuUs.toFixed(0)} | ` +
+          `${(row.offCpuUs - row.offMainCpuUs).toFixed(0)} → ${(row.onCpuUs - row.onMainCpuUs).toFixed(0)} | ` +
           `${row.offPerCommit.toFixed(1)} → ${row.onPerCommit.toFixed(1)} |\n`,
       );
     }

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { processTreeCpuMs, processTreeRss } from './process-tree-stats.js';
+import { mainThreadCpuMs, processTreeCpuMs, processTreeRss } from './process-tree-stats.js';
 
 const ownRssKiB = (pid: number) =>
   Number(/^VmRSS:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? Number.NaN);
@@ -44,6 +44,29 @@ describe('processTreeCpuMs', () => {
       // A busy loop for 400 ms of wall time: at least a few ticks of CPU even on a crowded machine, never more.
       expect(after - before).toBeGreaterThanOrEqual(30);
       expect(after - before).toBeLessThanOrEqual(450);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('mainThreadCpuMs', () => {
+  it("counts the main thread's time and not a worker thread's", async () => {
+    // The main thread idles while a worker thread burns CPU for 600 ms.
+    const script =
+      "const { Worker } = require('node:worker_threads');" +
+      "new Worker('const end = Date.now() + 600; while (Date.now() < end);', { eval: true });" +
+      'setTimeout(() => {}, 800);';
+    const child = spawn(process.execPath, ['-e', script], { stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const processBefore = processTreeCpuMs(child.pid!);
+      const mainBefore = mainThreadCpuMs(child.pid!);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const processTime = processTreeCpuMs(child.pid!) - processBefore;
+      const mainTime = mainThreadCpuMs(child.pid!) - mainBefore;
+      expect(processTime).toBeGreaterThanOrEqual(30);
+      expect(mainTime).toBeLessThan(processTime / 2);
     } finally {
       child.kill('SIGKILL');
     }
