@@ -208,8 +208,8 @@ export class SqliteStore extends KyselyStore {
     if (this.database.memory) return false;
     this.settleThread = SqliteSettleThread.start(this.database.name);
     if (this.settleThread === undefined) return false;
-    // Checkpoints belong to the thread that commits nearly every transaction: a checkpoint run by this thread would
-    // stall the event loop while it copies the WAL into the database file.
+    // Checkpoints belong to the checkpoint thread (see `SqliteSettleThread`): one run by this thread would stall the
+    // event loop while it copies the WAL into the database file.
     this.database.pragma('wal_autocheckpoint = 0');
     return true;
   }
