@@ -4,7 +4,8 @@
  * limits — and the ledger records every request that ran either way.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { connect, createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, connect, createServer } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
@@ -262,6 +263,55 @@ describe('cluster mode', () => {
       }
     } finally {
       await dropSchema(budgetSchema);
+    }
+  });
+
+  it("announces a soft budget's threshold when the processes' spend together crosses it", async () => {
+    const cost = BigInt(countPromptTokens('chat', { messages })) * 800n + 2n * 2000n; // sim-pro-32k, max_tokens 2
+    const received: Array<{ scope_id?: string; threshold?: number }> = [];
+    const receiver = createHttpServer((request, response) => {
+      let body = '';
+      request.on('data', (part: Buffer) => {
+        body += part.toString('utf8');
+      });
+      request.on('end', () => {
+        received.push((JSON.parse(body) as { data: { scope_id?: string; threshold?: number } }).data);
+        response.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const alertSchema = uniqueSchema('cluster_alert');
+    try {
+      const { first, second, admin, tenantId, key } = await twoProcessesWithTenant(
+        pricedSimulatedConfig,
+        pgUrl(alertSchema),
+        'alert',
+      );
+      const limit = cost * 4n;
+      const set = await admin('PUT', `/tenants/${tenantId}/billing`, {
+        mode: 'prepaid',
+        budget: {
+          monthly_limit: `${limit / 10n ** 9n}.${(limit % 10n ** 9n).toString().padStart(9, '0')}`,
+          enforcement: 'soft',
+          thresholds: [75],
+          webhook_url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`,
+        },
+      });
+      expect(set.status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 200)); // the budget reaches the second process
+      // Three requests, 75% of the budget together; the first process served two of them (50%), the second one.
+      for (const url of [first.url, second.url, first.url]) expect((await chat(url, key)).status).toBe(200);
+      const deadline = Date.now() + 5_000;
+      while (received.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(received.map((event) => [event.scope_id, event.threshold])).toEqual([[tenantId, 75]]);
+      // A fourth request crosses nothing new: still one alert.
+      expect((await chat(second.url, key)).status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(received).toHaveLength(1);
+    } finally {
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
+      await dropSchema(alertSchema);
     }
   });
 

@@ -16,6 +16,7 @@ import { KyselyBatchStore } from '../batch/kysely-batch-store.js';
 import { BudgetAlertService } from '../billing/alerts/alert-service.js';
 import { WebhookNotifier } from '../billing/alerts/webhook-notifier.js';
 import { BillingService } from '../billing/billing-service.js';
+import { budgetAlertSink } from '../billing/budget-alert-sink.js';
 import { RedisBudgetHolds } from '../billing/budget-holds.js';
 import { parseNano } from '../billing/nano.js';
 import { recoverCheckpoints, StreamCheckpointer } from '../billing/stream-checkpointer.js';
@@ -180,11 +181,17 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   // Cluster mode: hard budgets count every process's admitted requests, not only this one's.
   const budgetHolds =
     config.admission.store === 'redis' ? new RedisBudgetHolds({ url: config.admission.redis_url }) : undefined;
+  // Cluster mode: budget alerts compare every process's spend, counted per budget in Redis.
+  const sharedSpend =
+    config.admission.store === 'redis'
+      ? new RedisVolumePositionStore({ url: config.admission.redis_url, prefix: 'tg:spend:' })
+      : undefined;
   const billing = new BillingService(store, {
     priceBook: config.pricing,
     logger,
     bus,
     ...(volumePositions === undefined ? {} : { volumePositions }),
+    ...(sharedSpend === undefined ? {} : { sharedSpend }),
     ...(budgetHolds === undefined
       ? {}
       : { budgetHolds, onBudgetHoldFallback: () => metrics.budgetHoldFallbacks.inc() }),
@@ -210,12 +217,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   billing.onBudgetsReloaded = (budgets) => alerts.useBudgets(budgets);
   const recorder = new RequestRecorder(writer, billing, metrics, logger, {
     logRequests: config.log.requests,
-    alerts: {
-      onSettled: (change) => {
-        if (alerts.mayAlert(change.tenantId, change.keyId))
-          void alerts.onSettled({ ...change, currency: billing.currency });
-      },
-    },
+    alerts: budgetAlertSink({ alerts, billing, logger }),
   });
 
   const upstreams = new Map<string, Upstream>();
@@ -396,6 +398,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       await fairShareStore?.close();
       await redisBus?.close();
       await volumePositions?.close();
+      await sharedSpend?.close();
       if (recovery !== undefined) clearInterval(recovery);
       await withDeadline(app.close(), 5_000, 'HTTP server close', logger);
       // After the last request: its budget hold settles before this process's owner key goes.

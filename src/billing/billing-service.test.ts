@@ -1,9 +1,13 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { InsufficientQuotaError } from '../errors/gateway-error.js';
+import { requestLogFixture, usageEventFixture } from '../store/ledger-fixtures.js';
+import type { BudgetRecord } from '../store/ledger-store.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
 import { BillingService, monthOf, nextMonthStart } from './billing-service.js';
+import type { SpendChange } from './budget-alert-sink.js';
 import type { BudgetHolds } from './budget-holds.js';
+import { RedisVolumePositionStore } from './volume-position.js';
 
 describe('monthOf', () => {
   it('names the UTC month of an instant, at every boundary and in any order of calls', () => {
@@ -105,6 +109,114 @@ describe('BillingService with shared budget holds (cluster mode)', () => {
       expect(fallbacks()).toBe(2);
       // The second admission came within a second of the failure: it did not wait for the store again.
       expect(attempts).toBe(1);
+    } finally {
+      await close();
+    }
+  });
+});
+
+describe('BillingService.sharedMonthSpend (cluster mode budget alerts)', () => {
+  const AT = Date.UTC(2026, 10, 15, 12);
+
+  /** Two gateway processes' billing on one ledger, each with its own connection to the shared spend counters. */
+  async function twoProcesses() {
+    const store = openSqliteStore(':memory:');
+    await store.migrate();
+    const tenant = await store.createTenant('alerting');
+    // 100 nano-units settled before the counters exist: the seed must bring them in.
+    await store.settle([
+      {
+        log: requestLogFixture({ requestId: 'req_before', tenantId: tenant.id, keyId: 'key_a', createdAt: AT }),
+        event: usageEventFixture({
+          requestId: 'req_before',
+          tenantId: tenant.id,
+          keyId: 'key_a',
+          receivedAt: AT,
+          inputListAmount: 100n,
+        }),
+      },
+    ]);
+    const prefix = `tgtest:spend:${process.pid}:${Date.now()}:`;
+    const counters = [0, 1].map(() => new RedisVolumePositionStore({ url: 'redis://127.0.0.1:6379', prefix }));
+    const [first, second] = counters.map(
+      (sharedSpend) =>
+        new BillingService(store, { priceBook: undefined, logger: pino({ level: 'silent' }), sharedSpend }),
+    ) as [BillingService, BillingService];
+    const budget = (scope: 'tenant' | 'key', scopeId: string, updatedAt = 0): BudgetRecord => ({
+      scope,
+      scopeId,
+      tenantId: tenant.id,
+      monthlyLimit: 1_000n,
+      enforcement: 'soft',
+      thresholds: [50, 100],
+      webhookUrl: null,
+      updatedAt,
+    });
+    const change = (amount: bigint): SpendChange => ({
+      tenantId: tenant.id,
+      keyId: 'key_a',
+      at: AT,
+      // This process's own view, which the shared counts must replace.
+      monthSpendBefore: { tenant: 7n, key: 7n },
+      monthSpendAfter: { tenant: 7n + amount, key: 7n + amount },
+    });
+    const close = async () => {
+      await Promise.all(counters.map((counter) => counter.close()));
+      await store.close();
+    };
+    return { first, second, budget, change, tenantId: tenant.id, close };
+  }
+
+  it("counts every process's spend, seeded from the ledger, per budget", async () => {
+    const { first, second, budget, change, tenantId, close } = await twoProcesses();
+    try {
+      const budgets = { tenant: budget('tenant', tenantId), key: budget('key', 'key_a') };
+      const one = await first.sharedMonthSpend(change(300n), budgets);
+      expect(one?.monthSpendBefore).toEqual({ tenant: 100n, key: 100n });
+      expect(one?.monthSpendAfter).toEqual({ tenant: 400n, key: 400n });
+      const two = await second.sharedMonthSpend(change(300n), budgets);
+      expect(two?.monthSpendBefore).toEqual({ tenant: 400n, key: 400n });
+      expect(two?.monthSpendAfter).toEqual({ tenant: 700n, key: 700n });
+      // Only the tenant has a budget: the key keeps this process's own figures.
+      const tenantOnly = await first.sharedMonthSpend(change(10n), { tenant: budgets.tenant });
+      expect(tenantOnly?.monthSpendBefore).toEqual({ tenant: 700n, key: 7n });
+      expect(tenantOnly?.monthSpendAfter).toEqual({ tenant: 710n, key: 17n });
+    } finally {
+      await close();
+    }
+  });
+
+  it('hands 100 concurrent settlements from two processes adjacent, non-overlapping spans', async () => {
+    const { first, second, budget, change, tenantId, close } = await twoProcesses();
+    try {
+      const budgets = { tenant: budget('tenant', tenantId) };
+      const amounts = Array.from({ length: 100 }, (_, index) => BigInt(1 + (index % 9)));
+      const results = await Promise.all(
+        amounts.map((amount, index) => (index % 2 === 0 ? first : second).sharedMonthSpend(change(amount), budgets)),
+      );
+      const spans = results
+        .map((result) => [result!.monthSpendBefore.tenant, result!.monthSpendAfter.tenant] as const)
+        .sort((a, b) => (a[0] < b[0] ? -1 : 1));
+      expect(spans[0]![0]).toBe(100n);
+      for (let index = 1; index < spans.length; index++) expect(spans[index]![0]).toBe(spans[index - 1]![1]);
+      expect(spans.at(-1)![1]).toBe(100n + amounts.reduce((sum, amount) => sum + amount, 0n));
+    } finally {
+      await close();
+    }
+  });
+
+  it('starts a budget set again from the ledger, and answers undefined when there is nothing to share', async () => {
+    const { first, budget, change, tenantId, close } = await twoProcesses();
+    try {
+      await first.sharedMonthSpend(change(500n), { tenant: budget('tenant', tenantId, 1) });
+      // The same budget, changed later (a new `updatedAt`): a new counter, from the ledger's 100 again.
+      const renewed = await first.sharedMonthSpend(change(5n), { tenant: budget('tenant', tenantId, 2) });
+      expect(renewed?.monthSpendBefore.tenant).toBe(100n);
+      expect(first.sharedMonthSpend(change(5n), {})).toBeUndefined();
+      const aloneStore = openSqliteStore(':memory:');
+      const alone = new BillingService(aloneStore, { priceBook: undefined, logger: pino({ level: 'silent' }) });
+      expect(alone.sharedMonthSpend(change(5n), { tenant: budget('tenant', tenantId) })).toBeUndefined();
+      await aloneStore.close();
     } finally {
       await close();
     }

@@ -6,8 +6,9 @@
  *
  * Volume tiers and budgets need the tenant's month-to-date tokens and spend: kept in memory per process, loaded
  * from the billing rollups the first time a tenant is seen in a month, and advanced as requests are rated. In cluster
- * mode the tokens for volume tiers come from one shared counter (`VolumePositionStore`) and hard budgets are held in
- * one shared store (`BudgetHolds`), so every process sees what the others admitted.
+ * mode the tokens for volume tiers come from one shared counter (`VolumePositionStore`), hard budgets are held in
+ * one shared store (`BudgetHolds`), and the spend that budget alerts compare comes from shared counters too
+ * (`sharedMonthSpend`), so every process sees what the others admitted and spent.
  */
 import { type Clock, RealClock } from '../clock/clock.js';
 import { InsufficientQuotaError, InvalidRequestError } from '../errors/gateway-error.js';
@@ -32,6 +33,7 @@ import type {
 } from '../store/ledger-store.js';
 import { ConfigSubject, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import type { Usage } from '../upstreams/usage.js';
+import type { SpendChange } from './budget-alert-sink.js';
 import type { BudgetHoldScope, BudgetHolds } from './budget-holds.js';
 import { quoteNano, type RatedAmounts, rateAmounts } from './event-rating.js';
 import { nanoHalfEven } from './nano.js';
@@ -57,6 +59,12 @@ export interface BillingServiceOptions {
   budgetHolds?: BudgetHolds;
   /** Counts admissions that fell back to this process's budget counts because `budgetHolds` failed. */
   onBudgetHoldFallback?: () => void;
+  /**
+   * Shared month-to-date spend per budget, nano-units (cluster mode: Redis), for budget alerts
+   * (`sharedMonthSpend`). Default: alerts compare this process's own counts, which are the whole month only when
+   * there is one process.
+   */
+  sharedSpend?: VolumePositionStore;
   /**
    * Where price-book and budget changes are announced to the other gateway processes (cluster mode), and heard from
    * them. Default: this process only.
@@ -124,6 +132,7 @@ export class BillingService {
     this.volumePositions = options.volumePositions;
     this.budgetHolds = options.budgetHolds;
     this.onBudgetHoldFallback = options.onBudgetHoldFallback;
+    this.sharedSpend = options.sharedSpend;
     this.unsubscribe = options.bus?.subscribe((subject) => {
       if (subject === ConfigSubject.prices) this.reloadInBackground('prices', () => this.reloadPrices());
       else if (subject === ConfigSubject.budgets) this.reloadInBackground('budgets', () => this.reloadBudgets());
@@ -133,6 +142,7 @@ export class BillingService {
   private readonly bus: InvalidationBus | undefined;
   private readonly volumePositions: VolumePositionStore | undefined;
   private readonly budgetHolds: BudgetHolds | undefined;
+  private readonly sharedSpend: VolumePositionStore | undefined;
   private readonly onBudgetHoldFallback: (() => void) | undefined;
   /** `performance.now()` until which the shared budget holds are not asked (they just failed). */
   private budgetHoldsDownUntil = Number.NEGATIVE_INFINITY;
@@ -517,6 +527,52 @@ export class BillingService {
       tokens,
       async () => (await this.ledgerMonth(request.tenantId, month)).tokens,
     );
+  }
+
+  /**
+   * For budget alerts in cluster mode: `change` (this process's view of one settlement) with the month-to-date spend
+   * of every budget in `budgets` taken from the shared counters instead, before and after the settlement, so every
+   * process's spend counts. Each budget has its own counter per month, seeded from the ledger's rollups on first use
+   * and named after the budget's `updatedAt`, so a budget removed and set again starts from the ledger rather than
+   * from a count that missed the month's spend in between. Undefined without shared counters (one process: its own
+   * counts are the whole month) or when neither budget applies.
+   *
+   * The seed is the committed spend: a settlement committed just before the seed whose own advance comes after it is
+   * counted twice, which can only make an alert early, by that request. Counts are exact below 2^53 nano-units
+   * (about 9 million currency units a budget and month), as for the hard budgets' holds.
+   */
+  sharedMonthSpend(
+    change: SpendChange,
+    budgets: { tenant?: BudgetRecord; key?: BudgetRecord },
+  ): Promise<SpendChange> | undefined {
+    const counters = this.sharedSpend;
+    const keyId = change.keyId;
+    const keyBudget = keyId === null ? undefined : budgets.key;
+    if (counters === undefined || (budgets.tenant === undefined && keyBudget === undefined)) return undefined;
+    const amount = change.monthSpendAfter.tenant - change.monthSpendBefore.tenant;
+    const month = monthOf(change.at);
+    let settled: ReturnType<BillingService['ledgerMonth']> | undefined;
+    const ledger = () => {
+      settled ??= this.ledgerMonth(change.tenantId, month);
+      return settled;
+    };
+    const advance = (budget: BudgetRecord | undefined, seed: () => Promise<Nano>) =>
+      budget === undefined
+        ? undefined
+        : counters.advance(`${budget.scope}:${budget.scopeId}:${budget.updatedAt}`, month, amount, seed);
+    const tenantBefore = advance(budgets.tenant, async () => (await ledger()).spend);
+    const keyBefore = advance(keyBudget, async () => (await ledger()).keySpend.get(keyId!) ?? 0n);
+    return Promise.all([tenantBefore, keyBefore]).then(([tenant, key]) => ({
+      ...change,
+      monthSpendBefore: {
+        tenant: tenant ?? change.monthSpendBefore.tenant,
+        key: key ?? change.monthSpendBefore.key,
+      },
+      monthSpendAfter: {
+        tenant: tenant === undefined ? change.monthSpendAfter.tenant : tenant + amount,
+        key: key === undefined ? change.monthSpendAfter.key : key + amount,
+      },
+    }));
   }
 
   /** Advances the month counters by a settled event (call once per event actually committed or about to be). */

@@ -7,11 +7,14 @@
 import type { Redis } from 'ioredis';
 import { MONTH_COUNT_TTL_SECONDS, openBillingRedis } from './billing-redis.js';
 
-/** Hands out month positions for a tenant's tokens. */
+/**
+ * Hands out month positions for a tenant's tokens. The counter counts any non-negative integers: billing also keeps
+ * each budget's month-to-date spend, in nano-units, in one (`BillingService.sharedMonthSpend`, named by the budget).
+ */
 export interface VolumePositionStore {
   /**
-   * Moves the tenant's count for `month` (`YYYY-MM`) on by `tokens` and returns the count before: the request's first
-   * token is number `before + 1`. `seed` gives the count from the ledger when the month has no counter yet (first
+   * Moves the count of `tenantId` (or of whatever else names the counter) for `month` (`YYYY-MM`) on by `tokens` and
+   * returns the count before: the request's first token is number `before + 1`. `seed` gives the count from the ledger when the month has no counter yet (first
    * use, or after the counter expired); it is called at most once per call and its answer is used only if no other
    * process seeded the month meanwhile.
    */
