@@ -3,7 +3,7 @@
  * adapter, with injected faults, and a capturing server): pass-through, usage completeness, failures mapped to
  * 502/504, streams cut mid-way billed for what was delivered, client disconnects cancelling the upstream.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { Agent, createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,9 +19,12 @@ const captured: Array<{ body: Record<string, unknown>; headers: IncomingMessage[
 /** An upstream that streams one content chunk, then holds the rest until the test calls `releaseGate`. */
 let gate: Server;
 let releaseGate: () => void = () => undefined;
+/** Responses of the gate upstream that ended (finished or cut). */
+let gateClosed = 0;
 let harness: TestGateway;
 let client: OpenAI;
 let tenantId: string;
+let apiKey: string;
 
 beforeAll(async () => {
   sims.ok = await startSimServer({ profile: fast });
@@ -62,6 +65,9 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => capture.listen(0, '127.0.0.1', resolve));
   captureUrl = `http://127.0.0.1:${(capture.address() as AddressInfo).port}/v1`;
   gate = createServer((request, response) => {
+    response.on('close', () => {
+      gateClosed += 1;
+    });
     request.resume();
     request.on('end', () => {
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
@@ -98,7 +104,8 @@ beforeAll(async () => {
       upstreams: [
         ...names.map((name) => upstream(name, sims[name]!.url)),
         upstream('capture', captureUrl),
-        upstream('gate', gateUrl),
+        // A long idle timeout: a held gate stream ends only when the gateway aborts it.
+        { ...upstream('gate', gateUrl), timeouts: { ...timeouts, idle_ms: 60_000 } },
         upstream('dead', 'http://127.0.0.1:9/v1'),
       ],
       models: [
@@ -117,6 +124,7 @@ beforeAll(async () => {
   );
   const created = await harness.createTenantWithKey();
   tenantId = created.tenantId;
+  apiKey = created.key;
   client = harness.client(created.key);
 });
 
@@ -292,6 +300,45 @@ describe('relay through the OpenAI-compatible adapter', () => {
     expect(record.errorCode).toBe('client_closed');
     expect(record.completionTokens).toBeGreaterThanOrEqual(5);
     expect(record.completionTokens).toBeLessThan(200);
+  });
+
+  it('cancels the upstream at once when the client drops a keep-alive connection during its second request', async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const post = (body: unknown) =>
+      new Promise<IncomingMessage & { reused: boolean }>((resolve, reject) => {
+        const sent = httpRequest(
+          `${harness.url}/v1/chat/completions`,
+          {
+            method: 'POST',
+            agent,
+            headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+          },
+          (response) => resolve(Object.assign(response, { reused: sent.reusedSocket })),
+        );
+        sent.on('error', reject);
+        sent.end(JSON.stringify(body));
+      });
+    try {
+      // A first request runs to its end on the connection, which stays open.
+      const first = await post({ model: 'ok-model', messages, max_tokens: 3 });
+      await new Promise((resolve) => first.resume().on('end', resolve));
+      expect(first.statusCode).toBe(200);
+      // The second, on the same connection, reaches the gate upstream, which sends one chunk and holds the rest: no
+      // further chunk will tell the relay that the client left, only the request's abort signal can.
+      const closedBefore = gateClosed;
+      const second = await post({ model: 'gate-model', messages, stream: true });
+      expect(second.reused).toBe(true);
+      await new Promise((resolve) => second.once('data', resolve));
+      second.socket.destroy();
+      for (let attempt = 0; attempt < 150 && gateClosed === closedBefore; attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(gateClosed).toBe(closedBefore + 1);
+      const record = await recordOf(String(second.headers['x-request-id']));
+      expect(record.errorCode).toBe('client_closed');
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('fails over to another deployment before the first byte, and the request log shows every attempt', async () => {

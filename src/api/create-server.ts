@@ -2,6 +2,7 @@
  * The HTTP surface: OpenAI-compatible routes under `/v1`, the admin API under `/admin/v1`, health and metrics.
  * Each handler validates (compiled schemas), calls one service function and maps the result or the error.
  */
+import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { rateLimitHeaders } from '../admission/rate-limit-headers.js';
@@ -197,13 +198,35 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   return app;
 }
 
-/** Aborted when the client disconnects before the response finished. */
+/** The abort controller of a client connection (see `clientGone`). */
+const CONNECTION_GONE = Symbol('tollgate.connectionGone');
+
+/**
+ * Aborted when the client disconnects before the response finished: one signal per connection, aborted when the
+ * connection closes. An HTTP/1.1 connection carries one request at a time (pipelined ones wait their turn, and a
+ * disconnect abandons them too), and nothing uses a request's signal after its response ends, so a connection's close
+ * is exactly its in-flight request's disconnect.
+ *
+ * Per connection rather than per request because Node's `AbortSignal`s end up in V8's old generation, where only a
+ * full collection frees them: 200,000 discarded `AbortController`s grow the old space by 11–73 MB (with the default
+ * and the serving young generation), as many plain `EventTarget`s by nothing. At 1,000 req/s on keep-alive
+ * connections, one per request grew the old generation by ~1 MB/s, which brought a 6–13 ms mark-compact every 3–4 s;
+ * shared by a connection's requests, ~0.25 MB/s.
+ */
 function clientGone(reply: FastifyReply): AbortSignal {
-  const controller = new AbortController();
   const response = reply.raw;
-  response.once('close', () => {
-    if (!response.writableFinished) controller.abort();
-  });
+  const socket = response.socket as (Socket & { [CONNECTION_GONE]?: AbortController }) | null;
+  if (socket === null || socket.destroyed) {
+    // Already gone (or never had one): an aborted signal, so no upstream call starts for nobody.
+    return AbortSignal.abort();
+  }
+  let controller = socket[CONNECTION_GONE];
+  if (controller === undefined) {
+    const created = new AbortController();
+    socket[CONNECTION_GONE] = created;
+    socket.once('close', () => created.abort());
+    controller = created;
+  }
   return controller.signal;
 }
 
