@@ -3,14 +3,13 @@
  * exact charges, idempotent top-ups, usage and invoices that add up to the ledger, tenant isolation, budgets,
  * repricing that never rewrites history.
  */
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { openAIErrors } from './support/openai-schema.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
 import { pricedSimulatedConfig, startTestGateway, type TestGateway } from './support/test-gateway.js';
+import { startWebhookReceiver } from './support/webhook-receiver.js';
 
 const messages = [{ role: 'user' as const, content: 'Price this answer exactly, please.' }];
 const promptTokens = countPromptTokens('chat', { messages });
@@ -217,19 +216,7 @@ describe('money operations, usage, invoices', () => {
   });
 
   it('a soft budget sends its threshold webhook once, for the budgeted tenant only', async () => {
-    const received: Array<{ scope_id?: string; threshold?: number }> = [];
-    const receiver = createServer((request, response) => {
-      let body = '';
-      request.on('data', (part: Buffer) => {
-        body += part.toString('utf8');
-      });
-      request.on('end', () => {
-        const event = JSON.parse(body) as { data: { scope_id?: string; threshold?: number } };
-        received.push(event.data);
-        response.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const receiver = await startWebhookReceiver();
     try {
       const budgeted = await harness.createTenantWithKey({ credit: '10' });
       const other = await harness.createTenantWithKey({ credit: '10' });
@@ -240,20 +227,18 @@ describe('money operations, usage, invoices', () => {
           monthly_limit: nanoToDecimal(costNano(promptTokens, 5) * 3n),
           enforcement: 'soft',
           thresholds: [50],
-          webhook_url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`,
+          webhook_url: receiver.url,
         },
       });
       expect(set.status).toBe(200);
       for (const tenant of [budgeted, other, budgeted, other, budgeted]) {
         await harness.client(tenant.key).chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 });
       }
-      const deadline = Date.now() + 10_000;
-      while (received.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      await receiver.firstAlert(10_000);
       await new Promise((resolve) => setTimeout(resolve, 200)); // room for a wrong second alert to arrive
-      expect(received.map((event) => [event.scope_id, event.threshold])).toEqual([[budgeted.tenantId, 50]]);
+      expect(receiver.received.map((event) => [event.scope_id, event.threshold])).toEqual([[budgeted.tenantId, 50]]);
     } finally {
-      receiver.closeAllConnections();
-      await new Promise((resolve) => receiver.close(resolve));
+      await receiver.close();
     }
   });
 

@@ -4,14 +4,14 @@
  * limits — and the ledger records every request that ran either way.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createServer as createHttpServer } from 'node:http';
-import { type AddressInfo, connect, createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
 import { demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
 import { pricedSimulatedConfig } from './support/test-gateway.js';
+import { startWebhookReceiver } from './support/webhook-receiver.js';
 
 const children: ChildProcess[] = [];
 beforeAll(requireBuiltCli);
@@ -268,18 +268,7 @@ describe('cluster mode', () => {
 
   it("announces a soft budget's threshold when the processes' spend together crosses it", async () => {
     const cost = BigInt(countPromptTokens('chat', { messages })) * 800n + 2n * 2000n; // sim-pro-32k, max_tokens 2
-    const received: Array<{ scope_id?: string; threshold?: number }> = [];
-    const receiver = createHttpServer((request, response) => {
-      let body = '';
-      request.on('data', (part: Buffer) => {
-        body += part.toString('utf8');
-      });
-      request.on('end', () => {
-        received.push((JSON.parse(body) as { data: { scope_id?: string; threshold?: number } }).data);
-        response.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const receiver = await startWebhookReceiver();
     const alertSchema = uniqueSchema('cluster_alert');
     try {
       const { first, second, admin, tenantId, key } = await twoProcessesWithTenant(
@@ -294,23 +283,21 @@ describe('cluster mode', () => {
           monthly_limit: `${limit / 10n ** 9n}.${(limit % 10n ** 9n).toString().padStart(9, '0')}`,
           enforcement: 'soft',
           thresholds: [75],
-          webhook_url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`,
+          webhook_url: receiver.url,
         },
       });
       expect(set.status).toBe(200);
       await new Promise((resolve) => setTimeout(resolve, 200)); // the budget reaches the second process
       // Three requests, 75% of the budget together; the first process served two of them (50%), the second one.
       for (const url of [first.url, second.url, first.url]) expect((await chat(url, key)).status).toBe(200);
-      const deadline = Date.now() + 5_000;
-      while (received.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-      expect(received.map((event) => [event.scope_id, event.threshold])).toEqual([[tenantId, 75]]);
+      await receiver.firstAlert(5_000);
+      expect(receiver.received.map((event) => [event.scope_id, event.threshold])).toEqual([[tenantId, 75]]);
       // A fourth request crosses nothing new: still one alert.
       expect((await chat(second.url, key)).status).toBe(200);
       await new Promise((resolve) => setTimeout(resolve, 300));
-      expect(received).toHaveLength(1);
+      expect(receiver.received).toHaveLength(1);
     } finally {
-      receiver.closeAllConnections();
-      await new Promise((resolve) => receiver.close(resolve));
+      await receiver.close();
       await dropSchema(alertSchema);
     }
   });
