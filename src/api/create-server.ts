@@ -211,7 +211,7 @@ const CONNECTION_GONE = Symbol('tollgate.connectionGone');
  * full collection frees them: 200,000 discarded `AbortController`s grow the old space by 11–73 MB (with the default
  * and the serving young generation), as many plain `EventTarget`s by nothing. At 1,000 req/s on keep-alive
  * connections, one per request grew the old generation by ~1 MB/s, which brought a 6–13 ms mark-compact every 3–4 s;
- * shared by a connection's requests, ~0.25 MB/s.
+ * shared by a connection's requests, ~0.2 MB/s.
  */
 function clientGone(reply: FastifyReply): AbortSignal {
   const response = reply.raw;

@@ -60,10 +60,14 @@ export class SqliteSettleThread {
   private constructor(scriptUrl: URL, path: string) {
     this.worker = new Worker(scriptUrl, { workerData: { path, role: 'settle' } satisfies SettleThreadData });
     // Idle or not, the checkpoint thread never keeps the process alive. Should it die, the settle connection's
-    // automatic checkpoint takes over (see the class comment): nothing to do here.
+    // automatic checkpoint takes over (see the class comment): the process only warns.
     this.checkpointer = new Worker(scriptUrl, { workerData: { path, role: 'checkpoint' } satisfies SettleThreadData });
     this.checkpointer.unref();
-    this.checkpointer.on('error', () => {});
+    this.checkpointer.on('error', (error: Error) => {
+      process.emitWarning(
+        `The SQLite checkpoint thread failed (${error.message}); the settle connection's automatic checkpoint takes over`,
+      );
+    });
     // Idle, the thread must not keep the process alive; `settle` refs it while commits are in flight.
     this.worker.unref();
     this.worker.on('message', (reply: SettleThreadReply) => this.onReply(reply));
