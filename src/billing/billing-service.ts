@@ -33,6 +33,7 @@ import type {
 } from '../store/ledger-store.js';
 import { ConfigSubject, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import type { Usage } from '../upstreams/usage.js';
+import type { ApplicableBudgets } from './alerts/alert-service.js';
 import type { SpendChange } from './budget-alert-sink.js';
 import type { BudgetHoldScope, BudgetHolds } from './budget-holds.js';
 import { quoteNano, type RatedAmounts, rateAmounts } from './event-rating.js';
@@ -322,7 +323,8 @@ export class BillingService {
     if (this.book === undefined) return undefined;
     const counter = await this.monthCounter(tenantId, receivedAt);
     const reservation: Reservation = { tenantId, keyId, amount, month: counter.month };
-    const shared = amount === 0n ? undefined : await this.holdShared(reservation);
+    const hardScopes = amount === 0n ? [] : this.sharedHardBudgets(reservation);
+    const shared = hardScopes.length === 0 ? undefined : await this.holdShared(reservation, hardScopes);
     if (shared === undefined) {
       // Budgets count what admitted requests may still spend: without the hold, 200 concurrent requests against a
       // budget that covers 20 would all see the same settled spend and all pass. Check and hold in one synchronous
@@ -330,7 +332,7 @@ export class BillingService {
       this.checkBudget(`tenant:${tenantId}`, counter.spend + counter.held, amount);
       const keySpend = (counter.keySpend.get(keyId) ?? 0n) + (counter.keyHeld.get(keyId) ?? 0n);
       this.checkBudget(`key:${keyId}`, keySpend, amount);
-    } else if (shared.length > 0) reservation.sharedBudgets = shared;
+    } else reservation.sharedBudgets = shared;
     if (amount === 0n) return reservation;
     this.hold(counter, keyId, amount);
     if (!(await this.ledger.reserve(tenantId, amount))) {
@@ -343,33 +345,55 @@ export class BillingService {
   }
 
   /**
-   * Holds the reservation on the request's hard budgets in the shared store (cluster mode). Returns the budgets held
-   * (empty: none is hard), or undefined when there is no shared store or it failed: then this process's counts
-   * decide. Throws `InsufficientQuotaError` when a budget refuses.
+   * The request's hard budgets to hold in the shared store (cluster mode), checked synchronously: without a shared
+   * store or a hard budget (nearly every request) admission does not wait on anything for them.
    */
-  private async holdShared(
-    reservation: Reservation,
-  ): Promise<readonly Pick<BudgetHoldScope, 'scope' | 'scopeId'>[] | undefined> {
-    if (this.budgetHolds === undefined) return undefined;
+  private sharedHardBudgets(reservation: Reservation): BudgetHoldScope[] {
+    if (this.budgetHolds === undefined) return [];
     const { tenantId, keyId, month } = reservation;
+    let seed: ReturnType<BillingService['budgetSpendSeed']> | undefined;
     const scopes: BudgetHoldScope[] = [];
     for (const [scope, scopeId] of [
       ['tenant', tenantId],
       ['key', keyId],
     ] as const) {
       const budget = this.budgets.get(`${scope}:${scopeId}`);
-      if (budget === undefined || budget.enforcement !== 'hard') continue;
-      scopes.push({
-        scope,
-        scopeId,
-        limit: budget.monthlyLimit,
-        seed: async () => {
-          const settled = await this.ledgerMonth(tenantId, month);
-          return scope === 'tenant' ? settled.spend : (settled.keySpend.get(scopeId) ?? 0n);
-        },
-      });
+      if (budget !== undefined && budget.enforcement === 'hard') {
+        seed ??= this.budgetSpendSeed(tenantId, month);
+        const seedOf = seed;
+        scopes.push({ scope, scopeId, limit: budget.monthlyLimit, seed: () => seedOf(budget) });
+      }
     }
-    if (scopes.length === 0) return scopes;
+    return scopes;
+  }
+
+  /**
+   * Seeds of shared budget counts for one tenant and month: the budget's settled spend from the ledger's rollups,
+   * read at most once however many of the tenant's budgets need it.
+   */
+  private budgetSpendSeed(
+    tenantId: string,
+    month: string,
+  ): (budget: Pick<BudgetRecord, 'scope' | 'scopeId'>) => Promise<Nano> {
+    let settled: ReturnType<BillingService['ledgerMonth']> | undefined;
+    return async (budget) => {
+      settled ??= this.ledgerMonth(tenantId, month);
+      const ledger = await settled;
+      return budget.scope === 'tenant' ? ledger.spend : (ledger.keySpend.get(budget.scopeId) ?? 0n);
+    };
+  }
+
+  /**
+   * Holds the reservation on `scopes` (its hard budgets) in the shared store. Returns them, or undefined when the
+   * store failed: then this process's counts decide. Throws `InsufficientQuotaError` when a budget refuses.
+   */
+  private async holdShared(
+    reservation: Reservation,
+    scopes: readonly BudgetHoldScope[],
+  ): Promise<readonly Pick<BudgetHoldScope, 'scope' | 'scopeId'>[] | undefined> {
+    const holds = this.budgetHolds;
+    if (holds === undefined) return undefined;
+    const { tenantId, month } = reservation;
     // Right after a failure, do not make every budgeted request wait for the next command timeout.
     if (performance.now() < this.budgetHoldsDownUntil) {
       this.onBudgetHoldFallback?.();
@@ -377,7 +401,7 @@ export class BillingService {
     }
     let outcome: Awaited<ReturnType<BudgetHolds['hold']>>;
     try {
-      outcome = await this.budgetHolds.hold(tenantId, month, scopes, reservation.amount);
+      outcome = await holds.hold(tenantId, month, scopes, reservation.amount);
     } catch (error: unknown) {
       this.budgetHoldsDownUntil = performance.now() + BUDGET_HOLDS_RETRY_MS;
       this.logger.warn(
@@ -541,27 +565,19 @@ export class BillingService {
    * counted twice, which can only make an alert early, by that request. Counts are exact below 2^53 nano-units
    * (about 9 million currency units a budget and month), as for the hard budgets' holds.
    */
-  sharedMonthSpend(
-    change: SpendChange,
-    budgets: { tenant?: BudgetRecord; key?: BudgetRecord },
-  ): Promise<SpendChange> | undefined {
+  sharedMonthSpend(change: SpendChange, budgets: ApplicableBudgets): Promise<SpendChange> | undefined {
     const counters = this.sharedSpend;
-    const keyId = change.keyId;
-    const keyBudget = keyId === null ? undefined : budgets.key;
+    const keyBudget = change.keyId === null ? undefined : budgets.key;
     if (counters === undefined || (budgets.tenant === undefined && keyBudget === undefined)) return undefined;
     const amount = change.monthSpendAfter.tenant - change.monthSpendBefore.tenant;
     const month = monthOf(change.at);
-    let settled: ReturnType<BillingService['ledgerMonth']> | undefined;
-    const ledger = () => {
-      settled ??= this.ledgerMonth(change.tenantId, month);
-      return settled;
-    };
-    const advance = (budget: BudgetRecord | undefined, seed: () => Promise<Nano>) =>
+    const seed = this.budgetSpendSeed(change.tenantId, month);
+    const advance = (budget: BudgetRecord | undefined) =>
       budget === undefined
         ? undefined
-        : counters.advance(`${budget.scope}:${budget.scopeId}:${budget.updatedAt}`, month, amount, seed);
-    const tenantBefore = advance(budgets.tenant, async () => (await ledger()).spend);
-    const keyBefore = advance(keyBudget, async () => (await ledger()).keySpend.get(keyId!) ?? 0n);
+        : counters.advance(`${budget.scope}:${budget.scopeId}:${budget.updatedAt}`, month, amount, () => seed(budget));
+    const tenantBefore = advance(budgets.tenant);
+    const keyBefore = advance(keyBudget);
     return Promise.all([tenantBefore, keyBefore]).then(([tenant, key]) => ({
       ...change,
       monthSpendBefore: {

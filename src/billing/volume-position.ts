@@ -14,9 +14,9 @@ import { MONTH_COUNT_TTL_SECONDS, openBillingRedis } from './billing-redis.js';
 export interface VolumePositionStore {
   /**
    * Moves the count of `tenantId` (or of whatever else names the counter) for `month` (`YYYY-MM`) on by `tokens` and
-   * returns the count before: the request's first token is number `before + 1`. `seed` gives the count from the ledger when the month has no counter yet (first
-   * use, or after the counter expired); it is called at most once per call and its answer is used only if no other
-   * process seeded the month meanwhile.
+   * returns the count before: the request's first token is number `before + 1`. `seed` gives the count from the
+   * ledger when the month has no counter yet (first use, or after the counter expired); it is called at most once
+   * per call and its answer is used only if no other process seeded the month meanwhile.
    */
   advance(tenantId: string, month: string, tokens: bigint, seed: () => Promise<bigint>): Promise<bigint>;
   close(): Promise<void>;
