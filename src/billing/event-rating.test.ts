@@ -8,6 +8,34 @@ import { nanoCeil } from './nano.js';
 const MODEL = 'm';
 const EFFECTIVE_FROM = Date.parse('2026-01-01T00:00:00Z');
 
+/** A price book of one version (id `v`, in force from `EFFECTIVE_FROM`) with `fields`. */
+function oneVersion(fields: Omit<PriceVersionConfig, 'id' | 'effective_from'>): PriceBook {
+  return parsePriceBook({
+    currency: 'CNY',
+    versions: [{ id: 'v', effective_from: '2026-01-01T00:00:00Z', ...fields }],
+  });
+}
+
+/** A request of `MODEL` just after `EFFECTIVE_FROM`, uncached, with the given tokens. */
+function requestOf(
+  priceBook: PriceBook,
+  request: { tenantId: string; prompt: number; output: number; batch: boolean; tenantMonthTokensBefore: number },
+): RateUsageInput {
+  return {
+    priceBook,
+    model: MODEL,
+    tenantId: request.tenantId,
+    receivedAt: EFFECTIVE_FROM + 1,
+    usage: {
+      input: { total: request.prompt, cached: 0 },
+      output: { total: request.output, reasoning: 0 },
+      estimated: false,
+    },
+    batch: request.batch,
+    tenantMonthTokensBefore: request.tenantMonthTokensBefore,
+  };
+}
+
 /** A decimal string with up to `decimals` places; mostly everyday prices, sometimes ones past 2^53 nano-units. */
 const decimal = (decimals: number, maxWhole: number) =>
   fc
@@ -176,37 +204,28 @@ describe('ledger rating: the fast path agrees with the exact reference', () => {
   });
 
   it('rates everyday requests on the fast path, with all three discounts stacked', () => {
-    const priceBook = parsePriceBook({
-      currency: 'CNY',
-      versions: [
-        {
-          id: 'v',
-          effective_from: '2026-01-01T00:00:00Z',
-          models: {
-            [MODEL]: {
-              tiers: [
-                { max_prompt_tokens: 32_768, input: '0.8', output: '8' },
-                { max_prompt_tokens: 131_072, input: '1.2', output: '16' },
-                { max_prompt_tokens: 262_144, input: '2.4', output: '24' },
-              ],
-            },
-          },
-          modifiers: { batch: { discount: '0.5' } },
-          volume_tiers: [{ up_to_tokens: 1_000_000, discount: '0' }, { discount: '0.15' }],
-          contracts: { contracted: { discount: '0.2' } },
+    const priceBook = oneVersion({
+      models: {
+        [MODEL]: {
+          tiers: [
+            { max_prompt_tokens: 32_768, input: '0.8', output: '8' },
+            { max_prompt_tokens: 131_072, input: '1.2', output: '16' },
+            { max_prompt_tokens: 262_144, input: '2.4', output: '24' },
+          ],
         },
-      ],
+      },
+      modifiers: { batch: { discount: '0.5' } },
+      volume_tiers: [{ up_to_tokens: 1_000_000, discount: '0' }, { discount: '0.15' }],
+      contracts: { contracted: { discount: '0.2' } },
     });
     for (const prompt of [1, 900, 32_769, 262_144]) {
-      const input: RateUsageInput = {
-        priceBook,
-        model: MODEL,
+      const input = requestOf(priceBook, {
         tenantId: 'contracted',
-        receivedAt: EFFECTIVE_FROM + 1,
-        usage: { input: { total: prompt, cached: 0 }, output: { total: 8_000, reasoning: 0 }, estimated: false },
+        prompt,
+        output: 8_000,
         batch: true,
         tenantMonthTokensBefore: 5_000_000,
-      };
+      });
       const quick = rateAmountsFast(input);
       expect(quick?.modifiers.map((modifier) => modifier.kind)).toEqual(['batch', 'contract_discount', 'volume']);
       expect(quick).toEqual(summarizeRating(rateUsage(input)));
@@ -216,26 +235,18 @@ describe('ledger rating: the fast path agrees with the exact reference', () => {
   });
 
   it('gives up on a request that crosses a volume step (the reference splits it there)', () => {
-    const priceBook = parsePriceBook({
-      currency: 'CNY',
-      versions: [
-        {
-          id: 'v',
-          effective_from: '2026-01-01T00:00:00Z',
-          models: { [MODEL]: { input: '1', output: '2' } },
-          volume_tiers: [{ up_to_tokens: 1000, discount: '0' }, { discount: '0.1' }],
-        },
-      ],
+    const priceBook = oneVersion({
+      models: { [MODEL]: { input: '1', output: '2' } },
+      volume_tiers: [{ up_to_tokens: 1000, discount: '0' }, { discount: '0.1' }],
     });
-    const input = (monthBefore: number): RateUsageInput => ({
-      priceBook,
-      model: MODEL,
-      tenantId: 't',
-      receivedAt: EFFECTIVE_FROM + 1,
-      usage: { input: { total: 10, cached: 0 }, output: { total: 10, reasoning: 0 }, estimated: false },
-      batch: false,
-      tenantMonthTokensBefore: monthBefore,
-    });
+    const input = (monthBefore: number) =>
+      requestOf(priceBook, {
+        tenantId: 't',
+        prompt: 10,
+        output: 10,
+        batch: false,
+        tenantMonthTokensBefore: monthBefore,
+      });
     expect(rateAmountsFast(input(990))).toBeUndefined();
     expect(rateAmountsFast(input(980))?.volume).toBe(0n);
     // 10% of (10 × 1 + 10 × 2) per million = 10% of 30,000 nano
