@@ -80,7 +80,7 @@ describe('BillingService with shared budget holds (cluster mode)', () => {
     try {
       const at = Date.UTC(2026, 10, 15);
       const reservation = await billing.reserve(tenantId, 'key_1', 400n, at);
-      expect(reservation?.sharedBudgets).toEqual([{ scope: 'tenant', scopeId: tenantId }]);
+      expect(reservation?.sharedBudgets).toEqual([{ scope: 'tenant', scopeId: tenantId, version: 0 }]);
       billing.releaseBudgetHold(reservation!, 150n);
       await expect(billing.reserve(tenantId, 'key_1', 600n, at)).rejects.toBeInstanceOf(InsufficientQuotaError);
       expect(calls).toEqual(['hold 2026-11 tenant:1000 400', 'settle tenant 400 150', 'hold 2026-11 tenant:1000 600']);

@@ -81,7 +81,7 @@ export interface Reservation {
   /** `YYYY-MM` whose budgets hold `amount` until the request is settled. */
   month: string;
   /** The hard budgets `amount` is held on in the shared store (cluster mode), to settle there. */
-  sharedBudgets?: readonly Pick<BudgetHoldScope, 'scope' | 'scopeId'>[];
+  sharedBudgets?: readonly Pick<BudgetHoldScope, 'scope' | 'scopeId' | 'version'>[];
 }
 
 /** What `rate` needs about one finished request. */
@@ -361,7 +361,13 @@ export class BillingService {
       if (budget !== undefined && budget.enforcement === 'hard') {
         seed ??= this.budgetSpendSeed(tenantId, month);
         const seedOf = seed;
-        scopes.push({ scope, scopeId, limit: budget.monthlyLimit, seed: () => seedOf(budget) });
+        scopes.push({
+          scope,
+          scopeId,
+          version: budget.updatedAt,
+          limit: budget.monthlyLimit,
+          seed: () => seedOf(budget),
+        });
       }
     }
     return scopes;
@@ -390,7 +396,7 @@ export class BillingService {
   private async holdShared(
     reservation: Reservation,
     scopes: readonly BudgetHoldScope[],
-  ): Promise<readonly Pick<BudgetHoldScope, 'scope' | 'scopeId'>[] | undefined> {
+  ): Promise<readonly Pick<BudgetHoldScope, 'scope' | 'scopeId' | 'version'>[] | undefined> {
     const holds = this.budgetHolds;
     if (holds === undefined) return undefined;
     const { tenantId, month } = reservation;
@@ -413,7 +419,7 @@ export class BillingService {
     }
     if (!outcome.held)
       throw new InsufficientQuotaError(`The monthly budget of this ${outcome.refusedBy.scope} is used up.`);
-    return scopes.map(({ scope, scopeId }) => ({ scope, scopeId }));
+    return scopes.map(({ scope, scopeId, version }) => ({ scope, scopeId, version }));
   }
 
   /**

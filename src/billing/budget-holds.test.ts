@@ -17,8 +17,8 @@ function processes(count: number) {
   return { prefix, started };
 }
 
-function tenantBudget(limit: bigint, seed: () => Promise<bigint> = async () => 0n): BudgetHoldScope {
-  return { scope: 'tenant', scopeId: 'ten_a', limit, seed };
+function tenantBudget(limit: bigint, seed: () => Promise<bigint> = async () => 0n, version = 0): BudgetHoldScope {
+  return { scope: 'tenant', scopeId: 'ten_a', version, limit, seed };
 }
 
 describe('RedisBudgetHolds', () => {
@@ -49,9 +49,27 @@ describe('RedisBudgetHolds', () => {
     expect((await first.hold('ten_a', '2026-12', [tenantBudget(1_000n)], 1_000n)).held).toBe(true);
   });
 
+  it('counts a budget set again from its seed, not from the count of its earlier setting', async () => {
+    const { started } = processes(1);
+    const holds = started[0]!;
+    const first = tenantBudget(1_000n, async () => 0n, 1);
+    expect((await holds.hold('ten_a', '2026-11', [first], 300n)).held).toBe(true);
+    await holds.settle('ten_a', '2026-11', [first], 300n, 300n);
+    // Removed, 500 spent without a budget (no holds, no settlements on the count), then set again: the ledger has 800.
+    const again = tenantBudget(1_000n, async () => 800n, 2);
+    expect((await holds.hold('ten_a', '2026-11', [again], 201n)).held).toBe(false); // 800 + 201 > 1000
+    expect((await holds.hold('ten_a', '2026-11', [again], 200n)).held).toBe(true);
+  });
+
   it('refuses when either of the tenant and key budgets would pass, and names it', async () => {
     const { started } = processes(1);
-    const keyBudget: BudgetHoldScope = { scope: 'key', scopeId: 'key_1', limit: 50n, seed: async () => 0n };
+    const keyBudget: BudgetHoldScope = {
+      scope: 'key',
+      scopeId: 'key_1',
+      version: 0,
+      limit: 50n,
+      seed: async () => 0n,
+    };
     const outcome = await started[0]!.hold('ten_a', '2026-11', [tenantBudget(1_000n), keyBudget], 60n);
     expect(outcome).toEqual({ held: false, refusedBy: keyBudget });
     // Nothing was held on the tenant budget by the refused request.
@@ -64,9 +82,9 @@ describe('RedisBudgetHolds', () => {
     const budget = tenantBudget(1_000n);
     expect((await second.hold('ten_a', '2026-11', [budget], 400n)).held).toBe(true);
     // A crashed process's hold: its field is there, its owner key is not (expired with its heartbeat).
-    await raw.hincrby(`${prefix}{ten_a}:tenant:ten_a:2026-11`, 'h:deadbeefdeadbeef', 600);
+    await raw.hincrby(`${prefix}{ten_a}:tenant:ten_a:0:2026-11`, 'h:deadbeefdeadbeef', 600);
     expect((await first.hold('ten_a', '2026-11', [budget], 600n)).held).toBe(true); // 400 live + 600: fits
-    expect(await raw.hexists(`${prefix}{ten_a}:tenant:ten_a:2026-11`, 'h:deadbeefdeadbeef')).toBe(0);
+    expect(await raw.hexists(`${prefix}{ten_a}:tenant:ten_a:0:2026-11`, 'h:deadbeefdeadbeef')).toBe(0);
     expect((await first.hold('ten_a', '2026-11', [budget], 1n)).held).toBe(false); // the live 400 still counts
     // A process that closes cleanly leaves nothing held behind.
     await second.close();

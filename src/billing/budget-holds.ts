@@ -22,6 +22,11 @@ import { MONTH_COUNT_TTL_SECONDS, openBillingRedis } from './billing-redis.js';
 export interface BudgetHoldScope {
   scope: 'tenant' | 'key';
   scopeId: string;
+  /**
+   * The budget's `updatedAt`: each setting of a budget has its own count. A budget removed and set again in the same
+   * month is counted from the ledger, not from a count that missed what was spent while it was gone.
+   */
+  version: number;
   /** Monthly limit, nano-units. */
   limit: Nano;
   /** The month's settled spend from the ledger, for a budget the shared count does not know yet. */
@@ -44,7 +49,7 @@ export interface BudgetHolds {
   settle(
     tenantId: string,
     month: string,
-    scopes: readonly Pick<BudgetHoldScope, 'scope' | 'scopeId'>[],
+    scopes: readonly Pick<BudgetHoldScope, 'scope' | 'scopeId' | 'version'>[],
     held: Nano,
     spent: Nano,
   ): Promise<void>;
@@ -183,7 +188,7 @@ export class RedisBudgetHolds implements BudgetHolds {
   async settle(
     tenantId: string,
     month: string,
-    scopes: readonly Pick<BudgetHoldScope, 'scope' | 'scopeId'>[],
+    scopes: readonly Pick<BudgetHoldScope, 'scope' | 'scopeId' | 'version'>[],
     held: Nano,
     spent: Nano,
   ): Promise<void> {
@@ -218,8 +223,12 @@ export class RedisBudgetHolds implements BudgetHolds {
   }
 
   /** The budget's hash: the tenant id is the Redis Cluster hash tag, so a request's budgets share one slot. */
-  private keyOf(tenantId: string, month: string, scope: Pick<BudgetHoldScope, 'scope' | 'scopeId'>): string {
-    return `${this.prefix}{${tenantId}}:${scope.scope}:${scope.scopeId}:${month}`;
+  private keyOf(
+    tenantId: string,
+    month: string,
+    scope: Pick<BudgetHoldScope, 'scope' | 'scopeId' | 'version'>,
+  ): string {
+    return `${this.prefix}{${tenantId}}:${scope.scope}:${scope.scopeId}:${scope.version}:${month}`;
   }
 
   private async keepAlive(): Promise<void> {
