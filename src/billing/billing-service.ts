@@ -33,7 +33,7 @@ import type {
 } from '../store/ledger-store.js';
 import { ConfigSubject, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import type { Usage } from '../upstreams/usage.js';
-import type { ApplicableBudgets } from './alerts/alert-service.js';
+import { type ApplicableBudgets, type BudgetsByScope, indexBudgets } from './alerts/alert-service.js';
 import type { SpendChange } from './budget-alert-sink.js';
 import type { BudgetHoldScope, BudgetHolds } from './budget-holds.js';
 import { quoteNano, type RatedAmounts, rateAmounts } from './event-rating.js';
@@ -117,7 +117,7 @@ export class BillingService {
   private book: PriceBook | undefined;
   private readonly months = new Map<string, MonthCounter>();
   private readonly loading = new Map<string, Promise<MonthCounter>>();
-  private budgets = new Map<string, BudgetRecord>();
+  private budgets: BudgetsByScope = indexBudgets([]);
   private readonly warnedUnpriced = new Set<string>();
   private storedDocuments: PriceVersionConfig[] = [];
 
@@ -278,7 +278,7 @@ export class BillingService {
   /** Reloads budgets after an admin change. */
   async reloadBudgets(): Promise<void> {
     const budgets = await this.ledger.listBudgets();
-    this.budgets = new Map(budgets.map((budget) => [`${budget.scope}:${budget.scopeId}`, budget]));
+    this.budgets = indexBudgets(budgets);
     this.onBudgetsReloaded?.(budgets);
   }
 
@@ -321,17 +321,21 @@ export class BillingService {
    */
   async reserve(tenantId: string, keyId: string, amount: Nano, receivedAt: number): Promise<Reservation | undefined> {
     if (this.book === undefined) return undefined;
-    const counter = await this.monthCounter(tenantId, receivedAt);
+    // The counter is loaded once per tenant and month: do not wait a turn of the event loop for it every request.
+    const counter = this.loadedMonthCounter(tenantId, receivedAt) ?? (await this.monthCounter(tenantId, receivedAt));
     const reservation: Reservation = { tenantId, keyId, amount, month: counter.month };
-    const hardScopes = amount === 0n ? [] : this.sharedHardBudgets(reservation);
-    const shared = hardScopes.length === 0 ? undefined : await this.holdShared(reservation, hardScopes);
+    const hardScopes = amount === 0n ? undefined : this.sharedHardBudgets(reservation);
+    const shared = hardScopes === undefined ? undefined : await this.holdShared(reservation, hardScopes);
     if (shared === undefined) {
       // Budgets count what admitted requests may still spend: without the hold, 200 concurrent requests against a
       // budget that covers 20 would all see the same settled spend and all pass. Check and hold in one synchronous
       // step (no await between), so the check is exact within this process.
-      this.checkBudget(`tenant:${tenantId}`, counter.spend + counter.held, amount);
-      const keySpend = (counter.keySpend.get(keyId) ?? 0n) + (counter.keyHeld.get(keyId) ?? 0n);
-      this.checkBudget(`key:${keyId}`, keySpend, amount);
+      this.checkBudget(this.budgets.tenant.get(tenantId), counter.spend + counter.held, amount);
+      const keyBudget = this.budgets.key.get(keyId);
+      if (keyBudget !== undefined) {
+        const keySpend = (counter.keySpend.get(keyId) ?? 0n) + (counter.keyHeld.get(keyId) ?? 0n);
+        this.checkBudget(keyBudget, keySpend, amount);
+      }
     } else reservation.sharedBudgets = shared;
     if (amount === 0n) return reservation;
     this.hold(counter, keyId, amount);
@@ -346,10 +350,11 @@ export class BillingService {
 
   /**
    * The request's hard budgets to hold in the shared store (cluster mode), checked synchronously: without a shared
-   * store or a hard budget (nearly every request) admission does not wait on anything for them.
+   * store or a hard budget (nearly every request) admission does not wait on anything for them. Undefined when
+   * there is none.
    */
-  private sharedHardBudgets(reservation: Reservation): BudgetHoldScope[] {
-    if (this.budgetHolds === undefined) return [];
+  private sharedHardBudgets(reservation: Reservation): BudgetHoldScope[] | undefined {
+    if (this.budgetHolds === undefined) return undefined;
     const { tenantId, keyId, month } = reservation;
     let seed: ReturnType<BillingService['budgetSpendSeed']> | undefined;
     const scopes: BudgetHoldScope[] = [];
@@ -357,7 +362,7 @@ export class BillingService {
       ['tenant', tenantId],
       ['key', keyId],
     ] as const) {
-      const budget = this.budgets.get(`${scope}:${scopeId}`);
+      const budget = this.budgets[scope].get(scopeId);
       if (budget !== undefined && budget.enforcement === 'hard') {
         seed ??= this.budgetSpendSeed(tenantId, month);
         const seedOf = seed;
@@ -370,7 +375,7 @@ export class BillingService {
         });
       }
     }
-    return scopes;
+    return scopes.length === 0 ? undefined : scopes;
   }
 
   /**
@@ -449,8 +454,7 @@ export class BillingService {
     counter.keyHeld.set(keyId, (counter.keyHeld.get(keyId) ?? 0n) + amount);
   }
 
-  private checkBudget(scope: string, spent: Nano, amount: Nano): void {
-    const budget = this.budgets.get(scope);
+  private checkBudget(budget: BudgetRecord | undefined, spent: Nano, amount: Nano): void {
     if (budget === undefined || budget.enforcement !== 'hard') return;
     if (spent + amount > budget.monthlyLimit) {
       throw new InsufficientQuotaError(`The monthly budget of this ${budget.scope} is used up.`);
@@ -614,11 +618,17 @@ export class BillingService {
     return { tenantBefore, tenantAfter: counter.spend, keyBefore, keyAfter: keyBefore + event.amount };
   }
 
+  /** The tenant's month-to-date counter when it is loaded already. */
+  private loadedMonthCounter(tenantId: string, at: number): MonthCounter | undefined {
+    const existing = this.months.get(tenantId);
+    return existing !== undefined && existing.month === monthOf(at) ? existing : undefined;
+  }
+
   /** The tenant's month-to-date counter, loaded from the billing rollups once per month and process. */
   private async monthCounter(tenantId: string, at: number): Promise<MonthCounter> {
+    const existing = this.loadedMonthCounter(tenantId, at);
+    if (existing !== undefined) return existing;
     const month = monthOf(at);
-    const existing = this.months.get(tenantId);
-    if (existing !== undefined && existing.month === month) return existing;
     const key = `${tenantId}:${month}`;
     let pending = this.loading.get(key);
     if (pending === undefined) {

@@ -60,8 +60,7 @@ export class BudgetAlertService {
   private readonly logger: Logger;
   private readonly clock: Clock;
   private readonly defaultCurrency: string;
-  /** Keyed by `scope:scopeId`. */
-  private budgets = new Map<string, BudgetRecord>();
+  private budgets: BudgetsByScope = indexBudgets([]);
   private loaded: Promise<void> | undefined;
   /** True once budgets were read at least once. */
   private ready = false;
@@ -83,8 +82,8 @@ export class BudgetAlertService {
 
   /** The cached budgets of a tenant and key (empty until the first load). For admission's hard-budget check. */
   budgetsFor(tenantId: string, keyId: string | null): ApplicableBudgets {
-    const tenant = this.budgets.get(cacheKey('tenant', tenantId));
-    const key = keyId === null ? undefined : this.budgets.get(cacheKey('key', keyId));
+    const tenant = this.budgets.tenant.get(tenantId);
+    const key = keyId === null ? undefined : this.budgets.key.get(keyId);
     return { ...(tenant === undefined ? {} : { tenant }), ...(key === undefined ? {} : { key }) };
   }
 
@@ -95,9 +94,7 @@ export class BudgetAlertService {
    */
   mayAlert(tenantId: string, keyId: string | null): boolean {
     if (!this.ready) return true;
-    return (
-      this.budgets.has(cacheKey('tenant', tenantId)) || (keyId !== null && this.budgets.has(cacheKey('key', keyId)))
-    );
+    return this.budgets.tenant.has(tenantId) || (keyId !== null && this.budgets.key.has(keyId));
   }
 
   /**
@@ -133,7 +130,7 @@ export class BudgetAlertService {
 
   /** Replaces the cached budgets with ones already read (the billing service's reload), without a query. */
   useBudgets(budgets: readonly BudgetRecord[]): void {
-    this.budgets = new Map(budgets.map((budget) => [cacheKey(budget.scope, budget.scopeId), budget]));
+    this.budgets = indexBudgets(budgets);
     this.ready = true;
     this.loaded = Promise.resolve();
   }
@@ -189,6 +186,12 @@ export class BudgetAlertService {
   }
 }
 
-function cacheKey(scope: BudgetRecord['scope'], scopeId: string): string {
-  return `${scope}:${scopeId}`;
+/** Budgets by scope, each by scope id: a lookup on the request path builds no `scope:scopeId` string. */
+export type BudgetsByScope = Readonly<Record<BudgetRecord['scope'], ReadonlyMap<string, BudgetRecord>>>;
+
+/** Indexes budgets by scope and scope id. */
+export function indexBudgets(budgets: readonly BudgetRecord[]): BudgetsByScope {
+  const byScope: Record<BudgetRecord['scope'], Map<string, BudgetRecord>> = { tenant: new Map(), key: new Map() };
+  for (const budget of budgets) byScope[budget.scope].set(budget.scopeId, budget);
+  return byScope;
 }
