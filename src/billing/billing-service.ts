@@ -36,7 +36,7 @@ import type { Usage } from '../upstreams/usage.js';
 import { type ApplicableBudgets, type BudgetsByScope, indexBudgets } from './alerts/alert-service.js';
 import type { SpendChange } from './budget-alert-sink.js';
 import type { BudgetHoldScope, BudgetHolds } from './budget-holds.js';
-import { quoteNano, type RatedAmounts, rateAmounts } from './event-rating.js';
+import { quoteNano, type RatedAmounts, rateAmounts, ratingDetail } from './event-rating.js';
 import { nanoHalfEven } from './nano.js';
 import type { VolumePositionStore } from './volume-position.js';
 
@@ -544,12 +544,7 @@ export class BillingService {
       volumeDiscount: rated.volume,
       amount,
       cost: cost === null ? null : nanoHalfEven(cost),
-      detail: JSON.stringify({
-        priceSource: rated.priceSource,
-        tierIndex: rated.tier.index,
-        beyondLastTier: rated.tier.beyondLastTier,
-        modifiers: rated.modifiers,
-      }),
+      detail: ratingDetail(rated),
     };
     return event;
   }

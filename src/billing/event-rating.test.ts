@@ -2,7 +2,15 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type PriceBook, type PriceVersionConfig, parsePriceBook } from '../pricing/price-book.js';
 import { type QuoteInput, quoteWorstCase, type RateUsageInput, rateUsage } from '../pricing/rate-usage.js';
-import { quoteNano, quoteNanoFast, rateAmounts, rateAmountsFast, summarizeRating } from './event-rating.js';
+import {
+  quoteNano,
+  quoteNanoFast,
+  type RatedAmounts,
+  rateAmounts,
+  rateAmountsFast,
+  ratingDetail,
+  summarizeRating,
+} from './event-rating.js';
 import { nanoCeil } from './nano.js';
 
 const MODEL = 'm';
@@ -143,6 +151,16 @@ const request = fc.record({
   ),
 });
 
+/** The detail as the usage event stored it before `ratingDetail`: `JSON.stringify` of these fields. */
+function stringifiedDetail(rated: RatedAmounts): string {
+  return JSON.stringify({
+    priceSource: rated.priceSource,
+    tierIndex: rated.tier.index,
+    beyondLastTier: rated.tier.beyondLastTier,
+    modifiers: rated.modifiers,
+  });
+}
+
 /** The outcome of a call: its value, or the code of the error it threw. */
 function outcome<T>(call: () => T): { value: T } | { error: string } {
   try {
@@ -179,7 +197,9 @@ describe('ledger rating: the fast path agrees with the exact reference', () => {
         else {
           fast += 1;
           expect(reference).toEqual({ value: quick });
+          expect(ratingDetail(quick)).toBe(stringifiedDetail(quick));
         }
+        if ('value' in reference) expect(ratingDetail(reference.value)).toBe(stringifiedDetail(reference.value));
         expect(outcome(() => rateAmounts(input))).toEqual(reference);
 
         const quoteInput: QuoteInput = {
@@ -232,6 +252,38 @@ describe('ledger rating: the fast path agrees with the exact reference', () => {
       const quote: QuoteInput = { ...input, promptTokens: prompt, maxOutputTokens: 8_000 };
       expect(quoteNanoFast(quote)).toBe(Number(nanoCeil(quoteWorstCase(quote).amount)));
     }
+  });
+
+  it('writes the detail of every kind of modifier as JSON.stringify does, on both paths', () => {
+    const priceBook = oneVersion({
+      models: {
+        [MODEL]: {
+          tiers: [
+            { max_prompt_tokens: 100, input: '0.8', output: '2' },
+            { input: '1', output: '3' },
+          ],
+        },
+      },
+      modifiers: { off_peak: [{ start: '00:00', end: '12:00', discount: '0.25' }] },
+      volume_tiers: [{ up_to_tokens: 1000, discount: '0.05' }, { discount: '0.1' }],
+      contracts: { contracted: { discount: '0.2' } },
+    });
+    const input = (monthBefore: number) =>
+      requestOf(priceBook, {
+        tenantId: 'contracted',
+        prompt: 150,
+        output: 7,
+        batch: true,
+        tenantMonthTokensBefore: monthBefore,
+      });
+    const quick = rateAmountsFast(input(0));
+    expect(quick?.modifiers.map((modifier) => modifier.kind)).toEqual(['off_peak', 'contract_discount', 'volume']);
+    expect(ratingDetail(quick!)).toBe(stringifiedDetail(quick!));
+    // Across a volume step: the reference rates it, with one volume modifier per step.
+    const split = rateAmounts(input(900));
+    expect(split.modifiers.filter((modifier) => modifier.kind === 'volume')).toHaveLength(2);
+    expect(ratingDetail(split)).toBe(stringifiedDetail(split));
+    expect(JSON.parse(ratingDetail(split))).toMatchObject({ priceSource: 'list', tierIndex: 1, beyondLastTier: false });
   });
 
   it('gives up on a request that crosses a volume step (the reference splits it there)', () => {
