@@ -1,5 +1,6 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import { VirtualClock } from '../clock/clock.js';
 import { InsufficientQuotaError } from '../errors/gateway-error.js';
 import { requestLogFixture, usageEventFixture } from '../store/ledger-fixtures.js';
 import type { BudgetRecord } from '../store/ledger-store.js';
@@ -219,6 +220,77 @@ describe('BillingService.sharedMonthSpend (cluster mode budget alerts)', () => {
       await aloneStore.close();
     } finally {
       await close();
+    }
+  });
+});
+
+describe('BillingService repricing', () => {
+  it('rates and quotes requests received from a new version on at its prices and discounts, earlier ones as before', async () => {
+    const store = openSqliteStore(':memory:');
+    await store.migrate();
+    const now = Date.parse('2026-03-10T12:00:00Z');
+    const billing = new BillingService(store, {
+      priceBook: {
+        currency: 'CNY',
+        versions: [
+          {
+            id: 'v1',
+            effective_from: '2026-01-01T00:00:00Z',
+            models: { m: { input: '0.8', output: '2' } },
+            modifiers: { batch: { discount: '0.5' } },
+            contracts: { ten_c: { discount: '0.2' } },
+          },
+        ],
+      },
+      logger: pino({ level: 'silent' }),
+      clock: new VirtualClock(now),
+    });
+    try {
+      await billing.init();
+      const million = { input: { total: 1_000_000, cached: 0 }, output: { total: 1_000_000, reasoning: 0 } };
+      const rate = (receivedAt: number, tenantId: string) =>
+        billing.rate({
+          requestId: `${tenantId}-${receivedAt}`,
+          tenantId,
+          keyId: null,
+          model: 'm',
+          deployment: null,
+          receivedAt,
+          batch: true,
+          usage: { ...million, estimated: false },
+        });
+      const quote = (receivedAt: number) =>
+        billing.quote({
+          tenantId: 't',
+          model: 'm',
+          receivedAt,
+          promptTokens: 1_000_000,
+          maxOutputTokens: 1_000_000,
+          batch: true,
+        });
+      // Rated and quoted under v1 first, so whatever rating keeps per version exists before the change.
+      expect(rate(now, 't')?.amount).toBe(1_400_000_000n); // (0.8 + 2) × 50%
+      expect(rate(now, 'ten_c')?.amount).toBe(1_120_000_000n); // then 20% off
+      expect(quote(now)).toBe(1_400_000_000n);
+
+      const from = now + 3_600_000;
+      await billing.addPriceVersion({
+        id: 'v2',
+        effective_from: new Date(from).toISOString(),
+        models: { m: { input: '1', output: '3' } },
+        modifiers: { batch: { discount: '0.25' } },
+        contracts: { ten_c: { discount: '0.1' } },
+      });
+      expect(rate(from - 1, 't')).toMatchObject({ priceVersion: 'v1', amount: 1_400_000_000n });
+      expect(rate(from - 1, 'ten_c')?.amount).toBe(1_120_000_000n);
+      expect(quote(from - 1)).toBe(1_400_000_000n);
+      const repriced = rate(from, 't');
+      expect(repriced).toMatchObject({ priceVersion: 'v2', amount: 3_000_000_000n, batchDiscount: -1_000_000_000n });
+      expect(JSON.parse(repriced!.detail).modifiers).toMatchObject([{ kind: 'batch', discount: '0.25' }]);
+      expect(rate(from, 'ten_c')).toMatchObject({ amount: 2_700_000_000n, contractDiscount: -300_000_000n });
+      expect(quote(from)).toBe(3_000_000_000n);
+    } finally {
+      await store.close();
     }
   });
 });

@@ -193,10 +193,15 @@ export interface Quote extends PricingBasis {
   readonly amount: Amount;
 }
 
+/** A time or contract modifier as `AppliedModifier` reports it, without its amount. */
+export type StepModifier = WithoutAmount<Exclude<AppliedModifier, { kind: 'volume' }>>;
+type WithoutAmount<M> = M extends { amount: unknown } ? Omit<M, 'amount'> : never;
+
 /** A discount that applies to a whole request (time or contract), with how to report it. */
 export interface DiscountStep {
   readonly discount: Discount;
-  readonly describe: (effect: Amount) => AppliedModifier;
+  /** The applied modifier it reports, but for its amount (the effect). */
+  readonly modifier: StepModifier;
 }
 
 /** The version, prices and contract that apply to one tenant's model at one instant. */
@@ -262,45 +267,75 @@ function isInWindow(window: OffPeakWindow, receivedAt: number): boolean {
     : minute >= window.startMinute || minute < window.endMinute;
 }
 
+/** The steps a version's time modifiers can give, in the order of `batch` and `offPeak`. */
+interface TimeSteps {
+  readonly batch: DiscountStep | undefined;
+  readonly offPeak: readonly DiscountStep[];
+}
+
+// Steps are built once per version and contract, not per request: the price book is immutable (a reload builds
+// new versions), so a cache keyed by its objects never goes stale.
+const timeStepsCache = new WeakMap<PriceVersion, TimeSteps>();
+const contractStepCache = new WeakMap<Contract, DiscountStep | null>();
+const NO_STEPS: readonly DiscountStep[] = Object.freeze([]);
+
+function timeSteps(version: PriceVersion): TimeSteps {
+  let steps = timeStepsCache.get(version);
+  if (steps === undefined) {
+    const batch = version.batchDiscount;
+    steps = {
+      batch:
+        batch === null ? undefined : { discount: batch, modifier: { kind: 'batch', discount: formatDiscount(batch) } },
+      offPeak: version.offPeak.map((window) => ({
+        discount: window.discount,
+        modifier: {
+          kind: 'off_peak',
+          discount: formatDiscount(window.discount),
+          window: `${window.start}-${window.end}`,
+        },
+      })),
+    };
+    timeStepsCache.set(version, steps);
+  }
+  return steps;
+}
+
+function contractStep(contract: Contract): DiscountStep | undefined {
+  let step = contractStepCache.get(contract);
+  if (step === undefined) {
+    const discount = contract.discount;
+    step =
+      discount === null
+        ? null
+        : { discount, modifier: { kind: 'contract_discount', discount: formatDiscount(discount) } };
+    contractStepCache.set(contract, step);
+  }
+  return step ?? undefined;
+}
+
 /** Steps 6a and 6b of the module comment; zero discounts are dropped. */
-export function discountSteps(resolved: ResolvedPricing, batch: boolean, receivedAt: number): DiscountStep[] {
-  const steps: DiscountStep[] = [];
-  let time: DiscountStep | undefined;
-  const batchDiscount = resolved.version.batchDiscount;
-  if (batch && batchDiscount !== null) {
-    time = {
-      discount: batchDiscount,
-      describe: (amount) => ({ kind: 'batch', discount: formatDiscount(batchDiscount), amount }),
-    };
-  }
-  for (const window of resolved.version.offPeak) {
+export function discountSteps(resolved: ResolvedPricing, batch: boolean, receivedAt: number): readonly DiscountStep[] {
+  const versionSteps = timeSteps(resolved.version);
+  let time = batch ? versionSteps.batch : undefined;
+  const windows = resolved.version.offPeak;
+  for (let index = 0; index < windows.length; index += 1) {
+    const window = windows[index]!;
     if (!isInWindow(window, receivedAt) || (time !== undefined && window.discount <= time.discount)) continue;
-    time = {
-      discount: window.discount,
-      describe: (amount) => ({
-        kind: 'off_peak',
-        discount: formatDiscount(window.discount),
-        window: `${window.start}-${window.end}`,
-        amount,
-      }),
-    };
+    time = versionSteps.offPeak[index];
   }
-  if (time !== undefined) steps.push(time);
-  const contractDiscount = resolved.contract?.discount ?? null;
-  if (resolved.priceSource === 'list' && contractDiscount !== null) {
-    steps.push({
-      discount: contractDiscount,
-      describe: (amount) => ({ kind: 'contract_discount', discount: formatDiscount(contractDiscount), amount }),
-    });
-  }
-  return steps.filter((step) => step.discount > 0n);
+  const timeApplied = time !== undefined && time.discount > 0n ? time : undefined;
+  const contract =
+    resolved.priceSource === 'list' && resolved.contract !== undefined ? contractStep(resolved.contract) : undefined;
+  const contractApplied = contract !== undefined && contract.discount > 0n ? contract : undefined;
+  if (timeApplied === undefined) return contractApplied === undefined ? NO_STEPS : [contractApplied];
+  return contractApplied === undefined ? [timeApplied] : [timeApplied, contractApplied];
 }
 
 function applySteps(amount: Amount, steps: readonly DiscountStep[], modifiers?: AppliedModifier[]): Amount {
   let remaining = amount;
   for (const step of steps) {
     const effect = discountEffect(remaining, step.discount);
-    modifiers?.push(step.describe(effect));
+    modifiers?.push({ ...step.modifier, amount: effect });
     remaining += effect;
   }
   return remaining;
