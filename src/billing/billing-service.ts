@@ -330,7 +330,7 @@ export class BillingService {
    */
   async reserve(tenantId: string, keyId: string, amount: Nano, receivedAt: number): Promise<Reservation | undefined> {
     if (this.book === undefined) return undefined;
-    // The counter is loaded once per tenant and month: do not wait a turn of the event loop for it every request.
+    // The counter is loaded once per tenant and month: do not wait a microtask for it on every request.
     const counter = this.loadedMonthCounter(tenantId, receivedAt) ?? (await this.monthCounter(tenantId, receivedAt));
     const reservation: Reservation = { tenantId, keyId, amount, month: counter.month };
     const hardScopes = amount === 0n ? undefined : this.sharedHardBudgets(reservation);
