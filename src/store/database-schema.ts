@@ -50,6 +50,23 @@ export interface RequestLogTable {
   created_at: number;
   /** Migration 0004: the upstream attempts as text (JSON), or null. */
   attempt_log: string | null;
+  // Migration 0006: the request's usage event, rated (`UsageEventsTable`'s own columns); null when it has none.
+  /** 0 or 1. */
+  batch: number | null;
+  currency: string | null;
+  price_version: string | null;
+  tier: string | null;
+  output_condition: string | null;
+  input_list_amount: bigint | null;
+  cached_list_amount: bigint | null;
+  output_list_amount: bigint | null;
+  batch_discount: bigint | null;
+  off_peak_discount: bigint | null;
+  contract_discount: bigint | null;
+  volume_discount: bigint | null;
+  amount: bigint | null;
+  cost: bigint | null;
+  detail: string | null;
 }
 
 /** `settings` */
@@ -90,7 +107,7 @@ export interface WalletTransactionsTable {
   created_at: number;
 }
 
-/** `usage_events` */
+/** `usage_events`: since migration 0006 a view of the `request_log` rows that have a rated usage event. */
 export interface UsageEventsTable {
   request_id: string;
   tenant_id: string;

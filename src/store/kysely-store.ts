@@ -23,11 +23,12 @@ import {
   DAY_MS,
   MONEY_COLUMNS,
   type MoneyAsText,
+  PRICED_REQUEST_LOG_COLUMNS,
+  requestLogRow,
   USAGE_EVENT_COLUMNS,
   USAGE_ROLLUP_KEY,
   USAGE_ROLLUP_SUMS,
   usageEventFromRow,
-  usageEventToRow,
   usageRollupFromRow,
   walletFromRow,
   walletTransactionFromRow,
@@ -51,9 +52,6 @@ import { migrationProvider } from './migrations/migration-provider.js';
 import { randomId } from './random-id.js';
 import { type SettlementEffects, settlementEffects } from './settlement-effects.js';
 import type { ApiKeyRecord, NewApiKey, RequestLogQuery, RequestLogRecord, Store, TenantRecord } from './store.js';
-
-/** Columns written per request-log row; with the dialect's parameter limit this sizes each INSERT chunk. */
-const REQUEST_LOG_COLUMNS = 19;
 
 /** Default page size of `listRequestLogs`. */
 const DEFAULT_LOG_LIMIT = 100;
@@ -128,7 +126,8 @@ export class KyselyStore implements Store {
   constructor(options: KyselyStoreOptions) {
     this.kind = options.kind;
     this.db = options.db;
-    this.rowsPerInsert = Math.floor(options.maxParametersPerStatement / REQUEST_LOG_COLUMNS);
+    // Columns written per request-log row, with the dialect's parameter limit, size each INSERT chunk.
+    this.rowsPerInsert = Math.floor(options.maxParametersPerStatement / PRICED_REQUEST_LOG_COLUMNS.length);
     this.maxParameters = options.maxParametersPerStatement;
     this.migrationTableSchema = options.migrationTableSchema;
     this.onClose = options.onClose;
@@ -139,13 +138,17 @@ export class KyselyStore implements Store {
     return this.db;
   }
 
-  async migrate(): Promise<void> {
+  /**
+   * Migrates to the latest schema, or up or down to the named migration (`target`: tests of a migration and
+   * operators rolling back).
+   */
+  async migrate(target?: string): Promise<void> {
     const migrator = new Migrator({
       db: this.db,
       provider: migrationProvider,
       ...(this.migrationTableSchema === undefined ? {} : { migrationTableSchema: this.migrationTableSchema }),
     });
-    const { error, results } = await migrator.migrateToLatest();
+    const { error, results } = await (target === undefined ? migrator.migrateToLatest() : migrator.migrateTo(target));
     if (error !== undefined) {
       const failed = results?.find((result) => result.status === 'Error')?.migrationName;
       const what = failed === undefined ? 'Store migration' : `Store migration ${failed}`;
@@ -239,7 +242,7 @@ export class KyselyStore implements Store {
 
   async insertRequestLogs(records: readonly RequestLogRecord[]): Promise<void> {
     if (records.length === 0) return;
-    const rows = records.map(requestLogToRow);
+    const rows = records.map((record) => requestLogRow(record));
     if (rows.length <= this.rowsPerInsert) {
       // One statement is atomic on its own: no BEGIN/COMMIT round trips.
       await this.insertRequestLogRows(this.db, rows);
@@ -438,15 +441,15 @@ export class KyselyStore implements Store {
     if (batch.length === 0) return;
     const now = Date.now();
     await this.db.transaction().execute(async (db) => {
-      const logs = await this.insertLogsReturningIds(
-        db,
-        batch.map((settlement) => requestLogToRow(settlement.log)),
-      );
-      const eventRows: UsageEventsTable[] = [];
+      // One row per request id, its usage event in it: the first settlement of an id is the one stored.
+      const first = new Map<string, Settlement>();
       for (const settlement of batch) {
-        if (settlement.event !== undefined) eventRows.push(usageEventToRow(settlement.event));
+        if (!first.has(settlement.log.requestId)) first.set(settlement.log.requestId, settlement);
       }
-      const events = await this.insertUsageEventsReturningIds(db, eventRows);
+      const rows = [...first.values()].map((settlement) => requestLogRow(settlement.log, settlement.event));
+      const logs = await this.insertLogsReturningIds(db, rows);
+      const events = new Set<string>();
+      for (const id of logs) if (first.get(id)!.event !== undefined) events.add(id);
       await this.applySettlementEffects(db, settlementEffects(batch, logs, events), now);
     });
   }
@@ -648,24 +651,6 @@ export class KyselyStore implements Store {
     return inserted;
   }
 
-  /** Inserts usage-event rows, ignoring existing request ids; returns the ids this call inserted. */
-  protected async insertUsageEventsReturningIds(
-    db: Kysely<DatabaseSchema>,
-    rows: readonly UsageEventsTable[],
-  ): Promise<Set<string>> {
-    const inserted = new Set<string>();
-    for (const chunk of chunks(rows, Math.floor(this.maxParameters / USAGE_EVENT_COLUMNS.length))) {
-      const returned = await db
-        .insertInto('usage_events')
-        .values(chunk)
-        .onConflict((conflict) => conflict.column('request_id').doNothing())
-        .returning('request_id')
-        .execute();
-      for (const row of returned) inserted.add(row.request_id);
-    }
-    return inserted;
-  }
-
   /** Applies a batch's aggregated effects inside its transaction. */
   protected async applySettlementEffects(
     db: Kysely<DatabaseSchema>,
@@ -788,31 +773,6 @@ export function apiKeyFromRow(row: Selectable<ApiKeysTable>): ApiKeyRecord {
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
     createdAt: row.created_at,
-  };
-}
-
-/** Maps a request-log record to its row (booleans as 0/1). */
-export function requestLogToRow(record: RequestLogRecord): RequestLogTable {
-  return {
-    request_id: record.requestId,
-    tenant_id: record.tenantId,
-    key_id: record.keyId,
-    endpoint: record.endpoint,
-    model: record.model,
-    deployment: record.deployment,
-    status: record.status,
-    error_code: record.errorCode,
-    stream: record.stream ? 1 : 0,
-    prompt_tokens: record.promptTokens,
-    cached_tokens: record.cachedTokens,
-    completion_tokens: record.completionTokens,
-    reasoning_tokens: record.reasoningTokens,
-    usage_estimated: record.usageEstimated ? 1 : 0,
-    latency_ms: record.latencyMs,
-    ttft_ms: record.ttftMs,
-    attempts: record.attempts,
-    created_at: record.createdAt,
-    attempt_log: record.attemptLog ?? null,
   };
 }
 

@@ -81,7 +81,7 @@ export const BILLING_ROLLUP_SUMS = [
   ...AMOUNT_COLUMNS,
 ] as const satisfies readonly (keyof BillingRollupsTable)[];
 
-/** Every `usage_events` column, in the order of `usageEventParameters` (positional inserts and COPY rows). */
+/** Every `usage_events` column (the view's, in migration 0002's order). */
 export const USAGE_EVENT_COLUMNS = [
   'request_id',
   'tenant_id',
@@ -103,7 +103,21 @@ export const USAGE_EVENT_COLUMNS = [
   'detail',
 ] as const satisfies readonly (keyof UsageEventsTable)[];
 
-/** `request_log` columns in the order of `requestLogParameters`. */
+/**
+ * The rating columns of a `request_log` row (migration 0006): a priced request's usage event, beyond what the log
+ * row says already. Null when the request has no event.
+ */
+const RATING_COLUMNS = [
+  'batch',
+  'currency',
+  'price_version',
+  'tier',
+  'output_condition',
+  ...AMOUNT_COLUMNS,
+  'detail',
+] as const satisfies readonly (keyof RequestLogTable & keyof UsageEventsTable)[];
+
+/** The `request_log` columns of every request, in the order of `requestLogParameters`. */
 export const REQUEST_LOG_INSERT_COLUMNS = [
   'request_id',
   'tenant_id',
@@ -126,7 +140,16 @@ export const REQUEST_LOG_INSERT_COLUMNS = [
   'attempt_log',
 ] as const satisfies readonly (keyof RequestLogTable)[];
 
-/** A request-log record as the positional parameters of `REQUEST_LOG_INSERT_COLUMNS` (same values as `requestLogToRow`). */
+/** Every `request_log` column, the rating ones too, in the order of `pricedRequestLogParameters`. */
+export const PRICED_REQUEST_LOG_COLUMNS = [
+  ...REQUEST_LOG_INSERT_COLUMNS,
+  ...RATING_COLUMNS,
+] as const satisfies readonly (keyof RequestLogTable)[];
+
+/** The rating columns of a request without a usage event. */
+const NO_RATING: readonly null[] = RATING_COLUMNS.map(() => null);
+
+/** A log record as the positional parameters of `REQUEST_LOG_INSERT_COLUMNS` (its rating columns stay null). */
 export function requestLogParameters(record: RequestLogRecord): unknown[] {
   return [
     record.requestId,
@@ -151,25 +174,40 @@ export function requestLogParameters(record: RequestLogRecord): unknown[] {
   ];
 }
 
-/** A usage event as the positional parameters of `USAGE_EVENT_COLUMNS` (same values as `usageEventToRow`). */
-export function usageEventParameters(event: UsageEventRecord): unknown[] {
+/**
+ * A request's `request_log` row — its log record and, when it was priced, its usage event — as the positional
+ * parameters of `PRICED_REQUEST_LOG_COLUMNS` (same values as `requestLogRow`).
+ *
+ * The event and the log share the request's identity, time and tokens (`settle` builds both from one trace). Where
+ * a caller's pair disagreed, the event's values are stored, as they are the ones the balances and rollups count.
+ */
+export function pricedRequestLogParameters(record: RequestLogRecord, event: UsageEventRecord | undefined): unknown[] {
+  if (event === undefined) return [...requestLogParameters(record), ...NO_RATING];
   return [
-    event.requestId,
+    record.requestId,
     event.tenantId,
     event.keyId,
+    record.endpoint,
     event.model,
     event.deployment,
-    event.batch ? 1 : 0,
-    event.receivedAt,
-    event.currency,
-    event.priceVersion,
-    event.tier,
-    event.outputCondition,
-    event.inputTokens,
+    record.status,
+    record.errorCode,
+    record.stream ? 1 : 0,
+    event.inputTokens + event.cachedTokens,
     event.cachedTokens,
     event.outputTokens,
     event.reasoningTokens,
     event.estimated ? 1 : 0,
+    record.latencyMs,
+    record.ttftMs,
+    record.attempts,
+    event.receivedAt,
+    record.attemptLog ?? null,
+    event.batch ? 1 : 0,
+    event.currency,
+    event.priceVersion,
+    event.tier,
+    event.outputCondition,
     event.inputListAmount,
     event.cachedListAmount,
     event.outputListAmount,
@@ -181,6 +219,12 @@ export function usageEventParameters(event: UsageEventRecord): unknown[] {
     event.cost,
     event.detail,
   ];
+}
+
+/** `pricedRequestLogParameters` as a row object, for Kysely inserts. */
+export function requestLogRow(record: RequestLogRecord, event?: UsageEventRecord): RequestLogTable {
+  const values = pricedRequestLogParameters(record, event);
+  return Object.fromEntries(PRICED_REQUEST_LOG_COLUMNS.map((column, index) => [column, values[index]])) as never;
 }
 
 /** Money columns of each ledger table: the columns a read must cast to text. */
@@ -227,38 +271,6 @@ function bucketSize(bucket: RollupBucket): number {
 /** Fails to compile when a closed set gains a case that a switch does not handle. */
 export function assertNever(value: never): never {
   throw new Error(`unexpected value ${String(value)}`);
-}
-
-/** Maps a usage event to its row (booleans as 0/1). */
-export function usageEventToRow(event: UsageEventRecord): UsageEventsTable {
-  return {
-    request_id: event.requestId,
-    tenant_id: event.tenantId,
-    key_id: event.keyId,
-    model: event.model,
-    deployment: event.deployment,
-    batch: event.batch ? 1 : 0,
-    received_at: event.receivedAt,
-    currency: event.currency,
-    price_version: event.priceVersion,
-    tier: event.tier,
-    output_condition: event.outputCondition,
-    input_tokens: event.inputTokens,
-    cached_tokens: event.cachedTokens,
-    output_tokens: event.outputTokens,
-    reasoning_tokens: event.reasoningTokens,
-    estimated: event.estimated ? 1 : 0,
-    input_list_amount: event.inputListAmount,
-    cached_list_amount: event.cachedListAmount,
-    output_list_amount: event.outputListAmount,
-    batch_discount: event.batchDiscount,
-    off_peak_discount: event.offPeakDiscount,
-    contract_discount: event.contractDiscount,
-    volume_discount: event.volumeDiscount,
-    amount: event.amount,
-    cost: event.cost,
-    detail: event.detail,
-  };
 }
 
 /** Maps a `usage_events` row (money as text or bigint) back to the record. */

@@ -1,25 +1,24 @@
 /**
- * PostgreSQL's settlement path (`PostgresStore.settle`): one pooled connection, one transaction, three round trips.
+ * PostgreSQL's settlement path (`PostgresStore.settle`): one pooled connection, one transaction, two round trips.
  *
- * 1. `begin`, the connection's staging tables (temporary, `on commit delete rows`, created if missing), and the
- *    batch's request-log rows streamed into one of them with `COPY … FROM STDIN`;
- * 2. the insert into `request_log` from its staging table, and the usage events streamed into the other. One row
- *    per request id (the first of duplicates inside the batch). COPY is the cheapest way into the server: its text
- *    rows parse faster than typed arrays (`unnest`) or JSON, and a temporary table writes no WAL;
- * 3. one simple-protocol query holding the rest: the insert into `usage_events`, the batch's effects
- *    (`settlementEffects`: wallet charges, reservation releases, usage and billing rollups, checkpoint deletions,
- *    their rows inlined as array literals), and `commit`.
+ * 1. `begin`, the connection's staging table (temporary, `on commit delete rows`, created if missing), and the
+ *    batch's `request_log` rows — each with its usage event in its rating columns — streamed into it with
+ *    `COPY … FROM STDIN`. One row per request id (the first of duplicates inside the batch). COPY is the cheapest way
+ *    into the server: its text rows parse faster than typed arrays (`unnest`) or JSON, and a temporary table writes
+ *    no WAL;
+ * 2. one simple-protocol query holding the rest: the insert into `request_log` from the staging table, the batch's
+ *    effects (`settlementEffects`: wallet charges, reservation releases, usage and billing rollups, checkpoint
+ *    deletions, their rows inlined as array literals), and `commit`.
  *
  * Each round trip costs a wake-up of both processes, which on a loaded machine is a millisecond or more, so the
- * batch travels in three; and this process does its part while the server works: it encodes the events while the
- * server takes the log rows, and aggregates the effects while the server inserts those and takes the events.
+ * batch travels in two; and this process builds the effects while the server takes the rows.
  *
- * That path assumes every request id is new, which is what nearly every batch is: its inserts are plain (no
+ * That path assumes every request id is new, which is what nearly every batch is: its insert is plain (no
  * `on conflict`: cheaper for the server) and its effects count every id. A request id that exists already (a
  * retried batch, a recovered checkpoint, a concurrent writer of the same id) fails it with a unique violation, which
  * aborts the whole transaction, nothing counted. The batch is then staged again and inserted with
  * `on conflict (request_id) do nothing returning request_id`, and its effects are those of the ids really inserted.
- * Either way events are append-only, each id counts once, and rollups and balances move in the events' transaction.
+ * Either way rows are append-only, each id counts once, and rollups and balances move in the rows' transaction.
  */
 import { finished } from 'node:stream/promises';
 import type pg from 'pg';
@@ -27,68 +26,55 @@ import { from as copyFrom } from 'pg-copy-streams';
 import type { BillingRollupsTable, UsageRollupsTable } from './database-schema.js';
 import {
   BILLING_ROLLUP_KEY,
-  REQUEST_LOG_INSERT_COLUMNS,
-  requestLogParameters,
-  USAGE_EVENT_COLUMNS,
+  PRICED_REQUEST_LOG_COLUMNS,
+  pricedRequestLogParameters,
   USAGE_ROLLUP_KEY,
-  usageEventParameters,
 } from './ledger-rows.js';
-import type { Settlement, UsageEventRecord } from './ledger-store.js';
+import type { Settlement } from './ledger-store.js';
 import { type SettlementEffects, settlementEffects } from './settlement-effects.js';
-import type { RequestLogRecord } from './store.js';
 
-const LOG_STAGE = 'tollgate_settle_request_log';
-const EVENT_STAGE = 'tollgate_settle_usage_events';
-const LOG_COLUMNS = REQUEST_LOG_INSERT_COLUMNS.join(', ');
-const EVENT_COLUMNS = USAGE_EVENT_COLUMNS.join(', ');
+const STAGE = 'tollgate_settle_request_log';
+const COLUMNS = PRICED_REQUEST_LOG_COLUMNS.join(', ');
 
 /**
- * Opens the transaction, makes sure this connection has its staging tables and starts the request-log COPY.
- * `if not exists` keeps this right whatever the connection did before (a fresh one, one whose creating transaction
- * rolled back); the notice it raises when they exist is silenced for this transaction only. Inlined literals below
- * rely on standard-conforming strings (a backslash is an ordinary character), set here too.
+ * Opens the transaction, makes sure this connection has its staging table and starts the COPY. `if not exists`
+ * keeps this right whatever the connection did before (a fresh one, one whose creating transaction rolled back); the
+ * notice it raises when it exists is silenced for this transaction only. Inlined literals below rely on
+ * standard-conforming strings (a backslash is an ordinary character), set here too.
  */
-const BEGIN_AND_COPY_LOGS_SQL = [
+const BEGIN_AND_COPY_SQL = [
   'begin',
   'set local client_min_messages = warning',
   'set local standard_conforming_strings = on',
-  `create temporary table if not exists ${LOG_STAGE} (like request_log) on commit delete rows`,
-  `create temporary table if not exists ${EVENT_STAGE} (like usage_events) on commit delete rows`,
-  `copy ${LOG_STAGE} (${LOG_COLUMNS}) from stdin`,
+  `create temporary table if not exists ${STAGE} (like request_log) on commit delete rows`,
+  `copy ${STAGE} (${COLUMNS}) from stdin`,
 ].join(';\n');
-const COPY_EVENTS_SQL = `copy ${EVENT_STAGE} (${EVENT_COLUMNS}) from stdin`;
 
-const INSERT_LOGS_SQL = `insert into request_log (${LOG_COLUMNS}) select ${LOG_COLUMNS} from ${LOG_STAGE}`;
-const INSERT_EVENTS_SQL = `insert into usage_events (${EVENT_COLUMNS}) select ${EVENT_COLUMNS} from ${EVENT_STAGE}`;
+const INSERT_SQL = `insert into request_log (${COLUMNS}) select ${COLUMNS} from ${STAGE}`;
 const SKIP_EXISTING = ' on conflict (request_id) do nothing returning request_id';
 
 /** SQLSTATE of a unique violation. */
 const UNIQUE_VIOLATION = '23505';
 
-/** The batch, one log and one event per request id (the first of duplicates), and the log rows encoded. */
+/** The batch, its first settlement of each request id, and their rows encoded. */
 interface StagedBatch {
   batch: readonly Settlement[];
-  logs: Map<string, RequestLogRecord>;
-  events: Map<string, UsageEventRecord>;
-  logRows: string;
+  first: Map<string, Settlement>;
+  rows: string;
   now: number;
 }
 
 /** Commits `batch` (see the module comment). The connection is discarded, not reused, after any failure. */
 export async function settleOnPostgres(pool: pg.Pool, batch: readonly Settlement[]): Promise<void> {
   if (batch.length === 0) return;
-  const logs = new Map<string, RequestLogRecord>();
-  const events = new Map<string, UsageEventRecord>();
+  const first = new Map<string, Settlement>();
   for (const settlement of batch) {
-    if (!logs.has(settlement.log.requestId)) logs.set(settlement.log.requestId, settlement.log);
-    const event = settlement.event;
-    if (event !== undefined && !events.has(event.requestId)) events.set(event.requestId, event);
+    if (!first.has(settlement.log.requestId)) first.set(settlement.log.requestId, settlement);
   }
   const staged: StagedBatch = {
     batch,
-    logs,
-    events,
-    logRows: copyText(logs.values(), requestLogParameters),
+    first,
+    rows: copyText(first.values(), (settlement) => pricedRequestLogParameters(settlement.log, settlement.event)),
     now: Date.now(),
   };
   const client = await pool.connect();
@@ -106,23 +92,19 @@ export async function settleOnPostgres(pool: pg.Pool, batch: readonly Settlement
 }
 
 /**
- * The usual case, in three round trips, each overlapping this process's work with the server's: the events are
- * encoded while the server takes the log rows, the effects built while it inserts those and takes the events.
- * False (rolled back, nothing changed) when a request id already exists.
+ * The usual case, in two round trips: the effects are built while the server takes the rows. False (rolled back,
+ * nothing changed) when a request id already exists.
  */
 async function settleAssumingNewIds(client: pg.PoolClient, staged: StagedBatch): Promise<boolean> {
-  const { batch, logs, events } = staged;
   try {
-    const stagingLogs = copyIn(client, BEGIN_AND_COPY_LOGS_SQL, staged.logRows);
-    const eventRows = copyText(events.values(), usageEventParameters);
-    await stagingLogs;
-    const stagingEvents = copyIn(client, `${INSERT_LOGS_SQL};\n${COPY_EVENTS_SQL}`, eventRows);
-    const statements = [INSERT_EVENTS_SQL];
+    const staging = copyIn(client, BEGIN_AND_COPY_SQL, staged.rows);
+    const statements = [INSERT_SQL];
     try {
-      const effects = settlementEffects(batch, new Set(logs.keys()), new Set(events.keys()));
-      statements.push(...effectStatements(effects, staged.now), 'commit');
+      const ids = new Set(staged.first.keys());
+      statements.push(...effectStatements(settlementEffects(staged.batch, ids, eventIds(staged, ids)), staged.now));
+      statements.push('commit');
     } finally {
-      await stagingEvents;
+      await staging;
     }
     await client.query(statements.join(';\n'));
     return true;
@@ -135,20 +117,18 @@ async function settleAssumingNewIds(client: pg.PoolClient, staged: StagedBatch):
 
 /** Inserts only the request ids not stored yet, and applies the effects of those alone. */
 async function settleSkippingExistingIds(client: pg.PoolClient, staged: StagedBatch): Promise<void> {
-  const { batch, events } = staged;
-  await copyIn(client, BEGIN_AND_COPY_LOGS_SQL, staged.logRows);
-  let inserts = INSERT_LOGS_SQL + SKIP_EXISTING;
-  if (events.size > 0) {
-    await copyIn(client, COPY_EVENTS_SQL, copyText(events.values(), usageEventParameters));
-    inserts += `;\n${INSERT_EVENTS_SQL}${SKIP_EXISTING}`;
-  }
-  // A simple-protocol query with several statements resolves to one result per statement.
-  const results = (await client.query(inserts)) as unknown as
-    | pg.QueryResult<{ request_id: string }>[]
-    | pg.QueryResult<{ request_id: string }>;
-  const [logResult, eventResult] = Array.isArray(results) ? results : [results];
-  const effects = settlementEffects(batch, idSet(logResult?.rows ?? []), idSet(eventResult?.rows ?? []));
+  await copyIn(client, BEGIN_AND_COPY_SQL, staged.rows);
+  const inserted = await client.query<{ request_id: string }>(INSERT_SQL + SKIP_EXISTING);
+  const ids = idSet(inserted.rows);
+  const effects = settlementEffects(staged.batch, ids, eventIds(staged, ids));
   await client.query([...effectStatements(effects, staged.now), 'commit'].join(';\n'));
+}
+
+/** Of the request ids `inserted`, those whose row carries a usage event. */
+function eventIds(staged: StagedBatch, inserted: ReadonlySet<string>): Set<string> {
+  const ids = new Set<string>();
+  for (const id of inserted) if (staged.first.get(id)!.event !== undefined) ids.add(id);
+  return ids;
 }
 
 function isUniqueViolation(error: unknown): boolean {

@@ -5,13 +5,12 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from './create-store.js';
-import { requestLogToRow } from './kysely-store.js';
 import {
+  PRICED_REQUEST_LOG_COLUMNS,
+  pricedRequestLogParameters,
   REQUEST_LOG_INSERT_COLUMNS,
   requestLogParameters,
-  USAGE_EVENT_COLUMNS,
-  usageEventParameters,
-  usageEventToRow,
+  requestLogRow,
 } from './ledger-rows.js';
 import type { UsageEventRecord } from './ledger-store.js';
 import { migrationProvider } from './migrations/migration-provider.js';
@@ -63,18 +62,23 @@ describe('SQLite store', () => {
       createdAt: 18,
       attemptLog: '[1]',
     };
-    const logRow = requestLogToRow(log);
-    expect(new Set(REQUEST_LOG_INSERT_COLUMNS)).toEqual(new Set(Object.keys(logRow)));
+    const logRow = requestLogRow(log);
+    expect(new Set(PRICED_REQUEST_LOG_COLUMNS)).toEqual(new Set(Object.keys(logRow)));
     expect(requestLogParameters(log)).toEqual(REQUEST_LOG_INSERT_COLUMNS.map((column) => logRow[column]));
+    expect(pricedRequestLogParameters(log, undefined)).toEqual(
+      PRICED_REQUEST_LOG_COLUMNS.map((column) => logRow[column]),
+    );
+    expect(logRow).toMatchObject({ attempt_log: '[1]', prompt_tokens: 11, created_at: 18, amount: null, detail: null });
     const { attemptLog: _omitted, ...withoutAttempts } = log;
-    expect(requestLogParameters(withoutAttempts).at(-1)).toBeNull();
+    expect(requestLogRow(withoutAttempts).attempt_log).toBeNull();
 
+    // The event disagrees with the log on every shared field: the row takes the event's (what the ledger counts).
     const event: UsageEventRecord = {
       requestId: 'req_1',
-      tenantId: 'ten_1',
-      keyId: 'key_1',
-      model: 'm',
-      deployment: 'u/m',
+      tenantId: 'ten_2',
+      keyId: null,
+      model: 'm2',
+      deployment: 'u/m2',
       batch: true,
       receivedAt: 21,
       currency: 'CNY',
@@ -85,7 +89,7 @@ describe('SQLite store', () => {
       cachedTokens: 23,
       outputTokens: 24,
       reasoningTokens: 25,
-      estimated: true,
+      estimated: false,
       inputListAmount: 26n,
       cachedListAmount: 27n,
       outputListAmount: 28n,
@@ -97,9 +101,44 @@ describe('SQLite store', () => {
       cost: 34n,
       detail: '{}',
     };
-    const eventRow = usageEventToRow(event);
-    expect(new Set(USAGE_EVENT_COLUMNS)).toEqual(new Set(Object.keys(eventRow)));
-    expect(usageEventParameters(event)).toEqual(USAGE_EVENT_COLUMNS.map((column) => eventRow[column]));
+    const row = requestLogRow(log, event);
+    expect(pricedRequestLogParameters(log, event)).toEqual(PRICED_REQUEST_LOG_COLUMNS.map((column) => row[column]));
+    expect(row).toEqual({
+      request_id: 'req_1',
+      tenant_id: 'ten_2',
+      key_id: null,
+      endpoint: 'chat',
+      model: 'm2',
+      deployment: 'u/m2',
+      status: 503,
+      error_code: 'upstream_error',
+      stream: 1,
+      prompt_tokens: 45,
+      cached_tokens: 23,
+      completion_tokens: 24,
+      reasoning_tokens: 25,
+      usage_estimated: 0,
+      latency_ms: 15.5,
+      ttft_ms: 16.25,
+      attempts: 17,
+      created_at: 21,
+      attempt_log: '[1]',
+      batch: 1,
+      currency: 'CNY',
+      price_version: 'v',
+      tier: 't',
+      output_condition: 'c',
+      input_list_amount: 26n,
+      cached_list_amount: 27n,
+      output_list_amount: 28n,
+      batch_discount: -29n,
+      off_peak_discount: -30n,
+      contract_discount: -31n,
+      volume_discount: -32n,
+      amount: 33n,
+      cost: 34n,
+      detail: '{}',
+    });
   });
 
   it('migrates to the ingest schema: attempt_log column, no request_log_created_idx, a larger WAL checkpoint', async () => {

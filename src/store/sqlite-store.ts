@@ -16,12 +16,12 @@ import { apiKeyFromRow, KyselyStore } from './kysely-store.js';
 import {
   BILLING_ROLLUP_KEY,
   BILLING_ROLLUP_SUMS,
+  PRICED_REQUEST_LOG_COLUMNS,
+  pricedRequestLogParameters,
   REQUEST_LOG_INSERT_COLUMNS,
   requestLogParameters,
-  USAGE_EVENT_COLUMNS,
   USAGE_ROLLUP_KEY,
   USAGE_ROLLUP_SUMS,
-  usageEventParameters,
 } from './ledger-rows.js';
 import type {
   BillingMode,
@@ -343,9 +343,11 @@ export class SqliteStore extends KyselyStore {
       `insert into request_log (${REQUEST_LOG_INSERT_COLUMNS.join(', ')})` +
         ` values (${placeholders(REQUEST_LOG_INSERT_COLUMNS.length)}) on conflict (request_id) do nothing`,
     );
-    const insertEvent = database.prepare<unknown[], void>(
-      `insert into usage_events (${USAGE_EVENT_COLUMNS.join(', ')})` +
-        ` values (${placeholders(USAGE_EVENT_COLUMNS.length)}) on conflict (request_id) do nothing`,
+    // A priced request's row also holds its usage event. Its own statement: binding the 15 rating columns as nulls
+    // for every unpriced row cost ~1.5 µs each.
+    const insertPriced = database.prepare<unknown[], void>(
+      `insert into request_log (${PRICED_REQUEST_LOG_COLUMNS.join(', ')})` +
+        ` values (${placeholders(PRICED_REQUEST_LOG_COLUMNS.length)}) on conflict (request_id) do nothing`,
     );
     const charge = database.prepare<unknown[], void>(
       'insert into wallets (tenant_id, mode, currency, balance, credit_limit, reserved, updated_at)' +
@@ -370,10 +372,15 @@ export class SqliteStore extends KyselyStore {
       const logs = new Set<string>();
       const events = new Set<string>();
       for (const settlement of batch) {
-        if (insertLog.run(requestLogParameters(settlement.log)).changes > 0) logs.add(settlement.log.requestId);
+        // One row per request id, its usage event in it: the first settlement of an id is the one stored.
         const event = settlement.event;
-        if (event !== undefined && insertEvent.run(usageEventParameters(event)).changes > 0) {
-          events.add(event.requestId);
+        const inserted =
+          event === undefined
+            ? insertLog.run(requestLogParameters(settlement.log))
+            : insertPriced.run(pricedRequestLogParameters(settlement.log, event));
+        if (inserted.changes > 0) {
+          logs.add(settlement.log.requestId);
+          if (event !== undefined) events.add(event.requestId);
         }
       }
       const effects = settlementEffects(batch, logs, events);

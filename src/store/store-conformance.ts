@@ -512,6 +512,7 @@ function describeLedgerConformance(getStore: () => Store): void {
       // Quotes, braces and commas (array literals), backslashes, tabs and line breaks (COPY rows), `\N` (COPY's
       // null), single quotes and `$&` (SQL literals, string replacement patterns).
       const event = usageEvent(tenantId, Date.UTC(2030, 2, 2), {
+        requestId: `req_${randomSuffix()}\\N'$&`,
         keyId: 'NULL',
         model: "m\"o\\d{e,l}\t'x'",
         deployment: '',
@@ -520,16 +521,12 @@ function describeLedgerConformance(getStore: () => Store): void {
         outputCondition: '\\',
         detail: JSON.stringify({ modifiers: ['off-peak "night"', 'back\\slash', '\\N', 'tab\tline\nend'] }),
       });
-      const log = logRecord(tenantId, event.receivedAt, {
-        requestId: `${event.requestId}\\N'$&`,
-        model: event.model,
-        deployment: 'NULL',
-        errorCode: '\\N',
-        attemptLog: 'a\tb\nc\\d',
-      });
-      await store.settle([{ log, event, checkpointRequestId: log.requestId }]);
+      // The same request's log (one row holds both), with escapes of its own in the columns only a log has.
+      const log = logOf(event, { errorCode: '\\N', attemptLog: 'a\tb\nc\\d' });
+      const unpriced = logRecord(tenantId, event.receivedAt - 1, { deployment: 'NULL', model: 'm\\N' });
+      await store.settle([{ log, event, checkpointRequestId: log.requestId }, { log: unpriced }]);
       expect(await store.listUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) })).toEqual([event]);
-      expect(await store.listRequestLogs({ tenantId })).toEqual([log]);
+      expect(await store.listRequestLogs({ tenantId })).toEqual([log, unpriced]);
       const rollups = await store.queryUsageRollups({ bucket: '1m', start: 0, end: Date.UTC(2031, 0), tenantId });
       expect(rollups.map((row) => [row.keyId, row.model])).toEqual([['NULL', event.model]]);
       const billing = await store.queryBillingRollups({ tenantId, start: 0, end: Date.UTC(2031, 0) });
@@ -881,6 +878,25 @@ function newKey(tenantId: string, overrides: Partial<NewApiKey> = {}): NewApiKey
     expiresAt: null,
     ...overrides,
   };
+}
+
+/** The log record of the request `event` rated: same id, tenant, key, model, deployment, time and tokens. */
+export function logOf(event: UsageEventRecord, overrides: Partial<RequestLogRecord> = {}): RequestLogRecord {
+  return requestLogFixture({
+    requestId: event.requestId,
+    tenantId: event.tenantId,
+    keyId: event.keyId,
+    model: event.model,
+    deployment: event.deployment,
+    promptTokens: event.inputTokens + event.cachedTokens,
+    cachedTokens: event.cachedTokens,
+    completionTokens: event.outputTokens,
+    reasoningTokens: event.reasoningTokens,
+    usageEstimated: event.estimated,
+    latencyMs: 100,
+    createdAt: event.receivedAt,
+    ...overrides,
+  });
 }
 
 /** A request-log record of a successful chat request. Also used by dialect-specific tests. */

@@ -4,6 +4,7 @@ import { ledgerSchema } from './0002-ledger.js';
 import { batchesSchema } from './0003-batches.js';
 import { requestLogAttemptsSchema } from './0004-request-log-attempts.js';
 import { ledgerIngestSchema } from './0005-ledger-ingest.js';
+import { ledgerInRequestLogSchema } from './0006-ledger-in-request-log.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -15,6 +16,7 @@ const migrations: Record<string, Migration> = {
   '0003-batches': batchesSchema,
   '0004-request-log-attempts': requestLogAttemptsSchema,
   '0005-ledger-ingest': ledgerIngestSchema,
+  '0006-ledger-in-request-log': ledgerInRequestLogSchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */
