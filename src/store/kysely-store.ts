@@ -50,7 +50,7 @@ import type {
 } from './ledger-store.js';
 import { migrationProvider } from './migrations/migration-provider.js';
 import { randomId } from './random-id.js';
-import { type SettlementEffects, settlementEffects } from './settlement-effects.js';
+import { firstOfEachRequest, type SettlementEffects, settlementEffects } from './settlement-effects.js';
 import type { ApiKeyRecord, NewApiKey, RequestLogQuery, RequestLogRecord, Store, TenantRecord } from './store.js';
 
 /** Default page size of `listRequestLogs`. */
@@ -441,16 +441,10 @@ export class KyselyStore implements Store {
     if (batch.length === 0) return;
     const now = Date.now();
     await this.db.transaction().execute(async (db) => {
-      // One row per request id, its usage event in it: the first settlement of an id is the one stored.
-      const first = new Map<string, Settlement>();
-      for (const settlement of batch) {
-        if (!first.has(settlement.log.requestId)) first.set(settlement.log.requestId, settlement);
-      }
-      const rows = [...first.values()].map((settlement) => requestLogRow(settlement.log, settlement.event));
-      const logs = await this.insertLogsReturningIds(db, rows);
-      const events = new Set<string>();
-      for (const id of logs) if (first.get(id)!.event !== undefined) events.add(id);
-      await this.applySettlementEffects(db, settlementEffects(batch, logs, events), now);
+      // One row per request id, its usage event in it.
+      const rows = [...firstOfEachRequest(batch).values()].map((each) => requestLogRow(each.log, each.event));
+      const inserted = await this.insertLogsReturningIds(db, rows);
+      await this.applySettlementEffects(db, settlementEffects(batch, inserted), now);
     });
   }
 

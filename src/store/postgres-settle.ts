@@ -31,7 +31,7 @@ import {
   USAGE_ROLLUP_KEY,
 } from './ledger-rows.js';
 import type { Settlement } from './ledger-store.js';
-import { type SettlementEffects, settlementEffects } from './settlement-effects.js';
+import { firstOfEachRequest, type SettlementEffects, settlementEffects } from './settlement-effects.js';
 
 const STAGE = 'tollgate_settle_request_log';
 const COLUMNS = PRICED_REQUEST_LOG_COLUMNS.join(', ');
@@ -67,10 +67,7 @@ interface StagedBatch {
 /** Commits `batch` (see the module comment). The connection is discarded, not reused, after any failure. */
 export async function settleOnPostgres(pool: pg.Pool, batch: readonly Settlement[]): Promise<void> {
   if (batch.length === 0) return;
-  const first = new Map<string, Settlement>();
-  for (const settlement of batch) {
-    if (!first.has(settlement.log.requestId)) first.set(settlement.log.requestId, settlement);
-  }
+  const first = firstOfEachRequest(batch);
   const staged: StagedBatch = {
     batch,
     first,
@@ -100,8 +97,8 @@ async function settleAssumingNewIds(client: pg.PoolClient, staged: StagedBatch):
     const staging = copyIn(client, BEGIN_AND_COPY_SQL, staged.rows);
     const statements = [INSERT_SQL];
     try {
-      const ids = new Set(staged.first.keys());
-      statements.push(...effectStatements(settlementEffects(staged.batch, ids, eventIds(staged, ids)), staged.now));
+      const effects = settlementEffects(staged.batch, new Set(staged.first.keys()));
+      statements.push(...effectStatements(effects, staged.now));
       statements.push('commit');
     } finally {
       await staging;
@@ -119,16 +116,8 @@ async function settleAssumingNewIds(client: pg.PoolClient, staged: StagedBatch):
 async function settleSkippingExistingIds(client: pg.PoolClient, staged: StagedBatch): Promise<void> {
   await copyIn(client, BEGIN_AND_COPY_SQL, staged.rows);
   const inserted = await client.query<{ request_id: string }>(INSERT_SQL + SKIP_EXISTING);
-  const ids = idSet(inserted.rows);
-  const effects = settlementEffects(staged.batch, ids, eventIds(staged, ids));
+  const effects = settlementEffects(staged.batch, idSet(inserted.rows));
   await client.query([...effectStatements(effects, staged.now), 'commit'].join(';\n'));
-}
-
-/** Of the request ids `inserted`, those whose row carries a usage event. */
-function eventIds(staged: StagedBatch, inserted: ReadonlySet<string>): Set<string> {
-  const ids = new Set<string>();
-  for (const id of inserted) if (staged.first.get(id)!.event !== undefined) ids.add(id);
-  return ids;
 }
 
 function isUniqueViolation(error: unknown): boolean {

@@ -50,17 +50,25 @@ interface UsageGroup {
 }
 
 /**
- * Aggregates the effects of `batch`, counting only what this commit inserted: an event whose request id was
- * already stored (a retry, a recovered checkpoint, a duplicate inside the batch) moves no balance and no rollup,
- * and a settlement whose request-log row existed already releases no reservation (the first one did).
- * `logs` and `events` hold the request ids the inserts reported; each id counts once, so both sets are consumed
- * (emptied of the ids used) — pass sets built for this call.
+ * The first settlement of each request id in `batch`, by id: the one whose row a commit stores (a later one of the
+ * same id is a duplicate and changes nothing).
  */
-export function settlementEffects(
-  batch: readonly Settlement[],
-  logs: Set<string>,
-  events: Set<string>,
-): SettlementEffects {
+export function firstOfEachRequest(batch: readonly Settlement[]): Map<string, Settlement> {
+  const first = new Map<string, Settlement>();
+  for (const settlement of batch) {
+    if (!first.has(settlement.log.requestId)) first.set(settlement.log.requestId, settlement);
+  }
+  return first;
+}
+
+/**
+ * Aggregates the effects of `batch`, counting only what this commit inserted. `inserted` holds the request ids
+ * whose `request_log` row the insert reported new; each counts once, through its first settlement in the batch: it
+ * releases that settlement's reservation and, when the row holds a usage event, charges the event and adds it to
+ * the rollups. An id stored already (a retry, a recovered checkpoint) or repeated inside the batch changes nothing.
+ * `inserted` is consumed (emptied of the ids used): pass a set built for this call.
+ */
+export function settlementEffects(batch: readonly Settlement[], inserted: Set<string>): SettlementEffects {
   const charges = new Map<string, { tenantId: string; currency: string; amount: Nano }>();
   const releases = new Map<string, Nano>();
   const groups = new Map<string, UsageGroup>();
@@ -69,12 +77,13 @@ export function settlementEffects(
 
   for (const settlement of batch) {
     if (settlement.checkpointRequestId !== undefined) checkpointIds.add(settlement.checkpointRequestId);
+    if (!inserted.delete(settlement.log.requestId)) continue;
     const reservation = settlement.reservation;
-    if (logs.delete(settlement.log.requestId) && reservation !== undefined && reservation.amount !== 0n) {
+    if (reservation !== undefined && reservation.amount !== 0n) {
       releases.set(reservation.tenantId, (releases.get(reservation.tenantId) ?? 0n) + reservation.amount);
     }
     const event = settlement.event;
-    if (event === undefined || !events.delete(event.requestId)) continue;
+    if (event === undefined) continue;
 
     const charge = charges.get(event.tenantId);
     if (charge === undefined) {

@@ -369,21 +369,17 @@ export class SqliteStore extends KyselyStore {
 
     const transaction = database.transaction((batch: readonly Settlement[]) => {
       const now = Date.now();
-      const logs = new Set<string>();
-      const events = new Set<string>();
+      const inserted = new Set<string>();
       for (const settlement of batch) {
         // One row per request id, its usage event in it: the first settlement of an id is the one stored.
         const event = settlement.event;
-        const inserted =
+        const row =
           event === undefined
             ? insertLog.run(requestLogParameters(settlement.log))
             : insertPriced.run(pricedRequestLogParameters(settlement.log, event));
-        if (inserted.changes > 0) {
-          logs.add(settlement.log.requestId);
-          if (event !== undefined) events.add(event.requestId);
-        }
+        if (row.changes > 0) inserted.add(settlement.log.requestId);
       }
-      const effects = settlementEffects(batch, logs, events);
+      const effects = settlementEffects(batch, inserted);
       for (const { tenantId, currency, amount } of effects.charges) {
         if (amount !== 0n) charge.run(tenantId, currency, -amount, now);
       }
