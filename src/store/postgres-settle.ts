@@ -56,10 +56,10 @@ const SKIP_EXISTING = ' on conflict (request_id) do nothing returning request_id
 /** SQLSTATE of a unique violation. */
 const UNIQUE_VIOLATION = '23505';
 
-/** The batch, its first settlement of each request id, and their rows encoded. */
+/** The batch, its request ids, and the rows of their first settlements encoded. */
 interface StagedBatch {
   batch: readonly Settlement[];
-  first: Map<string, Settlement>;
+  ids: ReadonlySet<string>;
   rows: string;
   now: number;
 }
@@ -70,7 +70,7 @@ export async function settleOnPostgres(pool: pg.Pool, batch: readonly Settlement
   const first = firstOfEachRequest(batch);
   const staged: StagedBatch = {
     batch,
-    first,
+    ids: new Set(first.keys()),
     rows: copyText(first.values(), (settlement) => pricedRequestLogParameters(settlement.log, settlement.event)),
     now: Date.now(),
   };
@@ -97,7 +97,7 @@ async function settleAssumingNewIds(client: pg.PoolClient, staged: StagedBatch):
     const staging = copyIn(client, BEGIN_AND_COPY_SQL, staged.rows);
     const statements = [INSERT_SQL];
     try {
-      const effects = settlementEffects(staged.batch, new Set(staged.first.keys()));
+      const effects = settlementEffects(staged.batch, new Set(staged.ids));
       statements.push(...effectStatements(effects, staged.now));
       statements.push('commit');
     } finally {
