@@ -479,6 +479,21 @@ function describeLedgerConformance(getStore: () => Store): void {
       });
     });
 
+    it('keeps the first record of a request id: an event settled after its id was logged unpriced is not charged', async () => {
+      const store = getStore();
+      const tenantId = `ten_first_${randomSuffix()}`;
+      const event = usageEvent(tenantId, Date.UTC(2030, 1, 2));
+      const unpriced = logOf(event, { status: 502, errorCode: 'upstream_http_error' });
+      await store.settle([{ log: unpriced }]);
+      await store.settle([{ log: logOf(event), event }]);
+      expect(await store.getWallet(tenantId)).toBeUndefined();
+      expect(await store.sumUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) })).toEqual({
+        amount: 0n,
+        count: 0,
+      });
+      expect(await store.listRequestLogs({ tenantId })).toEqual([unpriced]);
+    });
+
     it('round-trips every field of a usage event', async () => {
       const store = getStore();
       const tenantId = `ten_event_${randomSuffix()}`;
