@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type Clock, RealClock } from '../clock/clock.js';
+import { assertNever } from '../errors/assert-never.js';
 import type { Logger } from '../observability/logger.js';
 import { ACQUIRE_SCRIPT, ADJUST_SCRIPT } from './admission-scripts.js';
 import {
@@ -358,8 +359,4 @@ function isUnavailable(error: unknown): boolean {
 
 function checkTokens(tokens: number): void {
   if (!Number.isInteger(tokens) || tokens < 0) throw new RangeError(`tokens must be an integer ≥ 0, got ${tokens}`);
-}
-
-function assertNever(value: never): never {
-  throw new Error(`Unexpected failure policy: ${String(value)}`);
 }

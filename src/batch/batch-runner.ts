@@ -20,6 +20,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { BillingService } from '../billing/billing-service.js';
+import { assertNever } from '../errors/assert-never.js';
 import { type GatewayError, toGatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
@@ -672,8 +673,4 @@ function errorLine(batch: BatchRecord, line: BatchLineRecord): string | undefine
     default:
       return assertNever(line.state);
   }
-}
-
-function assertNever(value: never): never {
-  throw new Error(`Unexpected value: ${String(value)}`);
 }

@@ -17,6 +17,8 @@
  * discounts: 1e-27, the reference's sub-unit, see money.ts); the fraction is reduced first and decimals are added
  * only as the division needs them, so a 50% discount of an everyday amount stays far below 2^53.
  */
+
+import { assertNever } from '../errors/assert-never.js';
 import { DISCOUNT_ONE, type Discount, formatDiscount, type Price } from '../pricing/money.js';
 import type { PriceTier, PriceVersion } from '../pricing/price-book.js';
 import {
@@ -112,10 +114,6 @@ function modifierDetail(modifier: StepModifier, amount: string): ModifierDetail 
     default:
       return assertNever(modifier);
   }
-}
-
-function assertNever(value: never): never {
-  throw new Error(`unhandled case: ${JSON.stringify(value)}`);
 }
 
 /** The reference's rating reduced to what a usage event stores. */

@@ -6,6 +6,7 @@
  * skipped, never thrown on.
  */
 import { countTokens } from 'gpt-tokenizer/encoding/o200k_base';
+import { assertNever } from '../errors/assert-never.js';
 
 /** The endpoints whose prompts can be counted. */
 export type CountedEndpoint = 'chat' | 'completions' | 'embeddings';
@@ -99,8 +100,4 @@ function countTextOrTokenIds(value: unknown): number {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function assertNever(value: never): never {
-  throw new Error(`Unexpected endpoint: ${String(value)}`);
 }

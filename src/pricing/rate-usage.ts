@@ -28,6 +28,8 @@
  * All amounts are exact integers of 1e-27 of the currency unit (see money.ts): nothing is rounded here. Rounding to
  * the currency's minor unit happens once per invoice line (`roundToMinor`, half-even).
  */
+
+import { assertNever } from '../errors/assert-never.js';
 import type { Usage } from '../upstreams/usage.js';
 import {
   type Amount,
@@ -503,8 +505,4 @@ function highest(prices: readonly Price[]): Price {
   let high = 0n;
   for (const price of prices) if (price > high) high = price;
   return high;
-}
-
-function assertNever(value: never): never {
-  throw new Error(`unhandled case: ${JSON.stringify(value)}`);
 }

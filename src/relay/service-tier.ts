@@ -2,6 +2,8 @@
  * OpenAI's `service_tier` on the way in and out: mapped onto Tollgate's classes, limited to what the plan allows
  * (a disallowed class is downgraded to the next allowed one below it), and reported back in OpenAI's vocabulary.
  */
+
+import { assertNever } from '../errors/assert-never.js';
 import { type ServiceClass, serviceClasses, serviceClassRank } from '../scheduling/service-class.js';
 
 /** The class a request runs in. Batch lines are always `batch`. */
@@ -39,8 +41,4 @@ export function reportedServiceTier(serviceClass: ServiceClass): 'priority' | 'd
     default:
       return assertNever(serviceClass);
   }
-}
-
-function assertNever(value: never): never {
-  throw new Error(`unhandled service class: ${String(value)}`);
 }

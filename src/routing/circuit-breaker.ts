@@ -6,6 +6,7 @@
  * with a cool-down twice as long (up to `maxOpenMs`).
  */
 import type { Clock } from '../clock/clock.js';
+import { assertNever } from '../errors/assert-never.js';
 
 /** The breaker's states. */
 export const circuitStates = ['closed', 'open', 'half-open'] as const;
@@ -215,8 +216,4 @@ export class CircuitBreaker {
 function positive(value: number, name: string): number {
   if (!(value > 0)) throw new RangeError(`${name} must be positive, got ${value}`);
   return value;
-}
-
-function assertNever(value: never): never {
-  throw new Error(`Unexpected circuit state: ${String(value)}`);
 }

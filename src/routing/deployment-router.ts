@@ -15,6 +15,7 @@
  */
 import type { Catalog, CatalogModel, Deployment } from '../catalog/catalog.js';
 import { type Clock, RealClock } from '../clock/clock.js';
+import { assertNever } from '../errors/assert-never.js';
 import { UpstreamError, UpstreamTimeoutError } from '../errors/gateway-error.js';
 import { CircuitBreaker, type CircuitBreakerOptions, type CircuitState } from './circuit-breaker.js';
 import { classifyFailure, type FailureKind } from './classify-failure.js';
@@ -448,8 +449,4 @@ function cheapestWithRoom(candidates: readonly DeploymentState[], tokens: number
 function positive(value: number, name: string): number {
   if (!(value > 0)) throw new RangeError(`${name} must be positive, got ${value}`);
   return value;
-}
-
-function assertNever(value: never): never {
-  throw new Error(`Unexpected value: ${String(value)}`);
 }

@@ -2,6 +2,8 @@
  * Tollgate's service classes, highest first. OpenAI's `service_tier` (`priority`, `default`, `flex`, `auto`) maps onto
  * the first three; `batch` is work that may wait for hours.
  */
+import { assertNever } from '../errors/assert-never.js';
+
 export const serviceClasses = ['priority', 'default', 'flex', 'batch'] as const;
 
 /** One service class. */
@@ -34,8 +36,4 @@ export function perServiceClass<T>(make: (serviceClass: ServiceClass) => T): Per
     flex: make('flex'),
     batch: make('batch'),
   };
-}
-
-function assertNever(value: never): never {
-  throw new Error(`Unexpected service class: ${String(value)}`);
 }

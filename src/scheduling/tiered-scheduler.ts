@@ -12,6 +12,7 @@
  * wait-estimator.ts), else queued with a timer that refuses it if it overstays that limit anyway.
  */
 import type { Clock } from '../clock/clock.js';
+import { assertNever } from '../errors/assert-never.js';
 import { CapacityLedger } from './capacity-ledger.js';
 import { FairQueue } from './fair-queue.js';
 import { JobTicket, ownedTicket, validateJob } from './job-ticket.js';
@@ -517,8 +518,4 @@ function resolvePolicies(
     }
   }
   return policies;
-}
-
-function assertNever(value: never): never {
-  throw new Error(`Unexpected refusal reason: ${String(value)}`);
 }

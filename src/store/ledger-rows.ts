@@ -3,6 +3,8 @@
  * (`database-schema.ts`). Rows read back carry money as decimal text (`MoneyAsText`): both databases return it
  * exactly that way when a query casts the column to text, and `BigInt(text)` loses nothing.
  */
+
+import { assertNever } from '../errors/assert-never.js';
 import type {
   BillingRollupsTable,
   BudgetsTable,
@@ -266,11 +268,6 @@ function bucketSize(bucket: RollupBucket): number {
     default:
       return assertNever(bucket);
   }
-}
-
-/** Fails to compile when a closed set gains a case that a switch does not handle. */
-export function assertNever(value: never): never {
-  throw new Error(`unexpected value ${String(value)}`);
 }
 
 /** Maps a `usage_events` row (money as text or bigint) back to the record. */

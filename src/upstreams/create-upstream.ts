@@ -1,6 +1,7 @@
 /** Creates the adapter an upstream's configuration names. The only place that knows every kind of upstream. */
 import type { Clock } from '../clock/clock.js';
 import type { UpstreamConfig } from '../config/config-schema.js';
+import { assertNever } from '../errors/assert-never.js';
 import { createOpenAICompatibleUpstream } from './openai-compatible/openai-compatible-upstream.js';
 import { createSimulatedUpstream } from './simulated/simulated-upstream.js';
 import type { Upstream } from './upstream.js';
@@ -24,8 +25,4 @@ export function createUpstream(config: UpstreamConfig, options: CreateUpstreamOp
     default:
       return assertNever(type);
   }
-}
-
-function assertNever(value: never): never {
-  throw new Error(`unhandled upstream type: ${String(value)}`);
 }

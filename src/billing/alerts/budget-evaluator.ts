@@ -7,6 +7,8 @@
  * threshold exactly counts, being already at it does not, so splitting one settlement into two never adds or loses
  * an alert.
  */
+
+import { assertNever } from '../../errors/assert-never.js';
 import type { BudgetRecord, Nano } from '../../store/ledger-store.js';
 
 /** Thresholds are read to 1e-6 of a percent (`12.5` and `33.333333` are exact). */
@@ -60,8 +62,4 @@ export function wouldExceedHardBudget(
     default:
       return assertNever(budget.enforcement);
   }
-}
-
-function assertNever(value: never): never {
-  throw new Error(`unexpected budget enforcement: ${String(value)}`);
 }

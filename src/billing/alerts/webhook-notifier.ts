@@ -11,6 +11,7 @@
  */
 import { request } from 'undici';
 import { type Clock, type ClockTimer, RealClock } from '../../clock/clock.js';
+import { assertNever } from '../../errors/assert-never.js';
 import type { Logger } from '../../observability/logger.js';
 import type { WebhookEvent } from './budget-alert-event.js';
 import { signWebhook, WEBHOOK_HEADERS } from './webhook-signature.js';
@@ -356,8 +357,4 @@ function describeError(error: unknown): string {
     return typeof code === 'string' ? `${error.name} ${code}: ${error.message}` : `${error.name}: ${error.message}`;
   }
   return String(error);
-}
-
-function assertNever(value: never): never {
-  throw new Error(`unexpected attempt outcome: ${JSON.stringify(value)}`);
 }

@@ -33,6 +33,7 @@
  * separate balance-movement section, each rounded the same way, and never enter the lines or the total.
  */
 import { createHash } from 'node:crypto';
+import { assertNever } from '../../errors/assert-never.js';
 import {
   AMOUNT_DECIMALS,
   type Currency,
@@ -282,10 +283,6 @@ function modifierLabel(modifier: InvoiceModifier): string {
     default:
       return assertNever(modifier);
   }
-}
-
-function assertNever(value: never): never {
-  throw new Error(`unexpected value ${String(value)}`);
 }
 
 function modifierAmount(row: BillingRollupRow, modifier: InvoiceModifier): Nano {

@@ -3,6 +3,8 @@
  * decimal string so no bigint or binary float touches money — `amount_exact` in currency units to the nano-unit
  * (`"0.000123456"`, shortest exact form), `amount` with all the currency's minor digits (`"12.30"`).
  */
+
+import { assertNever } from '../../errors/assert-never.js';
 import { formatDecimal, formatMinor, formatPrice } from '../../pricing/money.js';
 import type { Invoice, InvoiceLine, InvoiceMoney } from './build-invoice.js';
 import { NANO_DECIMALS } from './build-invoice.js';
@@ -115,10 +117,6 @@ function lineJson(line: InvoiceLine, currency: Invoice['currency']): InvoiceLine
     default:
       return assertNever(line);
   }
-}
-
-function assertNever(value: never): never {
-  throw new Error(`unexpected invoice line ${JSON.stringify(value)}`);
 }
 
 /** The invoice as a JSON-safe object (no bigint). */

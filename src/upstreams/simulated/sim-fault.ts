@@ -10,6 +10,8 @@
  * - `status:<code>`: answer that HTTP status (400–599) with an OpenAI error body (`retry-after: 1` on 429);
  * - `slow-first-byte:<ms>`: wait that long before answering.
  */
+
+import { assertNever } from '../../errors/assert-never.js';
 import { InvalidRequestError } from '../../errors/gateway-error.js';
 
 /** The fault names, as written before any `:` argument. */
@@ -91,8 +93,4 @@ function invalidFault(text: string): InvalidRequestError {
     param: simFaultHeader,
     code: 'invalid_fault',
   });
-}
-
-function assertNever(value: never): never {
-  throw new Error(`Unexpected fault: ${String(value)}`);
 }

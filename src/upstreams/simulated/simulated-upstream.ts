@@ -15,6 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import { type Clock, RealClock } from '../../clock/clock.js';
 import type { SimulatedUpstreamConfig } from '../../config/config-schema.js';
+import { assertNever } from '../../errors/assert-never.js';
 import { type GatewayError, InvalidRequestError, UpstreamError } from '../../errors/gateway-error.js';
 import { countPromptTokens } from '../../metering/token-counter.js';
 import type {
@@ -549,8 +550,4 @@ function closedError(): GatewayError {
 
 function newId(): string {
   return randomUUID().replaceAll('-', '');
-}
-
-function assertNever(value: never): never {
-  throw new Error(`Unexpected endpoint: ${String(value)}`);
 }
