@@ -13,12 +13,12 @@ import { MONTH_COUNT_TTL_SECONDS, openBillingRedis } from './billing-redis.js';
  */
 export interface VolumePositionStore {
   /**
-   * Moves the count of `tenantId` (or of whatever else names the counter) for `month` (`YYYY-MM`) on by `tokens` and
-   * returns the count before: the request's first token is number `before + 1`. `seed` gives the count from the
+   * Moves the count named `counter` (a tenant's id for its tokens, a budget for its spend) for `month` (`YYYY-MM`) on
+   * by `amount` and returns the count before: a request's first token is number `before + 1`. `seed` gives the count from the
    * ledger when the month has no counter yet (first use, or after the counter expired); it is called at most once
    * per call and its answer is used only if no other process seeded the month meanwhile.
    */
-  advance(tenantId: string, month: string, tokens: bigint, seed: () => Promise<bigint>): Promise<bigint>;
+  advance(counter: string, month: string, amount: bigint, seed: () => Promise<bigint>): Promise<bigint>;
   close(): Promise<void>;
 }
 
@@ -62,16 +62,16 @@ export class RedisVolumePositionStore implements VolumePositionStore {
     this.ttl = String(options.ttlSeconds ?? MONTH_COUNT_TTL_SECONDS);
   }
 
-  async advance(tenantId: string, month: string, tokens: bigint, seed: () => Promise<bigint>): Promise<bigint> {
-    if (tokens < 0n) throw new RangeError(`Cannot advance by a negative token count (${tokens})`);
-    const key = `${this.prefix}{${tenantId}}:${month}`;
+  async advance(counter: string, month: string, amount: bigint, seed: () => Promise<bigint>): Promise<bigint> {
+    if (amount < 0n) throw new RangeError(`Cannot advance a count by a negative amount (${amount})`);
+    const key = `${this.prefix}{${counter}}:${month}`;
     const run = (this.redis as unknown as { tollgateVolumeAdvance: AdvanceCommand }).tollgateVolumeAdvance.bind(
       this.redis,
     );
-    const first = await run(key, tokens.toString(), '', this.ttl);
+    const first = await run(key, amount.toString(), '', this.ttl);
     if (first !== null) return BigInt(first);
     const seeded = await seed();
-    const second = await run(key, tokens.toString(), seeded.toString(), this.ttl);
+    const second = await run(key, amount.toString(), seeded.toString(), this.ttl);
     if (second === null) throw new Error(`Volume counter ${key} was not seeded`);
     return BigInt(second);
   }
