@@ -69,6 +69,32 @@ describe('SQLite store', () => {
       PRICED_REQUEST_LOG_COLUMNS.map((column) => logRow[column]),
     );
     expect(logRow).toMatchObject({ attempt_log: '[1]', prompt_tokens: 11, created_at: 18, amount: null, detail: null });
+    // The row is built from the parameters, so the lines above check the zip; this pins each column's value.
+    const noRating = Object.fromEntries(
+      PRICED_REQUEST_LOG_COLUMNS.slice(REQUEST_LOG_INSERT_COLUMNS.length).map((c) => [c, null]),
+    );
+    expect(logRow).toEqual({
+      request_id: 'req_1',
+      tenant_id: 'ten_1',
+      key_id: 'key_1',
+      endpoint: 'chat',
+      model: 'm',
+      deployment: 'u/m',
+      status: 503,
+      error_code: 'upstream_error',
+      stream: 1,
+      prompt_tokens: 11,
+      cached_tokens: 12,
+      completion_tokens: 13,
+      reasoning_tokens: 14,
+      usage_estimated: 1,
+      latency_ms: 15.5,
+      ttft_ms: 16.25,
+      attempts: 17,
+      created_at: 18,
+      attempt_log: '[1]',
+      ...noRating,
+    });
     const { attemptLog: _omitted, ...withoutAttempts } = log;
     expect(requestLogRow(withoutAttempts).attempt_log).toBeNull();
 
