@@ -176,22 +176,17 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const keys = new KeyService(store, { bus });
   const tenants = new TenantService(store, { bus });
   // Cluster mode: volume tiers count a tenant's tokens in one Redis counter shared by every process.
+  // Cluster mode: month counters shared by every process — tenants' tokens for volume tiers, budgets' spend for alerts.
   const volumePositions =
     config.admission.store === 'redis' ? new RedisVolumePositionStore({ url: config.admission.redis_url }) : undefined;
   // Cluster mode: hard budgets count every process's admitted requests, not only this one's.
   const budgetHolds =
     config.admission.store === 'redis' ? new RedisBudgetHolds({ url: config.admission.redis_url }) : undefined;
-  // Cluster mode: budget alerts compare every process's spend, counted per budget in Redis.
-  const sharedSpend =
-    config.admission.store === 'redis'
-      ? new RedisVolumePositionStore({ url: config.admission.redis_url, prefix: 'tg:spend:' })
-      : undefined;
   const billing = new BillingService(store, {
     priceBook: config.pricing,
     logger,
     bus,
     ...(volumePositions === undefined ? {} : { volumePositions }),
-    ...(sharedSpend === undefined ? {} : { sharedSpend }),
     ...(budgetHolds === undefined
       ? {}
       : { budgetHolds, onBudgetHoldFallback: () => metrics.budgetHoldFallbacks.inc() }),
@@ -398,7 +393,6 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       await fairShareStore?.close();
       await redisBus?.close();
       await volumePositions?.close();
-      await sharedSpend?.close();
       if (recovery !== undefined) clearInterval(recovery);
       await withDeadline(app.close(), 5_000, 'HTTP server close', logger);
       // After the last request: its budget hold settles before this process's owner key goes.

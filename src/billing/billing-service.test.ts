@@ -140,8 +140,8 @@ describe('BillingService.sharedMonthSpend (cluster mode budget alerts)', () => {
     const prefix = `tgtest:spend:${process.pid}:${Date.now()}:`;
     const counters = [0, 1].map(() => new RedisVolumePositionStore({ url: 'redis://127.0.0.1:6379', prefix }));
     const [first, second] = counters.map(
-      (sharedSpend) =>
-        new BillingService(store, { priceBook: undefined, logger: pino({ level: 'silent' }), sharedSpend }),
+      (volumePositions) =>
+        new BillingService(store, { priceBook: undefined, logger: pino({ level: 'silent' }), volumePositions }),
     ) as [BillingService, BillingService];
     const budget = (scope: 'tenant' | 'key', scopeId: string, updatedAt = 0): BudgetRecord => ({
       scope,

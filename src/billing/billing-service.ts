@@ -49,8 +49,10 @@ export interface BillingServiceOptions {
   /** Wallet settings of new tenants. Default prepaid, no credit. */
   newTenants?: { mode: BillingMode; creditLimit: Nano };
   /**
-   * The shared month token counter for volume tiers (cluster mode: Redis), so every process rates a tenant's tokens
-   * at their one place in the month. Default: each process counts its own, loaded from the rollups.
+   * Shared month counters (cluster mode: Redis): each tenant's tokens for volume tiers, so every process rates them
+   * at their one place in the month, and each budget's spend for budget alerts (`sharedMonthSpend`, counters named
+   * `spend:…`). Default: each process counts its own, loaded from the rollups, which is the whole month only when
+   * there is one process.
    */
   volumePositions?: VolumePositionStore;
   /**
@@ -60,12 +62,6 @@ export interface BillingServiceOptions {
   budgetHolds?: BudgetHolds;
   /** Counts admissions that fell back to this process's budget counts because `budgetHolds` failed. */
   onBudgetHoldFallback?: () => void;
-  /**
-   * Shared month-to-date spend per budget, nano-units (cluster mode: Redis), for budget alerts
-   * (`sharedMonthSpend`). Default: alerts compare this process's own counts, which are the whole month only when
-   * there is one process.
-   */
-  sharedSpend?: VolumePositionStore;
   /**
    * Where price-book and budget changes are announced to the other gateway processes (cluster mode), and heard from
    * them. Default: this process only.
@@ -133,7 +129,6 @@ export class BillingService {
     this.volumePositions = options.volumePositions;
     this.budgetHolds = options.budgetHolds;
     this.onBudgetHoldFallback = options.onBudgetHoldFallback;
-    this.sharedSpend = options.sharedSpend;
     this.unsubscribe = options.bus?.subscribe((subject) => {
       if (subject === ConfigSubject.prices) this.reloadInBackground('prices', () => this.reloadPrices());
       else if (subject === ConfigSubject.budgets) this.reloadInBackground('budgets', () => this.reloadBudgets());
@@ -143,7 +138,6 @@ export class BillingService {
   private readonly bus: InvalidationBus | undefined;
   private readonly volumePositions: VolumePositionStore | undefined;
   private readonly budgetHolds: BudgetHolds | undefined;
-  private readonly sharedSpend: VolumePositionStore | undefined;
   private readonly onBudgetHoldFallback: (() => void) | undefined;
   /** `performance.now()` until which the shared budget holds are not asked (they just failed). */
   private budgetHoldsDownUntil = Number.NEGATIVE_INFINITY;
@@ -581,7 +575,7 @@ export class BillingService {
    * (about 9 million currency units a budget and month), as for the hard budgets' holds.
    */
   sharedMonthSpend(change: SpendChange, budgets: ApplicableBudgets): Promise<SpendChange> | undefined {
-    const counters = this.sharedSpend;
+    const counters = this.volumePositions;
     const keyBudget = change.keyId === null ? undefined : budgets.key;
     if (counters === undefined || (budgets.tenant === undefined && keyBudget === undefined)) return undefined;
     const amount = change.monthSpendAfter.tenant - change.monthSpendBefore.tenant;
@@ -590,7 +584,9 @@ export class BillingService {
     const advance = (budget: BudgetRecord | undefined) =>
       budget === undefined
         ? undefined
-        : counters.advance(`${budget.scope}:${budget.scopeId}:${budget.updatedAt}`, month, amount, () => seed(budget));
+        : counters.advance(`spend:${budget.scope}:${budget.scopeId}:${budget.updatedAt}`, month, amount, () =>
+            seed(budget),
+          );
     const tenantBefore = advance(budgets.tenant);
     const keyBefore = advance(keyBudget);
     return Promise.all([tenantBefore, keyBefore]).then(([tenant, key]) => ({
