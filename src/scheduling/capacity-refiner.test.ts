@@ -26,7 +26,7 @@ function deployment(up: Upstream, sequences: number): Deployment {
 }
 
 describe('CapacityRefiner', () => {
-  it('scales a deployment by running / (running + waiting) while its upstream queues, and restores it after', async () => {
+  it('scales a deployment by running / (running + waiting) while its upstream keeps a queue, and restores it after', async () => {
     let reported: UpstreamLoad | undefined = { running: 30, waiting: 10 };
     const busy = upstream('busy', () => reported);
     const silent = upstream('silent', () => undefined);
@@ -43,6 +43,9 @@ describe('CapacityRefiner', () => {
     const refiner = new CapacityRefiner([model], new Map([['m', scheduler]]), { clock });
 
     await refiner.refresh();
+    // One poll with a queue is not enough.
+    expect(scheduler.capacity.sequences).toBe(80);
+    await refiner.refresh();
     // 64 × 30/40 = 48 for the queueing upstream, 16 kept for the silent one.
     expect(scheduler.capacity.sequences).toBe(48 + 16);
 
@@ -51,9 +54,37 @@ describe('CapacityRefiner', () => {
     expect(scheduler.capacity.sequences).toBe(80);
   });
 
-  it('never goes below one sequence', () => {
-    expect(effectiveSequences(64, { running: 0, waiting: 100 })).toBe(1);
-    expect(effectiveSequences(64, undefined)).toBe(64);
-    expect(effectiveSequences(10, { running: 5, waiting: 5 })).toBe(5);
+  it('ignores a queue seen once, such as a burst read in the middle of an engine step', async () => {
+    const loads: UpstreamLoad[] = [
+      { running: 1, waiting: 39 },
+      { running: 40, waiting: 0 },
+      { running: 2, waiting: 30 },
+      { running: 40, waiting: 0 },
+    ];
+    const bursty = upstream('bursty', () => loads.shift());
+    const model: CatalogModel = {
+      name: 'm',
+      kind: 'chat',
+      contextWindow: 8192,
+      maxOutputTokens: 1024,
+      created: 0,
+      deployments: [deployment(bursty, 64)],
+    };
+    const clock = new VirtualClock();
+    const scheduler = new TieredScheduler({ clock, capacity: { sequences: 64, tokens: 1_000_000 } });
+    const refiner = new CapacityRefiner([model], new Map([['m', scheduler]]), { clock });
+    for (let poll = 0; poll < 4; poll++) {
+      await refiner.refresh();
+      expect(scheduler.capacity.sequences).toBe(64);
+    }
+  });
+
+  it('takes the milder of two queued readings and never goes below one sequence', () => {
+    expect(effectiveSequences(64, { running: 30, waiting: 10 }, { running: 10, waiting: 30 })).toBe(48);
+    expect(effectiveSequences(64, { running: 10, waiting: 30 }, { running: 30, waiting: 10 })).toBe(48);
+    expect(effectiveSequences(64, { running: 0, waiting: 100 }, { running: 0, waiting: 100 })).toBe(1);
+    expect(effectiveSequences(64, undefined, { running: 0, waiting: 100 })).toBe(64);
+    expect(effectiveSequences(64, { running: 0, waiting: 100 }, undefined)).toBe(64);
+    expect(effectiveSequences(10, { running: 5, waiting: 5 }, { running: 5, waiting: 5 })).toBe(5);
   });
 });

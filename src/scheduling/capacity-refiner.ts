@@ -5,6 +5,11 @@
  * gateway sends to it), so its share of the model's capacity is scaled by running ÷ (running + waiting). Work then
  * waits in the gateway's class-aware, fair queue instead of the upstream's FIFO. When the upstream's queue empties,
  * the configured capacity comes back. Upstreams that report nothing keep their configured capacity.
+ *
+ * A queue seen once is not evidence: requests that arrive during an engine step wait for the next one, so a burst
+ * read mid-step shows few running and many waiting (1 running, 39 waiting would cut 64 sequences to 1) although the
+ * batch has room. A deployment is scaled down only when two polls in a row saw a queue, and then by the milder of
+ * the two readings.
  */
 import type { CatalogModel } from '../catalog/catalog.js';
 import { type Clock, type ClockTimer, RealClock } from '../clock/clock.js';
@@ -25,6 +30,8 @@ export class CapacityRefiner {
   private readonly clock: Clock;
   private readonly intervalMs: number;
   private timer: ClockTimer | undefined;
+  /** Each upstream's load at the previous poll. */
+  private previous = new Map<Upstream, UpstreamLoad | undefined>();
 
   constructor(
     private readonly models: readonly CatalogModel[],
@@ -68,19 +75,37 @@ export class CapacityRefiner {
       if (scheduler === undefined) continue;
       let sequences = 0;
       for (const deployment of model.deployments) {
-        const load = loads.get(deployment.upstream);
-        sequences += effectiveSequences(deployment.capacity.sequences, load);
+        const { upstream } = deployment;
+        sequences += effectiveSequences(
+          deployment.capacity.sequences,
+          this.previous.get(upstream),
+          loads.get(upstream),
+        );
       }
       scheduler.setCapacity({ sequences: Math.max(1, sequences) });
       result.set(model.name, sequences);
     }
+    this.previous = loads;
     return result;
   }
 }
 
-/** A deployment's sequences given its upstream's reported load. */
-export function effectiveSequences(configured: number, load: UpstreamLoad | undefined): number {
-  if (load === undefined || load.waiting <= 0) return configured;
-  const total = load.running + load.waiting;
-  return Math.max(1, Math.floor((configured * load.running) / total));
+/**
+ * A deployment's sequences given its upstream's load at the previous and the latest poll: scaled by
+ * running ÷ (running + waiting) only when both saw a queue, by the larger of the two factors.
+ */
+export function effectiveSequences(
+  configured: number,
+  previous: UpstreamLoad | undefined,
+  latest: UpstreamLoad | undefined,
+): number {
+  if (previous === undefined || latest === undefined || previous.waiting <= 0 || latest.waiting <= 0) {
+    return configured;
+  }
+  // Cross-multiplied, so the milder reading is chosen and scaled without rounding a quotient first.
+  const milder =
+    previous.running * (latest.running + latest.waiting) > latest.running * (previous.running + previous.waiting)
+      ? previous
+      : latest;
+  return Math.max(1, Math.floor((configured * milder.running) / (milder.running + milder.waiting)));
 }
