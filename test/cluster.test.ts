@@ -61,8 +61,8 @@ async function chat(url: string, key: string) {
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
     body: JSON.stringify({ model: 'sim-pro-32k', messages, max_tokens: 2 }),
   });
-  const body = (await response.json()) as { error?: { code: string } };
-  return { status: response.status, code: body.error?.code };
+  const body = (await response.json()) as { error?: { code: string; message: string } };
+  return { status: response.status, code: body.error?.code, message: body.error?.message };
 }
 
 /**
@@ -222,7 +222,7 @@ describe('cluster mode', () => {
     });
     expect(budget.status).toBe(200);
     await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(await chat(second.url, key)).toEqual({ status: 429, code: 'insufficient_quota' });
+    expect(await chat(second.url, key)).toMatchObject({ status: 429, code: 'insufficient_quota' });
   });
   it('holds a hard budget across processes: 60 concurrent requests through two processes, a budget for 10', async () => {
     const quote = BigInt(countPromptTokens('chat', { messages })) * 800n + 2n * 2000n; // sim-pro-32k, max_tokens 2
