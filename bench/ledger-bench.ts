@@ -19,7 +19,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import pg from 'pg';
 import { buildInvoice } from '../src/billing/invoice/build-invoice.js';
 import { createStore } from '../src/store/create-store.js';
-import type { Settlement, UsageEventRecord } from '../src/store/ledger-store.js';
+import type { RatedSettlement, Settlement, UsageRating } from '../src/store/ledger-store.js';
 import type { Store } from '../src/store/store.js';
 
 /** CLI options. */
@@ -116,7 +116,7 @@ function makeSettlement(
   model: string,
   receivedAt: number,
   random: () => number,
-): Settlement {
+): RatedSettlement {
   const prompt = 200 + Math.floor(random() * 4000);
   const cached = random() < 0.3 ? Math.floor(prompt / 2) : 0;
   const output = 20 + Math.floor(random() * 600);
@@ -125,23 +125,12 @@ function makeSettlement(
   const outputListAmount = BigInt(output) * PRICE.output;
   const list = inputListAmount + cachedListAmount + outputListAmount;
   const offPeakDiscount = random() < 0.25 ? -(list / 2n) : 0n;
-  const event: UsageEventRecord = {
-    requestId,
-    tenantId,
-    keyId,
-    model,
-    deployment: `sim/${model}`,
+  const rating: UsageRating = {
     batch: false,
-    receivedAt,
     currency: 'CNY',
     priceVersion: '2026-01-01',
     tier: '0-32768',
     outputCondition: null,
-    inputTokens: prompt - cached,
-    cachedTokens: cached,
-    outputTokens: output,
-    reasoningTokens: 0,
-    estimated: false,
     inputListAmount,
     cachedListAmount,
     outputListAmount,
@@ -160,7 +149,7 @@ function makeSettlement(
       keyId,
       endpoint: 'chat',
       model,
-      deployment: event.deployment,
+      deployment: `sim/${model}`,
       status: 200,
       errorCode: null,
       stream: true,
@@ -174,8 +163,8 @@ function makeSettlement(
       attempts: 1,
       createdAt: receivedAt,
     },
-    event,
-    reservation: { tenantId, amount: event.amount + 1000n },
+    rating,
+    reservation: { tenantId, amount: rating.amount + 1000n },
     checkpointRequestId: requestId,
   };
 }
@@ -268,7 +257,7 @@ async function measureMonth(store: Store, events: number, generationBatch: numbe
         random,
       );
       delete settlement.reservation;
-      generated += settlement.event!.amount;
+      generated += settlement.rating.amount;
       settlements.push(settlement);
     }
     await store.settle(settlements);

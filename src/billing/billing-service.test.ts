@@ -2,7 +2,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { VirtualClock } from '../clock/clock.js';
 import { InsufficientQuotaError } from '../errors/gateway-error.js';
-import { requestLogFixture, usageEventFixture } from '../store/ledger-fixtures.js';
+import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
 import type { BudgetRecord } from '../store/ledger-store.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
 import { BillingService, monthOf, nextMonthStart } from './billing-service.js';
@@ -126,16 +126,15 @@ describe('BillingService.sharedMonthSpend (cluster mode budget alerts)', () => {
     const tenant = await store.createTenant('alerting');
     // 100 nano-units settled before the counters exist: the seed must bring them in.
     await store.settle([
-      {
-        log: requestLogFixture({ requestId: 'req_before', tenantId: tenant.id, keyId: 'key_a', createdAt: AT }),
-        event: usageEventFixture({
+      settlementOf(
+        usageEventFixture({
           requestId: 'req_before',
           tenantId: tenant.id,
           keyId: 'key_a',
           receivedAt: AT,
           inputListAmount: 100n,
         }),
-      },
+      ),
     ]);
     const prefix = `tgtest:spend:${process.pid}:${Date.now()}:`;
     const counters = [0, 1].map(() => new RedisVolumePositionStore({ url: 'redis://127.0.0.1:6379', prefix }));

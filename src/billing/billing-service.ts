@@ -29,6 +29,7 @@ import type {
   LedgerStore,
   Nano,
   UsageEventRecord,
+  UsageRating,
   WalletRecord,
 } from '../store/ledger-store.js';
 import { ConfigSubject, type InvalidationBus } from '../tenancy/invalidation-bus.js';
@@ -81,6 +82,39 @@ export interface Reservation {
 }
 
 /** What `rate` needs about one finished request. */
+/** A rated request as its usage event (a stream checkpoint stores it so). */
+export function usageEventOf(request: RateRequest, rating: UsageRating): UsageEventRecord {
+  const usage = request.usage;
+  return {
+    requestId: request.requestId,
+    tenantId: request.tenantId,
+    keyId: request.keyId,
+    model: request.model,
+    deployment: request.deployment,
+    batch: rating.batch,
+    receivedAt: request.receivedAt,
+    currency: rating.currency,
+    priceVersion: rating.priceVersion,
+    tier: rating.tier,
+    outputCondition: rating.outputCondition,
+    inputTokens: usage.input.total - usage.input.cached,
+    cachedTokens: usage.input.cached,
+    outputTokens: usage.output.total,
+    reasoningTokens: usage.output.reasoning,
+    estimated: usage.estimated,
+    inputListAmount: rating.inputListAmount,
+    cachedListAmount: rating.cachedListAmount,
+    outputListAmount: rating.outputListAmount,
+    batchDiscount: rating.batchDiscount,
+    offPeakDiscount: rating.offPeakDiscount,
+    contractDiscount: rating.contractDiscount,
+    volumeDiscount: rating.volumeDiscount,
+    amount: rating.amount,
+    cost: rating.cost,
+    detail: rating.detail,
+  };
+}
+
 export interface RateRequest {
   requestId: string;
   tenantId: string;
@@ -471,10 +505,10 @@ export class BillingService {
   }
 
   /**
-   * Rates a finished request into its usage event and advances the month counters. Returns undefined when
-   * billing is off or the model has no price.
+   * Rates a finished request: its usage event is the request and this rating together (`usageEventOf`). Returns
+   * undefined when billing is off or the model has no price. `recordSpend` then counts it in the month.
    */
-  rate(request: RateRequest, tenantMonthTokensBefore?: bigint): UsageEventRecord | undefined {
+  rate(request: RateRequest, tenantMonthTokensBefore?: bigint): UsageRating | undefined {
     const book = this.book;
     if (book === undefined) return undefined;
     let before = tenantMonthTokensBefore;
@@ -511,24 +545,12 @@ export class BillingService {
       rated.contract +
       rated.volume;
     const amount = sum < 0n ? 0n : sum;
-    const usage = request.usage;
-    const event: UsageEventRecord = {
-      requestId: request.requestId,
-      tenantId: request.tenantId,
-      keyId: request.keyId,
-      model: request.model,
-      deployment: request.deployment,
+    return {
       batch: request.batch,
-      receivedAt: request.receivedAt,
       currency: rated.currency,
       priceVersion: rated.priceVersion,
       tier: rated.tier.label,
       outputCondition: rated.outputConditionMax === null ? null : `output<=${rated.outputConditionMax}`,
-      inputTokens: usage.input.total - usage.input.cached,
-      cachedTokens: usage.input.cached,
-      outputTokens: usage.output.total,
-      reasoningTokens: usage.output.reasoning,
-      estimated: usage.estimated,
       inputListAmount: rated.inputList,
       cachedListAmount: rated.cachedList,
       outputListAmount: rated.outputList,
@@ -540,7 +562,6 @@ export class BillingService {
       cost: cost === null ? null : nanoHalfEven(cost),
       detail: ratingDetail(rated),
     };
-    return event;
   }
 
   /**
@@ -602,20 +623,27 @@ export class BillingService {
     }));
   }
 
-  /** Advances the month counters by a settled event (call once per event actually committed or about to be). */
-  recordSpend(event: UsageEventRecord): { tenantBefore: Nano; tenantAfter: Nano; keyBefore: Nano; keyAfter: Nano } {
-    const month = monthOf(event.receivedAt);
-    let counter = this.months.get(event.tenantId);
+  /**
+   * Advances the month counters by a rated request charged `amount` (call once per request actually committed or
+   * about to be).
+   */
+  recordSpend(
+    request: RateRequest,
+    amount: Nano,
+  ): { tenantBefore: Nano; tenantAfter: Nano; keyBefore: Nano; keyAfter: Nano } {
+    const month = monthOf(request.receivedAt);
+    let counter = this.months.get(request.tenantId);
     if (counter === undefined || counter.month !== month) {
       counter = { month, tokens: 0n, spend: 0n, keySpend: new Map(), held: 0n, keyHeld: new Map() };
-      this.months.set(event.tenantId, counter);
+      this.months.set(request.tenantId, counter);
     }
     const tenantBefore = counter.spend;
-    counter.tokens += BigInt(event.inputTokens + event.cachedTokens + event.outputTokens);
-    counter.spend += event.amount;
-    const keyBefore = event.keyId === null ? 0n : (counter.keySpend.get(event.keyId) ?? 0n);
-    if (event.keyId !== null) counter.keySpend.set(event.keyId, keyBefore + event.amount);
-    return { tenantBefore, tenantAfter: counter.spend, keyBefore, keyAfter: keyBefore + event.amount };
+    counter.tokens += BigInt(request.usage.input.total + request.usage.output.total);
+    counter.spend += amount;
+    const keyId = request.keyId;
+    const keyBefore = keyId === null ? 0n : (counter.keySpend.get(keyId) ?? 0n);
+    if (keyId !== null) counter.keySpend.set(keyId, keyBefore + amount);
+    return { tenantBefore, tenantAfter: counter.spend, keyBefore, keyAfter: keyBefore + amount };
   }
 
   /** The tenant's month-to-date counter when it is loaded already. */

@@ -17,8 +17,8 @@ import { rateRequestFor } from '../metering/request-recorder.js';
 import { countTextTokens } from '../metering/token-counter.js';
 import type { Logger } from '../observability/logger.js';
 import type { InFlightStream } from '../relay/relay-service.js';
-import type { LedgerStore, Settlement, StreamCheckpoint } from '../store/ledger-store.js';
-import type { BillingService } from './billing-service.js';
+import { type LedgerStore, ratingOf, type Settlement, type StreamCheckpoint } from '../store/ledger-store.js';
+import { type BillingService, usageEventOf } from './billing-service.js';
 
 /** Options of `StreamCheckpointer`. */
 export interface StreamCheckpointerOptions {
@@ -85,12 +85,12 @@ export class StreamCheckpointer {
           output: { total: countTextTokens(stream.deliveredText.slice(0, length)), reasoning: 0 },
           estimated: true,
         });
-        const event = request === undefined ? undefined : this.billing.rate(request);
-        if (event === undefined) continue;
+        const rating = request === undefined ? undefined : this.billing.rate(request);
+        if (request === undefined || rating === undefined) continue;
         this.checkpointed.set(trace.requestId, length);
         checkpoints.push({
           requestId: trace.requestId,
-          event,
+          event: usageEventOf(request, rating),
           reservation: trace.reservation?.amount ?? 0n,
           updatedAt: now,
         });
@@ -143,7 +143,7 @@ export async function recoverCheckpoints(
       attempts: 1,
       createdAt: event.receivedAt,
     },
-    event,
+    rating: ratingOf(event),
     reservation: { tenantId: event.tenantId, amount: reservation },
     checkpointRequestId: requestId,
   }));

@@ -9,7 +9,7 @@ import type { BillingService, RateRequest, Reservation } from '../billing/billin
 import type { BudgetAlertSink } from '../billing/budget-alert-sink.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
-import type { Settlement } from '../store/ledger-store.js';
+import { isRatedLog, type Settlement, type UsageRating } from '../store/ledger-store.js';
 import type { RequestLogRecord } from '../store/store.js';
 import type { Usage } from '../upstreams/usage.js';
 
@@ -170,15 +170,17 @@ export class RequestRecorder {
       attemptLog: trace.attemptLog,
       createdAt: trace.receivedAt,
     };
-    const settlement: Settlement = { log: record };
-    if (trace.reservation !== undefined) {
-      settlement.reservation = { tenantId: trace.reservation.tenantId, amount: trace.reservation.amount };
-    }
-    if (trace.stream) settlement.checkpointRequestId = trace.requestId;
     const rateRequest = usage === undefined ? undefined : rateRequestFor(trace, usage);
     const position = rateRequest === undefined ? undefined : this.billing.volumePositionFor(rateRequest);
     const settle = (monthTokensBefore: bigint | undefined) => {
-      this.charge(trace, settlement, rateRequest, monthTokensBefore);
+      const rating = this.charge(trace, rateRequest, monthTokensBefore);
+      // A rate request names the trace's tenant and model, so a rated record always does.
+      const settlement: Settlement =
+        rating !== undefined && isRatedLog(record) ? { log: record, rating } : { log: record };
+      if (trace.reservation !== undefined) {
+        settlement.reservation = { tenantId: trace.reservation.tenantId, amount: trace.reservation.amount };
+      }
+      if (trace.stream) settlement.checkpointRequestId = trace.requestId;
       return this.commit(trace, record, settlement, latencyMs, ttftMs);
     };
     if (position === undefined) return settle(undefined);
@@ -194,32 +196,31 @@ export class RequestRecorder {
   }
 
   /**
-   * Rates the request into its usage event and moves the month counters and budget alerts. The budget hold ends in
+   * Rates the request and moves the month counters and budget alerts; returns its rating. The budget hold ends in
    * the same synchronous step as the spend is counted, so a budget never counts the request as neither held nor
    * spent. `monthTokensBefore`: the request's place in the tenant's month when a shared counter gave it.
    */
   private charge(
     trace: RequestTrace,
-    settlement: Settlement,
     rateRequest: RateRequest | undefined,
     monthTokensBefore: bigint | undefined,
-  ): void {
-    let event: ReturnType<BillingService['rate']>;
+  ): UsageRating | undefined {
+    let rating: UsageRating | undefined;
     try {
-      event = rateRequest === undefined ? undefined : this.billing.rate(rateRequest, monthTokensBefore);
+      rating = rateRequest === undefined ? undefined : this.billing.rate(rateRequest, monthTokensBefore);
     } finally {
-      if (trace.reservation !== undefined) this.billing.releaseBudgetHold(trace.reservation, event?.amount ?? 0n);
+      if (trace.reservation !== undefined) this.billing.releaseBudgetHold(trace.reservation, rating?.amount ?? 0n);
     }
-    if (event === undefined) return;
-    settlement.event = event;
-    const spend = this.billing.recordSpend(event);
+    if (rating === undefined || rateRequest === undefined) return undefined;
+    const spend = this.billing.recordSpend(rateRequest, rating.amount);
     this.alerts?.onSettled({
-      tenantId: event.tenantId,
-      keyId: event.keyId,
-      at: event.receivedAt,
+      tenantId: rateRequest.tenantId,
+      keyId: rateRequest.keyId,
+      at: rateRequest.receivedAt,
       monthSpendBefore: { tenant: spend.tenantBefore, key: spend.keyBefore },
       monthSpendAfter: { tenant: spend.tenantAfter, key: spend.keyAfter },
     });
+    return rating;
   }
 
   /** Metrics, access log, and the settlement to the writer; resolves once committed (or after `commitWaitMs`). */

@@ -1,5 +1,5 @@
 import { createStore } from '../store/create-store.js';
-import { requestLogFixture, usageEventFixture } from '../store/ledger-fixtures.js';
+import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
 import { SettlementWriter } from './settlement-writer.js';
 
 // Child process of settlement-writer.test.ts:
@@ -12,24 +12,15 @@ const store = await createStore(`sqlite://${path}`);
 await store.migrate();
 const writer = new SettlementWriter(store);
 const writes = Array.from({ length: Number(countText) }, (_, index) => {
-  const receivedAt = Date.now();
-  const log = requestLogFixture({
+  const event = usageEventFixture({
     requestId: `crash-${index}`,
     tenantId: 'ten_crash',
-    promptTokens: index,
-    completionTokens: 1,
-    latencyMs: 1.5,
-    createdAt: receivedAt,
-  });
-  const event = usageEventFixture({
-    requestId: log.requestId,
-    tenantId: 'ten_crash',
-    receivedAt,
+    receivedAt: Date.now(),
     inputTokens: index,
     outputTokens: 1,
     inputListAmount: BigInt(index + 1),
   });
-  return writer.write({ log, event });
+  return writer.write(settlementOf(event));
 });
 const outcomes = await Promise.all(writes);
 process.stdout.write(outcomes.every(Boolean) ? 'committed\n' : 'dropped\n');

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createStore } from '../store/create-store.js';
-import { requestLogFixture, usageEventFixture } from '../store/ledger-fixtures.js';
-import type { Settlement } from '../store/ledger-store.js';
-import type { RequestLogRecord, Store } from '../store/store.js';
+import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
+import type { Settlement, UsageEventRecord } from '../store/ledger-store.js';
+import type { Store } from '../store/store.js';
 import { type TranspiledTree, transpileForChild } from '../store/transpile-for-child.js';
 import { SettlementWriter } from './settlement-writer.js';
 
@@ -49,33 +49,23 @@ function instrument(inner: Store): InstrumentedStore {
 }
 
 let sequence = 0;
-/** A settlement of tenant `ten_writer` with a usage event of `sequence` nano-units. */
-function settlement(overrides: Partial<RequestLogRecord> = {}): Settlement {
-  const log = logRecord(overrides);
-  const event = usageEventFixture({
-    requestId: log.requestId,
-    tenantId: 'ten_writer',
-    keyId: log.keyId,
-    receivedAt: log.createdAt,
-    inputTokens: log.promptTokens,
-    outputTokens: log.completionTokens,
-    inputListAmount: BigInt(sequence),
-  });
-  return { log, event };
-}
-
-function logRecord(overrides: Partial<RequestLogRecord> = {}): RequestLogRecord {
+/** A usage event of tenant `ten_writer` of `sequence` nano-units. */
+function usage(requestId?: string): UsageEventRecord {
   sequence++;
-  return requestLogFixture({
-    requestId: `req-${sequence}`,
+  return usageEventFixture({
+    requestId: requestId ?? `req-${sequence}`,
     tenantId: 'ten_writer',
     keyId: 'key_writer',
-    promptTokens: 10,
-    completionTokens: 5,
-    latencyMs: 12.25,
-    createdAt: 1_700_000_000_000 + sequence,
-    ...overrides,
+    receivedAt: 1_700_000_000_000 + sequence,
+    inputTokens: 10,
+    outputTokens: 5,
+    inputListAmount: BigInt(sequence),
   });
+}
+
+/** The settlement of a fresh usage event (`usage`). */
+function settlement(requestId?: string): Settlement {
+  return settlementOf(usage(requestId));
 }
 
 /** Committed settlements: request-log rows, checked against the usage events written with them. */
@@ -132,7 +122,8 @@ describe('SettlementWriter', () => {
     store.gate = new Promise((resolve) => {
       release = resolve;
     });
-    const written = settlement();
+    const event = usage();
+    const written = settlementOf(event);
     let settled = false;
     const promise = writer.write(written).then((outcome) => {
       settled = true;
@@ -147,7 +138,7 @@ describe('SettlementWriter', () => {
     const rows = await raw.listRequestLogs({ tenantId: 'ten_writer' });
     expect(rows).toEqual([written.log]);
     expect(await raw.listUsageEvents({ tenantId: 'ten_writer', start: 0, end: Number.MAX_SAFE_INTEGER })).toEqual([
-      written.event,
+      event,
     ]);
   });
 
@@ -204,7 +195,7 @@ describe('SettlementWriter', () => {
       batch.some((each) => each.log.requestId === 'poison') ? new Error('value too long') : undefined;
     const good = Array.from({ length: 40 }, () => settlement());
     const first = good.slice(0, 20).map((each) => writer.write(each));
-    const poison = writer.write(settlement({ requestId: 'poison' }));
+    const poison = writer.write(settlement('poison'));
     const rest = good.slice(20).map((each) => writer.write(each));
     expect(await Promise.all([...first, ...rest])).toEqual(Array(40).fill(true));
 

@@ -441,8 +441,8 @@ export class KyselyStore implements Store {
     if (batch.length === 0) return;
     const now = Date.now();
     await this.db.transaction().execute(async (db) => {
-      // One row per request id, its usage event in it.
-      const rows = [...firstOfEachRequest(batch).values()].map((each) => requestLogRow(each.log, each.event));
+      // One row per request id, its rating in it.
+      const rows = [...firstOfEachRequest(batch).values()].map((each) => requestLogRow(each.log, each.rating));
       const inserted = await this.insertLogsReturningIds(db, rows);
       await this.applySettlementEffects(db, settlementEffects(batch, inserted), now);
     });

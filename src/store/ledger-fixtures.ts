@@ -4,7 +4,13 @@
  * is the list amounts plus the discounts. Used by tests and their child processes, never by the gateway.
  */
 import { AMOUNT_PART_FIELDS } from './ledger-rows.js';
-import type { BillingRollupRow, UsageEventRecord } from './ledger-store.js';
+import {
+  type BillingRollupRow,
+  type RatedRequestLog,
+  type RatedSettlement,
+  ratingOf,
+  type UsageEventRecord,
+} from './ledger-store.js';
 import type { RequestLogRecord } from './store.js';
 
 /** Every part and the amount at zero, in the records' column order. */
@@ -71,6 +77,35 @@ export function usageEventFixture(
   };
   if (fields.amount === undefined) event.amount = sumOfParts(event);
   return event;
+}
+
+/** The log record of the request `event` rated: same id, tenant, key, model, deployment, time and tokens. */
+export function logOf(event: UsageEventRecord, overrides: Partial<RatedRequestLog> = {}): RatedRequestLog {
+  const log = requestLogFixture({
+    requestId: event.requestId,
+    tenantId: event.tenantId,
+    keyId: event.keyId,
+    model: event.model,
+    deployment: event.deployment,
+    promptTokens: event.inputTokens + event.cachedTokens,
+    cachedTokens: event.cachedTokens,
+    completionTokens: event.outputTokens,
+    reasoningTokens: event.reasoningTokens,
+    usageEstimated: event.estimated,
+    latencyMs: 100,
+    createdAt: event.receivedAt,
+    ...overrides,
+  });
+  // Tenant and model come from the event (strings) or from overrides typed to keep them strings.
+  return log as RatedRequestLog;
+}
+
+/** The settlement that stores `event`: its log record (`logOf`) and its rating, plus what else it ends. */
+export function settlementOf(
+  event: UsageEventRecord,
+  extra: Omit<RatedSettlement, 'log' | 'rating'> = {},
+): RatedSettlement {
+  return { log: logOf(event), rating: ratingOf(event), ...extra };
 }
 
 /** A billing-rollup row of one request with no tokens unless given; `amount` defaults to its parts' sum. */

@@ -21,6 +21,7 @@ import type {
   RollupBucket,
   StreamCheckpoint,
   UsageEventRecord,
+  UsageRating,
   UsageRollupRow,
   WalletRecord,
   WalletTransactionKind,
@@ -177,55 +178,35 @@ export function requestLogParameters(record: RequestLogRecord): unknown[] {
 }
 
 /**
- * A request's `request_log` row — its log record and, when it was priced, its usage event — as the positional
- * parameters of `PRICED_REQUEST_LOG_COLUMNS` (same values as `requestLogRow`).
- *
- * The event and the log share the request's identity, time and tokens (`settle` builds both from one trace). Where
- * a caller's pair disagreed, the event's values are stored, as they are the ones the balances and rollups count.
+ * A request's `request_log` row — its log record and, when it was priced, its rating — as the positional parameters
+ * of `PRICED_REQUEST_LOG_COLUMNS` (same values as `requestLogRow`).
  */
-export function pricedRequestLogParameters(record: RequestLogRecord, event: UsageEventRecord | undefined): unknown[] {
-  if (event === undefined) return [...requestLogParameters(record), ...NO_RATING];
-  return [
-    record.requestId,
-    event.tenantId,
-    event.keyId,
-    record.endpoint,
-    event.model,
-    event.deployment,
-    record.status,
-    record.errorCode,
-    record.stream ? 1 : 0,
-    event.inputTokens + event.cachedTokens,
-    event.cachedTokens,
-    event.outputTokens,
-    event.reasoningTokens,
-    event.estimated ? 1 : 0,
-    record.latencyMs,
-    record.ttftMs,
-    record.attempts,
-    event.receivedAt,
-    record.attemptLog ?? null,
-    event.batch ? 1 : 0,
-    event.currency,
-    event.priceVersion,
-    event.tier,
-    event.outputCondition,
-    event.inputListAmount,
-    event.cachedListAmount,
-    event.outputListAmount,
-    event.batchDiscount,
-    event.offPeakDiscount,
-    event.contractDiscount,
-    event.volumeDiscount,
-    event.amount,
-    event.cost,
-    event.detail,
-  ];
+export function pricedRequestLogParameters(record: RequestLogRecord, rating: UsageRating | undefined): unknown[] {
+  const parameters = requestLogParameters(record);
+  if (rating === undefined) return parameters.concat(NO_RATING);
+  parameters.push(
+    rating.batch ? 1 : 0,
+    rating.currency,
+    rating.priceVersion,
+    rating.tier,
+    rating.outputCondition,
+    rating.inputListAmount,
+    rating.cachedListAmount,
+    rating.outputListAmount,
+    rating.batchDiscount,
+    rating.offPeakDiscount,
+    rating.contractDiscount,
+    rating.volumeDiscount,
+    rating.amount,
+    rating.cost,
+    rating.detail,
+  );
+  return parameters;
 }
 
 /** `pricedRequestLogParameters` as a row object, for Kysely inserts. */
-export function requestLogRow(record: RequestLogRecord, event?: UsageEventRecord): RequestLogTable {
-  const values = pricedRequestLogParameters(record, event);
+export function requestLogRow(record: RequestLogRecord, rating?: UsageRating): RequestLogTable {
+  const values = pricedRequestLogParameters(record, rating);
   return Object.fromEntries(PRICED_REQUEST_LOG_COLUMNS.map((column, index) => [column, values[index]])) as never;
 }
 

@@ -53,6 +53,30 @@ export interface UsageEventRecord {
   detail: string;
 }
 
+/**
+ * What rating a request adds to its request-log record: the batch flag, the price labels and the amounts. A usage
+ * event is a request-log record and its rating together: the event's identity, time and tokens are the log's
+ * (`input_tokens` = prompt − cached, `received_at` = `created_at`), and the store keeps both in one row.
+ */
+export type UsageRating = Pick<
+  UsageEventRecord,
+  | 'batch'
+  | 'currency'
+  | 'priceVersion'
+  | 'tier'
+  | 'outputCondition'
+  | 'inputListAmount'
+  | 'cachedListAmount'
+  | 'outputListAmount'
+  | 'batchDiscount'
+  | 'offPeakDiscount'
+  | 'contractDiscount'
+  | 'volumeDiscount'
+  | 'amount'
+  | 'cost'
+  | 'detail'
+>;
+
 /** Kinds of wallet transaction (usage charges are the usage events themselves). */
 export type WalletTransactionKind = 'topup' | 'adjustment' | 'refund';
 
@@ -89,11 +113,52 @@ export interface WalletRecord {
   updatedAt: number;
 }
 
+/** A request-log record that names its tenant and model: the only kind a rating can belong to. */
+export type RatedRequestLog = RequestLogRecord & { tenantId: string; model: string };
+
+/** Whether `log` names its tenant and model, as a rated request's log does. */
+export function isRatedLog(log: RequestLogRecord): log is RatedRequestLog {
+  return log.tenantId !== null && log.model !== null;
+}
+
+/** A usage event's rating (`UsageRating`): the fields it adds to its request-log record. */
+export function ratingOf(event: UsageEventRecord): UsageRating {
+  return {
+    batch: event.batch,
+    currency: event.currency,
+    priceVersion: event.priceVersion,
+    tier: event.tier,
+    outputCondition: event.outputCondition,
+    inputListAmount: event.inputListAmount,
+    cachedListAmount: event.cachedListAmount,
+    outputListAmount: event.outputListAmount,
+    batchDiscount: event.batchDiscount,
+    offPeakDiscount: event.offPeakDiscount,
+    contractDiscount: event.contractDiscount,
+    volumeDiscount: event.volumeDiscount,
+    amount: event.amount,
+    cost: event.cost,
+    detail: event.detail,
+  };
+}
+
 /** What one finished request writes, in one transaction with the others of its batch. */
-export interface Settlement {
+export type Settlement = UnratedSettlement | RatedSettlement;
+
+/** A request that consumed nothing billable (an error before the upstream, a listing) or that no price applies to. */
+export interface UnratedSettlement extends SettlementRelease {
   log: RequestLogRecord;
-  /** Absent for requests that consumed nothing billable (errors before the upstream, listings). */
-  event?: UsageEventRecord;
+  rating?: undefined;
+}
+
+/** A priced request: its log record and its rating together are its usage event. */
+export interface RatedSettlement extends SettlementRelease {
+  log: RatedRequestLog;
+  rating: UsageRating;
+}
+
+/** What a settlement ends besides its request. */
+interface SettlementRelease {
   /** The reservation taken at admission, released here. */
   reservation?: { tenantId: string; amount: Nano };
   /** Checkpoint to delete (the stream finished). */
@@ -222,7 +287,7 @@ export interface LedgerStore {
   /** Returns an unused reservation (a request that failed before any usage). */
   release(tenantId: string, amount: Nano): Promise<void>;
   /**
-   * Commits a batch in one transaction: request-log rows and usage events (a request id already present is
+   * Commits a batch in one transaction: request-log rows with their ratings (a request id already present is
    * skipped, so a retry is billed once), usage and billing rollups, wallet balances, reservation releases,
    * checkpoint deletions.
    */

@@ -71,7 +71,7 @@ export async function settleOnPostgres(pool: pg.Pool, batch: readonly Settlement
   const staged: StagedBatch = {
     batch,
     ids: new Set(first.keys()),
-    rows: copyText(first.values(), (settlement) => pricedRequestLogParameters(settlement.log, settlement.event)),
+    rows: copyText(first.values(), (settlement) => pricedRequestLogParameters(settlement.log, settlement.rating)),
     now: Date.now(),
   };
   const client = await pool.connect();

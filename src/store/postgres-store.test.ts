@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from './create-store.js';
-import { requestLogFixture } from './ledger-fixtures.js';
-import type { Settlement } from './ledger-store.js';
+import { requestLogFixture, settlementOf } from './ledger-fixtures.js';
+import type { RatedSettlement } from './ledger-store.js';
 import type { Store } from './store.js';
-import { describeStoreConformance, logRecord, usageEvent } from './store-conformance.js';
+import { describeStoreConformance, usageEvent } from './store-conformance.js';
 
 // CI runs PostgreSQL: when it is unreachable these tests must fail, never skip.
 const CANDIDATE_URLS = ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test'];
@@ -148,14 +148,16 @@ describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation
   const UNIT = 1_000_000_000n;
 
   /** A settlement of `tenantId` at `at` releasing a reservation of its amount plus 1 unit. */
-  function settlement(tenantId: string, at: number, overrides: { keyId?: string; model?: string } = {}): Settlement {
+  function settlement(
+    tenantId: string,
+    at: number,
+    overrides: { keyId?: string; model?: string } = {},
+  ): RatedSettlement {
     const event = usageEvent(tenantId, at, { amount: BigInt(1 + Math.floor(Math.random() * 1e9)), ...overrides });
-    return {
-      log: logRecord(tenantId, at, { requestId: event.requestId }),
-      event,
+    return settlementOf(event, {
       reservation: { tenantId, amount: event.amount + UNIT },
       checkpointRequestId: event.requestId,
-    };
+    });
   }
 
   /** Puts `amount` on the tenant's wallet. */
@@ -171,9 +173,9 @@ describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation
   }
 
   /** Asserts that events, both rollups and the wallet each count `settled` exactly once. */
-  async function expectCountedOnce(store: Store, tenantId: string, settled: readonly Settlement[], topUp: bigint) {
+  async function expectCountedOnce(store: Store, tenantId: string, settled: readonly RatedSettlement[], topUp: bigint) {
     const range = { start: 0, end: Date.UTC(2100, 0) };
-    const amount = settled.reduce((sum, item) => sum + item.event!.amount, 0n);
+    const amount = settled.reduce((sum, item) => sum + item.rating.amount, 0n);
     expect(await store.sumUsageEvents({ tenantId, ...range })).toEqual({ amount, count: settled.length });
     for (const bucket of ['1m', '1h', '1d'] as const) {
       const rows = await store.queryUsageRollups({ bucket, tenantId, ...range });
@@ -243,7 +245,7 @@ describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation
       const topUp = 10n ** 6n * UNIT;
       await credit(one, tenantId, topUp);
       // Every round starts new minutes, so both writers also race to create the same new rollup rows.
-      const settled: Settlement[] = [];
+      const settled: RatedSettlement[] = [];
       for (let round = 0; round < 6; round++) {
         const at = Date.UTC(2031, 5, 1) + round * 3_600_000;
         const items = Array.from({ length: 60 }, (_, index) =>
@@ -267,7 +269,7 @@ describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation
       const good = settlement(tenantId, Date.UTC(2031, 6, 1));
       const bad = settlement(tenantId, Date.UTC(2031, 6, 1));
       // PostgreSQL text cannot hold NUL: the COPY fails, and with it the whole batch.
-      bad.event = { ...bad.event!, detail: 'nul\u0000here' };
+      bad.rating = { ...bad.rating, detail: 'nul\u0000here' };
       await expect(store.settle([good, bad])).rejects.toThrow();
       expect(await store.sumUsageEvents({ tenantId, start: 0, end: Date.UTC(2100, 0) })).toEqual({
         amount: 0n,

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { requestLogFixture, usageEventFixture } from './ledger-fixtures.js';
-import type { Settlement } from './ledger-store.js';
+import { settlementOf, usageEventFixture } from './ledger-fixtures.js';
+import type { RatedSettlement } from './ledger-store.js';
 import { openSqliteStore, type SqliteStore } from './sqlite-store.js';
 
 let store: SqliteStore;
@@ -35,29 +35,18 @@ beforeEach(async () => {
 afterEach(async () => store.close());
 
 /** A settled chat request charged `amount`, with `reserved` held for it at admission. */
-function settlement(requestId: string, amount: bigint, reserved: bigint): Settlement {
-  const receivedAt = Date.UTC(2026, 10, 29, 12);
-  return {
-    log: requestLogFixture({
-      requestId,
-      tenantId,
-      model: 'm',
-      promptTokens: 10,
-      completionTokens: 5,
-      createdAt: receivedAt,
-    }),
-    event: usageEventFixture({
-      requestId,
-      tenantId,
-      model: 'm',
-      deployment: null,
-      receivedAt,
-      inputTokens: 10,
-      outputTokens: 5,
-      inputListAmount: amount,
-    }),
-    reservation: { tenantId, amount: reserved },
-  };
+function settlement(requestId: string, amount: bigint, reserved: bigint): RatedSettlement {
+  const event = usageEventFixture({
+    requestId,
+    tenantId,
+    model: 'm',
+    deployment: null,
+    receivedAt: Date.UTC(2026, 10, 29, 12),
+    inputTokens: 10,
+    outputTokens: 5,
+    inputListAmount: amount,
+  });
+  return settlementOf(event, { reservation: { tenantId, amount: reserved } });
 }
 
 describe('process-held reservations', () => {
@@ -188,7 +177,7 @@ describe('the SQLite settle thread', () => {
     expect(store.settleOnThread()).toBe(true);
     const bad = settlement('req_bad', 100n, 0n);
     // The store refuses an event without a tier (NOT NULL): the whole batch must roll back.
-    (bad.event as { tier: string | null }).tier = null;
+    (bad.rating as { tier: string | null }).tier = null;
     await expect(store.settle([settlement('req_ok', 100n, 0n), bad])).rejects.toThrow(/NOT NULL/);
     expect(await requestLogCount('req_ok')).toBe(0);
     expect((await store.getWallet(tenantId))?.balance).toBe(2_000n);

@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { BillingRollupsTable, UsageRollupsTable } from './database-schema.js';
-import { requestLogFixture } from './ledger-fixtures.js';
-import type { Settlement, UsageEventRecord } from './ledger-store.js';
+import { logOf, settlementOf } from './ledger-fixtures.js';
+import type { RatedRequestLog, Settlement, UsageEventRecord, UsageRating } from './ledger-store.js';
 import { settlementEffects } from './settlement-effects.js';
 
 const MINUTE = 60_000;
@@ -17,14 +17,16 @@ function referenceEffects(batch: readonly Settlement[], inserted: ReadonlySet<st
   const charges = new Map<string, bigint>();
   const releases = new Map<string, bigint>();
   const counted = new Set<string>();
-  for (const { log, event, reservation } of batch) {
+  for (const settlement of batch) {
+    const { log, reservation } = settlement;
     // A request counts once, through its first settlement: the one whose row (and event) the insert stored.
     if (!inserted.has(log.requestId) || counted.has(log.requestId)) continue;
     counted.add(log.requestId);
     if (reservation !== undefined && reservation.amount !== 0n) {
       releases.set(reservation.tenantId, (releases.get(reservation.tenantId) ?? 0n) + reservation.amount);
     }
-    if (event === undefined) continue;
+    if (settlement.rating === undefined) continue;
+    const event = usageEventView(settlement.log, settlement.rating);
     charges.set(event.tenantId, (charges.get(event.tenantId) ?? 0n) + event.amount);
     for (const [bucket, size] of [
       ['1m', MINUTE],
@@ -106,6 +108,24 @@ function referenceEffects(batch: readonly Settlement[], inserted: ReadonlySet<st
   return { usage: [...usage.values()], billing: [...billing.values()], charges, releases };
 }
 
+/** The usage event a rated row reads back as (the `usage_events` view's definition). */
+function usageEventView(log: RatedRequestLog, rating: UsageRating): UsageEventRecord {
+  return {
+    ...rating,
+    requestId: log.requestId,
+    tenantId: log.tenantId,
+    keyId: log.keyId,
+    model: log.model,
+    deployment: log.deployment,
+    receivedAt: log.createdAt,
+    inputTokens: log.promptTokens - log.cachedTokens,
+    cachedTokens: log.cachedTokens,
+    outputTokens: log.completionTokens,
+    reasoningTokens: log.reasoningTokens,
+    estimated: log.usageEstimated,
+  };
+}
+
 const money = fc.oneof(fc.constant(0n), fc.bigInt({ min: -(10n ** 15n), max: 10n ** 15n }));
 
 const eventArbitrary = fc.record({
@@ -130,7 +150,7 @@ const eventArbitrary = fc.record({
 
 type EventInput = typeof eventArbitrary extends fc.Arbitrary<infer T> ? T : never;
 
-function settlementOf(input: EventInput): Settlement {
+function settlementFrom(input: EventInput): Settlement {
   const requestId = `req_${input.id}`;
   const [inputList, cachedList, outputList, batchDiscount, offPeak, contract, volume, amount] = input.amounts;
   const event: UsageEventRecord = {
@@ -161,18 +181,8 @@ function settlementOf(input: EventInput): Settlement {
     cost: input.cost,
     detail: '{}',
   };
-  const settlement: Settlement = {
-    log: requestLogFixture({
-      requestId,
-      tenantId: input.tenant,
-      keyId: input.keyId,
-      model: input.model,
-      deployment: null,
-      createdAt: event.receivedAt,
-    }),
-    checkpointRequestId: requestId,
-  };
-  if (input.hasEvent) settlement.event = event;
+  const settlement: Settlement = input.hasEvent ? settlementOf(event) : { log: logOf(event) };
+  settlement.checkpointRequestId = requestId;
   if (input.reservation !== undefined) settlement.reservation = { tenantId: input.tenant, amount: input.reservation };
   return settlement;
 }
@@ -188,7 +198,7 @@ describe('settlementEffects', () => {
     let merged = 0;
     fc.assert(
       fc.property(fc.array(eventArbitrary, { minLength: 0, maxLength: 150, size: 'max' }), (inputs) => {
-        const batch = inputs.map(settlementOf);
+        const batch = inputs.map(settlementFrom);
         // An id counts as inserted when its first settlement in the batch says so (duplicates share the id).
         const inserted = new Set<string>();
         const seen = new Set<number>();
@@ -217,7 +227,7 @@ describe('settlementEffects', () => {
 
   it('sorts rows by primary key, so concurrent transactions lock them in one order', () => {
     const inputs = fc.sample(fc.array(eventArbitrary, { minLength: 30, maxLength: 60 }), { numRuns: 1, seed: 7 })[0]!;
-    const batch = inputs.map((input) => settlementOf({ ...input, hasEvent: true }));
+    const batch = inputs.map((input) => settlementFrom({ ...input, hasEvent: true }));
     const ids = new Set(batch.map((each) => each.log.requestId));
     const effects = settlementEffects(batch, new Set(ids));
     const usageKeys = effects.usageRollups.map((row) => [

@@ -11,7 +11,7 @@
  */
 import type { BillingRollupsTable, UsageRollupsTable } from './database-schema.js';
 import { bucketStart, NULL_LABEL } from './ledger-rows.js';
-import type { Nano, Settlement, UsageEventRecord } from './ledger-store.js';
+import type { Nano, RatedRequestLog, Settlement, UsageRating } from './ledger-store.js';
 
 /** The effects of one batch. Lists are sorted by primary key, so concurrent transactions lock rows in one order. */
 export interface SettlementEffects {
@@ -64,8 +64,7 @@ export function firstOfEachRequest(batch: readonly Settlement[]): Map<string, Se
 /**
  * Aggregates the effects of `batch`, counting only what this commit inserted. `inserted` holds the request ids
  * whose `request_log` row the insert reported new; each counts once, through its first settlement in the batch: it
- * releases that settlement's reservation and, when the row holds a usage event, charges the event and adds it to
- * the rollups. An id stored already (a retry, a recovered checkpoint) or repeated inside the batch changes nothing.
+ * releases that settlement's reservation and, when it is rated, charges its amount and adds it to the rollups. An id stored already (a retry, a recovered checkpoint) or repeated inside the batch changes nothing.
  * `inserted` is consumed (emptied of the ids used): pass a set built for this call.
  */
 export function settlementEffects(batch: readonly Settlement[], inserted: Set<string>): SettlementEffects {
@@ -82,24 +81,24 @@ export function settlementEffects(batch: readonly Settlement[], inserted: Set<st
     if (reservation !== undefined && reservation.amount !== 0n) {
       releases.set(reservation.tenantId, (releases.get(reservation.tenantId) ?? 0n) + reservation.amount);
     }
-    const event = settlement.event;
-    if (event === undefined) continue;
+    if (settlement.rating === undefined) continue;
+    const { log, rating } = settlement;
 
-    const charge = charges.get(event.tenantId);
+    const charge = charges.get(log.tenantId);
     if (charge === undefined) {
-      charges.set(event.tenantId, { tenantId: event.tenantId, currency: event.currency, amount: event.amount });
+      charges.set(log.tenantId, { tenantId: log.tenantId, currency: rating.currency, amount: rating.amount });
     } else {
-      charge.amount += event.amount;
+      charge.amount += rating.amount;
     }
-    const cost = event.cost ?? 0n;
-    const keyId = event.keyId ?? NULL_LABEL;
-    const groupKey = `${event.tenantId}\u0000${keyId}\u0000${event.model}`;
+    const cost = rating.cost ?? 0n;
+    const keyId = log.keyId ?? NULL_LABEL;
+    const groupKey = `${log.tenantId}\u0000${keyId}\u0000${log.model}`;
     let group = groups.get(groupKey);
     if (group === undefined) {
       group = {
-        tenantId: event.tenantId,
+        tenantId: log.tenantId,
         keyId,
-        model: event.model,
+        model: log.model,
         minutes: new Map(),
         lastMinute: Number.NaN,
         lastSums: undefined,
@@ -107,8 +106,8 @@ export function settlementEffects(batch: readonly Settlement[], inserted: Set<st
       };
       groups.set(groupKey, group);
     }
-    addUsage(group, bucketStart('1m', event.receivedAt), event, cost);
-    addBilling(group, billing, event, cost);
+    addUsage(group, bucketStart('1m', log.createdAt), log, rating.amount, cost);
+    addBilling(group, billing, log, rating, cost);
   }
 
   const usageRollups: UsageRollupsTable[] = [];
@@ -136,24 +135,26 @@ export function settlementEffects(batch: readonly Settlement[], inserted: Set<st
   };
 }
 
-function addUsage(group: UsageGroup, minute: number, event: UsageEventRecord, cost: Nano): void {
+function addUsage(group: UsageGroup, minute: number, log: RatedRequestLog, amount: Nano, cost: Nano): void {
+  // A usage event's input tokens are the prompt's uncached part.
+  const inputTokens = log.promptTokens - log.cachedTokens;
   let sums = group.lastMinute === minute ? group.lastSums : group.minutes.get(minute);
   if (sums === undefined) {
     sums = {
       requests: 1,
-      inputTokens: event.inputTokens,
-      cachedTokens: event.cachedTokens,
-      outputTokens: event.outputTokens,
-      amount: event.amount,
+      inputTokens,
+      cachedTokens: log.cachedTokens,
+      outputTokens: log.completionTokens,
+      amount,
       cost,
     };
     group.minutes.set(minute, sums);
   } else {
     sums.requests += 1;
-    sums.inputTokens += event.inputTokens;
-    sums.cachedTokens += event.cachedTokens;
-    sums.outputTokens += event.outputTokens;
-    sums.amount += event.amount;
+    sums.inputTokens += inputTokens;
+    sums.cachedTokens += log.cachedTokens;
+    sums.outputTokens += log.completionTokens;
+    sums.amount += amount;
     if (cost !== 0n) sums.cost += cost;
   }
   group.lastMinute = minute;
@@ -163,47 +164,48 @@ function addUsage(group: UsageGroup, minute: number, event: UsageEventRecord, co
 function addBilling(
   group: UsageGroup,
   billing: Map<string, BillingRollupsTable>,
-  event: UsageEventRecord,
+  log: RatedRequestLog,
+  rating: UsageRating,
   cost: Nano,
 ): void {
-  const day = bucketStart('1d', event.receivedAt);
-  const outputCondition = event.outputCondition ?? NULL_LABEL;
-  const batchFlag = event.batch ? 1 : 0;
+  const day = bucketStart('1d', log.createdAt);
+  const outputCondition = rating.outputCondition ?? NULL_LABEL;
+  const batchFlag = rating.batch ? 1 : 0;
   let line = group.lastLine;
   if (
     line === undefined ||
     line.day !== day ||
-    line.currency !== event.currency ||
-    line.price_version !== event.priceVersion ||
-    line.tier !== event.tier ||
+    line.currency !== rating.currency ||
+    line.price_version !== rating.priceVersion ||
+    line.tier !== rating.tier ||
     line.output_condition !== outputCondition ||
     line.batch !== batchFlag
   ) {
     // Tenant and model are the group's own: the key only needs the labels that vary inside a group.
-    const key = `${event.tenantId}\u0000${event.model}\u0000${day}\u0000${event.currency}\u0000${event.priceVersion}\u0000${event.tier}\u0000${outputCondition}\u0000${batchFlag}`;
+    const key = `${log.tenantId}\u0000${log.model}\u0000${day}\u0000${rating.currency}\u0000${rating.priceVersion}\u0000${rating.tier}\u0000${outputCondition}\u0000${batchFlag}`;
     line = billing.get(key);
     if (line === undefined) {
       billing.set(key, {
-        tenant_id: event.tenantId,
+        tenant_id: log.tenantId,
         day,
-        model: event.model,
-        currency: event.currency,
-        price_version: event.priceVersion,
-        tier: event.tier,
+        model: log.model,
+        currency: rating.currency,
+        price_version: rating.priceVersion,
+        tier: rating.tier,
         output_condition: outputCondition,
         batch: batchFlag,
         requests: 1,
-        input_tokens: event.inputTokens,
-        cached_tokens: event.cachedTokens,
-        output_tokens: event.outputTokens,
-        input_list_amount: event.inputListAmount,
-        cached_list_amount: event.cachedListAmount,
-        output_list_amount: event.outputListAmount,
-        batch_discount: event.batchDiscount,
-        off_peak_discount: event.offPeakDiscount,
-        contract_discount: event.contractDiscount,
-        volume_discount: event.volumeDiscount,
-        amount: event.amount,
+        input_tokens: log.promptTokens - log.cachedTokens,
+        cached_tokens: log.cachedTokens,
+        output_tokens: log.completionTokens,
+        input_list_amount: rating.inputListAmount,
+        cached_list_amount: rating.cachedListAmount,
+        output_list_amount: rating.outputListAmount,
+        batch_discount: rating.batchDiscount,
+        off_peak_discount: rating.offPeakDiscount,
+        contract_discount: rating.contractDiscount,
+        volume_discount: rating.volumeDiscount,
+        amount: rating.amount,
         cost,
       });
       group.lastLine = billing.get(key);
@@ -212,18 +214,18 @@ function addBilling(
     group.lastLine = line;
   }
   line.requests += 1;
-  line.input_tokens += event.inputTokens;
-  line.cached_tokens += event.cachedTokens;
-  line.output_tokens += event.outputTokens;
-  line.input_list_amount += event.inputListAmount;
-  // Each bigint addition allocates; most events carry no cached input, no discount or no cost.
-  if (event.cachedListAmount !== 0n) line.cached_list_amount += event.cachedListAmount;
-  line.output_list_amount += event.outputListAmount;
-  if (event.batchDiscount !== 0n) line.batch_discount += event.batchDiscount;
-  if (event.offPeakDiscount !== 0n) line.off_peak_discount += event.offPeakDiscount;
-  if (event.contractDiscount !== 0n) line.contract_discount += event.contractDiscount;
-  if (event.volumeDiscount !== 0n) line.volume_discount += event.volumeDiscount;
-  line.amount += event.amount;
+  line.input_tokens += log.promptTokens - log.cachedTokens;
+  line.cached_tokens += log.cachedTokens;
+  line.output_tokens += log.completionTokens;
+  line.input_list_amount += rating.inputListAmount;
+  // Each bigint addition allocates; most ratings carry no cached input, no discount or no cost.
+  if (rating.cachedListAmount !== 0n) line.cached_list_amount += rating.cachedListAmount;
+  line.output_list_amount += rating.outputListAmount;
+  if (rating.batchDiscount !== 0n) line.batch_discount += rating.batchDiscount;
+  if (rating.offPeakDiscount !== 0n) line.off_peak_discount += rating.offPeakDiscount;
+  if (rating.contractDiscount !== 0n) line.contract_discount += rating.contractDiscount;
+  if (rating.volumeDiscount !== 0n) line.volume_discount += rating.volumeDiscount;
+  line.amount += rating.amount;
   if (cost !== 0n) line.cost += cost;
 }
 

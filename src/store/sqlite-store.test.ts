@@ -12,7 +12,7 @@ import {
   requestLogParameters,
   requestLogRow,
 } from './ledger-rows.js';
-import type { UsageEventRecord } from './ledger-store.js';
+import type { UsageRating } from './ledger-store.js';
 import { migrationProvider } from './migrations/migration-provider.js';
 import type { RequestLogRecord } from './store.js';
 import { describeStoreConformance } from './store-conformance.js';
@@ -98,24 +98,13 @@ describe('SQLite store', () => {
     const { attemptLog: _omitted, ...withoutAttempts } = log;
     expect(requestLogRow(withoutAttempts).attempt_log).toBeNull();
 
-    // The event disagrees with the log on every shared field: the row takes the event's (what the ledger counts).
-    const event: UsageEventRecord = {
-      requestId: 'req_1',
-      tenantId: 'ten_2',
-      keyId: null,
-      model: 'm2',
-      deployment: 'u/m2',
+    // A rated row: the log's columns as they are, then the rating's.
+    const rating: UsageRating = {
       batch: true,
-      receivedAt: 21,
       currency: 'CNY',
       priceVersion: 'v',
       tier: 't',
       outputCondition: 'c',
-      inputTokens: 22,
-      cachedTokens: 23,
-      outputTokens: 24,
-      reasoningTokens: 25,
-      estimated: false,
       inputListAmount: 26n,
       cachedListAmount: 27n,
       outputListAmount: 28n,
@@ -127,27 +116,27 @@ describe('SQLite store', () => {
       cost: 34n,
       detail: '{}',
     };
-    const row = requestLogRow(log, event);
-    expect(pricedRequestLogParameters(log, event)).toEqual(PRICED_REQUEST_LOG_COLUMNS.map((column) => row[column]));
+    const row = requestLogRow(log, rating);
+    expect(pricedRequestLogParameters(log, rating)).toEqual(PRICED_REQUEST_LOG_COLUMNS.map((column) => row[column]));
     expect(row).toEqual({
       request_id: 'req_1',
-      tenant_id: 'ten_2',
-      key_id: null,
+      tenant_id: 'ten_1',
+      key_id: 'key_1',
       endpoint: 'chat',
-      model: 'm2',
-      deployment: 'u/m2',
+      model: 'm',
+      deployment: 'u/m',
       status: 503,
       error_code: 'upstream_error',
       stream: 1,
-      prompt_tokens: 45,
-      cached_tokens: 23,
-      completion_tokens: 24,
-      reasoning_tokens: 25,
-      usage_estimated: 0,
+      prompt_tokens: 11,
+      cached_tokens: 12,
+      completion_tokens: 13,
+      reasoning_tokens: 14,
+      usage_estimated: 1,
       latency_ms: 15.5,
       ttft_ms: 16.25,
       attempts: 17,
-      created_at: 21,
+      created_at: 18,
       attempt_log: '[1]',
       batch: 1,
       currency: 'CNY',

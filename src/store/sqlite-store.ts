@@ -219,11 +219,12 @@ export class SqliteStore extends KyselyStore {
     // Charges lower the known funds before they are committed, so the known funds never exceed the stored ones: a
     // duplicate event (not charged again) or a failed commit only leaves them lower until the next refusal re-reads.
     for (const settlement of batch) {
-      const event = settlement.event;
-      if (event === undefined) continue;
-      const known = this.knownFunds.get(event.tenantId);
-      if (known !== undefined) known.balance -= event.amount;
-      this.pendingCharges.set(event.tenantId, (this.pendingCharges.get(event.tenantId) ?? 0n) + event.amount);
+      if (settlement.rating === undefined) continue;
+      const { tenantId } = settlement.log;
+      const { amount } = settlement.rating;
+      const known = this.knownFunds.get(tenantId);
+      if (known !== undefined) known.balance -= amount;
+      this.pendingCharges.set(tenantId, (this.pendingCharges.get(tenantId) ?? 0n) + amount);
     }
     try {
       if (this.settleThread?.alive === true) await this.settleThread.settle(batch);
@@ -238,11 +239,11 @@ export class SqliteStore extends KyselyStore {
     } finally {
       // Committed (now in the row) or failed (never will be): no longer in flight either way.
       for (const settlement of batch) {
-        const event = settlement.event;
-        if (event === undefined) continue;
-        const left = (this.pendingCharges.get(event.tenantId) ?? 0n) - event.amount;
-        if (left === 0n) this.pendingCharges.delete(event.tenantId);
-        else this.pendingCharges.set(event.tenantId, left);
+        if (settlement.rating === undefined) continue;
+        const { tenantId } = settlement.log;
+        const left = (this.pendingCharges.get(tenantId) ?? 0n) - settlement.rating.amount;
+        if (left === 0n) this.pendingCharges.delete(tenantId);
+        else this.pendingCharges.set(tenantId, left);
       }
     }
     if (this.processReservations !== undefined) {
@@ -371,12 +372,11 @@ export class SqliteStore extends KyselyStore {
       const now = Date.now();
       const inserted = new Set<string>();
       for (const settlement of batch) {
-        // One row per request id, its usage event in it: the first settlement of an id is the one stored.
-        const event = settlement.event;
+        // One row per request id, its rating in it: the first settlement of an id is the one stored.
         const row =
-          event === undefined
+          settlement.rating === undefined
             ? insertLog.run(requestLogParameters(settlement.log))
-            : insertPriced.run(pricedRequestLogParameters(settlement.log, event));
+            : insertPriced.run(pricedRequestLogParameters(settlement.log, settlement.rating));
         if (row.changes > 0) inserted.add(settlement.log.requestId);
       }
       const effects = settlementEffects(batch, inserted);

@@ -1,16 +1,17 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { billingRollupFixture, requestLogFixture, usageEventFixture } from './ledger-fixtures.js';
-import type {
-  BillingRollupRow,
-  BudgetRecord,
-  Nano,
-  RollupBucket,
-  Settlement,
-  StreamCheckpoint,
-  UsageEventRecord,
-  UsageRollupRow,
+import { billingRollupFixture, logOf, requestLogFixture, settlementOf, usageEventFixture } from './ledger-fixtures.js';
+import {
+  type BillingRollupRow,
+  type BudgetRecord,
+  type Nano,
+  type RollupBucket,
+  ratingOf,
+  type Settlement,
+  type StreamCheckpoint,
+  type UsageEventRecord,
+  type UsageRollupRow,
 } from './ledger-store.js';
 import type { NewApiKey, RequestLogRecord, Store } from './store.js';
 
@@ -424,12 +425,9 @@ function describeLedgerConformance(getStore: () => Store): void {
       const events = [usageEvent(tenantId, Date.UTC(2030, 0, 1, 10)), usageEvent(tenantId, Date.UTC(2030, 0, 1, 11))];
       for (const _event of events) expect(await store.reserve(tenantId, 10n * UNIT)).toBe(true);
       await store.saveCheckpoints([checkpoint(events[0]!)]);
-      const batch: Settlement[] = events.map((event) => ({
-        log: logRecord(tenantId, event.receivedAt, { requestId: event.requestId }),
-        event,
-        reservation: { tenantId, amount: 10n * UNIT },
-        checkpointRequestId: event.requestId,
-      }));
+      const batch: Settlement[] = events.map((event) =>
+        settlementOf(event, { reservation: { tenantId, amount: 10n * UNIT }, checkpointRequestId: event.requestId }),
+      );
       const charged = events.reduce((sum, event) => sum + event.amount, 0n);
       const rollupsBefore = await store.queryUsageRollups({ bucket: '1d', start: 0, end: Date.UTC(2031, 0), tenantId });
       expect(rollupsBefore).toEqual([]);
@@ -467,11 +465,8 @@ function describeLedgerConformance(getStore: () => Store): void {
       const store = getStore();
       const tenantId = `ten_dup_${randomSuffix()}`;
       const event = usageEvent(tenantId, Date.UTC(2030, 1, 1));
-      const settlement: Settlement = {
-        log: logRecord(tenantId, event.receivedAt, { requestId: event.requestId }),
-        event,
-      };
-      await store.settle([settlement, settlement, { ...settlement, event: { ...event, amount: 999n * UNIT } }]);
+      const settlement = settlementOf(event);
+      await store.settle([settlement, settlement, settlementOf({ ...event, amount: 999n * UNIT })]);
       expect((await store.getWallet(tenantId))?.balance).toBe(-event.amount);
       expect(await store.sumUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) })).toEqual({
         amount: event.amount,
@@ -485,7 +480,7 @@ function describeLedgerConformance(getStore: () => Store): void {
       const event = usageEvent(tenantId, Date.UTC(2030, 1, 2));
       const unpriced = logOf(event, { status: 502, errorCode: 'upstream_http_error' });
       await store.settle([{ log: unpriced }]);
-      await store.settle([{ log: logOf(event), event }]);
+      await store.settle([settlementOf(event)]);
       expect(await store.getWallet(tenantId)).toBeUndefined();
       expect(await store.sumUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) })).toEqual({
         amount: 0n,
@@ -509,10 +504,7 @@ function describeLedgerConformance(getStore: () => Store): void {
         detail: '{"modifiers":[]}',
       });
       const other = usageEvent(tenantId, Date.UTC(2030, 2, 1, 13), { cost: HUGE - 1n, batchDiscount: -HUGE });
-      await store.settle([
-        { log: logRecord(tenantId, full.receivedAt, { requestId: full.requestId }), event: full },
-        { log: logRecord(tenantId, other.receivedAt, { requestId: other.requestId }), event: other },
-      ]);
+      await store.settle([settlementOf(full), settlementOf(other)]);
       const events = await store.listUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) });
       expect(events).toEqual([full, other]);
       expect(await store.listUsageEvents({ tenantId, start: other.receivedAt, end: Date.UTC(2031, 0) })).toEqual([
@@ -539,7 +531,7 @@ function describeLedgerConformance(getStore: () => Store): void {
       // The same request's log (one row holds both), with escapes of its own in the columns only a log has.
       const log = logOf(event, { errorCode: '\\N', attemptLog: 'a\tb\nc\\d' });
       const unpriced = logRecord(tenantId, event.receivedAt - 1, { deployment: 'NULL', model: 'm\\N' });
-      await store.settle([{ log, event, checkpointRequestId: log.requestId }, { log: unpriced }]);
+      await store.settle([{ log, rating: ratingOf(event), checkpointRequestId: log.requestId }, { log: unpriced }]);
       expect(await store.listUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) })).toEqual([event]);
       expect(await store.listRequestLogs({ tenantId })).toEqual([log, unpriced]);
       const rollups = await store.queryUsageRollups({ bucket: '1m', start: 0, end: Date.UTC(2031, 0), tenantId });
@@ -558,9 +550,7 @@ function describeLedgerConformance(getStore: () => Store): void {
         usageEvent(`ten_s1_${randomSuffix()}`, start, { amount: big }),
         usageEvent(`ten_s2_${randomSuffix()}`, start + 1, { amount: big }),
       ];
-      await store.settle(
-        events.map((event) => ({ log: logRecord(event.tenantId, start, { requestId: event.requestId }), event })),
-      );
+      await store.settle(events.map((event) => settlementOf(event)));
       expect(await store.sumUsageEvents({ start, end: start + 2 })).toEqual({ amount: 2n * big, count: 2 });
       expect(await store.sumUsageEvents({ tenantId: events[0]!.tenantId, start, end: start + 2 })).toEqual({
         amount: big,
@@ -589,10 +579,7 @@ function describeLedgerConformance(getStore: () => Store): void {
           outputTokens: Math.floor(random() * 800),
         }),
       );
-      const settlements = events.map((event) => ({
-        log: logRecord(tenantId, event.receivedAt, { requestId: event.requestId }),
-        event,
-      }));
+      const settlements = events.map((event) => settlementOf(event));
       // Several batches, with a replay of some settlements that must not count twice.
       await store.settle(settlements.slice(0, 250));
       await store.settle(settlements.slice(200, 450));
@@ -711,10 +698,7 @@ function describeLedgerConformance(getStore: () => Store): void {
                 transactions += op.amount;
                 break;
               case 'settle': {
-                const batch = op.amounts.map((amount) => {
-                  const event = usageEvent(tenantId, time++, { amount });
-                  return { log: logRecord(tenantId, event.receivedAt, { requestId: event.requestId }), event };
-                });
+                const batch = op.amounts.map((amount) => settlementOf(usageEvent(tenantId, time++, { amount })));
                 await store.settle(op.replay ? [...batch, ...settled.slice(-2)] : batch);
                 settled.push(...batch);
                 charged += op.amounts.reduce((sum, amount) => sum + amount, 0n);
@@ -893,25 +877,6 @@ function newKey(tenantId: string, overrides: Partial<NewApiKey> = {}): NewApiKey
     expiresAt: null,
     ...overrides,
   };
-}
-
-/** The log record of the request `event` rated: same id, tenant, key, model, deployment, time and tokens. */
-export function logOf(event: UsageEventRecord, overrides: Partial<RequestLogRecord> = {}): RequestLogRecord {
-  return requestLogFixture({
-    requestId: event.requestId,
-    tenantId: event.tenantId,
-    keyId: event.keyId,
-    model: event.model,
-    deployment: event.deployment,
-    promptTokens: event.inputTokens + event.cachedTokens,
-    cachedTokens: event.cachedTokens,
-    completionTokens: event.outputTokens,
-    reasoningTokens: event.reasoningTokens,
-    usageEstimated: event.estimated,
-    latencyMs: 100,
-    createdAt: event.receivedAt,
-    ...overrides,
-  });
 }
 
 /** A request-log record of a successful chat request. Also used by dialect-specific tests. */
