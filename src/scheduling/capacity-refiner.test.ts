@@ -25,22 +25,29 @@ function deployment(up: Upstream, sequences: number): Deployment {
   };
 }
 
+/** A model `m` on `deployments`, its scheduler at their configured capacity, and a refiner over both. */
+function refinedModel(deployments: Deployment[]) {
+  const model: CatalogModel = {
+    name: 'm',
+    kind: 'chat',
+    contextWindow: 8192,
+    maxOutputTokens: 1024,
+    created: 0,
+    deployments,
+  };
+  const clock = new VirtualClock();
+  const sequences = deployments.reduce((sum, each) => sum + each.capacity.sequences, 0);
+  const scheduler = new TieredScheduler({ clock, capacity: { sequences, tokens: 2_000_000 } });
+  const refiner = new CapacityRefiner([model], new Map([['m', scheduler]]), { clock });
+  return { scheduler, refiner };
+}
+
 describe('CapacityRefiner', () => {
   it('scales a deployment by running / (running + waiting) while its upstream keeps a queue, and restores it after', async () => {
     let reported: UpstreamLoad | undefined = { running: 30, waiting: 10 };
     const busy = upstream('busy', () => reported);
     const silent = upstream('silent', () => undefined);
-    const model: CatalogModel = {
-      name: 'm',
-      kind: 'chat',
-      contextWindow: 8192,
-      maxOutputTokens: 1024,
-      created: 0,
-      deployments: [deployment(busy, 64), deployment(silent, 16)],
-    };
-    const clock = new VirtualClock();
-    const scheduler = new TieredScheduler({ clock, capacity: { sequences: 80, tokens: 2_000_000 } });
-    const refiner = new CapacityRefiner([model], new Map([['m', scheduler]]), { clock });
+    const { scheduler, refiner } = refinedModel([deployment(busy, 64), deployment(silent, 16)]);
 
     await refiner.refresh();
     // One poll with a queue is not enough.
@@ -61,18 +68,12 @@ describe('CapacityRefiner', () => {
       { running: 2, waiting: 30 },
       { running: 40, waiting: 0 },
     ];
-    const bursty = upstream('bursty', () => loads.shift());
-    const model: CatalogModel = {
-      name: 'm',
-      kind: 'chat',
-      contextWindow: 8192,
-      maxOutputTokens: 1024,
-      created: 0,
-      deployments: [deployment(bursty, 64)],
-    };
-    const clock = new VirtualClock();
-    const scheduler = new TieredScheduler({ clock, capacity: { sequences: 64, tokens: 1_000_000 } });
-    const refiner = new CapacityRefiner([model], new Map([['m', scheduler]]), { clock });
+    const { scheduler, refiner } = refinedModel([
+      deployment(
+        upstream('bursty', () => loads.shift()),
+        64,
+      ),
+    ]);
     for (let poll = 0; poll < 4; poll++) {
       await refiner.refresh();
       expect(scheduler.capacity.sequences).toBe(64);
