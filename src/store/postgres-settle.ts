@@ -141,18 +141,21 @@ async function copyIn(client: pg.PoolClient, statement: string, rows: string): P
  * Records as COPY text rows: fields separated by tabs, `\N` for null, and backslash, tab, newline and carriage
  * return escaped inside text. Numbers and bigints are written as their decimal digits (exact for int8; a float8
  * column reads JavaScript's shortest round-trip form back to the same double).
+ *
+ * Each row is joined from its fields and the text from its rows, so the result is flat strings. Appending every field
+ * to one string (`text +=`) builds a rope of two nodes per field (about 70 per row), all alive until the text is
+ * sent, so they outlive the young generation; collecting them took ~40% of the writer's CPU at batches of 10,000.
  */
 export function copyText<T>(records: Iterable<T>, fields: (record: T) => readonly unknown[]): string {
-  let text = '';
+  const rows: string[] = [];
   for (const record of records) {
     const values = fields(record);
-    for (let index = 0; index < values.length; index++) {
-      if (index > 0) text += '\t';
-      text += copyField(values[index]);
-    }
-    text += '\n';
+    const encoded: string[] = new Array(values.length);
+    for (let index = 0; index < values.length; index++) encoded[index] = copyField(values[index]);
+    rows.push(encoded.join('\t'));
   }
-  return text;
+  rows.push('');
+  return rows.join('\n');
 }
 
 function copyField(value: unknown): string {
