@@ -533,6 +533,7 @@ export class KyselyStore implements Store {
   }
 
   async queryUsageRollups(query: UsageRollupQuery): Promise<UsageRollupRow[]> {
+    if (query.bucket === '1d') return this.dailyUsageRollups(query);
     let select = this.db
       .selectFrom('usage_rollups')
       .select(readColumns('usage_rollups', USAGE_ROLLUP_COLUMNS))
@@ -542,6 +543,41 @@ export class KyselyStore implements Store {
     if (query.tenantId !== undefined) select = select.where('tenant_id', '=', query.tenantId);
     const rows = await select.orderBy('bucket_start').orderBy('tenant_id').orderBy('key_id').orderBy('model').execute();
     return rows.map((row) => usageRollupFromRow(row as MoneyAsText<UsageRollupsTable>));
+  }
+
+  /**
+   * Day rows, read as the sum of each UTC day's hour rows (days are not stored: migration 0007). A day is in
+   * `[start, end)` when its hours are in `[start, end)` rounded up to whole days.
+   */
+  private async dailyUsageRollups(query: UsageRollupQuery): Promise<UsageRollupRow[]> {
+    const day = sql<number>`${sql.ref('bucket_start')} - ${sql.ref('bucket_start')} % ${sql.lit(DAY_MS)}`;
+    const money = new Set<string>(MONEY_COLUMNS.usage_rollups);
+    const sum = (column: string) =>
+      money.has(column)
+        ? sql<string>`cast(sum(${sql.ref(column)}) as text)`.as(column)
+        : sql<number>`sum(${sql.ref(column)})`.as(column);
+    let select = this.db
+      .selectFrom('usage_rollups')
+      .select([
+        'tenant_id',
+        sql<string>`'1d'`.as('bucket'),
+        day.as('bucket_start'),
+        'key_id',
+        'model',
+        ...USAGE_ROLLUP_SUMS.map(sum),
+      ])
+      .where('bucket', '=', '1h')
+      .where('bucket_start', '>=', Math.ceil(query.start / DAY_MS) * DAY_MS)
+      .where('bucket_start', '<', Math.ceil(query.end / DAY_MS) * DAY_MS);
+    if (query.tenantId !== undefined) select = select.where('tenant_id', '=', query.tenantId);
+    const rows = await select
+      .groupBy(['tenant_id', day, 'key_id', 'model'])
+      .orderBy('bucket_start')
+      .orderBy('tenant_id')
+      .orderBy('key_id')
+      .orderBy('model')
+      .execute();
+    return rows.map((row) => usageRollupFromRow(row as unknown as MoneyAsText<UsageRollupsTable>));
   }
 
   /** Rows of the UTC days that overlap `[start, end)`. */

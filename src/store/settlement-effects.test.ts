@@ -28,10 +28,10 @@ function referenceEffects(batch: readonly Settlement[], inserted: ReadonlySet<st
     if (settlement.rating === undefined) continue;
     const event = usageEventView(settlement.log, settlement.rating);
     charges.set(event.tenantId, (charges.get(event.tenantId) ?? 0n) + event.amount);
+    // Minutes and hours: days are read from the hours, not stored.
     for (const [bucket, size] of [
       ['1m', MINUTE],
       ['1h', HOUR],
-      ['1d', DAY],
     ] as const) {
       const start = event.receivedAt - (event.receivedAt % size);
       const key = JSON.stringify([event.tenantId, bucket, start, event.keyId, event.model]);

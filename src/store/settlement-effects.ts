@@ -5,8 +5,8 @@
  *
  * This runs on the ingest hot path for every event, so it does the least work per event: one string key per event
  * (tenant, key, model), per-minute sums inside that group (most events of a batch share their group's minute, so
- * the last minute is cached), and hour and day rows folded from the minute sums once per batch rather than from
- * every event. Billing lines reuse the group's last line while its labels stay the same (price version, tier…
+ * the last minute is cached), and hour rows folded from the minute sums once per batch rather than from every
+ * event. Billing lines reuse the group's last line while its labels stay the same (price version, tier…
  * rarely change between two requests of one key and model). Money stays `bigint` throughout: exact.
  */
 import type { BillingRollupsTable, UsageRollupsTable } from './database-schema.js';
@@ -19,7 +19,10 @@ export interface SettlementEffects {
   charges: { tenantId: string; currency: string; amount: Nano }[];
   /** Per tenant (sorted): Σ reservations of the settlements whose request-log row was inserted. */
   releases: { tenantId: string; amount: Nano }[];
-  /** Increments of usage rollups, every bucket size, sorted by (tenant, bucket, bucket start, key, model). */
+  /**
+   * Increments of usage rollups, minutes and hours, sorted by (tenant, bucket, bucket start, key, model). Days are
+   * not stored: a day is read as the sum of its 24 hours (migration 0007).
+   */
   usageRollups: UsageRollupsTable[];
   /** Increments of billing rollups, sorted by their primary key. */
   billingRollups: BillingRollupsTable[];
@@ -113,14 +116,11 @@ export function settlementEffects(batch: readonly Settlement[], inserted: Set<st
   const usageRollups: UsageRollupsTable[] = [];
   for (const group of groups.values()) {
     const hours = new Map<number, UsageSums>();
-    const days = new Map<number, UsageSums>();
     for (const [minute, sums] of group.minutes) {
       usageRollups.push(usageRow(group, '1m', minute, sums));
       foldInto(hours, bucketStart('1h', minute), sums);
-      foldInto(days, bucketStart('1d', minute), sums);
     }
     for (const [hour, sums] of hours) usageRollups.push(usageRow(group, '1h', hour, sums));
-    for (const [day, sums] of days) usageRollups.push(usageRow(group, '1d', day, sums));
   }
   usageRollups.sort(compareUsageRows);
 
@@ -243,7 +243,7 @@ function foldInto(target: Map<number, UsageSums>, start: number, sums: UsageSums
   existing.cost += sums.cost;
 }
 
-function usageRow(group: UsageGroup, bucket: '1m' | '1h' | '1d', start: number, sums: UsageSums): UsageRollupsTable {
+function usageRow(group: UsageGroup, bucket: '1m' | '1h', start: number, sums: UsageSums): UsageRollupsTable {
   return {
     tenant_id: group.tenantId,
     bucket,

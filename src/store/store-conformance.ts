@@ -626,6 +626,21 @@ function describeLedgerConformance(getStore: () => Store): void {
       expect(firstHour.reduce((sum, row) => sum + row.requests, 0)).toBe(
         events.filter((event) => event.receivedAt < start + HOUR).length,
       );
+      // Days too, in order: a range starting inside a day leaves that day out, one ending inside a day takes it.
+      const dayTwo = await store.queryUsageRollups({
+        bucket: '1d',
+        start: start + HOUR,
+        end: start + DAY + 1,
+        tenantId,
+      });
+      expect(dayTwo.map((row) => row.bucketStart)).toEqual(dayTwo.map(() => start + DAY));
+      expect(dayTwo.reduce((sum, row) => sum + row.requests, 0)).toBe(
+        events.filter((event) => event.receivedAt >= start + DAY && event.receivedAt < start + 2 * DAY).length,
+      );
+      const allDays = await store.queryUsageRollups({ bucket: '1d', start, end: start + 3 * DAY, tenantId });
+      const days = allDays.map((row) => row.bucketStart);
+      expect(days).toEqual([...days].sort((a, b) => a - b));
+      expect(new Set(days)).toEqual(new Set([start, start + DAY, start + 2 * DAY]));
 
       const billing = new Map<string, BillingRollupRow>();
       for (const event of events) {

@@ -5,6 +5,7 @@ import { batchesSchema } from './0003-batches.js';
 import { requestLogAttemptsSchema } from './0004-request-log-attempts.js';
 import { ledgerIngestSchema } from './0005-ledger-ingest.js';
 import { ledgerInRequestLogSchema } from './0006-ledger-in-request-log.js';
+import { daysFromHoursSchema } from './0007-days-from-hours.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -17,6 +18,7 @@ const migrations: Record<string, Migration> = {
   '0004-request-log-attempts': requestLogAttemptsSchema,
   '0005-ledger-ingest': ledgerIngestSchema,
   '0006-ledger-in-request-log': ledgerInRequestLogSchema,
+  '0007-days-from-hours': daysFromHoursSchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */
