@@ -81,7 +81,6 @@ export interface Reservation {
   sharedBudgets?: readonly Pick<BudgetHoldScope, 'scope' | 'scopeId' | 'version'>[];
 }
 
-/** What `rate` needs about one finished request. */
 /** A rated request as its usage event (a stream checkpoint stores it so). */
 export function usageEventOf(request: RateRequest, rating: UsageRating): UsageEventRecord {
   const usage = request.usage;
@@ -115,6 +114,7 @@ export function usageEventOf(request: RateRequest, rating: UsageRating): UsageEv
   };
 }
 
+/** What `rate` needs about one finished request. */
 export interface RateRequest {
   requestId: string;
   tenantId: string;

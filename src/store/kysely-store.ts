@@ -577,7 +577,7 @@ export class KyselyStore implements Store {
       .orderBy('key_id')
       .orderBy('model')
       .execute();
-    return rows.map((row) => usageRollupFromRow(row as unknown as MoneyAsText<UsageRollupsTable>));
+    return rows.map((row) => usageRollupFromRow(row as MoneyAsText<UsageRollupsTable>));
   }
 
   /** Rows of the UTC days that overlap `[start, end)`. */
