@@ -6,10 +6,11 @@
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { countTextTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
 import { demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
+import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
 import { pricedSimulatedConfig } from './support/test-gateway.js';
 
 const children: ChildProcess[] = [];
@@ -92,6 +93,44 @@ describe('kill -9 mid-load', () => {
       const wallet = await store.getWallet(tenantId);
       const spent = events.reduce((sum, event) => sum + event.amount, 0n);
       expect(wallet?.reserved).toBe(0n);
+      expect(wallet?.balance).toBe(10_000_000_000n - spent);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('kill -9 on PostgreSQL', () => {
+  const schema = uniqueSchema('crash_pg');
+  afterAll(async () => dropSchema(schema));
+
+  it('keeps the row and the usage event of every completed request, each billed once', async () => {
+    const dir = workspace({ ...pricedSimulatedConfig, store: { url: schemaUrl(schema) } });
+    const { child, banner, url } = await serve(dir, children);
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: demoKeyOf(banner), maxRetries: 0 });
+    const ids: string[] = [];
+    await Promise.all(
+      Array.from({ length: 40 }, async (_, index) => {
+        const { response } = await client.chat.completions
+          .create({ model: 'sim-pro-32k', messages: [{ role: 'user', content: `q${index}` }], max_tokens: 3 })
+          .withResponse();
+        ids.push(response.headers.get('x-request-id')!);
+      }),
+    );
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+
+    const store = await createStore(schemaUrl(schema));
+    try {
+      const logged = new Set((await store.listRequestLogs({ limit: 1000 })).map((record) => record.requestId));
+      expect(ids.filter((id) => !logged.has(id))).toEqual([]);
+      const events = await store.listUsageEvents({ start: 0, end: Date.now() + 1, limit: 1000 });
+      const billed = events.filter((event) => ids.includes(event.requestId));
+      expect(billed.map((event) => event.requestId).sort()).toEqual([...ids].sort());
+      expect(billed.every((event) => event.outputTokens === 3 && event.amount > 0n)).toBe(true);
+      const wallet = await store.getWallet(billed[0]!.tenantId);
+      const spent = events.reduce((sum, event) => sum + event.amount, 0n);
       expect(wallet?.balance).toBe(10_000_000_000n - spent);
     } finally {
       await store.close();
