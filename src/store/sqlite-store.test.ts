@@ -73,7 +73,8 @@ describe('SQLite store', () => {
     const noRating = Object.fromEntries(
       PRICED_REQUEST_LOG_COLUMNS.slice(REQUEST_LOG_INSERT_COLUMNS.length).map((c) => [c, null]),
     );
-    expect(logRow).toEqual({
+    // Every log column's value, the same in a rated row.
+    const logColumns = {
       request_id: 'req_1',
       tenant_id: 'ten_1',
       key_id: 'key_1',
@@ -93,8 +94,8 @@ describe('SQLite store', () => {
       attempts: 17,
       created_at: 18,
       attempt_log: '[1]',
-      ...noRating,
-    });
+    };
+    expect(logRow).toEqual({ ...logColumns, ...noRating });
     const { attemptLog: _omitted, ...withoutAttempts } = log;
     expect(requestLogRow(withoutAttempts).attempt_log).toBeNull();
 
@@ -119,25 +120,7 @@ describe('SQLite store', () => {
     const row = requestLogRow(log, rating);
     expect(pricedRequestLogParameters(log, rating)).toEqual(PRICED_REQUEST_LOG_COLUMNS.map((column) => row[column]));
     expect(row).toEqual({
-      request_id: 'req_1',
-      tenant_id: 'ten_1',
-      key_id: 'key_1',
-      endpoint: 'chat',
-      model: 'm',
-      deployment: 'u/m',
-      status: 503,
-      error_code: 'upstream_error',
-      stream: 1,
-      prompt_tokens: 11,
-      cached_tokens: 12,
-      completion_tokens: 13,
-      reasoning_tokens: 14,
-      usage_estimated: 1,
-      latency_ms: 15.5,
-      ttft_ms: 16.25,
-      attempts: 17,
-      created_at: 18,
-      attempt_log: '[1]',
+      ...logColumns,
       batch: 1,
       currency: 'CNY',
       price_version: 'v',
