@@ -14,9 +14,9 @@ import { MONTH_COUNT_TTL_SECONDS, openBillingRedis } from './billing-redis.js';
 export interface VolumePositionStore {
   /**
    * Moves the count named `counter` (a tenant's id for its tokens, a budget for its spend) for `month` (`YYYY-MM`) on
-   * by `amount` and returns the count before: a request's first token is number `before + 1`. `seed` gives the count from the
-   * ledger when the month has no counter yet (first use, or after the counter expired); it is called at most once
-   * per call and its answer is used only if no other process seeded the month meanwhile.
+   * by `amount` and returns the count before: a request's first token is number `before + 1`. `seed` gives the count
+   * from the ledger when the month has no counter yet (first use, or after the counter expired); it is called at most
+   * once per call and its answer is used only if no other process seeded the month meanwhile.
    */
   advance(counter: string, month: string, amount: bigint, seed: () => Promise<bigint>): Promise<bigint>;
   close(): Promise<void>;

@@ -97,6 +97,14 @@ function readColumns(table: MoneyTable, columns: readonly string[]): AliasedRawB
   );
 }
 
+/** `readColumns` for the sums of `columns` over a group: money sums cast to text, so they read back exactly. */
+function sumColumns(table: MoneyTable, columns: readonly string[]): AliasedRawBuilder<unknown, string>[] {
+  const money = new Set<string>(MONEY_COLUMNS[table]);
+  return columns.map((column) =>
+    money.has(column) ? sql`cast(sum(${sql.ref(column)}) as text)`.as(column) : sql`sum(${sql.ref(column)})`.as(column),
+  );
+}
+
 /** How `KyselyStore` is bound to one database. */
 export interface KyselyStoreOptions {
   kind: Store['kind'];
@@ -551,11 +559,6 @@ export class KyselyStore implements Store {
    */
   private async dailyUsageRollups(query: UsageRollupQuery): Promise<UsageRollupRow[]> {
     const day = sql<number>`${sql.ref('bucket_start')} - ${sql.ref('bucket_start')} % ${sql.lit(DAY_MS)}`;
-    const money = new Set<string>(MONEY_COLUMNS.usage_rollups);
-    const sum = (column: string) =>
-      money.has(column)
-        ? sql<string>`cast(sum(${sql.ref(column)}) as text)`.as(column)
-        : sql<number>`sum(${sql.ref(column)})`.as(column);
     let select = this.db
       .selectFrom('usage_rollups')
       .select([
@@ -564,7 +567,7 @@ export class KyselyStore implements Store {
         day.as('bucket_start'),
         'key_id',
         'model',
-        ...USAGE_ROLLUP_SUMS.map(sum),
+        ...sumColumns('usage_rollups', USAGE_ROLLUP_SUMS),
       ])
       .where('bucket', '=', '1h')
       .where('bucket_start', '>=', Math.ceil(query.start / DAY_MS) * DAY_MS)

@@ -67,8 +67,9 @@ export function firstOfEachRequest(batch: readonly Settlement[]): Map<string, Se
 /**
  * Aggregates the effects of `batch`, counting only what this commit inserted. `inserted` holds the request ids
  * whose `request_log` row the insert reported new; each counts once, through its first settlement in the batch: it
- * releases that settlement's reservation and, when it is rated, charges its amount and adds it to the rollups. An id stored already (a retry, a recovered checkpoint) or repeated inside the batch changes nothing.
- * `inserted` is consumed (emptied of the ids used): pass a set built for this call.
+ * releases that settlement's reservation and, when it is rated, charges its amount and adds it to the rollups. An id
+ * stored already (a retry, a recovered checkpoint) or repeated inside the batch changes nothing. `inserted` is
+ * consumed (emptied of the ids used): pass a set built for this call.
  */
 export function settlementEffects(batch: readonly Settlement[], inserted: Set<string>): SettlementEffects {
   const charges = new Map<string, { tenantId: string; currency: string; amount: Nano }>();

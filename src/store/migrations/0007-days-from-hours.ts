@@ -14,8 +14,8 @@ export const daysFromHoursSchema: Migration = {
   async down(db: Kysely<unknown>): Promise<void> {
     const day = sql`bucket_start - bucket_start % ${sql.lit(DAY_MS)}`;
     await sql`
-      insert into usage_rollups
-        (tenant_id, bucket, bucket_start, key_id, model, requests, input_tokens, cached_tokens, output_tokens, amount, cost)
+      insert into usage_rollups (tenant_id, bucket, bucket_start, key_id, model,
+        requests, input_tokens, cached_tokens, output_tokens, amount, cost)
       select tenant_id, '1d', ${day}, key_id, model, sum(requests), sum(input_tokens), sum(cached_tokens),
         sum(output_tokens), sum(amount), sum(cost)
       from usage_rollups where bucket = '1h'
