@@ -175,7 +175,6 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const bus = options.invalidationBus ?? redisBus ?? new InProcessInvalidationBus();
   const keys = new KeyService(store, { bus });
   const tenants = new TenantService(store, { bus });
-  // Cluster mode: volume tiers count a tenant's tokens in one Redis counter shared by every process.
   // Cluster mode: month counters shared by every process — tenants' tokens for volume tiers, budgets' spend for alerts.
   const volumePositions =
     config.admission.store === 'redis' ? new RedisVolumePositionStore({ url: config.admission.redis_url }) : undefined;
