@@ -11,6 +11,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../src/store/create-store.js';
 import {
   workspace as cliWorkspace,
+  completeThenKill,
   demoKeyOf,
   requireBuiltCli,
   runCli,
@@ -57,21 +58,7 @@ describe('tollgate serve', () => {
 
   it('keeps every completed request in the request log across kill -9', async () => {
     const dir = workspace();
-    const { child, banner, url } = await serve(dir);
-    const key = /Demo API key \(shown once, keep it\): (tg-\S+)/.exec(banner)![1]!;
-    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: key, maxRetries: 0 });
-    const ids: string[] = [];
-    await Promise.all(
-      Array.from({ length: 40 }, async (_, index) => {
-        const { response } = await client.chat.completions
-          .create({ model: 'sim-pro-32k', messages: [{ role: 'user', content: `q${index}` }], max_tokens: 3 })
-          .withResponse();
-        ids.push(response.headers.get('x-request-id')!);
-      }),
-    );
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
+    const ids = await completeThenKill(await serve(dir), 40);
     const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
     try {
       const records = await store.listRequestLogs({ limit: 1000 });

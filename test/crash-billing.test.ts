@@ -9,7 +9,7 @@ import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { countTextTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
-import { demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
+import { completeThenKill, demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
 import { pricedSimulatedConfig } from './support/test-gateway.js';
 
@@ -106,20 +106,7 @@ describe('kill -9 on PostgreSQL', () => {
 
   it('keeps the row and the usage event of every completed request, each billed once', async () => {
     const dir = workspace({ ...pricedSimulatedConfig, store: { url: schemaUrl(schema) } });
-    const { child, banner, url } = await serve(dir, children);
-    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: demoKeyOf(banner), maxRetries: 0 });
-    const ids: string[] = [];
-    await Promise.all(
-      Array.from({ length: 40 }, async (_, index) => {
-        const { response } = await client.chat.completions
-          .create({ model: 'sim-pro-32k', messages: [{ role: 'user', content: `q${index}` }], max_tokens: 3 })
-          .withResponse();
-        ids.push(response.headers.get('x-request-id')!);
-      }),
-    );
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGKILL');
-    await exited;
+    const ids = await completeThenKill(await serve(dir, children), 40);
 
     const store = await createStore(schemaUrl(schema));
     try {

@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
 import { stringify } from 'yaml';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -61,4 +62,27 @@ export function demoKeyOf(banner: string): string {
   const key = /Demo API key \(shown once, keep it\): (tg-\S+)/.exec(banner)?.[1];
   if (key === undefined) throw new Error(`no demo key in banner:\n${banner}`);
   return key;
+}
+
+/**
+ * Completes `count` concurrent chat requests (3 tokens each) through the official SDK with the demo key of a started
+ * `serve`, then kills it with SIGKILL; resolves with their request ids once it has exited.
+ */
+export async function completeThenKill(
+  served: { child: ChildProcess; banner: string; url: string },
+  count: number,
+): Promise<string[]> {
+  const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: demoKeyOf(served.banner), maxRetries: 0 });
+  const ids = await Promise.all(
+    Array.from({ length: count }, async (_, index) => {
+      const { response } = await client.chat.completions
+        .create({ model: 'sim-pro-32k', messages: [{ role: 'user', content: `q${index}` }], max_tokens: 3 })
+        .withResponse();
+      return response.headers.get('x-request-id')!;
+    }),
+  );
+  const exited = new Promise((resolve) => served.child.once('exit', resolve));
+  served.child.kill('SIGKILL');
+  await exited;
+  return ids;
 }
