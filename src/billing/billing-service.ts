@@ -592,8 +592,8 @@ export class BillingService {
    * counts are the whole month) or when neither budget applies.
    *
    * The seed is the committed spend: a settlement committed just before the seed whose own advance comes after it is
-   * counted twice, which can only make an alert early, by that request. Counts are exact below 2^53 nano-units
-   * (about 9 million currency units a budget and month), as for the hard budgets' holds.
+   * counted twice, which can only make an alert early, by that request. Counts are exact over Redis's 64-bit range,
+   * as for the hard budgets' holds.
    */
   sharedMonthSpend(change: SpendChange, budgets: ApplicableBudgets): Promise<SpendChange> | undefined {
     const counters = this.volumePositions;

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { type BudgetHoldScope, RedisBudgetHolds } from './budget-holds.js';
@@ -89,5 +90,38 @@ describe('RedisBudgetHolds', () => {
     // A process that closes cleanly leaves nothing held behind.
     await second.close();
     expect((await first.hold('ten_a', '2026-11', [budget], 400n)).held).toBe(true);
+  });
+
+  it('decides exactly past 2^53 nano-units, where doubles round (2^53 + 1 does not fit a limit of 2^53)', async () => {
+    const { started } = processes(1);
+    const budget = tenantBudget(2n ** 53n, async () => 2n ** 53n - 1n);
+    expect((await started[0]!.hold('ten_a', '2026-11', [budget], 2n)).held).toBe(false);
+    expect((await started[0]!.hold('ten_a', '2026-11', [budget], 1n)).held).toBe(true);
+  });
+
+  it('agrees with exact integer arithmetic over the 64-bit range: spend, two processes’ holds and the limit', async () => {
+    const { started } = processes(2);
+    const [first, second] = started as [RedisBudgetHolds, RedisBudgetHolds];
+    const top = 2n ** 63n - 1n;
+    let version = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.bigInt({ min: -(2n ** 62n), max: 2n ** 62n }),
+        fc.bigInt({ min: 0n, max: 2n ** 60n }),
+        fc.bigInt({ min: 0n, max: 2n ** 60n }),
+        fc.bigInt({ min: -2n, max: 2n }),
+        async (spend, firstAmount, secondAmount, slack) => {
+          version += 1;
+          const seed = async () => spend;
+          expect((await first.hold('ten_a', '2026-11', [tenantBudget(top, seed, version)], firstAmount)).held).toBe(
+            true,
+          );
+          const limit = spend + firstAmount + secondAmount + slack;
+          const outcome = await second.hold('ten_a', '2026-11', [tenantBudget(limit, seed, version)], secondAmount);
+          expect(outcome.held).toBe(slack >= 0n);
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 });

@@ -10,8 +10,9 @@
  * owner key alive in Redis (a short TTL, refreshed), and the script drops the holds of owners whose key expired, so a
  * crash blocks a budget's held part for at most the owner key's TTL.
  *
- * Amounts are nano-units. Redis stores them as 64-bit integers (exact); the script compares them as Lua numbers,
- * which are exact below 2^53 nano-units (about 9 million currency units per budget and month).
+ * Amounts are nano-units. Redis stores them as 64-bit integers (exact). Lua's numbers are doubles, exact only below
+ * 2^53 nano-units (about 9 million currency units), so the script never adds whole amounts: it splits each at 10^9
+ * and sums the two parts apart (`EXACT_SUMS`), exact over the whole 64-bit range.
  */
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -69,12 +70,46 @@ export interface RedisBudgetHoldsOptions {
   commandTimeoutMs?: number;
 }
 
+/**
+ * Lua helpers for exact sums of integers given as decimal strings (Redis replies and arguments). A Lua number is a
+ * double, so adding two amounts past 2^53 would round. Each amount is split at 10^9 instead: its high part (at most
+ * 10 digits of a 64-bit integer) and its low part (9 digits) are summed apart, each sum exact as a double, and
+ * `exceeds` decides the sign of high × 10^9 + low without forming it. (Redis's Lua has no 64-bit integers, and a
+ * digit-by-digit decimal adder would be longer for nothing: sums of a few parts never approach 2^53.)
+ */
+const EXACT_SUMS = `
+local function parts(text)
+  local sign = 1
+  if string.sub(text, 1, 1) == '-' then
+    sign = -1
+    text = string.sub(text, 2)
+  end
+  local high = 0
+  if #text > 9 then high = tonumber(string.sub(text, 1, -10)) end
+  return sign * high, sign * tonumber(string.sub(text, -9))
+end
+local function exceeds(high, low)
+  local carry = math.floor(low / 1e9)
+  local rest = low - carry * 1e9
+  if rest < 0 then
+    rest = rest + 1e9
+    carry = carry - 1
+  elseif rest >= 1e9 then
+    rest = rest - 1e9
+    carry = carry + 1
+  end
+  high = high + carry
+  return high > 0 or (high == 0 and rest > 0)
+end
+`;
+
 // KEYS: the budgets' hashes. ARGV[1] owner, ARGV[2] amount, ARGV[3] owner-key prefix, ARGV[4] ttl s, then per key:
 // its limit and its seed ('' = not known yet). Returns {1, 0} when held, {0, i} when budget i refused, {-1, i} when
-// budget i has no count yet and no seed was given.
-const HOLD_SCRIPT = `
+// budget i has no count yet and no seed was given. Whether spend + holds + amount passes the limit is decided on
+// split parts (EXACT_SUMS): high and low accumulate spend + holds + amount − limit.
+const HOLD_SCRIPT = `${EXACT_SUMS}
 local owner = ARGV[1]
-local amount = tonumber(ARGV[2])
+local amountHigh, amountLow = parts(ARGV[2])
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
     local seed = ARGV[4 + 2 * i]
@@ -84,21 +119,22 @@ for i = 1, #KEYS do
 end
 for i = 1, #KEYS do
   local fields = redis.call('HGETALL', KEYS[i])
-  local total = 0
+  local limitHigh, limitLow = parts(ARGV[3 + 2 * i])
+  local high, low = amountHigh - limitHigh, amountLow - limitLow
   for j = 1, #fields, 2 do
     local field = fields[j]
-    if field == 'spend' then
-      total = total + tonumber(fields[j + 1])
-    else
+    local counted = field == 'spend'
+    if not counted then
       local holder = string.sub(field, 3)
-      if holder ~= owner and redis.call('EXISTS', ARGV[3] .. holder) == 0 then
-        redis.call('HDEL', KEYS[i], field)
-      else
-        total = total + tonumber(fields[j + 1])
-      end
+      counted = holder == owner or redis.call('EXISTS', ARGV[3] .. holder) == 1
+      if not counted then redis.call('HDEL', KEYS[i], field) end
+    end
+    if counted then
+      local h, l = parts(fields[j + 1])
+      high, low = high + h, low + l
     end
   end
-  if total + amount > tonumber(ARGV[3 + 2 * i]) then return {0, i} end
+  if exceeds(high, low) then return {0, i} end
 end
 for i = 1, #KEYS do
   redis.call('HINCRBY', KEYS[i], 'h:' .. owner, ARGV[2])

@@ -50,4 +50,14 @@ describe('RedisVolumePositionStore', () => {
     expect(await first.advance('ten_a', '2026-12', 10n, async () => 0n)).toBe(0n);
     expect(await first.advance('ten_a', '2026-11', 1n, async () => 0n)).toBe(10n);
   });
+
+  it('counts exactly past 2^53, where a double rounds (a budget spend of ~9 million currency units in nano-units)', async () => {
+    const [first, second] = twoProcesses();
+    const seed = 2n ** 53n + 1n; // not a double
+    expect(await first.advance('spend:tenant:ten_a:1', '2026-11', 1n, async () => seed)).toBe(seed);
+    expect(await second.advance('spend:tenant:ten_a:1', '2026-11', 2n, async () => 0n)).toBe(seed + 1n);
+    const nearTop = 2n ** 63n - 10n; // the largest count Redis's INCRBY can reach is 2^63 - 1
+    expect(await first.advance('spend:tenant:ten_b:1', '2026-11', 7n, async () => nearTop)).toBe(nearTop);
+    expect(await first.advance('spend:tenant:ten_b:1', '2026-11', 0n, async () => 0n)).toBe(nearTop + 7n);
+  });
 });

@@ -34,20 +34,21 @@ export interface RedisVolumePositionStoreOptions {
   commandTimeoutMs?: number;
 }
 
-// KEYS[1] counter; ARGV[1] tokens, ARGV[2] seed ('' = none known yet), ARGV[3] ttl s.
-// Returns the count before this request's tokens (an integer reply: exact below 2^53 tokens a month), or false (a
-// nil reply) when the counter is missing and no seed was given.
+// KEYS[1] counter; ARGV[1] amount, ARGV[2] seed ('' = none known yet), ARGV[3] ttl s.
+// Returns the count after the amount as its decimal digits, or false (a nil reply) when the counter is missing and no
+// seed was given. The digits are read back with GET: INCRBY's integer reply becomes a Lua number, a double, which
+// rounds past 2^53 (a budget's spend passes it at about 9 million currency units in nano-units).
 const ADVANCE_SCRIPT = `
 if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[2] == '' then return false end
   redis.call('SET', KEYS[1], ARGV[2])
 end
-local after = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return after - tonumber(ARGV[1])
+return redis.call('GET', KEYS[1])
 `;
 
-type AdvanceCommand = (key: string, tokens: string, seed: string, ttl: string) => Promise<number | null>;
+type AdvanceCommand = (key: string, amount: string, seed: string, ttl: string) => Promise<string | null>;
 
 /** `VolumePositionStore` on one Redis counter per tenant and month (a Lua script: check, seed, add, in one step). */
 export class RedisVolumePositionStore implements VolumePositionStore {
@@ -69,11 +70,11 @@ export class RedisVolumePositionStore implements VolumePositionStore {
       this.redis,
     );
     const first = await run(key, amount.toString(), '', this.ttl);
-    if (first !== null) return BigInt(first);
+    if (first !== null) return BigInt(first) - amount;
     const seeded = await seed();
     const second = await run(key, amount.toString(), seeded.toString(), this.ttl);
     if (second === null) throw new Error(`Volume counter ${key} was not seeded`);
-    return BigInt(second);
+    return BigInt(second) - amount;
   }
 
   async close(): Promise<void> {
