@@ -142,6 +142,11 @@ describe('SettlementWriter', () => {
     ]);
   });
 
+  it('commits a write made as soon as the previous one resolved, with no later write to start a flush', async () => {
+    for (let index = 0; index < 20; index++) expect(await writer.write(settlement())).toBe(true);
+    expect(await countRows(raw)).toBe(20);
+  });
+
   it('puts records that arrive during a commit into the next batch', async () => {
     let release!: () => void;
     store.gate = new Promise((resolve) => {

@@ -173,6 +173,9 @@ export class SettlementWriter {
     }
     this.flushing = this.flushLoop().finally(() => {
       this.flushing = undefined;
+      // A write made after the loop found the queue empty and before this callback (a caller continuing from its
+      // resolved write, in the same microtask run) was told a flush was running: start the one it needs.
+      if (this.queue.length > 0) this.schedule();
     });
     return this.flushing;
   }
