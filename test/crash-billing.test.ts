@@ -4,6 +4,8 @@
  * billed exactly once; interrupted streams are billed at most what was delivered and at least the last checkpoint.
  */
 import type { ChildProcess } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { createServer, type Server, Socket } from 'node:net';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +13,7 @@ import { countTextTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
 import { completeThenKill, demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
-import { pricedSimulatedConfig } from './support/test-gateway.js';
+import { fastSimulatedConfig, pricedSimulatedConfig } from './support/test-gateway.js';
 
 const children: ChildProcess[] = [];
 beforeAll(requireBuiltCli);
@@ -121,6 +123,95 @@ describe('kill -9 on PostgreSQL', () => {
       expect(wallet?.balance).toBe(10_000_000_000n - spent);
     } finally {
       await store.close();
+    }
+  });
+});
+
+/** A TCP relay to PostgreSQL that the test can cut (every connection dropped, new ones refused) and restore. */
+async function cuttablePostgres(): Promise<{ port: number; cut(): void; restore(): void; close(): Promise<void> }> {
+  let up = true;
+  const open = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    if (!up) {
+      client.destroy();
+      return;
+    }
+    const upstream = new Socket();
+    open.add(client).add(upstream);
+    const forget = () => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(client);
+      open.delete(upstream);
+    };
+    client.on('error', forget).on('close', forget);
+    upstream.on('error', forget).on('close', forget);
+    upstream.connect(5432, '127.0.0.1', () => {
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    cut() {
+      up = false;
+      for (const socket of open) socket.destroy();
+    },
+    restore() {
+      up = true;
+    },
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        for (const socket of open) socket.destroy();
+      }),
+  };
+}
+
+describe('kill -9 while PostgreSQL is unreachable', () => {
+  const schema = uniqueSchema('crash_outage');
+  afterAll(async () => dropSchema(schema));
+
+  it('keeps every completed request in the local spool and settles it into PostgreSQL at the next start', async () => {
+    const relay = await cuttablePostgres();
+    try {
+      const url = schemaUrl(schema).replace('127.0.0.1:5432', `127.0.0.1:${relay.port}`);
+      const dir = workspace({ ...fastSimulatedConfig, store: { url } });
+      const first = await serve(dir, children);
+      const client = new OpenAI({ baseURL: `${first.url}/v1`, apiKey: demoKeyOf(first.banner), maxRetries: 0 });
+      const ask = async (index: number) => {
+        const { response } = await client.chat.completions
+          .create({ model: 'sim-pro-32k', messages: [{ role: 'user', content: `q${index}` }], max_tokens: 3 })
+          .withResponse();
+        return response.headers.get('x-request-id')!;
+      };
+      const before = [await ask(0), await ask(1)];
+      relay.cut();
+      const during: string[] = [];
+      for (let index = 0; index < 3; index++) during.push(...(await Promise.all([2, 3, 4, 5].map(ask))));
+      // Answered while PostgreSQL was gone: each answer waited for its settlement to reach the spool on disk.
+      const spooled = readdirSync(path.join(dir, 'data', 'spool')).filter((name) => name.endsWith('.ndjson'));
+      expect(spooled.length).toBeGreaterThan(0);
+      const exited = new Promise((resolve) => first.child.once('exit', resolve));
+      first.child.kill('SIGKILL');
+      await exited;
+
+      relay.restore();
+      await serve(dir, children);
+      expect(readdirSync(path.join(dir, 'data', 'spool'))).toEqual([]);
+      const store = await createStore(schemaUrl(schema));
+      try {
+        const logged = (await store.listRequestLogs({ limit: 1000 })).map((record) => record.requestId);
+        expect(logged.filter((id) => [...before, ...during].includes(id)).sort()).toEqual(
+          [...before, ...during].sort(),
+        );
+        expect(new Set(logged).size).toBe(logged.length);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await relay.close();
     }
   });
 });

@@ -25,6 +25,7 @@ import { Catalog } from '../catalog/catalog.js';
 import { RealClock } from '../clock/clock.js';
 import type { LoadedConfig } from '../config/load-config.js';
 import { RequestRecorder } from '../metering/request-recorder.js';
+import { SettlementSpool } from '../metering/settlement-spool.js';
 import { SettlementWriter } from '../metering/settlement-writer.js';
 import { registerFleetMetrics } from '../observability/fleet-metrics.js';
 import { createLogger, type Logger } from '../observability/logger.js';
@@ -196,12 +197,19 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   });
   await billing.init();
   billing.startRefresh(BILLING_REFRESH_MS);
+  // Settlements a dead process spooled while the store was down go in first: a stream's real final settlement
+  // must win over the estimate its checkpoint would be recovered as.
+  const spool = new SettlementSpool(path.join(loaded.dataDir, 'spool'), logger);
+  const unspooled = await spool.drain((batch) => store.settle(batch), { batchSize: 2000, orphans: true });
+  if (unspooled.settled + unspooled.rejected + unspooled.left > 0) {
+    logger.warn({ ...unspooled }, 'settled the settlements spooled by a process that stopped while the store was down');
+  }
   // Embedded mode is one process: every checkpoint and reservation left in the store belongs to a dead one.
   if (store.kind === 'sqlite' && options.recoverOnStart !== false) {
     await recoverCheckpoints(store, { staleAfterMs: 0, now: Date.now(), logger });
     await store.resetReservations();
   }
-  const writer = new SettlementWriter(store, { logger });
+  const writer = new SettlementWriter(store, { logger, spool });
   metrics.observeRequestLog(() => writer.stats);
   const notifier = new WebhookNotifier({
     secret: resolveSecret(loaded.dataDir, 'webhook-secret', 'whsec_', loaded.webhookSecret),

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -9,6 +9,7 @@ import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
 import type { Settlement, UsageEventRecord } from '../store/ledger-store.js';
 import type { Store } from '../store/store.js';
 import { type TranspiledTree, transpileForChild } from '../store/transpile-for-child.js';
+import { decodeSettlement, SettlementSpool } from './settlement-spool.js';
 import { SettlementWriter } from './settlement-writer.js';
 
 interface InstrumentedStore extends Store {
@@ -106,6 +107,7 @@ describe('SettlementWriter', () => {
       transactions: store.commits.length,
       failedCommits: 0,
       dropped: 0,
+      spooled: 0,
     });
   });
 
@@ -237,6 +239,63 @@ describe('SettlementWriter', () => {
     expect(await Promise.all(pending)).toEqual([false, false]);
     expect(writer.stats.dropped).toBe(2);
     expect(writer.buffered).toBe(0);
+  });
+
+  describe('with a spool', () => {
+    let spoolRoot: string;
+    beforeEach(() => {
+      spoolRoot = mkdtempSync(join(tmpdir(), 'tollgate-writer-spool-'));
+    });
+    afterEach(() => rmSync(spoolRoot, { recursive: true, force: true }));
+
+    it('makes settlements durable on disk while the store is down, then settles each into it once', async () => {
+      let down = true;
+      store.failWith = () => (down ? new Error('connection refused') : undefined);
+      const spool = new SettlementSpool(join(spoolRoot, 'spool'));
+      writer = new SettlementWriter(store, { maxBatch: 4, maxBuffered: 10, retryInitialMs: 50, retryMaxMs: 50, spool });
+      // More than the buffer holds, a few at a time: nothing is dropped, nothing waits in memory.
+      const during = Array.from({ length: 25 }, () => settlement());
+      for (let start = 0; start < during.length; start += 5) {
+        const group = during.slice(start, start + 5).map((each) => writer.write(each));
+        expect(await Promise.all(group)).toEqual(Array(group.length).fill(true));
+      }
+      expect(writer.stats).toMatchObject({ dropped: 0, spooled: 25, committed: 0 });
+      expect(writer.buffered).toBe(0);
+      expect(spool.pending).toBe(25);
+      // A restarted process would find them: they are in the spool's files.
+      const directory = join(spoolRoot, 'spool');
+      const onDisk = readdirSync(directory).flatMap((name) =>
+        readFileSync(join(directory, name), 'utf8').trim().split('\n').map(decodeSettlement),
+      );
+      expect(onDisk).toEqual(during);
+      down = false;
+      // The store is back: the spool is drained on its timer, and after the next commit.
+      const after = settlement();
+      expect(await writer.write(after)).toBe(true);
+      for (let wait = 0; wait < 200 && (await countRows(raw)) < 26; wait++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const stored = (await raw.listRequestLogs({ tenantId: 'ten_writer', limit: 100 })).map((row) => row.requestId);
+      expect(stored.sort()).toEqual([...during, after].map((each) => each.log.requestId).sort());
+      expect(spool.pending).toBe(0);
+    });
+
+    it('close() spools what a store that stays down did not take', async () => {
+      store.failWith = () => new Error('connection refused');
+      const spool = new SettlementSpool(join(spoolRoot, 'spool'));
+      writer = new SettlementWriter(store, { retryInitialMs: 1, retryMaxMs: 5, closeTimeoutMs: 30, spool });
+      const pending = [writer.write(settlement()), writer.write(settlement())];
+      await writer.close();
+      expect(await Promise.all(pending)).toEqual([true, true]);
+      expect(writer.stats).toMatchObject({ dropped: 0, spooled: 2 });
+      store.failWith = undefined;
+      const drained = await new SettlementSpool(join(spoolRoot, 'spool')).drain((batch) => raw.settle(batch), {
+        batchSize: 10,
+        orphans: false,
+      });
+      expect(drained).toEqual({ settled: 2, rejected: 0, left: 0 });
+      expect(await countRows(raw)).toBe(2);
+    });
   });
 });
 

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { type Clock, type ClockTimer, RealClock } from '../clock/clock.js';
 import type { LedgerStore, Settlement } from '../store/ledger-store.js';
+import type { SettlementSpool } from './settlement-spool.js';
 
 /** Options of `SettlementWriter`. */
 export interface SettlementWriterOptions {
@@ -30,6 +31,12 @@ export interface SettlementWriterOptions {
   onError?: (error: unknown) => void;
   /** Time source for retry delays. Default: the wall clock. */
   clock?: Clock;
+  /**
+   * Where settlements go while the store is down: a failed batch is appended to it (and synced), and counts as
+   * durable, instead of waiting in memory. Batches that arrive before the store's next retry go there at once. The
+   * spool is drained into the store after it takes a batch again, and every `retryMaxMs` while anything is spooled.
+   */
+  spool?: SettlementSpool;
 }
 
 /** Counters since the writer was created. */
@@ -42,6 +49,8 @@ export interface SettlementWriterStats {
   failedCommits: number;
   /** Settlements dropped (buffer full, written after close, unwritable, or left when `close()` timed out). */
   dropped: number;
+  /** Settlements appended to the spool because the store was down (durable there until drained). */
+  spooled: number;
 }
 
 interface PendingSettlement {
@@ -59,12 +68,13 @@ interface PendingSettlement {
  * event-loop turn shares it) or as soon as it reaches `maxBatch`. One commit runs at a time; settlements that
  * arrive meanwhile form the next batch.
  *
- * The promise `write` returns never rejects: it resolves `true` once the settlement is committed (durable: it
- * survives `kill -9` of the process), or `false` when it was dropped — buffer full while the store is down,
- * written after `close()`, refused by the store repeatedly while other settlements commit, or still unwritten
- * when `close()` gave up. A failed commit is retried with exponential backoff; its settlements stay in memory.
- * Retrying is safe because `settle` is idempotent by request id: a batch that committed although its call failed
- * (a lost connection after COMMIT) is not billed twice.
+ * The promise `write` returns never rejects: it resolves `true` once the settlement is durable — committed, or
+ * appended to the spool while the store is down — so it survives `kill -9` of the process, or `false` when it was
+ * dropped: buffer full while the store is down, written after `close()`, refused by the store repeatedly while other
+ * settlements commit, or still unwritten when `close()` gave up (without a spool, or when the spool fails too).
+ * Without a spool a failed commit is retried with exponential backoff and its settlements stay in memory. Retrying
+ * and draining are safe because `settle` is idempotent by request id: a batch that committed although its call
+ * failed (a lost connection after COMMIT) is not billed twice.
  */
 export class SettlementWriter {
   private readonly maxBatch: number;
@@ -76,6 +86,7 @@ export class SettlementWriter {
   private readonly logger: Logger | undefined;
   private readonly onError: ((error: unknown) => void) | undefined;
   private readonly clock: Clock;
+  private readonly spool: SettlementSpool | undefined;
 
   private queue: PendingSettlement[] = [];
   /** Settlements in the next commit: `maxBatch`, halved while commits fail. */
@@ -86,11 +97,21 @@ export class SettlementWriter {
   private microtaskQueued = false;
   private retryTimer: { timer: ClockTimer; wake: () => void } | undefined;
   private consecutiveFailures = 0;
+  /** With a spool: `clock.now()` before which batches go to the spool without trying the store. */
+  private retryAt = Number.NEGATIVE_INFINITY;
+  private draining: Promise<void> | undefined;
+  private drainTimer: ClockTimer | undefined;
   private closed = false;
   private abandon = false;
   private lastDropLogAt = Number.NEGATIVE_INFINITY;
   private dropsSinceLog = 0;
-  private readonly counters: SettlementWriterStats = { committed: 0, transactions: 0, failedCommits: 0, dropped: 0 };
+  private readonly counters: SettlementWriterStats = {
+    committed: 0,
+    transactions: 0,
+    failedCommits: 0,
+    dropped: 0,
+    spooled: 0,
+  };
 
   constructor(
     private readonly store: Pick<LedgerStore, 'settle'>,
@@ -106,6 +127,7 @@ export class SettlementWriter {
     this.logger = options.logger;
     this.onError = options.onError;
     this.clock = options.clock ?? new RealClock();
+    this.spool = options.spool;
   }
 
   /** Queues a settlement; resolves `true` when it is committed, `false` if it was dropped. Never rejects. */
@@ -133,7 +155,11 @@ export class SettlementWriter {
       }
     } finally {
       deadline.cancel();
+      this.drainTimer?.cancel();
+      this.drainTimer = undefined;
     }
+    // A drain under way is left to finish or fail on its own: whatever it does not settle stays in the spool.
+    await this.spool?.close();
   }
 
   /** A snapshot of the counters. */
@@ -183,11 +209,14 @@ export class SettlementWriter {
   private async flushLoop(): Promise<void> {
     while (this.queue.length > 0) {
       if (this.abandon) {
-        this.dropQueued();
+        await this.spoolOrDropQueued();
         return;
       }
       const batch = this.queue.splice(0, this.batchLimit);
       this.inFlight = batch.length;
+      // The store is down and not due for a retry: the spool takes the batch without a failing round trip.
+      const spoolNow = this.spool !== undefined && this.consecutiveFailures > 0 && this.clock.now() < this.retryAt;
+      if (spoolNow && (await this.spoolBatch(batch))) continue;
       try {
         await this.store.settle(batch.map((pending) => pending.settlement));
         this.inFlight = 0;
@@ -196,19 +225,71 @@ export class SettlementWriter {
         this.counters.transactions++;
         this.counters.committed += batch.length;
         for (const pending of batch) pending.resolve(true);
+        if (this.spool !== undefined && this.spool.pending > 0) this.drainSpool();
       } catch (error: unknown) {
         this.inFlight = 0;
         this.counters.failedCommits++;
         this.consecutiveFailures++;
         this.logger?.error(
           { err: error, settlements: batch.length, attempt: this.consecutiveFailures },
-          'Settlement commit failed; retrying',
+          this.spool === undefined ? 'Settlement commit failed; retrying' : 'Settlement commit failed; spooling',
         );
         this.onError?.(error);
+        this.retryAt = this.clock.now() + this.retryDelay();
+        if (this.spool !== undefined && (await this.spoolBatch(batch))) continue;
         this.requeueFailed(batch);
         await this.backoff();
       }
     }
+  }
+
+  /** Appends `batch` to the spool and resolves it as durable. False (nothing changed) without a spool or on failure. */
+  private async spoolBatch(batch: PendingSettlement[]): Promise<boolean> {
+    if (this.spool === undefined) return false;
+    this.inFlight = batch.length;
+    try {
+      await this.spool.append(batch.map((pending) => pending.settlement));
+    } catch (error: unknown) {
+      this.logger?.error({ err: error, settlements: batch.length }, 'Could not spool settlements; kept in memory');
+      return false;
+    } finally {
+      this.inFlight = 0;
+    }
+    this.counters.spooled += batch.length;
+    for (const pending of batch) pending.resolve(true);
+    this.scheduleDrain();
+    return true;
+  }
+
+  /** Tries the spool's settlements again after `retryMaxMs` (when no commit succeeds before that). */
+  private scheduleDrain(): void {
+    if (this.drainTimer !== undefined || this.closed) return;
+    this.drainTimer = this.clock.setTimer(this.retryMaxMs, () => {
+      this.drainTimer = undefined;
+      this.drainSpool();
+    });
+  }
+
+  /** Settles the spool's settlements into the store in the background, one drain at a time. */
+  private drainSpool(): void {
+    const spool = this.spool;
+    if (spool === undefined || this.draining !== undefined || spool.pending === 0) return;
+    this.draining = spool
+      .drain((batch) => this.store.settle(batch), { batchSize: this.maxBatch, orphans: false })
+      .then((result) => {
+        if (result.settled > 0 || result.rejected > 0) {
+          this.logger?.info({ ...result }, 'Spooled settlements settled into the store');
+        }
+      })
+      .catch((error: unknown) => this.logger?.error({ err: error }, 'Could not drain the settlement spool'))
+      .finally(() => {
+        this.draining = undefined;
+        if (spool.pending > 0) this.scheduleDrain();
+      });
+  }
+
+  private retryDelay(): number {
+    return Math.min(this.retryMaxMs, this.retryInitialMs * 2 ** (this.consecutiveFailures - 1));
   }
 
   /**
@@ -237,7 +318,7 @@ export class SettlementWriter {
 
   private backoff(): Promise<void> {
     if (this.abandon) return Promise.resolve();
-    const delay = Math.min(this.retryMaxMs, this.retryInitialMs * 2 ** (this.consecutiveFailures - 1));
+    const delay = this.retryDelay();
     return new Promise((resolve) => {
       const wake = (): void => {
         this.retryTimer?.timer.cancel();
@@ -246,6 +327,17 @@ export class SettlementWriter {
       };
       this.retryTimer = { timer: this.clock.setTimer(delay, wake), wake };
     });
+  }
+
+  /** At an abandoned close: what is still queued goes to the spool, or is dropped when there is none or it fails. */
+  private async spoolOrDropQueued(): Promise<void> {
+    const left = this.queue;
+    if (left.length > 0 && this.spool !== undefined) {
+      this.queue = [];
+      if (await this.spoolBatch(left)) return;
+      this.queue = left;
+    }
+    this.dropQueued();
   }
 
   private dropQueued(): void {

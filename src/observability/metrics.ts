@@ -68,7 +68,7 @@ export class GatewayMetrics {
 
   /** Exposes the request-log writer's counters, read at scrape time. */
   observeRequestLog(
-    stats: () => { committed: number; transactions: number; dropped: number; failedCommits: number },
+    stats: () => { committed: number; transactions: number; dropped: number; failedCommits: number; spooled: number },
   ): void {
     const counter = (name: string, help: string, read: (current: ReturnType<typeof stats>) => number) => {
       let reported = 0;
@@ -96,8 +96,13 @@ export class GatewayMetrics {
     );
     counter(
       'tollgate_request_log_failed_commits_total',
-      'Failed request-log commits (retried).',
+      'Failed request-log commits (retried, or spooled to disk).',
       (s) => s.failedCommits,
+    );
+    counter(
+      'tollgate_request_log_spooled_total',
+      'Request-log records written to the local spool while the store was down (settled into it later).',
+      (s) => s.spooled,
     );
   }
 

@@ -1,0 +1,180 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { requestLogFixture, settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
+import type { Settlement } from '../store/ledger-store.js';
+import { decodeSettlement, encodeSettlement, SettlementSpool } from './settlement-spool.js';
+
+const directories: string[] = [];
+afterEach(() => {
+  for (const directory of directories.splice(0)) rmSync(directory, { recursive: true, force: true });
+});
+
+function spoolDirectory(): string {
+  const directory = mkdtempSync(join(tmpdir(), 'tollgate-spool-'));
+  directories.push(directory);
+  return join(directory, 'spool');
+}
+
+let sequence = 0;
+function rated(requestId = `req-spool-${++sequence}`): Settlement {
+  return {
+    ...settlementOf(
+      usageEventFixture({
+        requestId,
+        tenantId: 'ten_spool',
+        // Past 2^53 nano-units: bigints must come back exactly.
+        inputListAmount: 2n ** 60n + 7n,
+        amount: 2n ** 60n + 7n,
+      }),
+    ),
+    reservation: { tenantId: 'ten_spool', amount: 2n ** 55n + 1n },
+    checkpointRequestId: requestId,
+  };
+}
+
+function unrated(requestId = `req-spool-${++sequence}`): Settlement {
+  return {
+    log: requestLogFixture({
+      requestId,
+      tenantId: 'ten_spool',
+      status: 502,
+      errorCode: 'upstream_error',
+      model: null,
+      ttftMs: null,
+    }),
+  };
+}
+
+/** A `settle` that records every batch it takes, and fails while `refuse` says so. */
+function recordingSettle(refuse: (batch: readonly Settlement[]) => boolean = () => false) {
+  const taken: Settlement[] = [];
+  let calls = 0;
+  return {
+    taken,
+    get calls() {
+      return calls;
+    },
+    settle: async (batch: readonly Settlement[]) => {
+      calls++;
+      if (refuse(batch)) throw new Error('refused');
+      taken.push(...batch);
+    },
+  };
+}
+
+/** A process id that no process has now: a child's, after it exited. */
+function deadPid(): number {
+  return Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString());
+}
+
+describe('SettlementSpool', () => {
+  it('encodes settlements with bigints past 2^53 and decodes them to equal values', () => {
+    for (const settlement of [rated(), unrated()]) {
+      expect(decodeSettlement(encodeSettlement(settlement))).toEqual(settlement);
+    }
+    expect(encodeSettlement(rated())).not.toContain('\n');
+  });
+
+  it('keeps appended settlements on disk and settles them all, in batches, then removes the segment', async () => {
+    const directory = spoolDirectory();
+    const spool = new SettlementSpool(directory);
+    const written = [rated(), unrated(), rated(), rated(), unrated()];
+    await spool.append(written.slice(0, 2));
+    await spool.append(written.slice(2));
+    expect(spool.pending).toBe(5);
+    // A second spool object over the same files (a restart) finds them as its own process's.
+    const store = recordingSettle();
+    const result = await new SettlementSpool(directory).drain(store.settle, { batchSize: 2, orphans: false });
+    expect(result).toEqual({ settled: 5, rejected: 0, left: 0 });
+    expect(store.taken).toEqual(written);
+    expect(store.calls).toBe(3);
+    expect(readdirSync(directory)).toEqual([]);
+    // The writing spool's own count: its segment was drained by the other object, so its next drain finds none.
+    expect((await spool.drain(store.settle, { batchSize: 2, orphans: false })).settled).toBe(0);
+    expect(spool.pending).toBe(0);
+  });
+
+  it('keeps everything while the store is down, and settles it once the store is back', async () => {
+    const directory = spoolDirectory();
+    const spool = new SettlementSpool(directory);
+    const written = Array.from({ length: 7 }, () => rated());
+    await spool.append(written);
+    let down = true;
+    const store = recordingSettle(() => down);
+    expect(await spool.drain(store.settle, { batchSize: 4, orphans: false })).toEqual({
+      settled: 0,
+      rejected: 0,
+      left: 7,
+    });
+    expect(spool.pending).toBe(7);
+    // Appends while a drain is due go to a new segment; both are drained.
+    const later = rated();
+    await spool.append([later]);
+    down = false;
+    expect(await spool.drain(store.settle, { batchSize: 4, orphans: false })).toEqual({
+      settled: 8,
+      rejected: 0,
+      left: 0,
+    });
+    expect(new Set(store.taken.map((each) => each.log.requestId))).toEqual(
+      new Set([...written, later].map((each) => each.log.requestId)),
+    );
+    expect(spool.pending).toBe(0);
+  });
+
+  it('moves a settlement the store refuses while it takes the others aside, and settles the rest', async () => {
+    const directory = spoolDirectory();
+    const spool = new SettlementSpool(directory);
+    const poison = unrated('poison');
+    const written = [rated(), rated(), poison, rated(), rated(), rated()];
+    await spool.append(written);
+    const store = recordingSettle((batch) => batch.some((each) => each.log.requestId === 'poison'));
+    expect(await spool.drain(store.settle, { batchSize: 4, orphans: false })).toEqual({
+      settled: 5,
+      rejected: 1,
+      left: 0,
+    });
+    expect(store.taken.map((each) => each.log.requestId)).toEqual(
+      written.filter((each) => each !== poison).map((each) => each.log.requestId),
+    );
+    const rejected = readFileSync(join(directory, 'rejected.ndjson'), 'utf8').trim().split('\n');
+    expect(rejected.map(decodeSettlement)).toEqual([poison]);
+    expect(readdirSync(directory)).toEqual(['rejected.ndjson']);
+  });
+
+  it('skips a last line cut short by a crash mid-append', async () => {
+    const directory = spoolDirectory();
+    mkdirSync(directory, { recursive: true });
+    const whole = [rated(), unrated()];
+    const torn = encodeSettlement(rated()).slice(0, 40);
+    writeFileSync(
+      join(directory, `${process.pid}-1-abcd.ndjson`),
+      `${whole.map(encodeSettlement).join('\n')}\n${torn}`,
+    );
+    const store = recordingSettle();
+    const result = await new SettlementSpool(directory).drain(store.settle, { batchSize: 10, orphans: false });
+    expect(result).toEqual({ settled: 2, rejected: 0, left: 0 });
+    expect(store.taken).toEqual(whole);
+  });
+
+  it("drains a dead process's segments only when asked for orphans, and never a live process's", async () => {
+    const directory = spoolDirectory();
+    mkdirSync(directory, { recursive: true });
+    const dead = rated();
+    const live = rated();
+    const deadSegment = `${deadPid()}-1-aaaa.ndjson`;
+    const liveSegment = `${process.ppid}-2-bbbb.ndjson`;
+    writeFileSync(join(directory, deadSegment), `${encodeSettlement(dead)}\n`);
+    writeFileSync(join(directory, liveSegment), `${encodeSettlement(live)}\n`);
+    const store = recordingSettle();
+    const spool = new SettlementSpool(directory);
+    expect((await spool.drain(store.settle, { batchSize: 10, orphans: false })).settled).toBe(0);
+    expect((await spool.drain(store.settle, { batchSize: 10, orphans: true })).settled).toBe(1);
+    expect(store.taken).toEqual([dead]);
+    expect(existsSync(join(directory, deadSegment))).toBe(false);
+    expect(existsSync(join(directory, liveSegment))).toBe(true);
+  });
+});
