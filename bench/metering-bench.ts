@@ -114,6 +114,8 @@ async function main(): Promise<void> {
         onRate,
         loss: 1 - onRate / offRate,
         medianPairedLoss: median(pairedLosses),
+        lowestPairedLoss: Math.min(...pairedLosses),
+        highestPairedLoss: Math.max(...pairedLosses),
         offCpuUs: mean(offRuns.map((run) => run.cpuUs)),
         onCpuUs: mean(onRuns.map((run) => run.cpuUs)),
         offMainCpuUs: mean(offRuns.map((run) => run.mainCpuUs)),
@@ -124,13 +126,15 @@ async function main(): Promise<void> {
     });
     process.stdout.write(
       '\n| request | metering off req/s | metering on req/s | loss (target ≤ 10%) | median loss within a round | ' +
-        'CPU µs/req off → on | of which main thread | other threads | settlements per commit off → on |\n' +
-        '|---|---:|---:|---:|---:|---:|---:|---:|---:|\n',
+        'lowest … highest within a round | CPU µs/req off → on | of which main thread | other threads | ' +
+        'settlements per commit off → on |\n' +
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n',
     );
     for (const row of rows) {
       process.stdout.write(
         `| ${row.kind} | ${row.offRate.toFixed(0)} | ${row.onRate.toFixed(0)} | ${(row.loss * 100).toFixed(1)}% | ` +
-          `${(row.medianPairedLoss * 100).toFixed(1)}% | ${row.offCpuUs.toFixed(0)} → ${row.onCpuUs.toFixed(0)} | ` +
+          `${(row.medianPairedLoss * 100).toFixed(1)}% | ` +
+          `${(row.lowestPairedLoss * 100).toFixed(1)}% … ${(row.highestPairedLoss * 100).toFixed(1)}% | ${row.offCpuUs.toFixed(0)} → ${row.onCpuUs.toFixed(0)} | ` +
           `${row.offMainCpuUs.toFixed(0)} → ${row.onMainCpuUs.toFixed(0)} | ` +
           `${(row.offCpuUs - row.offMainCpuUs).toFixed(0)} → ${(row.onCpuUs - row.onMainCpuUs).toFixed(0)} | ` +
           `${row.offPerCommit.toFixed(1)} → ${row.onPerCommit.toFixed(1)} |\n`,
