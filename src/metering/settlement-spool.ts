@@ -111,7 +111,10 @@ export class SettlementSpool {
       result.rejected += outcome.rejected.length;
       result.left += outcome.left.length;
       if (outcome.rejected.length > 0) await this.reject(outcome.rejected);
-      await rewriteSegment(file, outcome.left);
+      // A segment the store took nothing of stays as it is (no rewrite every retry while the store is down).
+      if (outcome.left.length === 0 || outcome.settled + outcome.rejected.length > 0) {
+        await rewriteSegment(file, outcome.left);
+      }
       storeDown = outcome.left.length > 0;
     }
     // Appends made during the drain stay counted; what the drain could not settle is counted instead of the rest.
