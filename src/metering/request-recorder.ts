@@ -62,7 +62,7 @@ export interface RequestRecorderOptions {
   /**
    * Longest time a response waits for its settlement's commit, ms. Default 2000. Past it the response goes out
    * and the settlement stays buffered in the writer (retried until the store is back), so a store outage does not
-   * hang clients.
+   * hang clients. A writer with a spool makes a settlement durable on disk before this (after its `spoolAfterMs`).
    */
   commitWaitMs?: number;
   /** Receives month-to-date spend changes for budget alerts. */

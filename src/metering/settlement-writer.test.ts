@@ -77,6 +77,11 @@ async function countRows(store: Store, tenantId = 'ten_writer'): Promise<number>
   return logs;
 }
 
+/** Request ids of the committed request-log rows (one read: safe while commits go on). */
+async function loggedIds(store: Store, tenantId = 'ten_writer'): Promise<string[]> {
+  return (await store.listRequestLogs({ tenantId, limit: 1_000_000 })).map((row) => row.requestId);
+}
+
 describe('SettlementWriter', () => {
   let raw: Store;
   let store: InstrumentedStore;
@@ -272,12 +277,42 @@ describe('SettlementWriter', () => {
       // The store is back: the spool is drained on its timer, and after the next commit.
       const after = settlement();
       expect(await writer.write(after)).toBe(true);
-      for (let wait = 0; wait < 200 && (await countRows(raw)) < 26; wait++) {
+      for (let wait = 0; wait < 200 && ((await loggedIds(raw)).length < 26 || spool.pending > 0); wait++) {
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
-      const stored = (await raw.listRequestLogs({ tenantId: 'ten_writer', limit: 100 })).map((row) => row.requestId);
-      expect(stored.sort()).toEqual([...during, after].map((each) => each.log.requestId).sort());
+      expect((await loggedIds(raw)).sort()).toEqual([...during, after].map((each) => each.log.requestId).sort());
+      expect(await countRows(raw)).toBe(26);
       expect(spool.pending).toBe(0);
+    });
+
+    it('spools what waits on a commit that hangs (a partition), and settles each once when it ends', async () => {
+      let release = () => {};
+      store.gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const spool = new SettlementSpool(join(spoolRoot, 'spool'));
+      writer = new SettlementWriter(store, { retryInitialMs: 1, retryMaxMs: 20, spoolAfterMs: 20, spool });
+      const first = [settlement(), settlement(), settlement()];
+      // The first write's commit hangs; the next two queue behind it. All are durable within spoolAfterMs or two.
+      const firstDone = writer.write(first[0]!);
+      await new Promise((resolve) => setImmediate(resolve));
+      const behind = [writer.write(first[1]!), writer.write(first[2]!)];
+      expect(await Promise.all([firstDone, ...behind])).toEqual([true, true, true]);
+      expect(store.commits).toEqual([]);
+      // Written while the commit still hangs: the watchdog, re-armed, takes these too.
+      const later = [settlement(), settlement()];
+      expect(await Promise.all(later.map((each) => writer.write(each)))).toEqual([true, true]);
+      expect(writer.stats.spooled).toBe(5);
+      expect(store.commits).toEqual([]);
+      release();
+      store.gate = undefined;
+      for (let wait = 0; wait < 200 && ((await loggedIds(raw)).length < 5 || spool.pending > 0); wait++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect((await loggedIds(raw)).sort()).toEqual([...first, ...later].map((each) => each.log.requestId).sort());
+      expect(await countRows(raw)).toBe(5);
+      expect(spool.pending).toBe(0);
+      expect(readdirSync(join(spoolRoot, 'spool'))).toEqual([]);
     });
 
     it('close() spools what a store that stays down did not take', async () => {

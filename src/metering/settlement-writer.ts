@@ -37,6 +37,12 @@ export interface SettlementWriterOptions {
    * spool is drained into the store after it takes a batch again, and every `retryMaxMs` while anything is spooled.
    */
   spool?: SettlementSpool;
+  /**
+   * With a spool: how long a commit may take before the settlements waiting on it (its batch, and those queued behind
+   * it) are appended to the spool and count as durable, ms. A store that hangs instead of failing (a network
+   * partition) then holds no response past this. Default 1000, under the recorder's commit wait (2000).
+   */
+  spoolAfterMs?: number;
 }
 
 /** Counters since the writer was created. */
@@ -87,6 +93,7 @@ export class SettlementWriter {
   private readonly onError: ((error: unknown) => void) | undefined;
   private readonly clock: Clock;
   private readonly spool: SettlementSpool | undefined;
+  private readonly spoolAfterMs: number;
 
   private queue: PendingSettlement[] = [];
   /** Settlements in the next commit: `maxBatch`, halved while commits fail. */
@@ -128,6 +135,7 @@ export class SettlementWriter {
     this.onError = options.onError;
     this.clock = options.clock ?? new RealClock();
     this.spool = options.spool;
+    this.spoolAfterMs = options.spoolAfterMs ?? 1000;
   }
 
   /** Queues a settlement; resolves `true` when it is committed, `false` if it was dropped. Never rejects. */
@@ -217,8 +225,10 @@ export class SettlementWriter {
       // The store is down and not due for a retry: the spool takes the batch without a failing round trip.
       const spoolNow = this.spool !== undefined && this.consecutiveFailures > 0 && this.clock.now() < this.retryAt;
       if (spoolNow && (await this.spoolBatch(batch))) continue;
+      const watchdog = this.watchSlowCommit(batch);
       try {
         await this.store.settle(batch.map((pending) => pending.settlement));
+        watchdog?.stop();
         this.inFlight = 0;
         this.consecutiveFailures = 0;
         this.batchLimit = this.maxBatch;
@@ -227,6 +237,7 @@ export class SettlementWriter {
         for (const pending of batch) pending.resolve(true);
         if (this.spool !== undefined && this.spool.pending > 0) this.drainSpool();
       } catch (error: unknown) {
+        watchdog?.stop();
         this.inFlight = 0;
         this.counters.failedCommits++;
         this.consecutiveFailures++;
@@ -236,11 +247,56 @@ export class SettlementWriter {
         );
         this.onError?.(error);
         this.retryAt = this.clock.now() + this.retryDelay();
+        // A batch the watchdog spooled is durable already: a second copy would only be settled twice (harmlessly).
+        if (watchdog?.spooled === true) continue;
         if (this.spool !== undefined && (await this.spoolBatch(batch))) continue;
         this.requeueFailed(batch);
         await this.backoff();
       }
     }
+  }
+
+  /**
+   * With a spool, a timer that fires while `batch`'s commit runs longer than `spoolAfterMs`: it spools the batch and
+   * every settlement queued behind it, then again every `spoolAfterMs` for those queued since, until stopped. The
+   * commit goes on; a batch both spooled and committed is settled once (the drain finds its ids stored).
+   */
+  private watchSlowCommit(batch: PendingSettlement[]): { stop(): void; readonly spooled: boolean } | undefined {
+    const spool = this.spool;
+    if (spool === undefined) return undefined;
+    let timer: ClockTimer | undefined;
+    let batchTaken = false;
+    const state = {
+      spooled: false,
+      stop: () => {
+        timer?.cancel();
+        timer = undefined;
+      },
+    };
+    const fire = (): void => {
+      const queued = this.queue;
+      this.queue = [];
+      const withBatch = !batchTaken;
+      batchTaken = true;
+      const waiting = withBatch ? [...batch, ...queued] : queued;
+      timer = this.clock.setTimer(this.spoolAfterMs, fire);
+      if (waiting.length === 0) return;
+      spool.append(waiting.map((pending) => pending.settlement)).then(
+        () => {
+          if (withBatch) state.spooled = true;
+          this.counters.spooled += waiting.length;
+          this.logger?.warn({ settlements: waiting.length }, 'Settlement commit is slow; spooled what waits on it');
+          for (const pending of waiting) pending.resolve(true);
+          this.scheduleDrain();
+        },
+        (error: unknown) => {
+          this.logger?.error({ err: error }, 'Could not spool settlements waiting on a slow commit');
+          this.queue.unshift(...queued);
+        },
+      );
+    };
+    timer = this.clock.setTimer(this.spoolAfterMs, fire);
+    return state;
   }
 
   /** Appends `batch` to the spool and resolves it as durable. False (nothing changed) without a spool or on failure. */
