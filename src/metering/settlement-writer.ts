@@ -55,7 +55,7 @@ export interface SettlementWriterStats {
   failedCommits: number;
   /** Settlements dropped (buffer full, written after close, unwritable, or left when `close()` timed out). */
   dropped: number;
-  /** Settlements appended to the spool because the store was down (durable there until drained). */
+  /** Settlements appended to the spool because the store failed or was slow (durable there until drained). */
   spooled: number;
 }
 
@@ -138,7 +138,7 @@ export class SettlementWriter {
     this.spoolAfterMs = options.spoolAfterMs ?? 1000;
   }
 
-  /** Queues a settlement; resolves `true` when it is committed, `false` if it was dropped. Never rejects. */
+  /** Queues a settlement; resolves `true` once it is durable (committed or spooled), `false` if it was dropped. */
   write(settlement: Settlement): Promise<boolean> {
     if (this.closed) return Promise.resolve(this.drop('the writer is closed'));
     if (this.queue.length + this.inFlight >= this.maxBuffered) {
