@@ -1,7 +1,7 @@
 /**
- * Settlements the store could not take, kept on local disk until it can. While the store is down a response would
- * otherwise go out with its settlement only in memory, lost to a `kill -9` (guarantee 3); with a spool the writer
- * appends the failed batch here, `fdatasync`s it, and the settlement counts as durable.
+ * Settlements the store could not take, kept on local disk until it can. While the store is down or hangs, a response
+ * would otherwise go out with its settlement only in memory, lost to a `kill -9` (guarantee 3); with a spool the
+ * writer appends the failed (or slow) batch here, `fdatasync`s it, and the settlement counts as durable.
  *
  * Files: one segment per process and rotation, `<pid>-<ms>-<random>.ndjson` in the spool directory, one settlement
  * per line (JSON; bigints as `{"$bigint":"digits"}`). A process appends only to its own segment. `drain` settles
@@ -14,7 +14,8 @@
  * moves to `rejected.ndjson` beside the segments, logged, for an operator: nothing is deleted. A line cut short by a
  * crash mid-append is skipped: its append never completed, so its response never went out.
  *
- * (No library does this: it is a write-ahead file for one record type, a few dozen lines on `fs/promises`.)
+ * (Written here: no library keeps an append-only, fsynced file of records and replays it into our store; the file
+ * format and the drain's refusal rules are the whole of it, on `fs/promises`.)
  */
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
