@@ -5,13 +5,13 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { createServer, type Server, Socket } from 'node:net';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { countTextTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
 import { completeThenKill, demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
+import { startPostgresRelay } from './support/postgres-relay.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
 import { fastSimulatedConfig, pricedSimulatedConfig } from './support/test-gateway.js';
 
@@ -127,56 +127,14 @@ describe('kill -9 on PostgreSQL', () => {
   });
 });
 
-/** A TCP relay to PostgreSQL that the test can cut (every connection dropped, new ones refused) and restore. */
-async function cuttablePostgres(): Promise<{ port: number; cut(): void; restore(): void; close(): Promise<void> }> {
-  let up = true;
-  const open = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    if (!up) {
-      client.destroy();
-      return;
-    }
-    const upstream = new Socket();
-    open.add(client).add(upstream);
-    const forget = () => {
-      client.destroy();
-      upstream.destroy();
-      open.delete(client);
-      open.delete(upstream);
-    };
-    client.on('error', forget).on('close', forget);
-    upstream.on('error', forget).on('close', forget);
-    upstream.connect(5432, '127.0.0.1', () => {
-      client.pipe(upstream);
-      upstream.pipe(client);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as { port: number }).port,
-    cut() {
-      up = false;
-      for (const socket of open) socket.destroy();
-    },
-    restore() {
-      up = true;
-    },
-    close: () =>
-      new Promise((resolve) => {
-        server.close(() => resolve());
-        for (const socket of open) socket.destroy();
-      }),
-  };
-}
-
 describe('kill -9 while PostgreSQL is unreachable', () => {
   const schema = uniqueSchema('crash_outage');
   afterAll(async () => dropSchema(schema));
 
   it('keeps every completed request in the local spool and settles it into PostgreSQL at the next start', async () => {
-    const relay = await cuttablePostgres();
+    const relay = await startPostgresRelay();
     try {
-      const url = schemaUrl(schema).replace('127.0.0.1:5432', `127.0.0.1:${relay.port}`);
+      const url = relay.through(schemaUrl(schema));
       const dir = workspace({ ...fastSimulatedConfig, store: { url } });
       const first = await serve(dir, children);
       const client = new OpenAI({ baseURL: `${first.url}/v1`, apiKey: demoKeyOf(first.banner), maxRetries: 0 });

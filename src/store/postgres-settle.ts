@@ -64,8 +64,20 @@ interface StagedBatch {
   now: number;
 }
 
+/**
+ * Longest a settlement's transaction may run, ms. Past it the call fails and its connection is discarded: a server
+ * that stopped answering (a network partition) would otherwise hold the settlement writer until TCP gives up, which
+ * takes minutes to hours. Failing is safe: the writer spools or retries the batch, and settling is idempotent by
+ * request id, so a transaction that commits after all is not counted twice.
+ */
+export const SETTLE_TIMEOUT_MS = 30_000;
+
 /** Commits `batch` (see the module comment). The connection is discarded, not reused, after any failure. */
-export async function settleOnPostgres(pool: pg.Pool, batch: readonly Settlement[]): Promise<void> {
+export async function settleOnPostgres(
+  pool: pg.Pool,
+  batch: readonly Settlement[],
+  timeoutMs: number = SETTLE_TIMEOUT_MS,
+): Promise<void> {
   if (batch.length === 0) return;
   const first = firstOfEachRequest(batch);
   const staged: StagedBatch = {
@@ -76,12 +88,25 @@ export async function settleOnPostgres(pool: pg.Pool, batch: readonly Settlement
   };
   const client = await pool.connect();
   let failure: Error | undefined;
+  let timer: NodeJS.Timeout | undefined;
   try {
-    if (!(await settleAssumingNewIds(client, staged))) await settleSkippingExistingIds(client, staged);
+    const settled = (async () => {
+      if (!(await settleAssumingNewIds(client, staged))) await settleSkippingExistingIds(client, staged);
+    })();
+    const timedOut = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`PostgreSQL did not settle a batch of ${batch.length} in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    // After a timeout the abandoned transaction fails when its connection is discarded below: nothing to report.
+    settled.catch(() => undefined);
+    await Promise.race([settled, timedOut]);
   } catch (error: unknown) {
     failure = error instanceof Error ? error : new Error(String(error));
     throw error;
   } finally {
+    clearTimeout(timer);
     // A failed COPY or statement leaves the connection mid-transaction: destroy it rather than reuse it (the
     // server rolls the transaction back when the connection closes).
     client.release(failure);

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startPostgresRelay } from '../../test/support/postgres-relay.js';
 import { createStore } from './create-store.js';
 import { requestLogFixture, settlementOf } from './ledger-fixtures.js';
 import type { RatedSettlement } from './ledger-store.js';
+import { settleOnPostgres } from './postgres-settle.js';
 import type { Store } from './store.js';
 import { describeStoreConformance, usageEvent } from './store-conformance.js';
 
@@ -278,6 +280,34 @@ describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation
       await store.settle([good]);
       expect((await store.sumUsageEvents({ tenantId, start: 0, end: Date.UTC(2100, 0) })).count).toBe(1);
     } finally {
+      await store.close();
+    }
+  });
+
+  it('gives up a batch a server that stopped answering holds, and settles it once when the server answers', async () => {
+    const store = await createStore(await storeUrl(), { poolSize: 1 });
+    const relay = await startPostgresRelay();
+    const pool = new pg.Pool({
+      connectionString: relay.through(baseUrl!),
+      options: `-c search_path=${schema}`,
+      max: 1,
+    });
+    try {
+      await store.migrate();
+      const tenantId = `ten_partition_${randomBytes(4).toString('hex')}`;
+      const topUp = 1000n * UNIT;
+      await credit(store, tenantId, topUp);
+      const batch = [settlement(tenantId, Date.UTC(2031, 7, 1)), settlement(tenantId, Date.UTC(2031, 7, 1))];
+      await pool.query('select 1'); // the pool's one connection is open before the partition
+      relay.pause();
+      // Without the timeout this would wait on the silent connection for as long as the test runs.
+      await expect(settleOnPostgres(pool, batch, 300)).rejects.toThrow(/did not settle a batch of 2 in 300 ms/);
+      relay.restore();
+      await settleOnPostgres(pool, batch, 10_000);
+      await expectCountedOnce(store, tenantId, batch, topUp);
+    } finally {
+      await pool.end();
+      await relay.close();
       await store.close();
     }
   });

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { DatabaseSchema } from './database-schema.js';
 import { KyselyStore, type KyselyStoreOptions } from './kysely-store.js';
 import type { Settlement } from './ledger-store.js';
-import { settleOnPostgres } from './postgres-settle.js';
+import { SETTLE_TIMEOUT_MS, settleOnPostgres } from './postgres-settle.js';
 
 /** PostgreSQL's limit on bind parameters per statement (a 16-bit count). */
 const POSTGRES_MAX_PARAMETERS = 65_535;
@@ -40,6 +40,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const pool = new pg.Pool({
     connectionString: options.connectionString,
     max: options.poolSize ?? 10,
+    // A server that stops answering must fail a connection attempt rather than hang it (see SETTLE_TIMEOUT_MS), and
+    // idle connections to it should be found dead: TCP keepalive.
+    connectionTimeoutMillis: SETTLE_TIMEOUT_MS,
+    keepAlive: true,
     // Sent in the startup packet: costs no extra round trip per connection.
     ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
     types: {
