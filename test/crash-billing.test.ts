@@ -151,6 +151,9 @@ describe('kill -9 while PostgreSQL is unreachable', () => {
       // Answered while PostgreSQL was gone: each answer waited for its settlement to reach the spool on disk.
       const spooled = readdirSync(path.join(dir, 'data', 'spool')).filter((name) => name.endsWith('.ndjson'));
       expect(spooled.length).toBeGreaterThan(0);
+      const metrics = await (await fetch(`${first.url}/metrics`)).text();
+      expect(metrics).toContain(`tollgate_request_log_spooled_total ${during.length}`);
+      expect(metrics).toContain(`tollgate_request_log_spool_pending ${during.length}`);
       const exited = new Promise((resolve) => first.child.once('exit', resolve));
       first.child.kill('SIGKILL');
       await exited;

@@ -211,6 +211,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   }
   const writer = new SettlementWriter(store, { logger, spool });
   metrics.observeRequestLog(() => writer.stats);
+  metrics.observeSpool(() => spool.pending);
   const notifier = new WebhookNotifier({
     secret: resolveSecret(loaded.dataDir, 'webhook-secret', 'whsec_', loaded.webhookSecret),
     logger,

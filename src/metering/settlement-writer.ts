@@ -8,8 +8,9 @@ export interface SettlementWriterOptions {
   /** Most settlements per transaction. Default 2000 (SQLite ingests ~50k events/s at that size). */
   maxBatch?: number;
   /**
-   * Most settlements held in memory (waiting or being written). Default 100,000. While the store is down, writes
-   * beyond this are dropped (their promise resolves `false`, counted in `stats.dropped`, logged).
+   * Most settlements held in memory (waiting or being written). Default 100,000. Writes beyond this go to the spool
+   * when there is one; without one (or when it fails) they are dropped (their promise resolves `false`, counted in
+   * `stats.dropped`, logged).
    */
   maxBuffered?: number;
   /** First retry delay after a failed commit, ms; doubles per consecutive failure. Default 100. */
@@ -96,6 +97,8 @@ export class SettlementWriter {
   private readonly spoolAfterMs: number;
 
   private queue: PendingSettlement[] = [];
+  /** Writes beyond `maxBuffered` waiting for their one append to the spool (with a spool only). */
+  private overflow: PendingSettlement[] = [];
   /** Settlements in the next commit: `maxBatch`, halved while commits fail. */
   private batchLimit: number;
   private inFlight = 0;
@@ -142,11 +145,38 @@ export class SettlementWriter {
   write(settlement: Settlement): Promise<boolean> {
     if (this.closed) return Promise.resolve(this.drop('the writer is closed'));
     if (this.queue.length + this.inFlight >= this.maxBuffered) {
+      if (this.spool !== undefined) return this.spoolOverflow(settlement);
       return Promise.resolve(this.drop(`${this.maxBuffered} settlements are already waiting for the store`));
     }
     return new Promise<boolean>((resolve) => {
       this.queue.push({ settlement, resolve, failedAtTransaction: -1, strikes: 0 });
       this.schedule();
+    });
+  }
+
+  /**
+   * A write beyond `maxBuffered` with a spool: appended to it (with the other overflow of this turn, in one append)
+   * instead of dropped. Dropped only when the spool fails too.
+   */
+  private spoolOverflow(settlement: Settlement): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      this.overflow.push({ settlement, resolve, failedAtTransaction: -1, strikes: 0 });
+      if (this.overflow.length > 1) return;
+      setImmediate(() => {
+        const overflow = this.overflow;
+        this.overflow = [];
+        this.spool!.append(overflow.map((pending) => pending.settlement)).then(
+          () => {
+            this.counters.spooled += overflow.length;
+            for (const pending of overflow) pending.resolve(true);
+            this.scheduleDrain();
+          },
+          (error: unknown) => {
+            this.logger?.error({ err: error, settlements: overflow.length }, 'Could not spool settlements');
+            for (const pending of overflow) pending.resolve(this.drop('the buffer is full and the spool failed'));
+          },
+        );
+      });
     });
   }
 

@@ -106,6 +106,18 @@ export class GatewayMetrics {
     );
   }
 
+  /** Exposes how many settlements wait in the local spool for the store (read at scrape time). */
+  observeSpool(pending: () => number): void {
+    new Gauge({
+      name: 'tollgate_request_log_spool_pending',
+      help: 'Request-log records in the local spool, waiting for the store to take them (0 when it is caught up).',
+      registers: [this.registry],
+      collect() {
+        this.set(pending());
+      },
+    });
+  }
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'tollgate_process_' });
   }
