@@ -145,19 +145,20 @@ describe('SettlementSpool', () => {
     expect(readdirSync(directory)).toEqual(['rejected.ndjson']);
   });
 
-  it('skips a last line cut short by a crash mid-append', async () => {
+  it('skips a last line cut short by a crash mid-append, and removes a rewrite a crash left behind', async () => {
     const directory = spoolDirectory();
     mkdirSync(directory, { recursive: true });
     const whole = [rated(), unrated()];
     const torn = encodeSettlement(rated()).slice(0, 40);
-    writeFileSync(
-      join(directory, `${process.pid}-1-abcd.ndjson`),
-      `${whole.map(encodeSettlement).join('\n')}\n${torn}`,
-    );
+    const segment = join(directory, `${process.pid}-1-abcd.ndjson`);
+    writeFileSync(segment, `${whole.map(encodeSettlement).join('\n')}\n${torn}`);
+    // Left by a crash in the middle of an earlier rewrite of the segment.
+    writeFileSync(`${segment}.tmp`, encodeSettlement(whole[0]!).slice(0, 10));
     const store = recordingSettle();
     const result = await new SettlementSpool(directory).drain(store.settle, { batchSize: 10, orphans: false });
     expect(result).toEqual({ settled: 2, rejected: 0, left: 0 });
     expect(store.taken).toEqual(whole);
+    expect(readdirSync(directory)).toEqual([]);
   });
 
   it("drains a dead process's segments only when asked for orphans, and never a live process's", async () => {

@@ -252,13 +252,16 @@ async function readSegment(file: string, logger: Logger | undefined): Promise<st
 
 /** Replaces a segment by `lines` (written to a temporary file, synced, renamed), or removes it when none are left. */
 async function rewriteSegment(file: string, lines: readonly string[]): Promise<void> {
+  const temporary = `${file}.tmp`;
   if (lines.length === 0) {
-    await unlink(file).catch((error: unknown) => {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    });
+    // The temporary file too: one is left when a process died in the middle of an earlier rewrite.
+    for (const each of [file, temporary]) {
+      await unlink(each).catch((error: unknown) => {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      });
+    }
     return;
   }
-  const temporary = `${file}.tmp`;
   const handle = await open(temporary, 'w');
   try {
     await handle.write(lines.map((line) => `${line}\n`).join(''));
