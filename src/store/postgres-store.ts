@@ -41,9 +41,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     connectionString: options.connectionString,
     max: options.poolSize ?? 10,
     // A server that stops answering must fail a connection attempt rather than hang it (see SETTLE_TIMEOUT_MS), and
-    // idle connections to it should be found dead: TCP keepalive.
+    // idle connections to it should be found dead: TCP keepalive probes after 10 s idle (the system's default wait is
+    // two hours; the probes' interval and count stay the system's).
     connectionTimeoutMillis: SETTLE_TIMEOUT_MS,
     keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
     // Sent in the startup packet: costs no extra round trip per connection.
     ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
     types: {
