@@ -165,17 +165,10 @@ export class SettlementWriter {
       setImmediate(() => {
         const overflow = this.overflow;
         this.overflow = [];
-        this.spool!.append(overflow.map((pending) => pending.settlement)).then(
-          () => {
-            this.counters.spooled += overflow.length;
-            for (const pending of overflow) pending.resolve(true);
-            this.scheduleDrain();
-          },
-          (error: unknown) => {
-            this.logger?.error({ err: error, settlements: overflow.length }, 'Could not spool settlements');
+        void this.toSpool(overflow, 'the buffer is full').then((spooled) => {
+          if (!spooled)
             for (const pending of overflow) pending.resolve(this.drop('the buffer is full and the spool failed'));
-          },
-        );
+        });
       });
     });
   }
@@ -292,8 +285,7 @@ export class SettlementWriter {
    * commit goes on; a batch both spooled and committed is settled once (the drain finds its ids stored).
    */
   private watchSlowCommit(batch: PendingSettlement[]): { stop(): void; readonly spooled: boolean } | undefined {
-    const spool = this.spool;
-    if (spool === undefined) return undefined;
+    if (this.spool === undefined) return undefined;
     let timer: ClockTimer | undefined;
     let batchTaken = false;
     const state = {
@@ -309,40 +301,45 @@ export class SettlementWriter {
       const withBatch = !batchTaken;
       batchTaken = true;
       const waiting = withBatch ? [...batch, ...queued] : queued;
+      if (withBatch)
+        this.logger?.warn({ afterMs: this.spoolAfterMs }, 'Settlement commit is slow; spooling what waits');
       timer = this.clock.setTimer(this.spoolAfterMs, fire);
       if (waiting.length === 0) return;
-      spool.append(waiting.map((pending) => pending.settlement)).then(
-        () => {
-          if (withBatch) state.spooled = true;
-          this.counters.spooled += waiting.length;
-          this.logger?.warn({ settlements: waiting.length }, 'Settlement commit is slow; spooled what waits on it');
-          for (const pending of waiting) pending.resolve(true);
-          this.scheduleDrain();
-        },
-        (error: unknown) => {
-          this.logger?.error({ err: error }, 'Could not spool settlements waiting on a slow commit');
-          this.queue.unshift(...queued);
-        },
-      );
+      void this.toSpool(waiting, 'the commit is slow').then((spooled) => {
+        if (spooled && withBatch) state.spooled = true;
+        if (!spooled) this.queue.unshift(...queued);
+      });
     };
     timer = this.clock.setTimer(this.spoolAfterMs, fire);
     return state;
   }
 
-  /** Appends `batch` to the spool and resolves it as durable. False (nothing changed) without a spool or on failure. */
+  /** The flush loop's batch to the spool (see `toSpool`), counted as in flight meanwhile. */
   private async spoolBatch(batch: PendingSettlement[]): Promise<boolean> {
     if (this.spool === undefined) return false;
     this.inFlight = batch.length;
     try {
-      await this.spool.append(batch.map((pending) => pending.settlement));
-    } catch (error: unknown) {
-      this.logger?.error({ err: error, settlements: batch.length }, 'Could not spool settlements; kept in memory');
-      return false;
+      return await this.toSpool(batch, 'the store failed');
     } finally {
       this.inFlight = 0;
     }
-    this.counters.spooled += batch.length;
-    for (const pending of batch) pending.resolve(true);
+  }
+
+  /**
+   * Appends `pending` to the spool and resolves each as durable; a drain is scheduled. False (logged, nothing
+   * resolved) when the append fails: the caller keeps or drops them.
+   */
+  private async toSpool(pending: readonly PendingSettlement[], reason: string): Promise<boolean> {
+    try {
+      await this.spool!.append(pending.map((each) => each.settlement));
+    } catch (error: unknown) {
+      this.logger?.error({ err: error, settlements: pending.length, reason }, 'Could not spool settlements');
+      return false;
+    }
+    this.counters.spooled += pending.length;
+    // Debug only: during an outage every turn spools; the failed commits are logged already, once each.
+    this.logger?.debug({ settlements: pending.length, reason }, 'Settlements spooled');
+    for (const each of pending) each.resolve(true);
     this.scheduleDrain();
     return true;
   }
