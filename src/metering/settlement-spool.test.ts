@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { requestLogFixture, settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
+import { settlementFromJson, settlementToJson } from '../store/ledger-rows.js';
 import type { Settlement } from '../store/ledger-store.js';
-import { decodeSettlement, encodeSettlement, SettlementSpool } from './settlement-spool.js';
+import { SettlementSpool } from './settlement-spool.js';
 
 const directories: string[] = [];
 afterEach(() => {
@@ -73,9 +74,9 @@ function deadPid(): number {
 describe('SettlementSpool', () => {
   it('encodes settlements with bigints past 2^53 and decodes them to equal values', () => {
     for (const settlement of [rated(), unrated()]) {
-      expect(decodeSettlement(encodeSettlement(settlement))).toEqual(settlement);
+      expect(settlementFromJson(settlementToJson(settlement))).toEqual(settlement);
     }
-    expect(encodeSettlement(rated())).not.toContain('\n');
+    expect(settlementToJson(rated())).not.toContain('\n');
   });
 
   it('keeps appended settlements on disk and settles them all, in batches, then removes the segment', async () => {
@@ -141,7 +142,7 @@ describe('SettlementSpool', () => {
       written.filter((each) => each !== poison).map((each) => each.log.requestId),
     );
     const rejected = readFileSync(join(directory, 'rejected.ndjson'), 'utf8').trim().split('\n');
-    expect(rejected.map(decodeSettlement)).toEqual([poison]);
+    expect(rejected.map(settlementFromJson)).toEqual([poison]);
     expect(readdirSync(directory)).toEqual(['rejected.ndjson']);
   });
 
@@ -149,11 +150,11 @@ describe('SettlementSpool', () => {
     const directory = spoolDirectory();
     mkdirSync(directory, { recursive: true });
     const whole = [rated(), unrated()];
-    const torn = encodeSettlement(rated()).slice(0, 40);
+    const torn = settlementToJson(rated()).slice(0, 40);
     const segment = join(directory, `${process.pid}-1-abcd.ndjson`);
-    writeFileSync(segment, `${whole.map(encodeSettlement).join('\n')}\n${torn}`);
+    writeFileSync(segment, `${whole.map(settlementToJson).join('\n')}\n${torn}`);
     // Left by a crash in the middle of an earlier rewrite of the segment.
-    writeFileSync(`${segment}.tmp`, encodeSettlement(whole[0]!).slice(0, 10));
+    writeFileSync(`${segment}.tmp`, settlementToJson(whole[0]!).slice(0, 10));
     const store = recordingSettle();
     const result = await new SettlementSpool(directory).drain(store.settle, { batchSize: 10, orphans: false });
     expect(result).toEqual({ settled: 2, rejected: 0, left: 0 });
@@ -168,8 +169,8 @@ describe('SettlementSpool', () => {
     const live = rated();
     const deadSegment = `${deadPid()}-1-aaaa.ndjson`;
     const liveSegment = `${process.ppid}-2-bbbb.ndjson`;
-    writeFileSync(join(directory, deadSegment), `${encodeSettlement(dead)}\n`);
-    writeFileSync(join(directory, liveSegment), `${encodeSettlement(live)}\n`);
+    writeFileSync(join(directory, deadSegment), `${settlementToJson(dead)}\n`);
+    writeFileSync(join(directory, liveSegment), `${settlementToJson(live)}\n`);
     const store = recordingSettle();
     const spool = new SettlementSpool(directory);
     expect((await spool.drain(store.settle, { batchSize: 10, orphans: false })).settled).toBe(0);

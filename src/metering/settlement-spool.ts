@@ -4,11 +4,11 @@
  * writer appends the failed (or slow) batch here, `fdatasync`s it, and the settlement counts as durable.
  *
  * Files: one segment per process and rotation, `<pid>-<ms>-<random>.ndjson` in the spool directory, one settlement
- * per line (JSON; bigints as `{"$bigint":"digits"}`). A process appends only to its own segment. `drain` settles
- * segments through the store and removes them: this process's earlier segments, and, with `orphans`, those of
- * processes that are gone (a crashed gateway's, found by the next one to start). Settling is idempotent by request
- * id, so a segment settled twice (a crash between its commit and its removal, two processes draining one orphan)
- * counts each request once.
+ * per line (`settlementToJson`: nano amounts as decimal strings, as in stream checkpoints). A process appends only
+ * to its own segment. `drain` settles segments through the store and removes them: this process's earlier
+ * segments, and, with `orphans`, those of processes that are gone (a crashed gateway's, found by the next one to
+ * start). Settling is idempotent by request id, so a segment settled twice (a crash between its commit and its
+ * removal, two processes draining one orphan) counts each request once.
  *
  * A settlement the store refuses while it takes others (a poison record, which would otherwise be retried forever)
  * moves to `rejected.ndjson` beside the segments, logged, for an operator: nothing is deleted. A line cut short by a
@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { settlementFromJson, settlementToJson } from '../store/ledger-rows.js';
 import type { Settlement } from '../store/ledger-store.js';
 
 const SEGMENT = /^(\d+)-\d+-[0-9a-f]+\.ndjson$/;
@@ -69,7 +70,7 @@ export class SettlementSpool {
   append(settlements: readonly Settlement[]): Promise<void> {
     if (settlements.length === 0) return Promise.resolve();
     let text = '';
-    for (const settlement of settlements) text += `${encodeSettlement(settlement)}\n`;
+    for (const settlement of settlements) text += `${settlementToJson(settlement)}\n`;
     return this.serially(async () => {
       if (this.handle === undefined) {
         await mkdir(this.directory, { recursive: true });
@@ -171,24 +172,6 @@ export class SettlementSpool {
   }
 }
 
-/** One settlement as one line of JSON; bigints as `{"$bigint":"digits"}`. */
-export function encodeSettlement(settlement: Settlement): string {
-  return JSON.stringify(settlement, (_key, value: unknown) =>
-    typeof value === 'bigint' ? { $bigint: value.toString() } : value,
-  );
-}
-
-/** The inverse of `encodeSettlement`. */
-export function decodeSettlement(line: string): Settlement {
-  return JSON.parse(line, (_key, value: unknown) => {
-    if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-      const tagged = (value as { $bigint?: unknown }).$bigint;
-      if (typeof tagged === 'string' && Object.keys(value).length === 1) return BigInt(tagged);
-    }
-    return value;
-  }) as Settlement;
-}
-
 interface SegmentOutcome {
   settled: number;
   /** Lines the store refused while it took others. */
@@ -216,7 +199,7 @@ async function settleSegment(
   let suspects: string[] = [];
   for (let batch = batches.shift(); batch !== undefined; batch = batches.shift()) {
     try {
-      await settle(batch.map(decodeSettlement));
+      await settle(batch.map(settlementFromJson));
     } catch {
       if (batch.length > 1) {
         const half = Math.ceil(batch.length / 2);

@@ -6,10 +6,11 @@ import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createStore } from '../store/create-store.js';
 import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
+import { settlementFromJson } from '../store/ledger-rows.js';
 import type { Settlement, UsageEventRecord } from '../store/ledger-store.js';
 import type { Store } from '../store/store.js';
 import { type TranspiledTree, transpileForChild } from '../store/transpile-for-child.js';
-import { decodeSettlement, SettlementSpool } from './settlement-spool.js';
+import { SettlementSpool } from './settlement-spool.js';
 import { SettlementWriter } from './settlement-writer.js';
 
 interface InstrumentedStore extends Store {
@@ -268,7 +269,7 @@ describe('SettlementWriter', () => {
       // A restarted process would find them: they are in the spool's files.
       const directory = join(spoolRoot, 'spool');
       const onDisk = readdirSync(directory).flatMap((name) =>
-        readFileSync(join(directory, name), 'utf8').trim().split('\n').map(decodeSettlement),
+        readFileSync(join(directory, name), 'utf8').trim().split('\n').map(settlementFromJson),
       );
       expect(onDisk.map((each) => each.log.requestId).sort()).toEqual(during.map((each) => each.log.requestId).sort());
       down = false;

@@ -19,6 +19,7 @@ import type {
   BillingRollupRow,
   BudgetRecord,
   RollupBucket,
+  Settlement,
   StreamCheckpoint,
   UsageEventRecord,
   UsageRating,
@@ -399,19 +400,45 @@ const EVENT_NANO_FIELDS = [
   'cost',
 ] as const satisfies readonly (keyof UsageEventRecord)[];
 
-/** A checkpoint's event as JSON, nano amounts as decimal strings (JSON has no exact 64-bit integers). */
+/** JSON's replacer for nano amounts: decimal strings (JSON has no exact 64-bit integers). */
+function bigintsAsDigits(_key: string, value: unknown): unknown {
+  return typeof value === 'bigint' ? value.toString() : value;
+}
+
+/** Turns the nano-amount fields of a parsed event or rating back into bigints, in place. */
+function nanoFieldsFromDigits(parsed: Record<string, unknown>): void {
+  for (const field of EVENT_NANO_FIELDS) {
+    const value = parsed[field];
+    parsed[field] = value === null || value === undefined ? null : BigInt(value as string);
+  }
+}
+
+/** A checkpoint's event as JSON, nano amounts as decimal strings. */
 export function checkpointEventToJson(event: UsageEventRecord): string {
-  return JSON.stringify(event, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
+  return JSON.stringify(event, bigintsAsDigits);
 }
 
 /** Parses `checkpointEventToJson`'s output. */
 export function checkpointEventFromJson(json: string): UsageEventRecord {
   const parsed = JSON.parse(json) as Record<string, unknown>;
-  for (const field of EVENT_NANO_FIELDS) {
-    const value = parsed[field];
-    parsed[field] = value === null || value === undefined ? null : BigInt(value as string);
-  }
+  nanoFieldsFromDigits(parsed);
   return parsed as unknown as UsageEventRecord;
+}
+
+/** A settlement as one line of JSON (the settlement spool), nano amounts as decimal strings as in checkpoints. */
+export function settlementToJson(settlement: Settlement): string {
+  return JSON.stringify(settlement, bigintsAsDigits);
+}
+
+/** Parses `settlementToJson`'s output. */
+export function settlementFromJson(json: string): Settlement {
+  const parsed = JSON.parse(json) as {
+    rating?: Record<string, unknown>;
+    reservation?: { tenantId: string; amount: string | bigint };
+  };
+  if (parsed.rating !== undefined) nanoFieldsFromDigits(parsed.rating);
+  if (parsed.reservation !== undefined) parsed.reservation.amount = BigInt(parsed.reservation.amount);
+  return parsed as unknown as Settlement;
 }
 
 /** Builds a checkpoint from its row. */
