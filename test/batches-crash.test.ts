@@ -10,7 +10,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { KyselyBatchStore } from '../src/batch/kysely-batch-store.js';
 import { createStore } from '../src/store/create-store.js';
 import { KyselyStore } from '../src/store/kysely-store.js';
-import { demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
+import { demoKeyOf, killHard, requireBuiltCli, serve, workspace } from './support/cli-process.js';
 import { pricedSimulatedConfig } from './support/test-gateway.js';
 
 const children: ChildProcess[] = [];
@@ -80,9 +80,7 @@ describe('kill -9 in the middle of a batch', () => {
     });
 
     const before = await retrieveWhen(client, created.id, (batch) => batch.request_counts!.completed >= 40, 20_000);
-    const exited = new Promise((resolve) => first.child.once('exit', resolve));
-    first.child.kill('SIGKILL');
-    await exited;
+    await killHard(first.child);
     expect(before.status).toBe('in_progress');
     expect(before.request_counts!.completed).toBeLessThan(LINES / 2);
 

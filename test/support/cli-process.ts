@@ -64,25 +64,34 @@ export function demoKeyOf(banner: string): string {
   return key;
 }
 
+/** Asks a started `serve` short chat questions (3 tokens each) through the official SDK; each resolves with its request id. */
+export function shortQuestions(served: { banner: string; url: string }): (index: number) => Promise<string> {
+  const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: demoKeyOf(served.banner), maxRetries: 0 });
+  return async (index) => {
+    const { response } = await client.chat.completions
+      .create({ model: 'sim-pro-32k', messages: [{ role: 'user', content: `q${index}` }], max_tokens: 3 })
+      .withResponse();
+    return response.headers.get('x-request-id')!;
+  };
+}
+
+/** Kills `child` with SIGKILL; resolves once it has exited. */
+export async function killHard(child: ChildProcess): Promise<void> {
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGKILL');
+  await exited;
+}
+
 /**
- * Completes `count` concurrent chat requests (3 tokens each) through the official SDK with the demo key of a started
- * `serve`, then kills it with SIGKILL; resolves with their request ids once it has exited.
+ * Completes `count` concurrent short questions (`shortQuestions`) on a started `serve`, then kills it with SIGKILL;
+ * resolves with their request ids once it has exited.
  */
 export async function completeThenKill(
   served: { child: ChildProcess; banner: string; url: string },
   count: number,
 ): Promise<string[]> {
-  const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: demoKeyOf(served.banner), maxRetries: 0 });
-  const ids = await Promise.all(
-    Array.from({ length: count }, async (_, index) => {
-      const { response } = await client.chat.completions
-        .create({ model: 'sim-pro-32k', messages: [{ role: 'user', content: `q${index}` }], max_tokens: 3 })
-        .withResponse();
-      return response.headers.get('x-request-id')!;
-    }),
-  );
-  const exited = new Promise((resolve) => served.child.once('exit', resolve));
-  served.child.kill('SIGKILL');
-  await exited;
+  const ask = shortQuestions(served);
+  const ids = await Promise.all(Array.from({ length: count }, (_, index) => ask(index)));
+  await killHard(served.child);
   return ids;
 }
