@@ -26,7 +26,7 @@ import { RealClock } from '../clock/clock.js';
 import type { LoadedConfig } from '../config/load-config.js';
 import { RequestRecorder } from '../metering/request-recorder.js';
 import { SettlementSpool } from '../metering/settlement-spool.js';
-import { SettlementWriter } from '../metering/settlement-writer.js';
+import { DEFAULT_SETTLEMENT_BATCH, SettlementWriter } from '../metering/settlement-writer.js';
 import { registerFleetMetrics } from '../observability/fleet-metrics.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { GatewayMetrics } from '../observability/metrics.js';
@@ -200,7 +200,10 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   // Settlements a dead process spooled while the store was down go in first: a stream's real final settlement
   // must win over the estimate its checkpoint would be recovered as.
   const spool = new SettlementSpool(path.join(loaded.dataDir, 'spool'), logger);
-  const unspooled = await spool.drain((batch) => store.settle(batch), { batchSize: 2000, orphans: true });
+  const unspooled = await spool.drain((batch) => store.settle(batch), {
+    batchSize: DEFAULT_SETTLEMENT_BATCH,
+    orphans: true,
+  });
   if (unspooled.settled + unspooled.rejected + unspooled.left > 0) {
     logger.warn({ ...unspooled }, 'settled the settlements spooled by a process that stopped while the store was down');
   }

@@ -3,9 +3,12 @@ import { type Clock, type ClockTimer, RealClock } from '../clock/clock.js';
 import type { LedgerStore, Settlement } from '../store/ledger-store.js';
 import type { SettlementSpool } from './settlement-spool.js';
 
+/** Settlements per transaction unless told otherwise (SQLite ingests ~50k events/s at that size). */
+export const DEFAULT_SETTLEMENT_BATCH = 2000;
+
 /** Options of `SettlementWriter`. */
 export interface SettlementWriterOptions {
-  /** Most settlements per transaction. Default 2000 (SQLite ingests ~50k events/s at that size). */
+  /** Most settlements per transaction. Default `DEFAULT_SETTLEMENT_BATCH`. */
   maxBatch?: number;
   /**
    * Most settlements held in memory (waiting or being written). Default 100,000. Writes beyond this go to the spool
@@ -127,7 +130,7 @@ export class SettlementWriter {
     private readonly store: Pick<LedgerStore, 'settle'>,
     options: SettlementWriterOptions = {},
   ) {
-    this.maxBatch = Math.max(1, options.maxBatch ?? 2000);
+    this.maxBatch = Math.max(1, options.maxBatch ?? DEFAULT_SETTLEMENT_BATCH);
     this.batchLimit = this.maxBatch;
     this.maxBuffered = Math.max(this.maxBatch, options.maxBuffered ?? 100_000);
     this.retryInitialMs = options.retryInitialMs ?? 100;
