@@ -1,22 +1,12 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { sql } from 'kysely';
-import { afterAll, describe, expect, it } from 'vitest';
-import { dropSchema, schemaUrl, uniqueSchema } from '../../../test/support/postgres-schema.js';
-import { createStore } from '../create-store.js';
+import { describe, expect, it } from 'vitest';
+import { MIGRATION_TEST_KINDS, migrationTestStores } from '../../../test/support/migration-stores.js';
 import type { KyselyStore } from '../kysely-store.js';
 import { requestLogFixture, usageEventFixture } from '../ledger-fixtures.js';
 import type { UsageEventRecord } from '../ledger-store.js';
 
 const BEFORE = '0005-ledger-ingest';
-const directory = mkdtempSync(join(tmpdir(), 'tollgate-0006-'));
-const schema = uniqueSchema('m0006');
-
-afterAll(async () => {
-  rmSync(directory, { recursive: true, force: true });
-  await dropSchema(schema);
-});
+const openStore = migrationTestStores('m0006');
 
 /** A priced request's event, with nothing at its default so a lost or swapped column shows. */
 function event(requestId: string, overrides: Partial<UsageEventRecord> = {}): UsageEventRecord {
@@ -49,11 +39,10 @@ function event(requestId: string, overrides: Partial<UsageEventRecord> = {}): Us
   });
 }
 
-for (const kind of ['sqlite', 'postgres'] as const) {
+for (const kind of MIGRATION_TEST_KINDS) {
   describe(`migration 0006 (usage events into their request-log rows) on ${kind}`, () => {
     it('moves every event into its log row, keeps the reads of usage_events, and migrates back down', async () => {
-      const url = kind === 'sqlite' ? `sqlite://${join(directory, 'store.db')}` : schemaUrl(schema);
-      const store = (await createStore(url)) as unknown as KyselyStore;
+      const store = await openStore(kind);
       try {
         await store.migrate(BEFORE);
         const db = store.kysely;

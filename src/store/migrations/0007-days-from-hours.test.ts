@@ -1,12 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { sql } from 'kysely';
-import { afterAll, describe, expect, it } from 'vitest';
-import { dropSchema, schemaUrl, uniqueSchema } from '../../../test/support/postgres-schema.js';
-import { createStore } from '../create-store.js';
+import { describe, expect, it } from 'vitest';
+import { MIGRATION_TEST_KINDS, migrationTestStores } from '../../../test/support/migration-stores.js';
 import type { UsageRollupsTable } from '../database-schema.js';
-import type { KyselyStore } from '../kysely-store.js';
 import { type MoneyAsText, usageRollupFromRow } from '../ledger-rows.js';
 import type { UsageRollupRow } from '../ledger-store.js';
 
@@ -14,13 +9,7 @@ const BEFORE = '0006-ledger-in-request-log';
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
 const START = Date.UTC(2030, 3, 1);
-const directory = mkdtempSync(join(tmpdir(), 'tollgate-0007-'));
-const schema = uniqueSchema('m0007');
-
-afterAll(async () => {
-  rmSync(directory, { recursive: true, force: true });
-  await dropSchema(schema);
-});
+const openStore = migrationTestStores('m0007');
 
 /** Hour rows of two groups over two days and a bit, with the day rows a store before 0007 kept beside them. */
 function legacyRollups(): UsageRollupsTable[] {
@@ -81,11 +70,10 @@ function asRecord(row: UsageRollupsTable): UsageRollupRow {
   };
 }
 
-for (const kind of ['sqlite', 'postgres'] as const) {
+for (const kind of MIGRATION_TEST_KINDS) {
   describe(`migration 0007 (days read from hours) on ${kind}`, () => {
     it('drops the stored day rows, reads the same days from the hours, and rebuilds them on the way down', async () => {
-      const url = kind === 'sqlite' ? `sqlite://${join(directory, 'store.db')}` : schemaUrl(schema);
-      const store = (await createStore(url)) as unknown as KyselyStore;
+      const store = await openStore(kind);
       try {
         await store.migrate(BEFORE);
         const db = store.kysely;
