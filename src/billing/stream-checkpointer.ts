@@ -35,6 +35,8 @@ export class StreamCheckpointer {
   private readonly intervalMs: number;
   private readonly maxCharactersPerTick: number;
   private readonly checkpointed = new Map<string, number>();
+  /** Streams found unpriced (their model has no price): never tokenized again. */
+  private readonly unpriced = new Set<string>();
   private timer: ClockTimer | undefined;
   private running = false;
   private cursor = 0;
@@ -78,10 +80,22 @@ export class StreamCheckpointer {
         const stream = entries[(this.cursor + index) % entries.length]!;
         const { trace } = stream;
         const length = stream.deliveredText.length;
-        if (length === 0 || this.checkpointed.get(trace.requestId) === length) continue;
+        if (length === 0 || this.checkpointed.get(trace.requestId) === length || this.unpriced.has(trace.requestId)) {
+          continue;
+        }
+        const input = { total: stream.estimatedPromptTokens, cached: 0 };
+        // Whether the stream is priced at all is known without its output: rate it at none first, once, rather
+        // than tokenize every second what would never be charged.
+        if (!this.checkpointed.has(trace.requestId)) {
+          const probe = rateRequestFor(trace, { input, output: { total: 0, reasoning: 0 }, estimated: true });
+          if (probe === undefined || this.billing.rate(probe) === undefined) {
+            this.unpriced.add(trace.requestId);
+            continue;
+          }
+        }
         budget -= length;
         const request = rateRequestFor(trace, {
-          input: { total: stream.estimatedPromptTokens, cached: 0 },
+          input,
           output: { total: countTextTokens(stream.deliveredText.slice(0, length)), reasoning: 0 },
           estimated: true,
         });
@@ -98,6 +112,9 @@ export class StreamCheckpointer {
       this.cursor = entries.length === 0 ? 0 : (this.cursor + 1) % entries.length;
       for (const requestId of this.checkpointed.keys()) {
         if (!this.streams.has(requestId)) this.checkpointed.delete(requestId);
+      }
+      for (const requestId of this.unpriced) {
+        if (!this.streams.has(requestId)) this.unpriced.delete(requestId);
       }
       if (checkpoints.length > 0) await this.ledger.saveCheckpoints(checkpoints);
       return checkpoints.length;
