@@ -21,6 +21,12 @@ let gate: Server;
 let releaseGate: () => void = () => undefined;
 /** Responses of the gate upstream that ended (finished or cut). */
 let gateClosed = 0;
+/** An upstream that streams `FLOOD_CHUNKS` chunks as fast as the gateway reads them, counting what it wrote. */
+let flood: Server;
+let floodWritten = 0;
+const FLOOD_CHUNK_CHARS = 16_383;
+const FLOOD_CHUNKS = 4_000; // ~66 MB
+
 let harness: TestGateway;
 let client: OpenAI;
 let tenantId: string;
@@ -93,6 +99,46 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => gate.listen(0, '127.0.0.1', resolve));
   const gateUrl = `http://127.0.0.1:${(gate.address() as AddressInfo).port}/v1`;
+  flood = createServer((request, response) => {
+    let text = '';
+    request.on('data', (data: Buffer) => {
+      text += data.toString();
+    });
+    request.on('end', () => {
+      // Only the test's streamed request floods (health probes and other callers get a short error).
+      if (!text.includes('"stream":true')) {
+        response.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"message":"stream only"}}');
+        return;
+      }
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      const event = `data: ${JSON.stringify({
+        id: 'chatcmpl-flood',
+        object: 'chat.completion.chunk',
+        created: 1,
+        model: 'simulated',
+        choices: [{ index: 0, delta: { content: 'xy '.repeat(FLOOD_CHUNK_CHARS / 3) }, finish_reason: null }],
+      })}\n\n`;
+      let sent = 0;
+      // As fast as the gateway takes them: each write that fills the socket's buffer waits for `drain`.
+      const more = (): void => {
+        while (sent < FLOOD_CHUNKS) {
+          sent += 1;
+          floodWritten += event.length;
+          if (!response.write(event)) {
+            response.once('drain', more);
+            return;
+          }
+        }
+        const usage = { prompt_tokens: 5, completion_tokens: FLOOD_CHUNKS, total_tokens: 5 + FLOOD_CHUNKS };
+        response.end(
+          `data: ${JSON.stringify({ id: 'chatcmpl-flood', object: 'chat.completion.chunk', created: 1, model: 'simulated', choices: [], usage })}\n\ndata: [DONE]\n\n`,
+        );
+      };
+      more();
+    });
+  });
+  await new Promise<void>((resolve) => flood.listen(0, '127.0.0.1', resolve));
+  const floodUrl = `http://127.0.0.1:${(flood.address() as AddressInfo).port}/v1`;
 
   const timeouts = { connect_ms: 1000, first_byte_ms: 400, idle_ms: 1000 };
   const upstream = (name: string, base_url: string) => ({
@@ -113,12 +159,13 @@ beforeAll(async () => {
       upstreams: [
         ...names.map((name) => upstream(name, sims[name]!.url)),
         upstream('capture', captureUrl),
+        upstream('flood', floodUrl),
         // A long idle timeout: a held gate stream ends only when the gateway aborts it.
         { ...upstream('gate', gateUrl), timeouts: { ...timeouts, idle_ms: 60_000 } },
         upstream('dead', 'http://127.0.0.1:9/v1'),
       ],
       models: [
-        ...[...names, 'capture', 'gate', 'dead'].map(model),
+        ...[...names, 'capture', 'flood', 'gate', 'dead'].map(model),
         {
           name: 'failover-model',
           context_window: 32_768,
@@ -143,6 +190,8 @@ afterAll(async () => {
   capture?.close();
   gate?.closeAllConnections();
   gate?.close();
+  flood?.closeAllConnections();
+  flood?.close();
 });
 
 const messages = [{ role: 'user' as const, content: 'Say something long.' }];
@@ -283,6 +332,44 @@ describe('relay through the OpenAI-compatible adapter', () => {
     expect(record.usageEstimated).toBe(true);
     expect(record.completionTokens).toBe(countTextTokens(text));
     expect(record.completionTokens).toBeLessThan(50);
+  });
+
+  it('holds the upstream back while the client does not read (backpressure end to end)', async () => {
+    const address = new URL(harness.url);
+    const body = JSON.stringify({ model: 'flood-model', messages, stream: true });
+    const response = await new Promise<IncomingMessage>((resolve, reject) => {
+      const call = httpRequest(
+        {
+          host: address.hostname,
+          port: address.port,
+          path: '/v1/chat/completions',
+          method: 'POST',
+          headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+        },
+        resolve,
+      );
+      call.on('error', reject);
+      call.end(body);
+    });
+    expect(response.statusCode).toBe(200);
+    response.pause(); // the client stops reading
+    let held = 0;
+    for (let wait = 0; wait < 40; wait++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      if (floodWritten === held) break; // the upstream is blocked
+      held = floodWritten;
+    }
+    const total = FLOOD_CHUNKS * (FLOOD_CHUNK_CHARS + 120);
+    // What sits in socket buffers and the gateway's write buffer, a small part of the stream: a gateway that kept
+    // reading the upstream while its client did not would have taken it all.
+    expect(floodWritten).toBeLessThan(total / 3);
+    // The client reads a little again: the stream moves (it was held, not stuck).
+    const more = await new Promise<number>((resolve) => {
+      response.once('data', (data: Buffer) => resolve(data.length));
+      response.resume();
+    });
+    expect(more).toBeGreaterThan(0);
+    response.destroy();
   });
 
   it('cancels the upstream when the client disconnects, and records what was delivered', async () => {
