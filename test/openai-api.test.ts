@@ -40,6 +40,15 @@ describe('chat completions', () => {
     expect(data.usage?.total_tokens).toBe(expectedPrompt + 40);
   });
 
+  it('answers a prompt that is one 800,000-character word, counted exactly', async () => {
+    // The tokenizer library's merge is quadratic in a word's length (64,000 characters took 4 s), so this prompt
+    // alone would have held the gateway's event loop for about ten minutes.
+    const word = [{ role: 'user' as const, content: 'x'.repeat(800_000) }];
+    const data = await client.chat.completions.create({ model: 'sim-pro-128k', messages: word, max_tokens: 5 });
+    expect(data.usage?.prompt_tokens).toBe(countPromptTokens('chat', { messages: word }));
+    expect(data.usage?.prompt_tokens).toBeGreaterThan(50_000);
+  });
+
   it('streams without a usage chunk when the client did not ask for one', async () => {
     const stream = await client.chat.completions.create({
       model: 'sim-pro-32k',

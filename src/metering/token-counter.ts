@@ -5,8 +5,9 @@
  * Counting is lenient: bodies arrive from clients and may have any shape. Whatever is not text or a token-id array is
  * skipped, never thrown on.
  */
-import { countTokens } from 'gpt-tokenizer/encoding/o200k_base';
+import o200k, { countTokens } from 'gpt-tokenizer/encoding/o200k_base';
 import { assertNever } from '../errors/assert-never.js';
+import { mergeLongPiece } from './long-piece-merge.js';
 
 /** The endpoints whose prompts can be counted. */
 export type CountedEndpoint = 'chat' | 'completions' | 'embeddings';
@@ -20,6 +21,49 @@ export const chatTokensPerName = 1;
 
 // Special-token markers such as `<|endoftext|>` in user text are counted as plain text (the library throws by default).
 const plainTextOptions = { disallowedSpecial: new Set<string>() };
+
+/**
+ * Pieces longer than this many UTF-16 units are merged by `mergeLongPiece` (O(n log n)) instead of the library's
+ * rescanning merge (O(n²)), and are not kept in the library's merge cache, which bounds entries by count, not size.
+ * Below it the library is as fast or faster.
+ */
+export const longPieceChars = 256;
+
+/** The parts of gpt-tokenizer's byte-pair core that the long-piece merge replaces or reads. */
+interface BytePairCore {
+  bytePairEncode(input: string): number[];
+  getBpeRankFromBytes(bytes: Uint8Array): number | undefined;
+  bytePairRankDecoder: ReadonlyArray<string | readonly number[] | undefined>;
+}
+
+/** The library's own merge, kept for pieces up to `longPieceChars` and for tests that compare the two. */
+export const libraryBytePairEncode: (input: string) => number[] = installLongPieceMerge();
+
+function installLongPieceMerge(): (input: string) => number[] {
+  // The core is private in the library's types, so it is reached at run time and checked: a library upgrade that
+  // moves it fails here, at import, not silently on the first long piece.
+  const core = Reflect.get(o200k, 'bytePairEncodingCoreProcessor') as Partial<BytePairCore> | undefined;
+  if (
+    typeof core?.bytePairEncode !== 'function' ||
+    typeof core.getBpeRankFromBytes !== 'function' ||
+    !Array.isArray(core.bytePairRankDecoder)
+  ) {
+    throw new Error('gpt-tokenizer no longer exposes the byte-pair core that token-counter patches');
+  }
+  const complete = core as BytePairCore;
+  const libraryEncode = complete.bytePairEncode.bind(complete);
+  const rankOf = complete.getBpeRankFromBytes.bind(complete);
+  let maxTokenBytes = 0;
+  for (const token of complete.bytePairRankDecoder) {
+    if (token === undefined) continue;
+    const bytes = typeof token === 'string' ? Buffer.byteLength(token) : token.length;
+    if (bytes > maxTokenBytes) maxTokenBytes = bytes;
+  }
+  const utf8 = new TextEncoder();
+  complete.bytePairEncode = (input) =>
+    input.length <= longPieceChars ? libraryEncode(input) : mergeLongPiece(utf8.encode(input), rankOf, maxTokenBytes);
+  return libraryEncode;
+}
 
 /** Tokens of a piece of text. */
 export function countTextTokens(text: string): number {

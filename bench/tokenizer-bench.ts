@@ -1,0 +1,142 @@
+/**
+ * The tokenizer benchmark (`npm run bench:tokenizer`): how long counting one long word takes, the case where the
+ * o200k split pattern hands the byte-pair merge a single long piece (a run of letters or punctuation with no break).
+ * For each kind of run and length, the time of gpt-tokenizer's own merge (quadratic) beside Tollgate's long-piece merge
+ * (O(n log n), same tokens), measured in the same run, and their ratio. The library's merge is only run up to
+ * `--library-max` characters (it takes hours at a megabyte); longer runs show Tollgate's alone, with ordinary prose of
+ * the same length as the yardstick. Prints a Markdown table and writes `bench/results/tokenizer-<date and time>.json`.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
+import { countTextTokens, libraryBytePairEncode } from '../src/metering/token-counter.js';
+
+/** CLI options. */
+interface TokenizerBenchOptions {
+  /** Run lengths, characters. Default 1,000 … 8,388,608. */
+  lengths: number[];
+  /** Longest run the library's merge is timed on, characters. Default 64,000. */
+  libraryMax: number;
+  /** Timed repetitions per cell; the median is reported. Default 3. */
+  repeat: number;
+  /** Where the JSON goes. Default `bench/results/tokenizer-<date and time>.json`. */
+  out?: string;
+}
+
+/** One run kind at one length. */
+interface TokenizerRow {
+  kind: string;
+  characters: number;
+  tokens: number;
+  tollgateMs: number;
+  libraryMs?: number;
+  proseMs: number;
+}
+
+const KINDS: Record<string, (length: number) => string> = {
+  'one letter (x x x …)': (length) => 'x'.repeat(length),
+  'random lowercase letters': (length) => randomRun(length, 'abcdefghijklmnopqrstuvwxyz'),
+  'random punctuation': (length) => randomRun(length, '!?.-_#*=+'),
+};
+
+const PROSE = 'The gateway meters every token it relays, prices it, and bills it exactly. ';
+
+function randomRun(length: number, alphabet: string): string {
+  let seed = 12345;
+  let text = '';
+  for (let index = 0; index < length; index++) {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    text += alphabet[seed % alphabet.length];
+  }
+  return text;
+}
+
+function medianMs(repeat: number, work: () => void): number {
+  const times: number[] = [];
+  for (let run = 0; run < repeat; run++) {
+    const started = performance.now();
+    work();
+    times.push(performance.now() - started);
+  }
+  times.sort((a, b) => a - b);
+  return Math.round((times[Math.floor(times.length / 2)] as number) * 100) / 100;
+}
+
+function parseList(value: string): number[] {
+  const items = value.split(',').map((item) => Number(item.trim()));
+  if (items.some((item) => !Number.isInteger(item) || item <= 0)) {
+    throw new InvalidArgumentError('expected positive integers separated by commas');
+  }
+  return items;
+}
+
+function parsePositive(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return parsed;
+}
+
+function formatTable(rows: readonly TokenizerRow[]): string {
+  const lines = [
+    '| run | characters | tokens | Tollgate ms | library ms | library ÷ Tollgate | prose of that length ms |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const row of rows) {
+    const library = row.libraryMs === undefined ? '–' : String(row.libraryMs);
+    const ratio = row.libraryMs === undefined ? '–' : (row.libraryMs / Math.max(row.tollgateMs, 0.01)).toFixed(1);
+    lines.push(
+      `| ${row.kind} | ${row.characters.toLocaleString('en')} | ${row.tokens.toLocaleString('en')} | ${row.tollgateMs} | ${library} | ${ratio} | ${row.proseMs} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const options = new Command('tokenizer-bench')
+    .description('Time counting one long word: gpt-tokenizer merge vs Tollgate long-piece merge')
+    .option(
+      '--lengths <list>',
+      'run lengths, characters',
+      parseList,
+      [1000, 4000, 16_000, 64_000, 1_048_576, 8_388_608],
+    )
+    .option('--library-max <n>', 'longest run the library merge is timed on', parsePositive, 64_000)
+    .option('--repeat <n>', 'timed repetitions per cell (median reported)', parsePositive, 3)
+    .option('--out <file>', 'JSON output file')
+    .parse()
+    .opts<TokenizerBenchOptions>();
+
+  const rows: TokenizerRow[] = [];
+  for (const characters of options.lengths) {
+    const prose = PROSE.repeat(Math.ceil(characters / PROSE.length)).slice(0, characters);
+    const proseMs = medianMs(options.repeat, () => countTextTokens(prose));
+    for (const [kind, make] of Object.entries(KINDS)) {
+      const text = make(characters);
+      const tokens = countTextTokens(text);
+      const tollgateMs = medianMs(options.repeat, () => countTextTokens(text));
+      const row: TokenizerRow = { kind, characters, tokens, tollgateMs, proseMs };
+      if (characters <= options.libraryMax) {
+        // One run: the library caches a piece's tokens, so a repetition would time the cache.
+        const started = performance.now();
+        const libraryTokens = libraryBytePairEncode(text).length;
+        row.libraryMs = Math.round((performance.now() - started) * 100) / 100;
+        if (libraryTokens !== tokens) throw new Error(`token counts differ on ${kind} × ${characters}`);
+      }
+      rows.push(row);
+      process.stderr.write(`${kind} × ${characters}: ${tollgateMs} ms\n`);
+    }
+  }
+
+  process.stdout.write(`${formatTable(rows)}\n`);
+  const repository = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
+  const stamp = new Date().toISOString().slice(0, 19).replaceAll(':', '-');
+  const out = options.out ?? join(repository, 'bench', 'results', `tokenizer-${stamp}.json`);
+  await mkdir(resolve(out, '..'), { recursive: true });
+  const machine = { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version };
+  await writeFile(out, `${JSON.stringify({ date: new Date().toISOString(), machine, options, rows }, null, 2)}\n`);
+  process.stdout.write(`wrote ${out}\n`);
+}
+
+await main();
