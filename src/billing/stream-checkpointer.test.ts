@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { newRequestTrace } from '../metering/request-recorder.js';
+import { countTextTokens } from '../metering/token-counter.js';
 import { createLogger } from '../observability/logger.js';
 import type { InFlightStream } from '../relay/relay-service.js';
 import { usageEventFixture } from '../store/ledger-fixtures.js';
@@ -10,13 +11,13 @@ import { StreamCheckpointer } from './stream-checkpointer.js';
 const tokenized = vi.hoisted(() => ({ texts: [] as string[] }));
 vi.mock('../metering/token-counter.js', async (original) => {
   const actual = await original<typeof import('../metering/token-counter.js')>();
-  return {
-    ...actual,
-    countTextTokens: (text: string) => {
+  class RecordingCounter extends actual.GrowingTextCounter {
+    override count(text: string): number {
       tokenized.texts.push(text);
-      return actual.countTextTokens(text);
-    },
-  };
+      return super.count(text);
+    }
+  }
+  return { ...actual, GrowingTextCounter: RecordingCounter };
 });
 
 function stream(requestId: string, model: string, deliveredText: string): InFlightStream {
@@ -48,5 +49,42 @@ describe('StreamCheckpointer', () => {
     expect(await checkpointer.checkpoint()).toBe(1);
     expect(saved.map((checkpoint) => checkpoint.requestId)).toEqual(['req_priced', 'req_priced']);
     expect(tokenized.texts).toEqual(['one two three', 'one two three seven']);
+  });
+
+  it('tokenizes only what each stream delivered since its last checkpoint, so long streams share a tick', async () => {
+    const sentence = 'The gateway meters every token it relays. ';
+    const streams = new Map<string, InFlightStream>();
+    streams.set('req_a', stream('req_a', 'priced', sentence.repeat(2000)));
+    streams.set('req_b', stream('req_b', 'priced', sentence.repeat(2000)));
+    const counted: Array<{ requestId: string; output: number }> = [];
+    const billing = {
+      enabled: true,
+      rate: (request: { requestId: string; usage: { output: { total: number } } }) => {
+        counted.push({ requestId: request.requestId, output: request.usage.output.total });
+        return ratingOf(usageEventFixture({ requestId: request.requestId, tenantId: 'ten_a' }));
+      },
+    } as unknown as BillingService;
+    const ledger = { saveCheckpoints: async () => undefined };
+    // A tick may tokenize 10,000 characters; each stream holds 84,000 and grows by one sentence a tick.
+    const checkpointer = new StreamCheckpointer(streams, billing, ledger as unknown as LedgerStore, createLogger(), {
+      maxCharactersPerTick: 10_000,
+    });
+    const grow = () => {
+      for (const inFlight of streams.values()) inFlight.deliveredText += sentence;
+    };
+
+    // The first tick reaches one stream's whole text, the second the other's; from then on both fit every tick.
+    expect(await checkpointer.checkpoint()).toBe(1);
+    grow();
+    expect(await checkpointer.checkpoint()).toBe(1);
+    grow();
+    expect(await checkpointer.checkpoint()).toBe(2);
+    grow();
+    expect(await checkpointer.checkpoint()).toBe(2);
+    const last = counted.slice(-2);
+    expect(last.map((entry) => entry.requestId).sort()).toEqual(['req_a', 'req_b']);
+    for (const entry of last) {
+      expect(entry.output).toBe(countTextTokens(streams.get(entry.requestId)!.deliveredText));
+    }
   });
 });

@@ -9,12 +9,14 @@
  * by request id: if a live process finishes a stream whose checkpoint was recovered, its event is skipped, so the
  * request is never billed twice.
  *
- * Tokenizing is bounded: at most `maxTokensPerTick` characters/4 worth of text is counted per tick; streams not
- * reached keep their previous checkpoint (still a valid lower bound).
+ * Tokenizing is incremental and bounded: each stream keeps a `GrowingTextCounter`, so a tick tokenizes only what a
+ * stream delivered since its last checkpoint (and the last two pieces again), not its whole output; at most
+ * `maxCharactersPerTick` characters are tokenized per tick, and streams not reached keep their previous checkpoint
+ * (still a valid lower bound).
  */
 import { type Clock, type ClockTimer, RealClock } from '../clock/clock.js';
 import { rateRequestFor } from '../metering/request-recorder.js';
-import { countTextTokens } from '../metering/token-counter.js';
+import { GrowingTextCounter } from '../metering/token-counter.js';
 import type { Logger } from '../observability/logger.js';
 import type { InFlightStream } from '../relay/relay-service.js';
 import { type LedgerStore, ratingOf, type Settlement, type StreamCheckpoint } from '../store/ledger-store.js';
@@ -34,7 +36,8 @@ export class StreamCheckpointer {
   private readonly clock: Clock;
   private readonly intervalMs: number;
   private readonly maxCharactersPerTick: number;
-  private readonly checkpointed = new Map<string, number>();
+  /** Per stream: the delivered length last checkpointed, and the counter that has seen the text so far. */
+  private readonly checkpointed = new Map<string, { length: number; counter: GrowingTextCounter }>();
   /** Streams found unpriced (their model has no price): never tokenized again. */
   private readonly unpriced = new Set<string>();
   private timer: ClockTimer | undefined;
@@ -79,29 +82,31 @@ export class StreamCheckpointer {
       for (let index = 0; index < entries.length && budget > 0; index++) {
         const stream = entries[(this.cursor + index) % entries.length]!;
         const { trace } = stream;
-        const length = stream.deliveredText.length;
-        if (length === 0 || this.checkpointed.get(trace.requestId) === length || this.unpriced.has(trace.requestId)) {
+        const delivered = stream.deliveredText;
+        const previous = this.checkpointed.get(trace.requestId);
+        if (delivered.length === 0 || previous?.length === delivered.length || this.unpriced.has(trace.requestId)) {
           continue;
         }
         const input = { total: stream.estimatedPromptTokens, cached: 0 };
         // Whether the stream is priced at all is known without its output: rate it at none first, once, rather
         // than tokenize every second what would never be charged.
-        if (!this.checkpointed.has(trace.requestId)) {
+        if (previous === undefined) {
           const probe = rateRequestFor(trace, { input, output: { total: 0, reasoning: 0 }, estimated: true });
           if (probe === undefined || this.billing.rate(probe) === undefined) {
             this.unpriced.add(trace.requestId);
             continue;
           }
         }
-        budget -= length;
+        const counter = previous?.counter ?? new GrowingTextCounter();
+        budget -= counter.unsettledLength(delivered);
         const request = rateRequestFor(trace, {
           input,
-          output: { total: countTextTokens(stream.deliveredText.slice(0, length)), reasoning: 0 },
+          output: { total: counter.count(delivered), reasoning: 0 },
           estimated: true,
         });
         const rating = request === undefined ? undefined : this.billing.rate(request);
         if (request === undefined || rating === undefined) continue;
-        this.checkpointed.set(trace.requestId, length);
+        this.checkpointed.set(trace.requestId, { length: delivered.length, counter });
         checkpoints.push({
           requestId: trace.requestId,
           event: usageEventOf(request, rating),

@@ -1,6 +1,7 @@
+import fc from 'fast-check';
 import { encode } from 'gpt-tokenizer/encoding/o200k_base';
 import { describe, expect, it } from 'vitest';
-import { countPromptTokens, countTextTokens } from './token-counter.js';
+import { countPromptTokens, countTextTokens, GrowingTextCounter } from './token-counter.js';
 
 const tokens = (text: string) => encode(text, { disallowedSpecial: new Set() }).length;
 
@@ -15,6 +16,68 @@ describe('countTextTokens', () => {
 
   it('counts special-token markers as plain text instead of throwing', () => {
     expect(countTextTokens('a <|endoftext|> b')).toBeGreaterThan(3);
+  });
+});
+
+// Characters that meet every alternative of the split pattern and its edges: case changes, contractions, digit runs
+// (cut at three), punctuation runs, whitespace before a word or a newline, surrogate pairs and combining marks.
+const edgyCharacters = [
+  'a',
+  'b',
+  'S',
+  'T',
+  "'",
+  's',
+  'l',
+  'v',
+  'e',
+  'll',
+  're',
+  "'s",
+  '1',
+  '2',
+  ' ',
+  '  ',
+  '\n',
+  '\r',
+  '\t',
+  '!',
+  '/',
+  '.',
+  'é',
+  '\u0301',
+  '語',
+  '😀',
+  'x',
+];
+
+describe('GrowingTextCounter', () => {
+  it('counts every prefix of a growing text exactly as the whole-text count does', () => {
+    // Short texts grown a few characters at a time: where a settled piece could still change, it does so within a
+    // few characters of the end.
+    const chunk = fc.array(fc.constantFrom(...edgyCharacters), { maxLength: 3 }).map((parts) => parts.join(''));
+    const growing = fc.array(chunk, { minLength: 1, maxLength: 6 });
+    fc.assert(
+      fc.property(growing, (chunks) => {
+        const counter = new GrowingTextCounter();
+        let text = '';
+        for (const chunk of chunks) {
+          text += chunk;
+          expect(counter.count(text)).toBe(countTextTokens(text));
+        }
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+
+  it('tokenizes only the unsettled end again as the text grows', () => {
+    const counter = new GrowingTextCounter();
+    const sentence = 'The gateway meters every token it relays. ';
+    let text = sentence.repeat(1000);
+    counter.count(text);
+    text += sentence;
+    expect(counter.unsettledLength(text)).toBeLessThan(2 * sentence.length);
+    expect(counter.count(text)).toBe(countTextTokens(text));
   });
 });
 

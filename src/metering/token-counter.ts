@@ -29,40 +29,99 @@ const plainTextOptions = { disallowedSpecial: new Set<string>() };
  */
 export const longPieceChars = 256;
 
-/** The parts of gpt-tokenizer's byte-pair core that the long-piece merge replaces or reads. */
+/** The parts of gpt-tokenizer's byte-pair core that Tollgate replaces or reads. */
 interface BytePairCore {
   bytePairEncode(input: string): number[];
   getBpeRankFromBytes(bytes: Uint8Array): number | undefined;
+  getBpeRankFromString(piece: string): number | undefined;
   bytePairRankDecoder: ReadonlyArray<string | readonly number[] | undefined>;
+  tokenSplitRegex: RegExp;
 }
 
-/** The library's own merge, kept for pieces up to `longPieceChars` and for tests that compare the two. */
-export const libraryBytePairEncode: (input: string) => number[] = installLongPieceMerge();
+const core = reachBytePairCore();
 
-function installLongPieceMerge(): (input: string) => number[] {
+/** The library's own merge, kept for pieces up to `longPieceChars` and for tests that compare the two. */
+export const libraryBytePairEncode: (input: string) => number[] = core.bytePairEncode.bind(core);
+
+installLongPieceMerge(core);
+
+function reachBytePairCore(): BytePairCore {
   // The core is private in the library's types, so it is reached at run time and checked: a library upgrade that
   // moves it fails here, at import, not silently on the first long piece.
-  const core = Reflect.get(o200k, 'bytePairEncodingCoreProcessor') as Partial<BytePairCore> | undefined;
+  const found = Reflect.get(o200k, 'bytePairEncodingCoreProcessor') as Partial<BytePairCore> | undefined;
   if (
-    typeof core?.bytePairEncode !== 'function' ||
-    typeof core.getBpeRankFromBytes !== 'function' ||
-    !Array.isArray(core.bytePairRankDecoder)
+    typeof found?.bytePairEncode !== 'function' ||
+    typeof found.getBpeRankFromBytes !== 'function' ||
+    typeof found.getBpeRankFromString !== 'function' ||
+    !Array.isArray(found.bytePairRankDecoder) ||
+    !(found.tokenSplitRegex instanceof RegExp)
   ) {
-    throw new Error('gpt-tokenizer no longer exposes the byte-pair core that token-counter patches');
+    throw new Error('gpt-tokenizer no longer exposes the byte-pair core that token-counter builds on');
   }
-  const complete = core as BytePairCore;
-  const libraryEncode = complete.bytePairEncode.bind(complete);
-  const rankOf = complete.getBpeRankFromBytes.bind(complete);
+  return found as BytePairCore;
+}
+
+function installLongPieceMerge(target: BytePairCore): void {
+  const libraryEncode = target.bytePairEncode.bind(target);
+  const rankOf = target.getBpeRankFromBytes.bind(target);
   let maxTokenBytes = 0;
-  for (const token of complete.bytePairRankDecoder) {
+  for (const token of target.bytePairRankDecoder) {
     if (token === undefined) continue;
     const bytes = typeof token === 'string' ? Buffer.byteLength(token) : token.length;
     if (bytes > maxTokenBytes) maxTokenBytes = bytes;
   }
   const utf8 = new TextEncoder();
-  complete.bytePairEncode = (input) =>
+  target.bytePairEncode = (input) =>
     input.length <= longPieceChars ? libraryEncode(input) : mergeLongPiece(utf8.encode(input), rankOf, maxTokenBytes);
-  return libraryEncode;
+}
+
+/** Tokens of one piece of the split pattern, as the library's count takes them. */
+function countPieceTokens(piece: string): number {
+  return core.getBpeRankFromString(piece) === undefined ? core.bytePairEncode(piece).length : 1;
+}
+
+/**
+ * Pieces a growing text keeps unsettled at its end. Appending text can change the last piece (a word goes on) and
+ * the one before it (`abc` + `'` becomes `abc's`, a whitespace run gives its last space to the next word); the split
+ * pattern looks no further back. A property test holds this against the whole-text count.
+ */
+const unsettledPieces = 2;
+
+/**
+ * Counts the tokens of a text that only grows, such as a stream's delivered output, without tokenizing it all again
+ * each time: pieces of the split pattern that more text can no longer change are counted once and remembered.
+ * `count(text)` always equals `countTextTokens(text)`.
+ */
+export class GrowingTextCounter {
+  private readonly split = new RegExp(core.tokenSplitRegex.source, core.tokenSplitRegex.flags);
+  /** Characters whose pieces are settled and counted in `settledTokens`. */
+  private settledChars = 0;
+  private settledTokens = 0;
+
+  /** Characters the next `count` will tokenize before the text grows further: what was not settled. */
+  unsettledLength(text: string): number {
+    return text.length - this.settledChars;
+  }
+
+  /** Tokens of `text`, which must begin with every text counted before. */
+  count(text: string): number {
+    const pieces: { end: number; tokens: number }[] = [];
+    this.split.lastIndex = this.settledChars;
+    for (let match = this.split.exec(text); match !== null; match = this.split.exec(text)) {
+      pieces.push({ end: match.index + match[0].length, tokens: countPieceTokens(match[0]) });
+    }
+    const settling = pieces.length - unsettledPieces;
+    let tokens = this.settledTokens;
+    for (let index = 0; index < pieces.length; index++) {
+      const piece = pieces[index] as { end: number; tokens: number };
+      tokens += piece.tokens;
+      if (index < settling) {
+        this.settledTokens += piece.tokens;
+        this.settledChars = piece.end;
+      }
+    }
+    return tokens;
+  }
 }
 
 /** Tokens of a piece of text. */
