@@ -15,8 +15,8 @@ import {
   toOpenAIErrorBody,
   UpstreamError,
 } from '../errors/gateway-error.js';
+import { countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
 import type { RequestRecorder, RequestTrace } from '../metering/request-recorder.js';
-import { countPromptTokens } from '../metering/token-counter.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import {
   callWithFailover,
@@ -241,7 +241,8 @@ export class RelayService {
     const { body, endpoint, principal, trace } = request;
     const model = this.resolveModel(principal, endpoint, body.model as string);
     trace.model = model.name;
-    const estimatedPromptTokens = countPromptTokens(endpoint, body);
+    const counted = countPromptTokensOffThread(endpoint, body);
+    const estimatedPromptTokens = typeof counted === 'number' ? counted : await counted;
     if (endpoint !== 'embeddings') checkContextWindow(model, body, estimatedPromptTokens);
     const maxOutputTokens = endpoint === 'embeddings' ? 0 : (requestedOutputTokens(body) ?? model.maxOutputTokens);
     await this.gate.admit({

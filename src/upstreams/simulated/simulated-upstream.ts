@@ -17,7 +17,7 @@ import { type Clock, RealClock } from '../../clock/clock.js';
 import type { SimulatedUpstreamConfig } from '../../config/config-schema.js';
 import { assertNever } from '../../errors/assert-never.js';
 import { type GatewayError, InvalidRequestError, UpstreamError } from '../../errors/gateway-error.js';
-import { countPromptTokens } from '../../metering/token-counter.js';
+import { countPromptTokensOffThread } from '../../metering/prompt-token-pool.js';
 import type {
   StreamEvent,
   Upstream,
@@ -144,7 +144,9 @@ export function createSimulatedUpstream(
     endpoint: GeneratingEndpoint,
     request: UpstreamRequest,
   ): Promise<UpstreamResult> => {
-    const plan = planGeneration(endpoint, request.body, kvTokens);
+    const counted = countPromptTokensOffThread(endpoint, request.body);
+    const promptTokens = typeof counted === 'number' ? counted : await counted;
+    const plan = planGeneration(endpoint, request.body, promptTokens, kvTokens);
     await runToCompletion(plan.promptTokens, plan.outputTokens, request.signal, request.priority);
     const text = generateText(plan.seed, plan.outputTokens);
     const usage = exactUsage(plan.promptTokens, plan.outputTokens);
@@ -191,7 +193,8 @@ export function createSimulatedUpstream(
         code: 'invalid_value',
       });
     }
-    const promptTokens = countPromptTokens('embeddings', body);
+    const counted = countPromptTokensOffThread('embeddings', body);
+    const promptTokens = typeof counted === 'number' ? counted : await counted;
     if (promptTokens > kvTokens) throw contextLengthError(kvTokens, promptTokens, 0, 'input');
     // An embedding is a prefill-only sequence: it occupies the replica for one step.
     await runToCompletion(promptTokens, 0, request.signal, request.priority);
@@ -209,11 +212,13 @@ export function createSimulatedUpstream(
     };
   };
 
-  const streamGeneration = (request: UpstreamRequest): UpstreamStream => {
+  const streamGeneration = async (request: UpstreamRequest): Promise<UpstreamStream> => {
     if (request.endpoint === 'embeddings') {
       throw new InvalidRequestError('Embeddings cannot be streamed.', { param: 'stream', code: 'unsupported_value' });
     }
-    const plan = planGeneration(request.endpoint, request.body, kvTokens);
+    const counted = countPromptTokensOffThread(request.endpoint, request.body);
+    const promptTokens = typeof counted === 'number' ? counted : await counted;
+    const plan = planGeneration(request.endpoint, request.body, promptTokens, kvTokens);
     const signal = request.signal;
     if (signal.aborted) throw abortReason(signal);
     const pieces = generateTokens(plan.seed, plan.outputTokens);
@@ -285,6 +290,7 @@ export function createSimulatedUpstream(
 function planGeneration(
   endpoint: GeneratingEndpoint,
   body: Readonly<Record<string, unknown>>,
+  promptTokens: number,
   kvTokens: number,
 ): GenerationPlan {
   const model = requireModel(body);
@@ -303,7 +309,6 @@ function planGeneration(
       code: 'unsupported_value',
     });
   }
-  const promptTokens = countPromptTokens(endpoint, body);
   const seedField = typeof body.seed === 'number' ? String(body.seed) : '';
   const seed = seedFromText(`${seedField}\n${JSON.stringify(promptSource)}`);
   const requested = outputLimit(body, 'max_completion_tokens') ?? outputLimit(body, 'max_tokens');
