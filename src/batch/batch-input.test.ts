@@ -44,6 +44,14 @@ describe('readBatchInput', () => {
     expect(lines[1]!.estimatedTokens).toBe(countPromptTokens('chat', body) + 9);
   });
 
+  it('estimates a line with a long prompt (counted on a worker thread) like a short one', async () => {
+    const long = chat(`x${' yz'.repeat(20_000)}`, 7);
+    const { lines } = await read(`${chat('a')}\n${long}\n`, 4096, 200_000);
+    const body = JSON.parse(lines[1]!.body!);
+    expect(lines[1]!.estimatedTokens).toBe(countPromptTokens('chat', body) + 7);
+    expect(lines[1]!.estimatedTokens).toBeGreaterThan(20_000);
+  });
+
   it('refuses an over-long line without failing its neighbours', async () => {
     const long = chat(`x${'y'.repeat(500)}`);
     const { summary, lines } = await read(`${chat('a')}\n${long}\n${chat('b')}\n`, 64, 400);

@@ -11,7 +11,7 @@ import {
   CompletionRequestSchema,
   EmbeddingRequestSchema,
 } from '../api/request-schemas.js';
-import { countPromptTokens } from '../metering/token-counter.js';
+import { countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
 import type { BatchFailure, BatchLineError, NewBatchLine } from './batch-store.js';
 
 /** The endpoints a batch may target, with the gateway endpoint each runs on. */
@@ -78,6 +78,7 @@ export async function readBatchInput(
     const index = summary.total++;
     if (summary.total > options.maxLines) return;
     const line = checkLine(text, index, options, seen);
+    if (line.promptTokens !== undefined) line.record.estimatedTokens += await line.promptTokens;
     if (line.parsed) parsed++;
     if (line.record.state === 'pending') {
       summary.valid++;
@@ -145,6 +146,8 @@ interface CheckedLine {
   /** The line was a JSON object (whatever else was wrong with it). */
   parsed: boolean;
   model: string | null;
+  /** A long prompt being counted on a worker thread, to add to `record.estimatedTokens`. */
+  promptTokens?: Promise<number>;
 }
 
 /** One line's checks; `text` null means the line was over the size limit. */
@@ -253,18 +256,20 @@ function checkLine(text: string | null, index: number, options: BatchInputOption
   }
   const endpoint = batchEndpoints[url];
   const maxOutput = endpoint === 'embeddings' ? 0 : requestedOutput(request);
+  const counted = countPromptTokensOffThread(endpoint, request);
   return {
     record: {
       ...base,
       customId,
       url,
       body: JSON.stringify(request),
-      estimatedTokens: countPromptTokens(endpoint, request) + maxOutput,
+      estimatedTokens: maxOutput + (typeof counted === 'number' ? counted : 0),
       state: 'pending',
       error: null,
     },
     parsed: true,
     model: request.model as string,
+    ...(typeof counted === 'number' ? {} : { promptTokens: counted }),
   };
 }
 
