@@ -516,6 +516,41 @@ describe('cancellation', () => {
     await iterator.return?.();
     expect(await server.nextClose()).toBe(true);
   });
+
+  it('keeps a consumer that takes one large event per turn at a bounded distance from the upstream', async () => {
+    // 16 KB events, as a tool call's arguments or a long reasoning summary can make. Pausing undici's body after each
+    // one made every resume read the whole socket buffer and unshift the rest, so the upstream's lead grew by about
+    // 48 KB an event (19 MB over the 400 events below) and relaying crawled at 1 MB/s.
+    const content = 'xy '.repeat(5461);
+    const event = `data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content } }] })}\n\n`;
+    let written = 0;
+    const server = await startServer(async (_request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      let open = true;
+      response.on('close', () => {
+        open = false;
+      });
+      for (let sent = 0; open && sent < 4000; sent++) {
+        written += event.length;
+        if (!response.write(event)) await new Promise((resolve) => response.once('drain', resolve));
+      }
+    });
+    const upstream = upstreamFor(server.baseUrl);
+    const { events } = await upstream.stream(chatRequest());
+    const lead: number[] = [];
+    let consumed = 0;
+    for await (const streamed of events) {
+      consumed += streamed.data.length + 8;
+      await new Promise((resolve) => setImmediate(resolve)); // the relay's write to its client
+      const count = Math.round(consumed / event.length);
+      if (count === 100 || count === 500) lead.push(written - consumed);
+      if (count === 500) break;
+    }
+    expect(lead).toHaveLength(2);
+    // What kernel buffers and the read-ahead hold, not a growing share of the response.
+    expect(lead[1]! - lead[0]!).toBeLessThan(5 * 1024 * 1024);
+    expect(await server.nextClose()).toBe(true);
+  });
 });
 
 describe('complete()', () => {

@@ -12,11 +12,20 @@ import { findUpstreamError, toUpstreamFailure, upstreamReportedError } from './u
 /** Bytes still read after `[DONE]` so the connection can go back to the pool; beyond that it is closed. */
 const MAX_DRAIN_BYTES = 64 * 1024;
 
+/**
+ * Body bytes read ahead of the consumer before the body is paused. Pausing undici's body after every chunk made each
+ * resume read the whole socket buffer and unshift what one event did not use: with large events (16 KB) that copied
+ * megabytes per event and let the socket buffer grow to the whole upstream response (1 MB/s relayed, 12 MB held).
+ * Reading ahead this much lets one resume drain the socket buffer, while backpressure still holds the upstream to
+ * this plus the socket's buffers.
+ */
+const READ_AHEAD_BYTES = 256 * 1024;
+
 const DONE_RESULT: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
 /**
- * The events of one streamed answer. Single use: iterate it once. Each event is produced from at most one body chunk
- * read when `next()` needs it, so an idle consumer applies backpressure all the way to the upstream's socket.
+ * The events of one streamed answer. Single use: iterate it once. The body is read at most `READ_AHEAD_BYTES` ahead of
+ * `next()`, so an idle consumer applies backpressure all the way to the upstream's socket.
  *
  * - Chunks with choices become `chunk` events (with `usage` when the upstream attached it); a chunk without choices
  *   but with usage becomes the `usage` event; iteration ends after `data: [DONE]`.
@@ -30,7 +39,10 @@ export class OpenAIStreamEvents implements AsyncIterableIterator<StreamEvent> {
   private readonly parser = new SseParser();
   private readonly pending: SseMessage[] = [];
   private pendingIndex = 0;
-  private chunk: Buffer | undefined = undefined;
+  /** Body chunks read ahead and not yet parsed, and their bytes. */
+  private readonly chunks: Buffer[] = [];
+  private chunksIndex = 0;
+  private queuedBytes = 0;
   private ended = false;
   private failed = false;
   private failure: unknown = undefined;
@@ -128,12 +140,19 @@ export class OpenAIStreamEvents implements AsyncIterableIterator<StreamEvent> {
     return usage === undefined ? { type: 'chunk', data, text } : { type: 'chunk', data, text, usage };
   }
 
-  /** The next body chunk, or `undefined` at the end of the body. Resumes the body only while waiting for one. */
+  /**
+   * The next body chunk, or `undefined` at the end of the body. Resumes the body only when the read-ahead is used up:
+   * each resume then takes a read-ahead's worth, not an event's.
+   */
   private async nextChunk(): Promise<Buffer | undefined> {
     for (;;) {
-      const chunk = this.chunk;
-      if (chunk !== undefined) {
-        this.chunk = undefined;
+      if (this.chunksIndex < this.chunks.length) {
+        const chunk = this.chunks[this.chunksIndex++]!;
+        if (this.chunksIndex === this.chunks.length) {
+          this.chunks.length = 0;
+          this.chunksIndex = 0;
+        }
+        this.queuedBytes -= chunk.length;
         return chunk;
       }
       if (this.failed) throw this.failure;
@@ -152,8 +171,9 @@ export class OpenAIStreamEvents implements AsyncIterableIterator<StreamEvent> {
       if (this.drainedBytes > MAX_DRAIN_BYTES) this.body.destroy();
       return;
     }
-    this.chunk = chunk;
-    this.body.pause();
+    this.chunks.push(chunk);
+    this.queuedBytes += chunk.length;
+    if (this.queuedBytes >= READ_AHEAD_BYTES) this.body.pause();
     this.notify();
   };
 
@@ -192,8 +212,14 @@ export class OpenAIStreamEvents implements AsyncIterableIterator<StreamEvent> {
   /** After `[DONE]`: read the rest of the body (normally just the chunked-encoding terminator) to keep the socket. */
   private finishAfterDone(): void {
     this.finished = true;
-    this.chunk = undefined;
+    this.dropReadAhead();
     if (!this.ended && !this.failed) this.body.resume();
+  }
+
+  private dropReadAhead(): void {
+    this.chunks.length = 0;
+    this.chunksIndex = 0;
+    this.queuedBytes = 0;
   }
 
   /** Ends iteration early: destroying an unfinished body makes undici abort the request and close its socket. */
@@ -201,7 +227,7 @@ export class OpenAIStreamEvents implements AsyncIterableIterator<StreamEvent> {
     if (this.finished && (this.ended || this.failed)) return;
     const alreadyDraining = this.finished;
     this.finished = true;
-    this.chunk = undefined;
+    this.dropReadAhead();
     if (!alreadyDraining && !this.ended && !this.body.destroyed) this.body.destroy();
   }
 }
