@@ -1,7 +1,7 @@
 /**
- * Prompt counting that keeps long prompts off the event loop. Counting is linear in ordinary text (about 30 ms a
- * megabyte here) but up to twenty times slower in a long run without word breaks, so an 8 MiB prompt would hold every
- * other request of the process for up to ten seconds. Prompts whose text passes `offThreadCharacters` are counted on a
+ * Prompt counting that keeps long prompts off the event loop. Counting ordinary text takes about 30 ms a megabyte
+ * here, a long run without word breaks 20–50 times longer (`npm run bench:tokenizer`), so an 8 MiB prompt held every
+ * other request of the process for up to eleven seconds. Prompts whose text passes `offThreadCharacters` are counted on a
  * worker thread instead; shorter ones, nearly all, are counted in place, where a thread hop would cost more than the
  * count.
  *
