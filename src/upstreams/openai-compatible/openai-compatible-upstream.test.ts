@@ -436,6 +436,21 @@ describe('stream() failures', () => {
 
 describe('cancellation', () => {
   /** An upstream that sends one chunk, then one every 20 ms, forever. */
+  /** Streams `piece` `times` times as fast as the client reads (each write that fills the buffer waits for `drain`). */
+  function flood(piece: Buffer, times: number, sent: { bytes: number }): Handler {
+    return async (_request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      let open = true;
+      response.on('close', () => {
+        open = false;
+      });
+      for (let count = 0; open && count < times; count++) {
+        sent.bytes += piece.length;
+        if (!response.write(piece)) await new Promise((resolve) => response.once('drain', resolve));
+      }
+    };
+  }
+
   function endlessStream(): Handler {
     const line = dataLines(fixture('openai-chat-stream.sse'))[1]!;
     return (_request, response) => {
@@ -493,26 +508,15 @@ describe('cancellation', () => {
 
   it('reads from the upstream only as fast as the consumer pulls', async () => {
     const piece = Buffer.from(`data: ${dataLines(fixture('openai-chat-stream.sse'))[1]}\n\n`.repeat(200));
-    const total = 64 * 1024 * 1024;
-    let written = 0;
-    const server = await startServer(async (_request, response) => {
-      response.writeHead(200, { 'content-type': 'text/event-stream' });
-      let open = true;
-      response.on('close', () => {
-        open = false;
-      });
-      while (open && written < total) {
-        written += piece.length;
-        if (!response.write(piece)) await new Promise((resolve) => response.once('drain', resolve));
-      }
-    });
+    const sent = { bytes: 0 };
+    const server = await startServer(flood(piece, Math.ceil((64 * 1024 * 1024) / piece.length), sent));
     const upstream = upstreamFor(server.baseUrl);
     const { events } = await upstream.stream(chatRequest());
     const iterator = events[Symbol.asyncIterator]();
     await iterator.next();
     await delay(300);
     // Kernel socket buffers on loopback hold a few MB; an unbounded reader would have taken all 64 MB by now.
-    expect(written).toBeLessThan(24 * 1024 * 1024);
+    expect(sent.bytes).toBeLessThan(24 * 1024 * 1024);
     await iterator.return?.();
     expect(await server.nextClose()).toBe(true);
   });
@@ -523,18 +527,8 @@ describe('cancellation', () => {
     // 48 KB an event (19 MB over the 400 events below) and relaying crawled at 1 MB/s.
     const content = 'xy '.repeat(5461);
     const event = `data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content } }] })}\n\n`;
-    let written = 0;
-    const server = await startServer(async (_request, response) => {
-      response.writeHead(200, { 'content-type': 'text/event-stream' });
-      let open = true;
-      response.on('close', () => {
-        open = false;
-      });
-      for (let sent = 0; open && sent < 4000; sent++) {
-        written += event.length;
-        if (!response.write(event)) await new Promise((resolve) => response.once('drain', resolve));
-      }
-    });
+    const sent = { bytes: 0 };
+    const server = await startServer(flood(Buffer.from(event), 4000, sent));
     const upstream = upstreamFor(server.baseUrl);
     const { events } = await upstream.stream(chatRequest());
     const lead: number[] = [];
@@ -543,7 +537,7 @@ describe('cancellation', () => {
       consumed += streamed.data.length + 8;
       await new Promise((resolve) => setImmediate(resolve)); // the relay's write to its client
       const count = Math.round(consumed / event.length);
-      if (count === 100 || count === 500) lead.push(written - consumed);
+      if (count === 100 || count === 500) lead.push(sent.bytes - consumed);
       if (count === 500) break;
     }
     expect(lead).toHaveLength(2);
