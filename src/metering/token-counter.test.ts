@@ -20,8 +20,10 @@ describe('countTextTokens', () => {
 });
 
 // Characters that meet every alternative of the split pattern and its edges: case changes, contractions, digit runs
-// (cut at three), punctuation runs, whitespace before a word or a newline, surrogate pairs and combining marks.
+// (cut at three), punctuation runs, whitespace before a word or a newline, surrogate pairs, combining marks, and a
+// special-token marker (counted as plain text).
 const edgyCharacters = [
+  '<|endoftext|>',
   'a',
   'b',
   'S',
