@@ -32,7 +32,7 @@ export function mergeLongPiece(piece: Uint8Array, rankOf: RankOf, maxTokenBytes:
   if (length === 0) return [];
   // Parts are identified by their start offset, which never changes while the part lives: a merge extends the left
   // part and removes the right one. Every part is a token (single bytes are, and a merge makes one), so a pair's rank
-  // depends only on its two parts' ranks, and is looked up once per distinct pair of tokens.
+  // depends only on its two parts' ranks, and is cached by them.
   const next = new Int32Array(length);
   const previous = new Int32Array(length);
   const partRank = new Int32Array(length);
