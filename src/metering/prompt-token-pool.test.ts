@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { countPromptTokensOffThread, offThreadCharacters } from './prompt-token-pool.js';
-import { countPromptTokens } from './token-counter.js';
+import { countPromptTokensOffThread, countTextTokensOffThread, offThreadCharacters } from './prompt-token-pool.js';
+import { countPromptTokens, countTextTokens } from './token-counter.js';
 
 describe('countPromptTokensOffThread', () => {
   it('counts short and long prompts as countPromptTokens does', async () => {
@@ -23,5 +23,14 @@ describe('countPromptTokensOffThread', () => {
     } finally {
       clearInterval(interval);
     }
+  });
+
+  it('counts an output text in place when short and on the worker when long, as countTextTokens does', async () => {
+    const short = 'A short answer.';
+    expect(countTextTokensOffThread(short)).toBe(countTextTokens(short));
+    const long = `${'Delivered tokens are billed exactly. '.repeat(2000)}${'z'.repeat(50_000)}`;
+    const counted = countTextTokensOffThread(long);
+    expect(counted).toBeInstanceOf(Promise);
+    expect(await counted).toBe(countTextTokens(long));
   });
 });

@@ -14,7 +14,7 @@ import { sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { PromptCountTask } from './prompt-token-worker.js';
-import { type CountedEndpoint, countPromptTokens } from './token-counter.js';
+import { type CountedEndpoint, countPromptTokens, countTextTokens } from './token-counter.js';
 
 /** Text characters from which a prompt is counted on a worker thread. */
 export const offThreadCharacters = 32_768;
@@ -32,13 +32,24 @@ export function countPromptTokensOffThread(
   body: Readonly<Record<string, unknown>>,
 ): number | Promise<number> {
   if (!textLongerThan(body, offThreadCharacters)) return countPromptTokens(endpoint, body);
+  return countOnPool({ endpoint, body: body as Record<string, unknown> });
+}
+
+/** Tokens of a text, as `countTextTokens` counts them; a long text (an answer's output) on a worker thread. */
+export function countTextTokensOffThread(text: string): number | Promise<number> {
+  if (text.length <= offThreadCharacters) return countTextTokens(text);
+  // A completions prompt that is one string counts exactly that string's tokens.
+  return countOnPool({ endpoint: 'completions', body: { prompt: text } });
+}
+
+function countOnPool(task: PromptCountTask): Promise<number> {
   pool ??= new Piscina<PromptCountTask, number>({
     filename: workerFilename(),
     minThreads: 0,
     maxThreads: Math.max(1, availableParallelism() - 1),
     idleTimeout: 60_000,
   });
-  return pool.run({ endpoint, body: body as Record<string, unknown> });
+  return pool.run(task);
 }
 
 /** Whether the strings anywhere in `value` add up to more than `limit` characters; stops as soon as they do. */

@@ -124,7 +124,8 @@ export class RelayService {
       if (request.endpoint !== 'embeddings' && trace.serviceClass !== undefined) {
         body.service_tier = reportedServiceTier(trace.serviceClass);
       }
-      trace.usage = routed.value.usage ?? estimateWholeUsage(request.endpoint, body, admitted.estimatedPromptTokens);
+      trace.usage =
+        routed.value.usage ?? (await estimateWholeUsage(request.endpoint, body, admitted.estimatedPromptTokens));
       trace.status = 200;
       await this.recorder.finish(trace);
       return body;
@@ -202,7 +203,7 @@ export class RelayService {
     trace.usage =
       completed && reported !== undefined
         ? reported
-        : estimateStreamUsage(admitted.estimatedPromptTokens, deliveredText, reported);
+        : await estimateStreamUsage(admitted.estimatedPromptTokens, deliveredText, reported);
     if (sink.closed) {
       trace.errorCode = 'client_closed';
       attempt.cancel();
