@@ -158,13 +158,7 @@ export class SettlementSpool {
   }
 
   private async reject(lines: readonly string[]): Promise<void> {
-    const handle = await open(path.join(this.directory, REJECTED), 'a');
-    try {
-      await handle.write(lines.map((line) => `${line}\n`).join(''));
-      await handle.datasync();
-    } finally {
-      await handle.close();
-    }
+    await writeLinesSynced(path.join(this.directory, REJECTED), 'a', lines);
     this.logger?.error(
       { settlements: lines.length, file: path.join(this.directory, REJECTED) },
       'Spooled settlements refused by the store while it took others; moved aside for an operator',
@@ -245,15 +239,20 @@ async function rewriteSegment(file: string, lines: readonly string[]): Promise<v
     }
     return;
   }
-  const handle = await open(temporary, 'w');
+  await writeLinesSynced(temporary, 'w', lines);
+  await rename(temporary, file);
+  await syncDirectory(path.dirname(file));
+}
+
+/** Writes `lines` (one settlement each) to `file`, opened with `flags`, and waits until they are on disk. */
+async function writeLinesSynced(file: string, flags: 'a' | 'w', lines: readonly string[]): Promise<void> {
+  const handle = await open(file, flags);
   try {
     await handle.write(lines.map((line) => `${line}\n`).join(''));
     await handle.datasync();
   } finally {
     await handle.close();
   }
-  await rename(temporary, file);
-  await syncDirectory(path.dirname(file));
 }
 
 async function syncDirectory(directory: string): Promise<void> {
