@@ -7,6 +7,7 @@ import { Agent, createServer, request as httpRequest, type IncomingMessage, type
 import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { offThreadCharacters } from '../src/metering/prompt-token-pool.js';
 import { countTextTokens } from '../src/metering/token-counter.js';
 import { type SimServer, startSimServer } from '../src/upstreams/simulated/sim-server.js';
 import { startTestGateway, type TestGateway } from './support/test-gateway.js';
@@ -256,6 +257,29 @@ describe('relay through the OpenAI-compatible adapter', () => {
       text += chunk.choices[0]?.delta.content ?? '';
       if (chunk.usage) usage = chunk.usage;
     }
+    expect(usage?.completion_tokens).toBe(countTextTokens(text));
+    const record = await recordOf(response.headers.get('x-request-id'));
+    expect(record.usageEstimated).toBe(true);
+    expect(record.completionTokens).toBe(countTextTokens(text));
+  });
+
+  it('estimates a long streamed answer without usage on the worker thread, exactly as the tokenizer counts it', async () => {
+    const { data: stream, response } = await client.chat.completions
+      .create({
+        model: 'nousage-model',
+        messages,
+        max_tokens: 12_000,
+        stream: true,
+        stream_options: { include_usage: true },
+      })
+      .withResponse();
+    let text = '';
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text.length).toBeGreaterThan(offThreadCharacters);
     expect(usage?.completion_tokens).toBe(countTextTokens(text));
     const record = await recordOf(response.headers.get('x-request-id'));
     expect(record.usageEstimated).toBe(true);
