@@ -241,12 +241,13 @@ describe('relay through the OpenAI-compatible adapter', () => {
     expect(record).toMatchObject({ completionTokens: 4, usageEstimated: false, stream: true, status: 200 });
   });
 
-  it('estimates usage (flagged) and still sends the usage chunk when the upstream sends none', async () => {
+  /** Streams `maxTokens` from the upstream that reports no usage; the text received, the usage chunk and the record. */
+  async function streamWithoutUsage(maxTokens: number) {
     const { data: stream, response } = await client.chat.completions
       .create({
         model: 'nousage-model',
         messages,
-        max_tokens: 8,
+        max_tokens: maxTokens,
         stream: true,
         stream_options: { include_usage: true },
       })
@@ -257,31 +258,20 @@ describe('relay through the OpenAI-compatible adapter', () => {
       text += chunk.choices[0]?.delta.content ?? '';
       if (chunk.usage) usage = chunk.usage;
     }
+    return { text, usage, record: await recordOf(response.headers.get('x-request-id')) };
+  }
+
+  it('estimates usage (flagged) and still sends the usage chunk when the upstream sends none', async () => {
+    const { text, usage, record } = await streamWithoutUsage(8);
     expect(usage?.completion_tokens).toBe(countTextTokens(text));
-    const record = await recordOf(response.headers.get('x-request-id'));
     expect(record.usageEstimated).toBe(true);
     expect(record.completionTokens).toBe(countTextTokens(text));
   });
 
   it('estimates a long streamed answer without usage on the worker thread, exactly as the tokenizer counts it', async () => {
-    const { data: stream, response } = await client.chat.completions
-      .create({
-        model: 'nousage-model',
-        messages,
-        max_tokens: 12_000,
-        stream: true,
-        stream_options: { include_usage: true },
-      })
-      .withResponse();
-    let text = '';
-    let usage: OpenAI.CompletionUsage | undefined;
-    for await (const chunk of stream) {
-      text += chunk.choices[0]?.delta.content ?? '';
-      if (chunk.usage) usage = chunk.usage;
-    }
+    const { text, usage, record } = await streamWithoutUsage(12_000);
     expect(text.length).toBeGreaterThan(offThreadCharacters);
     expect(usage?.completion_tokens).toBe(countTextTokens(text));
-    const record = await recordOf(response.headers.get('x-request-id'));
     expect(record.usageEstimated).toBe(true);
     expect(record.completionTokens).toBe(countTextTokens(text));
   });
