@@ -42,7 +42,9 @@ describe('key lifecycle', () => {
   });
 
   it('an expired key is refused', async () => {
-    const soon = Math.floor(Date.now() / 1000) + 1;
+    // expires_at is in whole seconds: two full seconds ahead, so a slow machine still creates the key and uses it
+    // once before it expires (one second ahead was sometimes only a millisecond ahead).
+    const soon = Math.ceil(Date.now() / 1000) + 2;
     const { key } = await harness.createTenantWithKey({ expires_at: soon });
     const client = harness.client(key);
     expect((await ask(client)).choices).toHaveLength(1);
