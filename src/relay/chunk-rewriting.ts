@@ -5,6 +5,9 @@
  */
 import { toOpenAIUsage, type Usage } from '../upstreams/usage.js';
 
+const NULL_USAGE = ',"usage":null';
+const OPEN_BRACE = 0x7b;
+
 /**
  * A function that rewrites one chunk's JSON text: the upstream's model id becomes the public name (the
  * `"model":"…"` pair can only match at a real key, since quotes inside strings are escaped), `service_tier` is set
@@ -34,9 +37,15 @@ export function chunkRewriter(options: {
         }
       }
     }
-    if (options.stripNullUsage) result = result.replace(/,\s*"usage"\s*:\s*null/, '');
-    if (tier !== undefined && result.startsWith('{"') && !result.includes('"service_tier"')) {
-      result = tier + result.slice(1);
+    if (options.stripNullUsage) {
+      // The compact form, as servers send it, without a regular expression; any other spacing with one.
+      const at = result.indexOf(NULL_USAGE);
+      if (at !== -1) result = result.slice(0, at) + result.slice(at + NULL_USAGE.length);
+      else if (result.includes('"usage"')) result = result.replace(/,\s*"usage"\s*:\s*null/, '');
+    }
+    if (tier !== undefined && result.charCodeAt(0) === OPEN_BRACE && !result.includes('"service_tier"')) {
+      const rest = result.slice(1);
+      result = rest.trimStart().startsWith('}') ? `${tier.slice(0, -1)}}` : tier + rest;
     }
     return result;
   };

@@ -1,0 +1,77 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { chunkRewriter, withoutUsage } from './chunk-rewriting.js';
+
+/** What the rewriter must produce, done the slow way: parse, edit, compare as objects. */
+function expected(
+  chunk: Record<string, unknown>,
+  options: { upstreamModel: string; publicModel: string; serviceTier: string | undefined; stripNullUsage: boolean },
+): Record<string, unknown> {
+  const result: Record<string, unknown> = { ...chunk };
+  if (result.model === options.upstreamModel) result.model = options.publicModel;
+  if (options.stripNullUsage && 'usage' in result && result.usage === null) delete result.usage;
+  if (options.serviceTier !== undefined && !('service_tier' in result)) result.service_tier = options.serviceTier;
+  return result;
+}
+
+const chunkArbitrary = fc.record(
+  {
+    id: fc.string(),
+    object: fc.constant('chat.completion.chunk'),
+    created: fc.integer({ min: 0 }),
+    model: fc.constantFrom('up-model', 'other-model', 'up-model-2'),
+    service_tier: fc.constantFrom('default', 'flex'),
+    choices: fc.array(
+      fc.record({
+        index: fc.nat(3),
+        // Text that looks like the fields the rewriter edits must stay as it is.
+        delta: fc.record({
+          content: fc.oneof(fc.string(), fc.constantFrom('"model":"up-model"', ',"usage":null', '"service_tier"')),
+        }),
+        finish_reason: fc.constantFrom(null, 'stop'),
+      }),
+      { maxLength: 2 },
+    ),
+    usage: fc.constantFrom(null, { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 }),
+  },
+  { requiredKeys: ['id', 'object', 'created', 'model', 'choices'] },
+);
+
+describe('chunkRewriter', () => {
+  it('renames the model, drops a null usage and states the tier exactly as editing the parsed chunk would', () => {
+    fc.assert(
+      fc.property(
+        chunkArbitrary,
+        fc.boolean(),
+        fc.constantFrom(undefined, 'default', 'flex'),
+        fc.constantFrom('up-model', 'public-model'),
+        fc.boolean(),
+        (chunk, stripNullUsage, serviceTier, publicModel, spaced) => {
+          const options = { upstreamModel: 'up-model', publicModel, serviceTier, stripNullUsage };
+          const text = spaced ? JSON.stringify(chunk, null, 1).replace(/\n/g, '') : JSON.stringify(chunk);
+          const rewritten = chunkRewriter(options)(text);
+          expect(JSON.parse(rewritten)).toEqual(expected(chunk, options));
+          if (!spaced && publicModel === 'up-model' && (!stripNullUsage || chunk.usage !== null)) {
+            if (serviceTier === undefined || 'service_tier' in chunk) expect(rewritten).toBe(text);
+          }
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('leaves a chunk without the fields as it is', () => {
+    const rewrite = chunkRewriter({
+      upstreamModel: 'a',
+      publicModel: 'b',
+      serviceTier: undefined,
+      stripNullUsage: true,
+    });
+    expect(rewrite('{"id":"x","choices":[]}')).toBe('{"id":"x","choices":[]}');
+  });
+
+  it('removes a usage attached to a content chunk', () => {
+    const chunk = { id: 'x', choices: [{ index: 0, delta: { content: 'hi' } }], usage: { total_tokens: 1 } };
+    expect(JSON.parse(withoutUsage(JSON.stringify(chunk)))).toEqual({ id: 'x', choices: chunk.choices });
+  });
+});
