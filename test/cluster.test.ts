@@ -5,10 +5,11 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { connect, createServer } from 'node:net';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
 import { demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
+import { clearOfMonthEnd } from './support/month-boundary.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
 import { pricedSimulatedConfig } from './support/test-gateway.js';
 import { startWebhookReceiver } from './support/webhook-receiver.js';
@@ -66,14 +67,30 @@ async function chat(url: string, key: string) {
 }
 
 /**
+ * Each test starts two or three gateway processes and waits for what they tell each other: on a loaded host, more
+ * than the default 30 s per test.
+ */
+const TEST_TIMEOUT_MS = 120_000;
+
+/** How long to wait for something another process does asynchronously (a ledger commit, a pub/sub message). */
+const eventually = { timeout: 10_000, interval: 20 };
+
+/**
+ * How long a process caches an API key (`KeyService`'s default TTL): a revocation seen sooner came through the
+ * invalidation bus.
+ */
+const KEY_CACHE_TTL_MS = 5000;
+
+/**
  * Two `serve` processes in cluster mode on `storeUrl` (and the shared Redis), with a new tenant that has a key and
- * 100 CNY; `admin` calls the first process's admin API.
+ * 100 CNY; `admin` calls the first process's admin API (`adminToken` is every process's).
  */
 async function twoProcessesWithTenant(document: Record<string, unknown>, storeUrl: string, name: string) {
   const dir = workspace({
     ...document,
     store: { url: storeUrl },
-    admission: { store: 'redis', redis_url: 'redis://127.0.0.1:6379' },
+    // A generous command timeout: a loaded host's slow event loop is not a Redis outage (these tests are not about one).
+    admission: { store: 'redis', redis_url: 'redis://127.0.0.1:6379', command_timeout_ms: 5000 },
   });
   const first = await serve(dir, children);
   const second = await serve(dir, children);
@@ -89,10 +106,34 @@ async function twoProcessesWithTenant(document: Record<string, unknown>, storeUr
   const tenantId = (await admin('POST', '/tenants', { name: `${name}-${Date.now()}` })).body.id as string;
   const key = (await admin('POST', `/tenants/${tenantId}/keys`, {})).body.key as string;
   expect((await admin('POST', `/tenants/${tenantId}/credits`, { amount: '100', currency: 'CNY' })).status).toBe(201);
-  return { first, second, admin, tenantId, key };
+  return { first, second, admin, adminToken, tenantId, key };
 }
 
-describe('cluster mode', () => {
+/**
+ * Waits until the budgets set so far through `admin` have reached the process at `url`, without a request of the
+ * tenants under test (which would change their spend): gives a new probe tenant a hard budget too small for any
+ * request, after those budgets, and asks with the probe's key until it is refused. A reload that brings the probe's
+ * budget reads every budget stored before it.
+ */
+async function budgetsReached(
+  admin: Awaited<ReturnType<typeof twoProcessesWithTenant>>['admin'],
+  url: string,
+): Promise<void> {
+  const probeId = (await admin('POST', '/tenants', { name: `probe-${Date.now()}` })).body.id as string;
+  const probeKey = (await admin('POST', `/tenants/${probeId}/keys`, {})).body.key as string;
+  expect((await admin('POST', `/tenants/${probeId}/credits`, { amount: '100', currency: 'CNY' })).status).toBe(201);
+  const set = await admin('PUT', `/tenants/${probeId}/billing`, {
+    mode: 'prepaid',
+    budget: { monthly_limit: '0.000000001', enforcement: 'hard' },
+  });
+  expect(set.status).toBe(200);
+  await vi.waitFor(
+    async () => expect(await chat(url, probeKey)).toMatchObject({ status: 429, code: 'insufficient_quota' }),
+    eventually,
+  );
+}
+
+describe('cluster mode', { timeout: TEST_TIMEOUT_MS }, () => {
   const schema = uniqueSchema('cluster');
   afterAll(async () => dropSchema(schema));
 
@@ -100,7 +141,9 @@ describe('cluster mode', () => {
     const document = {
       ...pricedSimulatedConfig,
       store: { url: pgUrl(schema) },
-      admission: { store: 'redis', redis_url: 'redis://127.0.0.1:6379' },
+      // A generous command timeout: 300 concurrent requests on a loaded host must not look like a Redis outage
+      // (fail-closed would refuse them with 503); this test is about the shared limit.
+      admission: { store: 'redis', redis_url: 'redis://127.0.0.1:6379', command_timeout_ms: 5000 },
     };
     const dir = workspace(document);
     const first = await serve(dir, children);
@@ -130,8 +173,9 @@ describe('cluster mode', () => {
     expect(passed).toBeGreaterThanOrEqual(Math.floor(limit * 0.99));
     const store = await createStore(pgUrl(schema));
     try {
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      const events = await store.listUsageEvents({ tenantId, start: 0, end: Date.now() + 1, limit: 1000 });
+      const listed = () => store.listUsageEvents({ tenantId, start: 0, end: Date.now() + 1, limit: 1000 });
+      await vi.waitFor(async () => expect((await listed()).length).toBeGreaterThanOrEqual(passed), eventually);
+      const events = await listed();
       expect(events.length).toBe(passed);
     } finally {
       await store.close();
@@ -146,6 +190,8 @@ describe('cluster mode', () => {
       })
     ).json()) as { id: string; key: string };
     const models = (url: string) => fetch(`${url}/v1/models`, { headers: { authorization: `Bearer ${created.key}` } });
+    // The other processes cache the key from here on, until this time + KEY_CACHE_TTL_MS at the earliest.
+    const cachedFrom = Date.now();
     expect((await models(urls[1]!)).status).toBe(200);
     expect((await models(urls[2]!)).status).toBe(200);
     const revoked = await fetch(`${first.url}/admin/v1/keys/${created.id}`, {
@@ -153,9 +199,11 @@ describe('cluster mode', () => {
       headers: { authorization: `Bearer ${adminToken}` },
     });
     expect(revoked.status).toBe(200);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    expect((await models(urls[1]!)).status).toBe(401);
-    expect((await models(urls[2]!)).status).toBe(401);
+    // Read-only requests until the revocation has arrived, however slowly the loaded host delivers it...
+    await vi.waitFor(async () => expect((await models(urls[1]!)).status).toBe(401), eventually);
+    await vi.waitFor(async () => expect((await models(urls[2]!)).status).toBe(401), eventually);
+    // ...yet before either cache entry went stale: the message did it, not the TTL.
+    expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
   });
 
   it('follows the configured policy when Redis dies, and the ledger loses nothing', async () => {
@@ -190,7 +238,7 @@ describe('cluster mode', () => {
     }
   });
   it('announces price versions and budgets set through one process to the others at once', async () => {
-    const { second, admin, tenantId, key } = await twoProcessesWithTenant(
+    const { second, admin, adminToken, tenantId, key } = await twoProcessesWithTenant(
       pricedSimulatedConfig,
       pgUrl(schema),
       'announce',
@@ -204,12 +252,22 @@ describe('cluster mode', () => {
       models: { 'sim-pro-32k': { input: '1000', output: '1000' } },
     });
     expect(posted.status).toBe(201);
+    // The second process has the version (read-only: its price book as the admin API shows it)...
+    await vi.waitFor(async () => {
+      const response = await fetch(`${second.url}/admin/v1/prices`, {
+        headers: { authorization: `Bearer ${adminToken}` },
+      });
+      const book = (await response.json()) as { in_force: Array<{ id: string }> };
+      expect(book.in_force.map((version) => version.id)).toContain('v-announced');
+    }, eventually);
+    // ...and it is in effect.
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, effectiveFrom - Date.now()) + 100));
     expect((await chat(second.url, key)).status).toBe(200);
     const store = await createStore(pgUrl(schema));
     try {
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      const events = await store.listUsageEvents({ tenantId, start: 0, end: Date.now() + 1, limit: 10 });
+      const listed = () => store.listUsageEvents({ tenantId, start: 0, end: Date.now() + 1, limit: 10 });
+      await vi.waitFor(async () => expect((await listed()).length).toBeGreaterThanOrEqual(1), eventually);
+      const events = await listed();
       expect(events.map((event) => event.priceVersion)).toEqual(['v-announced']);
     } finally {
       await store.close();
@@ -221,7 +279,8 @@ describe('cluster mode', () => {
       budget: { monthly_limit: '0.000000001', enforcement: 'hard' },
     });
     expect(budget.status).toBe(200);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Within the deadline, far below the 30 s refresh that would bring it otherwise.
+    await budgetsReached(admin, second.url);
     expect(await chat(second.url, key)).toMatchObject({ status: 429, code: 'insufficient_quota' });
   });
   it('holds a hard budget across processes: 60 concurrent requests through two processes, a budget for 10', async () => {
@@ -242,7 +301,7 @@ describe('cluster mode', () => {
         },
       });
       expect(set.status).toBe(200);
-      await new Promise((resolve) => setTimeout(resolve, 200)); // the budget reaches the second process
+      await budgetsReached(admin, second.url); // the budget reaches the second process
       const results = await Promise.all(
         Array.from({ length: 60 }, (_, index) => chat(index % 2 === 0 ? first.url : second.url, key)),
       );
@@ -254,8 +313,12 @@ describe('cluster mode', () => {
       expect(passed + refused.length).toBe(60);
       const store = await createStore(pgUrl(budgetSchema));
       try {
-        await new Promise((resolve) => setTimeout(resolve, 200));
-        const spent = await store.sumUsageEvents({ tenantId, start: 0, end: Date.now() + 1 });
+        const summed = () => store.sumUsageEvents({ tenantId, start: 0, end: Date.now() + 1 });
+        await vi.waitFor(
+          async () => expect((await summed()).amount).toBeGreaterThanOrEqual(quote * BigInt(passed)),
+          eventually,
+        );
+        const spent = await summed();
         expect(spent.amount).toBe(quote * BigInt(passed));
         expect(spent.amount).toBeLessThanOrEqual(limit);
       } finally {
@@ -287,10 +350,10 @@ describe('cluster mode', () => {
         },
       });
       expect(set.status).toBe(200);
-      await new Promise((resolve) => setTimeout(resolve, 200)); // the budget reaches the second process
+      await budgetsReached(admin, second.url); // the budget reaches the second process
       // Three requests, 75% of the budget together; the first process served two of them (50%), the second one.
       for (const url of [first.url, second.url, first.url]) expect((await chat(url, key)).status).toBe(200);
-      await receiver.firstAlert(5_000);
+      await receiver.firstAlert(10_000);
       expect(receiver.received.map((event) => [event.scope_id, event.threshold])).toEqual([[tenantId, 75]]);
       // A fourth request crosses nothing new: still one alert.
       expect((await chat(second.url, key)).status).toBe(200);
@@ -318,13 +381,15 @@ describe('cluster mode', () => {
       },
     };
     const { first, second, tenantId, key } = await twoProcessesWithTenant(document, pgUrl(volumeSchema), 'volume');
+    await clearOfMonthEnd(15_000); // the month count starts again in a new month
     for (let index = 0; index < requests; index++) {
       expect((await chat(index % 2 === 0 ? first.url : second.url, key)).status).toBe(200);
     }
     const store = await createStore(pgUrl(volumeSchema));
     try {
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      const events = await store.listUsageEvents({ tenantId, start: 0, end: Date.now() + 1, limit: 100 });
+      const listed = () => store.listUsageEvents({ tenantId, start: 0, end: Date.now() + 1, limit: 100 });
+      await vi.waitFor(async () => expect((await listed()).length).toBeGreaterThanOrEqual(requests), eventually);
+      const events = await listed();
       expect(events).toHaveLength(requests);
       const discounted = events
         .flatMap(
