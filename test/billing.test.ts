@@ -6,6 +6,7 @@
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
+import { clearOfMonthEnd } from './support/month-boundary.js';
 import { openAIErrors } from './support/openai-schema.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
 import { pricedSimulatedConfig, startTestGateway, type TestGateway } from './support/test-gateway.js';
@@ -138,6 +139,7 @@ describe('money operations, usage, invoices', () => {
   });
 
   it('usage buckets and the invoice add up to the ledger; other tenants see nothing', async () => {
+    await clearOfMonthEnd(15_000); // one month, one invoice
     const a = await harness.createTenantWithKey({ credit: '10' });
     const b = await harness.createTenantWithKey({ credit: '10' });
     const clientA = harness.client(a.key);
@@ -201,6 +203,7 @@ describe('money operations, usage, invoices', () => {
   });
 
   it('a hard monthly budget blocks once reached', async () => {
+    await clearOfMonthEnd(15_000); // the spend counts in one month
     const { key, tenantId } = await harness.createTenantWithKey({ credit: '10' });
     const limit = costNano(promptTokens, 5) * 2n;
     const set = await harness.admin('PUT', `/tenants/${tenantId}/billing`, {
@@ -216,6 +219,7 @@ describe('money operations, usage, invoices', () => {
   });
 
   it('a soft budget sends its threshold webhook once, for the budgeted tenant only', async () => {
+    await clearOfMonthEnd(15_000); // the spend counts in one month
     const receiver = await startWebhookReceiver();
     try {
       const budgeted = await harness.createTenantWithKey({ credit: '10' });
@@ -243,6 +247,7 @@ describe('money operations, usage, invoices', () => {
   });
 
   it('a hard budget lets at most 20 of 200 concurrent requests through when it covers 20', async () => {
+    await clearOfMonthEnd(15_000); // the spend counts in one month
     const maxTokens = 200;
     const quote = costNano(promptTokens, maxTokens);
     // The wallet covers all 200: only the budget can refuse.

@@ -7,7 +7,7 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createStore } from '../src/store/create-store.js';
 import {
   workspace as cliWorkspace,
@@ -17,6 +17,7 @@ import {
   runCli,
   serve as serveCli,
 } from './support/cli-process.js';
+import { clearOfMonthEnd } from './support/month-boundary.js';
 import { fastSimulatedConfig, pricedSimulatedConfig } from './support/test-gateway.js';
 
 const children: ChildProcess[] = [];
@@ -26,11 +27,17 @@ afterEach(() => {
   for (const child of children.splice(0)) child.kill('SIGKILL');
 });
 
+/**
+ * Every test here runs the CLI as separate processes, several times; one of them takes 14–22 s on a loaded CI host.
+ * The default 30 s per test is too tight for that.
+ */
+const TEST_TIMEOUT_MS = 120_000;
+
 const workspace = (extra: Record<string, unknown> = {}) => cliWorkspace({ ...fastSimulatedConfig, ...extra });
 const run = runCli;
 const serve = (dir: string) => serveCli(dir, children);
 
-describe('tollgate serve', () => {
+describe('tollgate serve', { timeout: TEST_TIMEOUT_MS }, () => {
   it('prints the admin token, a demo key on first start only, and the key works with the SDK', async () => {
     const dir = workspace();
     const first = await serve(dir);
@@ -70,7 +77,7 @@ describe('tollgate serve', () => {
   });
 });
 
-describe('tenant and key commands', () => {
+describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
   it('work against the store', () => {
     const dir = workspace();
     const tenant = run(dir, ['tenants', 'create', 'acme']);
@@ -132,18 +139,22 @@ describe('tenant and key commands', () => {
 
     const key = JSON.parse(run(dir, ['keys', 'create', '--tenant', tenantId, '--url', url]).stdout).key as string;
     const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: key, maxRetries: 0 });
+    // The month the request is billed in (not one that begins between the request and the invoice).
+    const month = await clearOfMonthEnd(10_000);
     await client.chat.completions.create({
       model: 'sim-pro-32k',
       messages: [{ role: 'user', content: 'bill me' }],
       max_tokens: 4,
     });
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const usage = JSON.parse(run(dir, ['usage', '--tenant', tenantId, '--bucket', '1h']).stdout);
-    const outputTokens = usage.data
-      .flatMap((bucket: { results: Array<{ output_tokens: number }> }) => bucket.results)
-      .reduce((sum: number, result: { output_tokens: number }) => sum + result.output_tokens, 0);
-    expect(outputTokens).toBe(4);
-    const month = new Date().toISOString().slice(0, 7);
+    const outputTokens = () => {
+      const usage = JSON.parse(run(dir, ['usage', '--tenant', tenantId, '--bucket', '1h']).stdout);
+      return usage.data
+        .flatMap((bucket: { results: Array<{ output_tokens: number }> }) => bucket.results)
+        .reduce((sum: number, result: { output_tokens: number }) => sum + result.output_tokens, 0);
+    };
+    // The usage is recorded after the answer: wait until it shows, then it must be exactly the request's.
+    await vi.waitFor(() => expect(outputTokens()).toBeGreaterThan(0), { timeout: 10_000, interval: 50 });
+    expect(outputTokens()).toBe(4);
     const csv = run(dir, ['invoice', '--tenant', tenantId, '--month', month, '--format', 'csv']);
     expect(csv.status, csv.stderr).toBe(0);
     expect(csv.stdout).toContain('sim-pro-32k');
