@@ -19,6 +19,9 @@ afterEach(() => {
   for (const child of children.splice(0)) child.kill('SIGKILL');
 });
 
+/** Its own deadlines (20 s before the kill, 30 s after) and two starts exceed the default 30 s per test. */
+const TEST_TIMEOUT_MS = 120_000;
+
 const LINES = 240;
 const MAX_TOKENS = 20;
 
@@ -52,7 +55,7 @@ async function retrieveWhen(
   }
 }
 
-describe('kill -9 in the middle of a batch', () => {
+describe('kill -9 in the middle of a batch', { timeout: TEST_TIMEOUT_MS }, () => {
   it('continues after restart: no line lost or doubled, one usage event per line, billing exact', async () => {
     const dir = workspace(slowFleet);
     const first = await serve(dir, children);

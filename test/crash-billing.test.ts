@@ -43,7 +43,10 @@ const slowFleet = {
 };
 const tokensPerSecond = 100;
 
-describe('kill -9 mid-load', () => {
+/** Each test starts `serve` twice and kills it once; on a loaded CI host that takes more than the default 30 s. */
+const TEST_TIMEOUT_MS = 120_000;
+
+describe('kill -9 mid-load', { timeout: TEST_TIMEOUT_MS }, () => {
   it('bills completed requests exactly and interrupted streams within [last checkpoint, delivered]', async () => {
     const dir = workspace(slowFleet);
     const first = await serve(dir, children);
@@ -109,7 +112,7 @@ describe('kill -9 mid-load', () => {
   });
 });
 
-describe('kill -9 on PostgreSQL', () => {
+describe('kill -9 on PostgreSQL', { timeout: TEST_TIMEOUT_MS }, () => {
   const schema = uniqueSchema('crash_pg');
   afterAll(async () => dropSchema(schema));
 
@@ -134,7 +137,7 @@ describe('kill -9 on PostgreSQL', () => {
   });
 });
 
-describe('kill -9 while PostgreSQL is unreachable', () => {
+describe('kill -9 while PostgreSQL is unreachable', { timeout: TEST_TIMEOUT_MS }, () => {
   const schema = uniqueSchema('crash_outage');
   afterAll(async () => dropSchema(schema));
 

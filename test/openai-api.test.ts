@@ -3,7 +3,7 @@
  * objects validated against OpenAI's own OpenAPI schemas, usage checked against the tokenizer.
  */
 import OpenAI from 'openai';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { countPromptTokens, countTextTokens } from '../src/metering/token-counter.js';
 import { openAIErrors } from './support/openai-schema.js';
 import { startTestGateway, type TestGateway } from './support/test-gateway.js';
@@ -251,12 +251,17 @@ describe('errors arrive as the SDK typed errors with OpenAI bodies', () => {
     expect(malformed.status).toBe(400);
     const requestId = malformed.headers.get('x-request-id');
     expect(((await malformed.json()) as { error: { code: string } }).error.code).toBe('invalid_json');
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
-    expect(records.find((record) => record.requestId === requestId)).toMatchObject({
-      status: 400,
-      errorCode: 'invalid_json',
-    });
+    // The record is written asynchronously after the response: poll until it is there.
+    await vi.waitFor(
+      async () => {
+        const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+        expect(records.find((record) => record.requestId === requestId)).toMatchObject({
+          status: 400,
+          errorCode: 'invalid_json',
+        });
+      },
+      { timeout: 10_000, interval: 20 },
+    );
   });
 });
 

@@ -141,12 +141,14 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => flood.listen(0, '127.0.0.1', resolve));
   const floodUrl = `http://127.0.0.1:${(flood.address() as AddressInfo).port}/v1`;
 
-  const timeouts = { connect_ms: 1000, first_byte_ms: 400, idle_ms: 1000 };
+  // Generous: these upstreams answer at once and must not time out on a stalled machine. Only the silent one (`hang`)
+  // is waited for, with a short first-byte timeout of its own.
+  const timeouts = { connect_ms: 5_000, first_byte_ms: 5_000, idle_ms: 10_000 };
   const upstream = (name: string, base_url: string) => ({
     name,
     type: 'openai',
     base_url,
-    timeouts,
+    timeouts: name === 'hang' ? { ...timeouts, first_byte_ms: 400 } : timeouts,
     api_key_env: 'TEST_UPSTREAM_KEY',
   });
   const model = (name: string) => ({
@@ -165,6 +167,8 @@ beforeAll(async () => {
         { ...upstream('gate', gateUrl), timeouts: { ...timeouts, idle_ms: 60_000 } },
         upstream('dead', 'http://127.0.0.1:9/v1'),
       ],
+      // No health probes: one reaching the gate upstream would take the place of the test's held stream.
+      routing: { probe_interval_ms: 0 },
       models: [
         ...[...names, 'capture', 'flood', 'gate', 'dead'].map(model),
         {
@@ -197,14 +201,16 @@ afterAll(async () => {
 
 const messages = [{ role: 'user' as const, content: 'Say something long.' }];
 
+/** The request-log record of `requestId`, once written (after the response): waits for it up to 10 s. */
 async function recordOf(requestId: string | null) {
-  for (let attempt = 0; attempt < 50; attempt++) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
     const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
     const record = records.find((candidate) => candidate.requestId === requestId);
     if (record) return record;
+    if (Date.now() > deadline) throw new Error(`no request-log record for ${requestId}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  throw new Error(`no request-log record for ${requestId}`);
 }
 
 describe('relay through the OpenAI-compatible adapter', () => {
@@ -401,7 +407,7 @@ describe('relay through the OpenAI-compatible adapter', () => {
       // the abort
     }
     let running = 1;
-    for (let attempt = 0; attempt < 100 && running > 0; attempt++) {
+    for (const deadline = Date.now() + 10_000; running > 0 && Date.now() < deadline; ) {
       await new Promise((resolve) => setTimeout(resolve, 20));
       running = (await sims.slow!.upstream.load()).running;
     }
@@ -440,7 +446,8 @@ describe('relay through the OpenAI-compatible adapter', () => {
       expect(second.reused).toBe(true);
       await new Promise((resolve) => second.once('data', resolve));
       second.socket.destroy();
-      for (let attempt = 0; attempt < 150 && gateClosed === closedBefore; attempt++) {
+      // Well before the gate upstream's 60 s idle timeout could end it.
+      for (const deadline = Date.now() + 10_000; gateClosed === closedBefore && Date.now() < deadline; ) {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       expect(gateClosed).toBe(closedBefore + 1);
