@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { mainThreadCpuMs, processTreeCpuMs, processTreeRss } from './process-tree-stats.js';
@@ -8,8 +9,12 @@ const ownRssKiB = (pid: number) =>
 
 describe('processTreeRss', () => {
   it('sums the RSS of a process and its children', async () => {
-    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 10_000)'], { stdio: 'ignore' });
+    const child = spawn(process.execPath, ['-e', "setTimeout(() => {}, 10_000); process.stdout.write('ready\\n');"], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     try {
+      // Started (however slowly), then settled: its RSS no longer moves much between two reads.
+      await once(child.stdout!, 'data');
       await new Promise((resolve) => setTimeout(resolve, 300));
       const tree = processTreeRss(process.pid);
       const pids = tree.processes.map((entry) => entry.pid);
@@ -33,17 +38,25 @@ describe('processTreeRss', () => {
 
 describe('processTreeCpuMs', () => {
   it('grows by about the CPU time a child burns', async () => {
-    const child = spawn(process.execPath, ['-e', 'const end = Date.now() + 600; while (Date.now() < end);'], {
-      stdio: 'ignore',
-    });
+    // The child says when its busy loop starts and stays busy until it is killed, so the window measured below lies
+    // inside the loop however late the timers fire.
+    const child = spawn(
+      process.execPath,
+      ['-e', "process.stdout.write('busy\\n'); const end = Date.now() + 20_000; while (Date.now() < end);"],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
     try {
+      await once(child.stdout!, 'data');
       await new Promise((resolve) => setTimeout(resolve, 100));
+      const started = performance.now();
       const before = processTreeCpuMs(child.pid!);
       await new Promise((resolve) => setTimeout(resolve, 400));
       const after = processTreeCpuMs(child.pid!);
-      // A busy loop for 400 ms of wall time: at least a few ticks of CPU even on a crowded machine, never more.
+      const wallMs = performance.now() - started;
+      // A busy loop for the wall time between the two reads (400 ms, more if the timer fired late): at least a few
+      // ticks of CPU even on a crowded machine, never more than that wall time and a few ticks of rounding.
       expect(after - before).toBeGreaterThanOrEqual(30);
-      expect(after - before).toBeLessThanOrEqual(450);
+      expect(after - before).toBeLessThanOrEqual(wallMs + 50);
     } finally {
       child.kill('SIGKILL');
     }
@@ -52,13 +65,16 @@ describe('processTreeCpuMs', () => {
 
 describe('mainThreadCpuMs', () => {
   it("counts the main thread's time and not a worker thread's", async () => {
-    // The main thread idles while a worker thread burns CPU for 600 ms.
+    // The main thread idles while a worker thread burns CPU until the child is killed; the child says when the worker
+    // is running, so the window measured below lies inside the worker's loop however late the timers fire.
     const script =
       "const { Worker } = require('node:worker_threads');" +
-      "new Worker('const end = Date.now() + 600; while (Date.now() < end);', { eval: true });" +
-      'setTimeout(() => {}, 800);';
-    const child = spawn(process.execPath, ['-e', script], { stdio: 'ignore' });
+      "const worker = new Worker('const end = Date.now() + 20_000; while (Date.now() < end);', { eval: true });" +
+      "worker.on('online', () => process.stdout.write('online\\n'));" +
+      'setTimeout(() => {}, 20_000);';
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
     try {
+      await once(child.stdout!, 'data');
       await new Promise((resolve) => setTimeout(resolve, 150));
       const processBefore = processTreeCpuMs(child.pid!);
       const mainBefore = mainThreadCpuMs(child.pid!);

@@ -1,10 +1,12 @@
 /**
  * Failover against real HTTP upstreams: simulated OpenAI-compatible servers with injected faults, reached through the
- * real OpenAI-compatible adapter (undici, real timeouts). Real clock; the fast replica profile keeps it to ~1 s.
+ * real OpenAI-compatible adapter (undici, real timeouts). Real clock (the first test's router stops its own once);
+ * the fast replica profile keeps it to ~1 s.
  */
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog, type CatalogModel, type Deployment, defaultHttpCapacity } from '../catalog/catalog.js';
+import { RealClock } from '../clock/clock.js';
 import { UpstreamError } from '../errors/gateway-error.js';
 import { createOpenAICompatibleUpstream } from '../upstreams/openai-compatible/openai-compatible-upstream.js';
 import { type SimServer, startSimServer } from '../upstreams/simulated/sim-server.js';
@@ -14,7 +16,23 @@ import { DeploymentRouter } from './deployment-router.js';
 import { HealthProber, tinyRequestProbe } from './health-prober.js';
 
 const fastProfile = { t_prefill_us: 1, t_fixed_ms: 0.2, t_seq_ms: 0.01 };
+/** The hanging upstream's first-byte timeout: short, it is waited for. */
 const firstByteMs = 300;
+/** Every other upstream's: they answer at once, and must not time out on a stalled machine. */
+const answeringFirstByteMs = 2_000;
+
+/** The wall clock, until `hold` stops it: for questions about what a router does within a second of something. */
+class HoldableClock extends RealClock {
+  private held: number | undefined;
+
+  override now(): number {
+    return this.held ?? super.now();
+  }
+
+  hold(at: number): void {
+    this.held = at;
+  }
+}
 
 const servers: SimServer[] = [];
 const upstreams: Upstream[] = [];
@@ -24,23 +42,23 @@ let limited: SimServer;
 let healthy: SimServer;
 let midStream: SimServer;
 
-function upstreamFor(name: string, baseUrl: string): Upstream {
+function upstreamFor(name: string, baseUrl: string, firstByte = answeringFirstByteMs): Upstream {
   const upstream = createOpenAICompatibleUpstream({
     name,
     type: 'openai',
     base_url: baseUrl,
     connections: 8,
     send_priority: false,
-    timeouts: { connect_ms: 500, first_byte_ms: firstByteMs, idle_ms: 1_000 },
+    timeouts: { connect_ms: 2_000, first_byte_ms: firstByte, idle_ms: 5_000 },
   });
   upstreams.push(upstream);
   return upstream;
 }
 
-function deployment(name: string, baseUrl: string): Deployment {
+function deployment(name: string, baseUrl: string, firstByte = answeringFirstByteMs): Deployment {
   return {
     id: `${name}/simulated`,
-    upstream: upstreamFor(name, baseUrl),
+    upstream: upstreamFor(name, baseUrl, firstByte),
     upstreamModel: 'simulated',
     capacity: defaultHttpCapacity,
     weight: 1,
@@ -80,13 +98,16 @@ describe('failover across real HTTP upstreams', () => {
   it('reaches the healthy upstream past a dead, a hanging and a rate-limited one, and records why', async () => {
     const deployments = [
       deployment('dead', deadUrl),
-      deployment('hang', hang.url),
+      deployment('hang', hang.url, firstByteMs),
       deployment('limited', limited.url),
       deployment('healthy', healthy.url),
     ];
     const [dead, hanging, rateLimited, good] = deployments as [Deployment, Deployment, Deployment, Deployment];
     const model = chatModel(deployments);
-    const router = new DeploymentRouter({ catalog: new Catalog([model]), breaker: { failureThreshold: 2 } });
+    // The router's clock stops when the 429 is seen: what follows asks what the router does within the second that
+    // `retry-after: 1` keeps that upstream out, however long a stalled machine takes to get there.
+    const clock = new HoldableClock();
+    const router = new DeploymentRouter({ catalog: new Catalog([model]), breaker: { failureThreshold: 2 }, clock });
     const complete = (target: Deployment) => target.upstream.complete(chatRequest(false));
 
     // An idle fleet is tried in catalog order: all three bad ones fail before the healthy one answers.
@@ -95,7 +116,10 @@ describe('failover across real HTTP upstreams', () => {
       tokens: 100,
       maxAttempts: 4,
       onAttempt: (attempt) => {
-        if (attempt.deployment === 'limited/simulated') limitedFailedAt = Date.now();
+        if (attempt.deployment === 'limited/simulated') {
+          limitedFailedAt = Date.now();
+          clock.hold(limitedFailedAt);
+        }
       },
     });
     expect(first.deployment.id).toBe('healthy/simulated');
@@ -108,9 +132,10 @@ describe('failover across real HTTP upstreams', () => {
       ['healthy/simulated', 'accepted', null],
     ]);
     expect(first.attempts[2]!.upstreamStatus).toBe(429);
-    // The hanging upstream cost one first-byte timeout, no more (undici checks its timeouts on a ~0.5 s tick).
+    // The hanging upstream cost one first-byte timeout, no more (undici checks its timeouts on a ~0.5 s tick; the
+    // upper bound leaves room for a stalled machine).
     expect(first.attempts[1]!.durationMs).toBeGreaterThanOrEqual(firstByteMs - 20);
-    expect(first.attempts[1]!.durationMs).toBeLessThan(firstByteMs + 1_200);
+    expect(first.attempts[1]!.durationMs).toBeLessThan(5_000);
     expect(summarizeAttempts(first.attempts)).toMatch(
       /^dead\/simulated unhealthy upstream_unreachable \d+ms → hang\/simulated unhealthy upstream_timeout \d+ms → limited\/simulated saturated upstream_http_error 429 \d+ms → healthy\/simulated accepted \d+ms$/,
     );
@@ -208,7 +233,7 @@ describe('failover across real HTTP upstreams', () => {
     const down = deployment('probe-dead', deadUrl);
     const catalog = new Catalog([chatModel([up, down])]);
     const router = new DeploymentRouter({ catalog, breaker: { failureThreshold: 1 } });
-    const prober = new HealthProber(router, catalog, { probe: tinyRequestProbe, timeoutMs: 1_000 });
+    const prober = new HealthProber(router, catalog, { probe: tinyRequestProbe, timeoutMs: 5_000 });
     const results = await prober.probeAll();
     expect(results.map((result) => [result.deployment, result.outcome, result.errorCode])).toEqual([
       ['probe-ok/simulated', 'ok', null],

@@ -8,6 +8,8 @@ import { verifyWebhookSignature, WebhookNotifier, type WebhookNotifierOptions } 
 
 const SECRET = 'whsec_never_log_me_4f1c9a';
 const START = Date.UTC(2026, 10, 15, 12, 0, 0);
+/** For `vi.waitFor` around real HTTP round trips, which a loaded machine can stall for seconds. */
+const eventually = { timeout: 10_000 };
 
 interface Received {
   headers: IncomingHttpHeaders;
@@ -154,14 +156,14 @@ describe('WebhookNotifier', () => {
     notifier.enqueue(`${baseUrl}/hook`, sampleEvent());
 
     // First failure: backoff 100 ms, half fixed and half × random (0) = 50 ms.
-    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1));
+    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1), eventually);
     expect(received).toHaveLength(1);
     clock.advance(49);
     expect(clock.pendingTimers).toBe(1);
     clock.advance(1);
     // Second failure: backoff 200 ms, random 1 → 100 + 100 = 200 ms.
-    await vi.waitFor(() => expect(received).toHaveLength(2));
-    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1));
+    await vi.waitFor(() => expect(received).toHaveLength(2), eventually);
+    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1), eventually);
     clock.advance(199);
     expect(clock.pendingTimers).toBe(1);
     clock.advance(1);
@@ -212,7 +214,7 @@ describe('WebhookNotifier', () => {
     const { clock, logs, notifier } = setup();
     responder = (index) => (index === 0 ? { status: 429, headers: { 'retry-after': '7' } } : { status: 204 });
     notifier.enqueue(`${baseUrl}/hook`, sampleEvent());
-    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1));
+    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1), eventually);
     clock.advance(6999);
     expect(clock.pendingTimers).toBe(1);
     expect(received).toHaveLength(1);
@@ -228,7 +230,7 @@ describe('WebhookNotifier', () => {
     const retryAt = new Date(START + 3000).toUTCString();
     responder = (index) => (index === 0 ? { status: 503, headers: { 'retry-after': retryAt } } : { status: 200 });
     notifier.enqueue(`${baseUrl}/hook`, sampleEvent());
-    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1));
+    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1), eventually);
     clock.advance(2999);
     expect(clock.pendingTimers).toBe(1);
     clock.advance(1);
@@ -244,7 +246,7 @@ describe('WebhookNotifier', () => {
     const event = sampleEvent();
     notifier.enqueue(`${baseUrl}/hook`, event);
     for (let attempt = 1; attempt < 3; attempt += 1) {
-      await vi.waitFor(() => expect(clock.pendingTimers).toBe(1));
+      await vi.waitFor(() => expect(clock.pendingTimers).toBe(1), eventually);
       clock.runUntilIdle();
     }
     await notifier.idle();
@@ -275,7 +277,7 @@ describe('WebhookNotifier', () => {
 
     const { clock, logs, notifier } = setup();
     notifier.enqueue(`http://127.0.0.1:${port}/hook`, sampleEvent());
-    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1));
+    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1), eventually);
     const [attempt] = logs.withMessage('webhook_attempt');
     expect(attempt).toMatchObject({ outcome: 'retry', attempt: 1, retryInMs: 50 });
     expect(attempt?.error).toMatch(/ECONNREFUSED/);
@@ -290,7 +292,7 @@ describe('WebhookNotifier', () => {
     const { clock, logs, notifier } = setup({ timeoutMs: 100 });
     responder = (index) => (index === 0 ? 'hang' : { status: 200 });
     notifier.enqueue(`${baseUrl}/hook`, sampleEvent());
-    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1));
+    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1), eventually);
     expect(logs.withMessage('webhook_attempt')[0]).toMatchObject({ outcome: 'retry' });
     expect(String(logs.withMessage('webhook_attempt')[0]?.error)).toMatch(/timeout|abort/i);
     clock.runUntilIdle();
@@ -310,7 +312,7 @@ describe('WebhookNotifier', () => {
       reason: 'queue_full',
       eventId: sampleEvent(100).id,
     });
-    await vi.waitFor(() => expect(received).toHaveLength(1));
+    await vi.waitFor(() => expect(received).toHaveLength(1), eventually);
     // One in flight, one queued behind it: concurrency 1 holds the second back.
     expect(received).toHaveLength(1);
     for (const response of hanging.splice(0)) response.end();
@@ -329,7 +331,7 @@ describe('WebhookNotifier', () => {
     const { notifier, logs } = setup();
     responder = () => 'hang';
     notifier.enqueue(`${baseUrl}/hook`, sampleEvent());
-    await vi.waitFor(() => expect(received).toHaveLength(1));
+    await vi.waitFor(() => expect(received).toHaveLength(1), eventually);
     const closing = notifier.close(10_000);
     setTimeout(() => {
       for (const response of hanging.splice(0)) {
@@ -348,7 +350,7 @@ describe('WebhookNotifier', () => {
     responder = () => ({ status: 500 });
     const event = sampleEvent();
     notifier.enqueue(`${baseUrl}/hook`, event);
-    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1));
+    await vi.waitFor(() => expect(clock.pendingTimers).toBe(1), eventually);
     const closing = notifier.close(1000);
     // The retry falls due (50 ms) before the deadline, fails again, and waits 100 ms more, and so on.
     clock.advance(1000);

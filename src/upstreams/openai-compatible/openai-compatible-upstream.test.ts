@@ -76,7 +76,7 @@ async function startServer(handler: Handler): Promise<TestServer> {
       const ready = closeResults.shift();
       if (ready !== undefined) return Promise.resolve(ready);
       return new Promise<boolean>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('the server saw no close within 3 s')), 3_000);
+        const timer = setTimeout(() => reject(new Error('the server saw no close within 10 s')), 10_000);
         closeWaiters.push((abandoned) => {
           clearTimeout(timer);
           resolve(abandoned);
@@ -99,7 +99,8 @@ function upstreamFor(
       type: 'openai',
       base_url: baseUrl,
       connections: 4,
-      timeouts: { connect_ms: 1_000, first_byte_ms: 3_000, idle_ms: 3_000, ...timeouts },
+      // Generous defaults, so a stalled machine never times out a test that does not set its own.
+      timeouts: { connect_ms: 10_000, first_byte_ms: 30_000, idle_ms: 30_000, ...timeouts },
       send_priority: sendPriority,
     },
     apiKey === null ? {} : { apiKey },
@@ -321,7 +322,10 @@ describe('stream() replaying fixtures', () => {
 
   it('reuses the keep-alive connection after a stream that ended with [DONE]', async () => {
     const bytes = fixture('vllm-chat-stream.sse');
+    // One promise per response, resolved when the server has handed the end of the body to the socket.
+    const finished: Array<Promise<void>> = [];
     const server = await startServer(async (_request, response) => {
+      finished.push(new Promise((resolve) => response.once('finish', () => resolve())));
       response.writeHead(200, { 'content-type': 'text/event-stream' });
       response.write(bytes);
       // The end of the chunked body comes in a later packet than [DONE], as it often does from real servers.
@@ -331,7 +335,9 @@ describe('stream() replaying fixtures', () => {
     const upstream = upstreamFor(server.baseUrl);
     for (let round = 0; round < 3; round++) {
       await collect((await upstream.stream(chatRequest())).events);
-      // Until the end of the chunked body has arrived the connection is still busy.
+      // Until the end of the chunked body has arrived the connection is still busy: the next round starts only
+      // after the server has sent it (however late its timer fired) and the client has had a moment to read it.
+      await finished[round];
       await delay(30);
     }
     expect(server.received).toHaveLength(3);
@@ -389,8 +395,9 @@ describe('stream() failures', () => {
     expect((error as UpstreamTimeoutError).phase).toBe('first_byte');
     expect((error as UpstreamTimeoutError).code).toBe('upstream_timeout');
     expect((completeError as UpstreamTimeoutError).phase).toBe('first_byte');
-    // undici runs these timers on a 500 ms tick, so 200 ms fires within about a second.
-    expect(performance.now() - started).toBeLessThan(2_500);
+    // undici runs these timers on a 500 ms tick, so 200 ms fires within about a second; the bound leaves room for a
+    // stalled machine and is still far below the 30 s default, so it shows the configured 200 ms was applied.
+    expect(performance.now() - started).toBeLessThan(5_000);
   });
 
   it('throws an idle timeout when the upstream stalls after the headers', async () => {

@@ -163,7 +163,7 @@ describe('metrics and disconnects', () => {
 
   const metric = (text: string, name: string) => Number(new RegExp(`^${name}\\{[^}]*\\} (\\d+)$`, 'm').exec(text)?.[1]);
 
-  it('exposes vLLM gauges and cancels the sequences of clients that disconnect', { timeout: 5_000 }, async () => {
+  it('exposes vLLM gauges and cancels the sequences of clients that disconnect', { timeout: 30_000 }, async () => {
     const controllers = [new AbortController(), new AbortController()];
     const responses = await Promise.all(
       controllers.map((controller) =>
@@ -181,7 +181,7 @@ describe('metrics and disconnects', () => {
     expect(metric(before, 'vllm:num_requests_running')).toBe(1);
     expect(metric(before, 'vllm:num_requests_waiting')).toBe(1);
     for (const controller of controllers) controller.abort();
-    const deadline = Date.now() + 2_000;
+    const deadline = Date.now() + 10_000;
     let after = '';
     for (;;) {
       after = await (await fetch(metricsUrl)).text();
