@@ -56,6 +56,8 @@ interface StoreResult {
   ingest: { batch: number; writers: number; events: number; seconds: number; eventsPerSecond: number }[];
   month: {
     events: number;
+    /** Settlements per settle call while generating. */
+    generationBatch: number;
     generationSeconds: number;
     generationEventsPerSecond: number;
     invoice: Timing & { rollupRows: number; invoiceLines: number };
@@ -286,6 +288,7 @@ async function measureMonth(store: Store, events: number, generationBatch: numbe
   const invoiceTotal = invoice.value.document.totals.total.exact;
   return {
     events,
+    generationBatch,
     generationSeconds: round(generationSeconds, 1),
     generationEventsPerSecond: Math.round(events / generationSeconds),
     invoice: {
@@ -364,7 +367,7 @@ function formatTable(results: readonly StoreResult[]): string {
     }
     const month = result.month;
     lines.push(
-      `| ${result.store} | month generation (${month.events.toLocaleString('en')} events, batches of 5000) | ${month.generationEventsPerSecond.toLocaleString('en')} events/s (${month.generationSeconds} s) |`,
+      `| ${result.store} | month generation (${month.events.toLocaleString('en')} events, batches of ${month.generationBatch}) | ${month.generationEventsPerSecond.toLocaleString('en')} events/s (${month.generationSeconds} s) |`,
       `| ${result.store} | invoice: billing rollups + buildInvoice (${month.invoice.rollupRows} rows → ${month.invoice.invoiceLines} lines) | median ${month.invoice.medianMs} ms, first ${month.invoice.firstMs} ms |`,
       `| ${result.store} | 30-day usage, 1d buckets (${month.usage1d.rows} rows) | median ${month.usage1d.medianMs} ms, first ${month.usage1d.firstMs} ms |`,
       `| ${result.store} | 30-day usage, 1h buckets (${month.usage1h.rows} rows) | median ${month.usage1h.medianMs} ms, first ${month.usage1h.firstMs} ms |`,
