@@ -3,7 +3,14 @@
  * adapter, with injected faults, and a capturing server): pass-through, usage completeness, failures mapped to
  * 502/504, streams cut mid-way billed for what was delivered, client disconnects cancelling the upstream.
  */
-import { Agent, createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
+import {
+  Agent,
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -33,6 +40,19 @@ let client: OpenAI;
 let tenantId: string;
 let apiKey: string;
 
+/**
+ * True for a chat completion; anything else gets a 404 and is not counted. The gateway's capacity refiner asks every
+ * OpenAI-compatible upstream for `GET /metrics` every few seconds (a 404 tells it to stop): answered as a chat, that
+ * request once reached `capture` with an empty body, and reached `gate`, where it took the test's held stream's place
+ * in `releaseGate` and counted a close no test caused.
+ */
+function isChatCompletion(request: IncomingMessage, response: ServerResponse): boolean {
+  if (request.method === 'POST' && request.url === '/v1/chat/completions') return true;
+  request.resume();
+  response.writeHead(404).end();
+  return false;
+}
+
 beforeAll(async () => {
   sims.ok = await startSimServer({ profile: fast });
   sims.hang = await startSimServer({ profile: fast, faults: 'hang' });
@@ -43,6 +63,7 @@ beforeAll(async () => {
   // 50 tokens/s: slow enough to disconnect mid-stream.
   sims.slow = await startSimServer({ profile: { t_prefill_us: 1, t_fixed_ms: 20, t_seq_ms: 0 } });
   capture = createServer((request, response) => {
+    if (!isChatCompletion(request, response)) return;
     let text = '';
     request.on('data', (data: Buffer) => {
       text += data.toString();
@@ -52,8 +73,7 @@ beforeAll(async () => {
       try {
         body = JSON.parse(text);
       } catch {
-        // Not a request of the gateway's (one with an empty body arrived here once, in a full run on a slow
-        // machine, with no test of this file sending one): answer 400, since a throw here fails the whole run.
+        // A body that is not JSON: 400, since a throw here fails the whole run.
         response.writeHead(400).end();
         return;
       }
@@ -81,6 +101,7 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => capture.listen(0, '127.0.0.1', resolve));
   captureUrl = `http://127.0.0.1:${(capture.address() as AddressInfo).port}/v1`;
   gate = createServer((request, response) => {
+    if (!isChatCompletion(request, response)) return;
     response.on('close', () => {
       gateClosed += 1;
     });
