@@ -8,17 +8,16 @@
  * - RSS while holding `--rss-streams` slow streams open (see `rss-streams.ts`).
  * Prints a Markdown table and writes `bench/results/gateway-<date>.json`. See docs/benchmarks.md.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, InvalidArgumentError } from 'commander';
 import { BenchProcesses } from './bench-processes.js';
+import { writeBenchResult } from './bench-results.js';
 import {
   type BenchTarget,
   chatRequestBody,
   checkTarget,
-  repoRoot,
   startBareProxyTarget,
   startPortkey,
   startTollgate,
@@ -448,12 +447,8 @@ export async function runGatewayBench(options: GatewayBenchOptions): Promise<Rec
   for (const [name, reason] of Object.entries(unavailable)) {
     process.stdout.write(`\n${name} unavailable: ${reason.replace(/\s+/g, ' ').slice(0, 600)}\n`);
   }
-  const out =
-    options.out ??
-    join(repoRoot, 'bench', 'results', `gateway-${startedAt.toISOString().slice(0, 19).replaceAll(':', '-')}.json`);
-  await mkdir(join(out, '..'), { recursive: true });
-  await writeFile(out, `${JSON.stringify(report, null, 2)}\n`);
-  process.stdout.write(`\nwrote ${out}\n`);
+  process.stdout.write('\n');
+  await writeBenchResult('gateway', options.out, report, startedAt);
   return report;
 }
 

@@ -11,16 +11,16 @@
  * PostgreSQL month separately (default: the same as `--events`); `--skip-sqlite` and `--skip-postgres` leave a
  * store out. Prints a Markdown table and writes `bench/results/ledger-<date and time>.json`. See docs/benchmarks.md.
  */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import pg from 'pg';
 import { buildInvoice } from '../src/billing/invoice/build-invoice.js';
 import { createStore } from '../src/store/create-store.js';
 import type { RatedSettlement, Settlement, UsageRating } from '../src/store/ledger-store.js';
 import type { Store } from '../src/store/store.js';
+import { machineSummary, writeBenchResult } from './bench-results.js';
 
 /** CLI options. */
 export interface LedgerBenchOptions {
@@ -397,7 +397,6 @@ async function main(): Promise<void> {
     .option('--out <file>', 'JSON output file');
   program.parse();
   const options = program.opts<LedgerBenchOptions>();
-  const repository = resolve(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
   const directory = await mkdtemp(join(tmpdir(), 'tollgate-ledger-bench-'));
   const results: StoreResult[] = [];
   try {
@@ -436,13 +435,8 @@ async function main(): Promise<void> {
 
   const table = formatTable(results);
   process.stdout.write(`${table}\n`);
-  // To the second, like the gateway bench's files: a second run the same day must not replace the first.
-  const stamp = new Date().toISOString().slice(0, 19).replaceAll(':', '-');
-  const out = options.out ?? join(repository, 'bench', 'results', `ledger-${stamp}.json`);
-  await mkdir(resolve(out, '..'), { recursive: true });
-  const machine = { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version };
-  await writeFile(out, `${JSON.stringify({ date: new Date().toISOString(), machine, options, results }, null, 2)}\n`);
-  process.stdout.write(`wrote ${out}\n`);
+  const machine = machineSummary();
+  await writeBenchResult('ledger', options.out, { date: new Date().toISOString(), machine, options, results });
 }
 
 await main();

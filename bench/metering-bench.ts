@@ -6,11 +6,10 @@
  *
  *   npm run build && node dist/bench/metering-bench.js [--duration 8] [--rounds 2] [--connections 32] [--cpu-prof DIR]
  */
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Command } from 'commander';
 import { BenchProcesses } from './bench-processes.js';
-import { benchModel, chatRequestBody, repoRoot, startTollgate, startUpstream } from './bench-targets.js';
+import { writeBenchResult } from './bench-results.js';
+import { benchModel, chatRequestBody, startTollgate, startUpstream } from './bench-targets.js';
 import { runLoadInChild } from './load.js';
 import { mainThreadCpuMs, processTreeCpuMs } from './process-tree-stats.js';
 
@@ -140,11 +139,8 @@ async function main(): Promise<void> {
           `${row.offPerCommit.toFixed(1)} → ${row.onPerCommit.toFixed(1)} |\n`,
       );
     }
-    const file =
-      options.out ??
-      join(repoRoot, 'bench', 'results', `metering-${new Date().toISOString().slice(0, 19).replaceAll(':', '-')}.json`);
-    await writeFile(file, `${JSON.stringify({ benchmark: 'metering on vs off', options, results, rows }, null, 2)}\n`);
-    process.stdout.write(`\nwrote ${file}\n`);
+    process.stdout.write('\n');
+    await writeBenchResult('metering', options.out, { benchmark: 'metering on vs off', options, results, rows });
   } finally {
     await processes.stopAll();
   }

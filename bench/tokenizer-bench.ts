@@ -6,12 +6,9 @@
  * `--library-max` characters (it takes hours at a megabyte); longer runs show Tollgate's alone, with ordinary prose of
  * the same length as the yardstick. Prints a Markdown table and writes `bench/results/tokenizer-<date and time>.json`.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
-import { cpus } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { countTextTokens, libraryBytePairEncode } from '../src/metering/token-counter.js';
+import { machineSummary, writeBenchResult } from './bench-results.js';
 
 /** CLI options. */
 interface TokenizerBenchOptions {
@@ -130,13 +127,8 @@ async function main(): Promise<void> {
   }
 
   process.stdout.write(`${formatTable(rows)}\n`);
-  const repository = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
-  const stamp = new Date().toISOString().slice(0, 19).replaceAll(':', '-');
-  const out = options.out ?? join(repository, 'bench', 'results', `tokenizer-${stamp}.json`);
-  await mkdir(resolve(out, '..'), { recursive: true });
-  const machine = { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version };
-  await writeFile(out, `${JSON.stringify({ date: new Date().toISOString(), machine, options, rows }, null, 2)}\n`);
-  process.stdout.write(`wrote ${out}\n`);
+  const machine = machineSummary();
+  await writeBenchResult('tokenizer', options.out, { date: new Date().toISOString(), machine, options, rows });
 }
 
 await main();
