@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -179,4 +179,37 @@ describe('SettlementSpool', () => {
     expect(existsSync(join(directory, deadSegment))).toBe(false);
     expect(existsSync(join(directory, liveSegment))).toBe(true);
   });
+
+  it("drains a segment of a process killed with SIGKILL and never reaped (a zombie), as a dead process's", async () => {
+    // `sh` starts a `sleep` in the background, prints its pid and becomes another `sleep` (exec), which never reaps
+    // children: once the first sleep is killed it stays a zombie, which signal 0 still reaches.
+    const parent = spawn('sh', ['-c', 'sleep 30 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const zombie = Number(
+        await new Promise<string>((resolve) => parent.stdout.once('data', (data) => resolve(`${data}`))),
+      );
+      process.kill(zombie, 'SIGKILL');
+      await waitFor(() => readFileSync(`/proc/${zombie}/stat`, 'utf8').includes(') Z '));
+      expect(() => process.kill(zombie, 0)).not.toThrow();
+      const directory = spoolDirectory();
+      mkdirSync(directory, { recursive: true });
+      const left = rated();
+      writeFileSync(join(directory, `${zombie}-1-cccc.ndjson`), `${settlementToJson(left)}\n`);
+      const store = recordingSettle();
+      expect((await new SettlementSpool(directory).drain(store.settle, { batchSize: 10, orphans: true })).settled).toBe(
+        1,
+      );
+      expect(store.taken).toEqual([left]);
+    } finally {
+      parent.kill('SIGKILL');
+    }
+  });
 });
+
+async function waitFor(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting for the condition');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

@@ -18,6 +18,7 @@
  * format and the drain's refusal rules are the whole of it, on `fs/promises`.)
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -264,7 +265,8 @@ async function syncDirectory(directory: string): Promise<void> {
   }
 }
 
-function newSegmentName(): string {
+/** A new segment's file name for this process: `<pid>-<ms>-<random>.ndjson` (also the journal's). */
+export function newSegmentName(): string {
   return `${process.pid}-${Date.now()}-${randomBytes(4).toString('hex')}.ndjson`;
 }
 
@@ -276,8 +278,15 @@ function segmentTime(name: string): number {
 function processRuns(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error: unknown) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // Signal 0 also reaches a zombie: a process killed with SIGKILL whose parent has not reaped it yet (or never does,
+  // as under an init that does not reap). On Linux its state in /proc says it is gone.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.charAt(stat.lastIndexOf(')') + 2) !== 'Z';
+  } catch {
+    return true;
   }
 }
