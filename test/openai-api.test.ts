@@ -93,6 +93,8 @@ describe('chat completions', () => {
       .create({ model: 'sim-pro-128k', messages, max_tokens: 7 })
       .withResponse();
     const requestId = response.headers.get('x-request-id');
+    // Journaled before the response, committed right after it.
+    await harness.gateway.settled();
     const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
     const record = records.find((candidate) => candidate.requestId === requestId);
     expect(record).toMatchObject({

@@ -62,6 +62,11 @@ export interface ServerServices {
   adminToken: string;
   /** True when the gateway can serve (store reachable, upstreams configured). */
   ready(): Promise<boolean>;
+  /**
+   * Resolves once every request that ended before the call is in the store; billing reads await it (see
+   * `BillingQueriesOptions.settled`). Default: reads do not wait.
+   */
+  settled?: () => Promise<void>;
 }
 
 /** Options of `createServer`. */
@@ -181,7 +186,11 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     return reply.header('content-type', services.metrics.registry.contentType).send(text);
   });
 
-  const billingQueries = new BillingQueries(services.store, services.billing);
+  const billingQueries = new BillingQueries(
+    services.store,
+    services.billing,
+    services.settled === undefined ? {} : { settled: services.settled },
+  );
   registerBillingRoutes(app, billingQueries);
   // Its own scope: the multipart parser applies to the Files API only.
   app.register(async (scope) => registerFilesRoutes(scope, services.batches?.service));

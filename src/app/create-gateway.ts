@@ -25,8 +25,9 @@ import { Catalog } from '../catalog/catalog.js';
 import { RealClock } from '../clock/clock.js';
 import type { LoadedConfig } from '../config/load-config.js';
 import { RequestRecorder } from '../metering/request-recorder.js';
+import { SettlementJournal } from '../metering/settlement-journal.js';
 import { SettlementSpool } from '../metering/settlement-spool.js';
-import { DEFAULT_SETTLEMENT_BATCH, SettlementWriter } from '../metering/settlement-writer.js';
+import { SettlementWriter } from '../metering/settlement-writer.js';
 import { registerFleetMetrics } from '../observability/fleet-metrics.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { GatewayMetrics } from '../observability/metrics.js';
@@ -50,6 +51,7 @@ import { TenantService } from '../tenancy/tenant-service.js';
 import { createUpstream } from '../upstreams/create-upstream.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import { resolveSecret } from './admin-token.js';
+import { journalDirectory, settleLeftSettlements, spoolDirectory } from './left-settlements.js';
 
 /** A gateway process, built but not yet listening. */
 export interface Gateway {
@@ -60,6 +62,11 @@ export interface Gateway {
   logger: Logger;
   metrics: GatewayMetrics;
   billing: BillingService;
+  /**
+   * Resolves once every request that ended before the call is in the store. With a settlement journal (embedded
+   * mode) a response does not wait for its commit: read the store after this to see it.
+   */
+  settled(): Promise<void>;
   /** Starts listening; resolves with the bound address. */
   listen(): Promise<{ host: string; port: number; url: string }>;
   /** Stops accepting, drains, flushes the request log and closes everything. */
@@ -162,6 +169,9 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const logger = options.logger ?? createLogger({ level: config.log.level });
   const store = options.store ?? (await createStore(loaded.storeUrl));
   await store.migrate();
+  // The sole process of an embedded store journals its settlements (see SettlementJournal): its own billing reads
+  // wait for what it journaled; other processes' reads could not, so they keep waiting for the commit.
+  const journaled = store instanceof SqliteStore && options.ownsStore !== false;
   if (store instanceof SqliteStore) {
     if (options.ownsStore !== false) store.useProcessReservations();
     // Group commits run on a worker thread: the event loop serves requests while SQLite writes on the other core.
@@ -197,22 +207,20 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   });
   await billing.init();
   billing.startRefresh(BILLING_REFRESH_MS);
-  // Settlements a dead process spooled while the store was down go in first: a stream's real final settlement
-  // must win over the estimate its checkpoint would be recovered as.
-  const spool = new SettlementSpool(path.join(loaded.dataDir, 'spool'), logger);
-  const unspooled = await spool.drain((batch) => store.settle(batch), {
-    batchSize: DEFAULT_SETTLEMENT_BATCH,
-    orphans: true,
-  });
-  if (unspooled.settled + unspooled.rejected + unspooled.left > 0) {
-    logger.warn({ ...unspooled }, 'settled the settlements spooled by a process that stopped while the store was down');
-  }
+  // What dead processes spooled or journaled goes in before their checkpoints are recovered.
+  await settleLeftSettlements(loaded.dataDir, store, logger);
+  const spool = new SettlementSpool(spoolDirectory(loaded.dataDir), logger);
   // Embedded mode is one process: every checkpoint and reservation left in the store belongs to a dead one.
   if (store.kind === 'sqlite' && options.recoverOnStart !== false) {
     await recoverCheckpoints(store, { staleAfterMs: 0, now: Date.now(), logger });
     await store.resetReservations();
   }
-  const writer = new SettlementWriter(store, { logger, spool });
+  const writer = new SettlementWriter(store, {
+    logger,
+    spool,
+    ...(journaled ? { journal: new SettlementJournal(journalDirectory(loaded.dataDir), { logger }) } : {}),
+  });
+  if (journaled) billing.settled = () => writer.flushed();
   metrics.observeRequestLog(() => writer.stats);
   metrics.observeSpool(() => spool.pending);
   const notifier = new WebhookNotifier({
@@ -371,6 +379,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       gate,
       adminToken: options.adminToken,
       ready,
+      settled: () => writer.flushed(),
       ...(batches === undefined ? {} : { batches }),
     },
     { bodyLimitBytes: config.server.body_limit_bytes },
@@ -385,6 +394,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     logger,
     metrics,
     billing,
+    settled: () => writer.flushed(),
     async listen() {
       await app.listen({ host: config.server.host, port: config.server.port });
       const address = app.server.address();

@@ -13,6 +13,7 @@ import { TenantService } from '../tenancy/tenant-service.js';
 import { resolveAdminToken } from './admin-token.js';
 import { createGateway } from './create-gateway.js';
 import { ensureDemoTenant } from './demo-tenant.js';
+import { settleLeftSettlements } from './left-settlements.js';
 import { withServingHeap } from './serving-heap.js';
 import { formatStartBanner } from './start-banner.js';
 
@@ -80,8 +81,9 @@ async function prepareStore(loaded: LoadedConfig): Promise<string | undefined> {
     await store.migrate();
     if (store.kind === 'sqlite') {
       // Embedded mode: nothing of a previous process is live, so its checkpoints are billed and its reservations
-      // dropped here, once, before any worker starts.
+      // dropped here, once, before any worker starts; what it spooled or journaled is settled before that.
       const logger = createLogger({ level: loaded.config.log.level, sync: true });
+      await settleLeftSettlements(loaded.dataDir, store, logger);
       await recoverCheckpoints(store, { staleAfterMs: 0, now: Date.now(), logger });
       await store.resetReservations();
     }

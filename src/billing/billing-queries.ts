@@ -32,15 +32,34 @@ export interface BalanceView {
   available: string;
 }
 
+/** Options of `BillingQueries`. */
+export interface BillingQueriesOptions {
+  /** The time, ms since the epoch (the default end of usage periods and invoice lists). Default `Date.now`. */
+  clock?: () => number;
+  /**
+   * Awaited before every read: resolves once every request that ended before the call is in the store. A gateway
+   * whose responses do not wait for their commit (a settlement journal) passes its writer's `flushed`, so a tenant
+   * sees its own last request. Default: none.
+   */
+  settled?: () => Promise<void>;
+}
+
 /** Billing reads. */
 export class BillingQueries {
+  private readonly clock: () => number;
+  private readonly settled: (() => Promise<void>) | undefined;
+
   constructor(
     private readonly store: Store & LedgerStore,
     private readonly billing: BillingService,
-    private readonly clock: () => number = Date.now,
-  ) {}
+    options: BillingQueriesOptions = {},
+  ) {
+    this.clock = options.clock ?? Date.now;
+    this.settled = options.settled;
+  }
 
   async balance(tenantId: string): Promise<BalanceView> {
+    await this.settled?.();
     const wallet = await this.store.getWallet(tenantId);
     const balance = wallet?.balance ?? 0n;
     const reserved = wallet?.reserved ?? 0n;
@@ -60,6 +79,7 @@ export class BillingQueries {
   /** `GET /v1/usage` for one tenant. */
   async usage(tenantId: string, rawQuery: Record<string, unknown>) {
     const query = parseUsageQuery(rawQuery, this.clock());
+    await this.settled?.();
     return buildUsagePage(await this.store.queryUsageRollups(usageRollupQueryFor(query, tenantId)), query);
   }
 
@@ -69,6 +89,7 @@ export class BillingQueries {
     const tenant = await this.store.getTenant(tenantId);
     if (tenant === undefined || month === undefined) throw invoiceNotFound(idOrMonth);
     const { start, end } = monthPeriod(month);
+    await this.settled?.();
     const [rows, transactions] = await Promise.all([
       this.store.queryBillingRollups({ tenantId, start, end }),
       this.store.listWalletTransactions(tenantId, { start, end }),
@@ -86,6 +107,7 @@ export class BillingQueries {
   async listInvoices(tenantId: string) {
     const now = this.clock();
     const start = Date.UTC(new Date(now).getUTCFullYear() - 2, 0, 1);
+    await this.settled?.();
     const rows = await this.store.queryBillingRollups({ tenantId, start, end: now + 1 });
     const months = new Map<string, Nano>();
     for (const row of rows) {
@@ -107,6 +129,7 @@ export class BillingQueries {
 
   /** Revenue, cost and margin per model over a period (admin). */
   async margin(start: number, end: number) {
+    await this.settled?.();
     return buildMarginReport(await this.store.queryBillingRollups({ start, end }));
   }
 }

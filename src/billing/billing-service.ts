@@ -290,6 +290,14 @@ export class BillingService {
   /** Called with the budgets after every reload (budget alerting keeps its own cache of them). */
   onBudgetsReloaded: ((budgets: readonly BudgetRecord[]) => void) | undefined;
 
+  /**
+   * Resolves once every request that ended before the call is settled in the store. When responses do not wait for
+   * their commit (a settlement journal), a request's reservation is released only at its commit, after its
+   * response: a wallet refusal is then tried once more after this, so a client that sends its next request as soon
+   * as the last one answered is not refused for a reservation already spent. Default: refusals are final.
+   */
+  settled: (() => Promise<void>) | undefined;
+
   /** Reloads budgets after an admin change. */
   async reloadBudgets(): Promise<void> {
     const budgets = await this.ledger.listBudgets();
@@ -363,13 +371,20 @@ export class BillingService {
     } else reservation.sharedBudgets = shared;
     if (amount === 0n) return reservation;
     this.hold(counter, keyId, amount);
-    if (!(await this.ledger.reserve(tenantId, amount))) {
+    if (!(await this.ledger.reserve(tenantId, amount)) && !(await this.reserveOnceSettled(tenantId, amount))) {
       this.releaseBudgetHold(reservation, 0n);
       throw new InsufficientQuotaError(
         'You exceeded your current quota: the wallet cannot cover this request. Top up or lower max_tokens.',
       );
     }
     return reservation;
+  }
+
+  /** A refused reservation's second try, after the requests that ended before it are settled (see `settled`). */
+  private async reserveOnceSettled(tenantId: string, amount: Nano): Promise<boolean> {
+    if (this.settled === undefined) return false;
+    await this.settled();
+    return this.ledger.reserve(tenantId, amount);
   }
 
   /**

@@ -51,7 +51,7 @@ export interface RequestTrace {
 
 /** Where settlements go: the batched writer. */
 export interface SettlementSink {
-  /** Resolves true once committed (durable), false if dropped. Never rejects. */
+  /** Resolves true once durable (journaled, committed or spooled), false if dropped. Never rejects. */
   write(settlement: Settlement): Promise<boolean>;
 }
 
@@ -60,9 +60,10 @@ export interface RequestRecorderOptions {
   /** Log one line per request. Default true. */
   logRequests?: boolean;
   /**
-   * Longest time a response waits for its settlement's commit, ms. Default 2000. Past it the response goes out
-   * and the settlement stays buffered in the writer (retried until the store is back), so a store outage does not
-   * hang clients. A writer with a spool makes a settlement durable on disk before this (after its `spoolAfterMs`).
+   * Longest time a response waits for its settlement to be durable, ms. Default 2000. Past it the response goes
+   * out and the settlement stays buffered in the writer (retried until the store is back), so a store outage does
+   * not hang clients. A writer with a journal makes a settlement durable at the end of its turn; one with a spool
+   * makes it durable on disk before this while the store is down (after its `spoolAfterMs`).
    */
   commitWaitMs?: number;
   /** Receives month-to-date spend changes for budget alerts. */
@@ -135,9 +136,9 @@ export class RequestRecorder {
   }
 
   /**
-   * Records a finished request. The returned promise resolves once its settlement is committed to the store (or
-   * after `commitWaitMs`); the gateway awaits it before the last byte of a successful response, so a completed
-   * request's usage survives `kill -9`.
+   * Records a finished request. The returned promise resolves once its settlement is durable (journaled or
+   * committed; or after `commitWaitMs`); the gateway awaits it before the last byte of a successful response, so a
+   * completed request's usage survives `kill -9`.
    */
   finish(trace: RequestTrace): Promise<void> {
     if (trace.recorded) return Promise.resolve();
@@ -223,7 +224,7 @@ export class RequestRecorder {
     return rating;
   }
 
-  /** Metrics, access log, and the settlement to the writer; resolves once committed (or after `commitWaitMs`). */
+  /** Metrics, access log, and the settlement to the writer; resolves once durable (or after `commitWaitMs`). */
   private commit(
     trace: RequestTrace,
     record: RequestLogRecord,
@@ -233,7 +234,7 @@ export class RequestRecorder {
   ): Promise<void> {
     this.observe(trace, record, latencyMs, ttftMs);
     const committed = this.writer.write(settlement);
-    // The common case commits within one event-loop turn; the timer only matters while the store is failing.
+    // The common case is durable within one event-loop turn; the timer only matters while the store is failing.
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, this.commitWaitMs);

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -10,6 +10,7 @@ import { settlementFromJson } from '../store/ledger-rows.js';
 import type { Settlement, UsageEventRecord } from '../store/ledger-store.js';
 import type { Store } from '../store/store.js';
 import { type TranspiledTree, transpileForChild } from '../store/transpile-for-child.js';
+import { SettlementJournal } from './settlement-journal.js';
 import { SettlementSpool } from './settlement-spool.js';
 import { SettlementWriter } from './settlement-writer.js';
 
@@ -247,6 +248,128 @@ describe('SettlementWriter', () => {
     expect(writer.buffered).toBe(0);
   });
 
+  describe('with a journal', () => {
+    let journalRoot: string;
+    beforeEach(() => {
+      journalRoot = mkdtempSync(join(tmpdir(), 'tollgate-writer-journal-'));
+    });
+    afterEach(() => rmSync(journalRoot, { recursive: true, force: true }));
+
+    /** Every settlement in the journal's segment files. */
+    function journaled(directory: string): Settlement[] {
+      return readdirSync(directory).flatMap((name) =>
+        readFileSync(join(directory, name), 'utf8').trim().split('\n').filter(Boolean).map(settlementFromJson),
+      );
+    }
+
+    /** A closed gate for the instrumented store's commits, and its key. */
+    function closeGate(): () => void {
+      let release!: () => void;
+      store.gate = new Promise((resolve) => {
+        release = resolve;
+      });
+      return release;
+    }
+
+    it('resolves a write once it is in the journal, before its commit; flushed() waits for the commit', async () => {
+      const directory = join(journalRoot, 'journal');
+      writer = new SettlementWriter(store, { journal: new SettlementJournal(directory) });
+      const releaseFirst = closeGate();
+      const first = [settlement(), settlement()];
+      expect(await Promise.all(first.map((each) => writer.write(each)))).toEqual([true, true]);
+      expect(store.commits).toEqual([]);
+      expect(await countRows(raw)).toBe(0);
+      expect(journaled(directory)).toEqual(first);
+      // The commit of the first two starts at the end of the turn they were written in (it waits at the gate).
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(store.commits).toEqual([]);
+
+      let firstFlushed = false;
+      const flushedFirst = writer.flushed().then(() => {
+        firstFlushed = true;
+      });
+      // Written after that `flushed` call: it does not wait for this one.
+      const later = settlement();
+      expect(await writer.write(later)).toBe(true);
+      for (let turn = 0; turn < 5; turn++) await new Promise((resolve) => setImmediate(resolve));
+      expect(firstFlushed).toBe(false);
+      const releaseLater = closeGate();
+      releaseFirst();
+      await flushedFirst;
+      expect((await loggedIds(raw)).sort()).toEqual(first.map((each) => each.log.requestId).sort());
+
+      let laterFlushed = false;
+      const flushedLater = writer.flushed().then(() => {
+        laterFlushed = true;
+      });
+      for (let turn = 0; turn < 5; turn++) await new Promise((resolve) => setImmediate(resolve));
+      expect(laterFlushed).toBe(false);
+      store.gate = undefined;
+      releaseLater();
+      await flushedLater;
+      expect(await countRows(raw)).toBe(3);
+      expect(await writer.flushed()).toBeUndefined();
+    });
+
+    it('removes a segment once all of it is committed, and leaves what the store never took for the next start', async () => {
+      const directory = join(journalRoot, 'journal');
+      // One byte per segment: every turn's append starts a new file.
+      writer = new SettlementWriter(store, {
+        journal: new SettlementJournal(directory, { segmentBytes: 1 }),
+        retryInitialMs: 1,
+        retryMaxMs: 5,
+        closeTimeoutMs: 30,
+      });
+      for (let index = 0; index < 3; index++) expect(await writer.write(settlement())).toBe(true);
+      await writer.flushed();
+      expect(await countRows(raw)).toBe(3);
+      for (let wait = 0; wait < 500 && readdirSync(directory).length > 0; wait++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(readdirSync(directory)).toEqual([]);
+
+      // The store goes down for good: the write is durable in the journal, and the writer gives up at close.
+      store.failWith = () => new Error('connection refused');
+      const stranded = settlement();
+      expect(await writer.write(stranded)).toBe(true);
+      await writer.close();
+      expect(writer.stats.dropped).toBe(1);
+      expect(journaled(directory)).toEqual([stranded]);
+      store.failWith = undefined;
+      const drained = await new SettlementSpool(directory).drain((batch) => raw.settle(batch), {
+        batchSize: 10,
+        orphans: false,
+      });
+      expect(drained).toEqual({ settled: 1, rejected: 0, left: 0 });
+      expect((await loggedIds(raw)).includes(stranded.log.requestId)).toBe(true);
+      expect(await countRows(raw)).toBe(4);
+    });
+
+    it('resolves a write at its commit when the journal cannot be written', async () => {
+      // A file where the journal's directory should be: every append fails.
+      const blocked = join(journalRoot, 'not-a-directory');
+      writeFileSync(blocked, '');
+      const errors: unknown[] = [];
+      writer = new SettlementWriter(store, {
+        journal: new SettlementJournal(join(blocked, 'journal')),
+        onError: (error) => errors.push(error),
+      });
+      const release = closeGate();
+      let outcome: boolean | undefined;
+      const written = writer.write(settlement()).then((value) => {
+        outcome = value;
+      });
+      for (let turn = 0; turn < 5; turn++) await new Promise((resolve) => setImmediate(resolve));
+      expect(outcome).toBeUndefined();
+      expect(errors.length).toBe(1);
+      store.gate = undefined;
+      release();
+      await written;
+      expect(outcome).toBe(true);
+      expect(await countRows(raw)).toBe(1);
+    });
+  });
+
   describe('with a spool', () => {
     let spoolRoot: string;
     beforeEach(() => {
@@ -347,15 +470,17 @@ describe('SettlementWriter durability', () => {
     rmSync(directory, { recursive: true, force: true });
   });
 
-  it('keeps committed settlements after the process is killed with SIGKILL', async () => {
-    const path = join(directory, 'crash.db');
-    const count = 2500;
+  /** Runs the crash child until it says its writes are durable, kills it with SIGKILL, and returns what it said. */
+  async function writeThenKill(path: string, count: number, journal?: string): Promise<string> {
     const child = spawn(
       process.execPath,
-      [tree.pathOf('src/metering/settlement-writer-crash.child.ts'), path, `${count}`],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
+      [
+        tree.pathOf('src/metering/settlement-writer-crash.child.ts'),
+        path,
+        `${count}`,
+        ...(journal === undefined ? [] : [journal]),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => {
@@ -373,9 +498,12 @@ describe('SettlementWriter durability', () => {
       });
       child.on('exit', () => resolve(stdout.trim()));
     });
-    expect(said, stderr).toBe('committed');
-    expect(await exit).toBe('SIGKILL');
+    expect(await exit, stderr).toBe('SIGKILL');
+    return said;
+  }
 
+  /** Checks that the `count` settlements of the crash child are in the file, each once, with their charges. */
+  function expectAllSettled(path: string, count: number): void {
     const database = new Database(path, { readonly: true });
     try {
       const logs = database.prepare("select count(*) as n from request_log where request_id like 'crash-%'").get();
@@ -390,5 +518,33 @@ describe('SettlementWriter durability', () => {
     } finally {
       database.close();
     }
+  }
+
+  it('keeps committed settlements after the process is killed with SIGKILL', async () => {
+    const path = join(directory, 'crash.db');
+    const count = 2500;
+    expect(await writeThenKill(path, count)).toBe('committed');
+    expectAllSettled(path, count);
+  });
+
+  it('keeps journaled settlements whose commit never ended after SIGKILL; the next start settles each once', async () => {
+    const path = join(directory, 'journaled.db');
+    const journal = join(directory, 'journal');
+    const count = 2500;
+    expect(await writeThenKill(path, count, journal)).toBe('committed');
+    // Nothing reached the store: the child's commits never ended.
+    const store = await createStore(`sqlite://${path}`);
+    try {
+      expect(await store.listRequestLogs({ tenantId: 'ten_crash' })).toEqual([]);
+      // What a starting gateway does with the journal of a process that is gone, twice: the second finds nothing.
+      const drain = () =>
+        new SettlementSpool(journal).drain((batch) => store.settle(batch), { batchSize: 1000, orphans: true });
+      expect(await drain()).toEqual({ settled: count, rejected: 0, left: 0 });
+      expect(await drain()).toEqual({ settled: 0, rejected: 0, left: 0 });
+    } finally {
+      await store.close();
+    }
+    expectAllSettled(path, count);
+    expect(readdirSync(journal)).toEqual([]);
   });
 });

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { type Clock, type ClockTimer, RealClock } from '../clock/clock.js';
 import type { LedgerStore, Settlement } from '../store/ledger-store.js';
+import type { JournalSegment, SettlementJournal } from './settlement-journal.js';
 import type { SettlementSpool } from './settlement-spool.js';
 
 /** Settlements per transaction unless told otherwise (SQLite ingests ~50k events/s at that size). */
@@ -47,6 +48,13 @@ export interface SettlementWriterOptions {
    * partition) then holds no response past this. Default 1000, under the recorder's commit wait (2000).
    */
   spoolAfterMs?: number;
+  /**
+   * Makes settlements durable before their commit: each turn's writes are appended to it in one write system call,
+   * and their promises resolve then; the store commits them afterwards (see `SettlementJournal`). For a process that
+   * alone writes and reads its store (embedded mode): `flushed` then gives its readers their own writes. Default:
+   * none (a write resolves at its commit).
+   */
+  journal?: SettlementJournal;
 }
 
 /** Counters since the writer was created. */
@@ -66,6 +74,12 @@ export interface SettlementWriterStats {
 interface PendingSettlement {
   settlement: Settlement;
   resolve: (committed: boolean) => void;
+  /** The journal segment holding it, once journaled. */
+  segment?: JournalSegment;
+  /** Committed, spooled or dropped: nothing more to do (the journal turn skips it). */
+  done?: boolean;
+  /** `epoch` when written (see `flushed`). */
+  epoch: number;
   /** `stats.transactions` when this settlement last failed alone: a lone failure after a success is a strike. */
   failedAtTransaction: number;
   strikes: number;
@@ -78,10 +92,11 @@ interface PendingSettlement {
  * event-loop turn shares it) or as soon as it reaches `maxBatch`. One commit runs at a time; settlements that
  * arrive meanwhile form the next batch.
  *
- * The promise `write` returns never rejects: it resolves `true` once the settlement is durable — committed, or
- * appended to the spool while the store is down — so it survives `kill -9` of the process, or `false` when it was
- * dropped: buffer full while the store is down, written after `close()`, refused by the store repeatedly while other
- * settlements commit, or still unwritten when `close()` gave up (without a spool, or when the spool fails too).
+ * The promise `write` returns never rejects: it resolves `true` once the settlement is durable — appended to the
+ * journal (when there is one: see `SettlementJournal`), committed, or appended to the spool while the store is down —
+ * so it survives `kill -9` of the process, or `false` when it was dropped: buffer full while the store is down,
+ * written after `close()`, refused by the store repeatedly while other settlements commit, or still unwritten when
+ * `close()` gave up (without a spool, or when the spool fails too).
  * Without a spool a failed commit is retried with exponential backoff and its settlements stay in memory. Retrying
  * and draining are safe because `settle` is idempotent by request id: a batch that committed although its call
  * failed (a lost connection after COMMIT) is not billed twice.
@@ -98,6 +113,7 @@ export class SettlementWriter {
   private readonly clock: Clock;
   private readonly spool: SettlementSpool | undefined;
   private readonly spoolAfterMs: number;
+  private readonly journal: SettlementJournal | undefined;
 
   private queue: PendingSettlement[] = [];
   /** Writes beyond `maxBuffered` waiting for their one append to the spool (with a spool only). */
@@ -118,6 +134,16 @@ export class SettlementWriter {
   private abandon = false;
   private lastDropLogAt = Number.NEGATIVE_INFINITY;
   private dropsSinceLog = 0;
+  /** With a journal: this turn's writes, appended to it at the end of the turn. */
+  private unjournaled: PendingSettlement[] = [];
+  private journalImmediate: NodeJS.Immediate | undefined;
+  private lastJournalErrorLogAt = Number.NEGATIVE_INFINITY;
+  /** Advanced by each `flushed` call that has to wait; every write is stamped with it. */
+  private epoch = 0;
+  /** Settlements not done yet (committed, spooled or dropped), by the epoch they were written in. */
+  private readonly unfinished = new Map<number, number>();
+  /** `flushed` calls waiting for every settlement of their epoch and before to be done. */
+  private barriers: { epoch: number; resolve: () => void }[] = [];
   private readonly counters: SettlementWriterStats = {
     committed: 0,
     transactions: 0,
@@ -142,9 +168,13 @@ export class SettlementWriter {
     this.clock = options.clock ?? new RealClock();
     this.spool = options.spool;
     this.spoolAfterMs = options.spoolAfterMs ?? 1000;
+    this.journal = options.journal;
   }
 
-  /** Queues a settlement; resolves `true` once it is durable (committed or spooled), `false` if it was dropped. */
+  /**
+   * Queues a settlement; resolves `true` once it is durable (journaled, committed or spooled), `false` if it was
+   * dropped.
+   */
   write(settlement: Settlement): Promise<boolean> {
     if (this.closed) return Promise.resolve(this.drop('the writer is closed'));
     if (this.queue.length + this.inFlight >= this.maxBuffered) {
@@ -152,9 +182,87 @@ export class SettlementWriter {
       return Promise.resolve(this.drop(`${this.maxBuffered} settlements are already waiting for the store`));
     }
     return new Promise<boolean>((resolve) => {
-      this.queue.push({ settlement, resolve, failedAtTransaction: -1, strikes: 0 });
+      const pending = this.track(settlement, resolve);
+      this.queue.push(pending);
+      if (this.journal !== undefined) {
+        this.unjournaled.push(pending);
+        this.journalImmediate ??= setImmediate(() => this.journalTurn());
+      }
       this.schedule();
     });
+  }
+
+  /**
+   * Resolves once every settlement written before this call is done with: committed, spooled, or dropped. With a
+   * journal, a reader of the store that awaits this first sees every request that ended before it asked (its own
+   * writes) although their responses did not wait for the commit.
+   */
+  flushed(): Promise<void> {
+    if (this.unfinished.size === 0) return Promise.resolve();
+    const epoch = this.epoch++;
+    return new Promise((resolve) => this.barriers.push({ epoch, resolve }));
+  }
+
+  /** A new pending settlement, counted unfinished in the current epoch. */
+  private track(settlement: Settlement, resolve: (durable: boolean) => void): PendingSettlement {
+    const epoch = this.epoch;
+    this.unfinished.set(epoch, (this.unfinished.get(epoch) ?? 0) + 1);
+    return { settlement, resolve, failedAtTransaction: -1, strikes: 0, epoch };
+  }
+
+  /**
+   * The end of a settlement in this writer: committed or spooled (`durable`), or dropped. Its journal segment learns
+   * it is settled (a dropped one stays there, for the next start to settle); waiting `flushed` calls move on.
+   */
+  private finish(pending: PendingSettlement, durable: boolean): void {
+    if (pending.done === true) return;
+    pending.done = true;
+    pending.resolve(durable);
+    if (durable && pending.segment !== undefined) this.journal!.settled(pending.segment);
+    const left = (this.unfinished.get(pending.epoch) ?? 1) - 1;
+    if (left > 0) {
+      this.unfinished.set(pending.epoch, left);
+      return;
+    }
+    this.unfinished.delete(pending.epoch);
+    if (this.barriers.length === 0) return;
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const epoch of this.unfinished.keys()) oldest = Math.min(oldest, epoch);
+    const waiting: typeof this.barriers = [];
+    for (const barrier of this.barriers) {
+      if (barrier.epoch < oldest) barrier.resolve();
+      else waiting.push(barrier);
+    }
+    this.barriers = waiting;
+  }
+
+  /**
+   * With a journal, at the end of a turn: the turn's settlements not done yet are appended in one write and their
+   * promises resolve (durable). When the append fails they resolve at their commit instead, as without a journal.
+   */
+  private journalTurn(): void {
+    this.journalImmediate = undefined;
+    const turn = this.unjournaled;
+    this.unjournaled = [];
+    const open = turn.filter((pending) => pending.done !== true);
+    if (open.length === 0) return;
+    let segment: JournalSegment;
+    try {
+      segment = this.journal!.append(open.map((pending) => pending.settlement));
+    } catch (error: unknown) {
+      this.onError?.(error);
+      // At most one line per second: a full disk fails every turn.
+      const now = this.clock.now();
+      if (now - this.lastJournalErrorLogAt >= 1000) {
+        this.logger?.error({ err: error }, 'Could not journal settlements; responses wait for their commit');
+        this.lastJournalErrorLogAt = now;
+      }
+      return;
+    }
+    for (const pending of open) {
+      pending.segment = segment;
+      pending.resolve(true);
+    }
   }
 
   /**
@@ -163,14 +271,14 @@ export class SettlementWriter {
    */
   private spoolOverflow(settlement: Settlement): Promise<boolean> {
     return new Promise<boolean>((resolve) => {
-      this.overflow.push({ settlement, resolve, failedAtTransaction: -1, strikes: 0 });
+      this.overflow.push(this.track(settlement, resolve));
       if (this.overflow.length > 1) return;
       setImmediate(() => {
         const overflow = this.overflow;
         this.overflow = [];
         void this.toSpool(overflow, 'the buffer is full').then((spooled) => {
           if (!spooled)
-            for (const pending of overflow) pending.resolve(this.drop('the buffer is full and the spool failed'));
+            for (const pending of overflow) this.finish(pending, this.drop('the buffer is full and the spool failed'));
         });
       });
     });
@@ -179,6 +287,11 @@ export class SettlementWriter {
   /** Commits everything written so far, then refuses new writes. Resolves when nothing is left in memory. */
   async close(): Promise<void> {
     this.closed = true;
+    // What this turn wrote is journaled first: should the store stay down, the next start settles it from there.
+    if (this.journalImmediate !== undefined) {
+      clearImmediate(this.journalImmediate);
+      this.journalTurn();
+    }
     const deadline = this.clock.setTimer(this.closeTimeoutMs, () => {
       this.abandon = true;
       this.retryTimer?.wake();
@@ -194,6 +307,7 @@ export class SettlementWriter {
     }
     // A drain under way is left to finish or fail on its own: whatever it does not settle stays in the spool.
     await this.spool?.close();
+    this.journal?.close();
   }
 
   /** A snapshot of the counters. */
@@ -260,7 +374,7 @@ export class SettlementWriter {
         this.batchLimit = this.maxBatch;
         this.counters.transactions++;
         this.counters.committed += batch.length;
-        for (const pending of batch) pending.resolve(true);
+        for (const pending of batch) this.finish(pending, true);
         if (this.spool !== undefined && this.spool.pending > 0) this.drainSpool();
       } catch (error: unknown) {
         watchdog?.stop();
@@ -342,7 +456,7 @@ export class SettlementWriter {
     this.counters.spooled += pending.length;
     // Debug only: during an outage every turn spools; the failed commits are logged already, once each.
     this.logger?.debug({ settlements: pending.length, reason }, 'Settlements spooled');
-    for (const each of pending) each.resolve(true);
+    for (const each of pending) this.finish(each, true);
     this.scheduleDrain();
     return true;
   }
@@ -399,7 +513,7 @@ export class SettlementWriter {
     }
     this.logger?.error({ requestId: lone.settlement.log.requestId }, 'Settlement refused by the store; dropped');
     this.counters.dropped++;
-    lone.resolve(false);
+    this.finish(lone, false);
   }
 
   private backoff(): Promise<void> {
@@ -432,7 +546,7 @@ export class SettlementWriter {
     if (left.length === 0) return;
     this.counters.dropped += left.length;
     this.logger?.error({ settlements: left.length }, 'Settlements dropped: the store stayed unavailable at close');
-    for (const pending of left) pending.resolve(false);
+    for (const pending of left) this.finish(pending, false);
   }
 
   private drop(reason: string): false {

@@ -1,0 +1,98 @@
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
+import { settlementFromJson } from '../store/ledger-rows.js';
+import type { Settlement } from '../store/ledger-store.js';
+import { SettlementJournal } from './settlement-journal.js';
+
+const roots: string[] = [];
+afterEach(() => {
+  for (const root of roots.splice(0)) rmSync(root, { recursive: true, force: true });
+});
+
+function journalDirectory(): string {
+  const root = mkdtempSync(join(tmpdir(), 'tollgate-journal-'));
+  roots.push(root);
+  return join(root, 'journal');
+}
+
+let sequence = 0;
+function settlement(): Settlement {
+  sequence++;
+  return {
+    ...settlementOf(
+      usageEventFixture({
+        requestId: `req-journal-${sequence}`,
+        tenantId: 'ten_journal',
+        // Past 2^53 nano-units: the line must keep them exactly.
+        inputListAmount: 2n ** 60n + BigInt(sequence),
+        amount: 2n ** 60n + BigInt(sequence),
+      }),
+    ),
+    reservation: { tenantId: 'ten_journal', amount: 2n ** 55n + 3n },
+  };
+}
+
+function linesOf(file: string): Settlement[] {
+  return readFileSync(file, 'utf8').trim().split('\n').map(settlementFromJson);
+}
+
+/** Waits until `condition` holds (segment removal is asynchronous). */
+async function eventually(condition: () => boolean): Promise<void> {
+  for (let wait = 0; wait < 500 && !condition(); wait++) await new Promise((resolve) => setTimeout(resolve, 10));
+  expect(condition()).toBe(true);
+}
+
+describe('SettlementJournal', () => {
+  it('appends each call as whole lines to one segment, exactly, in order', () => {
+    const journal = new SettlementJournal(journalDirectory());
+    const first = [settlement(), settlement()];
+    const second = [settlement()];
+    const segment = journal.append(first);
+    expect(journal.append(second)).toBe(segment);
+    expect(linesOf(segment.file)).toEqual([...first, ...second]);
+    expect(journal.appended).toBe(3);
+    journal.close();
+  });
+
+  it('keeps the open segment while it is written to, and removes a rotated one once all of it is settled', async () => {
+    const directory = journalDirectory();
+    // Rotates after the first append: every append here gets a segment of its own.
+    const journal = new SettlementJournal(directory, { segmentBytes: 1 });
+    const older = journal.append([settlement(), settlement()]);
+    const newer = journal.append([settlement()]);
+    expect(newer.file).not.toBe(older.file);
+    journal.settled(older);
+    // One of its two is still outstanding.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(existsSync(older.file)).toBe(true);
+    journal.settled(older);
+    await eventually(() => !existsSync(older.file));
+    expect(existsSync(newer.file)).toBe(true);
+    journal.settled(newer);
+    await eventually(() => journal.removedSegments === 2);
+    expect(existsSync(newer.file)).toBe(false);
+  });
+
+  it('at close removes a settled open segment and keeps one with unsettled settlements', async () => {
+    const settledDirectory = journalDirectory();
+    const done = new SettlementJournal(settledDirectory);
+    const segment = done.append([settlement()]);
+    done.settled(segment);
+    // Open and settled: it stays until rotated or closed.
+    expect(existsSync(segment.file)).toBe(true);
+    done.close();
+    await eventually(() => readdirSync(settledDirectory).length === 0);
+
+    const strandedDirectory = journalDirectory();
+    const stranded = new SettlementJournal(strandedDirectory);
+    const kept = [settlement(), settlement()];
+    const open = stranded.append(kept);
+    stranded.settled(open);
+    stranded.close();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(linesOf(open.file)).toEqual(kept);
+  });
+});
