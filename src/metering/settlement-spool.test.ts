@@ -79,6 +79,15 @@ describe('SettlementSpool', () => {
     expect(settlementToJson(rated())).not.toContain('\n');
   });
 
+  it('writes the text a generic bigint replacer writes, also for a bigint in a field it does not expect', () => {
+    const generic = (settlement: Settlement) =>
+      JSON.stringify(settlement, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
+    const unexpected = { ...rated(), log: { ...rated().log, latencyMs: (2n ** 60n) as unknown as number } };
+    for (const settlement of [rated(), unrated(), unexpected]) {
+      expect(settlementToJson(settlement)).toBe(generic(settlement));
+    }
+  });
+
   it('keeps appended settlements on disk and settles them all, in batches, then removes the segment', async () => {
     const directory = spoolDirectory();
     const spool = new SettlementSpool(directory);

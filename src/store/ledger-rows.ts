@@ -425,9 +425,31 @@ export function checkpointEventFromJson(json: string): UsageEventRecord {
   return parsed as unknown as UsageEventRecord;
 }
 
-/** A settlement as one line of JSON (the settlement spool), nano amounts as decimal strings as in checkpoints. */
+/**
+ * A settlement as one line of JSON (the settlement journal and spool), nano amounts as decimal strings as in
+ * checkpoints. Every response of the embedded gateway journals one, so the known nano fields are turned into digits
+ * first and the copy is stringified without a replacer: a replacer is called for every key and value, which took
+ * 7 µs a settlement here against under 3 µs. Should a bigint be anywhere else, stringify throws and the replacer
+ * does it.
+ */
 export function settlementToJson(settlement: Settlement): string {
-  return JSON.stringify(settlement, bigintsAsDigits);
+  const { rating, reservation } = settlement;
+  if (rating === undefined && reservation === undefined) return JSON.stringify(settlement, bigintsAsDigits);
+  const copy: Record<string, unknown> = { ...settlement };
+  if (rating !== undefined) {
+    const digits: Record<string, unknown> = { ...rating };
+    for (const field of EVENT_NANO_FIELDS) {
+      const value = rating[field];
+      if (typeof value === 'bigint') digits[field] = value.toString();
+    }
+    copy.rating = digits;
+  }
+  if (reservation !== undefined) copy.reservation = { ...reservation, amount: reservation.amount.toString() };
+  try {
+    return JSON.stringify(copy);
+  } catch {
+    return JSON.stringify(settlement, bigintsAsDigits);
+  }
 }
 
 /** Parses `settlementToJson`'s output. */
