@@ -82,7 +82,10 @@ describe('SettlementSpool', () => {
   it('writes the text a generic bigint replacer writes, also for a bigint in a field it does not expect', () => {
     const generic = (settlement: Settlement) =>
       JSON.stringify(settlement, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value));
-    const unexpected = { ...rated(), log: { ...rated().log, latencyMs: (2n ** 60n) as unknown as number } };
+    const unexpected = {
+      ...rated(),
+      log: { ...rated().log, latencyMs: (2n ** 60n) as unknown as number },
+    } as Settlement;
     for (const settlement of [rated(), unrated(), unexpected]) {
       expect(settlementToJson(settlement)).toBe(generic(settlement));
     }
