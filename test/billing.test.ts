@@ -3,12 +3,11 @@
  * exact charges, idempotent top-ups, usage and invoices that add up to the ledger, tenant isolation, budgets,
  * repricing that never rewrites history.
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
-import { settlementFromJson } from '../src/store/ledger-rows.js';
+import { readJournal } from './support/journal.js';
 import { clearOfMonthEnd } from './support/month-boundary.js';
 import { openAIErrors } from './support/openai-schema.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
@@ -304,11 +303,11 @@ describe('the settlement journal (embedded mode): responses before their commit'
   });
   afterAll(async () => harness?.close());
 
-  it('answers before the commit, with the settlement journaled, and billing reads wait for the commit', async () => {
-    const { key, tenantId } = await harness.createTenantWithKey({ credit: '1' });
+  /** Holds the store's commits at a gate until `release`; `restore` puts the store's own `settle` back. */
+  function holdCommits() {
     const store = harness.gateway.store;
     const settle = store.settle.bind(store);
-    let release!: () => void;
+    let release = () => {};
     const gate = new Promise<void>((resolve) => {
       release = resolve;
     });
@@ -316,6 +315,25 @@ describe('the settlement journal (embedded mode): responses before their commit'
       await gate;
       await settle(batch);
     };
+    return {
+      release: () => release(),
+      restore: () => {
+        store.settle = settle;
+        release();
+      },
+    };
+  }
+
+  /** Waits 100 ms of timers for `answered` to stay false: what it awaits is held at the gate. */
+  async function expectStillWaiting(answered: () => boolean): Promise<void> {
+    for (let wait = 0; wait < 20; wait++) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(answered()).toBe(false);
+  }
+
+  it('answers before the commit, with the settlement journaled, and billing reads wait for the commit', async () => {
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: '1' });
+    const store = harness.gateway.store;
+    const held = holdCommits();
     try {
       const { response } = await harness
         .client(key)
@@ -324,11 +342,8 @@ describe('the settlement journal (embedded mode): responses before their commit'
       const requestId = response.headers.get('x-request-id')!;
       // The answer is out; its commit waits at the gate. The row is not in the store, the settlement is on disk.
       expect(await store.listRequestLogs({ tenantId })).toEqual([]);
-      const directory = join(harness.dataDir, 'journal');
-      const lines = readdirSync(directory).flatMap((name) =>
-        readFileSync(join(directory, name), 'utf8').trim().split('\n').filter(Boolean).map(settlementFromJson),
-      );
-      expect(lines.filter((line) => line.log.requestId === requestId).map((line) => line.log.tenantId)).toEqual([
+      const journaled = readJournal(join(harness.dataDir, 'journal'));
+      expect(journaled.filter((line) => line.log.requestId === requestId).map((line) => line.log.tenantId)).toEqual([
         tenantId,
       ]);
 
@@ -339,65 +354,54 @@ describe('the settlement journal (embedded mode): responses before their commit'
         answered = true;
         return (await reply.json()) as { balance: string; reserved: string };
       });
-      for (let wait = 0; wait < 20; wait++) await new Promise((resolve) => setTimeout(resolve, 5));
-      expect(answered).toBe(false);
-      release();
+      await expectStillWaiting(() => answered);
+      held.release();
       const expected = nanoToDecimal(1_000_000_000n - costNano(promptTokens, 10));
       expect(await tenantBalance).toMatchObject({ balance: expected, reserved: '0' });
       // The balance request has a row of its own (once its commit ends); the chat's is there now.
       expect((await store.listRequestLogs({ tenantId })).map((row) => row.requestId)).toContain(requestId);
     } finally {
-      store.settle = settle;
-      release();
+      held.restore();
     }
   });
 
   it('admits a request sent as soon as the last one answered, although that one holds its reservation until its commit', async () => {
     const store = harness.gateway.store;
-    const settle = store.settle.bind(store);
-    let release = () => {};
-    const closeGate = () => {
-      const gate = new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      store.settle = async (batch) => {
-        await gate;
-        await settle(batch);
-      };
-    };
     // No max_tokens: the reservation covers the model's whole output cap, far more than the answer costs.
     const ask = (client: OpenAI) => client.chat.completions.create({ model: 'sim-pro-32k', messages });
+    // A probe tenant measures the reservation (held while the commit waits) and the charge.
+    const probe = await harness.createTenantWithKey({ credit: '100' });
+    const measuring = holdCommits();
+    let reserved: bigint;
     try {
-      // A probe tenant measures the reservation (held while the commit waits) and the charge.
-      const probe = await harness.createTenantWithKey({ credit: '100' });
-      closeGate();
       await ask(harness.client(probe.key));
-      const reserved = (await store.getWallet(probe.tenantId))!.reserved;
-      release();
-      await harness.gateway.settled();
-      const charged = 100_000_000_000n - (await store.getWallet(probe.tenantId))!.balance;
-      expect(charged).toBeGreaterThan(0n);
-      expect(reserved).toBeGreaterThan(charged);
+      reserved = (await store.getWallet(probe.tenantId))!.reserved;
+    } finally {
+      measuring.restore();
+    }
+    await harness.gateway.settled();
+    const charged = 100_000_000_000n - (await store.getWallet(probe.tenantId))!.balance;
+    expect(charged).toBeGreaterThan(0n);
+    expect(reserved).toBeGreaterThan(charged);
 
-      // Enough for two requests one after the other, not for the second while the first's reservation is held.
-      const { key, tenantId } = await harness.createTenantWithKey({ credit: nanoToDecimal(reserved + charged + 1n) });
-      const client = harness.client(key, { maxRetries: 0 });
-      closeGate();
+    // Enough for two requests one after the other, not for the second while the first's reservation is held.
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: nanoToDecimal(reserved + charged + 1n) });
+    const client = harness.client(key, { maxRetries: 0 });
+    const held = holdCommits();
+    try {
       await ask(client);
       expect((await store.getWallet(tenantId))!.reserved).toBe(reserved);
       let answered = false;
       const second = ask(client).finally(() => {
         answered = true;
       });
-      for (let wait = 0; wait < 20; wait++) await new Promise((resolve) => setTimeout(resolve, 5));
-      expect(answered).toBe(false);
-      release();
+      await expectStillWaiting(() => answered);
+      held.release();
       await second;
-      await harness.gateway.settled();
-      expect((await store.getWallet(tenantId))!.balance).toBe(reserved - charged + 1n);
     } finally {
-      store.settle = settle;
-      release();
+      held.restore();
     }
+    await harness.gateway.settled();
+    expect((await store.getWallet(tenantId))!.balance).toBe(reserved - charged + 1n);
   });
 });

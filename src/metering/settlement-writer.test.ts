@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { readJournal } from '../../test/support/journal.js';
 import { createStore } from '../store/create-store.js';
 import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
 import { settlementFromJson } from '../store/ledger-rows.js';
@@ -255,13 +256,6 @@ describe('SettlementWriter', () => {
     });
     afterEach(() => rmSync(journalRoot, { recursive: true, force: true }));
 
-    /** Every settlement in the journal's segment files. */
-    function journaled(directory: string): Settlement[] {
-      return readdirSync(directory).flatMap((name) =>
-        readFileSync(join(directory, name), 'utf8').trim().split('\n').filter(Boolean).map(settlementFromJson),
-      );
-    }
-
     /** A closed gate for the instrumented store's commits, and its key. */
     function closeGate(): () => void {
       let release!: () => void;
@@ -279,7 +273,7 @@ describe('SettlementWriter', () => {
       expect(await Promise.all(first.map((each) => writer.write(each)))).toEqual([true, true]);
       expect(store.commits).toEqual([]);
       expect(await countRows(raw)).toBe(0);
-      expect(journaled(directory)).toEqual(first);
+      expect(readJournal(directory)).toEqual(first);
       // The commit of the first two starts at the end of the turn they were written in (it waits at the gate).
       await new Promise((resolve) => setImmediate(resolve));
       expect(store.commits).toEqual([]);
@@ -334,7 +328,7 @@ describe('SettlementWriter', () => {
       expect(await writer.write(stranded)).toBe(true);
       await writer.close();
       expect(writer.stats.dropped).toBe(1);
-      expect(journaled(directory)).toEqual([stranded]);
+      expect(readJournal(directory)).toEqual([stranded]);
       store.failWith = undefined;
       const drained = await new SettlementSpool(directory).drain((batch) => raw.settle(batch), {
         batchSize: 10,

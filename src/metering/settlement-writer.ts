@@ -32,7 +32,7 @@ export interface SettlementWriterOptions {
   maxPoisonStrikes?: number;
   /** Receives commit failures and drops (error level). Default: none. */
   logger?: Logger;
-  /** Called with every failed commit's error (e.g. to count it in a metric). */
+  /** Called with every failed commit's or journal append's error (e.g. to count it in a metric). */
   onError?: (error: unknown) => void;
   /** Time source for retry delays. Default: the wall clock. */
   clock?: Clock;
