@@ -169,11 +169,12 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const logger = options.logger ?? createLogger({ level: config.log.level });
   const store = options.store ?? (await createStore(loaded.storeUrl));
   await store.migrate();
-  // The sole process of an embedded store journals its settlements (see SettlementJournal): its own billing reads
-  // wait for what it journaled; other processes' reads could not, so they keep waiting for the commit.
-  const journaled = store instanceof SqliteStore && options.ownsStore !== false;
+  // The sole process of an embedded store holds wallet reservations in memory, and journals its settlements (see
+  // SettlementJournal): its own billing reads wait for what it journaled; other processes' reads could not, so with
+  // several processes responses keep waiting for the commit.
+  const soleOwner = store instanceof SqliteStore && options.ownsStore !== false;
   if (store instanceof SqliteStore) {
-    if (options.ownsStore !== false) store.useProcessReservations();
+    if (soleOwner) store.useProcessReservations();
     // Group commits run on a worker thread: the event loop serves requests while SQLite writes on the other core.
     store.settleOnThread();
   }
@@ -218,9 +219,9 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const writer = new SettlementWriter(store, {
     logger,
     spool,
-    ...(journaled ? { journal: new SettlementJournal(journalDirectory(loaded.dataDir), { logger }) } : {}),
+    ...(soleOwner ? { journal: new SettlementJournal(journalDirectory(loaded.dataDir), { logger }) } : {}),
   });
-  if (journaled) billing.settled = () => writer.flushed();
+  if (soleOwner) billing.settled = () => writer.flushed();
   metrics.observeRequestLog(() => writer.stats);
   metrics.observeSpool(() => spool.pending);
   const notifier = new WebhookNotifier({

@@ -4,10 +4,10 @@
  *
  * The settlement writer appends every event-loop turn's settlements here with one `write` system call, counts them
  * durable, and commits them to the store afterwards, in the background. Once written, the bytes are the kernel's:
- * they survive `kill -9` of the process, exactly as a SQLite commit in WAL mode with `synchronous = NORMAL` does (the
- * store's own setting; neither survives a power cut before the next sync). Waiting for the commit instead costs every
- * response a round trip to the settle thread and its transaction, ~0.17 ms of p50 at 1,000 req/s on the reference
- * machine (docs/benchmarks.md, session 9).
+ * they survive `kill -9` of the process, as a SQLite commit in WAL mode with `synchronous = NORMAL` does (the store's
+ * own setting; neither survives a power cut before the next sync). Waiting for the commit instead cost every response
+ * a round trip to the settle thread and its transaction: 0.15–0.17 ms of p50 at 1,000 req/s on the reference machine
+ * (docs/benchmarks.md, sessions 9 and 10).
  *
  * Files are the settlement spool's segments (`<pid>-<ms>-<random>.ndjson`, one `settlementToJson` line per
  * settlement) in a directory of their own, so recovery is the spool's: at start the gateway settles the segments of
