@@ -13,6 +13,7 @@ import {
   workspace as cliWorkspace,
   completeThenKill,
   demoKeyOf,
+  killHard,
   requireBuiltCli,
   runCli,
   serve as serveCli,
@@ -66,6 +67,9 @@ describe('tollgate serve', { timeout: TEST_TIMEOUT_MS }, () => {
   it('keeps every completed request in the request log across kill -9', async () => {
     const dir = workspace();
     const ids = await completeThenKill(await serve(dir), 40);
+    // Their responses waited for the journal, not the commit: the next start settles what the killed process
+    // journaled and had not committed, before it listens.
+    await killHard((await serve(dir)).child);
     const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
     try {
       const records = await store.listRequestLogs({ limit: 1000 });

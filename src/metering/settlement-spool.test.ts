@@ -200,6 +200,8 @@ describe('SettlementSpool', () => {
       const zombie = Number(
         await new Promise<string>((resolve) => parent.stdout.once('data', (data) => resolve(`${data}`))),
       );
+      // Until `sh` has become `sleep` it would reap the killed child itself.
+      await waitFor(() => readFileSync(`/proc/${parent.pid}/comm`, 'utf8') === 'sleep\n');
       process.kill(zombie, 'SIGKILL');
       await waitFor(() => readFileSync(`/proc/${zombie}/stat`, 'utf8').includes(') Z '));
       expect(() => process.kill(zombie, 0)).not.toThrow();
