@@ -2,7 +2,8 @@
  * The ledger benchmark (`npm run bench:ledger`):
  * 1. ingest rate: settlements (request-log row + usage event + reservation release) committed through
  *    `store.settle` in batches, on SQLite (a file, WAL) and PostgreSQL, events/s per batch size; on PostgreSQL also
- *    with two writers committing side by side, as two gateway processes of a cluster do (`--writers`);
+ *    with two writers committing side by side, as two gateway processes of a cluster do (`--writers`); then once
+ *    through the gateway's own path, a `SettlementWriter` with the options the gateway gives it for that store;
  * 2. one tenant with `--events` usage events (default 10,000,000) in one month, generated through `settle` in large
  *    batches, in time order, over 30 days, 4 keys × 3 models; then the time of the month's billing-rollup query plus
  *    `buildInvoice`, and of 30-day `queryUsageRollups` with 1d and 1h buckets (each the median of 5 runs, and the
@@ -17,6 +18,12 @@ import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import pg from 'pg';
 import { buildInvoice } from '../src/billing/invoice/build-invoice.js';
+import {
+  DEFAULT_SETTLEMENT_BATCH,
+  POSTGRES_WRITER_OPTIONS,
+  SettlementWriter,
+  type SettlementWriterOptions,
+} from '../src/metering/settlement-writer.js';
 import { createStore } from '../src/store/create-store.js';
 import type { RatedSettlement, Settlement, UsageRating } from '../src/store/ledger-store.js';
 import type { Store } from '../src/store/store.js';
@@ -53,7 +60,7 @@ export interface LedgerBenchOptions {
 /** One store's numbers. */
 interface StoreResult {
   store: 'sqlite' | 'postgres';
-  ingest: { batch: number; writers: number; events: number; seconds: number; eventsPerSecond: number }[];
+  ingest: IngestResult[];
   month: {
     events: number;
     /** Settlements per settle call while generating. */
@@ -171,9 +178,22 @@ function makeSettlement(
   };
 }
 
-/** Ingest rate: `total` settlements of 50 tenants arriving at ~10k/s, in batches of `batch`. */
-async function measureIngest(store: Store, batch: number, total: number, runId: string, writers = 1) {
-  const random = seededRandom(batch);
+/** One ingest-rate run's result. */
+interface IngestResult {
+  /** Settlements per commit (through the writer: the most per commit). */
+  batch: number;
+  /** Commits side by side. */
+  writers: number;
+  /** `store`: batches handed to `store.settle`; `writer`: settlements written one by one to a `SettlementWriter`. */
+  through: 'store' | 'writer';
+  events: number;
+  seconds: number;
+  eventsPerSecond: number;
+}
+
+/** `total` settlements of 50 tenants (topped up first) arriving at ~10k/s, with request ids of `runId`. */
+async function ingestSettlements(store: Store, total: number, runId: string, seed: number): Promise<Settlement[]> {
+  const random = seededRandom(seed);
   const tenants = Array.from({ length: 50 }, (_, index) => `ten_ingest_${runId}_${index}`);
   for (const tenantId of tenants) {
     await store.addWalletTransaction({
@@ -186,24 +206,34 @@ async function measureIngest(store: Store, batch: number, total: number, runId: 
     });
   }
   const start = Date.UTC(2026, 9, 1);
-  const batches: Settlement[][] = [];
-  for (let offset = 0; offset < total; offset += batch) {
-    const settlements: Settlement[] = [];
-    for (let index = offset; index < Math.min(total, offset + batch); index++) {
-      const tenantId = tenants[Math.floor(random() * tenants.length)]!;
-      settlements.push(
-        makeSettlement(
-          `req_${runId}_${batch}_${index}`,
-          tenantId,
-          KEYS[index % KEYS.length]!,
-          MODELS[index % MODELS.length]!,
-          start + Math.floor(index / 10),
-          random,
-        ),
-      );
-    }
-    batches.push(settlements);
+  const settlements: Settlement[] = [];
+  for (let index = 0; index < total; index++) {
+    const tenantId = tenants[Math.floor(random() * tenants.length)]!;
+    settlements.push(
+      makeSettlement(
+        `req_${runId}_${index}`,
+        tenantId,
+        KEYS[index % KEYS.length]!,
+        MODELS[index % MODELS.length]!,
+        start + Math.floor(index / 10),
+        random,
+      ),
+    );
   }
+  return settlements;
+}
+
+/** Ingest rate: `total` settlements (`ingestSettlements`) handed to `store.settle` in batches of `batch`. */
+async function measureIngest(
+  store: Store,
+  batch: number,
+  total: number,
+  runId: string,
+  writers = 1,
+): Promise<IngestResult> {
+  const settlements = await ingestSettlements(store, total, `${runId}_${batch}`, batch);
+  const batches: Settlement[][] = [];
+  for (let offset = 0; offset < total; offset += batch) batches.push(settlements.slice(offset, offset + batch));
   // `writers` loops commit the batches side by side, as that many gateway processes settle into one database.
   let next = 0;
   const writer = async () => {
@@ -212,7 +242,41 @@ async function measureIngest(store: Store, batch: number, total: number, runId: 
   const began = performance.now();
   await Promise.all(Array.from({ length: writers }, writer));
   const seconds = (performance.now() - began) / 1000;
-  return { batch, writers, events: total, seconds: round(seconds, 3), eventsPerSecond: Math.round(total / seconds) };
+  return {
+    batch,
+    writers,
+    through: 'store',
+    events: total,
+    seconds: round(seconds, 3),
+    eventsPerSecond: Math.round(total / seconds),
+  };
+}
+
+/**
+ * Ingest rate of one gateway process: `total` settlements written one by one to a `SettlementWriter` with the
+ * options the gateway uses for this store, which batches them and commits them (side by side on PostgreSQL).
+ */
+async function measureWriterIngest(
+  store: Store,
+  options: SettlementWriterOptions,
+  total: number,
+  runId: string,
+): Promise<IngestResult> {
+  const settlements = await ingestSettlements(store, total, `${runId}_writer`, 7);
+  const writer = new SettlementWriter(store, { ...options, maxBuffered: total });
+  const began = performance.now();
+  const outcomes = await Promise.all(settlements.map((settlement) => writer.write(settlement)));
+  const seconds = (performance.now() - began) / 1000;
+  await writer.close();
+  if (!outcomes.every(Boolean)) throw new Error('the settlement writer dropped settlements');
+  return {
+    batch: options.maxBatch ?? DEFAULT_SETTLEMENT_BATCH,
+    writers: options.concurrency ?? 1,
+    through: 'writer',
+    events: total,
+    seconds: round(seconds, 3),
+    eventsPerSecond: Math.round(total / seconds),
+  };
 }
 
 async function timeIt<T>(run: () => Promise<T>, rounds = 5): Promise<{ timing: Timing; value: T }> {
@@ -329,6 +393,9 @@ async function runStore(
         ingest.push(await measureIngest(store, batch, options.ingestEvents, `${runId}x${writers}`, writers));
       }
     }
+    process.stderr.write(`${kind}: ingest through the gateway's settlement writer\n`);
+    const writerOptions = kind === 'postgres' ? POSTGRES_WRITER_OPTIONS : {};
+    ingest.push(await measureWriterIngest(store, writerOptions, options.ingestEvents, runId));
     process.stderr.write(`${kind}: generating ${events.toLocaleString('en')} events for one tenant's month\n`);
     const month = await measureMonth(store, events, options.generationBatch, runId);
     return { store: kind, ingest, month };
@@ -361,8 +428,12 @@ function formatTable(results: readonly StoreResult[]): string {
   const lines = ['| store | measure | value |', '|---|---|---|'];
   for (const result of results) {
     for (const ingest of result.ingest) {
+      const how =
+        ingest.through === 'writer'
+          ? `through the gateway's settlement writer (≤ ${ingest.batch} per commit, ${ingest.writers} side by side)`
+          : `batches of ${ingest.batch}, ${ingest.writers} writer${ingest.writers === 1 ? '' : 's'}`;
       lines.push(
-        `| ${result.store} | ingest, batches of ${ingest.batch}, ${ingest.writers} writer${ingest.writers === 1 ? '' : 's'} (${ingest.events.toLocaleString('en')} events) | ${ingest.eventsPerSecond.toLocaleString('en')} events/s |`,
+        `| ${result.store} | ingest, ${how} (${ingest.events.toLocaleString('en')} events) | ${ingest.eventsPerSecond.toLocaleString('en')} events/s |`,
       );
     }
     const month = result.month;

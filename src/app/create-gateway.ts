@@ -27,7 +27,7 @@ import type { LoadedConfig } from '../config/load-config.js';
 import { RequestRecorder } from '../metering/request-recorder.js';
 import { SettlementJournal } from '../metering/settlement-journal.js';
 import { SettlementSpool } from '../metering/settlement-spool.js';
-import { SettlementWriter } from '../metering/settlement-writer.js';
+import { POSTGRES_WRITER_OPTIONS, SettlementWriter } from '../metering/settlement-writer.js';
 import { registerFleetMetrics } from '../observability/fleet-metrics.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { GatewayMetrics } from '../observability/metrics.js';
@@ -219,6 +219,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const writer = new SettlementWriter(store, {
     logger,
     spool,
+    ...(store.kind === 'postgres' ? POSTGRES_WRITER_OPTIONS : {}),
     ...(soleOwner ? { journal: new SettlementJournal(journalDirectory(loaded.dataDir), { logger }) } : {}),
   });
   if (soleOwner) billing.settled = () => writer.flushed();

@@ -249,6 +249,65 @@ describe('SettlementWriter', () => {
     expect(writer.buffered).toBe(0);
   });
 
+  it('runs up to `concurrency` commits side by side, and one at a time while commits fail', async () => {
+    let active = 0;
+    let peak = 0;
+    let down = false;
+    let failures = 0;
+    let release = () => {};
+    let gate: Promise<void> | undefined = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const counting: Pick<Store, 'settle'> = {
+      settle: async (batch) => {
+        active++;
+        peak = Math.max(peak, active);
+        try {
+          if (gate !== undefined) await gate;
+          if (down) {
+            // A failure that takes a while (a timeout), so that two failing commits would overlap.
+            await new Promise((resolve) => setTimeout(resolve, 2));
+            failures++;
+            throw new Error('connection refused');
+          }
+          await raw.settle(batch);
+        } finally {
+          active--;
+        }
+      },
+    };
+    writer = new SettlementWriter(counting, { concurrency: 2, retryInitialMs: 1, retryMaxMs: 4 });
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    // Three turns, three writes: two commits wait at the gate side by side, the third write waits for one of them.
+    const written: Promise<boolean>[] = [];
+    for (let index = 0; index < 3; index++) {
+      written.push(writer.write(settlement()));
+      await turn();
+    }
+    expect(active).toBe(2);
+    expect(writer.buffered).toBe(3);
+    gate = undefined;
+    release();
+    expect(await Promise.all(written)).toEqual([true, true, true]);
+    expect(peak).toBe(2);
+    expect(await countRows(raw)).toBe(3);
+
+    // The store goes down: a single loop retries, whatever arrives meanwhile.
+    down = true;
+    peak = 0;
+    const during: Promise<boolean>[] = [];
+    for (let index = 0; index < 6; index++) {
+      during.push(writer.write(settlement()));
+      await new Promise((resolve) => setTimeout(resolve, 3));
+    }
+    expect(failures).toBeGreaterThan(1);
+    expect(peak).toBe(1);
+    down = false;
+    expect(await Promise.all(during)).toEqual(Array(6).fill(true));
+    expect(await countRows(raw)).toBe(9);
+    expect(writer.stats.dropped).toBe(0);
+  });
+
   describe('with a journal', () => {
     let journalRoot: string;
     beforeEach(() => {

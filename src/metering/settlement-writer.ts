@@ -7,10 +7,24 @@ import type { SettlementSpool } from './settlement-spool.js';
 /** Settlements per transaction unless told otherwise (SQLite ingests ~50k events/s at that size). */
 export const DEFAULT_SETTLEMENT_BATCH = 2000;
 
+/**
+ * How a gateway settles into PostgreSQL: two commits side by side, batches of up to 10,000. One writer made
+ * 20,853 / 35,386 / 41,992 events/s at batches of 500 / 2,000 / 10,000 here, two side by side 28,507 / 43,418 /
+ * 59,801 (`npm run bench:ledger`, docs/benchmarks.md, session 10). SQLite commits one batch at a time on its settle
+ * thread, so it keeps the defaults.
+ */
+export const POSTGRES_WRITER_OPTIONS = { concurrency: 2, maxBatch: 10_000 } as const satisfies SettlementWriterOptions;
+
 /** Options of `SettlementWriter`. */
 export interface SettlementWriterOptions {
   /** Most settlements per transaction. Default `DEFAULT_SETTLEMENT_BATCH`. */
   maxBatch?: number;
+  /**
+   * Commits run side by side, each with its own batch, while the store takes them; one at a time while commits
+   * fail. Default 1. PostgreSQL settles two batches at once on two connections about 1.4× as fast as one after the
+   * other (`npm run bench:ledger`); SQLite commits one at a time whatever the writer does.
+   */
+  concurrency?: number;
   /**
    * Most settlements held in memory (waiting or being written). Default 100,000. Writes beyond this go to the spool
    * when there is one; without one (or when it fails) they are dropped (their promise resolves `false`, counted in
@@ -89,8 +103,8 @@ interface PendingSettlement {
  * Group commit for settlements (request-log row, usage event, reservation release, checkpoint deletion of one
  * finished request). `write` appends to an in-memory batch; the batch is committed by one `store.settle` call (one
  * transaction) on the next `setImmediate` after its first settlement (so every request that completed in the same
- * event-loop turn shares it) or as soon as it reaches `maxBatch`. One commit runs at a time; settlements that
- * arrive meanwhile form the next batch.
+ * event-loop turn shares it) or as soon as it reaches `maxBatch`. Up to `concurrency` commits run at a time
+ * (one by default); settlements that arrive meanwhile form the next batch.
  *
  * The promise `write` returns never rejects: it resolves `true` once the settlement is durable — appended to the
  * journal (when there is one: see `SettlementJournal`), committed, or appended to the spool while the store is down —
@@ -103,6 +117,7 @@ interface PendingSettlement {
  */
 export class SettlementWriter {
   private readonly maxBatch: number;
+  private readonly concurrency: number;
   private readonly maxBuffered: number;
   private readonly retryInitialMs: number;
   private readonly retryMaxMs: number;
@@ -120,11 +135,14 @@ export class SettlementWriter {
   private overflow: PendingSettlement[] = [];
   /** Settlements in the next commit: `maxBatch`, halved while commits fail. */
   private batchLimit: number;
+  /** Settlements taken by flush loops and not yet done with. */
   private inFlight = 0;
-  private flushing: Promise<void> | undefined;
+  /** Running flush loops: at most `concurrency`, one while commits fail. */
+  private readonly loops = new Set<Promise<void>>();
   private immediate: NodeJS.Immediate | undefined;
   private microtaskQueued = false;
-  private retryTimer: { timer: ClockTimer; wake: () => void } | undefined;
+  /** Backoffs under way, one per failed loop: `close` wakes them when it gives up. */
+  private readonly retryTimers = new Set<{ timer: ClockTimer; wake: () => void }>();
   private consecutiveFailures = 0;
   /** With a spool: `clock.now()` before which batches go to the spool without trying the store. */
   private retryAt = Number.NEGATIVE_INFINITY;
@@ -157,6 +175,7 @@ export class SettlementWriter {
     options: SettlementWriterOptions = {},
   ) {
     this.maxBatch = Math.max(1, options.maxBatch ?? DEFAULT_SETTLEMENT_BATCH);
+    this.concurrency = Math.max(1, options.concurrency ?? 1);
     this.batchLimit = this.maxBatch;
     this.maxBuffered = Math.max(this.maxBatch, options.maxBuffered ?? 100_000);
     this.retryInitialMs = options.retryInitialMs ?? 100;
@@ -294,11 +313,12 @@ export class SettlementWriter {
     }
     const deadline = this.clock.setTimer(this.closeTimeoutMs, () => {
       this.abandon = true;
-      this.retryTimer?.wake();
+      for (const retry of [...this.retryTimers]) retry.wake();
     });
     try {
-      while (this.queue.length > 0 || this.flushing !== undefined) {
-        await (this.flushing ?? this.startFlush());
+      while (this.queue.length > 0 || this.loops.size > 0) {
+        if (this.loops.size === 0) this.startFlush();
+        await Promise.race(this.loops);
       }
     } finally {
       deadline.cancel();
@@ -320,8 +340,14 @@ export class SettlementWriter {
     return this.queue.length + this.inFlight;
   }
 
+  /** Flush loops allowed now: `concurrency`, or one while commits fail (so that only one retries). */
+  private get loopLimit(): number {
+    return this.consecutiveFailures > 0 ? 1 : this.concurrency;
+  }
+
   private schedule(): void {
-    if (this.flushing !== undefined) return; // The running flush loop takes new settlements when its commit ends.
+    // The running flush loops take new settlements when their commits end.
+    if (this.loops.size >= this.loopLimit) return;
     if (this.queue.length >= this.maxBatch) {
       // Full batch: commit without waiting for the turn to end, but not inside the caller's `write` call stack.
       if (!this.microtaskQueued) {
@@ -339,19 +365,20 @@ export class SettlementWriter {
     });
   }
 
-  private startFlush(): Promise<void> {
-    if (this.flushing !== undefined) return this.flushing;
+  /** Starts a flush loop when one is allowed and anything waits. */
+  private startFlush(): void {
     if (this.immediate !== undefined) {
       clearImmediate(this.immediate);
       this.immediate = undefined;
     }
-    this.flushing = this.flushLoop().finally(() => {
-      this.flushing = undefined;
+    if (this.loops.size >= this.loopLimit || this.queue.length === 0) return;
+    const loop: Promise<void> = this.flushLoop().finally(() => {
+      this.loops.delete(loop);
       // A write made after the loop found the queue empty and before this callback (a caller continuing from its
       // resolved write, in the same microtask run) was told a flush was running: start the one it needs.
       if (this.queue.length > 0) this.schedule();
     });
-    return this.flushing;
+    this.loops.add(loop);
   }
 
   private async flushLoop(): Promise<void> {
@@ -360,39 +387,65 @@ export class SettlementWriter {
         await this.spoolOrDropQueued();
         return;
       }
+      // While commits fail, one loop retries and the others stop.
+      if (this.loops.size > this.loopLimit) return;
       const batch = this.queue.splice(0, this.batchLimit);
-      this.inFlight = batch.length;
+      this.inFlight += batch.length;
+      if (await this.commitBatch(batch)) await this.backoff();
+    }
+  }
+
+  /**
+   * One batch of a flush loop, counted in flight until it is committed, spooled, or put back in the queue after a
+   * failure (in the same synchronous step, so `buffered` never counts it twice). True in the last case: the loop
+   * then waits before it tries again.
+   */
+  private async commitBatch(batch: PendingSettlement[]): Promise<boolean> {
+    let counted = batch.length;
+    const uncount = (): void => {
+      this.inFlight -= counted;
+      counted = 0;
+    };
+    try {
       // The store is down and not due for a retry: the spool takes the batch without a failing round trip.
       const spoolNow = this.spool !== undefined && this.consecutiveFailures > 0 && this.clock.now() < this.retryAt;
-      if (spoolNow && (await this.spoolBatch(batch))) continue;
-      const watchdog = this.watchSlowCommit(batch);
-      try {
-        await this.store.settle(batch.map((pending) => pending.settlement));
-        watchdog?.stop();
-        this.inFlight = 0;
-        this.consecutiveFailures = 0;
-        this.batchLimit = this.maxBatch;
-        this.counters.transactions++;
-        this.counters.committed += batch.length;
-        for (const pending of batch) this.finish(pending, true);
-        if (this.spool !== undefined && this.spool.pending > 0) this.drainSpool();
-      } catch (error: unknown) {
-        watchdog?.stop();
-        this.inFlight = 0;
-        this.counters.failedCommits++;
-        this.consecutiveFailures++;
-        this.logger?.error(
-          { err: error, settlements: batch.length, attempt: this.consecutiveFailures },
-          this.spool === undefined ? 'Settlement commit failed; retrying' : 'Settlement commit failed; spooling',
-        );
-        this.onError?.(error);
-        this.retryAt = this.clock.now() + this.retryDelay();
-        // A batch the watchdog spooled is durable already: a second copy would only be settled twice (harmlessly).
-        if (watchdog?.spooled === true) continue;
-        if (this.spool !== undefined && (await this.spoolBatch(batch))) continue;
-        this.requeueFailed(batch);
-        await this.backoff();
-      }
+      if (spoolNow && (await this.spoolBatch(batch, uncount))) return false;
+      return await this.settleBatch(batch, uncount);
+    } finally {
+      uncount();
+    }
+  }
+
+  /** `commitBatch`'s commit; `uncount` ends the batch's count in flight before it is finished or put back. */
+  private async settleBatch(batch: PendingSettlement[], uncount: () => void): Promise<boolean> {
+    const watchdog = this.watchSlowCommit(batch);
+    try {
+      await this.store.settle(batch.map((pending) => pending.settlement));
+      watchdog?.stop();
+      uncount();
+      this.consecutiveFailures = 0;
+      this.batchLimit = this.maxBatch;
+      this.counters.transactions++;
+      this.counters.committed += batch.length;
+      for (const pending of batch) this.finish(pending, true);
+      if (this.spool !== undefined && this.spool.pending > 0) this.drainSpool();
+      return false;
+    } catch (error: unknown) {
+      watchdog?.stop();
+      this.counters.failedCommits++;
+      this.consecutiveFailures++;
+      this.logger?.error(
+        { err: error, settlements: batch.length, attempt: this.consecutiveFailures },
+        this.spool === undefined ? 'Settlement commit failed; retrying' : 'Settlement commit failed; spooling',
+      );
+      this.onError?.(error);
+      this.retryAt = this.clock.now() + this.retryDelay();
+      // A batch the watchdog spooled is durable already: a second copy would only be settled twice (harmlessly).
+      if (watchdog?.spooled === true) return false;
+      if (await this.spoolBatch(batch, uncount)) return false;
+      uncount();
+      this.requeueFailed(batch);
+      return true;
     }
   }
 
@@ -431,28 +484,27 @@ export class SettlementWriter {
     return state;
   }
 
-  /** The flush loop's batch to the spool (see `toSpool`), counted as in flight meanwhile. */
-  private async spoolBatch(batch: PendingSettlement[]): Promise<boolean> {
+  /**
+   * A batch counted in flight to the spool (see `toSpool`); `uncount` ends its count once it is there, before it is
+   * finished. False without a spool.
+   */
+  private async spoolBatch(batch: PendingSettlement[], uncount: () => void): Promise<boolean> {
     if (this.spool === undefined) return false;
-    this.inFlight = batch.length;
-    try {
-      return await this.toSpool(batch, 'the store failed');
-    } finally {
-      this.inFlight = 0;
-    }
+    return this.toSpool(batch, 'the store failed', uncount);
   }
 
   /**
-   * Appends `pending` to the spool and resolves each as durable; a drain is scheduled. False (logged, nothing
-   * resolved) when the append fails: the caller keeps or drops them.
+   * Appends `pending` to the spool and resolves each as durable (after `spooled`, when given); a drain is scheduled.
+   * False (logged, nothing resolved) when the append fails: the caller keeps or drops them.
    */
-  private async toSpool(pending: readonly PendingSettlement[], reason: string): Promise<boolean> {
+  private async toSpool(pending: readonly PendingSettlement[], reason: string, spooled?: () => void): Promise<boolean> {
     try {
       await this.spool!.append(pending.map((each) => each.settlement));
     } catch (error: unknown) {
       this.logger?.error({ err: error, settlements: pending.length, reason }, 'Could not spool settlements');
       return false;
     }
+    spooled?.();
     this.counters.spooled += pending.length;
     // Debug only: during an outage every turn spools; the failed commits are logged already, once each.
     this.logger?.debug({ settlements: pending.length, reason }, 'Settlements spooled');
@@ -520,12 +572,15 @@ export class SettlementWriter {
     if (this.abandon) return Promise.resolve();
     const delay = this.retryDelay();
     return new Promise((resolve) => {
-      const wake = (): void => {
-        this.retryTimer?.timer.cancel();
-        this.retryTimer = undefined;
-        resolve();
+      const retry = {
+        timer: this.clock.setTimer(delay, () => retry.wake()),
+        wake: (): void => {
+          retry.timer.cancel();
+          this.retryTimers.delete(retry);
+          resolve();
+        },
       };
-      this.retryTimer = { timer: this.clock.setTimer(delay, wake), wake };
+      this.retryTimers.add(retry);
     });
   }
 
@@ -534,7 +589,12 @@ export class SettlementWriter {
     const left = this.queue;
     if (left.length > 0 && this.spool !== undefined) {
       this.queue = [];
-      if (await this.spoolBatch(left)) return;
+      this.inFlight += left.length;
+      const uncount = (): void => {
+        this.inFlight -= left.length;
+      };
+      if (await this.spoolBatch(left, uncount)) return;
+      uncount();
       this.queue = left;
     }
     this.dropQueued();
