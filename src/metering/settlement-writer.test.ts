@@ -18,6 +18,8 @@ import { SettlementWriter } from './settlement-writer.js';
 interface InstrumentedStore extends Store {
   /** Sizes of the `settle` calls that committed. */
   commits: number[];
+  /** `settle` calls made (committed, failed, or waiting at the gate). */
+  calls: number;
   /** Throws from `settle` while it returns an error. */
   failWith: ((batch: readonly Settlement[]) => Error | undefined) | undefined;
   /** Holds `settle` until the promise resolves. */
@@ -27,6 +29,7 @@ interface InstrumentedStore extends Store {
 function instrument(inner: Store): InstrumentedStore {
   const state = {
     commits: [] as number[],
+    calls: 0,
     failWith: undefined as InstrumentedStore['failWith'],
     gate: undefined as Promise<void> | undefined,
   };
@@ -35,6 +38,7 @@ function instrument(inner: Store): InstrumentedStore {
       if (property in state) return (state as any)[property];
       if (property === 'settle') {
         return async (batch: readonly Settlement[]) => {
+          state.calls++;
           if (state.gate !== undefined) await state.gate;
           const error = state.failWith?.(batch);
           if (error !== undefined) throw error;
@@ -306,6 +310,26 @@ describe('SettlementWriter', () => {
     expect(await Promise.all(during)).toEqual(Array(6).fill(true));
     expect(await countRows(raw)).toBe(9);
     expect(writer.stats.dropped).toBe(0);
+  });
+
+  it('starts a second commit at once when the writes of one turn fill more than one batch', async () => {
+    const release = (() => {
+      let open = () => {};
+      store.gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
+      return () => open();
+    })();
+    writer = new SettlementWriter(store, { concurrency: 2, maxBatch: 2 });
+    const written = Array.from({ length: 5 }, () => writer.write(settlement()));
+    await new Promise((resolve) => setImmediate(resolve));
+    // Two batches of two wait at the gate side by side; the fifth settlement waits for one of them.
+    expect(store.calls).toBe(2);
+    expect(writer.buffered).toBe(5);
+    store.gate = undefined;
+    release();
+    expect(await Promise.all(written)).toEqual(Array(5).fill(true));
+    expect([...store.commits].sort()).toEqual([1, 2, 2]);
   });
 
   describe('with a journal', () => {

@@ -365,20 +365,24 @@ export class SettlementWriter {
     });
   }
 
-  /** Starts a flush loop when one is allowed and anything waits. */
+  /**
+   * Starts flush loops while they are allowed and settlements wait. A loop takes its first batch before its first
+   * `await`, so a queue of several batches gets a loop per batch, up to the limit.
+   */
   private startFlush(): void {
     if (this.immediate !== undefined) {
       clearImmediate(this.immediate);
       this.immediate = undefined;
     }
-    if (this.loops.size >= this.loopLimit || this.queue.length === 0) return;
-    const loop: Promise<void> = this.flushLoop().finally(() => {
-      this.loops.delete(loop);
-      // A write made after the loop found the queue empty and before this callback (a caller continuing from its
-      // resolved write, in the same microtask run) was told a flush was running: start the one it needs.
-      if (this.queue.length > 0) this.schedule();
-    });
-    this.loops.add(loop);
+    while (this.loops.size < this.loopLimit && this.queue.length > 0) {
+      const loop: Promise<void> = this.flushLoop().finally(() => {
+        this.loops.delete(loop);
+        // A write made after the loop found the queue empty and before this callback (a caller continuing from its
+        // resolved write, in the same microtask run) was told a flush was running: start the one it needs.
+        if (this.queue.length > 0) this.schedule();
+      });
+      this.loops.add(loop);
+    }
   }
 
   private async flushLoop(): Promise<void> {
