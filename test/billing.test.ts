@@ -360,6 +360,9 @@ describe('the settlement journal (embedded mode): responses before their commit'
       expect(await tenantBalance).toMatchObject({ balance: expected, reserved: '0' });
       // The balance request has a row of its own (once its commit ends); the chat's is there now.
       expect((await store.listRequestLogs({ tenantId })).map((row) => row.requestId)).toContain(requestId);
+      const metrics = await (await fetch(`${harness.url}/metrics`)).text();
+      expect(Number(/^tollgate_request_log_journaled_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(2);
+      expect(metrics).toContain('tollgate_request_log_journal_failures_total 0');
     } finally {
       held.restore();
     }

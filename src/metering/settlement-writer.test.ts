@@ -120,6 +120,8 @@ describe('SettlementWriter', () => {
       failedCommits: 0,
       dropped: 0,
       spooled: 0,
+      journaled: 0,
+      journalFailures: 0,
     });
   });
 
@@ -386,6 +388,7 @@ describe('SettlementWriter', () => {
       await flushedLater;
       expect(await countRows(raw)).toBe(3);
       expect(await writer.flushed()).toBeUndefined();
+      expect(writer.stats).toMatchObject({ journaled: 3, journalFailures: 0, committed: 3 });
     });
 
     it('removes a segment once all of it is committed, and leaves what the store never took for the next start', async () => {
@@ -439,6 +442,7 @@ describe('SettlementWriter', () => {
       for (let turn = 0; turn < 5; turn++) await new Promise((resolve) => setImmediate(resolve));
       expect(outcome).toBeUndefined();
       expect(errors.length).toBe(1);
+      expect(writer.stats).toMatchObject({ journaled: 0, journalFailures: 1 });
       store.gate = undefined;
       release();
       await written;

@@ -83,6 +83,10 @@ export interface SettlementWriterStats {
   dropped: number;
   /** Settlements appended to the spool because the store failed or was slow (durable there until drained). */
   spooled: number;
+  /** Settlements appended to the journal (durable there before their commit). */
+  journaled: number;
+  /** Failed journal appends (their settlements then waited for their commit). */
+  journalFailures: number;
 }
 
 interface PendingSettlement {
@@ -168,6 +172,8 @@ export class SettlementWriter {
     failedCommits: 0,
     dropped: 0,
     spooled: 0,
+    journaled: 0,
+    journalFailures: 0,
   };
 
   constructor(
@@ -269,6 +275,7 @@ export class SettlementWriter {
     try {
       segment = this.journal!.append(open.map((pending) => pending.settlement));
     } catch (error: unknown) {
+      this.counters.journalFailures++;
       this.onError?.(error);
       // At most one line per second: a full disk fails every turn.
       const now = this.clock.now();
@@ -278,6 +285,7 @@ export class SettlementWriter {
       }
       return;
     }
+    this.counters.journaled += open.length;
     for (const pending of open) {
       pending.segment = segment;
       pending.resolve(true);

@@ -68,7 +68,15 @@ export class GatewayMetrics {
 
   /** Exposes the request-log writer's counters, read at scrape time. */
   observeRequestLog(
-    stats: () => { committed: number; transactions: number; dropped: number; failedCommits: number; spooled: number },
+    stats: () => {
+      committed: number;
+      transactions: number;
+      dropped: number;
+      failedCommits: number;
+      spooled: number;
+      journaled: number;
+      journalFailures: number;
+    },
   ): void {
     const counter = (name: string, help: string, read: (current: ReturnType<typeof stats>) => number) => {
       let reported = 0;
@@ -103,6 +111,16 @@ export class GatewayMetrics {
       'tollgate_request_log_spooled_total',
       'Request-log records written to the local spool while the store was down (settled into it later).',
       (s) => s.spooled,
+    );
+    counter(
+      'tollgate_request_log_journaled_total',
+      'Request-log records appended to the settlement journal, durable there before their commit (embedded mode).',
+      (s) => s.journaled,
+    );
+    counter(
+      'tollgate_request_log_journal_failures_total',
+      'Failed appends to the settlement journal (their responses waited for the commit instead).',
+      (s) => s.journalFailures,
     );
   }
 
