@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgresRelay } from '../../test/support/postgres-relay.js';
+import { POSTGRES_WRITER_OPTIONS, SettlementWriter } from '../metering/settlement-writer.js';
 import { createStore } from './create-store.js';
 import { requestLogFixture, settlementOf } from './ledger-fixtures.js';
 import type { RatedSettlement } from './ledger-store.js';
@@ -260,6 +261,44 @@ describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation
     } finally {
       await one.close();
       await two.close();
+    }
+  });
+
+  it("counts each settlement once through the gateway's writer, with two commits side by side", async () => {
+    const store = await createStore(await storeUrl(), { poolSize: 4 });
+    try {
+      await store.migrate();
+      const tenants = [0, 1, 2].map((index) => `ten_pair_${index}_${randomBytes(4).toString('hex')}`);
+      const topUp = 10n ** 6n * UNIT;
+      for (const tenantId of tenants) await credit(store, tenantId, topUp);
+      let active = 0;
+      let peak = 0;
+      const counting: Pick<Store, 'settle'> = {
+        settle: async (batch) => {
+          active++;
+          peak = Math.max(peak, active);
+          try {
+            await store.settle(batch);
+          } finally {
+            active--;
+          }
+        },
+      };
+      // Small batches, so that one turn's writes fill many and both commits take the same wallet and rollup rows.
+      const writer = new SettlementWriter(counting, { ...POSTGRES_WRITER_OPTIONS, maxBatch: 50 });
+      const at = Date.UTC(2031, 6, 1);
+      const settled = Array.from({ length: 600 }, (_, index) =>
+        settlement(tenants[index % 3]!, at + (index % 5) * 60_000, { keyId: `key_${index % 2}` }),
+      );
+      expect(await Promise.all(settled.map((item) => writer.write(item)))).toEqual(Array(600).fill(true));
+      await writer.close();
+      expect(peak).toBe(POSTGRES_WRITER_OPTIONS.concurrency);
+      for (const tenantId of tenants) {
+        const own = settled.filter((item) => item.log.tenantId === tenantId);
+        await expectCountedOnce(store, tenantId, own, topUp);
+      }
+    } finally {
+      await store.close();
     }
   });
 
