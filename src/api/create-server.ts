@@ -64,9 +64,9 @@ export interface ServerServices {
   ready(): Promise<boolean>;
   /**
    * Resolves once every request that ended before the call is in the store; billing reads await it (see
-   * `BillingQueriesOptions.settled`). Default: reads do not wait.
+   * `BillingQueriesOptions.settled`).
    */
-  settled?: () => Promise<void>;
+  settled: () => Promise<void>;
 }
 
 /** Options of `createServer`. */
@@ -186,11 +186,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     return reply.header('content-type', services.metrics.registry.contentType).send(text);
   });
 
-  const billingQueries = new BillingQueries(
-    services.store,
-    services.billing,
-    services.settled === undefined ? {} : { settled: services.settled },
-  );
+  const billingQueries = new BillingQueries(services.store, services.billing, { settled: services.settled });
   registerBillingRoutes(app, billingQueries);
   // Its own scope: the multipart parser applies to the Files API only.
   app.register(async (scope) => registerFilesRoutes(scope, services.batches?.service));

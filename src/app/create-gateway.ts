@@ -222,7 +222,8 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     ...(store.kind === 'postgres' ? POSTGRES_WRITER_OPTIONS : {}),
     ...(soleOwner ? { journal: new SettlementJournal(journalDirectory(loaded.dataDir), { logger }) } : {}),
   });
-  if (soleOwner) billing.settled = () => writer.flushed();
+  const settled = () => writer.flushed();
+  if (soleOwner) billing.settled = settled;
   metrics.observeRequestLog(() => writer.stats);
   metrics.observeSpool(() => spool.pending);
   const notifier = new WebhookNotifier({
@@ -381,7 +382,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       gate,
       adminToken: options.adminToken,
       ready,
-      settled: () => writer.flushed(),
+      settled,
       ...(batches === undefined ? {} : { batches }),
     },
     { bodyLimitBytes: config.server.body_limit_bytes },
@@ -396,7 +397,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     logger,
     metrics,
     billing,
-    settled: () => writer.flushed(),
+    settled,
     async listen() {
       await app.listen({ host: config.server.host, port: config.server.port });
       const address = app.server.address();

@@ -56,7 +56,6 @@ export class SettlementJournal {
   private readonly logger: Logger | undefined;
   private current: OpenSegment | undefined;
   private directoryMade = false;
-  private appendedCount = 0;
   private removedCount = 0;
 
   constructor(
@@ -65,11 +64,6 @@ export class SettlementJournal {
   ) {
     this.segmentBytes = Math.max(1, options.segmentBytes ?? DEFAULT_JOURNAL_SEGMENT_BYTES);
     this.logger = options.logger;
-  }
-
-  /** Settlements appended since the journal was created. */
-  get appended(): number {
-    return this.appendedCount;
   }
 
   /** Segments removed because everything in them was settled. */
@@ -93,7 +87,6 @@ export class SettlementJournal {
       throw error;
     }
     segment.outstanding += settlements.length;
-    this.appendedCount += settlements.length;
     if (segment.bytes >= this.segmentBytes) this.closeCurrent();
     return segment;
   }
