@@ -3,9 +3,9 @@
  * exact charges, idempotent top-ups, usage and invoices that add up to the ledger, tenant isolation, budgets,
  * repricing that never rewrites history.
  */
-import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { journalDirectory } from '../src/app/left-settlements.js';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { readJournal } from './support/journal.js';
 import { clearOfMonthEnd } from './support/month-boundary.js';
@@ -342,7 +342,7 @@ describe('the settlement journal (embedded mode): responses before their commit'
       const requestId = response.headers.get('x-request-id')!;
       // The answer is out; its commit waits at the gate. The row is not in the store, the settlement is on disk.
       expect(await store.listRequestLogs({ tenantId })).toEqual([]);
-      const journaled = readJournal(join(harness.dataDir, 'journal'));
+      const journaled = readJournal(journalDirectory(harness.dataDir));
       expect(journaled.filter((line) => line.log.requestId === requestId).map((line) => line.log.tenantId)).toEqual([
         tenantId,
       ]);

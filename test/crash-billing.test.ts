@@ -8,6 +8,7 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { spoolDirectory } from '../src/app/left-settlements.js';
 import { countTextTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
 import {
@@ -153,7 +154,7 @@ describe('kill -9 while PostgreSQL is unreachable', { timeout: TEST_TIMEOUT_MS }
       const during: string[] = [];
       for (let index = 0; index < 3; index++) during.push(...(await Promise.all([2, 3, 4, 5].map(ask))));
       // Answered while PostgreSQL was gone: each answer waited for its settlement to reach the spool on disk.
-      const spooled = readdirSync(path.join(dir, 'data', 'spool')).filter((name) => name.endsWith('.ndjson'));
+      const spooled = readdirSync(spoolDirectory(path.join(dir, 'data'))).filter((name) => name.endsWith('.ndjson'));
       expect(spooled.length).toBeGreaterThan(0);
       const metrics = await (await fetch(`${first.url}/metrics`)).text();
       expect(metrics).toContain(`tollgate_request_log_spooled_total ${during.length}`);
@@ -162,7 +163,7 @@ describe('kill -9 while PostgreSQL is unreachable', { timeout: TEST_TIMEOUT_MS }
 
       relay.restore();
       await serve(dir, children);
-      expect(readdirSync(path.join(dir, 'data', 'spool'))).toEqual([]);
+      expect(readdirSync(spoolDirectory(path.join(dir, 'data')))).toEqual([]);
       const store = await createStore(schemaUrl(schema));
       try {
         const logged = await store.listRequestLogs({ limit: 1000 });
