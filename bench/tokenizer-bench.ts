@@ -4,10 +4,17 @@
  * For each kind of run and length, the time of gpt-tokenizer's own merge (quadratic) beside Tollgate's long-piece merge
  * (O(n log n), same tokens), measured in the same run, and their ratio. The library's merge is only run up to
  * `--library-max` characters (it takes hours at a megabyte); longer runs show Tollgate's alone, with ordinary prose of
- * the same length as the yardstick. Prints a Markdown table and writes `bench/results/tokenizer-<date and time>.json`.
+ * the same length as the yardstick.
+ *
+ * Then what each tokenizer costs the garbage collector: the heap it holds once loaded and the pause of a full
+ * collection with it (median of 9 `gc()` calls), each in a fresh `node --expose-gc` process beside a process that loads
+ * neither. Prints Markdown tables and writes `bench/results/tokenizer-<date and time>.json`.
  */
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { countTextTokens, libraryBytePairEncode } from '../src/metering/token-counter.js';
+import { encode } from 'gpt-tokenizer/encoding/o200k_base';
+import { countTextTokens } from '../src/metering/token-counter.js';
 import { machineSummary, writeBenchResult } from './bench-results.js';
 
 /** CLI options. */
@@ -90,6 +97,47 @@ function formatTable(rows: readonly TokenizerRow[]): string {
   return lines.join('\n');
 }
 
+/** Heap held and full-collection pause of a fresh process after it loaded one tokenizer and counted once. */
+interface HeapRow {
+  tokenizer: string;
+  heapMiB: number;
+  fullGcMs: number;
+}
+
+const HEAP_PROBES: Record<string, string> = {
+  'neither (node alone)': '',
+  "gpt-tokenizer's tables":
+    "const { countTokens } = await import('gpt-tokenizer/encoding/o200k_base'); countTokens('hello world');",
+  "Tollgate's off-heap ranks": `const { countTextTokens } = await import(${JSON.stringify(
+    new URL('../src/metering/token-counter.js', import.meta.url).href,
+  )}); countTextTokens('hello world');`,
+};
+
+function measureHeap(tokenizer: string, load: string): HeapRow {
+  const script = `${load}
+globalThis.gc(); globalThis.gc();
+const times = [];
+for (let run = 0; run < 9; run++) { const started = performance.now(); globalThis.gc(); times.push(performance.now() - started); }
+times.sort((a, b) => a - b);
+process.stdout.write(JSON.stringify({ heap: process.memoryUsage().heapUsed, gc: times[4] }));`;
+  const output = execFileSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], {
+    cwd: fileURLToPath(new URL('../..', import.meta.url)),
+    encoding: 'utf8',
+  });
+  const measured = JSON.parse(output) as { heap: number; gc: number };
+  return {
+    tokenizer,
+    heapMiB: Math.round((measured.heap / 2 ** 20) * 10) / 10,
+    fullGcMs: Math.round(measured.gc * 100) / 100,
+  };
+}
+
+function formatHeapTable(rows: readonly HeapRow[]): string {
+  const lines = ['| loaded | heap used MiB | full GC pause ms |', '| --- | ---: | ---: |'];
+  for (const row of rows) lines.push(`| ${row.tokenizer} | ${row.heapMiB} | ${row.fullGcMs} |`);
+  return lines.join('\n');
+}
+
 async function main(): Promise<void> {
   const options = new Command('tokenizer-bench')
     .description('Time counting one long word: gpt-tokenizer merge vs Tollgate long-piece merge')
@@ -117,7 +165,7 @@ async function main(): Promise<void> {
       if (characters <= options.libraryMax) {
         // One run: the library caches a piece's tokens, so a repetition would time the cache.
         const started = performance.now();
-        const libraryTokens = libraryBytePairEncode(text).length;
+        const libraryTokens = encode(text, { disallowedSpecial: new Set() }).length;
         row.libraryMs = Math.round((performance.now() - started) * 100) / 100;
         if (libraryTokens !== tokens) throw new Error(`token counts differ on ${kind} × ${characters}`);
       }
@@ -126,9 +174,11 @@ async function main(): Promise<void> {
     }
   }
 
-  process.stdout.write(`${formatTable(rows)}\n`);
+  const heap = Object.entries(HEAP_PROBES).map(([tokenizer, load]) => measureHeap(tokenizer, load));
+
+  process.stdout.write(`${formatTable(rows)}\n\n${formatHeapTable(heap)}\n`);
   const machine = machineSummary();
-  await writeBenchResult('tokenizer', options.out, { date: new Date().toISOString(), machine, options, rows });
+  await writeBenchResult('tokenizer', options.out, { date: new Date().toISOString(), machine, options, rows, heap });
 }
 
 await main();

@@ -1,7 +1,17 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import fc from 'fast-check';
-import { encode } from 'gpt-tokenizer/encoding/o200k_base';
+import o200k, { encode } from 'gpt-tokenizer/encoding/o200k_base';
 import { describe, expect, it } from 'vitest';
-import { countPromptTokens, countTextTokens, GrowingTextCounter } from './token-counter.js';
+import { BpeRanks, shippedRanksFile } from './bpe-ranks.js';
+import {
+  countPromptTokens,
+  countTextTokens,
+  GrowingTextCounter,
+  longPieceBytes,
+  o200kSplitPattern,
+} from './token-counter.js';
 
 const tokens = (text: string) => encode(text, { disallowedSpecial: new Set() }).length;
 
@@ -16,8 +26,112 @@ describe('countTextTokens', () => {
 
   it('counts special-token markers as plain text instead of throwing', () => {
     expect(countTextTokens('a <|endoftext|> b')).toBeGreaterThan(3);
+    expect(countTextTokens('a <|endoftext|> b')).toBe(tokens('a <|endoftext|> b'));
+  });
+
+  it("splits text with gpt-tokenizer's o200k pattern", () => {
+    const library = Reflect.get(o200k, 'bytePairEncodingCoreProcessor') as { tokenSplitRegex: RegExp };
+    expect(o200kSplitPattern).toBe(library.tokenSplitRegex.source);
+    expect(library.tokenSplitRegex.flags).toBe('gu');
+  });
+
+  it('counts any text as gpt-tokenizer does', () => {
+    // Code points from every plane, lone surrogates included, mixed with the pattern's edge cases. U+FEFF is left out:
+    // gpt-tokenizer decodes its ranks with a TextDecoder that drops a leading byte-order mark, so it cannot find that
+    // token (see the next test).
+    const codePoint = fc
+      .oneof(fc.integer({ min: 0, max: 0x7f }), fc.integer({ min: 0x80, max: 0x10ffff }))
+      .filter((code) => code !== 0xfeff)
+      .map((code) => String.fromCodePoint(code));
+    const part = fc.oneof(codePoint, fc.constantFrom(...edgyCharacters), fc.constantFrom(' the', ' Hello', '数字'));
+    const text = fc.array(part, { maxLength: 60 }).map((parts) => parts.join(''));
+    fc.assert(
+      fc.property(text, (sample) => {
+        expect(countTextTokens(sample)).toBe(tokens(sample));
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+
+  it('merges pieces up to the long-piece threshold as gpt-tokenizer does', () => {
+    // Single pieces of letters that are mostly not one token: the short merge's every step.
+    const letters = fc.array(fc.constantFrom(...'qxzjkvwbé'), { minLength: 2, maxLength: longPieceBytes / 2 });
+    fc.assert(
+      fc.property(letters, (characters) => {
+        const piece = characters.join('');
+        expect(countTextTokens(piece)).toBe(tokens(piece));
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+
+  it('counts a byte-order mark as the one token o200k_base has for it', () => {
+    const ranks = BpeRanks.fromTiktokenFile(shippedRanksFile('o200k_base'));
+    expect(ranks.rank(Buffer.from('\uFEFF'), 0, 3)).toBeGreaterThanOrEqual(0);
+    expect(countTextTokens('\uFEFF')).toBe(1);
+    expect(tokens('\uFEFF')).toBe(2);
   });
 });
+
+describe('BpeRanks', () => {
+  const withFile = (text: string, check: (file: string) => void) => {
+    const directory = mkdtempSync(path.join(tmpdir(), 'tollgate-ranks-'));
+    try {
+      const file = path.join(directory, 'test.tiktoken');
+      writeFileSync(file, text);
+      check(file);
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
+  };
+  const b64 = (text: string) => Buffer.from(text).toString('base64');
+
+  it('finds every token of a file by its bytes, and nothing else', () => {
+    withFile(`${b64('a')} 0\n${b64('b')} 1\n${b64('ab')} 2\n${b64('bab')} 3\n`, (file) => {
+      const ranks = BpeRanks.fromTiktokenFile(file);
+      expect(ranks.size).toBe(4);
+      expect(ranks.maxTokenBytes).toBe(3);
+      const bytes = Buffer.from('xbabx');
+      expect(ranks.rank(bytes, 1, 4)).toBe(3);
+      expect(ranks.rank(bytes, 2, 4)).toBe(2);
+      expect(ranks.rank(bytes, 1, 2)).toBe(1);
+      expect(ranks.rank(bytes, 0, 1)).toBe(-1);
+      expect(ranks.rank(bytes, 0, 5)).toBe(-1);
+      expect(ranks.rank(bytes, 2, 2)).toBe(-1);
+    });
+  });
+
+  it('refuses a file with a bad line, a repeated rank or a gap', () => {
+    withFile(`${b64('a')} 0\nnot-a-line\n`, (file) => {
+      expect(() => BpeRanks.fromTiktokenFile(file)).toThrow(/:2: not a "base64 rank" line/);
+    });
+    withFile(`${b64('a')} 0\n${b64('b')} 0\n`, (file) => {
+      expect(() => BpeRanks.fromTiktokenFile(file)).toThrow(/:2: not a "base64 rank" line with a new rank/);
+    });
+    withFile(`${b64('a')} 0\n${b64('b')} 2\n`, (file) => {
+      expect(() => BpeRanks.fromTiktokenFile(file)).toThrow(/no token has rank 1/);
+    });
+  });
+
+  it('holds all of o200k_base', () => {
+    const ranks = BpeRanks.fromTiktokenFile(shippedRanksFile('o200k_base'));
+    const library = Reflect.get(o200k, 'bytePairEncodingCoreProcessor') as { mergeableBytePairRankCount: number };
+    expect(ranks.size).toBe(library.mergeableBytePairRankCount);
+    for (const rank of [0, 1, 255, 1000, 100_000, ranks.size - 1]) {
+      const bytes = Uint8Array.from(encodeBytes(rank));
+      expect(ranks.rank(bytes, 0, bytes.length)).toBe(rank);
+    }
+  });
+});
+
+/** The bytes of one token, from the library's decoder. */
+function encodeBytes(rank: number): Uint8Array {
+  const library = Reflect.get(o200k, 'bytePairEncodingCoreProcessor') as {
+    bytePairRankDecoder: ReadonlyArray<string | readonly number[]>;
+  };
+  const token = library.bytePairRankDecoder[rank];
+  return typeof token === 'string' ? new TextEncoder().encode(token) : Uint8Array.from(token ?? []);
+}
 
 // Characters that meet every alternative of the split pattern and its edges: case changes, contractions, digit runs
 // (cut at three), punctuation runs, whitespace before a word or a newline, surrogate pairs, combining marks, and a

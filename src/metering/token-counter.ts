@@ -5,8 +5,8 @@
  * Counting is lenient: bodies arrive from clients and may have any shape. Whatever is not text or a token-id array is
  * skipped, never thrown on.
  */
-import o200k, { countTokens } from 'gpt-tokenizer/encoding/o200k_base';
 import { assertNever } from '../errors/assert-never.js';
+import { BpeRanks, shippedRanksFile } from './bpe-ranks.js';
 import { mergeLongPiece } from './long-piece-merge.js';
 
 /** The endpoints whose prompts can be counted. */
@@ -19,65 +19,99 @@ export const chatReplyPrimingTokens = 3;
 /** Extra token when a message carries a `name`. */
 export const chatTokensPerName = 1;
 
-// Special-token markers such as `<|endoftext|>` in user text are counted as plain text (the library throws by default).
-const plainTextOptions = { disallowedSpecial: new Set<string>() };
+/**
+ * o200k_base's split pattern as gpt-tokenizer writes it for JavaScript (the test holds the two equal): text is cut
+ * into pieces (words with their leading space, digit runs of up to three, punctuation runs, whitespace), and each
+ * piece is tokenized on its own. Special-token markers such as `<|endoftext|>` in user text are plain text.
+ */
+export const o200kSplitPattern =
+  "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?:'(?:[sS]|[dD]|[mM]|[tT]|[lL][lL]|[vV][eE]|[rR][eE]))?|" +
+  "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?:'(?:[sS]|[dD]|[mM]|[tT]|[lL][lL]|[vV][eE]|[rR][eE]))?|" +
+  '\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+';
 
 /**
- * Pieces longer than this many UTF-16 units are merged by `mergeLongPiece` (O(n log n)) instead of the library's
- * rescanning merge (O(n²)), and are not kept in the library's merge cache, which bounds entries by count, not size.
- * Below it the library is as fast or faster.
+ * Pieces longer than this many bytes are merged by `mergeLongPiece` (O(n log n)); shorter ones by the plain
+ * lowest-rank-first rescan over scratch arrays, which allocates nothing and is faster for short pieces.
  */
-export const longPieceChars = 256;
+export const longPieceBytes = 256;
 
-/** The parts of gpt-tokenizer's byte-pair core that Tollgate replaces or reads. */
-interface BytePairCore {
-  bytePairEncode(input: string): number[];
-  getBpeRankFromBytes(bytes: Uint8Array): number | undefined;
-  getBpeRankFromString(piece: string): number | undefined;
-  bytePairRankDecoder: ReadonlyArray<string | readonly number[] | undefined>;
-  tokenSplitRegex: RegExp;
-}
+/** The ranks, read once per process (~5 MB off the heap; see `bpe-ranks.ts`). */
+const ranks = BpeRanks.fromTiktokenFile(shippedRanksFile('o200k_base'));
+const rankOf = (bytes: Uint8Array): number | undefined => {
+  const rank = ranks.rank(bytes, 0, bytes.length);
+  return rank < 0 ? undefined : rank;
+};
 
-const core = reachBytePairCore();
+const split = new RegExp(o200kSplitPattern, 'gu');
+const utf8 = new TextEncoder();
+/** A piece's UTF-8 bytes (three bytes per UTF-16 unit at most); grown for longer pieces, up to `scratchLimit`. */
+let scratch = new Uint8Array(4096);
+const scratchLimit = 1 << 16;
+/** Part starts and pair ranks of the short merge; `longPieceBytes` parts at most, plus the end. */
+const mergeStarts = new Int32Array(longPieceBytes + 1);
+const mergeRanks = new Int32Array(longPieceBytes);
+const notAToken = 0x7fffffff;
 
-/** The library's own merge, kept for pieces up to `longPieceChars` and for tests that compare the two. */
-export const libraryBytePairEncode: (input: string) => number[] = core.bytePairEncode.bind(core);
-
-installLongPieceMerge(core);
-
-function reachBytePairCore(): BytePairCore {
-  // The core is private in the library's types, so it is reached at run time and checked: a library upgrade that
-  // moves it fails here, at import, not silently on the first long piece.
-  const found = Reflect.get(o200k, 'bytePairEncodingCoreProcessor') as Partial<BytePairCore> | undefined;
-  if (
-    typeof found?.bytePairEncode !== 'function' ||
-    typeof found.getBpeRankFromBytes !== 'function' ||
-    typeof found.getBpeRankFromString !== 'function' ||
-    !Array.isArray(found.bytePairRankDecoder) ||
-    !(found.tokenSplitRegex instanceof RegExp)
-  ) {
-    throw new Error('gpt-tokenizer no longer exposes the byte-pair core that token-counter builds on');
-  }
-  return found as BytePairCore;
-}
-
-function installLongPieceMerge(target: BytePairCore): void {
-  const libraryEncode = target.bytePairEncode.bind(target);
-  const rankOf = target.getBpeRankFromBytes.bind(target);
-  let maxTokenBytes = 0;
-  for (const token of target.bytePairRankDecoder) {
-    if (token === undefined) continue;
-    const bytes = typeof token === 'string' ? Buffer.byteLength(token) : token.length;
-    if (bytes > maxTokenBytes) maxTokenBytes = bytes;
-  }
-  const utf8 = new TextEncoder();
-  target.bytePairEncode = (input) =>
-    input.length <= longPieceChars ? libraryEncode(input) : mergeLongPiece(utf8.encode(input), rankOf, maxTokenBytes);
-}
-
-/** Tokens of one piece of the split pattern, as the library's count takes them. */
+/** Tokens of one piece of the split pattern. */
 function countPieceTokens(piece: string): number {
-  return core.getBpeRankFromString(piece) === undefined ? core.bytePairEncode(piece).length : 1;
+  const needed = piece.length * 3;
+  let bytes = scratch;
+  if (needed > bytes.length) {
+    bytes = new Uint8Array(needed);
+    // A rare long piece gets an array of its own rather than keeping a large one for the process's life.
+    if (needed <= scratchLimit) scratch = bytes;
+  }
+  const length = encodeUtf8(piece, bytes);
+  if (ranks.rank(bytes, 0, length) >= 0) return 1;
+  if (length > longPieceBytes) return mergeLongPiece(bytes.subarray(0, length), rankOf, ranks.maxTokenBytes).length;
+  return countShortMerge(bytes, length);
+}
+
+/** Writes `text` as UTF-8 into `bytes` (long enough), returns the length; ASCII without `TextEncoder`'s call. */
+function encodeUtf8(text: string, bytes: Uint8Array): number {
+  const length = text.length;
+  for (let index = 0; index < length; index++) {
+    const code = text.charCodeAt(index);
+    if (code >= 0x80) return utf8.encodeInto(text, bytes).written;
+    bytes[index] = code;
+  }
+  return length;
+}
+
+/**
+ * Tokens of a piece of at most `longPieceBytes` bytes that is not one token: merge the adjacent pair whose bytes have
+ * the lowest rank (leftmost on ties) until no pair is a token. Every part is a token throughout (single bytes are).
+ */
+function countShortMerge(bytes: Uint8Array, length: number): number {
+  const starts = mergeStarts;
+  const pairRanks = mergeRanks;
+  let parts = length;
+  for (let index = 0; index <= length; index++) starts[index] = index;
+  for (let index = 0; index < parts - 1; index++) pairRanks[index] = pairRank(bytes, index, index + 2);
+  while (parts > 1) {
+    let best = notAToken;
+    let at = -1;
+    for (let index = 0; index < parts - 1; index++) {
+      const rank = pairRanks[index] as number;
+      if (rank < best) {
+        best = rank;
+        at = index;
+      }
+    }
+    if (at < 0) break;
+    // Part `at + 1` joins part `at`: its start goes, and the pair it began goes with it.
+    for (let index = at + 1; index < parts; index++) starts[index] = starts[index + 1] as number;
+    for (let index = at + 1; index < parts - 2; index++) pairRanks[index] = pairRanks[index + 1] as number;
+    parts--;
+    if (at < parts - 1) pairRanks[at] = pairRank(bytes, starts[at] as number, starts[at + 2] as number);
+    if (at > 0) pairRanks[at - 1] = pairRank(bytes, starts[at - 1] as number, starts[at + 1] as number);
+  }
+  return parts;
+}
+
+function pairRank(bytes: Uint8Array, start: number, end: number): number {
+  const rank = ranks.rank(bytes, start, end);
+  return rank < 0 ? notAToken : rank;
 }
 
 /**
@@ -93,7 +127,7 @@ const unsettledPieces = 2;
  * `count(text)` always equals `countTextTokens(text)`.
  */
 export class GrowingTextCounter {
-  private readonly split = new RegExp(core.tokenSplitRegex.source, core.tokenSplitRegex.flags);
+  private readonly split = new RegExp(o200kSplitPattern, 'gu');
   /** Characters whose pieces are settled and counted in `settledTokens`. */
   private settledChars = 0;
   private settledTokens = 0;
@@ -127,7 +161,10 @@ export class GrowingTextCounter {
 /** Tokens of a piece of text. */
 export function countTextTokens(text: string): number {
   if (text.length === 0) return 0;
-  return countTokens(text, plainTextOptions);
+  let tokens = 0;
+  split.lastIndex = 0;
+  for (let match = split.exec(text); match !== null; match = split.exec(text)) tokens += countPieceTokens(match[0]);
+  return tokens;
 }
 
 /**
