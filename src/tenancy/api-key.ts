@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 /** Every key starts with this. */
 export const API_KEY_PREFIX = 'tg-';
@@ -32,7 +32,7 @@ export function generateApiKey(): GeneratedApiKey {
  * bcrypt or scrypt would cost milliseconds of CPU per request and could not be indexed).
  */
 export function hashApiKey(key: string): string {
-  return createHash('sha256').update(key).digest('hex');
+  return hash('sha256', key, 'hex');
 }
 
 /** Whether `key` has the shape of a Tollgate key; cheap rejection of garbage before any hashing or lookup. */
