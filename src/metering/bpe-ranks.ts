@@ -38,37 +38,39 @@ export class BpeRanks {
   }
 
   /**
-   * Reads a tiktoken ranks file: one token per line, its bytes in base64, a space, its rank. Ranks must be distinct
-   * and run from 0 without a gap (true of every published encoding); anything else throws.
+   * Reads a tiktoken ranks file: one token per line, its bytes in base64, a space, its rank, in rank order from 0
+   * (true of every published encoding); anything else throws. Decoded straight from the file's bytes into the
+   * typed arrays: no string or buffer per line, so loading leaves no garbage for the first collections to sweep.
    */
   static fromTiktokenFile(file: string): BpeRanks {
-    const lines = readFileSync(file, 'latin1').split('\n');
-    const decoded: Buffer[] = [];
-    let total = 0;
-    for (let index = 0; index < lines.length; index++) {
-      const line = lines[index] as string;
-      if (line.length === 0) continue;
-      const space = line.indexOf(' ');
-      const rank = Number(line.slice(space + 1));
-      if (space <= 0 || !Number.isInteger(rank) || rank < 0 || decoded[rank] !== undefined) {
-        throw new Error(`${file}:${index + 1}: not a "base64 rank" line with a new rank`);
+    const text = readFileSync(file);
+    // Lines, and an upper bound of the decoded bytes (three per four base64 characters).
+    let lines = 0;
+    for (let index = 0; index < text.length; index++) if (text[index] === NEWLINE) lines++;
+    if (text.length > 0 && text[text.length - 1] !== NEWLINE) lines++;
+    const bytes = new Uint8Array(Math.ceil((text.length * 3) / 4));
+    const starts = new Int32Array(lines + 1);
+    let count = 0;
+    let written = 0;
+    let line = 1;
+    for (let at = 0; at < text.length; line++) {
+      let end = text.indexOf(NEWLINE, at);
+      if (end === -1) end = text.length;
+      if (end > at) {
+        const space = text.indexOf(SPACE, at);
+        if (space <= at || space >= end) throw new Error(`${file}:${line}: not a "base64 rank" line`);
+        const rank = parseRank(text, space + 1, end);
+        if (rank < 0) throw new Error(`${file}:${line}: not a "base64 rank" line`);
+        if (rank !== count) throw new Error(`${file}:${line}: rank ${rank} where rank ${count} was due`);
+        starts[count++] = written;
+        const decoded = decodeBase64(text, at, space, bytes, written);
+        if (decoded < 0) throw new Error(`${file}:${line}: not a "base64 rank" line`);
+        written += decoded;
       }
-      const token = Buffer.from(line.slice(0, space), 'base64');
-      decoded[rank] = token;
-      total += token.length;
+      at = end + 1;
     }
-    const bytes = new Uint8Array(total);
-    const starts = new Int32Array(decoded.length + 1);
-    let offset = 0;
-    for (let rank = 0; rank < decoded.length; rank++) {
-      const token = decoded[rank];
-      if (token === undefined) throw new Error(`${file}: no token has rank ${rank}`);
-      starts[rank] = offset;
-      bytes.set(token, offset);
-      offset += token.length;
-    }
-    starts[decoded.length] = offset;
-    return BpeRanks.build(bytes, starts);
+    starts[count] = written;
+    return BpeRanks.build(bytes.slice(0, written), starts.slice(0, count + 1));
   }
 
   private static build(bytes: Uint8Array, starts: Int32Array): BpeRanks {
@@ -105,6 +107,53 @@ export class BpeRanks {
       if (index === length) return rank;
     }
   }
+}
+
+const NEWLINE = 0x0a;
+const SPACE = 0x20;
+const EQUALS = 0x3d;
+/** The value of each base64 character (standard alphabet), -1 for any other byte. */
+const BASE64_VALUES = (() => {
+  const values = new Int8Array(256).fill(-1);
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  for (let index = 0; index < alphabet.length; index++) values[alphabet.charCodeAt(index)] = index;
+  return values;
+})();
+
+/** The decimal number in `text[start..end)`, or -1 when it is not one. */
+function parseRank(text: Uint8Array, start: number, end: number): number {
+  if (end <= start || end - start > 9) return -1;
+  let rank = 0;
+  for (let index = start; index < end; index++) {
+    const digit = (text[index] as number) - 0x30;
+    if (digit < 0 || digit > 9) return -1;
+    rank = rank * 10 + digit;
+  }
+  return rank;
+}
+
+/**
+ * Decodes the base64 in `text[start..end)` (length a multiple of four, `=` padding only at the end) into `out` from
+ * `offset`; returns the bytes written, or -1 when it is not base64.
+ */
+function decodeBase64(text: Uint8Array, start: number, end: number, out: Uint8Array, offset: number): number {
+  if ((end - start) % 4 !== 0 || end === start) return -1;
+  let padding = 0;
+  if (text[end - 1] === EQUALS) padding = text[end - 2] === EQUALS ? 2 : 1;
+  let written = offset;
+  for (let index = start; index < end; index += 4) {
+    const last = index + 4 === end;
+    const a = BASE64_VALUES[text[index] as number] as number;
+    const b = BASE64_VALUES[text[index + 1] as number] as number;
+    const c = last && padding === 2 ? 0 : (BASE64_VALUES[text[index + 2] as number] as number);
+    const d = last && padding >= 1 ? 0 : (BASE64_VALUES[text[index + 3] as number] as number);
+    if ((a | b | c | d) < 0) return -1;
+    const triple = (a << 18) | (b << 12) | (c << 6) | d;
+    out[written++] = triple >> 16;
+    if (!last || padding < 2) out[written++] = (triple >> 8) & 0xff;
+    if (!last || padding < 1) out[written++] = triple & 0xff;
+  }
+  return written - offset;
 }
 
 /** FNV-1a over `bytes[start..end)`, 32 bits. */

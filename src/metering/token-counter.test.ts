@@ -101,15 +101,36 @@ describe('BpeRanks', () => {
     });
   });
 
-  it('refuses a file with a bad line, a repeated rank or a gap', () => {
+  it('decodes every base64 padding and a last line without a newline', () => {
+    withFile(`${b64('abc')} 0\n${b64('ab')} 1\n${b64('a')} 2\n${b64('abcd')} 3`, (file) => {
+      const ranks = BpeRanks.fromTiktokenFile(file);
+      expect(ranks.size).toBe(4);
+      for (const [token, rank] of [
+        ['abc', 0],
+        ['ab', 1],
+        ['a', 2],
+        ['abcd', 3],
+      ] as const) {
+        expect(ranks.rank(Buffer.from(token), 0, token.length)).toBe(rank);
+      }
+    });
+  });
+
+  it('refuses a file with a bad line, bad base64, a repeated rank or a gap', () => {
     withFile(`${b64('a')} 0\nnot-a-line\n`, (file) => {
       expect(() => BpeRanks.fromTiktokenFile(file)).toThrow(/:2: not a "base64 rank" line/);
     });
+    withFile(`${b64('a')} 0\nYW*= 1\n`, (file) => {
+      expect(() => BpeRanks.fromTiktokenFile(file)).toThrow(/:2: not a "base64 rank" line/);
+    });
+    withFile(`${b64('a')} 0\n${b64('b')} x\n`, (file) => {
+      expect(() => BpeRanks.fromTiktokenFile(file)).toThrow(/:2: not a "base64 rank" line/);
+    });
     withFile(`${b64('a')} 0\n${b64('b')} 0\n`, (file) => {
-      expect(() => BpeRanks.fromTiktokenFile(file)).toThrow(/:2: not a "base64 rank" line with a new rank/);
+      expect(() => BpeRanks.fromTiktokenFile(file)).toThrow(/:2: rank 0 where rank 1 was due/);
     });
     withFile(`${b64('a')} 0\n${b64('b')} 2\n`, (file) => {
-      expect(() => BpeRanks.fromTiktokenFile(file)).toThrow(/no token has rank 1/);
+      expect(() => BpeRanks.fromTiktokenFile(file)).toThrow(/:2: rank 2 where rank 1 was due/);
     });
   });
 
