@@ -391,6 +391,47 @@ describe('SettlementWriter', () => {
       expect(writer.stats).toMatchObject({ journaled: 3, journalFailures: 0, committed: 3 });
     });
 
+    it('gathers the writes of several turns into one commit; flushed() and a failed append commit at once', async () => {
+      const directory = join(journalRoot, 'journal');
+      writer = new SettlementWriter(store, {
+        journal: new SettlementJournal(directory),
+        journalCommitDelayMs: 100,
+      });
+      // Three turns, each write durable (journaled) at the end of its own turn, none committed yet.
+      for (let turn = 0; turn < 3; turn++) {
+        expect(await writer.write(settlement())).toBe(true);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      expect(store.commits).toEqual([]);
+      for (let wait = 0; wait < 100 && store.commits.length === 0; wait++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(store.commits).toEqual([3]);
+      await writer.close();
+
+      // A reader does not wait for the delay: an hour's delay, and flushed() still resolves.
+      writer = new SettlementWriter(store, {
+        journal: new SettlementJournal(directory),
+        journalCommitDelayMs: 3_600_000,
+      });
+      expect(await writer.write(settlement())).toBe(true);
+      await writer.flushed();
+      expect(store.commits).toEqual([3, 1]);
+      expect(await countRows(raw)).toBe(4);
+    });
+
+    it("without a delay, commits a turn's writes on the next turn", async () => {
+      writer = new SettlementWriter(store, {
+        journal: new SettlementJournal(join(journalRoot, 'journal')),
+        journalCommitDelayMs: 0,
+      });
+      expect(await writer.write(settlement())).toBe(true);
+      for (let turn = 0; turn < 20 && store.commits.length === 0; turn++) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      expect(store.commits).toEqual([1]);
+    });
+
     it('removes a segment once all of it is committed, and leaves what the store never took for the next start', async () => {
       const directory = join(journalRoot, 'journal');
       // One byte per segment: every turn's append starts a new file.
@@ -432,6 +473,8 @@ describe('SettlementWriter', () => {
       const errors: unknown[] = [];
       writer = new SettlementWriter(store, {
         journal: new SettlementJournal(join(blocked, 'journal')),
+        // Responses wait for this commit, so it must not wait to gather more.
+        journalCommitDelayMs: 3_600_000,
         onError: (error) => errors.push(error),
       });
       const release = closeGate();
