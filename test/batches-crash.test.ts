@@ -109,6 +109,10 @@ describe('kill -9 in the middle of a batch', { timeout: TEST_TIMEOUT_MS }, () =>
       expected += (BigInt(usage.prompt_tokens) * 800n + BigInt(usage.completion_tokens) * 2000n) / 2n;
     }
 
+    // A billing read waits until every settlement so far is committed (responses only wait for the journal), so the
+    // store read after the kill sees them all.
+    const balance = await fetch(`${second.url}/v1/billing/balance`, { headers: { authorization: `Bearer ${key}` } });
+    expect(balance.status).toBe(200);
     for (const child of children.splice(0)) child.kill('SIGKILL');
     const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
     try {

@@ -230,8 +230,11 @@ describe('cluster mode', { timeout: TEST_TIMEOUT_MS }, () => {
     for (const gateway of gateways) {
       const store = await createStore(`sqlite://${gateway.dir}/data/tollgate.db`);
       try {
-        const events = await store.listUsageEvents({ start: 0, end: Date.now() + 1, limit: 100 });
-        expect(events.length).toBe(gateway.policy === 'closed' ? 1 : 2);
+        // Read from outside the gateway: its commits follow the journaled responses, so wait for them.
+        const expected = gateway.policy === 'closed' ? 1 : 2;
+        const listed = () => store.listUsageEvents({ start: 0, end: Date.now() + 1, limit: 100 });
+        await vi.waitFor(async () => expect((await listed()).length).toBeGreaterThanOrEqual(expected), eventually);
+        expect((await listed()).length).toBe(expected);
       } finally {
         await store.close();
       }
