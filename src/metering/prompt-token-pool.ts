@@ -1,7 +1,7 @@
 /**
- * Prompt counting that keeps long prompts off the event loop. Counting ordinary text takes about 30 ms a megabyte
- * here, a long run without word breaks 20–50 times longer (`npm run bench:tokenizer`), so an 8 MiB prompt held every
- * other request of the process for up to eleven seconds. Prompts whose text passes `offThreadCharacters` are counted on a
+ * Prompt counting that keeps long prompts off the event loop. Counting ordinary text takes 20–30 ms a megabyte
+ * here, a long run without word breaks 15–50 times longer (`npm run bench:tokenizer`), so an 8 MiB prompt held every
+ * other request of the process for several seconds. Prompts whose text passes `offThreadCharacters` are counted on a
  * worker thread instead; shorter ones, nearly all, are counted in place, where a thread hop would cost more than the
  * count.
  *
