@@ -88,6 +88,12 @@ export class BpeRanks {
     return new BpeRanks(bytes, starts, slots);
   }
 
+  /** The rank of all of `bytes`, or `undefined` when they are not a token (the shape `mergeLongPiece` takes). */
+  readonly rankOf = (bytes: Uint8Array): number | undefined => {
+    const rank = this.rank(bytes, 0, bytes.length);
+    return rank < 0 ? undefined : rank;
+  };
+
   /** The rank of `piece[start..end)`, or -1 when those bytes are not a token. */
   rank(piece: Uint8Array, start: number, end: number): number {
     const length = end - start;

@@ -7,12 +7,8 @@ import { countTextTokens, longPieceBytes } from './token-counter.js';
 
 const plainText = { disallowedSpecial: new Set<string>() };
 const ranks = BpeRanks.fromTiktokenFile(shippedRanksFile('o200k_base'));
-const rankOf = (bytes: Uint8Array) => {
-  const rank = ranks.rank(bytes, 0, bytes.length);
-  return rank < 0 ? undefined : rank;
-};
 /** Tollgate's merge of one piece, over the off-heap ranks. */
-const mergeTokens = (piece: string) => mergeLongPiece(Buffer.from(piece), rankOf, ranks.maxTokenBytes);
+const mergeTokens = (piece: string) => mergeLongPiece(Buffer.from(piece), ranks.rankOf, ranks.maxTokenBytes);
 
 // Each alphabet stays inside one class of the o200k split pattern (lowercase letters, other letters, punctuation and
 // symbols), so a string drawn from it is a single piece and reaches the merge whole.

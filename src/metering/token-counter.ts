@@ -37,10 +37,6 @@ export const longPieceBytes = 256;
 
 /** The ranks, read once per process (~5 MB off the heap; see `bpe-ranks.ts`). */
 const ranks = BpeRanks.fromTiktokenFile(shippedRanksFile('o200k_base'));
-const rankOf = (bytes: Uint8Array): number | undefined => {
-  const rank = ranks.rank(bytes, 0, bytes.length);
-  return rank < 0 ? undefined : rank;
-};
 
 const split = new RegExp(o200kSplitPattern, 'gu');
 const utf8 = new TextEncoder();
@@ -63,7 +59,7 @@ function countPieceTokens(piece: string): number {
   }
   const length = encodeUtf8(piece, bytes);
   if (ranks.rank(bytes, 0, length) >= 0) return 1;
-  if (length > longPieceBytes) return mergeLongPiece(bytes.subarray(0, length), rankOf, ranks.maxTokenBytes).length;
+  if (length > longPieceBytes) return mergeLongPiece(bytes.subarray(0, length), ranks.rankOf, ranks.maxTokenBytes).length;
   return countShortMerge(bytes, length);
 }
 
