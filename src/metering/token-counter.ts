@@ -59,7 +59,8 @@ function countPieceTokens(piece: string): number {
   }
   const length = encodeUtf8(piece, bytes);
   if (ranks.rank(bytes, 0, length) >= 0) return 1;
-  if (length > longPieceBytes) return mergeLongPiece(bytes.subarray(0, length), ranks.rankOf, ranks.maxTokenBytes).length;
+  if (length > longPieceBytes)
+    return mergeLongPiece(bytes.subarray(0, length), ranks.rankOf, ranks.maxTokenBytes).length;
   return countShortMerge(bytes, length);
 }
 
