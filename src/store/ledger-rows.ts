@@ -434,19 +434,22 @@ export function checkpointEventFromJson(json: string): UsageEventRecord {
  */
 export function settlementToJson(settlement: Settlement): string {
   const { rating, reservation } = settlement;
-  if (rating === undefined && reservation === undefined) return JSON.stringify(settlement, bigintsAsDigits);
-  const copy: Record<string, unknown> = { ...settlement };
-  if (rating !== undefined) {
-    const digits: Record<string, unknown> = { ...rating };
-    for (const field of EVENT_NANO_FIELDS) {
-      const value = rating[field];
-      if (typeof value === 'bigint') digits[field] = value.toString();
+  // An unrated settlement without a reservation (no price book) holds no bigint: stringified as it is.
+  let plain: Record<string, unknown> = settlement as unknown as Record<string, unknown>;
+  if (rating !== undefined || reservation !== undefined) {
+    plain = { ...settlement };
+    if (rating !== undefined) {
+      const digits: Record<string, unknown> = { ...rating };
+      for (const field of EVENT_NANO_FIELDS) {
+        const value = rating[field];
+        if (typeof value === 'bigint') digits[field] = value.toString();
+      }
+      plain.rating = digits;
     }
-    copy.rating = digits;
+    if (reservation !== undefined) plain.reservation = { ...reservation, amount: reservation.amount.toString() };
   }
-  if (reservation !== undefined) copy.reservation = { ...reservation, amount: reservation.amount.toString() };
   try {
-    return JSON.stringify(copy);
+    return JSON.stringify(plain);
   } catch {
     return JSON.stringify(settlement, bigintsAsDigits);
   }
