@@ -3,6 +3,38 @@
  * endpoints and statuses come from closed sets, so a hostile client cannot grow the series count.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { SettlementWriterStats } from '../metering/settlement-writer.js';
+
+/** The writer's counters as Prometheus counters: the stat, the metric's name, its help. */
+const requestLogCounters: ReadonlyArray<readonly [keyof SettlementWriterStats, string, string]> = [
+  ['committed', 'tollgate_request_log_committed_total', 'Request-log records committed to the store.'],
+  [
+    'transactions',
+    'tollgate_request_log_transactions_total',
+    'Group commits of request-log records (committed ÷ transactions is the mean batch).',
+  ],
+  ['dropped', 'tollgate_request_log_dropped_total', 'Request-log records dropped (store down and buffer full).'],
+  [
+    'failedCommits',
+    'tollgate_request_log_failed_commits_total',
+    'Failed request-log commits (retried, or spooled to disk).',
+  ],
+  [
+    'spooled',
+    'tollgate_request_log_spooled_total',
+    'Request-log records written to the local spool while the store was down (settled into it later).',
+  ],
+  [
+    'journaled',
+    'tollgate_request_log_journaled_total',
+    'Request-log records appended to the settlement journal, durable there before their commit (embedded mode).',
+  ],
+  [
+    'journalFailures',
+    'tollgate_request_log_journal_failures_total',
+    'Failed appends to the settlement journal (their responses waited for the commit instead).',
+  ],
+];
 
 const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
@@ -67,61 +99,20 @@ export class GatewayMetrics {
   });
 
   /** Exposes the request-log writer's counters, read at scrape time. */
-  observeRequestLog(
-    stats: () => {
-      committed: number;
-      transactions: number;
-      dropped: number;
-      failedCommits: number;
-      spooled: number;
-      journaled: number;
-      journalFailures: number;
-    },
-  ): void {
-    const counter = (name: string, help: string, read: (current: ReturnType<typeof stats>) => number) => {
+  observeRequestLog(stats: () => SettlementWriterStats): void {
+    for (const [field, name, help] of requestLogCounters) {
       let reported = 0;
       new Counter({
         name,
         help,
         registers: [this.registry],
         collect() {
-          const value = read(stats());
+          const value = stats()[field];
           if (value > reported) this.inc(value - reported);
           reported = value;
         },
       });
-    };
-    counter('tollgate_request_log_committed_total', 'Request-log records committed to the store.', (s) => s.committed);
-    counter(
-      'tollgate_request_log_transactions_total',
-      'Group commits of request-log records (committed ÷ transactions is the mean batch).',
-      (s) => s.transactions,
-    );
-    counter(
-      'tollgate_request_log_dropped_total',
-      'Request-log records dropped (store down and buffer full).',
-      (s) => s.dropped,
-    );
-    counter(
-      'tollgate_request_log_failed_commits_total',
-      'Failed request-log commits (retried, or spooled to disk).',
-      (s) => s.failedCommits,
-    );
-    counter(
-      'tollgate_request_log_spooled_total',
-      'Request-log records written to the local spool while the store was down (settled into it later).',
-      (s) => s.spooled,
-    );
-    counter(
-      'tollgate_request_log_journaled_total',
-      'Request-log records appended to the settlement journal, durable there before their commit (embedded mode).',
-      (s) => s.journaled,
-    );
-    counter(
-      'tollgate_request_log_journal_failures_total',
-      'Failed appends to the settlement journal (their responses waited for the commit instead).',
-      (s) => s.journalFailures,
-    );
+    }
   }
 
   /** Exposes how many settlements wait in the local spool for the store (read at scrape time). */
