@@ -1,21 +1,14 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { readSegment } from '../../test/support/journal.js';
+import { temporaryDirectory } from '../../test/support/temporary-directory.js';
 import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
-import { settlementFromJson } from '../store/ledger-rows.js';
 import type { Settlement } from '../store/ledger-store.js';
 import { SettlementJournal } from './settlement-journal.js';
 
-const roots: string[] = [];
-afterEach(() => {
-  for (const root of roots.splice(0)) rmSync(root, { recursive: true, force: true });
-});
-
 function journalDirectory(): string {
-  const root = mkdtempSync(join(tmpdir(), 'tollgate-journal-'));
-  roots.push(root);
-  return join(root, 'journal');
+  return join(temporaryDirectory('tollgate-journal-'), 'journal');
 }
 
 let sequence = 0;
@@ -35,10 +28,6 @@ function settlement(): Settlement {
   };
 }
 
-function linesOf(file: string): Settlement[] {
-  return readFileSync(file, 'utf8').trim().split('\n').map(settlementFromJson);
-}
-
 /** Waits until `condition` holds (segment removal is asynchronous). */
 async function eventually(condition: () => boolean): Promise<void> {
   for (let wait = 0; wait < 500 && !condition(); wait++) await new Promise((resolve) => setTimeout(resolve, 10));
@@ -52,8 +41,8 @@ describe('SettlementJournal', () => {
     const second = [settlement()];
     const segment = journal.append(first);
     expect(journal.append(second)).toBe(segment);
-    expect(linesOf(segment.file)).toEqual([...first, ...second]);
-    expect(linesOf(segment.file)).toHaveLength(3);
+    expect(readSegment(segment.file)).toEqual([...first, ...second]);
+    expect(readSegment(segment.file)).toHaveLength(3);
     journal.close();
   });
 
@@ -93,6 +82,6 @@ describe('SettlementJournal', () => {
     stranded.settled(open);
     stranded.close();
     await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(linesOf(open.file)).toEqual(kept);
+    expect(readSegment(open.file)).toEqual(kept);
   });
 });

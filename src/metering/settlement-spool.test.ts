@@ -1,22 +1,15 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { temporaryDirectory } from '../../test/support/temporary-directory.js';
 import { requestLogFixture, settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
 import { settlementFromJson, settlementToJson } from '../store/ledger-rows.js';
 import type { Settlement } from '../store/ledger-store.js';
 import { SettlementSpool } from './settlement-spool.js';
 
-const directories: string[] = [];
-afterEach(() => {
-  for (const directory of directories.splice(0)) rmSync(directory, { recursive: true, force: true });
-});
-
 function spoolDirectory(): string {
-  const directory = mkdtempSync(join(tmpdir(), 'tollgate-spool-'));
-  directories.push(directory);
-  return join(directory, 'spool');
+  return join(temporaryDirectory('tollgate-spool-'), 'spool');
 }
 
 let sequence = 0;

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -7,7 +7,6 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { readJournal } from '../../test/support/journal.js';
 import { createStore } from '../store/create-store.js';
 import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
-import { settlementFromJson } from '../store/ledger-rows.js';
 import type { Settlement, UsageEventRecord } from '../store/ledger-store.js';
 import type { Store } from '../store/store.js';
 import { type TranspiledTree, transpileForChild } from '../store/transpile-for-child.js';
@@ -515,9 +514,7 @@ describe('SettlementWriter', () => {
       expect(spool.pending).toBe(25);
       // A restarted process would find them: they are in the spool's files.
       const directory = join(spoolRoot, 'spool');
-      const onDisk = readdirSync(directory).flatMap((name) =>
-        readFileSync(join(directory, name), 'utf8').trim().split('\n').map(settlementFromJson),
-      );
+      const onDisk = readJournal(directory);
       expect(onDisk.map((each) => each.log.requestId).sort()).toEqual(during.map((each) => each.log.requestId).sort());
       down = false;
       // The store is back: the spool is drained on its timer, and after the next commit.

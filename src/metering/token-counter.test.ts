@@ -1,9 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import o200k, { encode } from 'gpt-tokenizer/encoding/o200k_base';
 import { describe, expect, it } from 'vitest';
+import { temporaryDirectory } from '../../test/support/temporary-directory.js';
 import { BpeRanks, shippedRanksFile } from './bpe-ranks.js';
 import {
   countPromptTokens,
@@ -75,14 +75,9 @@ describe('countTextTokens', () => {
 
 describe('BpeRanks', () => {
   const withFile = (text: string, check: (file: string) => void) => {
-    const directory = mkdtempSync(path.join(tmpdir(), 'tollgate-ranks-'));
-    try {
-      const file = path.join(directory, 'test.tiktoken');
-      writeFileSync(file, text);
-      check(file);
-    } finally {
-      rmSync(directory, { recursive: true, force: true });
-    }
+    const file = path.join(temporaryDirectory('tollgate-ranks-'), 'test.tiktoken');
+    writeFileSync(file, text);
+    check(file);
   };
   const b64 = (text: string) => Buffer.from(text).toString('base64');
 
