@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -647,6 +648,97 @@ describe('complete()', () => {
       if (statusCase.absent !== undefined) expect(error.message).not.toContain(statusCase.absent);
     });
   }
+});
+
+describe('the exchange with the upstream', () => {
+  it('rejects at once when the signal aborts while the request waits for a connection, and never sends it', async () => {
+    const server = await startServer(() => {});
+    const upstream = upstreamFor(server.baseUrl);
+    const hung = new AbortController();
+    // The pool has 4 connections: four unanswered requests hold them all.
+    const holding = Array.from({ length: 4 }, () =>
+      upstream.complete(chatRequest({ signal: hung.signal })).catch(() => undefined),
+    );
+    while (server.received.length < 4) await delay(5);
+    const controller = new AbortController();
+    const queued = upstream.complete(chatRequest({ signal: controller.signal, requestId: 'req-queued' }));
+    const reason = new Error('gave up while queued');
+    controller.abort(reason);
+    await expect(queued).rejects.toBe(reason);
+    // Freeing the connections does not send the abandoned request after all.
+    hung.abort(new Error('test over'));
+    await Promise.all(holding);
+    await delay(50);
+    expect(server.received.map((request) => request.headers['x-request-id'])).not.toContain('req-queued');
+  });
+
+  it('rejects with the reason and closes the connection when the signal aborts in the middle of a whole answer', async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.write('{"id": "chatcmpl-1", "choices": [');
+    });
+    const upstream = upstreamFor(server.baseUrl);
+    const controller = new AbortController();
+    const pending = upstream.complete(chatRequest({ signal: controller.signal }));
+    while (server.received.length === 0) await delay(5);
+    await delay(20);
+    const reason = new Error('client went away');
+    controller.abort(reason);
+    await expect(pending).rejects.toBe(reason);
+    expect(await server.nextClose()).toBe(true);
+  });
+
+  it('keeps the start of an endless error body for the message and drops the connection', async () => {
+    const detail = JSON.stringify({ error: { message: 'No such parameter: foo', param: 'foo' } });
+    const server = await startServer(async (_request, response) => {
+      response.writeHead(400, { 'content-type': 'application/json' });
+      let open = true;
+      response.on('close', () => {
+        open = false;
+      });
+      response.write(detail);
+      const filler = Buffer.alloc(16 * 1024, 0x20);
+      while (open) {
+        if (!response.write(filler)) await new Promise((resolve) => response.once('drain', resolve));
+      }
+    });
+    const upstream = upstreamFor(server.baseUrl);
+    const error = (await upstream.complete(chatRequest()).catch((caught: unknown) => caught)) as UpstreamError;
+    expect(error).toBeInstanceOf(UpstreamError);
+    expect(error.upstreamStatus).toBe(400);
+    expect(error.message).toBe('No such parameter: foo');
+    expect(await server.nextClose()).toBe(true);
+  });
+
+  it("leaves no listener on a connection's signal shared by its requests", async () => {
+    const bytes = fixture('chat-completion.json');
+    const stream = fixture('openai-chat-stream.sse');
+    const server = await startServer((request, response, body) => {
+      if ((JSON.parse(body) as { stream?: boolean }).stream === true) void writeSse(response, stream);
+      else if (request.headers['x-request-id'] === 'req-error') sendJson(response, 500, fixture('error-500.json'));
+      else sendJson(response, 200, bytes);
+    });
+    const upstream = upstreamFor(server.baseUrl);
+    const signal = new AbortController().signal;
+    await upstream.complete(chatRequest({ signal }));
+    await upstream.complete(chatRequest({ signal, requestId: 'req-error' })).catch(() => undefined);
+    const { events } = await upstream.stream(chatRequest({ signal }));
+    await collect(events);
+    const broken = await upstream.stream(chatRequest({ signal }));
+    await broken.events[Symbol.asyncIterator]().return?.();
+    expect(server.received).toHaveLength(4);
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0);
+  });
+
+  it('reads a whole answer that starts with a UTF-8 byte-order mark', async () => {
+    const bytes = fixture('chat-completion.json');
+    const server = await startServer((_request, response) =>
+      sendJson(response, 200, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), bytes])),
+    );
+    const upstream = upstreamFor(server.baseUrl);
+    const result = await upstream.complete(chatRequest());
+    expect(result.body).toEqual(JSON.parse(bytes.toString('utf8')));
+  });
 });
 
 describe('load()', () => {

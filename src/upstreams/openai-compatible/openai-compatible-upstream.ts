@@ -2,7 +2,7 @@
  * The adapter for any server that speaks the OpenAI HTTP API: vLLM, SGLang, Ollama, llama.cpp server, DeepSeek,
  * Volcano Ark, OpenRouter, OpenAI itself. Vendors differ only in settings (base URL, key), never in code.
  */
-import { type Dispatcher, Pool } from 'undici';
+import { Pool } from 'undici';
 import type { OpenAIUpstreamConfig } from '../../config/config-schema.js';
 import { InvalidRequestError, UpstreamError } from '../../errors/gateway-error.js';
 import type {
@@ -16,6 +16,7 @@ import type {
 import { usageFromOpenAI } from '../usage.js';
 import { OpenAIStreamEvents } from './openai-stream-events.js';
 import { parsePrometheusLoad } from './prometheus-load.js';
+import { type ExchangeResponse, exchange } from './upstream-exchange.js';
 import {
   findUpstreamError,
   toUpstreamFailure,
@@ -76,13 +77,7 @@ class OpenAICompatibleUpstream implements Upstream {
 
   async complete(request: UpstreamRequest): Promise<UpstreamResult> {
     const body = request.endpoint === 'embeddings' ? request.body : nonStreamingBody(request.body);
-    const response = await this.send(request, JSON.stringify(this.withPriority(body, request)), false);
-    let text: string;
-    try {
-      text = await response.body.text();
-    } catch (error: unknown) {
-      throw this.failure(error, request.signal);
-    }
+    const { text } = await this.send(request, JSON.stringify(this.withPriority(body, request)), false);
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
@@ -106,12 +101,12 @@ class OpenAICompatibleUpstream implements Upstream {
         param: 'stream',
       });
     }
-    const response = await this.send(
+    const { body } = await this.send(
       request,
       JSON.stringify(this.withPriority(streamingBody(request.body), request)),
       true,
     );
-    return { events: new OpenAIStreamEvents(response.body, this.name, request.signal) };
+    return { events: new OpenAIStreamEvents(body!, this.name, request.signal) };
   }
 
   async load(): Promise<UpstreamLoad | undefined> {
@@ -150,30 +145,27 @@ class OpenAICompatibleUpstream implements Upstream {
     return { ...body, priority: request.priority ?? 0 };
   }
 
-  /** Sends the request; resolves with a 2xx response, rejects with the mapped error otherwise. */
-  private async send(request: UpstreamRequest, payload: string, streaming: boolean): Promise<Dispatcher.ResponseData> {
-    let response: Dispatcher.ResponseData;
+  /** Sends the request; resolves with a 2xx answer (its text, or its body when streaming), rejects otherwise. */
+  private async send(request: UpstreamRequest, payload: string, streaming: boolean): Promise<ExchangeResponse> {
+    let response: ExchangeResponse;
     try {
-      response = await this.pool.request({
-        method: 'POST',
-        path: this.paths[request.endpoint],
-        headers: this.headers(request.requestId, streaming),
-        body: payload,
-        signal: request.signal,
-      });
+      response = await exchange(
+        this.pool,
+        {
+          method: 'POST',
+          path: this.paths[request.endpoint],
+          headers: this.headers(request.requestId, streaming),
+          body: payload,
+        },
+        request.signal,
+        { streaming, maxErrorBodyBytes: MAX_ERROR_BODY_BYTES },
+      );
     } catch (error: unknown) {
       throw this.failure(error, request.signal);
     }
-    const status = response.statusCode;
+    const status = response.status;
     if (status >= 200 && status < 300) return response;
-    let text = '';
-    try {
-      text = await readErrorBody(response.body);
-    } catch {
-      // The status is the error; an unreadable body only costs the upstream's message. An abort still wins.
-      if (request.signal.aborted) throw request.signal.reason;
-    }
-    throw upstreamStatusError(this.name, status, response.headers, text, Date.now());
+    throw upstreamStatusError(this.name, status, response.headers, response.text, Date.now());
   }
 
   private headers(requestId: string, streaming: boolean): string[] {
@@ -224,16 +216,4 @@ function streamingBody(body: Readonly<Record<string, unknown>>): Record<string, 
       ? { ...clientOptions, include_usage: true }
       : { include_usage: true };
   return { ...body, stream: true, stream_options: streamOptions };
-}
-
-async function readErrorBody(body: Dispatcher.ResponseData['body']): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    chunks.push(chunk);
-    size += chunk.length;
-    // Leaving the loop destroys the body: an oversized error page is not worth keeping the connection for.
-    if (size >= MAX_ERROR_BODY_BYTES) break;
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }

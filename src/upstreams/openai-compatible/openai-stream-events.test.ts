@@ -1,13 +1,30 @@
-import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { UpstreamError } from '../../errors/gateway-error.js';
 import type { StreamEvent } from '../upstream.js';
 import { OpenAIStreamEvents } from './openai-stream-events.js';
+import type { BodyListener, StreamingBody } from './upstream-exchange.js';
+
+/** A body holding `text`: the first `resume()` delivers it as one chunk, then the end. */
+function bodyOf(text: string): StreamingBody {
+  let listener: BodyListener | undefined;
+  let delivered = false;
+  return {
+    listen: (attached) => {
+      listener = attached;
+    },
+    pause: () => undefined,
+    resume: () => {
+      if (delivered || listener === undefined) return;
+      delivered = true;
+      listener.onData(Buffer.from(text, 'utf8'));
+      listener.onEnd();
+    },
+    destroy: () => undefined,
+  };
+}
 
 function eventsOf(text: string): OpenAIStreamEvents {
-  const body = new PassThrough();
-  body.end(Buffer.from(text, 'utf8'));
-  return new OpenAIStreamEvents(body, 'unit', new AbortController().signal);
+  return new OpenAIStreamEvents(bodyOf(text), 'unit', new AbortController().signal);
 }
 
 async function drain(events: AsyncIterable<StreamEvent>): Promise<{ events: StreamEvent[]; error: unknown }> {

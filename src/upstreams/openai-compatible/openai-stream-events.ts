@@ -2,11 +2,11 @@
  * Turns an OpenAI-compatible SSE response body into the gateway's `StreamEvent`s, pulling from the socket only as
  * the consumer pulls, and cancelling the upstream request when the consumer stops early.
  */
-import type { Readable } from 'node:stream';
 import { UpstreamError } from '../../errors/gateway-error.js';
 import type { StreamEvent } from '../upstream.js';
 import { type Usage, usageFromOpenAI } from '../usage.js';
 import { type SseMessage, SseParser } from './sse-parser.js';
+import type { BodyListener, StreamingBody } from './upstream-exchange.js';
 import { findUpstreamError, toUpstreamFailure, upstreamReportedError } from './upstream-failure.js';
 
 /** Bytes still read after `[DONE]` so the connection can go back to the pool; beyond that it is closed. */
@@ -35,7 +35,7 @@ const DONE_RESULT: IteratorReturnResult<undefined> = Object.freeze({ done: true,
  * - `return()` (a `break` out of `for await`), a throw, or an aborted signal destroys the body, which makes undici
  *   close the upstream connection.
  */
-export class OpenAIStreamEvents implements AsyncIterableIterator<StreamEvent> {
+export class OpenAIStreamEvents implements AsyncIterableIterator<StreamEvent>, BodyListener {
   private readonly parser = new SseParser();
   private readonly pending: SseMessage[] = [];
   private pendingIndex = 0;
@@ -52,16 +52,12 @@ export class OpenAIStreamEvents implements AsyncIterableIterator<StreamEvent> {
   private drainedBytes = 0;
 
   constructor(
-    private readonly body: Readable,
+    private readonly body: StreamingBody,
     private readonly upstreamName: string,
     private readonly signal: AbortSignal,
   ) {
-    body.on('data', this.onData);
-    body.on('end', this.onEnd);
-    body.on('error', this.onError);
-    body.on('close', this.onClose);
-    // Attaching a 'data' listener starts the flow; nothing is read until the consumer asks.
-    body.pause();
+    // The body arrives paused; nothing is read until the consumer asks.
+    body.listen(this);
   }
 
   [Symbol.asyncIterator](): this {
@@ -165,7 +161,7 @@ export class OpenAIStreamEvents implements AsyncIterableIterator<StreamEvent> {
     }
   }
 
-  private readonly onData = (chunk: Buffer): void => {
+  onData(chunk: Buffer): void {
     if (this.finished) {
       this.drainedBytes += chunk.length;
       if (this.drainedBytes > MAX_DRAIN_BYTES) this.body.destroy();
@@ -175,31 +171,20 @@ export class OpenAIStreamEvents implements AsyncIterableIterator<StreamEvent> {
     this.queuedBytes += chunk.length;
     if (this.queuedBytes >= READ_AHEAD_BYTES) this.body.pause();
     this.notify();
-  };
+  }
 
-  private readonly onEnd = (): void => {
+  onEnd(): void {
     this.ended = true;
     this.notify();
-  };
+  }
 
-  private readonly onError = (error: unknown): void => {
+  onError(error: unknown): void {
     if (!this.failed && !this.ended) {
       this.failed = true;
       this.failure = error;
     }
     this.notify();
-  };
-
-  private readonly onClose = (): void => {
-    if (!this.ended && !this.failed) {
-      this.failed = true;
-      this.failure = new UpstreamError(`The connection to upstream ${this.upstreamName} closed.`, {
-        code: 'upstream_connection_lost',
-        retryable: true,
-      });
-    }
-    this.notify();
-  };
+  }
 
   private notify(): void {
     const wake = this.wake;
@@ -228,7 +213,7 @@ export class OpenAIStreamEvents implements AsyncIterableIterator<StreamEvent> {
     const alreadyDraining = this.finished;
     this.finished = true;
     this.dropReadAhead();
-    if (!alreadyDraining && !this.ended && !this.body.destroyed) this.body.destroy();
+    if (!alreadyDraining && !this.ended && !this.failed) this.body.destroy();
   }
 }
 
