@@ -255,7 +255,8 @@ export class RequestRecorder {
       if (usage.input.cached > 0) metrics.tokens.labels(model, 'cached_input').inc(usage.input.cached);
       metrics.tokens.labels(model, 'output').inc(usage.output.total);
     }
-    if (!this.logRequests) return;
+    // The line's object is built only when it will be written (`log.level` above `info` skips it).
+    if (!this.logRequests || !this.logger.isLevelEnabled('info')) return;
     this.logger.info(
       {
         reqId: trace.requestId,

@@ -13,8 +13,8 @@ import { findUpstreamError, toUpstreamFailure, upstreamReportedError } from './u
 const MAX_DRAIN_BYTES = 64 * 1024;
 
 /**
- * Body bytes read ahead of the consumer before the body is paused. Pausing undici's body after every chunk made each
- * resume read the whole socket buffer and unshift what one event did not use: with large events (16 KB) that copied
+ * Body bytes read ahead of the consumer before the body is paused. Pausing the body after every chunk (undici's
+ * `Readable` then, before `upstream-exchange.ts`) made each resume read the whole socket buffer and unshift what one event did not use: with large events (16 KB) that copied
  * megabytes per event and let the socket buffer grow to the whole upstream response (66 MB relayed in 55 s, the
  * upstream 19 MB ahead after 500 events). With a read-ahead, one resume takes a read-ahead's worth, which keeps the
  * socket buffer small, and backpressure still holds the upstream to this plus the kernel's socket buffers.
