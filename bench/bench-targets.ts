@@ -137,6 +137,8 @@ export interface TollgateOptions {
   extraConfig?: Record<string, unknown>;
   /** Credit topped up on the bench tenant's wallet, currency units (needed when `pricing` is set). Default none. */
   credit?: string;
+  /** The built checkout whose `dist/src/cli/main.js` runs (another revision, for an A/B). Default this one. */
+  root?: string;
 }
 
 /** The label of a Tollgate target: `tollgate`, or `tollgate-wN` with N > 1 workers. */
@@ -192,12 +194,12 @@ export async function startTollgate(
     // The young-generation size `npm start` uses (see `withServingHeap`), unless the caller's flags set one.
     args: [
       ...withServingHeap(options.nodeArgs ?? []),
-      join(repoRoot, 'dist/src/cli/main.js'),
+      join(options.root ?? repoRoot, 'dist/src/cli/main.js'),
       'serve',
       '--config',
       configPath,
     ],
-    cwd: repoRoot,
+    cwd: options.root ?? repoRoot,
     env: { TOLLGATE_ADMIN_TOKEN: adminToken, TOLLGATE_DATA_DIR: dataDir, TOLLGATE_PORT: String(port) },
   });
   void started.exited.then(() => rm(dataDir, { recursive: true, force: true }));
