@@ -19,7 +19,7 @@ import { BenchProcesses } from './bench-processes.js';
 import { machineSummary, writeBenchResult } from './bench-results.js';
 import { chatRequestBody, repoRoot, startTollgate, startUpstream } from './bench-targets.js';
 import { type LoadSpec, runLoadInChild } from './load.js';
-import { mainThreadCpuMs, processTreeCpuMs } from './process-tree-stats.js';
+import { cpuPerResponse, type GatewayCpu, gatewayCpu } from './process-tree-stats.js';
 
 /** One run of one build. */
 export interface AbRun {
@@ -121,10 +121,10 @@ async function runOnce(root: string, options: AbOptions): Promise<AbRun> {
     };
     // CPU is read over the measured window only: the warm-up's JIT compilation would dilute the difference. The
     // load generator starts measuring `warmupSeconds` after it starts (its own start-up, ~0.2 s, comes first).
-    let atWindowStart: { cpu: number; main: number } | undefined;
+    let atWindowStart: GatewayCpu | undefined;
     const windowStart = setTimeout(
       () => {
-        atWindowStart = { cpu: processTreeCpuMs(pid), main: mainThreadCpuMs(pid) };
+        atWindowStart = gatewayCpu(pid);
       },
       (load.warmupSeconds + 0.2) * 1000,
     );
@@ -134,13 +134,11 @@ async function runOnce(root: string, options: AbOptions): Promise<AbRun> {
     if (result.non2xx > 0 || result.errors > 0) {
       throw new Error(`${root}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
     }
-    const responses = result.ok;
     return {
       throughput: result.throughput,
       p50Ms: result.latency.p50,
       p99Ms: result.latency.p99,
-      cpuUs: ((processTreeCpuMs(pid) - atWindowStart.cpu) * 1000) / responses,
-      mainCpuUs: ((mainThreadCpuMs(pid) - atWindowStart.main) * 1000) / responses,
+      ...cpuPerResponse(atWindowStart, gatewayCpu(pid), result.ok),
     };
   } finally {
     await processes.stopAll();

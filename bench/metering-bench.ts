@@ -11,7 +11,7 @@ import { BenchProcesses } from './bench-processes.js';
 import { writeBenchResult } from './bench-results.js';
 import { benchModel, chatRequestBody, startTollgate, startUpstream } from './bench-targets.js';
 import { runLoadInChild } from './load.js';
-import { mainThreadCpuMs, processTreeCpuMs } from './process-tree-stats.js';
+import { cpuPerResponse, gatewayCpu } from './process-tree-stats.js';
 
 const pricing = {
   pricing: {
@@ -60,8 +60,7 @@ async function main(): Promise<void> {
         for (const target of round % 2 === 0 ? [off, on] : [on, off]) {
           const pid = target.process!.pid;
           const commitsBefore = await groupCommitCounters(target.metricsUrl!);
-          const cpuBefore = processTreeCpuMs(pid);
-          const mainBefore = mainThreadCpuMs(pid);
+          const cpuBefore = gatewayCpu(pid);
           const result = await runLoadInChild({
             mode: 'max',
             url: target.chatUrl,
@@ -75,8 +74,7 @@ async function main(): Promise<void> {
             throw new Error(`${target.name}: ${result.non2xx} non-2xx, ${result.errors} errors`);
           }
           const responses = result.ok + result.warmupResponses;
-          const cpuUs = ((processTreeCpuMs(pid) - cpuBefore) * 1000) / responses;
-          const mainCpuUs = ((mainThreadCpuMs(pid) - mainBefore) * 1000) / responses;
+          const { cpuUs, mainCpuUs } = cpuPerResponse(cpuBefore, gatewayCpu(pid), responses);
           const commitsAfter = await groupCommitCounters(target.metricsUrl!);
           const perCommit =
             (commitsAfter.committed - commitsBefore.committed) /

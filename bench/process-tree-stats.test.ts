@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { mainThreadCpuMs, processTreeCpuMs, processTreeRss } from './process-tree-stats.js';
+import { cpuPerResponse, gatewayCpu, mainThreadCpuMs, processTreeCpuMs, processTreeRss } from './process-tree-stats.js';
 
 const ownRssKiB = (pid: number) =>
   Number(/^VmRSS:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? Number.NaN);
@@ -86,5 +86,20 @@ describe('mainThreadCpuMs', () => {
     } finally {
       child.kill('SIGKILL');
     }
+  });
+});
+
+describe('cpuPerResponse', () => {
+  it('divides the CPU between two readings by the responses, tree and main thread apart', () => {
+    expect(cpuPerResponse({ treeMs: 100, mainMs: 40 }, { treeMs: 350, mainMs: 190 }, 1000)).toEqual({
+      cpuUs: 250,
+      mainCpuUs: 150,
+    });
+  });
+
+  it('reads a live process with its main thread inside its tree', () => {
+    const reading = gatewayCpu(process.pid);
+    expect(reading.treeMs).toBeGreaterThan(0);
+    expect(reading.mainMs).toBeLessThanOrEqual(reading.treeMs);
   });
 });

@@ -92,3 +92,26 @@ export function processTreeCpuMs(rootPid: number): number {
 export function mainThreadCpuMs(pid: number): number {
   return (readCpuTicks(`${pid}/task/${pid}`) * 1000) / clockTicksPerSecond;
 }
+
+/** CPU used so far by a gateway, ms: its whole process tree, and its main thread alone. */
+export interface GatewayCpu {
+  treeMs: number;
+  mainMs: number;
+}
+
+/** A reading of `GatewayCpu` for the gateway whose (main) process is `pid`. */
+export function gatewayCpu(pid: number): GatewayCpu {
+  return { treeMs: processTreeCpuMs(pid), mainMs: mainThreadCpuMs(pid) };
+}
+
+/** CPU per response between two readings, µs: the whole tree (`cpuUs`) and the main thread (`mainCpuUs`). */
+export function cpuPerResponse(
+  before: GatewayCpu,
+  after: GatewayCpu,
+  responses: number,
+): { cpuUs: number; mainCpuUs: number } {
+  return {
+    cpuUs: ((after.treeMs - before.treeMs) * 1000) / responses,
+    mainCpuUs: ((after.mainMs - before.mainMs) * 1000) / responses,
+  };
+}
