@@ -4,8 +4,9 @@
  * `pool.request` wraps every response body in a `Readable`: a stream object, its buffer, `readable`/`end`/`close`
  * events and their ticks, for a body the gateway wants as one string (whole answers) or as raw chunks (streams).
  * The handler keeps just the chunks. In a Fastify + undici floor (JSON in, JSON out, 32 connections, this machine)
- * the handler took 5–30% less CPU per request than `pool.request` with `body.json()` (six pairs), and gateway-wide
- * 16% less at 32 connections (`npm run bench:ab`, docs/benchmarks.md, session 12).
+ * the handler took 5–30% less CPU per request than `pool.request` with `body.json()` (six pairs); with this
+ * session's other cuts, the gateway's CPU per request at 1,000 req/s fell 8–10% (`npm run bench:ab` against an A/A
+ * run of the same build, docs/benchmarks.md, session 12).
  *
  * What the handler owes the caller, and `pool.request` gave for free:
  * - the signal: aborting it aborts the exchange at once (rejecting the response, or failing the body's listener),
