@@ -30,10 +30,13 @@ export async function settleLeftSettlements(
     { directory: journalDirectory(dataDir), what: 'journaled by a process that stopped before committing them' },
   ];
   for (const { directory, what } of sources) {
-    const result = await new SettlementSpool(directory, logger).drain((batch) => store.settle(batch), {
-      batchSize: DEFAULT_SETTLEMENT_BATCH,
-      orphans: true,
-    });
+    const result = await new SettlementSpool(directory, logger).drain(
+      (batch, encoded) => store.settle(batch, encoded),
+      {
+        batchSize: DEFAULT_SETTLEMENT_BATCH,
+        orphans: true,
+      },
+    );
     if (result.settled + result.rejected + result.left > 0)
       logger.warn({ ...result }, `settled the settlements ${what}`);
   }

@@ -1,9 +1,10 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readSegment } from '../../test/support/journal.js';
 import { temporaryDirectory } from '../../test/support/temporary-directory.js';
 import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
+import { settlementFromJson } from '../store/ledger-rows.js';
 import type { Settlement } from '../store/ledger-store.js';
 import { SettlementJournal } from './settlement-journal.js';
 
@@ -39,10 +40,14 @@ describe('SettlementJournal', () => {
     const journal = new SettlementJournal(journalDirectory());
     const first = [settlement(), settlement()];
     const second = [settlement()];
-    const segment = journal.append(first);
-    expect(journal.append(second)).toBe(segment);
+    const { segment, lines } = journal.append(first);
+    const again = journal.append(second);
+    expect(again.segment).toBe(segment);
     expect(readSegment(segment.file)).toEqual([...first, ...second]);
     expect(readSegment(segment.file)).toHaveLength(3);
+    // The lines handed back are the ones in the file, one per settlement, in order.
+    expect([...lines, ...again.lines]).toEqual(readFileSync(segment.file, 'utf8').split('\n').slice(0, -1));
+    expect(lines.map(settlementFromJson)).toEqual(first);
     journal.close();
   });
 
@@ -50,8 +55,8 @@ describe('SettlementJournal', () => {
     const directory = journalDirectory();
     // Rotates after the first append: every append here gets a segment of its own.
     const journal = new SettlementJournal(directory, { segmentBytes: 1 });
-    const older = journal.append([settlement(), settlement()]);
-    const newer = journal.append([settlement()]);
+    const older = journal.append([settlement(), settlement()]).segment;
+    const newer = journal.append([settlement()]).segment;
     expect(newer.file).not.toBe(older.file);
     journal.settled(older);
     // One of its two is still outstanding.
@@ -68,7 +73,7 @@ describe('SettlementJournal', () => {
   it('at close removes a settled open segment and keeps one with unsettled settlements', async () => {
     const settledDirectory = journalDirectory();
     const done = new SettlementJournal(settledDirectory);
-    const segment = done.append([settlement()]);
+    const { segment } = done.append([settlement()]);
     done.settled(segment);
     // Open and settled: it stays until rotated or closed.
     expect(existsSync(segment.file)).toBe(true);
@@ -78,7 +83,7 @@ describe('SettlementJournal', () => {
     const strandedDirectory = journalDirectory();
     const stranded = new SettlementJournal(strandedDirectory);
     const kept = [settlement(), settlement()];
-    const open = stranded.append(kept);
+    const open = stranded.append(kept).segment;
     stranded.settled(open);
     stranded.close();
     await new Promise((resolve) => setTimeout(resolve, 20));

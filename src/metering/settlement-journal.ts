@@ -43,6 +43,12 @@ export interface JournalSegment {
   readonly file: string;
 }
 
+/** What `append` wrote: the segment, and each settlement's line (without its newline). */
+export interface JournalAppend {
+  segment: JournalSegment;
+  lines: string[];
+}
+
 interface OpenSegment extends JournalSegment {
   fd: number | undefined;
   bytes: number;
@@ -72,13 +78,14 @@ export class SettlementJournal {
   }
 
   /**
-   * Appends `settlements` in one write and returns their segment. Throws when the write fails (a full disk): the
-   * settlements are then not durable here, and the segment written to is closed so that no later line follows a
-   * partial one (a partial last line is skipped when the segment is read back).
+   * Appends `settlements` in one write; returns their segment and their lines (each one's `settlementToJson`, in
+   * order), which the settlement writer hands on to the store with their commit. Throws when the write fails (a full
+   * disk): the settlements are then not durable here, and the segment written to is closed so that no later line
+   * follows a partial one (a partial last line is skipped when the segment is read back).
    */
-  append(settlements: readonly Settlement[]): JournalSegment {
-    let text = '';
-    for (const settlement of settlements) text += `${settlementToJson(settlement)}\n`;
+  append(settlements: readonly Settlement[]): JournalAppend {
+    const lines = settlements.map(settlementToJson);
+    const text = `${lines.join('\n')}\n`;
     const segment = this.openSegment();
     try {
       segment.bytes += writeFully(segment.fd!, text);
@@ -88,7 +95,7 @@ export class SettlementJournal {
     }
     segment.outstanding += settlements.length;
     if (segment.bytes >= this.segmentBytes) this.closeCurrent();
-    return segment;
+    return { segment, lines };
   }
 
   /** Records that `count` settlements appended to `segment` are in the store; removes it once it holds no other. */

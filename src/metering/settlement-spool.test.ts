@@ -45,16 +45,20 @@ function unrated(requestId = `req-spool-${++sequence}`): Settlement {
 /** A `settle` that records every batch it takes, and fails while `refuse` says so. */
 function recordingSettle(refuse: (batch: readonly Settlement[]) => boolean = () => false) {
   const taken: Settlement[] = [];
+  /** The lines handed with the settlements taken, in order. */
+  const takenLines: string[] = [];
   let calls = 0;
   return {
     taken,
+    takenLines,
     get calls() {
       return calls;
     },
-    settle: async (batch: readonly Settlement[]) => {
+    settle: async (batch: readonly Settlement[], encoded: readonly string[]) => {
       calls++;
       if (refuse(batch)) throw new Error('refused');
       taken.push(...batch);
+      takenLines.push(...encoded);
     },
   };
 }
@@ -101,6 +105,8 @@ describe('SettlementSpool', () => {
     const result = await new SettlementSpool(directory).drain(store.settle, { batchSize: 2, orphans: false });
     expect(result).toEqual({ settled: 5, rejected: 0, left: 0 });
     expect(store.taken).toEqual(written);
+    // Each with the line it was read from, for a store that sends lines on instead of objects.
+    expect(store.takenLines).toEqual(written.map(settlementToJson));
     expect(store.calls).toBe(3);
     expect(readdirSync(directory)).toEqual([]);
     // The writing spool's own count: its segment was drained by the other object, so its next drain finds none.

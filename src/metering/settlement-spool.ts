@@ -86,12 +86,13 @@ export class SettlementSpool {
   }
 
   /**
-   * Settles spooled segments through `settle` and removes what it took (see the module comment). This process's open
+   * Settles spooled segments through `settle` (each batch's settlements, and their lines as read: `LedgerStore.settle`'s
+   * `encoded`) and removes what it took (see the module comment). This process's open
    * segment is closed first, so appends during the drain go to a new one. Stops at the first segment the store fails
    * on as a whole (it is down): that segment keeps what is left, and so do the ones after it.
    */
   async drain(
-    settle: (batch: readonly Settlement[]) => Promise<void>,
+    settle: (batch: readonly Settlement[], encoded: readonly string[]) => Promise<void>,
     options: SpoolDrainOptions,
   ): Promise<SpoolDrainResult> {
     const result: SpoolDrainResult = { settled: 0, rejected: 0, left: 0 };
@@ -182,7 +183,7 @@ interface SegmentOutcome {
  */
 async function settleSegment(
   file: string,
-  settle: (batch: readonly Settlement[]) => Promise<void>,
+  settle: (batch: readonly Settlement[], encoded: readonly string[]) => Promise<void>,
   batchSize: number,
   logger: Logger | undefined,
 ): Promise<SegmentOutcome> {
@@ -194,7 +195,7 @@ async function settleSegment(
   let suspects: string[] = [];
   for (let batch = batches.shift(); batch !== undefined; batch = batches.shift()) {
     try {
-      await settle(batch.map(settlementFromJson));
+      await settle(batch.map(settlementFromJson), batch);
     } catch {
       if (batch.length > 1) {
         const half = Math.ceil(batch.length / 2);

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { readJournal } from '../../test/support/journal.js';
 import { createStore } from '../store/create-store.js';
 import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
+import { settlementFromJson } from '../store/ledger-rows.js';
 import type { Settlement, UsageEventRecord } from '../store/ledger-store.js';
 import type { Store } from '../store/store.js';
 import { type TranspiledTree, transpileForChild } from '../store/transpile-for-child.js';
@@ -23,6 +24,8 @@ interface InstrumentedStore extends Store {
   failWith: ((batch: readonly Settlement[]) => Error | undefined) | undefined;
   /** Holds `settle` until the promise resolves. */
   gate: Promise<void> | undefined;
+  /** The `encoded` lines each committed `settle` call was given. */
+  encodedCommits: (readonly string[] | undefined)[];
 }
 
 function instrument(inner: Store): InstrumentedStore {
@@ -31,18 +34,20 @@ function instrument(inner: Store): InstrumentedStore {
     calls: 0,
     failWith: undefined as InstrumentedStore['failWith'],
     gate: undefined as Promise<void> | undefined,
+    encodedCommits: [] as (readonly string[] | undefined)[],
   };
   return new Proxy(inner, {
     get(target, property, receiver) {
       if (property in state) return (state as any)[property];
       if (property === 'settle') {
-        return async (batch: readonly Settlement[]) => {
+        return async (batch: readonly Settlement[], encoded?: readonly string[]) => {
           state.calls++;
           if (state.gate !== undefined) await state.gate;
           const error = state.failWith?.(batch);
           if (error !== undefined) throw error;
-          await target.settle(batch);
+          await target.settle(batch, encoded);
           state.commits.push(batch.length);
+          state.encodedCommits.push(encoded);
         };
       }
       const value = Reflect.get(target, property, receiver);
@@ -388,6 +393,26 @@ describe('SettlementWriter', () => {
       expect(await countRows(raw)).toBe(3);
       expect(await writer.flushed()).toBeUndefined();
       expect(writer.stats).toMatchObject({ journaled: 3, journalFailures: 0, committed: 3 });
+    });
+
+    it('hands the store each settlement with its journal line, so that the line is not serialized again', async () => {
+      const directory = join(journalRoot, 'journal');
+      writer = new SettlementWriter(store, { journal: new SettlementJournal(directory), journalCommitDelayMs: 0 });
+      const written = [settlement(), settlement(), settlement()];
+      await Promise.all(written.map((each) => writer.write(each)));
+      await writer.flushed();
+      expect(store.commits).toEqual([3]);
+      const lines = readFileSync(join(directory, readdirSync(directory)[0]!), 'utf8')
+        .split('\n')
+        .slice(0, -1);
+      expect(store.encodedCommits).toEqual([lines]);
+      expect(lines.map(settlementFromJson)).toEqual(written);
+
+      // Without a journal there are no lines: the store gets the objects alone.
+      const plain = new SettlementWriter(store);
+      await plain.write(settlement());
+      await plain.close();
+      expect(store.encodedCommits).toEqual([lines, undefined]);
     });
 
     it('gathers the writes of several turns into one commit; flushed() and a failed append commit at once', async () => {

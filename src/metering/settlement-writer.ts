@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { type Clock, type ClockTimer, RealClock } from '../clock/clock.js';
 import type { LedgerStore, Settlement } from '../store/ledger-store.js';
-import type { JournalSegment, SettlementJournal } from './settlement-journal.js';
+import type { JournalAppend, JournalSegment, SettlementJournal } from './settlement-journal.js';
 import type { SettlementSpool } from './settlement-spool.js';
 
 /** Settlements per transaction unless told otherwise (SQLite ingests ~50k events/s at that size). */
@@ -104,6 +104,8 @@ interface PendingSettlement {
   resolve: (committed: boolean) => void;
   /** The journal segment holding it, once journaled. */
   segment?: JournalSegment;
+  /** Its line in that segment (`settlementToJson`), handed to the store with its commit. */
+  line?: string;
   /** Committed, spooled or dropped: nothing more to do (the journal turn skips it). */
   done?: boolean;
   /** `epoch` when written (see `flushed`). */
@@ -287,9 +289,9 @@ export class SettlementWriter {
     this.unjournaled = [];
     const open = turn.filter((pending) => pending.done !== true);
     if (open.length === 0) return;
-    let segment: JournalSegment;
+    let appended: JournalAppend;
     try {
-      segment = this.journal!.append(open.map((pending) => pending.settlement));
+      appended = this.journal!.append(open.map((pending) => pending.settlement));
     } catch (error: unknown) {
       this.counters.journalFailures++;
       this.onError?.(error);
@@ -304,8 +306,11 @@ export class SettlementWriter {
       return;
     }
     this.counters.journaled += open.length;
-    for (const pending of open) {
+    const { segment, lines } = appended;
+    for (let index = 0; index < open.length; index++) {
+      const pending = open[index]!;
       pending.segment = segment;
+      pending.line = lines[index];
       pending.resolve(true);
     }
   }
@@ -459,7 +464,10 @@ export class SettlementWriter {
   private async settleBatch(batch: PendingSettlement[], uncount: () => void): Promise<boolean> {
     const watchdog = this.watchSlowCommit(batch);
     try {
-      await this.store.settle(batch.map((pending) => pending.settlement));
+      await this.store.settle(
+        batch.map((pending) => pending.settlement),
+        batch.every((pending) => pending.line !== undefined) ? batch.map((pending) => pending.line!) : undefined,
+      );
       watchdog?.stop();
       uncount();
       this.consecutiveFailures = 0;
@@ -566,7 +574,7 @@ export class SettlementWriter {
     const spool = this.spool;
     if (spool === undefined || this.draining !== undefined || spool.pending === 0) return;
     this.draining = spool
-      .drain((batch) => this.store.settle(batch), { batchSize: this.maxBatch, orphans: false })
+      .drain((batch, encoded) => this.store.settle(batch, encoded), { batchSize: this.maxBatch, orphans: false })
       .then((result) => {
         if (result.settled > 0 || result.rejected > 0) {
           this.logger?.info({ ...result }, 'Spooled settlements settled into the store');

@@ -290,8 +290,12 @@ export interface LedgerStore {
    * Commits a batch in one transaction: request-log rows with their ratings (a request id already present is
    * skipped, so a retry is billed once), usage and billing rollups, wallet balances, reservation releases,
    * checkpoint deletions.
+   *
+   * `encoded`, when the caller has it, is each settlement of `batch` as its `settlementToJson` line, in order (the
+   * settlement journal wrote them, the spool read them): a store that commits on another thread sends these lines
+   * instead of a structured clone of the objects, which cost the serving thread ~4 µs a settlement against ~0.4.
    */
-  settle(batch: readonly Settlement[]): Promise<void>;
+  settle(batch: readonly Settlement[], encoded?: readonly string[]): Promise<void>;
   /** Creates or replaces a stream's checkpoint. */
   saveCheckpoints(checkpoints: readonly StreamCheckpoint[]): Promise<void>;
   listCheckpoints(): Promise<StreamCheckpoint[]>;

@@ -7,9 +7,11 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { settlementOf, usageEventFixture } from './ledger-fixtures.js';
+import { settlementToJson } from './ledger-rows.js';
 import type { RatedSettlement } from './ledger-store.js';
 import { openSqliteStore, type SqliteStore } from './sqlite-store.js';
 
@@ -171,6 +173,40 @@ describe('the SQLite settle thread', () => {
     // 500 left: without netting out the charge the row read before the commit would have let 600 through.
     expect(await store.reserve(tenantId, 600n)).toBe(false);
     expect(await store.reserve(tenantId, 500n)).toBe(true);
+  });
+
+  it('commits a batch sent as its journal lines exactly as the objects: one string posted, amounts past 2^53 kept', async () => {
+    expect(store.settleOnThread()).toBe(true);
+    const big = 2n ** 60n + 7n;
+    await store.addWalletTransaction({
+      tenantId,
+      kind: 'topup',
+      amount: big,
+      currency: 'CNY',
+      idempotencyKey: null,
+      note: null,
+    });
+    const batch = [settlement('req_line_1', big, big), settlement('req_line_2', 300n, 0n)];
+    expect(await store.reserve(tenantId, big)).toBe(true);
+    const posted = vi.spyOn(Worker.prototype, 'postMessage');
+    try {
+      await store.settle(batch, batch.map(settlementToJson));
+      const sent = posted.mock.calls.map(([message]) => message as Record<string, unknown>);
+      expect(sent).toHaveLength(1);
+      expect(sent[0]).not.toHaveProperty('batch');
+      expect(typeof sent[0]!.lines).toBe('string');
+    } finally {
+      posted.mockRestore();
+    }
+    const wallet = await store.getWallet(tenantId);
+    expect(wallet?.balance).toBe(2_000n - 300n);
+    expect(wallet?.reserved).toBe(0n);
+    expect(await store.sumUsageEvents({ tenantId, start: 0, end: Date.UTC(2030, 0, 1) })).toEqual({
+      amount: big + 300n,
+      count: 2,
+    });
+    expect(await requestLogCount('req_line_1')).toBe(1);
+    expect(await requestLogCount('req_line_2')).toBe(1);
   });
 
   it('rolls a failing transaction back and rejects, writing nothing of its batch', async () => {

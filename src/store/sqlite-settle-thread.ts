@@ -3,11 +3,11 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Settlement } from './ledger-store.js';
 
-/** A request to the settle thread: commit `batch` in one transaction. */
-export interface SettleThreadRequest {
-  id: number;
-  batch: readonly Settlement[];
-}
+/**
+ * A request to the settle thread: commit one batch in one transaction, sent as `lines` (the settlements'
+ * `settlementToJson` lines joined by newlines) when the caller had them, else as the objects in `batch`.
+ */
+export type SettleThreadRequest = { id: number; batch: readonly Settlement[] } | { id: number; lines: string };
 
 /** The settle thread's answer to one request: `error` is set when the transaction failed (and rolled back). */
 export interface SettleThreadReply {
@@ -89,14 +89,19 @@ export class SqliteSettleThread {
     return this.deadReason === undefined && !this.stopped;
   }
 
-  /** Commits `batch` in one transaction on the thread; rejects when the transaction failed. */
-  settle(batch: readonly Settlement[]): Promise<void> {
+  /**
+   * Commits `batch` in one transaction on the thread; rejects when the transaction failed. With `encoded` (the batch's
+   * `settlementToJson` lines, see `LedgerStore.settle`) the thread is sent one string, which it parses, instead of
+   * a structured clone of the objects: for the serving thread that is ~0.4 µs a settlement instead of ~4.
+   */
+  settle(batch: readonly Settlement[], encoded?: readonly string[]): Promise<void> {
     if (!this.alive) return Promise.reject(this.deadReason ?? new Error('The SQLite settle thread is closed'));
     const id = this.nextId++;
     return new Promise<void>((resolve, reject) => {
       if (this.pending.size === 0) this.worker.ref();
       this.pending.set(id, { resolve, reject });
-      const request: SettleThreadRequest = { id, batch };
+      const request: SettleThreadRequest =
+        encoded === undefined || encoded.length !== batch.length ? { id, batch } : { id, lines: encoded.join('\n') };
       this.worker.postMessage(request);
     });
   }

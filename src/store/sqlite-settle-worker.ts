@@ -5,6 +5,7 @@
  * thread and the main connection (key changes, batch progress; its automatic checkpoints are off) committed.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { settlementFromJson } from './ledger-rows.js';
 import type { SettleThreadData, SettleThreadReply, SettleThreadRequest } from './sqlite-settle-thread.js';
 import { openSqliteStore } from './sqlite-store.js';
 
@@ -33,7 +34,8 @@ if (role === 'checkpoint') {
 port.on('message', (request: SettleThreadRequest) => {
   let reply: SettleThreadReply;
   try {
-    store.settleNow(request.batch);
+    // A settlement's JSON line holds no raw newline (JSON escapes it), so the joined lines split back exactly.
+    store.settleNow('lines' in request ? request.lines.split('\n').map(settlementFromJson) : request.batch);
     reply = { id: request.id };
   } catch (error: unknown) {
     reply = { id: request.id, error: error instanceof Error ? error.message : String(error) };

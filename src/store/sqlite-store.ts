@@ -214,7 +214,7 @@ export class SqliteStore extends KyselyStore {
     return true;
   }
 
-  override async settle(batch: readonly Settlement[]): Promise<void> {
+  override async settle(batch: readonly Settlement[], encoded?: readonly string[]): Promise<void> {
     if (batch.length === 0) return;
     // Charges lower the known funds before they are committed, so the known funds never exceed the stored ones: a
     // duplicate event (not charged again) or a failed commit only leaves them lower until the next refusal re-reads.
@@ -227,7 +227,7 @@ export class SqliteStore extends KyselyStore {
       this.pendingCharges.set(tenantId, (this.pendingCharges.get(tenantId) ?? 0n) + amount);
     }
     try {
-      if (this.settleThread?.alive === true) await this.settleThread.settle(batch);
+      if (this.settleThread?.alive === true) await this.settleThread.settle(batch, encoded);
       else {
         if (this.settleThread !== undefined) {
           // The thread died: this connection settles (and checkpoints) again.
