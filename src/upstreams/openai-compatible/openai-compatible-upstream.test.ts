@@ -529,6 +529,32 @@ describe('cancellation', () => {
     expect(await server.nextClose()).toBe(true);
   });
 
+  it('does not time a slow consumer out: the idle timeout counts only while the gateway is reading', async () => {
+    // More than the read-ahead and loopback's socket buffers hold, so the upstream really waits on backpressure
+    // while the consumer sleeps through several idle timeouts; then the whole answer still arrives.
+    const piece = Buffer.from(`data: ${dataLines(fixture('openai-chat-stream.sse'))[1]}\n\n`.repeat(200));
+    const pieces = Math.ceil((16 * 1024 * 1024) / piece.length);
+    const sent = { bytes: 0 };
+    const server = await startServer(async (_request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (let count = 0; count < pieces; count++) {
+        sent.bytes += piece.length;
+        if (!response.write(piece)) await new Promise((resolve) => response.once('drain', resolve));
+      }
+      response.end('data: [DONE]\n\n');
+    });
+    const upstream = upstreamFor(server.baseUrl, { idle_ms: 200 });
+    const { events } = await upstream.stream(chatRequest());
+    const iterator = events[Symbol.asyncIterator]();
+    expect((await iterator.next()).done).toBe(false);
+    // undici checks its timers on a 500 ms tick: 2 s is several idle timeouts however the ticks fall.
+    await delay(2_000);
+    expect(sent.bytes).toBeLessThan(pieces * piece.length);
+    let received = 1;
+    for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) received++;
+    expect(received).toBe(pieces * 200);
+  });
+
   it('keeps a consumer that takes one large event per turn at a bounded distance from the upstream', async () => {
     // 16 KB events, as a tool call's arguments or a long reasoning summary can make. Pausing undici's body after each
     // one made every resume read the whole socket buffer and unshift the rest, so the upstream's lead grew by about
