@@ -209,6 +209,41 @@ describe('the SQLite settle thread', () => {
     expect(await requestLogCount('req_line_2')).toBe(1);
   });
 
+  it('saves stream checkpoints on the thread, in order with settlements, without blocking the event loop', async () => {
+    expect(store.settleOnThread()).toBe(true);
+    const ended = settlement('req_cp_ended', 40n, 0n);
+    const live = settlement('req_cp_live', 70n, 0n);
+    const checkpointOf = (each: RatedSettlement) => ({
+      requestId: each.log.requestId,
+      event: usageEventFixture({ requestId: each.log.requestId, tenantId, inputListAmount: 2n ** 60n }),
+      reservation: 2n ** 55n + 1n,
+      updatedAt: 1_700_000_000_123,
+    });
+    // Another connection holds the write lock. Saved on this thread's connection, the checkpoints would wait for it
+    // inside SQLite's busy handler, and no event-loop turn would run meanwhile.
+    const blocker = new Database(databasePath);
+    blocker.exec('begin immediate');
+    let turns = 0;
+    let counting = true;
+    const tick = (): void => {
+      turns++;
+      if (counting) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const saved = store.saveCheckpoints([checkpointOf(ended), checkpointOf(live)]);
+    // The stream that ends settles after its checkpoint was sent: the thread deletes it in that order.
+    const settled = store.settle([{ ...ended, checkpointRequestId: ended.log.requestId }]);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(turns).toBeGreaterThan(5);
+    blocker.exec('commit');
+    blocker.close();
+    await saved;
+    await settled;
+    counting = false;
+    const checkpoints = await store.listCheckpoints();
+    expect(checkpoints).toEqual([checkpointOf(live)]);
+  });
+
   it('rolls a failing transaction back and rejects, writing nothing of its batch', async () => {
     expect(store.settleOnThread()).toBe(true);
     const bad = settlement('req_bad', 100n, 0n);

@@ -1,13 +1,17 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { Settlement } from './ledger-store.js';
+import type { Settlement, StreamCheckpoint } from './ledger-store.js';
 
 /**
- * A request to the settle thread: commit one batch in one transaction, sent as `lines` (the settlements'
- * `settlementToJson` lines joined by newlines) when the caller had them, else as the objects in `batch`.
+ * A request to the settle thread, answered in order: commit one batch in one transaction, sent as `lines` (the
+ * settlements' `settlementToJson` lines joined by newlines) when the caller had them, else as the objects in
+ * `batch`; or save stream checkpoints.
  */
-export type SettleThreadRequest = { id: number; batch: readonly Settlement[] } | { id: number; lines: string };
+export type SettleThreadRequest =
+  | { id: number; batch: readonly Settlement[] }
+  | { id: number; lines: string }
+  | { id: number; checkpoints: readonly StreamCheckpoint[] };
 
 /** The settle thread's answer to one request: `error` is set when the transaction failed (and rolled back). */
 export interface SettleThreadReply {
@@ -95,13 +99,26 @@ export class SqliteSettleThread {
    * a structured clone of the objects: for the serving thread that is ~0.4 µs a settlement instead of ~4.
    */
   settle(batch: readonly Settlement[], encoded?: readonly string[]): Promise<void> {
-    if (!this.alive) return Promise.reject(this.deadReason ?? new Error('The SQLite settle thread is closed'));
     const id = this.nextId++;
+    return this.send(
+      encoded === undefined || encoded.length !== batch.length ? { id, batch } : { id, lines: encoded.join('\n') },
+    );
+  }
+
+  /**
+   * Saves stream checkpoints on the thread, after the settlements sent before them. Keeps the serving thread's own
+   * connection from writing while the thread commits: it would wait for the commit in SQLite's busy handler,
+   * blocking its event loop.
+   */
+  saveCheckpoints(checkpoints: readonly StreamCheckpoint[]): Promise<void> {
+    return this.send({ id: this.nextId++, checkpoints });
+  }
+
+  private send(request: SettleThreadRequest): Promise<void> {
+    if (!this.alive) return Promise.reject(this.deadReason ?? new Error('The SQLite settle thread is closed'));
     return new Promise<void>((resolve, reject) => {
       if (this.pending.size === 0) this.worker.ref();
-      this.pending.set(id, { resolve, reject });
-      const request: SettleThreadRequest =
-        encoded === undefined || encoded.length !== batch.length ? { id, batch } : { id, lines: encoded.join('\n') };
+      this.pending.set(request.id, { resolve, reject });
       this.worker.postMessage(request);
     });
   }

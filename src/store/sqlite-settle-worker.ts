@@ -1,6 +1,7 @@
 /**
  * The body of the SQLite settle and checkpoint threads (see `SqliteSettleThread`), each with its own connection to
- * the store's file. The settle thread runs one `settle` transaction per request, answered in order. The checkpoint
+ * the store's file. The settle thread runs one transaction per request (a batch of settlements, or a save of stream
+ * checkpoints), answered in order. The checkpoint
  * thread runs a passive checkpoint every `CHECKPOINT_INTERVAL_MS`, copying into the database file what the settle
  * thread and the main connection (key changes, batch progress; its automatic checkpoints are off) committed.
  */
@@ -34,8 +35,9 @@ if (role === 'checkpoint') {
 port.on('message', (request: SettleThreadRequest) => {
   let reply: SettleThreadReply;
   try {
+    if ('checkpoints' in request) store.saveCheckpointsNow(request.checkpoints);
     // A settlement's JSON line holds no raw newline (JSON escapes it), so the joined lines split back exactly.
-    store.settleNow('lines' in request ? request.lines.split('\n').map(settlementFromJson) : request.batch);
+    else store.settleNow('lines' in request ? request.lines.split('\n').map(settlementFromJson) : request.batch);
     reply = { id: request.id };
   } catch (error: unknown) {
     reply = { id: request.id, error: error instanceof Error ? error.message : String(error) };

@@ -16,6 +16,7 @@ import { apiKeyFromRow, KyselyStore } from './kysely-store.js';
 import {
   BILLING_ROLLUP_KEY,
   BILLING_ROLLUP_SUMS,
+  checkpointEventToJson,
   PRICED_REQUEST_LOG_COLUMNS,
   pricedRequestLogParameters,
   REQUEST_LOG_INSERT_COLUMNS,
@@ -28,6 +29,7 @@ import type {
   Nano,
   NewWalletTransaction,
   Settlement,
+  StreamCheckpoint,
   WalletRecord,
   WalletTransactionRecord,
 } from './ledger-store.js';
@@ -101,6 +103,7 @@ export class SqliteStore extends KyselyStore {
   private findKeyByHashStatement: Database.Statement<[string], ApiKeysTable> | undefined;
   private insertRequestLogsTransaction: ((rows: readonly RequestLogRecord[]) => void) | undefined;
   private settleTransaction: ((batch: readonly Settlement[]) => void) | undefined;
+  private saveCheckpointsTransaction: ((checkpoints: readonly StreamCheckpoint[]) => void) | undefined;
   private reserveStatement: Database.Statement<[ReserveParameters], void> | undefined;
   private releaseStatement: Database.Statement<[ReserveParameters], void> | undefined;
   private fundsStatement: Database.Statement<[string], { balance: bigint; credit_limit: bigint }> | undefined;
@@ -264,6 +267,35 @@ export class SqliteStore extends KyselyStore {
   settleNow(batch: readonly Settlement[]): void {
     if (batch.length === 0) return;
     (this.settleTransaction ?? this.prepareSettle())(batch);
+  }
+
+  /**
+   * With a settle thread, checkpoints are saved there, after the settlements sent before them. On this thread a
+   * save would wait (blocking the event loop, in SQLite's busy handler) for the settle thread's transaction to end.
+   */
+  override async saveCheckpoints(checkpoints: readonly StreamCheckpoint[]): Promise<void> {
+    if (checkpoints.length === 0) return;
+    if (this.settleThread?.alive === true) await this.settleThread.saveCheckpoints(checkpoints);
+    else await super.saveCheckpoints(checkpoints);
+  }
+
+  /** Saves checkpoints on this thread's connection, synchronously (the settle thread's entry point). */
+  saveCheckpointsNow(checkpoints: readonly StreamCheckpoint[]): void {
+    if (checkpoints.length === 0) return;
+    if (this.saveCheckpointsTransaction === undefined) {
+      const statement = this.database.prepare<[string, string, bigint, number], void>(
+        'insert into stream_checkpoints (request_id, event, reservation, updated_at) values (?, ?, ?, ?)' +
+          ' on conflict (request_id) do update set event = excluded.event, reservation = excluded.reservation,' +
+          ' updated_at = excluded.updated_at',
+      );
+      const transaction = this.database.transaction((rows: readonly StreamCheckpoint[]) => {
+        for (const row of rows) {
+          statement.run(row.requestId, checkpointEventToJson(row.event), row.reservation, row.updatedAt);
+        }
+      });
+      this.saveCheckpointsTransaction = (rows) => transaction.immediate(rows);
+    }
+    this.saveCheckpointsTransaction(checkpoints);
   }
 
   override async close(): Promise<void> {
