@@ -490,6 +490,67 @@ describe('SettlementWriter', () => {
       expect(await countRows(raw)).toBe(4);
     });
 
+    it('gathers between the commits of a busy writer too, unless a response waits for the commit', async () => {
+      const directory = join(journalRoot, 'journal');
+      const journal = new SettlementJournal(directory);
+      writer = new SettlementWriter(store, { journal, journalCommitDelayMs: 3_600_000 });
+      // A reader forces the first commit, which waits at the gate while more settlements arrive.
+      const release = closeGate();
+      expect(await writer.write(settlement())).toBe(true);
+      const firstFlushed = writer.flushed();
+      for (let turn = 0; turn < 5 && store.calls === 0; turn++) await new Promise((resolve) => setImmediate(resolve));
+      expect(store.calls).toBe(1);
+      const during = [settlement(), settlement()];
+      expect(await Promise.all(during.map((each) => writer.write(each)))).toEqual([true, true]);
+      store.gate = undefined;
+      release();
+      await firstFlushed;
+      // Journaled and not full: they gather (an hour here) instead of following the first commit at once.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(store.commits).toEqual([1]);
+
+      // A settlement whose journal append fails while a commit is under way has its response wait for its commit:
+      // that one follows at once.
+      const releaseSecond = closeGate();
+      const secondFlushed = writer.flushed();
+      for (let turn = 0; turn < 5 && store.calls < 2; turn++) await new Promise((resolve) => setImmediate(resolve));
+      expect(store.calls).toBe(2);
+      const appendNormally = journal.append.bind(journal);
+      journal.append = () => {
+        throw new Error('disk full');
+      };
+      let failedOutcome: boolean | undefined;
+      const failed = writer.write(settlement()).then((outcome) => {
+        failedOutcome = outcome;
+      });
+      for (let turn = 0; turn < 5; turn++) await new Promise((resolve) => setImmediate(resolve));
+      expect(writer.stats.journalFailures).toBe(1);
+      store.gate = undefined;
+      releaseSecond();
+      await secondFlushed;
+      for (let wait = 0; wait < 100 && failedOutcome === undefined; wait++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(failedOutcome).toBe(true);
+      await failed;
+      expect(store.commits).toEqual([1, 2, 1]);
+
+      // Once appends work again, a writer between commits gathers again.
+      journal.append = appendNormally;
+      const releaseThird = closeGate();
+      const forced = writer.write(settlement()).then(() => writer.flushed());
+      for (let turn = 0; turn < 20 && store.calls < 4; turn++) await new Promise((resolve) => setImmediate(resolve));
+      expect(await writer.write(settlement())).toBe(true);
+      store.gate = undefined;
+      releaseThird();
+      await forced;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(store.commits).toEqual([1, 2, 1, 1]);
+      await writer.flushed();
+      expect(store.commits).toEqual([1, 2, 1, 1, 1]);
+      expect(writer.stats).toMatchObject({ journaled: 5, journalFailures: 1, committed: 6 });
+    });
+
     it('resolves a write at its commit when the journal cannot be written', async () => {
       // A file where the journal's directory should be: every append fails.
       const blocked = join(journalRoot, 'not-a-directory');

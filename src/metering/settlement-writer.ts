@@ -70,16 +70,21 @@ export interface SettlementWriterOptions {
    */
   journal?: SettlementJournal;
   /**
-   * With a journal: how long a batch that is not full waits for more settlements before its commit, ms. Nothing
-   * waits on it (responses resolve at the journal, readers' `flushed` commits at once), and a commit of a few
-   * settlements costs the store's thread nearly what one of many does: at 1,000 req/s one commit per request woke
-   * it a thousand times a second. Default 5; 0 commits on the next turn, as without a journal.
+   * With a journal: how long a batch that is not full waits for more settlements before its commit, ms, also
+   * between the commits of a busy writer. Nothing waits on it (responses resolve at the journal, readers' `flushed`
+   * commits at once, and while appends to the journal fail the writer commits at once), and a commit of a few
+   * settlements costs the store's thread nearly what one of many does. Default 50; 0 commits on the next turn, as
+   * without a journal.
    */
   journalCommitDelayMs?: number;
 }
 
-/** Default of `SettlementWriterOptions.journalCommitDelayMs`. */
-export const DEFAULT_JOURNAL_COMMIT_DELAY_MS = 5;
+/**
+ * Default of `SettlementWriterOptions.journalCommitDelayMs`. At 1,000 req/s, 50 ms (~50 settlements a commit) took
+ * 17% less CPU per request than 5 ms, over all the gateway's threads, and 10% less on the serving thread (four
+ * pairs of `npm run bench:ab`, each pair lower); 200 ms took no less than 50 (docs/benchmarks.md, session 13).
+ */
+export const DEFAULT_JOURNAL_COMMIT_DELAY_MS = 50;
 
 /** Counters since the writer was created. */
 export interface SettlementWriterStats {
@@ -106,6 +111,8 @@ interface PendingSettlement {
   segment?: JournalSegment;
   /** Its line in that segment (`settlementToJson`), handed to the store with its commit. */
   line?: string;
+  /** Its journal append failed: its response waits for its commit. */
+  awaitsCommit?: boolean;
   /** Committed, spooled or dropped: nothing more to do (the journal turn skips it). */
   done?: boolean;
   /** `epoch` when written (see `flushed`). */
@@ -175,6 +182,8 @@ export class SettlementWriter {
   private unjournaled: PendingSettlement[] = [];
   private journalImmediate: NodeJS.Immediate | undefined;
   private lastJournalErrorLogAt = Number.NEGATIVE_INFINITY;
+  /** Settlements whose journal append failed, not done yet: their responses wait for their commit. */
+  private awaitingCommit = 0;
   /** Advanced by each `flushed` call that has to wait; every write is stamped with it. */
   private epoch = 0;
   /** Settlements not done yet (committed, spooled or dropped), by the epoch they were written in. */
@@ -260,6 +269,7 @@ export class SettlementWriter {
   private finish(pending: PendingSettlement, durable: boolean): void {
     if (pending.done === true) return;
     pending.done = true;
+    if (pending.awaitsCommit === true) this.awaitingCommit--;
     pending.resolve(durable);
     if (durable && pending.segment !== undefined) this.journal!.settled(pending.segment);
     const left = (this.unfinished.get(pending.epoch) ?? 1) - 1;
@@ -294,6 +304,8 @@ export class SettlementWriter {
       appended = this.journal!.append(open.map((pending) => pending.settlement));
     } catch (error: unknown) {
       this.counters.journalFailures++;
+      for (const pending of open) pending.awaitsCommit = true;
+      this.awaitingCommit += open.length;
       this.onError?.(error);
       // At most one line per second: a full disk fails every turn.
       const now = this.clock.now();
@@ -436,7 +448,23 @@ export class SettlementWriter {
       const batch = this.queue.splice(0, this.batchLimit);
       this.inFlight += batch.length;
       if (await this.commitBatch(batch)) await this.backoff();
+      else if (this.gathersNext()) return;
     }
+  }
+
+  /**
+   * Whether what a busy writer queued during its last commit waits to gather more (the loop ends, `schedule` sets the
+   * gather timer) instead of being committed at once: with a journal, while the batch is not full, no reader waits
+   * and the journal holds every waiting settlement (those of a failed append have responses waiting for the commit).
+   */
+  private gathersNext(): boolean {
+    return (
+      this.gatherMs > 0 &&
+      !this.closed &&
+      this.awaitingCommit === 0 &&
+      this.barriers.length === 0 &&
+      this.queue.length < this.batchLimit
+    );
   }
 
   /**
