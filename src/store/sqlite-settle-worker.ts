@@ -1,9 +1,9 @@
 /**
  * The body of the SQLite settle and checkpoint threads (see `SqliteSettleThread`), each with its own connection to
  * the store's file. The settle thread runs one transaction per request (a batch of settlements, or a save of stream
- * checkpoints), answered in order. The checkpoint
- * thread runs a passive checkpoint every `CHECKPOINT_INTERVAL_MS`, copying into the database file what the settle
- * thread and the main connection (key changes, batch progress; its automatic checkpoints are off) committed.
+ * checkpoints), answered in order. The checkpoint thread runs a passive WAL checkpoint every
+ * `CHECKPOINT_INTERVAL_MS`, copying into the database file what the settle thread and the main connection (key
+ * changes, batch progress; its automatic checkpoints are off) committed.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { settlementFromJson } from './ledger-rows.js';

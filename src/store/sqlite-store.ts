@@ -276,10 +276,13 @@ export class SqliteStore extends KyselyStore {
   override async saveCheckpoints(checkpoints: readonly StreamCheckpoint[]): Promise<void> {
     if (checkpoints.length === 0) return;
     if (this.settleThread?.alive === true) await this.settleThread.saveCheckpoints(checkpoints);
-    else await super.saveCheckpoints(checkpoints);
+    else await this.db.connection().execute(async () => this.saveCheckpointsNow(checkpoints));
   }
 
-  /** Saves checkpoints on this thread's connection, synchronously (the settle thread's entry point). */
+  /**
+   * Saves checkpoints on this thread's connection, synchronously (the settle thread's entry point, and this
+   * connection's when there is no settle thread).
+   */
   saveCheckpointsNow(checkpoints: readonly StreamCheckpoint[]): void {
     if (checkpoints.length === 0) return;
     if (this.saveCheckpointsTransaction === undefined) {
