@@ -51,6 +51,23 @@ function settlement(requestId: string, amount: bigint, reserved: bigint): RatedS
   return settlementOf(event, { reservation: { tenantId, amount: reserved } });
 }
 
+/** Counts event-loop turns from now until `stop()`, which returns the count. */
+function countTurns(): { stop(): number } {
+  let turns = 0;
+  let counting = true;
+  const tick = (): void => {
+    turns++;
+    if (counting) setImmediate(tick);
+  };
+  setImmediate(tick);
+  return {
+    stop() {
+      counting = false;
+      return turns;
+    },
+  };
+}
+
 describe('process-held reservations', () => {
   it('let exactly as many of 200 concurrent reservations through as the wallet covers, without writing the row', async () => {
     const results = await Promise.all(Array.from({ length: 200 }, () => store.reserve(tenantId, 100n)));
@@ -223,23 +240,16 @@ describe('the SQLite settle thread', () => {
     // inside SQLite's busy handler, and no event-loop turn would run meanwhile.
     const blocker = new Database(databasePath);
     blocker.exec('begin immediate');
-    let turns = 0;
-    let counting = true;
-    const tick = (): void => {
-      turns++;
-      if (counting) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const turns = countTurns();
     const saved = store.saveCheckpoints([checkpointOf(ended), checkpointOf(live)]);
     // The stream that ends settles after its checkpoint was sent: the thread deletes it in that order.
     const settled = store.settle([{ ...ended, checkpointRequestId: ended.log.requestId }]);
     await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(turns).toBeGreaterThan(5);
+    expect(turns.stop()).toBeGreaterThan(5);
     blocker.exec('commit');
     blocker.close();
     await saved;
     await settled;
-    counting = false;
     const checkpoints = await store.listCheckpoints();
     expect(checkpoints).toEqual([checkpointOf(live)]);
   });
@@ -257,17 +267,10 @@ describe('the SQLite settle thread', () => {
   it('leaves the event loop free while a large batch commits', async () => {
     expect(store.settleOnThread()).toBe(true);
     const batch = Array.from({ length: 20_000 }, (_, index) => settlement(`req_${index}`, 1n, 0n));
-    let turns = 0;
-    let counting = true;
-    const tick = (): void => {
-      turns++;
-      if (counting) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const turns = countTurns();
     await store.settle(batch);
-    counting = false;
     // On this thread the transaction would run synchronously: no event-loop turn between its start and its end.
-    expect(turns).toBeGreaterThan(5);
+    expect(turns.stop()).toBeGreaterThan(5);
     expect((await store.getWallet(tenantId))?.balance).toBe(2_000n - 20_000n);
   });
 
