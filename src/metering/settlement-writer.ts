@@ -73,18 +73,21 @@ export interface SettlementWriterOptions {
    * With a journal: how long a batch that is not full waits for more settlements before its commit, ms, also
    * between the commits of a busy writer. Nothing waits on it (responses resolve at the journal, readers' `flushed`
    * commits at once, and while appends to the journal fail the writer commits at once), and a commit of a few
-   * settlements costs the store's thread nearly what one of many does. Default 50; 0 commits on the next turn, as
+   * settlements costs the store's thread nearly what one of many does. Default 20; 0 commits on the next turn, as
    * without a journal.
    */
   journalCommitDelayMs?: number;
 }
 
 /**
- * Default of `SettlementWriterOptions.journalCommitDelayMs`. At 1,000 req/s, 50 ms (~50 settlements a commit) took
- * 17% less CPU per request than 5 ms, over all the gateway's threads, and 10% less on the serving thread (four
- * pairs of `npm run bench:ab`, each pair lower); 200 ms took no less than 50 (docs/benchmarks.md, session 13).
+ * Default of `SettlementWriterOptions.journalCommitDelayMs`. At 1,000 req/s (`npm run bench:ab`, four pairs each,
+ * every pair lower), 20 ms took 9% less CPU per request than 5 ms over all the gateway's threads, and 50 ms 17%;
+ * 50 ms against 20 was within the noise (0.96). Longer is not free: a write on the serving thread's own connection
+ * (a top-up, a batch line) waits for the settle thread's transaction in SQLite's busy handler, blocking the event
+ * loop, and with ~2,500 settlements/s such a write's p99 was 0.6–1.3 ms at 5 ms, 1.3 at 20 and 3.4 at 50
+ * (docs/benchmarks.md, session 13).
  */
-export const DEFAULT_JOURNAL_COMMIT_DELAY_MS = 50;
+export const DEFAULT_JOURNAL_COMMIT_DELAY_MS = 20;
 
 /** Counters since the writer was created. */
 export interface SettlementWriterStats {
