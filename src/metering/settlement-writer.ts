@@ -83,9 +83,9 @@ export interface SettlementWriterOptions {
  * Default of `SettlementWriterOptions.journalCommitDelayMs`. At 1,000 req/s (`npm run bench:ab`, four pairs each,
  * every pair lower), 20 ms took 9% less CPU per request than 5 ms over all the gateway's threads, and 50 ms 17%;
  * 50 ms against 20 was within the noise (0.96). Longer is not free: a write on the serving thread's own connection
- * (a top-up, a batch line) waits for the settle thread's transaction in SQLite's busy handler, blocking the event
- * loop, and with ~2,500 settlements/s such a write's p99 was 0.6–1.3 ms at 5 ms, 1.3 at 20 and 3.4 at 50
- * (docs/benchmarks.md, session 13).
+ * (a top-up, a batch line) that meets the settle thread's transaction waits for it in SQLite's busy handler,
+ * blocking the event loop. With 2,500 settlements/s (`npm run bench:contention`) such writes took over 1 ms in
+ * 0.4–1.7% of cases at 5 ms, 5.4% at 20 and 4.3–5.3% at 50, and their p99 was 0.5–1.6, 1.5 and 3.5 ms.
  */
 export const DEFAULT_JOURNAL_COMMIT_DELAY_MS = 20;
 

@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest';
+import { blockingSummary, contentionRun } from './sqlite-contention.js';
+
+describe('blockingSummary', () => {
+  it('gives nearest-rank quantiles, the maximum and the writes over 1 ms', () => {
+    const durations = Array.from({ length: 100 }, (_, index) => (index + 1) / 40);
+    expect(blockingSummary(durations)).toEqual({
+      probes: 100,
+      p50Ms: 50 / 40,
+      p90Ms: 90 / 40,
+      p99Ms: 99 / 40,
+      maxMs: 100 / 40,
+      overOneMs: 60,
+    });
+    expect(() => blockingSummary([])).toThrow(/no probe writes/);
+  });
+});
+
+describe('contentionRun', () => {
+  it('commits what it fed through the settle thread, fewer commits with longer gathering, and times its probes', async () => {
+    const quick = { rate: 500, seconds: 2, probeEveryMs: 20 };
+    const eager = await contentionRun({ gatherMs: 0, ...quick });
+    const gathered = await contentionRun({ gatherMs: 200, ...quick });
+    for (const run of [eager, gathered]) {
+      expect(run.settlements).toBeGreaterThan(500);
+      expect(run.probes).toBeGreaterThan(10);
+      expect(run.p50Ms).toBeGreaterThan(0);
+    }
+    expect(gathered.commits).toBeLessThan(eager.commits / 2);
+  });
+});

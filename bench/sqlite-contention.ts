@@ -1,0 +1,186 @@
+/**
+ * How long a write on the serving thread's own SQLite connection (a top-up, a key, a batch line) blocks the event
+ * loop while the settle thread commits settlements, for each gathering delay of the settlement writer
+ * (`journalCommitDelayMs`). better-sqlite3 is synchronous: a write that finds the settle thread's transaction holding
+ * the lock waits for it inside SQLite's busy handler, and nothing else runs meanwhile. Longer gathering means fewer,
+ * larger transactions: less CPU, but a longer wait for a write that meets one.
+ *
+ * Settlements are fed at `--rate` per second through a `SettlementWriter` with a journal, as the embedded gateway
+ * does; every `--probe-every` ms the serving thread writes one tenant row and the time it took is recorded. Delays
+ * are run in turn, `--rounds` times, each on a fresh store.
+ *
+ *   npm run build && node dist/bench/sqlite-contention.js [--gather 5,20,50] [--rate 2500] [--seconds 15] [--rounds 2]
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Command } from 'commander';
+import { SettlementJournal } from '../src/metering/settlement-journal.js';
+import { SettlementWriter } from '../src/metering/settlement-writer.js';
+import { settlementOf, usageEventFixture } from '../src/store/ledger-fixtures.js';
+import { openSqliteStore } from '../src/store/sqlite-store.js';
+import { machineSummary, writeBenchResult } from './bench-results.js';
+
+/** The serving thread's probe writes of one run, summarized. */
+export interface BlockingSummary {
+  probes: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** Probe writes that took over 1 ms. */
+  overOneMs: number;
+}
+
+/** One run: a gathering delay, what the writer committed, and how the probe writes fared. */
+export interface ContentionRun extends BlockingSummary {
+  gatherMs: number;
+  settlements: number;
+  commits: number;
+}
+
+/** Options of one run. */
+export interface ContentionOptions {
+  gatherMs: number;
+  /** Settlements per second. */
+  rate: number;
+  seconds: number;
+  /** Interval between the serving thread's probe writes, ms. */
+  probeEveryMs: number;
+}
+
+/** Summarizes probe durations (ms), nearest-rank quantiles. */
+export function blockingSummary(durations: readonly number[]): BlockingSummary {
+  if (durations.length === 0) throw new Error('no probe writes to summarize');
+  const sorted = [...durations].sort((a, b) => a - b);
+  const quantile = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+  return {
+    probes: sorted.length,
+    p50Ms: quantile(0.5),
+    p90Ms: quantile(0.9),
+    p99Ms: quantile(0.99),
+    maxMs: sorted.at(-1)!,
+    overOneMs: sorted.filter((duration) => duration > 1).length,
+  };
+}
+
+/** Runs one gathering delay on a fresh store with a settle thread (needs the built worker script in `dist/`). */
+export async function contentionRun(options: ContentionOptions): Promise<ContentionRun> {
+  const directory = mkdtempSync(path.join(tmpdir(), 'tollgate-contention-'));
+  const store = openSqliteStore(path.join(directory, 'store.db'));
+  try {
+    await store.migrate();
+    store.useProcessReservations();
+    if (!store.settleOnThread()) throw new Error('no settle thread: run `npm run build` first');
+    const tenantId = (await store.createTenant('contention')).id;
+    const writer = new SettlementWriter(store, {
+      journal: new SettlementJournal(path.join(directory, 'journal')),
+      journalCommitDelayMs: options.gatherMs,
+    });
+    const started = performance.now();
+    let written = 0;
+    const feed = setInterval(() => {
+      const due = Math.floor(((performance.now() - started) * options.rate) / 1000);
+      for (; written < due; written++) {
+        const event = usageEventFixture({
+          requestId: `req-${written}`,
+          tenantId,
+          keyId: 'key-contention',
+          receivedAt: 1_700_000_000_000 + written,
+          inputTokens: 10,
+          outputTokens: 5,
+          inputListAmount: 1n,
+        });
+        void writer.write(settlementOf(event));
+      }
+    }, 1);
+    const durations: number[] = [];
+    // The first second warms up the statements and the settle thread.
+    const warmUntil = started + 1000;
+    let probing: Promise<void> = Promise.resolve();
+    const probe = setInterval(() => {
+      probing = probing.then(async () => {
+        const at = performance.now();
+        await store.createTenant('probe');
+        if (at >= warmUntil) durations.push(performance.now() - at);
+      });
+    }, options.probeEveryMs);
+    await new Promise((resolve) => setTimeout(resolve, options.seconds * 1000));
+    clearInterval(feed);
+    clearInterval(probe);
+    await probing;
+    await writer.close();
+    return {
+      gatherMs: options.gatherMs,
+      settlements: writer.stats.committed,
+      commits: writer.stats.transactions,
+      ...blockingSummary(durations),
+    };
+  } finally {
+    await store.close();
+    rmSync(directory, { recursive: true, force: true });
+  }
+}
+
+function positiveNumbers(text: string): number[] {
+  const values = text.split(',').map(Number);
+  if (values.length === 0 || values.some((value) => !Number.isFinite(value) || value < 0)) {
+    throw new Error(`expected a comma-separated list of numbers ≥ 0, got '${text}'`);
+  }
+  return values;
+}
+
+async function main(): Promise<void> {
+  const flags = new Command('sqlite-contention')
+    .description("How long the serving thread's own SQLite writes wait for the settle thread, per gathering delay.")
+    .option('--gather <list>', 'gathering delays of the settlement writer, ms', '5,20,50')
+    .option('--rate <n>', 'settlements per second', '2500')
+    .option('--seconds <s>', 'seconds per run (the first is warm-up)', '15')
+    .option('--rounds <n>', 'runs of each delay, interleaved', '2')
+    .option('--probe-every <ms>', "interval of the serving thread's probe writes", '10')
+    .option('--out <path>', 'JSON output path')
+    .parse()
+    .opts<{ gather: string; rate: string; seconds: string; rounds: string; probeEvery: string; out?: string }>();
+  const delays = positiveNumbers(flags.gather);
+  const [rate, seconds, rounds, probeEveryMs] = [flags.rate, flags.seconds, flags.rounds, flags.probeEvery].map(
+    Number,
+  ) as [number, number, number, number];
+  for (const [name, value] of Object.entries({ rate, seconds, rounds, 'probe-every': probeEveryMs })) {
+    if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number`);
+  }
+  const runs: ContentionRun[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    for (const gatherMs of delays) {
+      const run = await contentionRun({ gatherMs, rate, seconds, probeEveryMs });
+      runs.push(run);
+      process.stdout.write(
+        `round ${round}, gather ${gatherMs} ms: ${run.settlements} settlements in ${run.commits} commits; ` +
+          `probe writes p50 ${run.p50Ms.toFixed(3)}, p99 ${run.p99Ms.toFixed(3)}, max ${run.maxMs.toFixed(3)} ms, ` +
+          `${run.overOneMs} of ${run.probes} over 1 ms\n`,
+      );
+    }
+  }
+  const rows = runs.map(
+    (run) =>
+      `| ${run.gatherMs} | ${run.settlements} | ${run.commits} | ${run.p50Ms.toFixed(3)} | ${run.p90Ms.toFixed(3)} | ` +
+      `${run.p99Ms.toFixed(3)} | ${run.maxMs.toFixed(3)} | ${run.overOneMs} / ${run.probes} |`,
+  );
+  process.stdout.write(
+    '\n| gather ms | settlements | commits | probe p50 ms | p90 | p99 | max | over 1 ms |\n' +
+      `|---:|---:|---:|---:|---:|---:|---:|---:|\n${rows.join('\n')}\n\n`,
+  );
+  await writeBenchResult('contention', flags.out, {
+    benchmark: "serving-thread SQLite writes against the settle thread's commits",
+    machine: machineSummary(),
+    options: { delays, rate, seconds, rounds, probeEveryMs },
+    runs,
+  });
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((error: unknown) => {
+    process.stderr.write(`sqlite-contention: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  });
+}
