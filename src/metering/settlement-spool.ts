@@ -67,11 +67,14 @@ export class SettlementSpool {
     return this.waiting;
   }
 
-  /** Appends `settlements` and waits until they are on disk (`fdatasync`). */
-  append(settlements: readonly Settlement[]): Promise<void> {
+  /**
+   * Appends `settlements` and waits until they are on disk (`fdatasync`). `encoded`, when the caller has it, is each
+   * one's `settlementToJson` line (the journal wrote them), which is then not made again.
+   */
+  append(settlements: readonly Settlement[], encoded?: readonly string[]): Promise<void> {
     if (settlements.length === 0) return Promise.resolve();
-    let text = '';
-    for (const settlement of settlements) text += `${settlementToJson(settlement)}\n`;
+    const lines = encoded?.length === settlements.length ? encoded : settlements.map(settlementToJson);
+    const text = `${lines.join('\n')}\n`;
     return this.serially(async () => {
       if (this.handle === undefined) {
         await mkdir(this.directory, { recursive: true });
@@ -86,9 +89,9 @@ export class SettlementSpool {
   }
 
   /**
-   * Settles spooled segments through `settle` (each batch's settlements, and their lines as read: `LedgerStore.settle`'s
-   * `encoded`) and removes what it took (see the module comment). This process's open
-   * segment is closed first, so appends during the drain go to a new one. Stops at the first segment the store fails
+   * Settles spooled segments through `settle` (each batch's settlements, and their lines as read:
+   * `LedgerStore.settle`'s `encoded`) and removes what it took (see the module comment). This process's open segment
+   * is closed first, so appends during the drain go to a new one. Stops at the first segment the store fails
    * on as a whole (it is down): that segment keeps what is left, and so do the ones after it.
    */
   async drain(

@@ -586,6 +586,41 @@ describe('SettlementWriter', () => {
     });
     afterEach(() => rmSync(spoolRoot, { recursive: true, force: true }));
 
+    it('spools journaled settlements with their journal lines, written once', async () => {
+      store.failWith = () => new Error('connection refused');
+      const spool = new SettlementSpool(join(spoolRoot, 'spool'));
+      const appended: (readonly string[] | undefined)[] = [];
+      const appendToSpool = spool.append.bind(spool);
+      spool.append = (settlements, encoded) => {
+        appended.push(encoded);
+        return appendToSpool(settlements, encoded);
+      };
+      const journalDirectory = join(spoolRoot, 'journal');
+      writer = new SettlementWriter(store, {
+        journal: new SettlementJournal(journalDirectory),
+        journalCommitDelayMs: 0,
+        retryInitialMs: 3_600_000,
+        spool,
+      });
+      const written = [settlement(), settlement()];
+      expect(await Promise.all(written.map((each) => writer.write(each)))).toEqual([true, true]);
+      for (let wait = 0; wait < 100 && writer.stats.spooled < 2; wait++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(writer.stats.spooled).toBe(2);
+      const journalLines = readFileSync(join(journalDirectory, readdirSync(journalDirectory)[0]!), 'utf8')
+        .split('\n')
+        .slice(0, -1);
+      expect(appended).toEqual([journalLines]);
+      const spoolDirectory = join(spoolRoot, 'spool');
+      const spooled = readdirSync(spoolDirectory).flatMap((name) =>
+        readFileSync(join(spoolDirectory, name), 'utf8').split('\n').slice(0, -1),
+      );
+      expect(spooled).toEqual(journalLines);
+      expect(spooled.map(settlementFromJson)).toEqual(written);
+      store.failWith = undefined;
+    });
+
     it('makes settlements durable on disk while the store is down, then settles each into it once', async () => {
       let down = true;
       store.failWith = () => (down ? new Error('connection refused') : undefined);

@@ -497,7 +497,7 @@ export class SettlementWriter {
     try {
       await this.store.settle(
         batch.map((pending) => pending.settlement),
-        batch.every((pending) => pending.line !== undefined) ? batch.map((pending) => pending.line!) : undefined,
+        journalLines(batch),
       );
       watchdog?.stop();
       uncount();
@@ -577,7 +577,10 @@ export class SettlementWriter {
    */
   private async toSpool(pending: readonly PendingSettlement[], reason: string, spooled?: () => void): Promise<boolean> {
     try {
-      await this.spool!.append(pending.map((each) => each.settlement));
+      await this.spool!.append(
+        pending.map((each) => each.settlement),
+        journalLines(pending),
+      );
     } catch (error: unknown) {
       this.logger?.error({ err: error, settlements: pending.length, reason }, 'Could not spool settlements');
       return false;
@@ -699,4 +702,14 @@ export class SettlementWriter {
     }
     return false;
   }
+}
+
+/** The journal lines of `pending`, when every one of them was journaled; undefined otherwise. */
+function journalLines(pending: readonly PendingSettlement[]): string[] | undefined {
+  const lines: string[] = [];
+  for (const each of pending) {
+    if (each.line === undefined) return undefined;
+    lines.push(each.line);
+  }
+  return lines;
 }
