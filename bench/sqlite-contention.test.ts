@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { blockingSummary, contentionRun } from './sqlite-contention.js';
+import { blockingSummary, contentionRun, parseDelays } from './sqlite-contention.js';
 
 describe('blockingSummary', () => {
   it('gives nearest-rank quantiles, the maximum and the writes over 1 ms', () => {
@@ -13,6 +13,14 @@ describe('blockingSummary', () => {
       overOneMs: 60,
     });
     expect(() => blockingSummary([])).toThrow(/no probe writes/);
+  });
+});
+
+describe('parseDelays', () => {
+  it('reads a list of delays and refuses anything else, an empty list included', () => {
+    expect(parseDelays('5,20, 50')).toEqual([5, 20, 50]);
+    expect(parseDelays('0')).toEqual([0]);
+    for (const bad of ['', '5,,20', '-5', 'fast', '5ms']) expect(() => parseDelays(bad)).toThrow(/--gather/);
   });
 });
 

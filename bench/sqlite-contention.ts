@@ -123,12 +123,13 @@ export async function contentionRun(options: ContentionOptions): Promise<Content
   }
 }
 
-function positiveNumbers(text: string): number[] {
-  const values = text.split(',').map(Number);
-  if (values.length === 0 || values.some((value) => !Number.isFinite(value) || value < 0)) {
-    throw new Error(`expected a comma-separated list of numbers ≥ 0, got '${text}'`);
+/** A comma-separated list of delays, ms (0 allowed: commit on the next turn). */
+export function parseDelays(text: string): number[] {
+  const parts = text.split(',').map((part) => part.trim());
+  if (parts.some((part) => !/^\d+(\.\d+)?$/.test(part))) {
+    throw new Error(`--gather: expected a comma-separated list of numbers ≥ 0, got '${text}'`);
   }
-  return values;
+  return parts.map(Number);
 }
 
 async function main(): Promise<void> {
@@ -142,7 +143,7 @@ async function main(): Promise<void> {
     .option('--out <path>', 'JSON output path')
     .parse()
     .opts<{ gather: string; rate: string; seconds: string; rounds: string; probeEvery: string; out?: string }>();
-  const delays = positiveNumbers(flags.gather);
+  const delays = parseDelays(flags.gather);
   const [rate, seconds, rounds, probeEveryMs] = [flags.rate, flags.seconds, flags.rounds, flags.probeEvery].map(
     Number,
   ) as [number, number, number, number];
