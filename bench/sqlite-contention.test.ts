@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { blockingSummary, contentionRun, parseDelays } from './sqlite-contention.js';
+import { blockingSummary, contentionRun, parseBusyWaits, parseDelays } from './sqlite-contention.js';
 
 describe('blockingSummary', () => {
   it('gives nearest-rank quantiles, the maximum and the writes over 1 ms', () => {
@@ -24,6 +24,13 @@ describe('parseDelays', () => {
   });
 });
 
+describe('parseBusyWaits', () => {
+  it('reads block and yield and refuses anything else', () => {
+    expect(parseBusyWaits('block, yield')).toEqual(['block', 'yield']);
+    for (const bad of ['', 'block,', 'spin']) expect(() => parseBusyWaits(bad)).toThrow(/--busy-wait/);
+  });
+});
+
 describe('contentionRun', () => {
   it('commits what it fed through the settle thread, fewer commits with longer gathering, and times its probes', async () => {
     const quick = { rate: 500, seconds: 2, probeEveryMs: 20 };
@@ -35,5 +42,9 @@ describe('contentionRun', () => {
       expect(run.p50Ms).toBeGreaterThan(0);
     }
     expect(gathered.commits).toBeLessThan(eager.commits / 2);
+    for (const run of [eager, gathered]) {
+      expect(run.busyWait).toBe('yield');
+      expect(run.loopDelayMaxMs).toBeGreaterThanOrEqual(run.loopDelayP99Ms);
+    }
   });
 });

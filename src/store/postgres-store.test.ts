@@ -55,7 +55,6 @@ afterAll(async () => {
 describeStoreConformance('postgres', {
   // 10 connections: the reservation race must really run concurrently on the server.
   openStore: async () => createStore(await storeUrl(), { poolSize: 10 }),
-  concurrentInstances: true,
 });
 
 describe('PostgreSQL store', () => {

@@ -47,8 +47,9 @@ interface PendingCommit {
  * never grows that far between two passive checkpoints.
  *
  * WAL mode lets the two connections work side by side: readers on the main connection never block, and a write on
- * the main connection (a top-up, a key) waits at most one settlement transaction through the busy timeout — which
- * is safe here, unlike two connections on one thread, because the other connection runs on its own thread.
+ * the main connection (a top-up, a key, a batch line) that meets a settlement transaction retries on timers until it
+ * ends (`sqlite-busy-wait.ts`), so the event loop serves requests meanwhile. This thread's own connection waits in
+ * SQLite's busy handler: it serves nothing else.
  *
  * When the thread dies (it should not), `alive` turns false, every commit in flight is rejected (the settlement
  * writer retries them: settlement is idempotent by request id) and the store settles on its own connection again.
@@ -107,8 +108,8 @@ export class SqliteSettleThread {
 
   /**
    * Saves stream checkpoints on the thread, after the settlements sent before them. Keeps the serving thread's own
-   * connection from writing while the thread commits: it would wait for the commit in SQLite's busy handler,
-   * blocking its event loop.
+   * connection from writing while the thread commits: it would wait for the commit (on timers, see
+   * `sqlite-busy-wait.ts`) several times a second per stream.
    */
   saveCheckpoints(checkpoints: readonly StreamCheckpoint[]): Promise<void> {
     return this.send({ id: this.nextId++, checkpoints });

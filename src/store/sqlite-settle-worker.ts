@@ -13,7 +13,8 @@ import { openSqliteStore } from './sqlite-store.js';
 const port = parentPort;
 if (port === null) throw new Error('sqlite-settle-worker runs only as a worker thread');
 const { path, role } = workerData as SettleThreadData;
-const store = openSqliteStore(path);
+// This thread serves nothing else: waiting for the lock inside the call (another process's write) blocks no one.
+const store = openSqliteStore(path, { busyWait: 'block' });
 
 /**
  * Interval of the passive checkpoint, ms. At the settle thread's peak (~12,000 metered settlements/s in commits of

@@ -14,6 +14,7 @@ import {
 } from './ledger-rows.js';
 import type { UsageRating } from './ledger-store.js';
 import { migrationProvider } from './migrations/migration-provider.js';
+import { openSqliteStore, type SqliteStore } from './sqlite-store.js';
 import type { RequestLogRecord } from './store.js';
 import { describeStoreConformance } from './store-conformance.js';
 import { type TranspiledTree, transpileForChild } from './transpile-for-child.js';
@@ -23,11 +24,10 @@ afterAll(() => rmSync(directory, { recursive: true, force: true }));
 
 describeStoreConformance('sqlite', {
   openStore: () => createStore(`sqlite://${join(directory, 'conformance', 'store.db')}`),
-  concurrentInstances: false,
 });
 
 describe('SQLite store', () => {
-  it('uses WAL, synchronous=NORMAL, a busy timeout and foreign keys', async () => {
+  it('uses WAL, synchronous=NORMAL, a busy timeout (waited on timers by default) and foreign keys', async () => {
     const path = join(directory, 'pragmas.db');
     const store = await createStore(`sqlite://${path}`);
     await store.migrate();
@@ -35,9 +35,93 @@ describe('SQLite store', () => {
     const connection = (store as any).database as Database.Database;
     expect(connection.pragma('journal_mode', { simple: true })).toBe('wal');
     expect(connection.pragma('synchronous', { simple: true })).toBe(1);
-    expect(connection.pragma('busy_timeout', { simple: true })).toBe(5000);
+    // Yielding: SQLite does not wait itself; the store retries (see the next tests).
+    expect(connection.pragma('busy_timeout', { simple: true })).toBe(0);
     expect(connection.pragma('foreign_keys', { simple: true })).toBe(1);
     await store.close();
+    const blocking = openSqliteStore(path, { busyWait: 'block', busyTimeoutMs: 1234 });
+    expect(((blocking as any).database as Database.Database).pragma('busy_timeout', { simple: true })).toBe(1234);
+    await blocking.close();
+  });
+
+  describe("a write that finds another connection's write transaction holding the lock", () => {
+    const path = join(directory, 'lock', 'store.db');
+    let store: SqliteStore;
+    let other: Database.Database;
+
+    beforeAll(async () => {
+      store = openSqliteStore(path);
+      await store.migrate();
+      other = new Database(path);
+    });
+    afterAll(async () => {
+      other.close();
+      await store.close();
+    });
+
+    /** Starts `write` while `other` holds the write lock; checks the event loop goes on, then releases the lock. */
+    async function waitsWithoutBlocking<T>(write: () => Promise<T>): Promise<T> {
+      other.exec('begin immediate');
+      let settled = false;
+      const result = write().finally(() => {
+        settled = true;
+      });
+      // A blocking wait would hold this timer back until the write gave up (the 5 s busy timeout).
+      let ticks = 0;
+      await new Promise<void>((resolve) => {
+        const ticking = setInterval(() => {
+          if (++ticks === 5) {
+            clearInterval(ticking);
+            resolve();
+          }
+        }, 2);
+      });
+      expect(settled).toBe(false);
+      other.exec('commit');
+      return result;
+    }
+
+    it('through the query layer (a tenant) waits on timers and is written once the lock is free', async () => {
+      const tenant = await waitsWithoutBlocking(() => store.createTenant('waited'));
+      expect(await store.getTenant(tenant.id)).toEqual(tenant);
+    });
+
+    it('through a prepared statement (request-log rows) waits the same way', async () => {
+      const record = {
+        requestId: 'req_waited',
+        tenantId: null,
+        keyId: null,
+        endpoint: 'chat',
+        model: null,
+        deployment: null,
+        status: 401,
+        errorCode: 'invalid_api_key',
+        stream: false,
+        promptTokens: 0,
+        cachedTokens: 0,
+        completionTokens: 0,
+        reasoningTokens: 0,
+        usageEstimated: false,
+        latencyMs: 1,
+        ttftMs: null,
+        attempts: 0,
+        createdAt: Date.now(),
+      } satisfies RequestLogRecord;
+      await waitsWithoutBlocking(() => store.insertRequestLogs([record]));
+      expect(other.prepare('select status from request_log where request_id = ?').pluck().get('req_waited')).toBe(401);
+    });
+
+    it('fails with SQLITE_BUSY after the busy timeout, having written nothing', async () => {
+      const impatient = openSqliteStore(path, { busyTimeoutMs: 30 });
+      other.exec('begin immediate');
+      try {
+        await expect(impatient.createTenant('never')).rejects.toMatchObject({ code: 'SQLITE_BUSY' });
+      } finally {
+        other.exec('rollback');
+        await impatient.close();
+      }
+      expect(other.prepare("select count(*) from tenants where name = 'never'").pluck().get()).toBe(0);
+    });
   });
 
   it("binds settlement rows positionally in the order of their column lists, with the row mappings' values", () => {

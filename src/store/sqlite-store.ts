@@ -7,6 +7,7 @@ import {
   type Dialect,
   Kysely,
   SqliteAdapter,
+  type SqliteDialectConfig,
   SqliteDriver,
   SqliteIntrospector,
   SqliteQueryCompiler,
@@ -34,6 +35,7 @@ import type {
   WalletTransactionRecord,
 } from './ledger-store.js';
 import { settlementEffects } from './settlement-effects.js';
+import { retryWhileBusy, YieldingBusyConnection } from './sqlite-busy-wait.js';
 import { SqliteSettleThread } from './sqlite-settle-thread.js';
 import type { ApiKeyRecord, RequestLogRecord } from './store.js';
 
@@ -45,20 +47,30 @@ const WAL_AUTOCHECKPOINT_PAGES = 10_000;
 
 /** Options of `openSqliteStore`. */
 export interface SqliteStoreOptions {
-  /** How long a statement waits for another process's write lock before failing, ms. Default 5000. */
+  /** How long a statement waits for another connection's write lock before failing, ms. Default 5000. */
   busyTimeoutMs?: number;
+  /**
+   * How it waits: `yield` (default) retries on timers so the event loop goes on meanwhile (`sqlite-busy-wait.ts`);
+   * `block` waits inside the call, in SQLite's busy handler — for a thread that serves nothing else (the settle
+   * thread), where it wakes sooner and costs no timers.
+   */
+  busyWait?: 'yield' | 'block';
 }
 
 /**
  * Opens (creating the file and its directory if needed) a SQLite store: WAL, `synchronous=NORMAL` (a commit survives
  * a process crash such as `kill -9`; only an OS crash or power loss may lose the last commits), a busy timeout so
- * several processes can share the file, foreign keys on, and a 64 MiB page cache. `path` may be `:memory:`.
+ * several connections (threads, processes, stores) can share the file, foreign keys on, and a 64 MiB page cache.
+ * `path` may be `:memory:`.
  */
 export function openSqliteStore(path: string, options: SqliteStoreOptions = {}): SqliteStore {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  const busyTimeoutMs = Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5000));
+  const yielding = (options.busyWait ?? 'yield') === 'yield';
   const database = new Database(path);
   try {
-    database.pragma(`busy_timeout = ${Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5000))}`);
+    // Yielding: SQLite must not wait itself, so a statement that finds the lock taken fails at once and is retried.
+    database.pragma(`busy_timeout = ${yielding ? 0 : busyTimeoutMs}`);
     database.pragma('journal_mode = WAL');
     database.pragma('synchronous = NORMAL');
     database.pragma('foreign_keys = ON');
@@ -72,7 +84,7 @@ export function openSqliteStore(path: string, options: SqliteStoreOptions = {}):
     database.close();
     throw error;
   }
-  return new SqliteStore(database);
+  return new SqliteStore(database, yielding ? busyTimeoutMs : undefined);
 }
 
 /**
@@ -122,14 +134,30 @@ export class SqliteStore extends KyselyStore {
   private readonly database: Database.Database;
   /** Where settlement transactions run when not on this thread (see `settleOnThread`). */
   private settleThread: SqliteSettleThread | undefined;
+  /**
+   * With a yielding busy wait (`SqliteStoreOptions.busyWait`), how long a write retries a taken lock, ms; undefined
+   * when the connection's own busy handler waits.
+   */
+  private readonly yieldingBusyTimeoutMs: number | undefined;
 
-  constructor(database: Database.Database) {
+  /**
+   * `yieldingBusyTimeoutMs`: set when the connection has no busy timeout of its own and its writes are to retry a
+   * taken lock on timers, for that long (see `openSqliteStore`).
+   */
+  constructor(database: Database.Database, yieldingBusyTimeoutMs?: number) {
     super({
       kind: 'sqlite',
-      db: new Kysely<DatabaseSchema>({ dialect: createSqliteDialect(database) }),
+      db: new Kysely<DatabaseSchema>({ dialect: createSqliteDialect(database, yieldingBusyTimeoutMs) }),
       maxParametersPerStatement: SQLITE_MAX_PARAMETERS,
     });
     this.database = database;
+    this.yieldingBusyTimeoutMs = yieldingBusyTimeoutMs;
+  }
+
+  /** Runs one synchronous write (a statement or transaction) on this connection, waiting for the lock as configured. */
+  private write<T>(statement: () => T): Promise<T> {
+    const timeoutMs = this.yieldingBusyTimeoutMs;
+    return timeoutMs === undefined ? Promise.resolve(statement()) : retryWhileBusy(statement, timeoutMs);
   }
 
   override async findKeyByHash(hash: string): Promise<ApiKeyRecord | undefined> {
@@ -144,7 +172,7 @@ export class SqliteStore extends KyselyStore {
     const insert = this.insertRequestLogsTransaction ?? this.prepareInsertRequestLogs();
     // Taking Kysely's connection lock first guarantees no Kysely transaction (a migration) is open on the shared
     // connection; otherwise better-sqlite3 would nest ours into it as a savepoint.
-    await this.db.connection().execute(async () => insert(records));
+    await this.db.connection().execute(() => this.write(() => insert(records)));
   }
 
   /**
@@ -186,7 +214,7 @@ export class SqliteStore extends KyselyStore {
     );
     const statement = this.reserveStatement;
     const parameters = { tenant_id: tenantId, amount, now: Date.now() };
-    return this.db.connection().execute(async () => statement.run(parameters).changes > 0);
+    return this.db.connection().execute(() => this.write(() => statement.run(parameters).changes > 0));
   }
 
   override async release(tenantId: string, amount: Nano): Promise<void> {
@@ -198,7 +226,7 @@ export class SqliteStore extends KyselyStore {
     this.releaseStatement ??= this.database.prepare<[ReserveParameters], void>(RELEASE_SQL);
     const statement = this.releaseStatement;
     const parameters = { tenant_id: tenantId, amount, now: Date.now() };
-    await this.db.connection().execute(async () => statement.run(parameters));
+    await this.db.connection().execute(() => this.write(() => statement.run(parameters)));
   }
 
   /**
@@ -237,7 +265,7 @@ export class SqliteStore extends KyselyStore {
           this.settleThread = undefined;
           this.database.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
         }
-        await this.db.connection().execute(async () => this.settleNow(batch));
+        await this.db.connection().execute(() => this.write(() => this.settleNow(batch)));
       }
     } finally {
       // Committed (now in the row) or failed (never will be): no longer in flight either way.
@@ -271,12 +299,13 @@ export class SqliteStore extends KyselyStore {
 
   /**
    * With a settle thread, checkpoints are saved there, after the settlements sent before them. On this thread a
-   * save would wait (blocking the event loop, in SQLite's busy handler) for the settle thread's transaction to end.
+   * save would wait for the settle thread's transaction to end, retrying on timers, several times a second per
+   * stream.
    */
   override async saveCheckpoints(checkpoints: readonly StreamCheckpoint[]): Promise<void> {
     if (checkpoints.length === 0) return;
     if (this.settleThread?.alive === true) await this.settleThread.saveCheckpoints(checkpoints);
-    else await this.db.connection().execute(async () => this.saveCheckpointsNow(checkpoints));
+    else await this.db.connection().execute(() => this.write(() => this.saveCheckpointsNow(checkpoints)));
   }
 
   /**
@@ -526,10 +555,10 @@ function placeholders(count: number): string {
  *   one such immediate transaction: two processes migrating at once serialise on the write lock, and the second
  *   sees the first's result.
  */
-function createSqliteDialect(database: Database.Database): Dialect {
+function createSqliteDialect(database: Database.Database, yieldingBusyTimeoutMs: number | undefined): Dialect {
   return {
     createAdapter: () => new TransactionalSqliteAdapter(),
-    createDriver: () => new ImmediateTransactionSqliteDriver({ database }),
+    createDriver: () => new ImmediateTransactionSqliteDriver({ database }, yieldingBusyTimeoutMs),
     createIntrospector: (db) => new SqliteIntrospector(db),
     createQueryCompiler: () => new SqliteQueryCompiler(),
   };
@@ -542,6 +571,23 @@ class TransactionalSqliteAdapter extends SqliteAdapter {
 }
 
 class ImmediateTransactionSqliteDriver extends SqliteDriver {
+  private yielding: YieldingBusyConnection | undefined;
+
+  constructor(
+    config: SqliteDialectConfig,
+    private readonly yieldingBusyTimeoutMs: number | undefined,
+  ) {
+    super(config);
+  }
+
+  /** The one connection; with a yielding busy wait, its statements retry a taken lock on timers. */
+  override async acquireConnection(): Promise<DatabaseConnection> {
+    const connection = await super.acquireConnection();
+    if (this.yieldingBusyTimeoutMs === undefined) return connection;
+    this.yielding ??= new YieldingBusyConnection(connection, this.yieldingBusyTimeoutMs);
+    return this.yielding;
+  }
+
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('begin immediate'));
   }
