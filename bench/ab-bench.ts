@@ -8,7 +8,7 @@
  *   git worktree add /tmp/base <rev> && ln -s "$PWD/node_modules" /tmp/base/node_modules
  *   (cd /tmp/base && npx tsc -p tsconfig.build.json)
  *   npm run build && node dist/bench/ab-bench.js --base /tmp/base [--pairs 4] [--connections 32 | --rate 1000]
- *     [--stream] [--duration 10]
+ *     [--stream] [--duration 10] [--workers 2]
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -29,7 +29,7 @@ export interface AbRun {
   p99Ms: number;
   /** The gateway's CPU (all threads) per response over the measured window, µs. */
   cpuUs: number;
-  /** Its serving thread's CPU per response, µs. */
+  /** Its serving thread's CPU per response, µs (with several workers, the primary's, which serves nothing). */
   mainCpuUs: number;
 }
 
@@ -100,6 +100,7 @@ interface AbOptions {
   rate: number | undefined;
   stream: boolean;
   duration: number;
+  workers: number;
 }
 
 /** Runs one build once: a fresh upstream and gateway, one load, the gateway's CPU over it. */
@@ -107,7 +108,7 @@ async function runOnce(root: string, options: AbOptions): Promise<AbRun> {
   const processes = new BenchProcesses();
   try {
     const upstream = await startUpstream(processes);
-    const gateway = await startTollgate(processes, upstream.baseUrl, { root });
+    const gateway = await startTollgate(processes, upstream.baseUrl, { root, workers: options.workers });
     const pid = gateway.process!.pid;
     const load: LoadSpec = {
       ...(options.rate === undefined
@@ -154,6 +155,7 @@ async function main(): Promise<void> {
     .option('--rate <n>', 'a constant offered rate instead, requests per second')
     .option('--stream', 'streamed requests (20 chunks) instead of whole ones', false)
     .option('--duration <s>', 'measured seconds per run (after 2 s of warm-up)', '10')
+    .option('--workers <n>', "the gateway's worker processes (server.workers)", '1')
     .option('--out <path>', 'JSON output path')
     .parse()
     .opts<{
@@ -163,6 +165,7 @@ async function main(): Promise<void> {
       rate?: string;
       stream: boolean;
       duration: string;
+      workers: string;
       out?: string;
     }>();
   const base = resolve(flags.base);
@@ -176,8 +179,10 @@ async function main(): Promise<void> {
     rate: flags.rate === undefined ? undefined : Number(flags.rate),
     stream: flags.stream,
     duration: Number(flags.duration),
+    workers: Number(flags.workers),
   };
-  for (const [name, value] of Object.entries({ pairs: options.pairs, connections: options.connections })) {
+  const counts = { pairs: options.pairs, connections: options.connections, workers: options.workers };
+  for (const [name, value] of Object.entries(counts)) {
     if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} must be a positive integer`);
   }
   const before: AbRun[] = [];

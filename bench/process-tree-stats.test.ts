@@ -2,7 +2,14 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { cpuPerResponse, gatewayCpu, mainThreadCpuMs, processTreeCpuMs, processTreeRss } from './process-tree-stats.js';
+import {
+  cpuPerResponse,
+  gatewayCpu,
+  mainThreadCpuMs,
+  processTreeCpuMs,
+  processTreeRss,
+  servingThreadsCpuMs,
+} from './process-tree-stats.js';
 
 const ownRssKiB = (pid: number) =>
   Number(/^VmRSS:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? Number.NaN);
@@ -85,6 +92,37 @@ describe('mainThreadCpuMs', () => {
       expect(mainTime).toBeLessThan(processTime / 2);
     } finally {
       child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('servingThreadsCpuMs', () => {
+  it("counts the main threads of a cluster's workers, not its idle primary", async () => {
+    // Like a cluster: the primary idles while its two children burn CPU on their main threads until killed. The
+    // primary says when both run, so the window below lies inside their loops however late the timers fire.
+    const burn = "'const end = Date.now() + 20_000; while (Date.now() < end);'";
+    const script =
+      "const { spawn } = require('node:child_process');" +
+      `const children = [0, 1].map(() => spawn(process.execPath, ['-e', ${burn}], { stdio: 'ignore' }));` +
+      "Promise.all(children.map((child) => new Promise((resolve) => child.on('spawn', resolve))))" +
+      ".then(() => process.stdout.write('running\\n'));" +
+      "process.on('SIGTERM', () => { for (const child of children) child.kill('SIGKILL'); process.exit(0); });" +
+      'setTimeout(() => {}, 20_000);';
+    const primary = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      await once(primary.stdout!, 'data');
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const servingBefore = servingThreadsCpuMs(primary.pid!);
+      const primaryBefore = mainThreadCpuMs(primary.pid!);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const serving = servingThreadsCpuMs(primary.pid!) - servingBefore;
+      const primaryTime = mainThreadCpuMs(primary.pid!) - primaryBefore;
+      expect(processTreeRss(primary.pid!).processes).toHaveLength(3);
+      expect(serving).toBeGreaterThanOrEqual(30);
+      expect(primaryTime).toBeLessThan(serving / 4);
+    } finally {
+      primary.kill('SIGTERM');
+      await once(primary, 'exit');
     }
   });
 });

@@ -9,8 +9,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 export interface ProcessTreeRss {
   /** Sum over the tree, KiB. */
   totalKiB: number;
-  /** Each process of the tree: pid, command name and RSS in KiB. */
-  processes: { pid: number; name: string; rssKiB: number }[];
+  /** Each process of the tree: pid, parent pid, command name and RSS in KiB. */
+  processes: { pid: number; parent: number; name: string; rssKiB: number }[];
 }
 
 function readStatus(pid: number): { name: string; parent: number; rssKiB: number } | undefined {
@@ -52,7 +52,7 @@ export function processTreeRss(rootPid: number): ProcessTreeRss {
     const pid = pending.pop()!;
     const status = statuses.get(pid);
     if (status === undefined) continue;
-    processes.push({ pid, name: status.name, rssKiB: status.rssKiB });
+    processes.push({ pid, parent: status.parent, name: status.name, rssKiB: status.rssKiB });
     pending.push(...(childrenOf.get(pid) ?? []));
   }
   return { totalKiB: processes.reduce((sum, process) => sum + process.rssKiB, 0), processes };
@@ -93,7 +93,19 @@ export function mainThreadCpuMs(pid: number): number {
   return (readCpuTicks(`${pid}/task/${pid}`) * 1000) / clockTicksPerSecond;
 }
 
-/** CPU used so far by a gateway, ms: its whole process tree, and its main thread alone. */
+/**
+ * CPU time used so far by the serving threads below `rootPid`, ms: the main threads of the tree's leaf processes.
+ * A one-process gateway is its own leaf; a cluster's primary, which only starts and watches its workers, is not.
+ */
+export function servingThreadsCpuMs(rootPid: number): number {
+  const { processes } = processTreeRss(rootPid);
+  const parents = new Set(processes.map((entry) => entry.parent));
+  return processes
+    .filter((entry) => !parents.has(entry.pid))
+    .reduce((sum, entry) => sum + mainThreadCpuMs(entry.pid), 0);
+}
+
+/** CPU used so far by a gateway, ms: its whole process tree, and its serving threads alone. */
 export interface GatewayCpu {
   treeMs: number;
   mainMs: number;
@@ -101,7 +113,7 @@ export interface GatewayCpu {
 
 /** A reading of `GatewayCpu` for the gateway whose (main) process is `pid`. */
 export function gatewayCpu(pid: number): GatewayCpu {
-  return { treeMs: processTreeCpuMs(pid), mainMs: mainThreadCpuMs(pid) };
+  return { treeMs: processTreeCpuMs(pid), mainMs: servingThreadsCpuMs(pid) };
 }
 
 /** CPU per response between two readings, µs: the whole tree (`cpuUs`) and the main thread (`mainCpuUs`). */
