@@ -13,11 +13,11 @@ describe('retryWhileBusy', () => {
     expect(calls).toBe(1);
   });
 
-  it('runs the statement again while it fails with SQLITE_BUSY, then returns its result', async () => {
+  it('runs the statement again while it fails with SQLITE_BUSY (or _RECOVERY), then returns its result', async () => {
     let calls = 0;
     const result = await retryWhileBusy(() => {
       calls++;
-      if (calls < 4) throw sqliteError('SQLITE_BUSY');
+      if (calls < 4) throw sqliteError(calls === 2 ? 'SQLITE_BUSY_RECOVERY' : 'SQLITE_BUSY');
       return 'written';
     }, 1000);
     expect(result).toBe('written');

@@ -10,9 +10,11 @@
  * So the serving thread's connection has no busy timeout (`busy_timeout = 0`): a statement that finds the lock taken
  * fails at once with `SQLITE_BUSY`, having done nothing, and is run again after a timer, for up to the busy timeout,
  * while the event loop goes on. That is what SQLite's busy handler does, with the sleeps on the event loop instead of
- * in the call. Only the primary code `SQLITE_BUSY` is retried: the extended `SQLITE_BUSY_SNAPSHOT` means a read
- * transaction cannot be upgraded and retrying the statement would not help (Tollgate's transactions begin
- * `IMMEDIATE`, so it does not occur), and inside a transaction that holds the lock no statement waits for it.
+ * in the call. Retried are `SQLITE_BUSY` and `SQLITE_BUSY_RECOVERY` (another connection is rebuilding the WAL index
+ * after a crash), on which the busy handler would have waited too; not `SQLITE_BUSY_SNAPSHOT`, which means a read
+ * transaction cannot be upgraded and a retry of the statement would not help (Tollgate's transactions begin
+ * `IMMEDIATE`, so it does not occur). Inside a transaction that holds the lock no statement waits for it, and WAL
+ * readers never wait for writers.
  *
  * No library does this: better-sqlite3 only offers the blocking `timeout`, and Kysely's SQLite driver runs its
  * statements synchronously on the one connection.
@@ -20,9 +22,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CompiledQuery, DatabaseConnection, QueryResult } from 'kysely';
 
-/** True for `SQLITE_BUSY` itself (not its extended codes): the statement found the lock taken and did nothing. */
+/** True when the statement found a lock taken, did nothing, and may be run again (see the module comment). */
 export function isSqliteBusy(error: unknown): boolean {
-  return error instanceof Error && (error as Error & { code?: unknown }).code === 'SQLITE_BUSY';
+  if (!(error instanceof Error)) return false;
+  const code = (error as Error & { code?: unknown }).code;
+  return code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_RECOVERY';
 }
 
 /** Pause before the `attempt`-th retry (from 0), ms: 1, 2, … up to 10, so a lock held for ~1 ms is seen soon. */
