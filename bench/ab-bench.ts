@@ -8,7 +8,7 @@
  *   git worktree add /tmp/base <rev> && ln -s "$PWD/node_modules" /tmp/base/node_modules
  *   (cd /tmp/base && npx tsc -p tsconfig.build.json)
  *   npm run build && node dist/bench/ab-bench.js --base /tmp/base [--pairs 4] [--connections 32 | --rate 1000]
- *     [--stream] [--duration 10] [--workers 2]
+ *     [--stream] [--duration 10] [--workers 2] [--metered]
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -17,7 +17,7 @@ import { pathToFileURL } from 'node:url';
 import { Command } from 'commander';
 import { BenchProcesses } from './bench-processes.js';
 import { machineSummary, writeBenchResult } from './bench-results.js';
-import { chatRequestBody, repoRoot, startTollgate, startUpstream } from './bench-targets.js';
+import { chatRequestBody, meteredConfig, repoRoot, startTollgate, startUpstream } from './bench-targets.js';
 import { type LoadSpec, runLoadInChild } from './load.js';
 import { cpuPerResponse, type GatewayCpu, gatewayCpu } from './process-tree-stats.js';
 
@@ -101,6 +101,7 @@ interface AbOptions {
   stream: boolean;
   duration: number;
   workers: number;
+  metered: boolean;
 }
 
 /** Runs one build once: a fresh upstream and gateway, one load, the gateway's CPU over it. */
@@ -108,7 +109,11 @@ async function runOnce(root: string, options: AbOptions): Promise<AbRun> {
   const processes = new BenchProcesses();
   try {
     const upstream = await startUpstream(processes);
-    const gateway = await startTollgate(processes, upstream.baseUrl, { root, workers: options.workers });
+    const gateway = await startTollgate(processes, upstream.baseUrl, {
+      root,
+      workers: options.workers,
+      ...(options.metered ? meteredConfig : {}),
+    });
     const pid = gateway.process!.pid;
     const load: LoadSpec = {
       ...(options.rate === undefined
@@ -156,6 +161,7 @@ async function main(): Promise<void> {
     .option('--stream', 'streamed requests (20 chunks) instead of whole ones', false)
     .option('--duration <s>', 'measured seconds per run (after 2 s of warm-up)', '10')
     .option('--workers <n>', "the gateway's worker processes (server.workers)", '1')
+    .option('--metered', 'price every request and reserve it on a prepaid wallet (bench:metering\'s "on")', false)
     .option('--out <path>', 'JSON output path')
     .parse()
     .opts<{
@@ -166,6 +172,7 @@ async function main(): Promise<void> {
       stream: boolean;
       duration: string;
       workers: string;
+      metered: boolean;
       out?: string;
     }>();
   const base = resolve(flags.base);
@@ -180,6 +187,7 @@ async function main(): Promise<void> {
     stream: flags.stream,
     duration: Number(flags.duration),
     workers: Number(flags.workers),
+    metered: flags.metered,
   };
   const counts = { pairs: options.pairs, connections: options.connections, workers: options.workers };
   for (const [name, value] of Object.entries(counts)) {

@@ -119,6 +119,27 @@ async function startListeningScript(
   return { process: started, port };
 }
 
+/**
+ * Metering on: every request priced with issue 3's price book and reserved and settled on a prepaid wallet holding
+ * plenty of credit (`npm run bench:metering`'s "on", `bench:ab --metered`).
+ */
+export const meteredConfig = {
+  extraConfig: {
+    pricing: {
+      currency: 'CNY',
+      versions: [
+        {
+          id: 'bench',
+          effective_from: '2024-01-01T00:00:00Z',
+          models: { [benchModel]: { input: '0.8', output: '2' } },
+          modifiers: { batch: { discount: '0.5' } },
+        },
+      ],
+    },
+  },
+  credit: '100000000',
+} as const satisfies Pick<TollgateOptions, 'extraConfig' | 'credit'>;
+
 /** How to run Tollgate for a benchmark. */
 export interface TollgateOptions {
   /** Label of the target. Default `tollgate`, or `tollgate-wN` with N > 1 workers. */

@@ -9,23 +9,9 @@
 import { Command } from 'commander';
 import { BenchProcesses } from './bench-processes.js';
 import { writeBenchResult } from './bench-results.js';
-import { benchModel, chatRequestBody, startTollgate, startUpstream } from './bench-targets.js';
+import { chatRequestBody, meteredConfig, startTollgate, startUpstream } from './bench-targets.js';
 import { runLoadInChild } from './load.js';
 import { cpuPerResponse, gatewayCpu } from './process-tree-stats.js';
-
-const pricing = {
-  pricing: {
-    currency: 'CNY',
-    versions: [
-      {
-        id: 'bench',
-        effective_from: '2024-01-01T00:00:00Z',
-        models: { [benchModel]: { input: '0.8', output: '2' } },
-        modifiers: { batch: { discount: '0.5' } },
-      },
-    ],
-  },
-};
 
 async function main(): Promise<void> {
   const options = new Command()
@@ -43,8 +29,7 @@ async function main(): Promise<void> {
     const off = await startTollgate(processes, upstream.baseUrl, { name: 'metering-off', nodeArgs });
     const on = await startTollgate(processes, upstream.baseUrl, {
       name: 'metering-on',
-      extraConfig: pricing,
-      credit: '100000000',
+      ...meteredConfig,
       nodeArgs,
     });
     /** Per target and kind, one entry per round: throughput and the gateway's CPU per response. */
