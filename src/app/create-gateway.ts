@@ -90,6 +90,12 @@ export interface CreateGatewayOptions {
    * memory instead of a write per request. Default true; false for cluster workers sharing one SQLite file.
    */
   ownsStore?: boolean;
+  /**
+   * For cluster workers sharing one SQLite file, each journaling its own settlements: turns this worker's
+   * `settled` (its own writer's commits) into one that waits for every worker's (see `WorkerSettleBarrier`), so a
+   * billing read sees requests another worker served. Default: this process's own commits only.
+   */
+  settledAcrossWorkers?: (localSettled: () => Promise<void>) => () => Promise<void>;
 }
 
 /**
@@ -169,10 +175,11 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const logger = options.logger ?? createLogger({ level: config.log.level });
   const store = options.store ?? (await createStore(loaded.storeUrl));
   await store.migrate();
-  // The sole process of an embedded store holds wallet reservations in memory, and journals its settlements (see
-  // SettlementJournal): its own billing reads wait for what it journaled; other processes' reads could not, so with
-  // several processes responses keep waiting for the commit.
+  // The sole process of an embedded store holds wallet reservations in memory. Every process of an embedded store
+  // journals its settlements (see SettlementJournal), so responses do not wait for the commit: billing reads wait
+  // for what was journaled, in this process or, through `settledAcrossWorkers`, in every worker.
   const soleOwner = store instanceof SqliteStore && options.ownsStore !== false;
+  const journaled = store instanceof SqliteStore;
   if (store instanceof SqliteStore) {
     if (soleOwner) store.useProcessReservations();
     // Group commits run on a worker thread: the event loop serves requests while SQLite writes on the other core.
@@ -220,10 +227,12 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     logger,
     spool,
     ...(store.kind === 'postgres' ? POSTGRES_WRITER_OPTIONS : {}),
-    ...(soleOwner ? { journal: new SettlementJournal(journalDirectory(loaded.dataDir), { logger }) } : {}),
+    ...(journaled ? { journal: new SettlementJournal(journalDirectory(loaded.dataDir), { logger }) } : {}),
   });
-  const settled = () => writer.flushed();
-  if (soleOwner) billing.settled = settled;
+  const localSettled = () => writer.flushed();
+  const settled =
+    journaled && options.settledAcrossWorkers !== undefined ? options.settledAcrossWorkers(localSettled) : localSettled;
+  if (journaled) billing.settled = settled;
   metrics.observeRequestLog(() => writer.stats);
   metrics.observeSpool(() => spool.pending);
   const notifier = new WebhookNotifier({

@@ -3,7 +3,7 @@
  * `server.workers` > 1. The primary prepares the store (migrations, demo tenant) and relays key revocations
  * between workers so a revoked key stops working in every worker at once.
  */
-import cluster from 'node:cluster';
+import cluster, { type Worker } from 'node:cluster';
 import { recoverCheckpoints } from '../billing/stream-checkpointer.js';
 import { type LoadedConfig, loadConfig } from '../config/load-config.js';
 import { createLogger } from '../observability/logger.js';
@@ -16,6 +16,7 @@ import { ensureDemoTenant } from './demo-tenant.js';
 import { settleLeftSettlements } from './left-settlements.js';
 import { withServingHeap } from './serving-heap.js';
 import { formatStartBanner } from './start-banner.js';
+import { SettleRoundCoordinator, WorkerSettleBarrier } from './worker-settle-barrier.js';
 
 const invalidateMessage = 'tollgate:invalidate-key';
 
@@ -51,9 +52,13 @@ export async function runServer(options: RunServerOptions): Promise<void> {
 
   cluster.setupPrimary({ args: process.argv.slice(2), execArgv: withServingHeap(process.execArgv) });
   let listening = 0;
-  for (let index = 0; index < workers; index++) {
+  const rounds = new SettleRoundCoordinator(() =>
+    Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker?.isConnected() === true),
+  );
+  const fork = () => {
     const worker = cluster.fork();
     worker.on('message', (message: unknown) => {
+      if (rounds.onMessage(worker, message)) return;
       if (isInvalidateMessage(message)) {
         for (const other of Object.values(cluster.workers ?? {})) other?.send(message);
       } else if ((message as { type?: unknown } | null)?.type === 'tollgate:listening') {
@@ -63,11 +68,14 @@ export async function runServer(options: RunServerOptions): Promise<void> {
         }
       }
     });
-  }
+  };
+  for (let index = 0; index < workers; index++) fork();
   cluster.on('exit', (worker, code, signal) => {
+    rounds.onExit(worker.id);
     if (code !== 0 && signal !== 'SIGTERM' && signal !== 'SIGINT') {
+      // The new worker settles what the dead one journaled before it serves (its start settles orphaned segments).
       console.error(`worker ${worker.process.pid} exited (${signal ?? code}); restarting it`);
-      cluster.fork();
+      fork();
     }
   });
   onShutdown(async () => {
@@ -106,6 +114,18 @@ async function runWorker(loaded: LoadedConfig, adminToken: string): Promise<void
     recoverOnStart: false,
     // Workers share the SQLite file: reservations must be in the wallet rows where every worker sees them.
     ownsStore: false,
+    settledAcrossWorkers: (localSettled) =>
+      new WorkerSettleBarrier(
+        localSettled,
+        {
+          send: (message) => process.send?.(message),
+          onMessage: (handler) => process.on('message', handler),
+        },
+        {
+          onTimeout: () =>
+            process.emitWarning('A settle round of the workers timed out: a billing read may miss recent requests'),
+        },
+      ).settled,
   });
   const address = await gateway.listen();
   process.send?.({ type: 'tollgate:listening', url: address.url });

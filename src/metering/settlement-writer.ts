@@ -64,9 +64,9 @@ export interface SettlementWriterOptions {
   spoolAfterMs?: number;
   /**
    * Makes settlements durable before their commit: each turn's writes are appended to it in one write system call,
-   * and their promises resolve then; the store commits them afterwards (see `SettlementJournal`). For a process that
-   * alone writes and reads its store (embedded mode): `flushed` then gives its readers their own writes. Default:
-   * none (a write resolves at its commit).
+   * and their promises resolve then; the store commits them afterwards (see `SettlementJournal`). For the processes
+   * of an embedded store: `flushed` then gives a process's readers its own writes (and, through a settle round of
+   * the workers, every worker's: `WorkerSettleBarrier`). Default: none (a write resolves at its commit).
    */
   journal?: SettlementJournal;
   /**

@@ -16,10 +16,11 @@ export function requireBuiltCli(): void {
   if (!existsSync(cliPath)) throw new Error(`${cliPath} is missing: run npm run build (npm test does)`);
 }
 
-/** A temporary directory with a `tollgate.yaml` listening on a free port. */
+/** A temporary directory with a `tollgate.yaml` listening on a free port (other `server` settings kept). */
 export function workspace(document: Record<string, unknown>): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-cli-'));
-  writeFileSync(path.join(dir, 'tollgate.yaml'), stringify({ ...document, server: { port: 0 } }));
+  const server = { ...(document.server as Record<string, unknown> | undefined), port: 0 };
+  writeFileSync(path.join(dir, 'tollgate.yaml'), stringify({ ...document, server }));
   return dir;
 }
 

@@ -1,0 +1,99 @@
+/**
+ * `server.workers: 2` on one SQLite file: both workers journal their settlements and commit them in the background,
+ * yet a billing read served by either worker sees every request that ended before it (a settle round through the
+ * primary), and a worker killed with SIGKILL loses nothing: its replacement settles what it journaled.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { demoKeyOf, requireBuiltCli, serve, shortQuestions, workspace } from './support/cli-process.js';
+import { pricedSimulatedConfig } from './support/test-gateway.js';
+
+const children: ChildProcess[] = [];
+beforeAll(requireBuiltCli);
+afterEach(() => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+});
+
+/** Starting a primary and two workers, twice on a loaded CI host, takes longer than the default 30 s. */
+const TEST_TIMEOUT_MS = 90_000;
+const REQUESTS = 24;
+
+/** The child processes of `pid` (the cluster's workers). */
+function childrenOf(pid: number): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((entry) => {
+      try {
+        return /^PPid:\s*(\d+)$/m.exec(readFileSync(`/proc/${entry}/status`, 'utf8'))?.[1] === String(pid);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** What a tenant's billing reads show: its balance, what is reserved, and the requests in its usage. */
+async function billingView(url: string, key: string): Promise<{ balance: string; reserved: string; requests: number }> {
+  const headers = { authorization: `Bearer ${key}` };
+  const balance = (await (await fetch(`${url}/v1/billing/balance`, { headers })).json()) as {
+    balance: string;
+    reserved: string;
+  };
+  const start = Math.floor(Date.now() / 1000) - 3600;
+  const usage = (await (await fetch(`${url}/v1/usage?start_time=${start}&bucket_width=1h`, { headers })).json()) as {
+    data: { results: { num_model_requests: number }[] }[];
+  };
+  const requests = usage.data.flatMap((bucket) => bucket.results).reduce((sum, row) => sum + row.num_model_requests, 0);
+  return { balance: balance.balance, reserved: balance.reserved, requests };
+}
+
+describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
+  it("a billing read through either worker sees every request that ended before it, both workers' included", async () => {
+    const dir = workspace({ ...pricedSimulatedConfig, server: { workers: 2 } });
+    const served = await serve(dir, children);
+    expect(childrenOf(served.child.pid!)).toHaveLength(2);
+    const ask = shortQuestions(served);
+    const key = demoKeyOf(served.banner);
+    for (let round = 0; round < 3; round++) {
+      // Concurrent requests open several connections, which the primary hands to both workers in turn.
+      await Promise.all(Array.from({ length: REQUESTS }, (_, index) => ask(index)));
+      // Read at once: the last settlements are journaled, their commits still gathering.
+      const first = await billingView(served.url, key);
+      expect(first.requests).toBe(REQUESTS * (round + 1));
+      // Every reservation is released in its settlement's transaction: none is left once all are committed.
+      expect(Number(first.reserved)).toBe(0);
+      // Nothing more arrives later: the first read already had it all.
+      await sleep(300);
+      expect(await billingView(served.url, key)).toEqual(first);
+    }
+  });
+
+  it('a worker killed with SIGKILL loses nothing: its replacement settles its journal, once', async () => {
+    const dir = workspace({ ...pricedSimulatedConfig, server: { workers: 2 } });
+    const served = await serve(dir, children);
+    const key = demoKeyOf(served.banner);
+    const ask = shortQuestions(served);
+    await Promise.all(Array.from({ length: REQUESTS }, (_, index) => ask(index)));
+    // At once, while the last commits gather: what it journaled and did not commit dies with it.
+    const [victim] = childrenOf(served.child.pid!);
+    process.kill(victim!, 'SIGKILL');
+    // The primary forks a replacement, which settles the dead worker's journal before it serves.
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      const workers = childrenOf(served.child.pid!);
+      if (workers.length === 2 && !workers.includes(victim!)) break;
+      await sleep(100);
+    }
+    let view = await billingView(served.url, key);
+    while (view.requests < REQUESTS && Date.now() < deadline) {
+      await sleep(200);
+      view = await billingView(served.url, key);
+    }
+    expect(view.requests).toBe(REQUESTS);
+    // Still serving, on both workers.
+    await Promise.all(Array.from({ length: REQUESTS }, (_, index) => ask(index)));
+    expect((await billingView(served.url, key)).requests).toBe(2 * REQUESTS);
+  });
+});
