@@ -80,12 +80,12 @@ export interface SettlementWriterOptions {
 }
 
 /**
- * Default of `SettlementWriterOptions.journalCommitDelayMs`. At 1,000 req/s (`npm run bench:ab`, four pairs each,
- * every pair lower), 20 ms took 9% less CPU per request than 5 ms over all the gateway's threads, and 50 ms 17%;
- * 50 ms against 20 was within the noise (0.96). Longer is not free: a write on the serving thread's own connection
- * (a top-up, a batch line) that meets the settle thread's transaction waits for it in SQLite's busy handler,
- * blocking the event loop. With 2,500 settlements/s (`npm run bench:contention`) such writes took over 1 ms in
- * 0.4–1.7% of cases at 5 ms, 5.4% at 20 and 4.3–5.3% at 50, and their p99 was 0.5–1.6, 1.5 and 3.5 ms.
+ * Default of `SettlementWriterOptions.journalCommitDelayMs`. At 1,000 req/s on a busy machine (`npm run bench:ab`,
+ * four pairs each, every pair lower), 20 ms took 9% less CPU per request than 5 ms over all the gateway's threads,
+ * and 50 ms 17%; 50 ms against 20 was within the noise (0.96), and on a quiet machine it saved nothing (1.00 at
+ * 1,000 req/s and at 32 connections, docs/benchmarks.md, session 14). Longer is not free: a write on the serving
+ * thread's own connection (a top-up, a batch line) that meets a longer transaction waits longer for it (on timers,
+ * see `sqlite-busy-wait.ts`).
  */
 export const DEFAULT_JOURNAL_COMMIT_DELAY_MS = 20;
 
