@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from './create-store.js';
+import { requestLogFixture } from './ledger-fixtures.js';
 import {
   PRICED_REQUEST_LOG_COLUMNS,
   pricedRequestLogParameters,
@@ -87,26 +88,7 @@ describe('SQLite store', () => {
     });
 
     it('through a prepared statement (request-log rows) waits the same way', async () => {
-      const record = {
-        requestId: 'req_waited',
-        tenantId: null,
-        keyId: null,
-        endpoint: 'chat',
-        model: null,
-        deployment: null,
-        status: 401,
-        errorCode: 'invalid_api_key',
-        stream: false,
-        promptTokens: 0,
-        cachedTokens: 0,
-        completionTokens: 0,
-        reasoningTokens: 0,
-        usageEstimated: false,
-        latencyMs: 1,
-        ttftMs: null,
-        attempts: 0,
-        createdAt: Date.now(),
-      } satisfies RequestLogRecord;
+      const record = requestLogFixture({ requestId: 'req_waited', tenantId: null, status: 401 });
       await waitsWithoutBlocking(() => store.insertRequestLogs([record]));
       expect(other.prepare('select status from request_log where request_id = ?').pluck().get('req_waited')).toBe(401);
     });
