@@ -154,10 +154,13 @@ export class SqliteStore extends KyselyStore {
     this.yieldingBusyTimeoutMs = yieldingBusyTimeoutMs;
   }
 
-  /** Runs one synchronous write (a statement or transaction) on this connection, waiting for the lock as configured. */
-  private write<T>(statement: () => T): Promise<T> {
+  /**
+   * Runs one synchronous write (a statement or transaction) on this connection, waiting for the lock as configured;
+   * its errors reject the promise.
+   */
+  private async write<T>(statement: () => T): Promise<T> {
     const timeoutMs = this.yieldingBusyTimeoutMs;
-    return timeoutMs === undefined ? Promise.resolve(statement()) : retryWhileBusy(statement, timeoutMs);
+    return timeoutMs === undefined ? statement() : retryWhileBusy(statement, timeoutMs);
   }
 
   override async findKeyByHash(hash: string): Promise<ApiKeyRecord | undefined> {
