@@ -54,6 +54,8 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
     const dir = workspace({ ...pricedSimulatedConfig, server: { workers: 2 } });
     const served = await serve(dir, children);
     expect(childrenOf(served.child.pid!)).toHaveLength(2);
+    // In-memory admission: the banner says limits are counted per worker.
+    expect(served.banner).toContain('up to 2 times a limit');
     const ask = shortQuestions(served);
     const key = demoKeyOf(served.banner);
     for (let round = 0; round < 3; round++) {

@@ -164,6 +164,7 @@ function printBanner(loaded: LoadedConfig, url: string, adminToken: string, demo
       models: loaded.config.models.map((model) => model.name),
       store,
       workers: loaded.config.server.workers,
+      admissionStore: loaded.config.admission.store,
     })}\n`,
   );
 }

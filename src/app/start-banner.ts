@@ -9,6 +9,8 @@ export interface StartBannerInput {
   models: readonly string[];
   store: string;
   workers: number;
+  /** `admission.store`: with several workers, `memory` counts limits in each worker apart. */
+  admissionStore: 'memory' | 'redis';
 }
 
 /** The banner text. */
@@ -19,6 +21,13 @@ export function formatStartBanner(input: StartBannerInput): string {
     '',
     `Tollgate is listening on ${input.url}  (${input.workers} worker${input.workers === 1 ? '' : 's'}, store ${input.store})`,
     `Models: ${input.models.join(', ')}`,
+    ...(input.workers > 1 && input.admissionStore === 'memory'
+      ? [
+          `Note: with admission.store: memory each worker counts rate limits, hard budgets and fair share on its own,`,
+          `so together the ${input.workers} workers may let through up to ${input.workers} times a limit; set`,
+          'admission.store: redis to share them.',
+        ]
+      : []),
     '',
     `Admin token: ${input.adminToken}`,
     input.demoKey === undefined
