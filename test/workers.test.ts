@@ -6,6 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { demoKeyOf, requireBuiltCli, serve, shortQuestions, workspace } from './support/cli-process.js';
 import { pricedSimulatedConfig } from './support/test-gateway.js';
@@ -97,5 +98,59 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
     // Still serving, on both workers.
     await Promise.all(Array.from({ length: REQUESTS }, (_, index) => ask(index)));
     expect((await billingView(served.url, key)).requests).toBe(2 * REQUESTS);
+  });
+
+  it('bills the streams a killed worker was relaying from their checkpoints, through the surviving worker', async () => {
+    // 100 tokens/s per stream and a checkpoint every 100 ms: stale after 3 s, looked for every second.
+    const dir = workspace({
+      ...pricedSimulatedConfig,
+      upstreams: [
+        {
+          name: 'sim',
+          type: 'simulated',
+          replicas: 1,
+          profile: { t_prefill_us: 1, t_fixed_ms: 10, t_seq_ms: 0, max_batch: 64 },
+        },
+      ],
+      billing: { checkpoint_interval_ms: 100 },
+      server: { workers: 2 },
+    });
+    const served = await serve(dir, children);
+    const key = demoKeyOf(served.banner);
+    const streams = 6;
+    let broken = 0;
+    const relayed = Array.from({ length: streams }, async (_, index) => {
+      // One client each: separate connections, which the primary hands to both workers in turn.
+      const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: key, maxRetries: 0 });
+      try {
+        const stream = await client.chat.completions.create({
+          model: 'sim-pro-32k',
+          messages: [{ role: 'user', content: `Tell me story ${index}.` }],
+          max_tokens: 400,
+          stream: true,
+        });
+        for await (const _chunk of stream) {
+          // Read to the end (or until the worker dies).
+        }
+      } catch {
+        broken += 1;
+      }
+    });
+    await sleep(1500);
+    const [victim] = childrenOf(served.child.pid!);
+    process.kill(victim!, 'SIGKILL');
+    await Promise.all(relayed);
+    expect(broken).toBeGreaterThan(0);
+    expect(broken).toBeLessThan(streams);
+    // The broken streams were checkpointed; the surviving worker (or the replacement) bills them once stale.
+    const deadline = Date.now() + 30_000;
+    let view = await billingView(served.url, key);
+    while (view.requests < streams && Date.now() < deadline) {
+      await sleep(250);
+      view = await billingView(served.url, key);
+    }
+    expect(view.requests).toBe(streams);
+    // Their reservations were released with them.
+    expect(Number(view.reserved)).toBe(0);
   });
 });

@@ -19,7 +19,12 @@ import { BillingService } from '../billing/billing-service.js';
 import { budgetAlertSink } from '../billing/budget-alert-sink.js';
 import { RedisBudgetHolds } from '../billing/budget-holds.js';
 import { parseNano } from '../billing/nano.js';
-import { recoverCheckpoints, StreamCheckpointer } from '../billing/stream-checkpointer.js';
+import {
+  CHECKPOINT_REFRESH_INTERVALS,
+  CHECKPOINT_STALE_INTERVALS,
+  recoverCheckpoints,
+  StreamCheckpointer,
+} from '../billing/stream-checkpointer.js';
 import { RedisVolumePositionStore } from '../billing/volume-position.js';
 import { Catalog } from '../catalog/catalog.js';
 import { RealClock } from '../clock/clock.js';
@@ -350,15 +355,18 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     intervalMs: config.billing.checkpoint_interval_ms,
   });
   checkpointer.start();
-  // Cluster mode: checkpoints of a process that died are billed by whichever process notices them first.
-  const recovery =
-    store.kind === 'postgres'
-      ? setInterval(() => {
-          recoverCheckpoints(store, { staleAfterMs: 30_000, now: Date.now(), logger }).catch((error: unknown) =>
-            logger.error({ err: error }, 'checkpoint recovery failed'),
-          );
-        }, 10_000).unref()
-      : undefined;
+  // Several processes on one store (cluster mode, or workers on one SQLite file): checkpoints of a process that died
+  // are billed by whichever process notices them first. A process alone on its store bills them at its start.
+  const checkpointMs = config.billing.checkpoint_interval_ms;
+  const recovery = !soleOwner
+    ? setInterval(() => {
+        recoverCheckpoints(store, {
+          staleAfterMs: CHECKPOINT_STALE_INTERVALS * checkpointMs,
+          now: Date.now(),
+          logger,
+        }).catch((error: unknown) => logger.error({ err: error }, 'checkpoint recovery failed'));
+      }, CHECKPOINT_REFRESH_INTERVALS * checkpointMs).unref()
+    : undefined;
 
   let storeHealthy = true;
   let lastCheck = 0;

@@ -1,4 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
+import type { Clock } from '../clock/clock.js';
 import { newRequestTrace } from '../metering/request-recorder.js';
 import { countTextTokens } from '../metering/token-counter.js';
 import { createLogger } from '../observability/logger.js';
@@ -6,7 +7,7 @@ import type { InFlightStream } from '../relay/relay-service.js';
 import { usageEventFixture } from '../store/ledger-fixtures.js';
 import { type LedgerStore, ratingOf, type StreamCheckpoint } from '../store/ledger-store.js';
 import type { BillingService } from './billing-service.js';
-import { StreamCheckpointer } from './stream-checkpointer.js';
+import { CHECKPOINT_REFRESH_INTERVALS, CHECKPOINT_STALE_INTERVALS, StreamCheckpointer } from './stream-checkpointer.js';
 
 const tokenized = vi.hoisted(() => ({ texts: [] as string[] }));
 vi.mock('../metering/token-counter.js', async (original) => {
@@ -86,5 +87,38 @@ describe('StreamCheckpointer', () => {
     for (const entry of last) {
       expect(entry.output).toBe(countTextTokens(streams.get(entry.requestId)!.deliveredText));
     }
+  });
+
+  it('saves a stalled stream again, unchanged, before recovery elsewhere could take it for a dead one', async () => {
+    let time = 1_000_000;
+    const clock = { now: () => time, setTimer: () => ({ cancel: () => undefined }) } as unknown as Clock;
+    const streams = new Map<string, InFlightStream>([['req_slow', stream('req_slow', 'priced', 'one two')]]);
+    const billing = {
+      enabled: true,
+      rate: () => ratingOf(usageEventFixture({ requestId: 'req_slow', tenantId: 'ten_a' })),
+    } as unknown as BillingService;
+    const saved: StreamCheckpoint[] = [];
+    const ledger = { saveCheckpoints: async (batch: StreamCheckpoint[]) => void saved.push(...batch) };
+    const checkpointer = new StreamCheckpointer(streams, billing, ledger as unknown as LedgerStore, createLogger(), {
+      intervalMs: 100,
+      clock,
+    });
+    expect(await checkpointer.checkpoint()).toBe(1);
+    const first = saved[0]!;
+    // Nothing new for just under the refresh period: nothing saved.
+    for (let tick = 1; tick < CHECKPOINT_REFRESH_INTERVALS; tick++) {
+      time += 100;
+      expect(await checkpointer.checkpoint()).toBe(0);
+    }
+    time += 100;
+    expect(await checkpointer.checkpoint()).toBe(1);
+    expect(saved[1]).toEqual({ ...first, updatedAt: first.updatedAt + CHECKPOINT_REFRESH_INTERVALS * 100 });
+    // So a stalled stream's checkpoint is never older than a refresh period, well inside the stale limit.
+    expect(CHECKPOINT_REFRESH_INTERVALS).toBeLessThan(CHECKPOINT_STALE_INTERVALS);
+    // Growing again, it is tokenized and saved as before.
+    time += 100;
+    streams.get('req_slow')!.deliveredText += ' three';
+    expect(await checkpointer.checkpoint()).toBe(1);
+    expect(tokenized.texts.at(-1)).toBe('one two three');
   });
 });

@@ -5,9 +5,11 @@
  * checkpoint in the same transaction as its final usage event.
  *
  * Recovery turns checkpoints nobody updated for `staleAfterMs` into final usage events — at start in embedded mode
- * (every checkpoint belongs to the dead process), and periodically in cluster mode. The usage event is idempotent
- * by request id: if a live process finishes a stream whose checkpoint was recovered, its event is skipped, so the
- * request is never billed twice.
+ * (every checkpoint belongs to the dead process), and periodically where several processes share the store (after
+ * `CHECKPOINT_STALE_INTERVALS` intervals). A live stream whose text stopped growing is saved again, unchanged, every
+ * `CHECKPOINT_REFRESH_INTERVALS` intervals, so it never looks stale. The usage event is idempotent by request id: if
+ * a live process finishes a stream whose checkpoint was recovered, its event is skipped, so the request is never
+ * billed twice.
  *
  * Tokenizing is incremental and bounded: each stream keeps a `GrowingTextCounter`, so a tick tokenizes only what a
  * stream delivered since its last checkpoint (and the last two pieces again), not its whole output; at most
@@ -21,6 +23,15 @@ import type { Logger } from '../observability/logger.js';
 import type { InFlightStream } from '../relay/relay-service.js';
 import { type LedgerStore, ratingOf, type Settlement, type StreamCheckpoint } from '../store/ledger-store.js';
 import { type BillingService, usageEventOf } from './billing-service.js';
+
+/** Intervals after which a checkpoint whose stream delivered nothing new is saved again, unchanged. */
+export const CHECKPOINT_REFRESH_INTERVALS = 10;
+
+/**
+ * Intervals after which a checkpoint nobody saved belongs to a dead process (`recoverCheckpoints`' `staleAfterMs`
+ * where several processes share the store): three refreshes missed.
+ */
+export const CHECKPOINT_STALE_INTERVALS = 3 * CHECKPOINT_REFRESH_INTERVALS;
 
 /** Options of `StreamCheckpointer`. */
 export interface StreamCheckpointerOptions {
@@ -36,8 +47,14 @@ export class StreamCheckpointer {
   private readonly clock: Clock;
   private readonly intervalMs: number;
   private readonly maxCharactersPerTick: number;
-  /** Per stream: the delivered length last checkpointed, and the counter that has seen the text so far. */
-  private readonly checkpointed = new Map<string, { length: number; counter: GrowingTextCounter }>();
+  /**
+   * Per stream: the delivered length last checkpointed, the counter that has seen the text so far, and the checkpoint
+   * last saved (saved again unchanged, with a new time, when the stream stalls: see `CHECKPOINT_REFRESH_INTERVALS`).
+   */
+  private readonly checkpointed = new Map<
+    string,
+    { length: number; counter: GrowingTextCounter; checkpoint: StreamCheckpoint }
+  >();
   /** Streams found unpriced (their model has no price): never tokenized again. */
   private readonly unpriced = new Set<string>();
   private timer: ClockTimer | undefined;
@@ -84,7 +101,13 @@ export class StreamCheckpointer {
         const { trace } = stream;
         const delivered = stream.deliveredText;
         const previous = this.checkpointed.get(trace.requestId);
-        if (delivered.length === 0 || previous?.length === delivered.length || this.unpriced.has(trace.requestId)) {
+        if (delivered.length === 0 || this.unpriced.has(trace.requestId)) continue;
+        if (previous?.length === delivered.length) {
+          // Nothing new: saved again as it is only when it would soon look like a dead process's.
+          if (now - previous.checkpoint.updatedAt >= CHECKPOINT_REFRESH_INTERVALS * this.intervalMs) {
+            previous.checkpoint = { ...previous.checkpoint, updatedAt: now };
+            checkpoints.push(previous.checkpoint);
+          }
           continue;
         }
         const input = { total: stream.estimatedPromptTokens, cached: 0 };
@@ -106,13 +129,14 @@ export class StreamCheckpointer {
         });
         const rating = request === undefined ? undefined : this.billing.rate(request);
         if (request === undefined || rating === undefined) continue;
-        this.checkpointed.set(trace.requestId, { length: delivered.length, counter });
-        checkpoints.push({
+        const checkpoint: StreamCheckpoint = {
           requestId: trace.requestId,
           event: usageEventOf(request, rating),
           reservation: trace.reservation?.amount ?? 0n,
           updatedAt: now,
-        });
+        };
+        this.checkpointed.set(trace.requestId, { length: delivered.length, counter, checkpoint });
+        checkpoints.push(checkpoint);
       }
       this.cursor = entries.length === 0 ? 0 : (this.cursor + 1) % entries.length;
       for (const requestId of this.checkpointed.keys()) {
