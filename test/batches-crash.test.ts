@@ -11,7 +11,7 @@ import { KyselyBatchStore } from '../src/batch/kysely-batch-store.js';
 import { createStore } from '../src/store/create-store.js';
 import { KyselyStore } from '../src/store/kysely-store.js';
 import { demoKeyOf, killHard, requireBuiltCli, serve, workspace } from './support/cli-process.js';
-import { pricedSimulatedConfig } from './support/test-gateway.js';
+import { slowPricedSimulatedConfig } from './support/test-gateway.js';
 
 const children: ChildProcess[] = [];
 beforeAll(requireBuiltCli);
@@ -27,15 +27,7 @@ const MAX_TOKENS = 20;
 
 /** ~10 ms per decode step: a 20-token line takes ~0.2 s, 16 at a time, so the batch runs for a few seconds. */
 const slowFleet = {
-  ...pricedSimulatedConfig,
-  upstreams: [
-    {
-      name: 'sim',
-      type: 'simulated',
-      replicas: 1,
-      profile: { t_prefill_us: 1, t_fixed_ms: 10, t_seq_ms: 0, max_batch: 64 },
-    },
-  ],
+  ...slowPricedSimulatedConfig,
   log: { level: 'warn' },
   batch: { concurrency: 16, batch_concurrency: 16, poll_interval_ms: 20 },
 };

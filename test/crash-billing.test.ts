@@ -22,7 +22,7 @@ import {
 } from './support/cli-process.js';
 import { startPostgresRelay } from './support/postgres-relay.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
-import { fastSimulatedConfig, pricedSimulatedConfig } from './support/test-gateway.js';
+import { fastSimulatedConfig, pricedSimulatedConfig, slowPricedSimulatedConfig } from './support/test-gateway.js';
 
 const children: ChildProcess[] = [];
 beforeAll(requireBuiltCli);
@@ -31,17 +31,7 @@ afterEach(() => {
 });
 
 /** 100 tokens/s per stream: slow enough that streams are mid-way when the gateway dies. */
-const slowFleet = {
-  ...pricedSimulatedConfig,
-  upstreams: [
-    {
-      name: 'sim',
-      type: 'simulated',
-      replicas: 1,
-      profile: { t_prefill_us: 1, t_fixed_ms: 10, t_seq_ms: 0, max_batch: 64 },
-    },
-  ],
-};
+const slowFleet = slowPricedSimulatedConfig;
 const tokensPerSecond = 100;
 
 /** Each test starts `serve` twice and kills it once; on a loaded CI host that takes more than the default 30 s. */

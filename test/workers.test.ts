@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { demoKeyOf, requireBuiltCli, serve, shortQuestions, workspace } from './support/cli-process.js';
-import { pricedSimulatedConfig } from './support/test-gateway.js';
+import { pricedSimulatedConfig, slowPricedSimulatedConfig } from './support/test-gateway.js';
 
 const children: ChildProcess[] = [];
 beforeAll(requireBuiltCli);
@@ -103,15 +103,7 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
   it('bills the streams a killed worker was relaying from their checkpoints, through the surviving worker', async () => {
     // 100 tokens/s per stream and a checkpoint every 100 ms: stale after 3 s, looked for every second.
     const dir = workspace({
-      ...pricedSimulatedConfig,
-      upstreams: [
-        {
-          name: 'sim',
-          type: 'simulated',
-          replicas: 1,
-          profile: { t_prefill_us: 1, t_fixed_ms: 10, t_seq_ms: 0, max_batch: 64 },
-        },
-      ],
+      ...slowPricedSimulatedConfig,
       billing: { checkpoint_interval_ms: 100 },
       server: { workers: 2 },
     });

@@ -49,6 +49,19 @@ export const pricedSimulatedConfig = {
   },
 };
 
+/** The priced fleet at 100 tokens/s per stream: slow enough that streams are mid-way when a process dies. */
+export const slowPricedSimulatedConfig = {
+  ...pricedSimulatedConfig,
+  upstreams: [
+    {
+      name: 'sim',
+      type: 'simulated',
+      replicas: 1,
+      profile: { t_prefill_us: 1, t_fixed_ms: 10, t_seq_ms: 0, max_batch: 64 },
+    },
+  ],
+};
+
 /** A running test gateway. */
 export interface TestGateway {
   url: string;
