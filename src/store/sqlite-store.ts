@@ -69,8 +69,9 @@ export function openSqliteStore(path: string, options: SqliteStoreOptions = {}):
   const yielding = (options.busyWait ?? 'yield') === 'yield';
   const database = new Database(path);
   try {
-    // Yielding: SQLite must not wait itself, so a statement that finds the lock taken fails at once and is retried.
-    database.pragma(`busy_timeout = ${yielding ? 0 : busyTimeoutMs}`);
+    // Opening waits inside the call whatever `busyWait` says: another process may be turning a new file to WAL, and
+    // nothing is served yet.
+    database.pragma(`busy_timeout = ${busyTimeoutMs}`);
     database.pragma('journal_mode = WAL');
     database.pragma('synchronous = NORMAL');
     database.pragma('foreign_keys = ON');
@@ -80,6 +81,9 @@ export function openSqliteStore(path: string, options: SqliteStoreOptions = {}):
     // rewritten by nearly every commit, so rarer checkpoints copy each of them to the database file (and fsync)
     // less often. Durability is unchanged: a commit is durable once in the WAL, checkpointed or not.
     database.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+    // Yielding: from here on SQLite does not wait itself; a statement that finds the lock taken fails at once, having
+    // done nothing, and is run again on a timer.
+    if (yielding) database.pragma('busy_timeout = 0');
   } catch (error: unknown) {
     database.close();
     throw error;
