@@ -76,6 +76,10 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
   it('a worker killed with SIGKILL loses nothing: its replacement settles its journal, once', async () => {
     const dir = workspace({ ...pricedSimulatedConfig, server: { workers: 2 } });
     const served = await serve(dir, children);
+    let stderr = '';
+    served.child.stderr?.on('data', (data: Buffer) => {
+      stderr += data.toString();
+    });
     const key = demoKeyOf(served.banner);
     const ask = shortQuestions(served);
     await Promise.all(Array.from({ length: REQUESTS }, (_, index) => ask(index)));
@@ -98,6 +102,8 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
     // Still serving, on both workers.
     await Promise.all(Array.from({ length: REQUESTS }, (_, index) => ask(index)));
     expect((await billingView(served.url, key)).requests).toBe(2 * REQUESTS);
+    // No read waited out a settle round: a worker still starting up (it has served nothing) is not asked.
+    expect(stderr).not.toContain('settle round');
   });
 
   it('bills the streams a killed worker was relaying from their checkpoints, through the surviving worker', async () => {

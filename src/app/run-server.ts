@@ -52,8 +52,12 @@ export async function runServer(options: RunServerOptions): Promise<void> {
 
   cluster.setupPrimary({ args: process.argv.slice(2), execArgv: withServingHeap(process.execArgv) });
   let listening = 0;
+  /** Workers that said they listen. One still starting has served nothing, and would not hear a flush request yet. */
+  const serving = new Set<number>();
   const rounds = new SettleRoundCoordinator(() =>
-    Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker?.isConnected() === true),
+    Object.values(cluster.workers ?? {}).filter(
+      (worker): worker is Worker => worker?.isConnected() === true && serving.has(worker.id),
+    ),
   );
   const fork = () => {
     const worker = cluster.fork();
@@ -62,6 +66,7 @@ export async function runServer(options: RunServerOptions): Promise<void> {
       if (isInvalidateMessage(message)) {
         for (const other of Object.values(cluster.workers ?? {})) other?.send(message);
       } else if ((message as { type?: unknown } | null)?.type === 'tollgate:listening') {
+        serving.add(worker.id);
         listening += 1;
         if (listening === workers) {
           printBanner(loaded, (message as unknown as { url: string }).url, adminToken, demoKey);
@@ -71,6 +76,7 @@ export async function runServer(options: RunServerOptions): Promise<void> {
   };
   for (let index = 0; index < workers; index++) fork();
   cluster.on('exit', (worker, code, signal) => {
+    serving.delete(worker.id);
     rounds.onExit(worker.id);
     if (code !== 0 && signal !== 'SIGTERM' && signal !== 'SIGINT') {
       // The new worker settles what the dead one journaled before it serves (its start settles orphaned segments).
