@@ -16,8 +16,9 @@ const MAX_DRAIN_BYTES = 64 * 1024;
  * Body bytes read ahead of the consumer before the body is paused. Pausing the body after every chunk (undici's
  * `Readable` then, before `upstream-exchange.ts`) made each resume read the whole socket buffer and unshift what one
  * event did not use: with large events (16 KB) that copied megabytes per event and let the socket buffer grow to the
- * whole upstream response (66 MB relayed in 55 s, the upstream 19 MB ahead after 500 events). With a read-ahead, one resume takes a read-ahead's worth, which keeps the
- * socket buffer small, and backpressure still holds the upstream to this plus the kernel's socket buffers.
+ * whole upstream response (66 MB relayed in 55 s, the upstream 19 MB ahead after 500 events). With a read-ahead, one
+ * resume takes a read-ahead's worth, which keeps the socket buffer small, and backpressure still holds the upstream to
+ * this plus the kernel's socket buffers.
  */
 const READ_AHEAD_BYTES = 64 * 1024;
 
