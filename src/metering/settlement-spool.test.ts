@@ -114,6 +114,18 @@ describe('SettlementSpool', () => {
     expect(spool.pending).toBe(0);
   });
 
+  it('writes the lines it is handed, and refuses lines that do not match the settlements, writing nothing', async () => {
+    const directory = spoolDirectory();
+    const spool = new SettlementSpool(directory);
+    const written = [rated(), unrated()];
+    await expect(spool.append(written, [settlementToJson(written[0]!)])).rejects.toThrow(RangeError);
+    expect(spool.pending).toBe(0);
+    await spool.append(written, written.map(settlementToJson));
+    const store = recordingSettle();
+    await spool.drain(store.settle, { batchSize: 10, orphans: false });
+    expect(store.taken).toEqual(written);
+  });
+
   it('keeps everything while the store is down, and settles it once the store is back', async () => {
     const directory = spoolDirectory();
     const spool = new SettlementSpool(directory);

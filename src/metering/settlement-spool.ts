@@ -72,8 +72,12 @@ export class SettlementSpool {
    * one's `settlementToJson` line (the journal wrote them), which is then not made again.
    */
   append(settlements: readonly Settlement[], encoded?: readonly string[]): Promise<void> {
+    if (encoded !== undefined && encoded.length !== settlements.length) {
+      // A caller's bug: the lines are what is written, so they must not silently differ from the settlements.
+      return Promise.reject(new RangeError(`${encoded.length} journal lines for ${settlements.length} settlements`));
+    }
     if (settlements.length === 0) return Promise.resolve();
-    const lines = encoded?.length === settlements.length ? encoded : settlements.map(settlementToJson);
+    const lines = encoded ?? settlements.map(settlementToJson);
     const text = `${lines.join('\n')}\n`;
     return this.serially(async () => {
       if (this.handle === undefined) {

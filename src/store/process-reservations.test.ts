@@ -254,6 +254,14 @@ describe('the SQLite settle thread', () => {
     expect(checkpoints).toEqual([checkpointOf(live)]);
   });
 
+  it('refuses journal lines that do not match the batch, committing nothing', async () => {
+    expect(store.settleOnThread()).toBe(true);
+    const batch = [settlement('req_mismatch_1', 100n, 0n), settlement('req_mismatch_2', 100n, 0n)];
+    await expect(store.settle(batch, [settlementToJson(batch[0]!)])).rejects.toThrow(RangeError);
+    expect(await requestLogCount('req_mismatch_1')).toBe(0);
+    expect((await store.getWallet(tenantId))?.balance).toBe(2_000n);
+  });
+
   it('rolls a failing transaction back and rejects, writing nothing of its batch', async () => {
     expect(store.settleOnThread()).toBe(true);
     const bad = settlement('req_bad', 100n, 0n);

@@ -100,10 +100,12 @@ export class SqliteSettleThread {
    * a structured clone of the objects: for the serving thread that is ~0.4 µs a settlement instead of ~4.
    */
   settle(batch: readonly Settlement[], encoded?: readonly string[]): Promise<void> {
+    if (encoded !== undefined && encoded.length !== batch.length) {
+      // A caller's bug: the lines are what would be committed, so they must not silently differ from the batch.
+      return Promise.reject(new RangeError(`${encoded.length} journal lines for a batch of ${batch.length}`));
+    }
     const id = this.nextId++;
-    return this.send(
-      encoded === undefined || encoded.length !== batch.length ? { id, batch } : { id, lines: encoded.join('\n') },
-    );
+    return this.send(encoded === undefined ? { id, batch } : { id, lines: encoded.join('\n') });
   }
 
   /**
