@@ -226,7 +226,7 @@ describe('the SQLite settle thread', () => {
     expect(await requestLogCount('req_line_2')).toBe(1);
   });
 
-  it('saves stream checkpoints on the thread, in order with settlements, without blocking the event loop', async () => {
+  it('saves stream checkpoints on the thread, in order with settlements, while the event loop goes on', async () => {
     expect(store.settleOnThread()).toBe(true);
     const ended = settlement('req_cp_ended', 40n, 0n);
     const live = settlement('req_cp_live', 70n, 0n);
@@ -236,14 +236,26 @@ describe('the SQLite settle thread', () => {
       reservation: 2n ** 55n + 1n,
       updatedAt: 1_700_000_000_123,
     });
-    // Another connection holds the write lock. Saved on this thread's connection, the checkpoints would wait for it
-    // inside SQLite's busy handler, and no event-loop turn would run meanwhile.
+    // Another connection holds the write lock: both requests wait for it on the settle thread, in the order sent.
     const blocker = new Database(databasePath);
     blocker.exec('begin immediate');
+    const posted = vi.spyOn(Worker.prototype, 'postMessage');
     const turns = countTurns();
-    const saved = store.saveCheckpoints([checkpointOf(ended), checkpointOf(live)]);
-    // The stream that ends settles after its checkpoint was sent: the thread deletes it in that order.
-    const settled = store.settle([{ ...ended, checkpointRequestId: ended.log.requestId }]);
+    let saved: Promise<void>;
+    let settled: Promise<void>;
+    try {
+      saved = store.saveCheckpoints([checkpointOf(ended), checkpointOf(live)]);
+      // The stream that ends settles after its checkpoint was sent: the thread deletes it in that order.
+      settled = store.settle([{ ...ended, checkpointRequestId: ended.log.requestId }]);
+      // Both went to the settle thread, checkpoints first; none was written on this thread's connection.
+      const sent = posted.mock.calls.map(([message]) => Object.keys(message as object).sort());
+      expect(sent).toEqual([
+        ['checkpoints', 'id'],
+        ['batch', 'id'],
+      ]);
+    } finally {
+      posted.mockRestore();
+    }
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(turns.stop()).toBeGreaterThan(5);
     blocker.exec('commit');
