@@ -288,6 +288,21 @@ export function describeStoreConformance(name: string, options: StoreConformance
         expect(await store.getSetting(key)).toBe(`value-${results.indexOf(true)}`);
       });
     });
+
+    describe('ledger across instances', () => {
+      // What workers on one SQLite file, or cluster processes on one PostgreSQL, rely on for "no overspend".
+      it('lets exactly as many concurrent reservations through several instances as the wallet covers', async () => {
+        const others = await Promise.all([open(), open()]);
+        const tenantId = `ten_multi_${randomSuffix()}`;
+        await store.addWalletTransaction(topUp(tenantId, 20n, null));
+        const results = await Promise.all(
+          Array.from({ length: 60 }, (_, index) => others[index % 2]!.reserve(tenantId, 1n)),
+        );
+        expect(results.filter(Boolean)).toHaveLength(20);
+        expect((await store.getWallet(tenantId))?.reserved).toBe(20n);
+        expect(await others[0]!.reserve(tenantId, 1n)).toBe(false);
+      });
+    });
   });
 }
 
