@@ -4,10 +4,10 @@
  * primary), and a worker killed with SIGKILL loses nothing: its replacement settles what it journaled.
  */
 import type { ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { processTreeRss } from '../bench/process-tree-stats.js';
 import { demoKeyOf, requireBuiltCli, serve, shortQuestions, workspace } from './support/cli-process.js';
 import { pricedSimulatedConfig, slowPricedSimulatedConfig } from './support/test-gateway.js';
 
@@ -23,16 +23,9 @@ const REQUESTS = 24;
 
 /** The child processes of `pid` (the cluster's workers). */
 function childrenOf(pid: number): number[] {
-  return readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry))
-    .filter((entry) => {
-      try {
-        return /^PPid:\s*(\d+)$/m.exec(readFileSync(`/proc/${entry}/status`, 'utf8'))?.[1] === String(pid);
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
+  return processTreeRss(pid)
+    .processes.filter((entry) => entry.parent === pid)
+    .map((entry) => entry.pid);
 }
 
 /** What a tenant's billing reads show: its balance, what is reserved, and the requests in its usage. */
