@@ -25,6 +25,7 @@ import { SettlementWriter } from '../src/metering/settlement-writer.js';
 import { settlementOf, usageEventFixture } from '../src/store/ledger-fixtures.js';
 import { openSqliteStore } from '../src/store/sqlite-store.js';
 import { machineSummary, writeBenchResult } from './bench-results.js';
+import { summarizeSamples } from './load.js';
 
 /** The serving thread's probe writes of one run, summarized. */
 export interface BlockingSummary {
@@ -63,18 +64,17 @@ export interface ContentionOptions {
   busyWait?: BusyWait;
 }
 
-/** Summarizes probe durations (ms), nearest-rank quantiles. */
+/** Summarizes probe durations (ms): the load generator's nearest-rank percentiles, and the writes over 1 ms. */
 export function blockingSummary(durations: readonly number[]): BlockingSummary {
   if (durations.length === 0) throw new Error('no probe writes to summarize');
-  const sorted = [...durations].sort((a, b) => a - b);
-  const quantile = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+  const summary = summarizeSamples(Float64Array.from(durations));
   return {
-    probes: sorted.length,
-    p50Ms: quantile(0.5),
-    p90Ms: quantile(0.9),
-    p99Ms: quantile(0.99),
-    maxMs: sorted.at(-1)!,
-    overOneMs: sorted.filter((duration) => duration > 1).length,
+    probes: summary.count,
+    p50Ms: summary.p50,
+    p90Ms: summary.p90,
+    p99Ms: summary.p99,
+    maxMs: summary.max,
+    overOneMs: durations.filter((duration) => duration > 1).length,
   };
 }
 
