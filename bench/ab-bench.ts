@@ -29,7 +29,7 @@ export interface AbRun {
   p99Ms: number;
   /** The gateway's CPU (all threads) per response over the measured window, µs. */
   cpuUs: number;
-  /** Its serving thread's CPU per response, µs (with several workers, the primary's, which serves nothing). */
+  /** Its serving threads' CPU per response, µs: the main thread, or with several workers theirs (not the primary's). */
   mainCpuUs: number;
 }
 
