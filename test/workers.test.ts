@@ -144,4 +144,48 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
     // Their reservations were released with them.
     expect(Number(view.reserved)).toBe(0);
   });
+
+  it("releases the reservations of a killed worker's whole requests once its owner times out, with no restart", async () => {
+    // 100 tokens/s: a 300-token answer takes 3 s. A worker silent for 1.5 s is swept by the other.
+    const dir = workspace({
+      ...slowPricedSimulatedConfig,
+      billing: { reservation_owner_timeout_ms: 1_500 },
+      server: { workers: 2 },
+    });
+    const served = await serve(dir, children);
+    const key = demoKeyOf(served.banner);
+    const requests = 6;
+    let failed = 0;
+    const answered = Array.from({ length: requests }, async (_, index) => {
+      // One client each: separate connections, which the primary hands to both workers in turn.
+      const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: key, maxRetries: 0 });
+      try {
+        await client.chat.completions.create({
+          model: 'sim-pro-32k',
+          messages: [{ role: 'user', content: `Tell me story ${index}.` }],
+          max_tokens: 300,
+        });
+      } catch {
+        failed += 1;
+      }
+    });
+    await sleep(1_000);
+    // In flight on both workers: every request holds its reservation.
+    expect(Number((await billingView(served.url, key)).reserved)).toBeGreaterThan(0);
+    const [victim] = childrenOf(served.child.pid!);
+    process.kill(victim!, 'SIGKILL');
+    await Promise.all(answered);
+    expect(failed).toBeGreaterThan(0);
+    expect(failed).toBeLessThan(requests);
+    // The survivors' reservations went with their settlements; the dead worker's stay until its owner is swept.
+    // Before owners existed they stayed until the whole gateway restarted: this wait would time out.
+    const deadline = Date.now() + 20_000;
+    let view = await billingView(served.url, key);
+    while (Number(view.reserved) !== 0 && Date.now() < deadline) {
+      await sleep(250);
+      view = await billingView(served.url, key);
+    }
+    expect(Number(view.reserved)).toBe(0);
+    expect(view.requests).toBe(requests - failed);
+  });
 });

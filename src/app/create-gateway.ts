@@ -19,6 +19,7 @@ import { BillingService } from '../billing/billing-service.js';
 import { budgetAlertSink } from '../billing/budget-alert-sink.js';
 import { RedisBudgetHolds } from '../billing/budget-holds.js';
 import { parseNano } from '../billing/nano.js';
+import { ReservationOwnerKeeper } from '../billing/reservation-owner-keeper.js';
 import {
   CHECKPOINT_REFRESH_INTERVALS,
   CHECKPOINT_STALE_INTERVALS,
@@ -238,6 +239,12 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const settled =
     journaled && options.settledAcrossWorkers !== undefined ? options.settledAcrossWorkers(localSettled) : localSettled;
   if (journaled) billing.settled = settled;
+  // Several processes on one store: each reserves under an owner kept alive by heartbeats, so the reservations of
+  // one that dies are released by the others (a process alone on its store drops them all at its start instead).
+  const ownerKeeper = soleOwner
+    ? undefined
+    : new ReservationOwnerKeeper(store, billing, { timeoutMs: config.billing.reservation_owner_timeout_ms, logger });
+  await ownerKeeper?.start();
   metrics.observeRequestLog(() => writer.stats);
   metrics.observeSpool(() => spool.pending);
   const notifier = new WebhookNotifier({
@@ -427,6 +434,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       // Shutdown never hangs on one part: each slow step gets a deadline, then the rest closes anyway.
       await withDeadline(batches?.runner.stop(), 5_000, 'batch runner stop', logger);
       checkpointer.stop();
+      await ownerKeeper?.stop();
       billing.stop();
       prober?.stop();
       refiner?.stop();

@@ -77,6 +77,8 @@ export interface Reservation {
   amount: Nano;
   /** `YYYY-MM` whose budgets hold `amount` until the request is settled. */
   month: string;
+  /** The owner whose hold `amount` is in on the wallet (see `BillingService.reservationOwner`). */
+  owner?: string;
   /** The hard budgets `amount` is held on in the shared store (cluster mode), to settle there. */
   sharedBudgets?: readonly Pick<BudgetHoldScope, 'scope' | 'scopeId' | 'version'>[];
 }
@@ -298,6 +300,14 @@ export class BillingService {
    */
   settled: (() => Promise<void>) | undefined;
 
+  /**
+   * The owner id this process reserves under when it shares the store with other processes (cluster mode, workers
+   * on one SQLite file): each reservation is also added to the owner's hold, so the holds of a process that dies can
+   * be released (`ReservationOwnerKeeper`). Undefined: reservations have no owner (a gateway alone on its store).
+   * Read at each reservation: the keeper replaces it should this process be swept as dead.
+   */
+  reservationOwner: string | undefined;
+
   /** Reloads budgets after an admin change. */
   async reloadBudgets(): Promise<void> {
     const budgets = await this.ledger.listBudgets();
@@ -356,6 +366,8 @@ export class BillingService {
     // The counter is loaded once per tenant and month: do not wait a microtask for it on every request.
     const counter = this.loadedMonthCounter(tenantId, receivedAt) ?? (await this.monthCounter(tenantId, receivedAt));
     const reservation: Reservation = { tenantId, keyId, amount, month: counter.month };
+    const owner = this.reservationOwner;
+    if (owner !== undefined && amount !== 0n) reservation.owner = owner;
     const hardScopes = amount === 0n ? undefined : this.sharedHardBudgets(reservation);
     const shared = hardScopes === undefined ? undefined : await this.holdShared(reservation, hardScopes);
     if (shared === undefined) {
@@ -371,7 +383,10 @@ export class BillingService {
     } else reservation.sharedBudgets = shared;
     if (amount === 0n) return reservation;
     this.hold(counter, keyId, amount);
-    if (!(await this.ledger.reserve(tenantId, amount)) && !(await this.reserveOnceSettled(tenantId, amount))) {
+    if (
+      !(await this.ledger.reserve(tenantId, amount, owner)) &&
+      !(await this.reserveOnceSettled(tenantId, amount, owner))
+    ) {
       this.releaseBudgetHold(reservation, 0n);
       throw new InsufficientQuotaError(
         'You exceeded your current quota: the wallet cannot cover this request. Top up or lower max_tokens.',
@@ -381,10 +396,10 @@ export class BillingService {
   }
 
   /** A refused reservation's second try, after the requests that ended before it are settled (see `settled`). */
-  private async reserveOnceSettled(tenantId: string, amount: Nano): Promise<boolean> {
+  private async reserveOnceSettled(tenantId: string, amount: Nano, owner: string | undefined): Promise<boolean> {
     if (this.settled === undefined) return false;
     await this.settled();
-    return this.ledger.reserve(tenantId, amount);
+    return this.ledger.reserve(tenantId, amount, owner);
   }
 
   /**
@@ -503,7 +518,7 @@ export class BillingService {
   /** Returns a reservation whose request consumed nothing billable. */
   async release(reservation: Reservation | undefined): Promise<void> {
     if (reservation === undefined || reservation.amount === 0n) return;
-    await this.ledger.release(reservation.tenantId, reservation.amount);
+    await this.ledger.release(reservation.tenantId, reservation.amount, reservation.owner);
   }
 
   /**

@@ -135,6 +135,7 @@ export class StreamCheckpointer {
           reservation: trace.reservation?.amount ?? 0n,
           updatedAt: now,
         };
+        if (trace.reservation?.owner !== undefined) checkpoint.reservationOwner = trace.reservation.owner;
         this.checkpointed.set(trace.requestId, { length: delivered.length, counter, checkpoint });
         checkpoints.push(checkpoint);
       }
@@ -168,7 +169,7 @@ export async function recoverCheckpoints(
     (checkpoint) => checkpoint.updatedAt <= options.now - options.staleAfterMs,
   );
   if (stale.length === 0) return 0;
-  const settlements: Settlement[] = stale.map(({ event, reservation, requestId }) => ({
+  const settlements: Settlement[] = stale.map(({ event, reservation, reservationOwner, requestId }) => ({
     log: {
       requestId,
       tenantId: event.tenantId,
@@ -190,7 +191,10 @@ export async function recoverCheckpoints(
       createdAt: event.receivedAt,
     },
     rating: ratingOf(event),
-    reservation: { tenantId: event.tenantId, amount: reservation },
+    reservation:
+      reservationOwner === undefined
+        ? { tenantId: event.tenantId, amount: reservation }
+        : { tenantId: event.tenantId, amount: reservation, owner: reservationOwner },
     checkpointRequestId: requestId,
   }));
   await ledger.settle(settlements);

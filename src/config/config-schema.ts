@@ -195,6 +195,10 @@ export const BillingConfigSchema = Type.Object(
     demo_credit: Type.String({ pattern: '^[0-9]+(\\.[0-9]+)?$', default: '10' }),
     /** How often in-flight streams checkpoint their delivered tokens, ms. Default 1000. */
     checkpoint_interval_ms: PositiveInt('Stream checkpoint interval, milliseconds.', 1000),
+    reservation_owner_timeout_ms: PositiveInt(
+      'With several processes on one store: how long a process may go without a heartbeat before the others release its wallet reservations, milliseconds.',
+      30_000,
+    ),
     /** Environment variable holding the secret that signs budget-alert webhooks. */
     webhook_secret_env: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' })),
   },

@@ -179,7 +179,8 @@ export class RequestRecorder {
       const settlement: Settlement =
         rating !== undefined && isRatedLog(record) ? { log: record, rating } : { log: record };
       if (trace.reservation !== undefined) {
-        settlement.reservation = { tenantId: trace.reservation.tenantId, amount: trace.reservation.amount };
+        const { tenantId, amount, owner } = trace.reservation;
+        settlement.reservation = owner === undefined ? { tenantId, amount } : { tenantId, amount, owner };
       }
       if (trace.stream) settlement.checkpointRequestId = trace.requestId;
       return this.commit(trace, record, settlement, latencyMs, ttftMs);

@@ -193,6 +193,21 @@ export interface StreamCheckpointsTable {
   event: string;
   reservation: bigint;
   updated_at: number;
+  /** The process holding `reservation` (migration 0008); null: taken without an owner. */
+  reservation_owner: string | null;
+}
+
+/** `reservation_holds` (migration 0008): what one owner holds reserved on one tenant's wallet. */
+export interface ReservationHoldsTable {
+  owner_id: string;
+  tenant_id: string;
+  amount: bigint;
+}
+
+/** `reservation_owners` (migration 0008): each owner's last heartbeat. */
+export interface ReservationOwnersTable {
+  owner_id: string;
+  heartbeat_at: number;
 }
 
 /** `price_versions` */
@@ -236,6 +251,8 @@ export interface DatabaseSchema {
   usage_rollups: UsageRollupsTable;
   billing_rollups: BillingRollupsTable;
   stream_checkpoints: StreamCheckpointsTable;
+  reservation_holds: ReservationHoldsTable;
+  reservation_owners: ReservationOwnersTable;
   price_versions: PriceVersionsTable;
   budgets: BudgetsTable;
   alert_claims: AlertClaimsTable;

@@ -423,26 +423,96 @@ export class KyselyStore implements Store {
     return rows.map((row) => walletTransactionFromRow(row as MoneyAsText<WalletTransactionsTable>));
   }
 
-  async reserve(tenantId: string, amount: Nano): Promise<boolean> {
+  async reserve(tenantId: string, amount: Nano, owner?: string): Promise<boolean> {
     if (amount < 0n) throw new RangeError(`Cannot reserve a negative amount (${amount})`);
-    // One conditional UPDATE: the check and the increment are one atomic step on both databases (PostgreSQL
-    // re-evaluates the WHERE on the row's latest version after waiting for a concurrent update's lock).
-    const result = await this.db
-      .updateTable('wallets')
-      .set((eb) => ({ reserved: eb('reserved', '+', amount), updated_at: Date.now() }))
-      .where('tenant_id', '=', tenantId)
-      .where((eb) => eb(eb(eb('balance', '+', eb.ref('credit_limit')), '-', eb.ref('reserved')), '>=', amount))
-      .executeTakeFirst();
-    return result.numUpdatedRows > 0n;
+    const now = Date.now();
+    if (owner !== undefined) {
+      if (this.kind === 'postgres') {
+        // One statement: the wallet row's update and the hold's upsert commit together, in one round trip.
+        const result = await sql<{ amount: string }>`
+          with reserved as (
+            update wallets set reserved = reserved + ${amount}, updated_at = ${now}
+            where tenant_id = ${tenantId} and balance + credit_limit - reserved >= ${amount}
+            returning tenant_id)
+          insert into reservation_holds (owner_id, tenant_id, amount)
+          select ${owner}, tenant_id, ${amount} from reserved
+          on conflict (owner_id, tenant_id) do update set amount = reservation_holds.amount + excluded.amount
+          returning cast(amount as text) as amount`.execute(this.db);
+        return result.rows.length > 0;
+      }
+      return this.db.transaction().execute(async (db) => {
+        if (!(await reserveOnWallet(db, tenantId, amount, now))) return false;
+        await db
+          .insertInto('reservation_holds')
+          .values({ owner_id: owner, tenant_id: tenantId, amount })
+          .onConflict((conflict) =>
+            conflict
+              .columns(['owner_id', 'tenant_id'])
+              .doUpdateSet((eb) => ({ amount: eb('reservation_holds.amount', '+', eb.ref('excluded.amount')) })),
+          )
+          .execute();
+        return true;
+      });
+    }
+    return reserveOnWallet(this.db, tenantId, amount, now);
   }
 
-  async release(tenantId: string, amount: Nano): Promise<void> {
+  async release(tenantId: string, amount: Nano, owner?: string): Promise<void> {
     if (amount <= 0n) return;
+    const now = Date.now();
+    if (owner === undefined) {
+      await releaseOnWallet(this.db, tenantId, amount, now);
+      return;
+    }
+    await this.db.transaction().execute((db) => releaseHeld(db, { tenantId, owner, amount }, now));
+  }
+
+  async heartbeatReservationOwner(owner: string, now: number): Promise<void> {
     await this.db
-      .updateTable('wallets')
-      .set({ reserved: releasedReservation(amount), updated_at: Date.now() })
-      .where('tenant_id', '=', tenantId)
+      .insertInto('reservation_owners')
+      .values({ owner_id: owner, heartbeat_at: now })
+      .onConflict((conflict) =>
+        conflict.column('owner_id').doUpdateSet((eb) => ({ heartbeat_at: eb.ref('excluded.heartbeat_at') })),
+      )
       .execute();
+  }
+
+  async sweepReservationOwners(staleBefore: number): Promise<{ owners: number; released: Nano }> {
+    return this.db.transaction().execute(async (db) => {
+      // Holds of owners not alive: stale ones, and any whose owner row is gone (swept while it still reserved).
+      const taken = await db
+        .deleteFrom('reservation_holds')
+        .where((eb) =>
+          eb(
+            'owner_id',
+            'not in',
+            eb.selectFrom('reservation_owners').select('owner_id').where('heartbeat_at', '>=', staleBefore),
+          ),
+        )
+        .returning(['owner_id', 'tenant_id', sql<string>`cast(${sql.ref('amount')} as text)`.as('amount')])
+        .execute();
+      const byTenant = new Map<string, Nano>();
+      const owners = new Set<string>();
+      let released = 0n;
+      for (const row of taken) {
+        const amount = BigInt(row.amount);
+        owners.add(row.owner_id);
+        released += amount;
+        byTenant.set(row.tenant_id, (byTenant.get(row.tenant_id) ?? 0n) + amount);
+      }
+      const now = Date.now();
+      // Sorted, so concurrent sweeps and settlements lock wallet rows in one order.
+      for (const [tenantId, amount] of [...byTenant].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+        if (amount > 0n) await releaseOnWallet(db, tenantId, amount, now);
+      }
+      const gone = await db
+        .deleteFrom('reservation_owners')
+        .where('heartbeat_at', '<', staleBefore)
+        .returning('owner_id')
+        .execute();
+      for (const row of gone) owners.add(row.owner_id);
+      return { owners: owners.size, released };
+    });
   }
 
   async settle(batch: readonly Settlement[]): Promise<void> {
@@ -463,9 +533,10 @@ export class KyselyStore implements Store {
       event: checkpointEventToJson(checkpoint.event),
       reservation: checkpoint.reservation,
       updated_at: checkpoint.updatedAt,
+      reservation_owner: checkpoint.reservationOwner ?? null,
     }));
     await this.db.transaction().execute(async (db) => {
-      for (const chunk of chunks(rows, Math.floor(this.maxParameters / 4))) {
+      for (const chunk of chunks(rows, Math.floor(this.maxParameters / 5))) {
         await db
           .insertInto('stream_checkpoints')
           .values(chunk)
@@ -474,6 +545,7 @@ export class KyselyStore implements Store {
               event: eb.ref('excluded.event'),
               reservation: eb.ref('excluded.reservation'),
               updated_at: eb.ref('excluded.updated_at'),
+              reservation_owner: eb.ref('excluded.reservation_owner'),
             })),
           )
           .execute();
@@ -488,6 +560,7 @@ export class KyselyStore implements Store {
         'request_id',
         'event',
         'updated_at',
+        'reservation_owner',
         sql<string>`cast(${sql.ref('reservation')} as text)`.as('reservation'),
       ])
       .orderBy('updated_at')
@@ -497,7 +570,11 @@ export class KyselyStore implements Store {
   }
 
   async resetReservations(): Promise<void> {
-    await this.db.updateTable('wallets').set({ reserved: 0n }).where('reserved', '<>', 0n).execute();
+    await this.db.transaction().execute(async (db) => {
+      await db.updateTable('wallets').set({ reserved: 0n }).where('reserved', '<>', 0n).execute();
+      await db.deleteFrom('reservation_holds').execute();
+      await db.deleteFrom('reservation_owners').execute();
+    });
   }
 
   async listUsageEvents(query: {
@@ -729,6 +806,7 @@ export class KyselyStore implements Store {
         )
         .execute();
     }
+    for (const held of effects.heldReleases) await releaseHeld(db, held, now);
     for (const chunk of chunks(effects.usageRollups, Math.floor(this.maxParameters / USAGE_ROLLUP_COLUMNS.length))) {
       await db
         .insertInto('usage_rollups')
@@ -773,6 +851,45 @@ export class KyselyStore implements Store {
       .onConflict((conflict) => conflict.column('request_id').doNothing())
       .execute();
   }
+}
+
+/** The conditional wallet update of `reserve`: the check and the increment in one atomic step on both databases. */
+async function reserveOnWallet(db: Kysely<DatabaseSchema>, tenantId: string, amount: Nano, now: number) {
+  // PostgreSQL re-evaluates the WHERE on the row's latest version after waiting for a concurrent update's lock.
+  const result = await db
+    .updateTable('wallets')
+    .set((eb) => ({ reserved: eb('reserved', '+', amount), updated_at: now }))
+    .where('tenant_id', '=', tenantId)
+    .where((eb) => eb(eb(eb('balance', '+', eb.ref('credit_limit')), '-', eb.ref('reserved')), '>=', amount))
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
+async function releaseOnWallet(db: Kysely<DatabaseSchema>, tenantId: string, amount: Nano, now: number) {
+  await db
+    .updateTable('wallets')
+    .set({ reserved: releasedReservation(amount), updated_at: now })
+    .where('tenant_id', '=', tenantId)
+    .execute();
+}
+
+/**
+ * Takes `amount` from `owner`'s hold and then from `reserved`, inside the caller's transaction; changes nothing
+ * when the hold does not have it (the owner was swept, which released its holds already).
+ */
+async function releaseHeld(
+  db: Kysely<DatabaseSchema>,
+  held: { tenantId: string; owner: string; amount: Nano },
+  now: number,
+): Promise<void> {
+  const taken = await db
+    .updateTable('reservation_holds')
+    .set((eb) => ({ amount: eb('amount', '-', held.amount) }))
+    .where('owner_id', '=', held.owner)
+    .where('tenant_id', '=', held.tenantId)
+    .where('amount', '>=', held.amount)
+    .executeTakeFirst();
+  if (taken.numUpdatedRows > 0n) await releaseOnWallet(db, held.tenantId, held.amount, now);
 }
 
 /** `reserved` minus `amount`, never below zero (a release after `resetReservations` must not go negative). */

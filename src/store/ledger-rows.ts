@@ -472,11 +472,16 @@ export function checkpointFromRow(row: {
   event: string;
   reservation: string | bigint;
   updated_at: number | bigint;
+  reservation_owner?: string | null;
 }): StreamCheckpoint {
-  return {
+  const checkpoint: StreamCheckpoint = {
     requestId: row.request_id,
     event: checkpointEventFromJson(row.event),
     reservation: BigInt(row.reservation),
     updatedAt: Number(row.updated_at),
   };
+  if (row.reservation_owner !== undefined && row.reservation_owner !== null) {
+    checkpoint.reservationOwner = row.reservation_owner;
+  }
+  return checkpoint;
 }

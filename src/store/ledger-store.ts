@@ -159,8 +159,8 @@ export interface RatedSettlement extends SettlementRelease {
 
 /** What a settlement ends besides its request. */
 interface SettlementRelease {
-  /** The reservation taken at admission, released here. */
-  reservation?: { tenantId: string; amount: Nano };
+  /** The reservation taken at admission, released here (from `owner`'s hold when it has one: see `reserve`). */
+  reservation?: { tenantId: string; amount: Nano; owner?: string };
   /** Checkpoint to delete (the stream finished). */
   checkpointRequestId?: string;
 }
@@ -172,6 +172,8 @@ export interface StreamCheckpoint {
   event: UsageEventRecord;
   /** The reservation to release when the checkpoint is recovered. */
   reservation: Nano;
+  /** The owner whose hold `reservation` is in (see `LedgerStore.reserve`); undefined: taken without one. */
+  reservationOwner?: string;
   updatedAt: number;
 }
 
@@ -282,10 +284,23 @@ export interface LedgerStore {
   /**
    * Atomically reserves `amount` if `balance + creditLimit − reserved ≥ amount`; returns false and changes nothing
    * otherwise. A tenant without a wallet has nothing to spend (prepaid, zero).
+   *
+   * With `owner` (a process sharing the store with others: see `heartbeatReservationOwner`) the amount is also
+   * added to that owner's hold on the tenant, in the same step, so it can be released should the owner die.
    */
-  reserve(tenantId: string, amount: Nano): Promise<boolean>;
-  /** Returns an unused reservation (a request that failed before any usage). */
-  release(tenantId: string, amount: Nano): Promise<void>;
+  reserve(tenantId: string, amount: Nano, owner?: string): Promise<boolean>;
+  /**
+   * Returns an unused reservation (a request that failed before any usage). With `owner`, from that owner's hold:
+   * when the hold no longer has it (the owner was swept as dead), nothing is released, since the sweep did.
+   */
+  release(tenantId: string, amount: Nano, owner?: string): Promise<void>;
+  /** Records that `owner` is alive at `now` (epoch ms); registers it on the first call. */
+  heartbeatReservationOwner(owner: string, now: number): Promise<void>;
+  /**
+   * Releases every hold of the owners whose last heartbeat is before `staleBefore` (epoch ms), and forgets them,
+   * in one transaction. Returns how many owners were swept and the total released.
+   */
+  sweepReservationOwners(staleBefore: number): Promise<{ owners: number; released: Nano }>;
   /**
    * Commits a batch in one transaction: request-log rows with their ratings (a request id already present is
    * skipped, so a retry is billed once), usage and billing rollups, wallet balances, reservation releases,
@@ -299,7 +314,10 @@ export interface LedgerStore {
   /** Creates or replaces a stream's checkpoint. */
   saveCheckpoints(checkpoints: readonly StreamCheckpoint[]): Promise<void>;
   listCheckpoints(): Promise<StreamCheckpoint[]>;
-  /** Sets every wallet's `reserved` to zero (embedded mode at start: no request of a previous process is live). */
+  /**
+   * Sets every wallet's `reserved` to zero and forgets every owner and hold (embedded mode at start: no request of
+   * a previous process is live).
+   */
   resetReservations(): Promise<void>;
 
   listUsageEvents(query: {

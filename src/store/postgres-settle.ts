@@ -229,6 +229,22 @@ function effectStatements(effects: SettlementEffects, now: number): string[] {
         ` updated_at = ${updatedAt} from ${unnestFrom(releases, RELEASE_COLUMNS)} where w.tenant_id = x.tenant_id`,
     );
   }
+  if (effects.heldReleases.length > 0) {
+    const held = effects.heldReleases.map((release) => ({
+      tenant_id: release.tenantId,
+      owner_id: release.owner,
+      amount: release.amount,
+    }));
+    // From each owner's hold, then from `reserved` only what a hold still had (a swept owner's was released).
+    statements.push(
+      `with taken as (update reservation_holds as h set amount = h.amount - x.amount from ${unnestFrom(held, HELD_RELEASE_COLUMNS)}` +
+        ' where h.owner_id = x.owner_id and h.tenant_id = x.tenant_id and h.amount >= x.amount' +
+        ' returning h.tenant_id, x.amount)' +
+        ' update wallets as w set reserved = case when w.reserved > t.amount then w.reserved - t.amount else 0 end,' +
+        ` updated_at = ${updatedAt} from (select tenant_id, sum(amount) as amount from taken group by tenant_id) as t` +
+        ' where w.tenant_id = t.tenant_id',
+    );
+  }
   if (effects.usageRollups.length > 0) {
     statements.push(upsertSums('usage_rollups', USAGE_ROLLUP_COLUMNS, USAGE_ROLLUP_KEY.length, effects.usageRollups));
   }
@@ -254,6 +270,11 @@ const CHARGE_COLUMNS: ColumnTypes<{ tenant_id: string; currency: string; amount:
 ];
 const RELEASE_COLUMNS: ColumnTypes<{ tenant_id: string; amount: bigint }> = [
   ['tenant_id', 'text'],
+  ['amount', 'int8'],
+];
+const HELD_RELEASE_COLUMNS: ColumnTypes<{ tenant_id: string; owner_id: string; amount: bigint }> = [
+  ['tenant_id', 'text'],
+  ['owner_id', 'text'],
   ['amount', 'int8'],
 ];
 

@@ -17,8 +17,16 @@ import type { Nano, RatedRequestLog, Settlement, UsageRating } from './ledger-st
 export interface SettlementEffects {
   /** Per tenant (sorted): Σ amount of the usage events inserted, to subtract from the balance. */
   charges: { tenantId: string; currency: string; amount: Nano }[];
-  /** Per tenant (sorted): Σ reservations of the settlements whose request-log row was inserted. */
+  /**
+   * Per tenant (sorted): Σ reservations taken without an owner of the settlements whose request-log row was
+   * inserted, to subtract from `reserved`.
+   */
   releases: { tenantId: string; amount: Nano }[];
+  /**
+   * The same for reservations held by an owner, per (tenant, owner), sorted: each is taken from the owner's hold
+   * and, only when the hold still has it, from `reserved` (a swept owner's hold was released already).
+   */
+  heldReleases: { tenantId: string; owner: string; amount: Nano }[];
   /**
    * Increments of usage rollups, minutes and hours, sorted by (tenant, bucket, bucket start, key, model). Days are
    * not stored: a day is read as the sum of its 24 hours (migration 0007).
@@ -74,6 +82,7 @@ export function firstOfEachRequest(batch: readonly Settlement[]): Map<string, Se
 export function settlementEffects(batch: readonly Settlement[], inserted: Set<string>): SettlementEffects {
   const charges = new Map<string, { tenantId: string; currency: string; amount: Nano }>();
   const releases = new Map<string, Nano>();
+  const heldReleases = new Map<string, { tenantId: string; owner: string; amount: Nano }>();
   const groups = new Map<string, UsageGroup>();
   const billing = new Map<string, BillingRollupsTable>();
   const checkpointIds = new Set<string>();
@@ -83,7 +92,14 @@ export function settlementEffects(batch: readonly Settlement[], inserted: Set<st
     if (!inserted.delete(settlement.log.requestId)) continue;
     const reservation = settlement.reservation;
     if (reservation !== undefined && reservation.amount !== 0n) {
-      releases.set(reservation.tenantId, (releases.get(reservation.tenantId) ?? 0n) + reservation.amount);
+      const { tenantId, owner, amount } = reservation;
+      if (owner === undefined) releases.set(tenantId, (releases.get(tenantId) ?? 0n) + amount);
+      else {
+        const key = `${tenantId}\u0000${owner}`;
+        const held = heldReleases.get(key);
+        if (held === undefined) heldReleases.set(key, { tenantId, owner, amount });
+        else held.amount += amount;
+      }
     }
     if (settlement.rating === undefined) continue;
     const { log, rating } = settlement;
@@ -130,6 +146,9 @@ export function settlementEffects(batch: readonly Settlement[], inserted: Set<st
     releases: [...releases]
       .map(([tenantId, amount]) => ({ tenantId, amount }))
       .sort((a, b) => compare(a.tenantId, b.tenantId)),
+    heldReleases: [...heldReleases.values()].sort(
+      (a, b) => compare(a.tenantId, b.tenantId) || compare(a.owner, b.owner),
+    ),
     usageRollups,
     billingRollups: [...billing.values()].sort(compareBillingRows),
     checkpointIds: [...checkpointIds].sort(compare),

@@ -122,6 +122,10 @@ export class SqliteStore extends KyselyStore {
   private saveCheckpointsTransaction: ((checkpoints: readonly StreamCheckpoint[]) => void) | undefined;
   private reserveStatement: Database.Statement<[ReserveParameters], void> | undefined;
   private releaseStatement: Database.Statement<[ReserveParameters], void> | undefined;
+  /** `reserve` and `release` with an owner: the wallet row and the owner's hold in one transaction. */
+  private heldReservationStatements:
+    | { reserve: (parameters: HeldParameters) => boolean; release: (parameters: HeldParameters) => void }
+    | undefined;
   private fundsStatement: Database.Statement<[string], { balance: bigint; credit_limit: bigint }> | undefined;
   /** Reservations by tenant, when held in memory (see the class comment). */
   private processReservations: Map<string, Nano> | undefined;
@@ -190,7 +194,7 @@ export class SqliteStore extends KyselyStore {
     this.processReservations ??= new Map();
   }
 
-  override async reserve(tenantId: string, amount: Nano): Promise<boolean> {
+  override async reserve(tenantId: string, amount: Nano, owner?: string): Promise<boolean> {
     if (amount < 0n) throw new RangeError(`Cannot reserve a negative amount (${amount})`);
     const held = this.processReservations;
     if (held !== undefined) {
@@ -215,19 +219,27 @@ export class SqliteStore extends KyselyStore {
       held.set(tenantId, reserved + amount);
       return true;
     }
-    this.reserveStatement ??= this.database.prepare<[ReserveParameters], void>(
-      'update wallets set reserved = reserved + @amount, updated_at = @now' +
-        ' where tenant_id = @tenant_id and balance + credit_limit - reserved >= @amount',
-    );
+    if (owner !== undefined) {
+      const held = this.heldReservationStatements ?? this.prepareHeldReservations();
+      const parameters = { tenant_id: tenantId, owner_id: owner, amount, now: Date.now() };
+      return this.db.connection().execute(() => this.write(() => held.reserve(parameters)));
+    }
+    this.reserveStatement ??= this.database.prepare<[ReserveParameters], void>(RESERVE_SQL);
     const statement = this.reserveStatement;
     const parameters = { tenant_id: tenantId, amount, now: Date.now() };
     return this.db.connection().execute(() => this.write(() => statement.run(parameters).changes > 0));
   }
 
-  override async release(tenantId: string, amount: Nano): Promise<void> {
+  override async release(tenantId: string, amount: Nano, owner?: string): Promise<void> {
     if (amount <= 0n) return;
     if (this.processReservations !== undefined) {
       this.releaseHeld(tenantId, amount);
+      return;
+    }
+    if (owner !== undefined) {
+      const held = this.heldReservationStatements ?? this.prepareHeldReservations();
+      const parameters = { tenant_id: tenantId, owner_id: owner, amount, now: Date.now() };
+      await this.db.connection().execute(() => this.write(() => held.release(parameters)));
       return;
     }
     this.releaseStatement ??= this.database.prepare<[ReserveParameters], void>(RELEASE_SQL);
@@ -322,14 +334,21 @@ export class SqliteStore extends KyselyStore {
   saveCheckpointsNow(checkpoints: readonly StreamCheckpoint[]): void {
     if (checkpoints.length === 0) return;
     if (this.saveCheckpointsTransaction === undefined) {
-      const statement = this.database.prepare<[string, string, bigint, number], void>(
-        'insert into stream_checkpoints (request_id, event, reservation, updated_at) values (?, ?, ?, ?)' +
-          ' on conflict (request_id) do update set event = excluded.event, reservation = excluded.reservation,' +
-          ' updated_at = excluded.updated_at',
+      const statement = this.database.prepare<[string, string, bigint, number, string | null], void>(
+        'insert into stream_checkpoints (request_id, event, reservation, updated_at, reservation_owner)' +
+          ' values (?, ?, ?, ?, ?) on conflict (request_id) do update set event = excluded.event,' +
+          ' reservation = excluded.reservation, updated_at = excluded.updated_at,' +
+          ' reservation_owner = excluded.reservation_owner',
       );
       const transaction = this.database.transaction((rows: readonly StreamCheckpoint[]) => {
         for (const row of rows) {
-          statement.run(row.requestId, checkpointEventToJson(row.event), row.reservation, row.updatedAt);
+          statement.run(
+            row.requestId,
+            checkpointEventToJson(row.event),
+            row.reservation,
+            row.updatedAt,
+            row.reservationOwner ?? null,
+          );
         }
       });
       this.saveCheckpointsTransaction = (rows) => transaction.immediate(rows);
@@ -407,6 +426,23 @@ export class SqliteStore extends KyselyStore {
     });
   }
 
+  private prepareHeldReservations(): NonNullable<SqliteStore['heldReservationStatements']> {
+    const reserve = this.database.prepare<[ReserveParameters], void>(RESERVE_SQL);
+    const hold = this.database.prepare<[HeldParameters], void>(HOLD_SQL);
+    const releaseHeld = heldReleaseOf(this.database);
+    const reserveHeld = this.database.transaction((parameters: HeldParameters) => {
+      if (reserve.run(parameters).changes === 0) return false;
+      hold.run(parameters);
+      return true;
+    });
+    const releaseTransaction = this.database.transaction(releaseHeld);
+    this.heldReservationStatements = {
+      reserve: (parameters) => reserveHeld.immediate(parameters),
+      release: (parameters) => releaseTransaction.immediate(parameters),
+    };
+    return this.heldReservationStatements;
+  }
+
   private prepareSettle(): (batch: readonly Settlement[]) => void {
     const database = this.database;
     // Positional parameters built straight from the records: binding by name costs a property lookup per column,
@@ -427,6 +463,7 @@ export class SqliteStore extends KyselyStore {
         ' on conflict (tenant_id) do update set balance = balance + excluded.balance, updated_at = excluded.updated_at',
     );
     const release = database.prepare(RELEASE_SQL);
+    const releaseHeld = heldReleaseOf(database);
     const usageRollup = database.prepare<unknown[], void>(
       upsertSumsSql('usage_rollups', USAGE_ROLLUP_KEY, USAGE_ROLLUP_SUMS),
     );
@@ -455,6 +492,9 @@ export class SqliteStore extends KyselyStore {
         if (amount !== 0n) charge.run(tenantId, currency, -amount, now);
       }
       for (const { tenantId, amount } of effects.releases) release.run({ tenant_id: tenantId, amount, now });
+      for (const { tenantId, owner, amount } of effects.heldReleases) {
+        releaseHeld({ tenant_id: tenantId, owner_id: owner, amount, now });
+      }
       for (const row of effects.usageRollups) {
         usageRollup.run(
           row.tenant_id,
@@ -531,6 +571,38 @@ interface ReserveParameters {
   tenant_id: string;
   amount: Nano;
   now: number;
+}
+
+/** Parameters of the reserve and release statements with an owner. */
+interface HeldParameters extends ReserveParameters {
+  owner_id: string;
+}
+
+/** The conditional reservation: the check and the increment in one statement. */
+const RESERVE_SQL =
+  'update wallets set reserved = reserved + @amount, updated_at = @now' +
+  ' where tenant_id = @tenant_id and balance + credit_limit - reserved >= @amount';
+
+/** Adds a reservation to its owner's hold (after `RESERVE_SQL` took it, in the same transaction). */
+const HOLD_SQL =
+  'insert into reservation_holds (owner_id, tenant_id, amount) values (@owner_id, @tenant_id, @amount)' +
+  ' on conflict (owner_id, tenant_id) do update set amount = amount + excluded.amount';
+
+/**
+ * A release from an owner's hold, to run inside a transaction: takes `amount` from the hold, then from `reserved`;
+ * changes nothing when the hold does not have it (the owner was swept, which released its holds already).
+ */
+function heldReleaseOf(database: Database.Database): (parameters: HeldParameters) => void {
+  const take = database.prepare<[HeldParameters], void>(
+    'update reservation_holds set amount = amount - @amount' +
+      ' where owner_id = @owner_id and tenant_id = @tenant_id and amount >= @amount',
+  );
+  const release = database.prepare<[ReserveParameters], void>(RELEASE_SQL);
+  return (parameters) => {
+    if (take.run(parameters).changes > 0) {
+      release.run({ tenant_id: parameters.tenant_id, amount: parameters.amount, now: parameters.now });
+    }
+  };
 }
 
 /** `reserved − amount`, never below zero (a release after `resetReservations` must not go negative). */

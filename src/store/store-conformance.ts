@@ -302,11 +302,39 @@ export function describeStoreConformance(name: string, options: StoreConformance
         expect((await store.getWallet(tenantId))?.reserved).toBe(20n);
         expect(await others[0]!.reserve(tenantId, 1n)).toBe(false);
       });
+
+      it('holds concurrent reservations of two owners exactly, and a sweep releases only the dead one', async () => {
+        const others = await Promise.all([open(), open()]);
+        const tenantId = `ten_owners_${randomSuffix()}`;
+        const owners = [`owner-x-${randomSuffix()}`, `owner-y-${randomSuffix()}`] as const;
+        await store.addWalletTransaction(topUp(tenantId, 20n, null));
+        // Far in the future, so that no other test's sweep takes them; x then goes silent.
+        await others[0]!.heartbeatReservationOwner(owners[0], FAR_FUTURE);
+        await others[1]!.heartbeatReservationOwner(owners[1], FAR_FUTURE + 10);
+        const results = await Promise.all(
+          Array.from({ length: 60 }, (_, index) => others[index % 2]!.reserve(tenantId, 1n, owners[index % 2])),
+        );
+        expect(results.filter(Boolean)).toHaveLength(20);
+        const byOwner = [0, 1].map((owner) => results.filter((ok, index) => ok && index % 2 === owner).length);
+        expect((await store.getWallet(tenantId))?.reserved).toBe(20n);
+        expect(await store.sweepReservationOwners(FAR_FUTURE + 5)).toEqual({
+          owners: 1,
+          released: BigInt(byOwner[0]!),
+        });
+        expect((await store.getWallet(tenantId))?.reserved).toBe(BigInt(byOwner[1]!));
+        expect(await store.sweepReservationOwners(FAR_FUTURE + 20)).toEqual({
+          owners: 1,
+          released: BigInt(byOwner[1]!),
+        });
+        expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+      });
     });
   });
 }
 
 const UNIT = 1_000_000_000n;
+/** A heartbeat time no sweep of another test reaches (they sweep before now). */
+const FAR_FUTURE = Date.UTC(2100, 0, 1);
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
@@ -423,6 +451,87 @@ function describeLedgerConformance(getStore: () => Store): void {
       expect(wallet?.reserved).toBe(20n * cost);
       expect(wallet!.balance + wallet!.creditLimit - wallet!.reserved).toBe(0n);
       expect(await store.reserve(tenantId, 1n)).toBe(false);
+    });
+  });
+
+  describe('ledger: reservation owners', () => {
+    it("releases a dead owner's holds once, whether its releases come before the sweep or after", async () => {
+      const store = getStore();
+      const tenantId = `ten_own_${randomSuffix()}`;
+      const dead = `owner-dead-${randomSuffix()}`;
+      const live = `owner-live-${randomSuffix()}`;
+      await store.addWalletTransaction(topUp(tenantId, 100n * UNIT, null));
+      await store.heartbeatReservationOwner(dead, FAR_FUTURE);
+      await store.heartbeatReservationOwner(live, FAR_FUTURE);
+      await store.heartbeatReservationOwner(live, FAR_FUTURE + 1_000);
+      expect(await store.reserve(tenantId, 101n * UNIT, dead)).toBe(false);
+      expect(await store.reserve(tenantId, 10n * UNIT, dead)).toBe(true);
+      expect(await store.reserve(tenantId, 3n * UNIT, dead)).toBe(true);
+      expect(await store.reserve(tenantId, 20n * UNIT, live)).toBe(true);
+      expect(await store.reserve(tenantId, 5n * UNIT)).toBe(true);
+      const reserved = async () => (await store.getWallet(tenantId))?.reserved;
+      expect(await reserved()).toBe(38n * UNIT);
+
+      // Released before the sweep: from the hold and the wallet, so the sweep releases only what is left.
+      await store.release(tenantId, 3n * UNIT, dead);
+      expect(await reserved()).toBe(35n * UNIT);
+      expect(await store.sweepReservationOwners(FAR_FUTURE + 500)).toEqual({ owners: 1, released: 10n * UNIT });
+      expect(await reserved()).toBe(25n * UNIT);
+
+      // After the sweep the dead owner's releases and settlements (its journal drained late) release nothing.
+      await store.release(tenantId, 10n * UNIT, dead);
+      const late = usageEvent(tenantId, Date.UTC(2030, 0, 2, 10));
+      await store.settle([settlementOf(late, { reservation: { tenantId, amount: 10n * UNIT, owner: dead } })]);
+      expect(await reserved()).toBe(25n * UNIT);
+      expect((await store.getWallet(tenantId))?.balance).toBe(100n * UNIT - late.amount);
+
+      // The live owner's settlement releases from its hold; an ownerless release from the wallet.
+      const served = usageEvent(tenantId, Date.UTC(2030, 0, 2, 11));
+      await store.settle([settlementOf(served, { reservation: { tenantId, amount: 20n * UNIT, owner: live } })]);
+      expect(await reserved()).toBe(5n * UNIT);
+      await store.release(tenantId, 5n * UNIT);
+      expect(await reserved()).toBe(0n);
+      expect(await store.sweepReservationOwners(FAR_FUTURE + 500)).toEqual({ owners: 0, released: 0n });
+      expect(await store.sweepReservationOwners(FAR_FUTURE + 2_000)).toEqual({ owners: 1, released: 0n });
+    });
+
+    it('sweeps the holds of an owner with no heartbeat row, and a reset forgets every hold', async () => {
+      const store = getStore();
+      const tenantId = `ten_orphan_${randomSuffix()}`;
+      const owner = `owner-orphan-${randomSuffix()}`;
+      await store.addWalletTransaction(topUp(tenantId, 10n, null));
+      // Reserving does not register an owner: one never (or no longer) registered counts as dead.
+      expect(await store.reserve(tenantId, 4n, owner)).toBe(true);
+      expect(await store.sweepReservationOwners(0)).toEqual({ owners: 1, released: 4n });
+      expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+
+      expect(await store.reserve(tenantId, 6n, owner)).toBe(true);
+      await store.resetReservations();
+      expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+      expect(await store.reserve(tenantId, 2n, owner)).toBe(true);
+      expect(await store.sweepReservationOwners(0)).toEqual({ owners: 1, released: 2n });
+    });
+
+    it("keeps a checkpoint's reservation owner, and its recovery releases from that owner's hold", async () => {
+      const store = getStore();
+      const tenantId = `ten_ckown_${randomSuffix()}`;
+      const owner = `owner-ck-${randomSuffix()}`;
+      await store.addWalletTransaction(topUp(tenantId, 100n * UNIT, null));
+      await store.heartbeatReservationOwner(owner, FAR_FUTURE);
+      expect(await store.reserve(tenantId, 10n * UNIT, owner)).toBe(true);
+      const event = usageEvent(tenantId, Date.UTC(2030, 0, 3, 10));
+      await store.saveCheckpoints([{ ...checkpoint(event), reservation: 10n * UNIT, reservationOwner: owner }]);
+      const saved = (await store.listCheckpoints()).find((each) => each.requestId === event.requestId);
+      expect(saved?.reservationOwner).toBe(owner);
+      await store.settle([
+        settlementOf(event, {
+          reservation: { tenantId, amount: saved!.reservation, owner: saved!.reservationOwner! },
+          checkpointRequestId: event.requestId,
+        }),
+      ]);
+      expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+      // Released from the hold, so a later sweep of the owner has nothing left to release.
+      expect(await store.sweepReservationOwners(FAR_FUTURE + 1)).toEqual({ owners: 1, released: 0n });
     });
   });
 

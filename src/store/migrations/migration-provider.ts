@@ -6,6 +6,7 @@ import { requestLogAttemptsSchema } from './0004-request-log-attempts.js';
 import { ledgerIngestSchema } from './0005-ledger-ingest.js';
 import { ledgerInRequestLogSchema } from './0006-ledger-in-request-log.js';
 import { daysFromHoursSchema } from './0007-days-from-hours.js';
+import { reservationOwnersSchema } from './0008-reservation-owners.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -19,6 +20,7 @@ const migrations: Record<string, Migration> = {
   '0005-ledger-ingest': ledgerIngestSchema,
   '0006-ledger-in-request-log': ledgerInRequestLogSchema,
   '0007-days-from-hours': daysFromHoursSchema,
+  '0008-reservation-owners': reservationOwnersSchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */

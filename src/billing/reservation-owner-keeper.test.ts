@@ -1,0 +1,74 @@
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { openSqliteStore } from '../store/sqlite-store.js';
+import { ReservationOwnerKeeper } from './reservation-owner-keeper.js';
+
+async function walletStore() {
+  const store = openSqliteStore(':memory:');
+  await store.migrate();
+  const tenant = await store.createTenant('owners');
+  await store.addWalletTransaction({
+    tenantId: tenant.id,
+    kind: 'topup',
+    amount: 100n,
+    currency: 'CNY',
+    idempotencyKey: null,
+    note: null,
+  });
+  return { store, tenantId: tenant.id };
+}
+
+describe('ReservationOwnerKeeper', () => {
+  it('gives reservations an owner, keeps it alive, and sweeps a silent one', async () => {
+    const { store, tenantId } = await walletStore();
+    let now = 1_000_000;
+    const logger = pino({ level: 'silent' });
+    const first = { reservationOwner: undefined as string | undefined };
+    const second = { reservationOwner: undefined as string | undefined };
+    const keeperA = new ReservationOwnerKeeper(store, first, { timeoutMs: 6_000, logger, now: () => now });
+    const keeperB = new ReservationOwnerKeeper(store, second, { timeoutMs: 6_000, logger, now: () => now });
+    await keeperA.start();
+    await keeperB.start();
+    expect(first.reservationOwner).toBe(keeperA.ownerId);
+    expect(second.reservationOwner).toBe(keeperB.ownerId);
+    expect(keeperA.ownerId).not.toBe(keeperB.ownerId);
+    await keeperA.stop();
+    await keeperB.stop();
+    expect(await store.reserve(tenantId, 30n, first.reservationOwner)).toBe(true);
+    expect(await store.reserve(tenantId, 20n, second.reservationOwner)).toBe(true);
+
+    // B beats within the timeout, A does not: B's next beat sweeps A's hold, and only A's.
+    now += 5_000;
+    await keeperB.tick();
+    expect((await store.getWallet(tenantId))?.reserved).toBe(50n);
+    now += 2_000;
+    await keeperB.tick();
+    expect(second.reservationOwner).toBe(keeperB.ownerId);
+    expect((await store.getWallet(tenantId))?.reserved).toBe(20n);
+  });
+
+  it('reserves under a new owner after its own heartbeat was late by a whole timeout', async () => {
+    const { store, tenantId } = await walletStore();
+    let now = 1_000_000;
+    const billing = { reservationOwner: undefined as string | undefined };
+    const keeper = new ReservationOwnerKeeper(store, billing, {
+      timeoutMs: 6_000,
+      logger: pino({ level: 'silent' }),
+      now: () => now,
+    });
+    await keeper.start();
+    await keeper.stop();
+    const before = billing.reservationOwner!;
+    expect(await store.reserve(tenantId, 30n, before)).toBe(true);
+    // Silent for longer than the timeout (a stopped event loop): its next beat sweeps the old owner, as another
+    // process would have, and takes a new one.
+    now += 6_001;
+    await keeper.tick();
+    expect(billing.reservationOwner).not.toBe(before);
+    expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+    // A late release of the swept reservation releases nothing of the new owner's.
+    expect(await store.reserve(tenantId, 40n, billing.reservationOwner)).toBe(true);
+    await store.release(tenantId, 30n, before);
+    expect((await store.getWallet(tenantId))?.reserved).toBe(40n);
+  });
+});

@@ -1,0 +1,115 @@
+/**
+ * Wallet reservations that outlive their process. With several processes on one store (cluster mode, or workers on
+ * one SQLite file) a reservation is a share of the wallet's `reserved`; a process killed with requests in flight
+ * would leave their shares reserved, and the tenant's spendable funds lower, for good.
+ *
+ * So each such process reserves under an owner id (`BillingService.reservationOwner`), which adds every
+ * reservation to the owner's hold in the same step (`LedgerStore.reserve`), and keeps the owner alive with a
+ * heartbeat. Every heartbeat also sweeps: the holds of owners silent for longer than the timeout are released
+ * (`LedgerStore.sweepReservationOwners`), whichever process notices first. A dead owner's settlements that arrive
+ * later (its journal drained by a replacement, its stream checkpoints recovered) find no hold and release nothing
+ * twice.
+ *
+ * A process whose own heartbeats stalled for longer than the timeout (a store outage, a stopped event loop) may have
+ * been swept as dead: it then takes a new owner id, so that its new reservations are not released by the releases
+ * of the ones the sweep already released.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import type { LedgerStore } from '../store/ledger-store.js';
+
+/** Options of `ReservationOwnerKeeper`. */
+export interface ReservationOwnerKeeperOptions {
+  /** How long an owner may go without a heartbeat before it is swept as dead, ms. */
+  timeoutMs: number;
+  logger: Logger;
+  /** Time source, epoch ms. Default `Date.now`. */
+  now?: () => number;
+}
+
+/** Heartbeats per timeout: a live owner misses several before it counts as dead. */
+const HEARTBEATS_PER_TIMEOUT = 6;
+
+/** Keeps this process's reservation owner alive and sweeps the dead ones. */
+export class ReservationOwnerKeeper {
+  private readonly timeoutMs: number;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private owner: string;
+  private lastBeat = Number.NEGATIVE_INFINITY;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly store: Pick<LedgerStore, 'heartbeatReservationOwner' | 'sweepReservationOwners'>,
+    private readonly billing: { reservationOwner: string | undefined },
+    options: ReservationOwnerKeeperOptions,
+  ) {
+    this.timeoutMs = options.timeoutMs;
+    this.logger = options.logger;
+    this.now = options.now ?? Date.now;
+    this.owner = newOwnerId();
+  }
+
+  /** The owner id reservations are taken under now. */
+  get ownerId(): string {
+    return this.owner;
+  }
+
+  /** Registers the owner, sweeps once, and from then on beats every `timeoutMs / 6`. Reservations get the owner. */
+  async start(): Promise<void> {
+    await this.beat();
+    this.timer = setInterval(() => void this.tick(), Math.max(1, Math.floor(this.timeoutMs / HEARTBEATS_PER_TIMEOUT)));
+    this.timer.unref();
+  }
+
+  /** Stops beating (the owner is swept once its timeout passes; by then its requests have settled). */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+
+  /** One heartbeat and sweep; what the timer runs (exposed for tests). */
+  tick(): Promise<void> {
+    this.running ??= this.beat().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async beat(): Promise<void> {
+    const now = this.now();
+    try {
+      if (now - this.lastBeat >= this.timeoutMs && this.lastBeat !== Number.NEGATIVE_INFINITY) {
+        // Silent for a whole timeout: another process may have swept this owner. Its holds were released then, so
+        // new reservations go under a new owner, which no release of an old reservation can take from.
+        const previous = this.owner;
+        this.owner = newOwnerId();
+        this.logger.warn(
+          { previous, owner: this.owner },
+          'reservation heartbeat was late: reserving under a new owner',
+        );
+      }
+      await this.store.heartbeatReservationOwner(this.owner, now);
+      this.lastBeat = now;
+      this.billing.reservationOwner = this.owner;
+      const swept = await this.store.sweepReservationOwners(now - this.timeoutMs);
+      if (swept.owners > 0) {
+        this.logger.warn(
+          { owners: swept.owners, released: swept.released.toString() },
+          'released the wallet reservations of gateway processes that stopped',
+        );
+      }
+    } catch (error: unknown) {
+      this.logger.error({ err: error }, 'reservation owner heartbeat failed');
+      if (this.billing.reservationOwner === undefined) throw error;
+    }
+  }
+}
+
+/** `host:pid:random`: unique per process start, and tells an operator which process an owner was. */
+function newOwnerId(): string {
+  return `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+}
