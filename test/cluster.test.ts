@@ -11,7 +11,7 @@ import { createStore } from '../src/store/create-store.js';
 import { demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
 import { clearOfMonthEnd } from './support/month-boundary.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
-import { pricedSimulatedConfig } from './support/test-gateway.js';
+import { pricedSimulatedConfig, slowPricedSimulatedConfig } from './support/test-gateway.js';
 import { startWebhookReceiver } from './support/webhook-receiver.js';
 
 const children: ChildProcess[] = [];
@@ -286,6 +286,36 @@ describe('cluster mode', { timeout: TEST_TIMEOUT_MS }, () => {
     await budgetsReached(admin, second.url);
     expect(await chat(second.url, key)).toMatchObject({ status: 429, code: 'insufficient_quota' });
   });
+  it("releases a killed process's wallet reservations through the surviving one, with no restart", async () => {
+    // 100 tokens/s: a 300-token answer takes 3 s. A process silent for 1.5 s is swept by the other.
+    const { first, second, key } = await twoProcessesWithTenant(
+      { ...slowPricedSimulatedConfig, billing: { reservation_owner_timeout_ms: 1_500 } },
+      pgUrl(schema),
+      'owners',
+    );
+    const reserved = async () => {
+      const response = await fetch(`${second.url}/v1/billing/balance`, { headers: { authorization: `Bearer ${key}` } });
+      return Number(((await response.json()) as { reserved: string }).reserved);
+    };
+    const inFlight = Array.from({ length: 3 }, (_, index) =>
+      fetch(`${first.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'sim-pro-32k',
+          messages: [{ role: 'user', content: `story ${index}` }],
+          max_tokens: 300,
+        }),
+      }).catch(() => undefined),
+    );
+    await vi.waitFor(async () => expect(await reserved()).toBeGreaterThan(0), eventually);
+    first.child.kill('SIGKILL');
+    await Promise.all(inFlight);
+    // Before reservations had owners they stayed reserved on PostgreSQL for good.
+    await vi.waitFor(async () => expect(await reserved()).toBe(0), eventually);
+    expect((await chat(second.url, key)).status).toBe(200);
+  });
+
   it('holds a hard budget across processes: 60 concurrent requests through two processes, a budget for 10', async () => {
     const quote = BigInt(countPromptTokens('chat', { messages })) * 800n + 2n * 2000n; // sim-pro-32k, max_tokens 2
     const limit = quote * 10n + quote / 2n;
