@@ -19,6 +19,7 @@ import { BillingService } from '../billing/billing-service.js';
 import { budgetAlertSink } from '../billing/budget-alert-sink.js';
 import { RedisBudgetHolds } from '../billing/budget-holds.js';
 import { parseNano } from '../billing/nano.js';
+import { ReservationLeases } from '../billing/reservation-leases.js';
 import { ReservationOwnerKeeper } from '../billing/reservation-owner-keeper.js';
 import {
   CHECKPOINT_REFRESH_INTERVALS,
@@ -235,7 +236,15 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     ...(store.kind === 'postgres' ? POSTGRES_WRITER_OPTIONS : {}),
     ...(journaled ? { journal: new SettlementJournal(journalDirectory(loaded.dataDir), { logger }) } : {}),
   });
-  const localSettled = () => writer.flushed();
+  // Workers on one SQLite file lease wallet funds in chunks instead of writing every reservation (the file has one
+  // write lock for all of them). A settle round (a billing read, a refusal's second try) gives back what a worker
+  // does not use, so the read shows only what requests in flight hold and the retry can use the rest.
+  const leases =
+    journaled && !soleOwner ? new ReservationLeases(store, () => billing.reservationOwner, { logger }) : undefined;
+  billing.leases = leases;
+  const localSettled = async () => {
+    await Promise.all([leases?.returnUnused(), writer.flushed()]);
+  };
   const settled =
     journaled && options.settledAcrossWorkers !== undefined ? options.settledAcrossWorkers(localSettled) : localSettled;
   if (journaled) billing.settled = settled;
@@ -245,6 +254,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     ? undefined
     : new ReservationOwnerKeeper(store, billing, { timeoutMs: config.billing.reservation_owner_timeout_ms, logger });
   await ownerKeeper?.start();
+  leases?.start();
   metrics.observeRequestLog(() => writer.stats);
   metrics.observeSpool(() => spool.pending);
   const notifier = new WebhookNotifier({
@@ -444,6 +454,8 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       await volumePositions?.close();
       if (recovery !== undefined) clearInterval(recovery);
       await withDeadline(app.close(), 5_000, 'HTTP server close', logger);
+      // After the last request: what this process leased and no longer uses goes back to the wallets.
+      await leases?.stop();
       // After the last request: its budget hold settles before this process's owner key goes.
       await budgetHolds?.close();
       await notifier.close();

@@ -39,6 +39,7 @@ import type { SpendChange } from './budget-alert-sink.js';
 import type { BudgetHoldScope, BudgetHolds } from './budget-holds.js';
 import { quoteNano, type RatedAmounts, rateAmounts, ratingDetail } from './event-rating.js';
 import { nanoHalfEven } from './nano.js';
+import type { ReservationLeases } from './reservation-leases.js';
 import type { VolumePositionStore } from './volume-position.js';
 
 /** Options of `BillingService`. */
@@ -79,6 +80,8 @@ export interface Reservation {
   month: string;
   /** The owner whose hold `amount` is in on the wallet (see `BillingService.reservationOwner`). */
   owner?: string;
+  /** With leases, once settled: what its settlement releases from the wallet (`settledReservation`). */
+  settledRelease?: Nano;
   /** The hard budgets `amount` is held on in the shared store (cluster mode), to settle there. */
   sharedBudgets?: readonly Pick<BudgetHoldScope, 'scope' | 'scopeId' | 'version'>[];
 }
@@ -308,6 +311,12 @@ export class BillingService {
    */
   reservationOwner: string | undefined;
 
+  /**
+   * Workers on one SQLite file: reservations are taken from this process's leases of the wallets instead of one
+   * wallet write each (see `ReservationLeases`). Undefined: every reservation is written to the store.
+   */
+  leases: ReservationLeases | undefined;
+
   /** Reloads budgets after an admin change. */
   async reloadBudgets(): Promise<void> {
     const budgets = await this.ledger.listBudgets();
@@ -366,8 +375,6 @@ export class BillingService {
     // The counter is loaded once per tenant and month: do not wait a microtask for it on every request.
     const counter = this.loadedMonthCounter(tenantId, receivedAt) ?? (await this.monthCounter(tenantId, receivedAt));
     const reservation: Reservation = { tenantId, keyId, amount, month: counter.month };
-    const owner = this.reservationOwner;
-    if (owner !== undefined && amount !== 0n) reservation.owner = owner;
     const hardScopes = amount === 0n ? undefined : this.sharedHardBudgets(reservation);
     const shared = hardScopes === undefined ? undefined : await this.holdShared(reservation, hardScopes);
     if (shared === undefined) {
@@ -383,10 +390,7 @@ export class BillingService {
     } else reservation.sharedBudgets = shared;
     if (amount === 0n) return reservation;
     this.hold(counter, keyId, amount);
-    if (
-      !(await this.ledger.reserve(tenantId, amount, owner)) &&
-      !(await this.reserveOnceSettled(tenantId, amount, owner))
-    ) {
+    if (!(await this.reserveOnWallet(reservation)) && !(await this.reserveOnceSettled(reservation))) {
       this.releaseBudgetHold(reservation, 0n);
       throw new InsufficientQuotaError(
         'You exceeded your current quota: the wallet cannot cover this request. Top up or lower max_tokens.',
@@ -396,10 +400,34 @@ export class BillingService {
   }
 
   /** A refused reservation's second try, after the requests that ended before it are settled (see `settled`). */
-  private async reserveOnceSettled(tenantId: string, amount: Nano, owner: string | undefined): Promise<boolean> {
+  private async reserveOnceSettled(reservation: Reservation): Promise<boolean> {
     if (this.settled === undefined) return false;
     await this.settled();
-    return this.ledger.reserve(tenantId, amount, owner);
+    return this.reserveOnWallet(reservation);
+  }
+
+  /** Takes the reservation's amount from the wallet (or this process's lease of it); sets its owner. */
+  private async reserveOnWallet(reservation: Reservation): Promise<boolean> {
+    const { tenantId, amount } = reservation;
+    if (this.leases !== undefined) {
+      const leasedUnder = await this.leases.reserve(tenantId, amount);
+      if (leasedUnder === undefined) return false;
+      reservation.owner = leasedUnder;
+      return true;
+    }
+    const owner = this.reservationOwner;
+    if (!(await this.ledger.reserve(tenantId, amount, owner))) return false;
+    if (owner !== undefined) reservation.owner = owner;
+    return true;
+  }
+
+  /**
+   * Ends a reservation's wallet part when its request is settled, having spent `spent`; returns the amount its
+   * settlement releases from the wallet's `reserved` (and its owner's hold): all of it, or with leases what it spent
+   * (the rest stays leased to this process: see `ReservationLeases`).
+   */
+  settledReservation(reservation: Reservation, spent: Nano): Nano {
+    return this.leases === undefined ? reservation.amount : this.leases.settled(reservation, spent);
   }
 
   /**
@@ -518,7 +546,12 @@ export class BillingService {
   /** Returns a reservation whose request consumed nothing billable. */
   async release(reservation: Reservation | undefined): Promise<void> {
     if (reservation === undefined || reservation.amount === 0n) return;
-    await this.ledger.release(reservation.tenantId, reservation.amount, reservation.owner);
+    const { tenantId, amount, owner } = reservation;
+    if (this.leases === undefined) await this.ledger.release(tenantId, amount, owner);
+    else if (reservation.settledRelease === undefined) this.leases.release(reservation);
+    // Settled already, but its settlement was a duplicate the store skipped (a batch line run again): what the
+    // lease counted as spent with it is still in the owner's hold.
+    else if (reservation.settledRelease > 0n) await this.ledger.release(tenantId, reservation.settledRelease, owner);
   }
 
   /**

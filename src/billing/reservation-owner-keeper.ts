@@ -16,7 +16,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Logger } from 'pino';
+import type { Logger } from '../observability/logger.js';
 import type { LedgerStore } from '../store/ledger-store.js';
 
 /** Options of `ReservationOwnerKeeper`. */

@@ -179,7 +179,8 @@ export class RequestRecorder {
       const settlement: Settlement =
         rating !== undefined && isRatedLog(record) ? { log: record, rating } : { log: record };
       if (trace.reservation !== undefined) {
-        const { tenantId, amount, owner } = trace.reservation;
+        const { tenantId, owner } = trace.reservation;
+        const amount = this.billing.settledReservation(trace.reservation, rating?.amount ?? 0n);
         settlement.reservation = owner === undefined ? { tenantId, amount } : { tenantId, amount, owner };
       }
       if (trace.stream) settlement.checkpointRequestId = trace.requestId;

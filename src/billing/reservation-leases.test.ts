@@ -1,0 +1,132 @@
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { describe, expect, it, vi } from 'vitest';
+import { temporaryDirectory } from '../../test/support/temporary-directory.js';
+import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
+import { openSqliteStore, type SqliteStore } from '../store/sqlite-store.js';
+import { ReservationLeases } from './reservation-leases.js';
+
+const logger = pino({ level: 'silent' });
+
+/** Two stores on one SQLite file (two workers), a tenant whose wallet holds `funds`, and an owner each. */
+async function twoWorkers(funds: bigint) {
+  const path = join(temporaryDirectory('tollgate-leases-'), 'tollgate.db');
+  const stores: SqliteStore[] = [openSqliteStore(path), openSqliteStore(path)];
+  await stores[0]!.migrate();
+  const tenant = await stores[0]!.createTenant('leases');
+  await stores[0]!.addWalletTransaction({
+    tenantId: tenant.id,
+    kind: 'topup',
+    amount: funds,
+    currency: 'CNY',
+    idempotencyKey: null,
+    note: null,
+  });
+  const owners = ['worker-a', 'worker-b'];
+  const leases = stores.map((store, index) => new ReservationLeases(store, () => owners[index], { logger }));
+  const wallet = async () => (await stores[0]!.getWallet(tenant.id))!;
+  return { stores, leases, tenantId: tenant.id, wallet, close: () => Promise.all(stores.map((each) => each.close())) };
+}
+
+describe('ReservationLeases', () => {
+  it('admits no more through two workers than the wallet covers, and all of it once unused leases are back', async () => {
+    const { leases, tenantId, wallet, close } = await twoWorkers(20n);
+    const first = await Promise.all(Array.from({ length: 60 }, (_, index) => leases[index % 2]!.reserve(tenantId, 1n)));
+    const admitted = first.filter((owner) => owner !== undefined).length;
+    expect(admitted).toBeLessThanOrEqual(20);
+    const used = () => leases.reduce((sum, lease) => sum + lease.lease(tenantId).used, 0n);
+    expect(used()).toBe(BigInt(admitted));
+    // What the workers leased is reserved in the wallet: never more than it holds.
+    const leased = leases.reduce((sum, lease) => sum + lease.lease(tenantId).leased, 0n);
+    expect((await wallet()).reserved).toBe(leased);
+    expect(leased).toBeLessThanOrEqual(20n);
+
+    // A settle round: each gives back what it does not use, and the refused can have the rest, exactly.
+    await Promise.all(leases.map((lease) => lease.returnUnused()));
+    expect((await wallet()).reserved).toBe(BigInt(admitted));
+    const second = await Promise.all(
+      Array.from({ length: 60 - admitted }, (_, index) => leases[index % 2]!.reserve(tenantId, 1n)),
+    );
+    expect(admitted + second.filter((owner) => owner !== undefined).length).toBe(20);
+    expect(used()).toBe(20n);
+    expect(await leases[0]!.reserve(tenantId, 1n)).toBeUndefined();
+    await close();
+  });
+
+  it('writes to the store when a lease grows or goes back, not per request, and keeps the store in step', async () => {
+    const { stores, leases, tenantId, wallet, close } = await twoWorkers(1_000_000n);
+    const lease = leases[0]!;
+    const reserve = vi.spyOn(stores[0]!, 'reserve');
+    const release = vi.spyOn(stores[0]!, 'release');
+    let spent = 0n;
+    for (let request = 0; request < 100; request++) {
+      // Four in flight at a time, each reserving 100 and spending 30.
+      const owners = await Promise.all([0, 1, 2, 3].map(() => lease.reserve(tenantId, 100n)));
+      expect(owners).toEqual(['worker-a', 'worker-a', 'worker-a', 'worker-a']);
+      const settlements = owners.map((owner, index) => {
+        const reservation = { tenantId, amount: 100n, owner };
+        const released = lease.settled(reservation, 30n);
+        expect(released).toBe(30n);
+        const event = usageEventFixture({ requestId: `req_${request}_${index}`, tenantId, amount: 30n });
+        return settlementOf(event, { reservation: { tenantId, amount: released, owner: owner! } });
+      });
+      spent += 120n;
+      await stores[0]!.settle(settlements);
+      // The wallet reserves exactly what the lease holds: the spent part left with each charge.
+      expect((await wallet()).reserved).toBe(lease.lease(tenantId).leased);
+    }
+    // 400 requests; the spent 30 of each leaves the lease, which grows again by 8 requests' worth when it runs
+    // short: one store write per ~27 requests instead of one per request.
+    expect(reserve.mock.calls.length).toBeGreaterThan(0);
+    expect(reserve.mock.calls.length).toBeLessThanOrEqual(400 / 20);
+    expect(release).not.toHaveBeenCalled();
+    expect((await wallet()).balance).toBe(1_000_000n - spent);
+    await lease.stop();
+    expect(lease.lease(tenantId)).toEqual({ leased: 0n, used: 0n });
+    expect((await wallet()).reserved).toBe(0n);
+    await close();
+  });
+
+  it('keeps twice the recent peak on a periodic return, and ends a reservation once', async () => {
+    const { leases, tenantId, wallet, close } = await twoWorkers(1_000n);
+    const lease = leases[0]!;
+    const reservations = [];
+    for (let index = 0; index < 3; index++) {
+      const owner = await lease.reserve(tenantId, 10n);
+      reservations.push({ tenantId, amount: 10n, owner: owner! });
+    }
+    // Grown once by 10 + 8 × 10 = 90, then by what was missing: 3 in use.
+    expect(lease.lease(tenantId)).toEqual({ leased: 90n, used: 30n });
+    for (const reservation of reservations.slice(1)) lease.release(reservation);
+    lease.release(reservations[1]!);
+    expect(lease.lease(tenantId).used).toBe(10n);
+    await lease.returnUnused(true);
+    // The peak since the last return was 30: 60 kept.
+    expect(lease.lease(tenantId).leased).toBe(60n);
+    expect((await wallet()).reserved).toBe(60n);
+    await lease.returnUnused(true);
+    // The peak since then was 10: 20 kept.
+    expect((await wallet()).reserved).toBe(20n);
+    expect(lease.settled(reservations[0]!, 4n)).toBe(4n);
+    expect(lease.settled(reservations[0]!, 4n)).toBe(4n);
+    expect(lease.lease(tenantId)).toEqual({ leased: 16n, used: 0n });
+    await close();
+  });
+
+  it('forgets its leases when its owner changes, and a reservation of the old owner ends without touching them', async () => {
+    const { stores, tenantId, wallet, close } = await twoWorkers(1_000n);
+    let owner = 'worker-a';
+    const lease = new ReservationLeases(stores[0]!, () => owner, { logger });
+    const old = { tenantId, amount: 10n, owner: (await lease.reserve(tenantId, 10n))! };
+    expect(lease.lease(tenantId).leased).toBe(90n);
+    // Swept as dead (its heartbeat stalled): the store released its holds, and it reserves under a new owner.
+    await stores[0]!.sweepReservationOwners(Number.MAX_SAFE_INTEGER);
+    owner = 'worker-a2';
+    expect(await lease.reserve(tenantId, 10n)).toBe('worker-a2');
+    expect(lease.lease(tenantId)).toEqual({ leased: 90n, used: 10n });
+    lease.settled(old, 10n);
+    expect(lease.lease(tenantId)).toEqual({ leased: 90n, used: 10n });
+    expect((await wallet()).reserved).toBe(90n);
+    await close();
+  });
+});

@@ -1,0 +1,209 @@
+/**
+ * Wallet reservations leased in chunks, for workers sharing one SQLite file.
+ *
+ * Without leases every priced request wrote its reservation to the wallet row (and its owner's hold) before it ran:
+ * a write transaction on the serving thread per request, taking turns at the file's one write lock with the other
+ * workers' writes. With a lease, a worker reserves a chunk under its owner once (`LedgerStore.reserve`) and takes
+ * its requests' reservations out of the chunk in memory, in one synchronous step each, so no two of its requests can
+ * both take the last of it. Across workers nothing more is admitted than the wallet covers: every worker admits only
+ * against what it leased, and leasing is the store's atomic conditional reservation.
+ *
+ * - A request's reservation is `used` of the lease until the request ends. Its settlement then releases what it
+ *   spent (at most what it reserved) from the owner's hold and the wallet's `reserved`, in the transaction that
+ *   charges it: the spent money leaves the lease with the charge, and the rest of the reservation stays leased for
+ *   the next request (`settled`).
+ * - A lease grows when a request does not fit: by what is missing plus `headroomRequests` requests of its size, or,
+ *   when the wallet cannot cover that, by exactly what is missing; when it cannot cover even that, the request is
+ *   refused here (and `BillingService` tries once more after a settle round, in which every worker gives back what
+ *   it does not use: `returnUnused`).
+ * - Every `returnIntervalMs` a worker gives back what it leased beyond twice the most it used since the last time,
+ *   so an idle worker holds nothing and a busy one does not lease again for every request.
+ * - A worker that dies leaves its leases in its owner's holds: `ReservationOwnerKeeper` releases them. Should this
+ *   process be swept as dead while alive (its owner changes), the store released its leases: they are forgotten
+ *   here, and the requests that were in flight under them settle without touching the new ones.
+ *
+ * (Written here: no library keeps per-tenant quota leases against our store's reservations.)
+ */
+import type { Logger } from '../observability/logger.js';
+import type { LedgerStore, Nano } from '../store/ledger-store.js';
+
+/** Options of `ReservationLeases`. */
+export interface ReservationLeasesOptions {
+  /** Requests of the size of the one that did not fit added to a growing lease. Default 8. */
+  headroomRequests?: number;
+  /** How often unused leases are given back, ms. Default 250. */
+  returnIntervalMs?: number;
+  logger: Logger;
+}
+
+/** One tenant's lease under the current owner. */
+interface Lease {
+  /** Held in the store under the owner (never less than here: the store is released after this is lowered). */
+  leased: Nano;
+  /** Taken by requests in flight. */
+  used: Nano;
+  /** The most `used` since the last return. */
+  peak: Nano;
+  /** A store reservation growing the lease, which other requests of the tenant wait for. */
+  growing: Promise<void> | undefined;
+}
+
+/** What a reservation taken from a lease needs to be ended: its tenant, amount and the owner it was leased under. */
+export interface LeasedReservation {
+  tenantId: string;
+  amount: Nano;
+  owner?: string;
+  /** Set by `settled`: what its settlement releases in the store. A reservation ends here once. */
+  settledRelease?: Nano;
+}
+
+/** Per-tenant wallet leases of this process (see the module comment). */
+export class ReservationLeases {
+  private readonly headroomRequests: bigint;
+  private readonly returnIntervalMs: number;
+  private readonly logger: Logger;
+  private readonly leases = new Map<string, Lease>();
+  /** The owner the leases are held under; they are forgotten when `owner()` changes. */
+  private leasedUnder: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly store: Pick<LedgerStore, 'reserve' | 'release'>,
+    private readonly owner: () => string | undefined,
+    options: ReservationLeasesOptions,
+  ) {
+    this.headroomRequests = BigInt(Math.max(0, Math.trunc(options.headroomRequests ?? 8)));
+    this.returnIntervalMs = options.returnIntervalMs ?? 250;
+    this.logger = options.logger;
+  }
+
+  /** Starts giving back unused leases every `returnIntervalMs`. */
+  start(): void {
+    this.timer ??= setInterval(() => void this.returnUnused(true), this.returnIntervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops the timer and gives back every unused lease. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.returnUnused(false);
+  }
+
+  /** Leased and used amounts of a tenant, for tests and metrics. */
+  lease(tenantId: string): { leased: Nano; used: Nano } {
+    const lease = this.current().get(tenantId);
+    return { leased: lease?.leased ?? 0n, used: lease?.used ?? 0n };
+  }
+
+  /**
+   * Takes `amount` out of the tenant's lease, growing it first when it does not fit. Resolves with the owner the
+   * lease is held under, or undefined when the wallet cannot cover the request (nothing is taken then).
+   */
+  async reserve(tenantId: string, amount: Nano): Promise<string | undefined> {
+    for (;;) {
+      const owner = this.owner();
+      if (owner === undefined) return undefined;
+      const leases = this.current();
+      let lease = leases.get(tenantId);
+      if (lease === undefined) {
+        lease = { leased: 0n, used: 0n, peak: 0n, growing: undefined };
+        leases.set(tenantId, lease);
+      }
+      if (lease.leased - lease.used >= amount) {
+        lease.used += amount;
+        if (lease.used > lease.peak) lease.peak = lease.used;
+        return owner;
+      }
+      if (lease.growing !== undefined) {
+        await lease.growing;
+        continue;
+      }
+      const grown = this.grow(tenantId, lease, owner, amount - (lease.leased - lease.used), amount);
+      lease.growing = grown.then(() => undefined);
+      const ok = await grown.finally(() => {
+        lease.growing = undefined;
+      });
+      if (!ok) return undefined;
+    }
+  }
+
+  /** Gives back a reservation whose request spent nothing (it failed before any usage). */
+  release(reservation: LeasedReservation): void {
+    this.settled(reservation, 0n);
+  }
+
+  /**
+   * Ends a reservation when its request is settled: its amount is no longer used, and what it spent (at most its
+   * amount) leaves the lease. Returns the amount its settlement releases from the owner's hold and the wallet.
+   */
+  settled(reservation: LeasedReservation, spent: Nano): Nano {
+    if (reservation.settledRelease !== undefined) return reservation.settledRelease;
+    const released = spent < reservation.amount ? (spent > 0n ? spent : 0n) : reservation.amount;
+    reservation.settledRelease = released;
+    // Leased under an owner that was swept: the store released it already, and nothing here counts it.
+    if (reservation.owner === undefined || reservation.owner !== this.leasedUnder) return released;
+    const lease = this.leases.get(reservation.tenantId);
+    if (lease === undefined) return released;
+    lease.used -= reservation.amount;
+    lease.leased -= released;
+    return released;
+  }
+
+  /**
+   * Gives back unused leases to the wallet: with `keepRecent`, what each lease holds beyond twice the most it used
+   * since the last return; otherwise everything unused (a billing read or a refusal elsewhere waits for this).
+   * Never rejects.
+   */
+  async returnUnused(keepRecent = false): Promise<void> {
+    const owner = this.leasedUnder;
+    if (owner === undefined) return;
+    const returns: Promise<void>[] = [];
+    for (const [tenantId, lease] of this.leases) {
+      if (lease.growing !== undefined) continue;
+      const keep = keepRecent ? maxOf(lease.used, 2n * lease.peak) : lease.used;
+      lease.peak = lease.used;
+      const unused = lease.leased - keep;
+      if (unused <= 0n) {
+        if (lease.leased === 0n) this.leases.delete(tenantId);
+        continue;
+      }
+      // Lowered here first: the store then holds more than this process counts on, never less.
+      lease.leased -= unused;
+      returns.push(
+        this.store.release(tenantId, unused, owner).catch((error: unknown) => {
+          // Still in the owner's hold: given back when the owner is swept, or counted as spent by no one.
+          this.logger.error({ err: error, tenantId }, 'could not give back an unused wallet lease');
+        }),
+      );
+    }
+    await Promise.all(returns);
+  }
+
+  /** The leases under the current owner (all forgotten when it changed: the sweep released them). */
+  private current(): Map<string, Lease> {
+    const owner = this.owner();
+    if (owner !== this.leasedUnder) {
+      this.leases.clear();
+      this.leasedUnder = owner;
+    }
+    return this.leases;
+  }
+
+  private async grow(tenantId: string, lease: Lease, owner: string, missing: Nano, amount: Nano): Promise<boolean> {
+    const withHeadroom = missing + amount * this.headroomRequests;
+    if (withHeadroom > missing && (await this.store.reserve(tenantId, withHeadroom, owner))) {
+      lease.leased += withHeadroom;
+      return true;
+    }
+    if (await this.store.reserve(tenantId, missing, owner)) {
+      lease.leased += missing;
+      return true;
+    }
+    return false;
+  }
+}
+
+function maxOf(a: Nano, b: Nano): Nano {
+  return a > b ? a : b;
+}
