@@ -87,6 +87,20 @@ describe('ReservationLeases', () => {
     await close();
   });
 
+  it('grows a lease running low in the background, before a request has to wait for it', async () => {
+    const { stores, leases, tenantId, wallet, close } = await twoWorkers(1_000n);
+    const lease = leases[0]!;
+    const reserve = vi.spyOn(stores[0]!, 'reserve');
+    // The first grows it to 10 + 8 × 10; the eighth leaves room for one more, and starts growing it by 80.
+    for (let index = 0; index < 8; index++) expect(await lease.reserve(tenantId, 10n)).toBe('worker-a');
+    expect(reserve).toHaveBeenCalledTimes(2);
+    await vi.waitFor(async () => expect((await wallet()).reserved).toBe(170n));
+    expect(lease.lease(tenantId)).toEqual({ leased: 170n, used: 80n });
+    for (let index = 0; index < 7; index++) expect(await lease.reserve(tenantId, 10n)).toBe('worker-a');
+    expect(reserve).toHaveBeenCalledTimes(2);
+    await close();
+  });
+
   it('keeps twice the recent peak on a periodic return, and ends a reservation once', async () => {
     const { leases, tenantId, wallet, close } = await twoWorkers(1_000n);
     const lease = leases[0]!;

@@ -14,7 +14,8 @@
  *   the next request (`settled`).
  * - A lease grows when a request does not fit: by what is missing plus `headroomRequests` requests of its size, or,
  *   when the wallet cannot cover that, by exactly what is missing; when it cannot cover even that, the request is
- *   refused here (and `BillingService` tries once more after a settle round, in which every worker gives back what
+ *   refused here. It also grows, in the background, once it has room for fewer than two more requests of the size
+ *   just taken, so that requests rarely wait for the store (and `BillingService` tries once more after a settle round, in which every worker gives back what
  *   it does not use: `returnUnused`).
  * - Every `returnIntervalMs` a worker gives back what it leased beyond twice the most it used since the last time,
  *   so an idle worker holds nothing and a busy one does not lease again for every request.
@@ -35,6 +36,9 @@ export interface ReservationLeasesOptions {
   returnIntervalMs?: number;
   logger: Logger;
 }
+
+/** A lease with room for fewer than this many more requests of the size just taken grows in the background. */
+const LOW_WATER_REQUESTS = 2n;
 
 /** One tenant's lease under the current owner. */
 interface Lease {
@@ -113,18 +117,19 @@ export class ReservationLeases {
       if (lease.leased - lease.used >= amount) {
         lease.used += amount;
         if (lease.used > lease.peak) lease.peak = lease.used;
+        // Running low: grow it now, in the background, so the next requests do not wait for the store.
+        if (lease.growing === undefined && lease.leased - lease.used < amount * LOW_WATER_REQUESTS) {
+          void this.growing(tenantId, lease, owner, 0n, amount);
+        }
         return owner;
       }
       if (lease.growing !== undefined) {
         await lease.growing;
         continue;
       }
-      const grown = this.grow(tenantId, lease, owner, amount - (lease.leased - lease.used), amount);
-      lease.growing = grown.then(() => undefined);
-      const ok = await grown.finally(() => {
-        lease.growing = undefined;
-      });
-      if (!ok) return undefined;
+      if (!(await this.growing(tenantId, lease, owner, amount - (lease.leased - lease.used), amount))) {
+        return undefined;
+      }
     }
   }
 
@@ -190,13 +195,29 @@ export class ReservationLeases {
     return this.leases;
   }
 
+  /** Grows the lease (see `grow`), with the other requests of the tenant waiting for it; never rejects. */
+  private growing(tenantId: string, lease: Lease, owner: string, missing: Nano, amount: Nano): Promise<boolean> {
+    const grown = this.grow(tenantId, lease, owner, missing, amount).catch((error: unknown) => {
+      this.logger.error({ err: error, tenantId }, 'could not lease wallet funds');
+      return false;
+    });
+    lease.growing = grown.then(() => undefined);
+    return grown.finally(() => {
+      lease.growing = undefined;
+    });
+  }
+
+  /**
+   * Reserves `missing` plus `headroomRequests` requests of `amount` under the owner, or when the wallet cannot cover
+   * that and something is missing, exactly what is missing; adds what it got to the lease.
+   */
   private async grow(tenantId: string, lease: Lease, owner: string, missing: Nano, amount: Nano): Promise<boolean> {
     const withHeadroom = missing + amount * this.headroomRequests;
     if (withHeadroom > missing && (await this.store.reserve(tenantId, withHeadroom, owner))) {
       lease.leased += withHeadroom;
       return true;
     }
-    if (await this.store.reserve(tenantId, missing, owner)) {
+    if (missing > 0n && (await this.store.reserve(tenantId, missing, owner))) {
       lease.leased += missing;
       return true;
     }
