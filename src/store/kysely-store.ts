@@ -464,7 +464,9 @@ export class KyselyStore implements Store {
       await releaseOnWallet(this.db, tenantId, amount, now);
       return;
     }
-    await this.db.transaction().execute((db) => releaseHeld(db, { tenantId, owner, amount }, now));
+    await this.db
+      .transaction()
+      .execute((db) => releaseHeld(db, { tenantId, owner, amount }, now, this.kind === 'postgres'));
   }
 
   async heartbeatReservationOwner(owner: string, now: number): Promise<void> {
@@ -806,7 +808,7 @@ export class KyselyStore implements Store {
         )
         .execute();
     }
-    for (const held of effects.heldReleases) await releaseHeld(db, held, now);
+    for (const held of effects.heldReleases) await releaseHeld(db, held, now, this.kind === 'postgres');
     for (const chunk of chunks(effects.usageRollups, Math.floor(this.maxParameters / USAGE_ROLLUP_COLUMNS.length))) {
       await db
         .insertInto('usage_rollups')
@@ -875,13 +877,19 @@ async function releaseOnWallet(db: Kysely<DatabaseSchema>, tenantId: string, amo
 
 /**
  * Takes `amount` from `owner`'s hold and then from `reserved`, inside the caller's transaction; changes nothing
- * when the hold does not have it (the owner was swept, which released its holds already).
+ * when the hold does not have it (the owner was swept, which released its holds already). `lockWallet` (PostgreSQL):
+ * the wallet row is locked first, in the order a reservation takes the rows (wallet, then hold), so that the two
+ * cannot deadlock.
  */
 async function releaseHeld(
   db: Kysely<DatabaseSchema>,
   held: { tenantId: string; owner: string; amount: Nano },
   now: number,
+  lockWallet: boolean,
 ): Promise<void> {
+  if (lockWallet) {
+    await db.selectFrom('wallets').select('tenant_id').where('tenant_id', '=', held.tenantId).forUpdate().execute();
+  }
   const taken = await db
     .updateTable('reservation_holds')
     .set((eb) => ({ amount: eb('amount', '-', held.amount) }))

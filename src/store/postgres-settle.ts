@@ -235,6 +235,10 @@ function effectStatements(effects: SettlementEffects, now: number): string[] {
       owner_id: release.owner,
       amount: release.amount,
     }));
+    // The wallet rows first, as a reservation takes them (wallet, then hold): a hold first here could deadlock with
+    // a reservation of the same owner and tenant.
+    const tenants = stringLiteral(arrayLiteral([...new Set(held.map((release) => release.tenant_id))], (id) => id));
+    statements.push(`select 1 from wallets where tenant_id = any(${tenants}::text[]) order by tenant_id for update`);
     // From each owner's hold, then from `reserved` only what a hold still had (a swept owner's was released).
     statements.push(
       `with taken as (update reservation_holds as h set amount = h.amount - x.amount from ${unnestFrom(held, HELD_RELEASE_COLUMNS)}` +

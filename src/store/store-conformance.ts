@@ -303,6 +303,28 @@ export function describeStoreConformance(name: string, options: StoreConformance
         expect(await others[0]!.reserve(tenantId, 1n)).toBe(false);
       });
 
+      it("runs one owner's reservations, releases and settlements concurrently without a deadlock", async () => {
+        const others = await Promise.all([open(), open()]);
+        const tenantId = `ten_lockorder_${randomSuffix()}`;
+        const owner = `owner-lock-${randomSuffix()}`;
+        await store.addWalletTransaction(topUp(tenantId, 1_000_000n, null));
+        await store.heartbeatReservationOwner(owner, FAR_FUTURE);
+        // Reserving takes the wallet row, then the hold; releasing and settling must take them in the same order.
+        await Promise.all(
+          Array.from({ length: 40 }, async (_, index) => {
+            const instance = others[index % 2]!;
+            expect(await instance.reserve(tenantId, 10n, owner)).toBe(true);
+            if (index % 2 === 0) await instance.release(tenantId, 10n, owner);
+            else {
+              const event = usageEventFixture({ requestId: `req_lock_${randomSuffix()}`, tenantId, amount: 1n });
+              await instance.settle([settlementOf(event, { reservation: { tenantId, amount: 10n, owner } })]);
+            }
+          }),
+        );
+        expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+        expect(await store.sweepReservationOwners(FAR_FUTURE + 1)).toEqual({ owners: 1, released: 0n });
+      });
+
       it('holds concurrent reservations of two owners exactly, and a sweep releases only the dead one', async () => {
         const others = await Promise.all([open(), open()]);
         const tenantId = `ten_owners_${randomSuffix()}`;
