@@ -1,4 +1,4 @@
-import { type AliasedRawBuilder, type Kysely, Migrator, type Selectable, sql } from 'kysely';
+import { type AliasedRawBuilder, type ExpressionBuilder, type Kysely, Migrator, type Selectable, sql } from 'kysely';
 import type {
   ApiKeysTable,
   BillingRollupsTable,
@@ -482,15 +482,26 @@ export class KyselyStore implements Store {
   async sweepReservationOwners(staleBefore: number): Promise<{ owners: number; released: Nano }> {
     return this.db.transaction().execute(async (db) => {
       // Holds of owners not alive: stale ones, and any whose owner row is gone (swept while it still reserved).
+      const dead = (eb: ExpressionBuilder<DatabaseSchema, 'reservation_holds'>) =>
+        eb(
+          'owner_id',
+          'not in',
+          eb.selectFrom('reservation_owners').select('owner_id').where('heartbeat_at', '>=', staleBefore),
+        );
+      if (this.kind === 'postgres') {
+        // Their wallet rows first, in the order a reservation takes rows (wallet, then hold): an owner swept while
+        // still alive may be reserving on them.
+        await db
+          .selectFrom('wallets')
+          .select('tenant_id')
+          .where('tenant_id', 'in', db.selectFrom('reservation_holds').select('tenant_id').where(dead))
+          .orderBy('tenant_id')
+          .forUpdate()
+          .execute();
+      }
       const taken = await db
         .deleteFrom('reservation_holds')
-        .where((eb) =>
-          eb(
-            'owner_id',
-            'not in',
-            eb.selectFrom('reservation_owners').select('owner_id').where('heartbeat_at', '>=', staleBefore),
-          ),
-        )
+        .where(dead)
         .returning(['owner_id', 'tenant_id', sql<string>`cast(${sql.ref('amount')} as text)`.as('amount')])
         .execute();
       const byTenant = new Map<string, Nano>();
