@@ -8,13 +8,15 @@
  *   git worktree add /tmp/base <rev> && ln -s "$PWD/node_modules" /tmp/base/node_modules
  *   (cd /tmp/base && npx tsc -p tsconfig.build.json)
  *   npm run build && node dist/bench/ab-bench.js --base /tmp/base [--pairs 4] [--connections 32 | --rate 1000]
- *     [--stream] [--duration 10] [--workers 2] [--metered]
+ *     [--stream] [--duration 10] [--workers 2] [--metered] [--postgres postgres://127.0.0.1:5432/test]
  */
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command } from 'commander';
+import pg from 'pg';
 import { BenchProcesses } from './bench-processes.js';
 import { machineSummary, writeBenchResult } from './bench-results.js';
 import { chatRequestBody, meteredConfig, repoRoot, startTollgate, startUpstream } from './bench-targets.js';
@@ -102,17 +104,22 @@ interface AbOptions {
   duration: number;
   workers: number;
   metered: boolean;
+  /** A PostgreSQL URL: the gateway runs on it (cluster mode's store), in a schema of its own per run. */
+  postgres: string | undefined;
 }
 
 /** Runs one build once: a fresh upstream and gateway, one load, the gateway's CPU over it. */
 async function runOnce(root: string, options: AbOptions): Promise<AbRun> {
   const processes = new BenchProcesses();
+  const schema = options.postgres === undefined ? undefined : `tg_ab_${randomBytes(6).toString('hex')}`;
   try {
     const upstream = await startUpstream(processes);
+    const store = schema === undefined ? {} : { store: { url: `${options.postgres}?schema=${schema}` } };
     const gateway = await startTollgate(processes, upstream.baseUrl, {
       root,
       workers: options.workers,
       ...(options.metered ? meteredConfig : {}),
+      extraConfig: { ...(options.metered ? meteredConfig.extraConfig : {}), ...store },
     });
     const pid = gateway.process!.pid;
     const load: LoadSpec = {
@@ -148,6 +155,7 @@ async function runOnce(root: string, options: AbOptions): Promise<AbRun> {
     };
   } finally {
     await processes.stopAll();
+    if (schema !== undefined) await dropSchema(options.postgres!, schema);
   }
 }
 
@@ -162,6 +170,7 @@ async function main(): Promise<void> {
     .option('--duration <s>', 'measured seconds per run (after 2 s of warm-up)', '10')
     .option('--workers <n>', "the gateway's worker processes (server.workers)", '1')
     .option('--metered', 'price every request and reserve it on a prepaid wallet (bench:metering\'s "on")', false)
+    .option('--postgres <url>', 'run the gateway on this PostgreSQL database (a new schema per run) instead of SQLite')
     .option('--out <path>', 'JSON output path')
     .parse()
     .opts<{
@@ -173,6 +182,7 @@ async function main(): Promise<void> {
       duration: string;
       workers: string;
       metered: boolean;
+      postgres?: string;
       out?: string;
     }>();
   const base = resolve(flags.base);
@@ -188,6 +198,7 @@ async function main(): Promise<void> {
     duration: Number(flags.duration),
     workers: Number(flags.workers),
     metered: flags.metered,
+    postgres: flags.postgres,
   };
   const counts = { pairs: options.pairs, connections: options.connections, workers: options.workers };
   for (const [name, value] of Object.entries(counts)) {
@@ -219,6 +230,17 @@ async function main(): Promise<void> {
     after,
     comparisons,
   });
+}
+
+/** Drops a run's schema (`--postgres`). */
+async function dropSchema(url: string, schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(`drop schema if exists "${schema}" cascade`);
+  } finally {
+    await client.end();
+  }
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -429,7 +429,7 @@ export class KyselyStore implements Store {
     if (owner !== undefined) {
       if (this.kind === 'postgres') {
         // One statement: the wallet row's update and the hold's upsert commit together, in one round trip.
-        const result = await sql<{ amount: string }>`
+        const result = await sql<{ reserved: number }>`
           with reserved as (
             update wallets set reserved = reserved + ${amount}, updated_at = ${now}
             where tenant_id = ${tenantId} and balance + credit_limit - reserved >= ${amount}
@@ -437,7 +437,7 @@ export class KyselyStore implements Store {
           insert into reservation_holds (owner_id, tenant_id, amount)
           select ${owner}, tenant_id, ${amount} from reserved
           on conflict (owner_id, tenant_id) do update set amount = reservation_holds.amount + excluded.amount
-          returning cast(amount as text) as amount`.execute(this.db);
+          returning 1 as reserved`.execute(this.db);
         return result.rows.length > 0;
       }
       return this.db.transaction().execute(async (db) => {
