@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { describe, expect, it, vi } from 'vitest';
 import { temporaryDirectory } from '../../test/support/temporary-directory.js';
-import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
+import { settlementOf, topUpFixture, usageEventFixture } from '../store/ledger-fixtures.js';
 import { openSqliteStore, type SqliteStore } from '../store/sqlite-store.js';
 import { ReservationLeases } from './reservation-leases.js';
 
@@ -14,14 +14,7 @@ async function twoWorkers(funds: bigint) {
   const stores: SqliteStore[] = [openSqliteStore(path), openSqliteStore(path)];
   await stores[0]!.migrate();
   const tenant = await stores[0]!.createTenant('leases');
-  await stores[0]!.addWalletTransaction({
-    tenantId: tenant.id,
-    kind: 'topup',
-    amount: funds,
-    currency: 'CNY',
-    idempotencyKey: null,
-    note: null,
-  });
+  await stores[0]!.addWalletTransaction(topUpFixture(tenant.id, funds));
   const owners = ['worker-a', 'worker-b'];
   const leases = stores.map((store, index) => new ReservationLeases(store, () => owners[index], { logger }));
   const wallet = async () => (await stores[0]!.getWallet(tenant.id))!;

@@ -1,5 +1,6 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import { topUpFixture } from '../store/ledger-fixtures.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
 import { ReservationOwnerKeeper } from './reservation-owner-keeper.js';
 
@@ -7,14 +8,7 @@ async function walletStore() {
   const store = openSqliteStore(':memory:');
   await store.migrate();
   const tenant = await store.createTenant('owners');
-  await store.addWalletTransaction({
-    tenantId: tenant.id,
-    kind: 'topup',
-    amount: 100n,
-    currency: 'CNY',
-    idempotencyKey: null,
-    note: null,
-  });
+  await store.addWalletTransaction(topUpFixture(tenant.id, 100n));
   return { store, tenantId: tenant.id };
 }
 

@@ -6,6 +6,7 @@
 import { AMOUNT_PART_FIELDS } from './ledger-rows.js';
 import {
   type BillingRollupRow,
+  type Nano,
   type RatedRequestLog,
   type RatedSettlement,
   ratingOf,
@@ -136,4 +137,9 @@ export function billingRollupFixture(
 
 function sumOfParts(parts: Omit<BillingRollupRow, 'cost'> | UsageEventRecord): bigint {
   return AMOUNT_PART_FIELDS.reduce((sum, part) => sum + parts[part], 0n);
+}
+
+/** A top-up of `amount` nano CNY (what tests fund a wallet with). */
+export function topUpFixture(tenantId: string, amount: Nano, idempotencyKey: string | null = null) {
+  return { tenantId, kind: 'topup' as const, amount, currency: 'CNY', idempotencyKey, note: null };
 }

@@ -1,11 +1,17 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { billingRollupFixture, logOf, requestLogFixture, settlementOf, usageEventFixture } from './ledger-fixtures.js';
+import {
+  billingRollupFixture,
+  logOf,
+  requestLogFixture,
+  settlementOf,
+  topUpFixture,
+  usageEventFixture,
+} from './ledger-fixtures.js';
 import {
   type BillingRollupRow,
   type BudgetRecord,
-  type Nano,
   type RollupBucket,
   ratingOf,
   type Settlement,
@@ -955,9 +961,7 @@ function describeLedgerConformance(getStore: () => Store): void {
   });
 }
 
-function topUp(tenantId: string, amount: Nano, idempotencyKey: string | null) {
-  return { tenantId, kind: 'topup' as const, amount, currency: 'CNY', idempotencyKey, note: null };
-}
+const topUp = topUpFixture;
 
 /** A usage event whose amount is the sum of its parts (unless overridden). Also used by dialect-specific tests. */
 export function usageEvent(
