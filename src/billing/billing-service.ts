@@ -299,7 +299,9 @@ export class BillingService {
    * Resolves once every request that ended before the call is settled in the store. When responses do not wait for
    * their commit (a settlement journal), a request's reservation is released only at its commit, after its
    * response: a wallet refusal is then tried once more after this, so a client that sends its next request as soon
-   * as the last one answered is not refused for a reservation already spent. Default: refusals are final.
+   * as the last one answered is not refused for a reservation already spent. With several workers it also has
+   * every worker give back the wallet funds it leased and does not use (`ReservationLeases.returnUnused`). Default:
+   * refusals are final.
    */
   settled: (() => Promise<void>) | undefined;
 
@@ -399,7 +401,10 @@ export class BillingService {
     return reservation;
   }
 
-  /** A refused reservation's second try, after the requests that ended before it are settled (see `settled`). */
+  /**
+   * A refused reservation's second try, after the requests that ended before it are settled and, with leases, the
+   * other workers gave back what they leased and do not use (see `settled`).
+   */
   private async reserveOnceSettled(reservation: Reservation): Promise<boolean> {
     if (this.settled === undefined) return false;
     await this.settled();
