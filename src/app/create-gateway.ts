@@ -252,7 +252,12 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   // one that dies are released by the others (a process alone on its store drops them all at its start instead).
   const ownerKeeper = soleOwner
     ? undefined
-    : new ReservationOwnerKeeper(store, billing, { timeoutMs: config.billing.reservation_owner_timeout_ms, logger });
+    : new ReservationOwnerKeeper(store, billing, {
+        timeoutMs: config.billing.reservation_owner_timeout_ms,
+        logger,
+        // Embedded mode: every worker runs on this host, so one that exited is known at once.
+        sameHost: store.kind === 'sqlite',
+      });
   await ownerKeeper?.start();
   leases?.start();
   metrics.observeRequestLog(() => writer.stats);

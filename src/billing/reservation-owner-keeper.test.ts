@@ -1,8 +1,10 @@
+import { spawnSync } from 'node:child_process';
+import { hostname } from 'node:os';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { topUpFixture } from '../store/ledger-fixtures.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
-import { ReservationOwnerKeeper } from './reservation-owner-keeper.js';
+import { exitedOwners, ReservationOwnerKeeper } from './reservation-owner-keeper.js';
 
 async function walletStore() {
   const store = openSqliteStore(':memory:');
@@ -64,5 +66,22 @@ describe('ReservationOwnerKeeper', () => {
     expect(await store.reserve(tenantId, 40n, billing.reservationOwner)).toBe(true);
     await store.release(tenantId, 30n, before);
     expect((await store.getWallet(tenantId))?.reserved).toBe(40n);
+  });
+
+  it('sweeps at once the owner of a process of this host that has exited (embedded mode)', async () => {
+    const { store, tenantId } = await walletStore();
+    const exited = spawnSync(process.execPath, ['-e', '']).pid;
+    const gone = `${hostname()}:${exited}:0000`;
+    const elsewhere = `another-host:${exited}:0000`;
+    expect(exitedOwners([gone, elsewhere, `${hostname()}:${process.pid}:0000`])).toEqual([gone]);
+    // Its heartbeat is fresh: only the exit tells it is gone.
+    await store.heartbeatReservationOwner(gone, 1_000_000);
+    expect(await store.reserve(tenantId, 30n, gone)).toBe(true);
+    const billing = { reservationOwner: undefined as string | undefined };
+    const options = { timeoutMs: 60_000, logger: pino({ level: 'silent' }), now: () => 1_000_000 };
+    await new ReservationOwnerKeeper(store, billing, options).tick();
+    expect((await store.getWallet(tenantId))?.reserved).toBe(30n);
+    await new ReservationOwnerKeeper(store, billing, { ...options, sameHost: true }).tick();
+    expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
   });
 });

@@ -26,6 +26,11 @@ export interface ReservationOwnerKeeperOptions {
   logger: Logger;
   /** Time source, epoch ms. Default `Date.now`. */
   now?: () => number;
+  /**
+   * Every owner runs on this host (embedded mode: workers on one SQLite file): an owner whose process has exited is
+   * swept at the next heartbeat, without waiting for its timeout. Default false.
+   */
+  sameHost?: boolean;
 }
 
 /** Heartbeats per timeout: a live owner misses several before it counts as dead. */
@@ -36,19 +41,24 @@ export class ReservationOwnerKeeper {
   private readonly timeoutMs: number;
   private readonly logger: Logger;
   private readonly now: () => number;
+  private readonly sameHost: boolean;
   private owner: string;
   private lastBeat = Number.NEGATIVE_INFINITY;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
 
   constructor(
-    private readonly store: Pick<LedgerStore, 'heartbeatReservationOwner' | 'sweepReservationOwners'>,
+    private readonly store: Pick<
+      LedgerStore,
+      'heartbeatReservationOwner' | 'sweepReservationOwners' | 'listReservationOwners'
+    >,
     private readonly billing: { reservationOwner: string | undefined },
     options: ReservationOwnerKeeperOptions,
   ) {
     this.timeoutMs = options.timeoutMs;
     this.logger = options.logger;
     this.now = options.now ?? Date.now;
+    this.sameHost = options.sameHost ?? false;
     this.owner = newOwnerId();
   }
 
@@ -95,7 +105,8 @@ export class ReservationOwnerKeeper {
       await this.store.heartbeatReservationOwner(this.owner, now);
       this.lastBeat = now;
       this.billing.reservationOwner = this.owner;
-      const swept = await this.store.sweepReservationOwners(now - this.timeoutMs);
+      const exited = this.sameHost ? exitedOwners(await this.store.listReservationOwners()) : [];
+      const swept = await this.store.sweepReservationOwners(now - this.timeoutMs, exited);
       if (swept.owners > 0) {
         this.logger.warn(
           { owners: swept.owners, released: swept.released.toString() },
@@ -109,7 +120,28 @@ export class ReservationOwnerKeeper {
   }
 }
 
-/** `host:pid:random`: unique per process start, and tells an operator which process an owner was. */
+/** `host:pid:random`: unique per process start, and tells an operator (and `exitedOwners`) which process it was. */
 function newOwnerId(): string {
   return `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+}
+
+/** The owners among `owners` started on this host by a process that no longer runs. */
+export function exitedOwners(owners: readonly string[]): string[] {
+  const prefix = `${hostname()}:`;
+  return owners.filter((owner) => {
+    if (!owner.startsWith(prefix)) return false;
+    const pid = Number(owner.slice(prefix.length).split(':')[0]);
+    return Number.isInteger(pid) && pid > 0 && !processRuns(pid);
+  });
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    // Signal 0 checks that the process exists without signalling it.
+    process.kill(pid, 0);
+    return true;
+  } catch (error: unknown) {
+    // EPERM: it exists, owned by someone else.
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
 }

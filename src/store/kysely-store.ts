@@ -479,15 +479,23 @@ export class KyselyStore implements Store {
       .execute();
   }
 
-  async sweepReservationOwners(staleBefore: number): Promise<{ owners: number; released: Nano }> {
+  async listReservationOwners(): Promise<string[]> {
+    const rows = await this.db.selectFrom('reservation_owners').select('owner_id').orderBy('owner_id').execute();
+    return rows.map((row) => row.owner_id);
+  }
+
+  async sweepReservationOwners(
+    staleBefore: number,
+    exited: readonly string[] = [],
+  ): Promise<{ owners: number; released: Nano }> {
     return this.db.transaction().execute(async (db) => {
-      // Holds of owners not alive: stale ones, and any whose owner row is gone (swept while it still reserved).
-      const dead = (eb: ExpressionBuilder<DatabaseSchema, 'reservation_holds'>) =>
-        eb(
-          'owner_id',
-          'not in',
-          eb.selectFrom('reservation_owners').select('owner_id').where('heartbeat_at', '>=', staleBefore),
-        );
+      // Holds of owners not alive: stale or exited ones, and any whose owner row is gone (swept while it still
+      // reserved).
+      const dead = (eb: ExpressionBuilder<DatabaseSchema, 'reservation_holds'>) => {
+        let alive = eb.selectFrom('reservation_owners').select('owner_id').where('heartbeat_at', '>=', staleBefore);
+        if (exited.length > 0) alive = alive.where('owner_id', 'not in', exited);
+        return eb('owner_id', 'not in', alive);
+      };
       if (this.kind === 'postgres') {
         // Their wallet rows first, in the order a reservation takes rows (wallet, then hold): an owner swept while
         // still alive may be reserving on them.
@@ -520,7 +528,11 @@ export class KyselyStore implements Store {
       }
       const gone = await db
         .deleteFrom('reservation_owners')
-        .where('heartbeat_at', '<', staleBefore)
+        .where((eb) =>
+          exited.length === 0
+            ? eb('heartbeat_at', '<', staleBefore)
+            : eb.or([eb('heartbeat_at', '<', staleBefore), eb('owner_id', 'in', exited)]),
+        )
         .returning('owner_id')
         .execute();
       for (const row of gone) owners.add(row.owner_id);

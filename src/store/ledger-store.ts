@@ -297,10 +297,13 @@ export interface LedgerStore {
   /** Records that `owner` is alive at `now` (epoch ms); registers it on the first call. */
   heartbeatReservationOwner(owner: string, now: number): Promise<void>;
   /**
-   * Releases every hold of the owners whose last heartbeat is before `staleBefore` (epoch ms), and forgets them,
-   * in one transaction. Returns how many owners were swept and the total released.
+   * Releases every hold of the owners whose last heartbeat is before `staleBefore` (epoch ms), and of those in
+   * `exited` whatever their heartbeat (processes known to be gone), and forgets them, in one transaction. Returns how
+   * many owners were swept and the total released.
    */
-  sweepReservationOwners(staleBefore: number): Promise<{ owners: number; released: Nano }>;
+  sweepReservationOwners(staleBefore: number, exited?: readonly string[]): Promise<{ owners: number; released: Nano }>;
+  /** The registered reservation owners. */
+  listReservationOwners(): Promise<string[]>;
   /**
    * Commits a batch in one transaction: request-log rows with their ratings (a request id already present is
    * skipped, so a retry is billed once), usage and billing rollups, wallet balances, reservation releases,

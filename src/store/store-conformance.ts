@@ -540,6 +540,22 @@ function describeLedgerConformance(getStore: () => Store): void {
       expect(await store.sweepReservationOwners(0)).toEqual({ owners: 1, released: 2n });
     });
 
+    it('sweeps an owner known to have exited whatever its heartbeat, and lists the registered owners', async () => {
+      const store = getStore();
+      const tenantId = `ten_exit_${randomSuffix()}`;
+      const [exited, running] = [`owner-exited-${randomSuffix()}`, `owner-running-${randomSuffix()}`];
+      await store.addWalletTransaction(topUp(tenantId, 10n, null));
+      for (const owner of [exited, running]) {
+        await store.heartbeatReservationOwner(owner, FAR_FUTURE);
+        expect(await store.reserve(tenantId, 3n, owner)).toBe(true);
+      }
+      expect(await store.listReservationOwners()).toEqual(expect.arrayContaining([exited, running]));
+      expect(await store.sweepReservationOwners(FAR_FUTURE - 1, [exited])).toEqual({ owners: 1, released: 3n });
+      expect((await store.getWallet(tenantId))?.reserved).toBe(3n);
+      expect(await store.listReservationOwners()).not.toContain(exited);
+      expect(await store.sweepReservationOwners(FAR_FUTURE + 1)).toEqual({ owners: 1, released: 3n });
+    });
+
     it("keeps a checkpoint's reservation owner, and its recovery releases from that owner's hold", async () => {
       const store = getStore();
       const tenantId = `ten_ckown_${randomSuffix()}`;
