@@ -43,6 +43,39 @@ async function billingView(url: string, key: string): Promise<{ balance: string;
   return { balance: balance.balance, reserved: balance.reserved, requests };
 }
 
+/**
+ * `count` stories asked for at once, each through a client of its own (its own connection: the primary hands them to
+ * both workers in turn), streamed or whole, read to the end; resolves with how many failed (a worker died under them).
+ */
+async function slowStories(
+  url: string,
+  key: string,
+  count: number,
+  options: { stream: boolean; maxTokens: number },
+): Promise<number> {
+  const outcomes = await Promise.all(
+    Array.from({ length: count }, async (_, index) => {
+      const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: key, maxRetries: 0 });
+      const request = {
+        model: 'sim-pro-32k',
+        messages: [{ role: 'user' as const, content: `Tell me story ${index}.` }],
+        max_tokens: options.maxTokens,
+      };
+      try {
+        if (options.stream) {
+          for await (const _chunk of await client.chat.completions.create({ ...request, stream: true })) {
+            // Read to the end (or until the worker dies).
+          }
+        } else await client.chat.completions.create(request);
+        return true;
+      } catch {
+        return false;
+      }
+    }),
+  );
+  return outcomes.filter((ok) => !ok).length;
+}
+
 describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
   it("a billing read through either worker sees every request that ended before it, both workers' included", async () => {
     const dir = workspace({ ...pricedSimulatedConfig, server: { workers: 2 } });
@@ -111,28 +144,11 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
     const served = await serve(dir, children);
     const key = demoKeyOf(served.banner);
     const streams = 6;
-    let broken = 0;
-    const relayed = Array.from({ length: streams }, async (_, index) => {
-      // One client each: separate connections, which the primary hands to both workers in turn.
-      const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: key, maxRetries: 0 });
-      try {
-        const stream = await client.chat.completions.create({
-          model: 'sim-pro-32k',
-          messages: [{ role: 'user', content: `Tell me story ${index}.` }],
-          max_tokens: 400,
-          stream: true,
-        });
-        for await (const _chunk of stream) {
-          // Read to the end (or until the worker dies).
-        }
-      } catch {
-        broken += 1;
-      }
-    });
+    const relayed = slowStories(served.url, key, streams, { stream: true, maxTokens: 400 });
     await sleep(1500);
     const [victim] = childrenOf(served.child.pid!);
     process.kill(victim!, 'SIGKILL');
-    await Promise.all(relayed);
+    const broken = await relayed;
     expect(broken).toBeGreaterThan(0);
     expect(broken).toBeLessThan(streams);
     // The broken streams were checkpointed; the surviving worker (or the replacement) bills them once stale.
@@ -153,26 +169,13 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
     const served = await serve(dir, children);
     const key = demoKeyOf(served.banner);
     const requests = 6;
-    let failed = 0;
-    const answered = Array.from({ length: requests }, async (_, index) => {
-      // One client each: separate connections, which the primary hands to both workers in turn.
-      const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: key, maxRetries: 0 });
-      try {
-        await client.chat.completions.create({
-          model: 'sim-pro-32k',
-          messages: [{ role: 'user', content: `Tell me story ${index}.` }],
-          max_tokens: 300,
-        });
-      } catch {
-        failed += 1;
-      }
-    });
+    const answered = slowStories(served.url, key, requests, { stream: false, maxTokens: 300 });
     await sleep(1_000);
     // In flight on both workers: every request holds its reservation.
     expect(Number((await billingView(served.url, key)).reserved)).toBeGreaterThan(0);
     const [victim] = childrenOf(served.child.pid!);
     process.kill(victim!, 'SIGKILL');
-    await Promise.all(answered);
+    const failed = await answered;
     expect(failed).toBeGreaterThan(0);
     expect(failed).toBeLessThan(requests);
     // Its process is gone: the surviving worker sweeps its owner at its next heartbeat (every 5 s), not after the
