@@ -9,6 +9,7 @@
  *   (cd /tmp/base && npx tsc -p tsconfig.build.json)
  *   npm run build && node dist/bench/ab-bench.js --base /tmp/base [--pairs 4] [--connections 32 | --rate 1000]
  *     [--stream] [--duration 10] [--workers 2] [--metered] [--postgres postgres://127.0.0.1:5432/test]
+ *     [--redis redis://127.0.0.1:6379]
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -106,6 +107,8 @@ interface AbOptions {
   metered: boolean;
   /** A PostgreSQL URL: the gateway runs on it (cluster mode's store), in a schema of its own per run. */
   postgres: string | undefined;
+  /** A Redis URL: admission (and, with `postgres`, lease returns) go through it, as in cluster mode. */
+  redis: string | undefined;
 }
 
 /** Runs one build once: a fresh upstream and gateway, one load, the gateway's CPU over it. */
@@ -115,11 +118,12 @@ async function runOnce(root: string, options: AbOptions): Promise<AbRun> {
   try {
     const upstream = await startUpstream(processes);
     const store = schema === undefined ? {} : { store: { url: `${options.postgres}?schema=${schema}` } };
+    const admission = options.redis === undefined ? {} : { admission: { store: 'redis', redis_url: options.redis } };
     const gateway = await startTollgate(processes, upstream.baseUrl, {
       root,
       workers: options.workers,
       ...(options.metered ? meteredConfig : {}),
-      extraConfig: { ...(options.metered ? meteredConfig.extraConfig : {}), ...store },
+      extraConfig: { ...(options.metered ? meteredConfig.extraConfig : {}), ...store, ...admission },
     });
     const pid = gateway.process!.pid;
     const load: LoadSpec = {
@@ -171,6 +175,7 @@ async function main(): Promise<void> {
     .option('--workers <n>', "the gateway's worker processes (server.workers)", '1')
     .option('--metered', 'price every request and reserve it on a prepaid wallet (bench:metering\'s "on")', false)
     .option('--postgres <url>', 'run the gateway on this PostgreSQL database (a new schema per run) instead of SQLite')
+    .option('--redis <url>', 'admission through this Redis (cluster mode); with --postgres, wallet leases too')
     .option('--out <path>', 'JSON output path')
     .parse()
     .opts<{
@@ -183,6 +188,7 @@ async function main(): Promise<void> {
       workers: string;
       metered: boolean;
       postgres?: string;
+      redis?: string;
       out?: string;
     }>();
   const base = resolve(flags.base);
@@ -199,6 +205,7 @@ async function main(): Promise<void> {
     workers: Number(flags.workers),
     metered: flags.metered,
     postgres: flags.postgres,
+    redis: flags.redis,
   };
   const counts = { pairs: options.pairs, connections: options.connections, workers: options.workers };
   for (const [name, value] of Object.entries(counts)) {

@@ -316,6 +316,41 @@ describe('cluster mode', { timeout: TEST_TIMEOUT_MS }, () => {
     expect((await chat(second.url, key)).status).toBe(200);
   });
 
+  it('has the other process give back its unused wallet lease before refusing: a wallet is spent to its last request', async () => {
+    // A schema of its own: another test of this suite posts a new price for the model.
+    const leaseSchema = uniqueSchema('cluster_leases');
+    try {
+      const { first, second, admin } = await twoProcessesWithTenant(
+        pricedSimulatedConfig,
+        pgUrl(leaseSchema),
+        'leases',
+      );
+      const quote = BigInt(countPromptTokens('chat', { messages })) * 800n + 2n * 2000n; // sim-pro-32k, max_tokens 2
+      const tenantId = (await admin('POST', '/tenants', { name: `leases-${Date.now()}` })).body.id as string;
+      const key = (await admin('POST', `/tenants/${tenantId}/keys`, {})).body.key as string;
+      const credit = (Number(quote * 20n) / 1e9).toFixed(9);
+      expect((await admin('POST', `/tenants/${tenantId}/credits`, { amount: credit, currency: 'CNY' })).status).toBe(
+        201,
+      );
+      // The first process leases 9 requests' worth for its one request and keeps 8 unused for a while.
+      expect(await chat(first.url, key)).toMatchObject({ status: 200 });
+      // The second spends the wallet, faster than the first gives its lease back on its own (every 250 ms).
+      let passed = 1;
+      let last = await chat(second.url, key);
+      while (last.status === 200 && passed < 40) {
+        passed += 1;
+        last = await chat(second.url, key);
+      }
+      expect(last).toMatchObject({ status: 429, code: 'insufficient_quota' });
+      // Refused only once the wallet could not cover another request: the first's unused lease came back first.
+      expect(passed).toBe(20);
+      const balance = await admin('GET', `/tenants/${tenantId}/balance`);
+      expect(balance.body).toMatchObject({ balance: '0', reserved: '0' });
+    } finally {
+      await dropSchema(leaseSchema);
+    }
+  });
+
   it('holds a hard budget across processes: 60 concurrent requests through two processes, a budget for 10', async () => {
     const quote = BigInt(countPromptTokens('chat', { messages })) * 800n + 2n * 2000n; // sim-pro-32k, max_tokens 2
     const limit = quote * 10n + quote / 2n;

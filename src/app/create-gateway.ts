@@ -18,6 +18,7 @@ import { WebhookNotifier } from '../billing/alerts/webhook-notifier.js';
 import { BillingService } from '../billing/billing-service.js';
 import { budgetAlertSink } from '../billing/budget-alert-sink.js';
 import { RedisBudgetHolds } from '../billing/budget-holds.js';
+import { LeaseReturnRound } from '../billing/lease-return-round.js';
 import { parseNano } from '../billing/nano.js';
 import { ReservationLeases } from '../billing/reservation-leases.js';
 import { ReservationOwnerKeeper } from '../billing/reservation-owner-keeper.js';
@@ -236,24 +237,43 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     ...(store.kind === 'postgres' ? POSTGRES_WRITER_OPTIONS : {}),
     ...(journaled ? { journal: new SettlementJournal(journalDirectory(loaded.dataDir), { logger }) } : {}),
   });
-  // Workers on one SQLite file lease wallet funds in chunks instead of writing every reservation (the file has one
-  // write lock for all of them). A settle round (a billing read, a refusal's second try) gives back what a worker
-  // does not use, so the read shows only what requests in flight hold and the retry can use the rest.
+  // Workers on one SQLite file, and cluster processes sharing Redis, lease wallet funds in chunks instead of writing
+  // every reservation. A settle round (a billing read, a refusal's second try) has every process give back what it
+  // leased and does not use, so the read shows only what requests in flight hold and the retry can use the rest:
+  // workers through their primary, cluster processes over a Redis channel of their own (`LeaseReturnRound`).
+  const leaseBus =
+    store.kind === 'postgres' && config.admission.store === 'redis'
+      ? new RedisInvalidationBus({ url: config.admission.redis_url, channel: 'tg:lease-returns' })
+      : undefined;
   const leases =
-    journaled && !soleOwner ? new ReservationLeases(store, () => billing.reservationOwner, { logger }) : undefined;
+    (journaled && !soleOwner) || leaseBus !== undefined
+      ? new ReservationLeases(store, () => billing.reservationOwner, { logger })
+      : undefined;
   billing.leases = leases;
+  const ownerTimeoutMs = config.billing.reservation_owner_timeout_ms;
+  const leaseRound =
+    leaseBus !== undefined && leases !== undefined
+      ? new LeaseReturnRound(
+          leaseBus,
+          () => leases.returnUnused(),
+          () => billing.reservationOwner,
+          // Owners that beat in the last two heartbeats: a dead one not yet swept is not waited for.
+          () => store.listReservationOwners(Date.now() - ownerTimeoutMs / 3),
+          { logger },
+        )
+      : undefined;
   const localSettled = async () => {
-    await Promise.all([leases?.returnUnused(), writer.flushed()]);
+    await Promise.all([leaseRound !== undefined ? leaseRound.run() : leases?.returnUnused(), writer.flushed()]);
   };
   const settled =
     journaled && options.settledAcrossWorkers !== undefined ? options.settledAcrossWorkers(localSettled) : localSettled;
-  if (journaled) billing.settled = settled;
+  if (journaled || leaseRound !== undefined) billing.settled = settled;
   // Several processes on one store: each reserves under an owner kept alive by heartbeats, so the reservations of
   // one that dies are released by the others (a process alone on its store drops them all at its start instead).
   const ownerKeeper = soleOwner
     ? undefined
     : new ReservationOwnerKeeper(store, billing, {
-        timeoutMs: config.billing.reservation_owner_timeout_ms,
+        timeoutMs: ownerTimeoutMs,
         logger,
         // Embedded mode: every worker runs on this host, so one that exited is known at once.
         sameHost: store.kind === 'sqlite',
@@ -461,6 +481,8 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       await withDeadline(app.close(), 5_000, 'HTTP server close', logger);
       // After the last request: what this process leased and no longer uses goes back to the wallets.
       await leases?.stop();
+      leaseRound?.close();
+      await leaseBus?.close();
       // After the last request: its budget hold settles before this process's owner key goes.
       await budgetHolds?.close();
       await notifier.close();

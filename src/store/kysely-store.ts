@@ -479,8 +479,10 @@ export class KyselyStore implements Store {
       .execute();
   }
 
-  async listReservationOwners(): Promise<string[]> {
-    const rows = await this.db.selectFrom('reservation_owners').select('owner_id').orderBy('owner_id').execute();
+  async listReservationOwners(heartbeatSince?: number): Promise<string[]> {
+    let select = this.db.selectFrom('reservation_owners').select('owner_id').orderBy('owner_id');
+    if (heartbeatSince !== undefined) select = select.where('heartbeat_at', '>=', heartbeatSince);
+    const rows = await select.execute();
     return rows.map((row) => row.owner_id);
   }
 

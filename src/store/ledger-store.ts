@@ -302,8 +302,8 @@ export interface LedgerStore {
    * many owners were swept and the total released.
    */
   sweepReservationOwners(staleBefore: number, exited?: readonly string[]): Promise<{ owners: number; released: Nano }>;
-  /** The registered reservation owners. */
-  listReservationOwners(): Promise<string[]>;
+  /** The registered reservation owners; with `heartbeatSince` (epoch ms), those that beat since then. */
+  listReservationOwners(heartbeatSince?: number): Promise<string[]>;
   /**
    * Commits a batch in one transaction: request-log rows with their ratings (a request id already present is
    * skipped, so a retry is billed once), usage and billing rollups, wallet balances, reservation releases,

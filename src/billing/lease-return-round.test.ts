@@ -1,0 +1,51 @@
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
+import { LeaseReturnRound } from './lease-return-round.js';
+
+const logger = pino({ level: 'silent' });
+
+describe('LeaseReturnRound', () => {
+  it('has every other live process give back its unused leases before the round ends', async () => {
+    const bus = new InProcessInvalidationBus();
+    const owners = ['host:1:aa', 'host:2:bb', 'host:3:cc'];
+    const returned: string[] = [];
+    const rounds = owners.map(
+      (owner) =>
+        new LeaseReturnRound(
+          bus,
+          async () => {
+            // A store write: the answer goes out only after it.
+            await new Promise((resolve) => setTimeout(resolve, 20));
+            returned.push(owner);
+          },
+          () => owner,
+          async () => owners,
+          // Longer than the test may take: the round must end by the answers.
+          { logger, timeoutMs: 600_000 },
+        ),
+    );
+    await rounds[0]!.run();
+    expect(returned.sort()).toEqual([...owners].sort());
+    for (const round of rounds) round.close();
+  });
+
+  it('stops waiting after its timeout for a process that never answers', async () => {
+    const bus = new InProcessInvalidationBus();
+    let returnedHere = 0;
+    const round = new LeaseReturnRound(
+      bus,
+      async () => {
+        returnedHere += 1;
+      },
+      () => 'host:1:aa',
+      async () => ['host:1:aa', 'host:9:gone'],
+      { logger, timeoutMs: 100 },
+    );
+    const started = Date.now();
+    await round.run();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(90);
+    expect(returnedHere).toBe(1);
+    round.close();
+  });
+});
