@@ -30,6 +30,29 @@ describe('LeaseReturnRound', () => {
     for (const round of rounds) round.close();
   });
 
+  it('has calls made while a round runs join it', async () => {
+    const bus = new InProcessInvalidationBus();
+    let returns = 0;
+    let asks = 0;
+    bus.subscribe((subject) => {
+      if (subject.includes(':ask:')) asks += 1;
+    });
+    const round = new LeaseReturnRound(
+      bus,
+      async () => {
+        returns += 1;
+      },
+      () => 'host:1:aa',
+      async () => ['host:1:aa', 'host:9:slow'],
+      { logger, timeoutMs: 50 },
+    );
+    await Promise.all(Array.from({ length: 10 }, () => round.run()));
+    expect({ asks, returns }).toEqual({ asks: 1, returns: 1 });
+    await round.run();
+    expect({ asks, returns }).toEqual({ asks: 2, returns: 2 });
+    round.close();
+  });
+
   it('stops waiting after its timeout for a process that never answers', async () => {
     const bus = new InProcessInvalidationBus();
     let returnedHere = 0;

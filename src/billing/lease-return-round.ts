@@ -26,6 +26,7 @@ export class LeaseReturnRound {
   private readonly logger: Logger;
   private readonly waiting = new Map<string, { expected: Set<string>; done: () => void }>();
   private readonly unsubscribe: () => void;
+  private running: Promise<void> | undefined;
 
   /**
    * `returnUnused` gives back this process's unused leases; `owner` is its reservation owner; `liveOwners` lists the
@@ -43,8 +44,18 @@ export class LeaseReturnRound {
     this.unsubscribe = bus.subscribe((subject) => this.onMessage(subject));
   }
 
-  /** Gives back this process's unused leases and has every other live process do the same; never rejects. */
-  async run(): Promise<void> {
+  /**
+   * Gives back this process's unused leases and has every other live process do the same; never rejects. Calls
+   * while a round runs join it: a tenant refused many times at once (an empty wallet) costs one round, not one each.
+   */
+  run(): Promise<void> {
+    this.running ??= this.runRound().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async runRound(): Promise<void> {
     const me = this.owner();
     const round = randomBytes(8).toString('hex');
     try {
