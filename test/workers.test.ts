@@ -76,6 +76,22 @@ async function slowStories(
   return outcomes.filter((ok) => !ok).length;
 }
 
+/** Reads the billing view until `done` holds of it or `withinMs` passed; returns the last read. */
+async function billingViewWhen(
+  url: string,
+  key: string,
+  done: (view: Awaited<ReturnType<typeof billingView>>) => boolean,
+  withinMs: number,
+): Promise<Awaited<ReturnType<typeof billingView>>> {
+  const deadline = Date.now() + withinMs;
+  let view = await billingView(url, key);
+  while (!done(view) && Date.now() < deadline) {
+    await sleep(250);
+    view = await billingView(url, key);
+  }
+  return view;
+}
+
 describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
   it("a billing read through either worker sees every request that ended before it, both workers' included", async () => {
     const dir = workspace({ ...pricedSimulatedConfig, server: { workers: 2 } });
@@ -119,11 +135,7 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
       if (workers.length === 2 && !workers.includes(victim!)) break;
       await sleep(100);
     }
-    let view = await billingView(served.url, key);
-    while (view.requests < REQUESTS && Date.now() < deadline) {
-      await sleep(200);
-      view = await billingView(served.url, key);
-    }
+    const view = await billingViewWhen(served.url, key, (each) => each.requests >= REQUESTS, deadline - Date.now());
     expect(view.requests).toBe(REQUESTS);
     // Still serving, on both workers.
     await Promise.all(Array.from({ length: REQUESTS }, (_, index) => ask(index)));
@@ -152,12 +164,12 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(broken).toBeGreaterThan(0);
     expect(broken).toBeLessThan(streams);
     // The broken streams were checkpointed; the surviving worker (or the replacement) bills them once stale.
-    const deadline = Date.now() + 30_000;
-    let view = await billingView(served.url, key);
-    while ((view.requests < streams || Number(view.reserved) !== 0) && Date.now() < deadline) {
-      await sleep(250);
-      view = await billingView(served.url, key);
-    }
+    const view = await billingViewWhen(
+      served.url,
+      key,
+      (each) => each.requests >= streams && Number(each.reserved) === 0,
+      30_000,
+    );
     expect(view.requests).toBe(streams);
     // Their reservations were released with them.
     expect(Number(view.reserved)).toBe(0);
@@ -180,12 +192,7 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(failed).toBeLessThan(requests);
     // Its process is gone: the surviving worker sweeps its owner at its next heartbeat (every 5 s), not after the
     // 30 s timeout. Before owners existed the reservations stayed until the whole gateway restarted.
-    const deadline = Date.now() + 10_000;
-    let view = await billingView(served.url, key);
-    while (Number(view.reserved) !== 0 && Date.now() < deadline) {
-      await sleep(250);
-      view = await billingView(served.url, key);
-    }
+    const view = await billingViewWhen(served.url, key, (each) => Number(each.reserved) === 0, 10_000);
     expect(Number(view.reserved)).toBe(0);
     expect(view.requests).toBe(requests - failed);
   });

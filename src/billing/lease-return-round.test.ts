@@ -5,6 +5,21 @@ import { LeaseReturnRound } from './lease-return-round.js';
 
 const logger = pino({ level: 'silent' });
 
+/** A round of owner `host:1:aa` among `owners` that counts its own returns; `host:9:…` owners never answer. */
+function countingRound(bus: InProcessInvalidationBus, owners: string[], timeoutMs: number) {
+  const counts = { returns: 0 };
+  const round = new LeaseReturnRound(
+    bus,
+    async () => {
+      counts.returns += 1;
+    },
+    () => 'host:1:aa',
+    async () => owners,
+    { logger, timeoutMs },
+  );
+  return { round, counts };
+}
+
 describe('LeaseReturnRound', () => {
   it('has every other live process give back its unused leases before the round ends', async () => {
     const bus = new InProcessInvalidationBus();
@@ -32,43 +47,24 @@ describe('LeaseReturnRound', () => {
 
   it('has calls made while a round runs join it', async () => {
     const bus = new InProcessInvalidationBus();
-    let returns = 0;
     let asks = 0;
     bus.subscribe((subject) => {
       if (subject.includes(':ask:')) asks += 1;
     });
-    const round = new LeaseReturnRound(
-      bus,
-      async () => {
-        returns += 1;
-      },
-      () => 'host:1:aa',
-      async () => ['host:1:aa', 'host:9:slow'],
-      { logger, timeoutMs: 50 },
-    );
+    const { round, counts } = countingRound(bus, ['host:1:aa', 'host:9:slow'], 50);
     await Promise.all(Array.from({ length: 10 }, () => round.run()));
-    expect({ asks, returns }).toEqual({ asks: 1, returns: 1 });
+    expect({ asks, returns: counts.returns }).toEqual({ asks: 1, returns: 1 });
     await round.run();
-    expect({ asks, returns }).toEqual({ asks: 2, returns: 2 });
+    expect({ asks, returns: counts.returns }).toEqual({ asks: 2, returns: 2 });
     round.close();
   });
 
   it('stops waiting after its timeout for a process that never answers', async () => {
-    const bus = new InProcessInvalidationBus();
-    let returnedHere = 0;
-    const round = new LeaseReturnRound(
-      bus,
-      async () => {
-        returnedHere += 1;
-      },
-      () => 'host:1:aa',
-      async () => ['host:1:aa', 'host:9:gone'],
-      { logger, timeoutMs: 100 },
-    );
+    const { round, counts } = countingRound(new InProcessInvalidationBus(), ['host:1:aa', 'host:9:gone'], 100);
     const started = Date.now();
     await round.run();
     expect(Date.now() - started).toBeGreaterThanOrEqual(90);
-    expect(returnedHere).toBe(1);
+    expect(counts.returns).toBe(1);
     round.close();
   });
 });
