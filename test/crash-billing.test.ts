@@ -138,7 +138,9 @@ describe('kill -9 while PostgreSQL is unreachable', { timeout: TEST_TIMEOUT_MS }
       const url = relay.through(schemaUrl(schema));
       const dir = workspace({ ...fastSimulatedConfig, store: { url } });
       const first = await serve(dir, children);
-      const ask = shortQuestions(first);
+      // Retries: under a loaded CI host a request on a reused keep-alive connection was reset now and then (cause not
+      // found). A retry cannot hide a request answered or billed twice: every logged id must be one the test received.
+      const ask = shortQuestions(first, 2);
       const before = [await ask(0), await ask(1)];
       relay.cut();
       const during: string[] = [];
