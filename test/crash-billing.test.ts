@@ -138,9 +138,8 @@ describe('kill -9 while PostgreSQL is unreachable', { timeout: TEST_TIMEOUT_MS }
       const url = relay.through(schemaUrl(schema));
       const dir = workspace({ ...fastSimulatedConfig, store: { url } });
       const first = await serve(dir, children);
-      // Retries: under a loaded CI host a request on a reused keep-alive connection was reset now and then (cause not
-      // found). A retry cannot hide a request answered or billed twice: every logged id must be one the test received.
-      const ask = shortQuestions(first, 2);
+      // No retries: a gateway that died when PostgreSQL reset the connection a settlement held fails here.
+      const ask = shortQuestions(first);
       const before = [await ask(0), await ask(1)];
       relay.cut();
       const during: string[] = [];

@@ -349,4 +349,29 @@ describe('PostgreSQL settlement (COPY, then plain inserts; on a unique violation
       await store.close();
     }
   });
+
+  it('survives a reset of the connection a settlement holds: the settlement fails, the next one is stored', async () => {
+    const relay = await startPostgresRelay();
+    const store = await createStore(relay.through(await storeUrl()), { poolSize: 1 });
+    try {
+      await store.migrate();
+      const tenantId = `ten_reset_${randomBytes(4).toString('hex')}`;
+      const topUp = 1000n * UNIT;
+      await credit(store, tenantId, topUp);
+      relay.pause();
+      // The pool's one connection is checked out by the settlement and silent; a reset then reaches it while checked
+      // out, where an 'error' event without a listener would end this process.
+      const lost = store.settle([settlement(tenantId, Date.UTC(2031, 8, 1))]);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      relay.cut();
+      await expect(lost).rejects.toThrow(/ECONNRESET|Connection terminated/);
+      relay.restore();
+      const stored = [settlement(tenantId, Date.UTC(2031, 8, 1))];
+      await store.settle(stored);
+      await expectCountedOnce(store, tenantId, stored, topUp);
+    } finally {
+      await store.close();
+      await relay.close();
+    }
+  });
 });

@@ -58,6 +58,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   pool.on('error', (error: Error) => {
     options.logger?.warn({ err: error }, 'PostgreSQL idle connection failed');
   });
+  // A client checked out of the pool has no pool listener: when its connection resets (a server restart, a failover)
+  // it emits 'error', which would crash the process. Its queries fail with that error anyway, and the pool discards
+  // it when it is released with the failure, so the event itself needs no handling.
+  pool.on('connect', (client) => {
+    client.on('error', ignoreCheckedOutError);
+  });
   let migrationTableSchema = schema;
   if (migrationTableSchema === undefined) {
     const result = await pool.query<{ schema: string }>('select current_schema() as schema');
@@ -93,6 +99,7 @@ export class PostgresStore extends KyselyStore {
 
 async function createSchemaIfMissing(connectionString: string, schema: string): Promise<void> {
   const client = new pg.Client({ connectionString });
+  client.on('error', ignoreCheckedOutError);
   await client.connect();
   try {
     await client.query(`create schema if not exists "${schema}"`);
@@ -104,6 +111,9 @@ async function createSchemaIfMissing(connectionString: string, schema: string): 
     await client.end();
   }
 }
+
+/** See the pool's 'connect' listener in `openPostgresStore`: the failed query reports the error. */
+function ignoreCheckedOutError(): void {}
 
 function parseSafeInteger(text: string): number {
   const value = Number(text);

@@ -65,15 +65,9 @@ export function demoKeyOf(banner: string): string {
   return key;
 }
 
-/**
- * Asks a started `serve` short chat questions (3 tokens each) through the official SDK; each resolves with its request
- * id. `maxRetries`: the SDK's retries of a failed connection (default none).
- */
-export function shortQuestions(
-  served: { banner: string; url: string },
-  maxRetries = 0,
-): (index: number) => Promise<string> {
-  const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: demoKeyOf(served.banner), maxRetries });
+/** Asks a started `serve` short chat questions (3 tokens each) through the official SDK; each resolves with its request id. */
+export function shortQuestions(served: { banner: string; url: string }): (index: number) => Promise<string> {
+  const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: demoKeyOf(served.banner), maxRetries: 0 });
   return async (index) => {
     const { response } = await client.chat.completions
       .create({ model: 'sim-pro-32k', messages: [{ role: 'user', content: `q${index}` }], max_tokens: 3 })
