@@ -2,12 +2,13 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { VirtualClock } from '../clock/clock.js';
 import { InsufficientQuotaError } from '../errors/gateway-error.js';
-import { settlementOf, usageEventFixture } from '../store/ledger-fixtures.js';
+import { settlementOf, topUpFixture, usageEventFixture } from '../store/ledger-fixtures.js';
 import type { BudgetRecord } from '../store/ledger-store.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
 import { BillingService, monthOf, nextMonthStart } from './billing-service.js';
 import type { SpendChange } from './budget-alert-sink.js';
 import type { BudgetHolds } from './budget-holds.js';
+import { ReservationLeases } from './reservation-leases.js';
 import { RedisVolumePositionStore } from './volume-position.js';
 
 describe('monthOf', () => {
@@ -288,6 +289,48 @@ describe('BillingService repricing', () => {
       expect(JSON.parse(repriced!.detail).modifiers).toMatchObject([{ kind: 'batch', discount: '0.25' }]);
       expect(rate(from, 'ten_c')).toMatchObject({ amount: 2_700_000_000n, contractDiscount: -300_000_000n });
       expect(quote(from)).toBe(3_000_000_000n);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('BillingService with leases', () => {
+  it('gives back what a settlement the store skipped as a duplicate (a batch line run again) took from the lease', async () => {
+    const store = openSqliteStore(':memory:');
+    await store.migrate();
+    try {
+      const tenantId = (await store.createTenant('leased')).id;
+      await store.addWalletTransaction(topUpFixture(tenantId, 1_000_000n));
+      const billing = new BillingService(store, {
+        priceBook: {
+          currency: 'CNY',
+          versions: [{ id: 'v', effective_from: '2020-01-01T00:00:00Z', models: { m: { input: '1', output: '1' } } }],
+        },
+        logger: pino({ level: 'silent' }),
+      });
+      await billing.init();
+      billing.reservationOwner = 'owner-a';
+      const leases = new ReservationLeases(store, () => billing.reservationOwner, {
+        logger: pino({ level: 'silent' }),
+      });
+      billing.leases = leases;
+      const event = usageEventFixture({ requestId: 'req_line_0', tenantId, amount: 30n });
+      const settle = async () => {
+        const reservation = (await billing.reserve(tenantId, 'key', 100n, Date.now()))!;
+        const released = billing.settledReservation(reservation, event.amount);
+        await store.settle([settlementOf(event, { reservation: { tenantId, amount: released, owner: 'owner-a' } })]);
+        return reservation;
+      };
+      await settle();
+      // The line runs again under the same request id: the store skips its settlement, so what the lease counted as
+      // spent with it is still held, until the runner releases the reservation.
+      const again = await settle();
+      await billing.release(again);
+      const wallet = (await store.getWallet(tenantId))!;
+      expect(wallet.reserved).toBe(leases.lease(tenantId).leased);
+      await leases.stop();
+      expect(await store.getWallet(tenantId)).toMatchObject({ reserved: 0n, balance: 1_000_000n - event.amount });
     } finally {
       await store.close();
     }

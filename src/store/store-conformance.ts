@@ -331,6 +331,26 @@ export function describeStoreConformance(name: string, options: StoreConformance
         expect(await store.sweepReservationOwners(FAR_FUTURE + 1)).toEqual({ owners: 1, released: 0n });
       });
 
+      it('sweeps an owner while it still reserves and releases on several wallets, without a deadlock', async () => {
+        const others = await Promise.all([open(), open(), open()]);
+        const tenants = [0, 1, 2, 3].map((index) => `ten_sweeprace_${index}_${randomSuffix()}`);
+        const owner = `owner-late-${randomSuffix()}`;
+        for (const tenantId of tenants) await store.addWalletTransaction(topUp(tenantId, 1_000_000n, null));
+        // Its beat is older than the sweeps' limit: swept as dead while it goes on (a process that was paused).
+        await store.heartbeatReservationOwner(owner, FAR_FUTURE);
+        const staleBefore = FAR_FUTURE + 1;
+        const work = Array.from({ length: 40 }, async (_, index) => {
+          const instance = others[index % 2]!;
+          const tenantId = tenants[(index * 3) % tenants.length]!;
+          if (await instance.reserve(tenantId, 10n, owner)) await instance.release(tenantId, 10n, owner);
+        });
+        const sweeps = Array.from({ length: 8 }, () => others[2]!.sweepReservationOwners(staleBefore));
+        await Promise.all([...work, ...sweeps]);
+        // Whatever the interleaving, each reservation left the wallet once: released by its owner or by a sweep.
+        await store.sweepReservationOwners(staleBefore);
+        for (const tenantId of tenants) expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+      });
+
       it('holds concurrent reservations of two owners exactly, and a sweep releases only the dead one', async () => {
         const others = await Promise.all([open(), open()]);
         const tenantId = `ten_owners_${randomSuffix()}`;
