@@ -5,11 +5,13 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { connect, createServer } from 'node:net';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
 import { demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
 import { clearOfMonthEnd } from './support/month-boundary.js';
+import { startPostgresRelay } from './support/postgres-relay.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
 import { pricedSimulatedConfig, slowPricedSimulatedConfig } from './support/test-gateway.js';
 import { startWebhookReceiver } from './support/webhook-receiver.js';
@@ -471,6 +473,89 @@ describe('cluster mode', { timeout: TEST_TIMEOUT_MS }, () => {
     } finally {
       await store.close();
       await dropSchema(volumeSchema);
+    }
+  });
+
+  it('keeps serving and bills every answer once while PostgreSQL and Redis drop every connection under load', async () => {
+    const relay = await startPostgresRelay();
+    const redisPort = await freePort();
+    await startRedis(redisPort);
+    const probe = new Redis(redisPort, '127.0.0.1');
+    const chaosSchema = uniqueSchema('cluster_chaos');
+    try {
+      const dir = workspace({
+        ...pricedSimulatedConfig,
+        store: { url: relay.through(pgUrl(chaosSchema)) },
+        admission: { store: 'redis', redis_url: `redis://127.0.0.1:${redisPort}`, command_timeout_ms: 5000 },
+        billing: { reservation_owner_timeout_ms: 1500 },
+      });
+      const first = await serve(dir, children);
+      const second = await serve(dir, children);
+      const key = demoKeyOf(first.banner);
+      const answers: Array<{ status: number; code?: string }> = [];
+      const failures: unknown[] = [];
+      let loading = true;
+      const loops = Array.from({ length: 8 }, async (_, index) => {
+        const url = index % 2 === 0 ? first.url : second.url;
+        while (loading) {
+          try {
+            answers.push(await chat(url, key));
+          } catch (error: unknown) {
+            // A connection refused or reset: the gateway process died.
+            failures.push(error);
+            return;
+          }
+        }
+      });
+      const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      for (let round = 0; round < 2; round++) {
+        await pause(400);
+        relay.cut(); // a PostgreSQL restart: every connection reset, new ones refused for a while
+        await pause(200);
+        relay.restore();
+        await pause(400);
+        // Redis drops every client, the subscribers of the invalidation and lease-return channels included.
+        await probe.call('client', 'kill', 'type', 'normal');
+        await probe.call('client', 'kill', 'type', 'pubsub');
+      }
+      await pause(400);
+      loading = false;
+      await Promise.all(loops);
+      expect(failures).toEqual([]);
+      expect([first.child.exitCode, second.child.exitCode]).toEqual([null, null]);
+      // An answer is a 200, or a retryable 503 while a store reconnects: Redis for admission (the default fails
+      // closed), PostgreSQL for a wallet reservation. Never a 500, and never a wallet refused as empty.
+      const served = answers.filter((answer) => answer.status === 200).length;
+      const unavailable = ['admission_store_unavailable', 'billing_store_unavailable'];
+      const other = answers.filter((answer) => answer.status !== 200 && !unavailable.includes(answer.code ?? ''));
+      expect(other).toEqual([]);
+      expect(answers.filter((answer) => answer.status === 503).length).toBe(answers.length - served);
+      expect(served).toBeGreaterThan(20);
+
+      // A billing read settles both processes and has them give back their leases. A store call on a hold whose
+      // connection broke may have committed or not: its owner was retired then, and is swept after its timeout.
+      const reserved = async () => {
+        const response = await fetch(`${second.url}/v1/billing/balance`, {
+          headers: { authorization: `Bearer ${key}` },
+        });
+        return ((await response.json()) as { reserved: string }).reserved;
+      };
+      await vi.waitFor(async () => expect(await reserved()).toBe('0'), eventually);
+      const store = await createStore(pgUrl(chaosSchema));
+      try {
+        const events = await store.listUsageEvents({ start: 0, end: Date.now() + 1, limit: 100_000 });
+        expect(events).toHaveLength(served);
+        expect(new Set(events.map((event) => event.requestId)).size).toBe(served);
+        const wallet = await store.getWallet(events[0]!.tenantId);
+        const spent = events.reduce((sum, event) => sum + event.amount, 0n);
+        expect(wallet).toMatchObject({ balance: 10_000_000_000n - spent, reserved: 0n });
+      } finally {
+        await store.close();
+      }
+    } finally {
+      probe.disconnect();
+      await relay.close();
+      await dropSchema(chaosSchema);
     }
   });
 });

@@ -247,7 +247,10 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       : undefined;
   const leases =
     (journaled && !soleOwner) || leaseBus !== undefined
-      ? new ReservationLeases(store, () => billing.reservationOwner, { logger })
+      ? new ReservationLeases(store, () => billing.reservationOwner, {
+          logger,
+          onStoreFailure: () => ownerKeeper?.retire(),
+        })
       : undefined;
   billing.leases = leases;
   const ownerTimeoutMs = config.billing.reservation_owner_timeout_ms;
@@ -278,6 +281,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
         // Embedded mode: every worker runs on this host, so one that exited is known at once.
         sameHost: store.kind === 'sqlite',
       });
+  billing.onReservationStoreFailure = () => ownerKeeper?.retire();
   await ownerKeeper?.start();
   leases?.start();
   metrics.observeRequestLog(() => writer.stats);

@@ -1,7 +1,7 @@
 import { pino } from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { VirtualClock } from '../clock/clock.js';
-import { InsufficientQuotaError } from '../errors/gateway-error.js';
+import { InsufficientQuotaError, UnavailableError } from '../errors/gateway-error.js';
 import { settlementOf, topUpFixture, usageEventFixture } from '../store/ledger-fixtures.js';
 import type { BudgetRecord } from '../store/ledger-store.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
@@ -331,6 +331,51 @@ describe('BillingService with leases', () => {
       expect(wallet.reserved).toBe(leases.lease(tenantId).leased);
       await leases.stop();
       expect(await store.getWallet(tenantId)).toMatchObject({ reserved: 0n, balance: 1_000_000n - event.amount });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses with a retryable 503 when the store fails to reserve, and keeps no budget hold for it', async () => {
+    const store = openSqliteStore(':memory:');
+    await store.migrate();
+    try {
+      const tenantId = (await store.createTenant('store-down')).id;
+      await store.addWalletTransaction(topUpFixture(tenantId, 1_000_000n));
+      // A hard budget covering exactly one request of 100.
+      await store.putBudget({
+        scope: 'tenant',
+        scopeId: tenantId,
+        tenantId,
+        monthlyLimit: 100n,
+        enforcement: 'hard',
+        thresholds: [],
+        webhookUrl: null,
+        updatedAt: 0,
+      });
+      const billing = new BillingService(store, {
+        priceBook: {
+          currency: 'CNY',
+          versions: [{ id: 'v', effective_from: '2020-01-01T00:00:00Z', models: { m: { input: '1', output: '1' } } }],
+        },
+        logger: pino({ level: 'silent' }),
+      });
+      await billing.init();
+      billing.reservationOwner = 'owner-a';
+      let failures = 0;
+      billing.onReservationStoreFailure = () => {
+        failures += 1;
+      };
+      vi.spyOn(store, 'reserve').mockRejectedValueOnce(new Error('Connection terminated unexpectedly'));
+      const refused = billing.reserve(tenantId, 'key', 100n, Date.now());
+      await expect(refused).rejects.toBeInstanceOf(UnavailableError);
+      await expect(refused).rejects.toMatchObject({ status: 503, code: 'billing_store_unavailable' });
+      // The owner's hold is in doubt: reported, for the keeper to retire the owner.
+      expect(failures).toBe(1);
+      // The refused request holds nothing of the budget: the next one fits.
+      const reservation = await billing.reserve(tenantId, 'key', 100n, Date.now());
+      expect(reservation?.amount).toBe(100n);
+      expect((await store.getWallet(tenantId))?.reserved).toBe(100n);
     } finally {
       await store.close();
     }

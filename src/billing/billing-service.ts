@@ -11,7 +11,12 @@
  * (`sharedMonthSpend`), so every process sees what the others admitted and spent.
  */
 import { type Clock, RealClock } from '../clock/clock.js';
-import { InsufficientQuotaError, InvalidRequestError } from '../errors/gateway-error.js';
+import {
+  GatewayError,
+  InsufficientQuotaError,
+  InvalidRequestError,
+  UnavailableError,
+} from '../errors/gateway-error.js';
 import type { Logger } from '../observability/logger.js';
 import { CURRENCIES, type Currency } from '../pricing/money.js';
 import {
@@ -312,6 +317,13 @@ export class BillingService {
    * Read at each reservation: the keeper replaces it should this process be swept as dead.
    */
   reservationOwner: string | undefined;
+  /**
+   * Called when the store fails a call on this process's reservation holds (a reservation or a release without
+   * leases): its owner's hold may then differ from what was counted. See `ReservationOwnerKeeper.retire`.
+   */
+  onReservationStoreFailure: (() => void) | undefined;
+  /** When `storeUnavailable` last logged, ms. */
+  private storeFailureLoggedAt = 0;
 
   /**
    * Workers on one SQLite file: reservations are taken from this process's leases of the wallets instead of one
@@ -375,7 +387,9 @@ export class BillingService {
   async reserve(tenantId: string, keyId: string, amount: Nano, receivedAt: number): Promise<Reservation | undefined> {
     if (this.book === undefined) return undefined;
     // The counter is loaded once per tenant and month: do not wait a microtask for it on every request.
-    const counter = this.loadedMonthCounter(tenantId, receivedAt) ?? (await this.monthCounter(tenantId, receivedAt));
+    const counter =
+      this.loadedMonthCounter(tenantId, receivedAt) ??
+      (await this.monthCounter(tenantId, receivedAt).catch((error: unknown) => this.storeUnavailable(error)));
     const reservation: Reservation = { tenantId, keyId, amount, month: counter.month };
     const hardScopes = amount === 0n ? undefined : this.sharedHardBudgets(reservation);
     const shared = hardScopes === undefined ? undefined : await this.holdShared(reservation, hardScopes);
@@ -392,13 +406,43 @@ export class BillingService {
     } else reservation.sharedBudgets = shared;
     if (amount === 0n) return reservation;
     this.hold(counter, keyId, amount);
-    if (!(await this.reserveOnWallet(reservation)) && !(await this.reserveOnceSettled(reservation))) {
+    let reserved: boolean;
+    try {
+      reserved = (await this.reserveOnWallet(reservation)) || (await this.reserveOnceSettled(reservation));
+    } catch (error: unknown) {
+      this.releaseBudgetHold(reservation, 0n);
+      // With leases, they reported it themselves.
+      if (this.leases === undefined && this.reservationOwner !== undefined) this.onReservationStoreFailure?.();
+      this.storeUnavailable(error);
+    }
+    if (!reserved) {
       this.releaseBudgetHold(reservation, 0n);
       throw new InsufficientQuotaError(
         'You exceeded your current quota: the wallet cannot cover this request. Top up or lower max_tokens.',
       );
     }
     return reservation;
+  }
+
+  /**
+   * A store that failed while a request was being admitted: the wallet could not be checked, so the request is
+   * refused with a retryable 503 (never admitted unreserved, never answered as a wallet that cannot pay). Logged at
+   * most once a second.
+   */
+  private storeUnavailable(error: unknown): never {
+    if (error instanceof GatewayError) throw error;
+    const now = Date.now();
+    if (now - this.storeFailureLoggedAt >= 1000) {
+      this.storeFailureLoggedAt = now;
+      this.logger.warn(
+        { err: error },
+        'the store failed while reserving a wallet amount: requests are refused with 503',
+      );
+    }
+    throw new UnavailableError(
+      'The billing store is unavailable, so this request could not be reserved. Retry later.',
+      'billing_store_unavailable',
+    );
   }
 
   /**
@@ -552,11 +596,21 @@ export class BillingService {
   async release(reservation: Reservation | undefined): Promise<void> {
     if (reservation === undefined || reservation.amount === 0n) return;
     const { tenantId, amount, owner } = reservation;
-    if (this.leases === undefined) await this.ledger.release(tenantId, amount, owner);
+    if (this.leases === undefined) await this.releaseHeld(tenantId, amount, owner);
     else if (reservation.settledRelease === undefined) this.leases.release(reservation);
     // Settled already, but its settlement was a duplicate the store skipped (a batch line run again): what the
     // lease counted as spent with it is still in the owner's hold.
-    else if (reservation.settledRelease > 0n) await this.ledger.release(tenantId, reservation.settledRelease, owner);
+    else if (reservation.settledRelease > 0n) await this.releaseHeld(tenantId, reservation.settledRelease, owner);
+  }
+
+  /** `LedgerStore.release`; a failure under an owner leaves its hold in doubt (`onReservationStoreFailure`). */
+  private async releaseHeld(tenantId: string, amount: Nano, owner: string | undefined): Promise<void> {
+    try {
+      await this.ledger.release(tenantId, amount, owner);
+    } catch (error: unknown) {
+      if (owner !== undefined) this.onReservationStoreFailure?.();
+      throw error;
+    }
   }
 
   /**

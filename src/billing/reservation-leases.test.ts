@@ -136,4 +136,29 @@ describe('ReservationLeases', () => {
     expect((await wallet()).reserved).toBe(90n);
     await close();
   });
+
+  it('rejects a reservation when the store fails to grow the lease, and reports the failure, even in the background', async () => {
+    const { stores, tenantId, wallet, close } = await twoWorkers(1_000n);
+    let failures = 0;
+    const lease = new ReservationLeases(stores[0]!, () => 'worker-a', {
+      logger,
+      onStoreFailure: () => {
+        failures += 1;
+      },
+    });
+    const reserve = vi.spyOn(stores[0]!, 'reserve').mockRejectedValueOnce(new Error('Connection terminated'));
+    // Not the wallet that cannot cover it (undefined): the store's error, for a retryable answer.
+    await expect(lease.reserve(tenantId, 10n)).rejects.toThrow('Connection terminated');
+    expect(failures).toBe(1);
+    expect(lease.lease(tenantId)).toEqual({ leased: 0n, used: 0n });
+    // The store is back: the next request grows the lease.
+    expect(await lease.reserve(tenantId, 10n)).toBe('worker-a');
+    // A growth in the background that fails rejects nothing and is reported.
+    reserve.mockRejectedValueOnce(new Error('Connection terminated'));
+    for (let index = 0; index < 7; index++) expect(await lease.reserve(tenantId, 10n)).toBe('worker-a');
+    await vi.waitFor(() => expect(failures).toBe(2));
+    expect(lease.lease(tenantId)).toEqual({ leased: 90n, used: 80n });
+    expect((await wallet()).reserved).toBe(90n);
+    await close();
+  });
 });

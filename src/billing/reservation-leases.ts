@@ -35,6 +35,11 @@ export interface ReservationLeasesOptions {
   /** How often unused leases are given back, ms. Default 250. */
   returnIntervalMs?: number;
   logger: Logger;
+  /**
+   * Called when the store fails a lease's growth or return: the owner's hold may then differ from the leases here
+   * (the call may have committed before its connection broke). See `ReservationOwnerKeeper.retire`.
+   */
+  onStoreFailure?: () => void;
 }
 
 /** A lease with room for fewer than this many more requests of the size just taken grows in the background. */
@@ -66,6 +71,7 @@ export class ReservationLeases {
   private readonly headroomRequests: bigint;
   private readonly returnIntervalMs: number;
   private readonly logger: Logger;
+  private readonly onStoreFailure: () => void;
   private readonly leases = new Map<string, Lease>();
   /** The owner the leases are held under; they are forgotten when `owner()` changes. */
   private leasedUnder: string | undefined;
@@ -79,6 +85,7 @@ export class ReservationLeases {
     this.headroomRequests = BigInt(Math.max(0, Math.trunc(options.headroomRequests ?? 8)));
     this.returnIntervalMs = options.returnIntervalMs ?? 250;
     this.logger = options.logger;
+    this.onStoreFailure = options.onStoreFailure ?? (() => undefined);
   }
 
   /** Starts giving back unused leases every `returnIntervalMs`. */
@@ -102,7 +109,8 @@ export class ReservationLeases {
 
   /**
    * Takes `amount` out of the tenant's lease, growing it first when it does not fit. Resolves with the owner the
-   * lease is held under, or undefined when the wallet cannot cover the request (nothing is taken then).
+   * lease is held under, or undefined when the wallet cannot cover the request (nothing is taken then); rejects with
+   * the store's error when the lease had to grow and the store failed (nothing is taken then either).
    */
   async reserve(tenantId: string, amount: Nano): Promise<string | undefined> {
     for (;;) {
@@ -119,7 +127,10 @@ export class ReservationLeases {
         if (lease.used > lease.peak) lease.peak = lease.used;
         // Running low: grow it now, in the background, so the next requests do not wait for the store.
         if (lease.growing === undefined && lease.leased - lease.used < amount * LOW_WATER_REQUESTS) {
-          void this.growing(tenantId, lease, owner, 0n, amount);
+          this.growing(tenantId, lease, owner, 0n, amount).catch((error: unknown) => {
+            // The requests that need the growth try the store again themselves.
+            this.logger.error({ err: error, tenantId }, 'could not lease wallet funds');
+          });
         }
         return owner;
       }
@@ -177,8 +188,9 @@ export class ReservationLeases {
       lease.leased -= unused;
       returns.push(
         this.store.release(tenantId, unused, owner).catch((error: unknown) => {
-          // Still in the owner's hold: given back when the owner is swept, or counted as spent by no one.
+          // Perhaps still in the owner's hold: given back when the owner, retired now, is swept.
           this.logger.error({ err: error, tenantId }, 'could not give back an unused wallet lease');
+          this.onStoreFailure();
         }),
       );
     }
@@ -195,13 +207,17 @@ export class ReservationLeases {
     return this.leases;
   }
 
-  /** Grows the lease (see `grow`), with the other requests of the tenant waiting for it; never rejects. */
+  /**
+   * Grows the lease (see `grow`), with the other requests of the tenant waiting for it. Rejects when the store fails:
+   * that is not a wallet that cannot cover a request, and must not be answered as one.
+   */
   private growing(tenantId: string, lease: Lease, owner: string, missing: Nano, amount: Nano): Promise<boolean> {
-    const grown = this.grow(tenantId, lease, owner, missing, amount).catch((error: unknown) => {
-      this.logger.error({ err: error, tenantId }, 'could not lease wallet funds');
-      return false;
-    });
-    lease.growing = grown.then(() => undefined);
+    const grown = this.grow(tenantId, lease, owner, missing, amount);
+    grown.catch(() => this.onStoreFailure());
+    lease.growing = grown.then(
+      () => undefined,
+      () => undefined,
+    );
     return grown.finally(() => {
       lease.growing = undefined;
     });

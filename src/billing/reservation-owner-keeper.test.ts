@@ -68,6 +68,38 @@ describe('ReservationOwnerKeeper', () => {
     expect((await store.getWallet(tenantId))?.reserved).toBe(40n);
   });
 
+  it('reserves under a new owner after a failed store call, and the old hold is swept after the timeout', async () => {
+    const { store, tenantId } = await walletStore();
+    let now = 1_000_000;
+    const billing = { reservationOwner: undefined as string | undefined };
+    const keeper = new ReservationOwnerKeeper(store, billing, {
+      timeoutMs: 6_000,
+      logger: pino({ level: 'silent' }),
+      now: () => now,
+    });
+    await keeper.start();
+    await keeper.stop();
+    const before = billing.reservationOwner!;
+    // A reservation whose connection broke after the commit: held in the store, counted by no request.
+    expect(await store.reserve(tenantId, 30n, before)).toBe(true);
+    keeper.retire();
+    now += 1_000;
+    await keeper.tick();
+    const after = billing.reservationOwner!;
+    expect(after).not.toBe(before);
+    expect((await store.getWallet(tenantId))?.reserved).toBe(30n);
+    // Once: the next beats keep the new owner.
+    now += 1_000;
+    await keeper.tick();
+    expect(billing.reservationOwner).toBe(after);
+    // The old owner beats no more: swept once its last beat is a timeout old, while the new one lives on.
+    expect(await store.reserve(tenantId, 5n, after)).toBe(true);
+    now += 4_500;
+    await keeper.tick();
+    expect((await store.getWallet(tenantId))?.reserved).toBe(5n);
+    expect(billing.reservationOwner).toBe(after);
+  });
+
   it('sweeps at once the owner of a process of this host that has exited (embedded mode)', async () => {
     const { store, tenantId } = await walletStore();
     const exited = spawnSync(process.execPath, ['-e', '']).pid;

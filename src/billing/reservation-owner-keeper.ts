@@ -13,6 +13,10 @@
  * A process whose own heartbeats stalled for longer than the timeout (a store outage, a stopped event loop) may have
  * been swept as dead: it then takes a new owner id, so that its new reservations are not released by the releases
  * of the ones the sweep already released.
+ *
+ * A process also takes a new owner id after a store call on its holds failed (`retire`): a reservation or release
+ * whose connection broke may have committed or not, so the owner's hold may no longer match what the process counts.
+ * The old owner then beats no more and is swept after the timeout, which gives back whatever its hold really held.
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -44,6 +48,8 @@ export class ReservationOwnerKeeper {
   private readonly sameHost: boolean;
   private owner: string;
   private lastBeat = Number.NEGATIVE_INFINITY;
+  /** Set by `retire`: the next heartbeat takes a new owner id. */
+  private retiring = false;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
 
@@ -81,6 +87,14 @@ export class ReservationOwnerKeeper {
     await this.running;
   }
 
+  /**
+   * The store failed a call on this owner's holds, so they may differ from what this process counts: the next
+   * heartbeat takes a new owner id, and the old owner is swept once its timeout passes (see the module comment).
+   */
+  retire(): void {
+    this.retiring = true;
+  }
+
   /** One heartbeat and sweep; what the timer runs (exposed for tests). */
   tick(): Promise<void> {
     this.running ??= this.beat().finally(() => {
@@ -92,14 +106,19 @@ export class ReservationOwnerKeeper {
   private async beat(): Promise<void> {
     const now = this.now();
     try {
-      if (now - this.lastBeat >= this.timeoutMs && this.lastBeat !== Number.NEGATIVE_INFINITY) {
-        // Silent for a whole timeout: another process may have swept this owner. Its holds were released then, so
-        // new reservations go under a new owner, which no release of an old reservation can take from.
+      const late = now - this.lastBeat >= this.timeoutMs && this.lastBeat !== Number.NEGATIVE_INFINITY;
+      if (late || this.retiring) {
+        // Late: silent for a whole timeout, another process may have swept this owner. Its holds were released then,
+        // so new reservations go under a new owner, which no release of an old reservation can take from.
+        // Retiring: a failed store call left this owner's holds in doubt; the sweep of the old owner settles them.
         const previous = this.owner;
         this.owner = newOwnerId();
+        this.retiring = false;
         this.logger.warn(
           { previous, owner: this.owner },
-          'reservation heartbeat was late: reserving under a new owner',
+          late
+            ? 'reservation heartbeat was late: reserving under a new owner'
+            : 'a store call on reservation holds failed: reserving under a new owner',
         );
       }
       await this.store.heartbeatReservationOwner(this.owner, now);
