@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   billingRollupFixture,
   logOf,
@@ -34,6 +34,10 @@ export interface StoreConformanceOptions {
 export function describeStoreConformance(name: string, options: StoreConformanceOptions): void {
   describe(`Store conformance: ${name}`, () => {
     let store: Store;
+    /**
+     * Instances a test opens besides `store` (other processes on the same store), closed after it: kept to the end,
+     * their pools would hold more PostgreSQL connections than the server allows alongside the rest of the suite.
+     */
     const opened: Store[] = [];
     const open = async (): Promise<Store> => {
       const instance = await options.openStore();
@@ -42,12 +46,16 @@ export function describeStoreConformance(name: string, options: StoreConformance
     };
 
     beforeAll(async () => {
-      store = await open();
+      store = await options.openStore();
       await store.migrate();
     });
 
+    afterEach(async () => {
+      for (const instance of opened.splice(0)) await instance.close();
+    });
+
     afterAll(async () => {
-      for (const instance of opened) await instance.close();
+      await store.close();
     });
 
     describe('migrate', () => {
