@@ -295,22 +295,43 @@ describe('BillingService repricing', () => {
   });
 });
 
-describe('BillingService with leases', () => {
+/**
+ * A billing service on a new SQLite store with a tenant holding 1,000,000 (and a hard tenant budget of
+ * `monthlyLimit`, if given), reserving under the owner `owner-a`.
+ */
+async function ownedBilling(monthlyLimit?: bigint) {
+  const store = openSqliteStore(':memory:');
+  await store.migrate();
+  const tenantId = (await store.createTenant('owned')).id;
+  await store.addWalletTransaction(topUpFixture(tenantId, 1_000_000n));
+  if (monthlyLimit !== undefined) {
+    await store.putBudget({
+      scope: 'tenant',
+      scopeId: tenantId,
+      tenantId,
+      monthlyLimit,
+      enforcement: 'hard',
+      thresholds: [],
+      webhookUrl: null,
+      updatedAt: 0,
+    });
+  }
+  const billing = new BillingService(store, {
+    priceBook: {
+      currency: 'CNY',
+      versions: [{ id: 'v', effective_from: '2020-01-01T00:00:00Z', models: { m: { input: '1', output: '1' } } }],
+    },
+    logger: pino({ level: 'silent' }),
+  });
+  await billing.init();
+  billing.reservationOwner = 'owner-a';
+  return { store, tenantId, billing };
+}
+
+describe('BillingService reserving under an owner', () => {
   it('gives back what a settlement the store skipped as a duplicate (a batch line run again) took from the lease', async () => {
-    const store = openSqliteStore(':memory:');
-    await store.migrate();
+    const { store, tenantId, billing } = await ownedBilling();
     try {
-      const tenantId = (await store.createTenant('leased')).id;
-      await store.addWalletTransaction(topUpFixture(tenantId, 1_000_000n));
-      const billing = new BillingService(store, {
-        priceBook: {
-          currency: 'CNY',
-          versions: [{ id: 'v', effective_from: '2020-01-01T00:00:00Z', models: { m: { input: '1', output: '1' } } }],
-        },
-        logger: pino({ level: 'silent' }),
-      });
-      await billing.init();
-      billing.reservationOwner = 'owner-a';
       const leases = new ReservationLeases(store, () => billing.reservationOwner, {
         logger: pino({ level: 'silent' }),
       });
@@ -337,31 +358,9 @@ describe('BillingService with leases', () => {
   });
 
   it('refuses with a retryable 503 when the store fails to reserve, and keeps no budget hold for it', async () => {
-    const store = openSqliteStore(':memory:');
-    await store.migrate();
+    // A hard budget covering exactly one request of 100.
+    const { store, tenantId, billing } = await ownedBilling(100n);
     try {
-      const tenantId = (await store.createTenant('store-down')).id;
-      await store.addWalletTransaction(topUpFixture(tenantId, 1_000_000n));
-      // A hard budget covering exactly one request of 100.
-      await store.putBudget({
-        scope: 'tenant',
-        scopeId: tenantId,
-        tenantId,
-        monthlyLimit: 100n,
-        enforcement: 'hard',
-        thresholds: [],
-        webhookUrl: null,
-        updatedAt: 0,
-      });
-      const billing = new BillingService(store, {
-        priceBook: {
-          currency: 'CNY',
-          versions: [{ id: 'v', effective_from: '2020-01-01T00:00:00Z', models: { m: { input: '1', output: '1' } } }],
-        },
-        logger: pino({ level: 'silent' }),
-      });
-      await billing.init();
-      billing.reservationOwner = 'owner-a';
       let failures = 0;
       billing.onReservationStoreFailure = () => {
         failures += 1;

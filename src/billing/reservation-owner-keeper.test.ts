@@ -14,6 +14,24 @@ async function walletStore() {
   return { store, tenantId: tenant.id };
 }
 
+/**
+ * A keeper on a virtual clock (6 s timeout) that registered its owner and stopped beating: each test then moves the
+ * clock and beats with `tick` itself.
+ */
+async function stoppedKeeper() {
+  const { store, tenantId } = await walletStore();
+  const clock = { now: 1_000_000 };
+  const billing = { reservationOwner: undefined as string | undefined };
+  const keeper = new ReservationOwnerKeeper(store, billing, {
+    timeoutMs: 6_000,
+    logger: pino({ level: 'silent' }),
+    now: () => clock.now,
+  });
+  await keeper.start();
+  await keeper.stop();
+  return { store, tenantId, clock, billing, keeper };
+}
+
 describe('ReservationOwnerKeeper', () => {
   it('gives reservations an owner, keeps it alive, and sweeps a silent one', async () => {
     const { store, tenantId } = await walletStore();
@@ -44,21 +62,12 @@ describe('ReservationOwnerKeeper', () => {
   });
 
   it('reserves under a new owner after its own heartbeat was late by a whole timeout', async () => {
-    const { store, tenantId } = await walletStore();
-    let now = 1_000_000;
-    const billing = { reservationOwner: undefined as string | undefined };
-    const keeper = new ReservationOwnerKeeper(store, billing, {
-      timeoutMs: 6_000,
-      logger: pino({ level: 'silent' }),
-      now: () => now,
-    });
-    await keeper.start();
-    await keeper.stop();
+    const { store, tenantId, clock, billing, keeper } = await stoppedKeeper();
     const before = billing.reservationOwner!;
     expect(await store.reserve(tenantId, 30n, before)).toBe(true);
     // Silent for longer than the timeout (a stopped event loop): its next beat sweeps the old owner, as another
     // process would have, and takes a new one.
-    now += 6_001;
+    clock.now += 6_001;
     await keeper.tick();
     expect(billing.reservationOwner).not.toBe(before);
     expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
@@ -69,32 +78,23 @@ describe('ReservationOwnerKeeper', () => {
   });
 
   it('reserves under a new owner after a failed store call, and the old hold is swept after the timeout', async () => {
-    const { store, tenantId } = await walletStore();
-    let now = 1_000_000;
-    const billing = { reservationOwner: undefined as string | undefined };
-    const keeper = new ReservationOwnerKeeper(store, billing, {
-      timeoutMs: 6_000,
-      logger: pino({ level: 'silent' }),
-      now: () => now,
-    });
-    await keeper.start();
-    await keeper.stop();
+    const { store, tenantId, clock, billing, keeper } = await stoppedKeeper();
     const before = billing.reservationOwner!;
     // A reservation whose connection broke after the commit: held in the store, counted by no request.
     expect(await store.reserve(tenantId, 30n, before)).toBe(true);
     keeper.retire();
-    now += 1_000;
+    clock.now += 1_000;
     await keeper.tick();
     const after = billing.reservationOwner!;
     expect(after).not.toBe(before);
     expect((await store.getWallet(tenantId))?.reserved).toBe(30n);
     // Once: the next beats keep the new owner.
-    now += 1_000;
+    clock.now += 1_000;
     await keeper.tick();
     expect(billing.reservationOwner).toBe(after);
     // The old owner beats no more: swept once its last beat is a timeout old, while the new one lives on.
     expect(await store.reserve(tenantId, 5n, after)).toBe(true);
-    now += 4_500;
+    clock.now += 4_500;
     await keeper.tick();
     expect((await store.getWallet(tenantId))?.reserved).toBe(5n);
     expect(billing.reservationOwner).toBe(after);
