@@ -137,6 +137,36 @@ describe('ReservationLeases', () => {
     await close();
   });
 
+  it('ends the leases of an owner that was retired while alive: unused at once, in flight as each request ends', async () => {
+    const { stores, tenantId, wallet, close } = await twoWorkers(1_000n);
+    let owner = 'worker-a';
+    const lease = new ReservationLeases(stores[0]!, () => owner, { logger });
+    const settledOld = { tenantId, amount: 10n, owner: (await lease.reserve(tenantId, 10n))! };
+    const failedOld = { tenantId, amount: 10n, owner: (await lease.reserve(tenantId, 10n))! };
+    expect(lease.lease(tenantId)).toEqual({ leased: 90n, used: 20n });
+    // Retired (a failed store call), not swept: the old owner's hold still has its 90.
+    owner = 'worker-a2';
+    expect(await lease.reserve(tenantId, 10n)).toBe('worker-a2');
+    expect(lease.lease(tenantId)).toEqual({ leased: 90n, used: 10n });
+    // The old lease's unused 70 went back at once; the two requests in flight keep their 20.
+    await vi.waitFor(async () => expect((await wallet()).reserved).toBe(90n + 20n));
+    // One ends having spent 4: its whole 10 leaves the old hold with its settlement, not just the 4.
+    const released = lease.settled(settledOld, 4n);
+    expect(released).toBe(10n);
+    const event = usageEventFixture({ requestId: 'req_old_owner', tenantId, amount: 4n });
+    await stores[0]!.settle([settlementOf(event, { reservation: { tenantId, amount: released, owner: 'worker-a' } })]);
+    // The other fails before any usage: its 10 goes back from the old hold too.
+    lease.release(failedOld);
+    await vi.waitFor(async () => expect((await wallet()).reserved).toBe(90n));
+    expect(await wallet()).toMatchObject({ balance: 1_000n - 4n, reserved: 90n });
+    // Nothing is left for the old owner's sweep, and the new lease is untouched.
+    await stores[0]!.heartbeatReservationOwner('worker-a2', Date.now());
+    expect(await stores[0]!.sweepReservationOwners(0, ['worker-a'])).toEqual({ owners: 1, released: 0n });
+    expect((await wallet()).reserved).toBe(90n);
+    expect(lease.lease(tenantId)).toEqual({ leased: 90n, used: 10n });
+    await close();
+  });
+
   it('rejects a reservation when the store fails to grow the lease, and reports the failure, even in the background', async () => {
     const { stores, tenantId, wallet, close } = await twoWorkers(1_000n);
     let failures = 0;

@@ -19,9 +19,12 @@
  *   it does not use: `returnUnused`).
  * - Every `returnIntervalMs` a worker gives back what it leased beyond twice the most it used since the last time,
  *   so an idle worker holds nothing and a busy one does not lease again for every request.
- * - A worker that dies leaves its leases in its owner's holds: `ReservationOwnerKeeper` releases them. Should this
- *   process be swept as dead while alive (its owner changes), the store released its leases: they are forgotten
- *   here, and the requests that were in flight under them settle without touching the new ones.
+ * - A worker that dies leaves its leases in its owner's holds: `ReservationOwnerKeeper` releases them. When this
+ *   process's owner changes (it was late and may have been swept, or a failed store call retired it), its leases
+ *   under the old owner end: what no request uses goes back from the old owner's hold at once, and each request in
+ *   flight under it gives back its whole reservation when it ends. A hold the sweep emptied already gives nothing
+ *   (the store's release from a hold takes only what the hold has), and what the old hold has beyond what was
+ *   counted here (a call that committed before its connection broke) goes when the old owner is swept.
  *
  * (Written here: no library keeps per-tenant quota leases against our store's reservations.)
  */
@@ -146,7 +149,14 @@ export class ReservationLeases {
 
   /** Gives back a reservation whose request spent nothing (it failed before any usage). */
   release(reservation: LeasedReservation): void {
-    this.settled(reservation, 0n);
+    const { owner } = reservation;
+    if (owner === undefined || owner === this.leasedUnder || reservation.settledRelease !== undefined) {
+      this.settled(reservation, 0n);
+      return;
+    }
+    // Leased under an earlier owner: no lease here takes it back, so its hold gives it back.
+    reservation.settledRelease = reservation.amount;
+    void this.giveBack(reservation.tenantId, reservation.amount, owner, false);
   }
 
   /**
@@ -155,10 +165,14 @@ export class ReservationLeases {
    */
   settled(reservation: LeasedReservation, spent: Nano): Nano {
     if (reservation.settledRelease !== undefined) return reservation.settledRelease;
+    if (reservation.owner !== undefined && reservation.owner !== this.leasedUnder) {
+      // Leased under an earlier owner, whose leases ended: all of it leaves that owner's hold with the settlement.
+      reservation.settledRelease = reservation.amount;
+      return reservation.amount;
+    }
     const released = spent < reservation.amount ? (spent > 0n ? spent : 0n) : reservation.amount;
     reservation.settledRelease = released;
-    // Leased under an owner that was swept: the store released it already, and nothing here counts it.
-    if (reservation.owner === undefined || reservation.owner !== this.leasedUnder) return released;
+    if (reservation.owner === undefined) return released;
     const lease = this.leases.get(reservation.tenantId);
     if (lease === undefined) return released;
     lease.used -= reservation.amount;
@@ -172,6 +186,7 @@ export class ReservationLeases {
    * Never rejects.
    */
   async returnUnused(keepRecent = false): Promise<void> {
+    this.current(); // ends the leases of an owner that changed
     const owner = this.leasedUnder;
     if (owner === undefined) return;
     const returns: Promise<void>[] = [];
@@ -186,25 +201,38 @@ export class ReservationLeases {
       }
       // Lowered here first: the store then holds more than this process counts on, never less.
       lease.leased -= unused;
-      returns.push(
-        this.store.release(tenantId, unused, owner).catch((error: unknown) => {
-          // Perhaps still in the owner's hold: given back when the owner, retired now, is swept.
-          this.logger.error({ err: error, tenantId }, 'could not give back an unused wallet lease');
-          this.onStoreFailure();
-        }),
-      );
+      returns.push(this.giveBack(tenantId, unused, owner, true));
     }
     await Promise.all(returns);
   }
 
-  /** The leases under the current owner (all forgotten when it changed: the sweep released them). */
+  /** The leases under the current owner; those under an earlier one end here (see the module comment). */
   private current(): Map<string, Lease> {
     const owner = this.owner();
     if (owner !== this.leasedUnder) {
+      const previous = this.leasedUnder;
+      if (previous !== undefined) {
+        for (const [tenantId, lease] of this.leases) {
+          const unused = lease.leased - lease.used;
+          if (unused > 0n) void this.giveBack(tenantId, unused, previous, false);
+        }
+      }
       this.leases.clear();
       this.leasedUnder = owner;
     }
     return this.leases;
+  }
+
+  /**
+   * Releases `amount` from `owner`'s hold and the wallet; never rejects. What fails stays in the hold until the
+   * owner is swept; a failure under the current owner (`current`) also retires it (`onStoreFailure`), since the
+   * release may have committed.
+   */
+  private giveBack(tenantId: string, amount: Nano, owner: string, current: boolean): Promise<void> {
+    return this.store.release(tenantId, amount, owner).catch((error: unknown) => {
+      this.logger.error({ err: error, tenantId }, 'could not give back an unused wallet lease');
+      if (current) this.onStoreFailure();
+    });
   }
 
   /**
@@ -230,14 +258,20 @@ export class ReservationLeases {
   private async grow(tenantId: string, lease: Lease, owner: string, missing: Nano, amount: Nano): Promise<boolean> {
     const withHeadroom = missing + amount * this.headroomRequests;
     if (withHeadroom > missing && (await this.store.reserve(tenantId, withHeadroom, owner))) {
-      lease.leased += withHeadroom;
+      this.add(tenantId, lease, owner, withHeadroom);
       return true;
     }
     if (missing > 0n && (await this.store.reserve(tenantId, missing, owner))) {
-      lease.leased += missing;
+      this.add(tenantId, lease, owner, missing);
       return true;
     }
     return false;
+  }
+
+  /** Adds a grown amount to the lease, or gives it back when the owner changed while the store reserved it. */
+  private add(tenantId: string, lease: Lease, owner: string, amount: Nano): void {
+    if (owner === this.leasedUnder) lease.leased += amount;
+    else void this.giveBack(tenantId, amount, owner, false);
   }
 }
 
