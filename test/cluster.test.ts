@@ -530,6 +530,13 @@ describe('cluster mode', { timeout: TEST_TIMEOUT_MS }, () => {
       const other = answers.filter((answer) => answer.status !== 200 && !unavailable.includes(answer.code ?? ''));
       expect(other).toEqual([]);
       expect(answers.filter((answer) => answer.status === 503).length).toBe(answers.length - served);
+      // Each billing refusal is counted by the process that answered it.
+      const counted = async (url: string) => {
+        const text = await (await fetch(`${url}/metrics`)).text();
+        return Number(/^tollgate_billing_store_unavailable_total (\d+)$/m.exec(text)?.[1]);
+      };
+      const billingRefusals = answers.filter((answer) => answer.code === 'billing_store_unavailable').length;
+      expect((await counted(first.url)) + (await counted(second.url))).toBe(billingRefusals);
       expect(served).toBeGreaterThan(20);
 
       // A billing read settles both processes and has them give back their leases. A store call on a hold whose

@@ -212,6 +212,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     priceBook: config.pricing,
     logger,
     bus,
+    onStoreUnavailable: () => metrics.billingStoreUnavailable.inc(),
     ...(volumePositions === undefined ? {} : { volumePositions }),
     ...(budgetHolds === undefined
       ? {}
@@ -280,6 +281,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
         logger,
         // Embedded mode: every worker runs on this host, so one that exited is known at once.
         sameHost: store.kind === 'sqlite',
+        onOwnerChange: (reason) => metrics.reservationOwnerChanges.inc({ reason }),
       });
   billing.onReservationStoreFailure = () => ownerKeeper?.retire();
   await ownerKeeper?.start();

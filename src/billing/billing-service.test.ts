@@ -5,7 +5,7 @@ import { InsufficientQuotaError, UnavailableError } from '../errors/gateway-erro
 import { settlementOf, topUpFixture, usageEventFixture } from '../store/ledger-fixtures.js';
 import type { BudgetRecord } from '../store/ledger-store.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
-import { BillingService, monthOf, nextMonthStart } from './billing-service.js';
+import { BillingService, type BillingServiceOptions, monthOf, nextMonthStart } from './billing-service.js';
 import type { SpendChange } from './budget-alert-sink.js';
 import type { BudgetHolds } from './budget-holds.js';
 import { ReservationLeases } from './reservation-leases.js';
@@ -299,7 +299,7 @@ describe('BillingService repricing', () => {
  * A billing service on a new SQLite store with a tenant holding 1,000,000 (and a hard tenant budget of
  * `monthlyLimit`, if given), reserving under the owner `owner-a`.
  */
-async function ownedBilling(monthlyLimit?: bigint) {
+async function ownedBilling(monthlyLimit?: bigint, options: Partial<BillingServiceOptions> = {}) {
   const store = openSqliteStore(':memory:');
   await store.migrate();
   const tenantId = (await store.createTenant('owned')).id;
@@ -322,6 +322,7 @@ async function ownedBilling(monthlyLimit?: bigint) {
       versions: [{ id: 'v', effective_from: '2020-01-01T00:00:00Z', models: { m: { input: '1', output: '1' } } }],
     },
     logger: pino({ level: 'silent' }),
+    ...options,
   });
   await billing.init();
   billing.reservationOwner = 'owner-a';
@@ -359,7 +360,12 @@ describe('BillingService reserving under an owner', () => {
 
   it('refuses with a retryable 503 when the store fails to reserve, and keeps no budget hold for it', async () => {
     // A hard budget covering exactly one request of 100.
-    const { store, tenantId, billing } = await ownedBilling(100n);
+    let refusals = 0;
+    const { store, tenantId, billing } = await ownedBilling(100n, {
+      onStoreUnavailable: () => {
+        refusals += 1;
+      },
+    });
     try {
       let failures = 0;
       billing.onReservationStoreFailure = () => {
@@ -369,7 +375,8 @@ describe('BillingService reserving under an owner', () => {
       const refused = billing.reserve(tenantId, 'key', 100n, Date.now());
       await expect(refused).rejects.toBeInstanceOf(UnavailableError);
       await expect(refused).rejects.toMatchObject({ status: 503, code: 'billing_store_unavailable' });
-      // The owner's hold is in doubt: reported, for the keeper to retire the owner.
+      // Counted (a metric), and the owner's hold is in doubt: reported, for the keeper to retire the owner.
+      expect(refusals).toBe(1);
       expect(failures).toBe(1);
       // The refused request holds nothing of the budget: the next one fits.
       const reservation = await billing.reserve(tenantId, 'key', 100n, Date.now());

@@ -69,6 +69,8 @@ export interface BillingServiceOptions {
   budgetHolds?: BudgetHolds;
   /** Counts admissions that fell back to this process's budget counts because `budgetHolds` failed. */
   onBudgetHoldFallback?: () => void;
+  /** Counts requests refused with 503 `billing_store_unavailable` (the store failed their wallet reservation). */
+  onStoreUnavailable?: () => void;
   /**
    * Where price-book and budget changes are announced to the other gateway processes (cluster mode), and heard from
    * them. Default: this process only.
@@ -160,6 +162,7 @@ export class BillingService {
     this.volumePositions = options.volumePositions;
     this.budgetHolds = options.budgetHolds;
     this.onBudgetHoldFallback = options.onBudgetHoldFallback;
+    this.onStoreUnavailable = options.onStoreUnavailable;
     this.unsubscribe = options.bus?.subscribe((subject) => {
       if (subject === ConfigSubject.prices) this.reloadInBackground('prices', () => this.reloadPrices());
       else if (subject === ConfigSubject.budgets) this.reloadInBackground('budgets', () => this.reloadBudgets());
@@ -170,6 +173,7 @@ export class BillingService {
   private readonly volumePositions: VolumePositionStore | undefined;
   private readonly budgetHolds: BudgetHolds | undefined;
   private readonly onBudgetHoldFallback: (() => void) | undefined;
+  private readonly onStoreUnavailable: (() => void) | undefined;
   /** `performance.now()` until which the shared budget holds are not asked (they just failed). */
   private budgetHoldsDownUntil = Number.NEGATIVE_INFINITY;
   private readonly unsubscribe: (() => void) | undefined;
@@ -431,6 +435,7 @@ export class BillingService {
    */
   private storeUnavailable(error: unknown): never {
     if (error instanceof GatewayError) throw error;
+    this.onStoreUnavailable?.();
     const now = Date.now();
     if (now - this.storeFailureLoggedAt >= 1000) {
       this.storeFailureLoggedAt = now;

@@ -22,14 +22,16 @@ async function stoppedKeeper() {
   const { store, tenantId } = await walletStore();
   const clock = { now: 1_000_000 };
   const billing = { reservationOwner: undefined as string | undefined };
+  const changes: string[] = [];
   const keeper = new ReservationOwnerKeeper(store, billing, {
     timeoutMs: 6_000,
     logger: pino({ level: 'silent' }),
     now: () => clock.now,
+    onOwnerChange: (reason) => changes.push(reason),
   });
   await keeper.start();
   await keeper.stop();
-  return { store, tenantId, clock, billing, keeper };
+  return { store, tenantId, clock, billing, keeper, changes };
 }
 
 describe('ReservationOwnerKeeper', () => {
@@ -62,7 +64,7 @@ describe('ReservationOwnerKeeper', () => {
   });
 
   it('reserves under a new owner after its own heartbeat was late by a whole timeout', async () => {
-    const { store, tenantId, clock, billing, keeper } = await stoppedKeeper();
+    const { store, tenantId, clock, billing, keeper, changes } = await stoppedKeeper();
     const before = billing.reservationOwner!;
     expect(await store.reserve(tenantId, 30n, before)).toBe(true);
     // Silent for longer than the timeout (a stopped event loop): its next beat sweeps the old owner, as another
@@ -70,6 +72,7 @@ describe('ReservationOwnerKeeper', () => {
     clock.now += 6_001;
     await keeper.tick();
     expect(billing.reservationOwner).not.toBe(before);
+    expect(changes).toEqual(['late']);
     expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
     // A late release of the swept reservation releases nothing of the new owner's.
     expect(await store.reserve(tenantId, 40n, billing.reservationOwner)).toBe(true);
@@ -78,7 +81,7 @@ describe('ReservationOwnerKeeper', () => {
   });
 
   it('reserves under a new owner after a failed store call, and the old hold is swept after the timeout', async () => {
-    const { store, tenantId, clock, billing, keeper } = await stoppedKeeper();
+    const { store, tenantId, clock, billing, keeper, changes } = await stoppedKeeper();
     const before = billing.reservationOwner!;
     // A reservation whose connection broke after the commit: held in the store, counted by no request.
     expect(await store.reserve(tenantId, 30n, before)).toBe(true);
@@ -87,11 +90,13 @@ describe('ReservationOwnerKeeper', () => {
     await keeper.tick();
     const after = billing.reservationOwner!;
     expect(after).not.toBe(before);
+    expect(changes).toEqual(['retired']);
     expect((await store.getWallet(tenantId))?.reserved).toBe(30n);
     // Once: the next beats keep the new owner.
     clock.now += 1_000;
     await keeper.tick();
     expect(billing.reservationOwner).toBe(after);
+    expect(changes).toEqual(['retired']);
     // The old owner beats no more: swept once its last beat is a timeout old, while the new one lives on.
     expect(await store.reserve(tenantId, 5n, after)).toBe(true);
     clock.now += 4_500;

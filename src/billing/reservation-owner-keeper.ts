@@ -35,6 +35,8 @@ export interface ReservationOwnerKeeperOptions {
    * swept at the next heartbeat, without waiting for its timeout. Default false.
    */
   sameHost?: boolean;
+  /** Called when this process takes a new owner id, with the reason (see the module comment). */
+  onOwnerChange?: (reason: 'late' | 'retired') => void;
 }
 
 /** Heartbeats per timeout: a live owner misses several before it counts as dead. */
@@ -46,6 +48,7 @@ export class ReservationOwnerKeeper {
   private readonly logger: Logger;
   private readonly now: () => number;
   private readonly sameHost: boolean;
+  private readonly onOwnerChange: (reason: 'late' | 'retired') => void;
   private owner: string;
   private lastBeat = Number.NEGATIVE_INFINITY;
   /** Set by `retire`: the next heartbeat takes a new owner id. */
@@ -65,6 +68,7 @@ export class ReservationOwnerKeeper {
     this.logger = options.logger;
     this.now = options.now ?? Date.now;
     this.sameHost = options.sameHost ?? false;
+    this.onOwnerChange = options.onOwnerChange ?? (() => undefined);
     this.owner = newOwnerId();
   }
 
@@ -114,6 +118,7 @@ export class ReservationOwnerKeeper {
         const previous = this.owner;
         this.owner = newOwnerId();
         this.retiring = false;
+        this.onOwnerChange(late ? 'late' : 'retired');
         this.logger.warn(
           { previous, owner: this.owner },
           late

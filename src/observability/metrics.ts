@@ -84,6 +84,21 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  readonly billingStoreUnavailable = new Counter({
+    name: 'tollgate_billing_store_unavailable_total',
+    help: 'Priced requests refused with 503 billing_store_unavailable: the store failed their wallet reservation.',
+    registers: [this.registry],
+  });
+
+  readonly reservationOwnerChanges = new Counter({
+    name: 'tollgate_reservation_owner_changes_total',
+    help:
+      'Times this process took a new reservation owner id, by reason: late (its heartbeat stalled for a whole ' +
+      'timeout) or retired (a store call on its holds failed).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly upstreamErrors = new Counter({
     name: 'tollgate_upstream_errors_total',
     help: 'Failed upstream calls, by deployment and error code.',
