@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { offThreadCharacters } from '../src/metering/prompt-token-pool.js';
 import { countTextTokens } from '../src/metering/token-counter.js';
 import { type SimServer, startSimServer } from '../src/upstreams/simulated/sim-server.js';
+import { refusedBaseUrl } from './support/refused-url.js';
 import { startTestGateway, type TestGateway } from './support/test-gateway.js';
 
 const fast = { t_prefill_us: 1, t_fixed_ms: 0.2, t_seq_ms: 0.01 };
@@ -186,7 +187,7 @@ beforeAll(async () => {
         upstream('flood', floodUrl),
         // A long idle timeout: a held gate stream ends only when the gateway aborts it.
         { ...upstream('gate', gateUrl), timeouts: { ...timeouts, idle_ms: 60_000 } },
-        upstream('dead', 'http://127.0.0.1:9/v1'),
+        upstream('dead', refusedBaseUrl),
       ],
       // No health probes: one reaching the gate upstream would take the place of the test's held stream.
       routing: { probe_interval_ms: 0 },

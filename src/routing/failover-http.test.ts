@@ -5,6 +5,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { refusedBaseUrl } from '../../test/support/refused-url.js';
 import { Catalog, type CatalogModel, type Deployment, defaultHttpCapacity } from '../catalog/catalog.js';
 import { RealClock } from '../clock/clock.js';
 import { UpstreamError } from '../errors/gateway-error.js';
@@ -36,7 +37,7 @@ class HoldableClock extends RealClock {
 
 const servers: SimServer[] = [];
 const upstreams: Upstream[] = [];
-let deadUrl: string;
+const deadUrl = refusedBaseUrl;
 let hang: SimServer;
 let limited: SimServer;
 let healthy: SimServer;
@@ -79,9 +80,6 @@ function chatRequest(stream: boolean, signal = new AbortController().signal): Up
 }
 
 beforeAll(async () => {
-  const dead = await startSimServer({ profile: fastProfile });
-  deadUrl = dead.url;
-  await dead.close(); // its port now refuses connections
   hang = await startSimServer({ profile: fastProfile, faults: 'hang' });
   limited = await startSimServer({ profile: fastProfile, faults: 'status:429' });
   healthy = await startSimServer({ profile: fastProfile });

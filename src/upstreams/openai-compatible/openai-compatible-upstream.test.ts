@@ -4,6 +4,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { refusedBaseUrl } from '../../../test/support/refused-url.js';
 import type { OpenAIUpstreamConfig } from '../../config/config-schema.js';
 import { UpstreamError, UpstreamTimeoutError } from '../../errors/gateway-error.js';
 import type { StreamEvent, Upstream, UpstreamEndpoint, UpstreamRequest } from '../upstream.js';
@@ -415,9 +416,7 @@ describe('stream() failures', () => {
   });
 
   it('rejects with upstream_unreachable when the connection is refused', async () => {
-    const server = await startServer(() => {});
-    await server.close();
-    const upstream = upstreamFor(server.baseUrl);
+    const upstream = upstreamFor(refusedBaseUrl);
     for (const attempt of [upstream.stream(chatRequest()), upstream.complete(chatRequest())]) {
       const error = await attempt.catch((caught: unknown) => caught);
       expect(error).toBeInstanceOf(UpstreamError);
