@@ -498,22 +498,30 @@ export class KyselyStore implements Store {
         if (exited.length > 0) alive = alive.where('owner_id', 'not in', exited);
         return eb('owner_id', 'not in', alive);
       };
+      let locked: string[] | undefined;
       if (this.kind === 'postgres') {
         // Their wallet rows first, in the order a reservation takes rows (wallet, then hold): an owner swept while
         // still alive may be reserving on them.
-        await db
+        const rows = await db
           .selectFrom('wallets')
           .select('tenant_id')
           .where('tenant_id', 'in', db.selectFrom('reservation_holds').select('tenant_id').where(dead))
           .orderBy('tenant_id')
           .forUpdate()
           .execute();
+        locked = rows.map((row) => row.tenant_id);
       }
-      const taken = await db
-        .deleteFrom('reservation_holds')
-        .where(dead)
-        .returning(['owner_id', 'tenant_id', sql<string>`cast(${sql.ref('amount')} as text)`.as('amount')])
-        .execute();
+      // On PostgreSQL only the holds on the wallets locked above: a hold on another wallet, reserved since, would be
+      // locked here before its wallet, the reverse of a release's order (deadlock); the next sweep takes it.
+      const taken =
+        locked?.length === 0
+          ? []
+          : await db
+              .deleteFrom('reservation_holds')
+              .where(dead)
+              .$if(locked !== undefined, (query) => query.where('tenant_id', 'in', locked!))
+              .returning(['owner_id', 'tenant_id', sql<string>`cast(${sql.ref('amount')} as text)`.as('amount')])
+              .execute();
       const byTenant = new Map<string, Nano>();
       const owners = new Set<string>();
       let released = 0n;

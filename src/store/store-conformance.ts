@@ -347,13 +347,26 @@ export function describeStoreConformance(name: string, options: StoreConformance
         // Its beat is older than the sweeps' limit: swept as dead while it goes on (a process that was paused).
         await store.heartbeatReservationOwner(owner, FAR_FUTURE);
         const staleBefore = FAR_FUTURE + 1;
-        const work = Array.from({ length: 40 }, async (_, index) => {
-          const instance = others[index % 2]!;
-          const tenantId = tenants[(index * 3) % tenants.length]!;
-          if (await instance.reserve(tenantId, 10n, owner)) await instance.release(tenantId, 10n, owner);
+        let working = true;
+        const work = Promise.all(
+          Array.from({ length: 120 }, async (_, index) => {
+            const instance = others[index % 2]!;
+            const tenantId = tenants[(index * 3) % tenants.length]!;
+            if (await instance.reserve(tenantId, 10n, owner)) await instance.release(tenantId, 10n, owner);
+          }),
+        ).finally(() => {
+          working = false;
         });
-        const sweeps = Array.from({ length: 8 }, () => others[2]!.sweepReservationOwners(staleBefore));
-        await Promise.all([...work, ...sweeps]);
+        // Sweeps one after another in three lanes for as long as the work goes on, so that reservations land between
+        // a sweep's statements. Each lane yields to the event loop between sweeps: SQLite's can end without it, and the
+        // lanes would then never let the work run.
+        const sweeps = [0, 1, 2].map(async () => {
+          while (working) {
+            await others[2]!.sweepReservationOwners(staleBefore);
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+        });
+        await Promise.all([work, ...sweeps]);
         // Whatever the interleaving, each reservation left the wallet once: released by its owner or by a sweep.
         await store.sweepReservationOwners(staleBefore);
         for (const tenantId of tenants) expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
