@@ -189,6 +189,10 @@ describe('ReservationLeases', () => {
     await vi.waitFor(() => expect(failures).toBe(2));
     expect(lease.lease(tenantId)).toEqual({ leased: 90n, used: 80n });
     expect((await wallet()).reserved).toBe(90n);
+    // A return of the unused 10 that fails is reported too: it may have committed.
+    vi.spyOn(stores[0]!, 'release').mockRejectedValueOnce(new Error('Connection terminated'));
+    await lease.returnUnused();
+    expect(failures).toBe(3);
     await close();
   });
 });

@@ -156,7 +156,7 @@ export class ReservationLeases {
     }
     // Leased under an earlier owner: no lease here takes it back, so its hold gives it back.
     reservation.settledRelease = reservation.amount;
-    void this.giveBack(reservation.tenantId, reservation.amount, owner, false);
+    void this.giveBack(reservation.tenantId, reservation.amount, owner);
   }
 
   /**
@@ -201,7 +201,7 @@ export class ReservationLeases {
       }
       // Lowered here first: the store then holds more than this process counts on, never less.
       lease.leased -= unused;
-      returns.push(this.giveBack(tenantId, unused, owner, true));
+      returns.push(this.giveBack(tenantId, unused, owner));
     }
     await Promise.all(returns);
   }
@@ -214,7 +214,7 @@ export class ReservationLeases {
       if (previous !== undefined) {
         for (const [tenantId, lease] of this.leases) {
           const unused = lease.leased - lease.used;
-          if (unused > 0n) void this.giveBack(tenantId, unused, previous, false);
+          if (unused > 0n) void this.giveBack(tenantId, unused, previous);
         }
       }
       this.leases.clear();
@@ -225,13 +225,13 @@ export class ReservationLeases {
 
   /**
    * Releases `amount` from `owner`'s hold and the wallet; never rejects. What fails stays in the hold until the
-   * owner is swept; a failure under the current owner (`current`) also retires it (`onStoreFailure`), since the
-   * release may have committed.
+   * owner is swept; a failure under the owner still current then also retires it (`onStoreFailure`), since the
+   * release may have committed. (An earlier owner's leases ended already.)
    */
-  private giveBack(tenantId: string, amount: Nano, owner: string, current: boolean): Promise<void> {
+  private giveBack(tenantId: string, amount: Nano, owner: string): Promise<void> {
     return this.store.release(tenantId, amount, owner).catch((error: unknown) => {
       this.logger.error({ err: error, tenantId }, 'could not give back an unused wallet lease');
-      if (current) this.onStoreFailure();
+      if (owner === this.leasedUnder) this.onStoreFailure();
     });
   }
 
@@ -271,7 +271,7 @@ export class ReservationLeases {
   /** Adds a grown amount to the lease, or gives it back when the owner changed while the store reserved it. */
   private add(tenantId: string, lease: Lease, owner: string, amount: Nano): void {
     if (owner === this.leasedUnder) lease.leased += amount;
-    else void this.giveBack(tenantId, amount, owner, false);
+    else void this.giveBack(tenantId, amount, owner);
   }
 }
 
