@@ -84,23 +84,36 @@ const eventually = { timeout: 10_000, interval: 20 };
 const KEY_CACHE_TTL_MS = 5000;
 
 /**
- * Two `serve` processes in cluster mode on `storeUrl` (and the shared Redis), with a new tenant that has a key and
- * 100 CNY; `admin` calls the first process's admin API (`adminToken` is every process's).
+ * The shared Redis of cluster mode. A generous command timeout: a loaded host's slow event loop is not a Redis outage
+ * (these tests are not about one).
  */
-async function twoProcessesWithTenant(document: Record<string, unknown>, storeUrl: string, name: string) {
-  const dir = workspace({
-    ...document,
-    store: { url: storeUrl },
-    // A generous command timeout: a loaded host's slow event loop is not a Redis outage (these tests are not about one).
-    admission: { store: 'redis', redis_url: 'redis://127.0.0.1:6379', command_timeout_ms: 5000 },
-  });
+const withRedis = { store: 'redis', redis_url: 'redis://127.0.0.1:6379', command_timeout_ms: 5000 };
+/** No Redis: the processes share PostgreSQL only, and hear each other over LISTEN/NOTIFY. */
+const postgresOnly = { store: 'memory' };
+type Sharing = typeof withRedis | typeof postgresOnly;
+
+/**
+ * Two `serve` processes in cluster mode on `storeUrl` (and the shared Redis unless `admission` is `postgresOnly`),
+ * with a new tenant that has a key and 100 CNY; `admin` calls the first process's admin API (`adminToken` is every
+ * process's).
+ */
+async function twoProcessesWithTenant(
+  document: Record<string, unknown>,
+  storeUrl: string,
+  name: string,
+  admission: Sharing = withRedis,
+) {
+  const dir = workspace({ ...document, store: { url: storeUrl }, admission });
   const first = await serve(dir, children);
   const second = await serve(dir, children);
   const adminToken = /Admin token: (\S+)/.exec(first.banner)![1]!;
   const admin = async (method: string, path: string, body?: unknown) => {
     const response = await fetch(`${first.url}/admin/v1${path}`, {
       method,
-      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      headers: {
+        authorization: `Bearer ${adminToken}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     return { status: response.status, body: (await response.json()) as Record<string, unknown> };
@@ -134,6 +147,275 @@ async function budgetsReached(
     eventually,
   );
 }
+
+/**
+ * A price version and a hard budget set through the first process take effect in the second at once (over the bus,
+ * not at the 30 s refresh), and so does a key revoked through it (not at the cache TTL).
+ */
+async function announcesChangesAtOnce(storeUrl: string, admission: Sharing): Promise<void> {
+  const { second, admin, adminToken, tenantId, key } = await twoProcessesWithTenant(
+    pricedSimulatedConfig,
+    storeUrl,
+    'announce',
+    admission,
+  );
+
+  // A version posted to the first process prices the second process's requests once it takes effect.
+  const effectiveFrom = Date.now() + 1500;
+  const posted = await admin('POST', '/prices', {
+    id: 'v-announced',
+    effective_from: new Date(effectiveFrom).toISOString(),
+    models: { 'sim-pro-32k': { input: '1000', output: '1000' } },
+  });
+  expect(posted.status).toBe(201);
+  // The second process has the version (read-only: its price book as the admin API shows it)...
+  await vi.waitFor(async () => {
+    const response = await fetch(`${second.url}/admin/v1/prices`, {
+      headers: { authorization: `Bearer ${adminToken}` },
+    });
+    const book = (await response.json()) as { in_force: Array<{ id: string }> };
+    expect(book.in_force.map((version) => version.id)).toContain('v-announced');
+  }, eventually);
+  // ...and it is in effect.
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, effectiveFrom - Date.now()) + 100));
+  expect((await chat(second.url, key)).status).toBe(200);
+  const store = await createStore(storeUrl);
+  try {
+    const listed = () => store.listUsageEvents({ tenantId, start: 0, end: Date.now() + 1, limit: 10 });
+    await vi.waitFor(async () => expect((await listed()).length).toBeGreaterThanOrEqual(1), eventually);
+    const events = await listed();
+    expect(events.map((event) => event.priceVersion)).toEqual(['v-announced']);
+  } finally {
+    await store.close();
+  }
+
+  // A hard budget set through the first process refuses in the second at once (not after a refresh).
+  const budget = await admin('PUT', `/tenants/${tenantId}/billing`, {
+    mode: 'prepaid',
+    budget: { monthly_limit: '0.000000001', enforcement: 'hard' },
+  });
+  expect(budget.status).toBe(200);
+  // Within the deadline, far below the 30 s refresh that would bring it otherwise.
+  await budgetsReached(admin, second.url);
+  expect(await chat(second.url, key)).toMatchObject({ status: 429, code: 'insufficient_quota' });
+
+  // A key revoked through the first process stops working in the second at once (not when its cache entry expires).
+  const created = (await admin('POST', `/tenants/${tenantId}/keys`, {})).body as { id: string; key: string };
+  const models = () => fetch(`${second.url}/v1/models`, { headers: { authorization: `Bearer ${created.key}` } });
+  // The second process caches the key from here on, until this time + KEY_CACHE_TTL_MS at the earliest.
+  const cachedFrom = Date.now();
+  expect((await models()).status).toBe(200);
+  expect((await admin('DELETE', `/keys/${created.id}`)).status).toBe(200);
+  await vi.waitFor(async () => expect((await models()).status).toBe(401), eventually);
+  expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
+}
+
+/** Sum of a counter's series with `labels` in a Prometheus text exposition (0 when it has none yet). */
+function counterValue(exposition: string, name: string, labels: string): number {
+  let total = 0;
+  for (const line of exposition.split('\n')) {
+    if (line.startsWith(`${name}{`) && line.includes(labels)) total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return total;
+}
+
+/**
+ * The first process leases 9 requests' worth of a 20-request wallet for its one request; the second spends the rest,
+ * and is refused only when the first has given its unused lease back (asked over the bus): the wallet is spent to
+ * its last request.
+ */
+async function spendsWalletToLastRequest(admission: Sharing): Promise<void> {
+  // A schema of its own: another test of this suite posts a new price for the model.
+  const leaseSchema = uniqueSchema('cluster_leases');
+  try {
+    const { first, second, admin } = await twoProcessesWithTenant(
+      pricedSimulatedConfig,
+      pgUrl(leaseSchema),
+      'leases',
+      admission,
+    );
+    const quote = BigInt(countPromptTokens('chat', { messages })) * 800n + 2n * 2000n; // sim-pro-32k, max_tokens 2
+    const tenantId = (await admin('POST', '/tenants', { name: `leases-${Date.now()}` })).body.id as string;
+    const key = (await admin('POST', `/tenants/${tenantId}/keys`, {})).body.key as string;
+    const credit = (Number(quote * 20n) / 1e9).toFixed(9);
+    expect((await admin('POST', `/tenants/${tenantId}/credits`, { amount: credit, currency: 'CNY' })).status).toBe(201);
+    // The first process leases 9 requests' worth for its one request and keeps 8 unused for a while.
+    expect(await chat(first.url, key)).toMatchObject({ status: 200 });
+    // The second spends the wallet, faster than the first gives its lease back on its own (every 250 ms).
+    let passed = 1;
+    let last = await chat(second.url, key);
+    while (last.status === 200 && passed < 40) {
+      passed += 1;
+      last = await chat(second.url, key);
+    }
+    expect(last).toMatchObject({ status: 429, code: 'insufficient_quota' });
+    // Refused only once the wallet could not cover another request: the first's unused lease came back first.
+    expect(passed).toBe(20);
+    // The second process's 19 requests reserved from leases: a few store writes, none for a request of its own.
+    const exposition = await (await fetch(`${second.url}/metrics`)).text();
+    const writes = (kind: string) => counterValue(exposition, 'tollgate_wallet_reservation_writes_total', kind);
+    expect(writes('kind="lease"')).toBeGreaterThanOrEqual(1);
+    expect(writes('kind="request"')).toBe(0);
+    const balance = await admin('GET', `/tenants/${tenantId}/balance`);
+    expect(balance.body).toMatchObject({ balance: '0', reserved: '0' });
+  } finally {
+    await dropSchema(leaseSchema);
+  }
+}
+
+/**
+ * Two processes under load (8 clients) on PostgreSQL through a relay, and a private Redis when `sharesRedis`: twice
+ * every PostgreSQL connection is reset (and new ones refused for 200 ms), and Redis drops every client. Every answer
+ * is a 200 or a retryable 503, no process dies, and the ledger bills every answer exactly once.
+ */
+async function billsEveryAnswerOnceThroughOutages(sharesRedis: boolean): Promise<void> {
+  const relay = await startPostgresRelay();
+  const redisPort = sharesRedis ? await freePort() : undefined;
+  if (redisPort !== undefined) await startRedis(redisPort);
+  const probe = redisPort === undefined ? undefined : new Redis(redisPort, '127.0.0.1');
+  const chaosSchema = uniqueSchema('cluster_chaos');
+  try {
+    const dir = workspace({
+      ...pricedSimulatedConfig,
+      store: { url: relay.through(pgUrl(chaosSchema)) },
+      admission:
+        redisPort === undefined
+          ? postgresOnly
+          : { store: 'redis', redis_url: `redis://127.0.0.1:${redisPort}`, command_timeout_ms: 5000 },
+      billing: { reservation_owner_timeout_ms: 1500 },
+    });
+    const first = await serve(dir, children);
+    const second = await serve(dir, children);
+    const key = demoKeyOf(first.banner);
+    const answers: Array<{ status: number; code?: string }> = [];
+    const failures: unknown[] = [];
+    let loading = true;
+    const loops = Array.from({ length: 8 }, async (_, index) => {
+      const url = index % 2 === 0 ? first.url : second.url;
+      while (loading) {
+        try {
+          answers.push(await chat(url, key));
+        } catch (error: unknown) {
+          // A connection refused or reset: the gateway process died.
+          failures.push(error);
+          return;
+        }
+      }
+    });
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    for (let round = 0; round < 2; round++) {
+      await pause(400);
+      // A PostgreSQL restart: every connection reset (without Redis, the LISTEN connections of the invalidation
+      // and lease-return channels too), new ones refused for a while.
+      relay.cut();
+      await pause(200);
+      relay.restore();
+      await pause(400);
+      // Redis drops every client, the subscribers of the invalidation and lease-return channels included.
+      await probe?.call('client', 'kill', 'type', 'normal');
+      await probe?.call('client', 'kill', 'type', 'pubsub');
+    }
+    await pause(400);
+    loading = false;
+    await Promise.all(loops);
+    expect(failures).toEqual([]);
+    expect([first.child.exitCode, second.child.exitCode]).toEqual([null, null]);
+    // An answer is a 200, or a retryable 503 while a store reconnects: Redis for admission (the default fails
+    // closed), PostgreSQL for a wallet reservation. Never a 500, and never a wallet refused as empty.
+    const served = answers.filter((answer) => answer.status === 200).length;
+    const unavailable = ['admission_store_unavailable', 'billing_store_unavailable'];
+    const other = answers.filter((answer) => answer.status !== 200 && !unavailable.includes(answer.code ?? ''));
+    expect(other).toEqual([]);
+    expect(answers.filter((answer) => answer.status === 503).length).toBe(answers.length - served);
+    // Each billing refusal is counted by the process that answered it.
+    const counted = async (url: string) => {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      return Number(/^tollgate_billing_store_unavailable_total (\d+)$/m.exec(text)?.[1]);
+    };
+    const billingRefusals = answers.filter((answer) => answer.code === 'billing_store_unavailable').length;
+    expect((await counted(first.url)) + (await counted(second.url))).toBe(billingRefusals);
+    expect(served).toBeGreaterThan(20);
+
+    // A billing read settles both processes and has them give back their leases. A store call on a hold whose
+    // connection broke may have committed or not: its owner was retired then, and is swept after its timeout.
+    const reserved = async () => {
+      const response = await fetch(`${second.url}/v1/billing/balance`, {
+        headers: { authorization: `Bearer ${key}` },
+      });
+      return ((await response.json()) as { reserved: string }).reserved;
+    };
+    await vi.waitFor(async () => expect(await reserved()).toBe('0'), eventually);
+    const store = await createStore(pgUrl(chaosSchema));
+    try {
+      const events = await store.listUsageEvents({ start: 0, end: Date.now() + 1, limit: 100_000 });
+      expect(events).toHaveLength(served);
+      expect(new Set(events.map((event) => event.requestId)).size).toBe(served);
+      const wallet = await store.getWallet(events[0]!.tenantId);
+      const spent = events.reduce((sum, event) => sum + event.amount, 0n);
+      expect(wallet).toMatchObject({ balance: 10_000_000_000n - spent, reserved: 0n });
+    } finally {
+      await store.close();
+    }
+
+    // The buses between the processes lost their connections and listen again: a key revoked through one stops
+    // working in the other at once.
+    const adminToken = /Admin token: (\S+)/.exec(first.banner)![1]!;
+    const tenantId = (
+      (await (
+        await fetch(`${first.url}/admin/v1/tenants`, { headers: { authorization: `Bearer ${adminToken}` } })
+      ).json()) as { data: Array<{ id: string; name: string }> }
+    ).data.find((tenant) => tenant.name === 'demo')!.id;
+    const created = (await (
+      await fetch(`${first.url}/admin/v1/tenants/${tenantId}/keys`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        body: '{}',
+      })
+    ).json()) as { id: string; key: string };
+    const models = () => fetch(`${second.url}/v1/models`, { headers: { authorization: `Bearer ${created.key}` } });
+    const cachedFrom = Date.now();
+    expect((await models()).status).toBe(200);
+    const revoked = await fetch(`${first.url}/admin/v1/keys/${created.id}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${adminToken}` },
+    });
+    expect(revoked.status).toBe(200);
+    await vi.waitFor(async () => expect((await models()).status).toBe(401), eventually);
+    expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
+    if (!sharesRedis) {
+      // Without Redis, the relay's resets reached the buses' LISTEN connections: each process counted its losses.
+      for (const url of [first.url, second.url]) {
+        const exposition = await (await fetch(`${url}/metrics`)).text();
+        expect(
+          counterValue(exposition, 'tollgate_invalidation_bus_failures_total', 'bus="postgres"'),
+        ).toBeGreaterThanOrEqual(1);
+      }
+    }
+  } finally {
+    probe?.disconnect();
+    await relay.close();
+    await dropSchema(chaosSchema);
+  }
+}
+
+describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other over LISTEN/NOTIFY', {
+  timeout: TEST_TIMEOUT_MS,
+}, () => {
+  const schema = uniqueSchema('cluster_pg');
+  afterAll(async () => dropSchema(schema));
+
+  it('announces price versions, budgets and key revocations made through one process to the other at once', async () => {
+    await announcesChangesAtOnce(pgUrl(schema), postgresOnly);
+  });
+
+  it('leases wallet funds, and has the other process give back its unused lease before refusing', async () => {
+    await spendsWalletToLastRequest(postgresOnly);
+  });
+
+  it('keeps serving and bills every answer once while PostgreSQL drops every connection under load', async () => {
+    await billsEveryAnswerOnceThroughOutages(false);
+  });
+});
 
 describe('cluster mode', { timeout: TEST_TIMEOUT_MS }, () => {
   const schema = uniqueSchema('cluster');
@@ -243,50 +525,7 @@ describe('cluster mode', { timeout: TEST_TIMEOUT_MS }, () => {
     }
   });
   it('announces price versions and budgets set through one process to the others at once', async () => {
-    const { second, admin, adminToken, tenantId, key } = await twoProcessesWithTenant(
-      pricedSimulatedConfig,
-      pgUrl(schema),
-      'announce',
-    );
-
-    // A version posted to the first process prices the second process's requests once it takes effect.
-    const effectiveFrom = Date.now() + 1500;
-    const posted = await admin('POST', '/prices', {
-      id: 'v-announced',
-      effective_from: new Date(effectiveFrom).toISOString(),
-      models: { 'sim-pro-32k': { input: '1000', output: '1000' } },
-    });
-    expect(posted.status).toBe(201);
-    // The second process has the version (read-only: its price book as the admin API shows it)...
-    await vi.waitFor(async () => {
-      const response = await fetch(`${second.url}/admin/v1/prices`, {
-        headers: { authorization: `Bearer ${adminToken}` },
-      });
-      const book = (await response.json()) as { in_force: Array<{ id: string }> };
-      expect(book.in_force.map((version) => version.id)).toContain('v-announced');
-    }, eventually);
-    // ...and it is in effect.
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, effectiveFrom - Date.now()) + 100));
-    expect((await chat(second.url, key)).status).toBe(200);
-    const store = await createStore(pgUrl(schema));
-    try {
-      const listed = () => store.listUsageEvents({ tenantId, start: 0, end: Date.now() + 1, limit: 10 });
-      await vi.waitFor(async () => expect((await listed()).length).toBeGreaterThanOrEqual(1), eventually);
-      const events = await listed();
-      expect(events.map((event) => event.priceVersion)).toEqual(['v-announced']);
-    } finally {
-      await store.close();
-    }
-
-    // A hard budget set through the first process refuses in the second at once (not after a refresh).
-    const budget = await admin('PUT', `/tenants/${tenantId}/billing`, {
-      mode: 'prepaid',
-      budget: { monthly_limit: '0.000000001', enforcement: 'hard' },
-    });
-    expect(budget.status).toBe(200);
-    // Within the deadline, far below the 30 s refresh that would bring it otherwise.
-    await budgetsReached(admin, second.url);
-    expect(await chat(second.url, key)).toMatchObject({ status: 429, code: 'insufficient_quota' });
+    await announcesChangesAtOnce(pgUrl(schema), withRedis);
   });
   it("releases a killed process's wallet reservations through the surviving one, with no restart", async () => {
     // 100 tokens/s: a 300-token answer takes 3 s. A process silent for 1.5 s is swept by the other.
@@ -319,38 +558,7 @@ describe('cluster mode', { timeout: TEST_TIMEOUT_MS }, () => {
   });
 
   it('has the other process give back its unused wallet lease before refusing: a wallet is spent to its last request', async () => {
-    // A schema of its own: another test of this suite posts a new price for the model.
-    const leaseSchema = uniqueSchema('cluster_leases');
-    try {
-      const { first, second, admin } = await twoProcessesWithTenant(
-        pricedSimulatedConfig,
-        pgUrl(leaseSchema),
-        'leases',
-      );
-      const quote = BigInt(countPromptTokens('chat', { messages })) * 800n + 2n * 2000n; // sim-pro-32k, max_tokens 2
-      const tenantId = (await admin('POST', '/tenants', { name: `leases-${Date.now()}` })).body.id as string;
-      const key = (await admin('POST', `/tenants/${tenantId}/keys`, {})).body.key as string;
-      const credit = (Number(quote * 20n) / 1e9).toFixed(9);
-      expect((await admin('POST', `/tenants/${tenantId}/credits`, { amount: credit, currency: 'CNY' })).status).toBe(
-        201,
-      );
-      // The first process leases 9 requests' worth for its one request and keeps 8 unused for a while.
-      expect(await chat(first.url, key)).toMatchObject({ status: 200 });
-      // The second spends the wallet, faster than the first gives its lease back on its own (every 250 ms).
-      let passed = 1;
-      let last = await chat(second.url, key);
-      while (last.status === 200 && passed < 40) {
-        passed += 1;
-        last = await chat(second.url, key);
-      }
-      expect(last).toMatchObject({ status: 429, code: 'insufficient_quota' });
-      // Refused only once the wallet could not cover another request: the first's unused lease came back first.
-      expect(passed).toBe(20);
-      const balance = await admin('GET', `/tenants/${tenantId}/balance`);
-      expect(balance.body).toMatchObject({ balance: '0', reserved: '0' });
-    } finally {
-      await dropSchema(leaseSchema);
-    }
+    await spendsWalletToLastRequest(withRedis);
   });
 
   it('holds a hard budget across processes: 60 concurrent requests through two processes, a budget for 10', async () => {
@@ -477,92 +685,6 @@ describe('cluster mode', { timeout: TEST_TIMEOUT_MS }, () => {
   });
 
   it('keeps serving and bills every answer once while PostgreSQL and Redis drop every connection under load', async () => {
-    const relay = await startPostgresRelay();
-    const redisPort = await freePort();
-    await startRedis(redisPort);
-    const probe = new Redis(redisPort, '127.0.0.1');
-    const chaosSchema = uniqueSchema('cluster_chaos');
-    try {
-      const dir = workspace({
-        ...pricedSimulatedConfig,
-        store: { url: relay.through(pgUrl(chaosSchema)) },
-        admission: { store: 'redis', redis_url: `redis://127.0.0.1:${redisPort}`, command_timeout_ms: 5000 },
-        billing: { reservation_owner_timeout_ms: 1500 },
-      });
-      const first = await serve(dir, children);
-      const second = await serve(dir, children);
-      const key = demoKeyOf(first.banner);
-      const answers: Array<{ status: number; code?: string }> = [];
-      const failures: unknown[] = [];
-      let loading = true;
-      const loops = Array.from({ length: 8 }, async (_, index) => {
-        const url = index % 2 === 0 ? first.url : second.url;
-        while (loading) {
-          try {
-            answers.push(await chat(url, key));
-          } catch (error: unknown) {
-            // A connection refused or reset: the gateway process died.
-            failures.push(error);
-            return;
-          }
-        }
-      });
-      const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-      for (let round = 0; round < 2; round++) {
-        await pause(400);
-        relay.cut(); // a PostgreSQL restart: every connection reset, new ones refused for a while
-        await pause(200);
-        relay.restore();
-        await pause(400);
-        // Redis drops every client, the subscribers of the invalidation and lease-return channels included.
-        await probe.call('client', 'kill', 'type', 'normal');
-        await probe.call('client', 'kill', 'type', 'pubsub');
-      }
-      await pause(400);
-      loading = false;
-      await Promise.all(loops);
-      expect(failures).toEqual([]);
-      expect([first.child.exitCode, second.child.exitCode]).toEqual([null, null]);
-      // An answer is a 200, or a retryable 503 while a store reconnects: Redis for admission (the default fails
-      // closed), PostgreSQL for a wallet reservation. Never a 500, and never a wallet refused as empty.
-      const served = answers.filter((answer) => answer.status === 200).length;
-      const unavailable = ['admission_store_unavailable', 'billing_store_unavailable'];
-      const other = answers.filter((answer) => answer.status !== 200 && !unavailable.includes(answer.code ?? ''));
-      expect(other).toEqual([]);
-      expect(answers.filter((answer) => answer.status === 503).length).toBe(answers.length - served);
-      // Each billing refusal is counted by the process that answered it.
-      const counted = async (url: string) => {
-        const text = await (await fetch(`${url}/metrics`)).text();
-        return Number(/^tollgate_billing_store_unavailable_total (\d+)$/m.exec(text)?.[1]);
-      };
-      const billingRefusals = answers.filter((answer) => answer.code === 'billing_store_unavailable').length;
-      expect((await counted(first.url)) + (await counted(second.url))).toBe(billingRefusals);
-      expect(served).toBeGreaterThan(20);
-
-      // A billing read settles both processes and has them give back their leases. A store call on a hold whose
-      // connection broke may have committed or not: its owner was retired then, and is swept after its timeout.
-      const reserved = async () => {
-        const response = await fetch(`${second.url}/v1/billing/balance`, {
-          headers: { authorization: `Bearer ${key}` },
-        });
-        return ((await response.json()) as { reserved: string }).reserved;
-      };
-      await vi.waitFor(async () => expect(await reserved()).toBe('0'), eventually);
-      const store = await createStore(pgUrl(chaosSchema));
-      try {
-        const events = await store.listUsageEvents({ start: 0, end: Date.now() + 1, limit: 100_000 });
-        expect(events).toHaveLength(served);
-        expect(new Set(events.map((event) => event.requestId)).size).toBe(served);
-        const wallet = await store.getWallet(events[0]!.tenantId);
-        const spent = events.reduce((sum, event) => sum + event.amount, 0n);
-        expect(wallet).toMatchObject({ balance: 10_000_000_000n - spent, reserved: 0n });
-      } finally {
-        await store.close();
-      }
-    } finally {
-      probe.disconnect();
-      await relay.close();
-      await dropSchema(chaosSchema);
-    }
+    await billsEveryAnswerOnceThroughOutages(true);
   });
 });

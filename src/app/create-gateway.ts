@@ -49,11 +49,13 @@ import { RedisFairShareStore } from '../scheduling/redis-fair-share-store.js';
 import { defaultServiceClassPolicies, type TieredSchedulerOptions } from '../scheduling/tiered-scheduler.js';
 import { createStore } from '../store/create-store.js';
 import { KyselyStore } from '../store/kysely-store.js';
+import { PostgresStore } from '../store/postgres-store.js';
 import { SqliteStore } from '../store/sqlite-store.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import { KeyService } from '../tenancy/key-service.js';
 import { PlanService } from '../tenancy/plan-service.js';
+import { PostgresInvalidationBus, postgresChannel } from '../tenancy/postgres-invalidation-bus.js';
 import { RedisInvalidationBus } from '../tenancy/redis-invalidation-bus.js';
 import { TenantService } from '../tenancy/tenant-service.js';
 import { createUpstream } from '../upstreams/create-upstream.js';
@@ -87,7 +89,10 @@ export interface CreateGatewayOptions {
   adminToken: string;
   /** Logger to use. Default: a pino logger at the configured level. */
   logger?: Logger;
-  /** Broadcasts key revocations to other processes (cluster workers). Default: in-process only. */
+  /**
+   * Broadcasts changes (key revocations, prices, budgets) to the other workers on one SQLite file. Unused when the
+   * processes share Redis or a PostgreSQL store: their bus reaches every process. Default: in-process only.
+   */
   invalidationBus?: InvalidationBus;
   /** An already open store (tests, the cluster primary). Default: opened from `storeUrl`. */
   store?: Store;
@@ -111,6 +116,32 @@ export interface CreateGatewayOptions {
  * invalidation bus, which announces admin changes at once.
  */
 const BILLING_REFRESH_MS = 30_000;
+
+/** A bus between the processes of a shared store. */
+type SharedBus = InvalidationBus & { ready(): Promise<void>; close(): Promise<void> };
+
+/** How long start-up waits for a shared bus to listen, ms: then it starts anyway, and the bus keeps trying. */
+const BUS_READY_WAIT_MS = 5_000;
+
+/**
+ * Waits until `bus` hears the other processes, so that a change made right after this process starts reaches it too;
+ * a bus that cannot connect (Redis down) does not hold the gateway's start for longer than `BUS_READY_WAIT_MS`.
+ */
+async function listening(bus: SharedBus | undefined, logger: Logger): Promise<void> {
+  if (bus === undefined) return;
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<'expired'>((resolve) => {
+    timer = setTimeout(() => resolve('expired'), BUS_READY_WAIT_MS);
+  });
+  const outcome = await Promise.race([bus.ready().then(() => 'ready' as const), expired]);
+  clearTimeout(timer);
+  if (outcome === 'expired') {
+    logger.warn(
+      { waitedMs: BUS_READY_WAIT_MS },
+      'the bus to the other processes is not listening yet: starting anyway',
+    );
+  }
+}
 
 /** Waits for `work` at most `ms`, then logs and goes on. */
 async function withDeadline(work: Promise<unknown> | undefined, ms: number, what: string, logger: Logger) {
@@ -194,12 +225,31 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     store.settleOnThread();
   }
   const metrics = new GatewayMetrics();
-  // Cluster mode: revocations reach every process through Redis pub/sub, so a revoked key stops everywhere at once.
-  const redisBus =
-    options.invalidationBus === undefined && config.admission.store === 'redis'
-      ? new RedisInvalidationBus({ url: config.admission.redis_url })
-      : undefined;
-  const bus = options.invalidationBus ?? redisBus ?? new InProcessInvalidationBus();
+  // Several processes on a shared store: what changes through one (a revoked key, a price version, a budget) reaches
+  // the others at once over Redis pub/sub, or over PostgreSQL LISTEN/NOTIFY without Redis. Workers on one SQLite
+  // file tell each other through their primary (`options.invalidationBus`).
+  const sharedBus = (purpose: 'invalidations' | 'lease-returns'): SharedBus | undefined => {
+    if (config.admission.store === 'redis') {
+      return new RedisInvalidationBus({
+        url: config.admission.redis_url,
+        channel: purpose === 'invalidations' ? 'tg:key-invalidations' : 'tg:lease-returns',
+        logger,
+        onFailure: () => metrics.invalidationBusFailures.inc({ bus: 'redis' }),
+      });
+    }
+    if (store instanceof PostgresStore) {
+      return new PostgresInvalidationBus({
+        connectionString: store.connectionString,
+        channel: postgresChannel(store.schema, purpose),
+        logger,
+        onFailure: () => metrics.invalidationBusFailures.inc({ bus: 'postgres' }),
+      });
+    }
+    return undefined;
+  };
+  const changeBus = sharedBus('invalidations');
+  await listening(changeBus, logger);
+  const bus = changeBus ?? options.invalidationBus ?? new InProcessInvalidationBus();
   const keys = new KeyService(store, { bus });
   const tenants = new TenantService(store, { bus });
   // Cluster mode: month counters shared by every process — tenants' tokens for volume tiers, budgets' spend for alerts.
@@ -238,22 +288,24 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     ...(store.kind === 'postgres' ? POSTGRES_WRITER_OPTIONS : {}),
     ...(journaled ? { journal: new SettlementJournal(journalDirectory(loaded.dataDir), { logger }) } : {}),
   });
-  // Workers on one SQLite file, and cluster processes sharing Redis, lease wallet funds in chunks instead of writing
-  // every reservation. A settle round (a billing read, a refusal's second try) has every process give back what it
-  // leased and does not use, so the read shows only what requests in flight hold and the retry can use the rest:
-  // workers through their primary, cluster processes over a Redis channel of their own (`LeaseReturnRound`).
-  const leaseBus =
-    store.kind === 'postgres' && config.admission.store === 'redis'
-      ? new RedisInvalidationBus({ url: config.admission.redis_url, channel: 'tg:lease-returns' })
-      : undefined;
+  // Workers on one SQLite file, and cluster processes sharing PostgreSQL, lease wallet funds in chunks instead of
+  // writing every reservation. A settle round (a billing read, a refusal's second try) has every process give back
+  // what it leased and does not use, so the read shows only what requests in flight hold and the retry can use the
+  // rest: workers through their primary, cluster processes over a Redis or PostgreSQL channel of their own
+  // (`LeaseReturnRound`).
+  const leaseBus = store.kind === 'postgres' ? sharedBus('lease-returns') : undefined;
+  await listening(leaseBus, logger);
   const leases =
     (journaled && !soleOwner) || leaseBus !== undefined
       ? new ReservationLeases(store, () => billing.reservationOwner, {
           logger,
           onStoreFailure: () => ownerKeeper?.retire(),
+          onLeaseGrown: () => metrics.walletReservationWrites.inc({ kind: 'lease' }),
         })
       : undefined;
   billing.leases = leases;
+  // The sole process of an embedded store reserves in memory: only shared stores write requests' reservations.
+  if (!soleOwner) billing.onRequestReserved = () => metrics.walletReservationWrites.inc({ kind: 'request' });
   const ownerTimeoutMs = config.billing.reservation_owner_timeout_ms;
   const leaseRound =
     leaseBus !== undefined && leases !== undefined
@@ -481,7 +533,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       refiner?.stop();
       fairShare?.stop();
       await fairShareStore?.close();
-      await redisBus?.close();
+      await changeBus?.close();
       await volumePositions?.close();
       if (recovery !== undefined) clearInterval(recovery);
       await withDeadline(app.close(), 5_000, 'HTTP server close', logger);

@@ -138,7 +138,11 @@ async function runWorker(loaded: LoadedConfig, adminToken: string): Promise<void
   onShutdown(async () => gateway.close());
 }
 
-/** Revocations go to the primary, which sends them to every worker (this one included). */
+/**
+ * Revocations go to the primary, which sends them to every worker (this one included). Used by workers on one
+ * SQLite file; workers on a shared PostgreSQL store or with Redis use the bus that reaches every process of every
+ * host (see `createGateway`).
+ */
 class ClusterInvalidationBus implements InvalidationBus {
   private readonly local = new InProcessInvalidationBus();
 

@@ -29,4 +29,12 @@ describe('formatStartBanner', () => {
     expect(banner).toContain('admission.store: redis');
     expect(formatStartBanner({ ...input, workers: 3, admissionStore: 'redis' })).not.toContain('Note:');
   });
+
+  it('warns that processes sharing a PostgreSQL store with in-memory admission each count limits on their own', () => {
+    const postgres = { ...input, store: 'postgres://tollgate@db:5432/tollgate' };
+    const banner = formatStartBanner(postgres);
+    expect(banner).toContain('each process on this store counts rate limits');
+    expect(banner).toContain('admission.store: redis');
+    expect(formatStartBanner({ ...postgres, admissionStore: 'redis' })).not.toContain('Note:');
+  });
 });

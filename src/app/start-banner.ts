@@ -13,6 +13,25 @@ export interface StartBannerInput {
   admissionStore: 'memory' | 'redis';
 }
 
+/** Why limits may be exceeded together: several workers, or processes on one PostgreSQL store, counting apart. */
+function admissionNote(input: StartBannerInput): string[] {
+  if (input.admissionStore !== 'memory') return [];
+  if (input.workers > 1) {
+    return [
+      `Note: with admission.store: memory each worker counts rate limits, hard budgets and fair share on its own,`,
+      `so together the ${input.workers} workers may let through up to ${input.workers} times a limit; set`,
+      'admission.store: redis to share them.',
+    ];
+  }
+  if (input.store.startsWith('postgres')) {
+    return [
+      'Note: with admission.store: memory each process on this store counts rate limits, hard budgets and fair share',
+      'on its own, so N processes may let through up to N times a limit; set admission.store: redis to share them.',
+    ];
+  }
+  return [];
+}
+
 /** The banner text. */
 export function formatStartBanner(input: StartBannerInput): string {
   const model = input.models[0] ?? 'MODEL';
@@ -21,13 +40,7 @@ export function formatStartBanner(input: StartBannerInput): string {
     '',
     `Tollgate is listening on ${input.url}  (${input.workers} worker${input.workers === 1 ? '' : 's'}, store ${input.store})`,
     `Models: ${input.models.join(', ')}`,
-    ...(input.workers > 1 && input.admissionStore === 'memory'
-      ? [
-          `Note: with admission.store: memory each worker counts rate limits, hard budgets and fair share on its own,`,
-          `so together the ${input.workers} workers may let through up to ${input.workers} times a limit; set`,
-          'admission.store: redis to share them.',
-        ]
-      : []),
+    ...admissionNote(input),
     '',
     `Admin token: ${input.adminToken}`,
     input.demoKey === undefined

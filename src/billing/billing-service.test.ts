@@ -5,6 +5,7 @@ import { InsufficientQuotaError, UnavailableError } from '../errors/gateway-erro
 import { settlementOf, topUpFixture, usageEventFixture } from '../store/ledger-fixtures.js';
 import type { BudgetRecord } from '../store/ledger-store.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
+import { ConfigSubject, InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
 import { BillingService, type BillingServiceOptions, monthOf, nextMonthStart } from './billing-service.js';
 import type { SpendChange } from './budget-alert-sink.js';
 import type { BudgetHolds } from './budget-holds.js';
@@ -383,6 +384,57 @@ describe('BillingService reserving under an owner', () => {
       expect(reservation?.amount).toBe(100n);
       expect((await store.getWallet(tenantId))?.reserved).toBe(100n);
     } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('BillingService on the invalidation bus', () => {
+  it('reloads prices and budgets when the bus announces that anything may have changed (a reconnected bus)', async () => {
+    const store = openSqliteStore(':memory:');
+    await store.migrate();
+    const bus = new InProcessInvalidationBus();
+    const billing = new BillingService(store, {
+      priceBook: {
+        currency: 'CNY',
+        versions: [{ id: 'v1', effective_from: '2020-01-01T00:00:00Z', models: { m: { input: '1', output: '1' } } }],
+      },
+      logger: pino({ level: 'silent' }),
+      bus,
+    });
+    try {
+      await billing.init();
+      const reloaded: BudgetRecord[][] = [];
+      billing.onBudgetsReloaded = (budgets) => reloaded.push([...budgets]);
+      const tenant = await store.createTenant('missed-changes');
+      // Written by another process while this one's bus was not listening: no message came for them.
+      await store.insertPriceVersion({
+        id: 'v2',
+        effectiveFrom: Date.UTC(2030, 0, 1),
+        document: JSON.stringify({
+          id: 'v2',
+          effective_from: '2030-01-01T00:00:00Z',
+          models: { m: { input: '2', output: '2' } },
+        }),
+      });
+      await store.putBudget({
+        scope: 'tenant',
+        scopeId: tenant.id,
+        tenantId: tenant.id,
+        monthlyLimit: 5n,
+        enforcement: 'hard',
+        thresholds: [],
+        webhookUrl: null,
+        updatedAt: 0,
+      });
+      expect(billing.priceBook?.versions.map((version) => version.id)).toEqual(['v1']);
+      await bus.publish(ConfigSubject.all);
+      await vi.waitFor(() => {
+        expect(billing.priceBook?.versions.map((version) => version.id)).toEqual(['v1', 'v2']);
+        expect(reloaded.at(-1)?.map((budget) => budget.scopeId)).toEqual([tenant.id]);
+      });
+    } finally {
+      billing.stop();
       await store.close();
     }
   });

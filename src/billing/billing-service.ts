@@ -166,6 +166,10 @@ export class BillingService {
     this.unsubscribe = options.bus?.subscribe((subject) => {
       if (subject === ConfigSubject.prices) this.reloadInBackground('prices', () => this.reloadPrices());
       else if (subject === ConfigSubject.budgets) this.reloadInBackground('budgets', () => this.reloadBudgets());
+      else if (subject === ConfigSubject.all) {
+        this.reloadInBackground('prices', () => this.reloadPrices());
+        this.reloadInBackground('budgets', () => this.reloadBudgets());
+      }
     });
   }
 
@@ -300,6 +304,11 @@ export class BillingService {
     await this.reloadPrices();
     await this.announce(ConfigSubject.prices);
   }
+
+  /**
+   * Called when a request's reservation was taken from the wallet by the store itself, not from a lease (a metric).
+   */
+  onRequestReserved: (() => void) | undefined;
 
   /** Called with the budgets after every reload (budget alerting keeps its own cache of them). */
   onBudgetsReloaded: ((budgets: readonly BudgetRecord[]) => void) | undefined;
@@ -471,6 +480,7 @@ export class BillingService {
     }
     const owner = this.reservationOwner;
     if (!(await this.ledger.reserve(tenantId, amount, owner))) return false;
+    this.onRequestReserved?.();
     if (owner !== undefined) reservation.owner = owner;
     return true;
   }

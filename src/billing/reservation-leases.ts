@@ -43,6 +43,8 @@ export interface ReservationLeasesOptions {
    * (the call may have committed before its connection broke). See `ReservationOwnerKeeper.retire`.
    */
   onStoreFailure?: () => void;
+  /** Called for every store write that reserves funds for a lease (a metric: how rarely the store is asked). */
+  onLeaseGrown?: () => void;
 }
 
 /** A lease with room for fewer than this many more requests of the size just taken grows in the background. */
@@ -75,6 +77,7 @@ export class ReservationLeases {
   private readonly returnIntervalMs: number;
   private readonly logger: Logger;
   private readonly onStoreFailure: () => void;
+  private readonly onLeaseGrown: (() => void) | undefined;
   private readonly leases = new Map<string, Lease>();
   /** The owner the leases are held under; they are forgotten when `owner()` changes. */
   private leasedUnder: string | undefined;
@@ -89,6 +92,7 @@ export class ReservationLeases {
     this.returnIntervalMs = options.returnIntervalMs ?? 250;
     this.logger = options.logger;
     this.onStoreFailure = options.onStoreFailure ?? (() => undefined);
+    this.onLeaseGrown = options.onLeaseGrown;
   }
 
   /** Starts giving back unused leases every `returnIntervalMs`. */
@@ -270,6 +274,7 @@ export class ReservationLeases {
 
   /** Adds a grown amount to the lease, or gives it back when the owner changed while the store reserved it. */
   private add(tenantId: string, lease: Lease, owner: string, amount: Nano): void {
+    this.onLeaseGrown?.();
     if (owner === this.leasedUnder) lease.leased += amount;
     else void this.giveBack(tenantId, amount, owner);
   }

@@ -84,6 +84,24 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  readonly invalidationBusFailures = new Counter({
+    name: 'tollgate_invalidation_bus_failures_total',
+    help:
+      'Messages to the other processes (key revocations, configuration changes, lease returns) not sent, and ' +
+      'losses of the connection they are heard on, by bus: redis or postgres.',
+    labelNames: ['bus'] as const,
+    registers: [this.registry],
+  });
+
+  readonly walletReservationWrites = new Counter({
+    name: 'tollgate_wallet_reservation_writes_total',
+    help:
+      'Wallet funds reserved by a store write, by kind: lease (a lease grew; its requests then reserve in memory) or ' +
+      "request (one request's own reservation, written before it runs).",
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
   readonly billingStoreUnavailable = new Counter({
     name: 'tollgate_billing_store_unavailable_total',
     help: 'Priced requests refused with 503 billing_store_unavailable: the store failed their wallet reservation.',

@@ -72,6 +72,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   return new PostgresStore({
     kind: 'postgres',
     pool,
+    connectionString: options.connectionString,
+    schema: migrationTableSchema,
     db: new Kysely<DatabaseSchema>({ dialect: new PostgresDialect({ pool }) }),
     maxParametersPerStatement: POSTGRES_MAX_PARAMETERS,
     // Kysely finds its migration table by name across all schemas unless told which one: name it explicitly so a
@@ -86,10 +88,16 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
  */
 export class PostgresStore extends KyselyStore {
   private readonly pool: pg.Pool;
+  /** Where the store connects (without Tollgate's `schema`/`pool_size` parameters): for a `LISTEN` connection. */
+  readonly connectionString: string;
+  /** The schema the store works in. */
+  readonly schema: string;
 
-  constructor(options: KyselyStoreOptions & { pool: pg.Pool }) {
+  constructor(options: KyselyStoreOptions & { pool: pg.Pool; connectionString: string; schema: string }) {
     super(options);
     this.pool = options.pool;
+    this.connectionString = options.connectionString;
+    this.schema = options.schema;
   }
 
   override async settle(batch: readonly Settlement[]): Promise<void> {

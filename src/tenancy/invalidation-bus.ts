@@ -10,6 +10,11 @@ export const ConfigSubject = {
   prices: 'config:prices',
   /** Budgets of tenants and keys. */
   budgets: 'config:budgets',
+  /**
+   * Anything may have changed: a bus that lost its connection missed what was published meanwhile. Subscribers drop
+   * or reload everything they cache.
+   */
+  all: 'config:all',
 } as const;
 
 /**
@@ -18,7 +23,10 @@ export const ConfigSubject = {
  * implementations, so a change made through one process reaches the others.
  */
 export interface InvalidationBus {
-  /** Announces that `subject` changed; resolves when local subscribers have run (remote delivery is best effort). */
+  /**
+   * Announces that `subject` changed; resolves when local subscribers have run. Remote delivery is best effort: a
+   * failure to send is logged, never thrown (the change is stored; cache lifetimes and refreshes bound the staleness).
+   */
   publish(subject: string): Promise<void>;
   /** Registers a handler; returns a function that unregisters it. */
   subscribe(handler: KeyInvalidationHandler): () => void;

@@ -4,7 +4,7 @@ import { AuthenticationError } from '../errors/gateway-error.js';
 import { createStore } from '../store/create-store.js';
 import type { Store } from '../store/store.js';
 import { generateApiKey } from './api-key.js';
-import { InProcessInvalidationBus } from './invalidation-bus.js';
+import { ConfigSubject, InProcessInvalidationBus } from './invalidation-bus.js';
 import { KeyService } from './key-service.js';
 import { TenantService } from './tenant-service.js';
 
@@ -158,6 +158,21 @@ describe('KeyService', () => {
     await keys.authenticate(`Bearer ${key}`);
     clock.advance(5000);
     expect((await authError(keys.authenticate(`Bearer ${key}`))).code).toBe('revoked_api_key');
+  });
+
+  it('drops every cached key when the bus announces that anything may have changed (a reconnected bus)', async () => {
+    const first = await tenants.createKey(tenantId);
+    const second = await tenants.createKey(tenantId);
+    await keys.authenticate(`Bearer ${first.key}`);
+    await keys.authenticate(`Bearer ${second.key}`);
+    // Revoked elsewhere while this process's bus was not listening: its message never came.
+    await raw.revokeKey(first.record.id, clock.now());
+    expect((await keys.authenticate(`Bearer ${first.key}`)).keyId).toBe(first.record.id);
+    const lookups = store.lookups;
+    await bus.publish(ConfigSubject.all);
+    expect((await authError(keys.authenticate(`Bearer ${first.key}`))).code).toBe('revoked_api_key');
+    expect((await keys.authenticate(`Bearer ${second.key}`)).keyId).toBe(second.record.id);
+    expect(store.lookups).toBe(lookups + 2);
   });
 
   it('coalesces 100 concurrent lookups of an uncached key into one store call', async () => {

@@ -2,7 +2,7 @@ import { type Clock, RealClock } from '../clock/clock.js';
 import { AuthenticationError } from '../errors/gateway-error.js';
 import type { ApiKeyRecord, Store } from '../store/store.js';
 import { hashApiKey, looksLikeApiKey } from './api-key.js';
-import type { InvalidationBus } from './invalidation-bus.js';
+import { ConfigSubject, type InvalidationBus } from './invalidation-bus.js';
 
 /** The authenticated caller of a request. */
 export interface Principal {
@@ -75,7 +75,10 @@ export class KeyService {
     this.cacheTtlMs = options.cacheTtlMs ?? 5000;
     this.negativeTtlMs = options.negativeTtlMs ?? 1000;
     this.maxEntries = Math.max(1, options.maxEntries ?? 100_000);
-    this.unsubscribe = options.bus?.subscribe((keyId) => this.invalidateKey(keyId));
+    this.unsubscribe = options.bus?.subscribe((subject) => {
+      if (subject === ConfigSubject.all) this.invalidateAll();
+      else this.invalidateKey(subject);
+    });
   }
 
   /** Authenticates `Authorization: Bearer <key>`; throws `AuthenticationError` (401) with a code of `AuthenticationErrorCode`. */

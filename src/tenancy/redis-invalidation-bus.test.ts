@@ -1,28 +1,82 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { ConfigSubject } from './invalidation-bus.js';
 import { RedisInvalidationBus } from './redis-invalidation-bus.js';
+
+const redisUrl = 'redis://127.0.0.1:6379';
+const eventually = { timeout: 10_000, interval: 20 };
 
 const buses: RedisInvalidationBus[] = [];
 afterEach(async () => {
   await Promise.all(buses.splice(0).map((bus) => bus.close()));
 });
 
+function openBus(options: { channel: string; url?: string; connectionName?: string; onFailure?: () => void }) {
+  const bus = new RedisInvalidationBus({
+    url: options.url ?? redisUrl,
+    channel: options.channel,
+    logger: pino({ level: 'silent' }),
+    ...(options.connectionName === undefined ? {} : { connectionName: options.connectionName }),
+    ...(options.onFailure === undefined ? {} : { onFailure: options.onFailure }),
+  });
+  buses.push(bus);
+  const seen: string[] = [];
+  bus.subscribe((subject) => seen.push(subject));
+  return { bus, seen };
+}
+
 describe('RedisInvalidationBus', () => {
   it('delivers a revocation published by one process to every other process', async () => {
     const channel = `tgtest:invalidations:${process.pid}:${Date.now()}`;
-    const first = new RedisInvalidationBus({ url: 'redis://127.0.0.1:6379', channel });
-    const second = new RedisInvalidationBus({ url: 'redis://127.0.0.1:6379', channel });
-    buses.push(first, second);
-    await Promise.all([first.ready(), second.ready()]);
-    const seenByFirst: string[] = [];
-    const seenBySecond: string[] = [];
-    first.subscribe((keyId) => seenByFirst.push(keyId));
-    second.subscribe((keyId) => seenBySecond.push(keyId));
-    await first.publish('key_abc');
+    const first = openBus({ channel });
+    const second = openBus({ channel });
+    await Promise.all([first.bus.ready(), second.bus.ready()]);
+    await first.bus.publish('key_abc');
     // The publisher drops it at once; the other process when the message arrives.
-    expect(seenByFirst).toContain('key_abc');
-    for (const deadline = Date.now() + 10_000; seenBySecond.length === 0 && Date.now() < deadline; ) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(first.seen).toContain('key_abc');
+    await vi.waitFor(() => expect(second.seen).toEqual(['key_abc']), eventually);
+  });
+
+  it('after its subscriber reconnects, has everyone drop what they cached meanwhile', async () => {
+    const channel = `tgtest:reconnect:${process.pid}:${Date.now()}`;
+    const name = `tgtest-bus-${process.pid}-${Date.now()}`;
+    const dropped = openBus({ channel, connectionName: name });
+    const other = openBus({ channel });
+    await Promise.all([dropped.bus.ready(), other.bus.ready()]);
+    const admin = new Redis(redisUrl);
+    try {
+      // Only this bus's connections: other tests' processes share this Redis.
+      const list = (await admin.client('LIST')) as string;
+      const ids = list
+        .split('\n')
+        .filter((line) => line.includes(` name=${name} `))
+        .map((line) => /id=(\d+)/.exec(line)?.[1]);
+      expect(ids.length).toBe(2);
+      for (const id of ids) await admin.client('KILL', 'ID', id!);
+    } finally {
+      admin.disconnect();
     }
-    expect(seenBySecond).toEqual(['key_abc']);
+    await vi.waitFor(() => {
+      expect(dropped.seen).toContain(ConfigSubject.all);
+      expect(other.seen).toContain(ConfigSubject.all);
+    }, eventually);
+    await other.bus.publish('key_after');
+    await vi.waitFor(() => expect(dropped.seen).toContain('key_after'), eventually);
+  });
+
+  it('never fails a publisher when Redis is unreachable: its own subscribers still hear it, and it is counted', async () => {
+    let failures = 0;
+    const down = openBus({
+      channel: 'tgtest:down',
+      // Port 9 (discard) on loopback: nothing listens there on these machines.
+      url: 'redis://127.0.0.1:9',
+      onFailure: () => {
+        failures += 1;
+      },
+    });
+    await expect(down.bus.publish('key_down')).resolves.toBeUndefined();
+    expect(down.seen).toEqual(['key_down']);
+    expect(failures).toBe(1);
   });
 });
