@@ -4,6 +4,7 @@
  * limits — and the ledger records every request that ran either way.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { get as httpGet } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -210,6 +211,21 @@ async function announcesChangesAtOnce(storeUrl: string, admission: Sharing): Pro
   expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
 }
 
+/** Status of `GET /v1/models` with `key`, on a connection of its own (no keep-alive). */
+function modelsStatusOnNewConnection(url: string, key: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const request = httpGet(
+      `${url}/v1/models`,
+      { agent: false, headers: { authorization: `Bearer ${key}` } },
+      (response) => {
+        response.resume();
+        response.on('end', () => resolve(response.statusCode ?? 0));
+      },
+    );
+    request.on('error', reject);
+  });
+}
+
 /** Sum of a counter's series with `labels` in a Prometheus text exposition (0 when it has none yet). */
 function counterValue(exposition: string, name: string, labels: string): number {
   let total = 0;
@@ -414,6 +430,48 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
 
   it('keeps serving and bills every answer once while PostgreSQL drops every connection under load', async () => {
     await billsEveryAnswerOnceThroughOutages(false);
+  });
+
+  it("reaches every worker of another host's multi-worker process with a revocation", async () => {
+    const single = await serve(
+      workspace({ ...pricedSimulatedConfig, store: { url: pgUrl(schema) }, admission: postgresOnly }),
+      children,
+    );
+    const workers = await serve(
+      workspace({
+        ...pricedSimulatedConfig,
+        store: { url: pgUrl(schema) },
+        admission: postgresOnly,
+        server: { workers: 2 },
+      }),
+      children,
+    );
+    const adminToken = /Admin token: (\S+)/.exec(single.banner)![1]!;
+    const admin = (method: string, path: string, body?: unknown) =>
+      fetch(`${single.url}/admin/v1${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${adminToken}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    const tenant = (await (await admin('POST', '/tenants', { name: `workers-${Date.now()}` })).json()) as {
+      id: string;
+    };
+    const created = (await (await admin('POST', `/tenants/${tenant.id}/keys`, {})).json()) as {
+      id: string;
+      key: string;
+    };
+    // A new connection for every request: the primary hands connections to its workers in turn, so both see some.
+    const statuses = () =>
+      Promise.all(Array.from({ length: 8 }, () => modelsStatusOnNewConnection(workers.url, created.key)));
+    // Both workers cache the key from here on, until this time + KEY_CACHE_TTL_MS at the earliest.
+    const cachedFrom = Date.now();
+    expect(await statuses()).toEqual(Array(8).fill(200));
+    expect((await admin('DELETE', `/keys/${created.id}`)).status).toBe(200);
+    await vi.waitFor(async () => expect(await statuses()).toEqual(Array(8).fill(401)), eventually);
+    expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
   });
 });
 
