@@ -389,6 +389,39 @@ describe('BillingService reserving under an owner', () => {
   });
 });
 
+describe('BillingService counting the requests in flight under each owner', () => {
+  for (const leased of [false, true]) {
+    it(`counts a reservation until it is settled or released, once however often it is ended${leased ? ' (leases)' : ''}`, async () => {
+      const { store, tenantId, billing } = await ownedBilling();
+      const leases = leased
+        ? new ReservationLeases(store, () => billing.reservationOwner, { logger: pino({ level: 'silent' }) })
+        : undefined;
+      billing.leases = leases;
+      try {
+        const first = (await billing.reserve(tenantId, 'key', 100n, Date.now()))!;
+        const second = (await billing.reserve(tenantId, 'key', 100n, Date.now()))!;
+        expect(billing.reservationsInFlight('owner-a')).toBe(2);
+        // The keeper retires the owner: new reservations go under the next one, the old ones stay counted.
+        billing.reservationOwner = 'owner-b';
+        const third = (await billing.reserve(tenantId, 'key', 100n, Date.now()))!;
+        expect([billing.reservationsInFlight('owner-a'), billing.reservationsInFlight('owner-b')]).toEqual([2, 1]);
+        billing.settledReservation(first, 40n);
+        await billing.release(second);
+        expect(billing.reservationsInFlight('owner-a')).toBe(0);
+        // Ended again (a duplicate settlement's release): not counted twice.
+        await billing.release(first);
+        billing.settledReservation(second, 0n);
+        expect([billing.reservationsInFlight('owner-a'), billing.reservationsInFlight('owner-b')]).toEqual([0, 1]);
+        await billing.release(third);
+        expect(billing.reservationsInFlight('owner-b')).toBe(0);
+      } finally {
+        await leases?.stop();
+        await store.close();
+      }
+    });
+  }
+});
+
 describe('BillingService on the invalidation bus', () => {
   it('reloads prices and budgets when the bus announces that anything may have changed (a reconnected bus)', async () => {
     const store = openSqliteStore(':memory:');

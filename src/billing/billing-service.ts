@@ -89,6 +89,8 @@ export interface Reservation {
   owner?: string;
   /** With leases, once settled: what its settlement releases from the wallet (`settledReservation`). */
   settledRelease?: Nano;
+  /** Counted among its owner's requests in flight (`BillingService.reservationsInFlight`) until settled or released. */
+  inFlight?: boolean;
   /** The hard budgets `amount` is held on in the shared store (cluster mode), to settle there. */
   sharedBudgets?: readonly Pick<BudgetHoldScope, 'scope' | 'scopeId' | 'version'>[];
 }
@@ -335,6 +337,8 @@ export class BillingService {
    * leases): its owner's hold may then differ from what was counted. See `ReservationOwnerKeeper.retire`.
    */
   onReservationStoreFailure: (() => void) | undefined;
+  /** Requests in flight whose reservations are in each owner's hold. */
+  private readonly inFlightByOwner = new Map<string, number>();
   /** When `storeUnavailable` last logged, ms. */
   private storeFailureLoggedAt = 0;
 
@@ -476,13 +480,39 @@ export class BillingService {
       const leasedUnder = await this.leases.reserve(tenantId, amount);
       if (leasedUnder === undefined) return false;
       reservation.owner = leasedUnder;
+      this.startInFlight(reservation, leasedUnder);
       return true;
     }
     const owner = this.reservationOwner;
     if (!(await this.ledger.reserve(tenantId, amount, owner))) return false;
     this.onRequestReserved?.();
-    if (owner !== undefined) reservation.owner = owner;
+    if (owner !== undefined) {
+      reservation.owner = owner;
+      this.startInFlight(reservation, owner);
+    }
     return true;
+  }
+
+  /**
+   * Requests in flight whose reservations are in `owner`'s hold: a retired owner is kept alive while there are any,
+   * so a sweep cannot release what they still hold (`ReservationOwnerKeeper`).
+   */
+  reservationsInFlight(owner: string): number {
+    return this.inFlightByOwner.get(owner) ?? 0;
+  }
+
+  private startInFlight(reservation: Reservation, owner: string): void {
+    reservation.inFlight = true;
+    this.inFlightByOwner.set(owner, (this.inFlightByOwner.get(owner) ?? 0) + 1);
+  }
+
+  /** The reservation's request ended (settled or released); counted once, however often it is ended. */
+  private endInFlight(reservation: Reservation): void {
+    if (reservation.inFlight !== true || reservation.owner === undefined) return;
+    reservation.inFlight = false;
+    const left = (this.inFlightByOwner.get(reservation.owner) ?? 1) - 1;
+    if (left > 0) this.inFlightByOwner.set(reservation.owner, left);
+    else this.inFlightByOwner.delete(reservation.owner);
   }
 
   /**
@@ -491,6 +521,7 @@ export class BillingService {
    * (the rest stays leased to this process: see `ReservationLeases`).
    */
   settledReservation(reservation: Reservation, spent: Nano): Nano {
+    this.endInFlight(reservation);
     return this.leases === undefined ? reservation.amount : this.leases.settled(reservation, spent);
   }
 
@@ -610,6 +641,7 @@ export class BillingService {
   /** Returns a reservation whose request consumed nothing billable. */
   async release(reservation: Reservation | undefined): Promise<void> {
     if (reservation === undefined || reservation.amount === 0n) return;
+    this.endInFlight(reservation);
     const { tenantId, amount, owner } = reservation;
     if (this.leases === undefined) await this.releaseHeld(tenantId, amount, owner);
     else if (reservation.settledRelease === undefined) this.leases.release(reservation);

@@ -105,6 +105,37 @@ describe('ReservationOwnerKeeper', () => {
     expect(billing.reservationOwner).toBe(after);
   });
 
+  it('keeps a retired owner alive while requests reserved under it are in flight, then lets it be swept', async () => {
+    const { store, tenantId, clock, billing, keeper } = await stoppedKeeper();
+    const inFlight = new Map<string, number>();
+    const counted = Object.assign(billing, { reservationsInFlight: (owner: string) => inFlight.get(owner) ?? 0 });
+    const before = counted.reservationOwner!;
+    // A long stream's reservation under the owner, then a store call on its holds fails.
+    expect(await store.reserve(tenantId, 30n, before)).toBe(true);
+    inFlight.set(before, 1);
+    keeper.retire();
+    clock.now += 1_000;
+    await keeper.tick();
+    const after = counted.reservationOwner!;
+    expect(after).not.toBe(before);
+    // Far past the timeout, beating every second: the stream's 30 stay reserved, so no other request can spend them.
+    for (let beat = 0; beat < 20; beat++) {
+      clock.now += 1_000;
+      await keeper.tick();
+    }
+    expect((await store.getWallet(tenantId))?.reserved).toBe(30n);
+    expect(await store.listReservationOwners(clock.now)).toEqual(expect.arrayContaining([before, after]));
+    // The stream ended: the old owner beats no more, and once its last beat is a timeout old its hold is swept (a
+    // settlement would have released it already; here it gives back what a failed call left in doubt).
+    inFlight.delete(before);
+    clock.now += 1_000;
+    await keeper.tick();
+    expect(await store.listReservationOwners(clock.now)).toEqual([after]);
+    clock.now += 6_000;
+    await keeper.tick();
+    expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+  });
+
   it('sweeps at once the owner of a process of this host that has exited (embedded mode)', async () => {
     const { store, tenantId } = await walletStore();
     const exited = spawnSync(process.execPath, ['-e', '']).pid;

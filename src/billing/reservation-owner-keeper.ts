@@ -16,7 +16,9 @@
  *
  * A process also takes a new owner id after a store call on its holds failed (`retire`): a reservation or release
  * whose connection broke may have committed or not, so the owner's hold may no longer match what the process counts.
- * The old owner then beats no more and is swept after the timeout, which gives back whatever its hold really held.
+ * The old owner beats on while requests reserved under it are in flight (a long stream's reservation must stay in the
+ * wallet's `reserved` until the stream is settled, or other requests could spend the same funds); once the last has
+ * ended it beats no more and is swept after the timeout, which gives back whatever its hold really held.
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -53,6 +55,8 @@ export class ReservationOwnerKeeper {
   private lastBeat = Number.NEGATIVE_INFINITY;
   /** Set by `retire`: the next heartbeat takes a new owner id. */
   private retiring = false;
+  /** Retired owners that still beat: requests reserved under them are in flight. */
+  private readonly retiredInUse = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
 
@@ -61,7 +65,11 @@ export class ReservationOwnerKeeper {
       LedgerStore,
       'heartbeatReservationOwner' | 'sweepReservationOwners' | 'listReservationOwners'
     >,
-    private readonly billing: { reservationOwner: string | undefined },
+    private readonly billing: {
+      reservationOwner: string | undefined;
+      /** Requests in flight whose reservations are in `owner`'s hold. Default: none. */
+      reservationsInFlight?(owner: string): number;
+    },
     options: ReservationOwnerKeeperOptions,
   ) {
     this.timeoutMs = options.timeoutMs;
@@ -118,6 +126,8 @@ export class ReservationOwnerKeeper {
         const previous = this.owner;
         this.owner = newOwnerId();
         this.retiring = false;
+        // A late owner may be swept already (by this beat's own sweep, if no other process did).
+        if (!late) this.retiredInUse.add(previous);
         this.onOwnerChange(late ? 'late' : 'retired');
         this.logger.warn(
           { previous, owner: this.owner },
@@ -129,6 +139,11 @@ export class ReservationOwnerKeeper {
       await this.store.heartbeatReservationOwner(this.owner, now);
       this.lastBeat = now;
       this.billing.reservationOwner = this.owner;
+      for (const owner of this.retiredInUse) {
+        if ((this.billing.reservationsInFlight?.(owner) ?? 0) > 0)
+          await this.store.heartbeatReservationOwner(owner, now);
+        else this.retiredInUse.delete(owner);
+      }
       const exited = this.sameHost ? exitedOwners(await this.store.listReservationOwners()) : [];
       const swept = await this.store.sweepReservationOwners(now - this.timeoutMs, exited);
       if (swept.owners > 0) {
