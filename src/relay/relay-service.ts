@@ -117,7 +117,7 @@ export class RelayService {
     inFlight.inc();
     try {
       const routed = await this.route(request, admitted, false, (deployment) =>
-        deployment.upstream.complete(this.upstreamRequest(request, deployment, request.signal)),
+        deployment.upstream.complete(this.upstreamRequest(request, admitted, deployment)),
       );
       const body = routed.value.body;
       body.model = admitted.model.name;
@@ -149,7 +149,7 @@ export class RelayService {
     let routed: FailoverResult<UpstreamStream>;
     try {
       routed = await this.route(request, admitted, true, (deployment) =>
-        deployment.upstream.stream(this.upstreamRequest(request, deployment, request.signal)),
+        deployment.upstream.stream(this.upstreamRequest(request, admitted, deployment)),
       );
     } catch (error: unknown) {
       inFlight.dec();
@@ -291,12 +291,13 @@ export class RelayService {
     }
   }
 
-  private upstreamRequest(request: RelayRequest, deployment: Deployment, signal: AbortSignal): UpstreamRequest {
+  private upstreamRequest(request: RelayRequest, admitted: AdmittedRequest, deployment: Deployment): UpstreamRequest {
     const upstreamRequest: UpstreamRequest = {
       endpoint: request.endpoint,
       body: { ...request.body, model: deployment.upstreamModel },
       requestId: request.trace.requestId,
-      signal,
+      signal: request.signal,
+      promptTokens: admitted.estimatedPromptTokens,
     };
     const serviceClass = request.trace.serviceClass;
     if (serviceClass !== undefined) {

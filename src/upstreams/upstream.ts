@@ -28,6 +28,12 @@ export interface UpstreamRequest {
    * use it ignore it. Undefined when the request was not classed.
    */
   priority?: number;
+  /**
+   * The gateway's count of the body's prompt tokens (`countPromptTokens`, which counts only the messages, prompt or
+   * input, so the same for the body sent here). An upstream in this process that would count the same body with the
+   * same tokenizer (the simulated replica) uses it instead of counting again; a remote engine counts on its own.
+   */
+  promptTokens?: number;
 }
 
 /** A whole (non-streamed) answer. */

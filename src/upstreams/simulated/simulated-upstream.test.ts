@@ -99,6 +99,34 @@ describe('createSimulatedUpstream', () => {
     });
   });
 
+  it("uses the gateway's prompt count when it passes one, for usage and prefill time, instead of counting again", async () => {
+    const { clock, upstream } = setup();
+    const start = clock.now();
+    // A count unlike the body's own: what the replica reports and times can only have come from the request.
+    const promptTokens = 4_000;
+    const pending = upstream.complete({ ...request('chat', { ...chatBody, max_tokens: 5 }), promptTokens });
+    const expectedMs = promptTokens * PREFILL_PER_TOKEN + 5 * STEP_1;
+    clock.advanceTo(start + expectedMs + 0.01);
+    const result = await pending;
+    expect(result.usage?.input.total).toBe(promptTokens);
+    const events: StreamEvent[] = [];
+    const streamed = await upstream.stream({
+      ...request('chat', { ...chatBody, max_tokens: 2, stream_options: { include_usage: true } }),
+      promptTokens,
+    });
+    const collected = collect(streamed.events, events);
+    clock.runUntilIdle();
+    await collected;
+    const usage = events.find((event) => event.type === 'usage');
+    expect(usage).toMatchObject({ usage: { input: { total: promptTokens } } });
+    const embedded = upstream.complete({
+      ...request('embeddings', { model: 'embed', input: ['one', 'two'] }),
+      promptTokens: 7,
+    });
+    clock.runUntilIdle();
+    expect((await embedded).usage?.input.total).toBe(7);
+  });
+
   it('derives a deterministic 16–256 token answer that stops, and prefers max_completion_tokens', async () => {
     const { clock, upstream } = setup();
     const run = async (body: Record<string, unknown>) => {

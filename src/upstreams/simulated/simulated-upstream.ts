@@ -18,6 +18,7 @@ import type { SimulatedUpstreamConfig } from '../../config/config-schema.js';
 import { assertNever } from '../../errors/assert-never.js';
 import { type GatewayError, InvalidRequestError, UpstreamError } from '../../errors/gateway-error.js';
 import { countPromptTokensOffThread } from '../../metering/prompt-token-pool.js';
+import type { CountedEndpoint } from '../../metering/token-counter.js';
 import type {
   StreamEvent,
   Upstream,
@@ -144,7 +145,7 @@ export function createSimulatedUpstream(
     endpoint: GeneratingEndpoint,
     request: UpstreamRequest,
   ): Promise<UpstreamResult> => {
-    const counted = countPromptTokensOffThread(endpoint, request.body);
+    const counted = promptTokensOf(endpoint, request);
     const promptTokens = typeof counted === 'number' ? counted : await counted;
     const plan = planGeneration(endpoint, request.body, promptTokens, kvTokens);
     await runToCompletion(plan.promptTokens, plan.outputTokens, request.signal, request.priority);
@@ -193,7 +194,7 @@ export function createSimulatedUpstream(
         code: 'invalid_value',
       });
     }
-    const counted = countPromptTokensOffThread('embeddings', body);
+    const counted = promptTokensOf('embeddings', request);
     const promptTokens = typeof counted === 'number' ? counted : await counted;
     if (promptTokens > kvTokens) throw contextLengthError(kvTokens, promptTokens, 0, 'input');
     // An embedding is a prefill-only sequence: it occupies the replica for one step.
@@ -216,7 +217,7 @@ export function createSimulatedUpstream(
     if (request.endpoint === 'embeddings') {
       throw new InvalidRequestError('Embeddings cannot be streamed.', { param: 'stream', code: 'unsupported_value' });
     }
-    const counted = countPromptTokensOffThread(request.endpoint, request.body);
+    const counted = promptTokensOf(request.endpoint, request);
     const promptTokens = typeof counted === 'number' ? counted : await counted;
     const plan = planGeneration(request.endpoint, request.body, promptTokens, kvTokens);
     const signal = request.signal;
@@ -334,6 +335,14 @@ function planGeneration(
     streamOptions !== null &&
     (streamOptions as Record<string, unknown>).include_usage === true;
   return { endpoint, model, promptTokens, outputTokens, finishReason, seed, usageInChunks };
+}
+
+/**
+ * The request's prompt tokens: the gateway's count when it passed one (this replica runs in the gateway's process and
+ * would count the same body with the same tokenizer), else counted here (the standalone server, tests).
+ */
+function promptTokensOf(endpoint: CountedEndpoint, request: UpstreamRequest): number | Promise<number> {
+  return request.promptTokens ?? countPromptTokensOffThread(endpoint, request.body);
 }
 
 function requireModel(body: Readonly<Record<string, unknown>>): string {
