@@ -10,7 +10,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
-import { demoKeyOf, requireBuiltCli, serve, workspace } from './support/cli-process.js';
+import { demoKeyOf, requireBuiltCli, runCli, serve, workspace } from './support/cli-process.js';
 import { clearOfMonthEnd } from './support/month-boundary.js';
 import { startPostgresRelay } from './support/postgres-relay.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
@@ -430,6 +430,37 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
 
   it('keeps serving and bills every answer once while PostgreSQL drops every connection under load', async () => {
     await billsEveryAnswerOnceThroughOutages(false);
+  });
+
+  it('has running gateways apply at once a key revoked and a plan set by the command line in the store', async () => {
+    const dir = workspace({ ...pricedSimulatedConfig, store: { url: pgUrl(schema) }, admission: postgresOnly });
+    const gateway = await serve(dir, children);
+    const adminToken = /Admin token: (\S+)/.exec(gateway.banner)![1]!;
+    const admin = async (path: string, body: unknown) =>
+      (await (
+        await fetch(`${gateway.url}/admin/v1${path}`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        })
+      ).json()) as { id: string; key: string };
+    const tenant = await admin('/tenants', { name: `cli-${Date.now()}` });
+    const revoked = await admin(`/tenants/${tenant.id}/keys`, {});
+    const kept = await admin(`/tenants/${tenant.id}/keys`, {});
+    await admin(`/tenants/${tenant.id}/credits`, { amount: '100', currency: 'CNY' });
+    const models = (key: string) => fetch(`${gateway.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+    // The gateway caches the key and the tenant's plan (no limit) from here on, for KEY_CACHE_TTL_MS at least.
+    const cachedFrom = Date.now();
+    expect((await models(revoked.key)).status).toBe(200);
+    expect((await chat(gateway.url, kept.key)).status).toBe(200);
+
+    expect(runCli(dir, ['keys', 'revoke', revoked.id]).status).toBe(0);
+    expect((await models(revoked.key)).status).toBe(401);
+    expect(runCli(dir, ['plans', 'set', '--tenant', tenant.id, '--rpm', '1']).status).toBe(0);
+    // The cached plan had no limit: under it both would pass. Under the new one, one a minute.
+    expect(await chat(gateway.url, kept.key)).toMatchObject({ status: 200 });
+    expect(await chat(gateway.url, kept.key)).toMatchObject({ status: 429, code: 'rate_limit_exceeded' });
+    expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
   });
 
   it("reaches every worker of another host's multi-worker process with a revocation", async () => {

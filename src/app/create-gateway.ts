@@ -49,19 +49,17 @@ import { RedisFairShareStore } from '../scheduling/redis-fair-share-store.js';
 import { defaultServiceClassPolicies, type TieredSchedulerOptions } from '../scheduling/tiered-scheduler.js';
 import { createStore } from '../store/create-store.js';
 import { KyselyStore } from '../store/kysely-store.js';
-import { PostgresStore } from '../store/postgres-store.js';
 import { SqliteStore } from '../store/sqlite-store.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus, type InvalidationBus } from '../tenancy/invalidation-bus.js';
 import { KeyService } from '../tenancy/key-service.js';
 import { PlanService } from '../tenancy/plan-service.js';
-import { PostgresInvalidationBus, postgresChannel } from '../tenancy/postgres-invalidation-bus.js';
-import { RedisInvalidationBus } from '../tenancy/redis-invalidation-bus.js';
 import { TenantService } from '../tenancy/tenant-service.js';
 import { createUpstream } from '../upstreams/create-upstream.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import { resolveSecret } from './admin-token.js';
 import { journalDirectory, settleLeftSettlements, spoolDirectory } from './left-settlements.js';
+import { openSharedBus, type SharedBusPurpose, waitUntilListening } from './shared-bus.js';
 
 /** A gateway process, built but not yet listening. */
 export interface Gateway {
@@ -116,32 +114,6 @@ export interface CreateGatewayOptions {
  * invalidation bus, which announces admin changes at once.
  */
 const BILLING_REFRESH_MS = 30_000;
-
-/** A bus between the processes of a shared store. */
-type SharedBus = InvalidationBus & { ready(): Promise<void>; close(): Promise<void> };
-
-/** How long start-up waits for a shared bus to listen, ms: then it starts anyway, and the bus keeps trying. */
-const BUS_READY_WAIT_MS = 5_000;
-
-/**
- * Waits until `bus` hears the other processes, so that a change made right after this process starts reaches it too;
- * a bus that cannot connect (Redis down) does not hold the gateway's start for longer than `BUS_READY_WAIT_MS`.
- */
-async function listening(bus: SharedBus | undefined, logger: Logger): Promise<void> {
-  if (bus === undefined) return;
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<'expired'>((resolve) => {
-    timer = setTimeout(() => resolve('expired'), BUS_READY_WAIT_MS);
-  });
-  const outcome = await Promise.race([bus.ready().then(() => 'ready' as const), expired]);
-  clearTimeout(timer);
-  if (outcome === 'expired') {
-    logger.warn(
-      { waitedMs: BUS_READY_WAIT_MS },
-      'the bus to the other processes is not listening yet: starting anyway',
-    );
-  }
-}
 
 /** Waits for `work` at most `ms`, then logs and goes on. */
 async function withDeadline(work: Promise<unknown> | undefined, ms: number, what: string, logger: Logger) {
@@ -228,27 +200,13 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   // Several processes on a shared store: what changes through one (a revoked key, a price version, a budget) reaches
   // the others at once over Redis pub/sub, or over PostgreSQL LISTEN/NOTIFY without Redis. Workers on one SQLite
   // file tell each other through their primary (`options.invalidationBus`).
-  const sharedBus = (purpose: 'invalidations' | 'lease-returns'): SharedBus | undefined => {
-    if (config.admission.store === 'redis') {
-      return new RedisInvalidationBus({
-        url: config.admission.redis_url,
-        channel: purpose === 'invalidations' ? 'tg:key-invalidations' : 'tg:lease-returns',
-        logger,
-        onFailure: () => metrics.invalidationBusFailures.inc({ bus: 'redis' }),
-      });
-    }
-    if (store instanceof PostgresStore) {
-      return new PostgresInvalidationBus({
-        connectionString: store.connectionString,
-        channel: postgresChannel(store.schema, purpose),
-        logger,
-        onFailure: () => metrics.invalidationBusFailures.inc({ bus: 'postgres' }),
-      });
-    }
-    return undefined;
-  };
+  const sharedBus = (purpose: SharedBusPurpose) =>
+    openSharedBus(config, store, purpose, {
+      logger,
+      onFailure: (kind) => metrics.invalidationBusFailures.inc({ bus: kind }),
+    });
   const changeBus = sharedBus('invalidations');
-  await listening(changeBus, logger);
+  await waitUntilListening(changeBus, logger);
   const bus = changeBus ?? options.invalidationBus ?? new InProcessInvalidationBus();
   const keys = new KeyService(store, { bus });
   const tenants = new TenantService(store, { bus });
@@ -294,7 +252,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   // rest: workers through their primary, cluster processes over a Redis or PostgreSQL channel of their own
   // (`LeaseReturnRound`).
   const leaseBus = store.kind === 'postgres' ? sharedBus('lease-returns') : undefined;
-  await listening(leaseBus, logger);
+  await waitUntilListening(leaseBus, logger);
   const leases =
     (journaled && !soleOwner) || leaseBus !== undefined
       ? new ReservationLeases(store, () => billing.reservationOwner, {
@@ -378,16 +336,20 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
           logger,
         })
       : new MemoryAdmissionStore({ clock });
-  const plans = new PlanService(store, {
-    limits: {
-      ...(config.default_plan.rpm === undefined ? {} : { rpm: config.default_plan.rpm }),
-      ...(config.default_plan.tpm === undefined ? {} : { tpm: config.default_plan.tpm }),
-      ...(config.default_plan.tpd === undefined ? {} : { tpd: config.default_plan.tpd }),
-      ...(config.default_plan.concurrency === undefined ? {} : { concurrency: config.default_plan.concurrency }),
+  const plans = new PlanService(
+    store,
+    {
+      limits: {
+        ...(config.default_plan.rpm === undefined ? {} : { rpm: config.default_plan.rpm }),
+        ...(config.default_plan.tpm === undefined ? {} : { tpm: config.default_plan.tpm }),
+        ...(config.default_plan.tpd === undefined ? {} : { tpd: config.default_plan.tpd }),
+        ...(config.default_plan.concurrency === undefined ? {} : { concurrency: config.default_plan.concurrency }),
+      },
+      tiers: [...config.default_plan.tiers],
+      weight: config.default_plan.weight,
     },
-    tiers: [...config.default_plan.tiers],
-    weight: config.default_plan.weight,
-  });
+    { bus },
+  );
   const gate = new AdmissionGate(plans, limits, billing, catalog.list(), {
     ...gateSchedulingOptions(config),
     clock,

@@ -5,6 +5,7 @@
  */
 import { request } from 'undici';
 import { resolveAdminToken } from '../app/admin-token.js';
+import { openSharedBus, type SharedBus, waitUntilListening } from '../app/shared-bus.js';
 import { BillingQueries } from '../billing/billing-queries.js';
 import { BillingService } from '../billing/billing-service.js';
 import { renderInvoiceCsv } from '../billing/invoice/render-invoice-csv.js';
@@ -72,22 +73,32 @@ export async function openAdminClient(target: AdminTarget): Promise<AdminClient>
   }
   const store = await createStore(loaded.storeUrl);
   await store.migrate();
+  const logger = createLogger({ level: 'warn', sync: true });
+  // Running gateways on a shared store hear what this command changes at once (a revoked key, a plan); on an embedded
+  // store there is no bus, and they see it when their cached copy expires (5 s).
+  const bus = openSharedBus(loaded.config, store, 'invalidations', { logger });
+  await waitUntilListening(bus, logger);
   const billing = new BillingService(store, {
     priceBook: loaded.config.pricing,
-    logger: createLogger({ level: 'warn', sync: true }),
+    logger,
     newTenants: {
       mode: loaded.config.billing.new_tenant_mode,
       creditLimit: parseNano(loaded.config.billing.new_tenant_credit_limit),
     },
+    ...(bus === undefined ? {} : { bus }),
   });
   await billing.init();
   const defaults = loaded.config.default_plan;
-  const plans = new PlanService(store, {
-    limits: { rpm: defaults.rpm, tpm: defaults.tpm, tpd: defaults.tpd, concurrency: defaults.concurrency },
-    tiers: [...defaults.tiers],
-    weight: defaults.weight,
-  });
-  return new StoreAdminClient(store, billing, plans);
+  const plans = new PlanService(
+    store,
+    {
+      limits: { rpm: defaults.rpm, tpm: defaults.tpm, tpd: defaults.tpd, concurrency: defaults.concurrency },
+      tiers: [...defaults.tiers],
+      weight: defaults.weight,
+    },
+    bus === undefined ? {} : { bus },
+  );
+  return new StoreAdminClient(store, billing, plans, bus);
 }
 
 class HttpAdminClient implements AdminClient {
@@ -174,8 +185,9 @@ class StoreAdminClient implements AdminClient {
     private readonly store: Store,
     private readonly billing: BillingService,
     private readonly plans: PlanService,
+    private readonly bus: SharedBus | undefined,
   ) {
-    this.tenants = new TenantService(store, { bus: new InProcessInvalidationBus() });
+    this.tenants = new TenantService(store, { bus: bus ?? new InProcessInvalidationBus() });
     this.queries = new BillingQueries(store, billing);
   }
 
@@ -244,8 +256,11 @@ class StoreAdminClient implements AdminClient {
   async revokeKey(keyId: string) {
     return publicKeyView(await this.tenants.revokeKey(keyId));
   }
-  close() {
-    return this.store.close();
+  async close() {
+    this.billing.stop();
+    this.plans.close();
+    await this.bus?.close();
+    await this.store.close();
   }
 }
 

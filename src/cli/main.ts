@@ -161,7 +161,10 @@ const plans = program.command('plans').description("Manage tenants' plans.");
 targetOptions(
   plans
     .command('set')
-    .description("Set a tenant's plan (limits, allowed service tiers, fair-share weight); effective at once.")
+    .description(
+      "Set a tenant's plan (limits, allowed service tiers, fair-share weight). Running gateways apply it at once " +
+        'when set through one (--url) or on a shared store; on an embedded store, within 5 s.',
+    )
     .requiredOption('--tenant <id>', 'tenant id')
     .option('--rpm <n>', 'requests per minute', parseInteger)
     .option('--tpm <n>', 'tokens per minute', parseInteger)

@@ -1,11 +1,13 @@
 /**
  * Plans: what each tenant is sold (limits, allowed service classes, fair-share weight), with per-key limit
  * overrides. Stored in the store's settings table as JSON (`plan:tenant:<id>`, `limits:key:<id>`), cached per
- * process for a few seconds; an admin change through this process takes effect at once.
+ * process for a few seconds; an admin change takes effect at once in this process, and, announced on the bus under
+ * the setting's name, in the others.
  */
 import type { Limits, Plan } from '../admission/limits.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
 import type { Store } from '../store/store.js';
+import { ConfigSubject, type InvalidationBus } from './invalidation-bus.js';
 
 /** A key's limit overrides, with optional per-model overrides. */
 export type KeyLimits = Limits & { models?: Record<string, Limits> };
@@ -22,25 +24,46 @@ interface Cached<T> {
   staleAt: number;
 }
 
+const TENANT_PLAN = 'plan:tenant:';
+const KEY_LIMITS = 'limits:key:';
+
+/** Options of `PlanService`. */
+export interface PlanServiceOptions {
+  /** How long a read stays cached, ms. Default 5000. */
+  cacheTtlMs?: number;
+  /** Where changes are announced to the other processes, and heard from them. Default: this process only. */
+  bus?: InvalidationBus;
+}
+
 /** Plans and key limits, read on the request path. */
 export class PlanService {
   private readonly plans = new Map<string, Cached<Plan>>();
   private readonly keyLimits = new Map<string, Cached<KeyLimits | undefined>>();
+  private readonly cacheTtlMs: number;
+  private readonly bus: InvalidationBus | undefined;
+  private readonly unsubscribe: (() => void) | undefined;
+  /** Bumped by every change heard: a read that started before one must not fill the cache with what it read. */
+  private generation = 0;
 
   constructor(
     private readonly store: Pick<Store, 'getSetting' | 'putSetting'>,
     private readonly defaults: PlanDefaults,
-    /** How long a read stays cached, ms. Default 5000. */
-    private readonly cacheTtlMs = 5000,
-  ) {}
+    options: PlanServiceOptions = {},
+  ) {
+    this.cacheTtlMs = options.cacheTtlMs ?? 5000;
+    this.bus = options.bus;
+    this.unsubscribe = options.bus?.subscribe((subject) => this.heard(subject));
+  }
 
   /** The tenant's plan (its own, or the default). */
   async planFor(tenantId: string): Promise<Plan> {
     const cached = this.plans.get(tenantId);
     if (cached !== undefined && cached.staleAt > Date.now()) return cached.value;
-    const stored = await this.store.getSetting(`plan:tenant:${tenantId}`);
+    const generation = this.generation;
+    const stored = await this.store.getSetting(`${TENANT_PLAN}${tenantId}`);
     const plan = stored === undefined ? this.defaultPlan() : (JSON.parse(stored) as Plan);
-    this.plans.set(tenantId, { value: plan, staleAt: Date.now() + this.cacheTtlMs });
+    if (generation === this.generation)
+      this.plans.set(tenantId, { value: plan, staleAt: Date.now() + this.cacheTtlMs });
     return plan;
   }
 
@@ -48,20 +71,51 @@ export class PlanService {
   async limitsForKey(keyId: string): Promise<KeyLimits | undefined> {
     const cached = this.keyLimits.get(keyId);
     if (cached !== undefined && cached.staleAt > Date.now()) return cached.value;
-    const stored = await this.store.getSetting(`limits:key:${keyId}`);
+    const generation = this.generation;
+    const stored = await this.store.getSetting(`${KEY_LIMITS}${keyId}`);
     const limits = stored === undefined ? undefined : (JSON.parse(stored) as KeyLimits);
-    this.keyLimits.set(keyId, { value: limits, staleAt: Date.now() + this.cacheTtlMs });
+    if (generation === this.generation) {
+      this.keyLimits.set(keyId, { value: limits, staleAt: Date.now() + this.cacheTtlMs });
+    }
     return limits;
   }
 
+  /** Stores a tenant's plan; it applies at once here and, once the bus has carried it, in the other processes. */
   async setTenantPlan(tenantId: string, plan: Plan): Promise<void> {
-    await this.store.putSetting(`plan:tenant:${tenantId}`, JSON.stringify(plan));
+    await this.store.putSetting(`${TENANT_PLAN}${tenantId}`, JSON.stringify(plan));
+    await this.announce(`${TENANT_PLAN}${tenantId}`);
     this.plans.set(tenantId, { value: plan, staleAt: Date.now() + this.cacheTtlMs });
   }
 
+  /** Stores a key's limit overrides; as `setTenantPlan`. */
   async setKeyLimits(keyId: string, limits: KeyLimits): Promise<void> {
-    await this.store.putSetting(`limits:key:${keyId}`, JSON.stringify(limits));
+    await this.store.putSetting(`${KEY_LIMITS}${keyId}`, JSON.stringify(limits));
+    await this.announce(`${KEY_LIMITS}${keyId}`);
     this.keyLimits.set(keyId, { value: limits, staleAt: Date.now() + this.cacheTtlMs });
+  }
+
+  /** Stops listening to the bus. */
+  close(): void {
+    this.unsubscribe?.();
+  }
+
+  private async announce(subject: string): Promise<void> {
+    // Delivered here too: drops this process's entry (and voids reads in flight) before the new one is cached.
+    await this.bus?.publish(subject);
+  }
+
+  private heard(subject: string): void {
+    if (subject === ConfigSubject.all) {
+      this.generation++;
+      this.plans.clear();
+      this.keyLimits.clear();
+    } else if (subject.startsWith(TENANT_PLAN)) {
+      this.generation++;
+      this.plans.delete(subject.slice(TENANT_PLAN.length));
+    } else if (subject.startsWith(KEY_LIMITS)) {
+      this.generation++;
+      this.keyLimits.delete(subject.slice(KEY_LIMITS.length));
+    }
   }
 
   defaultPlan(): Plan {

@@ -1,0 +1,81 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Plan } from '../admission/limits.js';
+import { openSqliteStore, type SqliteStore } from '../store/sqlite-store.js';
+import { ConfigSubject, InProcessInvalidationBus } from './invalidation-bus.js';
+import { type PlanDefaults, PlanService } from './plan-service.js';
+
+const defaults: PlanDefaults = { limits: { rpm: 60 }, tiers: ['default'], weight: 1 };
+const plan = (rpm: number): Plan => ({ limits: { rpm }, tiers: ['default'], weight: 1 });
+
+describe('PlanService', () => {
+  let store: SqliteStore;
+  let bus: InProcessInvalidationBus;
+  /** Two processes on one store and one bus, each with its own cache. */
+  let here: PlanService;
+  let there: PlanService;
+
+  beforeEach(async () => {
+    store = openSqliteStore(':memory:');
+    await store.migrate();
+    bus = new InProcessInvalidationBus();
+    here = new PlanService(store, defaults, { bus });
+    there = new PlanService(store, defaults, { bus });
+  });
+
+  afterEach(async () => {
+    here.close();
+    there.close();
+    await store.close();
+  });
+
+  it("applies a plan and a key's limits set through one process in the others at once, not when their cache expires", async () => {
+    expect((await there.planFor('ten_a')).limits).toEqual({ rpm: 60 });
+    expect(await there.limitsForKey('key_a')).toBeUndefined();
+    await here.setTenantPlan('ten_a', plan(5));
+    await here.setKeyLimits('key_a', { rpm: 2 });
+    expect((await there.planFor('ten_a')).limits).toEqual({ rpm: 5 });
+    expect(await there.limitsForKey('key_a')).toEqual({ rpm: 2 });
+    expect((await here.planFor('ten_a')).limits).toEqual({ rpm: 5 });
+  });
+
+  it('drops every cached plan when the bus announces that anything may have changed (a reconnected bus)', async () => {
+    await there.planFor('ten_a');
+    await there.limitsForKey('key_a');
+    // Written by a process whose message never came.
+    await store.putSetting('plan:tenant:ten_a', JSON.stringify(plan(7)));
+    await store.putSetting('limits:key:key_a', JSON.stringify({ rpm: 3 }));
+    expect((await there.planFor('ten_a')).limits).toEqual({ rpm: 60 });
+    await bus.publish(ConfigSubject.all);
+    expect((await there.planFor('ten_a')).limits).toEqual({ rpm: 7 });
+    expect(await there.limitsForKey('key_a')).toEqual({ rpm: 3 });
+  });
+
+  it('does not cache a read that was in flight when a change was heard', async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const slow = new PlanService(
+      {
+        getSetting: async (name) => {
+          const value = await store.getSetting(name);
+          await held;
+          return value;
+        },
+        putSetting: (name, value) => store.putSetting(name, value),
+      },
+      defaults,
+      { bus },
+    );
+    try {
+      const reading = slow.planFor('ten_a');
+      await here.setTenantPlan('ten_a', plan(9));
+      release();
+      // It read the old plan before the change, and answers it, but does not keep it.
+      expect((await reading).limits).toEqual({ rpm: 60 });
+      expect((await slow.planFor('ten_a')).limits).toEqual({ rpm: 9 });
+    } finally {
+      slow.close();
+    }
+  });
+});
