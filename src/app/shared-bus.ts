@@ -9,7 +9,7 @@ import type { Logger } from '../observability/logger.js';
 import { PostgresStore } from '../store/postgres-store.js';
 import type { Store } from '../store/store.js';
 import type { InvalidationBus } from '../tenancy/invalidation-bus.js';
-import { PostgresInvalidationBus, postgresChannel } from '../tenancy/postgres-invalidation-bus.js';
+import { PostgresListener, postgresChannel } from '../tenancy/postgres-invalidation-bus.js';
 import { RedisInvalidationBus } from '../tenancy/redis-invalidation-bus.js';
 
 /** A bus between the processes of a shared store. */
@@ -43,15 +43,24 @@ export function openSharedBus(
       onFailure: () => options.onFailure?.('redis'),
     });
   }
-  if (store instanceof PostgresStore) {
-    return new PostgresInvalidationBus({
+  if (store instanceof PostgresStore) return listenerOf(store, options).bus(postgresChannel(store.schema, purpose));
+  return undefined;
+}
+
+/** Each store's `LISTEN` connection: one per process, whatever the number of its channels. */
+const listeners = new WeakMap<PostgresStore, PostgresListener>();
+
+function listenerOf(store: PostgresStore, options: SharedBusOptions): PostgresListener {
+  let listener = listeners.get(store);
+  if (listener === undefined || listener.isClosed) {
+    listener = new PostgresListener({
       connectionString: store.connectionString,
-      channel: postgresChannel(store.schema, purpose),
       logger: options.logger,
       onFailure: () => options.onFailure?.('postgres'),
     });
+    listeners.set(store, listener);
   }
-  return undefined;
+  return listener;
 }
 
 /**

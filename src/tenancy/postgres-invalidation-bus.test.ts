@@ -2,34 +2,43 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConfigSubject } from './invalidation-bus.js';
-import { PostgresInvalidationBus, postgresChannel } from './postgres-invalidation-bus.js';
+import { type PostgresInvalidationBus, PostgresListener, postgresChannel } from './postgres-invalidation-bus.js';
 
 const databaseUrl = 'postgres://postgres@127.0.0.1:5432/test';
 const logger = pino({ level: 'silent' });
 const eventually = { timeout: 10_000, interval: 20 };
 
-const buses: PostgresInvalidationBus[] = [];
+const listeners: PostgresListener[] = [];
 afterEach(async () => {
-  await Promise.all(buses.splice(0).map((bus) => bus.close()));
+  await Promise.all(listeners.splice(0).map((listener) => listener.close()));
 });
+
+function openListener(options: { connectionString?: string; onFailure?: () => void; applicationName?: string } = {}) {
+  const listener = new PostgresListener({
+    connectionString: options.connectionString ?? databaseUrl,
+    logger,
+    reconnectDelayMs: 20,
+    maxReconnectDelayMs: 200,
+    ...(options.onFailure === undefined ? {} : { onFailure: options.onFailure }),
+    ...(options.applicationName === undefined ? {} : { applicationName: options.applicationName }),
+  });
+  listeners.push(listener);
+  return listener;
+}
+
+function subscribed(bus: PostgresInvalidationBus) {
+  const seen: string[] = [];
+  bus.subscribe((subject) => seen.push(subject));
+  return { bus, seen };
+}
 
 function channelFor(label: string): string {
   return postgresChannel(`tg_bus_${process.pid}_${Date.now().toString(36)}`, label);
 }
 
+/** A process's bus on `channel`: a listener of its own. */
 function openBus(channel: string, options: { connectionString?: string; onFailure?: () => void } = {}) {
-  const bus = new PostgresInvalidationBus({
-    connectionString: options.connectionString ?? databaseUrl,
-    channel,
-    logger,
-    reconnectDelayMs: 20,
-    maxReconnectDelayMs: 200,
-    ...(options.onFailure === undefined ? {} : { onFailure: options.onFailure }),
-  });
-  buses.push(bus);
-  const seen: string[] = [];
-  bus.subscribe((subject) => seen.push(subject));
-  return { bus, seen };
+  return subscribed(openListener(options).bus(channel));
 }
 
 /** Ends the server sessions listening on `channel` (a PostgreSQL restart or failover, as one process sees it). */
@@ -85,6 +94,45 @@ describe('PostgresInvalidationBus', () => {
     expect(theirs.seen).toEqual(['key_2']);
     expect(ourLeases.seen).toEqual([]);
     expect(peer.seen).toEqual(['key_1']);
+  });
+
+  it("carries every channel of a process on one connection, which ends with the process's last bus", async () => {
+    const schema = `tg_bus_${process.pid}_${Date.now().toString(36)}`;
+    const name = `tgtest-${process.pid}-${Date.now().toString(36)}`;
+    const listener = openListener({ applicationName: name });
+    const changes = subscribed(listener.bus(postgresChannel(schema, 'invalidations')));
+    const leases = subscribed(listener.bus(postgresChannel(schema, 'lease-returns')));
+    await listener.ready();
+    const other = openBus(postgresChannel(schema, 'invalidations'));
+    const otherLeases = openBus(postgresChannel(schema, 'lease-returns'));
+    await Promise.all([other.bus.ready(), otherLeases.bus.ready()]);
+    const admin = new pg.Client({ connectionString: databaseUrl });
+    await admin.connect();
+    const connections = async () =>
+      Number(
+        (await admin.query('select count(*) as n from pg_stat_activity where application_name = $1', [name])).rows[0].n,
+      );
+    try {
+      expect(await connections()).toBe(1);
+      await other.bus.publish('key_1');
+      await otherLeases.bus.publish('tollgate:lease-return:ask:r1:owner');
+      await vi.waitFor(() => {
+        expect(changes.seen).toEqual(['key_1']);
+        expect(leases.seen).toEqual(['tollgate:lease-return:ask:r1:owner']);
+      }, eventually);
+      // One bus closed: the other still hears its channel, on the same connection.
+      await leases.bus.close();
+      await otherLeases.bus.publish('tollgate:lease-return:ask:r2:owner');
+      await other.bus.publish('key_2');
+      await vi.waitFor(() => expect(changes.seen).toEqual(['key_1', 'key_2']), eventually);
+      expect(leases.seen).toEqual(['tollgate:lease-return:ask:r1:owner']);
+      expect(await connections()).toBe(1);
+      await changes.bus.close();
+      await vi.waitFor(async () => expect(await connections()).toBe(0), eventually);
+      expect(listener.isClosed).toBe(true);
+    } finally {
+      await admin.end();
+    }
   });
 
   it('names every channel within PostgreSQL identifier length, a distinct one for every schema', () => {

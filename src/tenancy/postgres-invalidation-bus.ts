@@ -1,11 +1,11 @@
 /**
  * Changes to cached state across the processes of a PostgreSQL store that run without Redis: published with
- * `pg_notify` and received on one `LISTEN` connection per bus, so a key revoked through one process stops working in
- * the others at once, and lease-return rounds (`LeaseReturnRound`) reach every process. With Redis configured the
- * gateway uses `RedisInvalidationBus` instead.
+ * `pg_notify` and received on one `LISTEN` connection per process (`PostgresListener`, shared by every channel), so a
+ * key revoked through one process stops working in the others at once, and lease-return rounds (`LeaseReturnRound`)
+ * reach every process. With Redis configured the gateway uses `RedisInvalidationBus` instead.
  *
  * Delivery is at most once, as with Redis pub/sub: a process whose listening connection drops misses what is published
- * until it is back, and what it publishes meanwhile reaches no one. So after every reconnect the bus announces
+ * until it is back, and what it publishes meanwhile reaches no one. So after every reconnect each channel announces
  * `ConfigSubject.all`, here and to the others, whose subscribers drop or reload everything they cache; and publishing
  * never fails a caller: the change is stored, and a process that could not hear of it reads it at its next refresh.
  */
@@ -19,15 +19,15 @@ import {
   type KeyInvalidationHandler,
 } from './invalidation-bus.js';
 
-/** Options of `PostgresInvalidationBus`. */
-export interface PostgresInvalidationBusOptions {
+/** Options of `PostgresListener`. */
+export interface PostgresListenerOptions {
   /** `postgres://…` of the store (without Tollgate's own `schema`/`pool_size` parameters). */
   connectionString: string;
-  /** Notification channel; see `postgresChannel`. */
-  channel: string;
   logger: Logger;
   /** Called when a message could not be sent or the listening connection failed (a metric). */
   onFailure?: () => void;
+  /** The connection's `application_name` (shown in `pg_stat_activity`). Default `tollgate-bus`. */
+  applicationName?: string;
   /** First wait before reconnecting, ms; doubles up to `maxReconnectDelayMs`. Default 100. */
   reconnectDelayMs?: number;
   /** Longest wait between reconnect attempts, ms. Default 5000. */
@@ -49,13 +49,16 @@ export function postgresChannel(schema: string, purpose: string): string {
   return `tollgate:${digest}:${purpose}`.slice(0, MAX_CHANNEL_BYTES);
 }
 
-/** An `InvalidationBus` over PostgreSQL `LISTEN`/`NOTIFY`. */
-export class PostgresInvalidationBus implements InvalidationBus {
-  private readonly local = new InProcessInvalidationBus();
-  private readonly options: PostgresInvalidationBusOptions;
+/**
+ * One process's `LISTEN` connection: listens on the channels of its buses (`bus`), reconnects with backoff when the
+ * connection drops, and sends their messages. It ends the connection when its last bus is closed.
+ */
+export class PostgresListener {
+  private readonly options: PostgresListenerOptions;
   private readonly reconnectDelayMs: number;
   private readonly maxReconnectDelayMs: number;
-  /** The listening connection, once it listens; publishing goes through it too. */
+  private readonly channels = new Map<string, InProcessInvalidationBus>();
+  /** The connection, once it listens on every channel. */
   private client: pg.Client | undefined;
   private closed = false;
   private everListened = false;
@@ -64,7 +67,7 @@ export class PostgresInvalidationBus implements InvalidationBus {
   private listening!: Promise<void>;
   private resolveListening: (() => void) | undefined;
 
-  constructor(options: PostgresInvalidationBusOptions) {
+  constructor(options: PostgresListenerOptions) {
     this.options = options;
     this.reconnectDelayMs = options.reconnectDelayMs ?? 100;
     this.maxReconnectDelayMs = options.maxReconnectDelayMs ?? 5000;
@@ -72,30 +75,64 @@ export class PostgresInvalidationBus implements InvalidationBus {
     void this.connect();
   }
 
-  /** Resolves once the bus listens (start-up, tests); after a drop, once it listens again. */
+  /** The bus on `channel` (one per channel: asking again returns another handle on the same subscribers). */
+  bus(channel: string): PostgresInvalidationBus {
+    let local = this.channels.get(channel);
+    if (local === undefined) {
+      local = new InProcessInvalidationBus();
+      this.channels.set(channel, local);
+      const client = this.client;
+      if (client !== undefined) {
+        // Until this LISTEN is in, `ready()` waits; a failure drops the connection, and the reconnect listens again.
+        this.awaitListening();
+        client.query(listen(channel)).then(
+          () => {
+            if (this.client === client) this.listened();
+          },
+          (error: unknown) => client.emit('error', error),
+        );
+      }
+    }
+    return new PostgresInvalidationBus(this, channel, local);
+  }
+
+  /** Resolves once the connection listens on every channel asked for so far; after a drop, once it listens again. */
   ready(): Promise<void> {
     return this.listening;
   }
 
-  async publish(subject: string): Promise<void> {
-    await this.local.publish(subject);
+  /** Sends `payload` on `channel`; never rejects (a failure is counted and the others catch up at the reconnect). */
+  async notify(channel: string, payload: string): Promise<void> {
     const client = this.client;
     if (client === undefined) {
-      // The outage was logged when the connection dropped; when it is back, the others are told to drop everything.
+      // The outage was logged when the connection dropped; when it is back, every channel announces everything.
       this.options.onFailure?.();
       return;
     }
     try {
-      await client.query('select pg_notify($1, $2)', [this.options.channel, subject]);
+      await client.query('select pg_notify($1, $2)', [channel, payload]);
     } catch (error: unknown) {
-      this.failed(error, 'not sent', subject);
+      this.options.onFailure?.();
+      this.options.logger.warn({ err: error, channel, subject: payload }, 'PostgreSQL invalidation bus: not sent');
     }
   }
 
-  subscribe(handler: KeyInvalidationHandler): () => void {
-    return this.local.subscribe(handler);
+  /** Stops listening on `channel`; the connection ends with the last channel. */
+  async release(channel: string): Promise<void> {
+    if (!this.channels.delete(channel)) return;
+    if (this.channels.size === 0) {
+      await this.close();
+      return;
+    }
+    await this.client?.query(`UNLISTEN ${quoted(channel)}`).catch(() => undefined);
   }
 
+  /** True once closed (its last bus released): a new bus needs a new listener. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Ends the connection and every bus on it. */
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.reconnectTimer);
@@ -108,6 +145,7 @@ export class PostgresInvalidationBus implements InvalidationBus {
   private async connect(): Promise<void> {
     const client = new pg.Client({
       connectionString: this.options.connectionString,
+      application_name: this.options.applicationName ?? 'tollgate-bus',
       connectionTimeoutMillis: 10_000,
       // A server that vanished is found by keepalive probes, not after the system's two-hour default.
       keepAlive: true,
@@ -121,8 +159,13 @@ export class PostgresInvalidationBus implements InvalidationBus {
       void client.end().catch(() => undefined);
       if (this.closed) return;
       // Logged once per outage, not at every failed attempt to reconnect.
-      if (this.failures === 0) this.failed(error, 'listening connection lost; reconnecting');
-      else this.options.onFailure?.();
+      this.options.onFailure?.();
+      if (this.failures === 0) {
+        this.options.logger.warn(
+          { err: error },
+          'PostgreSQL invalidation bus: listening connection lost; reconnecting',
+        );
+      }
       this.awaitListening();
       this.scheduleReconnect();
     };
@@ -130,13 +173,12 @@ export class PostgresInvalidationBus implements InvalidationBus {
     client.on('end', () => drop(new Error('connection ended')));
     client.on('notification', (message) => {
       // This process's own messages were delivered here when it published them.
-      if (message.channel !== this.options.channel || message.payload === undefined) return;
-      if (message.processId === backendProcessId(client)) return;
-      void this.local.publish(message.payload);
+      if (message.payload === undefined || message.processId === backendProcessId(client)) return;
+      void this.channels.get(message.channel)?.publish(message.payload);
     });
     try {
       await client.connect();
-      await client.query(`LISTEN "${this.options.channel.replaceAll('"', '""')}"`);
+      for (const channel of this.channels.keys()) await client.query(listen(channel));
     } catch (error: unknown) {
       drop(error);
       return;
@@ -150,13 +192,13 @@ export class PostgresInvalidationBus implements InvalidationBus {
     const reconnected = this.everListened;
     this.everListened = true;
     this.listened();
-    if (reconnected)
-      this.options.logger.info({ channel: this.options.channel }, 'PostgreSQL invalidation bus listens again');
+    if (!reconnected) return;
+    this.options.logger.info('PostgreSQL invalidation bus listens again');
     // What was published while this process was not listening is lost, and so is what it published itself:
     // everything cached, here and in the others, may be stale.
-    if (reconnected) {
-      void this.local.publish(ConfigSubject.all);
-      client.query('select pg_notify($1, $2)', [this.options.channel, ConfigSubject.all]).catch(() => undefined);
+    for (const [channel, local] of this.channels) {
+      void local.publish(ConfigSubject.all);
+      void this.notify(channel, ConfigSubject.all);
     }
   }
 
@@ -183,14 +225,42 @@ export class PostgresInvalidationBus implements InvalidationBus {
     }, delay);
     this.reconnectTimer.unref();
   }
+}
 
-  private failed(error: unknown, what: string, subject?: string): void {
-    this.options.onFailure?.();
-    this.options.logger.warn(
-      { err: error, channel: this.options.channel, ...(subject === undefined ? {} : { subject }) },
-      `PostgreSQL invalidation bus: ${what}`,
-    );
+/** An `InvalidationBus` on one channel of a `PostgresListener`. */
+export class PostgresInvalidationBus implements InvalidationBus {
+  constructor(
+    private readonly listener: PostgresListener,
+    private readonly channel: string,
+    private readonly local: InProcessInvalidationBus,
+  ) {}
+
+  /** Resolves once the listener listens on this channel (start-up, tests). */
+  ready(): Promise<void> {
+    return this.listener.ready();
   }
+
+  async publish(subject: string): Promise<void> {
+    await this.local.publish(subject);
+    await this.listener.notify(this.channel, subject);
+  }
+
+  subscribe(handler: KeyInvalidationHandler): () => void {
+    return this.local.subscribe(handler);
+  }
+
+  /** Stops listening on the channel (the listener's connection ends with its last channel). */
+  close(): Promise<void> {
+    return this.listener.release(this.channel);
+  }
+}
+
+function listen(channel: string): string {
+  return `LISTEN ${quoted(channel)}`;
+}
+
+function quoted(channel: string): string {
+  return `"${channel.replaceAll('"', '""')}"`;
 }
 
 /** The server process of `client`'s connection (`pg` sets it from the startup's key data; its types omit it). */
