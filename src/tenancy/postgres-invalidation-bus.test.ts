@@ -127,6 +127,12 @@ describe('PostgresInvalidationBus', () => {
       await vi.waitFor(() => expect(changes.seen).toEqual(['key_1', 'key_2']), eventually);
       expect(leases.seen).toEqual(['tollgate:lease-return:ask:r1:owner']);
       expect(await connections()).toBe(1);
+      // A second bus on a channel (two gateways on one store object): closing one, twice, leaves the other hearing.
+      const again = subscribed(listener.bus(postgresChannel(schema, 'invalidations')));
+      await again.bus.close();
+      await again.bus.close();
+      await other.bus.publish('key_3');
+      await vi.waitFor(() => expect(changes.seen).toEqual(['key_1', 'key_2', 'key_3']), eventually);
       await changes.bus.close();
       await vi.waitFor(async () => expect(await connections()).toBe(0), eventually);
       expect(listener.isClosed).toBe(true);

@@ -57,7 +57,8 @@ export class PostgresListener {
   private readonly options: PostgresListenerOptions;
   private readonly reconnectDelayMs: number;
   private readonly maxReconnectDelayMs: number;
-  private readonly channels = new Map<string, InProcessInvalidationBus>();
+  /** Each channel's subscribers in this process, and how many open buses share them. */
+  private readonly channels = new Map<string, { local: InProcessInvalidationBus; buses: number }>();
   /** The connection, once it listens on every channel. */
   private client: pg.Client | undefined;
   private closed = false;
@@ -75,12 +76,12 @@ export class PostgresListener {
     void this.connect();
   }
 
-  /** The bus on `channel` (one per channel: asking again returns another handle on the same subscribers). */
+  /** A bus on `channel`; asking again returns another bus on the same subscribers (each is closed on its own). */
   bus(channel: string): PostgresInvalidationBus {
-    let local = this.channels.get(channel);
-    if (local === undefined) {
-      local = new InProcessInvalidationBus();
-      this.channels.set(channel, local);
+    let entry = this.channels.get(channel);
+    if (entry === undefined) {
+      entry = { local: new InProcessInvalidationBus(), buses: 0 };
+      this.channels.set(channel, entry);
       const client = this.client;
       if (client !== undefined) {
         // Until this LISTEN is in, `ready()` waits; a failure drops the connection, and the reconnect listens again.
@@ -93,7 +94,8 @@ export class PostgresListener {
         );
       }
     }
-    return new PostgresInvalidationBus(this, channel, local);
+    entry.buses += 1;
+    return new PostgresInvalidationBus(this, channel, entry.local);
   }
 
   /** Resolves once the connection listens on every channel asked for so far; after a drop, once it listens again. */
@@ -117,9 +119,13 @@ export class PostgresListener {
     }
   }
 
-  /** Stops listening on `channel`; the connection ends with the last channel. */
+  /** One bus on `channel` closed: with the last, stops listening on it; the connection ends with the last channel. */
   async release(channel: string): Promise<void> {
-    if (!this.channels.delete(channel)) return;
+    const entry = this.channels.get(channel);
+    if (entry === undefined) return;
+    entry.buses -= 1;
+    if (entry.buses > 0) return;
+    this.channels.delete(channel);
     if (this.channels.size === 0) {
       await this.close();
       return;
@@ -174,7 +180,7 @@ export class PostgresListener {
     client.on('notification', (message) => {
       // This process's own messages were delivered here when it published them.
       if (message.payload === undefined || message.processId === backendProcessId(client)) return;
-      void this.channels.get(message.channel)?.publish(message.payload);
+      void this.channels.get(message.channel)?.local.publish(message.payload);
     });
     try {
       await client.connect();
@@ -196,7 +202,7 @@ export class PostgresListener {
     this.options.logger.info('PostgreSQL invalidation bus listens again');
     // What was published while this process was not listening is lost, and so is what it published itself:
     // everything cached, here and in the others, may be stale.
-    for (const [channel, local] of this.channels) {
+    for (const [channel, { local }] of this.channels) {
       void local.publish(ConfigSubject.all);
       void this.notify(channel, ConfigSubject.all);
     }
@@ -229,6 +235,8 @@ export class PostgresListener {
 
 /** An `InvalidationBus` on one channel of a `PostgresListener`. */
 export class PostgresInvalidationBus implements InvalidationBus {
+  private closed = false;
+
   constructor(
     private readonly listener: PostgresListener,
     private readonly channel: string,
@@ -249,9 +257,11 @@ export class PostgresInvalidationBus implements InvalidationBus {
     return this.local.subscribe(handler);
   }
 
-  /** Stops listening on the channel (the listener's connection ends with its last channel). */
-  close(): Promise<void> {
-    return this.listener.release(this.channel);
+  /** Closes this bus; the listener stops listening on the channel with its last bus (and ends with its last channel). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.listener.release(this.channel);
   }
 }
 
