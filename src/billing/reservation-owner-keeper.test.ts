@@ -63,21 +63,42 @@ describe('ReservationOwnerKeeper', () => {
     expect((await store.getWallet(tenantId))?.reserved).toBe(20n);
   });
 
-  it('reserves under a new owner after its own heartbeat was late by a whole timeout', async () => {
+  it('keeps its owner after a stall of a whole timeout when no process swept it: its reservations stay', async () => {
+    const { store, tenantId, clock, billing, keeper, changes } = await stoppedKeeper();
+    const owner = billing.reservationOwner!;
+    expect(await store.reserve(tenantId, 30n, owner)).toBe(true);
+    // Silent for longer than the timeout (a store outage for every process, a stopped event loop), but no other
+    // process swept it: its renewal finds its row, and its own sweep then finds it alive.
+    clock.now += 6_001;
+    await keeper.tick();
+    expect(billing.reservationOwner).toBe(owner);
+    expect(changes).toEqual([]);
+    expect((await store.getWallet(tenantId))?.reserved).toBe(30n);
+  });
+
+  it('reserves under a new owner when another process swept it while its heartbeats stalled', async () => {
     const { store, tenantId, clock, billing, keeper, changes } = await stoppedKeeper();
     const before = billing.reservationOwner!;
     expect(await store.reserve(tenantId, 30n, before)).toBe(true);
-    // Silent for longer than the timeout (a stopped event loop): its next beat sweeps the old owner, as another
-    // process would have, and takes a new one.
+    // Another process, beating on time, sweeps the silent owner.
     clock.now += 6_001;
+    const other = { reservationOwner: undefined as string | undefined };
+    const sweeper = new ReservationOwnerKeeper(store, other, {
+      timeoutMs: 6_000,
+      logger: pino({ level: 'silent' }),
+      now: () => clock.now,
+    });
+    await sweeper.tick();
+    expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+    // The stalled process's next beat finds its owner gone and takes a new one.
     await keeper.tick();
     expect(billing.reservationOwner).not.toBe(before);
     expect(changes).toEqual(['late']);
-    expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
     // A late release of the swept reservation releases nothing of the new owner's.
     expect(await store.reserve(tenantId, 40n, billing.reservationOwner)).toBe(true);
     await store.release(tenantId, 30n, before);
     expect((await store.getWallet(tenantId))?.reserved).toBe(40n);
+    await sweeper.stop();
   });
 
   it('reserves under a new owner after a failed store call, and the old hold is swept after the timeout', async () => {

@@ -10,9 +10,11 @@
  * later (its journal drained by a replacement, its stream checkpoints recovered) find no hold and release nothing
  * twice.
  *
- * A process whose own heartbeats stalled for longer than the timeout (a store outage, a stopped event loop) may have
- * been swept as dead: it then takes a new owner id, so that its new reservations are not released by the releases
- * of the ones the sweep already released.
+ * Each heartbeat renews the owner's row (`renewReservationOwner`), atomically with sweeps. A process whose heartbeats
+ * stalled for longer than the timeout (a store outage, a stopped event loop) keeps its owner if no process swept it
+ * meanwhile (its holds are intact, its requests in flight stay reserved); if one did, the renewal finds no row, and
+ * it takes a new owner id, so that its new reservations are not released by the releases of the ones the sweep
+ * already released.
  *
  * A process also takes a new owner id after a store call on its holds failed (`retire`): a reservation or release
  * whose connection broke may have committed or not, so the owner's hold may no longer match what the process counts.
@@ -52,7 +54,8 @@ export class ReservationOwnerKeeper {
   private readonly sameHost: boolean;
   private readonly onOwnerChange: (reason: 'late' | 'retired') => void;
   private owner: string;
-  private lastBeat = Number.NEGATIVE_INFINITY;
+  /** Whether `owner` has a row in the store (registered by a first heartbeat). */
+  private registered = false;
   /** Set by `retire`: the next heartbeat takes a new owner id. */
   private retiring = false;
   /** Retired owners that still beat: requests reserved under them are in flight. */
@@ -63,7 +66,7 @@ export class ReservationOwnerKeeper {
   constructor(
     private readonly store: Pick<
       LedgerStore,
-      'heartbeatReservationOwner' | 'sweepReservationOwners' | 'listReservationOwners'
+      'heartbeatReservationOwner' | 'renewReservationOwner' | 'sweepReservationOwners' | 'listReservationOwners'
     >,
     private readonly billing: {
       reservationOwner: string | undefined;
@@ -118,31 +121,26 @@ export class ReservationOwnerKeeper {
   private async beat(): Promise<void> {
     const now = this.now();
     try {
-      const late = now - this.lastBeat >= this.timeoutMs && this.lastBeat !== Number.NEGATIVE_INFINITY;
-      if (late || this.retiring) {
-        // Late: silent for a whole timeout, another process may have swept this owner. Its holds were released then,
-        // so new reservations go under a new owner, which no release of an old reservation can take from.
-        // Retiring: a failed store call left this owner's holds in doubt; the sweep of the old owner settles them.
-        const previous = this.owner;
-        this.owner = newOwnerId();
+      if (this.retiring) {
+        // A failed store call left this owner's holds in doubt: new reservations go under a new owner, and the old
+        // one beats on while requests reserved under it are in flight; its sweep then settles the doubt.
+        this.retiredInUse.add(this.owner);
+        this.changeOwner('retired');
         this.retiring = false;
-        // A late owner may be swept already (by this beat's own sweep, if no other process did).
-        if (!late) this.retiredInUse.add(previous);
-        this.onOwnerChange(late ? 'late' : 'retired');
-        this.logger.warn(
-          { previous, owner: this.owner },
-          late
-            ? 'reservation heartbeat was late: reserving under a new owner'
-            : 'a store call on reservation holds failed: reserving under a new owner',
-        );
       }
-      await this.store.heartbeatReservationOwner(this.owner, now);
-      this.lastBeat = now;
+      if (this.registered && !(await this.store.renewReservationOwner(this.owner, now))) {
+        // Swept as dead while its heartbeats stalled (a store outage, a stopped event loop): its holds were released,
+        // so new reservations go under a new owner, which no release of an old reservation can take from.
+        this.changeOwner('late');
+      }
+      if (!this.registered) {
+        await this.store.heartbeatReservationOwner(this.owner, now);
+        this.registered = true;
+      }
       this.billing.reservationOwner = this.owner;
       for (const owner of this.retiredInUse) {
-        if ((this.billing.reservationsInFlight?.(owner) ?? 0) > 0)
-          await this.store.heartbeatReservationOwner(owner, now);
-        else this.retiredInUse.delete(owner);
+        const inFlight = (this.billing.reservationsInFlight?.(owner) ?? 0) > 0;
+        if (!inFlight || !(await this.store.renewReservationOwner(owner, now))) this.retiredInUse.delete(owner);
       }
       const exited = this.sameHost ? exitedOwners(await this.store.listReservationOwners()) : [];
       const swept = await this.store.sweepReservationOwners(now - this.timeoutMs, exited);
@@ -156,6 +154,19 @@ export class ReservationOwnerKeeper {
       this.logger.error({ err: error }, 'reservation owner heartbeat failed');
       if (this.billing.reservationOwner === undefined) throw error;
     }
+  }
+
+  private changeOwner(reason: 'late' | 'retired'): void {
+    const previous = this.owner;
+    this.owner = newOwnerId();
+    this.registered = false;
+    this.onOwnerChange(reason);
+    this.logger.warn(
+      { previous, owner: this.owner },
+      reason === 'late'
+        ? 'this process was swept as dead while its heartbeats stalled: reserving under a new owner'
+        : 'a store call on reservation holds failed: reserving under a new owner',
+    );
   }
 }
 

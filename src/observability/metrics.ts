@@ -111,8 +111,8 @@ export class GatewayMetrics {
   readonly reservationOwnerChanges = new Counter({
     name: 'tollgate_reservation_owner_changes_total',
     help:
-      'Times this process took a new reservation owner id, by reason: late (its heartbeat stalled for a whole ' +
-      'timeout) or retired (a store call on its holds failed).',
+      'Times this process took a new reservation owner id, by reason: late (another process swept it as dead while ' +
+      'its heartbeats stalled) or retired (a store call on its holds failed).',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });

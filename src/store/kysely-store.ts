@@ -479,6 +479,15 @@ export class KyselyStore implements Store {
       .execute();
   }
 
+  async renewReservationOwner(owner: string, now: number): Promise<boolean> {
+    const result = await this.db
+      .updateTable('reservation_owners')
+      .set({ heartbeat_at: now })
+      .where('owner_id', '=', owner)
+      .executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  }
+
   async listReservationOwners(heartbeatSince?: number): Promise<string[]> {
     let select = this.db.selectFrom('reservation_owners').select('owner_id').orderBy('owner_id');
     if (heartbeatSince !== undefined) select = select.where('heartbeat_at', '>=', heartbeatSince);
@@ -491,13 +500,28 @@ export class KyselyStore implements Store {
     exited: readonly string[] = [],
   ): Promise<{ owners: number; released: Nano }> {
     return this.db.transaction().execute(async (db) => {
-      // Holds of owners not alive: stale or exited ones, and any whose owner row is gone (swept while it still
-      // reserved).
-      const dead = (eb: ExpressionBuilder<DatabaseSchema, 'reservation_holds'>) => {
-        let alive = eb.selectFrom('reservation_owners').select('owner_id').where('heartbeat_at', '>=', staleBefore);
-        if (exited.length > 0) alive = alive.where('owner_id', 'not in', exited);
-        return eb('owner_id', 'not in', alive);
-      };
+      // The dead owners' rows first. A renewal of one of them (`renewReservationOwner`) that comes after waits for this
+      // transaction and then finds no row, so its process takes a new owner; one that came first made it alive, and
+      // this statement, rechecking the row it waited for, leaves it: a renewed owner never loses its holds.
+      const stale = (eb: ExpressionBuilder<DatabaseSchema, 'reservation_owners'>) =>
+        exited.length === 0
+          ? eb('heartbeat_at', '<', staleBefore)
+          : eb.or([eb('heartbeat_at', '<', staleBefore), eb('owner_id', 'in', exited)]);
+      if (this.kind === 'postgres') {
+        // Locked in one order, so two sweeps deleting the same owners cannot each hold a row the other waits for.
+        await db
+          .selectFrom('reservation_owners')
+          .select('owner_id')
+          .where(stale)
+          .orderBy('owner_id')
+          .forUpdate()
+          .execute();
+      }
+      const gone = await db.deleteFrom('reservation_owners').where(stale).returning('owner_id').execute();
+      // Holds whose owner has no row: the owners just deleted, and any swept before while it still reserved (or never
+      // registered).
+      const dead = (eb: ExpressionBuilder<DatabaseSchema, 'reservation_holds'>) =>
+        eb('owner_id', 'not in', eb.selectFrom('reservation_owners').select('owner_id'));
       let locked: string[] | undefined;
       if (this.kind === 'postgres') {
         // Their wallet rows first, in the order a reservation takes rows (wallet, then hold): an owner swept while
@@ -536,15 +560,6 @@ export class KyselyStore implements Store {
       for (const [tenantId, amount] of [...byTenant].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
         if (amount > 0n) await releaseOnWallet(db, tenantId, amount, now);
       }
-      const gone = await db
-        .deleteFrom('reservation_owners')
-        .where((eb) =>
-          exited.length === 0
-            ? eb('heartbeat_at', '<', staleBefore)
-            : eb.or([eb('heartbeat_at', '<', staleBefore), eb('owner_id', 'in', exited)]),
-        )
-        .returning('owner_id')
-        .execute();
       for (const row of gone) owners.add(row.owner_id);
       return { owners: owners.size, released };
     });

@@ -297,6 +297,11 @@ export interface LedgerStore {
   /** Records that `owner` is alive at `now` (epoch ms); registers it on the first call. */
   heartbeatReservationOwner(owner: string, now: number): Promise<void>;
   /**
+   * Records that a registered `owner` is alive at `now`; false, changing nothing, when it has no row any more (it was
+   * swept as dead, and its holds released). Atomic with sweeps: an owner renewed before a sweep keeps its holds.
+   */
+  renewReservationOwner(owner: string, now: number): Promise<boolean>;
+  /**
    * Releases every hold of the owners whose last heartbeat is before `staleBefore` (epoch ms), and of those in
    * `exited` whatever their heartbeat (processes known to be gone), and forgets them, in one transaction. Returns how
    * many owners were swept and the total released.

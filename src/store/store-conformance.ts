@@ -372,6 +372,34 @@ export function describeStoreConformance(name: string, options: StoreConformance
         for (const tenantId of tenants) expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
       });
 
+      it('renews an owner with its holds or sweeps both, however a renewal and two sweeps interleave', async () => {
+        const others = await Promise.all([open(), open(), open()]);
+        const tenantId = `ten_renewrace_${randomSuffix()}`;
+        await store.addWalletTransaction(topUp(tenantId, 1_000_000n, null));
+        for (let round = 0; round < 30; round++) {
+          const owner = `owner-renew-${round}-${randomSuffix()}`;
+          await store.heartbeatReservationOwner(owner, FAR_FUTURE);
+          expect(await store.reserve(tenantId, 7n, owner)).toBe(true);
+          // Late by the sweeps' measure; its process renews it while they run.
+          const [renewed] = await Promise.all([
+            others[0]!.renewReservationOwner(owner, FAR_FUTURE + 1_000),
+            others[1]!.sweepReservationOwners(FAR_FUTURE + 500),
+            others[2]!.sweepReservationOwners(FAR_FUTURE + 500),
+          ]);
+          const state = {
+            renewed,
+            listed: (await store.listReservationOwners()).includes(owner),
+            reserved: (await store.getWallet(tenantId))?.reserved,
+          };
+          // Never an owner kept alive whose holds a sweep released: its requests would run unreserved.
+          expect(state).toEqual(
+            renewed ? { renewed, listed: true, reserved: 7n } : { renewed, listed: false, reserved: 0n },
+          );
+          if (renewed) await store.release(tenantId, 7n, owner);
+          await store.sweepReservationOwners(FAR_FUTURE + 2_000);
+        }
+      });
+
       it('holds concurrent reservations of two owners exactly, and a sweep releases only the dead one', async () => {
         const others = await Promise.all([open(), open()]);
         const tenantId = `ten_owners_${randomSuffix()}`;
@@ -562,6 +590,26 @@ function describeLedgerConformance(getStore: () => Store): void {
       expect(await reserved()).toBe(0n);
       expect(await store.sweepReservationOwners(FAR_FUTURE + 500)).toEqual({ owners: 0, released: 0n });
       expect(await store.sweepReservationOwners(FAR_FUTURE + 2_000)).toEqual({ owners: 1, released: 0n });
+    });
+
+    it('renews a registered owner and keeps its holds from a later sweep, but does not bring back a swept one', async () => {
+      const store = getStore();
+      const tenantId = `ten_renew_${randomSuffix()}`;
+      const owner = `owner-renew-${randomSuffix()}`;
+      await store.addWalletTransaction(topUp(tenantId, 10n, null));
+      await store.heartbeatReservationOwner(owner, FAR_FUTURE);
+      expect(await store.reserve(tenantId, 5n, owner)).toBe(true);
+      // Late by the sweep's measure, but renewed first: alive, and its hold stays.
+      expect(await store.renewReservationOwner(owner, FAR_FUTURE + 1_000)).toBe(true);
+      await store.sweepReservationOwners(FAR_FUTURE + 500);
+      expect((await store.getWallet(tenantId))?.reserved).toBe(5n);
+      expect(await store.listReservationOwners(FAR_FUTURE + 1_000)).toContain(owner);
+      // Swept once silent: a renewal finds no row and registers nothing, so its process knows to take a new owner.
+      await store.sweepReservationOwners(FAR_FUTURE + 2_000);
+      expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+      expect(await store.renewReservationOwner(owner, FAR_FUTURE + 3_000)).toBe(false);
+      expect(await store.listReservationOwners()).not.toContain(owner);
+      expect(await store.renewReservationOwner(`owner-never-${randomSuffix()}`, FAR_FUTURE)).toBe(false);
     });
 
     it('sweeps the holds of an owner with no heartbeat row, and a reset forgets every hold', async () => {
