@@ -59,7 +59,8 @@ import { createUpstream } from '../upstreams/create-upstream.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import { resolveSecret } from './admin-token.js';
 import { journalDirectory, settleLeftSettlements, spoolDirectory } from './left-settlements.js';
-import { openSharedBus, type SharedBusPurpose, waitUntilListening } from './shared-bus.js';
+import { BUS_READY_WAIT_MS, openSharedBus, type SharedBusPurpose } from './shared-bus.js';
+import { withDeadline } from './with-deadline.js';
 
 /** A gateway process, built but not yet listening. */
 export interface Gateway {
@@ -114,18 +115,6 @@ export interface CreateGatewayOptions {
  * invalidation bus, which announces admin changes at once.
  */
 const BILLING_REFRESH_MS = 30_000;
-
-/** Waits for `work` at most `ms`, then logs and goes on. */
-async function withDeadline(work: Promise<unknown> | undefined, ms: number, what: string, logger: Logger) {
-  if (work === undefined) return;
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<'expired'>((resolve) => {
-    timer = setTimeout(() => resolve('expired'), ms);
-  });
-  const outcome = await Promise.race([work.then(() => 'done' as const), expired]);
-  clearTimeout(timer);
-  if (outcome === 'expired') logger.warn({ step: what, deadlineMs: ms }, 'shutdown step did not finish in time');
-}
 
 /** Routing weights and per-token costs (for cost-aware routing) of every deployment. */
 function routingSettings(catalog: Catalog, billing: BillingService): Record<string, DeploymentRoutingSettings> {
@@ -206,7 +195,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       onFailure: (kind) => metrics.invalidationBusFailures.inc({ bus: kind }),
     });
   const changeBus = sharedBus('invalidations');
-  await waitUntilListening(changeBus, logger);
+  await withDeadline(changeBus?.ready(), BUS_READY_WAIT_MS, 'listening to the other processes', logger);
   const bus = changeBus ?? options.invalidationBus ?? new InProcessInvalidationBus();
   const keys = new KeyService(store, { bus });
   const tenants = new TenantService(store, { bus });
@@ -252,7 +241,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   // rest: workers through their primary, cluster processes over a Redis or PostgreSQL channel of their own
   // (`LeaseReturnRound`).
   const leaseBus = store.kind === 'postgres' ? sharedBus('lease-returns') : undefined;
-  await waitUntilListening(leaseBus, logger);
+  await withDeadline(leaseBus?.ready(), BUS_READY_WAIT_MS, 'listening to lease returns', logger);
   const leases =
     (journaled && !soleOwner) || leaseBus !== undefined
       ? new ReservationLeases(store, () => billing.reservationOwner, {

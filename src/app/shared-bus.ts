@@ -25,7 +25,10 @@ export interface SharedBusOptions {
   onFailure?: (bus: 'redis' | 'postgres') => void;
 }
 
-/** How long `waitUntilListening` waits, ms: then the process goes on, and the bus keeps trying. */
+/**
+ * How long a process waits at start for its bus to listen, ms (so that a change made right after it starts reaches
+ * it): then it goes on, and the bus keeps trying. A Redis outage must not hold the start.
+ */
 export const BUS_READY_WAIT_MS = 5_000;
 
 /** Opens the bus of `purpose` for this deployment, or undefined when its processes share none. */
@@ -61,22 +64,4 @@ function listenerOf(store: PostgresStore, options: SharedBusOptions): PostgresLi
     listeners.set(store, listener);
   }
   return listener;
-}
-
-/**
- * Waits until `bus` hears the other processes, so that a change made right after this process starts reaches it too
- * (and one it makes reaches them); a bus that cannot connect (Redis down) holds the caller at most
- * `BUS_READY_WAIT_MS`.
- */
-export async function waitUntilListening(bus: SharedBus | undefined, logger: Logger): Promise<void> {
-  if (bus === undefined) return;
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<'expired'>((resolve) => {
-    timer = setTimeout(() => resolve('expired'), BUS_READY_WAIT_MS);
-  });
-  const outcome = await Promise.race([bus.ready().then(() => 'ready' as const), expired]);
-  clearTimeout(timer);
-  if (outcome === 'expired') {
-    logger.warn({ waitedMs: BUS_READY_WAIT_MS }, 'the bus to the other processes is not listening yet: going on');
-  }
 }

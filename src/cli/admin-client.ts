@@ -5,7 +5,8 @@
  */
 import { request } from 'undici';
 import { resolveAdminToken } from '../app/admin-token.js';
-import { openSharedBus, type SharedBus, waitUntilListening } from '../app/shared-bus.js';
+import { BUS_READY_WAIT_MS, openSharedBus, type SharedBus } from '../app/shared-bus.js';
+import { withDeadline } from '../app/with-deadline.js';
 import { BillingQueries } from '../billing/billing-queries.js';
 import { BillingService } from '../billing/billing-service.js';
 import { renderInvoiceCsv } from '../billing/invoice/render-invoice-csv.js';
@@ -77,7 +78,7 @@ export async function openAdminClient(target: AdminTarget): Promise<AdminClient>
   // Running gateways on a shared store hear what this command changes at once (a revoked key, a plan); on an embedded
   // store there is no bus, and they see it when their cached copy expires (5 s).
   const bus = openSharedBus(loaded.config, store, 'invalidations', { logger });
-  await waitUntilListening(bus, logger);
+  await withDeadline(bus?.ready(), BUS_READY_WAIT_MS, 'listening to the running gateways', logger);
   const billing = new BillingService(store, {
     priceBook: loaded.config.pricing,
     logger,

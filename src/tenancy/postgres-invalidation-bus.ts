@@ -164,9 +164,9 @@ export class PostgresListener {
       if (this.client === client) this.client = undefined;
       void client.end().catch(() => undefined);
       if (this.closed) return;
-      // Logged once per outage, not at every failed attempt to reconnect.
-      this.options.onFailure?.();
+      // Counted and logged once per outage, not at every failed attempt to reconnect.
       if (this.failures === 0) {
+        this.options.onFailure?.();
         this.options.logger.warn(
           { err: error },
           'PostgreSQL invalidation bus: listening connection lost; reconnecting',

@@ -41,7 +41,14 @@ describe('RedisInvalidationBus', () => {
   it('after its subscriber reconnects, has everyone drop what they cached meanwhile', async () => {
     const channel = `tgtest:reconnect:${process.pid}:${Date.now()}`;
     const name = `tgtest-bus-${process.pid}-${Date.now()}`;
-    const dropped = openBus({ channel, connectionName: name });
+    let failures = 0;
+    const dropped = openBus({
+      channel,
+      connectionName: name,
+      onFailure: () => {
+        failures += 1;
+      },
+    });
     const other = openBus({ channel });
     await Promise.all([dropped.bus.ready(), other.bus.ready()]);
     const admin = new Redis(redisUrl);
@@ -63,6 +70,8 @@ describe('RedisInvalidationBus', () => {
     }, eventually);
     await other.bus.publish('key_after');
     await vi.waitFor(() => expect(dropped.seen).toContain('key_after'), eventually);
+    // The subscriber's lost connection was counted, once (the publisher sent nothing while it was down).
+    expect(failures).toBe(1);
   });
 
   it('never fails a publisher when Redis is unreachable: its own subscribers still hear it, and it is counted', async () => {

@@ -26,7 +26,7 @@ export interface RedisInvalidationBusOptions {
   connectionName?: string;
   /** Where failures to send are logged (warn). Default: not logged. */
   logger?: Logger;
-  /** Called when a message could not be sent (a metric). */
+  /** Called when a message could not be sent, or the subscriber's connection was lost (a metric). */
   onFailure?: () => void;
 }
 
@@ -37,6 +37,7 @@ export class RedisInvalidationBus implements InvalidationBus {
   private readonly subscriber: Redis;
   private readonly channel: string;
   private readonly options: RedisInvalidationBusOptions;
+  private closing = false;
 
   constructor(options: RedisInvalidationBusOptions) {
     this.options = options;
@@ -47,13 +48,21 @@ export class RedisInvalidationBus implements InvalidationBus {
     // Connection errors are retried by ioredis; until Redis is back, other processes fall back on their cache TTL.
     this.publisher.on('error', () => undefined);
     this.subscriber.on('error', () => undefined);
-    this.subscriber.on('message', (channel: string, keyId: string) => {
-      if (channel === this.channel) void this.local.publish(keyId);
+    this.subscriber.on('message', (channel: string, subject: string) => {
+      if (channel === this.channel) void this.local.publish(subject);
     });
     let connected = false;
+    let lost = false;
     this.subscriber.on('ready', () => {
       if (connected) this.announceAll();
       connected = true;
+      lost = false;
+    });
+    // Counted once per lost connection, not at each of ioredis's attempts to reconnect; `ready` announces the recovery.
+    this.subscriber.on('close', () => {
+      if (!connected || lost || this.closing) return;
+      lost = true;
+      options.onFailure?.();
     });
     void this.subscriber.subscribe(this.channel).catch(() => undefined);
   }
@@ -84,6 +93,7 @@ export class RedisInvalidationBus implements InvalidationBus {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     this.publisher.disconnect();
     this.subscriber.disconnect();
   }

@@ -104,8 +104,17 @@ describe('createSimulatedUpstream', () => {
     const start = clock.now();
     // A count unlike the body's own: what the replica reports and times can only have come from the request.
     const promptTokens = 4_000;
-    const pending = upstream.complete({ ...request('chat', { ...chatBody, max_tokens: 5 }), promptTokens });
+    let settled = false;
+    const pending = upstream
+      .complete({ ...request('chat', { ...chatBody, max_tokens: 5 }), promptTokens })
+      .finally(() => {
+        settled = true;
+      });
+    // Prefilling 4,000 tokens, not the body's own few dozen, before the 5 decode steps.
     const expectedMs = promptTokens * PREFILL_PER_TOKEN + 5 * STEP_1;
+    clock.advanceTo(start + expectedMs - 0.01);
+    await flush();
+    expect(settled).toBe(false);
     clock.advanceTo(start + expectedMs + 0.01);
     const result = await pending;
     expect(result.usage?.input.total).toBe(promptTokens);
