@@ -75,6 +75,36 @@ describe('HttpSseSink', () => {
     expect(chunks[1]).toBe('data: {"n":20}\n\ndata: [DONE]\n\n');
   });
 
+  it('sends held events with the end in one write, or a turn later when the end does not come', async () => {
+    const { response, socket, raw, server } = await openResponse();
+    servers.push(server);
+    const sink = new HttpSseSink(response);
+    sink.open({});
+    sink.write('data: {"n":0}\n\n');
+    sink.holdForEnd();
+    // The tail comes when the settlement is durable: later in the same turn.
+    setImmediate(() => {
+      sink.write('data: [DONE]\n\n');
+      sink.end();
+    });
+    const other = await openResponse();
+    servers.push(other.server);
+    const late = new HttpSseSink(other.response);
+    late.open({});
+    late.write('data: {"n":0}\n\n');
+    late.holdForEnd();
+    await new Promise<void>((resolve) => {
+      const check = () =>
+        raw().endsWith('0\r\n\r\n') && chunksOf(other.raw()).length === 1 ? resolve() : setTimeout(check, 5);
+      check();
+    });
+    expect(chunksOf(raw())).toEqual(['data: {"n":0}\n\ndata: [DONE]\n\n']);
+    expect(chunksOf(other.raw())).toEqual(['data: {"n":0}\n\n']);
+    late.end();
+    socket.destroy();
+    other.socket.destroy();
+  });
+
   it('asks the relay to wait once the client stops reading, and resolves when it reads again', async () => {
     const { response, socket, server } = await openResponse();
     servers.push(server);

@@ -18,9 +18,18 @@ export class HttpSseSink implements SseSink {
    */
   private batch = '';
   private flushScheduled = false;
+  /** Set by `holdForEnd`: the scheduled flush waits one more turn for the end. */
+  private holding = false;
   private readonly flush = () => {
     this.flushScheduled = false;
     if (this.batch === '' || this.isClosed || this.ended) return;
+    if (this.holding) {
+      // The settlement is normally durable later in this turn, and the end follows; if not, the events go out anyway.
+      this.holding = false;
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+      return;
+    }
     const text = this.batch;
     this.batch = '';
     this.response.write(text);
@@ -54,8 +63,10 @@ export class HttpSseSink implements SseSink {
   write(text: string): Promise<void> | undefined {
     if (this.isClosed || this.ended) return undefined;
     this.batch += text;
-    if (this.batch.length >= MAX_BATCH_CHARS) this.flush();
-    else if (!this.flushScheduled) {
+    if (this.batch.length >= MAX_BATCH_CHARS) {
+      this.holding = false;
+      this.flush();
+    } else if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flush);
     }
@@ -71,6 +82,11 @@ export class HttpSseSink implements SseSink {
       this.response.on('drain', done);
       this.response.on('close', done);
     });
+  }
+
+  holdForEnd(): void {
+    // Only a flush still pending has anything to hold: events that left in an earlier turn are gone already.
+    if (this.flushScheduled) this.holding = true;
   }
 
   end(): void {

@@ -198,6 +198,8 @@ export class RelayService {
       inFlight.dec();
       this.inFlightStreams.delete(trace.requestId);
     }
+    // A stream that arrived within one turn (a short answer, or a fast upstream) then leaves in one write with its end.
+    sink.holdForEnd();
 
     const completed = failure === undefined && !sink.closed;
     trace.usage =

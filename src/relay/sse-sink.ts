@@ -11,6 +11,12 @@ export interface SseSink {
    * has gone; the relay awaits it before pulling the next upstream event.
    */
   write(text: string): Promise<void> | undefined;
+  /**
+   * Says the upstream's stream is over: events written and not yet sent wait one more event-loop turn, so that the
+   * tail the relay writes once the settlement is durable (usage chunk, `[DONE]`) and the end of the response leave
+   * with them, in one write, instead of in two.
+   */
+  holdForEnd(): void;
   end(): void;
   /** True once the client disconnected. */
   readonly closed: boolean;
