@@ -32,3 +32,18 @@ describe('GatewayMetrics.observeRequestLog', () => {
     expect(await exported()).toEqual(expect.arrayContaining(expected(stats)));
   });
 });
+
+describe('GatewayMetrics process metrics', () => {
+  it('sees an event-loop stall longer than the lag sampling period', async () => {
+    const metrics = new GatewayMetrics();
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    const until = performance.now() + 150;
+    while (performance.now() < until) {
+      // The stall: nothing else runs on this thread meanwhile.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    const text = await metrics.registry.metrics();
+    const max = /^tollgate_process_nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(text)?.[1];
+    expect(Number(max)).toBeGreaterThanOrEqual(0.1);
+  });
+});
