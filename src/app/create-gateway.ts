@@ -195,7 +195,11 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       onFailure: (kind) => metrics.invalidationBusFailures.inc({ bus: kind }),
     });
   const changeBus = sharedBus('invalidations');
-  await withDeadline(changeBus?.ready(), BUS_READY_WAIT_MS, 'listening to the other processes', logger);
+  // Lease-return rounds (below) have a channel of their own, on processes sharing PostgreSQL.
+  const leaseBus = store.kind === 'postgres' ? sharedBus('lease-returns') : undefined;
+  // Both buses connect at once, and the start waits for them together (at most one deadline, not one each).
+  const listening = Promise.all([changeBus?.ready(), leaseBus?.ready()]);
+  await withDeadline(listening, BUS_READY_WAIT_MS, 'listening to the other processes', logger);
   const bus = changeBus ?? options.invalidationBus ?? new InProcessInvalidationBus();
   const keys = new KeyService(store, { bus });
   const tenants = new TenantService(store, { bus });
@@ -240,8 +244,6 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   // what it leased and does not use, so the read shows only what requests in flight hold and the retry can use the
   // rest: workers through their primary, cluster processes over a Redis or PostgreSQL channel of their own
   // (`LeaseReturnRound`).
-  const leaseBus = store.kind === 'postgres' ? sharedBus('lease-returns') : undefined;
-  await withDeadline(leaseBus?.ready(), BUS_READY_WAIT_MS, 'listening to lease returns', logger);
   const leases =
     (journaled && !soleOwner) || leaseBus !== undefined
       ? new ReservationLeases(store, () => billing.reservationOwner, {
