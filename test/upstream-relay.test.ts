@@ -11,12 +11,13 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { offThreadCharacters } from '../src/metering/prompt-token-pool.js';
 import { countTextTokens } from '../src/metering/token-counter.js';
 import { type SimServer, startSimServer } from '../src/upstreams/simulated/sim-server.js';
+import { chunksOf } from './support/chunked-body.js';
 import { refusedBaseUrl } from './support/refused-url.js';
 import { startTestGateway, type TestGateway } from './support/test-gateway.js';
 
@@ -33,6 +34,8 @@ let gateClosed = 0;
 /** An upstream that streams `FLOOD_CHUNKS` chunks as fast as the gateway reads them, counting what it wrote. */
 let flood: Server;
 let floodWritten = 0;
+/** An upstream that writes a whole stream (3 content chunks, usage, `[DONE]`) at once, as a fast engine may. */
+let burst: Server;
 const FLOOD_CHUNK_CHARS = 16_383;
 const FLOOD_CHUNKS = 4_000; // ~66 MB
 
@@ -162,6 +165,22 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => flood.listen(0, '127.0.0.1', resolve));
   const floodUrl = `http://127.0.0.1:${(flood.address() as AddressInfo).port}/v1`;
+  burst = createServer((request, response) => {
+    if (!isChatCompletion(request, response)) return;
+    request.resume();
+    request.on('end', () => {
+      const chunk = (choices: unknown[], usage?: unknown) =>
+        `data: ${JSON.stringify({ id: 'chatcmpl-burst', object: 'chat.completion.chunk', created: 1, model: 'simulated', choices, ...(usage === undefined ? {} : { usage }) })}\n\n`;
+      const content = ['one', ' two', ' three'].map((text) =>
+        chunk([{ index: 0, delta: { content: text }, finish_reason: null }]),
+      );
+      const usage = { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 };
+      response.writeHead(200, { 'content-type': 'text/event-stream' });
+      response.end(`${content.join('')}${chunk([], usage)}data: [DONE]\n\n`);
+    });
+  });
+  await new Promise<void>((resolve) => burst.listen(0, '127.0.0.1', resolve));
+  const burstUrl = `http://127.0.0.1:${(burst.address() as AddressInfo).port}/v1`;
 
   // Generous: these upstreams answer at once and must not time out on a stalled machine. Only the silent one (`hang`)
   // is waited for, with a short first-byte timeout of its own.
@@ -185,6 +204,7 @@ beforeAll(async () => {
         ...names.map((name) => upstream(name, sims[name]!.url)),
         upstream('capture', captureUrl),
         upstream('flood', floodUrl),
+        upstream('burst', burstUrl),
         // A long idle timeout: a held gate stream ends only when the gateway aborts it.
         { ...upstream('gate', gateUrl), timeouts: { ...timeouts, idle_ms: 60_000 } },
         upstream('dead', refusedBaseUrl),
@@ -192,7 +212,7 @@ beforeAll(async () => {
       // No health probes: one reaching the gate upstream would take the place of the test's held stream.
       routing: { probe_interval_ms: 0 },
       models: [
-        ...[...names, 'capture', 'flood', 'gate', 'dead'].map(model),
+        ...[...names, 'capture', 'flood', 'burst', 'gate', 'dead'].map(model),
         {
           name: 'failover-model',
           context_window: 32_768,
@@ -219,6 +239,8 @@ afterAll(async () => {
   gate?.close();
   flood?.closeAllConnections();
   flood?.close();
+  burst?.closeAllConnections();
+  burst?.close();
 });
 
 const messages = [{ role: 'user' as const, content: 'Say something long.' }];
@@ -323,6 +345,45 @@ describe('relay through the OpenAI-compatible adapter', () => {
     expect(hung?.status).toBe(504);
     expect(hung?.code).toBe('upstream_timeout');
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('sends a stream that arrived whole in one write, its usage chunk, [DONE] and end included', async () => {
+    // A raw client: the chunked encoding shows each write of the gateway's response.
+    const body = JSON.stringify({
+      model: 'burst-model',
+      messages,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const socket = connect(Number(new URL(harness.url).port), '127.0.0.1');
+    let raw = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (text: string) => {
+      raw += text;
+    });
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${apiKey}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    await new Promise<void>((resolve, reject) => {
+      const check = () => (raw.endsWith('\r\n0\r\n\r\n') ? resolve() : setTimeout(check, 5));
+      socket.once('error', reject);
+      check();
+    });
+    socket.destroy();
+    expect(raw.startsWith('HTTP/1.1 200')).toBe(true);
+    const chunks = chunksOf(raw);
+    expect(chunks).toHaveLength(1);
+    const events = chunks[0]!.split('\n\n').filter((event) => event !== '');
+    // Three content chunks, the usage chunk, [DONE]: all of them, in order.
+    expect(events).toHaveLength(5);
+    expect(events.slice(0, 3).map((event) => JSON.parse(event.slice(6)).choices[0].delta.content)).toEqual([
+      'one',
+      ' two',
+      ' three',
+    ]);
+    expect(JSON.parse(events[3]!.slice(6)).usage).toMatchObject({ prompt_tokens: 5, completion_tokens: 3 });
+    expect(events[4]).toBe('data: [DONE]');
   });
 
   it('relays a stream as it arrives: the first chunk reaches the client while the upstream holds the rest', async () => {

@@ -1,6 +1,7 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { chunksOf } from '../../test/support/chunked-body.js';
 import { HttpSseSink } from './http-sse-sink.js';
 
 /** A server whose one response is handed to the test, and a raw client that sees the chunked encoding as sent. */
@@ -25,20 +26,6 @@ async function openResponse(): Promise<{
   });
   socket.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
   return { response: await responded, socket, raw: () => received, server };
-}
-
-/** The chunks of a chunked body, as sent (one per response write). */
-function chunksOf(raw: string): string[] {
-  let rest = raw.slice(raw.indexOf('\r\n\r\n') + 4);
-  const chunks: string[] = [];
-  for (;;) {
-    const lineEnd = rest.indexOf('\r\n');
-    if (lineEnd === -1) return chunks;
-    const size = Number.parseInt(rest.slice(0, lineEnd), 16);
-    if (size === 0) return chunks;
-    chunks.push(rest.slice(lineEnd + 2, lineEnd + 2 + size));
-    rest = rest.slice(lineEnd + 2 + size + 2);
-  }
 }
 
 const turn = () => new Promise((resolve) => setImmediate(resolve));

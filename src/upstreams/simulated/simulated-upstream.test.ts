@@ -32,6 +32,19 @@ function request(
 
 const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** Resolves `pending` on the virtual clock, checking it is still unsettled just before `start + ms` and done just after. */
+async function settlesAfter<T>(clock: VirtualClock, pending: Promise<T>, start: number, ms: number): Promise<T> {
+  let settled = false;
+  const watched = pending.finally(() => {
+    settled = true;
+  });
+  clock.advanceTo(start + ms - 0.01);
+  await flush();
+  expect(settled).toBe(false);
+  clock.advanceTo(start + ms + 0.01);
+  return watched;
+}
+
 async function collect(events: AsyncIterable<StreamEvent>, into: StreamEvent[]): Promise<void> {
   for await (const event of events) into.push(event);
 }
@@ -57,16 +70,8 @@ describe('createSimulatedUpstream', () => {
   it('answers a chat completion with the exact OpenAI shape, exact usage and engine timing', async () => {
     const { clock, upstream } = setup();
     const start = clock.now();
-    let settled = false;
-    const pending = upstream.complete(request('chat', { ...chatBody, max_tokens: 50 })).finally(() => {
-      settled = true;
-    });
-    const expectedMs = chatPromptTokens * PREFILL_PER_TOKEN + 50 * STEP_1;
-    clock.advanceTo(start + expectedMs - 0.01);
-    await flush();
-    expect(settled).toBe(false);
-    clock.advanceTo(start + expectedMs + 0.01);
-    const result = await pending;
+    const pending = upstream.complete(request('chat', { ...chatBody, max_tokens: 50 }));
+    const result = await settlesAfter(clock, pending, start, chatPromptTokens * PREFILL_PER_TOKEN + 50 * STEP_1);
 
     expect(countPromptTokens('chat', chatBody)).toBe(chatPromptTokens);
     const body = result.body as any;
@@ -104,19 +109,9 @@ describe('createSimulatedUpstream', () => {
     const start = clock.now();
     // A count unlike the body's own: what the replica reports and times can only have come from the request.
     const promptTokens = 4_000;
-    let settled = false;
-    const pending = upstream
-      .complete({ ...request('chat', { ...chatBody, max_tokens: 5 }), promptTokens })
-      .finally(() => {
-        settled = true;
-      });
+    const pending = upstream.complete({ ...request('chat', { ...chatBody, max_tokens: 5 }), promptTokens });
     // Prefilling 4,000 tokens, not the body's own few dozen, before the 5 decode steps.
-    const expectedMs = promptTokens * PREFILL_PER_TOKEN + 5 * STEP_1;
-    clock.advanceTo(start + expectedMs - 0.01);
-    await flush();
-    expect(settled).toBe(false);
-    clock.advanceTo(start + expectedMs + 0.01);
-    const result = await pending;
+    const result = await settlesAfter(clock, pending, start, promptTokens * PREFILL_PER_TOKEN + 5 * STEP_1);
     expect(result.usage?.input.total).toBe(promptTokens);
     const events: StreamEvent[] = [];
     const streamed = await upstream.stream({
