@@ -4,13 +4,20 @@
  * limits — and the ledger records every request that ran either way.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { get as httpGet } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
-import { demoKeyOf, requireBuiltCli, runCli, serve, workspace } from './support/cli-process.js';
+import {
+  demoKeyOf,
+  KEY_CACHE_TTL_MS,
+  modelsStatusOnNewConnection,
+  requireBuiltCli,
+  runCli,
+  serve,
+  workspace,
+} from './support/cli-process.js';
 import { clearOfMonthEnd } from './support/month-boundary.js';
 import { startPostgresRelay } from './support/postgres-relay.js';
 import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
@@ -77,12 +84,6 @@ const TEST_TIMEOUT_MS = 120_000;
 
 /** How long to wait for something another process does asynchronously (a ledger commit, a pub/sub message). */
 const eventually = { timeout: 10_000, interval: 20 };
-
-/**
- * How long a process caches an API key (`KeyService`'s default TTL): a revocation seen sooner came through the
- * invalidation bus.
- */
-const KEY_CACHE_TTL_MS = 5000;
 
 /**
  * The shared Redis of cluster mode. A generous command timeout: a loaded host's slow event loop is not a Redis outage
@@ -232,21 +233,6 @@ async function expectRevocationHeardAtOnce(adminUrl: string, adminToken: string,
   for (const url of urls) await vi.waitFor(async () => expect((await models(url)).status).toBe(401), eventually);
   // ...yet before any cache entry went stale.
   expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
-}
-
-/** Status of `GET /v1/models` with `key`, on a connection of its own (no keep-alive). */
-function modelsStatusOnNewConnection(url: string, key: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const request = httpGet(
-      `${url}/v1/models`,
-      { agent: false, headers: { authorization: `Bearer ${key}` } },
-      (response) => {
-        response.resume();
-        response.on('end', () => resolve(response.statusCode ?? 0));
-      },
-    );
-    request.on('error', reject);
-  });
 }
 
 /** Sum of a counter's series with `labels` in a Prometheus text exposition (0 when it has none yet). */

@@ -1,6 +1,7 @@
 /** Runs the built `tollgate` CLI in a temporary workspace, for tests that need a real process (kill -9, banner). */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -95,4 +96,25 @@ export async function completeThenKill(
   const ids = await Promise.all(Array.from({ length: count }, (_, index) => ask(index)));
   await killHard(served.child);
   return ids;
+}
+
+/**
+ * How long a process caches an API key (`KeyService`'s default TTL): a revocation seen sooner came through the
+ * invalidation bus.
+ */
+export const KEY_CACHE_TTL_MS = 5000;
+
+/** Status of `GET /v1/models` with `key`, on a connection of its own (no keep-alive). */
+export function modelsStatusOnNewConnection(url: string, key: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const request = httpGet(
+      `${url}/v1/models`,
+      { agent: false, headers: { authorization: `Bearer ${key}` } },
+      (response) => {
+        response.resume();
+        response.on('end', () => resolve(response.statusCode ?? 0));
+      },
+    );
+    request.on('error', reject);
+  });
 }
