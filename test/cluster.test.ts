@@ -11,8 +11,8 @@ import { countPromptTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
 import {
   demoKeyOf,
+  expectRevokedOnEveryWorkerAtOnce,
   KEY_CACHE_TTL_MS,
-  modelsStatusOnNewConnection,
   requireBuiltCli,
   runCli,
   serve,
@@ -471,31 +471,7 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
       children,
     );
     const adminToken = /Admin token: (\S+)/.exec(single.banner)![1]!;
-    const admin = (method: string, path: string, body?: unknown) =>
-      fetch(`${single.url}/admin/v1${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${adminToken}`,
-          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-    const tenant = (await (await admin('POST', '/tenants', { name: `workers-${Date.now()}` })).json()) as {
-      id: string;
-    };
-    const created = (await (await admin('POST', `/tenants/${tenant.id}/keys`, {})).json()) as {
-      id: string;
-      key: string;
-    };
-    // A new connection for every request: the primary hands connections to its workers in turn, so both see some.
-    const statuses = () =>
-      Promise.all(Array.from({ length: 8 }, () => modelsStatusOnNewConnection(workers.url, created.key)));
-    // Both workers cache the key from here on, until this time + KEY_CACHE_TTL_MS at the earliest.
-    const cachedFrom = Date.now();
-    expect(await statuses()).toEqual(Array(8).fill(200));
-    expect((await admin('DELETE', `/keys/${created.id}`)).status).toBe(200);
-    await vi.waitFor(async () => expect(await statuses()).toEqual(Array(8).fill(401)), eventually);
-    expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
+    await expectRevokedOnEveryWorkerAtOnce(single.url, adminToken, workers.url);
   });
 });
 

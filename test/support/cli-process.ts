@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
+import { expect, vi } from 'vitest';
 import { stringify } from 'yaml';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -105,7 +106,7 @@ export async function completeThenKill(
 export const KEY_CACHE_TTL_MS = 5000;
 
 /** Status of `GET /v1/models` with `key`, on a connection of its own (no keep-alive). */
-export function modelsStatusOnNewConnection(url: string, key: string): Promise<number> {
+function modelsStatusOnNewConnection(url: string, key: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const request = httpGet(
       `${url}/v1/models`,
@@ -117,4 +118,31 @@ export function modelsStatusOnNewConnection(url: string, key: string): Promise<n
     );
     request.on('error', reject);
   });
+}
+
+/**
+ * Creates a tenant and a key through the admin API at `adminUrl`, has every worker behind `workersUrl` cache the key (8
+ * requests, each on a new connection, which the primary hands to its workers in turn), revokes it, and expects all of
+ * them to refuse it before their cached copy could have expired: the revocation reached every worker at once.
+ */
+export async function expectRevokedOnEveryWorkerAtOnce(adminUrl: string, adminToken: string, workersUrl: string) {
+  const admin = (method: string, path: string, body?: unknown) =>
+    fetch(`${adminUrl}/admin/v1${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${adminToken}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+  const tenant = (await (await admin('POST', '/tenants', { name: `revoke-${Date.now()}` })).json()) as { id: string };
+  const created = (await (await admin('POST', `/tenants/${tenant.id}/keys`, {})).json()) as { id: string; key: string };
+  const statuses = () =>
+    Promise.all(Array.from({ length: 8 }, () => modelsStatusOnNewConnection(workersUrl, created.key)));
+  // Every worker caches the key from here on, until this time + KEY_CACHE_TTL_MS at the earliest.
+  const cachedFrom = Date.now();
+  expect(await statuses()).toEqual(Array(8).fill(200));
+  expect((await admin('DELETE', `/keys/${created.id}`)).status).toBe(200);
+  await vi.waitFor(async () => expect(await statuses()).toEqual(Array(8).fill(401)), { timeout: 10_000, interval: 20 });
+  expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
 }
