@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
 import {
+  adminApi,
   demoKeyOf,
   expectRevokedOnEveryWorkerAtOnce,
   KEY_CACHE_TTL_MS,
@@ -109,15 +110,9 @@ async function twoProcessesWithTenant(
   const first = await serve(dir, children);
   const second = await serve(dir, children);
   const adminToken = /Admin token: (\S+)/.exec(first.banner)![1]!;
+  const call = adminApi(first.url, adminToken);
   const admin = async (method: string, path: string, body?: unknown) => {
-    const response = await fetch(`${first.url}/admin/v1${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${adminToken}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
+    const response = await call(method, path, body);
     return { status: response.status, body: (await response.json()) as Record<string, unknown> };
   };
   const tenantId = (await admin('POST', '/tenants', { name: `${name}-${Date.now()}` })).body.id as string;
@@ -211,16 +206,8 @@ async function announcesChangesAtOnce(storeUrl: string, admission: Sharing): Pro
  * them, not the cache TTL.
  */
 async function expectRevocationHeardAtOnce(adminUrl: string, adminToken: string, tenantId: string, urls: string[]) {
-  const admin = (method: string, path: string, body?: string) =>
-    fetch(`${adminUrl}/admin/v1${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${adminToken}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body }),
-    });
-  const created = (await (await admin('POST', `/tenants/${tenantId}/keys`, '{}')).json()) as {
+  const admin = adminApi(adminUrl, adminToken);
+  const created = (await (await admin('POST', `/tenants/${tenantId}/keys`, {})).json()) as {
     id: string;
     key: string;
   };

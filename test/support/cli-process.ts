@@ -120,14 +120,10 @@ function modelsStatusOnNewConnection(url: string, key: string): Promise<number> 
   });
 }
 
-/**
- * Creates a tenant and a key through the admin API at `adminUrl`, has every worker behind `workersUrl` cache the key (8
- * requests, each on a new connection, which the primary hands to its workers in turn), revokes it, and expects all of
- * them to refuse it before their cached copy could have expired: the revocation reached every worker at once.
- */
-export async function expectRevokedOnEveryWorkerAtOnce(adminUrl: string, adminToken: string, workersUrl: string) {
-  const admin = (method: string, path: string, body?: unknown) =>
-    fetch(`${adminUrl}/admin/v1${path}`, {
+/** Calls the admin API of the gateway at `url` with `adminToken`; `body`, when given, is sent as JSON. */
+export function adminApi(url: string, adminToken: string) {
+  return (method: string, path: string, body?: unknown) =>
+    fetch(`${url}/admin/v1${path}`, {
       method,
       headers: {
         authorization: `Bearer ${adminToken}`,
@@ -135,6 +131,15 @@ export async function expectRevokedOnEveryWorkerAtOnce(adminUrl: string, adminTo
       },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
+}
+
+/**
+ * Creates a tenant and a key through the admin API at `adminUrl`, has every worker behind `workersUrl` cache the key (8
+ * requests, each on a new connection, which the primary hands to its workers in turn), revokes it, and expects all of
+ * them to refuse it before their cached copy could have expired: the revocation reached every worker at once.
+ */
+export async function expectRevokedOnEveryWorkerAtOnce(adminUrl: string, adminToken: string, workersUrl: string) {
+  const admin = adminApi(adminUrl, adminToken);
   const tenant = (await (await admin('POST', '/tenants', { name: `revoke-${Date.now()}` })).json()) as { id: string };
   const created = (await (await admin('POST', `/tenants/${tenant.id}/keys`, {})).json()) as { id: string; key: string };
   const statuses = () =>
