@@ -51,7 +51,7 @@ import { createStore } from '../store/create-store.js';
 import { KyselyStore } from '../store/kysely-store.js';
 import { SqliteStore } from '../store/sqlite-store.js';
 import type { Store } from '../store/store.js';
-import { InProcessInvalidationBus, type InvalidationBus } from '../tenancy/invalidation-bus.js';
+import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
 import { KeyService } from '../tenancy/key-service.js';
 import { PlanService } from '../tenancy/plan-service.js';
 import { TenantService } from '../tenancy/tenant-service.js';
@@ -59,7 +59,7 @@ import { createUpstream } from '../upstreams/create-upstream.js';
 import type { Upstream } from '../upstreams/upstream.js';
 import { resolveSecret } from './admin-token.js';
 import { journalDirectory, settleLeftSettlements, spoolDirectory } from './left-settlements.js';
-import { BUS_READY_WAIT_MS, openSharedBus, type SharedBusPurpose } from './shared-bus.js';
+import { BUS_READY_WAIT_MS, openSharedBus, type SharedBus, type SharedBusPurpose } from './shared-bus.js';
 import { withDeadline } from './with-deadline.js';
 
 /** A gateway process, built but not yet listening. */
@@ -89,10 +89,11 @@ export interface CreateGatewayOptions {
   /** Logger to use. Default: a pino logger at the configured level. */
   logger?: Logger;
   /**
-   * Broadcasts changes (key revocations, prices, budgets) to the other workers on one SQLite file. Unused when the
-   * processes share Redis or a PostgreSQL store: their bus reaches every process. Default: in-process only.
+   * Opens the bus that broadcasts changes (key revocations, prices, budgets) to the other workers on one SQLite file
+   * (`ClusterInvalidationBus`). Not called when the processes share Redis or a PostgreSQL store: their bus reaches
+   * every process. Default: none, changes stay in this process.
    */
-  invalidationBus?: InvalidationBus;
+  workerBus?: (options: { logger: Logger; onFailure: () => void }) => SharedBus;
   /** An already open store (tests, the cluster primary). Default: opened from `storeUrl`. */
   store?: Store;
   /** Bill interrupted streams and clear reservations left by a previous process (embedded mode). Default true. */
@@ -188,19 +189,21 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const metrics = new GatewayMetrics();
   // Several processes on a shared store: what changes through one (a revoked key, a price version, a budget) reaches
   // the others at once over Redis pub/sub, or over PostgreSQL LISTEN/NOTIFY without Redis. Workers on one SQLite
-  // file tell each other through their primary (`options.invalidationBus`).
+  // file tell each other through their primary (`options.workerBus`).
   const sharedBus = (purpose: SharedBusPurpose) =>
     openSharedBus(config, store, purpose, {
       logger,
       onFailure: (kind) => metrics.invalidationBusFailures.inc({ bus: kind }),
     });
-  const changeBus = sharedBus('invalidations');
+  const changeBus =
+    sharedBus('invalidations') ??
+    options.workerBus?.({ logger, onFailure: () => metrics.invalidationBusFailures.inc({ bus: 'ipc' }) });
   // Lease-return rounds (below) have a channel of their own, on processes sharing PostgreSQL.
   const leaseBus = store.kind === 'postgres' ? sharedBus('lease-returns') : undefined;
   // Both buses connect at once, and the start waits for them together (at most one deadline, not one each).
   const listening = Promise.all([changeBus?.ready(), leaseBus?.ready()]);
   await withDeadline(listening, BUS_READY_WAIT_MS, 'listening to the other processes', logger);
-  const bus = changeBus ?? options.invalidationBus ?? new InProcessInvalidationBus();
+  const bus = changeBus ?? new InProcessInvalidationBus();
   const keys = new KeyService(store, { bus });
   const tenants = new TenantService(store, { bus });
   // Cluster mode: month counters shared by every process — tenants' tokens for volume tiers, budgets' spend for alerts.

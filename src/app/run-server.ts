@@ -1,33 +1,23 @@
 /**
  * `tollgate serve`: one process, or a primary with N workers sharing the port (node:cluster) when
- * `server.workers` > 1. The primary prepares the store (migrations, demo tenant) and relays key revocations
- * between workers so a revoked key stops working in every worker at once.
+ * `server.workers` > 1. The primary prepares the store (migrations, demo tenant) and relays what changes between
+ * workers on one SQLite file (`ClusterInvalidationBus`), so a revoked key stops working in every worker at once.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { recoverCheckpoints } from '../billing/stream-checkpointer.js';
 import { type LoadedConfig, loadConfig } from '../config/load-config.js';
 import { createLogger } from '../observability/logger.js';
 import { createStore } from '../store/create-store.js';
-import { InProcessInvalidationBus, type InvalidationBus } from '../tenancy/invalidation-bus.js';
+import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
 import { TenantService } from '../tenancy/tenant-service.js';
 import { resolveAdminToken } from './admin-token.js';
+import { ClusterInvalidationBus, ipcChannel, relayInvalidation } from './cluster-invalidation-bus.js';
 import { createGateway } from './create-gateway.js';
 import { ensureDemoTenant } from './demo-tenant.js';
 import { settleLeftSettlements } from './left-settlements.js';
 import { withServingHeap } from './serving-heap.js';
 import { formatStartBanner } from './start-banner.js';
 import { SettleRoundCoordinator, WorkerSettleBarrier } from './worker-settle-barrier.js';
-
-const invalidateMessage = 'tollgate:invalidate-key';
-
-interface InvalidateMessage {
-  type: typeof invalidateMessage;
-  keyId: string;
-}
-
-function isInvalidateMessage(message: unknown): message is InvalidateMessage {
-  return (message as { type?: unknown } | null)?.type === invalidateMessage;
-}
 
 /** Options of `runServer`. */
 export interface RunServerOptions {
@@ -63,9 +53,8 @@ export async function runServer(options: RunServerOptions): Promise<void> {
     const worker = cluster.fork();
     worker.on('message', (message: unknown) => {
       if (rounds.onMessage(worker, message)) return;
-      if (isInvalidateMessage(message)) {
-        for (const other of Object.values(cluster.workers ?? {})) other?.send(message);
-      } else if ((message as { type?: unknown } | null)?.type === 'tollgate:listening') {
+      if (relayInvalidation(message, Object.values(cluster.workers ?? {}))) return;
+      if ((message as { type?: unknown } | null)?.type === 'tollgate:listening') {
         serving.add(worker.id);
         listening += 1;
         if (listening === workers) {
@@ -113,10 +102,9 @@ async function prepareStore(loaded: LoadedConfig): Promise<string | undefined> {
 }
 
 async function runWorker(loaded: LoadedConfig, adminToken: string): Promise<void> {
-  const bus = new ClusterInvalidationBus();
   const gateway = await createGateway(loaded, {
     adminToken,
-    invalidationBus: bus,
+    workerBus: (options) => new ClusterInvalidationBus(ipcChannel(process), options),
     recoverOnStart: false,
     // Workers share the SQLite file: reservations must be in the wallet rows where every worker sees them.
     ownsStore: false,
@@ -136,32 +124,6 @@ async function runWorker(loaded: LoadedConfig, adminToken: string): Promise<void
   const address = await gateway.listen();
   process.send?.({ type: 'tollgate:listening', url: address.url });
   onShutdown(async () => gateway.close());
-}
-
-/**
- * Revocations go to the primary, which sends them to every worker (this one included). Used by workers on one
- * SQLite file; workers on a shared PostgreSQL store or with Redis use the bus that reaches every process of every
- * host (see `createGateway`).
- */
-class ClusterInvalidationBus implements InvalidationBus {
-  private readonly local = new InProcessInvalidationBus();
-
-  constructor() {
-    process.on('message', (message: unknown) => {
-      if (isInvalidateMessage(message)) void this.local.publish(message.keyId);
-    });
-  }
-
-  async publish(keyId: string): Promise<void> {
-    // Drop it here at once (the revoking request's own worker), then let the primary tell the others.
-    await this.local.publish(keyId);
-    const message: InvalidateMessage = { type: invalidateMessage, keyId };
-    process.send?.(message);
-  }
-
-  subscribe(handler: (keyId: string) => void): () => void {
-    return this.local.subscribe(handler);
-  }
 }
 
 function printBanner(loaded: LoadedConfig, url: string, adminToken: string, demoKey: string | undefined): void {

@@ -57,7 +57,7 @@ describe('SettleRoundCoordinator', () => {
 
   it('leaves other messages to their handlers', () => {
     const coordinator = new SettleRoundCoordinator(() => []);
-    expect(coordinator.onMessage(recordingWorker(1), { type: 'tollgate:invalidate-key', keyId: 'k' })).toBe(false);
+    expect(coordinator.onMessage(recordingWorker(1), { type: 'tollgate:invalidate', subject: 'k' })).toBe(false);
     expect(coordinator.onMessage(recordingWorker(1), null)).toBe(false);
   });
 });

@@ -96,7 +96,7 @@ export class GatewayMetrics {
     name: 'tollgate_invalidation_bus_failures_total',
     help:
       'Messages to the other processes (key revocations, configuration changes, lease returns) not sent, and ' +
-      'losses of the connection they are heard on, by bus: redis or postgres.',
+      'losses of the connection they are heard on, by bus: redis, postgres, or ipc (workers on one SQLite file).',
     labelNames: ['bus'] as const,
     registers: [this.registry],
   });

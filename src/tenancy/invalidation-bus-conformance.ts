@@ -16,8 +16,8 @@ const eventually = { timeout: 10_000, interval: 20 };
 
 /**
  * Registers the conformance tests (Vitest) of a bus between processes: what every implementation (Redis pub/sub,
- * PostgreSQL LISTEN/NOTIFY) guarantees to the services that cache state (`KeyService`, `BillingService`,
- * `PlanService`) and to `LeaseReturnRound`.
+ * PostgreSQL LISTEN/NOTIFY, node:cluster IPC through the primary) guarantees to the services that cache state
+ * (`KeyService`, `BillingService`, `PlanService`) and to `LeaseReturnRound`.
  */
 export function describeInvalidationBusConformance(name: string, options: InvalidationBusConformanceOptions): void {
   describe(`InvalidationBus conformance: ${name}`, () => {
