@@ -24,8 +24,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import {
   type BatchLineClass,
   inOffPeakWindow,
@@ -95,22 +95,60 @@ interface ExperimentSettings {
   kinds: RunKind[];
 }
 
-function parseSettings(argv: string[]): ExperimentSettings {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      'batch-lines': { type: 'string', default: '2350000' },
-      'prefill-chunk-tokens': { type: 'string', default: '8192' },
-      'background-prefill-tokens': { type: 'string', default: '512' },
-      'scheduling-policy': { type: 'string', default: 'priority' },
-      'batch-ceiling': { type: 'string', default: '0.92' },
-      'off-peak-ceiling': { type: 'string', default: '0.94' },
-      'flex-ceiling': { type: 'string', default: '0.94' },
-      'headroom-min': { type: 'string', default: '1' },
-      'headroom-per-online': { type: 'string', default: '0.3' },
-      runs: { type: 'string', default: 'online,tollgate,fifo' },
-    },
-  });
+function wholeNumber(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError('expected a whole number ≥ 0');
+  return parsed;
+}
+
+function share(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed < 0 || parsed > 1) throw new InvalidArgumentError('expected a share, 0 to 1');
+  return parsed;
+}
+
+function nonNegative(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed < 0) throw new InvalidArgumentError('expected a number ≥ 0');
+  return parsed;
+}
+
+/** The command line; `--help` lists every setting with its default (the configuration of docs/benchmarks.md). */
+function parseSettings(argv: string[]): ExperimentSettings & { out: string | undefined } {
+  const values = new Command('batch-experiment')
+    .description(
+      'Issue 5: one simulated day of online traffic (Azure 2023 trace, day/night cycle) on simulated replicas, with ' +
+        'and without a large batch submitted at the online peak; writes bench/results/batch-<date>.json.',
+    )
+    .option('--batch-lines <n>', 'lines of the batch', wholeNumber, 2_350_000)
+    .option('--prefill-chunk-tokens <n>', "the replicas' prefill chunk (0: whole prompts)", wholeNumber, 8192)
+    .option('--background-prefill-tokens <n>', "the replicas' background prefill budget per step", wholeNumber, 512)
+    .addOption(
+      new Option('--scheduling-policy <policy>', "the replicas' scheduling")
+        .choices(['priority', 'fcfs'])
+        .default('priority'),
+    )
+    .option('--batch-ceiling <share>', "class batch's share of the fleet at the peak", share, 0.92)
+    .option('--off-peak-ceiling <share>', "class batch's share inside the off-peak window", share, 0.94)
+    .option('--flex-ceiling <share>', "class flex's share of the fleet", share, 0.94)
+    .option('--headroom-min <n>', 'sequences kept free for online requests, at least', nonNegative, 1)
+    .option('--headroom-per-online <n>', 'sequences kept free per online sequence running', nonNegative, 0.3)
+    .option('--runs <list>', 'runs, comma-separated: online, tollgate, fifo', 'online,tollgate,fifo')
+    .option('--out <path>', 'JSON output path')
+    .parse(argv, { from: 'user' })
+    .opts<{
+      batchLines: number;
+      prefillChunkTokens: number;
+      backgroundPrefillTokens: number;
+      schedulingPolicy: SimulatedProfile['scheduling_policy'];
+      batchCeiling: number;
+      offPeakCeiling: number;
+      flexCeiling: number;
+      headroomMin: number;
+      headroomPerOnline: number;
+      runs: string;
+      out: string | undefined;
+    }>();
   const byName: Record<string, RunKind> = {
     online: 'online only',
     tollgate: 'online + batch, Tollgate',
@@ -122,17 +160,18 @@ function parseSettings(argv: string[]): ExperimentSettings {
     return kind;
   });
   return {
-    batchLines: Number(values['batch-lines']),
+    out: values.out,
+    batchLines: values.batchLines,
     profile: resolveSimulatedProfile({
-      prefill_chunk_tokens: Number(values['prefill-chunk-tokens']),
-      background_prefill_tokens: Number(values['background-prefill-tokens']),
-      scheduling_policy: values['scheduling-policy'] as SimulatedProfile['scheduling_policy'],
+      prefill_chunk_tokens: values.prefillChunkTokens,
+      background_prefill_tokens: values.backgroundPrefillTokens,
+      scheduling_policy: values.schedulingPolicy,
     }),
-    batchCeiling: { peak: Number(values['batch-ceiling']), offPeak: Number(values['off-peak-ceiling']) },
-    flexCeiling: Number(values['flex-ceiling']),
+    batchCeiling: { peak: values.batchCeiling, offPeak: values.offPeakCeiling },
+    flexCeiling: values.flexCeiling,
     onlineHeadroom: {
-      minimumSequences: Number(values['headroom-min']),
-      perOnlineSequence: Number(values['headroom-per-online']),
+      minimumSequences: values.headroomMin,
+      perOnlineSequence: values.headroomPerOnline,
     },
     kinds: runKinds.filter((kind) => kinds.includes(kind)),
   };
@@ -708,10 +747,7 @@ function runInWorker(order: RunOrder): void {
 }
 
 async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
-  const outIndex = argv.indexOf('--out');
-  const out = outIndex < 0 ? undefined : argv.splice(outIndex, 2)[1];
-  const settings = parseSettings(argv);
+  const { out, ...settings } = parseSettings(process.argv.slice(2));
   const { profile, batchLines, batchCeiling } = settings;
   const trace = loadAzureTrace(sharedTracePath(traceFile));
   const traceSeconds = trace[trace.length - 1]!.atMs / 1_000;

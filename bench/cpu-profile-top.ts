@@ -1,11 +1,12 @@
 /**
  * Reads `.cpuprofile` files (written by `node --cpu-prof`, e.g. through `gateway-bench --cpu-prof DIR`) and prints the
  * functions and the packages that took the most CPU time of their own (self time).
- * `node dist/bench/cpu-profile-top.js FILE_OR_DIR [--top 25]`.
+ * `node dist/bench/cpu-profile-top.js FILE_OR_DIR [--top 25]` (`--help` for the options).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
 
 interface ProfileNode {
   id: number;
@@ -71,15 +72,30 @@ function readProfiles(path: string): CpuProfile[] {
   return files.map((file) => JSON.parse(readFileSync(file, 'utf8')) as CpuProfile);
 }
 
+function parseTop(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed <= 0) throw new InvalidArgumentError('expected a positive whole number');
+  return parsed;
+}
+
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const path = process.argv[2];
-  const topIndex = process.argv.indexOf('--top');
-  const top = topIndex === -1 ? 25 : Number(process.argv[topIndex + 1]);
-  if (path === undefined) {
-    process.stderr.write('usage: node dist/bench/cpu-profile-top.js FILE_OR_DIR [--top 25]\n');
-    process.exit(2);
+  const program: Command = new Command('cpu-profile-top')
+    .description(
+      'Prints the functions and packages with the most CPU time of their own (self time) in .cpuprofile files ' +
+        '(node --cpu-prof, e.g. through gateway-bench --cpu-prof DIR).',
+    )
+    .argument('<file-or-dir>', 'a .cpuprofile file, or a directory whose .cpuprofile files are summed')
+    .option('--top <n>', 'rows of each table', parseTop, 25)
+    .parse();
+  const path = program.args[0]!;
+  const { top } = program.opts<{ top: number }>();
+  let profiles: CpuProfile[];
+  try {
+    profiles = readProfiles(path);
+  } catch (error: unknown) {
+    program.error(`cannot read ${path}: ${(error as Error).message}`);
   }
-  const { functions, packages } = summarizeProfiles(readProfiles(path));
+  const { functions, packages } = summarizeProfiles(profiles);
   process.stdout.write('| self % | self ms | function |\n| ---: | ---: | --- |\n');
   for (const entry of functions.slice(0, top))
     process.stdout.write(`| ${entry.percent} | ${entry.ms} | ${entry.name} |\n`);

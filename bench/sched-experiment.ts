@@ -16,6 +16,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { Command } from 'commander';
 import { VirtualClock } from '../src/clock/clock.js';
 import { FifoScheduler } from '../src/scheduling/fifo-scheduler.js';
 import type {
@@ -410,4 +411,11 @@ function main(): void {
   console.log(`\nWrote ${file}`);
 }
 
+new Command('sched-experiment')
+  .description(
+    'Issue 4: tiered scheduling against FIFO on a simulated fleet of 4 replicas, driven by the Azure 2023 trace with an ' +
+      'interactive tenant and a flood; writes bench/results/sched-<date>.json. No options: the setup is fixed (see the ' +
+      "file's header and docs/benchmarks.md).",
+  )
+  .parse();
 main();
