@@ -312,13 +312,27 @@ async function main(): Promise<void> {
     .option('--sample-seconds <s>', 'sampling time', parsePositiveInt, defaultStreamRssOptions.sampleSeconds)
     .option('--workers <list>', 'Tollgate worker counts', parseIntegerList, [1])
     .option('--skip-portkey', 'do not measure Portkey')
+    .option('--cpu-prof <dir>', 'write CPU profiles of the Tollgate processes to dir (node --cpu-prof)')
     .parse()
-    .opts<{ streams: number; chunkDelayMs: number; sampleSeconds: number; workers: number[]; skipPortkey?: boolean }>();
+    .opts<{
+      streams: number;
+      chunkDelayMs: number;
+      sampleSeconds: number;
+      workers: number[];
+      skipPortkey?: boolean;
+      cpuProf?: string;
+    }>();
   const processes = new BenchProcesses();
   try {
+    const { cpuProf, ...options } = flags;
     const results = await runStreamRssScenario(
       processes,
-      { ...defaultStreamRssOptions, ...flags, portkey: flags.skipPortkey !== true },
+      {
+        ...defaultStreamRssOptions,
+        ...options,
+        portkey: flags.skipPortkey !== true,
+        ...(cpuProf === undefined ? {} : { tollgateNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] }),
+      },
       (line) => process.stderr.write(`${line}\n`),
     );
     process.stdout.write(`${formatStreamRssTable(results)}\n`);
