@@ -67,9 +67,12 @@ async function main(): Promise<void> {
     .description('A forward-only reverse proxy on node:http + undici: the floor of any Node gateway.')
     .requiredOption('--upstream <origin>', 'upstream origin, e.g. http://127.0.0.1:8000')
     .option('--port <n>', 'listen port (0: any free port)', '0')
+    .option('--connections <n>', 'keep-alive connections to the upstream', '128')
     .parse()
-    .opts<{ upstream: string; port: string }>();
-  const server = await startBareProxy({ upstream: flags.upstream, port: Number(flags.port) });
+    .opts<{ upstream: string; port: string; connections: string }>();
+  const connections = Number(flags.connections);
+  if (!Number.isInteger(connections) || connections < 1) throw new Error('--connections: expected a positive integer');
+  const server = await startBareProxy({ upstream: flags.upstream, port: Number(flags.port), connections });
   process.stdout.write(`${JSON.stringify({ event: 'listening', port: (server.address() as AddressInfo).port })}\n`);
 }
 

@@ -74,10 +74,16 @@ export async function startUpstream(
 }
 
 /** Starts `dist/bench/bare-proxy.js` in front of the upstream at `upstreamPort` (see `bare-proxy.ts`). */
-export async function startBareProxyTarget(processes: BenchProcesses, upstreamPort: number): Promise<BenchTarget> {
+export async function startBareProxyTarget(
+  processes: BenchProcesses,
+  upstreamPort: number,
+  connections = 128,
+): Promise<BenchTarget> {
   const { process: started, port } = await startListeningScript(processes, 'bare-proxy', [
     '--upstream',
     `http://127.0.0.1:${upstreamPort}`,
+    '--connections',
+    String(connections),
   ]);
   return {
     name: 'bare-proxy',

@@ -407,6 +407,7 @@ export async function runGatewayBench(options: GatewayBenchOptions): Promise<Rec
           workers: options.workers.filter((workers) => unavailable[tollgateTargetName(workers)] === undefined),
           // Portkey 1.15.2 fails every streamed request on Node (see docs/benchmarks.md): nothing to hold open then.
           portkey: !options.skipPortkey && unavailable.portkey === undefined && portkeyStreams,
+          bareProxy: !options.skipBareProxy,
           ...(tollgateNodeArgs === undefined ? {} : { tollgateNodeArgs }),
         },
         log,

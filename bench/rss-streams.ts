@@ -15,6 +15,7 @@ import {
   type BenchTarget,
   chatRequestBody,
   type StartedUpstream,
+  startBareProxyTarget,
   startPortkey,
   startTollgate,
   startUpstream,
@@ -56,6 +57,8 @@ export interface StreamRssResult {
   eventsPerSecond: number;
   /** CPU the gateway's process tree used while sampling, % of one core. */
   cpuPercent: number;
+  /** That CPU per event received while sampling, µs: what relaying one event of a slow stream costs. */
+  cpuUsPerEvent: number;
   /** Gateway tree RSS before the streams, MiB. */
   idleRssMiB: number;
   /** Highest gateway tree RSS while every stream was open, MiB. */
@@ -168,8 +171,10 @@ export async function measureStreamRss(
     await sleep(250);
   }
   const sampledMs = Date.now() - sampleStart;
-  const eventsPerSecond = Math.round(((events - eventsBefore) * 1000) / sampledMs);
-  const cpuPercent = Math.round(((processTreeCpuMs(gatewayPid) - cpuBefore) / sampledMs) * 100);
+  const sampledEvents = events - eventsBefore;
+  const eventsPerSecond = Math.round((sampledEvents * 1000) / sampledMs);
+  const cpuMs = processTreeCpuMs(gatewayPid) - cpuBefore;
+  const cpuPercent = Math.round((cpuMs / sampledMs) * 100);
   const openAtEnd = open;
   if (openAtEnd < opened) problems.push(`${opened - openAtEnd} streams ended before sampling finished`);
   for (const [problem, count] of statusProblems) problems.push(`${count} × ${problem}`);
@@ -189,6 +194,7 @@ export async function measureStreamRss(
     openAtEnd,
     eventsPerSecond,
     cpuPercent,
+    cpuUsPerEvent: sampledEvents === 0 ? Number.NaN : Math.round(((cpuMs * 1000) / sampledEvents) * 10) / 10,
     idleRssMiB: mib(idle.totalKiB),
     heldRssMiB: mib(heldKiB),
     perStreamKiB: openWhenHeld === 0 ? Number.NaN : Math.round(((heldKiB - idle.totalKiB) / openWhenHeld) * 10) / 10,
@@ -205,6 +211,8 @@ export interface StreamRssScenarioOptions extends StreamRssOptions {
   workers: number[];
   /** Also measure Portkey's gateway. Default true. */
   portkey: boolean;
+  /** Also measure the bare proxy (the floor of a Node gateway: what relaying costs without any work). */
+  bareProxy: boolean;
   /** Extra `node` flags for Tollgate. Default none. */
   tollgateNodeArgs?: readonly string[];
 }
@@ -247,6 +255,7 @@ export async function runStreamRssScenario(
       }
     };
     await measure(async () => upstream.target);
+    if (options.bareProxy) await measure(() => startBareProxyTarget(processes, upstream.port, options.streams + 64));
     for (const workers of options.workers) {
       await measure(() =>
         startTollgate(processes, upstream.baseUrl, {
@@ -290,12 +299,13 @@ function parsePositiveInt(value: string): number {
 /** Formats results as a Markdown table. */
 export function formatStreamRssTable(results: readonly StreamRssResult[]): string {
   const lines = [
-    '| target | streams open | events/s | CPU % of a core | idle RSS MiB | RSS with streams MiB | KiB/stream | processes | upstream RSS MiB | problems |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    '| target | streams open | events/s | CPU % of a core | CPU µs/event | idle RSS MiB | RSS with streams MiB | KiB/stream | processes | upstream RSS MiB | problems |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const result of results) {
     lines.push(
       `| ${result.target} | ${result.openAtEnd}/${result.streams} | ${result.eventsPerSecond} | ${result.cpuPercent} | ` +
+        `${result.cpuUsPerEvent} | ` +
         `${result.idleRssMiB} | ` +
         `${result.heldRssMiB} | ${result.perStreamKiB} | ${result.processes} | ${result.upstreamHeldRssMiB} | ` +
         `${result.problems.join('; ').slice(0, 200) || '–'} |`,
@@ -312,6 +322,7 @@ async function main(): Promise<void> {
     .option('--sample-seconds <s>', 'sampling time', parsePositiveInt, defaultStreamRssOptions.sampleSeconds)
     .option('--workers <list>', 'Tollgate worker counts', parseIntegerList, [1])
     .option('--skip-portkey', 'do not measure Portkey')
+    .option('--skip-bare-proxy', 'do not measure the bare proxy (a forward-only Node proxy: the floor)')
     .option('--cpu-prof <dir>', 'write CPU profiles of the Tollgate processes to dir (node --cpu-prof)')
     .parse()
     .opts<{
@@ -320,17 +331,19 @@ async function main(): Promise<void> {
       sampleSeconds: number;
       workers: number[];
       skipPortkey?: boolean;
+      skipBareProxy?: boolean;
       cpuProf?: string;
     }>();
   const processes = new BenchProcesses();
   try {
-    const { cpuProf, ...options } = flags;
+    const { cpuProf, skipPortkey, skipBareProxy, ...options } = flags;
     const results = await runStreamRssScenario(
       processes,
       {
         ...defaultStreamRssOptions,
         ...options,
-        portkey: flags.skipPortkey !== true,
+        portkey: skipPortkey !== true,
+        bareProxy: skipBareProxy !== true,
         ...(cpuProf === undefined ? {} : { tollgateNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] }),
       },
       (line) => process.stderr.write(`${line}\n`),
