@@ -30,6 +30,11 @@ export interface StreamRssOptions {
   chunkDelayMs: number;
   /** How long RSS is sampled once every stream is open, s. Default 5. */
   sampleSeconds: number;
+  /**
+   * How long the streams run once all are open before the sampling, s: older streams have relayed more events (a
+   * stream's state that grows with its events shows). Default 0.
+   */
+  holdSeconds: number;
   /** Streams opened per ramp step (every 100 ms), so the listen backlog does not overflow. Default 250. */
   rampStep: number;
 }
@@ -39,6 +44,7 @@ export const defaultStreamRssOptions: StreamRssOptions = {
   streams: 2_000,
   chunkDelayMs: 100,
   sampleSeconds: 5,
+  holdSeconds: 0,
   rampStep: 250,
 };
 
@@ -153,6 +159,7 @@ export async function measureStreamRss(
   while (opened + failed < options.streams && Date.now() < openDeadline) await sleep(100);
   if (opened < options.streams) problems.push(`only ${opened} of ${options.streams} streams opened`);
 
+  await sleep(options.holdSeconds * 1000);
   let heldKiB = 0;
   let openWhenHeld = 0;
   let upstreamHeldKiB = 0;
@@ -227,7 +234,7 @@ export async function runStreamRssScenario(
   log: (line: string) => void = () => undefined,
 ): Promise<StreamRssResult[]> {
   // Long enough to outlast the slowest opening allowed (60 s) plus the sampling: a stream must not end while sampled.
-  const streamSeconds = 90 + options.sampleSeconds + options.streams / options.rampStep / 10;
+  const streamSeconds = 90 + options.holdSeconds + options.sampleSeconds + options.streams / options.rampStep / 10;
   const upstream = await startUpstream(processes, {
     chunkDelayMs: options.chunkDelayMs,
     chunks: Math.ceil((streamSeconds * 1000) / options.chunkDelayMs),
@@ -290,6 +297,12 @@ export function parseIntegerList(value: string): number[] {
   return numbers;
 }
 
+function parseWholeSeconds(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError('expected whole seconds, 0 or more');
+  return parsed;
+}
+
 function parsePositiveInt(value: string): number {
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < 1) throw new InvalidArgumentError('expected a positive integer');
@@ -320,6 +333,12 @@ async function main(): Promise<void> {
     .option('--streams <n>', 'concurrent streams', parsePositiveInt, defaultStreamRssOptions.streams)
     .option('--chunk-delay-ms <ms>', 'time between events', parsePositiveInt, defaultStreamRssOptions.chunkDelayMs)
     .option('--sample-seconds <s>', 'sampling time', parsePositiveInt, defaultStreamRssOptions.sampleSeconds)
+    .option(
+      '--hold-seconds <s>',
+      'time the streams run once all are open, before the sampling',
+      parseWholeSeconds,
+      defaultStreamRssOptions.holdSeconds,
+    )
     .option('--workers <list>', 'Tollgate worker counts', parseIntegerList, [1])
     .option('--skip-portkey', 'do not measure Portkey')
     .option('--skip-bare-proxy', 'do not measure the bare proxy (a forward-only Node proxy: the floor)')
@@ -329,6 +348,7 @@ async function main(): Promise<void> {
       streams: number;
       chunkDelayMs: number;
       sampleSeconds: number;
+      holdSeconds: number;
       workers: number[];
       skipPortkey?: boolean;
       skipBareProxy?: boolean;
