@@ -3,6 +3,7 @@ import type { Clock } from '../clock/clock.js';
 import { newRequestTrace } from '../metering/request-recorder.js';
 import { countTextTokens } from '../metering/token-counter.js';
 import { createLogger } from '../observability/logger.js';
+import { DeliveredText } from '../relay/delivered-text.js';
 import type { InFlightStream } from '../relay/relay-service.js';
 import { usageEventFixture } from '../store/ledger-fixtures.js';
 import { type LedgerStore, ratingOf, type StreamCheckpoint } from '../store/ledger-store.js';
@@ -26,7 +27,9 @@ function stream(requestId: string, model: string, deliveredText: string): InFlig
   trace.tenantId = 'ten_a';
   trace.model = model;
   trace.stream = true;
-  return { trace, estimatedPromptTokens: 10, deliveredText };
+  const delivered = new DeliveredText();
+  delivered.append(deliveredText);
+  return { trace, estimatedPromptTokens: 10, delivered };
 }
 
 describe('StreamCheckpointer', () => {
@@ -45,8 +48,8 @@ describe('StreamCheckpointer', () => {
     const checkpointer = new StreamCheckpointer(streams, billing, ledger as unknown as LedgerStore, createLogger());
 
     expect(await checkpointer.checkpoint()).toBe(1);
-    streams.get('req_priced')!.deliveredText += ' seven';
-    streams.get('req_free')!.deliveredText += ' eight';
+    streams.get('req_priced')!.delivered.append(' seven');
+    streams.get('req_free')!.delivered.append(' eight');
     expect(await checkpointer.checkpoint()).toBe(1);
     expect(saved.map((checkpoint) => checkpoint.requestId)).toEqual(['req_priced', 'req_priced']);
     expect(tokenized.texts).toEqual(['one two three', 'one two three seven']);
@@ -71,7 +74,7 @@ describe('StreamCheckpointer', () => {
       maxCharactersPerTick: 10_000,
     });
     const grow = () => {
-      for (const inFlight of streams.values()) inFlight.deliveredText += sentence;
+      for (const inFlight of streams.values()) inFlight.delivered.append(sentence);
     };
 
     // The first tick reaches one stream's whole text, the second the other's; from then on both fit every tick.
@@ -85,7 +88,7 @@ describe('StreamCheckpointer', () => {
     const last = counted.slice(-2);
     expect(last.map((entry) => entry.requestId).sort()).toEqual(['req_a', 'req_b']);
     for (const entry of last) {
-      expect(entry.output).toBe(countTextTokens(streams.get(entry.requestId)!.deliveredText));
+      expect(entry.output).toBe(countTextTokens(streams.get(entry.requestId)!.delivered.text));
     }
   });
 
@@ -117,7 +120,7 @@ describe('StreamCheckpointer', () => {
     expect(CHECKPOINT_REFRESH_INTERVALS).toBeLessThan(CHECKPOINT_STALE_INTERVALS);
     // Growing again, it is tokenized and saved as before.
     time += 100;
-    streams.get('req_slow')!.deliveredText += ' three';
+    streams.get('req_slow')!.delivered.append(' three');
     expect(await checkpointer.checkpoint()).toBe(1);
     expect(tokenized.texts.at(-1)).toBe('one two three');
   });

@@ -99,7 +99,7 @@ export class StreamCheckpointer {
       for (let index = 0; index < entries.length && budget > 0; index++) {
         const stream = entries[(this.cursor + index) % entries.length]!;
         const { trace } = stream;
-        const delivered = stream.deliveredText;
+        const delivered = stream.delivered;
         const previous = this.checkpointed.get(trace.requestId);
         if (delivered.length === 0 || this.unpriced.has(trace.requestId)) continue;
         if (previous?.length === delivered.length) {
@@ -121,10 +121,11 @@ export class StreamCheckpointer {
           }
         }
         const counter = previous?.counter ?? new GrowingTextCounter();
-        budget -= counter.unsettledLength(delivered);
+        const text = delivered.text;
+        budget -= counter.unsettledLength(text);
         const request = rateRequestFor(trace, {
           input,
-          output: { total: counter.count(delivered), reasoning: 0 },
+          output: { total: counter.count(text), reasoning: 0 },
           estimated: true,
         });
         const rating = request === undefined ? undefined : this.billing.rate(request);
@@ -136,7 +137,7 @@ export class StreamCheckpointer {
           updatedAt: now,
         };
         if (trace.reservation?.owner !== undefined) checkpoint.reservationOwner = trace.reservation.owner;
-        this.checkpointed.set(trace.requestId, { length: delivered.length, counter, checkpoint });
+        this.checkpointed.set(trace.requestId, { length: text.length, counter, checkpoint });
         checkpoints.push(checkpoint);
       }
       this.cursor = entries.length === 0 ? 0 : (this.cursor + 1) % entries.length;

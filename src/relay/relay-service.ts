@@ -31,6 +31,7 @@ import type { UpstreamEndpoint, UpstreamRequest, UpstreamStream } from '../upstr
 import type { Usage } from '../upstreams/usage.js';
 import type { AdmissionGate } from './admission-gate.js';
 import { chunkRewriter, synthesizedUsageChunk, withoutUsage } from './chunk-rewriting.js';
+import { DeliveredText } from './delivered-text.js';
 import { reportedServiceTier } from './service-tier.js';
 import type { SseSink } from './sse-sink.js';
 import { estimateStreamUsage, estimateWholeUsage } from './usage-estimate.js';
@@ -56,7 +57,7 @@ export interface InFlightStream {
   trace: RequestTrace;
   estimatedPromptTokens: number;
   /** Content delivered to the client so far. */
-  deliveredText: string;
+  delivered: DeliveredText;
 }
 
 /** Options of `RelayService`. */
@@ -164,13 +165,12 @@ export class RelayService {
       serviceTier: trace.serviceClass === undefined ? undefined : reportedServiceTier(trace.serviceClass),
       stripNullUsage: !clientWantsUsage,
     });
-    const progress: InFlightStream = {
+    const delivered = new DeliveredText();
+    this.inFlightStreams.set(trace.requestId, {
       trace,
       estimatedPromptTokens: admitted.estimatedPromptTokens,
-      deliveredText: '',
-    };
-    this.inFlightStreams.set(trace.requestId, progress);
-    let deliveredText = '';
+      delivered,
+    });
     let reported: Usage | undefined;
     let lastChunk: string | undefined;
     let failure: GatewayError | undefined;
@@ -183,8 +183,7 @@ export class RelayService {
           continue;
         }
         if (event.usage !== undefined) reported = event.usage;
-        deliveredText += event.text;
-        progress.deliveredText = deliveredText;
+        delivered.append(event.text);
         lastChunk = event.data;
         if (trace.firstTokenAt === null) trace.firstTokenAt = performance.now();
         const data =
@@ -205,7 +204,7 @@ export class RelayService {
     trace.usage =
       completed && reported !== undefined
         ? reported
-        : await estimateStreamUsage(admitted.estimatedPromptTokens, deliveredText, reported);
+        : await estimateStreamUsage(admitted.estimatedPromptTokens, delivered.text, reported);
     if (sink.closed) {
       trace.errorCode = 'client_closed';
       attempt.cancel();
