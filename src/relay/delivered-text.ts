@@ -3,10 +3,10 @@
  *
  * Appending each event's text to one string (`text += piece`) makes V8 build a rope: one cons-string node per event
  * on top of the piece itself, and nothing flattens it while no one reads it (an unpriced stream is never
- * checkpointed). Measured with 2,000 streams held for 60 s (`rss-streams --hold-seconds 60`), the rope grew a
- * stream by ~19 bytes per event, for events of a few characters. Here pieces are joined into one flat string every
- * `PIECES_PER_PART` events, and the parts once more when the whole text is read: a few bytes per event, and no
- * event's text is copied more than twice before the first read.
+ * checkpointed). Here pieces are joined into one flat string every `PIECES_PER_PART` events, and the parts once more
+ * when the whole text is read, so no event's text is copied more than twice before the first read. With 2,000 streams
+ * of events of a few characters, held 60 s and then 120 s (`rss-streams --hold-seconds`), a stream grew by ~48 bytes
+ * per event with the rope and by ~6 with parts (docs/benchmarks.md, session 19).
  */
 
 /** Events whose pieces are joined into one flat part. */
