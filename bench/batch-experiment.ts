@@ -25,7 +25,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import {
   type BatchLineClass,
   inOffPeakWindow,
@@ -45,6 +45,7 @@ import {
   resolveSimulatedProfile,
   stepDurationMs,
 } from '../src/upstreams/simulated/replica-engine.js';
+import { nonNegativeNumber, share, wholeNumber } from './cli-numbers.js';
 import { loadAzureTrace, repositoryRoot, sharedTracePath, type TraceRequest } from './trace-replay.js';
 
 const traceFile = 'azure-llm-2023-conv.csv';
@@ -95,24 +96,6 @@ interface ExperimentSettings {
   kinds: RunKind[];
 }
 
-function wholeNumber(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError('expected a whole number ≥ 0');
-  return parsed;
-}
-
-function share(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isFinite(parsed) || parsed < 0 || parsed > 1) throw new InvalidArgumentError('expected a share, 0 to 1');
-  return parsed;
-}
-
-function nonNegative(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isFinite(parsed) || parsed < 0) throw new InvalidArgumentError('expected a number ≥ 0');
-  return parsed;
-}
-
 /** The command line; `--help` lists every setting with its default (the configuration of docs/benchmarks.md). */
 function parseSettings(argv: string[]): ExperimentSettings & { out: string | undefined } {
   const values = new Command('batch-experiment')
@@ -131,8 +114,8 @@ function parseSettings(argv: string[]): ExperimentSettings & { out: string | und
     .option('--batch-ceiling <share>', "class batch's share of the fleet at the peak", share, 0.92)
     .option('--off-peak-ceiling <share>', "class batch's share inside the off-peak window", share, 0.94)
     .option('--flex-ceiling <share>', "class flex's share of the fleet", share, 0.94)
-    .option('--headroom-min <n>', 'sequences kept free for online requests, at least', nonNegative, 1)
-    .option('--headroom-per-online <n>', 'sequences kept free per online sequence running', nonNegative, 0.3)
+    .option('--headroom-min <n>', 'sequences kept free for online requests, at least', nonNegativeNumber, 1)
+    .option('--headroom-per-online <n>', 'sequences kept free per online sequence running', nonNegativeNumber, 0.3)
     .option('--runs <list>', 'runs, comma-separated: online, tollgate, fifo', 'online,tollgate,fifo')
     .option('--out <path>', 'JSON output path')
     .parse(argv, { from: 'user' })

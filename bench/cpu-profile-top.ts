@@ -6,7 +6,8 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { positiveInteger } from './cli-numbers.js';
 
 interface ProfileNode {
   id: number;
@@ -72,12 +73,6 @@ function readProfiles(path: string): CpuProfile[] {
   return files.map((file) => JSON.parse(readFileSync(file, 'utf8')) as CpuProfile);
 }
 
-function parseTop(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed <= 0) throw new InvalidArgumentError('expected a positive whole number');
-  return parsed;
-}
-
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const program: Command = new Command('cpu-profile-top')
     .description(
@@ -85,7 +80,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
         '(node --cpu-prof, e.g. through gateway-bench --cpu-prof DIR).',
     )
     .argument('<file-or-dir>', 'a .cpuprofile file, or a directory whose .cpuprofile files are summed')
-    .option('--top <n>', 'rows of each table', parseTop, 25)
+    .option('--top <n>', 'rows of each table', positiveInteger, 25)
     .parse();
   const path = program.args[0]!;
   const { top } = program.opts<{ top: number }>();

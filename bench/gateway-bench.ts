@@ -11,7 +11,7 @@
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { BenchProcesses } from './bench-processes.js';
 import { writeBenchResult } from './bench-results.js';
 import {
@@ -24,12 +24,12 @@ import {
   startUpstream,
   tollgateTargetName,
 } from './bench-targets.js';
+import { positiveIntegerList, positiveNumber } from './cli-numbers.js';
 import { type LoadResult, type LoadSpec, runLoadInChild } from './load.js';
 import { processTreeCpuMs } from './process-tree-stats.js';
 import {
   defaultStreamRssOptions,
   formatStreamRssTable,
-  parseIntegerList,
   runStreamRssScenario,
   type StreamRssResult,
 } from './rss-streams.js';
@@ -453,30 +453,19 @@ export async function runGatewayBench(options: GatewayBenchOptions): Promise<Rec
   return report;
 }
 
-function parsePositiveNumber(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isFinite(parsed) || parsed <= 0) throw new InvalidArgumentError('expected a positive number');
-  return parsed;
-}
-
 async function main(): Promise<void> {
   const flags = new Command('gateway-bench')
     .description('Direct vs Tollgate vs Portkey against a 0 ms upstream; writes bench/results/gateway-<date>.json.')
-    .option('--duration <s>', 'measured seconds per run', parsePositiveNumber, 10)
-    .option('--warmup <s>', 'warm-up seconds before each run', parsePositiveNumber, 2)
-    .option('--connections <list>', 'connections of the max-throughput runs', parseIntegerList, [32, 256])
-    .option('--rate <n>', 'offered load of the latency runs, requests/s', parsePositiveNumber, 1000)
-    .option('--workers <list>', 'Tollgate server.workers, one target per value (e.g. 1,2)', parseIntegerList, [1])
+    .option('--duration <s>', 'measured seconds per run', positiveNumber, 10)
+    .option('--warmup <s>', 'warm-up seconds before each run', positiveNumber, 2)
+    .option('--connections <list>', 'connections of the max-throughput runs', positiveIntegerList, [32, 256])
+    .option('--rate <n>', 'offered load of the latency runs, requests/s', positiveNumber, 1000)
+    .option('--workers <list>', 'Tollgate server.workers, one target per value (e.g. 1,2)', positiveIntegerList, [1])
     .option('--skip-portkey', "leave Portkey's gateway out")
     .option('--skip-bare-proxy', 'leave the bare proxy (a forward-only Node proxy: the floor) out')
     .option('--skip-rss', 'leave the concurrent-streams memory scenario out')
-    .option('--rss-streams <n>', 'concurrent streams of the memory scenario', parsePositiveNumber, 2000)
-    .option(
-      '--rounds <n>',
-      'repeat every scenario n times, interleaved; report the median round',
-      parsePositiveNumber,
-      1,
-    )
+    .option('--rss-streams <n>', 'concurrent streams of the memory scenario', positiveNumber, 2000)
+    .option('--rounds <n>', 'repeat every scenario n times, interleaved; report the median round', positiveNumber, 1)
     .option('--cpu-prof <dir>', 'write CPU profiles of the Tollgate processes to dir (node --cpu-prof)')
     .option('--node-args <flags>', 'extra node flags of the Tollgate processes, space-separated (experiments)')
     .option('--quick', 'smoke run: 2 s runs, 0.5 s warm-up, 200 streams')

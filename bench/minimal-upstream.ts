@@ -13,7 +13,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { wholeNumber } from './cli-numbers.js';
 
 /** How the minimal upstream answers. */
 export interface MinimalUpstreamOptions {
@@ -213,20 +214,14 @@ export async function startMinimalUpstream(options: Partial<MinimalUpstreamOptio
   return server;
 }
 
-function parseNonNegativeInt(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError('expected a non-negative integer');
-  return parsed;
-}
-
 async function main(): Promise<void> {
   const program = new Command('minimal-upstream')
     .description('Minimal OpenAI-compatible upstream for benchmarks.')
-    .option('--port <n>', 'listen port, 0 for a free one', parseNonNegativeInt, defaultMinimalUpstreamOptions.port)
+    .option('--port <n>', 'listen port, 0 for a free one', wholeNumber, defaultMinimalUpstreamOptions.port)
     .option('--host <address>', 'listen address', defaultMinimalUpstreamOptions.host)
-    .option('--latency-ms <ms>', 'delay before answering', parseNonNegativeInt, 0)
-    .option('--chunk-delay-ms <ms>', 'delay between streamed events', parseNonNegativeInt, 0)
-    .option('--chunks <n>', 'content chunks per streamed answer', parseNonNegativeInt, 20)
+    .option('--latency-ms <ms>', 'delay before answering', wholeNumber, 0)
+    .option('--chunk-delay-ms <ms>', 'delay between streamed events', wholeNumber, 0)
+    .option('--chunks <n>', 'content chunks per streamed answer', wholeNumber, 20)
     .parse();
   const flags = program.opts<{ port: number; host: string; latencyMs: number; chunkDelayMs: number; chunks: number }>();
   const server = await startMinimalUpstream(flags);

@@ -8,7 +8,7 @@
 import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { Pool } from 'undici';
 import { BenchProcesses } from './bench-processes.js';
 import {
@@ -20,6 +20,7 @@ import {
   startTollgate,
   startUpstream,
 } from './bench-targets.js';
+import { positiveInteger, positiveIntegerList, wholeNumber } from './cli-numbers.js';
 import { processTreeCpuMs, processTreeRss } from './process-tree-stats.js';
 
 /** How the streams are opened and held. */
@@ -288,27 +289,6 @@ export async function runStreamRssScenario(
   return results;
 }
 
-/** Parses `1,2` into `[1, 2]` (positive integers). */
-export function parseIntegerList(value: string): number[] {
-  const numbers = value.split(',').map((part) => Number(part.trim()));
-  if (numbers.length === 0 || numbers.some((number) => !Number.isInteger(number) || number < 1)) {
-    throw new InvalidArgumentError('expected positive integers separated by commas');
-  }
-  return numbers;
-}
-
-function parseWholeSeconds(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError('expected whole seconds, 0 or more');
-  return parsed;
-}
-
-function parsePositiveInt(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 1) throw new InvalidArgumentError('expected a positive integer');
-  return parsed;
-}
-
 /** Formats results as a Markdown table. */
 export function formatStreamRssTable(results: readonly StreamRssResult[]): string {
   const lines = [
@@ -330,16 +310,16 @@ export function formatStreamRssTable(results: readonly StreamRssResult[]): strin
 async function main(): Promise<void> {
   const flags = new Command('rss-streams')
     .description('RSS of gateways holding many concurrent slow streams.')
-    .option('--streams <n>', 'concurrent streams', parsePositiveInt, defaultStreamRssOptions.streams)
-    .option('--chunk-delay-ms <ms>', 'time between events', parsePositiveInt, defaultStreamRssOptions.chunkDelayMs)
-    .option('--sample-seconds <s>', 'sampling time', parsePositiveInt, defaultStreamRssOptions.sampleSeconds)
+    .option('--streams <n>', 'concurrent streams', positiveInteger, defaultStreamRssOptions.streams)
+    .option('--chunk-delay-ms <ms>', 'time between events', positiveInteger, defaultStreamRssOptions.chunkDelayMs)
+    .option('--sample-seconds <s>', 'sampling time', positiveInteger, defaultStreamRssOptions.sampleSeconds)
     .option(
       '--hold-seconds <s>',
       'time the streams run once all are open, before the sampling',
-      parseWholeSeconds,
+      wholeNumber,
       defaultStreamRssOptions.holdSeconds,
     )
-    .option('--workers <list>', 'Tollgate worker counts', parseIntegerList, [1])
+    .option('--workers <list>', 'Tollgate worker counts', positiveIntegerList, [1])
     .option('--skip-portkey', 'do not measure Portkey')
     .option('--skip-bare-proxy', 'do not measure the bare proxy (a forward-only Node proxy: the floor)')
     .option('--cpu-prof <dir>', 'write CPU profiles of the Tollgate processes to dir (node --cpu-prof)')

@@ -12,10 +12,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { encode } from 'gpt-tokenizer/encoding/o200k_base';
 import { countTextTokens } from '../src/metering/token-counter.js';
 import { machineSummary, writeBenchResult } from './bench-results.js';
+import { positiveInteger, positiveIntegerList } from './cli-numbers.js';
 
 /** CLI options. */
 interface TokenizerBenchOptions {
@@ -66,20 +67,6 @@ function medianMs(repeat: number, work: () => void): number {
   }
   times.sort((a, b) => a - b);
   return Math.round((times[Math.floor(times.length / 2)] as number) * 100) / 100;
-}
-
-function parseList(value: string): number[] {
-  const items = value.split(',').map((item) => Number(item.trim()));
-  if (items.some((item) => !Number.isInteger(item) || item <= 0)) {
-    throw new InvalidArgumentError('expected positive integers separated by commas');
-  }
-  return items;
-}
-
-function parsePositive(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed <= 0) throw new InvalidArgumentError('expected a positive integer');
-  return parsed;
 }
 
 function formatTable(rows: readonly TokenizerRow[]): string {
@@ -144,11 +131,11 @@ async function main(): Promise<void> {
     .option(
       '--lengths <list>',
       'run lengths, characters',
-      parseList,
+      positiveIntegerList,
       [1000, 4000, 16_000, 64_000, 1_048_576, 8_388_608],
     )
-    .option('--library-max <n>', 'longest run the library merge is timed on', parsePositive, 64_000)
-    .option('--repeat <n>', 'timed repetitions per cell (median reported)', parsePositive, 3)
+    .option('--library-max <n>', 'longest run the library merge is timed on', positiveInteger, 64_000)
+    .option('--repeat <n>', 'timed repetitions per cell (median reported)', positiveInteger, 3)
     .option('--out <file>', 'JSON output file')
     .parse()
     .opts<TokenizerBenchOptions>();
