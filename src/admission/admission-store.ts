@@ -124,8 +124,7 @@ export interface AdmissionStore {
  */
 export class AdmissionStoreUnavailableError extends UnavailableError {
   constructor(options: { cause?: unknown } = {}) {
-    super('Rate limits cannot be checked right now; retry shortly.', 'admission_store_unavailable');
-    if (options.cause !== undefined) Object.defineProperty(this, 'cause', { value: options.cause });
+    super('Rate limits cannot be checked right now; retry shortly.', 'admission_store_unavailable', options);
   }
 }
 

@@ -10,6 +10,7 @@ import { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
 import { AuthenticationError, type GatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
+import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { AdmissionGate } from '../relay/admission-gate.js';
 import type { RelayService } from '../relay/relay-service.js';
@@ -60,6 +61,8 @@ export interface ServerServices {
   batches?: BatchRouteServices;
   /** The admin bearer token. */
   adminToken: string;
+  /** Where unexpected failures (500 `internal_error`) are logged; Fastify's own logger is off. */
+  logger: Logger;
   /** True when the gateway can serve (store reachable, upstreams configured). */
   ready(): Promise<boolean>;
   /**
@@ -108,11 +111,15 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     void services.recorder.finish(trace);
   });
 
+  // An opaque 500 tells the client nothing: its cause goes to the log, under the request id the client was given.
+  const logIfInternal = (clientError: GatewayError, error: unknown, request: FastifyRequest) => {
+    if (clientError.code !== 'internal_error') return;
+    services.logger.error({ err: error, requestId: request.id, url: request.url }, 'internal error');
+  };
+
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const clientError = toClientError(error, options.bodyLimitBytes);
-    if (clientError.status >= 500 && clientError.code === 'internal_error') {
-      request.log.error({ err: error, reqId: request.id }, 'internal error');
-    }
+    logIfInternal(clientError, error, request);
     sendError(request, reply, clientError);
   });
 
@@ -133,6 +140,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       } catch (error: unknown) {
         // Thrown only before the stream opened: answer with an ordinary error response.
         const clientError = toClientError(error, options.bodyLimitBytes);
+        logIfInternal(clientError, error, request);
         trace.status = clientError.status;
         trace.errorCode = clientError.code;
         void services.recorder.finish(trace);

@@ -204,7 +204,8 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const listening = Promise.all([changeBus?.ready(), leaseBus?.ready()]);
   await withDeadline(listening, BUS_READY_WAIT_MS, 'listening to the other processes', logger);
   const bus = changeBus ?? new InProcessInvalidationBus();
-  const keys = new KeyService(store, { bus });
+  const storeReadFailed = storeReadFailureReporter(metrics, logger);
+  const keys = new KeyService(store, { bus, onStoreFailure: (error) => storeReadFailed('key', 'refused', error) });
   const tenants = new TenantService(store, { bus });
   // Cluster mode: month counters shared by every process — tenants' tokens for volume tiers, budgets' spend for alerts.
   const volumePositions =
@@ -342,7 +343,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       tiers: [...config.default_plan.tiers],
       weight: config.default_plan.weight,
     },
-    { bus },
+    { bus, onStoreFailure: (error, outcome) => storeReadFailed('plan', outcome, error) },
   );
   const gate = new AdmissionGate(plans, limits, billing, catalog.list(), {
     ...gateSchedulingOptions(config),
@@ -454,6 +455,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       router,
       gate,
       adminToken: options.adminToken,
+      logger,
       ready,
       settled,
       ...(batches === undefined ? {} : { batches }),
@@ -505,5 +507,28 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       await Promise.all([...upstreams.values()].map((upstream) => upstream.close()));
       if (options.store === undefined) await store.close();
     },
+  };
+}
+
+/**
+ * Counts a failed request-path store read (key lookup, plan refresh) and logs it, at most once a second: during an
+ * outage every request would otherwise log the same failure.
+ */
+function storeReadFailureReporter(
+  metrics: GatewayMetrics,
+  logger: Logger,
+): (read: 'key' | 'plan', outcome: 'stale' | 'refused', error: unknown) => void {
+  let loggedAt = 0;
+  return (read, outcome, error) => {
+    metrics.storeReadFailures.inc({ read, outcome });
+    const now = Date.now();
+    if (now - loggedAt < 1000) return;
+    loggedAt = now;
+    logger.warn(
+      { err: error, read, outcome },
+      outcome === 'stale'
+        ? 'the store failed a request-path read: serving the last value read'
+        : 'the store failed a request-path read: requests are refused with 503',
+    );
   };
 }

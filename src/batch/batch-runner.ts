@@ -454,6 +454,10 @@ export class BatchRunner {
       };
     } catch (error: unknown) {
       const failure = toGatewayError(error);
+      if (failure.code === 'internal_error') {
+        // The line fails with an opaque 500: its cause is only here.
+        this.options.logger.error({ err: error, batch: batch.id, line: line.requestId }, 'internal error');
+      }
       if (trace.status === 0 || trace.status === 200) trace.status = failure.status;
       trace.errorCode ??= failure.code;
       await recorder.finish(trace);

@@ -460,6 +460,7 @@ export class BillingService {
     throw new UnavailableError(
       'The billing store is unavailable, so this request could not be reserved. Retry later.',
       'billing_store_unavailable',
+      { cause: error },
     );
   }
 

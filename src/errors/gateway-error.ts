@@ -132,8 +132,18 @@ export class UpstreamTimeoutError extends GatewayError {
 
 /** 503: the gateway is starting, draining or its store is unreachable. */
 export class UnavailableError extends GatewayError {
-  constructor(message: string, code = 'service_unavailable') {
-    super(503, 'server_error', code, message, true);
+  constructor(message: string, code = 'service_unavailable', options: GatewayErrorOptions = {}) {
+    super(503, 'server_error', code, message, true, options);
+  }
+}
+
+/**
+ * 503 `store_unavailable`: the store failed a read the request cannot go without (its API key, its plan), so it is
+ * refused as retryable rather than answered as an internal error.
+ */
+export class StoreUnavailableError extends UnavailableError {
+  constructor(what: string, cause: unknown) {
+    super(`The gateway could not read ${what} from its store; retry shortly.`, 'store_unavailable', { cause });
   }
 }
 

@@ -116,6 +116,15 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  readonly storeReadFailures = new Counter({
+    name: 'tollgate_store_read_failures_total',
+    help:
+      'Store reads on the request path that failed, by read (key, plan) and outcome: stale (the last value read was ' +
+      'used) or refused (the request was answered 503 store_unavailable).',
+    labelNames: ['read', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
   readonly reservationOwnerChanges = new Counter({
     name: 'tollgate_reservation_owner_changes_total',
     help:

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VirtualClock } from '../clock/clock.js';
-import { AuthenticationError } from '../errors/gateway-error.js';
+import { AuthenticationError, StoreUnavailableError } from '../errors/gateway-error.js';
 import { createStore } from '../store/create-store.js';
 import type { Store } from '../store/store.js';
 import { generateApiKey } from './api-key.js';
@@ -8,11 +8,12 @@ import { ConfigSubject, InProcessInvalidationBus } from './invalidation-bus.js';
 import { KeyService } from './key-service.js';
 import { TenantService } from './tenant-service.js';
 
-/** Counts `findKeyByHash` calls and can hold them until released. */
-function countingStore(inner: Store): Store & { lookups: number; hold(): () => void } {
+/** Counts `findKeyByHash` calls, can hold them until released, and fails them while `failing`. */
+function countingStore(inner: Store): Store & { lookups: number; failing: boolean; hold(): () => void } {
   let gate: Promise<void> | undefined;
   const counter = {
     lookups: 0,
+    failing: false,
     hold(): () => void {
       let release!: () => void;
       gate = new Promise((resolve) => {
@@ -31,6 +32,7 @@ function countingStore(inner: Store): Store & { lookups: number; hold(): () => v
         return async (hash: string) => {
           counter.lookups++;
           if (gate !== undefined) await gate;
+          if (counter.failing) throw new Error('Connection terminated unexpectedly');
           return target.findKeyByHash(hash);
         };
       }
@@ -41,7 +43,7 @@ function countingStore(inner: Store): Store & { lookups: number; hold(): () => v
       (counter as any)[property] = value;
       return true;
     },
-  }) as Store & { lookups: number; hold(): () => void };
+  }) as Store & { lookups: number; failing: boolean; hold(): () => void };
 }
 
 async function authError(promise: Promise<unknown>): Promise<AuthenticationError> {
@@ -138,6 +140,26 @@ describe('KeyService', () => {
     clock.advance(1);
     expect((await keys.authenticate(`Bearer ${key}`)).tenantId).toBe(tenantId);
     expect(store.lookups).toBe(2);
+  });
+
+  it('refuses with a retryable 503 while the store fails, and never serves an entry past its lifetime', async () => {
+    const failures: unknown[] = [];
+    const watched = new KeyService(store, { clock, cacheTtlMs: 5000, onStoreFailure: (error) => failures.push(error) });
+    const { key } = await tenants.createKey(tenantId);
+    await watched.authenticate(`Bearer ${key}`);
+    store.failing = true;
+    // A fresh entry needs no store.
+    expect((await watched.authenticate(`Bearer ${key}`)).tenantId).toBe(tenantId);
+    clock.advance(5000);
+    const refused = await watched.authenticate(`Bearer ${key}`).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(refused).toBeInstanceOf(StoreUnavailableError);
+    expect(refused).toMatchObject({ status: 503, code: 'store_unavailable', retryable: true });
+    expect(failures).toHaveLength(1);
+    store.failing = false;
+    expect((await watched.authenticate(`Bearer ${key}`)).tenantId).toBe(tenantId);
   });
 
   it('refreshes a positive entry after the cache TTL', async () => {

@@ -1,5 +1,5 @@
 import { type Clock, RealClock } from '../clock/clock.js';
-import { AuthenticationError } from '../errors/gateway-error.js';
+import { AuthenticationError, StoreUnavailableError } from '../errors/gateway-error.js';
 import type { ApiKeyRecord, Store } from '../store/store.js';
 import { hashApiKey, looksLikeApiKey } from './api-key.js';
 import { ConfigSubject, type InvalidationBus } from './invalidation-bus.js';
@@ -37,6 +37,11 @@ export interface KeyServiceOptions {
   maxEntries?: number;
   /** When given, the service subscribes and drops the cache entry of every key published on it. */
   bus?: InvalidationBus;
+  /**
+   * Told of every store failure while looking a key up. The request is then refused with 503 `store_unavailable`:
+   * an entry past its lifetime is never served, so a revocation this process did not hear cannot outlive it.
+   */
+  onStoreFailure?: (error: unknown) => void;
 }
 
 interface CacheEntry {
@@ -58,6 +63,7 @@ export class KeyService {
   private readonly clock: Clock;
   private readonly cacheTtlMs: number;
   private readonly negativeTtlMs: number;
+  private readonly onStoreFailure: ((error: unknown) => void) | undefined;
   private readonly maxEntries: number;
   /** Keyed by hash, in insertion order: the first key is the oldest (evicted first). */
   private readonly cache = new Map<string, CacheEntry>();
@@ -74,6 +80,7 @@ export class KeyService {
     this.clock = options.clock ?? new RealClock();
     this.cacheTtlMs = options.cacheTtlMs ?? 5000;
     this.negativeTtlMs = options.negativeTtlMs ?? 1000;
+    this.onStoreFailure = options.onStoreFailure;
     this.maxEntries = Math.max(1, options.maxEntries ?? 100_000);
     this.unsubscribe = options.bus?.subscribe((subject) => {
       if (subject === ConfigSubject.all) this.invalidateAll();
@@ -144,15 +151,21 @@ export class KeyService {
     const generation = this.generation;
     const promise = this.store
       .findKeyByHash(hash)
-      .then((record) => {
-        const entry: CacheEntry = {
-          record,
-          principal: record === undefined ? undefined : toPrincipal(record),
-          staleAt: this.clock.now() + (record === undefined ? this.negativeTtlMs : this.cacheTtlMs),
-        };
-        if (generation === this.generation) this.remember(hash, entry);
-        return entry;
-      })
+      .then(
+        (record) => {
+          const entry: CacheEntry = {
+            record,
+            principal: record === undefined ? undefined : toPrincipal(record),
+            staleAt: this.clock.now() + (record === undefined ? this.negativeTtlMs : this.cacheTtlMs),
+          };
+          if (generation === this.generation) this.remember(hash, entry);
+          return entry;
+        },
+        (error: unknown) => {
+          this.onStoreFailure?.(error);
+          throw new StoreUnavailableError('your API key', error);
+        },
+      )
       .finally(() => {
         this.inFlight.delete(hash);
       });

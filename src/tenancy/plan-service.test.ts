@@ -50,6 +50,38 @@ describe('PlanService', () => {
     expect(await there.limitsForKey('key_a')).toEqual({ rpm: 3 });
   });
 
+  it('keeps the last plan read while the store fails, and refuses with a retryable 503 without one', async () => {
+    let failing = false;
+    const outcomes: string[] = [];
+    const flaky = new PlanService(
+      {
+        getSetting: async (name) => {
+          if (failing) throw new Error('Connection terminated unexpectedly');
+          return store.getSetting(name);
+        },
+        putSetting: (name, value) => store.putSetting(name, value),
+      },
+      defaults,
+      // Every read goes to the store.
+      { bus, cacheTtlMs: 0, onStoreFailure: (_error, outcome) => outcomes.push(outcome) },
+    );
+    try {
+      await here.setTenantPlan('ten_a', plan(5));
+      expect((await flaky.planFor('ten_a')).limits).toEqual({ rpm: 5 });
+      failing = true;
+      expect((await flaky.planFor('ten_a')).limits).toEqual({ rpm: 5 });
+      await expect(flaky.limitsForKey('key_a')).rejects.toMatchObject({ status: 503, code: 'store_unavailable' });
+      // A change heard meanwhile drops what it had: refused until the store answers again.
+      await bus.publish('plan:tenant:ten_a');
+      await expect(flaky.planFor('ten_a')).rejects.toMatchObject({ status: 503, code: 'store_unavailable' });
+      expect(outcomes).toEqual(['stale', 'refused', 'refused']);
+      failing = false;
+      expect((await flaky.planFor('ten_a')).limits).toEqual({ rpm: 5 });
+    } finally {
+      flaky.close();
+    }
+  });
+
   it('does not cache a read that was in flight when a change was heard', async () => {
     let release: () => void = () => undefined;
     const held = new Promise<void>((resolve) => {

@@ -5,6 +5,7 @@
  * the setting's name, in the others.
  */
 import type { Limits, Plan } from '../admission/limits.js';
+import { StoreUnavailableError } from '../errors/gateway-error.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
 import type { Store } from '../store/store.js';
 import { ConfigSubject, type InvalidationBus } from './invalidation-bus.js';
@@ -33,6 +34,12 @@ export interface PlanServiceOptions {
   cacheTtlMs?: number;
   /** Where changes are announced to the other processes, and heard from them. Default: this process only. */
   bus?: InvalidationBus;
+  /**
+   * Told of every store failure while refreshing a plan or a key's limits. The last value read is then kept in use
+   * (`stale`) — a change made meanwhile is announced on the bus, which drops it — and without one the request is
+   * refused with 503 `store_unavailable` (`refused`).
+   */
+  onStoreFailure?: (error: unknown, outcome: 'stale' | 'refused') => void;
 }
 
 /** Plans and key limits, read on the request path. */
@@ -41,6 +48,7 @@ export class PlanService {
   private readonly keyLimits = new Map<string, Cached<KeyLimits | undefined>>();
   private readonly cacheTtlMs: number;
   private readonly bus: InvalidationBus | undefined;
+  private readonly onStoreFailure: ((error: unknown, outcome: 'stale' | 'refused') => void) | undefined;
   private readonly unsubscribe: (() => void) | undefined;
   /** Bumped by every change heard: a read that started before one must not fill the cache with what it read. */
   private generation = 0;
@@ -52,32 +60,18 @@ export class PlanService {
   ) {
     this.cacheTtlMs = options.cacheTtlMs ?? 5000;
     this.bus = options.bus;
+    this.onStoreFailure = options.onStoreFailure;
     this.unsubscribe = options.bus?.subscribe((subject) => this.heard(subject));
   }
 
   /** The tenant's plan (its own, or the default). */
-  async planFor(tenantId: string): Promise<Plan> {
-    const cached = this.plans.get(tenantId);
-    if (cached !== undefined && cached.staleAt > Date.now()) return cached.value;
-    const generation = this.generation;
-    const stored = await this.store.getSetting(`${TENANT_PLAN}${tenantId}`);
-    const plan = stored === undefined ? this.defaultPlan() : (JSON.parse(stored) as Plan);
-    if (generation === this.generation)
-      this.plans.set(tenantId, { value: plan, staleAt: Date.now() + this.cacheTtlMs });
-    return plan;
+  planFor(tenantId: string): Promise<Plan> {
+    return this.cachedRead(this.plans, TENANT_PLAN, tenantId, 'its plan', this.parsePlan);
   }
 
   /** The key's limit overrides, if any. */
-  async limitsForKey(keyId: string): Promise<KeyLimits | undefined> {
-    const cached = this.keyLimits.get(keyId);
-    if (cached !== undefined && cached.staleAt > Date.now()) return cached.value;
-    const generation = this.generation;
-    const stored = await this.store.getSetting(`${KEY_LIMITS}${keyId}`);
-    const limits = stored === undefined ? undefined : (JSON.parse(stored) as KeyLimits);
-    if (generation === this.generation) {
-      this.keyLimits.set(keyId, { value: limits, staleAt: Date.now() + this.cacheTtlMs });
-    }
-    return limits;
+  limitsForKey(keyId: string): Promise<KeyLimits | undefined> {
+    return this.cachedRead(this.keyLimits, KEY_LIMITS, keyId, "its key's limits", parseKeyLimits);
   }
 
   /** Stores a tenant's plan; it applies at once here and, once the bus has carried it, in the other processes. */
@@ -98,6 +92,36 @@ export class PlanService {
   close(): void {
     this.unsubscribe?.();
   }
+
+  /**
+   * The cached value while fresh, else the stored setting `prefix + id` (parsed and cached). When the store fails,
+   * the stale cached value if there is one, else `StoreUnavailableError`.
+   */
+  private async cachedRead<T>(
+    cache: Map<string, Cached<T>>,
+    prefix: string,
+    id: string,
+    what: string,
+    parse: (stored: string | undefined) => T,
+  ): Promise<T> {
+    const cached = cache.get(id);
+    if (cached !== undefined && cached.staleAt > Date.now()) return cached.value;
+    const generation = this.generation;
+    let stored: string | undefined;
+    try {
+      stored = await this.store.getSetting(`${prefix}${id}`);
+    } catch (error: unknown) {
+      this.onStoreFailure?.(error, cached === undefined ? 'refused' : 'stale');
+      if (cached === undefined) throw new StoreUnavailableError(what, error);
+      return cached.value;
+    }
+    const value = parse(stored);
+    if (generation === this.generation) cache.set(id, { value, staleAt: Date.now() + this.cacheTtlMs });
+    return value;
+  }
+
+  private readonly parsePlan = (stored: string | undefined): Plan =>
+    stored === undefined ? this.defaultPlan() : (JSON.parse(stored) as Plan);
 
   private async announce(subject: string): Promise<void> {
     // Delivered here too: drops this process's entry (and voids reads in flight) before the new one is cached.
@@ -121,4 +145,8 @@ export class PlanService {
   defaultPlan(): Plan {
     return { limits: { ...this.defaults.limits }, tiers: [...this.defaults.tiers], weight: this.defaults.weight };
   }
+}
+
+function parseKeyLimits(stored: string | undefined): KeyLimits | undefined {
+  return stored === undefined ? undefined : (JSON.parse(stored) as KeyLimits);
 }

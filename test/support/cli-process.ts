@@ -32,11 +32,16 @@ export function runCli(dir: string, args: string[]) {
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
+/** A started `tollgate serve`: its banner, its URL, and everything it has printed so far (for failure messages). */
+export interface Served {
+  child: ChildProcess;
+  banner: string;
+  url: string;
+  output: () => string;
+}
+
 /** Starts `tollgate serve` and resolves with its banner once it listens. */
-export function serve(
-  dir: string,
-  children: ChildProcess[],
-): Promise<{ child: ChildProcess; banner: string; url: string }> {
+export function serve(dir: string, children: ChildProcess[]): Promise<Served> {
   const child = spawn(process.execPath, [cliPath, 'serve'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   return new Promise((resolve, reject) => {
@@ -47,7 +52,7 @@ export function serve(
       const match = /listening on (http:\/\/[\d.:]+)/.exec(output);
       if (match && output.includes('const stream')) {
         clearTimeout(timer);
-        resolve({ child, banner: output, url: match[1]! });
+        resolve({ child, banner: output, url: match[1]!, output: () => output });
       }
     });
     child.stderr?.on('data', (data: Buffer) => {
