@@ -4,6 +4,7 @@
  * `internal_error` whose cause is in the log under the request's id.
  */
 import { PassThrough } from 'node:stream';
+import type OpenAI from 'openai';
 import { APIError, toFile } from 'openai';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../src/observability/logger.js';
@@ -88,6 +89,24 @@ describe('store failures on the request path', () => {
     expect(await ask(key)).toMatchObject({ status: 200 });
   });
 
+  it('answer a retryable 503 store_unavailable, logged with its cause, when an admin route finds the store down', async () => {
+    const store = harness.gateway.store;
+    const listTenants = store.listTenants;
+    const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    store.listTenants = () => Promise.reject(reset);
+    const response = await fetch(`${harness.url}/admin/v1/tenants`, {
+      headers: { authorization: `Bearer ${harness.adminToken}` },
+    });
+    expect(response.status).toBe(503);
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe('store_unavailable');
+    expect(logLines('store unavailable')).toMatchObject([
+      { level: 40, requestId: response.headers.get('x-request-id'), err: { code: 'ECONNRESET' } },
+    ]);
+    expect(logLines('internal error')).toEqual([]);
+    store.listTenants = listTenants;
+    expect((await harness.admin('GET', '/tenants')).status).toBe(200);
+  });
+
   it('log an unexpected failure with its cause under the request id, and answer 500 internal_error', async () => {
     const { key } = await harness.createTenantWithKey();
     harness.gateway.billing.reserve = () => Promise.reject(new TypeError('a bug nobody expected'));
@@ -108,14 +127,7 @@ describe('store failures on the request path', () => {
     const { key } = await harness.createTenantWithKey();
     harness.gateway.billing.reserve = () => Promise.reject(new TypeError('a bug nobody expected'));
     const client = harness.client(key);
-    const line = { model: 'sim-pro-32k', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 };
-    const input = `${JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/chat/completions', body: line })}\n`;
-    const file = await client.files.create({ file: await toFile(Buffer.from(input), 'in.jsonl'), purpose: 'batch' });
-    const batch = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/chat/completions',
-      completion_window: '24h',
-    });
+    const batch = await oneLineBatch(client);
     await vi.waitFor(() => expect(logLines('internal error').length).toBeGreaterThan(0), { timeout: 10_000 });
     expect(logLines('internal error')[0]).toMatchObject({
       level: 50,
@@ -128,4 +140,29 @@ describe('store failures on the request path', () => {
       { timeout: 10_000 },
     );
   });
+
+  it('retry a batch line the store could not serve, and complete it', async () => {
+    const { key } = await harness.createTenantWithKey();
+    const billing = harness.gateway.billing;
+    const reserve = billing.reserve;
+    billing.reserve = () => {
+      billing.reserve = reserve;
+      return Promise.reject(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+    };
+    const client = harness.client(key);
+    const batch = await oneLineBatch(client);
+    await vi.waitFor(async () => expect((await client.batches.retrieve(batch.id)).status).toBe('completed'), {
+      timeout: 10_000,
+    });
+    expect(billing.reserve).toBe(reserve);
+    expect((await client.batches.retrieve(batch.id)).request_counts).toEqual({ total: 1, completed: 1, failed: 0 });
+  });
 });
+
+/** A batch of one short chat line. */
+async function oneLineBatch(client: OpenAI): Promise<OpenAI.Batches.Batch> {
+  const line = { model: 'sim-pro-32k', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 };
+  const input = `${JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/chat/completions', body: line })}\n`;
+  const file = await client.files.create({ file: await toFile(Buffer.from(input), 'in.jsonl'), purpose: 'batch' });
+  return client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+}

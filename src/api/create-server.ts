@@ -8,7 +8,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
-import { AuthenticationError, type GatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
+import { AuthenticationError, GatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
@@ -111,15 +111,19 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     void services.recorder.finish(trace);
   });
 
-  // An opaque 500 tells the client nothing: its cause goes to the log, under the request id the client was given.
-  const logIfInternal = (clientError: GatewayError, error: unknown, request: FastifyRequest) => {
-    if (clientError.code !== 'internal_error') return;
-    services.logger.error({ err: error, requestId: request.id, url: request.url }, 'internal error');
+  // An opaque 500 tells the client nothing: its cause goes to the log, under the request id the client was given. So
+  // does a store failure no service had classified (a billing read, an admin route) before it became a 503.
+  const logFailure = (clientError: GatewayError, error: unknown, request: FastifyRequest) => {
+    if (clientError.code === 'internal_error') {
+      services.logger.error({ err: error, requestId: request.id, url: request.url }, 'internal error');
+    } else if (clientError.code === 'store_unavailable' && !(error instanceof GatewayError)) {
+      services.logger.warn({ err: error, requestId: request.id, url: request.url }, 'store unavailable');
+    }
   };
 
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const clientError = toClientError(error, options.bodyLimitBytes);
-    logIfInternal(clientError, error, request);
+    logFailure(clientError, error, request);
     sendError(request, reply, clientError);
   });
 
@@ -140,7 +144,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       } catch (error: unknown) {
         // Thrown only before the stream opened: answer with an ordinary error response.
         const clientError = toClientError(error, options.bodyLimitBytes);
-        logIfInternal(clientError, error, request);
+        logFailure(clientError, error, request);
         trace.status = clientError.status;
         trace.errorCode = clientError.code;
         void services.recorder.finish(trace);

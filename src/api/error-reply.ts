@@ -7,8 +7,10 @@ import {
   InvalidRequestError,
   NotFoundError,
   PayloadTooLargeError,
+  StoreUnavailableError,
   toGatewayError,
 } from '../errors/gateway-error.js';
+import { isStoreUnreachable } from '../store/store-unreachable.js';
 
 interface FastifyLikeError {
   code?: string;
@@ -46,6 +48,7 @@ export function toClientError(error: unknown, bodyLimitBytes: number): GatewayEr
   if (error instanceof SyntaxError) {
     return new InvalidRequestError('We could not parse the JSON body of your request.', { code: 'invalid_json' });
   }
+  if (isStoreUnreachable(error)) return new StoreUnavailableError(error);
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
     if (status === 404) return new NotFoundError('Not found.');

@@ -21,13 +21,19 @@
 import { performance } from 'node:perf_hooks';
 import type { BillingService } from '../billing/billing-service.js';
 import { assertNever } from '../errors/assert-never.js';
-import { type GatewayError, toGatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
+import {
+  type GatewayError,
+  StoreUnavailableError,
+  toGatewayError,
+  toOpenAIErrorBody,
+} from '../errors/gateway-error.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
 import type { RelayService } from '../relay/relay-service.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
 import type { TieredScheduler } from '../scheduling/tiered-scheduler.js';
 import type { Store } from '../store/store.js';
+import { isStoreUnreachable } from '../store/store-unreachable.js';
 import type { Principal } from '../tenancy/key-service.js';
 import { batchEndpoints, isBatchEndpoint, readBatchInput } from './batch-input.js';
 import { inOffPeakWindow, type OffPeakWindow, planBatchClass } from './batch-planner.js';
@@ -453,7 +459,8 @@ export class BatchRunner {
         ...usageOf(trace),
       };
     } catch (error: unknown) {
-      const failure = toGatewayError(error);
+      // A store that cannot be reached is retried like any 503, never failed for good.
+      const failure = isStoreUnreachable(error) ? new StoreUnavailableError(error) : toGatewayError(error);
       if (failure.code === 'internal_error') {
         // The line fails with an opaque 500: its cause is only here.
         this.options.logger.error({ err: error, batch: batch.id, line: line.requestId }, 'internal error');

@@ -138,12 +138,18 @@ export class UnavailableError extends GatewayError {
 }
 
 /**
- * 503 `store_unavailable`: the store failed a read the request cannot go without (its API key, its plan), so it is
- * refused as retryable rather than answered as an internal error.
+ * 503 `store_unavailable`: the store failed a call the request cannot go without (its API key, its plan, whatever an
+ * admin or billing route reads or writes), so it is refused as retryable rather than answered as an internal error.
  */
 export class StoreUnavailableError extends UnavailableError {
-  constructor(what: string, cause: unknown) {
-    super(`The gateway could not read ${what} from its store; retry shortly.`, 'store_unavailable', { cause });
+  constructor(cause: unknown, what?: string) {
+    super(
+      what === undefined
+        ? "The gateway's store is unavailable; retry shortly."
+        : `The gateway could not read ${what}: its store is unavailable. Retry shortly.`,
+      'store_unavailable',
+      { cause },
+    );
   }
 }
 

@@ -163,7 +163,7 @@ export class KeyService {
         },
         (error: unknown) => {
           this.onStoreFailure?.(error);
-          throw new StoreUnavailableError('your API key', error);
+          throw new StoreUnavailableError(error, 'your API key');
         },
       )
       .finally(() => {

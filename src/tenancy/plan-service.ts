@@ -66,12 +66,12 @@ export class PlanService {
 
   /** The tenant's plan (its own, or the default). */
   planFor(tenantId: string): Promise<Plan> {
-    return this.cachedRead(this.plans, TENANT_PLAN, tenantId, 'its plan', this.parsePlan);
+    return this.cachedRead(this.plans, TENANT_PLAN, tenantId, 'your plan', this.parsePlan);
   }
 
   /** The key's limit overrides, if any. */
   limitsForKey(keyId: string): Promise<KeyLimits | undefined> {
-    return this.cachedRead(this.keyLimits, KEY_LIMITS, keyId, "its key's limits", parseKeyLimits);
+    return this.cachedRead(this.keyLimits, KEY_LIMITS, keyId, "your key's limits", parseKeyLimits);
   }
 
   /** Stores a tenant's plan; it applies at once here and, once the bus has carried it, in the other processes. */
@@ -112,7 +112,7 @@ export class PlanService {
       stored = await this.store.getSetting(`${prefix}${id}`);
     } catch (error: unknown) {
       this.onStoreFailure?.(error, cached === undefined ? 'refused' : 'stale');
-      if (cached === undefined) throw new StoreUnavailableError(what, error);
+      if (cached === undefined) throw new StoreUnavailableError(error, what);
       return cached.value;
     }
     const value = parse(stored);
