@@ -77,6 +77,22 @@ async function chat(url: string, key: string) {
   return { status: response.status, code: body.error?.code, message: body.error?.message };
 }
 
+/**
+ * A streamed chat request read to its end: its status and error code, and whether a 200 ended with `[DONE]` (a
+ * stream cut short would not).
+ */
+async function chatStream(url: string, key: string) {
+  const response = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'sim-pro-32k', messages, max_tokens: 2, stream: true }),
+  });
+  const text = await response.text();
+  if (response.status === 200) return { status: 200, done: text.trimEnd().endsWith('data: [DONE]') };
+  const body = JSON.parse(text) as { error?: { code: string; message: string } };
+  return { status: response.status, code: body.error?.code, message: body.error?.message };
+}
+
 /** The error-level log lines the processes printed: what a failing assertion about their answers shows. */
 function errorLogs(processes: Array<{ output: () => string }>): string {
   const lines = processes.flatMap((served) => served.output().split('\n'));
@@ -282,9 +298,10 @@ async function spendsWalletToLastRequest(admission: Sharing): Promise<void> {
 }
 
 /**
- * Two processes under load (8 clients) on PostgreSQL through a relay, and a private Redis when `sharesRedis`: twice
- * every PostgreSQL connection is reset (and new ones refused for 200 ms), and Redis drops every client. Every answer
- * is a 200 or a retryable 503, no process dies, and the ledger bills every answer exactly once.
+ * Two processes under load (8 clients, half of them streaming) on PostgreSQL through a relay, and a private Redis
+ * when `sharesRedis`: twice every PostgreSQL connection is reset (and new ones refused for 200 ms), and Redis drops
+ * every client. Every answer is a 200 (a stream's whole) or a retryable 503, no process dies, and the ledger bills
+ * every answer exactly once.
  */
 async function billsEveryAnswerOnceThroughOutages(sharesRedis: boolean): Promise<void> {
   const relay = await startPostgresRelay();
@@ -305,14 +322,16 @@ async function billsEveryAnswerOnceThroughOutages(sharesRedis: boolean): Promise
     const first = await serve(dir, children);
     const second = await serve(dir, children);
     const key = demoKeyOf(first.banner);
-    const answers: Array<{ status: number; code?: string }> = [];
+    const answers: Array<{ status: number; code?: string; done?: boolean }> = [];
     const failures: unknown[] = [];
     let loading = true;
+    // Each process gets two clients asking whole answers and two streaming theirs.
     const loops = Array.from({ length: 8 }, async (_, index) => {
       const url = index % 2 === 0 ? first.url : second.url;
+      const ask = index % 4 < 2 ? chat : chatStream;
       while (loading) {
         try {
-          answers.push(await chat(url, key));
+          answers.push(await ask(url, key));
         } catch (error: unknown) {
           // A connection refused or reset: the gateway process died.
           failures.push(error);
@@ -345,6 +364,9 @@ async function billsEveryAnswerOnceThroughOutages(sharesRedis: boolean): Promise
     const unavailable = ['admission_store_unavailable', 'billing_store_unavailable', 'store_unavailable'];
     const other = answers.filter((answer) => answer.status !== 200 && !unavailable.includes(answer.code ?? ''));
     expect(other, errorLogs([first, second])).toEqual([]);
+    // Every stream that started ended whole.
+    expect(answers.filter((answer) => answer.done === false)).toEqual([]);
+    expect(answers.filter((answer) => answer.done === true).length).toBeGreaterThan(10);
     expect(answers.filter((answer) => answer.status === 503).length).toBe(answers.length - served);
     // Each billing refusal is counted by the process that answered it.
     const counted = async (url: string) => {
