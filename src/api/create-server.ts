@@ -61,7 +61,7 @@ export interface ServerServices {
   batches?: BatchRouteServices;
   /** The admin bearer token. */
   adminToken: string;
-  /** Where unexpected failures (500 `internal_error`) are logged; Fastify's own logger is off. */
+  /** Where unexpected failures (500 `internal_error`) and unclassified store failures are logged (Fastify's is off). */
   logger: Logger;
   /** True when the gateway can serve (store reachable, upstreams configured). */
   ready(): Promise<boolean>;
