@@ -8,7 +8,7 @@ import { ConfigSubject, InProcessInvalidationBus } from './invalidation-bus.js';
 import { KeyService } from './key-service.js';
 import { TenantService } from './tenant-service.js';
 
-/** Counts `findKeyByHash` calls, can hold them until released, and fails them while `failing`. */
+/** Counts `findKeyByHash` calls, can hold their answers until released, and fails them while `failing`. */
 function countingStore(inner: Store): Store & { lookups: number; failing: boolean; hold(): () => void } {
   let gate: Promise<void> | undefined;
   const counter = {
@@ -31,9 +31,11 @@ function countingStore(inner: Store): Store & { lookups: number; failing: boolea
       if (property === 'findKeyByHash') {
         return async (hash: string) => {
           counter.lookups++;
-          if (gate !== undefined) await gate;
           if (counter.failing) throw new Error('Connection terminated unexpectedly');
-          return target.findKeyByHash(hash);
+          // Held after the read: what was read is what arrives, however late.
+          const found = await target.findKeyByHash(hash);
+          if (gate !== undefined) await gate;
+          return found;
         };
       }
       const value = Reflect.get(target, property, receiver);
@@ -218,6 +220,20 @@ describe('KeyService', () => {
     await before;
     await raw.revokeKey(record.id, clock.now());
     expect((await authError(keys.authenticate(`Bearer ${key}`))).code).toBe('revoked_api_key');
+    expect(store.lookups).toBe(2);
+  });
+
+  it('does not hand a lookup that began before a revocation to a request after it', async () => {
+    const { record, key } = await tenants.createKey(tenantId);
+    const release = store.hold();
+    const before = keys.authenticate(`Bearer ${key}`);
+    await new Promise((resolve) => setImmediate(resolve));
+    await raw.revokeKey(record.id, clock.now());
+    keys.invalidateKey(record.id);
+    const after = authError(keys.authenticate(`Bearer ${key}`));
+    release();
+    expect((await before).keyId).toBe(record.id);
+    expect((await after).code).toBe('revoked_api_key');
     expect(store.lookups).toBe(2);
   });
 

@@ -68,7 +68,8 @@ export class KeyService {
   /** Keyed by hash, in insertion order: the first key is the oldest (evicted first). */
   private readonly cache = new Map<string, CacheEntry>();
   private readonly hashByKeyId = new Map<string, string>();
-  private readonly inFlight = new Map<string, Promise<CacheEntry>>();
+  /** Lookups in flight, by hash, with the generation they started in: only a caller of that generation joins one. */
+  private readonly inFlight = new Map<string, { generation: number; promise: Promise<CacheEntry> }>();
   /** Bumped by every invalidation: a lookup that started before one must not fill the cache with what it read. */
   private generation = 0;
   private readonly unsubscribe: (() => void) | undefined;
@@ -146,9 +147,11 @@ export class KeyService {
   }
 
   private lookup(hash: string): Promise<CacheEntry> {
-    const pending = this.inFlight.get(hash);
-    if (pending !== undefined) return pending;
     const generation = this.generation;
+    // A lookup that started before an invalidation may have read the key before it was revoked: a caller after the
+    // invalidation must not take its answer, so it starts its own.
+    const pending = this.inFlight.get(hash);
+    if (pending !== undefined && pending.generation === generation) return pending.promise;
     const promise = this.store
       .findKeyByHash(hash)
       .then(
@@ -167,9 +170,9 @@ export class KeyService {
         },
       )
       .finally(() => {
-        this.inFlight.delete(hash);
+        if (this.inFlight.get(hash)?.promise === promise) this.inFlight.delete(hash);
       });
-    this.inFlight.set(hash, promise);
+    this.inFlight.set(hash, { generation, promise });
     return promise;
   }
 
