@@ -110,4 +110,40 @@ describe('PlanService', () => {
       slow.close();
     }
   });
+
+  it('shares one store read among the requests that find a plan stale, but not across a change', async () => {
+    let reads = 0;
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const slow = new PlanService(
+      {
+        getSetting: async (name) => {
+          reads++;
+          const value = await store.getSetting(name);
+          await held;
+          return value;
+        },
+        putSetting: (name, value) => store.putSetting(name, value),
+      },
+      defaults,
+      { bus },
+    );
+    try {
+      const before = Array.from({ length: 50 }, () => slow.planFor('ten_a'));
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(reads).toBe(1);
+      await here.setTenantPlan('ten_a', plan(9));
+      const after = slow.planFor('ten_a');
+      expect(reads).toBe(2);
+      release();
+      for (const read of await Promise.all(before)) expect(read.limits).toEqual({ rpm: 60 });
+      expect((await after).limits).toEqual({ rpm: 9 });
+      expect((await slow.planFor('ten_a')).limits).toEqual({ rpm: 9 });
+      expect(reads).toBe(2);
+    } finally {
+      slow.close();
+    }
+  });
 });

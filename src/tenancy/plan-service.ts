@@ -50,6 +50,12 @@ export class PlanService {
   private readonly bus: InvalidationBus | undefined;
   private readonly onStoreFailure: ((error: unknown, outcome: 'stale' | 'refused') => void) | undefined;
   private readonly unsubscribe: (() => void) | undefined;
+  /**
+   * Reads in flight, by setting name, with the generation they started in. Requests that find the same entry stale
+   * share one store read (a burst at expiry is one query, not one per request) — but only within a generation: a
+   * read that started before a change may have read the old value.
+   */
+  private readonly reads = new Map<string, { generation: number; read: Promise<unknown> }>();
   /** Bumped by every change heard: a read that started before one must not fill the cache with what it read. */
   private generation = 0;
 
@@ -94,10 +100,11 @@ export class PlanService {
   }
 
   /**
-   * The cached value while fresh, else the stored setting `prefix + id` (parsed and cached). When the store fails,
-   * the stale cached value if there is one, else `StoreUnavailableError`.
+   * The cached value while fresh, else the stored setting `prefix + id` (parsed and cached), read once for all the
+   * requests that want it meanwhile. When the store fails, the stale cached value if there is one, else
+   * `StoreUnavailableError`.
    */
-  private async cachedRead<T>(
+  private cachedRead<T>(
     cache: Map<string, Cached<T>>,
     prefix: string,
     id: string,
@@ -105,11 +112,32 @@ export class PlanService {
     parse: (stored: string | undefined) => T,
   ): Promise<T> {
     const cached = cache.get(id);
-    if (cached !== undefined && cached.staleAt > Date.now()) return cached.value;
+    if (cached !== undefined && cached.staleAt > Date.now()) return Promise.resolve(cached.value);
+    const name = `${prefix}${id}`;
     const generation = this.generation;
+    const pending = this.reads.get(name);
+    if (pending !== undefined && pending.generation === generation) return pending.read as Promise<T>;
+    const read = this.refresh(cache, name, id, what, parse, cached, generation);
+    this.reads.set(name, { generation, read });
+    const forget = () => {
+      if (this.reads.get(name)?.read === read) this.reads.delete(name);
+    };
+    read.then(forget, forget);
+    return read;
+  }
+
+  private async refresh<T>(
+    cache: Map<string, Cached<T>>,
+    name: string,
+    id: string,
+    what: string,
+    parse: (stored: string | undefined) => T,
+    cached: Cached<T> | undefined,
+    generation: number,
+  ): Promise<T> {
     let stored: string | undefined;
     try {
-      stored = await this.store.getSetting(`${prefix}${id}`);
+      stored = await this.store.getSetting(name);
     } catch (error: unknown) {
       this.onStoreFailure?.(error, cached === undefined ? 'refused' : 'stale');
       if (cached === undefined) throw new StoreUnavailableError(error, what);
