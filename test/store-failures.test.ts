@@ -123,6 +123,48 @@ describe('store failures on the request path', () => {
     ]);
   });
 
+  it('log a failure of its own after a stream opened under the request id, and end the stream with internal_error', async () => {
+    const { key } = await harness.createTenantWithKey();
+    for (const { upstream } of harness.gateway.catalog.get('sim-pro-32k')?.deployments ?? []) {
+      const stream = upstream.stream.bind(upstream);
+      upstream.stream = async (request) => {
+        const opened = await stream(request);
+        return { events: failingAfterFirst(opened.events, new TypeError('a bug nobody expected')) };
+      };
+    }
+    const { data, response } = await harness
+      .client(key, { maxRetries: 0 })
+      .chat.completions.create({
+        model: 'sim-pro-32k',
+        messages: [{ role: 'user', content: 'hi' }],
+        max_tokens: 8,
+        stream: true,
+      })
+      .withResponse();
+    let chunks = 0;
+    let caught: unknown;
+    try {
+      for await (const _chunk of data) chunks++;
+    } catch (error: unknown) {
+      caught = error;
+    }
+    expect(response.status).toBe(200);
+    expect(chunks).toBe(1);
+    expect(caught).toBeInstanceOf(APIError);
+    expect((caught as APIError).code).toBe('internal_error');
+    expect(logLines('internal error')).toMatchObject([
+      {
+        level: 50,
+        requestId: response.headers.get('x-request-id'),
+        deployment: 'sim/pro-32k',
+        err: { type: 'TypeError', message: 'a bug nobody expected' },
+      },
+    ]);
+    // The upstream did nothing wrong: no upstream error is counted against it.
+    const exposition = await (await fetch(`${harness.url}/metrics`)).text();
+    expect(exposition).not.toMatch(/^tollgate_upstream_errors_total\{.*internal_error.*\} [1-9]/m);
+  });
+
   it('log an unexpected failure of a batch line with its batch, and fail the line', async () => {
     const { key } = await harness.createTenantWithKey();
     harness.gateway.billing.reserve = () => Promise.reject(new TypeError('a bug nobody expected'));
@@ -165,4 +207,12 @@ async function oneLineBatch(client: OpenAI): Promise<OpenAI.Batches.Batch> {
   const input = `${JSON.stringify({ custom_id: 'a', method: 'POST', url: '/v1/chat/completions', body: line })}\n`;
   const file = await client.files.create({ file: await toFile(Buffer.from(input), 'in.jsonl'), purpose: 'batch' });
   return client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+}
+
+/** The events of `events` up to the first, then `error` thrown. */
+async function* failingAfterFirst<T>(events: AsyncIterable<T>, error: Error): AsyncIterable<T> {
+  for await (const event of events) {
+    yield event;
+    throw error;
+  }
 }

@@ -66,6 +66,8 @@ import { withDeadline } from './with-deadline.js';
 export interface Gateway {
   app: FastifyInstance;
   store: Store;
+  /** The models served and their deployments. */
+  catalog: Catalog;
   tenants: TenantService;
   keys: KeyService;
   logger: Logger;
@@ -352,6 +354,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   });
   const relay = new RelayService(catalog, router, gate, recorder, metrics, {
     maxAttempts: config.routing.max_attempts,
+    logger,
   });
   registerFleetMetrics(metrics, router, gate);
   const refiner =
@@ -467,6 +470,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   return {
     app,
     store,
+    catalog,
     tenants,
     keys,
     logger,

@@ -17,6 +17,7 @@ import {
 } from '../errors/gateway-error.js';
 import { countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
 import type { RequestRecorder, RequestTrace } from '../metering/request-recorder.js';
+import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import {
   callWithFailover,
@@ -64,6 +65,11 @@ export interface InFlightStream {
 export interface RelayServiceOptions {
   /** Attempts on different deployments before the first byte. Default 3. */
   maxAttempts?: number;
+  /**
+   * Where a stream's own failure goes once the stream is open (a fault of the gateway, not of the upstream: the
+   * adapters classify every failure of theirs). The client only sees `internal_error` in the stream. Default: none.
+   */
+  logger?: Logger;
 }
 
 /** A request admitted and ready for its upstream call. */
@@ -78,6 +84,7 @@ export class RelayService {
   /** Streams being relayed, for delivered-token checkpoints. */
   readonly inFlightStreams = new Map<string, InFlightStream>();
   private readonly maxAttempts: number;
+  private readonly logger: Logger | undefined;
 
   constructor(
     private readonly catalog: Catalog,
@@ -88,6 +95,7 @@ export class RelayService {
     options: RelayServiceOptions = {},
   ) {
     this.maxAttempts = options.maxAttempts ?? 3;
+    this.logger = options.logger;
   }
 
   /** Models the principal may use. */
@@ -174,6 +182,8 @@ export class RelayService {
     let reported: Usage | undefined;
     let lastChunk: string | undefined;
     let failure: GatewayError | undefined;
+    /** The failure is the gateway's own (logged), not one the upstream adapter reported. */
+    let internal = false;
     try {
       for await (const event of routed.value.events) {
         if (sink.closed) break;
@@ -193,6 +203,10 @@ export class RelayService {
       }
     } catch (error: unknown) {
       failure = toGatewayError(error);
+      internal = failure !== error;
+      if (internal) {
+        this.logger?.error({ err: error, requestId: trace.requestId, deployment: deployment.id }, 'internal error');
+      }
     } finally {
       inFlight.dec();
       this.inFlightStreams.delete(trace.requestId);
@@ -211,7 +225,7 @@ export class RelayService {
     } else if (failure !== undefined) {
       trace.errorCode = failure.code;
       attempt.fail(failure);
-      this.metrics.upstreamErrors.labels(deployment.id, failure.code).inc();
+      if (!internal) this.metrics.upstreamErrors.labels(deployment.id, failure.code).inc();
     } else {
       attempt.succeed();
     }
