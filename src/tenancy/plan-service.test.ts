@@ -82,36 +82,8 @@ describe('PlanService', () => {
     }
   });
 
-  it('does not cache a read that was in flight when a change was heard', async () => {
-    let release: () => void = () => undefined;
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const slow = new PlanService(
-      {
-        getSetting: async (name) => {
-          const value = await store.getSetting(name);
-          await held;
-          return value;
-        },
-        putSetting: (name, value) => store.putSetting(name, value),
-      },
-      defaults,
-      { bus },
-    );
-    try {
-      const reading = slow.planFor('ten_a');
-      await here.setTenantPlan('ten_a', plan(9));
-      release();
-      // It read the old plan before the change, and answers it, but does not keep it.
-      expect((await reading).limits).toEqual({ rpm: 60 });
-      expect((await slow.planFor('ten_a')).limits).toEqual({ rpm: 9 });
-    } finally {
-      slow.close();
-    }
-  });
-
-  it('shares one store read among the requests that find a plan stale, but not across a change', async () => {
+  /** Another process whose store reads answer what they read only once released; it counts its reads. */
+  function heldReads(): { slow: PlanService; reads: () => number; release: () => void } {
     let reads = 0;
     let release: () => void = () => undefined;
     const held = new Promise<void>((resolve) => {
@@ -130,18 +102,37 @@ describe('PlanService', () => {
       defaults,
       { bus },
     );
+    return { slow, reads: () => reads, release };
+  }
+
+  it('does not cache a read that was in flight when a change was heard', async () => {
+    const { slow, release } = heldReads();
+    try {
+      const reading = slow.planFor('ten_a');
+      await here.setTenantPlan('ten_a', plan(9));
+      release();
+      // It read the old plan before the change, and answers it, but does not keep it.
+      expect((await reading).limits).toEqual({ rpm: 60 });
+      expect((await slow.planFor('ten_a')).limits).toEqual({ rpm: 9 });
+    } finally {
+      slow.close();
+    }
+  });
+
+  it('shares one store read among the requests that find a plan stale, but not across a change', async () => {
+    const { slow, reads, release } = heldReads();
     try {
       const before = Array.from({ length: 50 }, () => slow.planFor('ten_a'));
       await new Promise((resolve) => setImmediate(resolve));
-      expect(reads).toBe(1);
+      expect(reads()).toBe(1);
       await here.setTenantPlan('ten_a', plan(9));
       const after = slow.planFor('ten_a');
-      expect(reads).toBe(2);
+      expect(reads()).toBe(2);
       release();
       for (const read of await Promise.all(before)) expect(read.limits).toEqual({ rpm: 60 });
       expect((await after).limits).toEqual({ rpm: 9 });
       expect((await slow.planFor('ten_a')).limits).toEqual({ rpm: 9 });
-      expect(reads).toBe(2);
+      expect(reads()).toBe(2);
     } finally {
       slow.close();
     }
