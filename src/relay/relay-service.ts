@@ -203,7 +203,7 @@ export class RelayService {
       }
     } catch (error: unknown) {
       failure = toGatewayError(error);
-      internal = failure !== error;
+      internal = !(error instanceof GatewayError);
       if (internal) {
         this.logger?.error({ err: error, requestId: trace.requestId, deployment: deployment.id }, 'internal error');
       }

@@ -3,6 +3,7 @@ import { AuthenticationError, StoreUnavailableError } from '../errors/gateway-er
 import type { ApiKeyRecord, Store } from '../store/store.js';
 import { hashApiKey, looksLikeApiKey } from './api-key.js';
 import { ConfigSubject, type InvalidationBus } from './invalidation-bus.js';
+import { SharedReads } from './shared-reads.js';
 
 /** The authenticated caller of a request. */
 export interface Principal {
@@ -68,8 +69,8 @@ export class KeyService {
   /** Keyed by hash, in insertion order: the first key is the oldest (evicted first). */
   private readonly cache = new Map<string, CacheEntry>();
   private readonly hashByKeyId = new Map<string, string>();
-  /** Lookups in flight, by hash, with the generation they started in: only a caller of that generation joins one. */
-  private readonly inFlight = new Map<string, { generation: number; promise: Promise<CacheEntry> }>();
+  /** Lookups in flight, by hash. */
+  private readonly lookups = new SharedReads<CacheEntry>();
   /** Bumped by every invalidation: a lookup that started before one must not fill the cache with what it read. */
   private generation = 0;
   private readonly unsubscribe: (() => void) | undefined;
@@ -148,13 +149,8 @@ export class KeyService {
 
   private lookup(hash: string): Promise<CacheEntry> {
     const generation = this.generation;
-    // A lookup that started before an invalidation may have read the key before it was revoked: a caller after the
-    // invalidation must not take its answer, so it starts its own.
-    const pending = this.inFlight.get(hash);
-    if (pending !== undefined && pending.generation === generation) return pending.promise;
-    const promise = this.store
-      .findKeyByHash(hash)
-      .then(
+    return this.lookups.join(hash, generation, () =>
+      this.store.findKeyByHash(hash).then(
         (record) => {
           const entry: CacheEntry = {
             record,
@@ -168,12 +164,8 @@ export class KeyService {
           this.onStoreFailure?.(error);
           throw new StoreUnavailableError(error, 'your API key');
         },
-      )
-      .finally(() => {
-        if (this.inFlight.get(hash)?.promise === promise) this.inFlight.delete(hash);
-      });
-    this.inFlight.set(hash, { generation, promise });
-    return promise;
+      ),
+    );
   }
 
   private remember(hash: string, entry: CacheEntry): void {

@@ -9,6 +9,7 @@ import { StoreUnavailableError } from '../errors/gateway-error.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
 import type { Store } from '../store/store.js';
 import { ConfigSubject, type InvalidationBus } from './invalidation-bus.js';
+import { SharedReads } from './shared-reads.js';
 
 /** A key's limit overrides, with optional per-model overrides. */
 export type KeyLimits = Limits & { models?: Record<string, Limits> };
@@ -50,12 +51,9 @@ export class PlanService {
   private readonly bus: InvalidationBus | undefined;
   private readonly onStoreFailure: ((error: unknown, outcome: 'stale' | 'refused') => void) | undefined;
   private readonly unsubscribe: (() => void) | undefined;
-  /**
-   * Reads in flight, by setting name, with the generation they started in. Requests that find the same entry stale
-   * share one store read (a burst at expiry is one query, not one per request) — but only within a generation: a
-   * read that started before a change may have read the old value.
-   */
-  private readonly reads = new Map<string, { generation: number; read: Promise<unknown> }>();
+  /** Reads in flight, by tenant or key id: a burst of requests at expiry makes one query, not one each. */
+  private readonly planReads = new SharedReads<Plan>();
+  private readonly limitReads = new SharedReads<KeyLimits | undefined>();
   /** Bumped by every change heard: a read that started before one must not fill the cache with what it read. */
   private generation = 0;
 
@@ -72,12 +70,12 @@ export class PlanService {
 
   /** The tenant's plan (its own, or the default). */
   planFor(tenantId: string): Promise<Plan> {
-    return this.cachedRead(this.plans, TENANT_PLAN, tenantId, 'your plan', this.parsePlan);
+    return this.cachedRead(this.plans, this.planReads, TENANT_PLAN, tenantId, 'your plan', this.parsePlan);
   }
 
   /** The key's limit overrides, if any. */
   limitsForKey(keyId: string): Promise<KeyLimits | undefined> {
-    return this.cachedRead(this.keyLimits, KEY_LIMITS, keyId, "your key's limits", parseKeyLimits);
+    return this.cachedRead(this.keyLimits, this.limitReads, KEY_LIMITS, keyId, "your key's limits", parseKeyLimits);
   }
 
   /** Stores a tenant's plan; it applies at once here and, once the bus has carried it, in the other processes. */
@@ -106,6 +104,7 @@ export class PlanService {
    */
   private cachedRead<T>(
     cache: Map<string, Cached<T>>,
+    reads: SharedReads<T>,
     prefix: string,
     id: string,
     what: string,
@@ -113,39 +112,20 @@ export class PlanService {
   ): Promise<T> {
     const cached = cache.get(id);
     if (cached !== undefined && cached.staleAt > Date.now()) return Promise.resolve(cached.value);
-    const name = `${prefix}${id}`;
     const generation = this.generation;
-    const pending = this.reads.get(name);
-    if (pending !== undefined && pending.generation === generation) return pending.read as Promise<T>;
-    const read = this.refresh(cache, name, id, what, parse, cached, generation);
-    this.reads.set(name, { generation, read });
-    const forget = () => {
-      if (this.reads.get(name)?.read === read) this.reads.delete(name);
-    };
-    read.then(forget, forget);
-    return read;
-  }
-
-  private async refresh<T>(
-    cache: Map<string, Cached<T>>,
-    name: string,
-    id: string,
-    what: string,
-    parse: (stored: string | undefined) => T,
-    cached: Cached<T> | undefined,
-    generation: number,
-  ): Promise<T> {
-    let stored: string | undefined;
-    try {
-      stored = await this.store.getSetting(name);
-    } catch (error: unknown) {
-      this.onStoreFailure?.(error, cached === undefined ? 'refused' : 'stale');
-      if (cached === undefined) throw new StoreUnavailableError(error, what);
-      return cached.value;
-    }
-    const value = parse(stored);
-    if (generation === this.generation) cache.set(id, { value, staleAt: Date.now() + this.cacheTtlMs });
-    return value;
+    return reads.join(id, generation, async () => {
+      let stored: string | undefined;
+      try {
+        stored = await this.store.getSetting(`${prefix}${id}`);
+      } catch (error: unknown) {
+        this.onStoreFailure?.(error, cached === undefined ? 'refused' : 'stale');
+        if (cached === undefined) throw new StoreUnavailableError(error, what);
+        return cached.value;
+      }
+      const value = parse(stored);
+      if (generation === this.generation) cache.set(id, { value, staleAt: Date.now() + this.cacheTtlMs });
+      return value;
+    });
   }
 
   private readonly parsePlan = (stored: string | undefined): Plan =>
