@@ -4,6 +4,7 @@
  * primary), and a worker killed with SIGKILL loses nothing: its replacement settles what it journaled.
  */
 import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -187,6 +188,45 @@ describe('two workers on one SQLite file', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(view.requests).toBe(streams);
     // Their reservations were released with them.
     expect(Number(view.reserved)).toBe(0);
+  });
+
+  it('when the primary is killed its workers exit at once, and what they left is billed by the next start, once', async () => {
+    const dir = workspace({
+      ...slowPricedSimulatedConfig,
+      billing: { checkpoint_interval_ms: 100 },
+      server: { workers: 2 },
+    });
+    const first = await serve(dir, children);
+    const key = demoKeyOf(first.banner);
+    // Whole requests that ended (journaled; some commits may still be gathering when the primary dies) ...
+    const done = 8;
+    expect(await slowStories(first.url, key, done, { stream: false, maxTokens: 5 })).toBe(0);
+    // ... and streams still running on both workers, checkpointed every 100 ms.
+    const streams = 4;
+    const relayed = slowStories(first.url, key, streams, { stream: true, maxTokens: 400 });
+    await sleep(1_500);
+    const workers = childrenOf(first.child.pid!);
+    expect(workers).toHaveLength(2);
+    first.child.kill('SIGKILL');
+    // A worker whose primary is gone exits at once (node:cluster's own rule; an orphan would finish these streams),
+    // so no orphan keeps a store connection or a batch runner alive, and the next start, which takes everything left
+    // in the store as a dead process's, races nobody.
+    expect(await relayed).toBe(streams);
+    const deadline = Date.now() + 10_000;
+    while (workers.some((pid) => existsSync(`/proc/${pid}`)) && Date.now() < deadline) await sleep(100);
+    expect(workers.filter((pid) => existsSync(`/proc/${pid}`))).toEqual([]);
+
+    // The next start settles the dead workers' journals, and their cut streams are billed from their checkpoints.
+    const second = await serve(dir, children);
+    const settled = await billingViewWhen(second.url, key, (view) => view.requests >= done + streams, 10_000);
+    expect(settled.requests).toBe(done + streams);
+    expect(Number(settled.reserved)).toBe(0);
+    expect(Number(settled.balance)).toBeLessThan(10);
+    // Once: a third start finds nothing left to bill.
+    second.child.kill('SIGTERM');
+    await new Promise((resolve) => second.child.once('exit', resolve));
+    const third = await serve(dir, children);
+    expect(await billingView(third.url, key)).toEqual(settled);
   });
 
   it("releases a killed worker's reservations at the survivor's next heartbeat, before the owner timeout", async () => {
