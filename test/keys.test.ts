@@ -1,8 +1,11 @@
 /** API key lifecycle through the admin API and the official SDK: create, use, revoke, expiry, isolation. */
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashApiKey } from '../src/tenancy/api-key.js';
-import { startTestGateway, type TestGateway } from './support/test-gateway.js';
+import { generateApiKey, hashApiKey } from '../src/tenancy/api-key.js';
+import { InProcessInvalidationBus } from '../src/tenancy/invalidation-bus.js';
+import { PlanService } from '../src/tenancy/plan-service.js';
+import { TenantService } from '../src/tenancy/tenant-service.js';
+import { fastSimulatedConfig, startTestGateway, type TestGateway } from './support/test-gateway.js';
 
 let harness: TestGateway;
 beforeAll(async () => {
@@ -73,5 +76,82 @@ describe('key lifecycle', () => {
     expect(listA.body.data.map((key: { id: string }) => key.id)).toEqual([a.keyId]);
     const listB = await harness.admin('GET', `/tenants/${b.tenantId}/keys`);
     expect(listB.body.data.map((key: { id: string }) => key.id)).toEqual([b.keyId]);
+  });
+});
+
+/**
+ * A change written to the store by something that does not tell the running gateway (here a `TenantService` and a
+ * `PlanService` of their own on its store, as `tollgate keys revoke` or `tollgate plans set` on its SQLite file)
+ * is seen once the cached read is older than `cache.ttl_ms`.
+ */
+describe('cache lifetimes', () => {
+  async function unheardChanges(cache: Record<string, number> | undefined) {
+    const gateway = await startTestGateway(cache === undefined ? undefined : { ...fastSimulatedConfig, cache });
+    try {
+      const elsewhere = {
+        tenants: new TenantService(gateway.gateway.store, { bus: new InProcessInvalidationBus() }),
+        plans: new PlanService(gateway.gateway.store, { limits: {}, tiers: ['default'], weight: 1 }),
+      };
+      const revoked = await gateway.createTenantWithKey();
+      const limited = await gateway.createTenantWithKey();
+      const [revokedClient, limitedClient] = [gateway.client(revoked.key), gateway.client(limited.key)];
+      // Both keys and both plans are read (and cached) by a first request.
+      await ask(revokedClient);
+      await ask(limitedClient);
+      await elsewhere.tenants.revokeKey(revoked.keyId);
+      await elsewhere.plans.setTenantPlan(limited.tenantId, { limits: { rpm: 1 }, tiers: ['default'], weight: 1 });
+      const statusOf = (request: Promise<unknown>) =>
+        request.then(
+          () => 200,
+          (error: unknown) => (error instanceof OpenAI.APIError ? error.status : error),
+        );
+      // The limited tenant's one request a minute: the first after the change is counted, the second refused.
+      const limitedStatuses = [await statusOf(ask(limitedClient)), await statusOf(ask(limitedClient))];
+      return { revoked: await statusOf(ask(revokedClient)), limited: limitedStatuses };
+    } finally {
+      await gateway.close();
+    }
+  }
+
+  it('by default, trusts a read for 5 s: a revocation and a plan the gateway did not hear of wait', async () => {
+    expect(await unheardChanges(undefined)).toEqual({ revoked: 200, limited: [200, 200] });
+  });
+
+  it('with ttl_ms 0, reads keys and plans on every request: such changes apply to the next one', async () => {
+    expect(await unheardChanges({ ttl_ms: 0 })).toEqual({ revoked: 401, limited: [200, 429] });
+  });
+
+  it('unknown_key_ttl_ms bounds how long a key the gateway did not find stays refused once it exists', async () => {
+    const refusedAfterCreation = async (unknownKeyTtlMs: number) => {
+      const gateway = await startTestGateway({
+        ...fastSimulatedConfig,
+        cache: { unknown_key_ttl_ms: unknownKeyTtlMs },
+      });
+      try {
+        const tenant = await gateway.admin('POST', '/tenants', { name: 'late' });
+        // A key asked for before it exists (here made up by the test, then stored by hash as `keys create` would).
+        const { key, prefix, hash } = generateApiKey();
+        const client = gateway.client(key);
+        await expect(ask(client)).rejects.toMatchObject({ status: 401 });
+        await gateway.gateway.store.createKey({
+          tenantId: tenant.body.id,
+          name: null,
+          prefix,
+          hash,
+          models: null,
+          expiresAt: null,
+        });
+        // Awaited here, not returned: `finally` must not close the gateway under the request.
+        const status = await ask(client).then(
+          () => 200,
+          (error: unknown) => (error instanceof OpenAI.APIError ? error.status : error),
+        );
+        return status;
+      } finally {
+        await gateway.close();
+      }
+    };
+    expect(await refusedAfterCreation(0)).toBe(200);
+    expect(await refusedAfterCreation(60_000)).toBe(401);
   });
 });

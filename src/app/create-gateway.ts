@@ -207,7 +207,12 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   await withDeadline(listening, BUS_READY_WAIT_MS, 'listening to the other processes', logger);
   const bus = changeBus ?? new InProcessInvalidationBus();
   const storeReadFailed = storeReadFailureReporter(metrics, logger);
-  const keys = new KeyService(store, { bus, onStoreFailure: (error) => storeReadFailed('key', 'refused', error) });
+  const keys = new KeyService(store, {
+    bus,
+    cacheTtlMs: config.cache.ttl_ms,
+    negativeTtlMs: config.cache.unknown_key_ttl_ms,
+    onStoreFailure: (error) => storeReadFailed('key', 'refused', error),
+  });
   const tenants = new TenantService(store, { bus });
   // Cluster mode: month counters shared by every process — tenants' tokens for volume tiers, budgets' spend for alerts.
   const volumePositions =
@@ -345,7 +350,11 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       tiers: [...config.default_plan.tiers],
       weight: config.default_plan.weight,
     },
-    { bus, onStoreFailure: (error, outcome) => storeReadFailed('plan', outcome, error) },
+    {
+      bus,
+      cacheTtlMs: config.cache.ttl_ms,
+      onStoreFailure: (error, outcome) => storeReadFailed('plan', outcome, error),
+    },
   );
   const gate = new AdmissionGate(plans, limits, billing, catalog.list(), {
     ...gateSchedulingOptions(config),

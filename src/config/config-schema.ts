@@ -286,6 +286,26 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    /**
+     * How long a process trusts what it read of the store on the request path. Changes made through any process are
+     * heard at once (the invalidation bus); these lifetimes bound how long one it did not hear goes unseen (a
+     * `tollgate keys revoke` run against the SQLite file of a running gateway, a message lost while a bus was down),
+     * against one store read per entry and lifetime.
+     */
+    cache: Type.Object(
+      {
+        /** API keys (valid or revoked), tenants' plans and keys' limits, ms; 0 reads the store on every request. Default 5000. */
+        ttl_ms: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 5000, description: 'Milliseconds.' }),
+        /** A key no one has (a mistyped or made-up one), ms; 0 reads the store every time. Default 1000. */
+        unknown_key_ttl_ms: Type.Integer({
+          minimum: 0,
+          maximum: 3_600_000,
+          default: 1000,
+          description: 'Milliseconds.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     upstreams: Type.Array(UpstreamConfigSchema, { minItems: 1 }),
     models: Type.Array(ModelConfigSchema, { minItems: 1 }),
     /** The price book. Without it nothing is rated or charged (usage is still metered). */
