@@ -13,6 +13,7 @@ let output = '';
 let key: string;
 let completion = '';
 let requestId: string | null = null;
+let failedStatus: number | undefined;
 
 beforeAll(async () => {
   const destination = new PassThrough();
@@ -40,6 +41,16 @@ beforeAll(async () => {
   await fetch(`${harness.url}/v1/models`, {
     headers: { authorization: 'Bearer tg-wrong-key-wrong-key-wrong-key-wrong-key-1234' },
   });
+  // A fault of the gateway's own whose message quotes the prompt, as V8's JSON.parse quotes the text it failed on.
+  for (const { upstream } of harness.gateway.catalog.get('sim-pro-32k')?.deployments ?? []) {
+    upstream.complete = async () => JSON.parse(prompt);
+  }
+  failedStatus = await client.chat.completions
+    .create({ model: 'sim-pro-32k', messages: [{ role: 'user', content: prompt }] }, { maxRetries: 0 })
+    .then(
+      () => 200,
+      (error: { status?: number }) => error.status,
+    );
   await new Promise((resolve) => setTimeout(resolve, 100));
 });
 afterAll(async () => harness?.close());
@@ -55,5 +66,19 @@ describe('logs', () => {
     expect(completion.length).toBeGreaterThan(10);
     expect(output).not.toContain(completion.trim().slice(0, 20));
     expect(output).not.toContain('tg-wrong-key');
+  });
+
+  it("log a gateway fault's error without the text its message quotes", () => {
+    expect(failedStatus).toBe(500);
+    const line = output
+      .split('\n')
+      .filter((text) => text.includes('"internal error"'))
+      .map((text) => JSON.parse(text));
+    expect(line).toMatchObject([
+      { err: { code: 'internal_error', cause: { type: 'SyntaxError', message: expect.stringMatching(/JSON/) } } },
+    ]);
+    expect(line[0].err.cause.message).toContain('[quoted text redacted]');
+    expect(line[0].err.cause.stack).toMatch(/^\s+at .*logging\.test\.ts/m);
+    expect(output).not.toContain('my-secret');
   });
 });

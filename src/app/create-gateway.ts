@@ -175,7 +175,8 @@ export function gateSchedulingOptions(
 /** Builds a gateway from a loaded configuration. */
 export async function createGateway(loaded: LoadedConfig, options: CreateGatewayOptions): Promise<Gateway> {
   const { config } = loaded;
-  const logger = options.logger ?? createLogger({ level: config.log.level });
+  const logger =
+    options.logger ?? createLogger({ level: config.log.level, verbatimErrors: config.log.verbatim_errors });
   const store = options.store ?? (await createStore(loaded.storeUrl));
   await store.migrate();
   // The sole process of an embedded store holds wallet reservations in memory. Every process of an embedded store

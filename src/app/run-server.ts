@@ -85,7 +85,11 @@ async function prepareStore(loaded: LoadedConfig): Promise<string | undefined> {
     if (store.kind === 'sqlite') {
       // Embedded mode: nothing of a previous process is live, so its checkpoints are billed and its reservations
       // dropped here, once, before any worker starts; what it spooled or journaled is settled before that.
-      const logger = createLogger({ level: loaded.config.log.level, sync: true });
+      const logger = createLogger({
+        level: loaded.config.log.level,
+        sync: true,
+        verbatimErrors: loaded.config.log.verbatim_errors,
+      });
       await settleLeftSettlements(loaded.dataDir, store, logger);
       await recoverCheckpoints(store, { staleAfterMs: 0, now: Date.now(), logger });
       await store.resetReservations();

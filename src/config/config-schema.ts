@@ -283,6 +283,11 @@ export const ConfigSchema = Type.Object(
         ),
         /** Log one line per request. Default true. */
         requests: Type.Boolean({ default: true }),
+        /**
+         * Log errors whole: their messages, stacks and every field. Default false: quoted text (the JSON a parser
+         * failed on, the value a database refused) is cut from messages, and fields that may carry data are dropped.
+         */
+        verbatim_errors: Type.Boolean({ default: false }),
       },
       { additionalProperties: false, default: {} },
     ),

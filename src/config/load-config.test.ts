@@ -26,6 +26,7 @@ describe('loadConfig', () => {
     expect(loaded.source).toEqual({ kind: 'default' });
     expect(loaded.config.server).toMatchObject({ host: '127.0.0.1', port: 8080 });
     expect(loaded.config.cache).toEqual({ ttl_ms: 5000, unknown_key_ttl_ms: 1000 });
+    expect(loaded.config.log).toEqual({ level: 'info', requests: true, verbatim_errors: false });
     expect(loaded.config.models.map((model) => model.name)).toContain('sim-pro-32k');
     expect(loaded.config.models.map((model) => model.name)).toContain('sim-pro-128k');
     expect(loaded.storeUrl).toBe(`sqlite://${path.join(cwd, 'data', 'tollgate.db')}`);
@@ -74,6 +75,7 @@ models:
       parseConfigDocument({
         server: { port: 'eighty' },
         cache: { ttl_ms: -1, unknown_key_ttl_ms: 1.5 },
+        log: { verbatim_errors: 'yes' },
         upstreams: [
           { name: 'sim', type: 'simulated', profile: { max_batch: 0 } },
           { name: 'up', type: 'openai', base_url: 'ftp://x' },
@@ -85,6 +87,7 @@ models:
     expect(problems.some((line) => line.startsWith('server.port:'))).toBe(true);
     expect(problems.some((line) => line.startsWith('cache.ttl_ms:'))).toBe(true);
     expect(problems.some((line) => line.startsWith('cache.unknown_key_ttl_ms:'))).toBe(true);
+    expect(problems.some((line) => line.startsWith('log.verbatim_errors:'))).toBe(true);
     expect(problems.some((line) => line.startsWith('upstreams[0].profile.max_batch:'))).toBe(true);
     expect(problems.some((line) => line.startsWith('upstreams[1].base_url:'))).toBe(true);
     expect(problems.some((line) => line.startsWith('upstreams[2].type:'))).toBe(true);
