@@ -7,6 +7,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command } from 'commander';
+import { exitQuietlyWhenOutputCloses } from '../src/cli/closed-output.js';
 import { positiveInteger } from './cli-numbers.js';
 
 interface ProfileNode {
@@ -91,6 +92,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     program.error(`cannot read ${path}: ${(error as Error).message}`);
   }
   const { functions, packages } = summarizeProfiles(profiles);
+  exitQuietlyWhenOutputCloses();
   process.stdout.write('| self % | self ms | function |\n| ---: | ---: | --- |\n');
   for (const entry of functions.slice(0, top))
     process.stdout.write(`| ${entry.percent} | ${entry.ms} | ${entry.name} |\n`);

@@ -3,13 +3,15 @@
  * surviving `kill -9`), tenant and key commands against the store and against a running gateway, bad config.
  * Runs the built CLI (`npm test` builds first).
  */
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createStore } from '../src/store/create-store.js';
 import {
+  cliPath,
   workspace as cliWorkspace,
   completeThenKill,
   demoKeyOf,
@@ -98,6 +100,30 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(revoked.revoked_at).not.toBeNull();
     const tenants = JSON.parse(run(dir, ['tenants', 'list']).stdout);
     expect(tenants.map((entry: { name: string }) => entry.name)).toContain('acme');
+  });
+
+  it('stop quietly when the reader of their output stops early (| head)', async () => {
+    const dir = workspace();
+    expect(run(dir, ['tenants', 'create', 'first']).status).toBe(0); // creates the store
+    const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
+    try {
+      // Far more than a pipe holds (64 KiB), so the command is still writing when the reader goes.
+      for (let index = 0; index < 3000; index++) await store.createTenant(`tenant-with-a-long-name-${index}`);
+    } finally {
+      await store.close();
+    }
+    const child = spawn(process.execPath, [cliPath, 'tenants', 'list'], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    child.stdout.once('data', () => child.stdout.destroy());
+    const [status] = (await once(child, 'exit')) as [number | null];
+    expect(stderr).toBe('');
+    expect(status).toBe(0);
   });
 
   it('work against a running gateway with --url, and revocation is immediate', async () => {

@@ -7,12 +7,18 @@ import type { ServiceClass } from '../scheduling/service-class.js';
 import { startSimServer } from '../upstreams/simulated/sim-server.js';
 import { type AdminTarget, openAdminClient, type PlanInput } from './admin-client.js';
 import { registerBatchCommands } from './batch-commands.js';
+import { exitQuietlyWhenOutputCloses } from './closed-output.js';
 
 const program = new Command()
   .name('tollgate')
   .description('Self-hosted Model-as-a-Service gateway: OpenAI-compatible API over a fleet of model upstreams.')
   .version('0.1.0')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // `serve` and `sim-upstream` log to standard output: whether a server should outlive its log reader is not a
+  // question a closed pipe should settle by itself. Every other command prints a result and may stop early.
+  .hook('preAction', (_program, command) => {
+    if (command.name() !== 'serve' && command.name() !== 'sim-upstream') exitQuietlyWhenOutputCloses();
+  });
 
 program
   .command('serve')
