@@ -6,6 +6,8 @@
  * `gateway-bench` calls `runStreamRssScenario` at the end of a full run.
  */
 import { setMaxListeners } from 'node:events';
+import { closeSync, mkdirSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { Command } from 'commander';
@@ -38,6 +40,11 @@ export interface StreamRssOptions {
   holdSeconds: number;
   /** Streams opened per ramp step (every 100 ms), so the listen backlog does not overflow. Default 250. */
   rampStep: number;
+  /**
+   * Where the gateway writes its heap snapshots (`node --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=DIR`): one before
+   * the streams open and one after the sampling, for `heap-snapshot-diff`. Unset: no snapshots.
+   */
+  heapSnapshotDir?: string;
 }
 
 /** The defaults of `StreamRssOptions`. */
@@ -110,6 +117,13 @@ export async function measureStreamRss(
   let open = 0;
   let events = 0;
   const statusProblems = new Map<string, number>();
+
+  const snapshot = async () => {
+    if (options.heapSnapshotDir !== undefined && target.process !== undefined) {
+      await writeHeapSnapshots(gatewayPid, options.heapSnapshotDir);
+    }
+  };
+  await snapshot();
 
   const openStream = async () => {
     try {
@@ -191,6 +205,7 @@ export async function measureStreamRss(
     .filter((line) => /error|warn|exception/i.test(line));
   if (gatewayErrors.length > 0) problems.push(`gateway output: ${gatewayErrors.slice(-5).join(' ⏎ ').slice(-1000)}`);
 
+  await snapshot();
   abort.abort();
   await pool.destroy();
   await Promise.allSettled(running);
@@ -211,6 +226,37 @@ export async function measureStreamRss(
     upstreamHeldRssMiB: mib(upstreamHeldKiB),
     problems,
   };
+}
+
+/**
+ * Asks every process of the tree rooted at `pid` for a heap snapshot (SIGUSR2, with `--heapsnapshot-signal`) and waits
+ * until each has written its file into `dir` whole (the JSON closed): a process is frozen while it writes.
+ */
+async function writeHeapSnapshots(pid: number, dir: string): Promise<void> {
+  const snapshots = () => readdirSync(dir).filter((name) => name.endsWith('.heapsnapshot'));
+  const known = new Set(snapshots());
+  const pids = processTreeRss(pid).processes.map((entry) => entry.pid);
+  for (const each of pids) process.kill(each, 'SIGUSR2');
+  const deadline = Date.now() + 300_000;
+  while (Date.now() < deadline) {
+    await sleep(500);
+    const written = snapshots().filter((name) => !known.has(name));
+    if (written.length >= pids.length && written.every((name) => endsWithClosedJson(path.join(dir, name)))) return;
+  }
+  throw new Error(`heap snapshots of ${pids.join(', ')} were not written to ${dir} within 300 s`);
+}
+
+function endsWithClosedJson(file: string): boolean {
+  const size = statSync(file).size;
+  if (size < 2) return false;
+  const tail = Buffer.alloc(2);
+  const handle = openSync(file, 'r');
+  try {
+    readSync(handle, tail, 0, 2, size - 2);
+  } finally {
+    closeSync(handle);
+  }
+  return tail.toString('latin1') === ']}';
 }
 
 /** Which gateways the stream-memory scenario measures. */
@@ -323,6 +369,12 @@ async function main(): Promise<void> {
     .option('--skip-portkey', 'do not measure Portkey')
     .option('--skip-bare-proxy', 'do not measure the bare proxy (a forward-only Node proxy: the floor)')
     .option('--cpu-prof <dir>', 'write CPU profiles of the Tollgate processes to dir (node --cpu-prof)')
+    .option('--node-args <flags>', 'extra node flags of the Tollgate processes, space-separated (experiments)')
+    .option(
+      '--heap-snapshots <dir>',
+      'write heap snapshots of the Tollgate processes to dir, before the streams and while holding them, for ' +
+        'heap-snapshot-diff (RSS is then not comparable with other runs: writing a snapshot takes memory)',
+    )
     .parse()
     .opts<{
       streams: number;
@@ -333,10 +385,18 @@ async function main(): Promise<void> {
       skipPortkey?: boolean;
       skipBareProxy?: boolean;
       cpuProf?: string;
+      heapSnapshots?: string;
+      nodeArgs?: string;
     }>();
   const processes = new BenchProcesses();
   try {
-    const { cpuProf, skipPortkey, skipBareProxy, ...options } = flags;
+    const { cpuProf, heapSnapshots, nodeArgs: extraNodeArgs, skipPortkey, skipBareProxy, ...options } = flags;
+    const nodeArgs = [
+      ...(extraNodeArgs?.split(' ').filter((flag) => flag !== '') ?? []),
+      ...(cpuProf === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`]),
+      ...(heapSnapshots === undefined ? [] : ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${heapSnapshots}`]),
+    ];
+    if (heapSnapshots !== undefined) mkdirSync(heapSnapshots, { recursive: true });
     const results = await runStreamRssScenario(
       processes,
       {
@@ -344,7 +404,8 @@ async function main(): Promise<void> {
         ...options,
         portkey: skipPortkey !== true,
         bareProxy: skipBareProxy !== true,
-        ...(cpuProf === undefined ? {} : { tollgateNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] }),
+        ...(nodeArgs.length === 0 ? {} : { tollgateNodeArgs: nodeArgs }),
+        ...(heapSnapshots === undefined ? {} : { heapSnapshotDir: heapSnapshots }),
       },
       (line) => process.stderr.write(`${line}\n`),
     );
