@@ -6,6 +6,7 @@ import {
   positiveIntegerList,
   positiveNumber,
   share,
+  spaceSeparatedFlags,
   wholeNumber,
 } from './cli-numbers.js';
 
@@ -25,5 +26,7 @@ describe('bench CLI number parsers', () => {
     }
     expect(positiveIntegerList(' 32 , 256 ')).toEqual([32, 256]);
     expect(share('0.92')).toBe(0.92);
+    expect(spaceSeparatedFlags(' --a  --b=1 ')).toEqual(['--a', '--b=1']);
+    expect(() => spaceSeparatedFlags('  ')).toThrow(InvalidArgumentError);
   });
 });

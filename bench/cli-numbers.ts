@@ -35,6 +35,13 @@ export function share(value: string): number {
   return checked(value, (parsed) => Number.isFinite(parsed) && parsed >= 0 && parsed <= 1, 'a share, 0 to 1');
 }
 
+/** `--a --b=1` → `['--a', '--b=1']`: flags separated by spaces (`--node-args`); at least one. */
+export function spaceSeparatedFlags(value: string): string[] {
+  const flags = value.split(' ').filter((flag) => flag !== '');
+  if (flags.length === 0) throw new InvalidArgumentError('expected flags separated by spaces');
+  return flags;
+}
+
 /** `1,2,4` → `[1, 2, 4]`: positive integers separated by commas. */
 export function positiveIntegerList(value: string): number[] {
   const numbers = value.split(',').map((part) => Number(part.trim()));

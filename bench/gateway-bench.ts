@@ -24,7 +24,7 @@ import {
   startUpstream,
   tollgateTargetName,
 } from './bench-targets.js';
-import { positiveIntegerList, positiveNumber } from './cli-numbers.js';
+import { positiveIntegerList, positiveNumber, spaceSeparatedFlags } from './cli-numbers.js';
 import { type LoadResult, type LoadSpec, runLoadInChild } from './load.js';
 import { processTreeCpuMs } from './process-tree-stats.js';
 import {
@@ -467,7 +467,11 @@ async function main(): Promise<void> {
     .option('--rss-streams <n>', 'concurrent streams of the memory scenario', positiveNumber, 2000)
     .option('--rounds <n>', 'repeat every scenario n times, interleaved; report the median round', positiveNumber, 1)
     .option('--cpu-prof <dir>', 'write CPU profiles of the Tollgate processes to dir (node --cpu-prof)')
-    .option('--node-args <flags>', 'extra node flags of the Tollgate processes, space-separated (experiments)')
+    .option(
+      '--node-args <flags>',
+      'extra node flags of the Tollgate processes, space-separated (experiments)',
+      spaceSeparatedFlags,
+    )
     .option('--quick', 'smoke run: 2 s runs, 0.5 s warm-up, 200 streams')
     .option('--scenarios <list>', 'only scenarios whose id starts with one of these, e.g. max,rate-1000-whole')
     .option('--out <path>', 'JSON output path')
@@ -485,7 +489,7 @@ async function main(): Promise<void> {
       quick?: boolean;
       rounds: number;
       cpuProf?: string;
-      nodeArgs?: string;
+      nodeArgs?: string[];
       scenarios?: string;
       out?: string;
     }>();
@@ -501,7 +505,7 @@ async function main(): Promise<void> {
     rssStreams: flags.quick ? 200 : Math.round(flags.rssStreams),
     rounds: Math.round(flags.rounds),
     ...(flags.cpuProf === undefined ? {} : { cpuProfDir: resolve(flags.cpuProf) }),
-    ...(flags.nodeArgs === undefined ? {} : { nodeArgs: flags.nodeArgs.split(' ').filter((flag) => flag !== '') }),
+    ...(flags.nodeArgs === undefined ? {} : { nodeArgs: flags.nodeArgs }),
     ...(flags.scenarios === undefined ? {} : { scenarios: flags.scenarios.split(',').map((id) => id.trim()) }),
     ...(flags.out === undefined ? {} : { out: flags.out }),
   };

@@ -22,7 +22,7 @@ import {
   startTollgate,
   startUpstream,
 } from './bench-targets.js';
-import { positiveInteger, positiveIntegerList, wholeNumber } from './cli-numbers.js';
+import { positiveInteger, positiveIntegerList, spaceSeparatedFlags, wholeNumber } from './cli-numbers.js';
 import { processTreeCpuMs, processTreeRss } from './process-tree-stats.js';
 
 /** How the streams are opened and held. */
@@ -369,7 +369,11 @@ async function main(): Promise<void> {
     .option('--skip-portkey', 'do not measure Portkey')
     .option('--skip-bare-proxy', 'do not measure the bare proxy (a forward-only Node proxy: the floor)')
     .option('--cpu-prof <dir>', 'write CPU profiles of the Tollgate processes to dir (node --cpu-prof)')
-    .option('--node-args <flags>', 'extra node flags of the Tollgate processes, space-separated (experiments)')
+    .option(
+      '--node-args <flags>',
+      'extra node flags of the Tollgate processes, space-separated (experiments)',
+      spaceSeparatedFlags,
+    )
     .option(
       '--heap-snapshots <dir>',
       'write heap snapshots of the Tollgate processes to dir, before the streams and while holding them, for ' +
@@ -386,13 +390,13 @@ async function main(): Promise<void> {
       skipBareProxy?: boolean;
       cpuProf?: string;
       heapSnapshots?: string;
-      nodeArgs?: string;
+      nodeArgs?: string[];
     }>();
   const processes = new BenchProcesses();
   try {
     const { cpuProf, heapSnapshots, nodeArgs: extraNodeArgs, skipPortkey, skipBareProxy, ...options } = flags;
     const nodeArgs = [
-      ...(extraNodeArgs?.split(' ').filter((flag) => flag !== '') ?? []),
+      ...(extraNodeArgs ?? []),
       ...(cpuProf === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`]),
       ...(heapSnapshots === undefined ? [] : ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${heapSnapshots}`]),
     ];

@@ -70,15 +70,15 @@ describe('logs', () => {
 
   it("log a gateway fault's error without the text its message quotes", () => {
     expect(failedStatus).toBe(500);
-    const line = output
+    const lines = output
       .split('\n')
       .filter((text) => text.includes('"internal error"'))
       .map((text) => JSON.parse(text));
-    expect(line).toMatchObject([
+    expect(lines).toMatchObject([
       { err: { code: 'internal_error', cause: { type: 'SyntaxError', message: expect.stringMatching(/JSON/) } } },
     ]);
-    expect(line[0].err.cause.message).toContain('[quoted text redacted]');
-    expect(line[0].err.cause.stack).toMatch(/^\s+at .*logging\.test\.ts/m);
+    expect(lines[0].err.cause.message).toContain('[quoted text redacted]');
+    expect(lines[0].err.cause.stack).toMatch(/^\s+at .*logging\.test\.ts/m);
     expect(output).not.toContain('my-secret');
   });
 });

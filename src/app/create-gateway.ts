@@ -37,7 +37,7 @@ import { SettlementJournal } from '../metering/settlement-journal.js';
 import { SettlementSpool } from '../metering/settlement-spool.js';
 import { POSTGRES_WRITER_OPTIONS, SettlementWriter } from '../metering/settlement-writer.js';
 import { registerFleetMetrics } from '../observability/fleet-metrics.js';
-import { createLogger, type Logger } from '../observability/logger.js';
+import { configuredLoggerOptions, createLogger, type Logger } from '../observability/logger.js';
 import { GatewayMetrics } from '../observability/metrics.js';
 import { AdmissionGate, type AdmissionGateOptions } from '../relay/admission-gate.js';
 import { RelayService } from '../relay/relay-service.js';
@@ -175,8 +175,7 @@ export function gateSchedulingOptions(
 /** Builds a gateway from a loaded configuration. */
 export async function createGateway(loaded: LoadedConfig, options: CreateGatewayOptions): Promise<Gateway> {
   const { config } = loaded;
-  const logger =
-    options.logger ?? createLogger({ level: config.log.level, verbatimErrors: config.log.verbatim_errors });
+  const logger = options.logger ?? createLogger(configuredLoggerOptions(config.log));
   const store = options.store ?? (await createStore(loaded.storeUrl));
   await store.migrate();
   // The sole process of an embedded store holds wallet reservations in memory. Every process of an embedded store

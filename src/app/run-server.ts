@@ -6,7 +6,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { recoverCheckpoints } from '../billing/stream-checkpointer.js';
 import { type LoadedConfig, loadConfig } from '../config/load-config.js';
-import { createLogger } from '../observability/logger.js';
+import { configuredLoggerOptions, createLogger } from '../observability/logger.js';
 import { createStore } from '../store/create-store.js';
 import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
 import { TenantService } from '../tenancy/tenant-service.js';
@@ -85,11 +85,7 @@ async function prepareStore(loaded: LoadedConfig): Promise<string | undefined> {
     if (store.kind === 'sqlite') {
       // Embedded mode: nothing of a previous process is live, so its checkpoints are billed and its reservations
       // dropped here, once, before any worker starts; what it spooled or journaled is settled before that.
-      const logger = createLogger({
-        level: loaded.config.log.level,
-        sync: true,
-        verbatimErrors: loaded.config.log.verbatim_errors,
-      });
+      const logger = createLogger({ ...configuredLoggerOptions(loaded.config.log), sync: true });
       await settleLeftSettlements(loaded.dataDir, store, logger);
       await recoverCheckpoints(store, { staleAfterMs: 0, now: Date.now(), logger });
       await store.resetReservations();

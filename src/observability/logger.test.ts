@@ -1,12 +1,12 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { StoreUnavailableError } from '../errors/gateway-error.js';
-import { createLogger, redactError } from './logger.js';
+import { configuredLoggerOptions, createLogger, type LoggerOptions, redactError } from './logger.js';
 
 const secret = 'the merger closes on Friday';
 
 /** Logs `{ err: error }` through a logger like the gateway's and returns the line, parsed. */
-function logged(error: unknown, options: { verbatimErrors?: boolean } = {}): { text: string; err: any } {
+function logged(error: unknown, options: LoggerOptions = {}): { text: string; err: any } {
   const destination = new PassThrough();
   let text = '';
   destination.on('data', (chunk: Buffer) => {
@@ -74,8 +74,8 @@ describe('errors in logs', () => {
     expect(err.cause).toMatchObject({ type: 'Error', message: 'duplicate key [quoted text redacted]' });
   });
 
-  it('are logged whole with verbatimErrors (log.verbatim_errors)', () => {
-    const { err } = logged(parseFailure(secret), { verbatimErrors: true });
+  it('are logged whole with log.verbatim_errors', () => {
+    const { err } = logged(parseFailure(secret), configuredLoggerOptions({ level: 'info', verbatim_errors: true }));
     expect(err.message).toContain('the merge');
   });
 });

@@ -19,6 +19,11 @@ export interface LoggerOptions {
   verbatimErrors?: boolean;
 }
 
+/** What the configuration's `log` section sets of a logger. */
+export function configuredLoggerOptions(log: { level: string; verbatim_errors: boolean }): LoggerOptions {
+  return { level: log.level, verbatimErrors: log.verbatim_errors };
+}
+
 /** The process logger. */
 export function createLogger(options: LoggerOptions = {}): Logger {
   return pino(
@@ -49,7 +54,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
 
 /**
  * String fields of an error that name things (codes, system calls, addresses, SQL identifiers, OpenAI error fields)
- * and are kept as they are. Any other string field may quote data: PostgreSQL's `detail` quotes the row it refused,
+ * and are kept as they are (`type` is always the error's class, as in pino's own serializer). Any other string field may quote data: PostgreSQL's `detail` quotes the row it refused,
  * ioredis's `command` its arguments.
  */
 const NAMING_FIELDS = new Set([
@@ -57,7 +62,6 @@ const NAMING_FIELDS = new Set([
   'errno',
   'syscall',
   'address',
-  'type',
   'param',
   'phase',
   'upstreamCode',
