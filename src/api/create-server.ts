@@ -4,6 +4,7 @@
  */
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import fastifyCors from '@fastify/cors';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { BillingQueries } from '../billing/billing-queries.js';
@@ -76,7 +77,32 @@ export interface ServerServices {
 export interface ServerOptions {
   /** Largest accepted body, bytes. */
   bodyLimitBytes: number;
+  /** Cross-origin access for web pages; none when absent or without origins. */
+  cors?: CorsOptions;
 }
+
+/** Which web pages may call the gateway from a browser (`server.cors`). */
+export interface CorsOptions {
+  /** Exact origins (`https://app.example.com`), or `*` for any. */
+  origins: readonly string[];
+  /** How long a browser may reuse a preflight's answer, seconds. */
+  maxAgeSeconds: number;
+}
+
+/**
+ * Response headers a page's script may read besides the CORS-safelisted ones: the request id to quote to support,
+ * OpenAI's rate-limit headers and `retry-after` (SDKs read both to pace their retries).
+ */
+const EXPOSED_HEADERS = [
+  'x-request-id',
+  'retry-after',
+  'x-ratelimit-limit-requests',
+  'x-ratelimit-remaining-requests',
+  'x-ratelimit-reset-requests',
+  'x-ratelimit-limit-tokens',
+  'x-ratelimit-remaining-tokens',
+  'x-ratelimit-reset-tokens',
+];
 
 /** Builds the Fastify application (not yet listening). */
 export function createServer(services: ServerServices, options: ServerOptions): FastifyInstance {
@@ -92,10 +118,24 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   });
   app.decorateRequest('trace', undefined);
   app.decorateRequest('principal', undefined);
+  // Only JSON bodies (and multipart in the Files API's scope): a JSON text sent as `text/plain` is refused with 415 as
+  // any other type is, rather than parsed as a string and refused for not being an object.
+  app.removeContentTypeParser('text/plain');
+  if (options.cors !== undefined && options.cors.origins.length > 0) {
+    // Answers preflights itself (204) and adds the allow-origin headers to every response of an allowed origin.
+    // Credentials stay off: keys travel in `Authorization`, which the preflight's answer allows, never in cookies.
+    app.register(fastifyCors, {
+      origin: options.cors.origins.includes('*') ? '*' : [...options.cors.origins],
+      methods: ['GET', 'POST', 'DELETE'],
+      exposedHeaders: EXPOSED_HEADERS,
+      maxAge: options.cors.maxAgeSeconds,
+    });
+  }
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
-    if (!request.url.startsWith('/v1/')) return;
+    // A preflight carries no key: the CORS plugin answers it, or, with CORS off, the router (404).
+    if (!request.url.startsWith('/v1/') || request.method === 'OPTIONS') return;
     request.trace = newRequestTrace(request.id, endpointOf(request.url), Date.now(), performance.now());
     const principal = await services.keys.authenticate(request.headers.authorization);
     request.principal = principal;
@@ -122,7 +162,8 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   };
 
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const clientError = toClientError(error, options.bodyLimitBytes);
+    const clientError =
+      unreadableEncoding(error, request.headers['content-encoding']) ?? toClientError(error, options.bodyLimitBytes);
     logFailure(clientError, error, request);
     sendError(request, reply, clientError);
   });
@@ -137,6 +178,10 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const relayRequest = { trace, principal: request.principal!, endpoint, body, signal: clientGone(reply) };
     if (body.stream === true) {
       trace.stream = true;
+      // A hijacked reply sends none of the headers hooks set on it (CORS): they go out with the stream's own.
+      for (const [name, value] of Object.entries(reply.getHeaders())) {
+        if (value !== undefined) reply.raw.setHeader(name, value);
+      }
       reply.hijack();
       const sink = new HttpSseSink(reply.raw);
       try {
@@ -256,6 +301,22 @@ function sendError(request: FastifyRequest, reply: FastifyReply, error: GatewayE
   if (trace?.rateLimit !== undefined) reply.headers(rateLimitHeaders(trace.rateLimit));
   if (error instanceof AuthenticationError) reply.header('www-authenticate', 'Bearer');
   reply.code(error.status).headers(error.headers).send(toOpenAIErrorBody(error));
+}
+
+/**
+ * A compressed body (`Content-Encoding: gzip`) reaches the JSON parser as it came and fails there; the client should
+ * hear why rather than that its JSON is broken. Only for a body the parser refused: the header alone changes nothing.
+ */
+function unreadableEncoding(error: unknown, encoding: string | undefined): GatewayError | undefined {
+  if (encoding === undefined || encoding.trim().toLowerCase() === 'identity') return undefined;
+  if ((error as { code?: unknown } | null)?.code !== 'FST_ERR_CTP_INVALID_JSON_BODY') return undefined;
+  return new GatewayError(
+    415,
+    'invalid_request_error',
+    'unsupported_content_encoding',
+    `Unsupported Content-Encoding '${encoding.slice(0, 40)}': send the JSON body uncompressed.`,
+    false,
+  );
 }
 
 function endpointOf(url: string): string {

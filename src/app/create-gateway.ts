@@ -472,7 +472,10 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       settled,
       ...(batches === undefined ? {} : { batches }),
     },
-    { bodyLimitBytes: config.server.body_limit_bytes },
+    {
+      bodyLimitBytes: config.server.body_limit_bytes,
+      cors: { origins: config.server.cors.origins, maxAgeSeconds: config.server.cors.max_age_s },
+    },
   );
   await batches?.runner.start();
 

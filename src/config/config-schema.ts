@@ -262,6 +262,28 @@ export const ConfigSchema = Type.Object(
         body_limit_bytes: PositiveInt('Largest accepted request body, bytes.', 8 * 1024 * 1024),
         /** Worker processes sharing the port (embedded mode). Default 1. */
         workers: PositiveInt('Worker processes sharing the listen port.', 1),
+        /**
+         * Cross-origin requests from web pages (CORS). Default: no origin, so browsers refuse to let a page read any
+         * answer and their preflights fail; servers and SDKs outside a browser are not affected.
+         */
+        cors: Type.Object(
+          {
+            /**
+             * Origins whose pages may call the API, exactly as browsers send them (`https://app.example.com`,
+             * `http://localhost:5173`: scheme, host and port, no path), or `*` for any page.
+             */
+            origins: Type.Array(
+              Type.String({
+                pattern: '^(\\*|https?://[^/?#\\s]+)$',
+                description: 'An origin (scheme://host[:port], no path) or *.',
+              }),
+              { default: [] },
+            ),
+            /** How long a browser may reuse a preflight's answer, seconds. Default 600. */
+            max_age_s: Type.Integer({ minimum: 0, default: 600, description: 'Preflight cache lifetime, seconds.' }),
+          },
+          { additionalProperties: false, default: {} },
+        ),
       },
       { additionalProperties: false, default: {} },
     ),
