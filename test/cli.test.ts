@@ -126,6 +126,69 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(status).toBe(0);
   });
 
+  it('list every tenant and key page by page, or one page with --limit and --after, from the store and --url', async () => {
+    const dir = workspace();
+    const first = run(dir, ['tenants', 'create', 'first']); // creates the store
+    expect(first.status, first.stderr).toBe(0);
+    const { url } = await serve(dir); // adds the demo tenant
+    const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
+    let tenantIds: string[];
+    let keyIds: string[];
+    try {
+      // More than the 1,000 records of one page of the full listing.
+      for (let index = 0; index < 1500; index++) await store.createTenant(`tenant-${index}`);
+      const tenantId = JSON.parse(first.stdout).id as string;
+      for (let index = 0; index < 3; index++) {
+        await store.createKey({
+          tenantId,
+          name: null,
+          prefix: 'tg-x',
+          hash: `hash-${index}`,
+          models: null,
+          expiresAt: null,
+        });
+      }
+      tenantIds = (await store.listTenants()).map((tenant) => tenant.id);
+      keyIds = (await store.listKeys(tenantId)).map((key) => key.id);
+    } finally {
+      await store.close();
+    }
+    expect(tenantIds.length).toBe(1502);
+    const idsOf = (list: Array<{ id: string }>) => list.map((entry) => entry.id);
+    const json = (args: string[]) => {
+      const result = run(dir, args);
+      expect(result.status, result.stderr).toBe(0);
+      return JSON.parse(result.stdout);
+    };
+    for (const target of [[], ['--url', url]]) {
+      expect(idsOf(json(['tenants', 'list', ...target])), target.join(' ')).toEqual(tenantIds);
+      const page = json(['tenants', 'list', '--limit', '2', '--after', tenantIds[999]!, ...target]);
+      expect(page).toMatchObject({
+        object: 'list',
+        first_id: tenantIds[1000],
+        last_id: tenantIds[1001],
+        has_more: true,
+      });
+      expect(idsOf(page.data)).toEqual(tenantIds.slice(1000, 1002));
+      const last = json(['tenants', 'list', '--after', tenantIds[1499]!, ...target]);
+      expect(idsOf(last.data)).toEqual(tenantIds.slice(1500));
+      expect(last.has_more).toBe(false);
+
+      const tenant = ['--tenant', JSON.parse(first.stdout).id as string];
+      expect(idsOf(json(['keys', 'list', ...tenant, ...target]))).toEqual(keyIds);
+      const keys = json(['keys', 'list', ...tenant, '--limit', '2', '--after', keyIds[0]!, ...target]);
+      expect(keys).toMatchObject({ first_id: keyIds[1], last_id: keyIds[2], has_more: false });
+    }
+    const unknown = run(dir, ['tenants', 'list', '--after', 'ten_doesnotexist', '--url', url]);
+    expect(unknown.status).not.toBe(0);
+    expect(unknown.stderr).toContain('400 invalid_value');
+    for (const limit of ['0', '1001']) {
+      const bad = run(dir, ['tenants', 'list', '--limit', limit]);
+      expect(bad.status, limit).not.toBe(0);
+      expect(bad.stderr).toContain("option '--limit <n>' argument");
+    }
+  });
+
   it('work against a running gateway with --url, and revocation is immediate', async () => {
     const dir = workspace();
     const { url } = await serve(dir);

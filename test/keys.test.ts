@@ -79,6 +79,107 @@ describe('key lifecycle', () => {
   });
 });
 
+describe('admin lists of tenants and keys', () => {
+  /** A gateway of this block's own: the first test's tenants are all the tenants it has. */
+  let lists: TestGateway;
+  beforeAll(async () => {
+    lists = await startTestGateway();
+  });
+  afterAll(async () => lists?.close());
+
+  /** Creates with `create`, each at a later millisecond than the one before, so creation order is listing order. */
+  async function oneByOne<T>(count: number, create: (index: number) => Promise<T>): Promise<T[]> {
+    const made: T[] = [];
+    for (let index = 0; index < count; index++) {
+      made.push(await create(index));
+      // Now is at or after the record's `createdAt`: the next one is created in a later millisecond.
+      const created = Date.now();
+      while (Date.now() === created) await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    return made;
+  }
+
+  /** Every page of a list route, `limit` at a time, each after the `last_id` of the one before. */
+  async function pagesOf(route: string, limit: number) {
+    const pages = [];
+    let after: string | undefined;
+    do {
+      const page = await lists.admin('GET', `${route}?limit=${limit}${after === undefined ? '' : `&after=${after}`}`);
+      expect(page.status, JSON.stringify(page.body)).toBe(200);
+      pages.push(page.body);
+      after = page.body.last_id;
+    } while (pages.at(-1).has_more);
+    return pages;
+  }
+
+  it('pages through every tenant, oldest first, each exactly once', async () => {
+    const made = await oneByOne(
+      7,
+      async (index) => (await lists.admin('POST', '/tenants', { name: `t${index}` })).body,
+    );
+    const ids = made.map((tenant: { id: string }) => tenant.id);
+    const pages = await pagesOf('/tenants', 2);
+    expect(pages.map((page) => page.data.length)).toEqual([2, 2, 2, 1]);
+    expect(pages.map((page) => page.has_more)).toEqual([true, true, true, false]);
+    for (const page of pages) {
+      expect(page.object).toBe('list');
+      expect(page.first_id).toBe(page.data[0].id);
+      expect(page.last_id).toBe(page.data.at(-1).id);
+    }
+    expect(pages.flatMap((page) => page.data.map((tenant: { id: string }) => tenant.id))).toEqual(ids);
+    expect(pages[0].data[0]).toMatchObject({ object: 'tenant', name: 't0' });
+
+    const whole = await lists.admin('GET', '/tenants');
+    expect(whole.body.data.map((tenant: { id: string }) => tenant.id)).toEqual(ids);
+    expect(whole.body).toMatchObject({ first_id: ids[0], last_id: ids[6], has_more: false });
+    const exact = await lists.admin('GET', `/tenants?limit=3&after=${ids[3]}`);
+    expect(exact.body).toMatchObject({ first_id: ids[4], last_id: ids[6], has_more: false });
+    const past = await lists.admin('GET', `/tenants?after=${ids[6]}`);
+    expect(past.body).toEqual({ object: 'list', data: [], has_more: false });
+  });
+
+  it('refuses a limit outside 1..1000 and an after that names no tenant', async () => {
+    const tenant = await lists.createTenantWithKey();
+    for (const route of ['/tenants', `/tenants/${tenant.tenantId}/keys`]) {
+      for (const limit of ['0', '1001', 'abc', '1.5', '']) {
+        const response = await lists.admin('GET', `${route}?limit=${limit}`);
+        expect(response.status, `${route} limit=${limit}`).toBe(400);
+        expect(response.body.error).toMatchObject({ param: 'limit', code: 'invalid_value' });
+      }
+      expect((await lists.admin('GET', `${route}?limit=1000`)).status).toBe(200);
+    }
+    const unknown = await lists.admin('GET', '/tenants?after=ten_doesnotexist');
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error).toMatchObject({ param: 'after', code: 'invalid_value' });
+    expect(unknown.body.error.message).toContain('ten_doesnotexist');
+    const twice = await lists.admin('GET', `/tenants?after=${tenant.tenantId}&after=${tenant.tenantId}`);
+    expect(twice.status).toBe(400);
+    expect(twice.body.error.param).toBe('after');
+  });
+
+  it("pages through a tenant's keys, never another tenant's, and refuses another tenant's key as after", async () => {
+    const a = (await lists.admin('POST', '/tenants', { name: 'a' })).body.id as string;
+    const b = await lists.createTenantWithKey();
+    const made = await oneByOne(3, async () => (await lists.admin('POST', `/tenants/${a}/keys`, {})).body);
+    const pages = await pagesOf(`/tenants/${a}/keys`, 2);
+    expect(pages.map((page) => page.has_more)).toEqual([true, false]);
+    expect(pages.flatMap((page) => page.data.map((key: { id: string }) => key.id))).toEqual(
+      made.map((key: { id: string }) => key.id),
+    );
+    expect(pages[1]).toMatchObject({ first_id: made[2].id, last_id: made[2].id });
+
+    const foreign = await lists.admin('GET', `/tenants/${a}/keys?after=${b.keyId}`);
+    expect(foreign.status).toBe(400);
+    expect(foreign.body.error).toMatchObject({ param: 'after', code: 'invalid_value' });
+    const unknown = await lists.admin('GET', `/tenants/${a}/keys?after=key_doesnotexist`);
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error.param).toBe('after');
+    const noTenant = await lists.admin('GET', '/tenants/ten_doesnotexist/keys?limit=2');
+    expect(noTenant.status).toBe(404);
+    expect(noTenant.body.error.code).toBe('tenant_not_found');
+  });
+});
+
 /**
  * A change written to the store by something that does not tell the running gateway (here a `TenantService` and a
  * `PlanService` of their own on its store, as `tollgate keys revoke` or `tollgate plans set` on its SQLite file)

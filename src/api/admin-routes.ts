@@ -5,8 +5,15 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { AuthenticationError, InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
-import { publicKeyView } from '../tenancy/tenant-service.js';
+import {
+  DEFAULT_LIST_PAGE,
+  type ListPageOptions,
+  MAX_LIST_PAGE,
+  publicKeyView,
+  publicListView,
+} from '../tenancy/tenant-service.js';
 import type { ServerServices } from './create-server.js';
+import { pageLimit } from './files-routes.js';
 
 const CreateTenantBody = Type.Object(
   { name: Type.String({ minLength: 1, maxLength: 200 }) },
@@ -22,6 +29,14 @@ const CreateKeyBody = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** `GET /tenants` and `GET /tenants/{id}/keys`: `?limit=` (see `pageLimit`) and `?after=` an id of the list. */
+const ListQuery = Type.Object({ limit: Type.Optional(Type.String()), after: Type.Optional(Type.String()) });
+
+interface ListQueryInput {
+  limit?: string;
+  after?: string;
+}
 
 interface CreateKeyInput {
   name?: string | null;
@@ -47,10 +62,9 @@ export async function registerAdminRoutes(admin: FastifyInstance, services: Serv
     return reply.code(201).send(tenantView(tenant));
   });
 
-  admin.get('/tenants', async () => ({
-    object: 'list',
-    data: (await services.tenants.listTenants()).map(tenantView),
-  }));
+  admin.get<{ Querystring: ListQueryInput }>('/tenants', { schema: { querystring: ListQuery } }, async (request) =>
+    publicListView(await services.tenants.listTenants(pageOptions(request.query)), tenantView),
+  );
 
   admin.get<{ Params: { id: string } }>('/tenants/:id', async (request) => {
     const tenant = await services.tenants.getTenant(request.params.id);
@@ -72,10 +86,12 @@ export async function registerAdminRoutes(admin: FastifyInstance, services: Serv
     },
   );
 
-  admin.get<{ Params: { id: string } }>('/tenants/:id/keys', async (request) => ({
-    object: 'list',
-    data: (await services.tenants.listKeys(request.params.id)).map((key) => publicKeyView(key)),
-  }));
+  admin.get<{ Params: { id: string }; Querystring: ListQueryInput }>(
+    '/tenants/:id/keys',
+    { schema: { querystring: ListQuery } },
+    async (request) =>
+      publicListView(await services.tenants.listKeys(request.params.id, pageOptions(request.query)), publicKeyView),
+  );
 
   admin.delete<{ Params: { id: string } }>('/keys/:id', async (request) =>
     publicKeyView(await services.tenants.revokeKey(request.params.id)),
@@ -84,6 +100,13 @@ export async function registerAdminRoutes(admin: FastifyInstance, services: Serv
 
 function digest(value: string): Buffer {
   return createHash('sha256').update(value).digest();
+}
+
+function pageOptions(query: ListQueryInput): ListPageOptions {
+  return {
+    limit: pageLimit(query.limit, DEFAULT_LIST_PAGE, MAX_LIST_PAGE),
+    ...(query.after === undefined ? {} : { after: query.after }),
+  };
 }
 
 function tenantView(tenant: { id: string; name: string; createdAt: number }) {

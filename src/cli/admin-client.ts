@@ -20,19 +20,34 @@ import { createStore } from '../store/create-store.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
 import { PlanService } from '../tenancy/plan-service.js';
-import { type PublicKeyView, publicKeyView, TenantService } from '../tenancy/tenant-service.js';
+import {
+  MAX_LIST_PAGE,
+  type PublicKeyView,
+  type PublicListView,
+  publicKeyView,
+  publicListView,
+  TenantService,
+} from '../tenancy/tenant-service.js';
 
 /** A tenant as the admin API shows it. */
 export type TenantView = { id: string; name: string; created_at: number };
 /** A key as the admin API shows it (`key` only on creation). */
 export type KeyView = PublicKeyView & { key?: string };
 
+/** Which page of a list (oldest first) to fetch. */
+export interface PageRequest {
+  /** Most records, 1 to `MAX_LIST_PAGE`. */
+  limit: number;
+  /** Id of the last record of the previous page. Default: from the first record. */
+  after?: string;
+}
+
 /** The admin operations the CLI needs. */
 export interface AdminClient {
   createTenant(name: string): Promise<TenantView>;
-  listTenants(): Promise<TenantView[]>;
+  listTenants(page: PageRequest): Promise<PublicListView<TenantView>>;
   createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }): Promise<KeyView>;
-  listKeys(tenantId: string): Promise<KeyView[]>;
+  listKeys(tenantId: string, page: PageRequest): Promise<PublicListView<KeyView>>;
   revokeKey(keyId: string): Promise<KeyView>;
   addCredits(
     tenantId: string,
@@ -111,8 +126,8 @@ class HttpAdminClient implements AdminClient {
   createTenant(name: string) {
     return this.call<TenantView>('POST', '/tenants', { name });
   }
-  async listTenants() {
-    return (await this.call<{ data: TenantView[] }>('GET', '/tenants')).data;
+  listTenants(page: PageRequest) {
+    return this.call<PublicListView<TenantView>>('GET', `/tenants?${pageQuery(page)}`);
   }
   createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }) {
     return this.call<KeyView>('POST', `/tenants/${encodeURIComponent(tenantId)}/keys`, {
@@ -121,8 +136,11 @@ class HttpAdminClient implements AdminClient {
       ...(input.expiresAt === undefined ? {} : { expires_at: input.expiresAt }),
     });
   }
-  async listKeys(tenantId: string) {
-    return (await this.call<{ data: KeyView[] }>('GET', `/tenants/${encodeURIComponent(tenantId)}/keys`)).data;
+  listKeys(tenantId: string, page: PageRequest) {
+    return this.call<PublicListView<KeyView>>(
+      'GET',
+      `/tenants/${encodeURIComponent(tenantId)}/keys?${pageQuery(page)}`,
+    );
   }
   revokeKey(keyId: string) {
     return this.call<KeyView>('DELETE', `/keys/${encodeURIComponent(keyId)}`);
@@ -238,8 +256,8 @@ class StoreAdminClient implements AdminClient {
     if (format === 'html') return renderInvoiceHtml(invoice);
     return renderInvoiceJson(invoice);
   }
-  async listTenants() {
-    return (await this.tenants.listTenants()).map(tenantView);
+  async listTenants(page: PageRequest) {
+    return publicListView(await this.tenants.listTenants(page), tenantView);
   }
   async createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }) {
     const expiresAt = input.expiresAt === undefined ? null : Date.parse(input.expiresAt);
@@ -251,8 +269,8 @@ class StoreAdminClient implements AdminClient {
     });
     return { ...publicKeyView(created.record), key: created.key };
   }
-  async listKeys(tenantId: string) {
-    return (await this.tenants.listKeys(tenantId)).map((key) => publicKeyView(key));
+  async listKeys(tenantId: string, page: PageRequest) {
+    return publicListView(await this.tenants.listKeys(tenantId, page), publicKeyView);
   }
   async revokeKey(keyId: string) {
     return publicKeyView(await this.tenants.revokeKey(keyId));
@@ -263,6 +281,25 @@ class StoreAdminClient implements AdminClient {
     await this.bus?.close();
     await this.store.close();
   }
+}
+
+/**
+ * Every record of a list, fetched `MAX_LIST_PAGE` at a time, each page after the last record of the one before: a
+ * long list never becomes one huge response.
+ */
+export async function listAll<V>(list: (page: PageRequest) => Promise<PublicListView<V>>): Promise<V[]> {
+  const records: V[] = [];
+  let after: string | undefined;
+  for (;;) {
+    const page = await list(after === undefined ? { limit: MAX_LIST_PAGE } : { after, limit: MAX_LIST_PAGE });
+    records.push(...page.data);
+    if (!page.has_more || page.last_id === undefined) return records;
+    after = page.last_id;
+  }
+}
+
+function pageQuery(page: PageRequest): URLSearchParams {
+  return new URLSearchParams({ limit: String(page.limit), ...(page.after === undefined ? {} : { after: page.after }) });
 }
 
 function tenantView(tenant: { id: string; name: string; createdAt: number }): TenantView {

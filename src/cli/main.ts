@@ -4,8 +4,9 @@ import { Command, InvalidArgumentError } from 'commander';
 import { runServer } from '../app/run-server.js';
 import { ConfigError } from '../config/load-config.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
+import { DEFAULT_LIST_PAGE, MAX_LIST_PAGE, type PublicListView } from '../tenancy/tenant-service.js';
 import { startSimServer } from '../upstreams/simulated/sim-server.js';
-import { type AdminTarget, openAdminClient, type PlanInput } from './admin-client.js';
+import { type AdminTarget, listAll, openAdminClient, type PageRequest, type PlanInput } from './admin-client.js';
 import { registerBatchCommands } from './batch-commands.js';
 import { exitQuietlyWhenOutputCloses } from './closed-output.js';
 
@@ -55,12 +56,47 @@ async function withClient<T>(
   }
 }
 
+/** `--limit` and `--after` of a list command. */
+interface PageFlags {
+  limit?: number;
+  after?: string;
+}
+
+const PAGE_FLAGS = '--limit/--after (a list object: {object, data, first_id, last_id, has_more})';
+
+const pageOptions = (command: Command) =>
+  command
+    .option(
+      '--limit <n>',
+      `print one page of at most n records (1 to ${MAX_LIST_PAGE}; ${DEFAULT_LIST_PAGE} when only --after is given)`,
+      parsePageLimit,
+    )
+    .option('--after <id>', 'print the page after this id (the last_id of the page before)');
+
+/** Every record as a JSON array; with `--limit` or `--after`, the one page they name as the list object. */
+function listed<V>(
+  flags: PageFlags,
+  list: (page: PageRequest) => Promise<PublicListView<V>>,
+): Promise<V[] | PublicListView<V>> {
+  if (flags.limit === undefined && flags.after === undefined) return listAll(list);
+  return list({
+    limit: flags.limit ?? DEFAULT_LIST_PAGE,
+    ...(flags.after === undefined ? {} : { after: flags.after }),
+  });
+}
+
 const tenants = program.command('tenants').description('Manage tenants.');
 targetOptions(tenants.command('create').description('Create a tenant.').argument('<name>', 'tenant name')).action(
   async (name: string, options) => withClient(targetOf(options), (client) => client.createTenant(name)),
 );
-targetOptions(tenants.command('list').description('List tenants.')).action(async (options) =>
-  withClient(targetOf(options), (client) => client.listTenants()),
+targetOptions(
+  pageOptions(
+    tenants
+      .command('list')
+      .description(`List tenants, oldest first: all of them as a JSON array, or one page with ${PAGE_FLAGS}.`),
+  ),
+).action(async (options: PageFlags & AdminTarget) =>
+  withClient(targetOf(options), (client) => listed(options, (page) => client.listTenants(page))),
 );
 
 const keys = program.command('keys').description('Manage API keys.');
@@ -87,9 +123,14 @@ targetOptions(
   ),
 );
 targetOptions(
-  keys.command('list').description("List a tenant's keys.").requiredOption('--tenant <id>', 'tenant id'),
-).action(async (options: { tenant: string } & AdminTarget) =>
-  withClient(targetOf(options), (client) => client.listKeys(options.tenant)),
+  pageOptions(
+    keys
+      .command('list')
+      .description(`List a tenant's keys, oldest first: all of them as a JSON array, or one page with ${PAGE_FLAGS}.`)
+      .requiredOption('--tenant <id>', 'tenant id'),
+  ),
+).action(async (options: { tenant: string } & PageFlags & AdminTarget) =>
+  withClient(targetOf(options), (client) => listed(options, (page) => client.listKeys(options.tenant, page))),
 );
 targetOptions(keys.command('revoke').description('Revoke a key.').argument('<key-id>', 'key id (key_…)')).action(
   async (keyId: string, options) => withClient(targetOf(options), (client) => client.revokeKey(keyId)),
@@ -222,6 +263,14 @@ program
 function parseInteger(value: string): number {
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  return parsed;
+}
+
+function parsePageLimit(value: string): number {
+  const parsed = parseInteger(value);
+  if (parsed < 1 || parsed > MAX_LIST_PAGE) {
+    throw new InvalidArgumentError(`expected an integer from 1 to ${MAX_LIST_PAGE}`);
+  }
   return parsed;
 }
 

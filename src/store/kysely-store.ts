@@ -51,7 +51,15 @@ import type {
 import { migrationProvider } from './migrations/migration-provider.js';
 import { randomId } from './random-id.js';
 import { firstOfEachRequest, type SettlementEffects, settlementEffects } from './settlement-effects.js';
-import type { ApiKeyRecord, NewApiKey, RequestLogQuery, RequestLogRecord, Store, TenantRecord } from './store.js';
+import type {
+  ApiKeyRecord,
+  CreationPageQuery,
+  NewApiKey,
+  RequestLogQuery,
+  RequestLogRecord,
+  Store,
+  TenantRecord,
+} from './store.js';
 
 /** Default page size of `listRequestLogs`. */
 const DEFAULT_LOG_LIMIT = 100;
@@ -182,8 +190,14 @@ export class KyselyStore implements Store {
     return row === undefined ? undefined : tenantFromRow(row);
   }
 
-  async listTenants(): Promise<TenantRecord[]> {
-    const rows = await this.db.selectFrom('tenants').selectAll().orderBy('created_at').orderBy('id').execute();
+  async listTenants(page: CreationPageQuery = {}): Promise<TenantRecord[]> {
+    const { after, limit } = page;
+    let select = this.db.selectFrom('tenants').selectAll();
+    if (after !== undefined) {
+      select = select.where((eb) => eb(eb.refTuple('created_at', 'id'), '>', eb.tuple(after.createdAt, after.id)));
+    }
+    if (limit !== undefined) select = select.limit(limit);
+    const rows = await select.orderBy('created_at').orderBy('id').execute();
     return rows.map(tenantFromRow);
   }
 
@@ -226,14 +240,14 @@ export class KyselyStore implements Store {
     return row === undefined ? undefined : apiKeyFromRow(row);
   }
 
-  async listKeys(tenantId: string): Promise<ApiKeyRecord[]> {
-    const rows = await this.db
-      .selectFrom('api_keys')
-      .selectAll()
-      .where('tenant_id', '=', tenantId)
-      .orderBy('created_at')
-      .orderBy('id')
-      .execute();
+  async listKeys(tenantId: string, page: CreationPageQuery = {}): Promise<ApiKeyRecord[]> {
+    const { after, limit } = page;
+    let select = this.db.selectFrom('api_keys').selectAll().where('tenant_id', '=', tenantId);
+    if (after !== undefined) {
+      select = select.where((eb) => eb(eb.refTuple('created_at', 'id'), '>', eb.tuple(after.createdAt, after.id)));
+    }
+    if (limit !== undefined) select = select.limit(limit);
+    const rows = await select.orderBy('created_at').orderBy('id').execute();
     return rows.map(apiKeyFromRow);
   }
 

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   billingRollupFixture,
   logOf,
@@ -19,7 +19,7 @@ import {
   type UsageEventRecord,
   type UsageRollupRow,
 } from './ledger-store.js';
-import type { NewApiKey, RequestLogRecord, Store } from './store.js';
+import type { CreationPageQuery, NewApiKey, RequestLogRecord, Store } from './store.js';
 
 /** How the conformance suite reaches one store implementation. */
 export interface StoreConformanceOptions {
@@ -99,6 +99,35 @@ export function describeStoreConformance(name: string, options: StoreConformance
         expect(ids).toContain(first.id);
         expect(ids).toContain(second.id);
       });
+
+      it('pages through tenants created in one millisecond, none lost or repeated', async () => {
+        await store.createTenant('before the same-millisecond ones');
+        const at = Date.UTC(2031, 0, 1);
+        const made = await inOneMillisecond(at, async () => {
+          const tenants = [];
+          for (let index = 0; index < 5; index++) tenants.push(await store.createTenant(`same millisecond ${index}`));
+          return tenants;
+        });
+        expect(made.map((tenant) => tenant.createdAt)).toEqual(made.map(() => at));
+
+        const all = await store.listTenants();
+        expect(new Set(all.map((tenant) => tenant.id)).size).toBe(all.length);
+        expect(isInCreationOrder(all)).toBe(true);
+        // The ties, in the store's order of their ids, follow one another: no other tenant has this time.
+        const ours = all.filter((tenant) => tenant.createdAt === at);
+        expect(ours.map((tenant) => tenant.id).sort()).toEqual(made.map((tenant) => tenant.id).sort());
+        const start = all.indexOf(ours[0]!);
+        expect(all.slice(start, start + ours.length)).toEqual(ours);
+
+        for (const limit of [1, 2, all.length + 1]) {
+          const pages = await pageThrough(limit, (page) => store.listTenants(page));
+          expect(pages.flat(), `limit ${limit}`).toEqual(all);
+          expect(pages.every((page) => page.length <= limit)).toBe(true);
+        }
+        // A cursor on a tie: the tenants after it at the same time, then the later ones.
+        expect(await store.listTenants({ after: ours[1]!, limit: 3 })).toEqual(all.slice(start + 2, start + 5));
+        expect(await store.listTenants({ after: all.at(-1)! })).toEqual([]);
+      });
     });
 
     describe('api keys', () => {
@@ -139,6 +168,38 @@ export function describeStoreConformance(name: string, options: StoreConformance
         expect(listed.map((key) => key.id).sort()).toEqual(alphaKeys.map((key) => key.id).sort());
         expect((await store.listKeys(beta.id)).map((key) => key.id)).toEqual([betaKey.id]);
         expect(await store.listKeys('ten_nobody')).toEqual([]);
+      });
+
+      it("pages through one tenant's keys created in one millisecond, never another tenant's", async () => {
+        const alpha = await store.createTenant('paged keys');
+        const beta = await store.createTenant('other keys');
+        const at = Date.UTC(2031, 0, 2);
+        const made = await inOneMillisecond(at, async () => {
+          const keys = [];
+          // Interleaved, so the other tenant's keys sit between these in (created_at, id) order.
+          for (let index = 0; index < 5; index++) {
+            keys.push(await store.createKey(newKey(alpha.id)), await store.createKey(newKey(beta.id)));
+          }
+          return keys;
+        });
+        const alphaIds = made.filter((key) => key.tenantId === alpha.id).map((key) => key.id);
+        const betaKeys = made.filter((key) => key.tenantId === beta.id);
+
+        const all = await store.listKeys(alpha.id);
+        expect(all.map((key) => key.id).sort()).toEqual([...alphaIds].sort());
+        expect(isInCreationOrder(all)).toBe(true);
+        for (const limit of [1, 2, all.length + 1]) {
+          const pages = await pageThrough(limit, (page) => store.listKeys(alpha.id, page));
+          expect(pages.flat(), `limit ${limit}`).toEqual(all);
+          expect(pages.every((page) => page.length <= limit)).toBe(true);
+        }
+        // Even from a position taken from another tenant's key, only this tenant's keys come back.
+        for (const other of betaKeys) {
+          const after = await store.listKeys(alpha.id, { after: other });
+          expect(after.every((key) => key.tenantId === alpha.id)).toBe(true);
+          expect(after).toEqual(all.slice(all.length - after.length));
+        }
+        expect(await store.listKeys(alpha.id, { after: all.at(-1)!, limit: 10 })).toEqual([]);
       });
 
       it('revokes idempotently, keeping the first revocation time', async () => {
@@ -1120,6 +1181,31 @@ function seededRandom(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
   };
+}
+
+/** Runs `create` with `Date.now` held at `at`, so every row it makes has the same `createdAt`. */
+async function inOneMillisecond<T>(at: number, create: () => Promise<T>): Promise<T> {
+  const now = vi.spyOn(Date, 'now').mockReturnValue(at);
+  try {
+    return await create();
+  } finally {
+    now.mockRestore();
+  }
+}
+
+/** Every page of `list` from the first row, `limit` rows each, each page after the last row of the one before. */
+async function pageThrough<T extends { id: string; createdAt: number }>(
+  limit: number,
+  list: (page: CreationPageQuery) => Promise<T[]>,
+): Promise<T[][]> {
+  const pages = [await list({ limit })];
+  while (pages.at(-1)!.length === limit) pages.push(await list({ after: pages.at(-1)!.at(-1)!, limit }));
+  return pages;
+}
+
+/** Whether `createdAt` never decreases along `rows` (the order of ids within a millisecond is the store's). */
+function isInCreationOrder(rows: readonly { createdAt: number }[]): boolean {
+  return rows.every((row, index) => index === 0 || rows[index - 1]!.createdAt <= row.createdAt);
 }
 
 function randomSuffix(): string {

@@ -86,6 +86,17 @@ export interface RequestLogQuery {
   limit?: number;
 }
 
+/**
+ * One page of a list in creation order, ascending by (`createdAt`, `id`): ties on `createdAt` (rows created in the
+ * same millisecond) are broken by `id`.
+ */
+export interface CreationPageQuery {
+  /** The position of the last row already seen: the page holds only rows strictly after it. Default: from the first. */
+  after?: { createdAt: number; id: string };
+  /** Most rows returned. Default: all. */
+  limit?: number;
+}
+
 /** The durable state of the gateway. */
 export interface Store extends LedgerStore {
   /** `sqlite` or `postgres`. */
@@ -96,12 +107,14 @@ export interface Store extends LedgerStore {
 
   createTenant(name: string): Promise<TenantRecord>;
   getTenant(id: string): Promise<TenantRecord | undefined>;
-  listTenants(): Promise<TenantRecord[]>;
+  /** Tenants in creation order; without `page`, all of them. */
+  listTenants(page?: CreationPageQuery): Promise<TenantRecord[]>;
 
   createKey(key: NewApiKey): Promise<ApiKeyRecord>;
   getKey(id: string): Promise<ApiKeyRecord | undefined>;
   findKeyByHash(hash: string): Promise<ApiKeyRecord | undefined>;
-  listKeys(tenantId: string): Promise<ApiKeyRecord[]>;
+  /** The tenant's keys in creation order; without `page`, all of them. */
+  listKeys(tenantId: string, page?: CreationPageQuery): Promise<ApiKeyRecord[]>;
   /** Marks the key revoked (idempotent: an already revoked key keeps its first `revokedAt`). */
   revokeKey(id: string, at: number): Promise<ApiKeyRecord | undefined>;
 

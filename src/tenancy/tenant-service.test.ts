@@ -5,7 +5,7 @@ import { createStore } from '../store/create-store.js';
 import type { Store } from '../store/store.js';
 import { hashApiKey } from './api-key.js';
 import { InProcessInvalidationBus } from './invalidation-bus.js';
-import { publicKeyView, publicTenantView, TenantService } from './tenant-service.js';
+import { publicKeyView, publicListView, publicTenantView, TenantService } from './tenant-service.js';
 
 async function failure(promise: Promise<unknown>): Promise<GatewayError> {
   return promise.then(
@@ -37,7 +37,7 @@ describe('TenantService', () => {
     expect(acme.name).toBe('Acme');
     expect(await service.getTenant(acme.id)).toEqual(acme);
     expect(await service.getTenant('ten_missing')).toBeUndefined();
-    expect((await service.listTenants()).map((tenant) => tenant.id)).toEqual([acme.id]);
+    expect((await service.listTenants({ limit: 10 })).rows.map((tenant) => tenant.id)).toEqual([acme.id]);
     expect(publicTenantView(acme)).toEqual({
       id: acme.id,
       object: 'tenant',
@@ -83,7 +83,11 @@ describe('TenantService', () => {
     const error = await failure(service.createKey('ten_missing'));
     expect(error).toBeInstanceOf(NotFoundError);
     expect(error.code).toBe('tenant_not_found');
-    expect((await failure(service.listKeys('ten_missing'))).code).toBe('tenant_not_found');
+    expect((await failure(service.listKeys('ten_missing', { limit: 10 }))).code).toBe('tenant_not_found');
+    // An unknown tenant is reported as such even with a cursor that would be refused too.
+    expect((await failure(service.listKeys('ten_missing', { limit: 10, after: 'key_missing' }))).code).toBe(
+      'tenant_not_found',
+    );
   });
 
   it("lists only a tenant's own keys, and the public view carries no hash", async () => {
@@ -91,8 +95,10 @@ describe('TenantService', () => {
     const globex = await service.createTenant('globex');
     const acmeKeys = [(await service.createKey(acme.id)).record, (await service.createKey(acme.id)).record];
     const globexKey = (await service.createKey(globex.id)).record;
-    expect((await service.listKeys(acme.id)).map((key) => key.id).sort()).toEqual(acmeKeys.map((key) => key.id).sort());
-    expect((await service.listKeys(globex.id)).map((key) => key.id)).toEqual([globexKey.id]);
+    const idsOf = async (tenantId: string) =>
+      (await service.listKeys(tenantId, { limit: 10 })).rows.map((key) => key.id).sort();
+    expect(await idsOf(acme.id)).toEqual(acmeKeys.map((key) => key.id).sort());
+    expect(await idsOf(globex.id)).toEqual([globexKey.id]);
 
     const view = publicKeyView(globexKey);
     expect(view).toEqual({
@@ -107,6 +113,71 @@ describe('TenantService', () => {
       created_at: Math.floor(globexKey.createdAt / 1000),
     });
     expect(JSON.stringify(view)).not.toContain(globexKey.hash);
+  });
+
+  it('pages tenants oldest first, telling whether more follow', async () => {
+    const made = [];
+    // The virtual clock does not move the store's `createdAt` (the wall clock): some of these share a millisecond.
+    for (const name of ['a', 'b', 'c', 'd', 'e']) made.push(await service.createTenant(name));
+    const all = (await service.listTenants({ limit: 5 })).rows;
+    expect(all.map((tenant) => tenant.id).sort()).toEqual(made.map((tenant) => tenant.id).sort());
+    expect((await service.listTenants({ limit: 5 })).hasMore).toBe(false);
+    expect((await service.listTenants({ limit: 4 })).hasMore).toBe(true);
+
+    const first = await service.listTenants({ limit: 2 });
+    expect(first).toEqual({ rows: all.slice(0, 2), hasMore: true });
+    const second = await service.listTenants({ limit: 2, after: all[1]!.id });
+    expect(second).toEqual({ rows: all.slice(2, 4), hasMore: true });
+    const last = await service.listTenants({ limit: 2, after: all[3]!.id });
+    expect(last).toEqual({ rows: all.slice(4), hasMore: false });
+    expect(await service.listTenants({ limit: 2, after: all[4]!.id })).toEqual({ rows: [], hasMore: false });
+  });
+
+  it('refuses an after that names no tenant', async () => {
+    await service.createTenant('acme');
+    const error = await failure(service.listTenants({ limit: 10, after: 'ten_missing' }));
+    expect(error).toBeInstanceOf(InvalidRequestError);
+    expect(error.code).toBe('invalid_value');
+    expect(error.param).toBe('after');
+  });
+
+  it("pages a tenant's keys, and refuses an after that is no key of that tenant", async () => {
+    const acme = await service.createTenant('acme');
+    const globex = await service.createTenant('globex');
+    for (let index = 0; index < 3; index++) await service.createKey(acme.id);
+    const globexKey = (await service.createKey(globex.id)).record;
+    const all = (await service.listKeys(acme.id, { limit: 10 })).rows;
+    expect(all).toHaveLength(3);
+    expect(await service.listKeys(acme.id, { limit: 1, after: all[0]!.id })).toEqual({
+      rows: [all[1]],
+      hasMore: true,
+    });
+    expect(await service.listKeys(acme.id, { limit: 2, after: all[0]!.id })).toEqual({
+      rows: all.slice(1),
+      hasMore: false,
+    });
+    for (const after of [globexKey.id, 'key_missing']) {
+      const error = await failure(service.listKeys(acme.id, { limit: 10, after }));
+      expect(error, after).toBeInstanceOf(InvalidRequestError);
+      expect(error.code).toBe('invalid_value');
+      expect(error.param).toBe('after');
+    }
+  });
+
+  it('shows a page as an OpenAI list object, without first_id and last_id when it is empty', async () => {
+    const acme = await service.createTenant('acme');
+    expect(publicListView({ rows: [acme], hasMore: true }, publicTenantView)).toEqual({
+      object: 'list',
+      data: [publicTenantView(acme)],
+      first_id: acme.id,
+      last_id: acme.id,
+      has_more: true,
+    });
+    expect(publicListView({ rows: [], hasMore: false }, publicTenantView)).toEqual({
+      object: 'list',
+      data: [],
+      has_more: false,
+    });
   });
 
   it('revokes a key, publishes it on the bus and keeps the first revocation time', async () => {

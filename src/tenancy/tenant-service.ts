@@ -1,6 +1,6 @@
 import { type Clock, RealClock } from '../clock/clock.js';
 import { InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
-import type { ApiKeyRecord, Store, TenantRecord } from '../store/store.js';
+import type { ApiKeyRecord, CreationPageQuery, Store, TenantRecord } from '../store/store.js';
 import { generateApiKey } from './api-key.js';
 import type { InvalidationBus } from './invalidation-bus.js';
 
@@ -46,12 +46,43 @@ export interface PublicKeyView {
   created_at: number;
 }
 
+/** The JSON shape of one page of a list in API responses (OpenAI's list object). */
+export interface PublicListView<V> {
+  object: 'list';
+  data: V[];
+  /** Id of the first record of `data`; absent when `data` is empty. */
+  first_id?: string;
+  /** Id of the last record of `data`, the `after` of the next page; absent when `data` is empty. */
+  last_id?: string;
+  has_more: boolean;
+}
+
 /** The JSON shape of a tenant in API responses (times in epoch seconds). */
 export interface PublicTenantView {
   id: string;
   object: 'tenant';
   name: string;
   created_at: number;
+}
+
+/** Default page size of the admin lists of tenants and keys. */
+export const DEFAULT_LIST_PAGE = 100;
+/** Largest page size of the admin lists of tenants and keys. */
+export const MAX_LIST_PAGE = 1000;
+
+/** Which page of a list in creation order (oldest first) to return. */
+export interface ListPageOptions {
+  /** Id of the last record of the previous page; the page starts right after it. Default: from the first record. */
+  after?: string;
+  /** Most records in the page, at least 1. */
+  limit: number;
+}
+
+/** One page of a list in creation order. */
+export interface ListPage<T> {
+  rows: T[];
+  /** True when records follow the last of `rows`. */
+  hasMore: boolean;
 }
 
 /** Tenants and their API keys: the administration side of tenancy (authentication is `KeyService`). */
@@ -71,8 +102,17 @@ export class TenantService {
     return this.store.createTenant(validateName(name, 'name', { required: true }));
   }
 
-  listTenants(): Promise<TenantRecord[]> {
-    return this.store.listTenants();
+  /**
+   * One page of tenants, oldest first. An `after` that names no tenant is an `InvalidRequestError` (param `after`):
+   * tenants are never deleted, so such a cursor is always a mistake, never the end of the list.
+   */
+  async listTenants(page: ListPageOptions): Promise<ListPage<TenantRecord>> {
+    let after: TenantRecord | undefined;
+    if (page.after !== undefined) {
+      after = await this.store.getTenant(page.after);
+      if (after === undefined) throw invalidCursor(`No tenant with id "${page.after}" to list after.`);
+    }
+    return pageOf(await this.store.listTenants({ ...cursorOf(after), limit: page.limit + 1 }), page.limit);
   }
 
   /** The tenant, or `undefined` when there is none with this id. */
@@ -99,10 +139,20 @@ export class TenantService {
     return { record, key: generated.key };
   }
 
-  /** The keys of one tenant; throws `NotFoundError` `tenant_not_found`. */
-  async listKeys(tenantId: string): Promise<ApiKeyRecord[]> {
+  /**
+   * One page of a tenant's keys, oldest first (revoked ones included). Throws `NotFoundError` `tenant_not_found`, and
+   * `InvalidRequestError` (param `after`) when `after` names no key of this tenant: keys are never deleted.
+   */
+  async listKeys(tenantId: string, page: ListPageOptions): Promise<ListPage<ApiKeyRecord>> {
     await this.requireTenant(tenantId);
-    return this.store.listKeys(tenantId);
+    let after: ApiKeyRecord | undefined;
+    if (page.after !== undefined) {
+      after = await this.store.getKey(page.after);
+      if (after === undefined || after.tenantId !== tenantId) {
+        throw invalidCursor(`No API key with id "${page.after}" in tenant "${tenantId}" to list after.`);
+      }
+    }
+    return pageOf(await this.store.listKeys(tenantId, { ...cursorOf(after), limit: page.limit + 1 }), page.limit);
   }
 
   /**
@@ -167,8 +217,36 @@ export function publicTenantView(record: TenantRecord): PublicTenantView {
   return { id: record.id, object: 'tenant', name: record.name, created_at: Math.floor(record.createdAt / 1000) };
 }
 
+/** The API view of a page, each record shown by `view`. */
+export function publicListView<T, V extends { id: string }>(
+  page: ListPage<T>,
+  view: (record: T) => V,
+): PublicListView<V> {
+  const data = page.rows.map((record) => view(record));
+  return {
+    object: 'list',
+    data,
+    ...(data.length === 0 ? {} : { first_id: data[0]!.id, last_id: data.at(-1)!.id }),
+    has_more: page.hasMore,
+  };
+}
+
 function toEpochSeconds(ms: number | null): number | null {
   return ms === null ? null : Math.floor(ms / 1000);
+}
+
+/** The store's position of the record a page starts after. */
+function cursorOf(record: { createdAt: number; id: string } | undefined): CreationPageQuery {
+  return record === undefined ? {} : { after: { createdAt: record.createdAt, id: record.id } };
+}
+
+/** The first `limit` of `rows`, fetched one over the limit to tell whether more follow. */
+function pageOf<T>(rows: T[], limit: number): ListPage<T> {
+  return { rows: rows.slice(0, limit), hasMore: rows.length > limit };
+}
+
+function invalidCursor(message: string): InvalidRequestError {
+  return new InvalidRequestError(message, { param: 'after', code: 'invalid_value' });
 }
 
 function keyNotFound(keyId: string): NotFoundError {
