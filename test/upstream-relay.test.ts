@@ -501,6 +501,37 @@ describe('relay through the OpenAI-compatible adapter', () => {
     expect(record.completionTokens).toBeLessThan(200);
   });
 
+  it('ends a whole request whose client left: recorded as 499 client_closed, its concurrency given back', async () => {
+    const other = await harness.createTenantWithKey();
+    expect((await harness.admin('PUT', `/tenants/${other.tenantId}/plan`, { concurrency: 1 })).status).toBe(200);
+    const otherClient = harness.client(other.key, { maxRetries: 0 });
+    const controller = new AbortController();
+    const pending = otherClient.chat.completions.create(
+      { model: 'slow-model', messages, max_tokens: 2000 },
+      { signal: controller.signal },
+    );
+    const running = async () => (await sims.slow!.upstream.load()).running;
+    for (const deadline = Date.now() + 10_000; (await running()) === 0 && Date.now() < deadline; ) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(await running()).toBe(1);
+    controller.abort();
+    await expect(pending).rejects.toThrow(/abort/i);
+    for (const deadline = Date.now() + 10_000; (await running()) > 0 && Date.now() < deadline; ) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(await running()).toBe(0);
+    let records = await harness.gateway.store.listRequestLogs({ tenantId: other.tenantId, limit: 10 });
+    for (const deadline = Date.now() + 10_000; records.length === 0 && Date.now() < deadline; ) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      records = await harness.gateway.store.listRequestLogs({ tenantId: other.tenantId, limit: 10 });
+    }
+    expect(records.map((record) => [record.status, record.errorCode])).toEqual([[499, 'client_closed']]);
+    // The plan allows one request at a time: this one runs only if the abandoned one gave its place back.
+    const next = await otherClient.chat.completions.create({ model: 'ok-model', messages, max_tokens: 3 });
+    expect(next.usage?.completion_tokens).toBe(3);
+  });
+
   it('cancels the upstream at once when the client drops a keep-alive connection during its second request', async () => {
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const post = (body: unknown) =>

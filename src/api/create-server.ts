@@ -14,7 +14,7 @@ import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../met
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { AdmissionGate } from '../relay/admission-gate.js';
-import type { RelayService } from '../relay/relay-service.js';
+import type { RelayRequest, RelayService } from '../relay/relay-service.js';
 import type { DeploymentRouter } from '../routing/deployment-router.js';
 import type { Store } from '../store/store.js';
 import type { KeyService, Principal } from '../tenancy/key-service.js';
@@ -29,6 +29,7 @@ import { registerBillingRoutes } from './billing-routes.js';
 import { toClientError } from './error-reply.js';
 import { registerFilesRoutes } from './files-routes.js';
 import { HttpSseSink } from './http-sse-sink.js';
+import type { OutstandingRequests } from './outstanding-requests.js';
 import { newRequestId } from './request-id.js';
 import {
   ChatCompletionRequestSchema,
@@ -60,6 +61,8 @@ export interface ServerServices {
   gate: AdmissionGate;
   /** The Files and Batches API; undefined disables it (503). */
   batches?: BatchRouteServices;
+  /** The API requests not over yet, for shutdown to wait on. */
+  outstanding: OutstandingRequests;
   /** The admin bearer token. */
   adminToken: string;
   /** Where unexpected failures (500 `internal_error`) and unclassified store failures are logged (Fastify's is off). */
@@ -148,7 +151,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const trace = request.trace;
     if (trace === undefined || trace.recorded) return;
     if (trace.status === 0) trace.status = reply.statusCode;
-    void services.recorder.finish(trace);
+    services.outstanding.hold(services.recorder.finish(trace));
   });
 
   // An opaque 500 tells the client nothing: its cause goes to the log, under the request id the client was given. So
@@ -183,31 +186,60 @@ export function createServer(services: ServerServices, options: ServerOptions): 
         if (value !== undefined) reply.raw.setHeader(name, value);
       }
       reply.hijack();
-      const sink = new HttpSseSink(reply.raw);
-      try {
-        await services.relay.stream(relayRequest, sink);
-      } catch (error: unknown) {
-        // Thrown only before the stream opened: answer with an ordinary error response.
-        const clientError = toClientError(error, options.bodyLimitBytes);
-        logFailure(clientError, error, request);
-        trace.status = clientError.status;
-        trace.errorCode = clientError.code;
-        void services.recorder.finish(trace);
-        if (!sink.closed) {
-          reply.raw.writeHead(clientError.status, {
-            'content-type': 'application/json; charset=utf-8',
-            'x-request-id': trace.requestId,
-            ...services.relay.responseHeaders(trace),
-            ...clientError.headers,
-          });
-          reply.raw.end(JSON.stringify(toOpenAIErrorBody(clientError)));
-        }
-      }
+      await relayStream(request, reply, relayRequest);
       return reply;
     }
-    const result = await services.relay.whole(relayRequest);
+    const result = await relayWhole(relayRequest);
     reply.headers(services.relay.responseHeaders(trace));
     return result;
+  };
+
+  const relayStream = async (request: FastifyRequest, reply: FastifyReply, relayRequest: RelayRequest) => {
+    const trace = relayRequest.trace;
+    const sink = new HttpSseSink(reply.raw);
+    services.outstanding.enter();
+    try {
+      await services.relay.stream(relayRequest, sink);
+    } catch (error: unknown) {
+      // Thrown only before the stream opened: answer with an ordinary error response.
+      const clientError = toClientError(error, options.bodyLimitBytes);
+      logFailure(clientError, error, request);
+      trace.status = clientError.status;
+      trace.errorCode = clientError.code;
+      services.outstanding.hold(services.recorder.finish(trace));
+      if (!sink.closed) {
+        reply.raw.writeHead(clientError.status, {
+          'content-type': 'application/json; charset=utf-8',
+          'x-request-id': trace.requestId,
+          ...services.relay.responseHeaders(trace),
+          ...clientError.headers,
+        });
+        reply.raw.end(JSON.stringify(toOpenAIErrorBody(clientError)));
+      }
+    } finally {
+      services.outstanding.leave();
+    }
+  };
+
+  /**
+   * A whole answer. A failure is recorded here, as a stream's is above, rather than when its error answer has been
+   * sent (`onResponse`): a client that left gets no answer, and its request must still end (rate limits, scheduler
+   * capacity and the wallet reservation given back) and be logged.
+   */
+  const relayWhole = async (relayRequest: RelayRequest) => {
+    services.outstanding.enter();
+    try {
+      return await services.relay.whole(relayRequest);
+    } catch (error: unknown) {
+      const clientError = toClientError(error, options.bodyLimitBytes);
+      const trace = relayRequest.trace;
+      trace.status = clientError.status;
+      trace.errorCode = clientError.code;
+      services.outstanding.hold(services.recorder.finish(trace));
+      throw error;
+    } finally {
+      services.outstanding.leave();
+    }
   };
 
   app.post('/v1/chat/completions', { schema: { body: ChatCompletionRequestSchema } }, generation('chat'));
@@ -220,7 +252,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       body: request.body as Record<string, unknown>,
       signal: clientGone(reply),
     };
-    const result = await services.relay.whole(relayRequest);
+    const result = await relayWhole(relayRequest);
     reply.headers(services.relay.responseHeaders(relayRequest.trace));
     return result;
   });

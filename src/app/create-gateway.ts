@@ -7,6 +7,7 @@ import type { AdmissionStore } from '../admission/admission-store.js';
 import { MemoryAdmissionStore } from '../admission/memory-admission-store.js';
 import { createRedisAdmissionStore } from '../admission/redis-admission-store.js';
 import { createServer } from '../api/create-server.js';
+import { OutstandingRequests } from '../api/outstanding-requests.js';
 import { registerBatchMetrics } from '../batch/batch-metrics.js';
 import { inOffPeakWindow } from '../batch/batch-planner.js';
 import { BatchRunner } from '../batch/batch-runner.js';
@@ -454,6 +455,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     return storeHealthy;
   };
 
+  const outstanding = new OutstandingRequests();
   const app = createServer(
     {
       relay,
@@ -466,6 +468,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       plans,
       router,
       gate,
+      outstanding,
       adminToken: options.adminToken,
       logger,
       ready,
@@ -478,6 +481,34 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     },
   );
   await batches?.runner.start();
+
+  /**
+   * Lets the requests in flight finish for up to `server.shutdown_grace_ms` after `app.close()` (`serverClosed`),
+   * closing each keep-alive connection once it falls idle. Connections still open at the end of the grace are cut:
+   * each request on them ends as a client disconnect does (its upstream call aborted, what was delivered billed and
+   * logged). Resolves once the last request's record is on its way to the writer.
+   */
+  const drain = async (serverClosed: Promise<unknown>) => {
+    const graceMs = config.server.shutdown_grace_ms;
+    // A connection whose response ended during the drain would otherwise stay open for its keep-alive timeout.
+    const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
+    let graceTimer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<false>((resolve) => {
+      graceTimer = setTimeout(() => resolve(false), graceMs);
+    });
+    const inTime = await Promise.race([serverClosed.then(() => true), graceOver]);
+    clearInterval(sweep);
+    clearTimeout(graceTimer);
+    if (!inTime) {
+      logger.warn(
+        { graceMs, requests: outstanding.size },
+        'shutdown grace is over: cutting the requests still running',
+      );
+      app.server.closeAllConnections();
+      await withDeadline(serverClosed, 5_000, 'HTTP server close', logger);
+    }
+    await withDeadline(outstanding.idle(), 5_000, 'recording the last requests', logger);
+  };
 
   return {
     app,
@@ -499,7 +530,11 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     },
     async close() {
       // Shutdown never hangs on one part: each slow step gets a deadline, then the rest closes anyway.
+      // First the HTTP server stops taking work (new connections are refused, requests on open ones get 503) and the
+      // requests in flight run on, for up to the grace period, with everything they use still running.
+      const serverClosed = app.close();
       await withDeadline(batches?.runner.stop(), 5_000, 'batch runner stop', logger);
+      await drain(serverClosed);
       checkpointer.stop();
       await ownerKeeper?.stop();
       billing.stop();
@@ -510,7 +545,6 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       await changeBus?.close();
       await volumePositions?.close();
       if (recovery !== undefined) clearInterval(recovery);
-      await withDeadline(app.close(), 5_000, 'HTTP server close', logger);
       // After the last request: what this process leased and no longer uses goes back to the wallets.
       await leases?.stop();
       leaseRound?.close();

@@ -36,7 +36,7 @@ export async function runServer(options: RunServerOptions): Promise<void> {
     const gateway = await createGateway(loaded, { adminToken, recoverOnStart: false });
     const address = await gateway.listen();
     printBanner(loaded, address.url, adminToken, demoKey);
-    onShutdown(async () => gateway.close());
+    onShutdown(async () => gateway.close(), { forceOnSecondSignal: true });
     return;
   }
 
@@ -64,18 +64,35 @@ export async function runServer(options: RunServerOptions): Promise<void> {
     });
   };
   for (let index = 0; index < workers; index++) fork();
+  let stopping = false;
   cluster.on('exit', (worker, code, signal) => {
     serving.delete(worker.id);
     rounds.onExit(worker.id);
-    if (code !== 0 && signal !== 'SIGTERM' && signal !== 'SIGINT') {
+    if (!stopping && code !== 0 && signal !== 'SIGTERM' && signal !== 'SIGINT') {
       // The new worker settles what the dead one journaled before it serves (its start settles orphaned segments).
       console.error(`worker ${worker.process.pid} exited (${signal ?? code}); restarting it`);
       fork();
     }
   });
-  onShutdown(async () => {
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.kill('SIGTERM');
-  });
+  const living = () => Object.values(cluster.workers ?? {}).filter((worker): worker is Worker => worker !== undefined);
+  onShutdown(
+    async () => {
+      stopping = true;
+      // Each worker drains its own requests (server.shutdown_grace_ms) and bounds every later step, then exits. The
+      // primary waits for them all: were it to exit first, the workers would lose their channel to it and exit at
+      // once, cutting what they still serve. The signal goes straight to each process, not through `worker.kill`,
+      // which would first close that channel and the worker's listening socket with it.
+      const exited = living().map((worker) => new Promise((resolve) => worker.once('exit', resolve)));
+      for (const worker of living()) worker.process.kill('SIGTERM');
+      await Promise.all(exited);
+    },
+    {
+      forceOnSecondSignal: true,
+      force: () => {
+        for (const worker of living()) worker.process.kill('SIGKILL');
+      },
+    },
+  );
 }
 
 async function prepareStore(loaded: LoadedConfig): Promise<string | undefined> {
@@ -141,10 +158,21 @@ function printBanner(loaded: LoadedConfig, url: string, adminToken: string, demo
   );
 }
 
-function onShutdown(close: () => Promise<void>): void {
+/**
+ * Closes on the first SIGINT or SIGTERM, then exits. With `forceOnSecondSignal` (a process a person may be waiting
+ * on: the only one, or the primary), a second signal during the drain exits at once, after `force`; what was still
+ * running is settled at the next start, as after a crash. A worker ignores it: a terminal's Ctrl-C reaches it as
+ * well as the primary's SIGTERM, and those are one request to stop, not two.
+ */
+function onShutdown(close: () => Promise<void>, options: { forceOnSecondSignal?: boolean; force?: () => void } = {}) {
   let closing = false;
   const handler = (signal: NodeJS.Signals) => {
-    if (closing) return;
+    if (closing) {
+      if (options.forceOnSecondSignal !== true) return;
+      createLogger({ sync: true }).warn({ signal }, 'second signal: exiting without waiting for requests in flight');
+      options.force?.();
+      process.exit(1);
+    }
     closing = true;
     close().then(
       () => process.exit(0),
@@ -154,6 +182,6 @@ function onShutdown(close: () => Promise<void>): void {
       },
     );
   };
-  process.once('SIGINT', handler);
-  process.once('SIGTERM', handler);
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
 }

@@ -263,6 +263,17 @@ export const ConfigSchema = Type.Object(
         /** Worker processes sharing the port (embedded mode). Default 1. */
         workers: PositiveInt('Worker processes sharing the listen port.', 1),
         /**
+         * On SIGTERM or SIGINT, how long requests in flight may run on while no new one is taken, ms; those still
+         * running then are cut as if their clients had left (billed for what was delivered, logged). Keep it below
+         * the time the process manager waits before it kills (Kubernetes: `terminationGracePeriodSeconds`, 30 s by
+         * default). Default 25000.
+         */
+        shutdown_grace_ms: Type.Integer({
+          minimum: 0,
+          default: 25_000,
+          description: 'How long requests in flight may finish after SIGTERM/SIGINT, milliseconds.',
+        }),
+        /**
          * Cross-origin requests from web pages (CORS). Default: no origin, so browsers refuse to let a page read any
          * answer and their preflights fail; servers and SDKs outside a browser are not affected.
          */

@@ -73,7 +73,7 @@ models:
   it('names the exact path of every bad field', () => {
     const problems = problemsOf(() =>
       parseConfigDocument({
-        server: { port: 'eighty' },
+        server: { port: 'eighty', shutdown_grace_ms: -1 },
         cache: { ttl_ms: -1, unknown_key_ttl_ms: 1.5 },
         log: { verbatim_errors: 'yes' },
         upstreams: [
@@ -85,6 +85,7 @@ models:
       }),
     );
     expect(problems.some((line) => line.startsWith('server.port:'))).toBe(true);
+    expect(problems.some((line) => line.startsWith('server.shutdown_grace_ms:'))).toBe(true);
     expect(problems.some((line) => line.startsWith('cache.ttl_ms:'))).toBe(true);
     expect(problems.some((line) => line.startsWith('cache.unknown_key_ttl_ms:'))).toBe(true);
     expect(problems.some((line) => line.startsWith('log.verbatim_errors:'))).toBe(true);

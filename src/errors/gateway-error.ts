@@ -50,6 +50,16 @@ export class InvalidRequestError extends GatewayError {
   }
 }
 
+/**
+ * 499 (nginx's "client closed request"): the client went away before its answer. No client reads it; the request
+ * log does, and it is not the gateway's failure, nor the upstream's.
+ */
+export class ClientClosedError extends GatewayError {
+  constructor() {
+    super(499, 'invalid_request_error', 'client_closed', 'The client closed the request.', false);
+  }
+}
+
 /** 401: the API key is missing, unknown, revoked or expired. */
 export class AuthenticationError extends GatewayError {
   constructor(message: string, code = 'invalid_api_key') {

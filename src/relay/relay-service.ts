@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { type Catalog, type CatalogModel, type Deployment, modelServes } from '../catalog/catalog.js';
 import {
+  ClientClosedError,
   GatewayError,
   InvalidRequestError,
   NotFoundError,
@@ -202,8 +203,10 @@ export class RelayService {
         if (pending !== undefined) await pending;
       }
     } catch (error: unknown) {
-      failure = toGatewayError(error);
-      internal = !(error instanceof GatewayError);
+      // A client that left aborted the upstream call with its signal: the stream ends as `client_closed` below, and
+      // the abort is neither the upstream's failure nor the gateway's.
+      if (!request.signal.aborted) failure = toGatewayError(error);
+      internal = failure !== undefined && !(error instanceof GatewayError);
       if (internal) {
         this.logger?.error({ err: error, requestId: trace.requestId, deployment: deployment.id }, 'internal error');
       }
@@ -298,6 +301,8 @@ export class RelayService {
       });
       return routed;
     } catch (error: unknown) {
+      // The call failed because the client left (its signal aborted the attempt): not the upstream's failure, nor ours.
+      if (request.signal.aborted) throw new ClientClosedError();
       throw upstreamFailure(error);
     } finally {
       // Every attempt, failed ones included, is visible in the request log.

@@ -94,7 +94,8 @@ export async function startTestGateway(
   const dataDir = mkdtempSync(path.join(tmpdir(), 'tollgate-test-'));
   const config = parseConfigDocument({
     ...document,
-    server: { host: '127.0.0.1', port: 0, ...(document.server as object) },
+    // A test that ends with requests still running waits 5 s for them at most, not the production 25 s.
+    server: { host: '127.0.0.1', port: 0, shutdown_grace_ms: 5_000, ...(document.server as object) },
   });
   const upstreamApiKeys = new Map<string, string>();
   for (const upstream of config.upstreams) {
