@@ -42,39 +42,38 @@ async function chat(harness: TestGateway, key: string, body: object, origin?: st
   return { status: response.statusCode, headers: response.headers, text: await response.body.text() };
 }
 
-describe('CORS off (the default)', () => {
-  let harness: TestGateway;
-  let key: string;
+/** A gateway started for the enclosing `describe`, with one tenant's key. */
+function gatewayFor(document?: Record<string, unknown>): { harness: TestGateway; key: string } {
+  const state = {} as { harness: TestGateway; key: string };
   beforeAll(async () => {
-    harness = await startTestGateway();
-    key = (await harness.createTenantWithKey()).key;
+    state.harness = await startTestGateway(document);
+    state.key = (await state.harness.createTenantWithKey()).key;
   });
-  afterAll(async () => harness?.close());
+  afterAll(async () => state.harness?.close());
+  return state;
+}
+
+describe('CORS off (the default)', () => {
+  const gateway = gatewayFor();
 
   it('grants no page anything, and a preflight is a 404 rather than a refused key', async () => {
-    const answer = await preflight(harness, PAGE);
+    const answer = await preflight(gateway.harness, PAGE);
     expect(answer.statusCode).toBe(404);
     expect(answer.headers['access-control-allow-origin']).toBeUndefined();
-    const reply = await chat(harness, key, CHAT, PAGE);
+    const reply = await chat(gateway.harness, gateway.key, CHAT, PAGE);
     expect(reply.status).toBe(200);
     expect(reply.headers['access-control-allow-origin']).toBeUndefined();
   });
 });
 
 describe('CORS for listed origins', () => {
-  let harness: TestGateway;
-  let key: string;
-  beforeAll(async () => {
-    harness = await startTestGateway({
-      ...fastSimulatedConfig,
-      server: { cors: { origins: [PAGE, 'http://localhost:5173'], max_age_s: 120 } },
-    });
-    key = (await harness.createTenantWithKey()).key;
+  const gateway = gatewayFor({
+    ...fastSimulatedConfig,
+    server: { cors: { origins: [PAGE, 'http://localhost:5173'], max_age_s: 120 } },
   });
-  afterAll(async () => harness?.close());
 
   it('answers a listed origin preflight without a key, allowing the headers the SDK sends', async () => {
-    const answer = await preflight(harness, PAGE);
+    const answer = await preflight(gateway.harness, PAGE);
     expect(answer.statusCode).toBe(204);
     expect(answer.headers['access-control-allow-origin']).toBe(PAGE);
     expect(listed(answer.headers['access-control-allow-methods'])).toContain('POST');
@@ -84,21 +83,21 @@ describe('CORS for listed origins', () => {
   });
 
   it('grants an unlisted origin nothing', async () => {
-    const answer = await preflight(harness, OTHER_PAGE);
+    const answer = await preflight(gateway.harness, OTHER_PAGE);
     expect(answer.headers['access-control-allow-origin']).toBeUndefined();
-    const reply = await chat(harness, key, CHAT, OTHER_PAGE);
+    const reply = await chat(gateway.harness, gateway.key, CHAT, OTHER_PAGE);
     expect(reply.status).toBe(200);
     expect(reply.headers['access-control-allow-origin']).toBeUndefined();
   });
 
   it('lets the page read whole answers, streams and errors, with the request id and rate-limit headers', async () => {
-    const whole = await chat(harness, key, CHAT, PAGE);
+    const whole = await chat(gateway.harness, gateway.key, CHAT, PAGE);
     expect(whole.status).toBe(200);
     expect(whole.headers['access-control-allow-origin']).toBe(PAGE);
     const exposed = listed(whole.headers['access-control-expose-headers']);
     expect(exposed).toEqual(expect.arrayContaining(['x-request-id', 'retry-after', 'x-ratelimit-remaining-tokens']));
 
-    const stream = await chat(harness, key, { ...CHAT, stream: true }, PAGE);
+    const stream = await chat(gateway.harness, gateway.key, { ...CHAT, stream: true }, PAGE);
     expect(stream.status).toBe(200);
     expect(stream.headers['content-type']).toMatch(/^text\/event-stream/);
     expect(stream.text.trimEnd().endsWith('data: [DONE]')).toBe(true);
@@ -107,11 +106,11 @@ describe('CORS for listed origins', () => {
     expect(stream.headers['x-request-id']).toMatch(/^req_/);
 
     // Refused before the stream opened: the page must still be able to read why.
-    const refusedStream = await chat(harness, key, { ...CHAT, model: 'nope', stream: true }, PAGE);
+    const refusedStream = await chat(gateway.harness, gateway.key, { ...CHAT, model: 'nope', stream: true }, PAGE);
     expect(refusedStream.status).toBe(404);
     expect(refusedStream.headers['access-control-allow-origin']).toBe(PAGE);
 
-    const badKey = await chat(harness, 'tg-not-a-key', CHAT, PAGE);
+    const badKey = await chat(gateway.harness, 'tg-not-a-key', CHAT, PAGE);
     expect(badKey.status).toBe(401);
     expect(badKey.headers['access-control-allow-origin']).toBe(PAGE);
     expect(JSON.parse(badKey.text).error.code).toBe('invalid_api_key');
@@ -119,14 +118,10 @@ describe('CORS for listed origins', () => {
 });
 
 describe('CORS for any origin', () => {
-  let harness: TestGateway;
-  beforeAll(async () => {
-    harness = await startTestGateway({ ...fastSimulatedConfig, server: { cors: { origins: ['*'] } } });
-  });
-  afterAll(async () => harness?.close());
+  const gateway = gatewayFor({ ...fastSimulatedConfig, server: { cors: { origins: ['*'] } } });
 
   it('allows every origin with the wildcard, and caches preflights for the default 600 s', async () => {
-    const answer = await preflight(harness, OTHER_PAGE, '/v1/models');
+    const answer = await preflight(gateway.harness, OTHER_PAGE, '/v1/models');
     expect(answer.statusCode).toBe(204);
     expect(answer.headers['access-control-allow-origin']).toBe('*');
     expect(answer.headers['access-control-max-age']).toBe('600');
@@ -147,18 +142,12 @@ describe('server.cors in the configuration', () => {
 });
 
 describe('bodies the gateway cannot read', () => {
-  let harness: TestGateway;
-  let key: string;
-  beforeAll(async () => {
-    harness = await startTestGateway();
-    key = (await harness.createTenantWithKey()).key;
-  });
-  afterAll(async () => harness?.close());
+  const gateway = gatewayFor();
 
   async function post(body: string | Buffer, headers: Record<string, string>) {
-    const response = await request(`${harness.url}/v1/chat/completions`, {
+    const response = await request(`${gateway.harness.url}/v1/chat/completions`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${key}`, ...headers },
+      headers: { authorization: `Bearer ${gateway.key}`, ...headers },
       body,
     });
     return { status: response.statusCode, body: (await response.body.json()) as { error: { code: string } } };

@@ -8,11 +8,11 @@ import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { request } from 'undici';
+import { Client, request } from 'undici';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../src/store/create-store.js';
 import { demoKeyOf, requireBuiltCli, type Served, serve, workspace } from './support/cli-process.js';
-import { pricedSimulatedConfig } from './support/test-gateway.js';
+import { pricedSimulatedConfig, startTestGateway } from './support/test-gateway.js';
 
 const children: ChildProcess[] = [];
 
@@ -217,5 +217,50 @@ describe('stopping a serving gateway', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(served.output()).toContain('second signal: exiting without waiting');
     expect((await streamed).finish).toBeNull();
+  });
+});
+
+describe('a request that arrives while the gateway drains', () => {
+  it('is refused with an OpenAI 503 and Connection: close, and recorded; the stream ahead of it finishes', async () => {
+    const harness = await startTestGateway(slowFleet({}));
+    let closed: Promise<void> | undefined;
+    // Two requests on one connection: the second reaches the gateway while the first still streams.
+    const connection = new Client(harness.url, { pipelining: 2 });
+    try {
+      const { key, tenantId } = await harness.createTenantWithKey({ credit: '100' });
+      const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+      const body = (extra: object) => JSON.stringify({ model: 'sim-pro-32k', messages, ...extra });
+      const streamed = await connection.request({
+        path: '/v1/chat/completions',
+        method: 'POST',
+        headers,
+        body: body({ max_tokens: 20, stream: true }),
+      });
+      expect(streamed.statusCode).toBe(200);
+      closed = harness.close();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const late = connection.request({ path: '/v1/chat/completions', method: 'POST', headers, body: body({}) });
+
+      const text = await streamed.body.text();
+      expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+      const refused = await late;
+      expect(refused.statusCode).toBe(503);
+      expect(refused.headers.connection).toBe('close');
+      expect(refused.headers['x-request-id']).toMatch(/^req_/);
+      const error = ((await refused.body.json()) as { error: { code: string; type: string } }).error;
+      expect([error.type, error.code]).toEqual(['server_error', 'server_shutting_down']);
+      await closed;
+      const store = await createStore(`sqlite://${path.join(harness.dataDir, 'tollgate.db')}`);
+      const records = await store.listRequestLogs({ limit: 10 }).finally(() => store.close());
+      const outcomes = records.map((record) => [record.status, record.errorCode ?? null]);
+      expect(outcomes.sort()).toEqual([
+        [200, null],
+        [503, 'server_shutting_down'],
+      ]);
+      expect(records.find((record) => record.status === 200)?.tenantId).toBe(tenantId);
+    } finally {
+      await connection.close();
+      await (closed ?? harness.close());
+    }
   });
 });

@@ -9,7 +9,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
-import { AuthenticationError, GatewayError, toOpenAIErrorBody } from '../errors/gateway-error.js';
+import { AuthenticationError, GatewayError, toOpenAIErrorBody, UnavailableError } from '../errors/gateway-error.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
@@ -114,7 +114,9 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     bodyLimit: options.bodyLimitBytes,
     genReqId: () => newRequestId(),
     requestIdHeader: false,
-    return503OnClosing: true,
+    // While closing, requests arriving on connections still open are refused by the `onRequest` hook below, with an
+    // OpenAI error body and the request id (Fastify's own 503 has neither).
+    return503OnClosing: false,
     // Closing drops idle keep-alive connections at once instead of waiting for clients to hang up.
     forceCloseConnections: 'idle',
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
@@ -135,15 +137,24 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     });
   }
 
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
     // A preflight carries no key: the CORS plugin answers it, or, with CORS off, the router (404).
-    if (!request.url.startsWith('/v1/') || request.method === 'OPTIONS') return;
-    request.trace = newRequestTrace(request.id, endpointOf(request.url), Date.now(), performance.now());
+    const api = request.url.startsWith('/v1/') && request.method !== 'OPTIONS';
+    const trace = api ? newRequestTrace(request.id, endpointOf(request.url), Date.now(), performance.now()) : undefined;
+    request.trace = trace;
+    // Fastify has set `Connection: close` on it: the client retries on a new connection, to another instance.
+    if (closing) throw new UnavailableError('The gateway is shutting down; retry the request.', 'server_shutting_down');
+    if (trace === undefined) return;
     const principal = await services.keys.authenticate(request.headers.authorization);
     request.principal = principal;
-    request.trace.tenantId = principal.tenantId;
-    request.trace.keyId = principal.keyId;
+    trace.tenantId = principal.tenantId;
+    trace.keyId = principal.keyId;
   });
 
   // Requests that ended without the relay recording them (errors anywhere, model listings) are recorded here.
