@@ -9,9 +9,10 @@ import { once } from 'node:events';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { Client, request } from 'undici';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createStore } from '../src/store/create-store.js';
 import { demoKeyOf, requireBuiltCli, type Served, serve, workspace } from './support/cli-process.js';
+import { dropSchema, schemaUrl, uniqueSchema } from './support/postgres-schema.js';
 import { pricedSimulatedConfig, startTestGateway } from './support/test-gateway.js';
 
 const children: ChildProcess[] = [];
@@ -87,9 +88,12 @@ async function stop(served: Served, signal: NodeJS.Signals = 'SIGTERM') {
   return { code, ms: Date.now() - started };
 }
 
+/** The embedded store of a workspace. */
+const sqliteOf = (dir: string) => `sqlite://${path.join(dir, 'data', 'tollgate.db')}`;
+
 /** The request log of the stopped gateway's store, and its error-level log lines (none expected). */
-async function afterwards(dir: string, served: Served) {
-  const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
+async function afterwards(storeUrl: string, served: Served) {
+  const store = await createStore(storeUrl);
   try {
     const records = await store.listRequestLogs({ limit: 100 });
     const errors = served
@@ -131,7 +135,7 @@ describe('stopping a serving gateway', { timeout: TEST_TIMEOUT_MS }, () => {
     const { code } = await stopping;
     expect(code).toBe(0);
 
-    const { records, errors } = await afterwards(dir, served);
+    const { records, errors } = await afterwards(sqliteOf(dir), served);
     expect(errors).toEqual([]);
     const outcomes = records.map((record) => [record.stream, record.status, record.errorCode ?? null]);
     expect(outcomes.sort()).toEqual([
@@ -141,46 +145,63 @@ describe('stopping a serving gateway', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(records.map((record) => record.completionTokens).sort()).toEqual([30, 40]);
   });
 
-  it('cuts what still runs when the grace is over, and bills and logs it as a client disconnect', async () => {
-    const dir = workspace(slowFleet({ shutdown_grace_ms: 500 }));
-    const served = await serve(dir, children);
-    const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: demoKeyOf(served.banner), maxRetries: 0 });
-    const { rest: streamed } = await openStream(client, 4_000);
-    const whole = client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 4_000 }).then(
-      () => 'answered',
-      () => 'cut',
-    );
-    await new Promise((resolve) => setTimeout(resolve, 200));
+  /** Cluster mode: PostgreSQL for the ledger, Redis for admission, wallet reservations leased across processes. */
+  const schema = uniqueSchema('shutdown');
+  afterAll(() => dropSchema(schema));
+  const stores = [
+    { name: 'the embedded store', document: {}, storeUrl: sqliteOf },
+    {
+      name: 'PostgreSQL and Redis',
+      document: {
+        store: { url: schemaUrl(schema) },
+        admission: { store: 'redis', redis_url: 'redis://127.0.0.1:6379', command_timeout_ms: 5000 },
+      },
+      storeUrl: () => schemaUrl(schema),
+    },
+  ];
+  it.each(stores)(
+    'cuts what still runs when the grace is over, and bills and logs it as a client disconnect ($name)',
+    async ({ document, storeUrl }) => {
+      const dir = workspace({ ...slowFleet({ shutdown_grace_ms: 500 }), ...document });
+      const served = await serve(dir, children);
+      const client = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: demoKeyOf(served.banner), maxRetries: 0 });
+      const { rest: streamed } = await openStream(client, 4_000);
+      const whole = client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 4_000 }).then(
+        () => 'answered',
+        () => 'cut',
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
 
-    const { code, ms } = await stop(served);
-    expect(code).toBe(0);
-    // The grace, then a few steps with deadlines of their own: far less than the 200 s the answers would take.
-    expect(ms).toBeLessThan(20_000);
-    const stream = await streamed;
-    expect(stream.finish).toBeNull();
-    expect(await whole).toBe('cut');
+      const { code, ms } = await stop(served);
+      expect(code).toBe(0);
+      // The grace, then a few steps with deadlines of their own: far less than the 200 s the answers would take.
+      expect(ms).toBeLessThan(20_000);
+      const stream = await streamed;
+      expect(stream.finish).toBeNull();
+      expect(await whole).toBe('cut');
 
-    const { records, errors } = await afterwards(dir, served);
-    expect(errors).toEqual([]);
-    const cutStream = records.find((record) => record.stream);
-    const cutWhole = records.find((record) => !record.stream);
-    expect(cutStream?.errorCode).toBe('client_closed');
-    expect(cutStream?.completionTokens).toBeGreaterThanOrEqual(stream.chunks);
-    expect(cutStream?.completionTokens).toBeLessThan(4_000);
-    expect(cutStream?.usageEstimated).toBe(true);
-    expect([cutWhole?.status, cutWhole?.errorCode]).toEqual([499, 'client_closed']);
-    // Billed: what the stream delivered was rated and charged, the cut whole answer was not, nothing stays reserved.
-    const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
-    try {
-      const tenantId = cutStream!.tenantId!;
-      const billed = await store.sumUsageEvents({ tenantId, start: 0, end: Date.now() + 1 });
-      expect(billed.count).toBe(1);
-      expect(billed.amount).toBeGreaterThan(0n);
-      expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
-    } finally {
-      await store.close();
-    }
-  });
+      const { records, errors } = await afterwards(storeUrl(dir), served);
+      expect(errors).toEqual([]);
+      const cutStream = records.find((record) => record.stream);
+      const cutWhole = records.find((record) => !record.stream);
+      expect(cutStream?.errorCode).toBe('client_closed');
+      expect(cutStream?.completionTokens).toBeGreaterThanOrEqual(stream.chunks);
+      expect(cutStream?.completionTokens).toBeLessThan(4_000);
+      expect(cutStream?.usageEstimated).toBe(true);
+      expect([cutWhole?.status, cutWhole?.errorCode]).toEqual([499, 'client_closed']);
+      // Billed: what the stream delivered was rated and charged, the cut whole answer was not, nothing stays reserved.
+      const store = await createStore(storeUrl(dir));
+      try {
+        const tenantId = cutStream!.tenantId!;
+        const billed = await store.sumUsageEvents({ tenantId, start: 0, end: Date.now() + 1 });
+        expect(billed.count).toBe(1);
+        expect(billed.amount).toBeGreaterThan(0n);
+        expect((await store.getWallet(tenantId))?.reserved).toBe(0n);
+      } finally {
+        await store.close();
+      }
+    },
+  );
 
   it('with two workers, the primary waits for each to drain before it exits', async () => {
     const dir = workspace(slowFleet({ workers: 2 }));
@@ -194,7 +215,7 @@ describe('stopping a serving gateway', { timeout: TEST_TIMEOUT_MS }, () => {
       [undefined, 'length', 40],
       [undefined, 'length', 40],
     ]);
-    const { records, errors } = await afterwards(dir, served);
+    const { records, errors } = await afterwards(sqliteOf(dir), served);
     expect(errors).toEqual([]);
     expect(records.map((record) => [record.status, record.completionTokens])).toEqual([
       [200, 40],
