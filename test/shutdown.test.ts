@@ -1,7 +1,8 @@
 /**
  * `tollgate serve` stopped with SIGTERM while it serves (a rolling deploy): the requests in flight run to their end
- * within `server.shutdown_grace_ms`, with one worker or several; those still running at the end of it are cut as
- * client disconnects, billed for what was delivered and logged; nothing is dropped; a second Ctrl-C does not wait.
+ * within `server.shutdown_grace_ms`, with one worker or several; those still running at the end of it end with a 503
+ * `server_shutting_down` (a stream with that error event), billed for what was delivered and logged; nothing is
+ * dropped; a second Ctrl-C does not wait.
  * Runs the built CLI (`npm test` builds first).
  */
 import type { ChildProcess } from 'node:child_process';
@@ -160,7 +161,7 @@ describe('stopping a serving gateway', { timeout: TEST_TIMEOUT_MS }, () => {
     },
   ];
   it.each(stores)(
-    'cuts what still runs when the grace is over, and bills and logs it as a client disconnect ($name)',
+    'stops what still runs when the grace is over with a 503 that says why, billed and logged ($name)',
     async ({ document, storeUrl }) => {
       const dir = workspace({ ...slowFleet({ shutdown_grace_ms: 500 }), ...document });
       const served = await serve(dir, children);
@@ -168,7 +169,7 @@ describe('stopping a serving gateway', { timeout: TEST_TIMEOUT_MS }, () => {
       const { rest: streamed } = await openStream(client, 4_000);
       const whole = client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 4_000 }).then(
         () => 'answered',
-        () => 'cut',
+        (error: unknown) => (error instanceof OpenAI.APIError ? [error.status, error.code] : String(error)),
       );
       await new Promise((resolve) => setTimeout(resolve, 200));
 
@@ -176,19 +177,22 @@ describe('stopping a serving gateway', { timeout: TEST_TIMEOUT_MS }, () => {
       expect(code).toBe(0);
       // The grace, then a few steps with deadlines of their own: far less than the 200 s the answers would take.
       expect(ms).toBeLessThan(20_000);
+      // Both end with an answer that says why, rather than a dropped connection.
       const stream = await streamed;
       expect(stream.finish).toBeNull();
-      expect(await whole).toBe('cut');
+      expect(stream.error).toBeInstanceOf(OpenAI.APIError);
+      expect((stream.error as InstanceType<typeof OpenAI.APIError>).message).toMatch(/shutting down/);
+      expect(await whole).toEqual([503, 'server_shutting_down']);
 
       const { records, errors } = await afterwards(storeUrl(dir), served);
       expect(errors).toEqual([]);
       const cutStream = records.find((record) => record.stream);
       const cutWhole = records.find((record) => !record.stream);
-      expect(cutStream?.errorCode).toBe('client_closed');
+      expect([cutStream?.status, cutStream?.errorCode]).toEqual([200, 'server_shutting_down']);
       expect(cutStream?.completionTokens).toBeGreaterThanOrEqual(stream.chunks);
       expect(cutStream?.completionTokens).toBeLessThan(4_000);
       expect(cutStream?.usageEstimated).toBe(true);
-      expect([cutWhole?.status, cutWhole?.errorCode]).toEqual([499, 'client_closed']);
+      expect([cutWhole?.status, cutWhole?.errorCode]).toEqual([503, 'server_shutting_down']);
       // Billed: what the stream delivered was rated and charged, the cut whole answer was not, nothing stays reserved.
       const store = await createStore(storeUrl(dir));
       try {

@@ -2,7 +2,6 @@
  * The HTTP surface: OpenAI-compatible routes under `/v1`, the admin API under `/admin/v1`, health and metrics.
  * Each handler validates (compiled schemas), calls one service function and maps the result or the error.
  */
-import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import fastifyCors from '@fastify/cors';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -26,6 +25,7 @@ import { registerAdminFleetRoutes } from './admin-fleet-routes.js';
 import { registerAdminRoutes } from './admin-routes.js';
 import { type BatchRouteServices, registerAdminBatchRoutes, registerBatchesRoutes } from './batches-routes.js';
 import { registerBillingRoutes } from './billing-routes.js';
+import type { ConnectionSignals } from './connection-signals.js';
 import { toClientError } from './error-reply.js';
 import { registerFilesRoutes } from './files-routes.js';
 import { HttpSseSink } from './http-sse-sink.js';
@@ -63,6 +63,8 @@ export interface ServerServices {
   batches?: BatchRouteServices;
   /** The API requests not over yet, for shutdown to wait on. */
   outstanding: OutstandingRequests;
+  /** The abort signals of API requests, for shutdown to stop what still runs. */
+  connections: ConnectionSignals;
   /** The admin bearer token. */
   adminToken: string;
   /** Where unexpected failures (500 `internal_error`) and unclassified store failures are logged (Fastify's is off). */
@@ -189,7 +191,13 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   const generation = (endpoint: UpstreamEndpoint) => async (request: FastifyRequest, reply: FastifyReply) => {
     const trace = request.trace!;
     const body = request.body as GenerationRequest;
-    const relayRequest = { trace, principal: request.principal!, endpoint, body, signal: clientGone(reply) };
+    const relayRequest = {
+      trace,
+      principal: request.principal!,
+      endpoint,
+      body,
+      signal: services.connections.of(reply.raw),
+    };
     if (body.stream === true) {
       trace.stream = true;
       // A hijacked reply sends none of the headers hooks set on it (CORS): they go out with the stream's own.
@@ -261,7 +269,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       principal: request.principal!,
       endpoint: 'embeddings' as const,
       body: request.body as Record<string, unknown>,
-      signal: clientGone(reply),
+      signal: services.connections.of(reply.raw),
     };
     const result = await relayWhole(relayRequest);
     reply.headers(services.relay.responseHeaders(relayRequest.trace));
@@ -301,38 +309,6 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     { prefix: '/admin/v1' },
   );
   return app;
-}
-
-/** The abort controller of a client connection (see `clientGone`). */
-const CONNECTION_GONE = Symbol('tollgate.connectionGone');
-
-/**
- * Aborted when the client disconnects before the response finished: one signal per connection, aborted when the
- * connection closes. An HTTP/1.1 connection carries one request at a time (pipelined ones wait their turn, and a
- * disconnect abandons them too), and nothing uses a request's signal after its response ends, so a connection's close
- * is exactly its in-flight request's disconnect.
- *
- * Per connection rather than per request because Node's `AbortSignal`s end up in V8's old generation, where only a
- * full collection frees them: 200,000 discarded `AbortController`s grow the old space by 11–73 MB (with the default
- * and the serving young generation), as many plain `EventTarget`s by nothing. At 1,000 req/s on keep-alive
- * connections, one per request grew the old generation by ~1 MB/s, which brought a 6–13 ms mark-compact every 3–4 s;
- * shared by a connection's requests, ~0.2 MB/s.
- */
-function clientGone(reply: FastifyReply): AbortSignal {
-  const response = reply.raw;
-  const socket = response.socket as (Socket & { [CONNECTION_GONE]?: AbortController }) | null;
-  if (socket === null || socket.destroyed) {
-    // Already gone (or never had one): an aborted signal, so no upstream call starts for nobody.
-    return AbortSignal.abort();
-  }
-  let controller = socket[CONNECTION_GONE];
-  if (controller === undefined) {
-    const created = new AbortController();
-    socket[CONNECTION_GONE] = created;
-    socket.once('close', () => created.abort());
-    controller = created;
-  }
-  return controller.signal;
 }
 
 function sendError(request: FastifyRequest, reply: FastifyReply, error: GatewayError): void {

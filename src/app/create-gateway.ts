@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import type { AdmissionStore } from '../admission/admission-store.js';
 import { MemoryAdmissionStore } from '../admission/memory-admission-store.js';
 import { createRedisAdmissionStore } from '../admission/redis-admission-store.js';
+import { ConnectionSignals } from '../api/connection-signals.js';
 import { createServer } from '../api/create-server.js';
 import { OutstandingRequests } from '../api/outstanding-requests.js';
 import { registerBatchMetrics } from '../batch/batch-metrics.js';
@@ -33,6 +34,7 @@ import { RedisVolumePositionStore } from '../billing/volume-position.js';
 import { Catalog } from '../catalog/catalog.js';
 import { RealClock } from '../clock/clock.js';
 import type { LoadedConfig } from '../config/load-config.js';
+import { UnavailableError } from '../errors/gateway-error.js';
 import { RequestRecorder } from '../metering/request-recorder.js';
 import { SettlementJournal } from '../metering/settlement-journal.js';
 import { SettlementSpool } from '../metering/settlement-spool.js';
@@ -456,6 +458,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   };
 
   const outstanding = new OutstandingRequests();
+  const connections = new ConnectionSignals();
   const app = createServer(
     {
       relay,
@@ -469,6 +472,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       router,
       gate,
       outstanding,
+      connections,
       adminToken: options.adminToken,
       logger,
       ready,
@@ -484,30 +488,41 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
 
   /**
    * Lets the requests in flight finish for up to `server.shutdown_grace_ms` after `app.close()` (`serverClosed`),
-   * closing each keep-alive connection once it falls idle. Connections still open at the end of the grace are cut:
-   * each request on them ends as a client disconnect does (its upstream call aborted, what was delivered billed and
-   * logged). Resolves once the last request's record is on its way to the writer.
+   * closing each keep-alive connection once it falls idle. Those still running at the end of the grace are stopped:
+   * each ends its answer with a 503 `server_shutting_down` (a stream with that error event), billed for what it
+   * delivered and logged; a connection still open 5 s later is cut. Resolves once the last request's record is on its
+   * way to the writer.
    */
   const drain = async (serverClosed: Promise<unknown>) => {
-    const graceMs = config.server.shutdown_grace_ms;
     // A connection whose response ended during the drain would otherwise stay open for its keep-alive timeout.
     const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
-    let graceTimer: NodeJS.Timeout | undefined;
-    const graceOver = new Promise<false>((resolve) => {
-      graceTimer = setTimeout(() => resolve(false), graceMs);
-    });
-    const inTime = await Promise.race([serverClosed.then(() => true), graceOver]);
-    clearInterval(sweep);
-    clearTimeout(graceTimer);
-    if (!inTime) {
+    const closedWithin = async (ms: number) => {
+      let timer: NodeJS.Timeout | undefined;
+      const over = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), ms);
+      });
+      const closed = await Promise.race([serverClosed.then(() => true), over]);
+      clearTimeout(timer);
+      return closed;
+    };
+    try {
+      const graceMs = config.server.shutdown_grace_ms;
+      if (await closedWithin(graceMs)) return;
       logger.warn(
         { graceMs, requests: outstanding.size },
-        'shutdown grace is over: cutting the requests still running',
+        'shutdown grace is over: stopping the requests still running',
       );
+      connections.stopAll(
+        new UnavailableError('The gateway is shutting down: this request was stopped.', 'server_shutting_down'),
+      );
+      if (await closedWithin(5_000)) return;
+      logger.warn({ requests: outstanding.size }, 'requests still running after they were stopped: cutting them');
       app.server.closeAllConnections();
       await withDeadline(serverClosed, 5_000, 'HTTP server close', logger);
+    } finally {
+      clearInterval(sweep);
+      await withDeadline(outstanding.idle(), 5_000, 'recording the last requests', logger);
     }
-    await withDeadline(outstanding.idle(), 5_000, 'recording the last requests', logger);
   };
 
   return {

@@ -60,6 +60,14 @@ export class ClientClosedError extends GatewayError {
   }
 }
 
+/**
+ * Why a request's work was aborted: the gateway's own reason when it gave one (shutdown stopping what still runs),
+ * otherwise the client left.
+ */
+export function abortedRequestError(signal: AbortSignal): GatewayError {
+  return signal.reason instanceof GatewayError ? signal.reason : new ClientClosedError();
+}
+
 /** 401: the API key is missing, unknown, revoked or expired. */
 export class AuthenticationError extends GatewayError {
   constructor(message: string, code = 'invalid_api_key') {

@@ -18,7 +18,7 @@ import { admissionScopes } from '../admission/limits.js';
 import type { BillingService } from '../billing/billing-service.js';
 import { type CatalogModel, modelCapacity } from '../catalog/catalog.js';
 import type { Clock } from '../clock/clock.js';
-import { ClientClosedError, GatewayError, RateLimitError } from '../errors/gateway-error.js';
+import { abortedRequestError, GatewayError, RateLimitError } from '../errors/gateway-error.js';
 import type { RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
 import type { Scheduler, SchedulerRefusal, SchedulerTicket } from '../scheduling/scheduler.js';
@@ -182,7 +182,7 @@ export class AdmissionGate {
     }
     if (outcome.outcome === 'cancelled') {
       scheduled = undefined;
-      throw new ClientClosedError();
+      throw abortedRequestError(input.signal);
     }
   }
 

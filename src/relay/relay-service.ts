@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { type Catalog, type CatalogModel, type Deployment, modelServes } from '../catalog/catalog.js';
 import {
-  ClientClosedError,
+  abortedRequestError,
   GatewayError,
   InvalidRequestError,
   NotFoundError,
@@ -185,6 +185,8 @@ export class RelayService {
     let failure: GatewayError | undefined;
     /** The failure is the gateway's own (logged), not one the upstream adapter reported. */
     let internal = false;
+    /** The gateway stopped the call (shutdown): the stream ends with `failure`, held against no deployment. */
+    let stopped = false;
     try {
       for await (const event of routed.value.events) {
         if (sink.closed) break;
@@ -203,10 +205,18 @@ export class RelayService {
         if (pending !== undefined) await pending;
       }
     } catch (error: unknown) {
-      // A client that left aborted the upstream call with its signal: the stream ends as `client_closed` below, and
-      // the abort is neither the upstream's failure nor the gateway's.
-      if (!request.signal.aborted) failure = toGatewayError(error);
-      internal = failure !== undefined && !(error instanceof GatewayError);
+      if (request.signal.aborted) {
+        // Its signal aborted the upstream call: a client that left (the stream ends as `client_closed` below), or
+        // shutdown stopping it (the stream ends with its reason). Neither is the upstream's failure nor a fault of ours.
+        const reason = abortedRequestError(request.signal);
+        if (reason.code !== 'client_closed') {
+          failure = reason;
+          stopped = true;
+        }
+      } else {
+        failure = toGatewayError(error);
+        internal = !(error instanceof GatewayError);
+      }
       if (internal) {
         this.logger?.error({ err: error, requestId: trace.requestId, deployment: deployment.id }, 'internal error');
       }
@@ -227,8 +237,12 @@ export class RelayService {
       attempt.cancel();
     } else if (failure !== undefined) {
       trace.errorCode = failure.code;
-      attempt.fail(failure);
-      if (!internal) this.metrics.upstreamErrors.labels(deployment.id, failure.code).inc();
+      if (stopped) {
+        attempt.cancel();
+      } else {
+        attempt.fail(failure);
+        if (!internal) this.metrics.upstreamErrors.labels(deployment.id, failure.code).inc();
+      }
     } else {
       attempt.succeed();
     }
@@ -301,8 +315,9 @@ export class RelayService {
       });
       return routed;
     } catch (error: unknown) {
-      // The call failed because the client left (its signal aborted the attempt): not the upstream's failure, nor ours.
-      if (request.signal.aborted) throw new ClientClosedError();
+      // The call failed because its signal aborted it (the client left, or shutdown stopped it): not the upstream's
+      // failure, nor a fault of ours.
+      if (request.signal.aborted) throw abortedRequestError(request.signal);
       throw upstreamFailure(error);
     } finally {
       // Every attempt, failed ones included, is visible in the request log.
