@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatRateLimitDuration, rateLimitHeaders } from './rate-limit-headers.js';
+import { formatRateLimitDuration, RATE_LIMIT_HEADER_NAMES, rateLimitHeaders } from './rate-limit-headers.js';
 
 describe('formatRateLimitDuration', () => {
   it.each([
@@ -23,6 +23,14 @@ describe('formatRateLimitDuration', () => {
 });
 
 describe('rateLimitHeaders', () => {
+  it('sets exactly the headers RATE_LIMIT_HEADER_NAMES lists (the ones a browser page may read)', () => {
+    const state = {
+      requests: { limit: 10, remaining: 9, resetMs: 6_000 },
+      tokens: { limit: 1_000, remaining: 900, resetMs: 60_000 },
+    };
+    expect(Object.keys(rateLimitHeaders(state, 1_500)).sort()).toEqual([...RATE_LIMIT_HEADER_NAMES].sort());
+  });
+
   it('omits the dimensions no scope limits', () => {
     expect(rateLimitHeaders({})).toEqual({});
     expect(rateLimitHeaders({ tokens: { limit: 10, remaining: 3, resetMs: 6000 } })).toEqual({

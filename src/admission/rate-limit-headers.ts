@@ -1,5 +1,16 @@
 import type { RateLimitState } from './admission-store.js';
 
+/** Every header `rateLimitHeaders` may set (a browser page may read them: `server.cors`). */
+export const RATE_LIMIT_HEADER_NAMES = [
+  'x-ratelimit-limit-requests',
+  'x-ratelimit-remaining-requests',
+  'x-ratelimit-reset-requests',
+  'x-ratelimit-limit-tokens',
+  'x-ratelimit-remaining-tokens',
+  'x-ratelimit-reset-tokens',
+  'retry-after',
+] as const;
+
 /**
  * OpenAI's rate-limit response headers for `state`: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the
  * dimensions some scope limits, and `retry-after` (whole seconds, at least 1, rounded up) when `retryAfterMs` is

@@ -5,12 +5,13 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { AuthenticationError, InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
+import { openAIListPage } from '../store/list-page.js';
 import {
   DEFAULT_LIST_PAGE,
   type ListPageOptions,
   MAX_LIST_PAGE,
   publicKeyView,
-  publicListView,
+  publicTenantView,
 } from '../tenancy/tenant-service.js';
 import type { ServerServices } from './create-server.js';
 import { pageLimit } from './files-routes.js';
@@ -59,17 +60,17 @@ export async function registerAdminRoutes(admin: FastifyInstance, services: Serv
   admin.post<{ Body: { name: string } }>('/tenants', { schema: { body: CreateTenantBody } }, async (request, reply) => {
     const tenant = await services.tenants.createTenant(request.body.name);
     if (services.billing.enabled) await services.billing.openWallet(tenant.id);
-    return reply.code(201).send(tenantView(tenant));
+    return reply.code(201).send(publicTenantView(tenant));
   });
 
   admin.get<{ Querystring: ListQueryInput }>('/tenants', { schema: { querystring: ListQuery } }, async (request) =>
-    publicListView(await services.tenants.listTenants(pageOptions(request.query)), tenantView),
+    openAIListPage(await services.tenants.listTenants(pageOptions(request.query)), publicTenantView),
   );
 
   admin.get<{ Params: { id: string } }>('/tenants/:id', async (request) => {
     const tenant = await services.tenants.getTenant(request.params.id);
     if (tenant === undefined) throw new NotFoundError(`No tenant with id "${request.params.id}".`, 'tenant_not_found');
-    return tenantView(tenant);
+    return publicTenantView(tenant);
   });
 
   admin.post<{ Params: { id: string }; Body: CreateKeyInput | undefined }>(
@@ -90,7 +91,7 @@ export async function registerAdminRoutes(admin: FastifyInstance, services: Serv
     '/tenants/:id/keys',
     { schema: { querystring: ListQuery } },
     async (request) =>
-      publicListView(await services.tenants.listKeys(request.params.id, pageOptions(request.query)), publicKeyView),
+      openAIListPage(await services.tenants.listKeys(request.params.id, pageOptions(request.query)), publicKeyView),
   );
 
   admin.delete<{ Params: { id: string } }>('/keys/:id', async (request) =>
@@ -107,10 +108,6 @@ function pageOptions(query: ListQueryInput): ListPageOptions {
     limit: pageLimit(query.limit, DEFAULT_LIST_PAGE, MAX_LIST_PAGE),
     ...(query.after === undefined ? {} : { after: query.after }),
   };
-}
-
-function tenantView(tenant: { id: string; name: string; createdAt: number }) {
-  return { id: tenant.id, object: 'tenant', name: tenant.name, created_at: Math.floor(tenant.createdAt / 1000) };
 }
 
 /** `expires_at` as epoch ms: Unix seconds or an ISO 8601 date-time. */

@@ -5,7 +5,7 @@
 import { performance } from 'node:perf_hooks';
 import fastifyCors from '@fastify/cors';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { rateLimitHeaders } from '../admission/rate-limit-headers.js';
+import { RATE_LIMIT_HEADER_NAMES, rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
 import { AuthenticationError, GatewayError, toOpenAIErrorBody, UnavailableError } from '../errors/gateway-error.js';
@@ -98,16 +98,7 @@ export interface CorsOptions {
  * Response headers a page's script may read besides the CORS-safelisted ones: the request id to quote to support,
  * OpenAI's rate-limit headers and `retry-after` (SDKs read both to pace their retries).
  */
-const EXPOSED_HEADERS = [
-  'x-request-id',
-  'retry-after',
-  'x-ratelimit-limit-requests',
-  'x-ratelimit-remaining-requests',
-  'x-ratelimit-reset-requests',
-  'x-ratelimit-limit-tokens',
-  'x-ratelimit-remaining-tokens',
-  'x-ratelimit-reset-tokens',
-];
+const EXPOSED_HEADERS = ['x-request-id', ...RATE_LIMIT_HEADER_NAMES];
 
 /** Builds the Fastify application (not yet listening). */
 export function createServer(services: ServerServices, options: ServerOptions): FastifyInstance {
@@ -178,8 +169,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   };
 
   app.setErrorHandler((error: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const clientError =
-      unreadableEncoding(error, request.headers['content-encoding']) ?? toClientError(error, options.bodyLimitBytes);
+    const clientError = toClientError(error, options.bodyLimitBytes, request.headers['content-encoding']);
     logFailure(clientError, error, request);
     sendError(request, reply, clientError);
   });
@@ -213,6 +203,18 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     return result;
   };
 
+  /**
+   * Records a request the relay failed, as the error its client gets (or would have got, had it stayed). Returns that
+   * error.
+   */
+  const recordFailure = (trace: RequestTrace, error: unknown): GatewayError => {
+    const clientError = toClientError(error, options.bodyLimitBytes);
+    trace.status = clientError.status;
+    trace.errorCode = clientError.code;
+    services.outstanding.hold(services.recorder.finish(trace));
+    return clientError;
+  };
+
   const relayStream = async (request: FastifyRequest, reply: FastifyReply, relayRequest: RelayRequest) => {
     const trace = relayRequest.trace;
     const sink = new HttpSseSink(reply.raw);
@@ -221,11 +223,8 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       await services.relay.stream(relayRequest, sink);
     } catch (error: unknown) {
       // Thrown only before the stream opened: answer with an ordinary error response.
-      const clientError = toClientError(error, options.bodyLimitBytes);
+      const clientError = recordFailure(trace, error);
       logFailure(clientError, error, request);
-      trace.status = clientError.status;
-      trace.errorCode = clientError.code;
-      services.outstanding.hold(services.recorder.finish(trace));
       if (!sink.closed) {
         reply.raw.writeHead(clientError.status, {
           'content-type': 'application/json; charset=utf-8',
@@ -250,11 +249,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     try {
       return await services.relay.whole(relayRequest);
     } catch (error: unknown) {
-      const clientError = toClientError(error, options.bodyLimitBytes);
-      const trace = relayRequest.trace;
-      trace.status = clientError.status;
-      trace.errorCode = clientError.code;
-      services.outstanding.hold(services.recorder.finish(trace));
+      recordFailure(relayRequest.trace, error);
       throw error;
     } finally {
       services.outstanding.leave();
@@ -320,22 +315,6 @@ function sendError(request: FastifyRequest, reply: FastifyReply, error: GatewayE
   if (trace?.rateLimit !== undefined) reply.headers(rateLimitHeaders(trace.rateLimit));
   if (error instanceof AuthenticationError) reply.header('www-authenticate', 'Bearer');
   reply.code(error.status).headers(error.headers).send(toOpenAIErrorBody(error));
-}
-
-/**
- * A compressed body (`Content-Encoding: gzip`) reaches the JSON parser as it came and fails there; the client should
- * hear why rather than that its JSON is broken. Only for a body the parser refused: the header alone changes nothing.
- */
-function unreadableEncoding(error: unknown, encoding: string | undefined): GatewayError | undefined {
-  if (encoding === undefined || encoding.trim().toLowerCase() === 'identity') return undefined;
-  if ((error as { code?: unknown } | null)?.code !== 'FST_ERR_CTP_INVALID_JSON_BODY') return undefined;
-  return new GatewayError(
-    415,
-    'invalid_request_error',
-    'unsupported_content_encoding',
-    `Unsupported Content-Encoding '${encoding.slice(0, 40)}': send the JSON body uncompressed.`,
-    false,
-  );
 }
 
 function endpointOf(url: string): string {

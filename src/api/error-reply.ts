@@ -19,8 +19,11 @@ interface FastifyLikeError {
   validation?: Array<{ instancePath: string; keyword: string; params: Record<string, unknown>; message?: string }>;
 }
 
-/** Maps a thrown value to the error the client sees. */
-export function toClientError(error: unknown, bodyLimitBytes: number): GatewayError {
+/**
+ * Maps a thrown value to the error the client sees. `contentEncoding`: the request's, for a body the JSON parser
+ * refused.
+ */
+export function toClientError(error: unknown, bodyLimitBytes: number, contentEncoding?: string): GatewayError {
   if (error instanceof GatewayError) return error;
   const fastifyError = (error ?? {}) as FastifyLikeError;
   if (Array.isArray(fastifyError.validation) && fastifyError.validation.length > 0) {
@@ -40,6 +43,17 @@ export function toClientError(error: unknown, bodyLimitBytes: number): GatewayEr
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return new InvalidRequestError('The request body is empty; expected a JSON object.', { code: 'invalid_json' });
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      // A compressed body reaches the JSON parser as it came and fails there: the client should hear why.
+      if (contentEncoding !== undefined && contentEncoding.trim().toLowerCase() !== 'identity') {
+        return new GatewayError(
+          415,
+          'invalid_request_error',
+          'unsupported_content_encoding',
+          `Unsupported Content-Encoding '${contentEncoding.slice(0, 40)}': send the JSON body uncompressed.`,
+          false,
+        );
+      }
+      return new InvalidRequestError('We could not parse the JSON body of your request.', { code: 'invalid_json' });
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new InvalidRequestError('We could not parse the JSON body of your request.', { code: 'invalid_json' });
     default:

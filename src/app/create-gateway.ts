@@ -496,27 +496,13 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   const drain = async (serverClosed: Promise<unknown>) => {
     // A connection whose response ended during the drain would otherwise stay open for its keep-alive timeout.
     const sweep = setInterval(() => app.server.closeIdleConnections(), 100);
-    const closedWithin = async (ms: number) => {
-      let timer: NodeJS.Timeout | undefined;
-      const over = new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), ms);
-      });
-      const closed = await Promise.race([serverClosed.then(() => true), over]);
-      clearTimeout(timer);
-      return closed;
-    };
     try {
       const graceMs = config.server.shutdown_grace_ms;
-      if (await closedWithin(graceMs)) return;
-      logger.warn(
-        { graceMs, requests: outstanding.size },
-        'shutdown grace is over: stopping the requests still running',
-      );
+      if (await withDeadline(serverClosed, graceMs, 'requests in flight finishing (shutdown grace)', logger)) return;
       connections.stopAll(
         new UnavailableError('The gateway is shutting down: this request was stopped.', 'server_shutting_down'),
       );
-      if (await closedWithin(5_000)) return;
-      logger.warn({ requests: outstanding.size }, 'requests still running after they were stopped: cutting them');
+      if (await withDeadline(serverClosed, 5_000, 'stopped requests ending their answers', logger)) return;
       app.server.closeAllConnections();
       await withDeadline(serverClosed, 5_000, 'HTTP server close', logger);
     } finally {

@@ -3,6 +3,7 @@
  * other id is a 404), upload limits, batch creation and cancellation, and the OpenAI object views.
  */
 import { GatewayError, InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
+import { type OpenAIListPage, openAIListPage, pageOf } from '../store/list-page.js';
 import { randomId } from '../store/random-id.js';
 import type { Principal } from '../tenancy/key-service.js';
 import { isBatchEndpoint } from './batch-input.js';
@@ -49,15 +50,6 @@ export interface OpenAIFileObject {
 
 /** OpenAI's `Batch` (absent optional fields are omitted, as the schema types them non-nullable). */
 export type OpenAIBatchObject = Record<string, unknown> & { id: string; object: 'batch'; status: string };
-
-/** One page of an OpenAI list. */
-export interface OpenAIListPage<T> {
-  object: 'list';
-  data: T[];
-  first_id?: string;
-  last_id?: string;
-  has_more: boolean;
-}
 
 /** Files and batches of tenants. */
 export class BatchService {
@@ -110,7 +102,7 @@ export class BatchService {
 
   async listFiles(query: FileListQuery): Promise<OpenAIListPage<OpenAIFileObject>> {
     const rows = await this.store.listFiles({ ...query, limit: query.limit + 1 });
-    return page(rows, query.limit, toOpenAIFile);
+    return openAIListPage(pageOf(rows, query.limit), toOpenAIFile);
   }
 
   async deleteFile(tenantId: string, id: string): Promise<{ id: string; object: 'file'; deleted: boolean }> {
@@ -291,14 +283,4 @@ export function toOpenAIBatch(batch: BatchRecord, counts: BatchLineCounts): Open
   ];
   for (const [name, value] of times) if (value !== null) object[name] = seconds(value);
   return object;
-}
-
-function page<R extends { id: string }, T>(rows: R[], limit: number, view: (row: R) => T): OpenAIListPage<T> {
-  const kept = rows.slice(0, limit);
-  return {
-    object: 'list',
-    data: kept.map(view),
-    ...(kept.length === 0 ? {} : { first_id: kept[0]!.id, last_id: kept[kept.length - 1]!.id }),
-    has_more: rows.length > limit,
-  };
 }

@@ -17,20 +17,21 @@ import { loadConfig } from '../config/load-config.js';
 import { createLogger } from '../observability/logger.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
 import { createStore } from '../store/create-store.js';
+import { type OpenAIListPage, openAIListPage } from '../store/list-page.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
 import { PlanService } from '../tenancy/plan-service.js';
 import {
   MAX_LIST_PAGE,
   type PublicKeyView,
-  type PublicListView,
+  type PublicTenantView,
   publicKeyView,
-  publicListView,
+  publicTenantView,
   TenantService,
 } from '../tenancy/tenant-service.js';
 
 /** A tenant as the admin API shows it. */
-export type TenantView = { id: string; name: string; created_at: number };
+export type TenantView = PublicTenantView;
 /** A key as the admin API shows it (`key` only on creation). */
 export type KeyView = PublicKeyView & { key?: string };
 
@@ -45,9 +46,9 @@ export interface PageRequest {
 /** The admin operations the CLI needs. */
 export interface AdminClient {
   createTenant(name: string): Promise<TenantView>;
-  listTenants(page: PageRequest): Promise<PublicListView<TenantView>>;
+  listTenants(page: PageRequest): Promise<OpenAIListPage<TenantView>>;
   createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }): Promise<KeyView>;
-  listKeys(tenantId: string, page: PageRequest): Promise<PublicListView<KeyView>>;
+  listKeys(tenantId: string, page: PageRequest): Promise<OpenAIListPage<KeyView>>;
   revokeKey(keyId: string): Promise<KeyView>;
   addCredits(
     tenantId: string,
@@ -127,7 +128,7 @@ class HttpAdminClient implements AdminClient {
     return this.call<TenantView>('POST', '/tenants', { name });
   }
   listTenants(page: PageRequest) {
-    return this.call<PublicListView<TenantView>>('GET', `/tenants?${pageQuery(page)}`);
+    return this.call<OpenAIListPage<TenantView>>('GET', `/tenants?${pageQuery(page)}`);
   }
   createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }) {
     return this.call<KeyView>('POST', `/tenants/${encodeURIComponent(tenantId)}/keys`, {
@@ -137,7 +138,7 @@ class HttpAdminClient implements AdminClient {
     });
   }
   listKeys(tenantId: string, page: PageRequest) {
-    return this.call<PublicListView<KeyView>>(
+    return this.call<OpenAIListPage<KeyView>>(
       'GET',
       `/tenants/${encodeURIComponent(tenantId)}/keys?${pageQuery(page)}`,
     );
@@ -213,7 +214,7 @@ class StoreAdminClient implements AdminClient {
   async createTenant(name: string) {
     const tenant = await this.tenants.createTenant(name);
     if (this.billing.enabled) await this.billing.openWallet(tenant.id);
-    return tenantView(tenant);
+    return publicTenantView(tenant);
   }
   async addCredits(
     tenantId: string,
@@ -257,7 +258,7 @@ class StoreAdminClient implements AdminClient {
     return renderInvoiceJson(invoice);
   }
   async listTenants(page: PageRequest) {
-    return publicListView(await this.tenants.listTenants(page), tenantView);
+    return openAIListPage(await this.tenants.listTenants(page), publicTenantView);
   }
   async createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }) {
     const expiresAt = input.expiresAt === undefined ? null : Date.parse(input.expiresAt);
@@ -270,7 +271,7 @@ class StoreAdminClient implements AdminClient {
     return { ...publicKeyView(created.record), key: created.key };
   }
   async listKeys(tenantId: string, page: PageRequest) {
-    return publicListView(await this.tenants.listKeys(tenantId, page), publicKeyView);
+    return openAIListPage(await this.tenants.listKeys(tenantId, page), publicKeyView);
   }
   async revokeKey(keyId: string) {
     return publicKeyView(await this.tenants.revokeKey(keyId));
@@ -287,7 +288,7 @@ class StoreAdminClient implements AdminClient {
  * Every record of a list, fetched `MAX_LIST_PAGE` at a time, each page after the last record of the one before: a
  * long list never becomes one huge response.
  */
-export async function listAll<V>(list: (page: PageRequest) => Promise<PublicListView<V>>): Promise<V[]> {
+export async function listAll<V>(list: (page: PageRequest) => Promise<OpenAIListPage<V>>): Promise<V[]> {
   const records: V[] = [];
   let after: string | undefined;
   for (;;) {
@@ -300,8 +301,4 @@ export async function listAll<V>(list: (page: PageRequest) => Promise<PublicList
 
 function pageQuery(page: PageRequest): URLSearchParams {
   return new URLSearchParams({ limit: String(page.limit), ...(page.after === undefined ? {} : { after: page.after }) });
-}
-
-function tenantView(tenant: { id: string; name: string; createdAt: number }): TenantView {
-  return { id: tenant.id, name: tenant.name, created_at: Math.floor(tenant.createdAt / 1000) };
 }

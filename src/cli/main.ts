@@ -4,7 +4,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import { runServer } from '../app/run-server.js';
 import { ConfigError } from '../config/load-config.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
-import { DEFAULT_LIST_PAGE, MAX_LIST_PAGE, type PublicListView } from '../tenancy/tenant-service.js';
+import type { OpenAIListPage } from '../store/list-page.js';
+import { DEFAULT_LIST_PAGE, MAX_LIST_PAGE } from '../tenancy/tenant-service.js';
 import { startSimServer } from '../upstreams/simulated/sim-server.js';
 import { type AdminTarget, listAll, openAdminClient, type PageRequest, type PlanInput } from './admin-client.js';
 import { registerBatchCommands } from './batch-commands.js';
@@ -76,8 +77,8 @@ const pageOptions = (command: Command) =>
 /** Every record as a JSON array; with `--limit` or `--after`, the one page they name as the list object. */
 function listed<V>(
   flags: PageFlags,
-  list: (page: PageRequest) => Promise<PublicListView<V>>,
-): Promise<V[] | PublicListView<V>> {
+  list: (page: PageRequest) => Promise<OpenAIListPage<V>>,
+): Promise<V[] | OpenAIListPage<V>> {
   if (flags.limit === undefined && flags.after === undefined) return listAll(list);
   return list({
     limit: flags.limit ?? DEFAULT_LIST_PAGE,

@@ -8,6 +8,7 @@ import { rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { type Catalog, type CatalogModel, type Deployment, modelServes } from '../catalog/catalog.js';
 import {
   abortedRequestError,
+  ClientClosedError,
   GatewayError,
   InvalidRequestError,
   NotFoundError,
@@ -209,7 +210,7 @@ export class RelayService {
         // Its signal aborted the upstream call: a client that left (the stream ends as `client_closed` below), or
         // shutdown stopping it (the stream ends with its reason). Neither is the upstream's failure nor a fault of ours.
         const reason = abortedRequestError(request.signal);
-        if (reason.code !== 'client_closed') {
+        if (!(reason instanceof ClientClosedError)) {
           failure = reason;
           stopped = true;
         }

@@ -2,10 +2,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VirtualClock } from '../clock/clock.js';
 import { type GatewayError, InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
 import { createStore } from '../store/create-store.js';
+import { openAIListPage } from '../store/list-page.js';
 import type { Store } from '../store/store.js';
 import { hashApiKey } from './api-key.js';
 import { InProcessInvalidationBus } from './invalidation-bus.js';
-import { publicKeyView, publicListView, publicTenantView, TenantService } from './tenant-service.js';
+import { publicKeyView, publicTenantView, TenantService } from './tenant-service.js';
 
 async function failure(promise: Promise<unknown>): Promise<GatewayError> {
   return promise.then(
@@ -166,14 +167,14 @@ describe('TenantService', () => {
 
   it('shows a page as an OpenAI list object, without first_id and last_id when it is empty', async () => {
     const acme = await service.createTenant('acme');
-    expect(publicListView({ rows: [acme], hasMore: true }, publicTenantView)).toEqual({
+    expect(openAIListPage({ rows: [acme], hasMore: true }, publicTenantView)).toEqual({
       object: 'list',
       data: [publicTenantView(acme)],
       first_id: acme.id,
       last_id: acme.id,
       has_more: true,
     });
-    expect(publicListView({ rows: [], hasMore: false }, publicTenantView)).toEqual({
+    expect(openAIListPage({ rows: [], hasMore: false }, publicTenantView)).toEqual({
       object: 'list',
       data: [],
       has_more: false,

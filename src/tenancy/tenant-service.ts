@@ -1,5 +1,6 @@
 import { type Clock, RealClock } from '../clock/clock.js';
 import { InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
+import { type ListPage, pageOf } from '../store/list-page.js';
 import type { ApiKeyRecord, CreationPageQuery, Store, TenantRecord } from '../store/store.js';
 import { generateApiKey } from './api-key.js';
 import type { InvalidationBus } from './invalidation-bus.js';
@@ -46,17 +47,6 @@ export interface PublicKeyView {
   created_at: number;
 }
 
-/** The JSON shape of one page of a list in API responses (OpenAI's list object). */
-export interface PublicListView<V> {
-  object: 'list';
-  data: V[];
-  /** Id of the first record of `data`; absent when `data` is empty. */
-  first_id?: string;
-  /** Id of the last record of `data`, the `after` of the next page; absent when `data` is empty. */
-  last_id?: string;
-  has_more: boolean;
-}
-
 /** The JSON shape of a tenant in API responses (times in epoch seconds). */
 export interface PublicTenantView {
   id: string;
@@ -76,13 +66,6 @@ export interface ListPageOptions {
   after?: string;
   /** Most records in the page, at least 1. */
   limit: number;
-}
-
-/** One page of a list in creation order. */
-export interface ListPage<T> {
-  rows: T[];
-  /** True when records follow the last of `rows`. */
-  hasMore: boolean;
 }
 
 /** Tenants and their API keys: the administration side of tenancy (authentication is `KeyService`). */
@@ -217,20 +200,6 @@ export function publicTenantView(record: TenantRecord): PublicTenantView {
   return { id: record.id, object: 'tenant', name: record.name, created_at: Math.floor(record.createdAt / 1000) };
 }
 
-/** The API view of a page, each record shown by `view`. */
-export function publicListView<T, V extends { id: string }>(
-  page: ListPage<T>,
-  view: (record: T) => V,
-): PublicListView<V> {
-  const data = page.rows.map((record) => view(record));
-  return {
-    object: 'list',
-    data,
-    ...(data.length === 0 ? {} : { first_id: data[0]!.id, last_id: data.at(-1)!.id }),
-    has_more: page.hasMore,
-  };
-}
-
 function toEpochSeconds(ms: number | null): number | null {
   return ms === null ? null : Math.floor(ms / 1000);
 }
@@ -238,11 +207,6 @@ function toEpochSeconds(ms: number | null): number | null {
 /** The store's position of the record a page starts after. */
 function cursorOf(record: { createdAt: number; id: string } | undefined): CreationPageQuery {
   return record === undefined ? {} : { after: { createdAt: record.createdAt, id: record.id } };
-}
-
-/** The first `limit` of `rows`, fetched one over the limit to tell whether more follow. */
-function pageOf<T>(rows: T[], limit: number): ListPage<T> {
-  return { rows: rows.slice(0, limit), hasMore: rows.length > limit };
 }
 
 function invalidCursor(message: string): InvalidRequestError {

@@ -1,0 +1,38 @@
+/**
+ * Pages of lists read in order: a page is read one row over its limit to tell whether more follow, and shown as
+ * OpenAI's list object. Batches, files, tenants and keys page this way.
+ */
+
+/** One page of rows. */
+export interface ListPage<T> {
+  rows: T[];
+  /** True when rows follow the last of `rows`. */
+  hasMore: boolean;
+}
+
+/** OpenAI's list object: one page, and where the next starts (`after` = `last_id`). */
+export interface OpenAIListPage<V> {
+  object: 'list';
+  data: V[];
+  /** Id of the first record of `data`; absent when `data` is empty. */
+  first_id?: string;
+  /** Id of the last record of `data`; absent when `data` is empty. */
+  last_id?: string;
+  has_more: boolean;
+}
+
+/** The first `limit` of `rows`, read `limit + 1` at most. */
+export function pageOf<T>(rows: T[], limit: number): ListPage<T> {
+  return { rows: rows.slice(0, limit), hasMore: rows.length > limit };
+}
+
+/** The list object of `page`, each row shown by `view`. */
+export function openAIListPage<T, V extends { id: string }>(page: ListPage<T>, view: (row: T) => V): OpenAIListPage<V> {
+  const data = page.rows.map((row) => view(row));
+  return {
+    object: 'list',
+    data,
+    ...(data.length === 0 ? {} : { first_id: data[0]!.id, last_id: data.at(-1)!.id }),
+    has_more: page.hasMore,
+  };
+}
