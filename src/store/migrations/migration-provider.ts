@@ -7,6 +7,7 @@ import { ledgerIngestSchema } from './0005-ledger-ingest.js';
 import { ledgerInRequestLogSchema } from './0006-ledger-in-request-log.js';
 import { daysFromHoursSchema } from './0007-days-from-hours.js';
 import { reservationOwnersSchema } from './0008-reservation-owners.js';
+import { tenantListIndexSchema } from './0009-tenant-list-index.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -21,6 +22,7 @@ const migrations: Record<string, Migration> = {
   '0006-ledger-in-request-log': ledgerInRequestLogSchema,
   '0007-days-from-hours': daysFromHoursSchema,
   '0008-reservation-owners': reservationOwnersSchema,
+  '0009-tenant-list-index': tenantListIndexSchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */
