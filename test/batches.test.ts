@@ -268,6 +268,7 @@ describe('Batches API', () => {
     expect(admin.body.progress.tokens_used).toBe(promptTotal + completionTotal);
     const all = await harness.admin('GET', `/batches?tenant_id=${tenantId}`);
     expect(all.body.data.map((entry: { id: string }) => entry.id)).toEqual([batch.id]);
+    expect(all.body).toMatchObject({ object: 'list', first_id: batch.id, last_id: batch.id, has_more: false });
 
     const metrics = await (await fetch(`${harness.url}/metrics`)).text();
     expect(metrics).toMatch(/tollgate_batch_lines\{state="done"\} (\d+)/);

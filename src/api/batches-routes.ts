@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { BatchProgressView, BatchRunner } from '../batch/batch-runner.js';
 import type { BatchService, CreateBatchInput } from '../batch/batch-service.js';
 import { UnavailableError } from '../errors/gateway-error.js';
+import { openAIList } from '../store/list-page.js';
 import { pageLimit } from './files-routes.js';
 
 const CreateBatchBody = Type.Object(
@@ -58,13 +59,7 @@ export function registerBatchesRoutes(app: FastifyInstance, batches: BatchRouteS
       limit: pageLimit(request.query.limit, 20, 100),
       ...(after === undefined ? {} : { after }),
     });
-    const data = await Promise.all(page.rows.map((batch) => service.view(batch)));
-    return {
-      object: 'list',
-      data,
-      ...(data.length === 0 ? {} : { first_id: data[0]!.id, last_id: data[data.length - 1]!.id }),
-      has_more: page.hasMore,
-    };
+    return openAIList(await Promise.all(page.rows.map((batch) => service.view(batch))), page.hasMore);
   });
 
   app.post<{ Params: { id: string } }>('/v1/batches/:id/cancel', async (request) => {
@@ -90,7 +85,7 @@ export function registerAdminBatchRoutes(admin: FastifyInstance, batches: BatchR
         progress: progressView(await runner.progressOf(batch)),
       })),
     );
-    return { object: 'list', data, has_more: page.hasMore };
+    return openAIList(data, page.hasMore);
   });
 
   admin.get<{ Params: { id: string } }>('/batches/:id', async (request) => {

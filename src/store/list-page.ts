@@ -28,11 +28,18 @@ export function pageOf<T>(rows: T[], limit: number): ListPage<T> {
 
 /** The list object of `page`, each row shown by `view`. */
 export function openAIListPage<T, V extends { id: string }>(page: ListPage<T>, view: (row: T) => V): OpenAIListPage<V> {
-  const data = page.rows.map((row) => view(row));
+  return openAIList(
+    page.rows.map((row) => view(row)),
+    page.hasMore,
+  );
+}
+
+/** The list object of a page's rows already shown (`data`, for views built asynchronously). */
+export function openAIList<V extends { id: string }>(data: V[], hasMore: boolean): OpenAIListPage<V> {
   return {
     object: 'list',
     data,
     ...(data.length === 0 ? {} : { first_id: data[0]!.id, last_id: data.at(-1)!.id }),
-    has_more: page.hasMore,
+    has_more: hasMore,
   };
 }
