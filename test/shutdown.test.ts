@@ -146,11 +146,23 @@ describe('stopping a serving gateway', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(records.map((record) => record.completionTokens).sort()).toEqual([30, 40]);
   });
 
-  /** Cluster mode: PostgreSQL for the ledger, Redis for admission, wallet reservations leased across processes. */
+  /**
+   * Cluster mode: PostgreSQL for the ledger, Redis for admission, wallet reservations leased across processes. And
+   * PostgreSQL alone: admission in process memory, reservations written to the database one by one.
+   */
   const schema = uniqueSchema('shutdown');
-  afterAll(() => dropSchema(schema));
+  const postgresOnly = uniqueSchema('shutdown_pg');
+  afterAll(async () => {
+    await dropSchema(schema);
+    await dropSchema(postgresOnly);
+  });
   const stores = [
     { name: 'the embedded store', document: {}, storeUrl: sqliteOf },
+    {
+      name: 'PostgreSQL alone',
+      document: { store: { url: schemaUrl(postgresOnly) } },
+      storeUrl: () => schemaUrl(postgresOnly),
+    },
     {
       name: 'PostgreSQL and Redis',
       document: {
