@@ -64,6 +64,7 @@ beforeAll(async () => {
   sims.nousage = await startSimServer({ profile: fast, faults: 'no-usage' });
   sims.error = await startSimServer({ profile: fast, faults: 'status:500' });
   sims.rejects = await startSimServer({ profile: fast, faults: 'status:400' });
+  sims.unknown = await startSimServer({ profile: fast, faults: 'status:404' });
   // 50 tokens/s: slow enough to disconnect mid-stream.
   sims.slow = await startSimServer({ profile: { t_prefill_us: 1, t_fixed_ms: 20, t_seq_ms: 0 } });
   capture = createServer((request, response) => {
@@ -326,7 +327,7 @@ describe('relay through the OpenAI-compatible adapter', () => {
     expect(record.completionTokens).toBe(countTextTokens(text));
   });
 
-  it('maps an upstream 5xx to 502, an upstream 400 to 400, a refused connection to 502 and a silent upstream to 504', async () => {
+  it('maps an upstream 5xx or 404 to 502, an upstream 400 to 400, a refused connection to 502 and a silent upstream to 504', async () => {
     const statusOf = (model: string) =>
       client.chat.completions.create({ model, messages, max_tokens: 3 }).then(
         () => undefined,
@@ -337,6 +338,9 @@ describe('relay through the OpenAI-compatible adapter', () => {
     expect(failed?.code).toBe('upstream_http_error');
     const rejected = await statusOf('rejects-model');
     expect(rejected?.status).toBe(400);
+    // The client's model exists; the deployment behind it names one its upstream does not know.
+    const unknown = await statusOf('unknown-model');
+    expect([unknown?.status, unknown?.code]).toEqual([502, 'upstream_http_error']);
     const dead = await statusOf('dead-model');
     expect(dead?.status).toBe(502);
     expect(dead?.code).toBe('upstream_unreachable');

@@ -364,18 +364,18 @@ export class RelayService {
 
 /**
  * The client-facing error of a failed upstream call. An upstream that rejected the request itself (bad parameter,
- * context too long) answers the client with its own 4xx; its credential and capacity problems (401, 403, 429) stay
- * gateway-side 502s.
+ * context too long) answers the client with its own 4xx; its credential, configuration and capacity problems (401,
+ * 403, 404, 429) stay gateway-side 502s: the client's model exists, the deployment behind it is broken.
  */
 function upstreamFailure(error: unknown): GatewayError {
   const failure = toGatewayError(error);
   if (
     failure instanceof UpstreamError &&
     failure.upstreamStatus !== undefined &&
-    [400, 404, 409, 413, 422].includes(failure.upstreamStatus)
+    [400, 409, 413, 422].includes(failure.upstreamStatus)
   ) {
     return new GatewayError(
-      failure.upstreamStatus === 404 ? 404 : 400,
+      400,
       'invalid_request_error',
       failure.upstreamCode ?? 'upstream_rejected',
       failure.message,

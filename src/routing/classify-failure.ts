@@ -7,7 +7,8 @@ import { GatewayError, UpstreamError, UpstreamTimeoutError } from '../errors/gat
 
 /**
  * The verdicts:
- * - `unhealthy`: the deployment failed (connect error, broken connection, timeout, 5xx or 408, malformed answer);
+ * - `unhealthy`: the deployment failed (connect error, broken connection, timeout, 5xx or 408, malformed answer) or
+ *   is misconfigured (401 or 403: the gateway's key is refused; 404: the upstream knows no such model or endpoint);
  *   counts towards its circuit breaker; retryable on another deployment.
  * - `saturated`: the deployment is alive but refused the load (upstream 429); marks it saturated; retryable elsewhere.
  * - `rejected`: the deployment refused this request (other 4xx, an invalid request); another one would refuse it too.
@@ -25,6 +26,7 @@ export function classifyFailure(error: unknown): FailureKind {
     const status = error.upstreamStatus;
     // No status means the upstream never answered properly: refused, reset, cut mid-body, malformed.
     if (status === undefined || status >= 500 || status === 408) return 'unhealthy';
+    if (status === 401 || status === 403 || status === 404) return 'unhealthy';
     if (status === 429) return 'saturated';
     return 'rejected';
   }

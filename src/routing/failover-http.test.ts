@@ -42,6 +42,8 @@ let hang: SimServer;
 let limited: SimServer;
 let healthy: SimServer;
 let midStream: SimServer;
+let badKey: SimServer;
+let unknownModel: SimServer;
 
 function upstreamFor(name: string, baseUrl: string, firstByte = answeringFirstByteMs): Upstream {
   const upstream = createOpenAICompatibleUpstream({
@@ -84,7 +86,9 @@ beforeAll(async () => {
   limited = await startSimServer({ profile: fastProfile, faults: 'status:429' });
   healthy = await startSimServer({ profile: fastProfile });
   midStream = await startSimServer({ profile: fastProfile, faults: 'die-mid-stream' });
-  servers.push(hang, limited, healthy, midStream);
+  badKey = await startSimServer({ profile: fastProfile, faults: 'status:401' });
+  unknownModel = await startSimServer({ profile: fastProfile, faults: 'status:404' });
+  servers.push(hang, limited, healthy, midStream, badKey, unknownModel);
 });
 
 afterAll(async () => {
@@ -175,6 +179,33 @@ describe('failover across real HTTP upstreams', () => {
     expect(router.fleetSnapshot().every((snapshot) => snapshot.inFlightTokens === 0)).toBe(true);
     expect(router.snapshot(good).consecutiveFailures).toBe(0);
     expect(router.snapshot(good).lastSuccessAt).not.toBeNull();
+  });
+
+  it("moves past deployments that refuse the gateway's key (401) or know no such model (404), and opens their circuits", async () => {
+    const deployments = [
+      deployment('bad-key', badKey.url),
+      deployment('unknown-model', unknownModel.url),
+      deployment('healthy', healthy.url),
+    ];
+    const [keyRefused, modelUnknown] = deployments as [Deployment, Deployment, Deployment];
+    const model = chatModel(deployments);
+    const router = new DeploymentRouter({ catalog: new Catalog([model]), breaker: { failureThreshold: 2 } });
+    const complete = (target: Deployment) => target.upstream.complete(chatRequest(false));
+    for (let round = 0; round < 2; round++) {
+      const answered = await callWithFailover<UpstreamResult>(router, model, complete, { tokens: 100, maxAttempts: 3 });
+      expect(answered.deployment.id).toBe('healthy/simulated');
+      expect(answered.attempts.map((attempt) => [attempt.deployment, attempt.outcome, attempt.upstreamStatus])).toEqual(
+        [
+          ['bad-key/simulated', 'unhealthy', 401],
+          ['unknown-model/simulated', 'unhealthy', 404],
+          ['healthy/simulated', 'accepted', null],
+        ],
+      );
+    }
+    expect(router.snapshot(keyRefused).circuit).toBe('open');
+    expect(router.snapshot(modelUnknown).circuit).toBe('open');
+    const next = await callWithFailover<UpstreamResult>(router, model, complete, { tokens: 100 });
+    expect(next.attempts.map((attempt) => attempt.deployment)).toEqual(['healthy/simulated']);
   });
 
   it('never retries a stream that fails after it started: the error reaches the consumer', async () => {

@@ -653,7 +653,7 @@ describe('complete()', () => {
       contains: 'maximum context length is 8192',
       param: null,
     },
-    { file: 'error-401.json', status: 401, retryable: false, absent: 'sk-proj', param: null },
+    { file: 'error-401.json', status: 401, retryable: true, absent: 'sk-proj', param: null },
     { file: 'error-500.json', status: 500, retryable: true, absent: 'Sorry', param: null },
   ];
   for (const statusCase of statusCases) {

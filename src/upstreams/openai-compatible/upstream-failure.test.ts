@@ -82,15 +82,21 @@ describe('upstreamStatusError', () => {
 
   it('keeps the status, and forwards the message of client errors only', () => {
     const body = JSON.stringify({ error: { message: 'secret internals', type: 'server_error' } });
-    const notFound = upstreamStatusError('a', 404, {}, JSON.stringify({ error: { message: 'no such model' } }), 0);
-    expect(notFound.message).toBe('no such model');
-    expect(notFound.retryable).toBe(false);
+    const tooLong = upstreamStatusError('a', 400, {}, JSON.stringify({ error: { message: 'prompt too long' } }), 0);
+    expect(tooLong.message).toBe('prompt too long');
+    expect(tooLong.retryable).toBe(false);
+    // A model the upstream does not know is the deployment's mistake: retried elsewhere, its text (naming the
+    // upstream's model) kept back.
+    const notFound = upstreamStatusError('a', 404, {}, JSON.stringify({ error: { message: 'no model up-x' } }), 0);
+    expect(notFound.message).not.toContain('up-x');
+    expect(notFound.retryable).toBe(true);
     const serverError = upstreamStatusError('a', 503, {}, body, 0);
     expect(serverError.message).not.toContain('secret');
     expect(serverError.upstreamStatus).toBe(503);
     expect(serverError.retryable).toBe(true);
     const forbidden = upstreamStatusError('a', 403, {}, JSON.stringify({ error: { message: 'key sk-1 blocked' } }), 0);
     expect(forbidden.message).not.toContain('sk-1');
+    expect(forbidden.retryable).toBe(true);
   });
 
   it('survives a non-JSON error page and truncates long messages', () => {

@@ -165,14 +165,20 @@ export function upstreamStatusError(
   nowMs: number,
 ): UpstreamError {
   const detail = parseErrorBody(bodyText);
-  const retryable = status >= 500 || status === 429 || status === 408 || status === 409;
-  const forwardMessage = status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 429;
+  // 401, 403 and 404 say the deployment is misconfigured (the gateway's key, its model name or its base URL), not
+  // that the request is bad: another deployment of the model may well answer it. Their text stays gateway-side (it
+  // names the upstream's model or account).
+  const misconfigured = status === 401 || status === 403 || status === 404;
+  const retryable = status >= 500 || status === 429 || status === 408 || status === 409 || misconfigured;
+  const forwardMessage = status >= 400 && status < 500 && status !== 429 && !misconfigured;
   let message: string;
   if (forwardMessage && detail?.message !== undefined && detail.message !== '') {
     message =
       detail.message.length > MAX_FORWARDED_MESSAGE ? detail.message.slice(0, MAX_FORWARDED_MESSAGE) : detail.message;
   } else if (status === 401 || status === 403) {
     message = `Upstream ${upstreamName} rejected the gateway's credentials (status ${status}).`;
+  } else if (status === 404) {
+    message = `Upstream ${upstreamName} does not serve the deployment's model or endpoint (status 404).`;
   } else if (status === 429) {
     message = `Upstream ${upstreamName} is rate limiting requests.`;
   } else {
