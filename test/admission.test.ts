@@ -82,6 +82,15 @@ describe('rate limits', () => {
     expect(fits.status).toBe(200);
   });
 
+  it('TPM counts the output of every choice a request asks for (n)', async () => {
+    const { key } = await tenantWithPlan({ tpm: promptTokens + 300 });
+    // Four choices of 100 tokens do not fit; one does. (The simulated fleet itself serves only n = 1.)
+    const four = await post(key, { max_tokens: 100, n: 4 });
+    expect(four.status).toBe(429);
+    expect(four.body.error.code).toBe('rate_limit_exceeded');
+    expect((await post(key, { max_tokens: 100 })).status).toBe(200);
+  });
+
   it('concurrency: the request over the limit is refused while the others run', async () => {
     const { key } = await tenantWithPlan({ concurrency: 2 });
     const client = harness.client(key);
@@ -129,6 +138,15 @@ describe('the atomic step with the wallet', () => {
     expect((await post(key, { max_tokens: 2 })).status).toBe(200);
     expect((await post(key, { max_tokens: 2 })).status).toBe(200);
     expect((await post(key, { max_tokens: 2 })).status).toBe(429);
+  });
+
+  it('reserves the output of every choice: a wallet that covers one choice refuses twenty', async () => {
+    // 1,000 output tokens at 2 per million: 0.002 a choice, so 0.01 covers one and not twenty.
+    const { key } = await tenantWithPlan({}, '0.01');
+    const twenty = await post(key, { max_tokens: 1_000, n: 20 });
+    expect(twenty.status).toBe(429);
+    expect(twenty.body.error.code).toBe('insufficient_quota');
+    expect((await post(key, { max_tokens: 1_000 })).status).toBe(200);
   });
 
   it('a request refused by a rate limit takes nothing from the wallet', async () => {

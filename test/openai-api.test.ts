@@ -197,6 +197,12 @@ describe('errors arrive as the SDK typed errors with OpenAI bodies', () => {
     const error = await caught(client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 32_768 }));
     expect(error).toBeInstanceOf(OpenAI.BadRequestError);
     expect(error.code).toBe('context_length_exceeded');
+    expect(error.param).toBe('max_tokens');
+    // The parameter the client used is the one named.
+    const newer = await caught(
+      client.chat.completions.create({ model: 'sim-pro-32k', messages, max_completion_tokens: 32_768 }),
+    );
+    expect([newer.code, newer.param]).toEqual(['context_length_exceeded', 'max_completion_tokens']);
   });
 
   it('401 for missing, unknown and malformed keys', async () => {

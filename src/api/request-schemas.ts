@@ -57,6 +57,7 @@ export const ChatCompletionRequestSchema = Type.Object(
 export const CompletionRequestSchema = Type.Object(
   {
     ...commonGenerationFields,
+    best_of: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 20 }))),
     prompt: Type.Union([
       Type.String(),
       Type.Array(Type.String(), { minItems: 1 }),

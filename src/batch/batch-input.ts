@@ -12,6 +12,7 @@ import {
   EmbeddingRequestSchema,
 } from '../api/request-schemas.js';
 import { countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
+import { maxOutputTokens } from '../relay/output-budget.js';
 import type { BatchFailure, BatchLineError, NewBatchLine } from './batch-store.js';
 
 /** The endpoints a batch may target, with the gateway endpoint each runs on. */
@@ -255,7 +256,8 @@ function checkLine(text: string | null, index: number, options: BatchInputOption
     );
   }
   const endpoint = batchEndpoints[url];
-  const maxOutput = endpoint === 'embeddings' ? 0 : requestedOutput(request);
+  // Without a limit, a nominal 256 tokens a sequence, for planning only.
+  const maxOutput = maxOutputTokens(endpoint, request, 256);
   const counted = countPromptTokensOffThread(endpoint, request);
   return {
     record: {
@@ -271,10 +273,4 @@ function checkLine(text: string | null, index: number, options: BatchInputOption
     model: request.model as string,
     ...(typeof counted === 'number' ? {} : { promptTokens: counted }),
   };
-}
-
-/** Output tokens a line asks for; without a limit, a nominal 256 for planning only. */
-function requestedOutput(body: Record<string, unknown>): number {
-  const value = body.max_completion_tokens ?? body.max_tokens;
-  return typeof value === 'number' ? value : 256;
 }

@@ -35,6 +35,7 @@ import type { Usage } from '../upstreams/usage.js';
 import type { AdmissionGate } from './admission-gate.js';
 import { chunkRewriter, synthesizedUsageChunk, withoutUsage } from './chunk-rewriting.js';
 import { DeliveredText } from './delivered-text.js';
+import { maxOutputTokens as maxOutputTokensOf, outputLimitParam, requestedOutputTokens } from './output-budget.js';
 import { reportedServiceTier } from './service-tier.js';
 import type { SseSink } from './sse-sink.js';
 import { estimateStreamUsage, estimateWholeUsage } from './usage-estimate.js';
@@ -278,7 +279,7 @@ export class RelayService {
     const counted = countPromptTokensOffThread(endpoint, body);
     const estimatedPromptTokens = typeof counted === 'number' ? counted : await counted;
     if (endpoint !== 'embeddings') checkContextWindow(model, body, estimatedPromptTokens);
-    const maxOutputTokens = endpoint === 'embeddings' ? 0 : (requestedOutputTokens(body) ?? model.maxOutputTokens);
+    const maxOutputTokens = maxOutputTokensOf(endpoint, body, model.maxOutputTokens);
     await this.gate.admit({
       trace,
       principal,
@@ -394,13 +395,7 @@ function checkContextWindow(model: CatalogModel, body: Readonly<Record<string, u
     throw new InvalidRequestError(
       `This model's maximum context length is ${model.contextWindow} tokens. However, you requested ${needed} tokens ` +
         `(${promptTokens} in the messages, ${requested ?? 1} in the completion).`,
-      { code: 'context_length_exceeded', param: requested === undefined ? 'messages' : 'max_tokens' },
+      { code: 'context_length_exceeded', param: requested === undefined ? 'messages' : outputLimitParam(body) },
     );
   }
-}
-
-/** `max_completion_tokens` or `max_tokens`, when the client set one. */
-export function requestedOutputTokens(body: Readonly<Record<string, unknown>>): number | undefined {
-  const value = body.max_completion_tokens ?? body.max_tokens;
-  return typeof value === 'number' ? value : undefined;
 }
