@@ -3,6 +3,7 @@
  * the gateway's tokenizer counts it and the output actually delivered. Always flagged `estimated`.
  */
 import { countTextTokensOffThread } from '../metering/prompt-token-pool.js';
+import { generatedText } from '../upstreams/generated-text.js';
 import type { UpstreamEndpoint } from '../upstreams/upstream.js';
 import type { Usage } from '../upstreams/usage.js';
 
@@ -15,8 +16,8 @@ export async function estimateWholeUsage(
   let text = '';
   if (endpoint !== 'embeddings' && Array.isArray(body.choices)) {
     for (const choice of body.choices as Array<Record<string, unknown>>) {
-      const message = choice.message as Record<string, unknown> | undefined;
-      if (typeof message?.content === 'string') text += message.content;
+      const message = choice.message;
+      if (message !== null && typeof message === 'object') text += generatedText(message as Record<string, unknown>);
       if (typeof choice.text === 'string') text += choice.text;
     }
   }

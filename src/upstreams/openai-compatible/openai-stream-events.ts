@@ -3,6 +3,7 @@
  * the consumer pulls, and cancelling the upstream request when the consumer stops early.
  */
 import { UpstreamError } from '../../errors/gateway-error.js';
+import { generatedText } from '../generated-text.js';
 import type { StreamEvent } from '../upstream.js';
 import { type Usage, usageFromOpenAI } from '../usage.js';
 import { type SseMessage, SseParser } from './sse-parser.js';
@@ -235,10 +236,7 @@ function safeParse(text: string): unknown {
   }
 }
 
-/**
- * The text a chunk adds over all its choices: content, refusal, reasoning (`reasoning_content`, else `reasoning`:
- * servers in transition send both with the same text), tool-call names and arguments, or a legacy completion's `text`.
- */
+/** The text a chunk adds over all its choices (see `generatedText`), or a legacy completion's `text`. */
 function choicesText(choices: unknown[]): string {
   let text = '';
   for (let index = 0; index < choices.length; index++) {
@@ -250,26 +248,7 @@ function choicesText(choices: unknown[]): string {
       if (typeof legacy === 'string') text += legacy;
       continue;
     }
-    const fields = delta as Record<string, unknown>;
-    if (typeof fields.content === 'string') text += fields.content;
-    if (typeof fields.refusal === 'string') text += fields.refusal;
-    if (typeof fields.reasoning_content === 'string' && fields.reasoning_content !== '')
-      text += fields.reasoning_content;
-    else if (typeof fields.reasoning === 'string') text += fields.reasoning;
-    if (Array.isArray(fields.tool_calls)) text += toolCallsText(fields.tool_calls);
-  }
-  return text;
-}
-
-function toolCallsText(toolCalls: unknown[]): string {
-  let text = '';
-  for (const call of toolCalls) {
-    if (call === null || typeof call !== 'object') continue;
-    const fn = (call as { function?: unknown }).function;
-    if (fn === null || typeof fn !== 'object') continue;
-    const { name, arguments: args } = fn as { name?: unknown; arguments?: unknown };
-    if (typeof name === 'string') text += name;
-    if (typeof args === 'string') text += args;
+    text += generatedText(delta as Record<string, unknown>);
   }
   return text;
 }
