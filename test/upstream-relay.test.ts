@@ -280,6 +280,20 @@ describe('relay through the OpenAI-compatible adapter', () => {
     expect(seen.headers['x-request-id']).toMatch(/^req_/);
   });
 
+  it("sends the upstream the service tier the gateway admitted, and never the client's own engine priority", async () => {
+    // The default plan allows default, flex and batch: priority is downgraded to default.
+    const asked = { model: 'capture-model', messages, max_tokens: 5, priority: -50 };
+    const reply = await client.chat.completions.create({ ...asked, service_tier: 'priority' } as any);
+    expect(reply.service_tier).toBe('default');
+    expect(captured.at(-1)!.body.service_tier).toBe('default');
+    expect(captured.at(-1)!.body).not.toHaveProperty('priority');
+    await client.chat.completions.create({ ...asked, service_tier: 'flex' } as any);
+    expect(captured.at(-1)!.body.service_tier).toBe('flex');
+    // A client that names no tier sends none upstream.
+    await client.chat.completions.create({ model: 'capture-model', messages, max_tokens: 5 });
+    expect(captured.at(-1)!.body).not.toHaveProperty('service_tier');
+  });
+
   it('always asks the upstream for usage on streams', async () => {
     const stream = await client.chat.completions.create({ model: 'ok-model', messages, max_tokens: 4, stream: true });
     const chunks = [];

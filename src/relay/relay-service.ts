@@ -329,9 +329,10 @@ export class RelayService {
   }
 
   private upstreamRequest(request: RelayRequest, admitted: AdmittedRequest, deployment: Deployment): UpstreamRequest {
+    const body: Record<string, unknown> = { ...request.body, model: deployment.upstreamModel };
     const upstreamRequest: UpstreamRequest = {
       endpoint: request.endpoint,
-      body: { ...request.body, model: deployment.upstreamModel },
+      body,
       requestId: request.trace.requestId,
       signal: request.signal,
       promptTokens: admitted.estimatedPromptTokens,
@@ -339,6 +340,11 @@ export class RelayService {
     const serviceClass = request.trace.serviceClass;
     if (serviceClass !== undefined) {
       upstreamRequest.priority = serviceClassRank(serviceClass) - serviceClassRank('default');
+      // The tier the gateway admitted, not the one asked for: an OpenAI upstream runs (and bills the operator for)
+      // the tier it is sent, and the tenant is billed for the one it was given.
+      if (body.service_tier !== undefined && body.service_tier !== null) {
+        body.service_tier = reportedServiceTier(serviceClass);
+      }
     }
     return upstreamRequest;
   }

@@ -302,7 +302,7 @@ describe('stream() replaying fixtures', () => {
     expect(body).toEqual(original);
   });
 
-  it("sends the gateway's priority only when configured, replacing the client's", async () => {
+  it("sends the gateway's priority only when configured, and never the client's", async () => {
     const server = await startServer((_request, response) => writeSse(response, fixture('vllm-chat-stream.sse')));
     const body = { model: 'upstream-model', messages: [{ role: 'user', content: 'Hi' }], priority: -100 };
     await collect((await upstreamFor(server.baseUrl).stream(chatRequest({ body, priority: 2 }))).events);
@@ -310,8 +310,9 @@ describe('stream() replaying fixtures', () => {
     await collect((await prioritized.stream(chatRequest({ body, priority: 2 }))).events);
     await collect((await prioritized.stream(chatRequest({ body }))).events);
     const sent = server.received.map((request) => JSON.parse(request.body).priority);
-    // Off: the body passes through untouched. On: the class's priority, or 0 (default) when the request has none.
-    expect(sent).toEqual([-100, 2, 0]);
+    // Off: no priority at all, the client's own removed (it would jump the queue the gateway ordered). On: the
+    // class's priority, or 0 (default) when the request has none.
+    expect(sent).toEqual([undefined, 2, 0]);
   });
 
   it('sends no authorization header without a key', async () => {

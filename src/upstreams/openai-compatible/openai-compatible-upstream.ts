@@ -136,13 +136,18 @@ class OpenAICompatibleUpstream implements Upstream {
     await this.pool.close();
   }
 
-  /** The body with the gateway's `priority` when configured to send it (the client's own never reaches the engine). */
+  /**
+   * The body with the gateway's `priority` when configured to send it. The client's own never reaches the engine: an
+   * engine scheduling by priority would otherwise let a tenant jump the queue the gateway ordered.
+   */
   private withPriority(
     body: Readonly<Record<string, unknown>>,
     request: UpstreamRequest,
   ): Readonly<Record<string, unknown>> {
-    if (!this.sendPriority || request.endpoint === 'embeddings') return body;
-    return { ...body, priority: request.priority ?? 0 };
+    if (this.sendPriority && request.endpoint !== 'embeddings') return { ...body, priority: request.priority ?? 0 };
+    if (body.priority === undefined) return body;
+    const { priority: _clients, ...rest } = body;
+    return rest;
   }
 
   /** Sends the request; resolves with a 2xx answer (its text, or its body when streaming), rejects otherwise. */
