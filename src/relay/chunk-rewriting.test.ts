@@ -5,10 +5,10 @@ import { chunkRewriter, withoutUsage } from './chunk-rewriting.js';
 /** What the rewriter must produce, done the slow way: parse, edit, compare as objects. */
 function expected(
   chunk: Record<string, unknown>,
-  options: { upstreamModel: string; publicModel: string; serviceTier: string | undefined; stripNullUsage: boolean },
+  options: { publicModel: string; serviceTier: string | undefined; stripNullUsage: boolean },
 ): Record<string, unknown> {
   const result: Record<string, unknown> = { ...chunk };
-  if (result.model === options.upstreamModel) result.model = options.publicModel;
+  if (typeof result.model === 'string') result.model = options.publicModel;
   if (options.stripNullUsage && 'usage' in result && result.usage === null) delete result.usage;
   if (options.serviceTier !== undefined && !('service_tier' in result)) result.service_tier = options.serviceTier;
   return result;
@@ -19,7 +19,9 @@ const chunkArbitrary = fc.record(
     id: fc.string(),
     object: fc.constant('chat.completion.chunk'),
     created: fc.integer({ min: 0 }),
-    model: fc.constantFrom('up-model', 'other-model', 'up-model-2'),
+    // The configured upstream model, a resolved one (as OpenAI answers), the public name, or anything (quotes and
+    // backslashes included, escaped in the JSON).
+    model: fc.oneof(fc.constantFrom('up-model', 'up-model-2024-08-06', 'public-model'), fc.string()),
     service_tier: fc.constantFrom('default', 'flex'),
     choices: fc.array(
       fc.record({
@@ -38,20 +40,20 @@ const chunkArbitrary = fc.record(
 );
 
 describe('chunkRewriter', () => {
-  it('renames the model, drops a null usage and states the tier exactly as editing the parsed chunk would', () => {
+  it('names the public model, drops a null usage and states the tier exactly as editing the parsed chunk would', () => {
     fc.assert(
       fc.property(
         chunkArbitrary,
         fc.boolean(),
         fc.constantFrom(undefined, 'default', 'flex'),
-        fc.constantFrom('up-model', 'public-model'),
+        fc.constantFrom('up-model', 'public-model', 'pub"lic\\model'),
         fc.boolean(),
         (chunk, stripNullUsage, serviceTier, publicModel, spaced) => {
-          const options = { upstreamModel: 'up-model', publicModel, serviceTier, stripNullUsage };
+          const options = { publicModel, serviceTier, stripNullUsage };
           const text = spaced ? JSON.stringify(chunk, null, 1).replace(/\n/g, '') : JSON.stringify(chunk);
           const rewritten = chunkRewriter(options)(text);
           expect(JSON.parse(rewritten)).toEqual(expected(chunk, options));
-          if (!spaced && publicModel === 'up-model' && (!stripNullUsage || chunk.usage !== null)) {
+          if (!spaced && publicModel === chunk.model && (!stripNullUsage || chunk.usage !== null)) {
             if (serviceTier === undefined || 'service_tier' in chunk) expect(rewritten).toBe(text);
           }
         },
@@ -62,7 +64,6 @@ describe('chunkRewriter', () => {
 
   it('leaves a chunk without the fields as it is', () => {
     const rewrite = chunkRewriter({
-      upstreamModel: 'a',
       publicModel: 'b',
       serviceTier: undefined,
       stripNullUsage: true,

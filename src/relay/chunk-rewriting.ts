@@ -9,34 +9,22 @@ const NULL_USAGE = ',"usage":null';
 const OPEN_BRACE = 0x7b;
 
 /**
- * A function that rewrites one chunk's JSON text: the upstream's model id becomes the public name (the
- * `"model":"…"` pair can only match at a real key, since quotes inside strings are escaped), `service_tier` is set
- * to the tier used when the chunk does not state one, and `,"usage":null` is dropped when the client did not ask
- * for usage.
+ * A function that rewrites one chunk's JSON text: the model the upstream names becomes the public name, whatever
+ * the upstream calls it (its configured model id, or a resolved one: `gpt-4o` answers as `gpt-4o-2024-08-06`; the
+ * first `"model":` can only match at a real key, since quotes inside strings are escaped), `service_tier` is set to
+ * the tier used when the chunk does not state one, and `,"usage":null` is dropped when the client did not ask for
+ * usage.
  */
 export function chunkRewriter(options: {
-  upstreamModel: string;
   publicModel: string;
   serviceTier: string | undefined;
   stripNullUsage: boolean;
 }): (data: string) => string {
-  const quoted = JSON.stringify(options.upstreamModel);
-  const needles = [`"model":${quoted}`, `"model": ${quoted}`];
-  const replacement = `"model":${JSON.stringify(options.publicModel)}`;
-  const renames = options.upstreamModel !== options.publicModel;
+  const publicModel = JSON.stringify(options.publicModel);
   const tier =
     options.serviceTier === undefined ? undefined : `{"service_tier":${JSON.stringify(options.serviceTier)},`;
   return (data) => {
-    let result = data;
-    if (renames) {
-      for (const needle of needles) {
-        const at = result.indexOf(needle);
-        if (at !== -1) {
-          result = result.slice(0, at) + replacement + result.slice(at + needle.length);
-          break;
-        }
-      }
-    }
+    let result = renameModel(data, publicModel);
     if (options.stripNullUsage) {
       // The compact form, as servers send it, without a regular expression; any other spacing with one.
       const at = result.indexOf(NULL_USAGE);
@@ -49,6 +37,30 @@ export function chunkRewriter(options: {
     }
     return result;
   };
+}
+
+const MODEL_KEY = '"model":';
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const SPACE = 0x20;
+
+/** `data` with the value of its first `"model"` key set to `quotedModel` (a JSON string); unchanged if it has none. */
+function renameModel(data: string, quotedModel: string): string {
+  const key = data.indexOf(MODEL_KEY);
+  if (key === -1) return data;
+  let start = key + MODEL_KEY.length;
+  while (data.charCodeAt(start) === SPACE) start++;
+  if (data.charCodeAt(start) !== QUOTE) return data;
+  // The closing quote: the first one not escaped by a backslash.
+  let end = start + 1;
+  for (; end < data.length; end++) {
+    const code = data.charCodeAt(end);
+    if (code === BACKSLASH) end++;
+    else if (code === QUOTE) break;
+  }
+  if (end >= data.length) return data;
+  if (end + 1 - start === quotedModel.length && data.startsWith(quotedModel, start)) return data;
+  return `${data.slice(0, key)}"model":${quotedModel}${data.slice(end + 1)}`;
 }
 
 /** A chunk without its `usage` field (re-serialized: rare, only for usage attached to a content chunk). */

@@ -171,7 +171,6 @@ export class RelayService {
     trace.status = 200;
     sink.open({ 'x-request-id': trace.requestId, ...this.responseHeaders(trace) });
     const rewrite = chunkRewriter({
-      upstreamModel: deployment.upstreamModel,
       publicModel: admitted.model.name,
       serviceTier: trace.serviceClass === undefined ? undefined : reportedServiceTier(trace.serviceClass),
       stripNullUsage: !clientWantsUsage,
