@@ -168,6 +168,38 @@ describe('Files API', () => {
     expect([...page.data, ...second.data].map((entry) => entry.id).sort()).toEqual([...ids].sort());
   });
 
+  it('refuses an after cursor that names no file or batch of the list with 400 param after', async () => {
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: '1' });
+    const other = await harness.createTenantWithKey({ credit: '1' });
+    const client = harness.client(key);
+    const otherClient = harness.client(other.key);
+    const file = await upload(client, jsonl([chatLine('a', 'sim-pro-32k', 1)]));
+    const otherFile = await upload(otherClient, jsonl([chatLine('a', 'sim-pro-32k', 1)]));
+    const otherBatch = await otherClient.batches.create({
+      input_file_id: otherFile.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    expect((await client.files.list({ after: file.id })).data).toEqual([]);
+    for (const after of ['file-nope', '', otherFile.id]) {
+      const error = await caught(client.files.list({ after }));
+      expect(error.status).toBe(400);
+      expect(error).toMatchObject({ code: 'invalid_value', param: 'after' });
+    }
+    for (const after of ['batch_nope', otherBatch.id]) {
+      const error = await caught(client.batches.list({ after }));
+      expect(error.status).toBe(400);
+      expect(error).toMatchObject({ code: 'invalid_value', param: 'after' });
+    }
+    for (const query of ['after=batch_nope', `tenant_id=${tenantId}&after=${otherBatch.id}`]) {
+      const admin = await harness.admin('GET', `/batches?${query}`);
+      expect(admin.status).toBe(400);
+      expect(admin.body.error).toMatchObject({ code: 'invalid_value', param: 'after' });
+    }
+    // A cursor of another tenant's batch is fine for the admin list of every tenant.
+    expect((await harness.admin('GET', `/batches?after=${otherBatch.id}`)).status).toBe(200);
+  });
+
   it('refuses a file over the size limit with 413 and keeps nothing', async () => {
     const { key } = await harness.createTenantWithKey();
     const client = harness.client(key);
@@ -196,6 +228,19 @@ describe('Files API', () => {
     }
     expect((await client.files.list()).data).toEqual([]);
     expect((await harness.client(owner.key).files.retrieve(file.id)).id).toBe(file.id);
+  });
+
+  it('names input_file_id in the 404 for an unknown input file of a batch', async () => {
+    const { key } = await harness.createTenantWithKey({ credit: '1' });
+    const error = await caught(
+      harness.client(key).batches.create({
+        input_file_id: 'file-nope',
+        endpoint: '/v1/chat/completions',
+        completion_window: '24h',
+      }),
+    );
+    expect(error.status).toBe(404);
+    expect(error).toMatchObject({ code: 'file_not_found', param: 'input_file_id' });
   });
 });
 

@@ -52,6 +52,21 @@ describe('readBatchInput', () => {
     expect(lines[1]!.estimatedTokens).toBeGreaterThan(20_000);
   });
 
+  it('ignores a UTF-8 byte order mark at the start of the file, even split across chunks', async () => {
+    const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+    for (const size of [1, 2, 7, 4096]) {
+      const { summary, lines } = await read(Buffer.concat([bom, Buffer.from(`${chat('a')}\r\n${chat('b')}\n`)]), size);
+      expect(summary).toEqual({ total: 2, valid: 2, model: 'm', failure: null });
+      expect(lines.map((line) => [line.customId, line.state])).toEqual([
+        ['a', 'pending'],
+        ['b', 'pending'],
+      ]);
+    }
+    // Only at the start: a mark inside the file is the line's own content.
+    const { lines } = await read(`${chat('a')}\n\uFEFF${chat('b')}\n`);
+    expect(lines.map((line) => line.error?.code ?? null)).toEqual([null, 'invalid_json_line']);
+  });
+
   it('refuses an over-long line without failing its neighbours', async () => {
     const long = chat(`x${'y'.repeat(500)}`);
     const { summary, lines } = await read(`${chat('a')}\n${long}\n${chat('b')}\n`, 64, 400);

@@ -63,6 +63,7 @@ export interface BatchInputSummary {
 
 const FLUSH_LINES = 500;
 const NEWLINE = 0x0a;
+const BYTE_ORDER_MARK = 0xfeff;
 
 /** Validates the input file `source`, handing the lines to `options.onLines`. */
 export async function readBatchInput(
@@ -73,8 +74,12 @@ export async function readBatchInput(
   const summary: BatchInputSummary = { total: 0, valid: 0, model: null, failure: null };
   let parsed = 0;
   let pending: NewBatchLine[] = [];
+  let firstLine = true;
 
-  const accept = async (text: string | null): Promise<void> => {
+  const accept = async (raw: string | null): Promise<void> => {
+    // A UTF-8 byte order mark (Windows editors write one) starts the file, not its first request.
+    const text = firstLine && raw?.charCodeAt(0) === BYTE_ORDER_MARK ? raw.slice(1) : raw;
+    firstLine = false;
     if (text !== null && text.trim() === '') return;
     const index = summary.total++;
     if (summary.total > options.maxLines) return;

@@ -10,6 +10,19 @@
  * id: a line re-run after `kill -9` (it was `running` when the process died) is billed once. Its new reservation is
  * released here, because the settlement of a request id already in the request log releases nothing.
  *
+ * Only the attempt that ends a line (its success, or a failure that is not retried) is recorded under the line's
+ * request id: that record is the one billed, and the id the output and error files report as `request_id`. An
+ * attempt that will be retried — refused with a retryable 429 or 503, or aborted because the gateway stops — is
+ * recorded under `<batchId>_<lineIndex>_attempt<n>`, so operators see every attempt in the request log and none of
+ * them takes the line's id before its result exists. Such an attempt produced no answer and carries no usage, so
+ * the line is billed exactly once, for the attempt that delivered it.
+ *
+ * A batch runs as the key that created it, checked before every dispatch: once that key is revoked or expired (or
+ * gone) no further line is handed to the gateway, as no further online request would be accepted. Lines already
+ * running finish (and are billed), those still waiting in a scheduler queue are withdrawn, and every remaining line
+ * fails with the 401 code an online request with that key gets (`revoked_api_key`, `expired_api_key`,
+ * `invalid_api_key`); the batch then completes as usual, its output file holding the lines that finished.
+ *
  * Lifecycle: `validating` (the input file is read into lines) → `in_progress` → `finalizing` (output and error files
  * written) → `completed`; at the deadline no new line is dispatched, in-flight lines finish, the rest expire and the
  * batch ends `expired`; a cancel moves it to `cancelling`, lines already running upstream finish, the rest are
@@ -22,6 +35,7 @@ import { performance } from 'node:perf_hooks';
 import type { BillingService } from '../billing/billing-service.js';
 import { assertNever } from '../errors/assert-never.js';
 import {
+  AuthenticationError,
   type GatewayError,
   StoreUnavailableError,
   toGatewayError,
@@ -34,7 +48,7 @@ import type { ServiceClass } from '../scheduling/service-class.js';
 import type { TieredScheduler } from '../scheduling/tiered-scheduler.js';
 import type { Store } from '../store/store.js';
 import { isStoreUnreachable } from '../store/store-unreachable.js';
-import type { Principal } from '../tenancy/key-service.js';
+import { AuthenticationErrorCode, type Principal } from '../tenancy/key-service.js';
 import { batchEndpoints, isBatchEndpoint, readBatchInput } from './batch-input.js';
 import { inOffPeakWindow, type OffPeakWindow, planBatchClass } from './batch-planner.js';
 import type {
@@ -55,7 +69,7 @@ export interface BatchRunnerOptions {
   relay: RelayService;
   recorder: RequestRecorder;
   billing: BillingService;
-  /** Where batch keys are read (a batch runs as the key that created it). */
+  /** Where batch keys are read (a batch runs as the key that created it, read again before every dispatch). */
   keys: Pick<Store, 'getKey'>;
   logger: Logger;
   /** Lines outstanding across all batches. Default 64. */
@@ -101,7 +115,6 @@ interface BatchProgressState {
   recent: [number, number][];
   /** No dispatch before this time (after a 429 from admission), epoch ms. */
   backoffUntil: number;
-  principal: Principal | undefined;
 }
 
 /** Progress and ETA of a batch, for the admin API. */
@@ -343,8 +356,8 @@ export class BatchRunner {
       return 0;
     }
     const outstanding = this.outstandingOf(batch.id);
-    if (counts.byState.pending === 0) {
-      if (outstanding === 0 && counts.byState.running === 0) {
+    if (counts.byState.pending === 0 && outstanding === 0) {
+      if (counts.byState.running === 0) {
         const moved = await store.transitionBatch(batch.id, ['in_progress'], {
           status: 'finalizing',
           finalizingAt: now,
@@ -353,26 +366,19 @@ export class BatchRunner {
       }
       return 0;
     }
+    // Read at every pass, never kept: a revocation or an expiry stops the batch at once (see the file comment).
+    const principal = await this.principalOf(batch, now);
+    if (principal instanceof AuthenticationError) {
+      // Withdrawn lines come back pending and are failed at the next pass.
+      this.withdrawQueued(batch.id);
+      const error = { code: principal.code, message: principal.message };
+      this.failed += await store.failPendingLines(batch.id, error, now);
+      return 0;
+    }
+    if (counts.byState.pending === 0) return 0;
     if (now < state.backoffUntil) return counts.byState.pending;
     const room = Math.min(batchLimit - outstanding, globalLimit - this.outstanding.size);
     if (room <= 0) return counts.byState.pending;
-    state.principal ??= await this.principalOf(batch);
-    if (state.principal === undefined) {
-      // The key is gone: nothing can run any more as that key.
-      await store.transitionBatch(batch.id, ['in_progress'], {
-        status: 'failed',
-        failedAt: now,
-        errors: [
-          {
-            code: 'key_not_found',
-            message: 'The API key that created the batch no longer exists.',
-            param: null,
-            line: null,
-          },
-        ],
-      });
-      return 0;
-    }
     const serviceClass = planBatchClass({
       remainingLines: counts.byState.pending + counts.byState.running,
       remainingTokens: counts.remainingEstimatedTokens,
@@ -381,7 +387,7 @@ export class BatchRunner {
       recentTokensPerSecond: this.rateOf(batch.id),
     });
     const lines = await store.claimLines(batch.id, room, now);
-    for (const line of lines) this.dispatch(batch, line, state.principal, serviceClass);
+    for (const line of lines) this.dispatch(batch, line, principal, serviceClass);
     return counts.byState.pending - lines.length;
   }
 
@@ -400,7 +406,8 @@ export class BatchRunner {
 
   /**
    * Aborts the batch's outstanding lines that wait in a scheduler queue: the admission gate takes an aborted request
-   * out of the queue at once (it never runs), and the line goes back to pending, to be closed by `wind`.
+   * out of the queue at once (it never runs), and the line goes back to pending, to be closed by `wind` (or failed by
+   * `advance` when the batch's key stopped being valid).
    */
   private withdrawQueued(batchId: string): void {
     const schedulers = this.options.schedulers;
@@ -444,7 +451,7 @@ export class BatchRunner {
   ): Promise<void> {
     const { store, relay, recorder, billing } = this.options;
     const endpoint = batchEndpoints[batch.endpoint as keyof typeof batchEndpoints];
-    // A line that ran before (crash, refusal) may have its request id in the log already; see the file comment.
+    // A line re-run after a crash may have its request id in the log already; see the file comment.
     const logged = line.attempts > 1 ? await store.requestLogged(line.requestId) : false;
     const body = JSON.parse(line.body ?? '{}') as Record<string, unknown>;
     let outcome: BatchLineOutcome | undefined;
@@ -467,8 +474,11 @@ export class BatchRunner {
       }
       if (trace.status === 0 || trace.status === 200) trace.status = failure.status;
       trace.errorCode ??= failure.code;
+      const retried = abort.signal.aborted || isRetryable(failure);
+      // The line's own id is kept for the attempt that ends it; see the file comment.
+      if (retried) trace.requestId = attemptRequestId(line);
       await recorder.finish(trace);
-      if (abort.signal.aborted || isRetryable(failure)) {
+      if (retried) {
         if (!abort.signal.aborted) this.backOff(batch.id, failure);
       } else {
         outcome = {
@@ -481,7 +491,8 @@ export class BatchRunner {
         };
       }
     }
-    if (logged) await billing.release(trace.reservation);
+    // Recorded under the line's id, which the log held already: that settlement released nothing.
+    if (logged && outcome !== undefined) await billing.release(trace.reservation);
     if (outcome === undefined) {
       await store.requeueLine(batch.id, line.lineIndex);
       return;
@@ -563,9 +574,24 @@ export class BatchRunner {
     this.progress.delete(batch.id);
   }
 
-  private async principalOf(batch: BatchRecord): Promise<Principal | undefined> {
+  /** The principal the batch's lines run as, or why its key no longer lets them run (as `KeyService` refuses it). */
+  private async principalOf(batch: BatchRecord, now: number): Promise<Principal | AuthenticationError> {
     const key = await this.options.keys.getKey(batch.keyId);
-    if (key === undefined) return undefined;
+    if (key === undefined) {
+      return new AuthenticationError('The API key that created this batch no longer exists.');
+    }
+    if (key.revokedAt !== null) {
+      return new AuthenticationError(
+        'The API key that created this batch has been revoked.',
+        AuthenticationErrorCode.revoked,
+      );
+    }
+    if (key.expiresAt !== null && now >= key.expiresAt) {
+      return new AuthenticationError(
+        'The API key that created this batch has expired.',
+        AuthenticationErrorCode.expired,
+      );
+    }
     return {
       tenantId: batch.tenantId,
       keyId: key.id,
@@ -584,7 +610,7 @@ export class BatchRunner {
   private stateOf(batchId: string): BatchProgressState {
     let state = this.progress.get(batchId);
     if (state === undefined) {
-      state = { counts: undefined, recent: [], backoffUntil: 0, principal: undefined };
+      state = { counts: undefined, recent: [], backoffUntil: 0 };
       this.progress.set(batchId, state);
     }
     return state;
@@ -623,6 +649,11 @@ function usageOf(trace: RequestTrace) {
     outputTokens: usage?.output.total ?? 0,
     reasoningTokens: usage?.output.reasoning ?? 0,
   };
+}
+
+/** Request id of an attempt of `line` that will be retried: `<line's request id>_attempt<n>`. */
+function attemptRequestId(line: BatchLineRecord): string {
+  return `${line.requestId}_attempt${line.attempts}`;
 }
 
 /** `batch_req_…` id of a line's output record. */

@@ -91,16 +91,23 @@ export class BatchService {
     return randomId('file-');
   }
 
-  /** The file, if it is the tenant's; 404 otherwise. */
-  async getFile(tenantId: string, id: string): Promise<FileRecord> {
+  /** The file, if it is the tenant's; 404 otherwise, naming `param` (the field that carried `id`). Default `id`. */
+  async getFile(tenantId: string, id: string, param = 'id'): Promise<FileRecord> {
     const file = await this.store.getFile(id);
     if (file === undefined || file.tenantId !== tenantId) {
-      throw new NotFoundError(`No such File object: ${id}`, 'file_not_found', { param: 'id' });
+      throw new NotFoundError(`No such File object: ${id}`, 'file_not_found', { param });
     }
     return file;
   }
 
+  /** A page of the tenant's files; 400 when `after` names no file of the tenant (as the admin lists answer). */
   async listFiles(query: FileListQuery): Promise<OpenAIListPage<OpenAIFileObject>> {
+    if (query.after !== undefined) {
+      const cursor = await this.store.getFile(query.after);
+      if (cursor === undefined || cursor.tenantId !== query.tenantId) {
+        throw invalidCursor(`No file with id "${query.after}" to list after.`);
+      }
+    }
     const rows = await this.store.listFiles({ ...query, limit: query.limit + 1 });
     return openAIListPage(pageOf(rows, query.limit), toOpenAIFile);
   }
@@ -125,7 +132,7 @@ export class BatchService {
         { param: 'completion_window', code: 'invalid_value' },
       );
     }
-    const file = await this.getFile(principal.tenantId, input.input_file_id);
+    const file = await this.getFile(principal.tenantId, input.input_file_id, 'input_file_id');
     if (file.purpose !== 'batch') {
       throw new InvalidRequestError(`File ${file.id} was not uploaded with purpose 'batch'.`, {
         param: 'input_file_id',
@@ -170,11 +177,21 @@ export class BatchService {
     return batch;
   }
 
+  /**
+   * A page of batches, newest first (`tenantId` undefined: every tenant's, for the admin API); 400 when `after` names
+   * no batch in the list.
+   */
   async listBatches(query: {
     tenantId?: string;
     after?: string;
     limit: number;
   }): Promise<{ rows: BatchRecord[]; hasMore: boolean }> {
+    if (query.after !== undefined) {
+      const cursor = await this.store.getBatch(query.after);
+      if (cursor === undefined || (query.tenantId !== undefined && cursor.tenantId !== query.tenantId)) {
+        throw invalidCursor(`No batch with id "${query.after}" to list after.`);
+      }
+    }
     const rows = await this.store.listBatches({ ...query, limit: query.limit + 1 });
     return { rows: rows.slice(0, query.limit), hasMore: rows.length > query.limit };
   }
@@ -200,6 +217,11 @@ export class BatchService {
   async view(batch: BatchRecord): Promise<OpenAIBatchObject> {
     return toOpenAIBatch(batch, await this.store.lineCounts(batch.id));
   }
+}
+
+/** 400 for an `after` cursor that names no row of the list: a typo or a stale cursor, never the end of the list. */
+function invalidCursor(message: string): InvalidRequestError {
+  return new InvalidRequestError(message, { param: 'after', code: 'invalid_value' });
 }
 
 /** 409: the batch is in a state that does not allow the operation. */

@@ -206,6 +206,26 @@ export function describeBatchStoreConformance(name: string, options: BatchStoreC
       expect((await batches.lineCounts(id)).total).toBe(0);
     });
 
+    it('fails the pending lines of a batch with one error, leaving running and finished lines alone', async () => {
+      const id = `batch_${unique()}`;
+      const input = lines(id, 10);
+      await batches.insertLines(input);
+      const running = await batches.claimLines(id, 2, 100);
+      const pending = input.filter((line) => line.state === 'pending').length - running.length;
+      const error = { code: 'revoked_api_key', message: 'The API key that created this batch has been revoked.' };
+      expect(await batches.failPendingLines(id, error, 500)).toBe(pending);
+      expect(await batches.failPendingLines(id, error, 600)).toBe(0);
+      const counts = await batches.lineCounts(id);
+      expect(counts.byState).toMatchObject({ pending: 0, running: 2, failed: 10 - 2 });
+      expect(counts.remainingEstimatedTokens).toBe(running.reduce((sum, line) => sum + line.estimatedTokens, 0));
+      const listed = await batches.listLines(id, 0, 100);
+      const refused = listed.filter((line) => line.error?.code === 'revoked_api_key');
+      expect(refused).toHaveLength(pending);
+      for (const line of refused) {
+        expect(line).toMatchObject({ state: 'failed', error, statusCode: null, response: null, finishedAt: 500 });
+      }
+    });
+
     it('sees whether a request id is in the request log', async () => {
       const requestId = `batch_${unique()}_0`;
       expect(await batches.requestLogged(requestId)).toBe(false);

@@ -138,7 +138,10 @@ export interface NewBatchLine {
   estimatedTokens: number;
   /** `pending` for a valid line, `failed` for an invalid one. */
   state: 'pending' | 'failed';
-  /** Deterministic: `<batchId>_<lineIndex>`, so a re-run after a crash is billed once. */
+  /**
+   * Deterministic: `<batchId>_<lineIndex>`, so a re-run after a crash is billed once. The request log holds it for
+   * the attempt that ends the line; attempts that were retried are logged as `<requestId>_attempt<n>`.
+   */
   requestId: string;
   /** Why an invalid line was refused. */
   error: BatchLineError | null;
@@ -184,7 +187,7 @@ export interface FileListQuery {
   purpose?: FilePurpose;
   /** Newest first (`desc`, default) or oldest first. */
   order?: 'asc' | 'desc';
-  /** Cursor: the id of the last file of the previous page. */
+  /** Cursor: the id of the last file of the previous page. One that names no file of the tenant gives no rows. */
   after?: string;
   limit: number;
 }
@@ -193,7 +196,7 @@ export interface FileListQuery {
 export interface BatchListQuery {
   /** Omit for every tenant (admin). */
   tenantId?: string;
-  /** Cursor: the id of the last batch of the previous page. */
+  /** Cursor: the id of the last batch of the previous page. One that names no batch of the list gives no rows. */
   after?: string;
   limit: number;
 }
@@ -236,6 +239,11 @@ export interface BatchStore {
   resetRunningLines(batchId: string, startedBefore: number): Promise<number>;
   /** Moves every pending line to `state` (a batch expired or was cancelled). Returns the count. */
   closePendingLines(batchId: string, state: 'expired' | 'cancelled', at: number): Promise<number>;
+  /**
+   * Fails every pending line with `error`, without running it (the batch's key was revoked or expired). Returns the
+   * count.
+   */
+  failPendingLines(batchId: string, error: BatchLineError, at: number): Promise<number>;
   lineCounts(batchId: string): Promise<BatchLineCounts>;
   /** Lines of a batch in input order, from `fromIndex` on, `limit` at most. */
   listLines(batchId: string, fromIndex: number, limit: number): Promise<BatchLineRecord[]>;

@@ -286,6 +286,16 @@ export class KyselyBatchStore implements BatchStore {
     return Number(result.numUpdatedRows);
   }
 
+  async failPendingLines(batchId: string, error: BatchLineError, at: number): Promise<number> {
+    const result = await this.db
+      .updateTable('batch_lines')
+      .set({ state: 'failed', error: JSON.stringify(error), finished_at: at })
+      .where('batch_id', '=', batchId)
+      .where('state', '=', 'pending')
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows);
+  }
+
   async lineCounts(batchId: string): Promise<BatchLineCounts> {
     const rows = await this.db
       .selectFrom('batch_lines')
