@@ -349,6 +349,34 @@ describe('stream() replaying fixtures', () => {
 });
 
 describe('stream() failures', () => {
+  it('fails before the stream opens, retryably, when a stream request is answered 200 with JSON or HTML', async () => {
+    const answers: Array<[string, string]> = [
+      ['application/json', JSON.stringify({ error: { message: 'engine overloaded', type: 'server_error' } })],
+      ['text/html; charset=utf-8', '<html><body>Welcome to the proxy</body></html>'],
+    ];
+    const server = await startServer((_request, response) => {
+      const [type, text] = answers[server.received.length - 1]!;
+      response.writeHead(200, { 'content-type': type });
+      response.end(text);
+    });
+    const upstream = upstreamFor(server.baseUrl);
+    const reported = (await upstream.stream(chatRequest()).catch((error: unknown) => error)) as UpstreamError;
+    expect(reported).toBeInstanceOf(UpstreamError);
+    expect([reported.code, reported.retryable]).toEqual(['upstream_stream_error', true]);
+    const page = (await upstream.stream(chatRequest()).catch((error: unknown) => error)) as UpstreamError;
+    expect(page).toBeInstanceOf(UpstreamError);
+    expect([page.code, page.retryable]).toEqual(['upstream_malformed_response', true]);
+  });
+
+  it('reads an event stream whatever else its content type says', async () => {
+    const server = await startServer((_request, response) => {
+      response.writeHead(200, { 'content-type': 'text/plain' });
+      response.end(fixture('vllm-chat-stream.sse'));
+    });
+    const events = await collect((await upstreamFor(server.baseUrl).stream(chatRequest())).events);
+    expect(events.at(-1)?.type).toBe('usage');
+  });
+
   it('yields what arrived, then throws upstream_stream_truncated when [DONE] never comes', async () => {
     const server = await startServer((_request, response) => writeSse(response, fixture('truncated-stream.sse'), 50));
     const upstream = upstreamFor(server.baseUrl);

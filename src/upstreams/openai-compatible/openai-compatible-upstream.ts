@@ -101,12 +101,13 @@ class OpenAICompatibleUpstream implements Upstream {
         param: 'stream',
       });
     }
-    const { body } = await this.send(
+    const { body, text } = await this.send(
       request,
       JSON.stringify(this.withPriority(streamingBody(request.body), request)),
       true,
     );
-    return { events: new OpenAIStreamEvents(body!, this.name, request.signal) };
+    if (body === undefined) throw this.notAStream(text);
+    return { events: new OpenAIStreamEvents(body, this.name, request.signal) };
   }
 
   async load(): Promise<UpstreamLoad | undefined> {
@@ -191,6 +192,23 @@ class OpenAICompatibleUpstream implements Upstream {
 
   private failure(error: unknown, signal: AbortSignal): unknown {
     return signal.aborted ? signal.reason : toUpstreamFailure(error, this.name);
+  }
+
+  /** A stream request answered 2xx with JSON or HTML: an error object the upstream reported, or a page of a proxy. */
+  private notAStream(text: string): UpstreamError {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    const reported = parsed !== null && typeof parsed === 'object' ? findUpstreamError(parsed) : undefined;
+    if (reported !== undefined) return upstreamReportedError(this.name, reported, text);
+    return new UpstreamError(`Upstream ${this.name} answered a stream request without an event stream.`, {
+      code: 'upstream_malformed_response',
+      retryable: true,
+      cause: new Error(`upstream ${this.name} answered: ${text.slice(0, 2_000)}`),
+    });
   }
 
   private malformed(cause?: unknown): UpstreamError {

@@ -24,10 +24,12 @@ export interface ExchangeResponse {
   headers: IncomingHttpHeaders;
   /**
    * The body as UTF-8 (a leading byte-order mark dropped): all of it for a whole answer, the first
-   * `maxErrorBodyBytes` or so of a non-2xx one, `''` for a streamed 2xx (read it from `body`).
+   * `maxErrorBodyBytes` or so of a non-2xx one or of a JSON or HTML answer to a stream request, `''` for a streamed
+   * 2xx (read it from `body`).
    */
   text: string;
-  /** A streamed 2xx answer's body, paused until its reader resumes it. Undefined otherwise. */
+  /** A streamed 2xx answer's body, paused until its reader resumes it. Undefined otherwise (and for a 2xx answer to a
+   * stream request that is JSON or HTML, not a stream). */
   body: StreamingBody | undefined;
 }
 
@@ -74,6 +76,12 @@ export function exchange(
   return handler.response;
 }
 
+/** Whether a 2xx answer of this content type cannot be an event stream. */
+function notAStream(contentType: string | string[] | undefined): boolean {
+  const type = (Array.isArray(contentType) ? contentType[0] : contentType)?.trimStart().toLowerCase() ?? '';
+  return type.startsWith('application/json') || type.startsWith('text/html');
+}
+
 /** Where an exchange is: before its promise settled, delivering a streamed body, or over. */
 type Phase = 'waiting' | 'streaming' | 'over';
 
@@ -91,6 +99,8 @@ class Exchange implements Dispatcher.DispatchHandler, StreamingBody {
   /** A whole or error body so far; or a streamed body's chunks that arrived before its listener. */
   private chunks: Buffer[] = [];
   private bytes = 0;
+  /** A 2xx body read only up to `maxErrorBodyBytes`, as an error body is: a stream request answered without a stream. */
+  private capped = false;
   private listener: BodyListener | undefined = undefined;
   /** A streamed body's end (`true`) or failure, when it came before the listener. */
   private streamEnd: { error: unknown } | true | undefined = undefined;
@@ -115,11 +125,16 @@ class Exchange implements Dispatcher.DispatchHandler, StreamingBody {
     if (status < 200 || this.phase !== 'waiting') return;
     this.status = status;
     this.headers = headers;
-    if (this.options.streaming && status < 300) {
-      this.phase = 'streaming';
-      controller.pause();
-      this.resolveResponse({ status, headers, text: '', body: this });
+    if (!this.options.streaming || status >= 300) return;
+    // A JSON or HTML answer to a stream request is no stream (an error object, a proxy's page): it is read as an
+    // error body is, so the caller can fail before the client's stream opens (and try another deployment).
+    if (notAStream(headers['content-type'])) {
+      this.capped = true;
+      return;
     }
+    this.phase = 'streaming';
+    controller.pause();
+    this.resolveResponse({ status, headers, text: '', body: this });
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -131,7 +146,7 @@ class Exchange implements Dispatcher.DispatchHandler, StreamingBody {
     if (this.phase !== 'waiting') return;
     this.chunks.push(chunk);
     this.bytes += chunk.length;
-    if (this.bytes >= this.options.maxErrorBodyBytes && (this.status < 200 || this.status >= 300)) {
+    if (this.bytes >= this.options.maxErrorBodyBytes && (this.capped || this.status < 200 || this.status >= 300)) {
       // Enough of an error page for its message; the rest is not worth keeping the connection for.
       this.settle();
       this.abort(new Error('error body truncated'));
