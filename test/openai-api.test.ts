@@ -205,6 +205,18 @@ describe('errors arrive as the SDK typed errors with OpenAI bodies', () => {
     expect([newer.code, newer.param]).toEqual(['context_length_exceeded', 'max_completion_tokens']);
   });
 
+  it('checks each prompt of a legacy batch of prompts against the window, not their sum', async () => {
+    // About 20,000 tokens each: two fit a 32k window one at a time, not together.
+    const long = 'hello '.repeat(20_000);
+    // Past the gateway's check, the simulated fleet itself takes one prompt per request.
+    const both = await caught(client.completions.create({ model: 'sim-pro-32k', prompt: [long, long], max_tokens: 2 }));
+    expect(both.code).toBe('unsupported_value');
+    expect(both.message).toMatch(/one prompt per request/);
+    const one = await caught(client.completions.create({ model: 'sim-pro-32k', prompt: long + long }));
+    expect([one.code, one.param]).toEqual(['context_length_exceeded', 'prompt']);
+    expect(one.message).toMatch(/in the prompt/);
+  });
+
   it('401 for missing, unknown and malformed keys', async () => {
     const unknown = await caught(harness.client('tg-unknownkeyunknownkeyunknownkeyunknownkey').models.list());
     expect(unknown).toBeInstanceOf(OpenAI.AuthenticationError);

@@ -42,6 +42,21 @@ export function countTextTokensOffThread(text: string): number | Promise<number>
   return countOnPool({ endpoint: 'completions', body: { prompt: text } });
 }
 
+/**
+ * Tokens of the longest prompt of a legacy completions request: each prompt of a batch (an array of strings or of
+ * token-id arrays) is a sequence of its own. Long prompts are counted on the worker threads.
+ */
+export async function countLongestPromptTokensOffThread(prompt: unknown): Promise<number> {
+  if (!Array.isArray(prompt) || typeof prompt[0] === 'number')
+    return countPromptTokensOffThread('completions', { prompt });
+  const counts = await Promise.all(
+    prompt.map((item) =>
+      Array.isArray(item) ? item.length : typeof item === 'string' ? countTextTokensOffThread(item) : 0,
+    ),
+  );
+  return Math.max(0, ...counts);
+}
+
 function countOnPool(task: PromptCountTask): Promise<number> {
   pool ??= new Piscina<PromptCountTask, number>({
     filename: workerFilename(),

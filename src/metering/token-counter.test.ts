@@ -9,6 +9,7 @@ import {
   countPromptTokens,
   countTextTokens,
   GrowingTextCounter,
+  IMAGE_PART_TOKENS,
   longPieceBytes,
   o200kSplitPattern,
 } from './token-counter.js';
@@ -236,7 +237,7 @@ describe('countPromptTokens', () => {
     expect(countPromptTokens('chat', { messages: [{ role: 'user', content: 'Hello' }] })).toBe(8);
   });
 
-  it('counts text parts of array content and tool calls; skips images', () => {
+  it('counts text parts of array content and tool calls, and a floor for each image', () => {
     const body = {
       messages: [
         {
@@ -263,8 +264,28 @@ describe('countPromptTokens', () => {
       tokens('assistant') +
       tokens('lookup') +
       tokens('{"q":"x"}') +
-      3;
+      3 +
+      IMAGE_PART_TOKENS;
     expect(countPromptTokens('chat', body)).toBe(expected);
+  });
+
+  it('counts the tools (and legacy functions) a request offers as their JSON text', () => {
+    const messages = [{ role: 'user', content: 'Weather in Paris?' }];
+    const tools = [
+      {
+        type: 'function',
+        function: {
+          name: 'get_weather',
+          description: 'The forecast for a city, day by day, in the units asked for.',
+          parameters: { type: 'object', properties: { city: { type: 'string' }, days: { type: 'integer' } } },
+        },
+      },
+    ];
+    const bare = countPromptTokens('chat', { messages });
+    expect(countPromptTokens('chat', { messages, tools })).toBe(bare + tokens(JSON.stringify(tools)));
+    const functions = tools.map((tool) => tool.function);
+    expect(countPromptTokens('chat', { messages, functions })).toBe(bare + tokens(JSON.stringify(functions)));
+    expect(countPromptTokens('chat', { messages, tools: [] })).toBe(bare);
   });
 
   it('is lenient on odd shapes', () => {

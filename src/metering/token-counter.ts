@@ -167,13 +167,18 @@ export function countTextTokens(text: string): number {
 /**
  * Prompt tokens of a request body, following OpenAI's documented counting for chat
  * (per message: 3 + role + content + name (+1); plus 3 to prime the reply). Content may be a string or an array of
- * parts, of which `text` (and `refusal`) parts count; assistant `tool_calls` count their function name and arguments.
+ * parts, of which `text` (and `refusal`) parts count, and each image a floor (`IMAGE_PART_TOKENS`); assistant
+ * `tool_calls` count their function name and arguments; the tools offered count as their JSON text.
  * Completions count `prompt` (string, strings, token ids or arrays of token ids); embeddings count `input` likewise.
  */
 export function countPromptTokens(endpoint: CountedEndpoint, body: Readonly<Record<string, unknown>>): number {
   switch (endpoint) {
     case 'chat':
-      return countChatTokens(body.messages);
+      return (
+        countChatTokens(body.messages) +
+        countToolDefinitionTokens(body.tools) +
+        countToolDefinitionTokens(body.functions)
+      );
     case 'completions':
       return countTextOrTokenIds(body.prompt);
     case 'embeddings':
@@ -197,6 +202,23 @@ function countChatTokens(messages: unknown): number {
   return total;
 }
 
+/**
+ * The tool (or legacy function) definitions a chat request offers the model, which upstreams render into the prompt
+ * and bill as prompt tokens: counted as their JSON text, an approximation of each engine's own rendering, where
+ * leaving them out would let a request with large schemas past the context-window and TPM checks far below its size.
+ */
+function countToolDefinitionTokens(tools: unknown): number {
+  if (!Array.isArray(tools) || tools.length === 0) return 0;
+  return countTextTokens(JSON.stringify(tools));
+}
+
+/**
+ * Tokens counted for an image part: OpenAI's price of a low-detail image, the least any image costs. Its real
+ * count depends on its size, which the gateway does not fetch the image to learn; a floor keeps the estimate from
+ * refusing a request that fits.
+ */
+export const IMAGE_PART_TOKENS = 85;
+
 function countContentTokens(content: unknown): number {
   if (typeof content === 'string') return countTextTokens(content);
   if (!Array.isArray(content)) return 0;
@@ -206,6 +228,7 @@ function countContentTokens(content: unknown): number {
     else if (isRecord(part)) {
       if (part.type === 'text' && typeof part.text === 'string') total += countTextTokens(part.text);
       else if (part.type === 'refusal' && typeof part.refusal === 'string') total += countTextTokens(part.refusal);
+      else if (part.type === 'image_url') total += IMAGE_PART_TOKENS;
     }
   }
   return total;

@@ -17,7 +17,7 @@ import {
   toOpenAIErrorBody,
   UpstreamError,
 } from '../errors/gateway-error.js';
-import { countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
+import { countLongestPromptTokensOffThread, countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
 import type { RequestRecorder, RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
@@ -277,7 +277,9 @@ export class RelayService {
     trace.model = model.name;
     const counted = countPromptTokensOffThread(endpoint, body);
     const estimatedPromptTokens = typeof counted === 'number' ? counted : await counted;
-    if (endpoint !== 'embeddings') checkContextWindow(model, body, estimatedPromptTokens);
+    if (endpoint !== 'embeddings' && estimatedPromptTokens + (requestedOutputTokens(body) ?? 1) > model.contextWindow) {
+      await refuseOverContextWindow(model, endpoint, body, estimatedPromptTokens);
+    }
     const maxOutputTokens = maxOutputTokensOf(endpoint, body, model.maxOutputTokens);
     await this.gate.admit({
       trace,
@@ -392,15 +394,25 @@ function upstreamFailure(error: unknown): GatewayError {
   return failure;
 }
 
-/** 400 `context_length_exceeded` when the prompt plus the requested output cannot fit the model's window. */
-function checkContextWindow(model: CatalogModel, body: Readonly<Record<string, unknown>>, promptTokens: number): void {
+/**
+ * 400 `context_length_exceeded` for a request whose prompt plus requested output does not fit the model's window.
+ * Each prompt of a legacy batch of prompts is a sequence of its own: such a request is refused only when its longest
+ * prompt does not fit.
+ */
+async function refuseOverContextWindow(
+  model: CatalogModel,
+  endpoint: 'chat' | 'completions',
+  body: Readonly<Record<string, unknown>>,
+  promptTokens: number,
+): Promise<void> {
   const requested = requestedOutputTokens(body);
-  const needed = promptTokens + (requested ?? 1);
-  if (needed > model.contextWindow) {
-    throw new InvalidRequestError(
-      `This model's maximum context length is ${model.contextWindow} tokens. However, you requested ${needed} tokens ` +
-        `(${promptTokens} in the messages, ${requested ?? 1} in the completion).`,
-      { code: 'context_length_exceeded', param: requested === undefined ? 'messages' : outputLimitParam(body) },
-    );
-  }
+  const output = requested ?? 1;
+  const longest = endpoint === 'completions' ? await countLongestPromptTokensOffThread(body.prompt) : promptTokens;
+  if (longest + output <= model.contextWindow) return;
+  const input = endpoint === 'chat' ? 'messages' : 'prompt';
+  throw new InvalidRequestError(
+    `This model's maximum context length is ${model.contextWindow} tokens. However, you requested ` +
+      `${longest + output} tokens (${longest} in the ${input}, ${output} in the completion).`,
+    { code: 'context_length_exceeded', param: requested === undefined ? input : outputLimitParam(body) },
+  );
 }
