@@ -285,6 +285,36 @@ describe('errors arrive as the SDK typed errors with OpenAI bodies', () => {
   });
 });
 
+describe('usage without a price book', () => {
+  it('reports the tokens of unpriced requests in /v1/usage, at no amount', async () => {
+    const { key } = await harness.createTenantWithKey();
+    const tenantClient = harness.client(key);
+    const replies = await Promise.all(
+      [3, 5].map((max_tokens) => tenantClient.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens })),
+    );
+    const expected = {
+      input: replies.reduce((sum, reply) => sum + reply.usage!.prompt_tokens, 0),
+      output: replies.reduce((sum, reply) => sum + reply.usage!.completion_tokens, 0),
+    };
+    const start = Math.floor(Date.now() / 1000) - 3600;
+    type UsageResult = { input_tokens: number; output_tokens: number; num_model_requests: number };
+    let results: UsageResult[] = [];
+    const deadline = Date.now() + 5_000;
+    while (results.length === 0 && Date.now() < deadline) {
+      const response = await fetch(`${harness.url}/v1/usage?start_time=${start}&bucket_width=1h`, {
+        headers: { authorization: `Bearer ${key}` },
+      });
+      const page = (await response.json()) as { data: Array<{ results: UsageResult[] }> };
+      results = page.data.flatMap((bucket) => bucket.results);
+      if (results.length === 0) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const sum = (pick: (result: UsageResult) => number) => results.reduce((total, result) => total + pick(result), 0);
+    expect(sum((result) => result.num_model_requests)).toBe(2);
+    expect(sum((result) => result.input_tokens)).toBe(expected.input);
+    expect(sum((result) => result.output_tokens)).toBe(expected.output);
+  });
+});
+
 describe('operations endpoints', () => {
   it('serves healthz, readyz and Prometheus metrics', async () => {
     expect((await fetch(`${harness.url}/healthz`)).status).toBe(200);

@@ -2,7 +2,13 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { BillingRollupsTable, UsageRollupsTable } from './database-schema.js';
 import { logOf, settlementOf } from './ledger-fixtures.js';
-import type { RatedRequestLog, Settlement, UsageEventRecord, UsageRating } from './ledger-store.js';
+import {
+  isRatedLog,
+  type RatedRequestLog,
+  type Settlement,
+  type UsageEventRecord,
+  type UsageRating,
+} from './ledger-store.js';
 import { settlementEffects } from './settlement-effects.js';
 
 const MINUTE = 60_000;
@@ -25,9 +31,13 @@ function referenceEffects(batch: readonly Settlement[], inserted: ReadonlySet<st
     if (reservation !== undefined && reservation.amount !== 0n) {
       releases.set(reservation.tenantId, (releases.get(reservation.tenantId) ?? 0n) + reservation.amount);
     }
-    if (settlement.rating === undefined) continue;
-    const event = usageEventView(settlement.log, settlement.rating);
-    charges.set(event.tenantId, (charges.get(event.tenantId) ?? 0n) + event.amount);
+    // No price: its tokens are usage at no amount; no charge and no bill.
+    const unpriced = settlement.rating === undefined;
+    if (unpriced && (!isRatedLog(log) || log.promptTokens + log.completionTokens === 0)) continue;
+    const event = unpriced
+      ? usageEventView(log as RatedRequestLog, NO_RATING)
+      : usageEventView(settlement.log as RatedRequestLog, settlement.rating!);
+    if (!unpriced) charges.set(event.tenantId, (charges.get(event.tenantId) ?? 0n) + event.amount);
     // Minutes and hours: days are read from the hours, not stored.
     for (const [bucket, size] of [
       ['1m', MINUTE],
@@ -56,6 +66,7 @@ function referenceEffects(batch: readonly Settlement[], inserted: ReadonlySet<st
       row.cost += event.cost ?? 0n;
       usage.set(key, row);
     }
+    if (unpriced) continue;
     const day = event.receivedAt - (event.receivedAt % DAY);
     const key = JSON.stringify([
       event.tenantId,
@@ -107,6 +118,25 @@ function referenceEffects(batch: readonly Settlement[], inserted: ReadonlySet<st
   }
   return { usage: [...usage.values()], billing: [...billing.values()], charges, releases };
 }
+
+/** What an unpriced request adds: its tokens, no amount, no cost. */
+const NO_RATING: UsageRating = {
+  batch: false,
+  currency: 'CNY',
+  priceVersion: '',
+  tier: '',
+  outputCondition: null,
+  inputListAmount: 0n,
+  cachedListAmount: 0n,
+  outputListAmount: 0n,
+  batchDiscount: 0n,
+  offPeakDiscount: 0n,
+  contractDiscount: 0n,
+  volumeDiscount: 0n,
+  amount: 0n,
+  cost: null,
+  detail: '{}',
+};
 
 /** The usage event a rated row reads back as (the `usage_events` view's definition). */
 function usageEventView(log: RatedRequestLog, rating: UsageRating): UsageEventRecord {

@@ -11,7 +11,7 @@
  */
 import type { BillingRollupsTable, UsageRollupsTable } from './database-schema.js';
 import { bucketStart, NULL_LABEL } from './ledger-rows.js';
-import type { Nano, RatedRequestLog, Settlement, UsageRating } from './ledger-store.js';
+import { isRatedLog, type Nano, type RatedRequestLog, type Settlement, type UsageRating } from './ledger-store.js';
 
 /** The effects of one batch. Lists are sorted by primary key, so concurrent transactions lock rows in one order. */
 export interface SettlementEffects {
@@ -75,7 +75,8 @@ export function firstOfEachRequest(batch: readonly Settlement[]): Map<string, Se
 /**
  * Aggregates the effects of `batch`, counting only what this commit inserted. `inserted` holds the request ids
  * whose `request_log` row the insert reported new; each counts once, through its first settlement in the batch: it
- * releases that settlement's reservation and, when it is rated, charges its amount and adds it to the rollups. An id
+ * releases that settlement's reservation and, when it is rated, charges its amount and adds it to the rollups (an
+ * unrated one with tokens, which no price covers, adds its tokens to the usage rollups at no amount). An id
  * stored already (a retry, a recovered checkpoint) or repeated inside the batch changes nothing. `inserted` is
  * consumed (emptied of the ids used): pass a set built for this call.
  */
@@ -101,8 +102,14 @@ export function settlementEffects(batch: readonly Settlement[], inserted: Set<st
         else held.amount += amount;
       }
     }
-    if (settlement.rating === undefined) continue;
     const { log, rating } = settlement;
+    if (rating === undefined) {
+      // Unpriced (no price book, or a model it leaves out): no charge and no bill, but its tokens are still usage.
+      if (isRatedLog(log) && log.promptTokens + log.completionTokens > 0) {
+        addUsage(groupOf(groups, log), bucketStart('1m', log.createdAt), log, 0n, 0n);
+      }
+      continue;
+    }
 
     const charge = charges.get(log.tenantId);
     if (charge === undefined) {
@@ -111,21 +118,7 @@ export function settlementEffects(batch: readonly Settlement[], inserted: Set<st
       charge.amount += rating.amount;
     }
     const cost = rating.cost ?? 0n;
-    const keyId = log.keyId ?? NULL_LABEL;
-    const groupKey = `${log.tenantId}\u0000${keyId}\u0000${log.model}`;
-    let group = groups.get(groupKey);
-    if (group === undefined) {
-      group = {
-        tenantId: log.tenantId,
-        keyId,
-        model: log.model,
-        minutes: new Map(),
-        lastMinute: Number.NaN,
-        lastSums: undefined,
-        lastLine: undefined,
-      };
-      groups.set(groupKey, group);
-    }
+    const group = groupOf(groups, log);
     addUsage(group, bucketStart('1m', log.createdAt), log, rating.amount, cost);
     addBilling(group, billing, log, rating, cost);
   }
@@ -153,6 +146,26 @@ export function settlementEffects(batch: readonly Settlement[], inserted: Set<st
     billingRollups: [...billing.values()].sort(compareBillingRows),
     checkpointIds: [...checkpointIds].sort(compare),
   };
+}
+
+/** The usage group (tenant, key, model) of `log`, created on first use. */
+function groupOf(groups: Map<string, UsageGroup>, log: RatedRequestLog): UsageGroup {
+  const keyId = log.keyId ?? NULL_LABEL;
+  const groupKey = `${log.tenantId}\u0000${keyId}\u0000${log.model}`;
+  let group = groups.get(groupKey);
+  if (group === undefined) {
+    group = {
+      tenantId: log.tenantId,
+      keyId,
+      model: log.model,
+      minutes: new Map(),
+      lastMinute: Number.NaN,
+      lastSums: undefined,
+      lastLine: undefined,
+    };
+    groups.set(groupKey, group);
+  }
+  return group;
 }
 
 function addUsage(group: UsageGroup, minute: number, log: RatedRequestLog, amount: Nano, cost: Nano): void {

@@ -847,7 +847,11 @@ function describeLedgerConformance(getStore: () => Store): void {
       expect(await store.listUsageEvents({ tenantId, start: 0, end: Date.UTC(2031, 0) })).toEqual([event]);
       expect(await store.listRequestLogs({ tenantId })).toEqual([log, unpriced]);
       const rollups = await store.queryUsageRollups({ bucket: '1m', start: 0, end: Date.UTC(2031, 0), tenantId });
-      expect(rollups.map((row) => [row.keyId, row.model])).toEqual([['NULL', event.model]]);
+      // The unpriced request's tokens are usage too (at no amount), in the minute before.
+      expect(rollups.map((row) => [row.keyId, row.model, row.amount])).toEqual([
+        [unpriced.keyId, unpriced.model, 0n],
+        ['NULL', event.model, event.amount],
+      ]);
       const billing = await store.queryBillingRollups({ tenantId, start: 0, end: Date.UTC(2031, 0) });
       expect(billing.map((row) => [row.priceVersion, row.tier, row.outputCondition])).toEqual([
         [event.priceVersion, event.tier, event.outputCondition],
