@@ -10,37 +10,17 @@
  *   npm run build && node dist/bench/ab-bench.js --base /tmp/base [--pairs 4] [--connections 32 | --rate 1000]
  *     [--stream] [--duration 10] [--workers 2] [--metered] [--postgres postgres://127.0.0.1:5432/test]
  *     [--redis redis://127.0.0.1:6379]
- *   node dist/bench/ab-bench.js --base /tmp/base --instructions [--requests 2000] [--pairs 2]
- *
- * `--instructions` counts the gateway's instructions per request under Valgrind (see instruction-count.ts) instead
- * of timing it: slow (minutes per run) but steady to a percent or so, where timed pairs move by ±10%.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command } from 'commander';
 import pg from 'pg';
 import { BenchProcesses } from './bench-processes.js';
 import { machineSummary, writeBenchResult } from './bench-results.js';
-import {
-  type BenchTarget,
-  chatRequestBody,
-  meteredConfig,
-  repoRoot,
-  startTollgate,
-  startUpstream,
-} from './bench-targets.js';
-import {
-  callgrindAvailable,
-  callgrindWrapper,
-  dumpInstructions,
-  sendRequests,
-  zeroCounters,
-} from './instruction-count.js';
+import { chatRequestBody, meteredConfig, repoRoot, startTollgate, startUpstream } from './bench-targets.js';
 import { type LoadSpec, runLoadInChild } from './load.js';
 import { cpuPerResponse, type GatewayCpu, gatewayCpu } from './process-tree-stats.js';
 
@@ -56,36 +36,26 @@ export interface AbRun {
   mainCpuUs: number;
 }
 
-/** One run of one build under Valgrind (`--instructions`). */
-export interface AbCountRun {
-  /** Instructions the gateway process (every thread, user space) executed per request. */
-  instructionsPerRequest: number;
-}
-
 /** A measure compared over the pairs: each pair's after ÷ before, and the ratio of the means. */
 export interface AbComparison {
-  measure: string;
+  measure: keyof AbRun;
   before: number[];
   after: number[];
   pairRatios: number[];
   ratioOfMeans: number;
 }
 
-const timedMeasures: ReadonlyArray<keyof AbRun> = ['throughput', 'p50Ms', 'p99Ms', 'cpuUs', 'mainCpuUs'];
+const measures: ReadonlyArray<keyof AbRun> = ['throughput', 'p50Ms', 'p99Ms', 'cpuUs', 'mainCpuUs'];
 
-/** Compares the runs of the base build (`before`) with this one's (`after`), pair by pair, on each of `measures`. */
-export function compareRuns<R extends AbRun | AbCountRun>(
-  before: readonly R[],
-  after: readonly R[],
-  measures: ReadonlyArray<keyof R & string> = timedMeasures as ReadonlyArray<keyof R & string>,
-): AbComparison[] {
+/** Compares the runs of the base build (`before`) with this one's (`after`), pair by pair. */
+export function compareRuns(before: readonly AbRun[], after: readonly AbRun[]): AbComparison[] {
   if (before.length !== after.length || before.length === 0) {
     throw new Error(`need as many runs of each build, at least one (got ${before.length} and ${after.length})`);
   }
   const mean = (values: readonly number[]) => values.reduce((sum, value) => sum + value, 0) / values.length;
   return measures.map((measure) => {
-    const beforeValues = before.map((run) => run[measure] as number);
-    const afterValues = after.map((run) => run[measure] as number);
+    const beforeValues = before.map((run) => run[measure]);
+    const afterValues = after.map((run) => run[measure]);
     return {
       measure,
       before: beforeValues,
@@ -139,22 +109,10 @@ interface AbOptions {
   postgres: string | undefined;
   /** A Redis URL: admission (and, with `postgres`, lease returns) go through it, as in cluster mode. */
   redis: string | undefined;
-  /** Count instructions under Valgrind (this many requests counted, after as many sent to warm up) instead of timing. */
-  countRequests: number | undefined;
-  /** Where to keep each counted run's callgrind dump, for `callgrind_annotate`; default: thrown away. */
-  keepDumps: string | undefined;
 }
 
-/**
- * Runs `measure` on a fresh upstream and a fresh gateway of the build at `root` (under `wrapper`, if given), then
- * stops both.
- */
-async function withGateway<T>(
-  root: string,
-  options: AbOptions,
-  wrapper: readonly string[] | undefined,
-  measure: (gateway: BenchTarget) => Promise<T>,
-): Promise<T> {
+/** Runs one build once: a fresh upstream and gateway, one load, the gateway's CPU over it. */
+async function runOnce(root: string, options: AbOptions): Promise<AbRun> {
   const processes = new BenchProcesses();
   const schema = options.postgres === undefined ? undefined : `tg_ab_${randomBytes(6).toString('hex')}`;
   try {
@@ -166,18 +124,7 @@ async function withGateway<T>(
       workers: options.workers,
       ...(options.metered ? meteredConfig : {}),
       extraConfig: { ...(options.metered ? meteredConfig.extraConfig : {}), ...store, ...admission },
-      ...(wrapper === undefined ? {} : { wrapper, readyTimeoutMs: 600_000 }),
     });
-    return await measure(gateway);
-  } finally {
-    await processes.stopAll();
-    if (schema !== undefined) await dropSchema(options.postgres!, schema);
-  }
-}
-
-/** Runs one build once: one load, the gateway's CPU over it. */
-function runTimed(root: string, options: AbOptions): Promise<AbRun> {
-  return withGateway(root, options, undefined, async (gateway) => {
     const pid = gateway.process!.pid;
     const load: LoadSpec = {
       ...(options.rate === undefined
@@ -210,38 +157,9 @@ function runTimed(root: string, options: AbOptions): Promise<AbRun> {
       p99Ms: result.latency.p99,
       ...cpuPerResponse(atWindowStart, gatewayCpu(pid), result.ok),
     };
-  });
-}
-
-/**
- * Runs one build once under callgrind: a warm-up, then the instructions of `countRequests` requests. With
- * `keepDumps`, the counted dump is kept there as `<label>.callgrind`.
- */
-async function runCounted(root: string, options: AbOptions, count: number, label: string): Promise<AbCountRun> {
-  const outDir = await mkdtemp(join(tmpdir(), 'tollgate-callgrind-'));
-  try {
-    return await withGateway(root, options, callgrindWrapper(outDir), async (gateway) => {
-      // Valgrind execs the program in its own process: this pid is the gateway's.
-      const pid = gateway.process!.pid;
-      const batch = {
-        url: gateway.chatUrl,
-        headers: gateway.headers,
-        body: chatRequestBody(options.stream),
-        count,
-        concurrency: options.connections,
-      };
-      await sendRequests(batch);
-      await zeroCounters(pid);
-      await sendRequests(batch);
-      const counted = await dumpInstructions(pid, outDir);
-      if (options.keepDumps !== undefined) {
-        await mkdir(options.keepDumps, { recursive: true });
-        await copyFile(counted.file, join(options.keepDumps, `${label}.callgrind`));
-      }
-      return { instructionsPerRequest: counted.instructions / count };
-    });
   } finally {
-    await rm(outDir, { recursive: true, force: true });
+    await processes.stopAll();
+    if (schema !== undefined) await dropSchema(options.postgres!, schema);
   }
 }
 
@@ -258,13 +176,6 @@ async function main(): Promise<void> {
     .option('--metered', 'price every request and reserve it on a prepaid wallet (bench:metering\'s "on")', false)
     .option('--postgres <url>', 'run the gateway on this PostgreSQL database (a new schema per run) instead of SQLite')
     .option('--redis <url>', 'admission through this Redis (cluster mode); with --postgres, wallet leases too')
-    .option(
-      '--instructions',
-      'count instructions per request under Valgrind instead of timing (minutes per run)',
-      false,
-    )
-    .option('--requests <n>', 'with --instructions: requests counted, after as many sent to warm up', '2000')
-    .option('--keep-dumps <dir>', "with --instructions: keep each run's callgrind dump here (callgrind_annotate)")
     .option('--out <path>', 'JSON output path')
     .parse()
     .opts<{
@@ -278,9 +189,6 @@ async function main(): Promise<void> {
       metered: boolean;
       postgres?: string;
       redis?: string;
-      instructions: boolean;
-      requests: string;
-      keepDumps?: string;
       out?: string;
     }>();
   const base = resolve(flags.base);
@@ -298,59 +206,30 @@ async function main(): Promise<void> {
     metered: flags.metered,
     postgres: flags.postgres,
     redis: flags.redis,
-    countRequests: flags.instructions ? Number(flags.requests) : undefined,
-    keepDumps: flags.keepDumps === undefined ? undefined : resolve(flags.keepDumps),
   };
-  const counts = {
-    pairs: options.pairs,
-    connections: options.connections,
-    workers: options.workers,
-    ...(options.countRequests === undefined ? {} : { requests: options.countRequests }),
-  };
+  const counts = { pairs: options.pairs, connections: options.connections, workers: options.workers };
   for (const [name, value] of Object.entries(counts)) {
     if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} must be a positive integer`);
   }
-  if (options.countRequests !== undefined) {
-    if (options.workers !== 1) throw new Error('--instructions counts one process: use --workers 1');
-    if (options.rate !== undefined) throw new Error('--instructions sends a fixed count of requests: drop --rate');
-    if (!(await callgrindAvailable())) throw new Error('--instructions needs valgrind and callgrind_control');
-  }
-  const before: Array<AbRun | AbCountRun> = [];
-  const after: Array<AbRun | AbCountRun> = [];
+  const before: AbRun[] = [];
+  const after: AbRun[] = [];
   for (let pair = 1; pair <= options.pairs; pair++) {
     // Alternate which build goes first, so neither always runs on the warmer machine.
     const order = pair % 2 === 1 ? ([base, repoRoot] as const) : ([repoRoot, base] as const);
     for (const root of order) {
-      const label = `pair ${pair}/${options.pairs} ${root === base ? 'before' : 'after '}`;
-      let run: AbRun | AbCountRun;
-      if (options.countRequests === undefined) {
-        const timed = await runTimed(root, options);
-        process.stdout.write(
-          `${label}: ${timed.throughput.toFixed(0)} req/s, p50 ${timed.p50Ms.toFixed(3)} ms, ` +
-            `p99 ${timed.p99Ms.toFixed(3)} ms, ${timed.cpuUs.toFixed(0)} µs CPU/req ` +
-            `(${timed.mainCpuUs.toFixed(0)} serving thread)\n`,
-        );
-        run = timed;
-      } else {
-        const counted = await runCounted(
-          root,
-          options,
-          options.countRequests,
-          `pair${pair}-${root === base ? 'before' : 'after'}`,
-        );
-        process.stdout.write(`${label}: ${Math.round(counted.instructionsPerRequest)} instructions/request\n`);
-        run = counted;
-      }
+      const run = await runOnce(root, options);
       (root === base ? before : after).push(run);
+      process.stdout.write(
+        `pair ${pair}/${options.pairs} ${root === base ? 'before' : 'after '}: ${run.throughput.toFixed(0)} req/s, ` +
+          `p50 ${run.p50Ms.toFixed(3)} ms, p99 ${run.p99Ms.toFixed(3)} ms, ${run.cpuUs.toFixed(0)} µs CPU/req ` +
+          `(${run.mainCpuUs.toFixed(0)} serving thread)\n`,
+      );
     }
   }
-  const comparisons =
-    options.countRequests === undefined
-      ? compareRuns(before as AbRun[], after as AbRun[])
-      : compareRuns(before as AbCountRun[], after as AbCountRun[], ['instructionsPerRequest']);
+  const comparisons = compareRuns(before, after);
   process.stdout.write(`\n${comparisonTable(comparisons)}\n\n`);
   await writeBenchResult('ab', flags.out, {
-    benchmark: options.countRequests === undefined ? 'A/B of two builds' : 'A/B of two builds, instructions counted',
+    benchmark: 'A/B of two builds',
     machine: machineSummary(),
     options: { ...options, after: repoRoot },
     revisions: { before: revisionOf(base), after: revisionOf(repoRoot) },

@@ -166,8 +166,6 @@ export interface TollgateOptions {
   credit?: string;
   /** The built checkout whose `dist/src/cli/main.js` runs (another revision, for an A/B). Default this one. */
   root?: string;
-  /** A command the gateway's `node` runs under, e.g. `valgrind --tool=callgrind …` (see instruction-count.ts). */
-  wrapper?: readonly string[];
 }
 
 /** The label of a Tollgate target: `tollgate`, or `tollgate-wN` with N > 1 workers. */
@@ -217,13 +215,11 @@ export async function startTollgate(
   await writeFile(configPath, stringify(config));
   const port = await freePort();
   const adminToken = randomBytes(24).toString('hex');
-  const [command, ...wrapperArgs] = [...(options.wrapper ?? []), process.execPath];
   const started = processes.spawn({
     name,
-    command: command!,
+    command: process.execPath,
     // The young-generation size `npm start` uses (see `withServingHeap`), unless the caller's flags set one.
     args: [
-      ...wrapperArgs,
       ...withServingHeap(options.nodeArgs ?? []),
       join(options.root ?? repoRoot, 'dist/src/cli/main.js'),
       'serve',
