@@ -140,6 +140,79 @@ describe('money operations, usage, invoices', () => {
     expect((await harness.admin('GET', `/tenants/${tenantId}/balance`)).body.balance).toBe('5');
   });
 
+  it('a reused Idempotency-Key with another amount is refused with 409, and changes nothing', async () => {
+    const { tenantId } = await harness.createTenantWithKey();
+    const post = async (body: Record<string, string>) => {
+      const response = await fetch(`${harness.url}/admin/v1/tenants/${tenantId}/credits`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${harness.adminToken}`,
+          'content-type': 'application/json',
+          'idempotency-key': 'typo',
+        },
+        body: JSON.stringify(body),
+      });
+      return { status: response.status, body: (await response.json()) as { id?: string; error?: { code: string } } };
+    };
+    const first = await post({ amount: '1', currency: 'CNY' });
+    expect(first.status).toBe(201);
+    const different = await post({ amount: '2', currency: 'CNY' });
+    expect(different.status).toBe(409);
+    expect(openAIErrors('ErrorResponse', different.body)).toEqual([]);
+    expect(different.body.error?.code).toBe('idempotency_key_reused');
+    const same = await post({ amount: '1', currency: 'CNY' });
+    expect(same).toMatchObject({ status: 200, body: { id: first.body.id } });
+    expect((await harness.admin('GET', `/tenants/${tenantId}/balance`)).body.balance).toBe('1');
+  });
+
+  it('refuses amounts and balances the ledger cannot hold with 400, and writes nothing', async () => {
+    const { tenantId } = await harness.createTenantWithKey();
+    const credit = (amount: string) =>
+      harness.admin('POST', `/tenants/${tenantId}/credits`, { amount, currency: 'CNY' });
+    const huge = await credit('99999999999999999999999');
+    expect(huge.status).toBe(400);
+    expect(huge.body.error).toMatchObject({ param: 'amount', code: 'invalid_value' });
+    expect((await credit('9000000000')).status).toBe(201);
+    const past = await credit('9000000000');
+    expect(past.status).toBe(400);
+    expect(past.body.error).toMatchObject({ param: 'amount', code: 'balance_limit_exceeded' });
+    const postpaid = await harness.admin('PUT', `/tenants/${tenantId}/billing`, {
+      mode: 'postpaid',
+      credit_limit: '9000000000',
+    });
+    expect(postpaid.status).toBe(400);
+    expect(postpaid.body.error).toMatchObject({ param: 'credit_limit', code: 'balance_limit_exceeded' });
+    // The wallet still reads, and still serves.
+    const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
+    expect(balance.body).toMatchObject({ balance: '9000000000', mode: 'prepaid', credit_limit: '0' });
+    expect(await harness.gateway.store.listWalletTransactions(tenantId)).toHaveLength(1);
+  });
+
+  it('a budget reads back with the billing settings, and null removes it', async () => {
+    await clearOfMonthEnd(15_000); // the spend counts in one month
+    const { key, tenantId } = await harness.createTenantWithKey({ credit: '10' });
+    const budget = { monthly_limit: nanoToDecimal(costNano(promptTokens, 5)), enforcement: 'hard' };
+    const set = await harness.admin('PUT', `/tenants/${tenantId}/billing`, { mode: 'prepaid', budget });
+    expect(set.status).toBe(200);
+    const shown = { ...budget, thresholds: [50, 80, 100], webhook_url: null };
+    expect(set.body).toMatchObject({ balance: '10', budget: shown });
+    expect((await harness.admin('GET', `/tenants/${tenantId}/billing`)).body).toMatchObject({ budget: shown });
+    const client = harness.client(key);
+    await client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 });
+    const used = await caught(client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 }));
+    expect(used.code).toBe('insufficient_quota');
+
+    const removed = await harness.admin('PUT', `/tenants/${tenantId}/billing`, { mode: 'prepaid', budget: null });
+    expect(removed.status).toBe(200);
+    expect(removed.body.budget).toBeNull();
+    expect((await harness.admin('GET', `/tenants/${tenantId}/billing`)).body.budget).toBeNull();
+    await client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 });
+    // Leaving `budget` out keeps whatever there is.
+    await harness.admin('PUT', `/tenants/${tenantId}/billing`, { mode: 'prepaid', budget });
+    const kept = await harness.admin('PUT', `/tenants/${tenantId}/billing`, { mode: 'prepaid' });
+    expect(kept.body.budget).toMatchObject(shown);
+  });
+
   it('usage buckets and the invoice add up to the ledger; other tenants see nothing', async () => {
     await clearOfMonthEnd(15_000); // one month, one invoice
     const a = await harness.createTenantWithKey({ credit: '10' });

@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -211,6 +211,9 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
       run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '2.5', '--idempotency-key', 'k1']).stdout,
     );
     expect(again).toMatchObject({ created: false, balance: '2.5' });
+    const reused = run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '3', '--idempotency-key', 'k1']);
+    expect(reused.status).not.toBe(0);
+    expect(reused.stderr).toContain('409 idempotency_key_reused');
     const zero = run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '0']);
     expect(zero.status).not.toBe(0);
     expect(zero.stderr).toContain('must be positive');
@@ -248,12 +251,70 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
     // The usage is recorded after the answer: wait until it shows, then it must be exactly the request's.
     await vi.waitFor(() => expect(outputTokens()).toBeGreaterThan(0), { timeout: 10_000, interval: 50 });
     expect(outputTokens()).toBe(4);
+    // Three weeks of days are three pages of the usage API: all of them are printed, today's included.
+    const weeks = new Date(Date.now() - 20 * 86_400_000).toISOString();
+    for (const target of [[], ['--url', url]]) {
+      const usage = run(dir, ['usage', '--tenant', tenantId, '--start', weeks, ...target]);
+      expect(usage.status, usage.stderr).toBe(0);
+      const page = JSON.parse(usage.stdout);
+      expect(page).toMatchObject({ object: 'page', has_more: false, next_page: null });
+      expect(page.data.length).toBeGreaterThanOrEqual(21);
+      const tokens = page.data
+        .flatMap((bucket: { results: Array<{ output_tokens: number }> }) => bucket.results)
+        .reduce((sum: number, result: { output_tokens: number }) => sum + result.output_tokens, 0);
+      expect(tokens, target.join(' ')).toBe(4);
+    }
     const csv = run(dir, ['invoice', '--tenant', tenantId, '--month', month, '--format', 'csv']);
     expect(csv.status, csv.stderr).toBe(0);
     expect(csv.stdout).toContain('sim-pro-32k');
     const html = run(dir, ['invoice', '--tenant', tenantId, '--month', month, '--format', 'html', '--url', url]);
     expect(html.stdout).toContain('<html');
     expect(banner).toContain('Admin token');
+  });
+
+  it('plans set refuses a plan the admin API refuses, with the same error from the store and --url, storing nothing', async () => {
+    const dir = workspace();
+    const { url } = await serve(dir);
+    const tenantId = JSON.parse(run(dir, ['tenants', 'create', 'planned']).stdout).id as string;
+    for (const bad of [
+      ['--weight', '0'],
+      ['--weight', '-3'],
+      ['--rpm', '0'],
+    ]) {
+      const store = run(dir, ['plans', 'set', '--tenant', tenantId, ...bad]);
+      const remote = run(dir, ['plans', 'set', '--tenant', tenantId, ...bad, '--url', url]);
+      expect(store.status, bad.join(' ')).not.toBe(0);
+      expect(remote.status, bad.join(' ')).not.toBe(0);
+      expect(store.stderr).toContain('400 invalid_value');
+      expect(store.stderr).toBe(remote.stderr);
+    }
+    for (const bad of [
+      ['--weight', 'abc'],
+      ['--rpm', '1e2'],
+    ]) {
+      const result = run(dir, ['plans', 'set', '--tenant', tenantId, ...bad]);
+      expect(result.status, bad.join(' ')).not.toBe(0);
+      expect(result.stderr).toContain(`option '${bad[0]}`);
+    }
+    const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
+    try {
+      expect(await store.getSetting(`plan:tenant:${tenantId}`)).toBeUndefined();
+    } finally {
+      await store.close();
+    }
+    const good = run(dir, ['plans', 'set', '--tenant', tenantId, '--rpm', '100', '--weight', '0.5']);
+    expect(good.status, good.stderr).toBe(0);
+    expect(JSON.parse(good.stdout)).toMatchObject({ rpm: 100, weight: 0.5 });
+  });
+
+  it('--url without an admin token names --admin-token and writes no token file', () => {
+    const dir = workspace();
+    const { TOLLGATE_ADMIN_TOKEN: _ignored, ...env } = process.env;
+    const result = run(dir, ['tenants', 'list', '--url', 'http://127.0.0.1:9'], env);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain('--admin-token');
+    expect(result.stderr).toContain('TOLLGATE_ADMIN_TOKEN');
+    expect(existsSync(path.join(dir, 'data', 'admin-token'))).toBe(false);
   });
 
   it('submit a batch with --wait, then status, list and download its results', async () => {

@@ -6,11 +6,13 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
+import { budgetView } from '../billing/budget-settings.js';
 import { formatNano, parseNano } from '../billing/nano.js';
+import { addWalletCredit, checkCreditLimitFits } from '../billing/wallet-credit.js';
 import { InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
 import { DecimalFormatError } from '../pricing/money.js';
 import { type PriceVersionConfig, PriceVersionSchema } from '../pricing/price-book.js';
-import type { LedgerStore } from '../store/ledger-store.js';
+import type { BudgetRecord, LedgerStore } from '../store/ledger-store.js';
 import type { Store } from '../store/store.js';
 import { sendInvoice } from './billing-routes.js';
 
@@ -58,6 +60,12 @@ export function registerAdminBillingRoutes(
   deps: { store: Store & LedgerStore; billing: BillingService; queries: BillingQueries },
 ): void {
   const { store, billing, queries } = deps;
+  /** The balance, with the tenant's budget as `PUT /tenants/{id}/billing` takes it (null: none). */
+  const billingView = async (tenantId: string) => {
+    const budgets = await store.listBudgets(tenantId);
+    const budget = budgets.find((candidate) => candidate.scope === 'tenant' && candidate.scopeId === tenantId);
+    return { ...(await queries.balance(tenantId)), budget: budgetView(budget) };
+  };
   const requireTenant = async (tenantId: string) => {
     const tenant = await store.getTenant(tenantId);
     if (tenant === undefined) throw new NotFoundError(`No tenant with id "${tenantId}".`, 'tenant_not_found');
@@ -82,7 +90,7 @@ export function registerAdminBillingRoutes(
       throw new InvalidRequestError('amount must be positive.', { param: 'amount', code: 'invalid_value' });
     }
     const key = request.headers['idempotency-key'];
-    const { record, created } = await store.addWalletTransaction({
+    const { record, created } = await addWalletCredit(store, {
       tenantId: request.params.id,
       kind,
       amount,
@@ -111,10 +119,21 @@ export function registerAdminBillingRoutes(
     await requireTenant(tenantId);
     const { mode, budget } = request.body;
     const creditLimit = mode === 'postpaid' ? money(request.body.credit_limit ?? '0', 'credit_limit') : 0n;
+    checkCreditLimitFits(await store.getWallet(tenantId), creditLimit);
+    // Every value is checked before the first write: a refused request changes nothing.
+    const budgetRecord =
+      budget === null || budget === undefined ? budget : budgetRecordOf('tenant', tenantId, tenantId, budget);
     await store.configureWallet(tenantId, { mode, currency: billing.currency, creditLimit });
-    if (budget !== undefined && budget !== null) await putBudget(store, 'tenant', tenantId, tenantId, budget);
+    // null removes the budget; absent leaves it as it is.
+    if (budgetRecord === null) await store.deleteBudget('tenant', tenantId);
+    else if (budgetRecord !== undefined) await store.putBudget(budgetRecord);
     await billing.budgetsChanged();
-    return queries.balance(tenantId);
+    return billingView(tenantId);
+  });
+
+  admin.get<{ Params: { id: string } }>('/tenants/:id/billing', async (request) => {
+    await requireTenant(request.params.id);
+    return billingView(request.params.id);
   });
 
   admin.put<{ Params: { id: string }; Body: BudgetInput }>(
@@ -123,7 +142,7 @@ export function registerAdminBillingRoutes(
     async (request) => {
       const key = await store.getKey(request.params.id);
       if (key === undefined) throw new NotFoundError(`No key with id "${request.params.id}".`, 'key_not_found');
-      await putBudget(store, 'key', key.id, key.tenantId, request.body);
+      await store.putBudget(budgetRecordOf('key', key.id, key.tenantId, request.body));
       await billing.budgetsChanged();
       return { object: 'budget', scope: 'key', scope_id: key.id, monthly_limit: request.body.monthly_limit };
     },
@@ -191,14 +210,8 @@ export function registerAdminBillingRoutes(
   });
 }
 
-async function putBudget(
-  store: LedgerStore,
-  scope: 'tenant' | 'key',
-  scopeId: string,
-  tenantId: string,
-  budget: BudgetInput,
-) {
-  await store.putBudget({
+function budgetRecordOf(scope: 'tenant' | 'key', scopeId: string, tenantId: string, budget: BudgetInput): BudgetRecord {
+  return {
     scope,
     scopeId,
     tenantId,
@@ -207,7 +220,7 @@ async function putBudget(
     thresholds: budget.thresholds ?? [50, 80, 100],
     webhookUrl: budget.webhook_url ?? null,
     updatedAt: Date.now(),
-  });
+  };
 }
 
 function money(text: string, param: string, allowNegative = false) {

@@ -10,6 +10,7 @@ import {
   StoreUnavailableError,
   toGatewayError,
 } from '../errors/gateway-error.js';
+import { paramOfPointer } from '../errors/param-path.js';
 import { isStoreUnreachable } from '../store/store-unreachable.js';
 
 interface FastifyLikeError {
@@ -81,7 +82,7 @@ const UNION_KEYWORDS = new Set(['anyOf', 'oneOf']);
 function validationError(problems: NonNullable<FastifyLikeError['validation']>): InvalidRequestError {
   const first = problems[0]!;
   const at = (problem: typeof first, property?: unknown) => {
-    const param = pointerToParam(problem.instancePath);
+    const param = paramOfPointer(problem.instancePath);
     if (typeof property !== 'string') return param;
     return param === '' ? property : `${param}.${property}`;
   };
@@ -126,13 +127,4 @@ function validationError(problems: NonNullable<FastifyLikeError['validation']>):
     param,
     code: 'invalid_type',
   });
-}
-
-/** `/messages/0/content` → `messages[0].content` */
-function pointerToParam(pointer: string): string {
-  return pointer
-    .split('/')
-    .slice(1)
-    .map((part) => part.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .reduce((param, part) => (/^\d+$/.test(part) ? `${param}[${part}]` : param ? `${param}.${part}` : part), '');
 }

@@ -8,6 +8,12 @@ import type { Nano } from '../store/ledger-store.js';
 
 const AMOUNT_PER_NANO = 10n ** 18n;
 
+/**
+ * The largest amount the ledger holds, nano-units: its columns are 64-bit integers, so 9223372036.854775807 currency
+ * units. Every stored amount and every balance stays within ±`MAX_NANO`.
+ */
+export const MAX_NANO: Nano = 2n ** 63n - 1n;
+
 /** Exact amount → nano-units, half-even. */
 export function nanoHalfEven(amount: Amount): Nano {
   return divideHalfEven(amount, AMOUNT_PER_NANO);
@@ -24,9 +30,17 @@ export function formatNano(value: Nano): string {
   return formatDecimal(value, 9);
 }
 
-/** A decimal string of the currency unit → nano-units; throws `DecimalFormatError`. */
+/**
+ * A decimal string of the currency unit → nano-units, within ±`MAX_NANO` (what the ledger can store); throws
+ * `DecimalFormatError`.
+ */
 export function parseNano(text: unknown, options: { allowNegative?: boolean } = {}): Nano {
-  return parseDecimal(text, { decimals: 9, allowNegative: options.allowNegative ?? false });
+  return parseDecimal(text, {
+    decimals: 9,
+    allowNegative: options.allowNegative ?? false,
+    max: MAX_NANO,
+    min: -MAX_NANO,
+  });
 }
 
 /** Nano-units rounded half-even to a currency with `minorUnits` digits, as a decimal string (`"12.30"`). */

@@ -3,8 +3,9 @@
  * configuration directly. Revocations through the store reach a running gateway within its key-cache TTL (5 s);
  * through `--url` they take effect at once.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { request } from 'undici';
-import { resolveAdminToken } from '../app/admin-token.js';
 import { BUS_READY_WAIT_MS, openSharedBus, type SharedBus } from '../app/shared-bus.js';
 import { withDeadline } from '../app/with-deadline.js';
 import { BillingQueries } from '../billing/billing-queries.js';
@@ -13,13 +14,14 @@ import { renderInvoiceCsv } from '../billing/invoice/render-invoice-csv.js';
 import { renderInvoiceHtml } from '../billing/invoice/render-invoice-html.js';
 import { renderInvoiceJson } from '../billing/invoice/render-invoice-json.js';
 import { formatNano, parseNano } from '../billing/nano.js';
+import { addWalletCredit } from '../billing/wallet-credit.js';
 import { loadConfig } from '../config/load-config.js';
 import { createLogger } from '../observability/logger.js';
-import type { ServiceClass } from '../scheduling/service-class.js';
 import { createStore } from '../store/create-store.js';
 import { type OpenAIListPage, openAIListPage } from '../store/list-page.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
+import { type PlanInput, planFromInput } from '../tenancy/plan-input.js';
 import { PlanService } from '../tenancy/plan-service.js';
 import {
   MAX_LIST_PAGE,
@@ -54,28 +56,29 @@ export interface AdminClient {
     tenantId: string,
     input: { amount: string; currency: string; note?: string; idempotencyKey?: string },
   ): Promise<unknown>;
-  usage(tenantId: string, query: Record<string, string>): Promise<unknown>;
+  /** One page of usage buckets (`query.page`: the `next_page` cursor of the page before). */
+  usage(tenantId: string, query: Record<string, string>): Promise<UsagePage>;
   setPlan(tenantId: string, plan: PlanInput): Promise<unknown>;
   /** The invoice rendered as `json`, `csv` or `html` text. */
   invoice(tenantId: string, month: string, format: 'json' | 'csv' | 'html'): Promise<string>;
   close(): Promise<void>;
 }
 
-/** A plan as the admin API takes it. */
-export interface PlanInput {
-  rpm?: number;
-  tpm?: number;
-  tpd?: number;
-  concurrency?: number;
-  tiers?: ServiceClass[];
-  weight?: number;
+/** A page of usage buckets, as the usage API returns it. */
+export interface UsagePage {
+  object: 'page';
+  data: unknown[];
+  has_more: boolean;
+  next_page: string | null;
 }
+
+export type { PlanInput };
 
 /** Where the CLI should go. */
 export interface AdminTarget {
   /** A running gateway, e.g. `http://127.0.0.1:8080`. */
   url?: string;
-  /** Admin token for `url`. Default: the data dir's `admin-token` file. */
+  /** Admin token for `url`. Default: `TOLLGATE_ADMIN_TOKEN`, else the data dir's `admin-token` file if there is one. */
   adminToken?: string;
   /** Configuration file naming the store. */
   configPath?: string;
@@ -85,7 +88,13 @@ export interface AdminTarget {
 export async function openAdminClient(target: AdminTarget): Promise<AdminClient> {
   const loaded = loadConfig(target.configPath === undefined ? {} : { configPath: target.configPath });
   if (target.url !== undefined) {
-    const token = target.adminToken ?? resolveAdminToken(loaded.dataDir, loaded.adminToken);
+    const token = target.adminToken ?? loaded.adminToken ?? readAdminTokenFile(loaded.dataDir);
+    if (token === undefined) {
+      throw new Error(
+        `--url needs the gateway's admin token: pass --admin-token <token> or set TOLLGATE_ADMIN_TOKEN ` +
+          `(no ${path.join(loaded.dataDir, ADMIN_TOKEN_FILE)} here to read it from)`,
+      );
+    }
     return new HttpAdminClient(target.url.replace(/\/+$/, ''), token);
   }
   const store = await createStore(loaded.storeUrl);
@@ -116,6 +125,23 @@ export async function openAdminClient(target: AdminTarget): Promise<AdminClient>
     bus === undefined ? {} : { bus },
   );
   return new StoreAdminClient(store, billing, plans, bus);
+}
+
+/** The file `serve` keeps its generated admin token in, under the data dir (see `resolveAdminToken`). */
+const ADMIN_TOKEN_FILE = 'admin-token';
+
+/**
+ * The admin token a `serve` on this data dir generated, if there is one. Only read: a client must not mint a
+ * secret that no server uses and that a later `serve` would adopt.
+ */
+function readAdminTokenFile(dataDir: string): string | undefined {
+  try {
+    const token = readFileSync(path.join(dataDir, ADMIN_TOKEN_FILE), 'utf8').trim();
+    return token === '' ? undefined : token;
+  } catch (error: unknown) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
 }
 
 class HttpAdminClient implements AdminClient {
@@ -156,7 +182,7 @@ class HttpAdminClient implements AdminClient {
     );
   }
   usage(tenantId: string, query: Record<string, string>) {
-    return this.call<unknown>('GET', `/tenants/${encodeURIComponent(tenantId)}/usage?${new URLSearchParams(query)}`);
+    return this.call<UsagePage>('GET', `/tenants/${encodeURIComponent(tenantId)}/usage?${new URLSearchParams(query)}`);
   }
   setPlan(tenantId: string, plan: PlanInput) {
     return this.call<unknown>('PUT', `/tenants/${encodeURIComponent(tenantId)}/plan`, plan);
@@ -225,7 +251,7 @@ class StoreAdminClient implements AdminClient {
     const amount = parseNano(input.amount);
     // As the admin API: a top-up adds money (a zero one would only clutter the ledger).
     if (amount <= 0n) throw new Error(`amount "${input.amount}": a top-up must be positive`);
-    const { record, created } = await this.store.addWalletTransaction({
+    const { record, created } = await addWalletCredit(this.store, {
       tenantId,
       kind: 'topup',
       amount,
@@ -240,16 +266,22 @@ class StoreAdminClient implements AdminClient {
       balance: (await this.queries.balance(tenantId)).balance,
     };
   }
-  usage(tenantId: string, query: Record<string, string>) {
+  usage(tenantId: string, query: Record<string, string>): Promise<UsagePage> {
     return this.queries.usage(tenantId, query);
   }
   async setPlan(tenantId: string, input: PlanInput) {
+    // The admin route's check: a plan it would refuse is not stored through the store either.
+    const plan = planFromInput(input, this.plans.defaultPlan());
     if ((await this.store.getTenant(tenantId)) === undefined) throw new Error(`no tenant with id ${tenantId}`);
-    const defaults = this.plans.defaultPlan();
-    const { tiers, weight, ...limits } = input;
-    const plan = { limits, tiers: tiers ?? defaults.tiers, weight: weight ?? defaults.weight };
     await this.plans.setTenantPlan(tenantId, plan);
-    return { object: 'plan', tenant_id: tenantId, ...plan.limits, tiers: plan.tiers, weight: plan.weight };
+    return {
+      object: 'plan',
+      tenant_id: tenantId,
+      ...plan.limits,
+      tiers: plan.tiers,
+      weight: plan.weight,
+      models: plan.models ?? {},
+    };
   }
   async invoice(tenantId: string, month: string, format: 'json' | 'csv' | 'html') {
     const invoice = await this.queries.invoice(tenantId, month);

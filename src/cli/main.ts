@@ -3,11 +3,21 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { runServer } from '../app/run-server.js';
 import { ConfigError } from '../config/load-config.js';
+import { GatewayError } from '../errors/gateway-error.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
 import type { OpenAIListPage } from '../store/list-page.js';
+import { MAX_PLAN_WEIGHT } from '../tenancy/plan-input.js';
 import { DEFAULT_LIST_PAGE, MAX_LIST_PAGE } from '../tenancy/tenant-service.js';
 import { startSimServer } from '../upstreams/simulated/sim-server.js';
-import { type AdminTarget, listAll, openAdminClient, type PageRequest, type PlanInput } from './admin-client.js';
+import {
+  type AdminClient,
+  type AdminTarget,
+  listAll,
+  openAdminClient,
+  type PageRequest,
+  type PlanInput,
+  type UsagePage,
+} from './admin-client.js';
 import { registerBatchCommands } from './batch-commands.js';
 import { exitQuietlyWhenOutputCloses } from './closed-output.js';
 
@@ -164,7 +174,7 @@ targetOptions(
 targetOptions(
   program
     .command('usage')
-    .description("A tenant's usage in buckets (OpenAI usage-API shape).")
+    .description("A tenant's usage in buckets (OpenAI usage-API shape): every bucket from start to end, in one page.")
     .requiredOption('--tenant <id>', 'tenant id')
     .option('--start <time>', 'Unix seconds or ISO 8601 (default: one page of buckets ending now)')
     .option('--end <time>', 'Unix seconds or ISO 8601 (default: now)')
@@ -176,12 +186,26 @@ targetOptions(
     // Default start: one page of buckets ending now (OpenAI's default page: 60 × 1m, 24 × 1h, 7 × 1d).
     // The page starts at the bucket holding `start`, so the last of its buckets is the one holding now.
     const span = { '1m': 59 * 60, '1h': 23 * 3_600, '1d': 6 * 86_400 }[options.bucket] ?? 6 * 86_400;
-    query.start = options.start ?? String(Math.floor(Date.now() / 1000) - span);
-    if (options.end !== undefined) query.end = options.end;
+    const now = Math.floor(Date.now() / 1000);
+    query.start = options.start ?? String(now - span);
+    // A fixed end: the pages followed below are pages of one query (the server's default end moves with the clock).
+    query.end = options.end ?? String(now);
     if (options.groupBy !== undefined) query.group_by = options.groupBy;
-    return withClient(targetOf(options), (client) => client.usage(options.tenant, query));
+    return withClient(targetOf(options), (client) => usageAll(client, options.tenant, query));
   },
 );
+
+/** Every bucket of a usage query, following `next_page`, as one page with nothing more to fetch. */
+async function usageAll(client: AdminClient, tenantId: string, query: Record<string, string>): Promise<UsagePage> {
+  const data: unknown[] = [];
+  let page: string | undefined;
+  for (;;) {
+    const usage = await client.usage(tenantId, page === undefined ? query : { ...query, page });
+    data.push(...usage.data);
+    if (!usage.has_more || usage.next_page === null) return { object: 'page', data, has_more: false, next_page: null };
+    page = usage.next_page;
+  }
+}
 
 targetOptions(
   program
@@ -214,12 +238,13 @@ targetOptions(
         'when set through one (--url) or on a shared store; on an embedded store, within 5 s.',
     )
     .requiredOption('--tenant <id>', 'tenant id')
-    .option('--rpm <n>', 'requests per minute', parseInteger)
-    .option('--tpm <n>', 'tokens per minute', parseInteger)
-    .option('--tpd <n>', 'tokens per day', parseInteger)
-    .option('--concurrency <n>', 'concurrent requests', parseInteger)
+    // Only the form is checked here; the range (≥ 1, weight > 0) by the plan check the admin API uses too.
+    .option('--rpm <n>', 'requests per minute (≥ 1)', parseInteger)
+    .option('--tpm <n>', 'tokens per minute (≥ 1)', parseInteger)
+    .option('--tpd <n>', 'tokens per day (≥ 1)', parseInteger)
+    .option('--concurrency <n>', 'concurrent requests (≥ 1)', parseInteger)
     .option('--tiers <list>', 'comma-separated service tiers: priority,default,flex,batch', parseTiers)
-    .option('--weight <w>', 'fair-share weight', parseFloat),
+    .option('--weight <w>', `fair-share weight (> 0 and ≤ ${MAX_PLAN_WEIGHT}, e.g. 2 or 0.5)`, parseDecimalNumber),
 ).action(async (options: { tenant: string } & PlanInput & AdminTarget) => {
   const {
     tenant,
@@ -261,10 +286,19 @@ program
     process.once('SIGTERM', stop);
   });
 
+/** Digits only: `Number` would also take `1e2`, `0x10`, ` 5` or an empty string. */
 function parseInteger(value: string): number {
   const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(parsed)) {
+    throw new InvalidArgumentError('expected a non-negative integer');
+  }
   return parsed;
+}
+
+/** A plain decimal such as `2`, `0.5` or `-3` (`parseFloat` would read `abc` as NaN and `2x` as 2). */
+function parseDecimalNumber(value: string): number {
+  if (!/^-?[0-9]+(\.[0-9]+)?$/.test(value)) throw new InvalidArgumentError('expected a number, e.g. 2 or 0.5');
+  return Number(value);
 }
 
 function parsePageLimit(value: string): number {
@@ -278,6 +312,9 @@ function parsePageLimit(value: string): number {
 program.parseAsync(process.argv).catch((error: unknown) => {
   if (error instanceof ConfigError) {
     process.stderr.write(`${error.message}\n`);
+  } else if (error instanceof GatewayError) {
+    // As `--url` reports the admin API's answer, so both modes print the same refusal.
+    process.stderr.write(`tollgate: ${error.status} ${error.code}: ${error.message}\n`);
   } else {
     process.stderr.write(`tollgate: ${error instanceof Error ? error.message : String(error)}\n`);
   }

@@ -68,7 +68,8 @@ export type DecimalErrorCode =
   | 'negative'
   | 'too_many_decimals'
   | 'malformed'
-  | 'too_large';
+  | 'too_large'
+  | 'too_small';
 
 /** A decimal string that cannot be read exactly. */
 export class DecimalFormatError extends Error {
@@ -90,6 +91,8 @@ export interface ParseDecimalOptions {
   allowNegative?: boolean;
   /** Largest accepted value, already scaled. Default: no limit. */
   max?: bigint;
+  /** Smallest accepted value, already scaled (with `allowNegative`). Default: no limit. */
+  min?: bigint;
 }
 
 const DECIMAL = /^(-?)(0|[1-9][0-9]*)(?:\.([0-9]+))?$/;
@@ -133,6 +136,12 @@ export function parseDecimal(text: unknown, options: ParseDecimalOptions): bigin
     throw new DecimalFormatError(
       'too_large',
       `"${text}": must be at most ${formatDecimal(options.max, options.decimals)}`,
+    );
+  }
+  if (options.min !== undefined && value < options.min) {
+    throw new DecimalFormatError(
+      'too_small',
+      `"${text}": must be at least ${formatDecimal(options.min, options.decimals)}`,
     );
   }
   return value;

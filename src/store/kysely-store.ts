@@ -786,6 +786,15 @@ export class KyselyStore implements Store {
       .execute();
   }
 
+  async deleteBudget(scope: BudgetRecord['scope'], scopeId: string): Promise<boolean> {
+    const result = await this.db
+      .deleteFrom('budgets')
+      .where('scope', '=', scope)
+      .where('scope_id', '=', scopeId)
+      .executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
   async listBudgets(tenantId?: string): Promise<BudgetRecord[]> {
     let select = this.db.selectFrom('budgets').select(readColumns('budgets', BUDGET_COLUMNS));
     if (tenantId !== undefined) select = select.where('tenant_id', '=', tenantId);

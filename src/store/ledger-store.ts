@@ -343,6 +343,8 @@ export interface LedgerStore {
   listPriceVersions(): Promise<PriceVersionRecord[]>;
 
   putBudget(budget: BudgetRecord): Promise<void>;
+  /** Removes the budget of `scope`/`scopeId`; true when there was one. */
+  deleteBudget(scope: BudgetRecord['scope'], scopeId: string): Promise<boolean>;
   listBudgets(tenantId?: string): Promise<BudgetRecord[]>;
   /** Marks an alert as sent; true only for the first caller (alerts are delivered once per period and threshold). */
   claimAlert(alert: { scope: 'tenant' | 'key'; scopeId: string; period: string; threshold: number }): Promise<boolean>;

@@ -1117,6 +1117,9 @@ function describeLedgerConformance(getStore: () => Store): void {
       await store.putBudget(replaced);
       expect(await store.listBudgets(tenantId)).toEqual([keyBudget, replaced]);
       expect((await store.listBudgets()).filter((budget) => budget.tenantId === tenantId).length).toBe(2);
+      expect(await store.deleteBudget('tenant', tenantId)).toBe(true);
+      expect(await store.deleteBudget('tenant', tenantId)).toBe(false);
+      expect(await store.listBudgets(tenantId)).toEqual([keyBudget]);
     });
 
     it('lets exactly one of 10 concurrent callers claim an alert', async () => {

@@ -26,9 +26,9 @@ export function workspace(document: Record<string, unknown>): string {
   return dir;
 }
 
-/** Runs one CLI command to completion. */
-export function runCli(dir: string, args: string[]) {
-  const result = spawnSync(process.execPath, [cliPath, ...args], { cwd: dir, encoding: 'utf8', timeout: 30_000 });
+/** Runs one CLI command to completion (`env`: its environment; default this process's). */
+export function runCli(dir: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
+  const result = spawnSync(process.execPath, [cliPath, ...args], { cwd: dir, encoding: 'utf8', timeout: 30_000, env });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
