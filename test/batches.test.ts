@@ -449,6 +449,40 @@ describe('Batches API', () => {
   });
 });
 
+describe('a large input file', () => {
+  it('validates in the background: a small batch created after it runs to the end meanwhile', async () => {
+    const roomy = await startTestGateway({ ...config, batch: { ...config.batch, max_file_bytes: 16 * 1024 * 1024 } });
+    try {
+      const { key } = await roomy.createTenantWithKey({ credit: '10' });
+      const client = roomy.client(key);
+      // 40,000 lines: seconds of validation, where the small batch takes a fraction of one.
+      const big = await upload(
+        client,
+        jsonl(Array.from({ length: 40_000 }, (_, index) => chatLine(`big-${index}`, 'sim-pro-32k', 1))),
+      );
+      const bigBatch = await client.batches.create({
+        input_file_id: big.id,
+        endpoint: '/v1/chat/completions',
+        completion_window: '24h',
+      });
+      await waitFor(client, bigBatch.id, (status) => status === 'validating', 5_000);
+      const small = await upload(client, jsonl([chatLine('a', 'sim-pro-32k', 2), chatLine('b', 'sim-pro-32k', 2)]));
+      const smallBatch = await client.batches.create({
+        input_file_id: small.id,
+        endpoint: '/v1/chat/completions',
+        completion_window: '24h',
+      });
+      const done = await waitFor(client, smallBatch.id, final, 30_000);
+      expect(done.status).toBe('completed');
+      // Before, a pass validated a file to its end before looking at any other batch.
+      expect((await client.batches.retrieve(bigBatch.id)).status).toBe('validating');
+      await client.batches.cancel(bigBatch.id);
+    } finally {
+      await roomy.close();
+    }
+  });
+});
+
 describe('bad batch input', () => {
   it('fails a file that is not JSONL with a clear error and charges nothing', async () => {
     const { key, tenantId } = await harness.createTenantWithKey({ credit: '1' });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../metering/token-counter.js';
-import { readBatchInput } from './batch-input.js';
+import { readBatchInput, ValidationStopped } from './batch-input.js';
 import type { NewBatchLine } from './batch-store.js';
 
 const chat = (customId: string, maxTokens = 5) =>
@@ -118,5 +118,45 @@ describe('readBatchInput', () => {
       'invalid_body',
       'invalid_body',
     ]);
+  });
+});
+
+describe('readBatchInput on a large file', () => {
+  const large = Array.from({ length: 20_000 }, (_, index) => chat(`line-${index}`)).join('\n');
+  const options = {
+    batchId: 'batch_big',
+    endpoint: '/v1/chat/completions' as const,
+    maxLineBytes: 400,
+    maxLines: 50_000,
+    onLines: async () => {},
+  };
+
+  it('gives the event loop a turn every few milliseconds, so online requests are not held up behind it', async () => {
+    // Callbacks of the check phase run only when the loop turns: awaiting settled promises never lets them.
+    let turns = 0;
+    let counting = true;
+    const count = () => {
+      turns++;
+      if (counting) setImmediate(count);
+    };
+    setImmediate(count);
+    const summary = await readBatchInput(chunks(large, 1 << 20), options);
+    counting = false;
+    expect(summary.valid).toBe(20_000);
+    // 20,000 lines take far more than one 5 ms slice (hundreds of ms): the loop turned many times, not once at the end.
+    expect(turns).toBeGreaterThan(10);
+  });
+
+  it('gives up between slices when asked to stop', async () => {
+    let asked = 0;
+    const stopped = readBatchInput(chunks(large, 1 << 20), {
+      ...options,
+      stopping: () => {
+        asked++;
+        return asked > 1;
+      },
+    });
+    await expect(stopped).rejects.toBeInstanceOf(ValidationStopped);
+    expect(asked).toBe(2);
   });
 });

@@ -49,7 +49,7 @@ import type { TieredScheduler } from '../scheduling/tiered-scheduler.js';
 import type { Store } from '../store/store.js';
 import { isStoreUnreachable } from '../store/store-unreachable.js';
 import { AuthenticationErrorCode, type Principal } from '../tenancy/key-service.js';
-import { batchEndpoints, isBatchEndpoint, readBatchInput } from './batch-input.js';
+import { batchEndpoints, isBatchEndpoint, readBatchInput, ValidationStopped } from './batch-input.js';
 import { inOffPeakWindow, type OffPeakWindow, planBatchClass } from './batch-planner.js';
 import type {
   BatchLineCounts,
@@ -162,6 +162,8 @@ export class BatchRunner {
   private readonly settling = new Set<Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
   private pumping: Promise<void> | undefined;
+  /** Validations running in the background, by batch id (see `startValidation`). */
+  private readonly validations = new Map<string, Promise<void>>();
   private pumpAgain = false;
   private stopped = true;
   private pendingInStore = 0;
@@ -198,6 +200,8 @@ export class BatchRunner {
     // Aborted lines produced no usage: they are put back to pending and run again after the restart.
     for (const line of this.outstanding.values()) line.abort.abort();
     await this.pumping;
+    // Validations give up at their next slice; the batches stay `validating` and start over at the next start.
+    await Promise.all([...this.validations.values()]);
     await Promise.all([...this.settling]);
   }
 
@@ -271,7 +275,7 @@ export class BatchRunner {
       if (this.stopped) return;
       switch (batch.status) {
         case 'validating':
-          await this.validate(batch);
+          this.startValidation(batch);
           break;
         case 'in_progress':
           pending += await this.advance(batch, now, globalLimit, batchLimit);
@@ -295,6 +299,26 @@ export class BatchRunner {
     for (const id of this.progress.keys()) {
       if (!batches.some((batch) => batch.id === id)) this.progress.delete(id);
     }
+  }
+
+  /**
+   * Validates the batch's input in the background, once at a time per batch: a large file takes tens of seconds,
+   * and the passes go on meanwhile, so other batches are not held up behind it.
+   */
+  private startValidation(batch: BatchRecord): void {
+    if (this.validations.has(batch.id)) return;
+    const validation = this.validate(batch)
+      .catch((error: unknown) => {
+        // Left `validating`: the next pass starts it over.
+        if (!(error instanceof ValidationStopped)) {
+          this.options.logger.error({ err: error, batch: batch.id }, 'batch validation failed');
+        }
+      })
+      .finally(() => {
+        this.validations.delete(batch.id);
+        this.wake();
+      });
+    this.validations.set(batch.id, validation);
   }
 
   /** Reads the input file into lines; `in_progress` or `failed`. */
@@ -325,6 +349,7 @@ export class BatchRunner {
       maxLineBytes: this.options.maxLineBytes ?? 1024 * 1024,
       maxLines: this.options.maxLines ?? 50_000,
       onLines: (lines) => store.insertLines(lines),
+      stopping: () => this.stopped,
     });
     if (summary.failure !== null) {
       await store.deleteLines(batch.id);
