@@ -350,10 +350,23 @@ describe('money operations, usage, invoices', () => {
       models: { 'sim-pro-32k': { input: '100', output: '100' } },
     });
     expect(past.status).toBe(400);
-    const future = await harness.admin('POST', '/prices', {
+    // A version is a whole price list: one that leaves out a served model is refused, naming it.
+    const partial = await harness.admin('POST', '/prices', {
       id: 'v2',
       effective_from: '2099-01-01T00:00:00Z',
       models: { 'sim-pro-32k': { input: '1', output: '3' } },
+    });
+    expect(partial.status).toBe(400);
+    expect(partial.body.error).toMatchObject({ code: 'invalid_price_version', param: 'models' });
+    expect(partial.body.error.message).toContain('sim-pro-128k, sim-embed');
+    const future = await harness.admin('POST', '/prices', {
+      id: 'v2',
+      effective_from: '2099-01-01T00:00:00Z',
+      models: {
+        'sim-pro-32k': { input: '1', output: '3' },
+        'sim-pro-128k': { input: '5', output: '9' },
+        'sim-embed': { input: '0', output: '0' },
+      },
     });
     expect(future.status).toBe(201);
     const { key, tenantId } = await harness.createTenantWithKey({ credit: '1' });

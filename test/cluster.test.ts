@@ -184,7 +184,10 @@ async function announcesChangesAtOnce(storeUrl: string, admission: Sharing): Pro
   const posted = await admin('POST', '/prices', {
     id: 'v-announced',
     effective_from: new Date(effectiveFrom).toISOString(),
-    models: { 'sim-pro-32k': { input: '1000', output: '1000' } },
+    models: {
+      ...pricedSimulatedConfig.pricing.versions[0]!.models,
+      'sim-pro-32k': { input: '1000', output: '1000' },
+    },
   });
   expect(posted.status).toBe(201);
   // The second process has the version (read-only: its price book as the admin API shows it)...

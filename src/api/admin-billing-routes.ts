@@ -57,7 +57,13 @@ interface BudgetInput {
 /** Registers the admin billing routes on the `/admin/v1` scope (already guarded by the admin token). */
 export function registerAdminBillingRoutes(
   admin: FastifyInstance,
-  deps: { store: Store & LedgerStore; billing: BillingService; queries: BillingQueries },
+  deps: {
+    store: Store & LedgerStore;
+    billing: BillingService;
+    queries: BillingQueries;
+    /** The models the gateway serves: a new price version must price each. */
+    servedModels: () => readonly string[];
+  },
 ): void {
   const { store, billing, queries } = deps;
   /** The balance, with the tenant's budget as `PUT /tenants/{id}/billing` takes it (null: none). */
@@ -193,6 +199,16 @@ export function registerAdminBillingRoutes(
     '/prices',
     { schema: { body: PriceVersionSchema } },
     async (request, reply) => {
+      // A version is a whole price list: a served model it leaves out would be served free from its start (with a
+      // log line per request as the only trace). A model meant to be free is priced at "0".
+      const unpriced = deps.servedModels().filter((model) => !Object.hasOwn(request.body.models, model));
+      if (unpriced.length > 0) {
+        throw new InvalidRequestError(
+          `The price version leaves out models this gateway serves: ${unpriced.join(', ')}. Price each of them ` +
+            '(at "0" to serve one free).',
+          { param: 'models', code: 'invalid_price_version' },
+        );
+      }
       await billing.addPriceVersion(request.body);
       return reply.code(201).send({ object: 'price_version', id: request.body.id ?? request.body.effective_from });
     },

@@ -297,7 +297,12 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   app.register(
     async (admin) => {
       await registerAdminRoutes(admin, services);
-      registerAdminBillingRoutes(admin, { store: services.store, billing: services.billing, queries: billingQueries });
+      registerAdminBillingRoutes(admin, {
+        store: services.store,
+        billing: services.billing,
+        queries: billingQueries,
+        servedModels: () => services.relay.modelNames(),
+      });
       registerAdminFleetRoutes(admin, services);
       registerAdminBatchRoutes(admin, services.batches);
     },

@@ -102,6 +102,11 @@ export class RelayService {
   }
 
   /** Models the principal may use. */
+  /** Every model the gateway serves, by public name. */
+  modelNames(): string[] {
+    return this.catalog.list().map((model) => model.name);
+  }
+
   listModels(principal: Principal): CatalogModel[] {
     return this.catalog.list().filter((model) => principal.models === null || principal.models.has(model.name));
   }
