@@ -262,6 +262,9 @@ describe('money operations, usage, invoices', () => {
     const ledger = await harness.gateway.store.sumUsageEvents({ tenantId: a.tenantId, start: 0, end: Date.now() + 1 });
     expect(ledger.amount).toBe(expectedNano);
 
+    const xml = await fetch(`${invoiceUrl}?format=xml`, { headers: { authorization: `Bearer ${a.key}` } });
+    expect(xml.status).toBe(400);
+    expect(((await xml.json()) as { error: { param: string } }).error.param).toBe('format');
     const csv = await fetch(`${invoiceUrl}?format=csv`, { headers: { authorization: `Bearer ${a.key}` } });
     expect(csv.headers.get('content-type')).toContain('text/csv');
     const html = await fetch(`${invoiceUrl}?format=html`, { headers: { authorization: `Bearer ${a.key}` } });
@@ -376,6 +379,8 @@ describe('money operations, usage, invoices', () => {
   });
 
   it('reports margin per model', async () => {
+    const backwards = await harness.admin('GET', '/margin?start=2030-01-02T00:00:00Z&end=2030-01-01T00:00:00Z');
+    expect([backwards.status, backwards.body.error.param]).toEqual([400, 'start']);
     const report = await harness.admin('GET', '/margin');
     expect(report.status).toBe(200);
     expect(JSON.stringify(report.body)).toContain('sim-pro-32k');

@@ -335,5 +335,14 @@ describe('operations endpoints', () => {
     expect(response.status).toBe(401);
     const none = await fetch(`${harness.url}/admin/v1/tenants`);
     expect(none.status).toBe(401);
+    const basic = await fetch(`${harness.url}/admin/v1/tenants`, {
+      headers: { authorization: `Basic ${harness.adminToken}` },
+    });
+    expect(basic.status).toBe(401);
+    // The scheme is case-insensitive (RFC 9110), as it is for API keys.
+    const lower = await fetch(`${harness.url}/admin/v1/tenants`, {
+      headers: { authorization: `bearer ${harness.adminToken}` },
+    });
+    expect(lower.status).toBe(200);
   });
 });

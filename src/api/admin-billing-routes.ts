@@ -217,6 +217,9 @@ export function registerAdminBillingRoutes(
   admin.get<{ Querystring: { start?: string; end?: string } }>('/margin', async (request) => {
     const end = request.query.end === undefined ? Date.now() : parseTime(request.query.end, 'end');
     const start = request.query.start === undefined ? end - 30 * 86_400_000 : parseTime(request.query.start, 'start');
+    if (start > end) {
+      throw new InvalidRequestError("'start' must not be after 'end'.", { param: 'start', code: 'invalid_value' });
+    }
     return {
       object: 'margin_report',
       start: Math.floor(start / 1000),

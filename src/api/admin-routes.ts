@@ -6,6 +6,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { AuthenticationError, InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
 import { openAIListPage } from '../store/list-page.js';
+import { parseBearer } from '../tenancy/key-service.js';
 import {
   DEFAULT_LIST_PAGE,
   type ListPageOptions,
@@ -49,10 +50,9 @@ interface CreateKeyInput {
 export async function registerAdminRoutes(admin: FastifyInstance, services: ServerServices): Promise<void> {
   const expected = digest(services.adminToken);
   admin.addHook('onRequest', async (request) => {
-    const header = request.headers.authorization;
-    const token = header?.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
+    const token = parseBearer(request.headers.authorization);
     // Compare digests so the comparison takes the same time whatever the token's length or content.
-    if (token === undefined || !timingSafeEqual(digest(token), expected)) {
+    if (token === undefined || token === '' || !timingSafeEqual(digest(token), expected)) {
       throw new AuthenticationError('A valid admin token is required.', 'invalid_admin_token');
     }
   });

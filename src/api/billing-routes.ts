@@ -8,9 +8,16 @@ import type { Invoice } from '../billing/invoice/build-invoice.js';
 import { renderInvoiceCsv } from '../billing/invoice/render-invoice-csv.js';
 import { renderInvoiceHtml } from '../billing/invoice/render-invoice-html.js';
 import { renderInvoiceJson } from '../billing/invoice/render-invoice-json.js';
+import { InvalidRequestError } from '../errors/gateway-error.js';
 
 /** Sends an invoice as JSON (default), CSV or printable HTML (`?format=` or the `Accept` header). */
 export function sendInvoice(reply: FastifyReply, invoice: Invoice, format: unknown, accept: string | undefined) {
+  if (format !== undefined && format !== 'json' && format !== 'csv' && format !== 'html') {
+    throw new InvalidRequestError("Invalid value for 'format': expected json, csv or html.", {
+      param: 'format',
+      code: 'invalid_value',
+    });
+  }
   const wanted =
     typeof format === 'string'
       ? format

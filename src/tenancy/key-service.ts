@@ -183,7 +183,11 @@ export class KeyService {
 }
 
 /** The key of a `Bearer` header; `undefined` when there is none, `''` for another scheme (refused as invalid). */
-function parseBearer(header: string | undefined): string | undefined {
+/**
+ * The credential of an `Authorization: Bearer <credential>` header (the scheme in any case, as RFC 9110 has it):
+ * undefined when there is none, `''` for another scheme.
+ */
+export function parseBearer(header: string | undefined): string | undefined {
   const trimmed = header?.trim() ?? '';
   if (trimmed === '') return undefined;
   const space = trimmed.indexOf(' ');
