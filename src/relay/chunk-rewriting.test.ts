@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { chunkRewriter, withoutUsage } from './chunk-rewriting.js';
+import { chunkRewriter, synthesizedUsageChunk, withoutUsage } from './chunk-rewriting.js';
 
 /** What the rewriter must produce, done the slow way: parse, edit, compare as objects. */
 function expected(
@@ -74,5 +74,32 @@ describe('chunkRewriter', () => {
   it('removes a usage attached to a content chunk', () => {
     const chunk = { id: 'x', choices: [{ index: 0, delta: { content: 'hi' } }], usage: { total_tokens: 1 } };
     expect(JSON.parse(withoutUsage(JSON.stringify(chunk)))).toEqual({ id: 'x', choices: chunk.choices });
+  });
+});
+
+describe('synthesizedUsageChunk', () => {
+  it('is a usage-only chunk like the stream it ends: same id, time, fingerprint and tier', () => {
+    const last = JSON.stringify({
+      id: 'chatcmpl-1',
+      object: 'chat.completion.chunk',
+      created: 17,
+      model: 'up',
+      system_fingerprint: 'fp_1',
+      choices: [{ index: 0, delta: {}, finish_reason: 'stop' }],
+    });
+    const usage = { input: { total: 5, cached: 0 }, output: { total: 7, reasoning: 0 }, estimated: true };
+    expect(JSON.parse(synthesizedUsageChunk(last, 'public', usage, 'flex'))).toEqual({
+      id: 'chatcmpl-1',
+      object: 'chat.completion.chunk',
+      created: 17,
+      model: 'public',
+      service_tier: 'flex',
+      system_fingerprint: 'fp_1',
+      choices: [],
+      usage: expect.objectContaining({ prompt_tokens: 5, completion_tokens: 7, total_tokens: 12 }),
+    });
+    const bare = JSON.parse(synthesizedUsageChunk(undefined, 'public', usage, undefined));
+    expect(bare).not.toHaveProperty('service_tier');
+    expect(bare).not.toHaveProperty('system_fingerprint');
   });
 });

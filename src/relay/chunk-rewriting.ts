@@ -70,20 +70,39 @@ export function withoutUsage(data: string): string {
   return JSON.stringify(chunk);
 }
 
-/** The usage-only chunk the gateway sends when the client asked for usage and the upstream sent none. */
-export function synthesizedUsageChunk(lastChunk: string | undefined, model: string, usage: Usage): string {
+/**
+ * The usage-only chunk the gateway sends when the client asked for usage and the upstream sent none: the id,
+ * object, creation time and system fingerprint of the chunks before it, the tier they stated.
+ */
+export function synthesizedUsageChunk(
+  lastChunk: string | undefined,
+  model: string,
+  usage: Usage,
+  serviceTier: string | undefined,
+): string {
   let id = 'chatcmpl-tollgate';
   let object = 'chat.completion.chunk';
   let created = Math.floor(Date.now() / 1000);
+  let fingerprint: string | undefined;
   if (lastChunk !== undefined) {
     try {
       const parsed = JSON.parse(lastChunk) as Record<string, unknown>;
       if (typeof parsed.id === 'string') id = parsed.id;
       if (typeof parsed.object === 'string') object = parsed.object;
       if (typeof parsed.created === 'number') created = parsed.created;
+      if (typeof parsed.system_fingerprint === 'string') fingerprint = parsed.system_fingerprint;
     } catch {
       // The chunk was already relayed as received; a malformed one only costs us its id here.
     }
   }
-  return JSON.stringify({ id, object, created, model, choices: [], usage: toOpenAIUsage(usage) });
+  return JSON.stringify({
+    id,
+    object,
+    created,
+    model,
+    ...(serviceTier === undefined ? {} : { service_tier: serviceTier }),
+    ...(fingerprint === undefined ? {} : { system_fingerprint: fingerprint }),
+    choices: [],
+    usage: toOpenAIUsage(usage),
+  });
 }

@@ -264,7 +264,8 @@ export class RelayService {
       return;
     }
     if (clientWantsUsage && reported === undefined) {
-      await sink.write(`data: ${synthesizedUsageChunk(lastChunk, admitted.model.name, trace.usage)}\n\n`);
+      const tier = trace.serviceClass === undefined ? undefined : reportedServiceTier(trace.serviceClass);
+      await sink.write(`data: ${synthesizedUsageChunk(lastChunk, admitted.model.name, trace.usage, tier)}\n\n`);
     }
     await committed;
     await sink.write('data: [DONE]\n\n');
