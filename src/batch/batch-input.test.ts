@@ -67,6 +67,16 @@ describe('readBatchInput', () => {
     expect(lines.map((line) => line.error?.code ?? null)).toEqual([null, 'invalid_json_line']);
   });
 
+  it('refuses a line that is not UTF-8 rather than running it with its bytes replaced', async () => {
+    const broken = Buffer.from(chat('b').replace('hi', 'hi \u0001'));
+    // 0x01 → 0xff: a byte no UTF-8 text holds, inside the line's content.
+    broken[broken.indexOf(0x01)] = 0xff;
+    const text = Buffer.concat([Buffer.from(`${chat('a')}\n`), broken, Buffer.from(`\n${chat('c')}\n`)]);
+    const { summary, lines } = await read(text, 16);
+    expect(summary.valid).toBe(2);
+    expect(lines.map((line) => line.error?.code ?? null)).toEqual([null, 'invalid_encoding', null]);
+  });
+
   it('refuses an over-long line without failing its neighbours', async () => {
     const long = chat(`x${'y'.repeat(500)}`);
     const { summary, lines } = await read(`${chat('a')}\n${long}\n${chat('b')}\n`, 64, 400);

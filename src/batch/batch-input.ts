@@ -67,6 +67,19 @@ export class ValidationStopped extends Error {
  */
 const SLICE_MS = 5;
 
+/** A line whose bytes are not UTF-8: refused, not run with its bad bytes replaced by U+FFFD. */
+const NOT_UTF8 = Symbol('not UTF-8');
+/** Fatal: throws on bytes that are not UTF-8. Keeps a byte order mark, which `readBatchInput` handles itself. */
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+function decodeLine(bytes: Buffer): string | typeof NOT_UTF8 {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return NOT_UTF8;
+  }
+}
+
 /** What validation found. */
 export interface BatchInputSummary {
   /** Lines in the file (blank lines excepted). */
@@ -95,16 +108,16 @@ export async function readBatchInput(
   let firstLine = true;
   let sliceStart = performance.now();
 
-  const accept = async (raw: string | null): Promise<void> => {
+  const accept = async (raw: string | typeof NOT_UTF8 | null): Promise<void> => {
     if (performance.now() - sliceStart > SLICE_MS) {
       await new Promise((resolve) => setImmediate(resolve));
       if (options.stopping?.() === true) throw new ValidationStopped();
       sliceStart = performance.now();
     }
     // A UTF-8 byte order mark (Windows editors write one) starts the file, not its first request.
-    const text = firstLine && raw?.charCodeAt(0) === BYTE_ORDER_MARK ? raw.slice(1) : raw;
+    const text = firstLine && typeof raw === 'string' && raw.charCodeAt(0) === BYTE_ORDER_MARK ? raw.slice(1) : raw;
     firstLine = false;
-    if (text !== null && text.trim() === '') return;
+    if (typeof text === 'string' && text.trim() === '') return;
     const index = summary.total++;
     if (summary.total > options.maxLines) return;
     const line = checkLine(text, index, options, seen);
@@ -131,7 +144,7 @@ export async function readBatchInput(
       const head = buffer.subarray(0, newline);
       if (!oversize && length + head.length <= options.maxLineBytes) parts.push(head);
       const tooLong = oversize || length + head.length > options.maxLineBytes;
-      await accept(tooLong ? null : Buffer.concat(parts).toString('utf8'));
+      await accept(tooLong ? null : decodeLine(Buffer.concat(parts)));
       parts = [];
       length = 0;
       oversize = false;
@@ -147,7 +160,7 @@ export async function readBatchInput(
       parts.push(Buffer.from(buffer));
     }
   }
-  if (oversize || length > 0) await accept(oversize ? null : Buffer.concat(parts).toString('utf8'));
+  if (oversize || length > 0) await accept(oversize ? null : decodeLine(Buffer.concat(parts)));
   if (pending.length > 0) await options.onLines(pending);
 
   if (summary.total === 0) {
@@ -181,7 +194,12 @@ interface CheckedLine {
 }
 
 /** One line's checks; `text` null means the line was over the size limit. */
-function checkLine(text: string | null, index: number, options: BatchInputOptions, seen: Set<string>): CheckedLine {
+function checkLine(
+  text: string | typeof NOT_UTF8 | null,
+  index: number,
+  options: BatchInputOptions,
+  seen: Set<string>,
+): CheckedLine {
   const requestId = `${options.batchId}_${index}`;
   const base = { batchId: options.batchId, lineIndex: index, requestId };
   const invalid = (
@@ -200,6 +218,9 @@ function checkLine(text: string | null, index: number, options: BatchInputOption
       { code: 'line_too_large', message: `Line ${index + 1} exceeds the limit of ${options.maxLineBytes} bytes.` },
       false,
     );
+  }
+  if (text === NOT_UTF8) {
+    return invalid({ code: 'invalid_encoding', message: `Line ${index + 1} is not valid UTF-8.` }, false);
   }
   let value: unknown;
   try {
