@@ -11,92 +11,29 @@ import { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import type { RequestLogRecord } from '../src/store/store.js';
-import { pricedSimulatedConfig, startTestGateway, type TestGateway } from './support/test-gateway.js';
+import {
+  chatBatch,
+  chatLine,
+  decimalToNano,
+  type InputLine,
+  isFinal,
+  jsonl,
+  listNano,
+  pricedFleetWith,
+  readJsonl,
+  slowUpstream,
+  waitForBatch,
+} from './support/batch-fixtures.js';
+import { startTestGateway, type TestGateway } from './support/test-gateway.js';
 
-const config = {
-  ...pricedSimulatedConfig,
-  upstreams: [
-    ...pricedSimulatedConfig.upstreams,
-    // Slow on purpose: a 40-token answer takes ~0.8 s, so a batch is mid-way for a few seconds.
-    {
-      name: 'slow',
-      type: 'simulated',
-      replicas: 1,
-      profile: { t_prefill_us: 1, t_fixed_ms: 20, t_seq_ms: 0.01, max_batch: 64, kv_tokens: 262_144 },
-    },
-  ],
-  models: [
-    ...pricedSimulatedConfig.models,
-    { name: 'sim-slow', context_window: 32_768, deployments: [{ upstream: 'slow', model: 'slow' }] },
-  ],
-  pricing: {
-    ...pricedSimulatedConfig.pricing,
-    versions: [
-      {
-        ...pricedSimulatedConfig.pricing.versions[0]!,
-        models: { ...pricedSimulatedConfig.pricing.versions[0]!.models, 'sim-slow': { input: '0.8', output: '2' } },
-      },
-    ],
-  },
-  batch: { batch_concurrency: 2, poll_interval_ms: 20 },
-};
-
-/** List price in nano-yuan of sim-pro-32k / sim-slow: 800 per input token, 2000 per output token. */
-const listNano = (prompt: number, completion: number) => BigInt(prompt) * 800n + BigInt(completion) * 2000n;
-const decimalToNano = (text: string) => {
-  const [whole, fraction = ''] = text.split('.');
-  return BigInt(whole!) * 1_000_000_000n + BigInt(fraction.padEnd(9, '0'));
-};
-
-interface InputLine {
-  custom_id: string;
-  method: string;
-  url: string;
-  body: { model: string; messages: { role: string; content: string }[]; max_tokens: number };
-}
-
-function chatLine(customId: string, model: string, maxTokens: number): InputLine {
-  return {
-    custom_id: customId,
-    method: 'POST',
-    url: '/v1/chat/completions',
-    body: { model, messages: [{ role: 'user', content: `Question ${customId}?` }], max_tokens: maxTokens },
-  };
-}
-
-const jsonl = (lines: readonly unknown[]) => `${lines.map((line) => JSON.stringify(line)).join('\n')}\n`;
+const config = { ...pricedFleetWith([slowUpstream]), batch: { batch_concurrency: 2, poll_interval_ms: 20 } };
 
 async function createBatch(client: OpenAI, input: readonly InputLine[]): Promise<OpenAI.Batches.Batch> {
   const file = await client.files.create({
     file: await toFile(Buffer.from(jsonl(input)), 'in.jsonl'),
     purpose: 'batch',
   });
-  return client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
-}
-
-async function waitFor(
-  client: OpenAI,
-  id: string,
-  done: (batch: OpenAI.Batches.Batch) => boolean,
-  timeoutMs = 20_000,
-): Promise<OpenAI.Batches.Batch> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const batch = await client.batches.retrieve(id);
-    if (done(batch)) return batch;
-    if (Date.now() > deadline) throw new Error(`batch ${id}: ${batch.status} ${JSON.stringify(batch.request_counts)}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
-const final = (batch: OpenAI.Batches.Batch) => ['completed', 'failed', 'expired', 'cancelled'].includes(batch.status);
-
-async function readJsonl(client: OpenAI, fileId: string): Promise<any[]> {
-  const text = await (await client.files.content(fileId)).text();
-  return text
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => JSON.parse(line));
+  return chatBatch(client, file.id);
 }
 
 /** What the tenant's wallet lost, nano-yuan (it started with `credit` yuan). */
@@ -125,7 +62,7 @@ describe('a batch line that takes more than one attempt', () => {
     const client = harness.client(key);
     const input = Array.from({ length: 6 }, (_, index) => chatLine(`rl-${index}`, 'sim-pro-32k', 3 + index));
     const created = await createBatch(client, input);
-    const batch = await waitFor(client, created.id, final);
+    const batch = await waitForBatch(client, created.id, isFinal);
     expect(batch.status).toBe('completed');
     expect(batch.request_counts).toEqual({ total: 6, completed: 6, failed: 0 });
 
@@ -134,7 +71,7 @@ describe('a batch line that takes more than one attempt', () => {
     for (const [index, line] of input.entries()) {
       const result = output.find((entry) => entry.custom_id === line.custom_id);
       expect(result.response.request_id).toBe(`${batch.id}_${index}`);
-      expected += listNano(countPromptTokens('chat', line.body), line.body.max_tokens);
+      expected += listNano(countPromptTokens('chat', line.body), line.body.max_tokens as number);
     }
     expect(await spent(harness, tenantId, '10')).toBe(expected / 2n);
 
@@ -162,12 +99,12 @@ describe('a batch line that takes more than one attempt', () => {
       const input = Array.from({ length: 6 }, (_, index) => chatLine(`cut-${index}`, 'sim-slow', 40));
       const created = await createBatch(first.client(key), input);
       // Two lines run at a time for ~0.8 s: once one has finished, the next two are mid-way.
-      await waitFor(first.client(key), created.id, (batch) => (batch.request_counts?.completed ?? 0) >= 1);
+      await waitForBatch(first.client(key), created.id, (batch) => (batch.request_counts?.completed ?? 0) >= 1);
       await first.close();
 
       second = await startTestGateway(config, {}, { storeUrl });
       const client = second.client(key);
-      const batch = await waitFor(client, created.id, final);
+      const batch = await waitForBatch(client, created.id, isFinal);
       expect(batch.status).toBe('completed');
       expect(batch.request_counts).toEqual({ total: 6, completed: 6, failed: 0 });
       const output = await readJsonl(client, batch.output_file_id!);
@@ -246,10 +183,10 @@ describe('a batch whose key stops being valid', () => {
   it('fails the remaining lines with revoked_api_key once the key is revoked', async () => {
     const { key, keyId, tenantId } = await harness.createTenantWithKey({ credit: '10' });
     const { input, created, reader } = await slowBatch(key, tenantId, 10);
-    await waitFor(reader, created.id, (batch) => (batch.request_counts?.completed ?? 0) >= 1);
+    await waitForBatch(reader, created.id, (batch) => (batch.request_counts?.completed ?? 0) >= 1);
     expect((await harness.admin('DELETE', `/keys/${keyId}`)).status).toBe(200);
     const revokedAt = Date.now();
-    const batch = await waitFor(reader, created.id, final);
+    const batch = await waitForBatch(reader, created.id, isFinal);
     await expectStoppedBy(reader, batch, tenantId, input, 'revoked_api_key', revokedAt);
   });
 
@@ -257,7 +194,7 @@ describe('a batch whose key stops being valid', () => {
     const expiresAt = Math.ceil(Date.now() / 1000) + 2;
     const { key, tenantId } = await harness.createTenantWithKey({ credit: '10', expires_at: expiresAt });
     const { input, created, reader } = await slowBatch(key, tenantId, 16);
-    const batch = await waitFor(reader, created.id, final);
+    const batch = await waitForBatch(reader, created.id, isFinal);
     await expectStoppedBy(reader, batch, tenantId, input, 'expired_api_key', expiresAt * 1000);
   });
 });

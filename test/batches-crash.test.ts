@@ -10,6 +10,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { KyselyBatchStore } from '../src/batch/kysely-batch-store.js';
 import { createStore } from '../src/store/create-store.js';
 import { KyselyStore } from '../src/store/kysely-store.js';
+import { jsonl, waitForBatch } from './support/batch-fixtures.js';
 import { demoKeyOf, killHard, requireBuiltCli, serve, workspace } from './support/cli-process.js';
 import { slowPricedSimulatedConfig } from './support/test-gateway.js';
 
@@ -32,21 +33,6 @@ const slowFleet = {
   batch: { concurrency: 16, batch_concurrency: 16, poll_interval_ms: 20 },
 };
 
-async function retrieveWhen(
-  client: OpenAI,
-  id: string,
-  done: (batch: OpenAI.Batches.Batch) => boolean,
-  timeoutMs: number,
-): Promise<OpenAI.Batches.Batch> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const batch = await client.batches.retrieve(id);
-    if (done(batch)) return batch;
-    if (Date.now() > deadline) throw new Error(`batch ${id}: ${batch.status} ${JSON.stringify(batch.request_counts)}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
 describe('kill -9 in the middle of a batch', { timeout: TEST_TIMEOUT_MS }, () => {
   it('continues after restart: no line lost or doubled, one usage event per line, billing exact', async () => {
     const dir = workspace(slowFleet);
@@ -63,7 +49,7 @@ describe('kill -9 in the middle of a batch', { timeout: TEST_TIMEOUT_MS }, () =>
         max_tokens: MAX_TOKENS,
       },
     }));
-    const content = `${input.map((line) => JSON.stringify(line)).join('\n')}\n`;
+    const content = jsonl(input);
     const file = await client.files.create({
       file: await toFile(Buffer.from(content), 'crash.jsonl'),
       purpose: 'batch',
@@ -74,14 +60,14 @@ describe('kill -9 in the middle of a batch', { timeout: TEST_TIMEOUT_MS }, () =>
       completion_window: '24h',
     });
 
-    const before = await retrieveWhen(client, created.id, (batch) => batch.request_counts!.completed >= 40, 20_000);
+    const before = await waitForBatch(client, created.id, (batch) => batch.request_counts!.completed >= 40, 20_000);
     await killHard(first.child);
     expect(before.status).toBe('in_progress');
     expect(before.request_counts!.completed).toBeLessThan(LINES / 2);
 
     const second = await serve(dir, children);
     const again = new OpenAI({ baseURL: `${second.url}/v1`, apiKey: key, maxRetries: 0 });
-    const batch = await retrieveWhen(again, created.id, (entry) => entry.status === 'completed', 30_000);
+    const batch = await waitForBatch(again, created.id, (entry) => entry.status === 'completed', 30_000);
     expect(batch.request_counts).toEqual({ total: LINES, completed: LINES, failed: 0 });
 
     const output = (await (await again.files.content(batch.output_file_id!)).text())

@@ -7,50 +7,32 @@ import { randomBytes } from 'node:crypto';
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
+import {
+  chatBatch,
+  chatLine,
+  decimalToNano,
+  hasStatus,
+  isFinal,
+  jsonl,
+  listNano,
+  pricedFleetWith,
+  readJsonl,
+  slowUpstream,
+  waitForBatch,
+} from './support/batch-fixtures.js';
 import { openAIErrors } from './support/openai-schema.js';
-import { pricedSimulatedConfig, startTestGateway, type TestGateway } from './support/test-gateway.js';
+import { startTestGateway, type TestGateway } from './support/test-gateway.js';
 
 const MAX_FILE_BYTES = 64 * 1024;
 const MAX_LINE_BYTES = 2048;
 
 const config = {
-  ...pricedSimulatedConfig,
-  upstreams: [
-    ...pricedSimulatedConfig.upstreams,
-    // Slow on purpose: a 40-token answer takes ~0.8 s, so a batch can be cancelled or expire mid-way.
-    {
-      name: 'slow',
-      type: 'simulated',
-      replicas: 1,
-      profile: { t_prefill_us: 1, t_fixed_ms: 20, t_seq_ms: 0.01, max_batch: 64, kv_tokens: 262_144 },
-    },
+  ...pricedFleetWith([
+    slowUpstream,
     // As slow, with one batch slot: the scheduler runs one line at a time and the runner's second line waits in its
     // queue.
-    {
-      name: 'tiny',
-      type: 'simulated',
-      replicas: 1,
-      profile: { t_prefill_us: 1, t_fixed_ms: 20, t_seq_ms: 0.01, max_batch: 1, kv_tokens: 262_144 },
-    },
-  ],
-  models: [
-    ...pricedSimulatedConfig.models,
-    { name: 'sim-slow', context_window: 32_768, deployments: [{ upstream: 'slow', model: 'slow' }] },
-    { name: 'sim-tiny', context_window: 32_768, deployments: [{ upstream: 'tiny', model: 'tiny' }] },
-  ],
-  pricing: {
-    ...pricedSimulatedConfig.pricing,
-    versions: [
-      {
-        ...pricedSimulatedConfig.pricing.versions[0]!,
-        models: {
-          ...pricedSimulatedConfig.pricing.versions[0]!.models,
-          'sim-slow': { input: '0.8', output: '2' },
-          'sim-tiny': { input: '0.8', output: '2' },
-        },
-      },
-    ],
-  },
+    { ...slowUpstream, name: 'tiny', profile: { ...slowUpstream.profile, max_batch: 1 } },
+  ]),
   batch: {
     max_file_bytes: MAX_FILE_BYTES,
     max_line_bytes: MAX_LINE_BYTES,
@@ -60,60 +42,8 @@ const config = {
   },
 };
 
-/** List price in nano-yuan of sim-pro-32k / sim-slow: 800 per input token, 2000 per output token. */
-const listNano = (prompt: number, completion: number) => BigInt(prompt) * 800n + BigInt(completion) * 2000n;
-const decimalToNano = (text: string) => {
-  const negative = text.startsWith('-');
-  const [whole, fraction = ''] = text.replace('-', '').split('.');
-  const value = BigInt(whole!) * 1_000_000_000n + BigInt(fraction.padEnd(9, '0'));
-  return negative ? -value : value;
-};
-
-interface InputLine {
-  custom_id: string;
-  method: string;
-  url: string;
-  body: Record<string, unknown>;
-}
-
-function chatLine(customId: string, model: string, maxTokens: number, text = `Question ${customId}?`): InputLine {
-  return {
-    custom_id: customId,
-    method: 'POST',
-    url: '/v1/chat/completions',
-    body: { model, messages: [{ role: 'user', content: text }], max_tokens: maxTokens },
-  };
-}
-
-const jsonl = (lines: readonly unknown[]) => `${lines.map((line) => JSON.stringify(line)).join('\n')}\n`;
-
 async function upload(client: OpenAI, content: string | Buffer, name = 'input.jsonl') {
   return client.files.create({ file: await toFile(Buffer.from(content), name), purpose: 'batch' });
-}
-
-async function waitFor(
-  client: OpenAI,
-  id: string,
-  done: (status: string) => boolean,
-  timeoutMs = 15_000,
-): Promise<OpenAI.Batches.Batch> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const batch = await client.batches.retrieve(id);
-    if (done(batch.status)) return batch;
-    if (Date.now() > deadline) throw new Error(`batch ${id} still ${batch.status}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-const final = (status: string) => ['completed', 'failed', 'expired', 'cancelled'].includes(status);
-
-async function readJsonl(client: OpenAI, fileId: string): Promise<any[]> {
-  const text = await (await client.files.content(fileId)).text();
-  return text
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => JSON.parse(line));
 }
 
 async function caught(promise: Promise<unknown>): Promise<InstanceType<typeof OpenAI.APIError>> {
@@ -175,11 +105,7 @@ describe('Files API', () => {
     const otherClient = harness.client(other.key);
     const file = await upload(client, jsonl([chatLine('a', 'sim-pro-32k', 1)]));
     const otherFile = await upload(otherClient, jsonl([chatLine('a', 'sim-pro-32k', 1)]));
-    const otherBatch = await otherClient.batches.create({
-      input_file_id: otherFile.id,
-      endpoint: '/v1/chat/completions',
-      completion_window: '24h',
-    });
+    const otherBatch = await chatBatch(otherClient, otherFile.id);
     expect((await client.files.list({ after: file.id })).data).toEqual([]);
     for (const after of ['file-nope', '', otherFile.id]) {
       const error = await caught(client.files.list({ after }));
@@ -221,7 +147,7 @@ describe('Files API', () => {
       client.files.retrieve(file.id),
       client.files.content(file.id),
       client.files.delete(file.id),
-      client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+      chatBatch(client, file.id),
     ]) {
       const error = await caught(attempt);
       expect(error).toBeInstanceOf(OpenAI.NotFoundError);
@@ -262,7 +188,7 @@ describe('Batches API', () => {
     expect(created).toMatchObject({ object: 'batch', input_file_id: file.id, metadata: { project: 'docs' } });
     expect(['validating', 'in_progress']).toContain(created.status);
 
-    const batch = await waitFor(client, created.id, final);
+    const batch = await waitForBatch(client, created.id, isFinal, 15_000);
     expect(openAIErrors('Batch', batch)).toEqual([]);
     expect(batch.status).toBe('completed');
     expect(batch.request_counts).toEqual({ total: 40, completed: 40, failed: 0 });
@@ -326,12 +252,8 @@ describe('Batches API', () => {
     const client = harness.client(key);
     const input = Array.from({ length: 12 }, (_, index) => chatLine(`slow-${index}`, 'sim-slow', 40));
     const file = await upload(client, jsonl(input));
-    const created = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/chat/completions',
-      completion_window: '24h',
-    });
-    await waitFor(client, created.id, (status) => status === 'in_progress');
+    const created = await chatBatch(client, file.id);
+    await waitForBatch(client, created.id, hasStatus('in_progress'), 15_000);
     // Let a first pair of lines finish, then cancel while the next pair runs.
     const deadline = Date.now() + 10_000;
     while ((await client.batches.retrieve(created.id)).request_counts!.completed < 2 && Date.now() < deadline) {
@@ -340,7 +262,7 @@ describe('Batches API', () => {
     const cancelling = await client.batches.cancel(created.id);
     expect(openAIErrors('Batch', cancelling)).toEqual([]);
     expect(['cancelling', 'cancelled']).toContain(cancelling.status);
-    const batch = await waitFor(client, created.id, final);
+    const batch = await waitForBatch(client, created.id, isFinal, 15_000);
     expect(batch.status).toBe('cancelled');
     expect(batch.cancelling_at).toBeDefined();
     expect(batch.cancelled_at).toBeDefined();
@@ -369,11 +291,7 @@ describe('Batches API', () => {
     const client = harness.client(key);
     const input = Array.from({ length: 6 }, (_, index) => chatLine(`tiny-${index}`, 'sim-tiny', 40));
     const file = await upload(client, jsonl(input));
-    const created = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/chat/completions',
-      completion_window: '24h',
-    });
+    const created = await chatBatch(client, file.id);
     // Cancel right after a line finished: the next one runs (≈0.8 s) and the one after waits in the scheduler queue.
     const queueDepth = async () => {
       const metrics = await (await fetch(`${harness.url}/metrics`)).text();
@@ -387,7 +305,7 @@ describe('Batches API', () => {
     expect(await queueDepth()).toBe(1);
     const cancelling = await client.batches.cancel(created.id);
     const doneAtCancel = cancelling.request_counts!.completed;
-    const batch = await waitFor(client, created.id, final);
+    const batch = await waitForBatch(client, created.id, isFinal, 15_000);
     expect(batch.status).toBe('cancelled');
     expect(await queueDepth()).toBe(0);
     // The running line finishes; the queued one does not (without withdrawal it would run next and be billed).
@@ -414,7 +332,7 @@ describe('Batches API', () => {
       endpoint: '/v1/chat/completions',
       completion_window: '4s' as '24h',
     });
-    const batch = await waitFor(client, created.id, final, 20_000);
+    const batch = await waitForBatch(client, created.id, isFinal);
     expect(openAIErrors('Batch', batch)).toEqual([]);
     expect(batch.status).toBe('expired');
     expect(batch.expired_at).toBeGreaterThanOrEqual(batch.expires_at! - 1);
@@ -460,19 +378,11 @@ describe('a large input file', () => {
         client,
         jsonl(Array.from({ length: 40_000 }, (_, index) => chatLine(`big-${index}`, 'sim-pro-32k', 1))),
       );
-      const bigBatch = await client.batches.create({
-        input_file_id: big.id,
-        endpoint: '/v1/chat/completions',
-        completion_window: '24h',
-      });
-      await waitFor(client, bigBatch.id, (status) => status === 'validating', 5_000);
+      const bigBatch = await chatBatch(client, big.id);
+      await waitForBatch(client, bigBatch.id, hasStatus('validating'), 5_000);
       const small = await upload(client, jsonl([chatLine('a', 'sim-pro-32k', 2), chatLine('b', 'sim-pro-32k', 2)]));
-      const smallBatch = await client.batches.create({
-        input_file_id: small.id,
-        endpoint: '/v1/chat/completions',
-        completion_window: '24h',
-      });
-      const done = await waitFor(client, smallBatch.id, final, 30_000);
+      const smallBatch = await chatBatch(client, small.id);
+      const done = await waitForBatch(client, smallBatch.id, isFinal, 30_000);
       expect(done.status).toBe('completed');
       // Before, a pass validated a file to its end before looking at any other batch.
       expect((await client.batches.retrieve(bigBatch.id)).status).toBe('validating');
@@ -488,12 +398,8 @@ describe('bad batch input', () => {
     const { key, tenantId } = await harness.createTenantWithKey({ credit: '1' });
     const client = harness.client(key);
     const file = await upload(client, randomBytes(5000), 'image.png');
-    const created = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/chat/completions',
-      completion_window: '24h',
-    });
-    const batch = await waitFor(client, created.id, final);
+    const created = await chatBatch(client, file.id);
+    const batch = await waitForBatch(client, created.id, isFinal, 15_000);
     expect(openAIErrors('Batch', batch)).toEqual([]);
     expect(batch.status).toBe('failed');
     expect(batch.failed_at).toBeDefined();
@@ -526,12 +432,8 @@ describe('bad batch input', () => {
       JSON.stringify(good[1]),
     ];
     const file = await upload(client, `${lines.join('\n')}\n`);
-    const created = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/chat/completions',
-      completion_window: '24h',
-    });
-    const batch = await waitFor(client, created.id, final);
+    const created = await chatBatch(client, file.id);
+    const batch = await waitForBatch(client, created.id, isFinal, 15_000);
     expect(batch.status).toBe('completed');
     expect(batch.request_counts).toEqual({ total: 11, completed: 2, failed: 9 });
     const output = await readJsonl(client, batch.output_file_id!);

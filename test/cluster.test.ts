@@ -266,7 +266,8 @@ async function spendsWalletToLastRequest(admission: Sharing): Promise<void> {
   const leaseSchema = uniqueSchema('cluster_leases');
   try {
     const { first, second, admin } = await twoProcessesWithTenant(
-      pricedSimulatedConfig,
+      // A loaded machine may take longer than the default 250 ms to answer a lease-return round.
+      { ...pricedSimulatedConfig, billing: { lease_return_timeout_ms: 10_000 } },
       pgUrl(leaseSchema),
       'leases',
       admission,

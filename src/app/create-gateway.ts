@@ -278,7 +278,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
           () => billing.reservationOwner,
           // Owners that beat in the last two heartbeats: a dead one not yet swept is not waited for.
           () => store.listReservationOwners(Date.now() - ownerTimeoutMs / 3),
-          { logger },
+          { logger, timeoutMs: config.billing.lease_return_timeout_ms },
         )
       : undefined;
   const localSettled = async () => {

@@ -199,6 +199,10 @@ export const BillingConfigSchema = Type.Object(
       'With several processes on one store: how long a process may go without a heartbeat before the others release its wallet reservations, milliseconds.',
       30_000,
     ),
+    lease_return_timeout_ms: PositiveInt(
+      'With several processes on one store: how long a process about to refuse a request for want of funds waits for the others to give back the wallet funds they leased and do not use, milliseconds.',
+      250,
+    ),
     /** Environment variable holding the secret that signs budget-alert webhooks. */
     webhook_secret_env: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' })),
   },
