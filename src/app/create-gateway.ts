@@ -76,6 +76,8 @@ export interface Gateway {
   logger: Logger;
   metrics: GatewayMetrics;
   billing: BillingService;
+  /** The Files and Batches API's service and runner (absent on a store that cannot hold them). */
+  batches?: { service: BatchService; runner: BatchRunner };
   /**
    * Resolves once every request that ended before the call is in the store. With a settlement journal (embedded
    * mode) a response does not wait for its commit: read the store after this to see it.
@@ -520,6 +522,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     logger,
     metrics,
     billing,
+    ...(batches === undefined ? {} : { batches }),
     settled,
     async listen() {
       await app.listen({ host: config.server.host, port: config.server.port });

@@ -149,6 +149,9 @@ export interface BatchRunnerStats {
 const ACTIVE_STATUSES: readonly BatchStatus[] = ['validating', 'in_progress', 'cancelling', 'finalizing'];
 const RATE_WINDOW_MS = 60_000;
 const LINES_PER_READ = 1_000;
+/** How often the runner deletes expired files, ms, and how many it reads at a time. */
+const FILE_SWEEP_INTERVAL_MS = 60_000;
+const SWEEP_FILES = 100;
 
 /** Executes batches. */
 export class BatchRunner {
@@ -169,6 +172,8 @@ export class BatchRunner {
   private pendingInStore = 0;
   private done = 0;
   private failed = 0;
+  /** When expired files were last swept, epoch ms. */
+  private sweptAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly options: BatchRunnerOptions) {
     this.concurrency = options.concurrency ?? 64;
@@ -260,10 +265,37 @@ export class BatchRunner {
     } while (this.pumpAgain && !this.stopped);
   }
 
-  /** One look at every active batch. */
+  /**
+   * Deletes files expired at `now` (record, then bytes), `SWEEP_FILES` at a time until none is left; returns how
+   * many. Processes sharing a store may sweep at once: a file deleted twice is deleted once.
+   */
+  async sweepExpiredFiles(now = this.now()): Promise<number> {
+    const { store, files } = this.options;
+    let deleted = 0;
+    for (;;) {
+      const expired = await store.listExpiredFiles(now, SWEEP_FILES);
+      for (const file of expired) {
+        await store.deleteFile(file.id);
+        await files.remove(file.id);
+      }
+      deleted += expired.length;
+      if (expired.length < SWEEP_FILES || this.stopped) return deleted;
+    }
+  }
+
+  /** One look at every active batch (and, once a minute, at expired files). */
   private async pass(): Promise<void> {
     const batches = await this.options.store.listBatchesByStatus(ACTIVE_STATUSES);
     const now = this.now();
+    if (now - this.sweptAt >= FILE_SWEEP_INTERVAL_MS) {
+      this.sweptAt = now;
+      try {
+        const deleted = await this.sweepExpiredFiles(now);
+        if (deleted > 0) this.options.logger.info({ files: deleted }, 'expired files deleted');
+      } catch (error: unknown) {
+        this.options.logger.error({ err: error }, 'could not delete expired files; trying again in a minute');
+      }
+    }
     const factor = this.offPeak.length > 0 && inOffPeakWindow(now, this.offPeak) ? this.offPeakFactor : 1;
     const globalLimit = Math.floor(this.concurrency * factor);
     const running = batches.filter((batch) => batch.status === 'in_progress').length;
@@ -562,7 +594,7 @@ export class BatchRunner {
       filename: `${batch.id}_${name}.jsonl`,
       bytes,
       createdAt,
-      expiresAt: null,
+      expiresAt: batch.outputExpiresAfterSeconds === null ? null : createdAt + batch.outputExpiresAfterSeconds * 1000,
     });
     // A previous attempt (crash while finalizing) may have stored them already.
     for (const [id, bytes, name, count] of [

@@ -34,7 +34,18 @@ export interface CreateBatchInput {
   endpoint: string;
   completion_window: string;
   metadata?: Record<string, string> | null;
+  /** When the output and error files expire, after they are written. */
+  output_expires_after?: FileExpiry;
 }
+
+/** OpenAI's file expiration policy: `seconds` (3600 to 2592000) after the file's creation. */
+export interface FileExpiry {
+  anchor: 'created_at';
+  seconds: number;
+}
+
+/** The range OpenAI allows for a file's `expires_after.seconds`: one hour to 30 days. */
+export const FILE_EXPIRY_SECONDS = { minimum: 3600, maximum: 2_592_000 } as const;
 
 /** OpenAI's `OpenAIFile`. */
 export interface OpenAIFileObject {
@@ -68,19 +79,20 @@ export class BatchService {
     return this.options.maxFileBytes;
   }
 
-  /** Stores an upload (streamed to disk). Rejects with `FileTooLargeError` past the limit, keeping nothing. */
+  /** Records an upload already streamed to disk; it expires `expiresAfter.seconds` from now when given. */
   async uploadFile(
     principal: Principal,
-    upload: { filename: string; purpose: FilePurpose; id: string; bytes: number },
+    upload: { filename: string; purpose: FilePurpose; id: string; bytes: number; expiresAfter?: FileExpiry },
   ): Promise<FileRecord> {
+    const createdAt = Date.now();
     const record: FileRecord = {
       id: upload.id,
       tenantId: principal.tenantId,
       purpose: upload.purpose,
       filename: upload.filename,
       bytes: upload.bytes,
-      createdAt: Date.now(),
-      expiresAt: null,
+      createdAt,
+      expiresAt: upload.expiresAfter === undefined ? null : createdAt + upload.expiresAfter.seconds * 1000,
     };
     await this.store.insertFile(record);
     return record;
@@ -91,10 +103,13 @@ export class BatchService {
     return randomId('file-');
   }
 
-  /** The file, if it is the tenant's; 404 otherwise, naming `param` (the field that carried `id`). Default `id`. */
+  /**
+   * The file, if it is the tenant's and has not expired (a sweep may not have deleted it yet); 404 otherwise,
+   * naming `param` (the field that carried `id`). Default `id`.
+   */
   async getFile(tenantId: string, id: string, param = 'id'): Promise<FileRecord> {
     const file = await this.store.getFile(id);
-    if (file === undefined || file.tenantId !== tenantId) {
+    if (file === undefined || file.tenantId !== tenantId || isExpired(file, Date.now())) {
       throw new NotFoundError(`No such File object: ${id}`, 'file_not_found', { param });
     }
     return file;
@@ -108,7 +123,7 @@ export class BatchService {
         throw invalidCursor(`No file with id "${query.after}" to list after.`);
       }
     }
-    const rows = await this.store.listFiles({ ...query, limit: query.limit + 1 });
+    const rows = await this.store.listFiles({ ...query, limit: query.limit + 1, liveAt: Date.now() });
     return openAIListPage(pageOf(rows, query.limit), toOpenAIFile);
   }
 
@@ -155,6 +170,7 @@ export class BatchService {
       metadata: input.metadata ?? null,
       createdAt: now,
       expiresAt: now + completionWindowMs(input.completion_window),
+      outputExpiresAfterSeconds: input.output_expires_after?.seconds ?? null,
       inProgressAt: null,
       finalizingAt: null,
       completedAt: null,
@@ -250,6 +266,8 @@ export function isFilePurpose(value: unknown): value is FilePurpose {
 }
 
 const seconds = (ms: number) => Math.floor(ms / 1000);
+
+const isExpired = (file: FileRecord, now: number) => file.expiresAt !== null && file.expiresAt <= now;
 
 /** The OpenAI view of a file. */
 export function toOpenAIFile(file: FileRecord): OpenAIFileObject {

@@ -41,6 +41,7 @@ function batch(tenantId: string, createdAt: number, overrides: Partial<BatchReco
     metadata: { team: 'a' },
     createdAt,
     expiresAt: createdAt + 86_400_000,
+    outputExpiresAfterSeconds: null,
     inProgressAt: null,
     finalizingAt: null,
     completedAt: null,
@@ -103,13 +104,34 @@ export function describeBatchStoreConformance(name: string, options: BatchStoreC
       expect(await batches.getFile(made[0]!.id)).toBeUndefined();
     });
 
+    it('leaves expired files out of a list at a time, and finds the expired ones soonest first', async () => {
+      const tenant = `ten_${unique()}`;
+      const early = file(tenant, 1000, { expiresAt: 5000 });
+      const late = file(tenant, 2000, { expiresAt: 9000 });
+      const forever = file(tenant, 3000);
+      for (const record of [late, forever, early]) await batches.insertFile(record);
+      const ids = (records: FileRecord[]) => records.map((record) => record.id);
+      const listed = (liveAt: number) => batches.listFiles({ tenantId: tenant, limit: 10, liveAt });
+      expect(ids(await listed(4999))).toEqual([forever.id, late.id, early.id]);
+      expect(ids(await listed(5000))).toEqual([forever.id, late.id]);
+      expect(ids(await listed(9000))).toEqual([forever.id]);
+      expect(ids(await batches.listFiles({ tenantId: tenant, limit: 10 }))).toEqual([forever.id, late.id, early.id]);
+      const expired = async (now: number) =>
+        ids((await batches.listExpiredFiles(now, 1000)).filter((record) => record.tenantId === tenant));
+      expect(await expired(4999)).toEqual([]);
+      expect(await expired(5000)).toEqual([early.id]);
+      expect(await expired(10_000)).toEqual([early.id, late.id]);
+      expect(await batches.listExpiredFiles(10_000, 1)).toHaveLength(1);
+    });
+
     it('stores batches, lists them newest first per tenant or for all, moves status by compare-and-set', async () => {
       const tenant = `ten_${unique()}`;
       const a = batch(tenant, 10_000);
-      const b = batch(tenant, 20_000);
+      const b = batch(tenant, 20_000, { outputExpiresAfterSeconds: 3600 });
       const c = batch(tenant, 30_000);
       for (const record of [a, b, c]) await batches.insertBatch(record);
       expect(await batches.getBatch(a.id)).toEqual(a);
+      expect(await batches.getBatch(b.id)).toEqual(b);
       const page1 = await batches.listBatches({ tenantId: tenant, limit: 2 });
       expect(page1.map((record) => record.id)).toEqual([c.id, b.id]);
       const page2 = await batches.listBatches({ tenantId: tenant, limit: 2, after: b.id });

@@ -74,6 +74,8 @@ export interface BatchRecord {
   createdAt: number;
   /** `createdAt` + the completion window. */
   expiresAt: number;
+  /** How long the output and error files live after they are written, seconds; null for ever. */
+  outputExpiresAfterSeconds: number | null;
   inProgressAt: number | null;
   finalizingAt: number | null;
   completedAt: number | null;
@@ -190,6 +192,8 @@ export interface FileListQuery {
   /** Cursor: the id of the last file of the previous page. One that names no file of the tenant gives no rows. */
   after?: string;
   limit: number;
+  /** Leaves out files expired at this time (epoch ms); omitted, lists expired files too. */
+  liveAt?: number;
 }
 
 /** A page query over batches, newest first. */
@@ -207,6 +211,8 @@ export interface BatchStore {
   getFile(id: string): Promise<FileRecord | undefined>;
   /** A page of files (`limit` rows at most). */
   listFiles(query: FileListQuery): Promise<FileRecord[]>;
+  /** Up to `limit` files whose expiry is at or before `now`, soonest expired first. */
+  listExpiredFiles(now: number, limit: number): Promise<FileRecord[]>;
   /** Removes the record; false when there was none. */
   deleteFile(id: string): Promise<boolean>;
 

@@ -46,6 +46,8 @@ export interface BatchesTable {
   metadata: string | null;
   created_at: number;
   expires_at: number;
+  /** Seconds (migration 0010). */
+  output_expires_after: number | null;
   in_progress_at: number | null;
   finalizing_at: number | null;
   completed_at: number | null;
@@ -120,6 +122,10 @@ export class KyselyBatchStore implements BatchStore {
   async listFiles(query: FileListQuery): Promise<FileRecord[]> {
     const order = query.order ?? 'desc';
     let select = this.db.selectFrom('files').selectAll().where('tenant_id', '=', query.tenantId);
+    const liveAt = query.liveAt;
+    if (liveAt !== undefined) {
+      select = select.where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', liveAt)]));
+    }
     if (query.purpose !== undefined) select = select.where('purpose', '=', query.purpose);
     if (query.after !== undefined) {
       const cursor = await this.getFile(query.after);
@@ -133,6 +139,17 @@ export class KyselyBatchStore implements BatchStore {
       );
     }
     const rows = await select.orderBy('created_at', order).orderBy('id', order).limit(query.limit).execute();
+    return rows.map(fileFromRow);
+  }
+
+  async listExpiredFiles(now: number, limit: number): Promise<FileRecord[]> {
+    const rows = await this.db
+      .selectFrom('files')
+      .selectAll()
+      .where('expires_at', '<=', now)
+      .orderBy('expires_at')
+      .limit(limit)
+      .execute();
     return rows.map(fileFromRow);
   }
 
@@ -388,6 +405,7 @@ function batchToRow(batch: BatchRecord): BatchesTable {
     metadata: batch.metadata === null ? null : JSON.stringify(batch.metadata),
     created_at: batch.createdAt,
     expires_at: batch.expiresAt,
+    output_expires_after: batch.outputExpiresAfterSeconds,
     in_progress_at: batch.inProgressAt,
     finalizing_at: batch.finalizingAt,
     completed_at: batch.completedAt,
@@ -431,6 +449,7 @@ function batchFromRow(row: Selectable<BatchesTable>): BatchRecord {
     metadata: row.metadata === null ? null : (JSON.parse(row.metadata) as Record<string, string>),
     createdAt: Number(row.created_at),
     expiresAt: Number(row.expires_at),
+    outputExpiresAfterSeconds: nullableNumber(row.output_expires_after),
     inProgressAt: nullableNumber(row.in_progress_at),
     finalizingAt: nullableNumber(row.finalizing_at),
     completedAt: nullableNumber(row.completed_at),

@@ -8,6 +8,7 @@ import { ledgerInRequestLogSchema } from './0006-ledger-in-request-log.js';
 import { daysFromHoursSchema } from './0007-days-from-hours.js';
 import { reservationOwnersSchema } from './0008-reservation-owners.js';
 import { tenantListIndexSchema } from './0009-tenant-list-index.js';
+import { fileExpirySchema } from './0010-file-expiry.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -23,6 +24,7 @@ const migrations: Record<string, Migration> = {
   '0007-days-from-hours': daysFromHoursSchema,
   '0008-reservation-owners': reservationOwnersSchema,
   '0009-tenant-list-index': tenantListIndexSchema,
+  '0010-file-expiry': fileExpirySchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */
