@@ -4,9 +4,13 @@
  * isolation and the upload size limit.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { sql } from 'kysely';
 import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
+import type { KyselyStore } from '../src/store/kysely-store.js';
 import {
   chatBatch,
   chatLine,
@@ -124,6 +128,99 @@ describe('Files API', () => {
     }
     // A cursor of another tenant's batch is fine for the admin list of every tenant.
     expect((await harness.admin('GET', `/batches?after=${otherBatch.id}`)).status).toBe(200);
+  });
+
+  it('takes a limit only as a decimal integer in range, as OpenAI does: 1e1, 0x10, +5 are a 400 param limit', async () => {
+    const { key } = await harness.createTenantWithKey();
+    const headers = { authorization: `Bearer ${key}` };
+    const refused = async (path: string, limit: string, admin = false) => {
+      const url = `${admin ? `${harness.url}/admin/v1` : harness.url}${path}?limit=${encodeURIComponent(limit)}`;
+      const response = await fetch(url, {
+        headers: { authorization: `Bearer ${admin ? harness.adminToken : key}` },
+      });
+      expect(response.status, url).toBe(400);
+      const body = (await response.json()) as { error: unknown };
+      expect(body.error, url).toMatchObject({ type: 'invalid_request_error', param: 'limit' });
+    };
+    for (const limit of ['1e1', '0x10', '0b1', '+5', ' 5', '5.0', '0', '-1', '']) {
+      await refused('/v1/files', limit);
+      await refused('/v1/batches', limit);
+      await refused('/batches', limit, true);
+    }
+    await refused('/v1/files', '10001');
+    await refused('/v1/batches', '101');
+    await refused('/batches', '1001', true);
+    for (const limit of ['1', '07', '100']) {
+      expect((await fetch(`${harness.url}/v1/batches?limit=${limit}`, { headers })).status).toBe(200);
+      expect((await fetch(`${harness.url}/v1/files?limit=${limit}`, { headers })).status).toBe(200);
+    }
+  });
+
+  it('expires a file when asked (expires_after): gone from list, retrieve and content at once, its bytes at the sweep', async () => {
+    const { key } = await harness.createTenantWithKey();
+    const client = harness.client(key);
+    const content = jsonl([chatLine('a', 'sim-pro-32k', 1)]);
+    const expiring = await client.files.create({
+      file: await toFile(Buffer.from(content), 'expiring.jsonl'),
+      purpose: 'batch',
+      expires_after: { anchor: 'created_at', seconds: 3600 },
+    });
+    expect(openAIErrors('OpenAIFile', expiring)).toEqual([]);
+    expect(expiring.expires_at).toBe(expiring.created_at + 3600);
+    const kept = await upload(client, content);
+    expect(kept.expires_at).toBeUndefined();
+    const runner = harness.gateway.batches!.runner;
+    const storage = harness.gateway.batches!.service.files;
+    // Not expired yet: a sweep leaves it.
+    expect(await runner.sweepExpiredFiles()).toBe(0);
+    expect((await client.files.retrieve(expiring.id)).id).toBe(expiring.id);
+
+    // An hour later (the record's expiry moved into the past).
+    await sql`update files set expires_at = ${Date.now() - 1} where id = ${expiring.id}`.execute(
+      (harness.gateway.store as KyselyStore).kysely,
+    );
+    for (const attempt of [
+      client.files.retrieve(expiring.id),
+      client.files.content(expiring.id),
+      chatBatch(client, expiring.id),
+    ]) {
+      expect(await caught(attempt)).toBeInstanceOf(OpenAI.NotFoundError);
+    }
+    expect((await client.files.list()).data.map((file) => file.id)).toEqual([kept.id]);
+    expect(existsSync(storage.pathOf(expiring.id))).toBe(true);
+    expect(await runner.sweepExpiredFiles()).toBe(1);
+    expect(existsSync(storage.pathOf(expiring.id))).toBe(false);
+    expect(existsSync(storage.pathOf(kept.id))).toBe(true);
+    expect((await client.files.retrieve(kept.id)).id).toBe(kept.id);
+  });
+
+  it('refuses an expires_after OpenAI would refuse, naming the field, and keeps nothing', async () => {
+    const { key } = await harness.createTenantWithKey();
+    const client = harness.client(key);
+    const content = Buffer.from(jsonl([chatLine('a', 'sim-pro-32k', 1)]));
+    const storage = path.dirname(harness.gateway.batches!.service.files.pathOf('file-x'));
+    const stored = readdirSync(storage).length;
+    const cases: [Record<string, unknown>, string, string][] = [
+      [{ anchor: 'created_at', seconds: 3599 }, 'expires_after.seconds', 'invalid_value'],
+      [{ anchor: 'created_at', seconds: 2_592_001 }, 'expires_after.seconds', 'invalid_value'],
+      [{ anchor: 'created_at', seconds: '1e4' }, 'expires_after.seconds', 'invalid_value'],
+      [{ anchor: 'created_at' }, 'expires_after.seconds', 'missing_required_parameter'],
+      [{ anchor: 'last_active_at', seconds: 3600 }, 'expires_after.anchor', 'invalid_value'],
+      [{ seconds: 3600 }, 'expires_after.anchor', 'missing_required_parameter'],
+    ];
+    for (const [expiresAfter, param, code] of cases) {
+      const error = await caught(
+        client.files.create({
+          file: await toFile(content, 'in.jsonl'),
+          purpose: 'batch',
+          expires_after: expiresAfter as never,
+        }),
+      );
+      expect(error.status, JSON.stringify(expiresAfter)).toBe(400);
+      expect(error, JSON.stringify(expiresAfter)).toMatchObject({ param, code });
+    }
+    expect((await client.files.list()).data).toEqual([]);
+    expect(readdirSync(storage)).toHaveLength(stored);
   });
 
   it('refuses a file over the size limit with 413 and keeps nothing', async () => {
@@ -245,6 +342,28 @@ describe('Batches API', () => {
     expect(metrics).toMatch(/tollgate_batch_lines\{state="done"\} (\d+)/);
     expect(Number(/tollgate_batch_lines\{state="done"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(40);
     expect(metrics).toContain('tollgate_batch_capacity_share');
+  });
+
+  it('gives the output and error files the expiry the batch asked for (output_expires_after), counted from their creation', async () => {
+    const { key } = await harness.createTenantWithKey({ credit: '1' });
+    const client = harness.client(key);
+    const file = await upload(client, jsonl([chatLine('good', 'sim-pro-32k', 2), chatLine('bad', 'sim-nope', 2)]));
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+      output_expires_after: { anchor: 'created_at', seconds: 7200 },
+    });
+    const batch = await waitForBatch(client, created.id, isFinal, 15_000);
+    expect(batch.request_counts).toEqual({ total: 2, completed: 1, failed: 1 });
+    for (const id of [batch.output_file_id!, batch.error_file_id!]) {
+      const result = await client.files.retrieve(id);
+      expect(result.expires_at).toBe(result.created_at + 7200);
+    }
+    // The input file was uploaded without one, and a batch without one gives files that stay.
+    expect((await client.files.retrieve(file.id)).expires_at).toBeUndefined();
+    const plain = await waitForBatch(client, (await chatBatch(client, file.id)).id, isFinal, 15_000);
+    expect((await client.files.retrieve(plain.output_file_id!)).expires_at).toBeUndefined();
   });
 
   it('cancels a slow batch: cancelling, then cancelled; work done is returned and billed, nothing after', async () => {

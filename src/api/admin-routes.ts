@@ -15,7 +15,7 @@ import {
   publicTenantView,
 } from '../tenancy/tenant-service.js';
 import type { ServerServices } from './create-server.js';
-import { pageLimit } from './files-routes.js';
+import { pageLimit } from './page-limit.js';
 
 const CreateTenantBody = Type.Object(
   { name: Type.String({ minLength: 1, maxLength: 200 }) },

@@ -8,7 +8,7 @@ import type { BatchProgressView, BatchRunner } from '../batch/batch-runner.js';
 import type { BatchService, CreateBatchInput } from '../batch/batch-service.js';
 import { UnavailableError } from '../errors/gateway-error.js';
 import { openAIList } from '../store/list-page.js';
-import { pageLimit } from './files-routes.js';
+import { pageLimit } from './page-limit.js';
 
 const CreateBatchBody = Type.Object(
   {

@@ -5,9 +5,17 @@
 import { stat } from 'node:fs/promises';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { type BatchService, isFilePurpose, isUploadPurpose, toOpenAIFile } from '../batch/batch-service.js';
+import {
+  type BatchService,
+  FILE_EXPIRY_SECONDS,
+  type FileExpiry,
+  isFilePurpose,
+  isUploadPurpose,
+  toOpenAIFile,
+} from '../batch/batch-service.js';
 import { FileTooLargeError } from '../batch/file-storage.js';
 import { GatewayError, InvalidRequestError, NotFoundError, UnavailableError } from '../errors/gateway-error.js';
+import { pageLimit } from './page-limit.js';
 
 /** Default and largest page size of `GET /v1/files`. */
 const DEFAULT_FILE_PAGE = 10_000;
@@ -74,8 +82,9 @@ export async function registerFilesRoutes(scope: FastifyInstance, batches: Batch
 async function receiveUpload(
   request: FastifyRequest,
   files: BatchService,
-): Promise<{ id: string; filename: string; purpose: 'batch'; bytes: number }> {
+): Promise<{ id: string; filename: string; purpose: 'batch'; bytes: number; expiresAfter?: FileExpiry }> {
   let purpose: unknown;
+  const expiry: { anchor?: unknown; seconds?: unknown } = {};
   let stored: { id: string; filename: string; bytes: number } | undefined;
   const cleanUp = async () => {
     if (stored !== undefined) await files.files.remove(stored.id);
@@ -85,6 +94,8 @@ async function receiveUpload(
     for await (const part of request.parts({ limits: { fileSize: files.maxFileBytes + 1, files: 1, fields: 8 } })) {
       if (part.type === 'field') {
         if (part.fieldname === 'purpose') purpose = part.value;
+        else if (part.fieldname === 'expires_after[anchor]') expiry.anchor = part.value;
+        else if (part.fieldname === 'expires_after[seconds]') expiry.seconds = part.value;
         continue;
       }
       if (part.fieldname !== 'file' || stored !== undefined) {
@@ -129,18 +140,43 @@ async function receiveUpload(
       { param: 'purpose', code: purpose === undefined ? 'missing_required_parameter' : 'invalid_value' },
     );
   }
-  return { ...stored, purpose };
+  let expiresAfter: FileExpiry | undefined;
+  try {
+    expiresAfter = fileExpiry(expiry);
+  } catch (error: unknown) {
+    await cleanUp();
+    throw error;
+  }
+  return { ...stored, purpose, ...(expiresAfter === undefined ? {} : { expiresAfter }) };
 }
 
-/** A `limit` query parameter: an integer in [1, max], `fallback` when absent. */
-export function pageLimit(raw: string | undefined, fallback: number, max: number): number {
-  if (raw === undefined) return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new InvalidRequestError(`limit must be an integer between 1 and ${max}.`, {
-      param: 'limit',
-      code: 'invalid_value',
-    });
+/** The multipart fields `expires_after[anchor]` and `expires_after[seconds]`: both or neither. */
+function fileExpiry(fields: { anchor?: unknown; seconds?: unknown }): FileExpiry | undefined {
+  if (fields.anchor === undefined && fields.seconds === undefined) return undefined;
+  if (fields.anchor !== 'created_at') {
+    throw new InvalidRequestError(
+      fields.anchor === undefined
+        ? "Missing required parameter: 'expires_after[anchor]'."
+        : `Invalid value for 'expires_after[anchor]': '${String(fields.anchor)}'. Supported: 'created_at'.`,
+      {
+        param: 'expires_after.anchor',
+        code: fields.anchor === undefined ? 'missing_required_parameter' : 'invalid_value',
+      },
+    );
   }
-  return value;
+  const { minimum, maximum } = FILE_EXPIRY_SECONDS;
+  const seconds =
+    typeof fields.seconds === 'string' && /^[0-9]{1,9}$/.test(fields.seconds) ? Number(fields.seconds) : Number.NaN;
+  if (!(seconds >= minimum && seconds <= maximum)) {
+    throw new InvalidRequestError(
+      fields.seconds === undefined
+        ? "Missing required parameter: 'expires_after[seconds]'."
+        : `Invalid value for 'expires_after[seconds]': expected an integer between ${minimum} (1 hour) and ${maximum} (30 days).`,
+      {
+        param: 'expires_after.seconds',
+        code: fields.seconds === undefined ? 'missing_required_parameter' : 'invalid_value',
+      },
+    );
+  }
+  return { anchor: 'created_at', seconds };
 }

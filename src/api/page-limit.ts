@@ -1,0 +1,19 @@
+/** The `limit` query parameter of every paged list (files, batches, admin tenants, keys and batches). */
+import { InvalidRequestError } from '../errors/gateway-error.js';
+
+/** Decimal digits only: `Number()` would also take `1e1`, `0x10`, `0b1`, `+5`, ` 5` and `5.0`, which OpenAI refuses. */
+const DECIMAL_INTEGER = /^[0-9]+$/;
+
+/** A `limit` query parameter: a decimal integer in [1, max], `fallback` when absent; anything else is a 400. */
+export function pageLimit(raw: string | undefined, fallback: number, max: number): number {
+  if (raw === undefined) return fallback;
+  // Digits only, so `Number` reads it exactly; one too long to be safe is beyond `max` anyway.
+  const value = DECIMAL_INTEGER.test(raw) ? Number(raw) : Number.NaN;
+  if (!(value >= 1 && value <= max)) {
+    throw new InvalidRequestError(`limit must be an integer between 1 and ${max}.`, {
+      param: 'limit',
+      code: 'invalid_value',
+    });
+  }
+  return value;
+}
