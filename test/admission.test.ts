@@ -39,6 +39,14 @@ async function post(key: string, body: Record<string, unknown>) {
   return { status: response.status, headers: response.headers, body: (await response.json()) as any };
 }
 
+/** Seconds of an OpenAI reset duration (`120ms`, `1.5s`, `1m0.75s`). */
+function seconds(duration: string): number {
+  const match = /^(?:(\d+)h)?(?:(\d+)m)?(?:([\d.]+)s)?(?:(\d+)ms)?$/.exec(duration);
+  if (match === null) throw new Error(`not a duration: ${duration}`);
+  const [, hours = '0', minutes = '0', secs = '0', millis = '0'] = match;
+  return Number(hours) * 3600 + Number(minutes) * 60 + Number(secs) + Number(millis) / 1000;
+}
+
 describe('rate limits', () => {
   it('RPM: the limit passes, the next is refused with 429 rate_limit_exceeded, Retry-After and OpenAI headers', async () => {
     const { key } = await tenantWithPlan({ rpm: 3 });
@@ -48,14 +56,21 @@ describe('rate limits', () => {
       expect(ok.status).toBe(200);
       expect(ok.headers.get('x-ratelimit-limit-requests')).toBe('3');
       remaining.push(ok.headers.get('x-ratelimit-remaining-requests')!);
-      expect(ok.headers.get('x-ratelimit-reset-requests')).toMatch(/^(\d+h)?(\d+m)?\d+(\.\d+)?s$|^\d+ms$/);
+      const reset = ok.headers.get('x-ratelimit-reset-requests');
+      expect(reset).toMatch(/^(\d+h)?(\d+m)?\d+(\.\d+)?s$|^\d+ms$/);
+      // The reset says when the next request is admitted: at once while one remains.
+      if (index < 2) expect(reset).toBe('0s');
+      else expect(seconds(reset!)).toBeGreaterThan(59);
     }
     expect(remaining).toEqual(['2', '1', '0']);
     const refused = await post(key, { max_tokens: 2 });
     expect(refused.status).toBe(429);
     expect(refused.body.error.code).toBe('rate_limit_exceeded');
-    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    const retryAfter = Number(refused.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
     expect(refused.headers.get('x-ratelimit-remaining-requests')).toBe('0');
+    // Retry-After is the reset rounded up to whole seconds.
+    expect(retryAfter).toBe(Math.ceil(seconds(refused.headers.get('x-ratelimit-reset-requests')!)));
   });
 
   it('TPM: charged with the estimate at admission and reconciled with real usage afterwards', async () => {

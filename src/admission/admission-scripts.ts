@@ -158,15 +158,22 @@ end
 local state = { -1, -1, -1, -1, -1, -1, -1, -1, -1 }
 local function pick(offset, limit, used, reset)
   local remaining = math.max(0, limit - used)
-  if state[offset] == -1 or remaining < state[offset + 1] then
+  reset = math.ceil(reset)
+  if state[offset] == -1 or remaining < state[offset + 1]
+    or (remaining == state[offset + 1] and reset > state[offset + 2]) then
     state[offset] = limit
     state[offset + 1] = remaining
-    state[offset + 2] = math.ceil(reset)
+    state[offset + 2] = reset
   end
 end
 for s = 1, scopeCount do
   local entry = entries[s]
-  if entry.rpm then pick(1, entry.rpm, entry.requests.total, resetMs(entry.requests)) end
+  if entry.rpm then
+    -- Requests reset when the next one would be admitted: now while one remains, else as retryAfter says.
+    local reset = 0
+    if entry.requests.total >= entry.rpm then reset = retryAfter(entry.requests, 1, entry.rpm) end
+    pick(1, entry.rpm, entry.requests.total, reset)
+  end
   if entry.tpm then pick(4, entry.tpm, entry.tokens.total, resetMs(entry.tokens)) end
   if entry.tpd then
     local reset = 0

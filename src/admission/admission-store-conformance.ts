@@ -79,19 +79,16 @@ export function describeAdmissionStoreConformance(name: string, options: Admissi
         const scope = tenantScope(tenantId, { rpm: 5 });
         const start = alignToSecond(250);
         const bucket = Math.floor(start / SECOND);
+        const expectedWait = (bucket + RETURN_AFTER_BUCKETS) * SECOND - start;
         for (let i = 0; i < 5; i++) {
           const result = await store.acquire(request(tenantId, [scope]));
           expect(result.ok).toBe(true);
-          expect(result.state.requests).toEqual({
-            limit: 5,
-            remaining: 4 - i,
-            resetMs: (bucket + RETURN_AFTER_BUCKETS) * SECOND - start,
-          });
+          // The reset is when the next request would be admitted: at once while one remains.
+          expect(result.state.requests).toEqual({ limit: 5, remaining: 4 - i, resetMs: i < 4 ? 0 : expectedWait });
         }
         const refused = await store.acquire(request(tenantId, [scope]));
-        const expectedWait = (bucket + RETURN_AFTER_BUCKETS) * SECOND - start;
         expect(refused).toMatchObject({ ok: false, reason: 'rpm', scope: scope.id, retryAfterMs: expectedWait });
-        expect(refused.state.requests).toMatchObject({ limit: 5, remaining: 0 });
+        expect(refused.state.requests).toEqual({ limit: 5, remaining: 0, resetMs: expectedWait });
 
         clock.advance(expectedWait - 1);
         const stillRefused = await store.acquire(request(tenantId, [scope]));
@@ -110,10 +107,10 @@ export function describeAdmissionStoreConformance(name: string, options: Admissi
         clock.advance(30 * SECOND);
         expect(await admitUntilRefused(request(tenantId, [scope]))).toBe(2);
         const refused = await store.acquire(request(tenantId, [scope]));
-        expect(refused).toMatchObject({
-          ok: false,
-          retryAfterMs: (firstBucket + RETURN_AFTER_BUCKETS) * SECOND - clock.now(),
-        });
+        const firstFree = (firstBucket + RETURN_AFTER_BUCKETS) * SECOND - clock.now();
+        expect(refused).toMatchObject({ ok: false, retryAfterMs: firstFree });
+        // The next request is admitted when the first two leave the window, not the last two (30 s later).
+        expect(refused.state.requests).toEqual({ limit: 4, remaining: 0, resetMs: firstFree });
         // Exactly 60 s after the first two: they are still counted (the window covers at least a full minute).
         clock.advanceTo(start + WINDOW_MS);
         expect((await store.acquire(request(tenantId, [scope]))).ok).toBe(false);
@@ -124,6 +121,24 @@ export function describeAdmissionStoreConformance(name: string, options: Admissi
           ok: false,
           retryAfterMs: (firstBucket + 30 + RETURN_AFTER_BUCKETS) * SECOND - clock.now(),
         });
+      });
+
+      it('resets when every exhausted scope has a request free again', async () => {
+        const tenantId = newTenant();
+        const tenant = tenantScope(tenantId, { rpm: 2 });
+        const keyA: AdmissionScope = { id: `key:a_${tenantId}`, limits: { rpm: 1 } };
+        const keyB: AdmissionScope = { id: `key:b_${tenantId}`, limits: { rpm: 1 } };
+        const start = alignToSecond(0);
+        granted(await store.acquire(request(tenantId, [tenant, keyA])));
+        clock.advance(30 * SECOND);
+        const second = await store.acquire(request(tenantId, [tenant, keyB]));
+        // The tenant frees a request 61 s after the first take, key B 61 s after the second: B decides.
+        const keyBFree = start + 30 * SECOND + RETURN_AFTER_BUCKETS * SECOND - clock.now();
+        expect(second.state.requests).toEqual({ limit: 1, remaining: 0, resetMs: keyBFree });
+        clock.advance(SECOND);
+        const refused = await store.acquire(request(tenantId, [tenant, keyB]));
+        expect(refused).toMatchObject({ ok: false, reason: 'rpm', retryAfterMs: keyBFree - SECOND });
+        expect(refused.state.requests).toEqual({ limit: 1, remaining: 0, resetMs: keyBFree - SECOND });
       });
     });
 
@@ -335,14 +350,15 @@ export function describeAdmissionStoreConformance(name: string, options: Admissi
         const reset = (Math.floor(now / SECOND) + RETURN_AFTER_BUCKETS) * SECOND - now;
         const result = await store.acquire(request(tenantId, [tenant, key], 16));
         expect(result.ok).toBe(true);
+        // A next request is admitted at once (59 remain); the tokens' window is empty again when the take leaves it.
         expect(result.state).toEqual({
-          requests: { limit: 60, remaining: 59, resetMs: reset },
+          requests: { limit: 60, remaining: 59, resetMs: 0 },
           tokens: { limit: 40_000, remaining: 39_984, resetMs: reset },
         });
         expect(rateLimitHeaders(result.state)).toEqual({
           'x-ratelimit-limit-requests': '60',
           'x-ratelimit-remaining-requests': '59',
-          'x-ratelimit-reset-requests': '1m0.75s',
+          'x-ratelimit-reset-requests': '0s',
           'x-ratelimit-limit-tokens': '40000',
           'x-ratelimit-remaining-tokens': '39984',
           'x-ratelimit-reset-tokens': '1m0.75s',

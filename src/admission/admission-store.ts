@@ -22,20 +22,31 @@ export interface AcquireRequest {
   leaseMs: number;
 }
 
-/** Limit, remaining budget and time to full replenishment of one window. */
+/** Limit, remaining budget and reset time of one window. */
 export interface WindowState {
   /** The limit of the scope this describes. */
   limit: number;
   /** Budget left (≥ 0). */
   remaining: number;
-  /** Time until the window holds none of the current usage (remaining = limit), ms. 0 when already full. */
+  /**
+   * When the next request fits as far as this window goes, ms from the store's now; 0: at once.
+   *
+   * - Requests (one per request): exact. 0 while `remaining` ≥ 1; otherwise the time until the oldest counted
+   *   request leaves the window, which is the `retryAfterMs` a refusal by this limit reports. Budget returns only at
+   *   bucket boundaries (`limits.ts`), so that is a whole bucket boundary, not 60 s after the take itself.
+   * - Tokens: the next request's size is unknown, so this is an upper bound: the time until the window holds none of
+   *   its current usage (`remaining` = `limit`), after which any request within the limit fits. 0 when unused.
+   * - Tokens per day: the time to midnight UTC when any was used today, else 0.
+   *
+   * A client reads it later than the store computed it (the response's transit), so it waits at most this long.
+   */
   resetMs: number;
 }
 
 /**
  * What OpenAI's `x-ratelimit-*` headers need: for requests and for tokens, the window of the most constraining scope
- * (the one with the least remaining). After a successful acquire it includes the take; after a refusal it is the
- * state that caused it. A field is absent when no scope limits that dimension.
+ * (the one with the least remaining; of equals, the one that resets last). After a successful acquire it includes
+ * the take; after a refusal it is the state that caused it. A field is absent when no scope limits that dimension.
  */
 export interface RateLimitState {
   /** RPM window of the most constraining scope. */

@@ -217,26 +217,27 @@ export class MemoryAdmissionStore implements AdmissionStore {
       if (counters === undefined) continue;
       if (limits.rpm !== undefined && counters.requests !== undefined) {
         const remaining = Math.max(0, limits.rpm - counters.requests.total);
-        if (state.requests === undefined || remaining < state.requests.remaining) {
-          state.requests = { limit: limits.rpm, remaining, resetMs: counters.requests.resetMs(now, bucketMs) };
+        // When the next request would be admitted (see `WindowState.resetMs`): now while one remains, else once the
+        // oldest take has left the window.
+        const resetMs =
+          remaining > 0 ? 0 : counters.requests.retryAfterMs(1, limits.rpm, now, bucketMs, this.window.windowMs);
+        if (moreConstraining(state.requests, remaining, resetMs)) {
+          state.requests = { limit: limits.rpm, remaining, resetMs };
         }
       }
       if (limits.tpm !== undefined && counters.tokens !== undefined) {
         const remaining = Math.max(0, limits.tpm - counters.tokens.total);
-        if (state.tokens === undefined || remaining < state.tokens.remaining) {
-          state.tokens = { limit: limits.tpm, remaining, resetMs: counters.tokens.resetMs(now, bucketMs) };
+        const resetMs = counters.tokens.resetMs(now, bucketMs);
+        if (moreConstraining(state.tokens, remaining, resetMs)) {
+          state.tokens = { limit: limits.tpm, remaining, resetMs };
         }
       }
       if (limits.tpd !== undefined) {
         const used = counters.day === day ? counters.dayTokens : 0;
         const remaining = Math.max(0, limits.tpd - used);
-        if (state.tokensPerDay === undefined || remaining < state.tokensPerDay.remaining) {
-          const window: WindowState = {
-            limit: limits.tpd,
-            remaining,
-            resetMs: used > 0 ? (day + 1) * DAY_MS - now : 0,
-          };
-          state.tokensPerDay = window;
+        const resetMs = used > 0 ? (day + 1) * DAY_MS - now : 0;
+        if (moreConstraining(state.tokensPerDay, remaining, resetMs)) {
+          state.tokensPerDay = { limit: limits.tpd, remaining, resetMs };
         }
       }
     }
@@ -360,6 +361,18 @@ class SlidingCounter {
     }
     return 0;
   }
+}
+
+/**
+ * Whether a scope's window is reported instead of `current`: it has less remaining, or as little and resets later (of
+ * several exhausted scopes, the one that frees up last decides when a request is admitted).
+ */
+function moreConstraining(current: WindowState | undefined, remaining: number, resetMs: number): boolean {
+  return (
+    current === undefined ||
+    remaining < current.remaining ||
+    (remaining === current.remaining && resetMs > current.resetMs)
+  );
 }
 
 function pruneLeases(leases: Map<string, number>, now: number): void {

@@ -14,7 +14,8 @@ export const RATE_LIMIT_HEADER_NAMES = [
 /**
  * OpenAI's rate-limit response headers for `state`: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the
  * dimensions some scope limits, and `retry-after` (whole seconds, at least 1, rounded up) when `retryAfterMs` is
- * given, i.e. on a refusal.
+ * given, i.e. on a refusal. `x-ratelimit-reset-requests` is when the next request would be admitted (`0s` while
+ * one remains); `x-ratelimit-reset-tokens` is when the minute's window is empty again (see `WindowState.resetMs`).
  */
 export function rateLimitHeaders(state: RateLimitState, retryAfterMs?: number): Record<string, string> {
   const headers: Record<string, string> = {};
