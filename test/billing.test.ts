@@ -249,7 +249,7 @@ describe('money operations, usage, invoices', () => {
     expect(results.every((result) => result.model === 'sim-pro-32k')).toBe(true);
 
     const list = await fetch(`${harness.url}/v1/billing/invoices`, { headers: { authorization: `Bearer ${a.key}` } });
-    const invoices = ((await list.json()) as { data: Array<{ id: string }> }).data;
+    const invoices = ((await list.json()) as { data: Array<{ id: string; amount_due: string }> }).data;
     expect(invoices).toHaveLength(1);
     const invoiceUrl = `${harness.url}/v1/billing/invoices/${invoices[0]!.id}`;
     const json = await fetch(invoiceUrl, { headers: { authorization: `Bearer ${a.key}` } });
@@ -257,8 +257,11 @@ describe('money operations, usage, invoices', () => {
     const text = await json.text();
     const again = await (await fetch(invoiceUrl, { headers: { authorization: `Bearer ${a.key}` } })).text();
     expect(again).toBe(text);
-    const invoice = JSON.parse(text) as { totals: { total: { amount_exact: string } } };
+    const invoice = JSON.parse(text) as { totals: { total: { amount_exact: string; amount: string } } };
     expect(decimalToNano(invoice.totals.total.amount_exact)).toBe(expectedNano);
+    // The list shows the invoice's own total, rounded to the fen, not the ledger's nano-units.
+    expect(invoices[0]!.amount_due).toBe(invoice.totals.total.amount);
+    expect(invoices[0]!.amount_due).toMatch(/^\d+\.\d{2}$/);
     const ledger = await harness.gateway.store.sumUsageEvents({ tenantId: a.tenantId, start: 0, end: Date.now() + 1 });
     expect(ledger.amount).toBe(expectedNano);
 
@@ -269,6 +272,15 @@ describe('money operations, usage, invoices', () => {
     expect(csv.headers.get('content-type')).toContain('text/csv');
     const html = await fetch(`${invoiceUrl}?format=html`, { headers: { authorization: `Bearer ${a.key}` } });
     expect(html.headers.get('content-type')).toContain('text/html');
+
+    // A month the calendar cannot hold is a 400 on `invoice`, never another month's invoice (0000-01 read as 1900).
+    for (const month of ['0000-01', '1969-12']) {
+      const early = await fetch(`${harness.url}/v1/billing/invoices/${month}`, {
+        headers: { authorization: `Bearer ${a.key}` },
+      });
+      expect(early.status, month).toBe(400);
+      expect(((await early.json()) as { error: { param: string } }).error.param).toBe('invoice');
+    }
 
     // B cannot read A's invoice (404, not 403) and sees no usage of A.
     const foreign = await fetch(invoiceUrl, { headers: { authorization: `Bearer ${b.key}` } });
@@ -376,6 +388,59 @@ describe('money operations, usage, invoices', () => {
     await harness.client(key).chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 2 });
     const balance = await harness.admin('GET', `/tenants/${tenantId}/balance`);
     expect(decimalToNano(balance.body.balance)).toBe(1_000_000_000n - costNano(promptTokens, 2));
+  });
+
+  it('names the field the client sent in a refused price version, and lists a future version as scheduled', async () => {
+    const models = {
+      'sim-pro-32k': { input: '1', output: '3' },
+      'sim-pro-128k': { input: '5', output: '9' },
+      'sim-embed': { input: '0', output: '0' },
+    };
+    const post = (body: Record<string, unknown>) => harness.admin('POST', '/prices', body);
+    const refusedAt = async (body: Record<string, unknown>, param: string) => {
+      const response = await post(body);
+      expect(response.status).toBe(400);
+      expect(response.body.error).toMatchObject({
+        type: 'invalid_request_error',
+        code: 'invalid_price_version',
+        param,
+      });
+      expect(response.body.error.message).toContain(param);
+      expect(response.body.error.message).not.toMatch(/version\.|versions\[/);
+    };
+    const from = '2097-01-01T00:00:00Z';
+    await refusedAt(
+      { id: 'v97', effective_from: from, models: { ...models, 'sim-pro-32k': { input: '1.0000000001', output: '3' } } },
+      'models.sim-pro-32k.input',
+    );
+    await refusedAt(
+      {
+        id: 'v97',
+        effective_from: from,
+        models: {
+          ...models,
+          'sim-pro-128k': {
+            tiers: [
+              { input: '1', output: '1' },
+              { input: '2', output: '2' },
+            ],
+          },
+        },
+      },
+      'models.sim-pro-128k.tiers[0].max_prompt_tokens',
+    );
+    expect((await post({ id: 'v97', effective_from: from, models })).status).toBe(201);
+    await refusedAt({ id: 'v97', effective_from: '2097-06-01T00:00:00Z', models }, 'id');
+    await refusedAt({ id: 'v97b', effective_from: '2097-01-01T00:00:00.000Z', models }, 'effective_from');
+
+    const book = await harness.admin('GET', '/prices');
+    expect(book.status).toBe(200);
+    const ids = (versions: { id: string }[]) => versions.map((version) => version.id);
+    expect(ids(book.body.in_force)).not.toContain('v97');
+    expect(book.body.scheduled).toContainEqual({ id: 'v97', effective_from: from });
+    expect(ids(book.body.in_force).length).toBeGreaterThan(0);
+    for (const version of book.body.in_force)
+      expect(Date.parse(version.effective_from)).toBeLessThanOrEqual(Date.now());
   });
 
   it('reports margin per model', async () => {

@@ -195,8 +195,10 @@ async function announcesChangesAtOnce(storeUrl: string, admission: Sharing): Pro
     const response = await fetch(`${second.url}/admin/v1/prices`, {
       headers: { authorization: `Bearer ${adminToken}` },
     });
-    const book = (await response.json()) as { in_force: Array<{ id: string }> };
-    expect(book.in_force.map((version) => version.id)).toContain('v-announced');
+    const book = (await response.json()) as { in_force: Array<{ id: string }>; scheduled: Array<{ id: string }> };
+    // Scheduled until it takes effect, then in force.
+    const versions = [...book.in_force, ...book.scheduled];
+    expect(versions.map((version) => version.id)).toContain('v-announced');
   }, eventually);
   // ...and it is in effect.
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, effectiveFrom - Date.now()) + 100));

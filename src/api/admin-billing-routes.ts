@@ -179,7 +179,11 @@ export function registerAdminBillingRoutes(
   );
 
   admin.get('/prices', async () => {
-    const book = billing.priceBook;
+    const { inForce, scheduled } = billing.priceVersionsByStatus();
+    const summary = (version: { id: string; effectiveFrom: string }) => ({
+      id: version.id,
+      effective_from: version.effectiveFrom,
+    });
     return {
       object: 'price_book',
       currency: billing.currency,
@@ -188,10 +192,9 @@ export function registerAdminBillingRoutes(
         effective_from: new Date(version.effectiveFrom).toISOString(),
         source: 'admin',
       })),
-      in_force:
-        book === undefined
-          ? []
-          : book.versions.map((version) => ({ id: version.id, effective_from: version.effectiveFrom })),
+      // Versions that have taken effect, oldest first (the last prices requests now), and those still to come.
+      in_force: inForce.map(summary),
+      scheduled: scheduled.map(summary),
     };
   });
 

@@ -4,12 +4,13 @@
  * tenant-facing query takes the caller's tenant id, and an invoice id of another tenant is "not found".
  */
 import { NotFoundError } from '../errors/gateway-error.js';
-import type { Currency } from '../pricing/money.js';
-import type { LedgerStore, Nano } from '../store/ledger-store.js';
+import { type Currency, formatMinor } from '../pricing/money.js';
+import type { BillingRollupRow, LedgerStore, WalletTransactionRecord } from '../store/ledger-store.js';
 import type { Store } from '../store/store.js';
 import type { BillingService } from './billing-service.js';
 import { nextMonthStart } from './billing-service.js';
-import { buildInvoice, type Invoice, invoiceIdFor } from './invoice/build-invoice.js';
+import { buildInvoice, type Invoice } from './invoice/build-invoice.js';
+import { checkInvoiceMonth } from './invoice/invoice-month.js';
 import { formatNano } from './nano.js';
 import { buildMarginReport } from './usage-report/build-margin-report.js';
 import { buildUsagePage } from './usage-report/build-usage-page.js';
@@ -85,6 +86,7 @@ export class BillingQueries {
 
   /** The invoice of a calendar month (`YYYY-MM`) or of an invoice id; another tenant's id is not found. */
   async invoice(tenantId: string, idOrMonth: string): Promise<Invoice> {
+    checkInvoiceMonth(idOrMonth);
     const month = monthOfInvoice(tenantId, idOrMonth);
     const tenant = await this.store.getTenant(tenantId);
     if (tenant === undefined || month === undefined) throw invoiceNotFound(idOrMonth);
@@ -94,37 +96,66 @@ export class BillingQueries {
       this.store.queryBillingRollups({ tenantId, start, end }),
       this.store.listWalletTransactions(tenantId, { start, end }),
     ]);
-    return buildInvoice({
-      tenant: { id: tenant.id, name: tenant.name },
-      currency: this.billing.currency as Currency,
-      period: { start, end },
-      rows,
-      transactions,
-    });
+    return this.monthInvoice(tenant, month, rows, transactions);
   }
 
-  /** Months with any activity, newest first, as invoice summaries. */
+  /**
+   * The invoices of every month with ledger activity (usage or wallet transactions) over the current and the two
+   * previous calendar years, newest first, as summaries. Each is built as `invoice` builds it, so `amount_due` is
+   * that invoice's total (rounded to the minor unit) and a month with only top-ups is listed with `0.00` due.
+   */
   async listInvoices(tenantId: string) {
     const now = this.clock();
     const start = Date.UTC(new Date(now).getUTCFullYear() - 2, 0, 1);
+    const tenant = await this.store.getTenant(tenantId);
+    if (tenant === undefined) return [];
     await this.settled?.();
-    const rows = await this.store.queryBillingRollups({ tenantId, start, end: now + 1 });
-    const months = new Map<string, Nano>();
-    for (const row of rows) {
-      const month = new Date(row.day).toISOString().slice(0, 7);
-      months.set(month, (months.get(month) ?? 0n) + row.amount);
-    }
+    const [rows, transactions] = await Promise.all([
+      this.store.queryBillingRollups({ tenantId, start, end: now + 1 }),
+      this.store.listWalletTransactions(tenantId, { start, end: now + 1 }),
+    ]);
+    const months = new Map<string, { rows: BillingRollupRow[]; transactions: WalletTransactionRecord[] }>();
+    const activityOf = (at: number) => {
+      const month = new Date(at).toISOString().slice(0, 7);
+      let activity = months.get(month);
+      if (activity === undefined) {
+        activity = { rows: [], transactions: [] };
+        months.set(month, activity);
+      }
+      return activity;
+    };
+    for (const row of rows) activityOf(row.day).rows.push(row);
+    for (const transaction of transactions) activityOf(transaction.createdAt).transactions.push(transaction);
     const currentMonth = new Date(now).toISOString().slice(0, 7);
     return [...months.entries()]
       .sort(([a], [b]) => (a < b ? 1 : -1))
-      .map(([month, amount]) => ({
-        id: invoiceIdFor(tenantId, monthPeriod(month)),
-        object: 'invoice',
-        period: month,
-        currency: this.billing.currency,
-        status: month === currentMonth ? 'open' : 'closed',
-        amount_due: formatNano(amount),
-      }));
+      .map(([month, activity]) => {
+        const invoice = this.monthInvoice(tenant, month, activity.rows, activity.transactions);
+        return {
+          id: invoice.id,
+          object: 'invoice',
+          period: month,
+          currency: invoice.currency,
+          status: month === currentMonth ? 'open' : 'closed',
+          amount_due: formatMinor(invoice.totals.total.rounded, invoice.currency),
+        };
+      });
+  }
+
+  /** The invoice of one calendar month from its rollups and wallet transactions (the one place both build it). */
+  private monthInvoice(
+    tenant: { id: string; name: string },
+    month: string,
+    rows: readonly BillingRollupRow[],
+    transactions: readonly WalletTransactionRecord[],
+  ): Invoice {
+    return buildInvoice({
+      tenant: { id: tenant.id, name: tenant.name },
+      currency: this.billing.currency as Currency,
+      period: monthPeriod(month),
+      rows,
+      transactions,
+    });
   }
 
   /** Revenue, cost and margin per model over a period (admin). */

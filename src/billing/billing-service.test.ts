@@ -25,6 +25,8 @@ describe('monthOf', () => {
 
   it('ends a month where the next one starts', () => {
     expect(nextMonthStart(Date.UTC(2026, 11, 1))).toBe(Date.UTC(2027, 0, 1));
+    // Years below 100 are years, not 1900 + year.
+    expect(new Date(nextMonthStart(Date.parse('0042-12-01T00:00:00Z'))).toISOString()).toBe('0043-01-01T00:00:00.000Z');
   });
 });
 

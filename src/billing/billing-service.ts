@@ -21,9 +21,11 @@ import type { Logger } from '../observability/logger.js';
 import { CURRENCIES, type Currency } from '../pricing/money.js';
 import {
   normalizePriceBook,
+  normalizePriceVersion,
   type PriceBook,
   type PriceBookConfig,
   PriceBookError,
+  type PriceVersion,
   type PriceVersionConfig,
   priceVersionAt,
 } from '../pricing/price-book.js';
@@ -150,7 +152,6 @@ export class BillingService {
   private readonly loading = new Map<string, Promise<MonthCounter>>();
   private budgets: BudgetsByScope = indexBudgets([]);
   private readonly warnedUnpriced = new Set<string>();
-  private storedDocuments: PriceVersionConfig[] = [];
 
   constructor(
     private readonly ledger: LedgerStore,
@@ -262,6 +263,19 @@ export class BillingService {
     return this.book;
   }
 
+  /**
+   * The price book's versions, oldest first, split at this service's clock: those that have taken effect (the last of
+   * them prices requests now; the earlier ones priced requests received before it) and those scheduled for later.
+   */
+  priceVersionsByStatus(): { inForce: PriceVersion[]; scheduled: PriceVersion[] } {
+    const now = this.clock.now();
+    const versions = this.book?.versions ?? [];
+    return {
+      inForce: versions.filter((version) => version.effectiveFromMs <= now),
+      scheduled: versions.filter((version) => version.effectiveFromMs > now),
+    };
+  }
+
   /** Rebuilds the book from the configuration plus the versions posted through the admin API. */
   async reloadPrices(): Promise<void> {
     const stored = await this.ledger.listPriceVersions();
@@ -269,8 +283,8 @@ export class BillingService {
       this.book = undefined;
       return;
     }
-    this.storedDocuments = stored.map((record) => JSON.parse(record.document) as PriceVersionConfig);
-    const versions = [...(this.configured?.versions ?? []), ...this.storedDocuments];
+    const storedDocuments = stored.map((record) => JSON.parse(record.document) as PriceVersionConfig);
+    const versions = [...(this.configured?.versions ?? []), ...storedDocuments];
     this.book = normalizePriceBook({ currency: this.currency, versions }, { path: 'pricing' });
   }
 
@@ -288,15 +302,12 @@ export class BillingService {
     }
     const id = version.id ?? version.effective_from;
     try {
-      normalizePriceBook(
-        { currency: this.currency, versions: [...(this.configured?.versions ?? []), ...this.storedDocuments, version] },
-        { path: 'version' },
-      );
+      normalizePriceVersion(version, this.book);
     } catch (error: unknown) {
       if (error instanceof PriceBookError) {
-        const first = error.issues[0];
-        throw new InvalidRequestError(`Invalid price version: ${first?.path}: ${first?.message}`, {
-          param: first?.path ?? null,
+        const problems = error.issues.map((issue) => `${issue.path}: ${issue.message}`).join('; ');
+        throw new InvalidRequestError(`Invalid price version: ${problems}`, {
+          param: error.issues[0]?.path ?? null,
           code: 'invalid_price_version',
         });
       }
@@ -880,5 +891,8 @@ export function monthOf(at: number): string {
 /** Epoch ms of the first instant of the month after the one starting at `monthStart`. */
 export function nextMonthStart(monthStart: number): number {
   const date = new Date(monthStart);
-  return Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1);
+  // Not `Date.UTC(year, …)`: it reads the years 0 to 99 as 1900 to 1999.
+  const next = new Date(0);
+  next.setUTCFullYear(date.getUTCFullYear(), date.getUTCMonth() + 1, 1);
+  return next.getTime();
 }

@@ -2,9 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import {
   normalizePriceBook,
+  normalizePriceVersion,
   type PriceBookConfig,
   PriceBookError,
   type PriceBookIssue,
+  type PriceVersionConfig,
   parsePriceBook,
   priceVersionAt,
   validatePriceBook,
@@ -192,6 +194,52 @@ describe('parsePriceBook', () => {
     expect(byPath.get('versions[1].effective_from')).toMatch(/same instant as versions\[0\]/);
     expect(byPath.get('versions[2].effective_from')).toMatch(/ISO 8601 instant with a zone/);
     expect(byPath.get('versions[3].effective_from')).toMatch(/ISO 8601 instant with a zone/);
+  });
+});
+
+describe('normalizePriceVersion', () => {
+  const book = parsePriceBook({
+    currency: 'CNY',
+    versions: [{ id: 'v1', effective_from: '2026-01-01T00:00:00Z', models: { m: { input: '1', output: '2' } } }],
+  });
+
+  it('names the fields of the version as sent, not its place in the book', () => {
+    const issues = issuesOf(() =>
+      normalizePriceVersion(
+        {
+          id: 'v1',
+          effective_from: '2026-01-01T08:00:00+08:00',
+          models: { m: { input: '1.0000000001', output: '2' }, t: { tiers: [{ input: '1', output: '1' }, {}] } },
+        } as PriceVersionConfig,
+        book,
+      ),
+    );
+    const byPath = new Map(issues.map((issue) => [issue.path, issue.message]));
+    expect([...byPath.keys()].sort()).toEqual([
+      'effective_from',
+      'id',
+      'models.m.input',
+      'models.t.tiers[0].max_prompt_tokens',
+      'models.t.tiers[1].input',
+      'models.t.tiers[1].output',
+    ]);
+    expect(byPath.get('id')).toMatch(/already the id of the version effective from 2026-01-01T00:00:00Z/);
+    expect(byPath.get('effective_from')).toMatch(/same instant as version "v1"/);
+  });
+
+  it('blames effective_from for a duplicate id the client did not send, and takes a version of its own', () => {
+    const unnamed = parsePriceBook({
+      currency: 'CNY',
+      versions: [{ effective_from: '2026-01-01T00:00:00Z', models: {} }],
+    });
+    const issues = issuesOf(() =>
+      normalizePriceVersion({ effective_from: '2026-01-01T00:00:00Z', models: {} }, unnamed),
+    );
+    expect(issues.map((issue) => issue.path)).toEqual(['effective_from', 'effective_from']);
+    const version = normalizePriceVersion({ effective_from: '2027-01-01T00:00:00Z', models: {} }, book);
+    expect(version).toMatchObject({ id: '2027-01-01T00:00:00Z', effectiveFromMs: Date.UTC(2027, 0, 1) });
+    const first = normalizePriceVersion({ id: 'v2', effective_from: '2027-01-01T00:00:00Z', models: {} }, undefined);
+    expect(first.id).toBe('v2');
   });
 });
 

@@ -634,6 +634,34 @@ export function normalizePriceBook(config: PriceBookConfig, options: PriceBookPa
   };
 }
 
+/**
+ * Normalizes one version to be added to `book` (the admin API's `POST /admin/v1/prices`). Issue paths name the fields
+ * of the version as the client sent it (`models.sim-pro-32k.input`), not its place in the book, and a version that
+ * shares its id or its instant with one of `book`'s is refused. Throws `PriceBookError` listing every problem.
+ */
+export function normalizePriceVersion(config: PriceVersionConfig, book: PriceBook | undefined): PriceVersion {
+  const normalizer = new Normalizer('');
+  const version = normalizer.version([], config);
+  const others = book?.versions ?? [];
+  const sameId = others.find((other) => other.id === version.id);
+  if (sameId !== undefined) {
+    // Without an id, the id is `effective_from` as written: that is the field the client sent.
+    normalizer.fail(
+      [config.id === undefined ? 'effective_from' : 'id'],
+      `"${version.id}" is already the id of the version effective from ${sameId.effectiveFrom}`,
+    );
+  }
+  const sameInstant = others.find((other) => other.effectiveFromMs === version.effectiveFromMs);
+  if (sameInstant !== undefined) {
+    normalizer.fail(
+      ['effective_from'],
+      `the same instant as version "${sameInstant.id}" (${sameInstant.effectiveFrom})`,
+    );
+  }
+  if (normalizer.issues.length > 0) throw new PriceBookError(normalizer.issues);
+  return version;
+}
+
 /** The version in force at `instantMs` (epoch ms): the latest with `effectiveFromMs` ≤ the instant, if any. */
 export function priceVersionAt(book: PriceBook, instantMs: number): PriceVersion | undefined {
   for (let index = book.versions.length - 1; index >= 0; index -= 1) {
