@@ -9,6 +9,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { stringify as stringifyYaml } from 'yaml';
+import { parseNano } from '../src/billing/nano.js';
 import { createStore } from '../src/store/create-store.js';
 import {
   cliPath,
@@ -307,6 +309,315 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(JSON.parse(good.stdout)).toMatchObject({ rpm: 100, weight: 0.5 });
   });
 
+  it('billing set and show, balance: the same settings and refusals from the store and --url, bad input changing nothing', async () => {
+    const dir = cliWorkspace(pricedSimulatedConfig);
+    const { url, banner } = await serve(dir);
+    const tenantId = JSON.parse(run(dir, ['tenants', 'create', 'billed']).stdout).id as string;
+    const remote = ['--url', url];
+    const json = (args: string[]) => {
+      const result = run(dir, args);
+      expect(result.status, `${args.join(' ')}: ${result.stderr}`).toBe(0);
+      return JSON.parse(result.stdout);
+    };
+    const adminToken = /Admin token: (\S+)/.exec(banner)![1]!;
+    const admin = async (route: string) => {
+      const response = await fetch(`${url}/admin/v1${route}`, { headers: { authorization: `Bearer ${adminToken}` } });
+      return { status: response.status, body: await response.json() };
+    };
+    const show = ['billing', 'show', '--tenant', tenantId];
+    for (const [target, other] of [
+      [[], remote],
+      [remote, []],
+    ] as const) {
+      const set = json([
+        'billing',
+        'set',
+        '--tenant',
+        tenantId,
+        '--mode',
+        'postpaid',
+        '--credit-limit',
+        '50',
+        '--budget',
+        '100',
+        '--enforcement',
+        'soft',
+        ...target,
+      ]);
+      const expected = {
+        mode: 'postpaid',
+        credit_limit: '50',
+        budget: { monthly_limit: '100', enforcement: 'soft', thresholds: [50, 80, 100], webhook_url: null },
+      };
+      expect(set).toMatchObject(expected);
+      // Read back the other way: the store and the running gateway agree.
+      expect(json([...show, ...other])).toMatchObject(expected);
+      expect((await admin(`/tenants/${tenantId}/billing`)).body).toMatchObject(expected);
+
+      // Only the budget: the mode and credit limit are kept, the budget is replaced whole (enforcement back to hard).
+      json(['billing', 'set', '--tenant', tenantId, '--budget', '20', '--thresholds', '90', ...target]);
+      expect(json([...show, ...other])).toMatchObject({
+        mode: 'postpaid',
+        credit_limit: '50',
+        budget: { monthly_limit: '20', enforcement: 'hard', thresholds: [90] },
+      });
+
+      const removed = json(['billing', 'set', '--tenant', tenantId, '--mode', 'prepaid', '--no-budget', ...target]);
+      expect(removed).toMatchObject({ mode: 'prepaid', credit_limit: '0', budget: null });
+      expect((await admin(`/tenants/${tenantId}/billing`)).body).toMatchObject({ mode: 'prepaid', budget: null });
+    }
+    // Refused input changes nothing, and both modes refuse it with the same words.
+    json(['billing', 'set', '--tenant', tenantId, '--mode', 'postpaid', '--credit-limit', '50', '--budget', '20']);
+    const before = json(show);
+    const refusals: Array<[string[], string]> = [
+      [['--budget', 'abc'], '400 invalid_value'],
+      [['--credit-limit', '1e3'], '400 invalid_value'],
+      [['--budget', '5', '--thresholds', '2000'], '400 invalid_value'],
+      [['--mode', 'prepaid', '--credit-limit', '5'], '--credit-limit'],
+      [['--enforcement', 'soft'], '--budget'],
+      [['--mode', 'weekly'], "option '--mode <mode>' argument 'weekly' is invalid"],
+      [[], 'nothing to set'],
+    ];
+    for (const [flags, message] of refusals) {
+      const refused = run(dir, ['billing', 'set', '--tenant', tenantId, ...flags]);
+      expect(refused.status, flags.join(' ')).not.toBe(0);
+      expect(refused.stderr, flags.join(' ')).toContain(message);
+      expect(run(dir, ['billing', 'set', '--tenant', tenantId, ...flags, ...remote]).stderr).toBe(refused.stderr);
+    }
+    expect(json([...show, ...remote])).toEqual(before);
+
+    const unknown = run(dir, ['billing', 'show', '--tenant', 'ten_nope']);
+    expect(unknown.status).not.toBe(0);
+    expect(unknown.stderr).toContain('404 tenant_not_found');
+    expect(run(dir, ['billing', 'show', '--tenant', 'ten_nope', ...remote]).stderr).toBe(unknown.stderr);
+
+    expect(run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '2.5']).status).toBe(0);
+    for (const target of [[], remote]) {
+      expect(json(['balance', '--tenant', tenantId, ...target])).toMatchObject({
+        object: 'billing.balance',
+        tenant_id: tenantId,
+        mode: 'postpaid',
+        balance: '2.5',
+        credit_limit: '50',
+        available: '52.5',
+      });
+      const missing = run(dir, ['balance', '--tenant', 'ten_nope', ...target]);
+      expect(missing.status).not.toBe(0);
+      expect(missing.stderr).toContain('404 tenant_not_found');
+    }
+  });
+
+  it('invoice refuses a month the admin API would misread (year 0000), as the admin route does', async () => {
+    const dir = cliWorkspace(pricedSimulatedConfig);
+    const { url, banner } = await serve(dir);
+    const tenantId = JSON.parse(run(dir, ['tenants', 'create', 'invoiced']).stdout).id as string;
+    for (const month of ['0000-01', '0099-12', '2026-13', '26-01']) {
+      for (const target of [[], ['--url', url]]) {
+        const refused = run(dir, ['invoice', '--tenant', tenantId, '--month', month, ...target]);
+        expect(refused.status, month).not.toBe(0);
+        expect(refused.stderr, month).toContain("option '--month <yyyy-mm>'");
+        expect(refused.stdout).toBe('');
+      }
+    }
+    const good = run(dir, ['invoice', '--tenant', tenantId, '--month', '1970-01']);
+    expect(good.status, good.stderr).toBe(0);
+    expect(JSON.parse(good.stdout).period).toMatchObject({
+      start: '1970-01-01T00:00:00.000Z',
+      end: '1970-02-01T00:00:00.000Z',
+    });
+    const adminToken = /Admin token: (\S+)/.exec(banner)![1]!;
+    for (const invoice of ['0000-01', `inv_${tenantId}_000001`, '0050-06']) {
+      const response = await fetch(`${url}/admin/v1/tenants/${tenantId}/invoices/${invoice}`, {
+        headers: { authorization: `Bearer ${adminToken}` },
+      });
+      expect(response.status, invoice).toBe(400);
+      expect(((await response.json()) as { error: unknown }).error).toMatchObject({
+        type: 'invalid_request_error',
+        param: 'invoice',
+        code: 'invalid_value',
+      });
+    }
+    const ok = await fetch(`${url}/admin/v1/tenants/${tenantId}/invoices/9999-12`, {
+      headers: { authorization: `Bearer ${adminToken}` },
+    });
+    expect(ok.status).toBe(200);
+  });
+
+  it('keys budget and keys limits write what the admin API writes from the store and --url, refusing the same input', async () => {
+    const dir = cliWorkspace(pricedSimulatedConfig);
+    const { url } = await serve(dir);
+    const tenantId = JSON.parse(run(dir, ['tenants', 'create', 'limited']).stdout).id as string;
+    const keyId = JSON.parse(run(dir, ['keys', 'create', '--tenant', tenantId]).stdout).id as string;
+    const remote = ['--url', url];
+    const readStore = async () => {
+      const store = await createStore(`sqlite://${path.join(dir, 'data', 'tollgate.db')}`);
+      try {
+        const budget = (await store.listBudgets(tenantId)).find((entry) => entry.scope === 'key');
+        const limits = await store.getSetting(`limits:key:${keyId}`);
+        return { budget, limits: limits === undefined ? undefined : JSON.parse(limits) };
+      } finally {
+        await store.close();
+      }
+    };
+    for (const [index, target] of [[], remote].entries()) {
+      const limit = String(5 + index);
+      const budget = run(dir, [
+        'keys',
+        'budget',
+        '--key',
+        keyId,
+        '--budget',
+        limit,
+        '--enforcement',
+        'soft',
+        '--thresholds',
+        '75,100',
+        ...target,
+      ]);
+      expect(budget.status, budget.stderr).toBe(0);
+      expect(JSON.parse(budget.stdout)).toMatchObject({
+        object: 'budget',
+        scope: 'key',
+        scope_id: keyId,
+        monthly_limit: limit,
+      });
+      const limits = run(dir, [
+        'keys',
+        'limits',
+        '--key',
+        keyId,
+        '--rpm',
+        String(7 + index),
+        '--concurrency',
+        '2',
+        ...target,
+      ]);
+      expect(limits.status, limits.stderr).toBe(0);
+      expect(JSON.parse(limits.stdout)).toMatchObject({
+        object: 'key_limits',
+        key_id: keyId,
+        rpm: 7 + index,
+        concurrency: 2,
+      });
+      const stored = await readStore();
+      expect(stored.budget).toMatchObject({
+        monthlyLimit: parseNano(limit),
+        enforcement: 'soft',
+        thresholds: [75, 100],
+      });
+      expect(stored.limits).toEqual({ rpm: 7 + index, concurrency: 2 });
+    }
+    // Refused input changes nothing, and both modes refuse it with the same words.
+    const stored = await readStore();
+    const refusals: Array<[string[], string]> = [
+      [['keys', 'budget', '--key', keyId, '--budget', '1', '--thresholds', '0'], '400 invalid_value'],
+      [['keys', 'budget', '--key', keyId, '--budget', '-1x'], '400 invalid_value'],
+      [['keys', 'budget', '--key', 'key_nope', '--budget', '1'], '404 key_not_found'],
+      [['keys', 'limits', '--key', keyId, '--rpm', '0'], '400 invalid_value'],
+      [['keys', 'limits', '--key', 'key_nope', '--rpm', '1'], '404 key_not_found'],
+    ];
+    for (const [args, message] of refusals) {
+      const refused = run(dir, args);
+      expect(refused.status, args.join(' ')).not.toBe(0);
+      expect(refused.stderr, args.join(' ')).toContain(message);
+      expect(run(dir, [...args, ...remote]).stderr).toBe(refused.stderr);
+    }
+    const form = run(dir, ['keys', 'limits', '--key', keyId, '--tpm', '1e3']);
+    expect(form.status).not.toBe(0);
+    expect(form.stderr).toContain("option '--tpm <n>'");
+    expect(await readStore()).toEqual(stored);
+  });
+
+  it('prices list and add, margin and fleet: from the store and --url, refusing a bad version in both', async () => {
+    const dir = cliWorkspace(pricedSimulatedConfig);
+    const served = await serve(dir);
+    const { url } = served;
+    const remote = ['--url', url];
+    const json = (args: string[]) => {
+      const result = run(dir, args);
+      expect(result.status, `${args.join(' ')}: ${result.stderr}`).toBe(0);
+      return JSON.parse(result.stdout);
+    };
+    const models = {
+      'sim-pro-32k': { input: '1', output: '3' },
+      'sim-pro-128k': { input: '6', output: '10' },
+      'sim-embed': { input: '0.5', output: '0' },
+    };
+    writeFileSync(
+      path.join(dir, 'v2.yaml'),
+      stringifyYaml({ id: 'v2', effective_from: '2099-01-01T00:00:00Z', models }),
+    );
+    writeFileSync(
+      path.join(dir, 'v3.json'),
+      JSON.stringify({ id: 'v3', effective_from: '2099-06-01T00:00:00Z', models }),
+    );
+    const { 'sim-embed': _left, ...someModels } = models;
+    writeFileSync(
+      path.join(dir, 'partial.json'),
+      JSON.stringify({ id: 'v4', effective_from: '2099-09-01T00:00:00Z', models: someModels }),
+    );
+    writeFileSync(path.join(dir, 'broken.json'), '{"id": ');
+
+    expect(json(['prices', 'add', '--file', 'v2.yaml'])).toEqual({ object: 'price_version', id: 'v2' });
+    expect(json(['prices', 'add', '--file', 'v3.json', ...remote])).toEqual({ object: 'price_version', id: 'v3' });
+    for (const target of [[], remote]) {
+      const book = json(['prices', 'list', ...target]);
+      expect(
+        book.versions.map((version: { id: string }) => version.id),
+        target.join(' '),
+      ).toEqual(['v2', 'v3']);
+      expect(book.in_force.map((version: { id: string }) => version.id)).toEqual(['v1']);
+    }
+    // The gateway added v3 itself: it schedules it at once (v2, added to the store, at its next refresh).
+    expect(json(['prices', 'list']).scheduled.map((version: { id: string }) => version.id)).toEqual(['v2', 'v3']);
+    expect(json(['prices', 'list', ...remote]).scheduled.map((version: { id: string }) => version.id)).toContain('v3');
+
+    for (const [file, message] of [
+      ['partial.json', '400 invalid_price_version'],
+      ['v2.yaml', '400 invalid_price_version'],
+      ['broken.json', '--file broken.json'],
+      ['missing.json', '--file missing.json'],
+    ]) {
+      const store = run(dir, ['prices', 'add', '--file', file!]);
+      expect(store.status, file).not.toBe(0);
+      expect(store.stderr, file).toContain(message);
+      expect(run(dir, ['prices', 'add', '--file', file!, ...remote]).stderr).toBe(store.stderr);
+    }
+    expect(json(['prices', 'list']).versions.map((version: { id: string }) => version.id)).toEqual(['v2', 'v3']);
+
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: demoKeyOf(served.banner), maxRetries: 0 });
+    await client.chat.completions.create({
+      model: 'sim-pro-32k',
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 4,
+    });
+    const start = String(Math.floor(Date.now() / 1000) - 3_600);
+    const requestsOf = (report: { data: { data: Array<{ model: string; requests: number }> } }) =>
+      report.data.data.find((line) => line.model === 'sim-pro-32k')?.requests ?? 0;
+    await vi.waitFor(() => expect(requestsOf(json(['margin', '--start', start]))).toBe(1), {
+      timeout: 10_000,
+      interval: 100,
+    });
+    const end = new Date().toISOString();
+    const fromStore = json(['margin', '--start', start, '--end', end]);
+    expect(fromStore).toMatchObject({ object: 'margin_report', start: Number(start) });
+    expect(json(['margin', '--start', start, '--end', end, ...remote])).toEqual(fromStore);
+    for (const flags of [
+      ['--start', 'abc'],
+      ['--start', end, '--end', start],
+    ]) {
+      const refused = run(dir, ['margin', ...flags]);
+      expect(refused.status, flags.join(' ')).not.toBe(0);
+      expect(refused.stderr).toContain('400 invalid_value');
+      expect(run(dir, ['margin', ...flags, ...remote]).stderr).toBe(refused.stderr);
+    }
+
+    expect(json(['fleet', ...remote])).toMatchObject({ object: 'fleet' });
+    const fleet = run(dir, ['fleet']);
+    expect(fleet.status).not.toBe(0);
+    expect(fleet.stderr).toContain('--url');
+  });
+
   it('--url without an admin token names --admin-token and writes no token file', () => {
     const dir = workspace();
     const { TOLLGATE_ADMIN_TOKEN: _ignored, ...env } = process.env;
@@ -352,6 +663,22 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(status.id).toBe(batch.id);
     const list = JSON.parse(run(dir, ['batch', 'list', '--url', url, '--api-key', key]).stdout);
     expect(list.data.map((entry: { id: string }) => entry.id)).toContain(batch.id);
+    // A second batch, listed first (newest first): --limit 1 pages to the first batch with --after.
+    const second = run(dir, ['batch', 'submit', input, '--model', 'sim-pro-32k', '--url', url, '--api-key', key]);
+    expect(second.status, second.stderr).toBe(0);
+    const secondId = JSON.parse(second.stdout).id as string;
+    const page = (args: string[]) => {
+      const result = run(dir, ['batch', 'list', '--limit', '1', ...args, '--url', url, '--api-key', key]);
+      expect(result.status, result.stderr).toBe(0);
+      return JSON.parse(result.stdout);
+    };
+    const first = page([]);
+    expect(first).toMatchObject({ data: [{ id: secondId }], last_id: secondId, has_more: true });
+    const next = page(['--after', first.last_id]);
+    expect(next).toMatchObject({ data: [{ id: batch.id }], has_more: false });
+    const unknownCursor = run(dir, ['batch', 'list', '--after', 'batch_nope', '--url', url, '--api-key', key]);
+    expect(unknownCursor.status).not.toBe(0);
+    expect(unknownCursor.stderr).toContain('"param":"after"');
     const output = path.join(dir, 'out.jsonl');
     expect(run(dir, ['batch', 'download', batch.id, '-o', output, '--url', url, '--api-key', key]).status).toBe(0);
     const lines = readFileSync(output, 'utf8')
@@ -381,6 +708,11 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
       'credits',
       'usage',
       'invoice',
+      'billing',
+      'balance',
+      'prices',
+      'margin',
+      'fleet',
       'plans',
       'batch',
       'sim-upstream',

@@ -23,6 +23,7 @@ import type { UpstreamEndpoint } from '../upstreams/upstream.js';
 import { registerAdminBillingRoutes } from './admin-billing-routes.js';
 import { registerAdminFleetRoutes } from './admin-fleet-routes.js';
 import { registerAdminRoutes } from './admin-routes.js';
+import { REQUEST_AJV_OPTIONS } from './ajv-options.js';
 import { type BatchRouteServices, registerAdminBatchRoutes, registerBatchesRoutes } from './batches-routes.js';
 import { registerBillingRoutes } from './billing-routes.js';
 import type { ConnectionSignals } from './connection-signals.js';
@@ -112,7 +113,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     return503OnClosing: false,
     // Closing drops idle keep-alive connections at once instead of waiting for clients to hang up.
     forceCloseConnections: 'idle',
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+    ajv: REQUEST_AJV_OPTIONS,
   });
   app.decorateRequest('trace', undefined);
   app.decorateRequest('principal', undefined);

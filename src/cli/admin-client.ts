@@ -1,27 +1,30 @@
 /**
- * What the tenant and key commands talk to: a running gateway's admin API (`--url`), or the store named by the
- * configuration directly. Revocations through the store reach a running gateway within its key-cache TTL (5 s);
- * through `--url` they take effect at once.
+ * What the admin commands talk to: a running gateway's admin API (`--url`), or the store named by the configuration
+ * directly. Revocations through the store reach a running gateway within its key-cache TTL (5 s); through `--url`
+ * they take effect at once. Billing settings, budgets, prices and margin go through the admin API's own routes in
+ * both modes (in process over the store: `openStoreAdminRoutes`), so both accept and refuse the same input.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { request } from 'undici';
 import { BUS_READY_WAIT_MS, openSharedBus, type SharedBus } from '../app/shared-bus.js';
 import { withDeadline } from '../app/with-deadline.js';
-import { BillingQueries } from '../billing/billing-queries.js';
+import { type BalanceView, BillingQueries } from '../billing/billing-queries.js';
 import { BillingService } from '../billing/billing-service.js';
+import type { BudgetView } from '../billing/budget-settings.js';
 import { renderInvoiceCsv } from '../billing/invoice/render-invoice-csv.js';
 import { renderInvoiceHtml } from '../billing/invoice/render-invoice-html.js';
 import { renderInvoiceJson } from '../billing/invoice/render-invoice-json.js';
 import { formatNano, parseNano } from '../billing/nano.js';
 import { addWalletCredit } from '../billing/wallet-credit.js';
 import { loadConfig } from '../config/load-config.js';
+import { NotFoundError } from '../errors/gateway-error.js';
 import { createLogger } from '../observability/logger.js';
 import { createStore } from '../store/create-store.js';
 import { type OpenAIListPage, openAIListPage } from '../store/list-page.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
-import { type PlanInput, planFromInput } from '../tenancy/plan-input.js';
+import { type KeyLimitsInput, keyLimitsFromInput, type PlanInput, planFromInput } from '../tenancy/plan-input.js';
 import { PlanService } from '../tenancy/plan-service.js';
 import {
   MAX_LIST_PAGE,
@@ -31,6 +34,7 @@ import {
   publicTenantView,
   TenantService,
 } from '../tenancy/tenant-service.js';
+import { type AdminTransport, openStoreAdminRoutes, type StoreAdminRoutes } from './store-admin-routes.js';
 
 /** A tenant as the admin API shows it. */
 export type TenantView = PublicTenantView;
@@ -61,8 +65,50 @@ export interface AdminClient {
   setPlan(tenantId: string, plan: PlanInput): Promise<unknown>;
   /** The invoice rendered as `json`, `csv` or `html` text. */
   invoice(tenantId: string, month: string, format: 'json' | 'csv' | 'html'): Promise<string>;
+  /** The tenant's balance, billing mode, credit limit and budget (`GET /tenants/{id}/billing`). */
+  billing(tenantId: string): Promise<BillingView>;
+  /** Replaces the tenant's billing mode and credit limit, and its budget unless absent (`PUT /tenants/{id}/billing`). */
+  setBilling(tenantId: string, settings: BillingSettings): Promise<BillingView>;
+  /** The tenant's balance (`GET /tenants/{id}/balance`). */
+  balance(tenantId: string): Promise<BalanceView>;
+  /** Replaces a key's monthly budget (`PUT /keys/{id}/budget`). */
+  setKeyBudget(keyId: string, budget: BudgetSettings): Promise<unknown>;
+  /** Replaces a key's limit overrides (`PUT /keys/{id}/limits`). */
+  setKeyLimits(keyId: string, limits: KeyLimitsInput): Promise<unknown>;
+  /** The price book: versions added through the admin API, in force and scheduled (`GET /prices`). */
+  prices(): Promise<unknown>;
+  /** Adds a price version, checked as the admin API checks it (`POST /prices`). */
+  addPriceVersion(version: unknown): Promise<unknown>;
+  /** Revenue, cost and margin per model (`GET /margin`; times as Unix seconds or ISO 8601). */
+  margin(query: { start?: string; end?: string }): Promise<unknown>;
+  /** The fleet's live state (`GET /fleet`): only a running gateway has one. */
+  fleet(): Promise<unknown>;
   close(): Promise<void>;
 }
+
+/** A monthly budget as the admin API takes it; absent fields take the API's defaults. */
+export interface BudgetSettings {
+  /** Monthly limit, currency units (a decimal string). */
+  monthly_limit: string;
+  /** Default `hard`. */
+  enforcement?: 'hard' | 'soft';
+  /** Alert thresholds, percent of the limit. Default 50, 80, 100. */
+  thresholds?: number[];
+  /** Where alerts are posted; null or absent: logged only. */
+  webhook_url?: string | null;
+}
+
+/** The body of `PUT /tenants/{id}/billing`. */
+export interface BillingSettings {
+  mode: 'prepaid' | 'postpaid';
+  /** Postpaid only, currency units. Absent: 0. */
+  credit_limit?: string;
+  /** null removes the budget; absent leaves it as it is. */
+  budget?: BudgetSettings | null;
+}
+
+/** A tenant's balance with its budget, as `GET /tenants/{id}/billing` shows it. */
+export type BillingView = BalanceView & { budget: BudgetView | null };
 
 /** A page of usage buckets, as the usage API returns it. */
 export interface UsagePage {
@@ -72,7 +118,7 @@ export interface UsagePage {
   next_page: string | null;
 }
 
-export type { PlanInput };
+export type { KeyLimitsInput, PlanInput };
 
 /** Where the CLI should go. */
 export interface AdminTarget {
@@ -114,6 +160,13 @@ export async function openAdminClient(target: AdminTarget): Promise<AdminClient>
     ...(bus === undefined ? {} : { bus }),
   });
   await billing.init();
+  const queries = new BillingQueries(store, billing);
+  const routes = await openStoreAdminRoutes({
+    store,
+    billing,
+    queries,
+    servedModels: loaded.config.models.map((model) => model.name),
+  });
   const defaults = loaded.config.default_plan;
   const plans = new PlanService(
     store,
@@ -124,7 +177,7 @@ export async function openAdminClient(target: AdminTarget): Promise<AdminClient>
     },
     bus === undefined ? {} : { bus },
   );
-  return new StoreAdminClient(store, billing, plans, bus);
+  return new StoreAdminClient(store, billing, queries, plans, routes, bus);
 }
 
 /** The file `serve` keeps its generated admin token in, under the data dir (see `resolveAdminToken`). */
@@ -144,37 +197,115 @@ function readAdminTokenFile(dataDir: string): string | undefined {
   }
 }
 
+/**
+ * The operations both clients send as admin API requests: to a running gateway, or to the admin billing routes run
+ * in process over the store.
+ */
+class AdminApiCalls {
+  constructor(private readonly send: AdminTransport) {}
+
+  billing(tenantId: string) {
+    return this.call<BillingView>('GET', `/tenants/${encodeURIComponent(tenantId)}/billing`);
+  }
+  setBilling(tenantId: string, settings: BillingSettings) {
+    return this.call<BillingView>('PUT', `/tenants/${encodeURIComponent(tenantId)}/billing`, settings);
+  }
+  balance(tenantId: string) {
+    return this.call<BalanceView>('GET', `/tenants/${encodeURIComponent(tenantId)}/balance`);
+  }
+  setKeyBudget(keyId: string, budget: BudgetSettings) {
+    return this.call<unknown>('PUT', `/keys/${encodeURIComponent(keyId)}/budget`, budget);
+  }
+  prices() {
+    return this.call<unknown>('GET', '/prices');
+  }
+  addPriceVersion(version: unknown) {
+    return this.call<unknown>('POST', '/prices', version);
+  }
+  margin(query: { start?: string; end?: string }) {
+    const search = new URLSearchParams({
+      ...(query.start === undefined ? {} : { start: query.start }),
+      ...(query.end === undefined ? {} : { end: query.end }),
+    });
+    return this.call<unknown>('GET', `/margin${search.size === 0 ? '' : `?${search}`}`);
+  }
+
+  /** Sends a request; throws its error as `<status> <code>: <message>`, as the CLI prints it. */
+  async call<T>(
+    method: 'GET' | 'POST' | 'DELETE' | 'PUT',
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<T> {
+    const response = await this.send({ method, path, headers, ...(body === undefined ? {} : { body }) });
+    if (response.status >= 400) throw responseError(response.status, response.text);
+    return JSON.parse(response.text) as T;
+  }
+}
+
+/** An admin API refusal as the CLI prints it, `<status> <code>: <message>` (the status and body when not JSON). */
+function responseError(status: number, text: string): Error {
+  let error: { message?: string; code?: string } | undefined;
+  try {
+    error = (JSON.parse(text) as { error?: { message?: string; code?: string } }).error;
+  } catch {
+    // Not the gateway's error body (a proxy's page, say): shown as it came.
+  }
+  if (error === undefined) return new Error(`${status}: ${text.slice(0, 500)}`);
+  return new Error(`${status} ${error.code ?? ''}: ${error.message ?? 'request failed'}`);
+}
+
+/** A running gateway's admin API over HTTP. */
+function httpTransport(baseUrl: string, token: string): AdminTransport {
+  return async ({ method, path, body, headers }) => {
+    const response = await request(`${baseUrl}/admin/v1${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...headers,
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: response.statusCode, text: await response.body.text() };
+  };
+}
+
 class HttpAdminClient implements AdminClient {
+  private readonly api: AdminApiCalls;
+
   constructor(
     private readonly baseUrl: string,
     private readonly token: string,
-  ) {}
+  ) {
+    this.api = new AdminApiCalls(httpTransport(baseUrl, token));
+  }
 
   createTenant(name: string) {
-    return this.call<TenantView>('POST', '/tenants', { name });
+    return this.api.call<TenantView>('POST', '/tenants', { name });
   }
   listTenants(page: PageRequest) {
-    return this.call<OpenAIListPage<TenantView>>('GET', `/tenants?${pageQuery(page)}`);
+    return this.api.call<OpenAIListPage<TenantView>>('GET', `/tenants?${pageQuery(page)}`);
   }
   createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }) {
-    return this.call<KeyView>('POST', `/tenants/${encodeURIComponent(tenantId)}/keys`, {
+    return this.api.call<KeyView>('POST', `/tenants/${encodeURIComponent(tenantId)}/keys`, {
       ...(input.name === undefined ? {} : { name: input.name }),
       ...(input.models === undefined ? {} : { models: input.models }),
       ...(input.expiresAt === undefined ? {} : { expires_at: input.expiresAt }),
     });
   }
   listKeys(tenantId: string, page: PageRequest) {
-    return this.call<OpenAIListPage<KeyView>>(
+    return this.api.call<OpenAIListPage<KeyView>>(
       'GET',
       `/tenants/${encodeURIComponent(tenantId)}/keys?${pageQuery(page)}`,
     );
   }
   revokeKey(keyId: string) {
-    return this.call<KeyView>('DELETE', `/keys/${encodeURIComponent(keyId)}`);
+    return this.api.call<KeyView>('DELETE', `/keys/${encodeURIComponent(keyId)}`);
   }
   addCredits(tenantId: string, input: { amount: string; currency: string; note?: string; idempotencyKey?: string }) {
     const { idempotencyKey, ...body } = input;
-    return this.call<unknown>(
+    return this.api.call<unknown>(
       'POST',
       `/tenants/${encodeURIComponent(tenantId)}/credits`,
       body,
@@ -182,10 +313,13 @@ class HttpAdminClient implements AdminClient {
     );
   }
   usage(tenantId: string, query: Record<string, string>) {
-    return this.call<UsagePage>('GET', `/tenants/${encodeURIComponent(tenantId)}/usage?${new URLSearchParams(query)}`);
+    return this.api.call<UsagePage>(
+      'GET',
+      `/tenants/${encodeURIComponent(tenantId)}/usage?${new URLSearchParams(query)}`,
+    );
   }
   setPlan(tenantId: string, plan: PlanInput) {
-    return this.call<unknown>('PUT', `/tenants/${encodeURIComponent(tenantId)}/plan`, plan);
+    return this.api.call<unknown>('PUT', `/tenants/${encodeURIComponent(tenantId)}/plan`, plan);
   }
   async invoice(tenantId: string, month: string, format: 'json' | 'csv' | 'html') {
     const response = await request(
@@ -193,53 +327,59 @@ class HttpAdminClient implements AdminClient {
       { headers: { authorization: `Bearer ${this.token}` } },
     );
     const text = await response.body.text();
-    if (response.statusCode >= 400) throw new Error(`${response.statusCode}: ${text}`);
+    if (response.statusCode >= 400) throw responseError(response.statusCode, text);
     return text;
   }
-  async close() {}
-
-  private async call<T>(
-    method: 'GET' | 'POST' | 'DELETE' | 'PUT',
-    path: string,
-    body?: unknown,
-    headers: Record<string, string> = {},
-  ): Promise<T> {
-    const response = await request(`${this.baseUrl}/admin/v1${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${this.token}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...headers,
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const parsed = (await response.body.json()) as T & { error?: { message: string; code: string } };
-    if (response.statusCode >= 400) {
-      throw new Error(
-        `${response.statusCode} ${parsed.error?.code ?? ''}: ${parsed.error?.message ?? 'request failed'}`,
-      );
-    }
-    return parsed;
+  billing(tenantId: string) {
+    return this.api.billing(tenantId);
   }
+  setBilling(tenantId: string, settings: BillingSettings) {
+    return this.api.setBilling(tenantId, settings);
+  }
+  balance(tenantId: string) {
+    return this.api.balance(tenantId);
+  }
+  setKeyBudget(keyId: string, budget: BudgetSettings) {
+    return this.api.setKeyBudget(keyId, budget);
+  }
+  setKeyLimits(keyId: string, limits: KeyLimitsInput) {
+    return this.api.call<unknown>('PUT', `/keys/${encodeURIComponent(keyId)}/limits`, limits);
+  }
+  prices() {
+    return this.api.prices();
+  }
+  addPriceVersion(version: unknown) {
+    return this.api.addPriceVersion(version);
+  }
+  margin(query: { start?: string; end?: string }) {
+    return this.api.margin(query);
+  }
+  fleet() {
+    return this.api.call<unknown>('GET', '/fleet');
+  }
+  async close() {}
 }
 
 class StoreAdminClient implements AdminClient {
   private readonly tenants: TenantService;
-  private readonly queries: BillingQueries;
+  private readonly api: AdminApiCalls;
 
   constructor(
     private readonly store: Store,
-    private readonly billing: BillingService,
+    private readonly billingService: BillingService,
+    private readonly queries: BillingQueries,
     private readonly plans: PlanService,
+    /** The admin billing routes, run in process over the store. */
+    private readonly routes: StoreAdminRoutes,
     private readonly bus: SharedBus | undefined,
   ) {
     this.tenants = new TenantService(store, { bus: bus ?? new InProcessInvalidationBus() });
-    this.queries = new BillingQueries(store, billing);
+    this.api = new AdminApiCalls(routes.send);
   }
 
   async createTenant(name: string) {
     const tenant = await this.tenants.createTenant(name);
-    if (this.billing.enabled) await this.billing.openWallet(tenant.id);
+    if (this.billingService.enabled) await this.billingService.openWallet(tenant.id);
     return publicTenantView(tenant);
   }
   async addCredits(
@@ -247,7 +387,8 @@ class StoreAdminClient implements AdminClient {
     input: { amount: string; currency: string; note?: string; idempotencyKey?: string },
   ) {
     if ((await this.store.getTenant(tenantId)) === undefined) throw new Error(`no tenant with id ${tenantId}`);
-    if (input.currency !== this.billing.currency) throw new Error(`wallets are kept in ${this.billing.currency}`);
+    if (input.currency !== this.billingService.currency)
+      throw new Error(`wallets are kept in ${this.billingService.currency}`);
     const amount = parseNano(input.amount);
     // As the admin API: a top-up adds money (a zero one would only clutter the ledger).
     if (amount <= 0n) throw new Error(`amount "${input.amount}": a top-up must be positive`);
@@ -272,7 +413,9 @@ class StoreAdminClient implements AdminClient {
   async setPlan(tenantId: string, input: PlanInput) {
     // The admin route's check: a plan it would refuse is not stored through the store either.
     const plan = planFromInput(input, this.plans.defaultPlan());
-    if ((await this.store.getTenant(tenantId)) === undefined) throw new Error(`no tenant with id ${tenantId}`);
+    if ((await this.store.getTenant(tenantId)) === undefined) {
+      throw new NotFoundError(`No tenant with id "${tenantId}".`, 'tenant_not_found');
+    }
     await this.plans.setTenantPlan(tenantId, plan);
     return {
       object: 'plan',
@@ -288,6 +431,39 @@ class StoreAdminClient implements AdminClient {
     if (format === 'csv') return renderInvoiceCsv(invoice);
     if (format === 'html') return renderInvoiceHtml(invoice);
     return renderInvoiceJson(invoice);
+  }
+  billing(tenantId: string) {
+    return this.api.billing(tenantId);
+  }
+  setBilling(tenantId: string, settings: BillingSettings) {
+    return this.api.setBilling(tenantId, settings);
+  }
+  balance(tenantId: string) {
+    return this.api.balance(tenantId);
+  }
+  setKeyBudget(keyId: string, budget: BudgetSettings) {
+    return this.api.setKeyBudget(keyId, budget);
+  }
+  async setKeyLimits(keyId: string, input: KeyLimitsInput) {
+    // The admin route's check and write (`PUT /keys/{id}/limits`), as `setPlan`.
+    const limits = keyLimitsFromInput(input);
+    if ((await this.store.getKey(keyId)) === undefined) {
+      throw new NotFoundError(`No key with id "${keyId}".`, 'key_not_found');
+    }
+    await this.plans.setKeyLimits(keyId, limits);
+    return { object: 'key_limits', key_id: keyId, ...limits };
+  }
+  prices() {
+    return this.api.prices();
+  }
+  addPriceVersion(version: unknown) {
+    return this.api.addPriceVersion(version);
+  }
+  margin(query: { start?: string; end?: string }) {
+    return this.api.margin(query);
+  }
+  async fleet(): Promise<unknown> {
+    throw new Error("the fleet is a running gateway's live state, not in the store: pass --url <gateway>");
   }
   async listTenants(page: PageRequest) {
     return openAIListPage(await this.tenants.listTenants(page), publicTenantView);
@@ -309,7 +485,8 @@ class StoreAdminClient implements AdminClient {
     return publicKeyView(await this.tenants.revokeKey(keyId));
   }
   async close() {
-    this.billing.stop();
+    await this.routes.close();
+    this.billingService.stop();
     this.plans.close();
     await this.bus?.close();
     await this.store.close();

@@ -202,10 +202,18 @@ export function registerBatchCommands(program: Command, print: (value: unknown) 
   );
 
   target(
-    batch.command('list').description('List batches, newest first.').option('--limit <n>', 'how many', '20'),
-  ).action(async (options: { limit: string; url: string; apiKey: string }) =>
-    print(await call(targetOf(options), 'GET', `/batches?limit=${encodeURIComponent(options.limit)}`)),
-  );
+    batch
+      .command('list')
+      .description('List batches, newest first: one page, {object, data, first_id, last_id, has_more}.')
+      .option('--limit <n>', 'how many, 1 to 100', '20')
+      .option('--after <batch-id>', 'the page after this batch (the last_id of the page before)'),
+  ).action(async (options: { limit: string; after?: string; url: string; apiKey: string }) => {
+    const query = new URLSearchParams({
+      limit: options.limit,
+      ...(options.after === undefined ? {} : { after: options.after }),
+    });
+    print(await call(targetOf(options), 'GET', `/batches?${query}`));
+  });
 
   target(batch.command('cancel').description('Cancel a batch.').argument('<batch-id>', 'batch id')).action(
     async (id: string, options: { url: string; apiKey: string }) =>

@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 /** The `tollgate` command line. */
-import { Command, InvalidArgumentError } from 'commander';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { parse as parseYaml } from 'yaml';
 import { runServer } from '../app/run-server.js';
+import { FIRST_INVOICE_MONTH, isInvoiceMonth, LAST_INVOICE_MONTH } from '../billing/invoice/invoice-month.js';
 import { ConfigError } from '../config/load-config.js';
 import { GatewayError } from '../errors/gateway-error.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
@@ -12,6 +16,10 @@ import { startSimServer } from '../upstreams/simulated/sim-server.js';
 import {
   type AdminClient,
   type AdminTarget,
+  type BillingSettings,
+  type BillingView,
+  type BudgetSettings,
+  type KeyLimitsInput,
   listAll,
   openAdminClient,
   type PageRequest,
@@ -96,6 +104,50 @@ function listed<V>(
   });
 }
 
+/** `--rpm`, `--tpm`, `--tpd` and `--concurrency` of a plan or a key. */
+const limitOptions = (command: Command) =>
+  command
+    // Only the form is checked here; the range (≥ 1) by the check the admin API uses too.
+    .option('--rpm <n>', 'requests per minute (≥ 1)', parseInteger)
+    .option('--tpm <n>', 'tokens per minute (≥ 1)', parseInteger)
+    .option('--tpd <n>', 'tokens per day (≥ 1)', parseInteger)
+    .option('--concurrency <n>', 'concurrent requests (≥ 1)', parseInteger);
+
+/** `--budget` and the options describing the rest of a budget. */
+interface BudgetFlags {
+  budget: string;
+  enforcement?: 'hard' | 'soft';
+  thresholds?: number[];
+  webhookUrl?: string;
+}
+
+/** The options of a budget besides its amount (`--budget`, added by each command: required or not). */
+const budgetOptions = (command: Command) =>
+  command
+    .addOption(
+      new Option(
+        '--enforcement <kind>',
+        'hard refuses requests once the budget is spent, soft only alerts (default hard)',
+      ).choices(['hard', 'soft']),
+    )
+    // Only the form is checked here; the range (1 to 1000, at most 20) by the admin API's check, in both modes.
+    .option(
+      '--thresholds <list>',
+      'comma-separated alert thresholds, percent of the budget (default 50,80,100)',
+      parseThresholds,
+    )
+    .option('--webhook-url <url>', 'where budget alerts are posted (default: logged only)');
+
+/** The budget the flags describe, as the admin API takes it. */
+function budgetOf(options: BudgetFlags): BudgetSettings {
+  return {
+    monthly_limit: options.budget,
+    ...(options.enforcement === undefined ? {} : { enforcement: options.enforcement }),
+    ...(options.thresholds === undefined ? {} : { thresholds: options.thresholds }),
+    ...(options.webhookUrl === undefined ? {} : { webhook_url: options.webhookUrl }),
+  };
+}
+
 const tenants = program.command('tenants').description('Manage tenants.');
 targetOptions(tenants.command('create').description('Create a tenant.').argument('<name>', 'tenant name')).action(
   async (name: string, options) => withClient(targetOf(options), (client) => client.createTenant(name)),
@@ -146,6 +198,40 @@ targetOptions(
 targetOptions(keys.command('revoke').description('Revoke a key.').argument('<key-id>', 'key id (key_…)')).action(
   async (keyId: string, options) => withClient(targetOf(options), (client) => client.revokeKey(keyId)),
 );
+targetOptions(
+  budgetOptions(
+    keys
+      .command('budget')
+      .description(
+        "Set a key's monthly budget, replacing the one it has (options left out take their defaults). Running " +
+          'gateways apply it at once when set through one (--url) or on a shared store; on an embedded store, ' +
+          'within 30 s.',
+      )
+      .requiredOption('--key <id>', 'key id (key_…)')
+      .requiredOption('--budget <decimal>', 'monthly budget, currency units, e.g. 100'),
+  ),
+).action(async (options: { key: string } & BudgetFlags & AdminTarget) =>
+  withClient(targetOf(options), (client) => client.setKeyBudget(options.key, budgetOf(options))),
+);
+targetOptions(
+  limitOptions(
+    keys
+      .command('limits')
+      .description(
+        "Set a key's own limits, on top of its tenant's plan; they replace the ones it has (a limit left out: none " +
+          'on the key; no limit given: the key has none of its own). Applied as plans set applies a plan.',
+      )
+      .requiredOption('--key <id>', 'key id (key_…)'),
+  ),
+).action(async (options: { key: string } & KeyLimitsInput & AdminTarget) => {
+  const limits: KeyLimitsInput = {
+    ...(options.rpm === undefined ? {} : { rpm: options.rpm }),
+    ...(options.tpm === undefined ? {} : { tpm: options.tpm }),
+    ...(options.tpd === undefined ? {} : { tpd: options.tpd }),
+    ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+  };
+  return withClient(targetOf(options), (client) => client.setKeyLimits(options.key, limits));
+});
 
 const credits = program.command('credits').description('Manage wallet credits.');
 targetOptions(
@@ -212,7 +298,7 @@ targetOptions(
     .command('invoice')
     .description("A tenant's invoice for a calendar month.")
     .requiredOption('--tenant <id>', 'tenant id')
-    .requiredOption('--month <yyyy-mm>', 'calendar month, e.g. 2026-11')
+    .requiredOption('--month <yyyy-mm>', 'calendar month, e.g. 2026-11', parseMonth)
     .option('--format <format>', 'json, csv or html', 'json'),
 ).action(async (options: { tenant: string; month: string; format: string } & AdminTarget) => {
   if (!['json', 'csv', 'html'].includes(options.format)) throw new InvalidArgumentError('--format: json, csv or html');
@@ -227,22 +313,161 @@ targetOptions(
   }
 });
 
+const billing = program.command('billing').description("Show and set tenants' billing: mode, credit limit, budget.");
+targetOptions(
+  billing
+    .command('show')
+    .description("A tenant's balance, billing mode, credit limit and monthly budget (null: none).")
+    .requiredOption('--tenant <id>', 'tenant id'),
+).action(async (options: { tenant: string } & AdminTarget) =>
+  withClient(targetOf(options), (client) => client.billing(options.tenant)),
+);
+targetOptions(
+  budgetOptions(
+    billing
+      .command('set')
+      .description(
+        "Set a tenant's billing mode, credit limit or monthly budget; what is not given is kept (a --budget replaces " +
+          'the budget whole: its options left out take their defaults). Prints the settings as billing show. Running ' +
+          'gateways apply a budget at once when set through one (--url) or on a shared store; on an embedded store, ' +
+          'within 30 s.',
+      )
+      .requiredOption('--tenant <id>', 'tenant id')
+      .addOption(
+        new Option(
+          '--mode <mode>',
+          'prepaid spends the balance; postpaid may spend down to minus the credit limit',
+        ).choices(['prepaid', 'postpaid']),
+      )
+      .option('--credit-limit <decimal>', 'postpaid only: how far below zero the balance may go, e.g. 500')
+      .option('--budget <decimal>', 'monthly budget, currency units, e.g. 100 (replaces the budget)')
+      .option('--no-budget', 'remove the monthly budget'),
+  ),
+).action(async (options: { tenant: string; mode?: 'prepaid' | 'postpaid'; creditLimit?: string } & BillingFlags) => {
+  const budget = billingBudgetOf(options);
+  if (options.mode === undefined && options.creditLimit === undefined && budget === undefined) {
+    throw new InvalidArgumentError('nothing to set: give --mode, --credit-limit, --budget or --no-budget');
+  }
+  return withClient(targetOf(options), async (client) =>
+    client.setBilling(options.tenant, billingSettingsOf(options, budget, await client.billing(options.tenant))),
+  );
+});
+
+/** `billing set`'s flags: `budget` is false with `--no-budget`. */
+type BillingFlags = Omit<BudgetFlags, 'budget'> & { budget?: string | false } & AdminTarget;
+
+/** The budget `billing set` sends: a new one, null to remove it, undefined to keep it. */
+function billingBudgetOf(options: BillingFlags): BudgetSettings | null | undefined {
+  const { budget } = options;
+  if (budget === false || budget === undefined) {
+    const stray = [
+      options.enforcement === undefined ? undefined : '--enforcement',
+      options.thresholds === undefined ? undefined : '--thresholds',
+      options.webhookUrl === undefined ? undefined : '--webhook-url',
+    ].find((flag) => flag !== undefined);
+    if (stray !== undefined) {
+      throw new InvalidArgumentError(`${stray} describes a budget: give it with --budget <decimal>`);
+    }
+    return budget === false ? null : undefined;
+  }
+  return budgetOf({ ...options, budget });
+}
+
+/**
+ * The whole `PUT /tenants/{id}/billing` body (the route takes the mode and credit limit together): what the flags
+ * leave out, as it is now.
+ */
+function billingSettingsOf(
+  options: { mode?: 'prepaid' | 'postpaid'; creditLimit?: string },
+  budget: BudgetSettings | null | undefined,
+  current: BillingView,
+): BillingSettings {
+  const mode = options.mode ?? (current.mode === 'postpaid' ? 'postpaid' : 'prepaid');
+  if (mode === 'prepaid' && options.creditLimit !== undefined) {
+    throw new InvalidArgumentError(
+      `--credit-limit: a prepaid tenant has none${options.mode === undefined ? ' (add --mode postpaid)' : ''}`,
+    );
+  }
+  return {
+    mode,
+    ...(mode === 'postpaid' ? { credit_limit: options.creditLimit ?? current.credit_limit } : {}),
+    ...(budget === undefined ? {} : { budget }),
+  };
+}
+
+targetOptions(
+  program
+    .command('balance')
+    .description("A tenant's balance: mode, balance, reserved for requests in flight, credit limit, available.")
+    .requiredOption('--tenant <id>', 'tenant id'),
+).action(async (options: { tenant: string } & AdminTarget) =>
+  withClient(targetOf(options), (client) => client.balance(options.tenant)),
+);
+
+const prices = program.command('prices').description('Show and extend the price book.');
+targetOptions(
+  prices
+    .command('list')
+    .description('The price book: versions added through the admin API, and those in force and scheduled (id, start).'),
+).action(async (options: AdminTarget) => withClient(targetOf(options), (client) => client.prices()));
+targetOptions(
+  prices
+    .command('add')
+    .description(
+      'Add a price version taking effect in the future, e.g. {id, effective_from, models: {<model>: {input, ' +
+        'output}}}. It must price every served model (at "0" to serve one free). Running gateways apply it at once ' +
+        'when added through one (--url) or on a shared store; on an embedded store, within 30 s.',
+    )
+    .requiredOption('--file <path>', 'a JSON or YAML file holding one price version (.json is read as JSON)'),
+).action(async (options: { file: string } & AdminTarget) => {
+  const version = readDocument(options.file);
+  return withClient(targetOf(options), (client) => client.addPriceVersion(version));
+});
+
+/** The document in a JSON (`.json`) or YAML file. */
+function readDocument(file: string): unknown {
+  try {
+    const text = readFileSync(file, 'utf8');
+    return path.extname(file).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (error: unknown) {
+    throw new InvalidArgumentError(`--file ${file}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+targetOptions(
+  program
+    .command('margin')
+    .description('Revenue, cost and margin per model over a period, from the billing rollups.')
+    .option('--start <time>', 'Unix seconds or ISO 8601 (default: 30 days before the end)')
+    .option('--end <time>', 'Unix seconds or ISO 8601 (default: now)'),
+).action(async (options: { start?: string; end?: string } & AdminTarget) =>
+  withClient(targetOf(options), (client) =>
+    client.margin({
+      ...(options.start === undefined ? {} : { start: options.start }),
+      ...(options.end === undefined ? {} : { end: options.end }),
+    }),
+  ),
+);
+
+targetOptions(
+  program
+    .command('fleet')
+    .description("A running gateway's deployments and schedulers, live. Needs --url: the store holds no live state."),
+).action(async (options: AdminTarget) => withClient(targetOf(options), (client) => client.fleet()));
+
 registerBatchCommands(program, (value) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`));
 
 const plans = program.command('plans').description("Manage tenants' plans.");
 targetOptions(
-  plans
-    .command('set')
-    .description(
-      "Set a tenant's plan (limits, allowed service tiers, fair-share weight). Running gateways apply it at once " +
-        'when set through one (--url) or on a shared store; on an embedded store, within 5 s.',
-    )
-    .requiredOption('--tenant <id>', 'tenant id')
-    // Only the form is checked here; the range (≥ 1, weight > 0) by the plan check the admin API uses too.
-    .option('--rpm <n>', 'requests per minute (≥ 1)', parseInteger)
-    .option('--tpm <n>', 'tokens per minute (≥ 1)', parseInteger)
-    .option('--tpd <n>', 'tokens per day (≥ 1)', parseInteger)
-    .option('--concurrency <n>', 'concurrent requests (≥ 1)', parseInteger)
+  limitOptions(
+    plans
+      .command('set')
+      .description(
+        "Set a tenant's plan (limits, allowed service tiers, fair-share weight). Running gateways apply it at once " +
+          'when set through one (--url) or on a shared store; on an embedded store, within 5 s.',
+      )
+      .requiredOption('--tenant <id>', 'tenant id'),
+  )
     .option('--tiers <list>', 'comma-separated service tiers: priority,default,flex,batch', parseTiers)
     .option('--weight <w>', `fair-share weight (> 0 and ≤ ${MAX_PLAN_WEIGHT}, e.g. 2 or 0.5)`, parseDecimalNumber),
 ).action(async (options: { tenant: string } & PlanInput & AdminTarget) => {
@@ -257,6 +482,20 @@ targetOptions(
   };
   return withClient(targetOf(options), (client) => client.setPlan(tenant, plan));
 });
+
+function parseThresholds(value: string): number[] {
+  return value.split(',').map((threshold) => parseInteger(threshold.trim()));
+}
+
+/** A calendar month an invoice can cover: the admin API refuses the others. */
+function parseMonth(value: string): string {
+  if (!isInvoiceMonth(value)) {
+    throw new InvalidArgumentError(
+      `expected a calendar month YYYY-MM from ${FIRST_INVOICE_MONTH} to ${LAST_INVOICE_MONTH}`,
+    );
+  }
+  return value;
+}
 
 function parseTiers(value: string): ServiceClass[] {
   const tiers = value.split(',').map((tier) => tier.trim());
