@@ -208,11 +208,13 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
     const tenantId = JSON.parse(run(dir, ['tenants', 'create', 'billed']).stdout).id as string;
     const credit = run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '2.5', '--idempotency-key', 'k1']);
     expect(credit.status, credit.stderr).toBe(0);
-    expect(JSON.parse(credit.stdout).balance).toBe('2.5');
+    const first = JSON.parse(credit.stdout);
+    expect(first).toMatchObject({ object: 'wallet_transaction', kind: 'topup', amount: '2.5', balance: '2.5' });
+    // The retry is answered with the first transaction, and adds nothing.
     const again = JSON.parse(
       run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '2.5', '--idempotency-key', 'k1']).stdout,
     );
-    expect(again).toMatchObject({ created: false, balance: '2.5' });
+    expect(again).toMatchObject({ id: first.id, balance: '2.5' });
     const reused = run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '3', '--idempotency-key', 'k1']);
     expect(reused.status).not.toBe(0);
     expect(reused.stderr).toContain('409 idempotency_key_reused');

@@ -15,8 +15,7 @@ import type { BudgetView } from '../billing/budget-settings.js';
 import { renderInvoiceCsv } from '../billing/invoice/render-invoice-csv.js';
 import { renderInvoiceHtml } from '../billing/invoice/render-invoice-html.js';
 import { renderInvoiceJson } from '../billing/invoice/render-invoice-json.js';
-import { formatNano, parseNano } from '../billing/nano.js';
-import { addWalletCredit } from '../billing/wallet-credit.js';
+import { parseNano } from '../billing/nano.js';
 import { loadConfig } from '../config/load-config.js';
 import { NotFoundError } from '../errors/gateway-error.js';
 import { createLogger } from '../observability/logger.js';
@@ -204,6 +203,15 @@ function readAdminTokenFile(dataDir: string): string | undefined {
 class AdminApiCalls {
   constructor(private readonly send: AdminTransport) {}
 
+  addCredits(tenantId: string, input: { amount: string; currency: string; note?: string; idempotencyKey?: string }) {
+    const { idempotencyKey, ...body } = input;
+    return this.call<unknown>(
+      'POST',
+      `/tenants/${encodeURIComponent(tenantId)}/credits`,
+      body,
+      idempotencyKey === undefined ? {} : { 'idempotency-key': idempotencyKey },
+    );
+  }
   billing(tenantId: string) {
     return this.call<BillingView>('GET', `/tenants/${encodeURIComponent(tenantId)}/billing`);
   }
@@ -304,13 +312,7 @@ class HttpAdminClient implements AdminClient {
     return this.api.call<KeyView>('DELETE', `/keys/${encodeURIComponent(keyId)}`);
   }
   addCredits(tenantId: string, input: { amount: string; currency: string; note?: string; idempotencyKey?: string }) {
-    const { idempotencyKey, ...body } = input;
-    return this.api.call<unknown>(
-      'POST',
-      `/tenants/${encodeURIComponent(tenantId)}/credits`,
-      body,
-      idempotencyKey === undefined ? {} : { 'idempotency-key': idempotencyKey },
-    );
+    return this.api.addCredits(tenantId, input);
   }
   usage(tenantId: string, query: Record<string, string>) {
     return this.api.call<UsagePage>(
@@ -382,30 +384,9 @@ class StoreAdminClient implements AdminClient {
     if (this.billingService.enabled) await this.billingService.openWallet(tenant.id);
     return publicTenantView(tenant);
   }
-  async addCredits(
-    tenantId: string,
-    input: { amount: string; currency: string; note?: string; idempotencyKey?: string },
-  ) {
-    if ((await this.store.getTenant(tenantId)) === undefined) throw new Error(`no tenant with id ${tenantId}`);
-    if (input.currency !== this.billingService.currency)
-      throw new Error(`wallets are kept in ${this.billingService.currency}`);
-    const amount = parseNano(input.amount);
-    // As the admin API: a top-up adds money (a zero one would only clutter the ledger).
-    if (amount <= 0n) throw new Error(`amount "${input.amount}": a top-up must be positive`);
-    const { record, created } = await addWalletCredit(this.store, {
-      tenantId,
-      kind: 'topup',
-      amount,
-      currency: input.currency,
-      idempotencyKey: input.idempotencyKey ?? null,
-      note: input.note ?? null,
-    });
-    return {
-      id: record.id,
-      created,
-      amount: formatNano(record.amount),
-      balance: (await this.queries.balance(tenantId)).balance,
-    };
+  /** Through the admin route, as with `--url`: the same checks, error codes and answer. */
+  addCredits(tenantId: string, input: { amount: string; currency: string; note?: string; idempotencyKey?: string }) {
+    return this.api.addCredits(tenantId, input);
   }
   usage(tenantId: string, query: Record<string, string>): Promise<UsagePage> {
     return this.queries.usage(tenantId, query);
