@@ -308,6 +308,42 @@ describe('money operations, usage, invoices', () => {
     expect(error.code).toBe('insufficient_quota');
   });
 
+  it("reads a key's budget back and removes it: a removed hard budget no longer refuses the key", async () => {
+    const { key, keyId } = await harness.createTenantWithKey({ credit: '10' });
+    const none = await harness.admin('GET', `/keys/${keyId}/budget`);
+    expect(none.status).toBe(404);
+    expect(none.body.error.code).toBe('budget_not_found');
+    // A budget smaller than one request: the key is refused at once.
+    const put = await harness.admin('PUT', `/keys/${keyId}/budget`, { monthly_limit: '0.000001', enforcement: 'hard' });
+    expect(put.status).toBe(200);
+    const expected = {
+      object: 'budget',
+      scope: 'key',
+      scope_id: keyId,
+      monthly_limit: '0.000001',
+      enforcement: 'hard',
+      thresholds: [50, 80, 100],
+      webhook_url: null,
+    };
+    expect(put.body).toEqual(expected);
+    expect((await harness.admin('GET', `/keys/${keyId}/budget`)).body).toEqual(expected);
+    const client = harness.client(key);
+    const refused = await caught(client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 }));
+    expect(refused.code).toBe('insufficient_quota');
+
+    const removed = await harness.admin('DELETE', `/keys/${keyId}/budget`);
+    expect(removed.body).toEqual({ object: 'budget', scope: 'key', scope_id: keyId, deleted: true });
+    expect((await harness.admin('DELETE', `/keys/${keyId}/budget`)).body.deleted).toBe(false);
+    expect((await harness.admin('GET', `/keys/${keyId}/budget`)).status).toBe(404);
+    const answer = await client.chat.completions.create({ model: 'sim-pro-32k', messages, max_tokens: 5 });
+    expect(answer.usage?.completion_tokens).toBe(5);
+    for (const method of ['GET', 'DELETE'] as const) {
+      const unknown = await harness.admin(method, '/keys/key_nope/budget');
+      expect(unknown.status, method).toBe(404);
+      expect(unknown.body.error.code).toBe('key_not_found');
+    }
+  });
+
   it('a soft budget sends its threshold webhook once, for the budgeted tenant only', async () => {
     await clearOfMonthEnd(15_000); // the spend counts in one month
     const receiver = await startWebhookReceiver();

@@ -528,6 +528,22 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(form.status).not.toBe(0);
     expect(form.stderr).toContain("option '--tpm <n>'");
     expect(await readStore()).toEqual(stored);
+
+    // Without --budget the budget is shown; --no-budget removes it, in either mode.
+    for (const target of [[], remote]) {
+      const shown = run(dir, ['keys', 'budget', '--key', keyId, ...target]);
+      expect(shown.status, shown.stderr).toBe(0);
+      expect(JSON.parse(shown.stdout)).toMatchObject({ scope_id: keyId, monthly_limit: '6', enforcement: 'soft' });
+    }
+    const removed = run(dir, ['keys', 'budget', '--key', keyId, '--no-budget']);
+    expect(JSON.parse(removed.stdout)).toMatchObject({ scope_id: keyId, deleted: true });
+    expect((await readStore()).budget).toBeUndefined();
+    const gone = run(dir, ['keys', 'budget', '--key', keyId, ...remote]);
+    expect(gone.status).not.toBe(0);
+    expect(gone.stderr).toContain('404 budget_not_found');
+    const stray = run(dir, ['keys', 'budget', '--key', keyId, '--thresholds', '50']);
+    expect(stray.status).not.toBe(0);
+    expect(stray.stderr).toContain('--budget');
   });
 
   it('prices list and add, margin and fleet: from the store and --url, refusing a bad version in both', async () => {

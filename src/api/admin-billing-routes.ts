@@ -6,7 +6,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
-import { budgetView } from '../billing/budget-settings.js';
+import { type BudgetView, budgetView } from '../billing/budget-settings.js';
 import { formatNano, parseNano } from '../billing/nano.js';
 import { addWalletCredit, checkCreditLimitFits } from '../billing/wallet-credit.js';
 import { InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
@@ -142,17 +142,49 @@ export function registerAdminBillingRoutes(
     return billingView(request.params.id);
   });
 
+  const requireKey = async (keyId: string) => {
+    const key = await store.getKey(keyId);
+    if (key === undefined) throw new NotFoundError(`No key with id "${keyId}".`, 'key_not_found');
+    return key;
+  };
+  const keyBudget = async (key: { id: string; tenantId: string }) =>
+    (await store.listBudgets(key.tenantId)).find(
+      (candidate) => candidate.scope === 'key' && candidate.scopeId === key.id,
+    );
+  /** A key's budget as the key budget routes answer it. */
+  const keyBudgetView = (keyId: string, budget: BudgetView) => ({
+    object: 'budget',
+    scope: 'key',
+    scope_id: keyId,
+    ...budget,
+  });
+
   admin.put<{ Params: { id: string }; Body: BudgetInput }>(
     '/keys/:id/budget',
     { schema: { body: BudgetBody } },
     async (request) => {
-      const key = await store.getKey(request.params.id);
-      if (key === undefined) throw new NotFoundError(`No key with id "${request.params.id}".`, 'key_not_found');
-      await store.putBudget(budgetRecordOf('key', key.id, key.tenantId, request.body));
+      const key = await requireKey(request.params.id);
+      const record = budgetRecordOf('key', key.id, key.tenantId, request.body);
+      await store.putBudget(record);
       await billing.budgetsChanged();
-      return { object: 'budget', scope: 'key', scope_id: key.id, monthly_limit: request.body.monthly_limit };
+      return keyBudgetView(key.id, budgetView(record)!);
     },
   );
+
+  admin.get<{ Params: { id: string } }>('/keys/:id/budget', async (request) => {
+    const key = await requireKey(request.params.id);
+    const budget = budgetView(await keyBudget(key));
+    if (budget === null) throw new NotFoundError(`Key "${key.id}" has no budget.`, 'budget_not_found');
+    return keyBudgetView(key.id, budget);
+  });
+
+  admin.delete<{ Params: { id: string } }>('/keys/:id/budget', async (request) => {
+    const key = await requireKey(request.params.id);
+    // As OpenAI's deletions answer: the object, and whether there was one to delete.
+    const deleted = await store.deleteBudget('key', key.id);
+    if (deleted) await billing.budgetsChanged();
+    return { object: 'budget', scope: 'key', scope_id: key.id, deleted };
+  });
 
   admin.get<{ Params: { id: string } }>('/tenants/:id/balance', async (request) => {
     await requireTenant(request.params.id);

@@ -72,6 +72,10 @@ export interface AdminClient {
   balance(tenantId: string): Promise<BalanceView>;
   /** Replaces a key's monthly budget (`PUT /keys/{id}/budget`). */
   setKeyBudget(keyId: string, budget: BudgetSettings): Promise<unknown>;
+  /** A key's monthly budget (`GET /keys/{id}/budget`; 404 when it has none). */
+  keyBudget(keyId: string): Promise<unknown>;
+  /** Removes a key's monthly budget (`DELETE /keys/{id}/budget`). */
+  removeKeyBudget(keyId: string): Promise<unknown>;
   /** Replaces a key's limit overrides (`PUT /keys/{id}/limits`). */
   setKeyLimits(keyId: string, limits: KeyLimitsInput): Promise<unknown>;
   /** The price book: versions added through the admin API, in force and scheduled (`GET /prices`). */
@@ -224,6 +228,12 @@ class AdminApiCalls {
   setKeyBudget(keyId: string, budget: BudgetSettings) {
     return this.call<unknown>('PUT', `/keys/${encodeURIComponent(keyId)}/budget`, budget);
   }
+  keyBudget(keyId: string) {
+    return this.call<unknown>('GET', `/keys/${encodeURIComponent(keyId)}/budget`);
+  }
+  removeKeyBudget(keyId: string) {
+    return this.call<unknown>('DELETE', `/keys/${encodeURIComponent(keyId)}/budget`);
+  }
   prices() {
     return this.call<unknown>('GET', '/prices');
   }
@@ -344,6 +354,12 @@ class HttpAdminClient implements AdminClient {
   setKeyBudget(keyId: string, budget: BudgetSettings) {
     return this.api.setKeyBudget(keyId, budget);
   }
+  keyBudget(keyId: string) {
+    return this.api.keyBudget(keyId);
+  }
+  removeKeyBudget(keyId: string) {
+    return this.api.removeKeyBudget(keyId);
+  }
   setKeyLimits(keyId: string, limits: KeyLimitsInput) {
     return this.api.call<unknown>('PUT', `/keys/${encodeURIComponent(keyId)}/limits`, limits);
   }
@@ -424,6 +440,12 @@ class StoreAdminClient implements AdminClient {
   }
   setKeyBudget(keyId: string, budget: BudgetSettings) {
     return this.api.setKeyBudget(keyId, budget);
+  }
+  keyBudget(keyId: string) {
+    return this.api.keyBudget(keyId);
+  }
+  removeKeyBudget(keyId: string) {
+    return this.api.removeKeyBudget(keyId);
   }
   async setKeyLimits(keyId: string, input: KeyLimitsInput) {
     // The admin route's check and write (`PUT /keys/{id}/limits`), as `setPlan`.

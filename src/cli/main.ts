@@ -203,16 +203,24 @@ targetOptions(
     keys
       .command('budget')
       .description(
-        "Set a key's monthly budget, replacing the one it has (options left out take their defaults). Running " +
-          'gateways apply it at once when set through one (--url) or on a shared store; on an embedded store, ' +
-          'within 30 s.',
+        "Show a key's monthly budget, or set it with --budget (replacing the one it has; options left out take " +
+          'their defaults), or remove it with --no-budget. Running gateways apply a change at once when made through ' +
+          'one (--url) or on a shared store; on an embedded store, within 30 s.',
       )
       .requiredOption('--key <id>', 'key id (key_…)')
-      .requiredOption('--budget <decimal>', 'monthly budget, currency units, e.g. 100'),
+      .option('--budget <decimal>', 'monthly budget, currency units, e.g. 100 (replaces the budget)')
+      .option('--no-budget', 'remove the monthly budget'),
   ),
-).action(async (options: { key: string } & BudgetFlags & AdminTarget) =>
-  withClient(targetOf(options), (client) => client.setKeyBudget(options.key, budgetOf(options))),
-);
+).action(async (options: { key: string } & BillingFlags) => {
+  const budget = billingBudgetOf(options);
+  return withClient(targetOf(options), (client) =>
+    budget === undefined
+      ? client.keyBudget(options.key)
+      : budget === null
+        ? client.removeKeyBudget(options.key)
+        : client.setKeyBudget(options.key, budget),
+  );
+});
 targetOptions(
   limitOptions(
     keys
