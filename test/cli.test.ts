@@ -273,6 +273,19 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
     expect(csv.stdout).toContain('sim-pro-32k');
     const html = run(dir, ['invoice', '--tenant', tenantId, '--month', month, '--format', 'html', '--url', url]);
     expect(html.stdout).toContain('<html');
+    // The invoice list and the tenant itself, the same from the store and from the gateway.
+    const invoiceJson = JSON.parse(run(dir, ['invoice', '--tenant', tenantId, '--month', month]).stdout);
+    for (const target of [[], ['--url', url]]) {
+      const listed = run(dir, ['invoices', '--tenant', tenantId, ...target]);
+      expect(listed.status, listed.stderr).toBe(0);
+      const entry = JSON.parse(listed.stdout).data.find((invoice: { period: string }) => invoice.period === month);
+      expect(entry).toMatchObject({ id: invoiceJson.id, amount_due: invoiceJson.totals.total.amount });
+      const tenant = run(dir, ['tenants', 'get', tenantId, ...target]);
+      expect(JSON.parse(tenant.stdout)).toMatchObject({ id: tenantId, object: 'tenant', name: 'billed' });
+      const unknown = run(dir, ['tenants', 'get', 'ten_nope', ...target]);
+      expect(unknown.status).not.toBe(0);
+      expect(unknown.stderr).toContain('404 tenant_not_found');
+    }
     expect(banner).toContain('Admin token');
   });
 
@@ -725,6 +738,7 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
       'keys',
       'credits',
       'usage',
+      'invoices',
       'invoice',
       'billing',
       'balance',

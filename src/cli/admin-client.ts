@@ -52,6 +52,10 @@ export interface PageRequest {
 export interface AdminClient {
   createTenant(name: string): Promise<TenantView>;
   listTenants(page: PageRequest): Promise<OpenAIListPage<TenantView>>;
+  /** One tenant (`GET /tenants/{id}`; 404 tenant_not_found). */
+  getTenant(tenantId: string): Promise<TenantView>;
+  /** A tenant's invoices, one per month with ledger activity, newest first (`GET /tenants/{id}/invoices`). */
+  listInvoices(tenantId: string): Promise<unknown>;
   createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }): Promise<KeyView>;
   listKeys(tenantId: string, page: PageRequest): Promise<OpenAIListPage<KeyView>>;
   revokeKey(keyId: string): Promise<KeyView>;
@@ -231,6 +235,9 @@ class AdminApiCalls {
   keyBudget(keyId: string) {
     return this.call<unknown>('GET', `/keys/${encodeURIComponent(keyId)}/budget`);
   }
+  listInvoices(tenantId: string) {
+    return this.call<unknown>('GET', `/tenants/${encodeURIComponent(tenantId)}/invoices`);
+  }
   removeKeyBudget(keyId: string) {
     return this.call<unknown>('DELETE', `/keys/${encodeURIComponent(keyId)}/budget`);
   }
@@ -304,6 +311,12 @@ class HttpAdminClient implements AdminClient {
   }
   listTenants(page: PageRequest) {
     return this.api.call<OpenAIListPage<TenantView>>('GET', `/tenants?${pageQuery(page)}`);
+  }
+  getTenant(tenantId: string) {
+    return this.api.call<TenantView>('GET', `/tenants/${encodeURIComponent(tenantId)}`);
+  }
+  listInvoices(tenantId: string) {
+    return this.api.listInvoices(tenantId);
   }
   createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }) {
     return this.api.call<KeyView>('POST', `/tenants/${encodeURIComponent(tenantId)}/keys`, {
@@ -470,6 +483,14 @@ class StoreAdminClient implements AdminClient {
   }
   async listTenants(page: PageRequest) {
     return openAIListPage(await this.tenants.listTenants(page), publicTenantView);
+  }
+  async getTenant(tenantId: string) {
+    const tenant = await this.tenants.getTenant(tenantId);
+    if (tenant === undefined) throw new NotFoundError(`No tenant with id "${tenantId}".`, 'tenant_not_found');
+    return publicTenantView(tenant);
+  }
+  listInvoices(tenantId: string) {
+    return this.api.listInvoices(tenantId);
   }
   async createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }) {
     const expiresAt = input.expiresAt === undefined ? null : Date.parse(input.expiresAt);

@@ -162,6 +162,10 @@ targetOptions(
   withClient(targetOf(options), (client) => listed(options, (page) => client.listTenants(page))),
 );
 
+targetOptions(
+  tenants.command('get').description('Show a tenant: id, name, creation time.').argument('<tenant-id>', 'tenant id'),
+).action(async (tenantId: string, options) => withClient(targetOf(options), (client) => client.getTenant(tenantId)));
+
 const keys = program.command('keys').description('Manage API keys.');
 targetOptions(
   keys
@@ -300,6 +304,15 @@ async function usageAll(client: AdminClient, tenantId: string, query: Record<str
     page = usage.next_page;
   }
 }
+
+targetOptions(
+  program
+    .command('invoices')
+    .description("A tenant's invoices, one per month with ledger activity, newest first, with the amount due.")
+    .requiredOption('--tenant <id>', 'tenant id'),
+).action(async (options: { tenant: string } & AdminTarget) =>
+  withClient(targetOf(options), (client) => client.listInvoices(options.tenant)),
+);
 
 targetOptions(
   program
