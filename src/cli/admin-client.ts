@@ -206,9 +206,9 @@ function readAdminTokenFile(dataDir: string): string | undefined {
 
 /**
  * The operations both clients send as admin API requests: to a running gateway, or to the admin billing routes run
- * in process over the store.
+ * in process over the store. Both clients extend it.
  */
-class AdminApiCalls {
+abstract class AdminApiCalls {
   constructor(private readonly send: AdminTransport) {}
 
   addCredits(tenantId: string, input: { amount: string; currency: string; note?: string; idempotencyKey?: string }) {
@@ -296,55 +296,44 @@ function httpTransport(baseUrl: string, token: string): AdminTransport {
   };
 }
 
-class HttpAdminClient implements AdminClient {
-  private readonly api: AdminApiCalls;
-
+class HttpAdminClient extends AdminApiCalls implements AdminClient {
   constructor(
     private readonly baseUrl: string,
     private readonly token: string,
   ) {
-    this.api = new AdminApiCalls(httpTransport(baseUrl, token));
+    super(httpTransport(baseUrl, token));
   }
 
   createTenant(name: string) {
-    return this.api.call<TenantView>('POST', '/tenants', { name });
+    return this.call<TenantView>('POST', '/tenants', { name });
   }
   listTenants(page: PageRequest) {
-    return this.api.call<OpenAIListPage<TenantView>>('GET', `/tenants?${pageQuery(page)}`);
+    return this.call<OpenAIListPage<TenantView>>('GET', `/tenants?${pageQuery(page)}`);
   }
   getTenant(tenantId: string) {
-    return this.api.call<TenantView>('GET', `/tenants/${encodeURIComponent(tenantId)}`);
-  }
-  listInvoices(tenantId: string) {
-    return this.api.listInvoices(tenantId);
+    return this.call<TenantView>('GET', `/tenants/${encodeURIComponent(tenantId)}`);
   }
   createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }) {
-    return this.api.call<KeyView>('POST', `/tenants/${encodeURIComponent(tenantId)}/keys`, {
+    return this.call<KeyView>('POST', `/tenants/${encodeURIComponent(tenantId)}/keys`, {
       ...(input.name === undefined ? {} : { name: input.name }),
       ...(input.models === undefined ? {} : { models: input.models }),
       ...(input.expiresAt === undefined ? {} : { expires_at: input.expiresAt }),
     });
   }
   listKeys(tenantId: string, page: PageRequest) {
-    return this.api.call<OpenAIListPage<KeyView>>(
+    return this.call<OpenAIListPage<KeyView>>(
       'GET',
       `/tenants/${encodeURIComponent(tenantId)}/keys?${pageQuery(page)}`,
     );
   }
   revokeKey(keyId: string) {
-    return this.api.call<KeyView>('DELETE', `/keys/${encodeURIComponent(keyId)}`);
-  }
-  addCredits(tenantId: string, input: { amount: string; currency: string; note?: string; idempotencyKey?: string }) {
-    return this.api.addCredits(tenantId, input);
+    return this.call<KeyView>('DELETE', `/keys/${encodeURIComponent(keyId)}`);
   }
   usage(tenantId: string, query: Record<string, string>) {
-    return this.api.call<UsagePage>(
-      'GET',
-      `/tenants/${encodeURIComponent(tenantId)}/usage?${new URLSearchParams(query)}`,
-    );
+    return this.call<UsagePage>('GET', `/tenants/${encodeURIComponent(tenantId)}/usage?${new URLSearchParams(query)}`);
   }
   setPlan(tenantId: string, plan: PlanInput) {
-    return this.api.call<unknown>('PUT', `/tenants/${encodeURIComponent(tenantId)}/plan`, plan);
+    return this.call<unknown>('PUT', `/tenants/${encodeURIComponent(tenantId)}/plan`, plan);
   }
   async invoice(tenantId: string, month: string, format: 'json' | 'csv' | 'html') {
     const response = await request(
@@ -355,45 +344,17 @@ class HttpAdminClient implements AdminClient {
     if (response.statusCode >= 400) throw responseError(response.statusCode, text);
     return text;
   }
-  billing(tenantId: string) {
-    return this.api.billing(tenantId);
-  }
-  setBilling(tenantId: string, settings: BillingSettings) {
-    return this.api.setBilling(tenantId, settings);
-  }
-  balance(tenantId: string) {
-    return this.api.balance(tenantId);
-  }
-  setKeyBudget(keyId: string, budget: BudgetSettings) {
-    return this.api.setKeyBudget(keyId, budget);
-  }
-  keyBudget(keyId: string) {
-    return this.api.keyBudget(keyId);
-  }
-  removeKeyBudget(keyId: string) {
-    return this.api.removeKeyBudget(keyId);
-  }
   setKeyLimits(keyId: string, limits: KeyLimitsInput) {
-    return this.api.call<unknown>('PUT', `/keys/${encodeURIComponent(keyId)}/limits`, limits);
-  }
-  prices() {
-    return this.api.prices();
-  }
-  addPriceVersion(version: unknown) {
-    return this.api.addPriceVersion(version);
-  }
-  margin(query: { start?: string; end?: string }) {
-    return this.api.margin(query);
+    return this.call<unknown>('PUT', `/keys/${encodeURIComponent(keyId)}/limits`, limits);
   }
   fleet() {
-    return this.api.call<unknown>('GET', '/fleet');
+    return this.call<unknown>('GET', '/fleet');
   }
   async close() {}
 }
 
-class StoreAdminClient implements AdminClient {
+class StoreAdminClient extends AdminApiCalls implements AdminClient {
   private readonly tenants: TenantService;
-  private readonly api: AdminApiCalls;
 
   constructor(
     private readonly store: Store,
@@ -404,18 +365,14 @@ class StoreAdminClient implements AdminClient {
     private readonly routes: StoreAdminRoutes,
     private readonly bus: SharedBus | undefined,
   ) {
+    super(routes.send);
     this.tenants = new TenantService(store, { bus: bus ?? new InProcessInvalidationBus() });
-    this.api = new AdminApiCalls(routes.send);
   }
 
   async createTenant(name: string) {
     const tenant = await this.tenants.createTenant(name);
     if (this.billingService.enabled) await this.billingService.openWallet(tenant.id);
     return publicTenantView(tenant);
-  }
-  /** Through the admin route, as with `--url`: the same checks, error codes and answer. */
-  addCredits(tenantId: string, input: { amount: string; currency: string; note?: string; idempotencyKey?: string }) {
-    return this.api.addCredits(tenantId, input);
   }
   usage(tenantId: string, query: Record<string, string>): Promise<UsagePage> {
     return this.queries.usage(tenantId, query);
@@ -442,24 +399,6 @@ class StoreAdminClient implements AdminClient {
     if (format === 'html') return renderInvoiceHtml(invoice);
     return renderInvoiceJson(invoice);
   }
-  billing(tenantId: string) {
-    return this.api.billing(tenantId);
-  }
-  setBilling(tenantId: string, settings: BillingSettings) {
-    return this.api.setBilling(tenantId, settings);
-  }
-  balance(tenantId: string) {
-    return this.api.balance(tenantId);
-  }
-  setKeyBudget(keyId: string, budget: BudgetSettings) {
-    return this.api.setKeyBudget(keyId, budget);
-  }
-  keyBudget(keyId: string) {
-    return this.api.keyBudget(keyId);
-  }
-  removeKeyBudget(keyId: string) {
-    return this.api.removeKeyBudget(keyId);
-  }
   async setKeyLimits(keyId: string, input: KeyLimitsInput) {
     // The admin route's check and write (`PUT /keys/{id}/limits`), as `setPlan`.
     const limits = keyLimitsFromInput(input);
@@ -468,15 +407,6 @@ class StoreAdminClient implements AdminClient {
     }
     await this.plans.setKeyLimits(keyId, limits);
     return { object: 'key_limits', key_id: keyId, ...limits };
-  }
-  prices() {
-    return this.api.prices();
-  }
-  addPriceVersion(version: unknown) {
-    return this.api.addPriceVersion(version);
-  }
-  margin(query: { start?: string; end?: string }) {
-    return this.api.margin(query);
   }
   async fleet(): Promise<unknown> {
     throw new Error("the fleet is a running gateway's live state, not in the store: pass --url <gateway>");
@@ -488,9 +418,6 @@ class StoreAdminClient implements AdminClient {
     const tenant = await this.tenants.getTenant(tenantId);
     if (tenant === undefined) throw new NotFoundError(`No tenant with id "${tenantId}".`, 'tenant_not_found');
     return publicTenantView(tenant);
-  }
-  listInvoices(tenantId: string) {
-    return this.api.listInvoices(tenantId);
   }
   async createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }) {
     const expiresAt = input.expiresAt === undefined ? null : Date.parse(input.expiresAt);
