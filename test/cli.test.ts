@@ -710,6 +710,17 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
     const unknownCursor = run(dir, ['batch', 'list', '--after', 'batch_nope', '--url', url, '--api-key', key]);
     expect(unknownCursor.status).not.toBe(0);
     expect(unknownCursor.stderr).toContain('"param":"after"');
+    // The operator's view: every tenant's batches with progress, from the running gateway only.
+    const adminPage = JSON.parse(
+      run(dir, ['batches', 'list', '--limit', '1', '--after', secondId, '--url', url]).stdout,
+    );
+    expect(adminPage).toMatchObject({ data: [{ id: batch.id, status: 'completed' }], has_more: false });
+    expect(adminPage.data[0].progress).toMatchObject({ lines_done: 5, lines_total: 5 });
+    const adminOne = JSON.parse(run(dir, ['batches', 'get', batch.id, '--url', url]).stdout);
+    expect(adminOne).toMatchObject({ id: batch.id, tenant_id: adminPage.data[0].tenant_id });
+    const storeMode = run(dir, ['batches', 'list']);
+    expect(storeMode.status).not.toBe(0);
+    expect(storeMode.stderr).toContain('--url');
     const output = path.join(dir, 'out.jsonl');
     expect(run(dir, ['batch', 'download', batch.id, '-o', output, '--url', url, '--api-key', key]).status).toBe(0);
     const lines = readFileSync(output, 'utf8')
@@ -746,6 +757,7 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
       'margin',
       'fleet',
       'plans',
+      'batches',
       'batch',
       'sim-upstream',
     ]) {

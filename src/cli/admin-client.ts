@@ -90,6 +90,10 @@ export interface AdminClient {
   margin(query: { start?: string; end?: string }): Promise<unknown>;
   /** The fleet's live state (`GET /fleet`): only a running gateway has one. */
   fleet(): Promise<unknown>;
+  /** Batches of every tenant (or one) with progress and ETA (`GET /batches`): a running gateway's view. */
+  adminBatches(query: { tenantId?: string; limit?: number; after?: string }): Promise<unknown>;
+  /** One batch with progress and ETA (`GET /batches/{id}`): a running gateway's view. */
+  adminBatch(batchId: string): Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -350,6 +354,17 @@ class HttpAdminClient extends AdminApiCalls implements AdminClient {
   fleet() {
     return this.call<unknown>('GET', '/fleet');
   }
+  adminBatches(query: { tenantId?: string; limit?: number; after?: string }) {
+    const search = new URLSearchParams({
+      ...(query.tenantId === undefined ? {} : { tenant_id: query.tenantId }),
+      ...(query.limit === undefined ? {} : { limit: String(query.limit) }),
+      ...(query.after === undefined ? {} : { after: query.after }),
+    });
+    return this.call<unknown>('GET', `/batches${search.size === 0 ? '' : `?${search}`}`);
+  }
+  adminBatch(batchId: string) {
+    return this.call<unknown>('GET', `/batches/${encodeURIComponent(batchId)}`);
+  }
   async close() {}
 }
 
@@ -410,6 +425,12 @@ class StoreAdminClient extends AdminApiCalls implements AdminClient {
   }
   async fleet(): Promise<unknown> {
     throw new Error("the fleet is a running gateway's live state, not in the store: pass --url <gateway>");
+  }
+  async adminBatches(): Promise<unknown> {
+    throw new Error("a batch's progress and ETA are a running gateway's live state: pass --url <gateway>");
+  }
+  async adminBatch(): Promise<unknown> {
+    return this.adminBatches();
   }
   async listTenants(page: PageRequest) {
     return openAIListPage(await this.tenants.listTenants(page), publicTenantView);

@@ -476,6 +476,34 @@ targetOptions(
     .description("A running gateway's deployments and schedulers, live. Needs --url: the store holds no live state."),
 ).action(async (options: AdminTarget) => withClient(targetOf(options), (client) => client.fleet()));
 
+const batches = program
+  .command('batches')
+  .description("Every tenant's batches with progress and ETA (operator view; needs --url: progress is live state).");
+targetOptions(
+  batches
+    .command('list')
+    .description('Batches, newest first, one page: {object, data, first_id, last_id, has_more}.')
+    .option('--tenant <id>', "only this tenant's")
+    .option('--limit <n>', 'how many, 1 to 1000 (default 100)', parseInteger)
+    .option('--after <batch-id>', 'the page after this batch (the last_id of the page before)'),
+).action(async (options: { tenant?: string; limit?: number; after?: string } & AdminTarget) =>
+  withClient(targetOf(options), (client) =>
+    client.adminBatches({
+      ...(options.tenant === undefined ? {} : { tenantId: options.tenant }),
+      ...(options.limit === undefined ? {} : { limit: options.limit }),
+      ...(options.after === undefined ? {} : { after: options.after }),
+    }),
+  ),
+);
+targetOptions(
+  batches
+    .command('get')
+    .description('One batch, with its tenant, progress and ETA.')
+    .argument('<batch-id>', 'batch id'),
+).action(async (batchId: string, options: AdminTarget) =>
+  withClient(targetOf(options), (client) => client.adminBatch(batchId)),
+);
+
 registerBatchCommands(program, (value) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`));
 
 const plans = program.command('plans').description("Manage tenants' plans.");
