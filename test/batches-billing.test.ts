@@ -7,34 +7,24 @@
  */
 import path from 'node:path';
 import type OpenAI from 'openai';
-import { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import type { RequestLogRecord } from '../src/store/store.js';
 import {
-  chatBatch,
   chatLine,
   decimalToNano,
   type InputLine,
   isFinal,
-  jsonl,
   listNano,
   pricedFleetWith,
   readJsonl,
   slowUpstream,
+  startChatBatch,
   waitForBatch,
 } from './support/batch-fixtures.js';
 import { startTestGateway, type TestGateway } from './support/test-gateway.js';
 
 const config = { ...pricedFleetWith([slowUpstream]), batch: { batch_concurrency: 2, poll_interval_ms: 20 } };
-
-async function createBatch(client: OpenAI, input: readonly InputLine[]): Promise<OpenAI.Batches.Batch> {
-  const file = await client.files.create({
-    file: await toFile(Buffer.from(jsonl(input)), 'in.jsonl'),
-    purpose: 'batch',
-  });
-  return chatBatch(client, file.id);
-}
 
 /** What the tenant's wallet lost, nano-yuan (it started with `credit` yuan). */
 async function spent(harness: TestGateway, tenantId: string, credit: string): Promise<bigint> {
@@ -61,7 +51,7 @@ describe('a batch line that takes more than one attempt', () => {
     expect((await harness.admin('PUT', `/tenants/${tenantId}/plan`, { concurrency: 1 })).status).toBe(200);
     const client = harness.client(key);
     const input = Array.from({ length: 6 }, (_, index) => chatLine(`rl-${index}`, 'sim-pro-32k', 3 + index));
-    const created = await createBatch(client, input);
+    const created = await startChatBatch(client, input);
     const batch = await waitForBatch(client, created.id, isFinal);
     expect(batch.status).toBe('completed');
     expect(batch.request_counts).toEqual({ total: 6, completed: 6, failed: 0 });
@@ -97,7 +87,7 @@ describe('a batch line that takes more than one attempt', () => {
     try {
       const { key, tenantId } = await first.createTenantWithKey({ credit: '10' });
       const input = Array.from({ length: 6 }, (_, index) => chatLine(`cut-${index}`, 'sim-slow', 40));
-      const created = await createBatch(first.client(key), input);
+      const created = await startChatBatch(first.client(key), input);
       // Two lines run at a time for ~0.8 s: once one has finished, the next two are mid-way.
       await waitForBatch(first.client(key), created.id, (batch) => (batch.request_counts?.completed ?? 0) >= 1);
       await first.close();
@@ -146,7 +136,7 @@ describe('a batch whose key stops being valid', () => {
   /** A batch of slow lines created with `key`; polled and read with another key of the tenant. */
   async function slowBatch(key: string, tenantId: string, lines: number) {
     const input = Array.from({ length: lines }, (_, index) => chatLine(`line-${index}`, 'sim-slow', 40));
-    const created = await createBatch(harness.client(key), input);
+    const created = await startChatBatch(harness.client(key), input);
     const other = await harness.admin('POST', `/tenants/${tenantId}/keys`, {});
     return { input, created, reader: harness.client(other.body.key) };
   }

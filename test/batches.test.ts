@@ -22,6 +22,8 @@ import {
   pricedFleetWith,
   readJsonl,
   slowUpstream,
+  startChatBatch,
+  uploadInput,
   waitForBatch,
 } from './support/batch-fixtures.js';
 import { openAIErrors } from './support/openai-schema.js';
@@ -46,10 +48,6 @@ const config = {
   },
 };
 
-async function upload(client: OpenAI, content: string | Buffer, name = 'input.jsonl') {
-  return client.files.create({ file: await toFile(Buffer.from(content), name), purpose: 'batch' });
-}
-
 async function caught(promise: Promise<unknown>): Promise<InstanceType<typeof OpenAI.APIError>> {
   try {
     await promise;
@@ -70,7 +68,7 @@ describe('Files API', () => {
     const { key } = await harness.createTenantWithKey();
     const client = harness.client(key);
     const content = jsonl([chatLine('a', 'sim-pro-32k', 3)]);
-    const file = await upload(client, content, 'mine.jsonl');
+    const file = await uploadInput(client, content, 'mine.jsonl');
     expect(openAIErrors('OpenAIFile', file)).toEqual([]);
     expect(file).toMatchObject({ object: 'file', purpose: 'batch', filename: 'mine.jsonl' });
     expect(file.bytes).toBe(Buffer.byteLength(content));
@@ -88,7 +86,7 @@ describe('Files API', () => {
     const { key } = await harness.createTenantWithKey();
     const client = harness.client(key);
     const ids: string[] = [];
-    for (let index = 0; index < 3; index++) ids.push((await upload(client, jsonl([chatLine('a', 'm', 1)]))).id);
+    for (let index = 0; index < 3; index++) ids.push((await uploadInput(client, jsonl([chatLine('a', 'm', 1)]))).id);
     const response = await fetch(`${harness.url}/v1/files?limit=2`, { headers: { authorization: `Bearer ${key}` } });
     const page = (await response.json()) as { data: { id: string }[]; has_more: boolean; last_id: string };
     expect(openAIErrors('ListFilesResponse', page)).toEqual([]);
@@ -107,8 +105,8 @@ describe('Files API', () => {
     const other = await harness.createTenantWithKey({ credit: '1' });
     const client = harness.client(key);
     const otherClient = harness.client(other.key);
-    const file = await upload(client, jsonl([chatLine('a', 'sim-pro-32k', 1)]));
-    const otherFile = await upload(otherClient, jsonl([chatLine('a', 'sim-pro-32k', 1)]));
+    const file = await uploadInput(client, jsonl([chatLine('a', 'sim-pro-32k', 1)]));
+    const otherFile = await uploadInput(otherClient, jsonl([chatLine('a', 'sim-pro-32k', 1)]));
     const otherBatch = await chatBatch(otherClient, otherFile.id);
     expect((await client.files.list({ after: file.id })).data).toEqual([]);
     for (const after of ['file-nope', '', otherFile.id]) {
@@ -167,7 +165,7 @@ describe('Files API', () => {
     });
     expect(openAIErrors('OpenAIFile', expiring)).toEqual([]);
     expect(expiring.expires_at).toBe(expiring.created_at + 3600);
-    const kept = await upload(client, content);
+    const kept = await uploadInput(client, content);
     expect(kept.expires_at).toBeUndefined();
     const runner = harness.gateway.batches!.runner;
     const storage = harness.gateway.batches!.service.files;
@@ -226,19 +224,19 @@ describe('Files API', () => {
   it('refuses a file over the size limit with 413 and keeps nothing', async () => {
     const { key } = await harness.createTenantWithKey();
     const client = harness.client(key);
-    const error = await caught(upload(client, Buffer.alloc(MAX_FILE_BYTES + 10, 'a')));
+    const error = await caught(uploadInput(client, Buffer.alloc(MAX_FILE_BYTES + 10, 'a')));
     expect(error.status).toBe(413);
     expect(error.code).toBe('file_too_large');
     expect((await client.files.list()).data).toEqual([]);
     // Exactly at the limit is accepted.
-    const atLimit = await upload(client, Buffer.alloc(MAX_FILE_BYTES, 'a'));
+    const atLimit = await uploadInput(client, Buffer.alloc(MAX_FILE_BYTES, 'a'));
     expect(atLimit.bytes).toBe(MAX_FILE_BYTES);
   });
 
   it("answers 404 for another tenant's file, everywhere", async () => {
     const owner = await harness.createTenantWithKey();
     const other = await harness.createTenantWithKey({ credit: '1' });
-    const file = await upload(harness.client(owner.key), jsonl([chatLine('a', 'sim-pro-32k', 1)]));
+    const file = await uploadInput(harness.client(owner.key), jsonl([chatLine('a', 'sim-pro-32k', 1)]));
     const client = harness.client(other.key);
     for (const attempt of [
       client.files.retrieve(file.id),
@@ -274,7 +272,7 @@ describe('Batches API', () => {
     const input = Array.from({ length: 40 }, (_, index) =>
       chatLine(`line-${index}`, 'sim-pro-32k', 2 + (index % 7), `Tell me about ${index} ${'x'.repeat(index)}`),
     );
-    const file = await upload(client, jsonl(input));
+    const file = await uploadInput(client, jsonl(input));
     const created = await client.batches.create({
       input_file_id: file.id,
       endpoint: '/v1/chat/completions',
@@ -347,7 +345,7 @@ describe('Batches API', () => {
   it('gives the output and error files the expiry the batch asked for (output_expires_after), counted from their creation', async () => {
     const { key } = await harness.createTenantWithKey({ credit: '1' });
     const client = harness.client(key);
-    const file = await upload(client, jsonl([chatLine('good', 'sim-pro-32k', 2), chatLine('bad', 'sim-nope', 2)]));
+    const file = await uploadInput(client, jsonl([chatLine('good', 'sim-pro-32k', 2), chatLine('bad', 'sim-nope', 2)]));
     const created = await client.batches.create({
       input_file_id: file.id,
       endpoint: '/v1/chat/completions',
@@ -370,8 +368,7 @@ describe('Batches API', () => {
     const { key, tenantId } = await harness.createTenantWithKey({ credit: '10' });
     const client = harness.client(key);
     const input = Array.from({ length: 12 }, (_, index) => chatLine(`slow-${index}`, 'sim-slow', 40));
-    const file = await upload(client, jsonl(input));
-    const created = await chatBatch(client, file.id);
+    const created = await startChatBatch(client, input);
     await waitForBatch(client, created.id, hasStatus('in_progress'), 15_000);
     // Let a first pair of lines finish, then cancel while the next pair runs.
     const deadline = Date.now() + 10_000;
@@ -409,8 +406,7 @@ describe('Batches API', () => {
     const { key, tenantId } = await harness.createTenantWithKey({ credit: '10' });
     const client = harness.client(key);
     const input = Array.from({ length: 6 }, (_, index) => chatLine(`tiny-${index}`, 'sim-tiny', 40));
-    const file = await upload(client, jsonl(input));
-    const created = await chatBatch(client, file.id);
+    const created = await startChatBatch(client, input);
     // Cancel right after a line finished: the next one runs (≈0.8 s) and the one after waits in the scheduler queue.
     const queueDepth = async () => {
       const metrics = await (await fetch(`${harness.url}/metrics`)).text();
@@ -445,7 +441,7 @@ describe('Batches API', () => {
     const { key } = await harness.createTenantWithKey({ credit: '10' });
     const client = harness.client(key);
     const input = Array.from({ length: 30 }, (_, index) => chatLine(`exp-${index}`, 'sim-slow', 40));
-    const file = await upload(client, jsonl(input));
+    const file = await uploadInput(client, jsonl(input));
     const created = await client.batches.create({
       input_file_id: file.id,
       endpoint: '/v1/chat/completions',
@@ -467,7 +463,7 @@ describe('Batches API', () => {
   it('refuses a completion window the operator did not allow, and an unsupported endpoint', async () => {
     const { key } = await harness.createTenantWithKey({ credit: '1' });
     const client = harness.client(key);
-    const file = await upload(client, jsonl([chatLine('a', 'sim-pro-32k', 1)]));
+    const file = await uploadInput(client, jsonl([chatLine('a', 'sim-pro-32k', 1)]));
     const window = await caught(
       client.batches.create({
         input_file_id: file.id,
@@ -493,13 +489,16 @@ describe('a large input file', () => {
       const { key } = await roomy.createTenantWithKey({ credit: '10' });
       const client = roomy.client(key);
       // 40,000 lines: seconds of validation, where the small batch takes a fraction of one.
-      const big = await upload(
+      const big = await uploadInput(
         client,
         jsonl(Array.from({ length: 40_000 }, (_, index) => chatLine(`big-${index}`, 'sim-pro-32k', 1))),
       );
       const bigBatch = await chatBatch(client, big.id);
       await waitForBatch(client, bigBatch.id, hasStatus('validating'), 5_000);
-      const small = await upload(client, jsonl([chatLine('a', 'sim-pro-32k', 2), chatLine('b', 'sim-pro-32k', 2)]));
+      const small = await uploadInput(
+        client,
+        jsonl([chatLine('a', 'sim-pro-32k', 2), chatLine('b', 'sim-pro-32k', 2)]),
+      );
       const smallBatch = await chatBatch(client, small.id);
       const done = await waitForBatch(client, smallBatch.id, isFinal, 30_000);
       expect(done.status).toBe('completed');
@@ -516,7 +515,7 @@ describe('bad batch input', () => {
   it('fails a file that is not JSONL with a clear error and charges nothing', async () => {
     const { key, tenantId } = await harness.createTenantWithKey({ credit: '1' });
     const client = harness.client(key);
-    const file = await upload(client, randomBytes(5000), 'image.png');
+    const file = await uploadInput(client, randomBytes(5000), 'image.png');
     const created = await chatBatch(client, file.id);
     const batch = await waitForBatch(client, created.id, isFinal, 15_000);
     expect(openAIErrors('Batch', batch)).toEqual([]);
@@ -550,7 +549,7 @@ describe('bad batch input', () => {
       JSON.stringify(chatLine('no-such-model', 'sim-nope', 1)),
       JSON.stringify(good[1]),
     ];
-    const file = await upload(client, `${lines.join('\n')}\n`);
+    const file = await uploadInput(client, `${lines.join('\n')}\n`);
     const created = await chatBatch(client, file.id);
     const batch = await waitForBatch(client, created.id, isFinal, 15_000);
     expect(batch.status).toBe('completed');

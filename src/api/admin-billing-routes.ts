@@ -66,12 +66,14 @@ export function registerAdminBillingRoutes(
   },
 ): void {
   const { store, billing, queries } = deps;
+  /** The budget of a tenant (`scopeId` = `tenantId`) or of one of its keys, if it has one. */
+  const budgetOf = async (scope: 'tenant' | 'key', scopeId: string, tenantId: string) =>
+    (await store.listBudgets(tenantId)).find((candidate) => candidate.scope === scope && candidate.scopeId === scopeId);
   /** The balance, with the tenant's budget as `PUT /tenants/{id}/billing` takes it (null: none). */
-  const billingView = async (tenantId: string) => {
-    const budgets = await store.listBudgets(tenantId);
-    const budget = budgets.find((candidate) => candidate.scope === 'tenant' && candidate.scopeId === tenantId);
-    return { ...(await queries.balance(tenantId)), budget: budgetView(budget) };
-  };
+  const billingView = async (tenantId: string) => ({
+    ...(await queries.balance(tenantId)),
+    budget: budgetView(await budgetOf('tenant', tenantId, tenantId)),
+  });
   const requireTenant = async (tenantId: string) => {
     const tenant = await store.getTenant(tenantId);
     if (tenant === undefined) throw new NotFoundError(`No tenant with id "${tenantId}".`, 'tenant_not_found');
@@ -147,10 +149,6 @@ export function registerAdminBillingRoutes(
     if (key === undefined) throw new NotFoundError(`No key with id "${keyId}".`, 'key_not_found');
     return key;
   };
-  const keyBudget = async (key: { id: string; tenantId: string }) =>
-    (await store.listBudgets(key.tenantId)).find(
-      (candidate) => candidate.scope === 'key' && candidate.scopeId === key.id,
-    );
   /** A key's budget as the key budget routes answer it. */
   const keyBudgetView = (keyId: string, budget: BudgetView) => ({
     object: 'budget',
@@ -173,7 +171,7 @@ export function registerAdminBillingRoutes(
 
   admin.get<{ Params: { id: string } }>('/keys/:id/budget', async (request) => {
     const key = await requireKey(request.params.id);
-    const budget = budgetView(await keyBudget(key));
+    const budget = budgetView(await budgetOf('key', key.id, key.tenantId));
     if (budget === null) throw new NotFoundError(`Key "${key.id}" has no budget.`, 'budget_not_found');
     return keyBudgetView(key.id, budget);
   });

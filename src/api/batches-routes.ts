@@ -5,7 +5,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { BatchProgressView, BatchRunner } from '../batch/batch-runner.js';
-import type { BatchService, CreateBatchInput } from '../batch/batch-service.js';
+import { type BatchService, type CreateBatchInput, FILE_EXPIRY_SECONDS } from '../batch/batch-service.js';
 import { UnavailableError } from '../errors/gateway-error.js';
 import { openAIList } from '../store/list-page.js';
 import { pageLimit } from './page-limit.js';
@@ -22,7 +22,7 @@ const CreateBatchBody = Type.Object(
       ]),
     ),
     output_expires_after: Type.Optional(
-      Type.Object({ anchor: Type.Literal('created_at'), seconds: Type.Integer({ minimum: 3600, maximum: 2_592_000 }) }),
+      Type.Object({ anchor: Type.Literal('created_at'), seconds: Type.Integer(FILE_EXPIRY_SECONDS) }),
     ),
   },
   { additionalProperties: false },

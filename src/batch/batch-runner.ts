@@ -172,8 +172,9 @@ export class BatchRunner {
   private pendingInStore = 0;
   private done = 0;
   private failed = 0;
-  /** When expired files were last swept, epoch ms. */
-  private sweptAt = Number.NEGATIVE_INFINITY;
+  /** Deletes expired files once a minute, apart from the passes over batches. */
+  private sweeper: NodeJS.Timeout | undefined;
+  private sweeping: Promise<void> | undefined;
 
   constructor(private readonly options: BatchRunnerOptions) {
     this.concurrency = options.concurrency ?? 64;
@@ -194,6 +195,9 @@ export class BatchRunner {
     this.stopped = false;
     this.timer = setInterval(() => this.wake(), this.options.pollIntervalMs ?? 250);
     this.timer.unref();
+    this.sweeper = setInterval(() => this.sweepInBackground(), FILE_SWEEP_INTERVAL_MS);
+    this.sweeper.unref();
+    this.sweepInBackground();
     this.wake();
   }
 
@@ -202,6 +206,9 @@ export class BatchRunner {
     this.stopped = true;
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    await this.sweeping;
     // Aborted lines produced no usage: they are put back to pending and run again after the restart.
     for (const line of this.outstanding.values()) line.abort.abort();
     await this.pumping;
@@ -283,19 +290,25 @@ export class BatchRunner {
     }
   }
 
-  /** One look at every active batch (and, once a minute, at expired files). */
+  /** One sweep at a time, never failing: a failed one is logged and the next minute's tries again. */
+  private sweepInBackground(): void {
+    this.sweeping ??= this.sweepExpiredFiles()
+      .then(
+        (deleted) => {
+          if (deleted > 0) this.options.logger.info({ files: deleted }, 'expired files deleted');
+        },
+        (error: unknown) =>
+          this.options.logger.error({ err: error }, 'could not delete expired files; trying again in a minute'),
+      )
+      .finally(() => {
+        this.sweeping = undefined;
+      });
+  }
+
+  /** One look at every active batch. */
   private async pass(): Promise<void> {
     const batches = await this.options.store.listBatchesByStatus(ACTIVE_STATUSES);
     const now = this.now();
-    if (now - this.sweptAt >= FILE_SWEEP_INTERVAL_MS) {
-      this.sweptAt = now;
-      try {
-        const deleted = await this.sweepExpiredFiles(now);
-        if (deleted > 0) this.options.logger.info({ files: deleted }, 'expired files deleted');
-      } catch (error: unknown) {
-        this.options.logger.error({ err: error }, 'could not delete expired files; trying again in a minute');
-      }
-    }
     const factor = this.offPeak.length > 0 && inOffPeakWindow(now, this.offPeak) ? this.offPeakFactor : 1;
     const globalLimit = Math.floor(this.concurrency * factor);
     const running = batches.filter((batch) => batch.status === 'in_progress').length;

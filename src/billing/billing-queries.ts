@@ -10,7 +10,7 @@ import type { Store } from '../store/store.js';
 import type { BillingService } from './billing-service.js';
 import { nextMonthStart } from './billing-service.js';
 import { buildInvoice, type Invoice } from './invoice/build-invoice.js';
-import { checkInvoiceMonth } from './invoice/invoice-month.js';
+import { checkInvoiceMonth, isInvoiceMonth } from './invoice/invoice-month.js';
 import { formatNano } from './nano.js';
 import { buildMarginReport } from './usage-report/build-margin-report.js';
 import { buildUsagePage } from './usage-report/build-usage-page.js';
@@ -171,11 +171,11 @@ function monthPeriod(month: string): { start: number; end: number } {
 }
 
 function monthOfInvoice(tenantId: string, idOrMonth: string): string | undefined {
-  if (/^\d{4}-(0[1-9]|1[0-2])$/.test(idOrMonth)) return idOrMonth;
+  if (isInvoiceMonth(idOrMonth)) return idOrMonth;
   const match = invoiceIdPattern.exec(idOrMonth);
   if (match === null || match[1] !== tenantId) return undefined;
   const month = `${match[2]}-${match[3]}`;
-  return /^\d{4}-(0[1-9]|1[0-2])$/.test(month) ? month : undefined;
+  return isInvoiceMonth(month) ? month : undefined;
 }
 
 function invoiceNotFound(id: string): NotFoundError {

@@ -252,11 +252,7 @@ abstract class AdminApiCalls {
     return this.call<unknown>('POST', '/prices', version);
   }
   margin(query: { start?: string; end?: string }) {
-    const search = new URLSearchParams({
-      ...(query.start === undefined ? {} : { start: query.start }),
-      ...(query.end === undefined ? {} : { end: query.end }),
-    });
-    return this.call<unknown>('GET', `/margin${search.size === 0 ? '' : `?${search}`}`);
+    return this.call<unknown>('GET', `/margin${queryOf(query)}`);
   }
 
   /** Sends a request; throws its error as `<status> <code>: <message>`, as the CLI prints it. */
@@ -312,7 +308,7 @@ class HttpAdminClient extends AdminApiCalls implements AdminClient {
     return this.call<TenantView>('POST', '/tenants', { name });
   }
   listTenants(page: PageRequest) {
-    return this.call<OpenAIListPage<TenantView>>('GET', `/tenants?${pageQuery(page)}`);
+    return this.call<OpenAIListPage<TenantView>>('GET', `/tenants${queryOf({ limit: page.limit, after: page.after })}`);
   }
   getTenant(tenantId: string) {
     return this.call<TenantView>('GET', `/tenants/${encodeURIComponent(tenantId)}`);
@@ -327,7 +323,7 @@ class HttpAdminClient extends AdminApiCalls implements AdminClient {
   listKeys(tenantId: string, page: PageRequest) {
     return this.call<OpenAIListPage<KeyView>>(
       'GET',
-      `/tenants/${encodeURIComponent(tenantId)}/keys?${pageQuery(page)}`,
+      `/tenants/${encodeURIComponent(tenantId)}/keys${queryOf({ limit: page.limit, after: page.after })}`,
     );
   }
   revokeKey(keyId: string) {
@@ -355,12 +351,10 @@ class HttpAdminClient extends AdminApiCalls implements AdminClient {
     return this.call<unknown>('GET', '/fleet');
   }
   adminBatches(query: { tenantId?: string; limit?: number; after?: string }) {
-    const search = new URLSearchParams({
-      ...(query.tenantId === undefined ? {} : { tenant_id: query.tenantId }),
-      ...(query.limit === undefined ? {} : { limit: String(query.limit) }),
-      ...(query.after === undefined ? {} : { after: query.after }),
-    });
-    return this.call<unknown>('GET', `/batches${search.size === 0 ? '' : `?${search}`}`);
+    return this.call<unknown>(
+      'GET',
+      `/batches${queryOf({ tenant_id: query.tenantId, limit: query.limit, after: query.after })}`,
+    );
   }
   adminBatch(batchId: string) {
     return this.call<unknown>('GET', `/batches/${encodeURIComponent(batchId)}`);
@@ -480,6 +474,9 @@ export async function listAll<V>(list: (page: PageRequest) => Promise<OpenAIList
   }
 }
 
-function pageQuery(page: PageRequest): URLSearchParams {
-  return new URLSearchParams({ limit: String(page.limit), ...(page.after === undefined ? {} : { after: page.after }) });
+/** `?name=value&…` of the parameters given (an undefined one is left out), or '' when none is. */
+function queryOf(parameters: Record<string, string | number | undefined>): string {
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(parameters)) if (value !== undefined) search.set(name, String(value));
+  return search.size === 0 ? '' : `?${search}`;
 }

@@ -138,13 +138,18 @@ const budgetOptions = (command: Command) =>
     )
     .option('--webhook-url <url>', 'where budget alerts are posted (default: logged only)');
 
+/** `values` without the ones left undefined (the options a user did not give). */
+function given<T extends Record<string, unknown>>(values: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as {
+    [K in keyof T]?: Exclude<T[K], undefined>;
+  };
+}
+
 /** The budget the flags describe, as the admin API takes it. */
 function budgetOf(options: BudgetFlags): BudgetSettings {
   return {
     monthly_limit: options.budget,
-    ...(options.enforcement === undefined ? {} : { enforcement: options.enforcement }),
-    ...(options.thresholds === undefined ? {} : { thresholds: options.thresholds }),
-    ...(options.webhookUrl === undefined ? {} : { webhook_url: options.webhookUrl }),
+    ...given({ enforcement: options.enforcement, thresholds: options.thresholds, webhook_url: options.webhookUrl }),
   };
 }
 
@@ -236,12 +241,12 @@ targetOptions(
       .requiredOption('--key <id>', 'key id (key_…)'),
   ),
 ).action(async (options: { key: string } & KeyLimitsInput & AdminTarget) => {
-  const limits: KeyLimitsInput = {
-    ...(options.rpm === undefined ? {} : { rpm: options.rpm }),
-    ...(options.tpm === undefined ? {} : { tpm: options.tpm }),
-    ...(options.tpd === undefined ? {} : { tpd: options.tpd }),
-    ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
-  };
+  const limits: KeyLimitsInput = given({
+    rpm: options.rpm,
+    tpm: options.tpm,
+    tpd: options.tpd,
+    concurrency: options.concurrency,
+  });
   return withClient(targetOf(options), (client) => client.setKeyLimits(options.key, limits));
 });
 
@@ -462,12 +467,7 @@ targetOptions(
     .option('--start <time>', 'Unix seconds or ISO 8601 (default: 30 days before the end)')
     .option('--end <time>', 'Unix seconds or ISO 8601 (default: now)'),
 ).action(async (options: { start?: string; end?: string } & AdminTarget) =>
-  withClient(targetOf(options), (client) =>
-    client.margin({
-      ...(options.start === undefined ? {} : { start: options.start }),
-      ...(options.end === undefined ? {} : { end: options.end }),
-    }),
-  ),
+  withClient(targetOf(options), (client) => client.margin(given({ start: options.start, end: options.end }))),
 );
 
 targetOptions(
@@ -488,11 +488,7 @@ targetOptions(
     .option('--after <batch-id>', 'the page after this batch (the last_id of the page before)'),
 ).action(async (options: { tenant?: string; limit?: number; after?: string } & AdminTarget) =>
   withClient(targetOf(options), (client) =>
-    client.adminBatches({
-      ...(options.tenant === undefined ? {} : { tenantId: options.tenant }),
-      ...(options.limit === undefined ? {} : { limit: options.limit }),
-      ...(options.after === undefined ? {} : { after: options.after }),
-    }),
+    client.adminBatches(given({ tenantId: options.tenant, limit: options.limit, after: options.after })),
   ),
 );
 targetOptions(

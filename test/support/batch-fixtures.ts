@@ -3,6 +3,7 @@
  * polling a batch through the official SDK until it reaches a state.
  */
 import type OpenAI from 'openai';
+import { toFile } from 'openai';
 import { pricedSimulatedConfig } from './test-gateway.js';
 
 /** Slow on purpose: a 40-token answer takes ~0.8 s, so a batch stays mid-way for a while. */
@@ -79,6 +80,16 @@ export function chatLine(
 }
 
 export const jsonl = (lines: readonly unknown[]) => `${lines.map((line) => JSON.stringify(line)).join('\n')}\n`;
+
+/** Uploads a batch input file. */
+export async function uploadInput(client: OpenAI, content: string | Buffer, name = 'input.jsonl') {
+  return client.files.create({ file: await toFile(Buffer.from(content), name), purpose: 'batch' });
+}
+
+/** Uploads `lines` and starts a chat-completions batch of them, to finish within 24 h. */
+export async function startChatBatch(client: OpenAI, lines: readonly InputLine[]): Promise<OpenAI.Batches.Batch> {
+  return chatBatch(client, (await uploadInput(client, jsonl(lines))).id);
+}
 
 /** Creates a chat-completions batch of an uploaded file, to finish within 24 h. */
 export function chatBatch(client: OpenAI, inputFileId: string): Promise<OpenAI.Batches.Batch> {
