@@ -18,7 +18,7 @@ beforeAll(async () => {
 });
 afterAll(async () => harness?.close());
 
-const routes = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings'] as const;
+const routes = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses'] as const;
 
 async function post(route: string, body: string | Buffer, contentType = 'application/json') {
   const response = await request(`${harness.url}${route}`, {
@@ -41,6 +41,50 @@ function expectOpenAIError(result: { status: number; text: string }) {
 }
 
 describe('fuzzed bad input', () => {
+  it('random Responses input items, tools and formats', async () => {
+    const loose = fc.jsonValue({ maxDepth: 3 });
+    const item = fc.oneof(
+      loose,
+      fc.record({
+        type: fc.oneof(fc.constantFrom('message', 'function_call', 'function_call_output', 'reasoning', 'x'), loose),
+        role: fc.oneof(fc.constantFrom('user', 'assistant', 'developer', 'system', 'tool'), loose),
+        content: fc.oneof(
+          fc.string(),
+          fc.array(
+            fc.record({ type: fc.constantFrom('input_text', 'input_image', 'output_text', 'refusal'), text: loose }),
+          ),
+          loose,
+        ),
+        call_id: loose,
+        name: loose,
+        arguments: loose,
+        output: loose,
+      }),
+    );
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record(
+          {
+            model: fc.constant('sim-pro-32k'),
+            input: fc.oneof(fc.string(), fc.array(item, { maxLength: 4 })),
+            tools: fc.array(
+              fc.record({ type: fc.constantFrom('function', 'web_search'), name: loose, parameters: loose }),
+            ),
+            tool_choice: loose,
+            text: fc.record({ format: loose }),
+            max_output_tokens: fc.oneof(fc.integer({ min: -5, max: 64 }), loose),
+            stream: fc.boolean(),
+          },
+          { requiredKeys: ['model', 'input'] },
+        ),
+        async (body) => {
+          expectOpenAIError(await post('/v1/responses', JSON.stringify(body)));
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
   it('random JSON values as bodies', async () => {
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...routes), fc.jsonValue({ maxDepth: 4 }), async (route, value) => {

@@ -8,12 +8,19 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { RATE_LIMIT_HEADER_NAMES, rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
-import { AuthenticationError, GatewayError, toOpenAIErrorBody, UnavailableError } from '../errors/gateway-error.js';
+import {
+  AuthenticationError,
+  GatewayError,
+  NotFoundError,
+  toOpenAIErrorBody,
+  UnavailableError,
+} from '../errors/gateway-error.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { AdmissionGate } from '../relay/admission-gate.js';
 import type { RelayRequest, RelayService } from '../relay/relay-service.js';
+import type { SseSink } from '../relay/sse-sink.js';
 import type { DeploymentRouter } from '../routing/deployment-router.js';
 import type { Store } from '../store/store.js';
 import type { KeyService, Principal } from '../tenancy/key-service.js';
@@ -38,6 +45,14 @@ import {
   EmbeddingRequestSchema,
   type GenerationRequest,
 } from './request-schemas.js';
+import { newResponseContext, responseFromChat } from './responses/responses-object.js';
+import {
+  chatRequestOf,
+  type ResponsesRequest,
+  ResponsesRequestSchema,
+  responsesParamOf,
+} from './responses/responses-request.js';
+import { ResponsesStreamSink } from './responses/responses-stream-sink.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -179,6 +194,15 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     sendError(request, reply, toClientError({ statusCode: 404 }, options.bodyLimitBytes));
   });
 
+  /** Takes the reply over for a stream; the headers hooks set on it (CORS) go out with the stream's own. */
+  const hijackForStream = (request: FastifyRequest, reply: FastifyReply) => {
+    request.trace!.stream = true;
+    for (const [name, value] of Object.entries(reply.getHeaders())) {
+      if (value !== undefined) reply.raw.setHeader(name, value);
+    }
+    reply.hijack();
+  };
+
   const generation = (endpoint: UpstreamEndpoint) => async (request: FastifyRequest, reply: FastifyReply) => {
     const trace = request.trace!;
     const body = request.body as GenerationRequest;
@@ -190,12 +214,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       signal: services.connections.of(reply.raw),
     };
     if (body.stream === true) {
-      trace.stream = true;
-      // A hijacked reply sends none of the headers hooks set on it (CORS): they go out with the stream's own.
-      for (const [name, value] of Object.entries(reply.getHeaders())) {
-        if (value !== undefined) reply.raw.setHeader(name, value);
-      }
-      reply.hijack();
+      hijackForStream(request, reply);
       await relayStream(request, reply, relayRequest);
       return reply;
     }
@@ -216,15 +235,25 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     return clientError;
   };
 
-  const relayStream = async (request: FastifyRequest, reply: FastifyReply, relayRequest: RelayRequest) => {
+  /**
+   * A streamed answer. `translate` (the Responses API) wraps the client's sink to rewrite what the relay writes, and
+   * `clientErrorOf` the error a client gets before the stream opened.
+   */
+  const relayStream = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    relayRequest: RelayRequest,
+    translate: { sink?: (sink: SseSink) => SseSink; clientErrorOf?: (error: GatewayError) => GatewayError } = {},
+  ) => {
     const trace = relayRequest.trace;
     const sink = new HttpSseSink(reply.raw);
     services.outstanding.enter();
     try {
-      await services.relay.stream(relayRequest, sink);
+      await services.relay.stream(relayRequest, translate.sink === undefined ? sink : translate.sink(sink));
     } catch (error: unknown) {
       // Thrown only before the stream opened: answer with an ordinary error response.
-      const clientError = recordFailure(trace, error);
+      const recorded = recordFailure(trace, error);
+      const clientError = translate.clientErrorOf === undefined ? recorded : translate.clientErrorOf(recorded);
       logFailure(clientError, error, request);
       if (!sink.closed) {
         reply.raw.writeHead(clientError.status, {
@@ -259,6 +288,42 @@ export function createServer(services: ServerServices, options: ServerOptions): 
 
   app.post('/v1/chat/completions', { schema: { body: ChatCompletionRequestSchema } }, generation('chat'));
   app.post('/v1/completions', { schema: { body: CompletionRequestSchema } }, generation('completions'));
+  // The Responses API, served as chat completions (see `responses/responses-request.ts`).
+  app.post('/v1/responses', { schema: { body: ResponsesRequestSchema } }, async (request, reply) => {
+    const body = request.body as ResponsesRequest;
+    const trace = request.trace!;
+    const relayRequest: RelayRequest = {
+      trace,
+      principal: request.principal!,
+      endpoint: 'chat',
+      body: chatRequestOf(body),
+      signal: services.connections.of(reply.raw),
+    };
+    const context = newResponseContext(body, trace.receivedAt);
+    if (body.stream === true) {
+      hijackForStream(request, reply);
+      await relayStream(request, reply, relayRequest, {
+        sink: (sink) => new ResponsesStreamSink(sink, context),
+        clientErrorOf: responsesError,
+      });
+      return reply;
+    }
+    let completion: Record<string, unknown>;
+    try {
+      completion = (await relayWhole(relayRequest)) as Record<string, unknown>;
+    } catch (error: unknown) {
+      throw error instanceof GatewayError ? responsesError(error) : error;
+    }
+    reply.headers(services.relay.responseHeaders(trace));
+    return responseFromChat(context, completion);
+  });
+  app.get<{ Params: { id: string } }>('/v1/responses/:id', async (request) => {
+    throw new NotFoundError(
+      `No response found with id '${request.params.id.slice(0, 80)}': this gateway does not store responses.`,
+      'response_not_found',
+    );
+  });
+
   app.post('/v1/embeddings', { schema: { body: EmbeddingRequestSchema } }, async (request, reply) => {
     const relayRequest = {
       trace: request.trace!,
@@ -327,8 +392,21 @@ function endpointOf(url: string): string {
   if (url.startsWith('/v1/chat/completions')) return 'chat';
   if (url.startsWith('/v1/completions')) return 'completions';
   if (url.startsWith('/v1/embeddings')) return 'embeddings';
+  if (url.startsWith('/v1/responses')) return 'responses';
   if (url.startsWith('/v1/models')) return 'models';
   return 'other';
+}
+
+/** A relay error as a Responses client sees it: about the Responses field (`max_output_tokens`, not the chat one). */
+function responsesError(error: GatewayError): GatewayError {
+  if (error.param === null) return error;
+  const param = responsesParamOf(error.param);
+  if (param === error.param) return error;
+  return new GatewayError(error.status, error.type, error.code, error.message, error.retryable, {
+    param,
+    headers: error.headers,
+    cause: error,
+  });
 }
 
 function modelObject(model: { name: string; created: number }) {

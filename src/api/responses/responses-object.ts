@@ -1,0 +1,178 @@
+/**
+ * The Response object (`object: "response"`) a chat completion becomes, whole or assembled from a stream: its
+ * output items (an assistant message with `output_text` and `refusal` parts, then one `function_call` item per tool
+ * call), its status (`incomplete` when the answer was cut by `max_output_tokens` or a content filter), its usage in
+ * the Responses shape, and the request's settings echoed as OpenAI echoes them. Responses are not stored: `store`
+ * is always false.
+ */
+import { randomBytes } from 'node:crypto';
+import type { ResponsesRequest } from './responses-request.js';
+
+/** What every object of one response shares: its id, its creation time and the request it answers. */
+export interface ResponseContext {
+  /** `resp_…` */
+  id: string;
+  /** Unix seconds. */
+  createdAt: number;
+  request: ResponsesRequest;
+}
+
+/** A new context for `request`, received at `receivedAt` (epoch ms). */
+export function newResponseContext(request: ResponsesRequest, receivedAt: number): ResponseContext {
+  return { id: newItemId('resp'), createdAt: Math.floor(receivedAt / 1000), request };
+}
+
+/** A fresh item id with OpenAI's prefix: `msg_…`, `fc_…`, `resp_…`. */
+export function newItemId(prefix: string): string {
+  return `${prefix}_${randomBytes(24).toString('hex')}`;
+}
+
+/** An output item of a response. */
+export type OutputItem = Record<string, unknown>;
+
+/** Why a response is incomplete, or undefined when it is not: from the chat `finish_reason`. */
+export function incompleteReason(finishReason: unknown): 'max_output_tokens' | 'content_filter' | undefined {
+  if (finishReason === 'length') return 'max_output_tokens';
+  if (finishReason === 'content_filter') return 'content_filter';
+  return undefined;
+}
+
+/** Responses usage from a chat usage object (`prompt_tokens` …); zeros when there is none. */
+export function responsesUsage(chatUsage: unknown): Record<string, unknown> {
+  const usage = (typeof chatUsage === 'object' && chatUsage !== null ? chatUsage : {}) as Record<string, unknown>;
+  const count = (value: unknown) => (typeof value === 'number' && Number.isFinite(value) ? value : 0);
+  const details = (value: unknown) =>
+    (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
+  const input = count(usage.prompt_tokens);
+  const output = count(usage.completion_tokens);
+  return {
+    input_tokens: input,
+    input_tokens_details: {
+      cached_tokens: count(details(usage.prompt_tokens_details).cached_tokens),
+      cache_write_tokens: count(details(usage.prompt_tokens_details).cache_write_tokens),
+    },
+    output_tokens: output,
+    output_tokens_details: { reasoning_tokens: count(details(usage.completion_tokens_details).reasoning_tokens) },
+    total_tokens: count(usage.total_tokens) || input + output,
+  };
+}
+
+/** The assistant message item holding `text` and/or `refusal`. */
+export function messageItem(id: string, text: string | undefined, refusal: string | undefined, status: string) {
+  const content: Record<string, unknown>[] = [];
+  if (text !== undefined) content.push(outputTextPart(text));
+  if (refusal !== undefined) content.push({ type: 'refusal', refusal });
+  return { id, type: 'message', status, role: 'assistant', content };
+}
+
+/** An `output_text` content part. */
+export function outputTextPart(text: string): Record<string, unknown> {
+  return { type: 'output_text', text, annotations: [], logprobs: [] };
+}
+
+/** A `function_call` output item. */
+export function functionCallItem(
+  id: string,
+  call: { callId: string; name: string; arguments: string },
+  status: string,
+): Record<string, unknown> {
+  return { id, type: 'function_call', status, call_id: call.callId, name: call.name, arguments: call.arguments };
+}
+
+/**
+ * The Response object: `status` and `output` as given, every setting of the request echoed (OpenAI's defaults for
+ * the ones not sent).
+ */
+export function responseObject(
+  context: ResponseContext,
+  state: {
+    status: 'in_progress' | 'completed' | 'incomplete' | 'failed';
+    output: OutputItem[];
+    usage?: Record<string, unknown>;
+    incompleteReason?: string;
+    error?: { code: string; message: string };
+    serviceTier?: unknown;
+    completedAt?: number;
+  },
+): Record<string, unknown> {
+  const request = context.request;
+  const format = request.text?.format ?? { type: 'text' };
+  return {
+    id: context.id,
+    object: 'response',
+    created_at: context.createdAt,
+    status: state.status,
+    ...(state.status === 'completed' ? { completed_at: state.completedAt ?? Math.floor(Date.now() / 1000) } : {}),
+    background: false,
+    error: state.error ?? null,
+    incomplete_details: state.incompleteReason === undefined ? null : { reason: state.incompleteReason },
+    instructions: request.instructions ?? null,
+    max_output_tokens: request.max_output_tokens ?? null,
+    max_tool_calls: request.max_tool_calls ?? null,
+    model: request.model,
+    output: state.output,
+    parallel_tool_calls: request.parallel_tool_calls ?? true,
+    previous_response_id: null,
+    reasoning: { effort: request.reasoning?.effort ?? null, summary: null },
+    service_tier: typeof state.serviceTier === 'string' ? state.serviceTier : (request.service_tier ?? 'auto'),
+    store: false,
+    temperature: request.temperature ?? 1,
+    text: { format, verbosity: request.text?.verbosity ?? 'medium' },
+    tool_choice: request.tool_choice ?? 'auto',
+    tools: (request.tools ?? []).map(echoedTool),
+    top_logprobs: request.top_logprobs ?? 0,
+    top_p: request.top_p ?? 1,
+    truncation: request.truncation ?? 'disabled',
+    ...(state.usage === undefined ? {} : { usage: state.usage }),
+    ...(request.user === undefined ? {} : { user: request.user }),
+    metadata: request.metadata ?? {},
+    ...(request.safety_identifier === undefined ? {} : { safety_identifier: request.safety_identifier }),
+    ...(request.prompt_cache_key === undefined ? {} : { prompt_cache_key: request.prompt_cache_key }),
+  };
+}
+
+/** A function tool as OpenAI echoes it: `strict` and `parameters` always present. */
+function echoedTool(tool: Record<string, unknown>): Record<string, unknown> {
+  return { ...tool, parameters: tool.parameters ?? null, strict: tool.strict ?? true };
+}
+
+/** The Response a whole chat completion becomes. */
+export function responseFromChat(
+  context: ResponseContext,
+  completion: Record<string, unknown>,
+): Record<string, unknown> {
+  const choice = (Array.isArray(completion.choices) ? completion.choices[0] : undefined) as
+    | Record<string, unknown>
+    | undefined;
+  const message = (choice?.message ?? {}) as Record<string, unknown>;
+  const output: OutputItem[] = [];
+  const text = typeof message.content === 'string' && message.content !== '' ? message.content : undefined;
+  const refusal = typeof message.refusal === 'string' && message.refusal !== '' ? message.refusal : undefined;
+  const toolCalls = Array.isArray(message.tool_calls) ? (message.tool_calls as Record<string, unknown>[]) : [];
+  const reason = incompleteReason(choice?.finish_reason);
+  const itemStatus = reason === undefined ? 'completed' : 'incomplete';
+  if (text !== undefined || refusal !== undefined || toolCalls.length === 0) {
+    output.push(messageItem(newItemId('msg'), text ?? (refusal === undefined ? '' : undefined), refusal, itemStatus));
+  }
+  for (const call of toolCalls) {
+    const fn = (call.function ?? {}) as Record<string, unknown>;
+    output.push(
+      functionCallItem(
+        newItemId('fc'),
+        {
+          callId: typeof call.id === 'string' ? call.id : newItemId('call'),
+          name: typeof fn.name === 'string' ? fn.name : '',
+          arguments: typeof fn.arguments === 'string' ? fn.arguments : '',
+        },
+        itemStatus,
+      ),
+    );
+  }
+  return responseObject(context, {
+    status: reason === undefined ? 'completed' : 'incomplete',
+    output,
+    usage: responsesUsage(completion.usage),
+    ...(reason === undefined ? {} : { incompleteReason: reason }),
+    serviceTier: completion.service_tier,
+  });
+}

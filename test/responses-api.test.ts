@@ -1,0 +1,359 @@
+/**
+ * The Responses API through the official `openai` SDK: answered by the simulated fleet (text) and by a live
+ * OpenAI-compatible server started here that answers with tool calls, whole and streamed. Every object and event is
+ * validated against OpenAI's own OpenAPI schemas; usage, billing and the request log are those of the chat request
+ * the gateway made of it.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countPromptTokens, countTextTokens } from '../src/metering/token-counter.js';
+import { openAIErrors } from './support/openai-schema.js';
+import { pricedSimulatedConfig, startTestGateway, type TestGateway } from './support/test-gateway.js';
+
+/** What the tool-calling upstream received, last request first. */
+const toolUpstreamRequests: Array<Record<string, unknown>> = [];
+
+/** A chat completion that calls two tools, as OpenAI answers it. */
+const toolCompletion = {
+  id: 'chatcmpl-tools',
+  object: 'chat.completion',
+  created: 1_764_000_000,
+  model: 'tool-model-2026',
+  choices: [
+    {
+      index: 0,
+      message: {
+        role: 'assistant',
+        content: null,
+        refusal: null,
+        tool_calls: [
+          { id: 'call_weather', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } },
+          { id: 'call_time', type: 'function', function: { name: 'get_time', arguments: '{"zone":"CET"}' } },
+        ],
+      },
+      finish_reason: 'tool_calls',
+    },
+  ],
+  usage: { prompt_tokens: 57, completion_tokens: 31, total_tokens: 88, prompt_tokens_details: { cached_tokens: 32 } },
+};
+
+/** The same answer streamed: OpenAI's chunk shape, arguments in fragments, the usage chunk last. */
+function toolChunks(): string[] {
+  const chunk = (delta: Record<string, unknown>, finish: string | null = null, usage: unknown = null) =>
+    JSON.stringify({
+      id: 'chatcmpl-tools',
+      object: 'chat.completion.chunk',
+      created: 1_764_000_000,
+      model: 'tool-model-2026',
+      choices: usage === null ? [{ index: 0, delta, finish_reason: finish }] : [],
+      usage,
+    });
+  return [
+    chunk({ role: 'assistant', content: null }),
+    chunk({
+      tool_calls: [
+        { index: 0, id: 'call_weather', type: 'function', function: { name: 'get_weather', arguments: '' } },
+      ],
+    }),
+    chunk({ tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] }),
+    chunk({ tool_calls: [{ index: 0, function: { arguments: '"Oslo"}' } }] }),
+    chunk({
+      tool_calls: [{ index: 1, id: 'call_time', type: 'function', function: { name: 'get_time', arguments: '' } }],
+    }),
+    chunk({ tool_calls: [{ index: 1, function: { arguments: '{"zone":"CET"}' } }] }),
+    chunk({}, 'tool_calls'),
+    chunk({}, null, toolCompletion.usage),
+  ];
+}
+
+let toolUpstream: Server;
+let harness: TestGateway;
+let client: OpenAI;
+let tenantId: string;
+
+beforeAll(async () => {
+  toolUpstream = createServer((request, response) => {
+    let text = '';
+    request.on('data', (data: Buffer) => {
+      text += data.toString('utf8');
+    });
+    request.on('end', () => {
+      if (request.method !== 'POST' || !request.url?.endsWith('/chat/completions')) {
+        response.writeHead(404, { 'content-type': 'application/json' });
+        response.end(JSON.stringify({ error: { message: 'Not found', type: 'invalid_request_error' } }));
+        return;
+      }
+      const body = JSON.parse(text) as Record<string, unknown>;
+      toolUpstreamRequests.unshift(body);
+      if (body.stream === true) {
+        response.writeHead(200, { 'content-type': 'text/event-stream' });
+        for (const data of toolChunks()) response.write(`data: ${data}\n\n`);
+        response.end('data: [DONE]\n\n');
+      } else {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end(JSON.stringify(toolCompletion));
+      }
+    });
+  });
+  await new Promise<void>((resolve) => toolUpstream.listen(0, '127.0.0.1', resolve));
+  const port = (toolUpstream.address() as AddressInfo).port;
+  harness = await startTestGateway({
+    ...pricedSimulatedConfig,
+    upstreams: [
+      ...pricedSimulatedConfig.upstreams,
+      { name: 'tools', type: 'openai', base_url: `http://127.0.0.1:${port}/v1` },
+    ],
+    models: [
+      ...pricedSimulatedConfig.models,
+      { name: 'tool-model', context_window: 32_768, deployments: [{ upstream: 'tools', model: 'tool-model-2026' }] },
+    ],
+  });
+  const created = await harness.createTenantWithKey({ credit: '100' });
+  tenantId = created.tenantId;
+  client = harness.client(created.key);
+});
+afterAll(async () => {
+  await harness?.close();
+  await new Promise((resolve) => toolUpstream?.close(resolve));
+});
+
+const weatherTools: OpenAI.Responses.Tool[] = [
+  {
+    type: 'function',
+    name: 'get_weather',
+    description: 'The weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+    strict: true,
+  },
+  { type: 'function', name: 'get_time', parameters: { type: 'object', properties: {} }, strict: false },
+];
+
+/** The prompt tokens of the chat request a Responses request with these instructions and input becomes. */
+function promptTokensOf(instructions: string, input: string): number {
+  return countPromptTokens('chat', {
+    messages: [
+      { role: 'system', content: instructions },
+      { role: 'user', content: input },
+    ],
+  });
+}
+
+describe('POST /v1/responses over the simulated fleet', () => {
+  it('answers whole in the Response shape, with usage counted as the chat request it became', async () => {
+    const { data, response } = await client.responses
+      .create({ model: 'sim-pro-32k', instructions: 'Be terse.', input: 'Describe metering.', max_output_tokens: 24 })
+      .withResponse();
+    expect(openAIErrors('Response', data)).toEqual([]);
+    expect(response.headers.get('x-request-id')).toMatch(/^req_/);
+    expect(data.id).toMatch(/^resp_/);
+    expect(data.model).toBe('sim-pro-32k');
+    expect(data).toMatchObject({ store: false });
+    expect(data.instructions).toBe('Be terse.');
+    // The simulated model writes until the limit: the response is cut there, as OpenAI reports it.
+    expect(data.status).toBe('incomplete');
+    expect(data.incomplete_details).toEqual({ reason: 'max_output_tokens' });
+    expect(data.output).toHaveLength(1);
+    expect(countTextTokens(data.output_text)).toBe(24);
+    expect(data.usage?.input_tokens).toBe(promptTokensOf('Be terse.', 'Describe metering.'));
+    expect(data.usage?.output_tokens).toBe(24);
+    expect(data.usage?.total_tokens).toBe((data.usage?.input_tokens ?? 0) + 24);
+  });
+
+  it('streams the semantic events in order, each valid, ending with the same text and usage', async () => {
+    const stream = await client.responses.create({
+      model: 'sim-pro-32k',
+      instructions: 'Be terse.',
+      input: [{ role: 'user', content: [{ type: 'input_text', text: 'Describe metering.' }] }],
+      max_output_tokens: 30,
+      stream: true,
+    });
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of stream) events.push(event);
+    for (const event of events) expect(openAIErrors('ResponseStreamEvent', event)).toEqual([]);
+    expect(events.map((event) => event.sequence_number)).toEqual(events.map((_, index) => index));
+    const types = events.map((event) => event.type);
+    expect(types.slice(0, 4)).toEqual([
+      'response.created',
+      'response.in_progress',
+      'response.output_item.added',
+      'response.content_part.added',
+    ]);
+    expect(types.slice(-4)).toEqual([
+      'response.output_text.done',
+      'response.content_part.done',
+      'response.output_item.done',
+      'response.incomplete',
+    ]);
+    const text = events
+      .filter((event) => event.type === 'response.output_text.delta')
+      .map((event) => (event as OpenAI.Responses.ResponseTextDeltaEvent).delta)
+      .join('');
+    expect(countTextTokens(text)).toBe(30);
+    const last = events.at(-1) as OpenAI.Responses.ResponseIncompleteEvent;
+    expect(outputTextOf(last.response)).toBe(text);
+    expect(last.response.usage?.input_tokens).toBe(promptTokensOf('Be terse.', 'Describe metering.'));
+    expect(last.response.usage?.output_tokens).toBe(30);
+  });
+
+  it("works with the SDK's stream helper, and a finished answer completes", async () => {
+    const runner = client.responses.stream({ model: 'sim-pro-32k', input: 'Hi.' });
+    let deltas = '';
+    runner.on('response.output_text.delta', (event) => {
+      deltas += event.delta;
+    });
+    const final = await runner.finalResponse();
+    expect(final.status).toBe('completed');
+    expect(outputTextOf(final)).toBe(deltas);
+    expect(final.usage?.output_tokens).toBe(countTextTokens(deltas));
+  });
+
+  it('bills the wallet and logs the request under the responses endpoint', async () => {
+    const before = await harness.admin('GET', `/tenants/${tenantId}/billing`);
+    const data = await client.responses.create({ model: 'sim-pro-32k', input: 'Bill me.', max_output_tokens: 16 });
+    await harness.gateway.settled();
+    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    const record = records.find((candidate) => candidate.completionTokens === 16 && candidate.status === 200);
+    expect(record?.endpoint).toBe('responses');
+    expect(record?.promptTokens).toBe(data.usage?.input_tokens);
+    const after = await harness.admin('GET', `/tenants/${tenantId}/billing`);
+    expect(Number(after.body.balance)).toBeLessThan(Number(before.body.balance));
+  });
+
+  it('refuses what chat completions cannot carry, naming the field, and charges nothing', async () => {
+    const refusals: Array<[Record<string, unknown>, string, string]> = [
+      [{ previous_response_id: 'resp_123' }, 'previous_response_id', 'unsupported_parameter'],
+      [{ tools: [{ type: 'web_search' }] }, 'tools[0].type', 'unsupported_parameter'],
+      [{ input: [{ type: 'item_reference', id: 'msg_1' }] }, 'input[0].type', 'unsupported_parameter'],
+      [{ frequency_penalty: 1 }, 'frequency_penalty', 'unknown_parameter'],
+      [{ max_output_tokens: 'many' }, 'max_output_tokens', 'invalid_type'],
+      [{ input: [{ role: 'robot', content: 'x' }] }, 'input[0].role', 'invalid_value'],
+    ];
+    await harness.gateway.settled();
+    const before = await harness.admin('GET', `/tenants/${tenantId}/billing`);
+    for (const [fields, param, code] of refusals) {
+      const error = await client.responses
+        .create({ model: 'sim-pro-32k', input: 'x', ...fields } as OpenAI.Responses.ResponseCreateParamsNonStreaming)
+        .catch((caught: unknown) => caught);
+      expect(error, JSON.stringify(fields)).toBeInstanceOf(OpenAI.BadRequestError);
+      expect((error as InstanceType<typeof OpenAI.BadRequestError>).param).toBe(param);
+      expect((error as InstanceType<typeof OpenAI.BadRequestError>).code).toBe(code);
+    }
+    await harness.gateway.settled();
+    const after = await harness.admin('GET', `/tenants/${tenantId}/billing`);
+    expect(after.body.balance).toBe(before.body.balance);
+  });
+
+  it('names max_output_tokens when the answer cannot fit the context window, and the model when unknown', async () => {
+    const tooLong = await client.responses
+      .create({ model: 'sim-pro-32k', input: 'x', max_output_tokens: 40_000 })
+      .catch((caught: unknown) => caught);
+    expect(tooLong).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((tooLong as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('context_length_exceeded');
+    expect((tooLong as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('max_output_tokens');
+    const streamed = await client.responses
+      .create({ model: 'sim-pro-32k', input: 'x', max_output_tokens: 40_000, stream: true })
+      .catch((caught: unknown) => caught);
+    expect((streamed as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('max_output_tokens');
+    const unknown = await client.responses.create({ model: 'no-such-model', input: 'x' }).catch((caught) => caught);
+    expect(unknown).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((unknown as InstanceType<typeof OpenAI.NotFoundError>).code).toBe('model_not_found');
+  });
+
+  it('answers 404 for a stored response, since none is stored', async () => {
+    const error = await client.responses.retrieve('resp_abc').catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((error as InstanceType<typeof OpenAI.NotFoundError>).code).toBe('response_not_found');
+  });
+});
+
+describe('POST /v1/responses with function tools, over a live OpenAI-compatible upstream', () => {
+  const input: OpenAI.Responses.ResponseInput = [
+    { role: 'developer', content: 'Use the tools.' },
+    { role: 'user', content: 'Weather and time in Oslo?' },
+  ];
+
+  it('sends the upstream chat tools and messages, and answers with function_call items', async () => {
+    const data = await client.responses.create({
+      model: 'tool-model',
+      input,
+      tools: weatherTools,
+      tool_choice: 'auto',
+      parallel_tool_calls: true,
+    });
+    expect(openAIErrors('Response', data)).toEqual([]);
+    const sent = toolUpstreamRequests[0]!;
+    expect(sent.model).toBe('tool-model-2026');
+    expect(sent.messages).toEqual([
+      { role: 'system', content: 'Use the tools.' },
+      { role: 'user', content: 'Weather and time in Oslo?' },
+    ]);
+    expect(sent.tools).toEqual([
+      { type: 'function', function: { name: 'get_weather', ...weatherTools[0], type: undefined } },
+      { type: 'function', function: { name: 'get_time', ...weatherTools[1], type: undefined } },
+    ]);
+    expect(data.status).toBe('completed');
+    expect(data.model).toBe('tool-model');
+    const calls = data.output.filter((item) => item.type === 'function_call');
+    expect(calls.map((call) => [call.call_id, call.name, call.arguments])).toEqual([
+      ['call_weather', 'get_weather', '{"city":"Oslo"}'],
+      ['call_time', 'get_time', '{"zone":"CET"}'],
+    ]);
+    expect(data.output.some((item) => item.type === 'message')).toBe(false);
+    expect(data.usage?.input_tokens).toBe(57);
+    expect(data.usage?.input_tokens_details.cached_tokens).toBe(32);
+    expect(data.usage?.output_tokens).toBe(31);
+  });
+
+  it('streams the calls as function_call items with their arguments', async () => {
+    const stream = await client.responses.create({ model: 'tool-model', input, tools: weatherTools, stream: true });
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of stream) events.push(event);
+    for (const event of events) expect(openAIErrors('ResponseStreamEvent', event)).toEqual([]);
+    const done = events.filter((event) => event.type === 'response.function_call_arguments.done');
+    expect(done.map((event) => [event.name, event.arguments])).toEqual([
+      ['get_weather', '{"city":"Oslo"}'],
+      ['get_time', '{"zone":"CET"}'],
+    ]);
+    const completed = events.at(-1) as OpenAI.Responses.ResponseCompletedEvent;
+    expect(completed.type).toBe('response.completed');
+    expect(completed.response.output.map((item) => item.type)).toEqual(['function_call', 'function_call']);
+    expect(completed.response.usage?.output_tokens).toBe(31);
+    expect(toolUpstreamRequests[0]!.stream_options).toEqual({ include_usage: true });
+  });
+
+  it("sends the client's tool results back as chat tool messages", async () => {
+    await client.responses.create({
+      model: 'tool-model',
+      tools: weatherTools,
+      input: [
+        ...input,
+        { type: 'function_call', call_id: 'call_weather', name: 'get_weather', arguments: '{"city":"Oslo"}' },
+        { type: 'function_call', call_id: 'call_time', name: 'get_time', arguments: '{"zone":"CET"}' },
+        { type: 'function_call_output', call_id: 'call_weather', output: '3°C, snow' },
+        { type: 'function_call_output', call_id: 'call_time', output: '14:05' },
+      ],
+    });
+    const messages = toolUpstreamRequests[0]!.messages as Array<Record<string, unknown>>;
+    expect(messages.slice(2)).toEqual([
+      {
+        role: 'assistant',
+        content: null,
+        tool_calls: [
+          { id: 'call_weather', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } },
+          { id: 'call_time', type: 'function', function: { name: 'get_time', arguments: '{"zone":"CET"}' } },
+        ],
+      },
+      { role: 'tool', tool_call_id: 'call_weather', content: '3°C, snow' },
+      { role: 'tool', tool_call_id: 'call_time', content: '14:05' },
+    ]);
+  });
+});
+
+function outputTextOf(response: OpenAI.Responses.Response): string {
+  return response.output
+    .flatMap((item) => (item.type === 'message' ? item.content : []))
+    .map((part) => (part.type === 'output_text' ? part.text : ''))
+    .join('');
+}
