@@ -221,6 +221,18 @@ describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
     const zero = run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '0']);
     expect(zero.status).not.toBe(0);
     expect(zero.stderr).toContain('must be positive');
+    // An adjustment may take money back; a refund may not be negative; an unknown kind changes nothing.
+    const adjustment = run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '-0.5', '--kind', 'adjustment']);
+    expect(adjustment.status, adjustment.stderr).toBe(0);
+    expect(JSON.parse(adjustment.stdout)).toMatchObject({ kind: 'adjustment', amount: '-0.5', balance: '2' });
+    const negativeRefund = run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '-1', '--kind', 'refund']);
+    expect(negativeRefund.status).not.toBe(0);
+    expect(negativeRefund.stderr).toContain('400 invalid_value');
+    const gift = run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '1', '--kind', 'gift']);
+    expect(gift.status).not.toBe(0);
+    expect(gift.stderr).toContain('Allowed choices are topup, refund, adjustment');
+    const refund = run(dir, ['credits', 'add', '--tenant', tenantId, '--amount', '0.5', '--kind', 'refund']);
+    expect(JSON.parse(refund.stdout)).toMatchObject({ kind: 'refund', amount: '0.5', balance: '2.5' });
     const plan = run(dir, [
       'plans',
       'set',

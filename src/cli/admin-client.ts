@@ -20,6 +20,7 @@ import { loadConfig } from '../config/load-config.js';
 import { NotFoundError } from '../errors/gateway-error.js';
 import { createLogger } from '../observability/logger.js';
 import { createStore } from '../store/create-store.js';
+import type { WalletTransactionKind } from '../store/ledger-store.js';
 import { type OpenAIListPage, openAIListPage } from '../store/list-page.js';
 import type { Store } from '../store/store.js';
 import { InProcessInvalidationBus } from '../tenancy/invalidation-bus.js';
@@ -39,6 +40,9 @@ import { type AdminTransport, openStoreAdminRoutes, type StoreAdminRoutes } from
 export type TenantView = PublicTenantView;
 /** A key as the admin API shows it (`key` only on creation). */
 export type KeyView = PublicKeyView & { key?: string };
+
+/** The kinds of wallet transaction an operator writes (`POST /tenants/{id}/credits` `kind`). */
+export type CreditKind = WalletTransactionKind;
 
 /** Which page of a list (oldest first) to fetch. */
 export interface PageRequest {
@@ -61,7 +65,7 @@ export interface AdminClient {
   revokeKey(keyId: string): Promise<KeyView>;
   addCredits(
     tenantId: string,
-    input: { amount: string; currency: string; note?: string; idempotencyKey?: string },
+    input: { amount: string; kind?: CreditKind; currency: string; note?: string; idempotencyKey?: string },
   ): Promise<unknown>;
   /** One page of usage buckets (`query.page`: the `next_page` cursor of the page before). */
   usage(tenantId: string, query: Record<string, string>): Promise<UsagePage>;
@@ -215,7 +219,10 @@ function readAdminTokenFile(dataDir: string): string | undefined {
 abstract class AdminApiCalls {
   constructor(private readonly send: AdminTransport) {}
 
-  addCredits(tenantId: string, input: { amount: string; currency: string; note?: string; idempotencyKey?: string }) {
+  addCredits(
+    tenantId: string,
+    input: { amount: string; kind?: CreditKind; currency: string; note?: string; idempotencyKey?: string },
+  ) {
     const { idempotencyKey, ...body } = input;
     return this.call<unknown>(
       'POST',

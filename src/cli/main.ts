@@ -19,6 +19,7 @@ import {
   type BillingSettings,
   type BillingView,
   type BudgetSettings,
+  type CreditKind,
   type KeyLimitsInput,
   listAll,
   openAdminClient,
@@ -254,19 +255,35 @@ const credits = program.command('credits').description('Manage wallet credits.')
 targetOptions(
   credits
     .command('add')
-    .description("Top up a tenant's wallet.")
+    .description("Write a transaction to a tenant's wallet: a top-up (default), a refund, or an adjustment.")
     .requiredOption('--tenant <id>', 'tenant id')
-    .requiredOption('--amount <decimal>', 'amount in currency units, e.g. 100 or 12.50')
+    .requiredOption(
+      '--amount <decimal>',
+      'amount in currency units, e.g. 100 or 12.50; an adjustment may be negative (--amount=-5)',
+    )
+    .addOption(
+      new Option('--kind <kind>', 'topup or refund (positive amounts), adjustment (either sign)')
+        .choices(['topup', 'refund', 'adjustment'])
+        .default('topup'),
+    )
     .option('--currency <code>', 'currency (must be the price book currency)', 'CNY')
     .option('--note <text>', 'a note kept with the transaction')
     .option('--idempotency-key <key>', 'retrying with the same key adds the credit once'),
 ).action(
   async (
-    options: { tenant: string; amount: string; currency: string; note?: string; idempotencyKey?: string } & AdminTarget,
+    options: {
+      tenant: string;
+      amount: string;
+      kind: CreditKind;
+      currency: string;
+      note?: string;
+      idempotencyKey?: string;
+    } & AdminTarget,
   ) =>
     withClient(targetOf(options), (client) =>
       client.addCredits(options.tenant, {
         amount: options.amount,
+        kind: options.kind,
         currency: options.currency,
         ...(options.note === undefined ? {} : { note: options.note }),
         ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
