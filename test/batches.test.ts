@@ -474,7 +474,7 @@ describe('Batches API', () => {
     expect(window.status).toBe(400);
     expect(window.param).toBe('completion_window');
     const endpoint = await caught(
-      client.batches.create({ input_file_id: file.id, endpoint: '/v1/responses', completion_window: '24h' }),
+      client.batches.create({ input_file_id: file.id, endpoint: '/v1/moderations', completion_window: '24h' }),
     );
     expect(endpoint.status).toBe(400);
     expect(endpoint.param).toBe('endpoint');

@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countPromptTokens, countTextTokens } from '../src/metering/token-counter.js';
+import { isFinal, jsonl, readJsonl, uploadInput, waitForBatch } from './support/batch-fixtures.js';
 import { openAIErrors } from './support/openai-schema.js';
 import { pricedSimulatedConfig, startTestGateway, type TestGateway } from './support/test-gateway.js';
 
@@ -348,6 +349,53 @@ describe('POST /v1/responses with function tools, over a live OpenAI-compatible 
       { role: 'tool', tool_call_id: 'call_weather', content: '3°C, snow' },
       { role: 'tool', tool_call_id: 'call_time', content: '14:05' },
     ]);
+  });
+});
+
+describe('a batch of Responses requests', () => {
+  it('runs each line as its chat request and writes Response objects; a line chat cannot carry fails alone', async () => {
+    const line = (customId: string, body: Record<string, unknown>) => ({
+      custom_id: customId,
+      method: 'POST',
+      url: '/v1/responses',
+      body: { model: 'sim-pro-32k', ...body },
+    });
+    const lines = [
+      line('a', { instructions: 'Be terse.', input: 'Describe metering.', max_output_tokens: 20 }),
+      line('b', { input: [{ role: 'user', content: 'Describe billing.' }], max_output_tokens: 16 }),
+      line('stateful', { input: 'x', previous_response_id: 'resp_1' }),
+    ];
+    const file = await uploadInput(client, jsonl(lines));
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/responses',
+      completion_window: '24h',
+    });
+    const batch = await waitForBatch(client, created.id, isFinal, 15_000);
+    expect(batch.status).toBe('completed');
+    expect(batch.request_counts).toEqual({ total: 3, completed: 2, failed: 1 });
+    const output = await readJsonl(client, batch.output_file_id!);
+    const byId = new Map(output.map((entry) => [entry.custom_id, entry]));
+    for (const [customId, maxOutput] of [
+      ['a', 20],
+      ['b', 16],
+    ] as const) {
+      const body = byId.get(customId).response.body;
+      expect(openAIErrors('Response', body)).toEqual([]);
+      expect(body).toMatchObject({ object: 'response', status: 'incomplete', model: 'sim-pro-32k' });
+      expect(body.usage.output_tokens).toBe(maxOutput);
+      expect(countTextTokens(body.output[0].content[0].text)).toBe(maxOutput);
+    }
+    expect(byId.get('a').response.body.usage.input_tokens).toBe(promptTokensOf('Be terse.', 'Describe metering.'));
+    const errors = await readJsonl(client, batch.error_file_id!);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ custom_id: 'stateful', error: { code: 'invalid_body' } });
+    expect(errors[0].error.message).toContain('body.previous_response_id');
+    await harness.gateway.settled();
+    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    const lineRequestIds = ['a', 'b'].map((customId) => byId.get(customId).response.request_id);
+    const logged = records.filter((record) => lineRequestIds.includes(record.requestId));
+    expect(logged.map((record) => record.endpoint)).toEqual(['responses', 'responses']);
   });
 });
 

@@ -47,10 +47,10 @@ import {
 } from './request-schemas.js';
 import { newResponseContext, responseFromChat } from './responses/responses-object.js';
 import {
+  asResponsesError,
   chatRequestOf,
   type ResponsesRequest,
   ResponsesRequestSchema,
-  responsesParamOf,
 } from './responses/responses-request.js';
 import { ResponsesStreamSink } from './responses/responses-stream-sink.js';
 
@@ -304,7 +304,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       hijackForStream(request, reply);
       await relayStream(request, reply, relayRequest, {
         sink: (sink) => new ResponsesStreamSink(sink, context),
-        clientErrorOf: responsesError,
+        clientErrorOf: asResponsesError,
       });
       return reply;
     }
@@ -312,7 +312,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     try {
       completion = (await relayWhole(relayRequest)) as Record<string, unknown>;
     } catch (error: unknown) {
-      throw error instanceof GatewayError ? responsesError(error) : error;
+      throw error instanceof GatewayError ? asResponsesError(error) : error;
     }
     reply.headers(services.relay.responseHeaders(trace));
     return responseFromChat(context, completion);
@@ -395,18 +395,6 @@ function endpointOf(url: string): string {
   if (url.startsWith('/v1/responses')) return 'responses';
   if (url.startsWith('/v1/models')) return 'models';
   return 'other';
-}
-
-/** A relay error as a Responses client sees it: about the Responses field (`max_output_tokens`, not the chat one). */
-function responsesError(error: GatewayError): GatewayError {
-  if (error.param === null) return error;
-  const param = responsesParamOf(error.param);
-  if (param === error.param) return error;
-  return new GatewayError(error.status, error.type, error.code, error.message, error.retryable, {
-    param,
-    headers: error.headers,
-    cause: error,
-  });
 }
 
 function modelObject(model: { name: string; created: number }) {

@@ -12,16 +12,30 @@ import {
   CompletionRequestSchema,
   EmbeddingRequestSchema,
 } from '../api/request-schemas.js';
+import { chatRequestOf, type ResponsesRequest, ResponsesRequestSchema } from '../api/responses/responses-request.js';
+import { GatewayError } from '../errors/gateway-error.js';
 import { countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
 import { maxOutputTokens } from '../relay/output-budget.js';
 import type { BatchFailure, BatchLineError, NewBatchLine } from './batch-store.js';
 
-/** The endpoints a batch may target, with the gateway endpoint each runs on. */
+/**
+ * The endpoints a batch may target, with the gateway endpoint each runs on: a Responses line runs as the chat
+ * completion it translates to (`chatRequestOf`), and its output is the Response made of the answer.
+ */
 export const batchEndpoints = {
   '/v1/chat/completions': 'chat',
   '/v1/completions': 'completions',
   '/v1/embeddings': 'embeddings',
+  '/v1/responses': 'chat',
 } as const;
+
+/** The endpoint the request log records for a batch endpoint's lines: what the same request sent online records. */
+export const batchLogEndpoints = {
+  '/v1/chat/completions': 'chat',
+  '/v1/completions': 'completions',
+  '/v1/embeddings': 'embeddings',
+  '/v1/responses': 'responses',
+} as const satisfies Record<keyof typeof batchEndpoints, string>;
 
 /** A batch endpoint URL. */
 export type BatchEndpointUrl = keyof typeof batchEndpoints;
@@ -35,7 +49,13 @@ const bodyChecks: Record<BatchEndpointUrl, TypeCheck<TSchema>> = {
   '/v1/chat/completions': TypeCompiler.Compile(ChatCompletionRequestSchema),
   '/v1/completions': TypeCompiler.Compile(CompletionRequestSchema),
   '/v1/embeddings': TypeCompiler.Compile(EmbeddingRequestSchema),
+  '/v1/responses': TypeCompiler.Compile(ResponsesRequestSchema),
 };
+
+/** The request a line's body sends upstream: itself, or for the Responses API the chat request it becomes. */
+export function upstreamBodyOf(url: BatchEndpointUrl, body: Record<string, unknown>): Record<string, unknown> {
+  return url === '/v1/responses' ? chatRequestOf(body as ResponsesRequest) : body;
+}
 
 /** Options of `readBatchInput`. */
 export interface BatchInputOptions {
@@ -305,10 +325,23 @@ function checkLine(
       url,
     );
   }
+  let upstreamBody: Record<string, unknown>;
+  try {
+    upstreamBody = upstreamBodyOf(url, request);
+  } catch (error: unknown) {
+    if (!(error instanceof GatewayError)) throw error;
+    const where = error.param === null ? 'body' : `body.${error.param}`;
+    return invalid(
+      { code: 'invalid_body', message: `Line ${index + 1}: ${where}: ${error.message}` },
+      true,
+      customId,
+      url,
+    );
+  }
   const endpoint = batchEndpoints[url];
   // Without a limit, a nominal 256 tokens a sequence, for planning only.
-  const maxOutput = maxOutputTokens(endpoint, request, 256);
-  const counted = countPromptTokensOffThread(endpoint, request);
+  const maxOutput = maxOutputTokens(endpoint, upstreamBody, 256);
+  const counted = countPromptTokensOffThread(endpoint, upstreamBody);
   return {
     record: {
       ...base,

@@ -32,6 +32,8 @@
  * error files too: work done before is returned (and was billed), nothing after.
  */
 import { performance } from 'node:perf_hooks';
+import { newResponseContext, responseFromChat } from '../api/responses/responses-object.js';
+import { asResponsesError, type ResponsesRequest } from '../api/responses/responses-request.js';
 import type { BillingService } from '../billing/billing-service.js';
 import { assertNever } from '../errors/assert-never.js';
 import {
@@ -49,7 +51,14 @@ import type { TieredScheduler } from '../scheduling/tiered-scheduler.js';
 import type { Store } from '../store/store.js';
 import { isStoreUnreachable } from '../store/store-unreachable.js';
 import { AuthenticationErrorCode, type Principal } from '../tenancy/key-service.js';
-import { batchEndpoints, isBatchEndpoint, readBatchInput, ValidationStopped } from './batch-input.js';
+import {
+  batchEndpoints,
+  batchLogEndpoints,
+  isBatchEndpoint,
+  readBatchInput,
+  upstreamBodyOf,
+  ValidationStopped,
+} from './batch-input.js';
 import { inOffPeakWindow, type OffPeakWindow, planBatchClass } from './batch-planner.js';
 import type {
   BatchLineCounts,
@@ -494,7 +503,7 @@ export class BatchRunner {
   }
 
   private dispatch(batch: BatchRecord, line: BatchLineRecord, principal: Principal, serviceClass: ServiceClass): void {
-    const endpoint = batchEndpoints[batch.endpoint as keyof typeof batchEndpoints];
+    const endpoint = batchLogEndpoints[batch.endpoint as keyof typeof batchLogEndpoints];
     const trace = newRequestTrace(line.requestId, endpoint, this.now(), performance.now());
     trace.batch = true;
     trace.tenantId = batch.tenantId;
@@ -520,13 +529,19 @@ export class BatchRunner {
     abort: AbortController,
   ): Promise<void> {
     const { store, relay, recorder, billing } = this.options;
-    const endpoint = batchEndpoints[batch.endpoint as keyof typeof batchEndpoints];
+    const url = batch.endpoint as keyof typeof batchEndpoints;
+    const endpoint = batchEndpoints[url];
     // A line re-run after a crash may have its request id in the log already; see the file comment.
     const logged = line.attempts > 1 ? await store.requestLogged(line.requestId) : false;
-    const body = JSON.parse(line.body ?? '{}') as Record<string, unknown>;
+    const request = JSON.parse(line.body ?? '{}') as Record<string, unknown>;
+    const responses = url === '/v1/responses';
     let outcome: BatchLineOutcome | undefined;
     try {
-      const response = await relay.whole({ trace, principal, endpoint, body, signal: abort.signal, serviceClass });
+      const body = upstreamBodyOf(url, request);
+      const answer = await relay.whole({ trace, principal, endpoint, body, signal: abort.signal, serviceClass });
+      const response = responses
+        ? responseFromChat(newResponseContext(request as ResponsesRequest, trace.receivedAt), answer)
+        : answer;
       outcome = {
         state: 'succeeded',
         statusCode: 200,
@@ -537,7 +552,8 @@ export class BatchRunner {
       };
     } catch (error: unknown) {
       // A store that cannot be reached is retried like any 503, never failed for good.
-      const failure = isStoreUnreachable(error) ? new StoreUnavailableError(error) : toGatewayError(error);
+      const relayFailure = isStoreUnreachable(error) ? new StoreUnavailableError(error) : toGatewayError(error);
+      const failure = responses ? asResponsesError(relayFailure) : relayFailure;
       if (failure.code === 'internal_error') {
         // The line fails with an opaque 500: its cause is only here.
         this.options.logger.error({ err: error, batch: batch.id, line: line.requestId }, 'internal error');

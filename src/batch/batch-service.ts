@@ -137,7 +137,8 @@ export class BatchService {
   async createBatch(principal: Principal, input: CreateBatchInput): Promise<BatchRecord> {
     if (!isBatchEndpoint(input.endpoint)) {
       throw new InvalidRequestError(
-        `Invalid endpoint '${input.endpoint}': use /v1/chat/completions, /v1/completions or /v1/embeddings.`,
+        `Invalid endpoint '${input.endpoint}': use /v1/chat/completions, /v1/completions, /v1/embeddings or ` +
+          '/v1/responses.',
         { param: 'endpoint', code: 'invalid_value' },
       );
     }

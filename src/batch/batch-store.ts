@@ -58,7 +58,7 @@ export interface BatchRecord {
   tenantId: string;
   /** The key that created it: lines run as this key (its limits, its model permissions). */
   keyId: string;
-  /** `/v1/chat/completions`, `/v1/completions` or `/v1/embeddings`. */
+  /** `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` or `/v1/responses`. */
   endpoint: string;
   /** The model of the first valid line, once validated. */
   model: string | null;

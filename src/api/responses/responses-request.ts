@@ -10,7 +10,7 @@
  * an earlier turn are dropped: chat completions have no place for them, and a model does not need them to go on.
  */
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
-import { InvalidRequestError } from '../../errors/gateway-error.js';
+import { GatewayError, InvalidRequestError } from '../../errors/gateway-error.js';
 import { serviceTierValues } from '../request-schemas.js';
 
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
@@ -383,4 +383,16 @@ export function responsesParamOf(param: string): string {
   if (renamed === undefined) return param;
   // A position in `messages` is not one in `input` (instructions come first, calls merge): name the field alone.
   return field === 'messages' ? renamed : renamed + param.slice(field.length);
+}
+
+/** A relay error as a Responses client sees it: about the Responses field (`max_output_tokens`, not the chat one). */
+export function asResponsesError(error: GatewayError): GatewayError {
+  if (error.param === null) return error;
+  const param = responsesParamOf(error.param);
+  if (param === error.param) return error;
+  return new GatewayError(error.status, error.type, error.code, error.message, error.retryable, {
+    param,
+    headers: error.headers,
+    cause: error,
+  });
 }
