@@ -1,7 +1,7 @@
 /**
  * The Response object (`object: "response"`) a chat completion becomes, whole or assembled from a stream: its
- * output items (an assistant message with `output_text` and `refusal` parts, then one `function_call` item per tool
- * call), its status (`incomplete` when the answer was cut by `max_output_tokens` or a content filter), its usage in
+ * output items (a `reasoning` item when the server sent reasoning text, an assistant message with `output_text` and
+ * `refusal` parts, then one `function_call` item per tool call), its status (`incomplete` when the answer was cut by `max_output_tokens` or a content filter), its usage in
  * the Responses shape, and the request's settings echoed as OpenAI echoes them. Responses are not stored: `store`
  * is always false.
  */
@@ -68,6 +68,26 @@ export function messageItem(id: string, text: string | undefined, refusal: strin
 /** An `output_text` content part. */
 export function outputTextPart(text: string): Record<string, unknown> {
   return { type: 'output_text', text, annotations: [], logprobs: [] };
+}
+
+/**
+ * The reasoning text of a chat message or delta: `reasoning_content` (DeepSeek, Ark, vLLM) or `reasoning` (newer
+ * vLLM, OpenRouter); undefined when there is none.
+ */
+export function reasoningTextOf(message: Record<string, unknown>): string | undefined {
+  const text = typeof message.reasoning_content === 'string' ? message.reasoning_content : message.reasoning;
+  return typeof text === 'string' && text !== '' ? text : undefined;
+}
+
+/** A `reasoning` output item holding the model's reasoning text (no summary: chat servers make none). */
+export function reasoningItem(id: string, text: string | undefined, status: string): Record<string, unknown> {
+  return {
+    id,
+    type: 'reasoning',
+    summary: [],
+    content: text === undefined ? [] : [{ type: 'reasoning_text', text }],
+    status,
+  };
 }
 
 /** A `function_call` output item. */
@@ -151,6 +171,8 @@ export function responseFromChat(
   const toolCalls = Array.isArray(message.tool_calls) ? (message.tool_calls as Record<string, unknown>[]) : [];
   const reason = incompleteReason(choice?.finish_reason);
   const itemStatus = reason === undefined ? 'completed' : 'incomplete';
+  const reasoning = reasoningTextOf(message);
+  if (reasoning !== undefined) output.push(reasoningItem(newItemId('rs'), reasoning, itemStatus));
   if (text !== undefined || refusal !== undefined || toolCalls.length === 0) {
     output.push(messageItem(newItemId('msg'), text ?? (refusal === undefined ? '' : undefined), refusal, itemStatus));
   }

@@ -588,6 +588,60 @@ describe('ResponsesStreamSink: other servers and broken streams', () => {
   });
 });
 
+describe('ResponsesStreamSink: reasoning', () => {
+  it('streams reasoning_content (DeepSeek, vLLM) as a reasoning item before the message', () => {
+    const delta = (fields: Record<string, unknown>, finish: string | null = null) =>
+      `data: ${JSON.stringify({
+        id: 'r',
+        object: 'chat.completion.chunk',
+        created: 1,
+        model: 'deepseek-reasoner',
+        choices: [{ index: 0, delta: fields, finish_reason: finish }],
+      })}`;
+    const { events, types, last } = replay(
+      [
+        delta({ role: 'assistant', content: null, reasoning_content: 'Two plus ' }),
+        delta({ reasoning_content: 'two is four.' }),
+        delta({ content: 'Four.' }),
+        delta({}, 'stop'),
+        'data: [DONE]',
+      ].join('\n\n'),
+    );
+    expectValid(events);
+    expect(types.slice(2, 9)).toEqual([
+      'response.output_item.added',
+      'response.content_part.added',
+      'response.reasoning_text.delta',
+      'response.reasoning_text.delta',
+      'response.reasoning_text.done',
+      'response.content_part.done',
+      'response.output_item.done',
+    ]);
+    const output = (last.response as { output: Array<Record<string, unknown>> }).output;
+    expect(output.map((item) => item.type)).toEqual(['reasoning', 'message']);
+    expect(output[0]).toMatchObject({
+      status: 'completed',
+      content: [{ type: 'reasoning_text', text: 'Two plus two is four.' }],
+    });
+    expect(output[1]!.content).toEqual([expect.objectContaining({ type: 'output_text', text: 'Four.' })]);
+  });
+
+  it('ends an answer of reasoning alone with an empty message, as a whole answer has', () => {
+    const { events, last } = replay(
+      [
+        'data: {"id":"r","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"reasoning":"Thinking."},"finish_reason":"length"}]}',
+        'data: [DONE]',
+      ].join('\n\n'),
+    );
+    expectValid(events);
+    const output = (last.response as { output: Array<Record<string, unknown>> }).output;
+    expect(output.map((item) => [item.type, item.status])).toEqual([
+      ['reasoning', 'incomplete'],
+      ['message', 'incomplete'],
+    ]);
+  });
+});
+
 describe('responseFromChat', () => {
   const context = contextFor({ stream: false });
 
@@ -791,5 +845,28 @@ describe('responseFromChat', () => {
       total_tokens: 1264,
     });
     expect(response.reasoning).toEqual({ effort: 'low', summary: null });
+  });
+});
+
+describe('responseFromChat: reasoning', () => {
+  it('puts reasoning_content in a reasoning item before the message', () => {
+    const response = responseFromChat(contextFor({ stream: false }), {
+      id: 'r',
+      object: 'chat.completion',
+      created: 1,
+      model: 'deepseek-reasoner',
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content: 'Four.', reasoning_content: 'Two plus two is four.' },
+          finish_reason: 'stop',
+        },
+      ],
+      usage: { prompt_tokens: 9, completion_tokens: 12, total_tokens: 21 },
+    });
+    expect(openAIErrors('Response', response)).toEqual([]);
+    const output = response.output as Array<Record<string, unknown>>;
+    expect(output.map((item) => item.type)).toEqual(['reasoning', 'message']);
+    expect(output[0]).toMatchObject({ content: [{ type: 'reasoning_text', text: 'Two plus two is four.' }] });
   });
 });

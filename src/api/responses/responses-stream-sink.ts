@@ -3,6 +3,7 @@
  * [DONE]`), and that writes the Responses API's semantic events to the client's sink instead:
  *
  *   response.created → response.in_progress →
+ *     response.output_item.added (reasoning) → response.content_part.added → response.reasoning_text.delta … → ….done
  *     response.output_item.added (message) → response.content_part.added → response.output_text.delta … →
  *     response.output_text.done → response.content_part.done → response.output_item.done
  *     response.output_item.added (function_call) → response.function_call_arguments.delta … → ….done → ….done
@@ -20,6 +21,8 @@ import {
   type OutputItem,
   outputTextPart,
   type ResponseContext,
+  reasoningItem,
+  reasoningTextOf,
   responseObject,
   responsesUsage,
 } from './responses-object.js';
@@ -29,6 +32,13 @@ interface OpenMessage {
   id: string;
   outputIndex: number;
   parts: Array<{ kind: 'text' | 'refusal'; value: string }>;
+}
+
+/** The reasoning being streamed (`reasoning_content` deltas). */
+interface OpenReasoning {
+  id: string;
+  outputIndex: number;
+  text: string;
 }
 
 /** A function call being streamed, by the chat `tool_calls[].index` it came with. */
@@ -48,6 +58,9 @@ export class ResponsesStreamSink implements SseSink {
   /** Output items done, by output index. */
   private readonly output: OutputItem[] = [];
   private message: OpenMessage | undefined;
+  /** Whether a message item was opened: an answer with none gets an empty one at the end. */
+  private hadMessage = false;
+  private reasoning: OpenReasoning | undefined;
   private readonly calls = new Map<number, OpenCall>();
   /** Calls replaced at their index by a later call (see `callDelta`), still to be closed. */
   private readonly doneCalls: OpenCall[] = [];
@@ -113,6 +126,8 @@ export class ResponsesStreamSink implements SseSink {
     if (choice.finish_reason !== undefined && choice.finish_reason !== null) this.finishReason = choice.finish_reason;
     const delta = (choice.delta ?? {}) as Record<string, unknown>;
     let events = '';
+    const reasoning = reasoningTextOf(delta);
+    if (reasoning !== undefined) events += this.reasoningDelta(reasoning);
     if (typeof delta.content === 'string' && delta.content !== '') events += this.textDelta('text', delta.content);
     if (typeof delta.refusal === 'string' && delta.refusal !== '') events += this.textDelta('refusal', delta.refusal);
     if (Array.isArray(delta.tool_calls)) {
@@ -121,9 +136,52 @@ export class ResponsesStreamSink implements SseSink {
     return events;
   }
 
+  private reasoningDelta(value: string): string {
+    let events = this.closeMessage();
+    if (this.reasoning === undefined) {
+      const id = newItemId('rs');
+      this.reasoning = { id, outputIndex: this.output.length, text: '' };
+      const item = reasoningItem(id, undefined, 'in_progress');
+      this.output.push(item);
+      events += this.event('response.output_item.added', { output_index: this.reasoning.outputIndex, item });
+      events += this.event('response.content_part.added', {
+        item_id: id,
+        output_index: this.reasoning.outputIndex,
+        content_index: 0,
+        part: { type: 'reasoning_text', text: '' },
+      });
+    }
+    this.reasoning.text += value;
+    return (
+      events +
+      this.event('response.reasoning_text.delta', {
+        item_id: this.reasoning.id,
+        output_index: this.reasoning.outputIndex,
+        content_index: 0,
+        delta: value,
+      })
+    );
+  }
+
+  /** The done events of the open reasoning item, if any. */
+  private closeReasoning(): string {
+    const reasoning = this.reasoning;
+    if (reasoning === undefined) return '';
+    this.reasoning = undefined;
+    const where = { item_id: reasoning.id, output_index: reasoning.outputIndex, content_index: 0 };
+    const item = reasoningItem(reasoning.id, reasoning.text, this.itemStatus());
+    this.output[reasoning.outputIndex] = item;
+    return (
+      this.event('response.reasoning_text.done', { ...where, text: reasoning.text }) +
+      this.event('response.content_part.done', { ...where, part: { type: 'reasoning_text', text: reasoning.text } }) +
+      this.event('response.output_item.done', { output_index: reasoning.outputIndex, item })
+    );
+  }
+
   private textDelta(kind: 'text' | 'refusal', value: string): string {
-    let events = '';
+    let events = this.closeReasoning();
     if (this.message === undefined) {
+      this.hadMessage = true;
       const id = newItemId('msg');
       this.message = { id, outputIndex: this.output.length, parts: [] };
       this.output.push(messageItem(id, undefined, undefined, 'in_progress'));
@@ -162,6 +220,7 @@ export class ResponsesStreamSink implements SseSink {
     // Some servers (Gemini's OpenAI-compatible endpoint) send every call whole at index 0: a new id is a new call.
     const newId = typeof delta.id === 'string' && call !== undefined && delta.id !== call.callId;
     if (call === undefined || newId) {
+      events += this.closeReasoning();
       if (call !== undefined) this.doneCalls.push(call);
       events += this.closeMessage();
       call = {
@@ -248,8 +307,9 @@ export class ResponsesStreamSink implements SseSink {
   /** The end of a stream that ended well: open items done, then `response.completed` or `response.incomplete`. */
   private finish(): string {
     // An answer with neither text nor calls is still an (empty) message, as a whole response has.
-    const empty = this.message === undefined && this.calls.size === 0 && this.output.length === 0;
-    let events = empty ? this.textDeltaless() : '';
+    let events = this.closeReasoning();
+    const empty = !this.hadMessage && this.calls.size === 0 && this.doneCalls.length === 0;
+    if (empty) events += this.textDeltaless();
     events += this.closeMessage() + this.closeCalls();
     this.finished = true;
     const reason = incompleteReason(this.finishReason);
@@ -283,6 +343,9 @@ export class ResponsesStreamSink implements SseSink {
     const message = typeof error.message === 'string' ? error.message : 'The upstream stream failed.';
     // What was streamed before the failure stays in the response, its items marked incomplete.
     const output = [...this.output];
+    if (this.reasoning !== undefined) {
+      output[this.reasoning.outputIndex] = reasoningItem(this.reasoning.id, this.reasoning.text, 'incomplete');
+    }
     if (this.message !== undefined) output[this.message.outputIndex] = this.messageOf(this.message, 'incomplete');
     for (const call of [...this.doneCalls, ...this.calls.values()]) {
       output[call.outputIndex] = functionCallItem(call.id, call, 'incomplete');
