@@ -8,7 +8,7 @@ import type { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
 import { type BudgetView, budgetView } from '../billing/budget-settings.js';
 import { formatNano, parseNano } from '../billing/nano.js';
-import { addWalletCredit, checkCreditLimitFits } from '../billing/wallet-credit.js';
+import { addWalletCredit, configureWalletCredit } from '../billing/wallet-credit.js';
 import { InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
 import { DecimalFormatError } from '../pricing/money.js';
 import { type PriceVersionConfig, PriceVersionSchema } from '../pricing/price-book.js';
@@ -127,11 +127,11 @@ export function registerAdminBillingRoutes(
     await requireTenant(tenantId);
     const { mode, budget } = request.body;
     const creditLimit = mode === 'postpaid' ? money(request.body.credit_limit ?? '0', 'credit_limit') : 0n;
-    checkCreditLimitFits(await store.getWallet(tenantId), creditLimit);
-    // Every value is checked before the first write: a refused request changes nothing.
+    // Every value is checked before the first write, and the wallet (which checks the credit limit against its
+    // balance) is written first: a refused request changes nothing.
     const budgetRecord =
       budget === null || budget === undefined ? budget : budgetRecordOf('tenant', tenantId, tenantId, budget);
-    await store.configureWallet(tenantId, { mode, currency: billing.currency, creditLimit });
+    await configureWalletCredit(store, tenantId, { mode, currency: billing.currency, creditLimit });
     // null removes the budget; absent leaves it as it is.
     if (budgetRecord === null) await store.deleteBudget('tenant', tenantId);
     else if (budgetRecord !== undefined) await store.putBudget(budgetRecord);

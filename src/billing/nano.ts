@@ -4,15 +4,9 @@
  * (reservations) round up so a reservation always covers the rated amount.
  */
 import { type Amount, divideHalfEven, formatDecimal, parseDecimal } from '../pricing/money.js';
-import type { Nano } from '../store/ledger-store.js';
+import { MAX_NANO, type Nano } from '../store/ledger-store.js';
 
 const AMOUNT_PER_NANO = 10n ** 18n;
-
-/**
- * The largest amount the ledger holds, nano-units: its columns are 64-bit integers, so 9223372036.854775807 currency
- * units. Every stored amount and every balance stays within ±`MAX_NANO`.
- */
-export const MAX_NANO: Nano = 2n ** 63n - 1n;
 
 /** Exact amount → nano-units, half-even. */
 export function nanoHalfEven(amount: Amount): Nano {

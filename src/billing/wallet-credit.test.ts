@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../errors/gateway-error.js';
+import { MAX_NANO } from '../store/ledger-store.js';
 import { openSqliteStore } from '../store/sqlite-store.js';
-import { MAX_NANO, parseNano } from './nano.js';
-import { addWalletCredit, checkCreditLimitFits, type WalletCredit } from './wallet-credit.js';
+import { parseNano } from './nano.js';
+import { addWalletCredit, configureWalletCredit, type WalletCredit } from './wallet-credit.js';
 
 async function walletOf(balance: bigint) {
   const store = openSqliteStore(':memory:');
@@ -56,17 +57,28 @@ describe('addWalletCredit', () => {
 
   it('counts the credit limit with the balance', async () => {
     const { store, tenantId, topUp } = await walletOf(11n);
-    const wallet = await store.getWallet(tenantId);
-    expect(() => checkCreditLimitFits(wallet, MAX_NANO - 11n)).not.toThrow();
-    let error: unknown;
-    try {
-      checkCreditLimitFits(wallet, MAX_NANO - 10n);
-    } catch (caught: unknown) {
-      error = caught;
-    }
+    const postpaid = (creditLimit: bigint) => ({ mode: 'postpaid' as const, currency: 'CNY', creditLimit });
+    const error = await refusal(configureWalletCredit(store, tenantId, postpaid(MAX_NANO - 10n)));
     expect(error).toMatchObject({ status: 400, code: 'balance_limit_exceeded', param: 'credit_limit' });
-    await store.configureWallet(tenantId, { mode: 'postpaid', currency: 'CNY', creditLimit: MAX_NANO - 11n });
+    expect(await store.getWallet(tenantId)).toMatchObject({ mode: 'prepaid', balance: 11n, creditLimit: 0n });
+    expect(await configureWalletCredit(store, tenantId, postpaid(MAX_NANO - 11n))).toMatchObject({
+      mode: 'postpaid',
+      balance: 11n,
+      creditLimit: MAX_NANO - 11n,
+    });
     expect((await refusal(addWalletCredit(store, topUp(1n)))).code).toBe('balance_limit_exceeded');
+    await store.close();
+  });
+
+  it('lets through only the concurrent top-ups the ledger holds together', async () => {
+    const { store, tenantId, topUp } = await walletOf(0n);
+    const quarter = MAX_NANO / 4n;
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => addWalletCredit(store, topUp(quarter))));
+    const refused = results.filter((result) => result.status === 'rejected');
+    expect(refused).toHaveLength(4);
+    for (const result of refused) expect(result.reason).toMatchObject({ code: 'balance_limit_exceeded' });
+    expect((await store.getWallet(tenantId))?.balance).toBe(4n * quarter);
+    expect(await store.listWalletTransactions(tenantId)).toHaveLength(4);
     await store.close();
   });
 

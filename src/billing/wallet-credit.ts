@@ -5,14 +5,17 @@
  * `Idempotency-Key` replays its first transaction, and is refused when reused for a different one.
  */
 import { GatewayError, InvalidRequestError } from '../errors/gateway-error.js';
-import type {
-  LedgerStore,
-  Nano,
-  NewWalletTransaction,
-  WalletRecord,
-  WalletTransactionRecord,
+import {
+  BalanceOutOfRangeError,
+  type BillingMode,
+  type LedgerStore,
+  MAX_NANO,
+  type Nano,
+  type NewWalletTransaction,
+  type WalletRecord,
+  type WalletTransactionRecord,
 } from '../store/ledger-store.js';
-import { formatNano, MAX_NANO } from './nano.js';
+import { formatNano } from './nano.js';
 
 /** 409: an `Idempotency-Key` already used by this tenant for a transaction with another kind, amount or currency. */
 export class IdempotencyKeyReusedError extends GatewayError {
@@ -34,57 +37,54 @@ export type WalletCredit = Omit<NewWalletTransaction, 'createdAt'>;
 /**
  * Writes `credit` and moves the balance. With an idempotency key already used by the tenant: the first transaction
  * (`created: false`) if it is the same one, else `IdempotencyKeyReusedError`. Throws `InvalidRequestError`
- * (`balance_limit_exceeded`, param `amount`) when the balance would leave the ledger's range.
- *
- * The range check reads the wallet before the write: two top-ups racing each other near the limit can still pass it
- * together. The store's upsert does not bound the sum yet (see `LedgerStore.addWalletTransaction`).
+ * (`balance_limit_exceeded`, param `amount`) when the balance would leave the ledger's range: the store checks it in
+ * the write's transaction, so top-ups racing each other near the limit cannot pass it together.
  */
 export async function addWalletCredit(
   store: LedgerStore,
   credit: WalletCredit,
 ): Promise<{ record: WalletTransactionRecord; created: boolean }> {
-  const wallet = await store.getWallet(credit.tenantId);
-  if (wallet !== undefined && !balanceFits(wallet.balance + credit.amount, wallet.creditLimit)) {
-    // A retry of a transaction already written is answered as any retry, not refused for the balance it made.
-    const first = await firstWithKey(store, credit);
-    if (first !== undefined) return { record: sameOrThrow(credit, first), created: false };
+  let written: { record: WalletTransactionRecord; created: boolean };
+  try {
+    written = await store.addWalletTransaction(credit);
+  } catch (error: unknown) {
+    if (!(error instanceof BalanceOutOfRangeError)) throw error;
     throw new InvalidRequestError(
-      `This ${credit.kind} would take the balance to ${formatNano(wallet.balance + credit.amount)} ${credit.currency}` +
-        `${wallet.creditLimit === 0n ? '' : ` (credit limit ${formatNano(wallet.creditLimit)})`}, beyond the ` +
+      `This ${credit.kind} would take the balance to ${formatNano(error.balance)} ${credit.currency}` +
+        `${error.creditLimit === 0n ? '' : ` (credit limit ${formatNano(error.creditLimit)})`}, beyond the ` +
         `largest the ledger holds, ${formatNano(MAX_NANO)}.`,
-      { param: 'amount', code: 'balance_limit_exceeded' },
+      { param: 'amount', code: 'balance_limit_exceeded', cause: error },
     );
   }
-  const written = await store.addWalletTransaction(credit);
+  // A retry of a transaction already written is answered as any retry, even when it would no longer fit.
   if (!written.created) sameOrThrow(credit, written.record);
   return written;
 }
 
 /**
- * Throws `InvalidRequestError` (`balance_limit_exceeded`, param `credit_limit`) when the wallet's balance plus
- * `creditLimit` would leave the ledger's range: what a postpaid tenant may spend is computed as that sum.
+ * Sets the billing mode and credit limit of the tenant's wallet (`LedgerStore.configureWallet`, which creates it if
+ * needed). Throws `InvalidRequestError` (`balance_limit_exceeded`, param `credit_limit`), changing nothing, when the
+ * balance plus the credit limit would leave the ledger's range: what a postpaid tenant may spend is computed as that
+ * sum. The store checks it in the write's transaction, against the balance it keeps.
  */
-export function checkCreditLimitFits(wallet: WalletRecord | undefined, creditLimit: Nano): void {
-  const balance = wallet?.balance ?? 0n;
-  if (balanceFits(balance, creditLimit)) return;
-  throw new InvalidRequestError(
-    `A credit limit of ${formatNano(creditLimit)} on a balance of ${formatNano(balance)} goes beyond the largest ` +
-      `amount the ledger holds, ${formatNano(MAX_NANO)}.`,
-    { param: 'credit_limit', code: 'balance_limit_exceeded' },
-  );
+export async function configureWalletCredit(
+  store: LedgerStore,
+  tenantId: string,
+  settings: { mode: BillingMode; currency: string; creditLimit: Nano },
+): Promise<WalletRecord> {
+  try {
+    return await store.configureWallet(tenantId, settings);
+  } catch (error: unknown) {
+    if (!(error instanceof BalanceOutOfRangeError)) throw error;
+    throw new InvalidRequestError(
+      `A credit limit of ${formatNano(error.creditLimit)} on a balance of ${formatNano(error.balance)} goes beyond ` +
+        `the largest amount the ledger holds, ${formatNano(MAX_NANO)}.`,
+      { param: 'credit_limit', code: 'balance_limit_exceeded', cause: error },
+    );
+  }
 }
 
-function balanceFits(balance: Nano, creditLimit: Nano): boolean {
-  return balance >= -MAX_NANO && balance + creditLimit <= MAX_NANO;
-}
-
-async function firstWithKey(store: LedgerStore, credit: WalletCredit): Promise<WalletTransactionRecord | undefined> {
-  if (credit.idempotencyKey === null) return undefined;
-  const transactions = await store.listWalletTransactions(credit.tenantId);
-  return transactions.find((transaction) => transaction.idempotencyKey === credit.idempotencyKey);
-}
-
-function sameOrThrow(credit: WalletCredit, first: WalletTransactionRecord): WalletTransactionRecord {
-  if (first.kind === credit.kind && first.amount === credit.amount && first.currency === credit.currency) return first;
+function sameOrThrow(credit: WalletCredit, first: WalletTransactionRecord): void {
+  if (first.kind === credit.kind && first.amount === credit.amount && first.currency === credit.currency) return;
   throw new IdempotencyKeyReusedError(credit.idempotencyKey ?? '', first);
 }

@@ -33,20 +33,22 @@ import {
   walletFromRow,
   walletTransactionFromRow,
 } from './ledger-rows.js';
-import type {
-  BillingMode,
-  BillingRollupRow,
-  BudgetRecord,
-  Nano,
-  NewWalletTransaction,
-  PriceVersionRecord,
-  Settlement,
-  StreamCheckpoint,
-  UsageEventRecord,
-  UsageRollupQuery,
-  UsageRollupRow,
-  WalletRecord,
-  WalletTransactionRecord,
+import {
+  BalanceOutOfRangeError,
+  type BillingMode,
+  type BillingRollupRow,
+  type BudgetRecord,
+  type Nano,
+  type NewWalletTransaction,
+  type PriceVersionRecord,
+  type Settlement,
+  type StreamCheckpoint,
+  type UsageEventRecord,
+  type UsageRollupQuery,
+  type UsageRollupRow,
+  type WalletRecord,
+  type WalletTransactionRecord,
+  walletInRange,
 } from './ledger-store.js';
 import { migrationProvider } from './migrations/migration-provider.js';
 import { randomId } from './random-id.js';
@@ -313,41 +315,43 @@ export class KyselyStore implements Store {
   }
 
   async getWallet(tenantId: string): Promise<WalletRecord | undefined> {
-    const row = await this.db
-      .selectFrom('wallets')
-      .select(readColumns('wallets', WALLET_COLUMNS))
-      .where('tenant_id', '=', tenantId)
-      .executeTakeFirst();
-    return row === undefined ? undefined : walletFromRow(row as MoneyAsText<WalletsTable>);
+    return walletOf(this.db, tenantId);
   }
 
   async configureWallet(
     tenantId: string,
     settings: { mode: BillingMode; currency: string; creditLimit: Nano },
   ): Promise<WalletRecord> {
-    await this.db
-      .insertInto('wallets')
-      .values({
-        tenant_id: tenantId,
-        mode: settings.mode,
-        currency: settings.currency,
-        balance: 0n,
-        credit_limit: settings.creditLimit,
-        reserved: 0n,
-        updated_at: Date.now(),
-      })
-      .onConflict((conflict) =>
-        conflict.column('tenant_id').doUpdateSet((eb) => ({
-          mode: eb.ref('excluded.mode'),
-          currency: eb.ref('excluded.currency'),
-          credit_limit: eb.ref('excluded.credit_limit'),
-          updated_at: eb.ref('excluded.updated_at'),
-        })),
-      )
-      .execute();
-    const wallet = await this.getWallet(tenantId);
-    if (wallet === undefined) throw new Error(`Wallet of tenant ${tenantId} vanished after its upsert`);
-    return wallet;
+    return this.db.transaction().execute(async (db) => {
+      await db
+        .insertInto('wallets')
+        .values({
+          tenant_id: tenantId,
+          mode: settings.mode,
+          currency: settings.currency,
+          balance: 0n,
+          credit_limit: settings.creditLimit,
+          reserved: 0n,
+          updated_at: Date.now(),
+        })
+        .onConflict((conflict) =>
+          conflict.column('tenant_id').doUpdateSet((eb) => ({
+            mode: eb.ref('excluded.mode'),
+            currency: eb.ref('excluded.currency'),
+            credit_limit: eb.ref('excluded.credit_limit'),
+            updated_at: eb.ref('excluded.updated_at'),
+          })),
+        )
+        .execute();
+      // The upsert holds the row (PostgreSQL's row lock, SQLite's write lock) until commit: the balance read here is
+      // the one kept, and no wallet transaction can move it before the new limit is in.
+      const wallet = await walletOf(db, tenantId);
+      if (wallet === undefined) throw new Error(`Wallet of tenant ${tenantId} vanished after its upsert`);
+      if (!walletInRange(wallet.balance, wallet.creditLimit)) {
+        throw new BalanceOutOfRangeError(tenantId, wallet.balance, wallet.creditLimit);
+      }
+      return wallet;
+    });
   }
 
   async addWalletTransaction(
@@ -393,31 +397,36 @@ export class KyselyStore implements Store {
           created: false,
         };
       }
-      const wallet = await db
-        .selectFrom('wallets')
-        .select('currency')
-        .where('tenant_id', '=', record.tenantId)
-        .executeTakeFirst();
-      if (wallet !== undefined && wallet.currency !== record.currency) {
-        throw new Error(`The wallet of tenant ${record.tenantId} is in ${wallet.currency}, not ${record.currency}`);
-      }
+      // A tenant without a wallet gets an empty prepaid one first, so that there is always a row to lock.
       await db
         .insertInto('wallets')
         .values({
           tenant_id: record.tenantId,
           mode: 'prepaid',
           currency: record.currency,
-          balance: record.amount,
+          balance: 0n,
           credit_limit: 0n,
           reserved: 0n,
           updated_at: record.createdAt,
         })
-        .onConflict((conflict) =>
-          conflict.column('tenant_id').doUpdateSet((eb) => ({
-            balance: eb('wallets.balance', '+', eb.ref('excluded.balance')),
-            updated_at: eb.ref('excluded.updated_at'),
-          })),
-        )
+        .onConflict((conflict) => conflict.column('tenant_id').doNothing())
+        .execute();
+      // Locked until commit (PostgreSQL's row lock; SQLite's write lock is held already), so the balance checked is
+      // the one replaced: concurrent transactions near the limit cannot pass the check together.
+      const wallet = await walletOf(db, record.tenantId, { forUpdate: this.kind === 'postgres' });
+      if (wallet === undefined) throw new Error(`Wallet of tenant ${record.tenantId} vanished after its insert`);
+      if (wallet.currency !== record.currency) {
+        throw new Error(`The wallet of tenant ${record.tenantId} is in ${wallet.currency}, not ${record.currency}`);
+      }
+      // Added here in bigint, not in SQL: past 64 bits SQLite would turn the sum into an inexact REAL.
+      const balance = wallet.balance + record.amount;
+      if (!walletInRange(balance, wallet.creditLimit)) {
+        throw new BalanceOutOfRangeError(record.tenantId, balance, wallet.creditLimit);
+      }
+      await db
+        .updateTable('wallets')
+        .set({ balance, updated_at: record.createdAt })
+        .where('tenant_id', '=', record.tenantId)
         .execute();
       return { record, created: true };
     });
@@ -924,6 +933,21 @@ export class KyselyStore implements Store {
       .onConflict((conflict) => conflict.column('request_id').doNothing())
       .execute();
   }
+}
+
+/** The wallet of `tenantId`; with `forUpdate` (PostgreSQL only), its row stays locked until the transaction ends. */
+async function walletOf(
+  db: Kysely<DatabaseSchema>,
+  tenantId: string,
+  options: { forUpdate?: boolean } = {},
+): Promise<WalletRecord | undefined> {
+  const row = await db
+    .selectFrom('wallets')
+    .select(readColumns('wallets', WALLET_COLUMNS))
+    .where('tenant_id', '=', tenantId)
+    .$if(options.forUpdate === true, (select) => select.forUpdate())
+    .executeTakeFirst();
+  return row === undefined ? undefined : walletFromRow(row as MoneyAsText<WalletsTable>);
 }
 
 /** The conditional wallet update of `reserve`: the check and the increment in one atomic step on both databases. */

@@ -13,6 +13,38 @@ import type { RequestLogRecord } from './store.js';
 /** Money in nano-units (1e-9 of the currency unit). */
 export type Nano = bigint;
 
+/**
+ * The largest amount the ledger holds, nano-units: its columns are 64-bit integers, so 9223372036.854775807 currency
+ * units. Every stored amount and every balance stays within ±`MAX_NANO`, and so does a balance plus its credit limit
+ * (what a postpaid tenant may spend is computed as that sum).
+ */
+export const MAX_NANO: Nano = 2n ** 63n - 1n;
+
+/** Whether a wallet with `balance` and `creditLimit` stays within what the ledger holds (see `MAX_NANO`). */
+export function walletInRange(balance: Nano, creditLimit: Nano): boolean {
+  return balance >= -MAX_NANO && balance + creditLimit <= MAX_NANO;
+}
+
+/**
+ * A wallet write (`addWalletTransaction`, `configureWallet`) refused because it would leave the wallet outside what
+ * the ledger holds (`walletInRange`). Thrown inside the write's transaction, which is rolled back: nothing changed.
+ */
+export class BalanceOutOfRangeError extends RangeError {
+  constructor(
+    readonly tenantId: string,
+    /** The balance the write would have left, nano-units. */
+    readonly balance: Nano,
+    /** The credit limit the write would have left, nano-units. */
+    readonly creditLimit: Nano,
+  ) {
+    super(
+      `The wallet of tenant ${tenantId} would have a balance of ${balance} and a credit limit of ${creditLimit} ` +
+        `nano-units, beyond ±${MAX_NANO}`,
+    );
+    this.name = 'BalanceOutOfRangeError';
+  }
+}
+
 /** One rated request: the append-only record billing is computed from. Idempotent by `requestId`. */
 export interface UsageEventRecord {
   requestId: string;
@@ -265,14 +297,21 @@ export interface BudgetRecord {
 /** The ledger operations. */
 export interface LedgerStore {
   getWallet(tenantId: string): Promise<WalletRecord | undefined>;
-  /** Creates or updates mode, currency and credit limit (balance and reservations are kept). */
+  /**
+   * Creates or updates mode, currency and credit limit (balance and reservations are kept). Throws
+   * `BalanceOutOfRangeError`, changing nothing, when the balance plus the new credit limit would pass `MAX_NANO`:
+   * checked in the write's transaction against the balance it keeps, whatever writes race it.
+   */
   configureWallet(
     tenantId: string,
     settings: { mode: BillingMode; currency: string; creditLimit: Nano },
   ): Promise<WalletRecord>;
   /**
    * Appends a transaction and moves the balance, in one transaction. With an idempotency key already used by this
-   * tenant, nothing changes and the first transaction is returned with `created: false`.
+   * tenant, nothing changes and the first transaction is returned with `created: false` (even when the transaction
+   * would no longer fit). Throws `BalanceOutOfRangeError`, changing nothing, when the new balance would leave the
+   * ledger's range (`walletInRange`): checked in the same transaction as the write, so concurrent transactions cannot
+   * pass it together.
    */
   addWalletTransaction(
     transaction: NewWalletTransaction,

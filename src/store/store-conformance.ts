@@ -10,8 +10,10 @@ import {
   usageEventFixture,
 } from './ledger-fixtures.js';
 import {
+  BalanceOutOfRangeError,
   type BillingRollupRow,
   type BudgetRecord,
+  MAX_NANO,
   type RollupBucket,
   ratingOf,
   type Settlement,
@@ -378,6 +380,44 @@ export function describeStoreConformance(name: string, options: StoreConformance
         expect(await others[0]!.reserve(tenantId, 1n)).toBe(false);
       });
 
+      it('bounds concurrent top-ups and credit-limit changes through several instances', async () => {
+        const others = await Promise.all([open(), open()]);
+        const quarter = MAX_NANO / 4n;
+        const tenantId = `ten_maxmulti_${randomSuffix()}`;
+        const results = await Promise.allSettled(
+          Array.from({ length: 8 }, (_, index) =>
+            others[index % 2]!.addWalletTransaction(topUp(tenantId, quarter, null)),
+          ),
+        );
+        const accepted = acceptedInRangeRace(results).map((written) => written.record);
+        expect(accepted).toHaveLength(4);
+        expect((await store.getWallet(tenantId))?.balance).toBe(4n * quarter);
+        expect(sortedIds(await store.listWalletTransactions(tenantId))).toEqual(sortedIds(accepted));
+
+        // A credit limit of half the range racing four top-ups of a quarter: whichever order they take, the sum
+        // stays in range, and only what did not fit was refused (the limit with two top-ups, or four top-ups alone).
+        const mixed = `ten_maxmixed_${randomSuffix()}`;
+        await store.configureWallet(mixed, { mode: 'prepaid', currency: 'CNY', creditLimit: 0n });
+        const half = MAX_NANO / 2n;
+        const [limit, topUps] = await Promise.all([
+          Promise.allSettled([
+            others[0]!.configureWallet(mixed, { mode: 'postpaid', currency: 'CNY', creditLimit: half }),
+          ]),
+          Promise.allSettled(
+            Array.from({ length: 4 }, (_, index) =>
+              others[index % 2]!.addWalletTransaction(topUp(mixed, quarter, null)),
+            ),
+          ),
+        ]);
+        const creditLimit = acceptedInRangeRace(limit).length === 1 ? half : 0n;
+        const credited = acceptedInRangeRace(topUps).length;
+        const balance = BigInt(credited) * quarter;
+        expect(await store.getWallet(mixed)).toMatchObject({ balance, creditLimit });
+        expect(balance + creditLimit).toBeLessThanOrEqual(MAX_NANO);
+        expect(balance + creditLimit).toBeGreaterThan(MAX_NANO - quarter);
+        expect(await store.listWalletTransactions(mixed)).toHaveLength(credited);
+      });
+
       it("runs one owner's reservations, releases and settlements concurrently without a deadlock", async () => {
         const others = await Promise.all([open(), open()]);
         const tenantId = `ten_lockorder_${randomSuffix()}`;
@@ -563,6 +603,72 @@ function describeLedgerConformance(getStore: () => Store): void {
       const middle = await store.listWalletTransactions(tenantId, { start: 2000, end: 3000 });
       expect(middle.map((transaction) => transaction.amount)).toEqual([-HUGE + 1n]);
       expect((await store.listWalletTransactions(tenantId, { start: 1500 })).length).toBe(2);
+    });
+
+    it("refuses a transaction that would leave the ledger's range, and writes nothing", async () => {
+      const store = getStore();
+      const tenantId = `ten_max_${randomSuffix()}`;
+      const first = await store.addWalletTransaction(topUp(tenantId, MAX_NANO - 5n, null));
+      const past = await refusal(store.addWalletTransaction(topUp(tenantId, 6n, 'past')));
+      expect(past).toBeInstanceOf(BalanceOutOfRangeError);
+      expect(past).toMatchObject({ tenantId, balance: MAX_NANO + 1n, creditLimit: 0n });
+      expect((await store.getWallet(tenantId))?.balance).toBe(MAX_NANO - 5n);
+      expect(await store.listWalletTransactions(tenantId)).toEqual([first.record]);
+      // The refused key left no row: it is free for a transaction that fits, up to the last nano-unit.
+      expect((await store.addWalletTransaction(topUp(tenantId, 5n, 'past'))).created).toBe(true);
+      expect((await store.getWallet(tenantId))?.balance).toBe(MAX_NANO);
+
+      const lowest = `ten_min_${randomSuffix()}`;
+      await store.addWalletTransaction({ ...topUp(lowest, -MAX_NANO, null), kind: 'adjustment' });
+      const below = await refusal(store.addWalletTransaction({ ...topUp(lowest, -1n, null), kind: 'adjustment' }));
+      expect(below).toMatchObject({ tenantId: lowest, balance: -MAX_NANO - 1n });
+      expect((await store.getWallet(lowest))?.balance).toBe(-MAX_NANO);
+      expect(await store.listWalletTransactions(lowest)).toHaveLength(1);
+    });
+
+    it('replays an idempotency key near the limit instead of refusing it', async () => {
+      const store = getStore();
+      const tenantId = `ten_maxidem_${randomSuffix()}`;
+      const first = await store.addWalletTransaction(topUp(tenantId, MAX_NANO - 5n, 'big'));
+      expect(await store.addWalletTransaction(topUp(tenantId, MAX_NANO - 5n, 'big'))).toEqual({
+        record: first.record,
+        created: false,
+      });
+      expect((await store.getWallet(tenantId))?.balance).toBe(MAX_NANO - 5n);
+      expect(await store.listWalletTransactions(tenantId)).toEqual([first.record]);
+    });
+
+    it('lets through only the concurrent top-ups the ledger holds together, exactly', async () => {
+      const store = getStore();
+      const tenantId = `ten_maxrace_${randomSuffix()}`;
+      const quarter = MAX_NANO / 4n;
+      const results = await Promise.allSettled(
+        Array.from({ length: 8 }, () => store.addWalletTransaction(topUp(tenantId, quarter, null))),
+      );
+      const accepted = acceptedInRangeRace(results).map((written) => written.record);
+      expect(accepted).toHaveLength(4);
+      expect((await store.getWallet(tenantId))?.balance).toBe(4n * quarter);
+      expect(sortedIds(await store.listWalletTransactions(tenantId))).toEqual(sortedIds(accepted));
+    });
+
+    it('refuses a credit limit the balance cannot carry, and changes nothing', async () => {
+      const store = getStore();
+      const tenantId = `ten_maxlimit_${randomSuffix()}`;
+      await store.addWalletTransaction(topUp(tenantId, 11n, null));
+      const postpaid = (creditLimit: bigint) => ({ mode: 'postpaid' as const, currency: 'CNY', creditLimit });
+      const past = await refusal(store.configureWallet(tenantId, postpaid(MAX_NANO - 10n)));
+      expect(past).toBeInstanceOf(BalanceOutOfRangeError);
+      expect(past).toMatchObject({ tenantId, balance: 11n, creditLimit: MAX_NANO - 10n });
+      expect(await store.getWallet(tenantId)).toMatchObject({ mode: 'prepaid', balance: 11n, creditLimit: 0n });
+      expect(await store.configureWallet(tenantId, postpaid(MAX_NANO - 11n))).toMatchObject({
+        balance: 11n,
+        creditLimit: MAX_NANO - 11n,
+      });
+      // The credit limit counts with the balance for a top-up too.
+      const topUpPast = await refusal(store.addWalletTransaction(topUp(tenantId, 1n, null)));
+      expect(topUpPast).toMatchObject({ balance: 12n, creditLimit: MAX_NANO - 11n });
+      expect((await store.getWallet(tenantId))?.balance).toBe(11n);
+      expect(await store.listWalletTransactions(tenantId)).toHaveLength(1);
     });
 
     it('refuses a transaction in another currency than the wallet', async () => {
@@ -1176,6 +1282,27 @@ function sortRows<T>(rows: T[]): T[] {
   const key = (row: T) =>
     JSON.stringify(row, (_name, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value));
   return [...rows].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+}
+
+/** The error `promise` rejects with; fails the test when it resolves. */
+async function refusal(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    (value) => expect.fail(`expected a refusal, got ${String(value)}`),
+    (error: unknown) => error,
+  );
+}
+
+/** The writes of a race that went through, checking that every other was refused as out of the ledger's range. */
+function acceptedInRangeRace<T>(results: readonly PromiseSettledResult<T>[]): T[] {
+  return results.flatMap((result) => {
+    if (result.status === 'fulfilled') return [result.value];
+    expect(result.reason).toBeInstanceOf(BalanceOutOfRangeError);
+    return [];
+  });
+}
+
+function sortedIds(records: readonly { id: string }[]): string[] {
+  return records.map((record) => record.id).sort();
 }
 
 /** Mulberry32: a deterministic generator, so a failing rollup case can be replayed. */
