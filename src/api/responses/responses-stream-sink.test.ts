@@ -642,38 +642,40 @@ describe('ResponsesStreamSink: reasoning', () => {
   });
 });
 
+/** A chat completion in OpenAI's shape with one choice: `message`, its finish reason, usage and other fields. */
+function chatCompletion(
+  message: Record<string, unknown>,
+  finishReason: string,
+  usage: Record<string, unknown>,
+  fields: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    id: 'chatcmpl-test',
+    object: 'chat.completion',
+    created: 1_754_395_560,
+    model: 'gpt-4o-mini-2024-07-18',
+    choices: [{ index: 0, message: { role: 'assistant', ...message }, logprobs: null, finish_reason: finishReason }],
+    usage,
+    ...fields,
+  };
+}
+
 describe('responseFromChat', () => {
   const context = contextFor({ stream: false });
 
   it('makes a text answer one completed message', () => {
-    const completion = {
-      id: 'chatcmpl-C1LBpXs7wQ2rTnM4vYh8kJcA1uEbD',
-      object: 'chat.completion',
-      created: 1754395560,
-      model: 'gpt-4o-mini-2024-07-18',
-      choices: [
-        {
-          index: 0,
-          message: { role: 'assistant', content: 'Hello! How can I help?', refusal: null, annotations: [] },
-          logprobs: null,
-          finish_reason: 'stop',
-        },
-      ],
-      usage: {
+    const completion = chatCompletion(
+      { content: 'Hello! How can I help?', refusal: null, annotations: [] },
+      'stop',
+      {
         prompt_tokens: 9,
         completion_tokens: 7,
         total_tokens: 16,
         prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 },
-        completion_tokens_details: {
-          reasoning_tokens: 0,
-          audio_tokens: 0,
-          accepted_prediction_tokens: 0,
-          rejected_prediction_tokens: 0,
-        },
+        completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0 },
       },
-      service_tier: 'default',
-      system_fingerprint: 'fp_34a54ae93c',
-    };
+      { service_tier: 'default', system_fingerprint: 'fp_34a54ae93c' },
+    );
     const response = responseFromChat(context, completion);
     expect(openAIErrors('Response', response)).toEqual([]);
     expect(response).toMatchObject({
@@ -698,22 +700,11 @@ describe('responseFromChat', () => {
   });
 
   it('makes a refusal a refusal part', () => {
-    const completion = {
-      id: 'chatcmpl-C1LDr2yWkP8sQvN5xT3mLbJ0aHcEf',
-      object: 'chat.completion',
-      created: 1754395620,
-      model: 'gpt-4o-mini-2024-07-18',
-      choices: [
-        {
-          index: 0,
-          message: { role: 'assistant', content: null, refusal: "I'm sorry, I can't help with that." },
-          logprobs: null,
-          finish_reason: 'stop',
-        },
-      ],
-      usage: { prompt_tokens: 14, completion_tokens: 10, total_tokens: 24 },
-      system_fingerprint: 'fp_34a54ae93c',
-    };
+    const completion = chatCompletion({ content: null, refusal: "I'm sorry, I can't help with that." }, 'stop', {
+      prompt_tokens: 14,
+      completion_tokens: 10,
+      total_tokens: 24,
+    });
     const response = responseFromChat(context, completion);
     expect(openAIErrors('Response', response)).toEqual([]);
     expect(response.output).toEqual([
@@ -725,40 +716,21 @@ describe('responseFromChat', () => {
   });
 
   it('makes tool calls function_call items, with no message when the content is null', () => {
-    const completion = {
-      id: 'chatcmpl-C1LFt4aYmR0uSxP7zV5nNdL2cJeGh',
-      object: 'chat.completion',
-      created: 1754395680,
-      model: 'gpt-4o-mini-2024-07-18',
-      choices: [
-        {
-          index: 0,
-          message: {
-            role: 'assistant',
-            content: null,
-            tool_calls: [
-              {
-                id: 'call_Nt1s7XfWbYq0hLr3kPz2mCdA',
-                type: 'function',
-                function: { name: 'get_weather', arguments: '{"location":"Paris"}' },
-              },
-              {
-                id: 'call_Qm8vR2cJxE5tWbN0aLs4yHuK',
-                type: 'function',
-                function: { name: 'get_weather', arguments: '{"location":"Bogotá"}' },
-              },
-            ],
-            refusal: null,
-            annotations: [],
-          },
-          logprobs: null,
-          finish_reason: 'tool_calls',
-        },
-      ],
-      usage: { prompt_tokens: 81, completion_tokens: 48, total_tokens: 129 },
-      service_tier: 'default',
-      system_fingerprint: 'fp_34a54ae93c',
-    };
+    const call = (id: string, location: string) => ({
+      id,
+      type: 'function',
+      function: { name: 'get_weather', arguments: JSON.stringify({ location }) },
+    });
+    const completion = chatCompletion(
+      {
+        content: null,
+        tool_calls: [call('call_Nt1s7XfWbYq0hLr3kPz2mCdA', 'Paris'), call('call_Qm8vR2cJxE5tWbN0aLs4yHuK', 'Bogotá')],
+        refusal: null,
+      },
+      'tool_calls',
+      { prompt_tokens: 81, completion_tokens: 48, total_tokens: 129 },
+      { service_tier: 'default' },
+    );
     const response = responseFromChat(contextFor({ tools: [{ type: 'function', name: 'get_weather' }] }), completion);
     expect(openAIErrors('Response', response)).toEqual([]);
     expect(response.status).toBe('completed');
@@ -783,21 +755,11 @@ describe('responseFromChat', () => {
   });
 
   it('makes finish_reason length an incomplete response with reason max_output_tokens', () => {
-    const completion = {
-      id: 'chatcmpl-C1LHv6cAoT2wUzR9bX7pPfN4eLgIj',
-      object: 'chat.completion',
-      created: 1754395740,
-      model: 'gpt-4o-mini-2024-07-18',
-      choices: [
-        {
-          index: 0,
-          message: { role: 'assistant', content: 'Once upon a time', refusal: null, annotations: [] },
-          logprobs: null,
-          finish_reason: 'length',
-        },
-      ],
-      usage: { prompt_tokens: 11, completion_tokens: 16, total_tokens: 27 },
-    };
+    const completion = chatCompletion({ content: 'Once upon a time', refusal: null }, 'length', {
+      prompt_tokens: 11,
+      completion_tokens: 16,
+      total_tokens: 27,
+    });
     const response = responseFromChat(contextFor({ max_output_tokens: 16 }), completion);
     expect(openAIErrors('Response', response)).toEqual([]);
     expect(response).toMatchObject({
@@ -808,33 +770,18 @@ describe('responseFromChat', () => {
   });
 
   it('maps usage with details: cached input and reasoning output', () => {
-    const completion = {
-      id: 'chatcmpl-C1LJx8eCqV4yWbT1dZ9rRhP6gNiKl',
-      object: 'chat.completion',
-      created: 1754395800,
-      model: 'o4-mini-2025-04-16',
-      choices: [
-        {
-          index: 0,
-          message: { role: 'assistant', content: '42', refusal: null, annotations: [] },
-          finish_reason: 'stop',
-        },
-      ],
-      usage: {
+    const completion = chatCompletion(
+      { content: '42', refusal: null },
+      'stop',
+      {
         prompt_tokens: 1180,
         completion_tokens: 84,
         total_tokens: 1264,
         prompt_tokens_details: { cached_tokens: 1024, audio_tokens: 0 },
-        completion_tokens_details: {
-          reasoning_tokens: 64,
-          audio_tokens: 0,
-          accepted_prediction_tokens: 0,
-          rejected_prediction_tokens: 0,
-        },
+        completion_tokens_details: { reasoning_tokens: 64, audio_tokens: 0 },
       },
-      service_tier: 'default',
-      system_fingerprint: null,
-    };
+      { model: 'o4-mini-2025-04-16' },
+    );
     const response = responseFromChat(contextFor({ model: 'o4-mini', reasoning: { effort: 'low' } }), completion);
     expect(openAIErrors('Response', response)).toEqual([]);
     expect(response.usage).toMatchObject({
@@ -850,20 +797,14 @@ describe('responseFromChat', () => {
 
 describe('responseFromChat: reasoning', () => {
   it('puts reasoning_content in a reasoning item before the message', () => {
-    const response = responseFromChat(contextFor({ stream: false }), {
-      id: 'r',
-      object: 'chat.completion',
-      created: 1,
-      model: 'deepseek-reasoner',
-      choices: [
-        {
-          index: 0,
-          message: { role: 'assistant', content: 'Four.', reasoning_content: 'Two plus two is four.' },
-          finish_reason: 'stop',
-        },
-      ],
-      usage: { prompt_tokens: 9, completion_tokens: 12, total_tokens: 21 },
-    });
+    const response = responseFromChat(
+      contextFor({ stream: false }),
+      chatCompletion({ content: 'Four.', reasoning_content: 'Two plus two is four.' }, 'stop', {
+        prompt_tokens: 9,
+        completion_tokens: 12,
+        total_tokens: 21,
+      }),
+    );
     expect(openAIErrors('Response', response)).toEqual([]);
     const output = response.output as Array<Record<string, unknown>>;
     expect(output.map((item) => item.type)).toEqual(['reasoning', 'message']);
