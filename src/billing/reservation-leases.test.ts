@@ -120,6 +120,39 @@ describe('ReservationLeases', () => {
     await close();
   });
 
+  it('has a full return wait for a periodic return still writing, so the funds are back when it resolves', async () => {
+    const { stores, leases, tenantId, wallet, close } = await twoWorkers(1_000n);
+    const lease = leases[0]!;
+    // A request that spent nothing: its lease is all unused again.
+    lease.release({ tenantId, amount: 10n, owner: (await lease.reserve(tenantId, 10n))! });
+    // The periodic return's store write is held up, as on a loaded machine.
+    let letGo = () => {};
+    const held = new Promise<void>((resolve) => {
+      letGo = resolve;
+    });
+    const release = stores[0]!.release.bind(stores[0]!);
+    const spy = vi.spyOn(stores[0]!, 'release').mockImplementationOnce(async (...args) => {
+      await held;
+      return release(...args);
+    });
+    const periodic = lease.returnUnused(true);
+    // It lowered the lease already; the funds are still reserved in the wallet.
+    expect(lease.lease(tenantId).leased).toBeLessThan(80n);
+    let full = false;
+    const round = lease.returnUnused(false).then(() => {
+      full = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(full).toBe(false);
+    letGo();
+    await round;
+    // Resolved only once everything this process leased and does not use is back in the wallet.
+    expect((await wallet()).reserved).toBe(0n);
+    await periodic;
+    spy.mockRestore();
+    await close();
+  });
+
   it('forgets its leases when its owner changes, and a reservation of the old owner ends without touching them', async () => {
     const { stores, tenantId, wallet, close } = await twoWorkers(1_000n);
     let owner = 'worker-a';

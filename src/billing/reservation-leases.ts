@@ -82,6 +82,11 @@ export class ReservationLeases {
   /** The owner the leases are held under; they are forgotten when `owner()` changes. */
   private leasedUnder: string | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /**
+   * Gives-back still writing to the store. A full return waits for them too: one started by the periodic return a
+   * moment before has already lowered its lease here, and its funds are not back in the wallet until it commits.
+   */
+  private readonly givingBack = new Set<Promise<void>>();
 
   constructor(
     private readonly store: Pick<LedgerStore, 'reserve' | 'release'>,
@@ -190,10 +195,15 @@ export class ReservationLeases {
    * Never rejects.
    */
   async returnUnused(keepRecent = false): Promise<void> {
+    // A full return is what a refusal elsewhere waits for: a lease growing now is given back once it has grown.
+    if (!keepRecent) await Promise.all([...this.leases.values()].map((lease) => lease.growing));
     this.current(); // ends the leases of an owner that changed
     const owner = this.leasedUnder;
-    if (owner === undefined) return;
-    const returns: Promise<void>[] = [];
+    if (owner === undefined) {
+      if (!keepRecent) await Promise.all(this.givingBack);
+      return;
+    }
+    const returns: Promise<void>[] = keepRecent ? [] : [...this.givingBack];
     for (const [tenantId, lease] of this.leases) {
       if (lease.growing !== undefined) continue;
       const keep = keepRecent ? maxOf(lease.used, 2n * lease.peak) : lease.used;
@@ -233,10 +243,15 @@ export class ReservationLeases {
    * release may have committed. (An earlier owner's leases ended already.)
    */
   private giveBack(tenantId: string, amount: Nano, owner: string): Promise<void> {
-    return this.store.release(tenantId, amount, owner).catch((error: unknown) => {
-      this.logger.error({ err: error, tenantId }, 'could not give back an unused wallet lease');
-      if (owner === this.leasedUnder) this.onStoreFailure();
-    });
+    const given = this.store
+      .release(tenantId, amount, owner)
+      .catch((error: unknown) => {
+        this.logger.error({ err: error, tenantId }, 'could not give back an unused wallet lease');
+        if (owner === this.leasedUnder) this.onStoreFailure();
+      })
+      .finally(() => this.givingBack.delete(given));
+    this.givingBack.add(given);
+    return given;
   }
 
   /**
