@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
-import { runServer } from '../app/run-server.js';
 import { FIRST_INVOICE_MONTH, isInvoiceMonth, LAST_INVOICE_MONTH } from '../billing/invoice/invoice-month.js';
 import { ConfigError } from '../config/load-config.js';
 import { GatewayError } from '../errors/gateway-error.js';
@@ -12,20 +11,17 @@ import type { ServiceClass } from '../scheduling/service-class.js';
 import type { OpenAIListPage } from '../store/list-page.js';
 import { MAX_PLAN_WEIGHT } from '../tenancy/plan-input.js';
 import { DEFAULT_LIST_PAGE, MAX_LIST_PAGE } from '../tenancy/tenant-service.js';
-import { startSimServer } from '../upstreams/simulated/sim-server.js';
-import {
-  type AdminClient,
-  type AdminTarget,
-  type BillingSettings,
-  type BillingView,
-  type BudgetSettings,
-  type CreditKind,
-  type KeyLimitsInput,
-  listAll,
-  openAdminClient,
-  type PageRequest,
-  type PlanInput,
-  type UsagePage,
+import type {
+  AdminClient,
+  AdminTarget,
+  BillingSettings,
+  BillingView,
+  BudgetSettings,
+  CreditKind,
+  KeyLimitsInput,
+  PageRequest,
+  PlanInput,
+  UsagePage,
 } from './admin-client.js';
 import { registerBatchCommands } from './batch-commands.js';
 import { exitQuietlyWhenOutputCloses } from './closed-output.js';
@@ -46,6 +42,8 @@ program
   .description('Run the gateway (default config: ./tollgate.yaml, or the built-in simulated fleet).')
   .option('-c, --config <path>', 'configuration file (also TOLLGATE_CONFIG)')
   .action(async (options: { config?: string }) => {
+    // Loaded by the commands that need them: `--help` and an admin command start without the gateway's modules.
+    const { runServer } = await import('../app/run-server.js');
     await runServer(options.config === undefined ? {} : { configPath: options.config });
   });
 
@@ -63,10 +61,8 @@ function targetOf(options: { config?: string; url?: string; adminToken?: string 
   };
 }
 
-async function withClient<T>(
-  options: AdminTarget,
-  run: (client: Awaited<ReturnType<typeof openAdminClient>>) => Promise<T>,
-) {
+async function withClient<T>(options: AdminTarget, run: (client: AdminClient) => Promise<T>) {
+  const { openAdminClient } = await import('./admin-client.js');
   const client = await openAdminClient(options);
   try {
     const result = await run(client);
@@ -94,11 +90,11 @@ const pageOptions = (command: Command) =>
     .option('--after <id>', 'print the page after this id (the last_id of the page before)');
 
 /** Every record as a JSON array; with `--limit` or `--after`, the one page they name as the list object. */
-function listed<V>(
+async function listed<V>(
   flags: PageFlags,
   list: (page: PageRequest) => Promise<OpenAIListPage<V>>,
 ): Promise<V[] | OpenAIListPage<V>> {
-  if (flags.limit === undefined && flags.after === undefined) return listAll(list);
+  if (flags.limit === undefined && flags.after === undefined) return (await import('./admin-client.js')).listAll(list);
   return list({
     limit: flags.limit ?? DEFAULT_LIST_PAGE,
     ...(flags.after === undefined ? {} : { after: flags.after }),
@@ -345,6 +341,7 @@ targetOptions(
     .option('--format <format>', 'json, csv or html', 'json'),
 ).action(async (options: { tenant: string; month: string; format: string } & AdminTarget) => {
   if (!['json', 'csv', 'html'].includes(options.format)) throw new InvalidArgumentError('--format: json, csv or html');
+  const { openAdminClient } = await import('./admin-client.js');
   const client = await openAdminClient(targetOf(options));
   try {
     process.stdout.write(
@@ -575,6 +572,7 @@ program
   .option('--replicas <n>', 'replicas', parseInteger, 1)
   .option('--max-batch <n>', 'most sequences decoded at once per replica', parseInteger)
   .action(async (options: { host: string; port: number; replicas: number; maxBatch?: number }) => {
+    const { startSimServer } = await import('../upstreams/simulated/sim-server.js');
     const server = await startSimServer({
       host: options.host,
       port: options.port,
