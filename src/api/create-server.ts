@@ -308,12 +308,9 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       });
       return reply;
     }
-    let completion: Record<string, unknown>;
-    try {
-      completion = (await relayWhole(relayRequest)) as Record<string, unknown>;
-    } catch (error: unknown) {
-      throw error instanceof GatewayError ? asResponsesError(error) : error;
-    }
+    const completion = await relayWhole(relayRequest).catch((error: unknown) => {
+      throw asResponsesError(error);
+    });
     reply.headers(services.relay.responseHeaders(trace));
     return responseFromChat(context, completion);
   });

@@ -385,9 +385,12 @@ export function responsesParamOf(param: string): string {
   return field === 'messages' ? renamed : renamed + param.slice(field.length);
 }
 
-/** A relay error as a Responses client sees it: about the Responses field (`max_output_tokens`, not the chat one). */
-export function asResponsesError(error: GatewayError): GatewayError {
-  if (error.param === null) return error;
+/**
+ * A relay error as a Responses client sees it: about the Responses field (`max_output_tokens`, not the chat one).
+ * Anything but a `GatewayError` with a param is returned as it is.
+ */
+export function asResponsesError<E>(error: E): E | GatewayError {
+  if (!(error instanceof GatewayError) || error.param === null) return error;
   const param = responsesParamOf(error.param);
   if (param === error.param) return error;
   return new GatewayError(error.status, error.type, error.code, error.message, error.retryable, {
