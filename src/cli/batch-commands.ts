@@ -9,9 +9,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SingleBar } from 'cli-progress';
 import { type Command, InvalidArgumentError } from 'commander';
-import { FormData, request } from 'undici';
+import { undici } from './undici.js';
 
 /** Where batch commands go and as whom. */
 export interface BatchTarget {
@@ -33,6 +32,7 @@ interface BatchObject {
 const finalStatuses = new Set(['completed', 'failed', 'expired', 'cancelled']);
 
 async function call<T>(target: BatchTarget, method: 'GET' | 'POST', route: string, body?: unknown): Promise<T> {
+  const { request } = await undici();
   const response = await request(`${target.url.replace(/\/+$/, '')}/v1${route}`, {
     method,
     headers: {
@@ -86,6 +86,7 @@ export async function submitBatch(
   try {
     const prepared = path.join(directory, path.basename(file));
     await withModel(file, prepared, options.model);
+    const { FormData, request } = await undici();
     const form = new FormData();
     form.set('purpose', 'batch');
     form.set('file', await openAsBlob(prepared), path.basename(file));
@@ -110,6 +111,7 @@ export async function submitBatch(
 /** Polls a batch until it ends, drawing a progress bar (lines done, failed, tokens, ETA) on a terminal. */
 export async function waitForBatch(target: BatchTarget, id: string, pollMs = 1000): Promise<BatchObject> {
   const interactive = process.stderr.isTTY === true;
+  const { SingleBar } = await import('cli-progress');
   const bar = new SingleBar({
     format:
       ' {bar} {percentage}% | {value}/{total} lines | {failed} failed | {tokens} tokens | ETA {eta_formatted} | {status}',
@@ -138,6 +140,7 @@ export async function waitForBatch(target: BatchTarget, id: string, pollMs = 100
 
 /** Writes a file's content to `destination` (or stdout). */
 async function download(target: BatchTarget, fileId: string, destination: string | undefined): Promise<void> {
+  const { request } = await undici();
   const response = await request(`${target.url.replace(/\/+$/, '')}/v1/files/${encodeURIComponent(fileId)}/content`, {
     headers: { authorization: `Bearer ${target.apiKey}` },
   });

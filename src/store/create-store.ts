@@ -1,7 +1,5 @@
 import { isAbsolute, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { openPostgresStore } from './postgres-store.js';
-import { openSqliteStore } from './sqlite-store.js';
 import type { Store } from './store.js';
 
 /** Options of `createStore`. */
@@ -24,6 +22,8 @@ export async function createStore(url: string, options: CreateStoreOptions = {})
   if (url.startsWith('sqlite://')) {
     const path = url.slice('sqlite://'.length);
     if (path === '') throw new Error('Store URL sqlite:// needs a file path or :memory:');
+    // Each kind's module is loaded when opened: a SQLite store never loads the PostgreSQL client, nor the reverse.
+    const { openSqliteStore } = await import('./sqlite-store.js');
     if (path === ':memory:') return openSqliteStore(path);
     return openSqliteStore(isAbsolute(path) ? path : resolve(path));
   }
@@ -40,6 +40,7 @@ export async function createStore(url: string, options: CreateStoreOptions = {})
         throw new Error(`Store URL pool_size must be a positive integer, got "${poolSizeParameter}"`);
       }
     }
+    const { openPostgresStore } = await import('./postgres-store.js');
     return openPostgresStore({
       connectionString: parsed.toString(),
       poolSize,
