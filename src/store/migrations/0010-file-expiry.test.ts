@@ -8,9 +8,14 @@ const openStore = migrationTestStores('m0010');
 
 /** Whether `batches` has the column and `files` the expiry index. */
 async function schemaOf(store: KyselyStore): Promise<{ column: boolean; index: boolean }> {
-  const tables = await store.kysely.introspection.getTables();
-  const batches = tables.find((table) => table.name === 'batches');
-  const column = batches?.columns.some((entry) => entry.name === 'output_expires_after') ?? false;
+  // Introspection on PostgreSQL lists every schema's tables, and other test files migrate theirs at the same time:
+  // read this store's own schema only.
+  const columns =
+    store.kind === 'sqlite'
+      ? await sql<{ name: string }>`select name from pragma_table_info('batches')`.execute(store.kysely)
+      : await sql<{ name: string }>`select column_name as name from information_schema.columns
+          where table_schema = current_schema() and table_name = 'batches'`.execute(store.kysely);
+  const column = columns.rows.some((row) => row.name === 'output_expires_after');
   const indexes =
     store.kind === 'sqlite'
       ? await sql<{ name: string }>`select name from sqlite_master where type = 'index'`.execute(store.kysely)
