@@ -8,7 +8,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseNano } from '../src/billing/nano.js';
 import { countPromptTokens, countTextTokens } from '../src/metering/token-counter.js';
+import { type SimServer, startSimServer } from '../src/upstreams/simulated/sim-server.js';
 import { isFinal, jsonl, readJsonl, uploadInput, waitForBatch } from './support/batch-fixtures.js';
 import { openAIErrors } from './support/openai-schema.js';
 import { pricedSimulatedConfig, startTestGateway, type TestGateway } from './support/test-gateway.js';
@@ -70,9 +72,14 @@ function toolChunks(): string[] {
 }
 
 let toolUpstream: Server;
+/** The price of `slow-model`, CNY per million tokens. */
+const SLOW_MODEL_PRICE = { input: '0.8', output: '2' };
+
 let harness: TestGateway;
 let client: OpenAI;
 let tenantId: string;
+/** An OpenAI-compatible upstream at 50 tokens/s: slow enough for a client to leave mid-stream. */
+let slowUpstream: SimServer;
 
 beforeAll(async () => {
   toolUpstream = createServer((request, response) => {
@@ -100,16 +107,24 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => toolUpstream.listen(0, '127.0.0.1', resolve));
   const port = (toolUpstream.address() as AddressInfo).port;
+  slowUpstream = await startSimServer({ profile: { t_prefill_us: 1, t_fixed_ms: 20, t_seq_ms: 0 } });
+  const [version] = pricedSimulatedConfig.pricing.versions;
   harness = await startTestGateway({
     ...pricedSimulatedConfig,
     upstreams: [
       ...pricedSimulatedConfig.upstreams,
       { name: 'tools', type: 'openai', base_url: `http://127.0.0.1:${port}/v1` },
+      { name: 'slow', type: 'openai', base_url: slowUpstream.url },
     ],
     models: [
       ...pricedSimulatedConfig.models,
       { name: 'tool-model', context_window: 32_768, deployments: [{ upstream: 'tools', model: 'tool-model-2026' }] },
+      { name: 'slow-model', context_window: 32_768, deployments: [{ upstream: 'slow', model: 'simulated' }] },
     ],
+    pricing: {
+      ...pricedSimulatedConfig.pricing,
+      versions: [{ ...version, models: { ...version!.models, 'slow-model': SLOW_MODEL_PRICE } }],
+    },
   });
   const created = await harness.createTenantWithKey({ credit: '100' });
   tenantId = created.tenantId;
@@ -118,6 +133,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await harness?.close();
   await new Promise((resolve) => toolUpstream?.close(resolve));
+  await slowUpstream?.close();
 });
 
 const weatherTools: OpenAI.Responses.Tool[] = [
@@ -220,6 +236,48 @@ describe('POST /v1/responses over the simulated fleet', () => {
     expect(record?.promptTokens).toBe(data.usage?.input_tokens);
     const after = await harness.admin('GET', `/tenants/${tenantId}/billing`);
     expect(Number(after.body.balance)).toBeLessThan(Number(before.body.balance));
+  });
+
+  it('cancels the upstream when the client leaves a stream, and bills exactly what was delivered', async () => {
+    const before = parseNano((await harness.admin('GET', `/tenants/${tenantId}/billing`)).body.balance);
+    const controller = new AbortController();
+    const { data: stream, response } = await client.responses
+      .create(
+        { model: 'slow-model', input: 'Say something long.', max_output_tokens: 2000, stream: true },
+        { signal: controller.signal },
+      )
+      .withResponse();
+    let deltas = 0;
+    try {
+      for await (const event of stream) {
+        if (event.type === 'response.output_text.delta') deltas += 1;
+        if (deltas === 5) controller.abort();
+      }
+    } catch {
+      // the abort
+    }
+    expect(deltas).toBe(5);
+    let running = 1;
+    for (const deadline = Date.now() + 10_000; running > 0 && Date.now() < deadline; ) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      running = (await slowUpstream.upstream.load()).running;
+    }
+    expect(running).toBe(0);
+    await harness.gateway.settled();
+    const requestId = response.headers.get('x-request-id');
+    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    const record = records.find((candidate) => candidate.requestId === requestId);
+    // The stream's 200 had been sent: the record keeps that status, and says why it ended.
+    expect(record).toMatchObject({ endpoint: 'responses', status: 200, errorCode: 'client_closed' });
+    expect(record!.completionTokens).toBeGreaterThanOrEqual(5);
+    expect(record!.completionTokens).toBeLessThan(200);
+    // Billed at the model's price for the prompt and the tokens delivered, to the nano-yuan (1e-9 CNY).
+    const nanoPerToken = (perMillion: string) => parseNano(perMillion) / 1_000_000n;
+    const charged =
+      BigInt(record!.promptTokens) * nanoPerToken(SLOW_MODEL_PRICE.input) +
+      BigInt(record!.completionTokens) * nanoPerToken(SLOW_MODEL_PRICE.output);
+    const after = parseNano((await harness.admin('GET', `/tenants/${tenantId}/billing`)).body.balance);
+    expect(before - after).toBe(charged);
   });
 
   it('refuses what chat completions cannot carry, naming the field, and charges nothing', async () => {
