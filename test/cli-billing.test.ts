@@ -4,39 +4,27 @@
  * refusing the same input. Runs the built CLI (`npm test` builds first). Apart from `cli.test.ts` so that the two
  * run side by side: each command here is a process of its own, and together they were the suite's longest file.
  */
-import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { stringify as stringifyYaml } from 'yaml';
 import { parseNano } from '../src/billing/nano.js';
 import { createStore } from '../src/store/create-store.js';
 import {
+  CLI_TEST_TIMEOUT_MS,
+  cliTestProcesses,
   workspace as cliWorkspace,
   demoKeyOf,
-  requireBuiltCli,
   runCli,
-  serve as serveCli,
 } from './support/cli-process.js';
 import { clearOfMonthEnd } from './support/month-boundary.js';
 import { fastSimulatedConfig, pricedSimulatedConfig } from './support/test-gateway.js';
 
-const children: ChildProcess[] = [];
-
-beforeAll(requireBuiltCli);
-afterEach(() => {
-  for (const child of children.splice(0)) child.kill('SIGKILL');
-});
-
-/** Each test runs the CLI many times, as separate processes; the default 30 s per test is too tight on a loaded host. */
-const TEST_TIMEOUT_MS = 120_000;
-
-const workspace = (extra: Record<string, unknown> = {}) => cliWorkspace({ ...fastSimulatedConfig, ...extra });
+const { workspace, serve } = cliTestProcesses(fastSimulatedConfig);
 const run = runCli;
-const serve = (dir: string) => serveCli(dir, children);
 
-describe('billing commands', { timeout: TEST_TIMEOUT_MS }, () => {
+describe('billing commands', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
   it('add credits, set plans, report usage and print invoices', async () => {
     const dir = cliWorkspace(pricedSimulatedConfig);
     const { url, banner } = await serve(dir);

@@ -3,43 +3,29 @@
  * surviving `kill -9`), tenant and key commands against the store and against a running gateway, bad config.
  * Runs the built CLI (`npm test` builds first).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createStore } from '../src/store/create-store.js';
 import {
+  CLI_TEST_TIMEOUT_MS,
   cliPath,
+  cliTestProcesses,
   workspace as cliWorkspace,
   completeThenKill,
   demoKeyOf,
   killHard,
-  requireBuiltCli,
   runCli,
-  serve as serveCli,
 } from './support/cli-process.js';
 import { fastSimulatedConfig, pricedSimulatedConfig } from './support/test-gateway.js';
 
-const children: ChildProcess[] = [];
-
-beforeAll(requireBuiltCli);
-afterEach(() => {
-  for (const child of children.splice(0)) child.kill('SIGKILL');
-});
-
-/**
- * Every test here runs the CLI as separate processes, several times; one of them takes 14–22 s on a loaded CI host.
- * The default 30 s per test is too tight for that.
- */
-const TEST_TIMEOUT_MS = 120_000;
-
-const workspace = (extra: Record<string, unknown> = {}) => cliWorkspace({ ...fastSimulatedConfig, ...extra });
+const { workspace, serve } = cliTestProcesses(fastSimulatedConfig);
 const run = runCli;
-const serve = (dir: string) => serveCli(dir, children);
 
-describe('tollgate serve', { timeout: TEST_TIMEOUT_MS }, () => {
+describe('tollgate serve', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
   it('prints the admin token, a demo key on first start only, and the key works with the SDK', async () => {
     const dir = workspace();
     const first = await serve(dir);
@@ -82,7 +68,7 @@ describe('tollgate serve', { timeout: TEST_TIMEOUT_MS }, () => {
   });
 });
 
-describe('tenant and key commands', { timeout: TEST_TIMEOUT_MS }, () => {
+describe('tenant and key commands', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
   it('work against the store', () => {
     const dir = workspace();
     const tenant = run(dir, ['tenants', 'create', 'acme']);

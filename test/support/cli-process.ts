@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
-import { expect, vi } from 'vitest';
+import { afterEach, beforeAll, expect, vi } from 'vitest';
 import { stringify } from 'yaml';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -155,4 +155,27 @@ export async function expectRevokedOnEveryWorkerAtOnce(adminUrl: string, adminTo
   expect((await admin('DELETE', `/keys/${created.id}`)).status).toBe(200);
   await vi.waitFor(async () => expect(await statuses()).toEqual(Array(8).fill(401)), { timeout: 10_000, interval: 20 });
   expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
+}
+
+/**
+ * Each test of the CLI files runs the CLI as separate processes, many times; one of them takes 14–22 s on a loaded
+ * CI host. The default 30 s per test is too tight for that.
+ */
+export const CLI_TEST_TIMEOUT_MS = 120_000;
+
+/**
+ * The setup of a CLI test file (call at its top level): checks that the CLI is built, and kills every `serve` a test
+ * started once the test ends. `workspace` writes `document` with the test's changes on top; `serve` starts a gateway
+ * in one.
+ */
+export function cliTestProcesses(document: Record<string, unknown>) {
+  const children: ChildProcess[] = [];
+  beforeAll(requireBuiltCli);
+  afterEach(() => {
+    for (const child of children.splice(0)) child.kill('SIGKILL');
+  });
+  return {
+    workspace: (extra: Record<string, unknown> = {}) => workspace({ ...document, ...extra }),
+    serve: (dir: string) => serve(dir, children),
+  };
 }
