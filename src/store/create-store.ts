@@ -22,7 +22,7 @@ export async function createStore(url: string, options: CreateStoreOptions = {})
   if (url.startsWith('sqlite://')) {
     const path = url.slice('sqlite://'.length);
     if (path === '') throw new Error('Store URL sqlite:// needs a file path or :memory:');
-    // Each kind's module is loaded when opened: a SQLite store never loads the PostgreSQL client, nor the reverse.
+    // Each kind's module is loaded when one is opened: a CLI command on a SQLite store never loads the PostgreSQL client.
     const { openSqliteStore } = await import('./sqlite-store.js');
     if (path === ':memory:') return openSqliteStore(path);
     return openSqliteStore(isAbsolute(path) ? path : resolve(path));
