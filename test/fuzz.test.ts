@@ -18,7 +18,13 @@ beforeAll(async () => {
 });
 afterAll(async () => harness?.close());
 
-const routes = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses'] as const;
+const routes = [
+  '/v1/chat/completions',
+  '/v1/completions',
+  '/v1/embeddings',
+  '/v1/responses',
+  '/v1/responses/input_tokens',
+] as const;
 
 async function post(route: string, body: string | Buffer, contentType = 'application/json') {
   const response = await request(`${harness.url}${route}`, {
@@ -79,6 +85,7 @@ describe('fuzzed bad input', () => {
         ),
         async (body) => {
           expectOpenAIError(await post('/v1/responses', JSON.stringify(body)));
+          expectOpenAIError(await post('/v1/responses/input_tokens', JSON.stringify(body)));
         },
       ),
       { numRuns: 150 },

@@ -280,6 +280,61 @@ describe('POST /v1/responses over the simulated fleet', () => {
     expect(before - after).toBe(charged);
   });
 
+  it('counts input tokens as the request is metered, with no upstream call and no charge', async () => {
+    const body = { model: 'sim-pro-32k', instructions: 'Be terse.', input: 'Describe metering.' };
+    await harness.gateway.settled();
+    const billing = async () => (await harness.admin('GET', `/tenants/${tenantId}/billing`)).body.balance;
+    const records = async () => await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    const logged = async () => (await records()).filter((record) => record.endpoint !== 'input_tokens').length;
+    const [balanceBefore, loggedBefore] = [await billing(), await logged()];
+
+    const counted = await client.responses.inputTokens.count(body);
+    expect(openAIErrors('TokenCountsResource', counted)).toEqual([]);
+    expect(counted).toEqual({
+      object: 'response.input_tokens',
+      input_tokens: promptTokensOf('Be terse.', 'Describe metering.'),
+    });
+    // Tools are part of the prompt a model reads, and of the count.
+    const withTools = await client.responses.inputTokens.count({ ...body, model: 'tool-model', tools: weatherTools });
+    expect(withTools.input_tokens).toBeGreaterThan(counted.input_tokens);
+    // Refused as a Responses request is: a stateful field, a model that does not exist.
+    const refused = await client.responses.inputTokens
+      .count({ ...body, previous_response_id: 'resp_1' })
+      .catch((caught: unknown) => caught);
+    expect(refused).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((refused as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('previous_response_id');
+    const unknown = await client.responses.inputTokens
+      .count({ ...body, model: 'no-such-model' })
+      .catch((caught: unknown) => caught);
+    expect(unknown).toBeInstanceOf(OpenAI.NotFoundError);
+    await harness.gateway.settled();
+    expect([await billing(), await logged()]).toEqual([balanceBefore, loggedBefore]);
+    // Recorded as requests of their own kind, without tokens: nothing a usage report or an invoice adds up.
+    const counts = (await records()).filter((record) => record.endpoint === 'input_tokens');
+    expect(counts.map((record) => [record.status, record.promptTokens, record.completionTokens]).sort()).toEqual(
+      [
+        [200, 0, 0],
+        [200, 0, 0],
+        [400, 0, 0],
+        [404, 0, 0],
+      ].sort(),
+    );
+
+    // The count is the input the answer is billed for.
+    const answered = await client.responses.create({ ...body, max_output_tokens: 16 });
+    expect(answered.usage?.input_tokens).toBe(counted.input_tokens);
+  });
+
+  it('counts input tokens only for the models the key may use', async () => {
+    const limited = await harness.createTenantWithKey({ models: ['sim-pro-128k'] });
+    const error = await harness
+      .client(limited.key)
+      .responses.inputTokens.count({ model: 'sim-pro-32k', input: 'x' })
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((error as InstanceType<typeof OpenAI.NotFoundError>).code).toBe('model_not_found');
+  });
+
   it('refuses what chat completions cannot carry, naming the field, and charges nothing', async () => {
     const refusals: Array<[Record<string, unknown>, string, string]> = [
       [{ previous_response_id: 'resp_123' }, 'previous_response_id', 'unsupported_parameter'],

@@ -15,6 +15,7 @@ import {
   toOpenAIErrorBody,
   UnavailableError,
 } from '../errors/gateway-error.js';
+import { countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
@@ -314,6 +315,15 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     reply.headers(services.relay.responseHeaders(trace));
     return responseFromChat(context, completion);
   });
+  // Input token counts (`client.responses.inputTokens.count`): the prompt tokens of the chat request the body
+  // becomes, as this gateway meters them (`countPromptTokens`, tools included). No upstream call and no charge; the
+  // request log records it under `input_tokens`, with no model and no tokens, as it records a model listing.
+  app.post('/v1/responses/input_tokens', { schema: { body: ResponsesRequestSchema } }, async (request) => {
+    const body = request.body as ResponsesRequest;
+    services.relay.getModel(request.principal!, body.model);
+    const inputTokens = await countPromptTokensOffThread('chat', chatRequestOf(body));
+    return { object: 'response.input_tokens', input_tokens: inputTokens };
+  });
   app.get<{ Params: { id: string } }>('/v1/responses/:id', async (request) => {
     throw new NotFoundError(
       `No response found with id '${request.params.id.slice(0, 80)}': this gateway does not store responses.`,
@@ -389,6 +399,7 @@ function endpointOf(url: string): string {
   if (url.startsWith('/v1/chat/completions')) return 'chat';
   if (url.startsWith('/v1/completions')) return 'completions';
   if (url.startsWith('/v1/embeddings')) return 'embeddings';
+  if (url.startsWith('/v1/responses/input_tokens')) return 'input_tokens';
   if (url.startsWith('/v1/responses')) return 'responses';
   if (url.startsWith('/v1/models')) return 'models';
   return 'other';
