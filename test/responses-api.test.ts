@@ -325,14 +325,19 @@ describe('POST /v1/responses over the simulated fleet', () => {
     expect(answered.usage?.input_tokens).toBe(counted.input_tokens);
   });
 
-  it('counts input tokens only for the models the key may use', async () => {
+  it('counts input tokens only for models the key may use that serve chat', async () => {
     const limited = await harness.createTenantWithKey({ models: ['sim-pro-128k'] });
     const error = await harness
       .client(limited.key)
       .responses.inputTokens.count({ model: 'sim-pro-32k', input: 'x' })
       .catch((caught: unknown) => caught);
-    expect(error).toBeInstanceOf(OpenAI.NotFoundError);
-    expect((error as InstanceType<typeof OpenAI.NotFoundError>).code).toBe('model_not_found');
+    expect(error).toBeInstanceOf(OpenAI.PermissionDeniedError);
+    expect((error as InstanceType<typeof OpenAI.PermissionDeniedError>).code).toBe('model_not_allowed');
+    const embedding = await client.responses.inputTokens
+      .count({ model: 'sim-embed', input: 'x' })
+      .catch((caught: unknown) => caught);
+    expect(embedding).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((embedding as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('model_not_supported');
   });
 
   it('refuses what chat completions cannot carry, naming the field, and charges nothing', async () => {

@@ -320,7 +320,8 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   // request log records it under `input_tokens`, with no model and no tokens, as it records a model listing.
   app.post('/v1/responses/input_tokens', { schema: { body: ResponsesRequestSchema } }, async (request) => {
     const body = request.body as ResponsesRequest;
-    services.relay.getModel(request.principal!, body.model);
+    // Checked as the request itself would be: an unknown model is a 404, one the key may not use a 403.
+    services.relay.resolveModel(request.principal!, 'chat', body.model);
     const inputTokens = await countPromptTokensOffThread('chat', chatRequestOf(body));
     return { object: 'response.input_tokens', input_tokens: inputTokens };
   });

@@ -356,7 +356,11 @@ export class RelayService {
     return upstreamRequest;
   }
 
-  private resolveModel(principal: Principal, endpoint: UpstreamEndpoint, name: string): CatalogModel {
+  /**
+   * The model `name` for a request on `endpoint` by `principal`: 404 `model_not_found` when there is none, 403
+   * `model_not_allowed` when the key may not use it, 400 `model_not_supported` when it does not serve the endpoint.
+   */
+  resolveModel(principal: Principal, endpoint: UpstreamEndpoint, name: string): CatalogModel {
     const model = this.catalog.get(name);
     if (model === undefined) {
       throw new NotFoundError(`The model '${name}' does not exist.`, 'model_not_found', { param: 'model' });
