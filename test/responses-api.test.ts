@@ -294,6 +294,18 @@ describe('POST /v1/responses over the simulated fleet', () => {
       object: 'response.input_tokens',
       input_tokens: promptTokensOf('Be terse.', 'Describe metering.'),
     });
+    // Instructions alone may be counted, as on OpenAI (an answer needs an input, below).
+    const instructionsOnly = await client.responses.inputTokens.count({
+      model: 'sim-pro-32k',
+      instructions: 'Be terse.',
+    });
+    expect(instructionsOnly.input_tokens).toBe(
+      countPromptTokens('chat', { messages: [{ role: 'system', content: 'Be terse.' }] }),
+    );
+    const nothing = await client.responses.inputTokens
+      .count({ model: 'sim-pro-32k' })
+      .catch((caught: unknown) => caught);
+    expect((nothing as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('input');
     // Tools are part of the prompt a model reads, and of the count.
     const withTools = await client.responses.inputTokens.count({ ...body, model: 'tool-model', tools: weatherTools });
     expect(withTools.input_tokens).toBeGreaterThan(counted.input_tokens);
@@ -315,11 +327,18 @@ describe('POST /v1/responses over the simulated fleet', () => {
       [
         [200, 0, 0],
         [200, 0, 0],
+        [200, 0, 0],
+        [400, 0, 0],
         [400, 0, 0],
         [404, 0, 0],
       ].sort(),
     );
 
+    const noInput = await client.responses
+      .create({ model: 'sim-pro-32k', instructions: 'Be terse.' } as OpenAI.Responses.ResponseCreateParamsNonStreaming)
+      .catch((caught: unknown) => caught);
+    expect(noInput).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((noInput as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('input');
     // The count is the input the answer is billed for.
     const answered = await client.responses.create({ ...body, max_output_tokens: 16 });
     expect(answered.usage?.input_tokens).toBe(counted.input_tokens);

@@ -50,6 +50,8 @@ import { newResponseContext, responseFromChat } from './responses/responses-obje
 import {
   asResponsesError,
   chatRequestOf,
+  type InputTokensRequest,
+  InputTokensRequestSchema,
   type ResponsesRequest,
   ResponsesRequestSchema,
 } from './responses/responses-request.js';
@@ -318,8 +320,8 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   // Input token counts (`client.responses.inputTokens.count`): the prompt tokens of the chat request the body
   // becomes, as this gateway meters them (`countPromptTokens`, tools included). No upstream call and no charge; the
   // request log records it under `input_tokens`, with no model and no tokens, as it records a model listing.
-  app.post('/v1/responses/input_tokens', { schema: { body: ResponsesRequestSchema } }, async (request) => {
-    const body = request.body as ResponsesRequest;
+  app.post('/v1/responses/input_tokens', { schema: { body: InputTokensRequestSchema } }, async (request) => {
+    const body = request.body as InputTokensRequest;
     // Checked as the request itself would be: an unknown model is a 404, one the key may not use a 403.
     services.relay.resolveModel(request.principal!, 'chat', body.model);
     const inputTokens = await countPromptTokensOffThread('chat', chatRequestOf(body));

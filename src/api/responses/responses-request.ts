@@ -103,6 +103,18 @@ export const ResponsesRequestSchema = Type.Object(
 /** A validated `POST /v1/responses` body. */
 export type ResponsesRequest = Static<typeof ResponsesRequestSchema>;
 
+/**
+ * A `POST /v1/responses/input_tokens` body: a Responses request whose `input` may be left out, as OpenAI's allows
+ * (the instructions alone are counted then).
+ */
+export const InputTokensRequestSchema = Type.Object(
+  { ...ResponsesRequestSchema.properties, input: Type.Optional(ResponsesRequestSchema.properties.input) },
+  { additionalProperties: false },
+);
+
+/** A validated `POST /v1/responses/input_tokens` body. */
+export type InputTokensRequest = Static<typeof InputTokensRequestSchema>;
+
 /** The 400 for a field chat completions cannot carry. */
 function unsupported(param: string, what: string): InvalidRequestError {
   return new InvalidRequestError(`${what} is not supported by this gateway's Responses API.`, {
@@ -118,12 +130,12 @@ type ChatMessage = Record<string, unknown>;
  * The chat completions request a Responses request becomes. Throws `InvalidRequestError` naming the field for
  * anything chat completions cannot carry. A stream always asks for usage: `response.completed` reports it.
  */
-export function chatRequestOf(request: ResponsesRequest): Record<string, unknown> {
+export function chatRequestOf(request: ResponsesRequest | InputTokensRequest): Record<string, unknown> {
   refuseStatefulFields(request);
   const messages: ChatMessage[] = [];
   if (typeof request.instructions === 'string') messages.push({ role: 'system', content: request.instructions });
   if (typeof request.input === 'string') messages.push({ role: 'user', content: request.input });
-  else {
+  else if (request.input !== undefined) {
     for (const [index, item] of request.input.entries()) appendItem(messages, item, `input[${index}]`);
   }
   if (messages.length === 0) {
@@ -156,7 +168,7 @@ export function chatRequestOf(request: ResponsesRequest): Record<string, unknown
   return chat;
 }
 
-function refuseStatefulFields(request: ResponsesRequest): void {
+function refuseStatefulFields(request: ResponsesRequest | InputTokensRequest): void {
   if (typeof request.previous_response_id === 'string') {
     throw unsupported('previous_response_id', 'Continuing a stored response (previous_response_id)');
   }
