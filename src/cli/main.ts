@@ -61,12 +61,16 @@ function targetOf(options: { config?: string; url?: string; adminToken?: string 
   };
 }
 
-async function withClient<T>(options: AdminTarget, run: (client: AdminClient) => Promise<T>) {
+/** Runs `run` on a client of `options`, prints its result (as indented JSON unless `print` says otherwise), closes. */
+async function withClient<T>(
+  options: AdminTarget,
+  run: (client: AdminClient) => Promise<T>,
+  print: (result: T) => string = (result) => JSON.stringify(result, null, 2),
+) {
   const { openAdminClient } = await import('./admin-client.js');
   const client = await openAdminClient(options);
   try {
-    const result = await run(client);
-    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    process.stdout.write(`${print(await run(client))}\n`);
   } finally {
     await client.close();
   }
@@ -341,16 +345,12 @@ targetOptions(
     .option('--format <format>', 'json, csv or html', 'json'),
 ).action(async (options: { tenant: string; month: string; format: string } & AdminTarget) => {
   if (!['json', 'csv', 'html'].includes(options.format)) throw new InvalidArgumentError('--format: json, csv or html');
-  const { openAdminClient } = await import('./admin-client.js');
-  const client = await openAdminClient(targetOf(options));
-  try {
-    process.stdout.write(
-      await client.invoice(options.tenant, options.month, options.format as 'json' | 'csv' | 'html'),
-    );
-    process.stdout.write('\n');
-  } finally {
-    await client.close();
-  }
+  // The invoice as rendered in its format, printed as it is.
+  await withClient(
+    targetOf(options),
+    (client) => client.invoice(options.tenant, options.month, options.format as 'json' | 'csv' | 'html'),
+    (text) => text,
+  );
 });
 
 const billing = program.command('billing').description("Show and set tenants' billing: mode, credit limit, budget.");
