@@ -80,6 +80,8 @@ describe('fuzzed bad input', () => {
             text: fc.record({ format: loose }),
             max_output_tokens: fc.oneof(fc.integer({ min: -5, max: 64 }), loose),
             stream: fc.boolean(),
+            store: fc.oneof(fc.boolean(), loose),
+            previous_response_id: fc.oneof(fc.constant('resp_unknown'), loose),
           },
           { requiredKeys: ['model', 'input'] },
         ),
@@ -90,6 +92,35 @@ describe('fuzzed bad input', () => {
       ),
       { numRuns: 150 },
     );
+  });
+
+  it('random ids and queries on stored responses', async () => {
+    const made = await post(
+      '/v1/responses',
+      JSON.stringify({ model: 'sim-pro-32k', input: 'x', max_output_tokens: 16 }),
+    );
+    const id = (JSON.parse(made.text) as { id: string }).id;
+    const text = fc.oneof(fc.string(), fc.constantFrom('', '0', '-1', '101', '1e1', 'asc', 'desc', id));
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(fc.constant(id), fc.string({ minLength: 1 })),
+        fc.dictionary(fc.constantFrom('limit', 'order', 'after', 'stream', 'include[]'), text),
+        fc.constantFrom('GET', 'DELETE', 'GET input_items'),
+        async (responseId, query, action) => {
+          const path = `/v1/responses/${encodeURIComponent(responseId)}${action === 'GET input_items' ? '/input_items' : ''}`;
+          const response = await request(`${harness.url}${path}?${new URLSearchParams(query)}`, {
+            method: action === 'DELETE' && responseId !== id ? 'DELETE' : 'GET',
+            headers: { authorization: `Bearer ${key}` },
+          });
+          expectOpenAIError({ status: response.statusCode, text: await response.body.text() });
+        },
+      ),
+      { numRuns: 150 },
+    );
+    // Deleting was tried on other ids only: the response is still there.
+    const kept = await request(`${harness.url}/v1/responses/${id}`, { headers: { authorization: `Bearer ${key}` } });
+    expect(kept.statusCode).toBe(200);
+    await kept.body.text();
   });
 
   it('random JSON values as bodies', async () => {

@@ -166,7 +166,8 @@ describe('POST /v1/responses over the simulated fleet', () => {
     expect(response.headers.get('x-request-id')).toMatch(/^req_/);
     expect(data.id).toMatch(/^resp_/);
     expect(data.model).toBe('sim-pro-32k');
-    expect(data).toMatchObject({ store: false });
+    // Stored unless the request says otherwise, as on OpenAI.
+    expect(data).toMatchObject({ store: true, previous_response_id: null });
     expect(data.instructions).toBe('Be terse.');
     // The simulated model writes until the limit: the response is cut there, as OpenAI reports it.
     expect(data.status).toBe('incomplete');
@@ -361,7 +362,7 @@ describe('POST /v1/responses over the simulated fleet', () => {
 
   it('refuses what chat completions cannot carry, naming the field, and charges nothing', async () => {
     const refusals: Array<[Record<string, unknown>, string, string]> = [
-      [{ previous_response_id: 'resp_123' }, 'previous_response_id', 'unsupported_parameter'],
+      [{ previous_response_id: 'resp_123' }, 'previous_response_id', 'previous_response_not_found'],
       [{ tools: [{ type: 'web_search' }] }, 'tools[0].type', 'unsupported_parameter'],
       [{ input: [{ type: 'item_reference', id: 'msg_1' }] }, 'input[0].type', 'unsupported_parameter'],
       [{ frequency_penalty: 1 }, 'frequency_penalty', 'unknown_parameter'],
@@ -399,10 +400,227 @@ describe('POST /v1/responses over the simulated fleet', () => {
     expect((unknown as InstanceType<typeof OpenAI.NotFoundError>).code).toBe('model_not_found');
   });
 
-  it('answers 404 for a stored response, since none is stored', async () => {
+  it('answers 404 for a response never made', async () => {
     const error = await client.responses.retrieve('resp_abc').catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(OpenAI.NotFoundError);
     expect((error as InstanceType<typeof OpenAI.NotFoundError>).code).toBe('response_not_found');
+  });
+});
+
+/** The error `promise` rejects with, checked to be of `type`. */
+async function rejection<T extends abstract new (...args: never[]) => unknown>(
+  promise: Promise<unknown>,
+  type: T,
+): Promise<InstanceType<T>> {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  expect(error).toBeInstanceOf(type);
+  return error as InstanceType<T>;
+}
+
+/** GET `path` of the gateway with the test's key: the JSON body as it came (the SDK wraps lists in pages). */
+async function rawGet(path: string): Promise<Record<string, unknown>> {
+  const response = await fetch(`${harness.url}${path}`, { headers: { authorization: `Bearer ${client.apiKey}` } });
+  expect(response.status).toBe(200);
+  return (await response.json()) as Record<string, unknown>;
+}
+
+describe('stored responses', () => {
+  it('reads a response back, lists its input items in pages, and deletes it', async () => {
+    const created = await client.responses.create({
+      model: 'sim-pro-32k',
+      instructions: 'Be terse.',
+      input: [
+        { role: 'developer', content: 'Answer in English.' },
+        { role: 'user', content: [{ type: 'input_text', text: 'Describe metering.' }] },
+        { role: 'user', content: 'And billing?' },
+      ],
+      max_output_tokens: 20,
+      metadata: { ticket: 'T-1' },
+    });
+    expect(created).toMatchObject({ store: true });
+    const retrieved = await client.responses.retrieve(created.id);
+    expect(openAIErrors('Response', retrieved)).toEqual([]);
+    expect(retrieved).toEqual(created);
+
+    expect(openAIErrors('ResponseItemList', await rawGet(`/v1/responses/${created.id}/input_items`))).toEqual([]);
+    const all = await client.responses.inputItems.list(created.id, { order: 'asc' });
+    expect(all.data.map((item) => item.type === 'message' && [item.role, item.content])).toEqual([
+      ['developer', [{ type: 'input_text', text: 'Answer in English.' }]],
+      ['user', [{ type: 'input_text', text: 'Describe metering.' }]],
+      ['user', [{ type: 'input_text', text: 'And billing?' }]],
+    ]);
+    const ids = all.data.map((item) => item.id);
+    expect(new Set(ids).size).toBe(3);
+    for (const id of ids) expect(id).toMatch(/^msg_/);
+    // Newest first by default, a page at a time.
+    const first = await client.responses.inputItems.list(created.id, { limit: 2 });
+    expect(first.data.map((item) => item.id)).toEqual([ids[2], ids[1]]);
+    expect(first.has_more).toBe(true);
+    const second = await client.responses.inputItems.list(created.id, { limit: 2, after: ids[1] });
+    expect(second.data.map((item) => item.id)).toEqual([ids[0]]);
+    expect(second.has_more).toBe(false);
+    const badAfter = await rejection(
+      client.responses.inputItems.list(created.id, { after: 'msg_unknown' }),
+      OpenAI.BadRequestError,
+    );
+    expect(badAfter.param).toBe('after');
+
+    // The SDK's `delete` drops the body: read it as it comes.
+    const deleted = await fetch(`${harness.url}/v1/responses/${created.id}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${client.apiKey}` },
+    });
+    expect(deleted.status).toBe(200);
+    expect(await deleted.json()).toEqual({ id: created.id, object: 'response', deleted: true });
+    const gone = await rejection(client.responses.retrieve(created.id), OpenAI.NotFoundError);
+    expect(gone.code).toBe('response_not_found');
+    await rejection(client.responses.delete(created.id), OpenAI.NotFoundError);
+    await rejection(client.responses.inputItems.list(created.id), OpenAI.NotFoundError);
+    // Logged apart from the requests that make responses, with no model and no tokens.
+    await harness.gateway.settled();
+    const reads = (await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 })).filter(
+      (record) => record.endpoint === 'stored_responses',
+    );
+    expect(new Set(reads.map((record) => record.status))).toEqual(new Set([200, 400, 404]));
+    expect(reads.every((record) => record.model === null && record.promptTokens === 0)).toBe(true);
+  });
+
+  it("keeps a tenant's responses from every other tenant", async () => {
+    const created = await client.responses.create({ model: 'sim-pro-32k', input: 'Mine.', max_output_tokens: 16 });
+    const other = harness.client((await harness.createTenantWithKey({ credit: '10' })).key);
+    for (const attempt of [
+      () => other.responses.retrieve(created.id),
+      () => other.responses.inputItems.list(created.id),
+      () => other.responses.delete(created.id),
+    ]) {
+      expect((await rejection(attempt(), OpenAI.NotFoundError)).code).toBe('response_not_found');
+    }
+    const goOn = await rejection(
+      other.responses.create({ model: 'sim-pro-32k', input: 'Go on.', previous_response_id: created.id }),
+      OpenAI.BadRequestError,
+    );
+    expect(goOn.code).toBe('previous_response_not_found');
+    expect((await client.responses.retrieve(created.id)).id).toBe(created.id);
+  });
+
+  it('goes on from a response: the upstream gets the conversation, without the earlier instructions', async () => {
+    const first = await client.responses.create({
+      model: 'tool-model',
+      instructions: 'Use the tools.',
+      input: 'Weather and time in Oslo?',
+      tools: weatherTools,
+    });
+    const second = await client.responses.create({
+      model: 'tool-model',
+      previous_response_id: first.id,
+      instructions: 'Answer in one line.',
+      input: [
+        { type: 'function_call_output', call_id: 'call_weather', output: '3°C, snow' },
+        { type: 'function_call_output', call_id: 'call_time', output: '14:05' },
+      ],
+      tools: weatherTools,
+    });
+    expect(openAIErrors('Response', second)).toEqual([]);
+    expect(second.previous_response_id).toBe(first.id);
+    expect(toolUpstreamRequests[0]!.messages).toEqual([
+      { role: 'system', content: 'Answer in one line.' },
+      // Stored as OpenAI lists it: a text part.
+      { role: 'user', content: [{ type: 'text', text: 'Weather and time in Oslo?' }] },
+      {
+        role: 'assistant',
+        content: null,
+        tool_calls: [
+          { id: 'call_weather', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } },
+          { id: 'call_time', type: 'function', function: { name: 'get_time', arguments: '{"zone":"CET"}' } },
+        ],
+      },
+      { role: 'tool', tool_call_id: 'call_weather', content: '3°C, snow' },
+      { role: 'tool', tool_call_id: 'call_time', content: '14:05' },
+    ]);
+    // Its own input items only: the conversation before it is its predecessor's.
+    const items = await rawGet(`/v1/responses/${second.id}/input_items?order=asc`);
+    expect(openAIErrors('ResponseItemList', items)).toEqual([]);
+    expect((items.data as Array<{ type: string }>).map((item) => item.type)).toEqual([
+      'function_call_output',
+      'function_call_output',
+    ]);
+  });
+
+  it('stores a streamed response before it says it is done, and counts input tokens over the conversation', async () => {
+    const stream = await client.responses.create({
+      model: 'sim-pro-32k',
+      input: 'Describe metering.',
+      max_output_tokens: 16,
+      stream: true,
+    });
+    let final: OpenAI.Responses.Response | undefined;
+    let readAtOnce: OpenAI.Responses.Response | undefined;
+    for await (const event of stream) {
+      if (event.type !== 'response.incomplete' && event.type !== 'response.completed') continue;
+      final = event.response;
+      readAtOnce = await client.responses.retrieve(event.response.id);
+    }
+    expect(final).toMatchObject({ store: true });
+    // The SDK adds `output_text` to what it retrieves; the rest is the event's Response.
+    expect(readAtOnce).toMatchObject(final!);
+
+    const counted = await client.responses.inputTokens.count({
+      model: 'sim-pro-32k',
+      previous_response_id: final!.id,
+      input: 'And billing?',
+    });
+    const answer = readAtOnce!.output_text;
+    expect(counted.input_tokens).toBe(
+      countPromptTokens('chat', {
+        messages: [
+          { role: 'user', content: 'Describe metering.' },
+          { role: 'assistant', content: answer },
+          { role: 'user', content: 'And billing?' },
+        ],
+      }),
+    );
+    const next = await client.responses.create({
+      model: 'sim-pro-32k',
+      previous_response_id: final!.id,
+      input: 'And billing?',
+      max_output_tokens: 16,
+    });
+    expect(next.usage?.input_tokens).toBe(counted.input_tokens);
+  });
+
+  it('keeps nothing of store: false, and refuses a conversation with a response gone', async () => {
+    const unstored = await client.responses.create({
+      model: 'sim-pro-32k',
+      input: 'Forget this.',
+      max_output_tokens: 16,
+      store: false,
+    });
+    expect(unstored).toMatchObject({ store: false });
+    await rejection(client.responses.retrieve(unstored.id), OpenAI.NotFoundError);
+
+    const first = await client.responses.create({ model: 'sim-pro-32k', input: 'One.', max_output_tokens: 16 });
+    const second = await client.responses.create({
+      model: 'sim-pro-32k',
+      input: 'Two.',
+      previous_response_id: first.id,
+      max_output_tokens: 16,
+    });
+    await client.responses.delete(first.id);
+    await harness.gateway.settled();
+    const before = await harness.admin('GET', `/tenants/${tenantId}/billing`);
+    const broken = await rejection(
+      client.responses.create({ model: 'sim-pro-32k', input: 'Three.', previous_response_id: second.id }),
+      OpenAI.BadRequestError,
+    );
+    expect(broken.code).toBe('previous_response_not_found');
+    expect(broken.param).toBe('previous_response_id');
+    expect(broken.message).toContain(first.id);
+    await harness.gateway.settled();
+    const after = await harness.admin('GET', `/tenants/${tenantId}/billing`);
+    expect(after.body.balance).toBe(before.body.balance);
   });
 });
 

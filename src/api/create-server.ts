@@ -8,13 +8,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { RATE_LIMIT_HEADER_NAMES, rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
-import {
-  AuthenticationError,
-  GatewayError,
-  NotFoundError,
-  toOpenAIErrorBody,
-  UnavailableError,
-} from '../errors/gateway-error.js';
+import { AuthenticationError, GatewayError, toOpenAIErrorBody, UnavailableError } from '../errors/gateway-error.js';
 import { countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
@@ -22,6 +16,7 @@ import type { GatewayMetrics } from '../observability/metrics.js';
 import type { AdmissionGate } from '../relay/admission-gate.js';
 import type { RelayRequest, RelayService } from '../relay/relay-service.js';
 import type { SseSink } from '../relay/sse-sink.js';
+import type { StoredResponses } from '../responses/stored-responses.js';
 import type { DeploymentRouter } from '../routing/deployment-router.js';
 import type { Store } from '../store/store.js';
 import type { KeyService, Principal } from '../tenancy/key-service.js';
@@ -46,7 +41,7 @@ import {
   EmbeddingRequestSchema,
   type GenerationRequest,
 } from './request-schemas.js';
-import { newResponseContext, responseFromChat } from './responses/responses-object.js';
+import { inputItemsOf, newResponseContext, responseFromChat } from './responses/responses-object.js';
 import {
   asResponsesError,
   chatRequestOf,
@@ -56,6 +51,7 @@ import {
   ResponsesRequestSchema,
 } from './responses/responses-request.js';
 import { ResponsesStreamSink } from './responses/responses-stream-sink.js';
+import { registerStoredResponsesRoutes } from './responses/stored-responses-routes.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -80,6 +76,8 @@ export interface ServerServices {
   gate: AdmissionGate;
   /** The Files and Batches API; undefined disables it (503). */
   batches?: BatchRouteServices;
+  /** Stored Responses API responses; undefined stores none. */
+  responses?: StoredResponses;
   /** The API requests not over yet, for shutdown to wait on. */
   outstanding: OutstandingRequests;
   /** The abort signals of API requests, for shutdown to stop what still runs. */
@@ -239,6 +237,15 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   };
 
   /**
+   * The conversation a Responses request goes on from (`previous_response_id`), or undefined when it names none. A
+   * gateway that stores no responses refuses it, as `chatRequestOf` does without a history.
+   */
+  const historyOf = async (principal: Principal, body: { previous_response_id?: string | null }) =>
+    typeof body.previous_response_id === 'string' && services.responses !== undefined
+      ? await services.responses.historyOf(principal.tenantId, body.previous_response_id)
+      : undefined;
+
+  /**
    * A streamed answer. `translate` (the Responses API) wraps the client's sink to rewrite what the relay writes, and
    * `clientErrorOf` the error a client gets before the stream opened.
    */
@@ -295,18 +302,25 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   app.post('/v1/responses', { schema: { body: ResponsesRequestSchema } }, async (request, reply) => {
     const body = request.body as ResponsesRequest;
     const trace = request.trace!;
+    const principal = request.principal!;
     const relayRequest: RelayRequest = {
       trace,
-      principal: request.principal!,
+      principal,
       endpoint: 'chat',
-      body: chatRequestOf(body),
+      body: chatRequestOf(body, await historyOf(principal, body)),
       signal: services.connections.of(reply.raw),
     };
-    const context = newResponseContext(body, trace.receivedAt);
+    const stored = services.responses?.stores(body) === true ? services.responses : undefined;
+    const context = newResponseContext(body, trace.receivedAt, { store: stored !== undefined });
+    // Stored before the client learns it is done, so that it can go on from it at once.
+    const save =
+      stored === undefined
+        ? undefined
+        : (response: Record<string, unknown>) => stored.save(principal, inputItemsOf(body), response);
     if (body.stream === true) {
       hijackForStream(request, reply);
       await relayStream(request, reply, relayRequest, {
-        sink: (sink) => new ResponsesStreamSink(sink, context),
+        sink: (sink) => new ResponsesStreamSink(sink, context, save),
         clientErrorOf: asResponsesError,
       });
       return reply;
@@ -315,7 +329,9 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       throw asResponsesError(error);
     });
     reply.headers(services.relay.responseHeaders(trace));
-    return responseFromChat(context, completion);
+    const response = responseFromChat(context, completion);
+    await save?.(response);
+    return response;
   });
   // Input token counts (`client.responses.inputTokens.count`): the prompt tokens of the chat request the body
   // becomes, as this gateway meters them (`countPromptTokens`, tools included). No upstream call and no charge; the
@@ -324,15 +340,11 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const body = request.body as InputTokensRequest;
     // Checked as the request itself would be: an unknown model is a 404, one the key may not use a 403.
     services.relay.resolveModel(request.principal!, 'chat', body.model);
-    const inputTokens = await countPromptTokensOffThread('chat', chatRequestOf(body));
+    const chat = chatRequestOf(body, await historyOf(request.principal!, body));
+    const inputTokens = await countPromptTokensOffThread('chat', chat);
     return { object: 'response.input_tokens', input_tokens: inputTokens };
   });
-  app.get<{ Params: { id: string } }>('/v1/responses/:id', async (request) => {
-    throw new NotFoundError(
-      `No response found with id '${request.params.id.slice(0, 80)}': this gateway does not store responses.`,
-      'response_not_found',
-    );
-  });
+  registerStoredResponsesRoutes(app, services.responses);
 
   app.post('/v1/embeddings', { schema: { body: EmbeddingRequestSchema } }, async (request, reply) => {
     const relayRequest = {
@@ -403,6 +415,8 @@ function endpointOf(url: string): string {
   if (url.startsWith('/v1/completions')) return 'completions';
   if (url.startsWith('/v1/embeddings')) return 'embeddings';
   if (url.startsWith('/v1/responses/input_tokens')) return 'input_tokens';
+  // Reading, listing and deleting stored responses: `/v1/responses/{id}…`.
+  if (url.startsWith('/v1/responses/')) return 'stored_responses';
   if (url.startsWith('/v1/responses')) return 'responses';
   if (url.startsWith('/v1/models')) return 'models';
   return 'other';

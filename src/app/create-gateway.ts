@@ -44,6 +44,8 @@ import { configuredLoggerOptions, createLogger, type Logger } from '../observabi
 import { GatewayMetrics } from '../observability/metrics.js';
 import { AdmissionGate, type AdmissionGateOptions } from '../relay/admission-gate.js';
 import { RelayService } from '../relay/relay-service.js';
+import { KyselyResponseStore } from '../responses/kysely-response-store.js';
+import { StoredResponses } from '../responses/stored-responses.js';
 import { DeploymentRouter, type DeploymentRoutingSettings } from '../routing/deployment-router.js';
 import { HealthProber } from '../routing/health-prober.js';
 import { CapacityRefiner } from '../scheduling/capacity-refiner.js';
@@ -425,6 +427,15 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     registerBatchMetrics(metrics, runner, gate);
     batches = { service, runner };
   }
+  // Stored responses (the Responses API's `store`) share the gateway's database too.
+  const responses =
+    store instanceof KyselyStore
+      ? new StoredResponses(new KyselyResponseStore(store.kysely), {
+          enabled: config.responses.store,
+          retentionMs: config.responses.retention_days * 86_400_000,
+          logger,
+        })
+      : undefined;
   const checkpointer = new StreamCheckpointer(relay.inFlightStreams, billing, store, logger, {
     intervalMs: config.billing.checkpoint_interval_ms,
   });
@@ -480,6 +491,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       ready,
       settled,
       ...(batches === undefined ? {} : { batches }),
+      ...(responses === undefined ? {} : { responses }),
     },
     {
       bodyLimitBytes: config.server.body_limit_bytes,
@@ -487,6 +499,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
     },
   );
   await batches?.runner.start();
+  responses?.start();
 
   /**
    * Lets the requests in flight finish for up to `server.shutdown_grace_ms` after `app.close()` (`serverClosed`),
@@ -538,6 +551,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       // requests in flight run on, for up to the grace period, with everything they use still running.
       const serverClosed = app.close();
       await withDeadline(batches?.runner.stop(), 5_000, 'batch runner stop', logger);
+      await withDeadline(responses?.stop(), 5_000, 'stored responses sweep', logger);
       await drain(serverClosed);
       checkpointer.stop();
       await ownerKeeper?.stop();

@@ -415,6 +415,19 @@ export const ConfigSchema = Type.Object(
       { additionalProperties: false, default: {} },
     ),
     batch: BatchConfigSchema,
+    /** The Responses API's stored responses (`store`, `previous_response_id`, `GET /v1/responses/{id}`). */
+    responses: Type.Object(
+      {
+        /**
+         * Whether responses are stored (unless a request says `store: false`). They hold prompts and answers: turn
+         * it off where they must not be kept; `previous_response_id` is then refused. Default true, as on OpenAI.
+         */
+        store: Type.Boolean({ default: true, description: 'Whether Responses API responses are stored.' }),
+        /** How long a stored response is kept, days. Default 30, as on OpenAI. */
+        retention_days: PositiveInt('How long a stored response is kept, days.', 30),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     routing: Type.Object(
       {
         /** `least_outstanding` (default) or `cost` (cheapest deployment with free capacity). */

@@ -2,8 +2,8 @@
  * The Response object (`object: "response"`) a chat completion becomes, whole or assembled from a stream: its
  * output items (a `reasoning` item when the server sent reasoning text, an assistant message with `output_text` and
  * `refusal` parts, then one `function_call` item per tool call), its status (`incomplete` when the answer was cut by `max_output_tokens` or a content filter), its usage in
- * the Responses shape, and the request's settings echoed as OpenAI echoes them. Responses are not stored: `store`
- * is always false.
+ * the Responses shape, and the request's settings echoed as OpenAI echoes them (`store` as the gateway decided it:
+ * see `StoredResponses`).
  */
 import { randomBytes } from 'node:crypto';
 import type { ResponsesRequest } from './responses-request.js';
@@ -15,11 +15,17 @@ export interface ResponseContext {
   /** Unix seconds. */
   createdAt: number;
   request: ResponsesRequest;
+  /** Whether the response is stored (it can be read again and continued from). */
+  store: boolean;
 }
 
-/** A new context for `request`, received at `receivedAt` (epoch ms). */
-export function newResponseContext(request: ResponsesRequest, receivedAt: number): ResponseContext {
-  return { id: newItemId('resp'), createdAt: Math.floor(receivedAt / 1000), request };
+/** A new context for `request`, received at `receivedAt` (epoch ms); stored only when `store` says so. */
+export function newResponseContext(
+  request: ResponsesRequest,
+  receivedAt: number,
+  options: { store?: boolean } = {},
+): ResponseContext {
+  return { id: newItemId('resp'), createdAt: Math.floor(receivedAt / 1000), request, store: options.store ?? false };
 }
 
 /** A fresh item id with OpenAI's prefix: `msg_…`, `fc_…`, `resp_…`. */
@@ -132,10 +138,10 @@ export function responseObject(
     model: request.model,
     output: state.output,
     parallel_tool_calls: request.parallel_tool_calls ?? true,
-    previous_response_id: null,
+    previous_response_id: request.previous_response_id ?? null,
     reasoning: { effort: request.reasoning?.effort ?? null, summary: null },
     service_tier: typeof state.serviceTier === 'string' ? state.serviceTier : (request.service_tier ?? 'auto'),
-    store: false,
+    store: context.store,
     temperature: request.temperature ?? 1,
     text: { format, verbosity: request.text?.verbosity ?? 'medium' },
     tool_choice: request.tool_choice ?? 'auto',
@@ -196,5 +202,39 @@ export function responseFromChat(
     usage: responsesUsage(completion.usage),
     ...(reason === undefined ? {} : { incompleteReason: reason }),
     serviceTier: completion.service_tier,
+  });
+}
+
+/** The id prefix OpenAI gives an input item of each type. */
+const ITEM_ID_PREFIXES: Readonly<Record<string, string>> = {
+  message: 'msg',
+  function_call: 'fc',
+  function_call_output: 'fco',
+  reasoning: 'rs',
+};
+
+/**
+ * A request's input as the items `GET /v1/responses/{id}/input_items` lists: a string becomes one user message;
+ * every item gets an `id` (its own when it came with one) and a `status`; a message's string content becomes one
+ * text part (`input_text`, or `output_text` for the assistant's own turns). Call it on a request `chatRequestOf`
+ * accepted: the items' shapes are checked there.
+ */
+export function inputItemsOf(request: Pick<ResponsesRequest, 'input'>): Record<string, unknown>[] {
+  const items: Record<string, unknown>[] =
+    typeof request.input === 'string' ? [{ type: 'message', role: 'user', content: request.input }] : request.input;
+  return items.map((item) => {
+    const type = typeof item.type === 'string' ? item.type : 'message';
+    const stored: Record<string, unknown> = {
+      ...item,
+      id: typeof item.id === 'string' && item.id !== '' ? item.id : newItemId(ITEM_ID_PREFIXES[type] ?? 'item'),
+      type,
+    };
+    if (type === 'message' && typeof item.content === 'string') {
+      stored.content = [
+        item.role === 'assistant' ? outputTextPart(item.content) : { type: 'input_text', text: item.content },
+      ];
+    }
+    if (type !== 'reasoning' && stored.status === undefined) stored.status = 'completed';
+    return stored;
   });
 }

@@ -329,6 +329,41 @@ describe('chatRequestOf', () => {
     expect(chatOf({ reasoning: null })).not.toHaveProperty('reasoning_effort');
   });
 
+  it('puts the conversation of previous_response_id after the instructions and before the input', () => {
+    const history = [
+      { id: 'msg_1', type: 'message', role: 'user', content: [{ type: 'input_text', text: 'Weather in Oslo?' }] },
+      { id: 'rs_1', type: 'reasoning', summary: [] },
+      { id: 'fc_1', type: 'function_call', call_id: 'call_1', name: 'get_weather', arguments: '{}' },
+      { id: 'fco_1', type: 'function_call_output', call_id: 'call_1', output: '3°C' },
+      {
+        id: 'msg_2',
+        type: 'message',
+        role: 'assistant',
+        content: [{ type: 'output_text', text: 'It is 3°C.', annotations: [] }],
+      },
+    ];
+    const request = {
+      model: 'gpt-4.1-mini',
+      instructions: 'Be terse.',
+      input: 'And tomorrow?',
+      previous_response_id: 'resp_1',
+    } as ResponsesRequest;
+    expect(chatRequestOf(request, history).messages).toEqual([
+      { role: 'system', content: 'Be terse.' },
+      { role: 'user', content: [{ type: 'text', text: 'Weather in Oslo?' }] },
+      {
+        role: 'assistant',
+        content: null,
+        tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{}' } }],
+      },
+      { role: 'tool', tool_call_id: 'call_1', content: '3°C' },
+      { role: 'assistant', content: 'It is 3°C.' },
+      { role: 'user', content: 'And tomorrow?' },
+    ]);
+    // Without the conversation read, previous_response_id cannot be served (a batch line).
+    expect(() => chatRequestOf(request)).toThrow(InvalidRequestError);
+  });
+
   describe('refuses what chat completions cannot carry, naming the field', () => {
     it.each<[string, RequestFields, string]>([
       [

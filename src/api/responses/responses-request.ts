@@ -4,8 +4,11 @@
  * translated at the edge and then takes the ordinary request path (authentication, admission, wallet, routing,
  * metering) as a chat request; its answer is translated back (`responses-object.ts`, `responses-stream-sink.ts`).
  *
+ * A request that goes on from a stored response (`previous_response_id`) carries that conversation's items before
+ * its own input: the caller reads them (`StoredResponses.historyOf`) and passes them in.
+ *
  * What chat completions cannot carry is refused with a 400 that names the field, never dropped silently: stored
- * state (`previous_response_id`, `conversation`, `item_reference` items, `prompt`), background runs, built-in tools
+ * state this gateway does not keep (`conversation`, `item_reference` items, `prompt`), background runs, built-in tools
  * (web search, file search, computer use, MCP …), file inputs and logprobs. Reasoning items a client sends back from
  * an earlier turn are dropped: chat completions have no place for them, and a model does not need them to go on.
  */
@@ -129,11 +132,21 @@ type ChatMessage = Record<string, unknown>;
 /**
  * The chat completions request a Responses request becomes. Throws `InvalidRequestError` naming the field for
  * anything chat completions cannot carry. A stream always asks for usage: `response.completed` reports it.
+ *
+ * `history` is the conversation a `previous_response_id` names, oldest item first (its responses' input and output
+ * items); without it, a `previous_response_id` is refused (a batch line cannot go on from a stored response). The
+ * previous responses' instructions are not carried over, as on OpenAI: only this request's apply.
  */
-export function chatRequestOf(request: ResponsesRequest | InputTokensRequest): Record<string, unknown> {
-  refuseStatefulFields(request);
+export function chatRequestOf(
+  request: ResponsesRequest | InputTokensRequest,
+  history?: readonly Record<string, unknown>[],
+): Record<string, unknown> {
+  refuseStatefulFields(request, history !== undefined);
   const messages: ChatMessage[] = [];
   if (typeof request.instructions === 'string') messages.push({ role: 'system', content: request.instructions });
+  if (history !== undefined) {
+    for (const [index, item] of history.entries()) appendItem(messages, item, `previous_response_id[${index}]`);
+  }
   if (typeof request.input === 'string') messages.push({ role: 'user', content: request.input });
   else if (request.input !== undefined) {
     for (const [index, item] of request.input.entries()) appendItem(messages, item, `input[${index}]`);
@@ -168,8 +181,8 @@ export function chatRequestOf(request: ResponsesRequest | InputTokensRequest): R
   return chat;
 }
 
-function refuseStatefulFields(request: ResponsesRequest | InputTokensRequest): void {
-  if (typeof request.previous_response_id === 'string') {
+function refuseStatefulFields(request: ResponsesRequest | InputTokensRequest, historyRead: boolean): void {
+  if (typeof request.previous_response_id === 'string' && !historyRead) {
     throw unsupported('previous_response_id', 'Continuing a stored response (previous_response_id)');
   }
   if (request.conversation !== undefined && request.conversation !== null) {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { openAIErrors } from '../../../test/support/openai-schema.js';
 import type { SseSink } from '../../relay/sse-sink.js';
-import { newResponseContext, type ResponseContext, responseFromChat } from './responses-object.js';
+import { inputItemsOf, newResponseContext, type ResponseContext, responseFromChat } from './responses-object.js';
 import type { ResponsesRequest } from './responses-request.js';
 import { ResponsesStreamSink } from './responses-stream-sink.js';
 
@@ -508,6 +508,31 @@ describe('ResponsesStreamSink', () => {
     });
   });
 
+  it('hands the final response to onFinal, and writes its event only once that has resolved', async () => {
+    const target = new RecordingSink();
+    let stored: Record<string, unknown> | undefined;
+    let release!: () => void;
+    const sink = new ResponsesStreamSink(target, { ...contextFor(), store: true }, (response) => {
+      stored = response;
+      return new Promise<void>((resolve) => {
+        release = resolve;
+      });
+    });
+    sink.open({});
+    const writes = writesOf(TEXT_STREAM);
+    for (const write of writes.slice(0, -1)) expect(sink.write(write)).toBeUndefined();
+    expect(stored).toBeUndefined();
+    const last = sink.write(writes.at(-1)!);
+    expect(last).toBeInstanceOf(Promise);
+    expect(stored).toMatchObject({ status: 'completed', store: true });
+    expect(target.text).not.toContain('response.completed');
+    release();
+    await last;
+    const completed = eventsOf(target.text).at(-1)!;
+    expect(completed.type).toBe('response.completed');
+    expect(completed.response).toEqual(stored);
+  });
+
   it("follows the target's closed state and passes close listeners to it", () => {
     const target = new RecordingSink();
     const sink = new ResponsesStreamSink(target, contextFor());
@@ -809,5 +834,44 @@ describe('responseFromChat: reasoning', () => {
     const output = response.output as Array<Record<string, unknown>>;
     expect(output.map((item) => item.type)).toEqual(['reasoning', 'message']);
     expect(output[0]).toMatchObject({ content: [{ type: 'reasoning_text', text: 'Two plus two is four.' }] });
+  });
+});
+
+describe('inputItemsOf', () => {
+  it('gives every input item an id and a status, and message text its part, as input_items lists them', () => {
+    const items = inputItemsOf({
+      input: [
+        { role: 'developer', content: 'Be terse.' },
+        { id: 'msg_mine', type: 'message', role: 'user', content: [{ type: 'input_text', text: 'Hi' }] },
+        { role: 'assistant', content: 'Hello.' },
+        { type: 'function_call', call_id: 'call_1', name: 'f', arguments: '{}' },
+        { type: 'function_call_output', call_id: 'call_1', output: 'ok' },
+      ],
+    });
+    expect(items.map((item) => String(item.id).replace(/_[0-9a-f]{48}$/, '_…'))).toEqual([
+      'msg_…',
+      'msg_mine',
+      'msg_…',
+      'fc_…',
+      'fco_…',
+    ]);
+    expect(items.map((item) => [item.type, item.status])).toEqual([
+      ['message', 'completed'],
+      ['message', 'completed'],
+      ['message', 'completed'],
+      ['function_call', 'completed'],
+      ['function_call_output', 'completed'],
+    ]);
+    expect(items[0]!.content).toEqual([{ type: 'input_text', text: 'Be terse.' }]);
+    expect(items[2]!.content).toEqual([{ type: 'output_text', text: 'Hello.', annotations: [], logprobs: [] }]);
+    expect(inputItemsOf({ input: 'Hi' })).toEqual([
+      {
+        id: expect.stringMatching(/^msg_/),
+        type: 'message',
+        role: 'user',
+        status: 'completed',
+        content: [{ type: 'input_text', text: 'Hi' }],
+      },
+    ]);
   });
 });

@@ -68,10 +68,17 @@ export class ResponsesStreamSink implements SseSink {
   private usage: unknown;
   private serviceTier: unknown;
   private finished = false;
+  /** The final Response object, once `finish` or `fail` made it. */
+  private final: Record<string, unknown> | undefined;
 
+  /**
+   * `onFinal` gets the final Response object (completed, incomplete or failed) before its event is written, and the
+   * event waits for it: a stored response is readable once its client learns it is done.
+   */
   constructor(
     private readonly target: SseSink,
     private readonly context: ResponseContext,
+    private readonly onFinal?: (response: Record<string, unknown>) => Promise<void>,
   ) {}
 
   get closed(): boolean {
@@ -94,7 +101,11 @@ export class ResponsesStreamSink implements SseSink {
       const data = line.slice('data: '.length);
       events += data === '[DONE]' ? this.finish() : this.chunk(data);
     }
-    return events === '' ? undefined : this.target.write(events);
+    if (events === '') return undefined;
+    const final = this.final;
+    if (final === undefined || this.onFinal === undefined) return this.target.write(events);
+    this.final = undefined;
+    return this.onFinal(final).then(() => this.target.write(events));
   }
 
   holdForEnd(): void {
@@ -320,6 +331,7 @@ export class ResponsesStreamSink implements SseSink {
       ...(reason === undefined ? {} : { incompleteReason: reason }),
       serviceTier: this.serviceTier,
     });
+    this.final = response;
     return events + this.event(reason === undefined ? 'response.completed' : 'response.incomplete', { response });
   }
 
@@ -351,6 +363,7 @@ export class ResponsesStreamSink implements SseSink {
       output[call.outputIndex] = functionCallItem(call.id, call, 'incomplete');
     }
     const response = responseObject(this.context, { status: 'failed', output, error: { code, message } });
+    this.final = response;
     return this.event('response.failed', { response });
   }
 

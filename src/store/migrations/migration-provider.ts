@@ -9,6 +9,7 @@ import { daysFromHoursSchema } from './0007-days-from-hours.js';
 import { reservationOwnersSchema } from './0008-reservation-owners.js';
 import { tenantListIndexSchema } from './0009-tenant-list-index.js';
 import { fileExpirySchema } from './0010-file-expiry.js';
+import { responsesSchema } from './0011-responses.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -25,6 +26,7 @@ const migrations: Record<string, Migration> = {
   '0008-reservation-owners': reservationOwnersSchema,
   '0009-tenant-list-index': tenantListIndexSchema,
   '0010-file-expiry': fileExpirySchema,
+  '0011-responses': responsesSchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */
