@@ -165,8 +165,9 @@ describe('Files API', () => {
     });
     expect(openAIErrors('OpenAIFile', expiring)).toEqual([]);
     expect(expiring.expires_at).toBe(expiring.created_at + 3600);
+    // Without expires_after a batch input lasts 30 days, as on OpenAI.
     const kept = await uploadInput(client, content);
-    expect(kept.expires_at).toBeUndefined();
+    expect(kept.expires_at).toBe(kept.created_at + 30 * 86_400);
     const runner = harness.gateway.batches!.runner;
     const storage = harness.gateway.batches!.service.files;
     // Not expired yet: a sweep leaves it.
@@ -358,8 +359,9 @@ describe('Batches API', () => {
       const result = await client.files.retrieve(id);
       expect(result.expires_at).toBe(result.created_at + 7200);
     }
-    // The input file was uploaded without one, and a batch without one gives files that stay.
-    expect((await client.files.retrieve(file.id)).expires_at).toBeUndefined();
+    // A batch without output_expires_after gives files that stay (its input, uploaded without one, lasts 30 days).
+    const input = await client.files.retrieve(file.id);
+    expect(input.expires_at).toBe(input.created_at + 30 * 86_400);
     const plain = await waitForBatch(client, (await chatBatch(client, file.id)).id, isFinal, 15_000);
     expect((await client.files.retrieve(plain.output_file_id!)).expires_at).toBeUndefined();
   });

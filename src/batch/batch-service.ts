@@ -47,6 +47,9 @@ export interface FileExpiry {
 /** The range OpenAI allows for a file's `expires_after.seconds`: one hour to 30 days. */
 export const FILE_EXPIRY_SECONDS = { minimum: 3600, maximum: 2_592_000 } as const;
 
+/** The expiry of a batch input uploaded without one: 30 days, as on OpenAI. */
+const DEFAULT_BATCH_INPUT_EXPIRY: FileExpiry = { anchor: 'created_at', seconds: FILE_EXPIRY_SECONDS.maximum };
+
 /** OpenAI's `OpenAIFile`. */
 export interface OpenAIFileObject {
   id: string;
@@ -79,12 +82,17 @@ export class BatchService {
     return this.options.maxFileBytes;
   }
 
-  /** Records an upload already streamed to disk; it expires `expiresAfter.seconds` from now when given. */
+  /**
+   * Records an upload already streamed to disk. It expires `expiresAfter.seconds` from now when given; a batch input
+   * without one expires after 30 days, as on OpenAI (the lines a batch runs are copied into the store when it is
+   * created, so a running batch never needs its input file again).
+   */
   async uploadFile(
     principal: Principal,
     upload: { filename: string; purpose: FilePurpose; id: string; bytes: number; expiresAfter?: FileExpiry },
   ): Promise<FileRecord> {
     const createdAt = Date.now();
+    const expiresAfter = upload.expiresAfter ?? (upload.purpose === 'batch' ? DEFAULT_BATCH_INPUT_EXPIRY : undefined);
     const record: FileRecord = {
       id: upload.id,
       tenantId: principal.tenantId,
@@ -92,7 +100,7 @@ export class BatchService {
       filename: upload.filename,
       bytes: upload.bytes,
       createdAt,
-      expiresAt: upload.expiresAfter === undefined ? null : createdAt + upload.expiresAfter.seconds * 1000,
+      expiresAt: expiresAfter === undefined ? null : createdAt + expiresAfter.seconds * 1000,
     };
     await this.store.insertFile(record);
     return record;
