@@ -84,8 +84,8 @@ export class BatchService {
 
   /**
    * Records an upload already streamed to disk. It expires `expiresAfter.seconds` from now when given; a batch input
-   * without one expires after 30 days, as on OpenAI (the lines a batch runs are copied into the store when it is
-   * created, so a running batch never needs its input file again).
+   * without one expires after 30 days, as on OpenAI (a batch copies its input's lines into the store as it starts,
+   * so it runs on after its input file expires).
    */
   async uploadFile(
     principal: Principal,
