@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { connect, createServer } from 'node:net';
 import { Redis } from 'ioredis';
+import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
@@ -476,6 +477,52 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
     expect(await chat(gateway.url, kept.key)).toMatchObject({ status: 200 });
     expect(await chat(gateway.url, kept.key)).toMatchObject({ status: 429, code: 'rate_limit_exceeded' });
     expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
+  });
+
+  it('reads and goes on from a stored response through any process, at once', async () => {
+    const document = { ...pricedSimulatedConfig, store: { url: pgUrl(schema) }, admission: postgresOnly };
+    const [one, two] = [await serve(workspace(document), children), await serve(workspace(document), children)];
+    const adminToken = /Admin token: (\S+)/.exec(one.banner)![1]!;
+    const admin = async (path: string, body: unknown) =>
+      (await (
+        await fetch(`${one.url}/admin/v1${path}`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        })
+      ).json()) as { id: string; key: string };
+    const tenant = await admin('/tenants', { name: `responses-${Date.now()}` });
+    const { key } = await admin(`/tenants/${tenant.id}/keys`, {});
+    await admin(`/tenants/${tenant.id}/credits`, { amount: '100', currency: 'CNY' });
+    const [viaOne, viaTwo] = [one, two].map((served) => new OpenAI({ apiKey: key, baseURL: `${served.url}/v1` }));
+
+    const first = await viaOne!.responses.create({ model: 'sim-pro-32k', input: 'One.', max_output_tokens: 16 });
+    expect((await viaTwo!.responses.retrieve(first.id)).output).toEqual(first.output);
+    // A stream finished through one process is continued through the other as soon as its last event arrives.
+    const stream = await viaTwo!.responses.create({
+      model: 'sim-pro-32k',
+      input: 'Two.',
+      previous_response_id: first.id,
+      max_output_tokens: 16,
+      stream: true,
+    });
+    let continued: OpenAI.Responses.Response | undefined;
+    for await (const event of stream) {
+      if (event.type !== 'response.incomplete' && event.type !== 'response.completed') continue;
+      continued = await viaOne!.responses.create({
+        model: 'sim-pro-32k',
+        input: 'Three.',
+        previous_response_id: event.response.id,
+        max_output_tokens: 16,
+      });
+    }
+    expect(continued?.previous_response_id).toBeDefined();
+    const items = await viaOne!.responses.inputItems.list(continued!.id);
+    expect(items.data.map((item) => item.type === 'message' && item.content)).toEqual([
+      [{ type: 'input_text', text: 'Three.' }],
+    ]);
+    // Its input is the whole conversation: three user turns and two answers of 16 tokens each.
+    expect(continued!.usage!.input_tokens).toBeGreaterThan(32);
   });
 
   it("reaches every worker of another host's multi-worker process with a revocation", async () => {
