@@ -80,6 +80,8 @@ let client: OpenAI;
 let tenantId: string;
 /** An OpenAI-compatible upstream at 50 tokens/s: slow enough for a client to leave mid-stream. */
 let slowUpstream: SimServer;
+/** An OpenAI-compatible upstream that reports no usage: the gateway counts the tokens itself. */
+let quietUpstream: SimServer;
 
 beforeAll(async () => {
   toolUpstream = createServer((request, response) => {
@@ -108,6 +110,10 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => toolUpstream.listen(0, '127.0.0.1', resolve));
   const port = (toolUpstream.address() as AddressInfo).port;
   slowUpstream = await startSimServer({ profile: { t_prefill_us: 1, t_fixed_ms: 20, t_seq_ms: 0 } });
+  quietUpstream = await startSimServer({
+    profile: { t_prefill_us: 1, t_fixed_ms: 1, t_seq_ms: 0 },
+    faults: 'no-usage',
+  });
   const [version] = pricedSimulatedConfig.pricing.versions;
   harness = await startTestGateway({
     ...pricedSimulatedConfig,
@@ -115,11 +121,13 @@ beforeAll(async () => {
       ...pricedSimulatedConfig.upstreams,
       { name: 'tools', type: 'openai', base_url: `http://127.0.0.1:${port}/v1` },
       { name: 'slow', type: 'openai', base_url: slowUpstream.url },
+      { name: 'quiet', type: 'openai', base_url: quietUpstream.url },
     ],
     models: [
       ...pricedSimulatedConfig.models,
       { name: 'tool-model', context_window: 32_768, deployments: [{ upstream: 'tools', model: 'tool-model-2026' }] },
       { name: 'slow-model', context_window: 32_768, deployments: [{ upstream: 'slow', model: 'simulated' }] },
+      { name: 'quiet-model', context_window: 32_768, deployments: [{ upstream: 'quiet', model: 'simulated' }] },
     ],
     pricing: {
       ...pricedSimulatedConfig.pricing,
@@ -134,6 +142,7 @@ afterAll(async () => {
   await harness?.close();
   await new Promise((resolve) => toolUpstream?.close(resolve));
   await slowUpstream?.close();
+  await quietUpstream?.close();
 });
 
 const weatherTools: OpenAI.Responses.Tool[] = [
@@ -237,6 +246,31 @@ describe('POST /v1/responses over the simulated fleet', () => {
     expect(record?.promptTokens).toBe(data.usage?.input_tokens);
     const after = await harness.admin('GET', `/tenants/${tenantId}/billing`);
     expect(Number(after.body.balance)).toBeLessThan(Number(before.body.balance));
+  });
+
+  it('reports the usage it bills when the upstream reports none, whole and streamed', async () => {
+    const request = { model: 'quiet-model', instructions: 'Be terse.', input: 'Describe metering.' } as const;
+    const whole = await client.responses.create({ ...request, max_output_tokens: 20 }).withResponse();
+    const stream = await client.responses.create({ ...request, max_output_tokens: 24, stream: true }).withResponse();
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of stream.data) events.push(event);
+    const streamed = (events.at(-1) as OpenAI.Responses.ResponseIncompleteEvent).response;
+    await harness.gateway.settled();
+    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    for (const [response, requestId, outputTokens] of [
+      [whole.data, whole.response.headers.get('x-request-id'), 20],
+      [streamed, stream.response.headers.get('x-request-id'), 24],
+    ] as const) {
+      expect(response.usage).toMatchObject({
+        input_tokens: promptTokensOf('Be terse.', 'Describe metering.'),
+        output_tokens: outputTokens,
+      });
+      expect(records.find((record) => record.requestId === requestId)).toMatchObject({
+        usageEstimated: true,
+        promptTokens: response.usage!.input_tokens,
+        completionTokens: outputTokens,
+      });
+    }
   });
 
   it('cancels the upstream when the client leaves a stream, and bills exactly what was delivered', async () => {

@@ -329,7 +329,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       throw asResponsesError(error);
     });
     reply.headers(services.relay.responseHeaders(trace));
-    const response = responseFromChat(context, completion);
+    const response = responseFromChat(context, completion, trace.usage);
     await save?.(response);
     return response;
   });

@@ -540,7 +540,7 @@ export class BatchRunner {
       const body = upstreamBodyOf(url, request);
       const answer = await relay.whole({ trace, principal, endpoint, body, signal: abort.signal, serviceClass });
       const response = responses
-        ? responseFromChat(newResponseContext(request as ResponsesRequest, trace.receivedAt), answer)
+        ? responseFromChat(newResponseContext(request as ResponsesRequest, trace.receivedAt), answer, trace.usage)
         : answer;
       outcome = {
         state: 'succeeded',

@@ -6,6 +6,7 @@
  * see `StoredResponses`).
  */
 import { randomBytes } from 'node:crypto';
+import { emptyUsage, type Usage, usageFromOpenAI } from '../../upstreams/usage.js';
 import type { ResponsesRequest } from './responses-request.js';
 
 /** What every object of one response shares: its id, its creation time and the request it answers. */
@@ -43,23 +44,18 @@ export function incompleteReason(finishReason: unknown): 'max_output_tokens' | '
   return undefined;
 }
 
-/** Responses usage from a chat usage object (`prompt_tokens` …); zeros when there is none. */
-export function responsesUsage(chatUsage: unknown): Record<string, unknown> {
-  const usage = (typeof chatUsage === 'object' && chatUsage !== null ? chatUsage : {}) as Record<string, unknown>;
-  const count = (value: unknown) => (typeof value === 'number' && Number.isFinite(value) ? value : 0);
-  const details = (value: unknown) =>
-    (typeof value === 'object' && value !== null ? value : {}) as Record<string, unknown>;
-  const input = count(usage.prompt_tokens);
-  const output = count(usage.completion_tokens);
+/**
+ * Responses usage from the request's normalized usage: the tokens it was billed for, the gateway's own count when the
+ * upstream reported none (`usage.estimated`). Zeros when there is none (a response that failed before any).
+ */
+export function responsesUsage(usage: Usage | undefined): Record<string, unknown> {
+  const counted = usage ?? emptyUsage();
   return {
-    input_tokens: input,
-    input_tokens_details: {
-      cached_tokens: count(details(usage.prompt_tokens_details).cached_tokens),
-      cache_write_tokens: count(details(usage.prompt_tokens_details).cache_write_tokens),
-    },
-    output_tokens: output,
-    output_tokens_details: { reasoning_tokens: count(details(usage.completion_tokens_details).reasoning_tokens) },
-    total_tokens: count(usage.total_tokens) || input + output,
+    input_tokens: counted.input.total,
+    input_tokens_details: { cached_tokens: counted.input.cached, cache_write_tokens: 0 },
+    output_tokens: counted.output.total,
+    output_tokens_details: { reasoning_tokens: counted.output.reasoning },
+    total_tokens: counted.input.total + counted.output.total,
   };
 }
 
@@ -162,10 +158,14 @@ function echoedTool(tool: Record<string, unknown>): Record<string, unknown> {
   return { ...tool, parameters: tool.parameters ?? null, strict: tool.strict ?? true };
 }
 
-/** The Response a whole chat completion becomes. */
+/**
+ * The Response a whole chat completion becomes. `usage` is the request's normalized usage, as billed (the relay's
+ * `trace.usage`: the gateway's own count when the upstream sent none); the completion's own usage without it.
+ */
 export function responseFromChat(
   context: ResponseContext,
   completion: Record<string, unknown>,
+  usage: Usage | undefined = usageFromOpenAI(completion.usage),
 ): Record<string, unknown> {
   const choice = (Array.isArray(completion.choices) ? completion.choices[0] : undefined) as
     | Record<string, unknown>
@@ -199,7 +199,7 @@ export function responseFromChat(
   return responseObject(context, {
     status: reason === undefined ? 'completed' : 'incomplete',
     output,
-    usage: responsesUsage(completion.usage),
+    usage: responsesUsage(usage),
     ...(reason === undefined ? {} : { incompleteReason: reason }),
     serviceTier: completion.service_tier,
   });

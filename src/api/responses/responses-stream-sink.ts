@@ -13,6 +13,7 @@
  * for usage, so the last chunk before `[DONE]` carries it and `response.completed` reports it.
  */
 import type { SseSink } from '../../relay/sse-sink.js';
+import { usageFromOpenAI } from '../../upstreams/usage.js';
 import {
   functionCallItem,
   incompleteReason,
@@ -327,7 +328,7 @@ export class ResponsesStreamSink implements SseSink {
     const response = responseObject(this.context, {
       status: reason === undefined ? 'completed' : 'incomplete',
       output: this.output,
-      usage: responsesUsage(this.usage),
+      usage: responsesUsage(usageFromOpenAI(this.usage)),
       ...(reason === undefined ? {} : { incompleteReason: reason }),
       serviceTier: this.serviceTier,
     });
