@@ -166,7 +166,11 @@ export class KyselyStore implements Store {
       provider: migrationProvider,
       ...(this.migrationTableSchema === undefined ? {} : { migrationTableSchema: this.migrationTableSchema }),
     });
-    const { error, results } = await (target === undefined ? migrator.migrateToLatest() : migrator.migrateTo(target));
+    const migrate = () => (target === undefined ? migrator.migrateToLatest() : migrator.migrateTo(target));
+    let { error, results } = await migrate();
+    // Kysely's migrator reads the tables of every schema, and PostgreSQL fails that read when another schema is
+    // dropped meanwhile (`has_schema_privilege` of a name no longer there: 3F000). Nothing was migrated: read again.
+    for (let retry = 0; retry < 3 && isSchemaDroppedMeanwhile(error); retry++) ({ error, results } = await migrate());
     if (error !== undefined) {
       const failed = results?.find((result) => result.status === 'Error')?.migrationName;
       const what = failed === undefined ? 'Store migration' : `Store migration ${failed}`;
@@ -1053,4 +1057,9 @@ export function requestLogFromRow(row: Selectable<RequestLogTable>): RequestLogR
     // Absent rather than null when none is stored, so records written without one read back equal.
     ...(row.attempt_log === null ? {} : { attemptLog: row.attempt_log }),
   };
+}
+
+/** True for PostgreSQL's `invalid_schema_name` (3F000), which a catalog read raises when a schema goes under it. */
+function isSchemaDroppedMeanwhile(error: unknown): boolean {
+  return (error as { code?: unknown } | undefined)?.code === '3F000';
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgresRelay } from '../../test/support/postgres-relay.js';
+import { reachablePostgres } from '../../test/support/postgres-schema.js';
 import { POSTGRES_WRITER_OPTIONS, SettlementWriter } from '../metering/settlement-writer.js';
 import { createStore } from './create-store.js';
 import { requestLogFixture, settlementOf } from './ledger-fixtures.js';
@@ -10,30 +11,11 @@ import { settleOnPostgres } from './postgres-settle.js';
 import type { Store } from './store.js';
 import { describeStoreConformance, usageEvent } from './store-conformance.js';
 
-// CI runs PostgreSQL: when it is unreachable these tests must fail, never skip.
-const CANDIDATE_URLS = ['postgres://postgres@127.0.0.1:5432/test', 'postgres://root@127.0.0.1:5432/test'];
 const schema = `tg_test_${randomBytes(6).toString('hex')}`;
 let baseUrl: string | undefined;
 
-async function findBaseUrl(): Promise<string> {
-  const failures: string[] = [];
-  for (const url of CANDIDATE_URLS) {
-    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
-    try {
-      await client.connect();
-      await client.query('select 1');
-      return url;
-    } catch (error: unknown) {
-      failures.push(`${url}: ${error instanceof Error ? error.message : String(error)}`);
-    } finally {
-      await client.end().catch(() => {});
-    }
-  }
-  throw new Error(`PostgreSQL is unreachable (${failures.join('; ')})`);
-}
-
 async function storeUrl(): Promise<string> {
-  baseUrl ??= await findBaseUrl();
+  baseUrl ??= await reachablePostgres();
   return `${baseUrl}?schema=${schema}`;
 }
 
