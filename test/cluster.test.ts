@@ -68,6 +68,18 @@ async function startRedis(port: number): Promise<ChildProcess> {
   throw new Error('redis-server did not start');
 }
 
+/** POSTs `body` to the admin API of the gateway at `url`; the parsed answer (a tenant or a key). */
+function adminPoster(url: string, adminToken: string) {
+  return async (path: string, body: unknown) =>
+    (await (
+      await fetch(`${url}/admin/v1${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+    ).json()) as { id: string; key: string };
+}
+
 async function chat(url: string, key: string) {
   const response = await fetch(`${url}/v1/chat/completions`, {
     method: 'POST',
@@ -452,14 +464,7 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
     const dir = workspace({ ...pricedSimulatedConfig, store: { url: pgUrl(schema) }, admission: postgresOnly });
     const gateway = await serve(dir, children);
     const adminToken = /Admin token: (\S+)/.exec(gateway.banner)![1]!;
-    const admin = async (path: string, body: unknown) =>
-      (await (
-        await fetch(`${gateway.url}/admin/v1${path}`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-        })
-      ).json()) as { id: string; key: string };
+    const admin = adminPoster(gateway.url, adminToken);
     const tenant = await admin('/tenants', { name: `cli-${Date.now()}` });
     const revoked = await admin(`/tenants/${tenant.id}/keys`, {});
     const kept = await admin(`/tenants/${tenant.id}/keys`, {});
@@ -483,14 +488,7 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
     const document = { ...pricedSimulatedConfig, store: { url: pgUrl(schema) }, admission: postgresOnly };
     const [one, two] = [await serve(workspace(document), children), await serve(workspace(document), children)];
     const adminToken = /Admin token: (\S+)/.exec(one.banner)![1]!;
-    const admin = async (path: string, body: unknown) =>
-      (await (
-        await fetch(`${one.url}/admin/v1${path}`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-        })
-      ).json()) as { id: string; key: string };
+    const admin = adminPoster(one.url, adminToken);
     const tenant = await admin('/tenants', { name: `responses-${Date.now()}` });
     const { key } = await admin(`/tenants/${tenant.id}/keys`, {});
     await admin(`/tenants/${tenant.id}/credits`, { amount: '100', currency: 'CNY' });

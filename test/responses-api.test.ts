@@ -156,6 +156,20 @@ const weatherTools: OpenAI.Responses.Tool[] = [
   { type: 'function', name: 'get_time', parameters: { type: 'object', properties: {} }, strict: false },
 ];
 
+/** The chat messages the upstream gets for both of `toolCompletion`'s calls and the client's results of them. */
+const TOOL_ROUND_TRIP = [
+  {
+    role: 'assistant',
+    content: null,
+    tool_calls: [
+      { id: 'call_weather', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } },
+      { id: 'call_time', type: 'function', function: { name: 'get_time', arguments: '{"zone":"CET"}' } },
+    ],
+  },
+  { role: 'tool', tool_call_id: 'call_weather', content: '3°C, snow' },
+  { role: 'tool', tool_call_id: 'call_time', content: '14:05' },
+];
+
 /** The prompt tokens of the chat request a Responses request with these instructions and input becomes. */
 function promptTokensOf(instructions: string, input: string): number {
   return countPromptTokens('chat', {
@@ -563,16 +577,7 @@ describe('stored responses', () => {
       { role: 'system', content: 'Answer in one line.' },
       // Stored as OpenAI lists it: a text part.
       { role: 'user', content: [{ type: 'text', text: 'Weather and time in Oslo?' }] },
-      {
-        role: 'assistant',
-        content: null,
-        tool_calls: [
-          { id: 'call_weather', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } },
-          { id: 'call_time', type: 'function', function: { name: 'get_time', arguments: '{"zone":"CET"}' } },
-        ],
-      },
-      { role: 'tool', tool_call_id: 'call_weather', content: '3°C, snow' },
-      { role: 'tool', tool_call_id: 'call_time', content: '14:05' },
+      ...TOOL_ROUND_TRIP,
     ]);
     // Its own input items only: the conversation before it is its predecessor's.
     const items = await rawGet(`/v1/responses/${second.id}/input_items?order=asc`);
@@ -726,18 +731,7 @@ describe('POST /v1/responses with function tools, over a live OpenAI-compatible 
       ],
     });
     const messages = toolUpstreamRequests[0]!.messages as Array<Record<string, unknown>>;
-    expect(messages.slice(2)).toEqual([
-      {
-        role: 'assistant',
-        content: null,
-        tool_calls: [
-          { id: 'call_weather', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } },
-          { id: 'call_time', type: 'function', function: { name: 'get_time', arguments: '{"zone":"CET"}' } },
-        ],
-      },
-      { role: 'tool', tool_call_id: 'call_weather', content: '3°C, snow' },
-      { role: 'tool', tool_call_id: 'call_time', content: '14:05' },
-    ]);
+    expect(messages.slice(2)).toEqual(TOOL_ROUND_TRIP);
   });
 });
 
