@@ -536,6 +536,37 @@ describe('stored responses', () => {
     expect(reads.every((record) => record.model === null && record.promptTokens === 0)).toBe(true);
   });
 
+  it('refuses to cancel a response not run in the background, and 404s an unknown one', async () => {
+    const created = await client.responses.create({ model: 'sim-pro-32k', input: 'Now.', max_output_tokens: 16 });
+    const refused = await rejection(client.responses.cancel(created.id), OpenAI.BadRequestError);
+    expect(refused.message).toContain('background');
+    await rejection(client.responses.cancel('resp_unknown'), OpenAI.NotFoundError);
+  });
+
+  it("deletes every stored response of one tenant through the admin API, and no other tenant's", async () => {
+    const created = await harness.createTenantWithKey({ credit: '10' });
+    const purged = harness.client(created.key);
+    const made = [
+      await purged.responses.create({ model: 'sim-pro-32k', input: 'One.', max_output_tokens: 16 }),
+      await purged.responses.create({ model: 'sim-pro-32k', input: 'Two.', max_output_tokens: 16 }),
+    ];
+    const kept = await client.responses.create({ model: 'sim-pro-32k', input: 'Kept.', max_output_tokens: 16 });
+    const answer = await harness.admin('DELETE', `/tenants/${created.tenantId}/responses`);
+    expect(answer).toEqual({
+      status: 200,
+      body: { object: 'tenant.responses.deleted', tenant_id: created.tenantId, deleted: 2 },
+    });
+    for (const response of made) await rejection(purged.responses.retrieve(response.id), OpenAI.NotFoundError);
+    expect((await client.responses.retrieve(kept.id)).id).toBe(kept.id);
+    expect((await harness.admin('DELETE', '/tenants/ten_unknown/responses')).status).toBe(404);
+    const unauthorized = await fetch(`${harness.url}/admin/v1/tenants/${tenantId}/responses`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${created.key}` },
+    });
+    expect(unauthorized.status).toBe(401);
+    expect((await client.responses.retrieve(kept.id)).id).toBe(kept.id);
+  });
+
   it("keeps a tenant's responses from every other tenant", async () => {
     const created = await client.responses.create({ model: 'sim-pro-32k', input: 'Mine.', max_output_tokens: 16 });
     const other = harness.client((await harness.createTenantWithKey({ credit: '10' })).key);

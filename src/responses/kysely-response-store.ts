@@ -66,6 +66,11 @@ export class KyselyResponseStore implements ResponseStore {
     return Number(result.numDeletedRows) > 0;
   }
 
+  async deleteTenantResponses(tenantId: string): Promise<number> {
+    const result = await this.db.deleteFrom('responses').where('tenant_id', '=', tenantId).executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+
   async deleteExpiredResponses(now: number, limit: number): Promise<number> {
     // SQLite reads a negative LIMIT as none at all.
     if (limit <= 0) return 0;

@@ -124,6 +124,17 @@ export function describeResponseStoreConformance(name: string, options: Response
       expect(await responses.getResponse(tenant, record.id, NOW)).toEqual(record);
     });
 
+    it("deletes every response of one tenant, expired ones too, and no other tenant's", async () => {
+      const [tenant, other] = [`ten_${unique()}`, `ten_${unique()}`];
+      const kept = storedResponse(other);
+      for (const record of [storedResponse(tenant), storedResponse(tenant, { expiresAt: NOW - HOUR }), kept]) {
+        await responses.saveResponse(record);
+      }
+      expect(await responses.deleteTenantResponses(tenant)).toBe(2);
+      expect(await responses.deleteTenantResponses(tenant)).toBe(0);
+      expect(await responses.getResponse(other, kept.id, NOW)).toEqual(kept);
+    });
+
     it('rejects an id already stored, by any tenant, and keeps the first', async () => {
       const tenant = `ten_${unique()}`;
       const record = storedResponse(tenant);

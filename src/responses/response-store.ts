@@ -33,6 +33,8 @@ export interface ResponseStore {
   getResponse(tenantId: string, id: string, now: number): Promise<StoredResponse | undefined>;
   /** Deletes the tenant's response `id`; false when it had none (never made, another tenant's, expired at `now`). */
   deleteResponse(tenantId: string, id: string, now: number): Promise<boolean>;
+  /** Deletes every response of the tenant, expired or not; returns how many. */
+  deleteTenantResponses(tenantId: string): Promise<number>;
   /** Deletes at most `limit` responses expired at `now`, oldest expiry first; returns how many. */
   deleteExpiredResponses(now: number, limit: number): Promise<number>;
 }

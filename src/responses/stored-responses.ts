@@ -138,6 +138,23 @@ export class StoredResponses {
     return { id, object: 'response', deleted: true };
   }
 
+  /** Deletes every stored response of the tenant (an operator's purge); returns how many. */
+  async deleteTenant(tenantId: string): Promise<number> {
+    return this.store.deleteTenantResponses(tenantId);
+  }
+
+  /**
+   * `POST /v1/responses/{id}/cancel`: only a background response can be cancelled, and this gateway runs none, so a
+   * stored response of the tenant is a 400 and any other id a 404.
+   */
+  async cancel(tenantId: string, id: string): Promise<never> {
+    await this.stored(tenantId, id);
+    throw new InvalidRequestError(
+      'Only a response created with background: true can be cancelled, and this one was not.',
+      { code: 'invalid_request' },
+    );
+  }
+
   /** A page of the input items of the tenant's stored response. */
   async inputItems(tenantId: string, id: string, query: InputItemsQuery): Promise<InputItemsPage> {
     const items = (await this.stored(tenantId, id)).inputItems;

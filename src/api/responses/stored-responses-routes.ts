@@ -1,7 +1,8 @@
 /**
- * Reading stored responses back: `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}` and
- * `GET /v1/responses/{id}/input_items`, in OpenAI's shapes (`client.responses.retrieve`, `.delete`,
- * `.inputItems.list`). Every route reads the caller's tenant only (`StoredResponses`).
+ * Reading stored responses back: `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}`,
+ * `GET /v1/responses/{id}/input_items` and `POST /v1/responses/{id}/cancel`, in OpenAI's shapes
+ * (`client.responses.retrieve`, `.delete`, `.inputItems.list`, `.cancel`). Every route reads the caller's tenant
+ * only (`StoredResponses`).
  */
 import type { FastifyInstance } from 'fastify';
 import { InvalidRequestError, NotFoundError } from '../../errors/gateway-error.js';
@@ -34,6 +35,10 @@ export function registerStoredResponsesRoutes(app: FastifyInstance, responses: S
 
   app.delete<{ Params: { id: string } }>('/v1/responses/:id', async (request) =>
     stored(request.params.id).delete(request.principal!.tenantId, request.params.id),
+  );
+
+  app.post<{ Params: { id: string } }>('/v1/responses/:id/cancel', async (request) =>
+    stored(request.params.id).cancel(request.principal!.tenantId, request.params.id),
   );
 
   app.get<{ Params: { id: string }; Querystring: Query }>('/v1/responses/:id/input_items', async (request) => {
