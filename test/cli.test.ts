@@ -185,6 +185,30 @@ describe('tenant and key commands', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
     await expect(client.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
   });
 
+  it("delete a tenant's stored responses, from the store and with --url", async () => {
+    const dir = workspace();
+    const { url, banner } = await serve(dir);
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: demoKeyOf(banner), maxRetries: 0 });
+    const respond = () => client.responses.create({ model: 'sim-pro-32k', input: 'Hi.', max_output_tokens: 16 });
+    const [tenant] = JSON.parse(run(dir, ['tenants', 'list']).stdout) as Array<{ id: string }>;
+    const first = await respond();
+    const fromStore = run(dir, ['tenants', 'delete-responses', tenant!.id]);
+    expect(fromStore.status, fromStore.stderr).toBe(0);
+    expect(JSON.parse(fromStore.stdout)).toEqual({
+      object: 'tenant.responses.deleted',
+      tenant_id: tenant!.id,
+      deleted: 1,
+    });
+    await expect(client.responses.retrieve(first.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    await respond();
+    await respond();
+    const remote = run(dir, ['tenants', 'delete-responses', tenant!.id, '--url', url]);
+    expect(JSON.parse(remote.stdout)).toMatchObject({ deleted: 2 });
+    const unknown = run(dir, ['tenants', 'delete-responses', 'ten_unknown']);
+    expect(unknown.status).not.toBe(0);
+    expect(unknown.stderr).toContain('ten_unknown');
+  });
+
   it('--url without an admin token names --admin-token and writes no token file', () => {
     const dir = workspace();
     const { TOLLGATE_ADMIN_TOKEN: _ignored, ...env } = process.env;

@@ -65,6 +65,8 @@ export interface AdminClient {
   createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }): Promise<KeyView>;
   listKeys(tenantId: string, page: PageRequest): Promise<OpenAIListPage<KeyView>>;
   revokeKey(keyId: string): Promise<KeyView>;
+  /** Deletes every stored Responses API response of the tenant (`DELETE /tenants/{id}/responses`). */
+  deleteTenantResponses(tenantId: string): Promise<unknown>;
   addCredits(
     tenantId: string,
     input: { amount: string; kind?: CreditKind; currency: string; note?: string; idempotencyKey?: string },
@@ -368,6 +370,9 @@ class HttpAdminClient extends AdminApiCalls implements AdminClient {
   revokeKey(keyId: string) {
     return this.call<KeyView>('DELETE', `/keys/${encodeURIComponent(keyId)}`);
   }
+  deleteTenantResponses(tenantId: string) {
+    return this.call<unknown>('DELETE', `/tenants/${encodeURIComponent(tenantId)}/responses`);
+  }
   usage(tenantId: string, query: Record<string, string>) {
     return this.call<UsagePage>('GET', `/tenants/${encodeURIComponent(tenantId)}/usage?${new URLSearchParams(query)}`);
   }
@@ -489,6 +494,19 @@ class StoreAdminClient extends AdminApiCalls implements AdminClient {
   }
   async revokeKey(keyId: string) {
     return publicKeyView(await this.tenants.revokeKey(keyId));
+  }
+  async deleteTenantResponses(tenantId: string) {
+    // The admin route's answer (`DELETE /tenants/{id}/responses`), from the store.
+    await this.getTenant(tenantId);
+    const [{ KyselyStore }, { KyselyResponseStore }] = await Promise.all([
+      import('../store/kysely-store.js'),
+      import('../responses/kysely-response-store.js'),
+    ]);
+    const deleted =
+      this.store instanceof KyselyStore
+        ? await new KyselyResponseStore(this.store.kysely).deleteTenantResponses(tenantId)
+        : 0;
+    return { object: 'tenant.responses.deleted', tenant_id: tenantId, deleted };
   }
   async close() {
     await this.routes.close();

@@ -172,6 +172,15 @@ targetOptions(
   tenants.command('get').description('Show a tenant: id, name, creation time.').argument('<tenant-id>', 'tenant id'),
 ).action(async (tenantId: string, options) => withClient(targetOf(options), (client) => client.getTenant(tenantId)));
 
+targetOptions(
+  tenants
+    .command('delete-responses')
+    .description('Delete every stored Responses API response of a tenant (its prompts and answers); prints how many.')
+    .argument('<tenant-id>', 'tenant id'),
+).action(async (tenantId: string, options) =>
+  withClient(targetOf(options), (client) => client.deleteTenantResponses(tenantId)),
+);
+
 const keys = program.command('keys').description('Manage API keys.');
 targetOptions(
   keys
