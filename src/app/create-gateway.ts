@@ -434,6 +434,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
           enabled: config.responses.store,
           retentionMs: config.responses.retention_days * 86_400_000,
           logger,
+          onSaveFailure: () => metrics.responsesNotStored.inc(),
         })
       : undefined;
   const checkpointer = new StreamCheckpointer(relay.inFlightStreams, billing, store, logger, {

@@ -92,6 +92,14 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  readonly responsesNotStored = new Counter({
+    name: 'tollgate_responses_not_stored_total',
+    help:
+      'Responses API responses answered but not stored because the store failed: reading them back or going on ' +
+      'from them will fail.',
+    registers: [this.registry],
+  });
+
   readonly invalidationBusFailures = new Counter({
     name: 'tollgate_invalidation_bus_failures_total',
     help:

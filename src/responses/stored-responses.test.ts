@@ -161,6 +161,7 @@ describe('StoredResponses', () => {
 
   it('logs a response it could not store, and does not throw', async () => {
     const lines: string[] = [];
+    let failures = 0;
     const failing: ResponseStore = {
       ...responseStore,
       saveResponse: async () => {
@@ -171,9 +172,11 @@ describe('StoredResponses', () => {
       enabled: true,
       retentionMs: DAY_MS,
       logger: pino({ level: 'error' }, { write: (line: string) => lines.push(line) }),
+      onSaveFailure: () => failures++,
     });
     await responses.save(alice, [], { id: 'resp_lost', object: 'response', output: [] });
     expect(lines).toHaveLength(1);
+    expect(failures).toBe(1);
     expect(JSON.parse(lines[0]!)).toMatchObject({ msg: 'response not stored', responseId: 'resp_lost' });
   });
 });

@@ -30,6 +30,8 @@ export interface StoredResponsesOptions {
   /** How long a response is kept, ms. */
   retentionMs: number;
   logger: Logger;
+  /** Called for each response that could not be stored (a metric). */
+  onSaveFailure?: () => void;
   /** Epoch ms; `Date.now` by default. */
   now?: () => number;
 }
@@ -123,6 +125,7 @@ export class StoredResponses {
         expiresAt: now + this.options.retentionMs,
       });
     } catch (error: unknown) {
+      this.options.onSaveFailure?.();
       this.options.logger.error({ err: error, responseId: response.id }, 'response not stored');
     }
   }
