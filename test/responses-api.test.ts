@@ -694,6 +694,30 @@ describe('stored responses', () => {
   });
 });
 
+describe('a gateway that stores no responses (responses.store: false)', () => {
+  it('answers store: false, keeps nothing, and refuses previous_response_id', async () => {
+    const gateway = await startTestGateway({ ...pricedSimulatedConfig, responses: { store: false } });
+    try {
+      const sdk = gateway.client((await gateway.createTenantWithKey({ credit: '10' })).key);
+      const asked = await sdk.responses.create({
+        model: 'sim-pro-32k',
+        input: 'Keep this.',
+        max_output_tokens: 16,
+        store: true,
+      });
+      expect(asked).toMatchObject({ store: false });
+      await rejection(sdk.responses.retrieve(asked.id), OpenAI.NotFoundError);
+      const goOn = await rejection(
+        sdk.responses.create({ model: 'sim-pro-32k', input: 'Go on.', previous_response_id: asked.id }),
+        OpenAI.BadRequestError,
+      );
+      expect([goOn.code, goOn.param]).toEqual(['unsupported_parameter', 'previous_response_id']);
+    } finally {
+      await gateway.close();
+    }
+  });
+});
+
 describe('POST /v1/responses with function tools, over a live OpenAI-compatible upstream', () => {
   const input: OpenAI.Responses.ResponseInput = [
     { role: 'developer', content: 'Use the tools.' },
