@@ -198,6 +198,7 @@ describe('tenant and key commands', { timeout: CLI_TEST_TIMEOUT_MS }, () => {
       object: 'tenant.responses.deleted',
       tenant_id: tenant!.id,
       deleted: 1,
+      conversations_deleted: 0,
     });
     await expect(client.responses.retrieve(first.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
     await respond();

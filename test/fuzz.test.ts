@@ -24,6 +24,7 @@ const routes = [
   '/v1/embeddings',
   '/v1/responses',
   '/v1/responses/input_tokens',
+  '/v1/conversations',
 ] as const;
 
 async function post(route: string, body: string | Buffer, contentType = 'application/json') {
@@ -82,6 +83,7 @@ describe('fuzzed bad input', () => {
             stream: fc.boolean(),
             store: fc.oneof(fc.boolean(), loose),
             previous_response_id: fc.oneof(fc.constant('resp_unknown'), loose),
+            conversation: fc.oneof(fc.constant('conv_unknown'), fc.record({ id: loose }), loose),
           },
           { requiredKeys: ['model', 'input'] },
         ),

@@ -550,13 +550,15 @@ describe('stored responses', () => {
       await purged.responses.create({ model: 'sim-pro-32k', input: 'One.', max_output_tokens: 16 }),
       await purged.responses.create({ model: 'sim-pro-32k', input: 'Two.', max_output_tokens: 16 }),
     ];
+    const conversation = await purged.conversations.create({ items: [{ role: 'user', content: 'Forget me.' }] });
     const kept = await client.responses.create({ model: 'sim-pro-32k', input: 'Kept.', max_output_tokens: 16 });
     const answer = await harness.admin('DELETE', `/tenants/${created.tenantId}/responses`);
     expect(answer).toEqual({
       status: 200,
-      body: { object: 'tenant.responses.deleted', tenant_id: created.tenantId, deleted: 2 },
+      body: { object: 'tenant.responses.deleted', tenant_id: created.tenantId, deleted: 2, conversations_deleted: 1 },
     });
     for (const response of made) await rejection(purged.responses.retrieve(response.id), OpenAI.NotFoundError);
+    await rejection(purged.conversations.retrieve(conversation.id), OpenAI.NotFoundError);
     expect((await client.responses.retrieve(kept.id)).id).toBe(kept.id);
     expect((await harness.admin('DELETE', '/tenants/ten_unknown/responses')).status).toBe(404);
     const unauthorized = await fetch(`${harness.url}/admin/v1/tenants/${tenantId}/responses`, {
@@ -691,6 +693,153 @@ describe('stored responses', () => {
     await harness.gateway.settled();
     const after = await harness.admin('GET', `/tenants/${tenantId}/billing`);
     expect(after.body.balance).toBe(before.body.balance);
+  });
+});
+
+describe('conversations', () => {
+  it('creates, reads, updates and deletes a conversation and its items, in OpenAI shapes', async () => {
+    const conversation = await client.conversations.create({
+      items: [
+        { type: 'message', role: 'developer', content: 'Answer in English.' },
+        { type: 'message', role: 'user', content: 'Hello.' },
+      ],
+      metadata: { topic: 'demo' },
+    });
+    expect(openAIErrors('ConversationResource', conversation)).toEqual([]);
+    expect(conversation).toMatchObject({ object: 'conversation', metadata: { topic: 'demo' } });
+    expect(conversation.id).toMatch(/^conv_/);
+    expect(await client.conversations.retrieve(conversation.id)).toEqual(conversation);
+    const updated = await client.conversations.update(conversation.id, { metadata: { topic: 'billing' } });
+    expect(updated.metadata).toEqual({ topic: 'billing' });
+
+    const added = await client.conversations.items.create(conversation.id, {
+      items: [{ type: 'message', role: 'user', content: [{ type: 'input_text', text: 'Still there?' }] }],
+    });
+    expect(added.data).toHaveLength(1);
+    const listed = await rawGet(`/v1/conversations/${conversation.id}/items?order=asc`);
+    expect(openAIErrors('ConversationItemList', listed)).toEqual([]);
+    const items = listed.data as Array<{ id: string; role: string }>;
+    expect(items.map((item) => item.role)).toEqual(['developer', 'user', 'user']);
+    expect(items[2]!.id).toBe(added.data[0]!.id);
+    const newest = await client.conversations.items.list(conversation.id, { limit: 1 });
+    expect(newest.data.map((item) => item.id)).toEqual([items[2]!.id]);
+    expect(newest.has_more).toBe(true);
+    expect((await client.conversations.items.retrieve(items[0]!.id, { conversation_id: conversation.id })).id).toBe(
+      items[0]!.id,
+    );
+    const afterDelete = await client.conversations.items.delete(items[0]!.id, { conversation_id: conversation.id });
+    expect(afterDelete.id).toBe(conversation.id);
+    await rejection(
+      client.conversations.items.retrieve(items[0]!.id, { conversation_id: conversation.id }),
+      OpenAI.NotFoundError,
+    );
+
+    const deleted = await client.conversations.delete(conversation.id);
+    expect(openAIErrors('DeletedConversationResource', deleted)).toEqual([]);
+    expect(deleted).toEqual({ id: conversation.id, object: 'conversation.deleted', deleted: true });
+    const gone = await rejection(client.conversations.retrieve(conversation.id), OpenAI.NotFoundError);
+    expect(gone.code).toBe('conversation_not_found');
+  });
+
+  it('refuses items a model could not read, naming them, and changes nothing', async () => {
+    const bad = await rejection(
+      client.conversations.create({ items: [{ type: 'message', role: 'robot', content: 'x' } as never] }),
+      OpenAI.BadRequestError,
+    );
+    expect(bad.param).toBe('items[0].role');
+    const conversation = await client.conversations.create({});
+    const badItem = await rejection(
+      client.conversations.items.create(conversation.id, { items: [{ type: 'item_reference', id: 'msg_1' }] }),
+      OpenAI.BadRequestError,
+    );
+    expect(badItem.param).toBe('items[0].type');
+    expect((await client.conversations.items.list(conversation.id)).data).toEqual([]);
+  });
+
+  it('gives a response the conversation before its input, then adds its input and output to it', async () => {
+    const conversation = await client.conversations.create({});
+    const first = await client.responses.create({
+      model: 'tool-model',
+      conversation: conversation.id,
+      input: 'Weather and time in Oslo?',
+      tools: weatherTools,
+    });
+    expect(openAIErrors('Response', first)).toEqual([]);
+    expect(first).toMatchObject({ conversation: { id: conversation.id } });
+    const second = await client.responses.create({
+      model: 'tool-model',
+      conversation: { id: conversation.id },
+      input: [
+        { type: 'function_call_output', call_id: 'call_weather', output: '3°C, snow' },
+        { type: 'function_call_output', call_id: 'call_time', output: '14:05' },
+      ],
+      tools: weatherTools,
+    });
+    expect(second).toMatchObject({ conversation: { id: conversation.id } });
+    expect(toolUpstreamRequests[0]!.messages).toEqual([
+      { role: 'user', content: [{ type: 'text', text: 'Weather and time in Oslo?' }] },
+      ...TOOL_ROUND_TRIP,
+    ]);
+    const items = await client.conversations.items.list(conversation.id, { order: 'asc' });
+    expect(items.data.map((item) => item.type)).toEqual([
+      'message',
+      'function_call',
+      'function_call',
+      'function_call_output',
+      'function_call_output',
+      'function_call',
+      'function_call',
+    ]);
+    // The ids are those of the responses' own items.
+    expect(items.data[1]!.id).toBe(first.output[0]!.id);
+  });
+
+  it('adds a streamed response to its conversation before it says it is done', async () => {
+    const conversation = await client.conversations.create({});
+    const stream = await client.responses.create({
+      model: 'sim-pro-32k',
+      conversation: conversation.id,
+      input: 'Describe metering.',
+      max_output_tokens: 16,
+      stream: true,
+    });
+    let items: OpenAI.Conversations.ConversationItem[] = [];
+    let final: OpenAI.Responses.Response | undefined;
+    for await (const event of stream) {
+      if (event.type !== 'response.incomplete' && event.type !== 'response.completed') continue;
+      final = event.response;
+      items = (await client.conversations.items.list(conversation.id, { order: 'asc' })).data;
+    }
+    expect(items.map((item) => item.type)).toEqual(['message', 'message']);
+    expect(items[1]!.id).toBe(final!.output[0]!.id);
+  });
+
+  it("refuses another tenant's conversation, an unknown one, and one with previous_response_id", async () => {
+    const conversation = await client.conversations.create({
+      items: [{ type: 'message', role: 'user', content: 'Mine.' }],
+    });
+    const other = harness.client((await harness.createTenantWithKey({ credit: '10' })).key);
+    for (const attempt of [
+      () => other.conversations.retrieve(conversation.id),
+      () => other.conversations.items.list(conversation.id),
+      () => other.conversations.delete(conversation.id),
+      () => other.conversations.items.create(conversation.id, { items: [{ role: 'user', content: 'x' }] }),
+      () => other.responses.create({ model: 'sim-pro-32k', input: 'Go on.', conversation: conversation.id }),
+    ]) {
+      expect((await rejection(attempt(), OpenAI.NotFoundError)).code).toBe('conversation_not_found');
+    }
+    const previous = await client.responses.create({ model: 'sim-pro-32k', input: 'x', max_output_tokens: 16 });
+    const both = await rejection(
+      client.responses.create({
+        model: 'sim-pro-32k',
+        input: 'x',
+        conversation: conversation.id,
+        previous_response_id: previous.id,
+      }),
+      OpenAI.BadRequestError,
+    );
+    expect(both.param).toBe('conversation');
+    expect((await client.conversations.items.list(conversation.id)).data).toHaveLength(1);
   });
 });
 

@@ -8,6 +8,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { RATE_LIMIT_HEADER_NAMES, rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
+import { type Conversations, conversationIdOf } from '../conversations/conversations.js';
 import { AuthenticationError, GatewayError, toOpenAIErrorBody, UnavailableError } from '../errors/gateway-error.js';
 import { countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
@@ -30,6 +31,7 @@ import { REQUEST_AJV_OPTIONS } from './ajv-options.js';
 import { type BatchRouteServices, registerAdminBatchRoutes, registerBatchesRoutes } from './batches-routes.js';
 import { registerBillingRoutes } from './billing-routes.js';
 import type { ConnectionSignals } from './connection-signals.js';
+import { registerConversationsRoutes } from './conversations-routes.js';
 import { toClientError } from './error-reply.js';
 import { registerFilesRoutes } from './files-routes.js';
 import { HttpSseSink } from './http-sse-sink.js';
@@ -78,6 +80,8 @@ export interface ServerServices {
   batches?: BatchRouteServices;
   /** Stored Responses API responses; undefined stores none. */
   responses?: StoredResponses;
+  /** The Conversations API; undefined disables it (503). */
+  conversations?: Conversations;
   /** The API requests not over yet, for shutdown to wait on. */
   outstanding: OutstandingRequests;
   /** The abort signals of API requests, for shutdown to stop what still runs. */
@@ -237,13 +241,48 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   };
 
   /**
-   * The conversation a Responses request goes on from (`previous_response_id`), or undefined when it names none. A
-   * gateway that stores no responses refuses it, as `chatRequestOf` does without a history.
+   * The items a Responses request goes on from: those of its `previous_response_id`, or of its `conversation`;
+   * undefined when it names neither. A gateway that keeps neither refuses them, as `chatRequestOf` does without a
+   * history.
    */
-  const historyOf = async (principal: Principal, body: { previous_response_id?: string | null }) =>
-    typeof body.previous_response_id === 'string' && services.responses !== undefined
-      ? await services.responses.historyOf(principal.tenantId, body.previous_response_id)
-      : undefined;
+  const historyOf = async (
+    principal: Principal,
+    body: { previous_response_id?: string | null; conversation?: unknown },
+  ): Promise<Record<string, unknown>[] | undefined> => {
+    if (typeof body.previous_response_id === 'string') {
+      return services.responses?.historyOf(principal.tenantId, body.previous_response_id);
+    }
+    const conversationId = conversationIdOf(body.conversation);
+    if (conversationId === undefined || services.conversations === undefined) return undefined;
+    return services.conversations.historyOf(principal.tenantId, conversationId);
+  };
+
+  /**
+   * What is kept of a finished Response: the stored response (unless `store` is off), and its input and output
+   * items appended to its conversation. Undefined when nothing is kept. Runs before the client learns the response is
+   * done, so that it can go on from it at once; a failure is logged (and counted), never thrown: the answer was made
+   * and billed.
+   */
+  const keeperOf = (principal: Principal, body: ResponsesRequest) => {
+    const stored = services.responses?.stores(body) === true ? services.responses : undefined;
+    const conversations = services.conversations;
+    const conversationId = conversations === undefined ? undefined : conversationIdOf(body.conversation);
+    if (stored === undefined && conversationId === undefined) return { stored };
+    const inputItems = inputItemsOf(body);
+    const keep = async (response: Record<string, unknown>) => {
+      await stored?.save(principal, inputItems, response);
+      if (conversationId === undefined) return;
+      await conversations!
+        .appendResponse(principal.tenantId, conversationId, inputItems, response)
+        .catch((error: unknown) =>
+          services.logger.error(
+            { err: error, responseId: response.id, conversationId },
+            'response not added to its conversation',
+          ),
+        );
+    };
+    return { stored, keep };
+  };
 
   /**
    * A streamed answer. `translate` (the Responses API) wraps the client's sink to rewrite what the relay writes, and
@@ -310,17 +349,12 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       body: chatRequestOf(body, await historyOf(principal, body)),
       signal: services.connections.of(reply.raw),
     };
-    const stored = services.responses?.stores(body) === true ? services.responses : undefined;
+    const { stored, keep } = keeperOf(principal, body);
     const context = newResponseContext(body, trace.receivedAt, { store: stored !== undefined });
-    // Stored before the client learns it is done, so that it can go on from it at once.
-    const save =
-      stored === undefined
-        ? undefined
-        : (response: Record<string, unknown>) => stored.save(principal, inputItemsOf(body), response);
     if (body.stream === true) {
       hijackForStream(request, reply);
       await relayStream(request, reply, relayRequest, {
-        sink: (sink) => new ResponsesStreamSink(sink, context, save),
+        sink: (sink) => new ResponsesStreamSink(sink, context, keep),
         clientErrorOf: asResponsesError,
       });
       return reply;
@@ -330,7 +364,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     });
     reply.headers(services.relay.responseHeaders(trace));
     const response = responseFromChat(context, completion, trace.usage);
-    await save?.(response);
+    await keep?.(response);
     return response;
   });
   // Input token counts (`client.responses.inputTokens.count`): the prompt tokens of the chat request the body
@@ -345,6 +379,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     return { object: 'response.input_tokens', input_tokens: inputTokens };
   });
   registerStoredResponsesRoutes(app, services.responses);
+  registerConversationsRoutes(app, services.conversations);
 
   app.post('/v1/embeddings', { schema: { body: EmbeddingRequestSchema } }, async (request, reply) => {
     const relayRequest = {
@@ -419,6 +454,7 @@ function endpointOf(url: string): string {
   if (url.startsWith('/v1/responses/')) return 'stored_responses';
   if (url.startsWith('/v1/responses')) return 'responses';
   if (url.startsWith('/v1/models')) return 'models';
+  if (url.startsWith('/v1/conversations')) return 'conversations';
   return 'other';
 }
 

@@ -1,4 +1,7 @@
-/** The `limit` query parameter of every paged list (files, batches, admin tenants, keys and batches). */
+/**
+ * Query parameters of the API's lists: `limit` of every paged list (files, batches, admin tenants, keys and batches,
+ * stored responses' input items, conversation items), and a parameter that may be given only once.
+ */
 import { InvalidRequestError } from '../errors/gateway-error.js';
 
 /** Decimal digits only: `Number()` would also take `1e1`, `0x10`, `0b1`, `+5`, ` 5` and `5.0`, which OpenAI refuses. */
@@ -14,6 +17,18 @@ export function pageLimit(raw: string | undefined, fallback: number, max: number
       param: 'limit',
       code: 'invalid_value',
     });
+  }
+  return value;
+}
+
+/** A route's query parameters as Fastify parses them: a name given twice is an array. */
+export type QueryParameters = Record<string, string | string[] | undefined>;
+
+/** A query parameter given at most once; a repeated one is a 400 naming it. */
+export function singleQueryValue(query: QueryParameters, name: string): string | undefined {
+  const value = query[name];
+  if (Array.isArray(value)) {
+    throw new InvalidRequestError(`'${name}' may be given once.`, { param: name, code: 'invalid_value' });
   }
   return value;
 }

@@ -34,6 +34,8 @@ import { RedisVolumePositionStore } from '../billing/volume-position.js';
 import { Catalog } from '../catalog/catalog.js';
 import { RealClock } from '../clock/clock.js';
 import type { LoadedConfig } from '../config/load-config.js';
+import { Conversations } from '../conversations/conversations.js';
+import { KyselyConversationStore } from '../conversations/kysely-conversation-store.js';
 import { UnavailableError } from '../errors/gateway-error.js';
 import { RequestRecorder } from '../metering/request-recorder.js';
 import { SettlementJournal } from '../metering/settlement-journal.js';
@@ -437,6 +439,8 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
           onSaveFailure: () => metrics.responsesNotStored.inc(),
         })
       : undefined;
+  const conversations =
+    store instanceof KyselyStore ? new Conversations(new KyselyConversationStore(store.kysely)) : undefined;
   const checkpointer = new StreamCheckpointer(relay.inFlightStreams, billing, store, logger, {
     intervalMs: config.billing.checkpoint_interval_ms,
   });
@@ -493,6 +497,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       settled,
       ...(batches === undefined ? {} : { batches }),
       ...(responses === undefined ? {} : { responses }),
+      ...(conversations === undefined ? {} : { conversations }),
     },
     {
       bodyLimitBytes: config.server.body_limit_bytes,

@@ -65,7 +65,7 @@ export interface AdminClient {
   createKey(tenantId: string, input: { name?: string; models?: string[]; expiresAt?: string }): Promise<KeyView>;
   listKeys(tenantId: string, page: PageRequest): Promise<OpenAIListPage<KeyView>>;
   revokeKey(keyId: string): Promise<KeyView>;
-  /** Deletes every stored Responses API response of the tenant (`DELETE /tenants/{id}/responses`). */
+  /** Deletes every stored Responses API response and conversation of the tenant (`DELETE /tenants/{id}/responses`). */
   deleteTenantResponses(tenantId: string): Promise<unknown>;
   addCredits(
     tenantId: string,
@@ -498,15 +498,17 @@ class StoreAdminClient extends AdminApiCalls implements AdminClient {
   async deleteTenantResponses(tenantId: string) {
     // The admin route's answer (`DELETE /tenants/{id}/responses`), from the store.
     await this.getTenant(tenantId);
-    const [{ KyselyStore }, { KyselyResponseStore }] = await Promise.all([
+    const [{ KyselyStore }, { KyselyResponseStore }, { KyselyConversationStore }] = await Promise.all([
       import('../store/kysely-store.js'),
       import('../responses/kysely-response-store.js'),
+      import('../conversations/kysely-conversation-store.js'),
     ]);
-    const deleted =
-      this.store instanceof KyselyStore
-        ? await new KyselyResponseStore(this.store.kysely).deleteTenantResponses(tenantId)
-        : 0;
-    return { object: 'tenant.responses.deleted', tenant_id: tenantId, deleted };
+    if (!(this.store instanceof KyselyStore)) {
+      return { object: 'tenant.responses.deleted', tenant_id: tenantId, deleted: 0, conversations_deleted: 0 };
+    }
+    const deleted = await new KyselyResponseStore(this.store.kysely).deleteTenantResponses(tenantId);
+    const conversations = await new KyselyConversationStore(this.store.kysely).deleteTenantConversations(tenantId);
+    return { object: 'tenant.responses.deleted', tenant_id: tenantId, deleted, conversations_deleted: conversations };
   }
   async close() {
     await this.routes.close();

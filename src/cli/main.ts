@@ -175,7 +175,9 @@ targetOptions(
 targetOptions(
   tenants
     .command('delete-responses')
-    .description('Delete every stored Responses API response of a tenant (its prompts and answers); prints how many.')
+    .description(
+      'Delete every stored Responses API response and conversation of a tenant (their prompts and answers); prints how many.',
+    )
     .argument('<tenant-id>', 'tenant id'),
 ).action(async (tenantId: string, options) =>
   withClient(targetOf(options), (client) => client.deleteTenantResponses(tenantId)),

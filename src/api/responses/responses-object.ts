@@ -134,6 +134,7 @@ export function responseObject(
     model: request.model,
     output: state.output,
     parallel_tool_calls: request.parallel_tool_calls ?? true,
+    conversation: conversationOf(request.conversation),
     previous_response_id: request.previous_response_id ?? null,
     reasoning: { effort: request.reasoning?.effort ?? null, summary: null },
     service_tier: typeof state.serviceTier === 'string' ? state.serviceTier : (request.service_tier ?? 'auto'),
@@ -151,6 +152,13 @@ export function responseObject(
     ...(request.safety_identifier === undefined ? {} : { safety_identifier: request.safety_identifier }),
     ...(request.prompt_cache_key === undefined ? {} : { prompt_cache_key: request.prompt_cache_key }),
   };
+}
+
+/** The `conversation` a response echoes: `{id}` of the one its request named, or null. */
+function conversationOf(conversation: unknown): { id: string } | null {
+  if (typeof conversation === 'string') return { id: conversation };
+  const id = (conversation as { id?: unknown } | null | undefined)?.id;
+  return typeof id === 'string' ? { id } : null;
 }
 
 /** A function tool as OpenAI echoes it: `strict` and `parameters` always present. */

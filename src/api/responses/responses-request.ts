@@ -4,11 +4,12 @@
  * translated at the edge and then takes the ordinary request path (authentication, admission, wallet, routing,
  * metering) as a chat request; its answer is translated back (`responses-object.ts`, `responses-stream-sink.ts`).
  *
- * A request that goes on from a stored response (`previous_response_id`) carries that conversation's items before
- * its own input: the caller reads them (`StoredResponses.historyOf`) and passes them in.
+ * A request that goes on from a stored response (`previous_response_id`) or belongs to a conversation
+ * (`conversation`) carries that conversation's items before its own input: the caller reads them
+ * (`StoredResponses.historyOf`, `Conversations.historyOf`) and passes them in.
  *
  * What chat completions cannot carry is refused with a 400 that names the field, never dropped silently: stored
- * state this gateway does not keep (`conversation`, `item_reference` items, `prompt`), background runs, built-in tools
+ * state this gateway does not keep (`item_reference` items, `prompt`), background runs, built-in tools
  * (web search, file search, computer use, MCP …), file inputs and logprobs. Reasoning items a client sends back from
  * an earlier turn are dropped: chat completions have no place for them, and a model does not need them to go on.
  */
@@ -133,9 +134,9 @@ type ChatMessage = Record<string, unknown>;
  * The chat completions request a Responses request becomes. Throws `InvalidRequestError` naming the field for
  * anything chat completions cannot carry. A stream always asks for usage: `response.completed` reports it.
  *
- * `history` is the conversation a `previous_response_id` names, oldest item first (its responses' input and output
- * items); without it, a `previous_response_id` is refused (a batch line cannot go on from a stored response). The
- * previous responses' instructions are not carried over, as on OpenAI: only this request's apply.
+ * `history` is the conversation a `previous_response_id` or a `conversation` names, oldest item first (input and
+ * output items); without it, either is refused (a batch line cannot go on from stored state). The previous
+ * responses' instructions are not carried over, as on OpenAI: only this request's apply.
  */
 export function chatRequestOf(
   request: ResponsesRequest | InputTokensRequest,
@@ -145,7 +146,8 @@ export function chatRequestOf(
   const messages: ChatMessage[] = [];
   if (typeof request.instructions === 'string') messages.push({ role: 'system', content: request.instructions });
   if (history !== undefined) {
-    for (const [index, item] of history.entries()) appendItem(messages, item, `previous_response_id[${index}]`);
+    const from = typeof request.previous_response_id === 'string' ? 'previous_response_id' : 'conversation';
+    for (const [index, item] of history.entries()) appendItem(messages, item, `${from}[${index}]`);
   }
   if (typeof request.input === 'string') messages.push({ role: 'user', content: request.input });
   else if (request.input !== undefined) {
@@ -185,9 +187,14 @@ function refuseStatefulFields(request: ResponsesRequest | InputTokensRequest, hi
   if (typeof request.previous_response_id === 'string' && !historyRead) {
     throw unsupported('previous_response_id', 'Continuing a stored response (previous_response_id)');
   }
-  if (request.conversation !== undefined && request.conversation !== null) {
-    throw unsupported('conversation', 'A stored conversation');
+  const conversation = request.conversation !== undefined && request.conversation !== null;
+  if (conversation && typeof request.previous_response_id === 'string') {
+    throw new InvalidRequestError("'previous_response_id' and 'conversation' cannot be used together.", {
+      param: 'conversation',
+      code: 'invalid_value',
+    });
   }
+  if (conversation && !historyRead) throw unsupported('conversation', 'A stored conversation');
   if (request.prompt !== undefined && request.prompt !== null) throw unsupported('prompt', 'A stored prompt template');
   if (request.background === true) throw unsupported('background', 'Running a response in the background');
   if (request.truncation === 'auto') throw unsupported('truncation', "Truncation 'auto'");

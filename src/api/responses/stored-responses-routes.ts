@@ -7,9 +7,7 @@
 import type { FastifyInstance } from 'fastify';
 import { InvalidRequestError, NotFoundError } from '../../errors/gateway-error.js';
 import type { StoredResponses } from '../../responses/stored-responses.js';
-import { pageLimit } from '../page-limit.js';
-
-type Query = Record<string, string | string[] | undefined>;
+import { pageLimit, type QueryParameters, singleQueryValue } from '../page-limit.js';
 
 /** Registers the stored-response routes; without `responses` (a store that keeps none) each answers 404. */
 export function registerStoredResponsesRoutes(app: FastifyInstance, responses: StoredResponses | undefined): void {
@@ -23,8 +21,8 @@ export function registerStoredResponsesRoutes(app: FastifyInstance, responses: S
     return responses;
   };
 
-  app.get<{ Params: { id: string }; Querystring: Query }>('/v1/responses/:id', async (request) => {
-    if (single(request.query, 'stream') === 'true') {
+  app.get<{ Params: { id: string }; Querystring: QueryParameters }>('/v1/responses/:id', async (request) => {
+    if (singleQueryValue(request.query, 'stream') === 'true') {
       throw new InvalidRequestError('Streaming a stored response again is not supported by this gateway.', {
         param: 'stream',
         code: 'unsupported_parameter',
@@ -41,25 +39,19 @@ export function registerStoredResponsesRoutes(app: FastifyInstance, responses: S
     stored(request.params.id).cancel(request.principal!.tenantId, request.params.id),
   );
 
-  app.get<{ Params: { id: string }; Querystring: Query }>('/v1/responses/:id/input_items', async (request) => {
-    const order = single(request.query, 'order') ?? 'desc';
-    if (order !== 'asc' && order !== 'desc') {
-      throw new InvalidRequestError("order must be 'asc' or 'desc'.", { param: 'order', code: 'invalid_value' });
-    }
-    const after = single(request.query, 'after');
-    return stored(request.params.id).inputItems(request.principal!.tenantId, request.params.id, {
-      limit: pageLimit(single(request.query, 'limit'), 20, 100),
-      order,
-      ...(after === undefined ? {} : { after }),
-    });
-  });
-}
-
-/** A query parameter given at most once; a repeated one is a 400 (`include[]` is the one list, and is not read). */
-function single(query: Query, name: string): string | undefined {
-  const value = query[name];
-  if (Array.isArray(value)) {
-    throw new InvalidRequestError(`'${name}' may be given once.`, { param: name, code: 'invalid_value' });
-  }
-  return value;
+  app.get<{ Params: { id: string }; Querystring: QueryParameters }>(
+    '/v1/responses/:id/input_items',
+    async (request) => {
+      const order = singleQueryValue(request.query, 'order') ?? 'desc';
+      if (order !== 'asc' && order !== 'desc') {
+        throw new InvalidRequestError("order must be 'asc' or 'desc'.", { param: 'order', code: 'invalid_value' });
+      }
+      const after = singleQueryValue(request.query, 'after');
+      return stored(request.params.id).inputItems(request.principal!.tenantId, request.params.id, {
+        limit: pageLimit(singleQueryValue(request.query, 'limit'), 20, 100),
+        order,
+        ...(after === undefined ? {} : { after }),
+      });
+    },
+  );
 }

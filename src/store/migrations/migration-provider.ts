@@ -10,6 +10,7 @@ import { reservationOwnersSchema } from './0008-reservation-owners.js';
 import { tenantListIndexSchema } from './0009-tenant-list-index.js';
 import { fileExpirySchema } from './0010-file-expiry.js';
 import { responsesSchema } from './0011-responses.js';
+import { conversationsSchema } from './0012-conversations.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -27,6 +28,7 @@ const migrations: Record<string, Migration> = {
   '0009-tenant-list-index': tenantListIndexSchema,
   '0010-file-expiry': fileExpirySchema,
   '0011-responses': responsesSchema,
+  '0012-conversations': conversationsSchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */
