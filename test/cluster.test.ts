@@ -484,7 +484,7 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
     expect(Date.now() - cachedFrom).toBeLessThan(KEY_CACHE_TTL_MS);
   });
 
-  it('reads and goes on from a stored response through any process, at once', async () => {
+  it('reads and goes on from a stored response, and a conversation, through any process, at once', async () => {
     const document = { ...pricedSimulatedConfig, store: { url: pgUrl(schema) }, admission: postgresOnly };
     const [one, two] = [await serve(workspace(document), children), await serve(workspace(document), children)];
     const adminToken = /Admin token: (\S+)/.exec(one.banner)![1]!;
@@ -515,12 +515,24 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
       });
     }
     expect(continued?.previous_response_id).toBeDefined();
-    const items = await viaOne!.responses.inputItems.list(continued!.id);
-    expect(items.data.map((item) => item.type === 'message' && item.content)).toEqual([
+    const inputItems = await viaOne!.responses.inputItems.list(continued!.id);
+    expect(inputItems.data.map((item) => item.type === 'message' && item.content)).toEqual([
       [{ type: 'input_text', text: 'Three.' }],
     ]);
     // Its input is the whole conversation: three user turns and two answers of 16 tokens each.
     expect(continued!.usage!.input_tokens).toBeGreaterThan(32);
+
+    // A conversation made through one process takes a response made through the other.
+    const conversation = await viaOne!.conversations.create({ items: [{ role: 'user', content: 'Four.' }] });
+    const inConversation = await viaTwo!.responses.create({
+      model: 'sim-pro-32k',
+      conversation: conversation.id,
+      input: 'Five.',
+      max_output_tokens: 16,
+    });
+    const items = (await viaOne!.conversations.items.list(conversation.id, { order: 'asc' })).data;
+    expect(items.map((item) => item.id).at(-1)).toBe(inConversation.output[0]!.id);
+    expect(items).toHaveLength(3);
   });
 
   it("reaches every worker of another host's multi-worker process with a revocation", async () => {
