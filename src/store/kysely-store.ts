@@ -156,21 +156,22 @@ export class KyselyStore implements Store {
     return this.db;
   }
 
+  /** The query layer the migrator runs on: the store's own, unless a dialect needs another (PostgreSQL). */
+  protected migrationDb(): Kysely<DatabaseSchema> {
+    return this.db;
+  }
+
   /**
    * Migrates to the latest schema, or up or down to the named migration (`target`: tests of a migration and
    * operators rolling back).
    */
   async migrate(target?: string): Promise<void> {
     const migrator = new Migrator({
-      db: this.db,
+      db: this.migrationDb(),
       provider: migrationProvider,
       ...(this.migrationTableSchema === undefined ? {} : { migrationTableSchema: this.migrationTableSchema }),
     });
-    const migrate = () => (target === undefined ? migrator.migrateToLatest() : migrator.migrateTo(target));
-    let { error, results } = await migrate();
-    // Kysely's migrator reads the tables of every schema, and PostgreSQL fails that read when another schema is
-    // dropped meanwhile (`has_schema_privilege` of a name no longer there: 3F000). Nothing was migrated: read again.
-    for (let retry = 0; retry < 3 && isSchemaDroppedMeanwhile(error); retry++) ({ error, results } = await migrate());
+    const { error, results } = await (target === undefined ? migrator.migrateToLatest() : migrator.migrateTo(target));
     if (error !== undefined) {
       const failed = results?.find((result) => result.status === 'Error')?.migrationName;
       const what = failed === undefined ? 'Store migration' : `Store migration ${failed}`;
@@ -1057,9 +1058,4 @@ export function requestLogFromRow(row: Selectable<RequestLogTable>): RequestLogR
     // Absent rather than null when none is stored, so records written without one read back equal.
     ...(row.attempt_log === null ? {} : { attemptLog: row.attempt_log }),
   };
-}
-
-/** True for PostgreSQL's `invalid_schema_name` (3F000), which a catalog read raises when a schema goes under it. */
-function isSchemaDroppedMeanwhile(error: unknown): boolean {
-  return (error as { code?: unknown } | undefined)?.code === '3F000';
 }

@@ -1,4 +1,15 @@
-import { Kysely, PostgresDialect } from 'kysely';
+import {
+  type DatabaseIntrospector,
+  type DatabaseMetadata,
+  Kysely,
+  PostgresAdapter,
+  PostgresDialect,
+  PostgresDriver,
+  PostgresQueryCompiler,
+  type SchemaMetadata,
+  sql,
+  type TableMetadata,
+} from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseSchema } from './database-schema.js';
@@ -92,6 +103,7 @@ export class PostgresStore extends KyselyStore {
   readonly connectionString: string;
   /** The schema the store works in. */
   readonly schema: string;
+  private ownSchemaDb: Kysely<DatabaseSchema> | undefined;
 
   constructor(options: KyselyStoreOptions & { pool: pg.Pool; connectionString: string; schema: string }) {
     super(options);
@@ -102,6 +114,57 @@ export class PostgresStore extends KyselyStore {
 
   override async settle(batch: readonly Settlement[]): Promise<void> {
     await settleOnPostgres(this.pool, batch);
+  }
+
+  /**
+   * The same pool, seen by Kysely's migrator through an introspector of this store's schema alone. Kysely's own
+   * reads the columns of every schema's tables through catalog functions (`pg_get_serial_sequence`,
+   * `has_schema_privilege`), which fail when another schema, or a table or column of another schema, is dropped
+   * during the read (3F000, 42P01, 42703): a migration here would fail because of another database user's. Never
+   * destroyed: its driver would end the store's pool.
+   */
+  protected override migrationDb(): Kysely<DatabaseSchema> {
+    const { pool, schema } = this;
+    this.ownSchemaDb ??= new Kysely<DatabaseSchema>({
+      dialect: {
+        createAdapter: () => new PostgresAdapter(),
+        createDriver: () => new PostgresDriver({ pool }),
+        createQueryCompiler: () => new PostgresQueryCompiler(),
+        createIntrospector: (db) => new OwnSchemaIntrospector(db, schema),
+      },
+    });
+    return this.ownSchemaDb;
+  }
+}
+
+/**
+ * What Kysely's migrator asks of an introspector (does the migration schema exist, does its table), answered from
+ * `pg_namespace` and `pg_tables` for one schema: catalog views read in one snapshot, with no function of another
+ * schema's objects that could fail when they are dropped meanwhile. Tables come without columns: the migrator
+ * needs only their names.
+ */
+class OwnSchemaIntrospector implements DatabaseIntrospector {
+  constructor(
+    private readonly db: Kysely<unknown>,
+    private readonly schema: string,
+  ) {}
+
+  async getSchemas(): Promise<SchemaMetadata[]> {
+    const rows = await sql<{
+      name: string;
+    }>`select nspname as name from pg_namespace where nspname = ${this.schema}`.execute(this.db);
+    return rows.rows.map((row) => ({ name: row.name }));
+  }
+
+  async getTables(): Promise<TableMetadata[]> {
+    const rows = await sql<{
+      name: string;
+    }>`select tablename as name from pg_tables where schemaname = ${this.schema}`.execute(this.db);
+    return rows.rows.map((row) => ({ name: row.name, schema: this.schema, isView: false, columns: [] }));
+  }
+
+  async getMetadata(): Promise<DatabaseMetadata> {
+    return { tables: await this.getTables() };
   }
 }
 

@@ -1,6 +1,9 @@
-import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
-import { MIGRATION_TEST_KINDS, migrationTestStores } from '../../../test/support/migration-stores.js';
+import {
+  MIGRATION_TEST_KINDS,
+  migrationTestStores,
+  tablesAndIndexesOf,
+} from '../../../test/support/migration-stores.js';
 import type { KyselyStore } from '../kysely-store.js';
 
 const BEFORE = '0010-file-expiry';
@@ -8,16 +11,7 @@ const openStore = migrationTestStores('m0011');
 
 /** Whether the store has the `responses` table and its expiry index. */
 async function schemaOf(store: KyselyStore): Promise<{ table: boolean; index: boolean }> {
-  // Introspection on PostgreSQL lists every schema's tables, and other test files migrate theirs at the same time:
-  // read this store's own schema only.
-  const names =
-    store.kind === 'sqlite'
-      ? await sql<{ name: string }>`select name from sqlite_master where type in ('table', 'index')`.execute(
-          store.kysely,
-        )
-      : await sql<{ name: string }>`select tablename as name from pg_tables where schemaname = current_schema()
-          union all select indexname from pg_indexes where schemaname = current_schema()`.execute(store.kysely);
-  const found = new Set(names.rows.map((row) => row.name));
+  const found = await tablesAndIndexesOf(store);
   return { table: found.has('responses'), index: found.has('responses_expires_at_idx') };
 }
 

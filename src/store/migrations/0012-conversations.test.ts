@@ -1,6 +1,9 @@
-import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
-import { MIGRATION_TEST_KINDS, migrationTestStores } from '../../../test/support/migration-stores.js';
+import {
+  MIGRATION_TEST_KINDS,
+  migrationTestStores,
+  tablesAndIndexesOf,
+} from '../../../test/support/migration-stores.js';
 import type { KyselyStore } from '../kysely-store.js';
 
 const BEFORE = '0011-responses';
@@ -15,16 +18,7 @@ const NAMES = [
 
 /** Which of the migration's tables and indexes the store has. */
 async function schemaOf(store: KyselyStore): Promise<string[]> {
-  // Introspection on PostgreSQL lists every schema's tables, and other test files migrate theirs at the same time:
-  // read this store's own schema only.
-  const names =
-    store.kind === 'sqlite'
-      ? await sql<{ name: string }>`select name from sqlite_master where type in ('table', 'index')`.execute(
-          store.kysely,
-        )
-      : await sql<{ name: string }>`select tablename as name from pg_tables where schemaname = current_schema()
-          union all select indexname from pg_indexes where schemaname = current_schema()`.execute(store.kysely);
-  const found = new Set(names.rows.map((row) => row.name));
+  const found = await tablesAndIndexesOf(store);
   return NAMES.filter((name) => found.has(name));
 }
 
