@@ -5,6 +5,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { AuthenticationError, InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
+import { purgeTenantResponses } from '../responses/tenant-purge.js';
 import { openAIListPage } from '../store/list-page.js';
 import { parseBearer } from '../tenancy/key-service.js';
 import {
@@ -94,14 +95,11 @@ export async function registerAdminRoutes(admin: FastifyInstance, services: Serv
       openAIListPage(await services.tenants.listKeys(request.params.id, pageOptions(request.query)), publicKeyView),
   );
 
-  // Deletes every stored Responses API response and conversation of the tenant (prompts and answers), e.g. on a
-  // customer's request.
+  // Deletes every stored Responses API response and conversation of the tenant (`purgeTenantResponses`).
   admin.delete<{ Params: { id: string } }>('/tenants/:id/responses', async (request) => {
     const tenant = await services.tenants.getTenant(request.params.id);
     if (tenant === undefined) throw new NotFoundError(`No tenant with id "${request.params.id}".`, 'tenant_not_found');
-    const deleted = (await services.responses?.deleteTenant(tenant.id)) ?? 0;
-    const conversations = (await services.conversations?.deleteTenant(tenant.id)) ?? 0;
-    return { object: 'tenant.responses.deleted', tenant_id: tenant.id, deleted, conversations_deleted: conversations };
+    return purgeTenantResponses(services.store, tenant.id);
   });
 
   admin.delete<{ Params: { id: string } }>('/keys/:id', async (request) =>

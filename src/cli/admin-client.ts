@@ -496,19 +496,10 @@ class StoreAdminClient extends AdminApiCalls implements AdminClient {
     return publicKeyView(await this.tenants.revokeKey(keyId));
   }
   async deleteTenantResponses(tenantId: string) {
-    // The admin route's answer (`DELETE /tenants/{id}/responses`), from the store.
+    // The admin route's check and purge (`DELETE /tenants/{id}/responses`), loaded by the one command that needs it.
     await this.getTenant(tenantId);
-    const [{ KyselyStore }, { KyselyResponseStore }, { KyselyConversationStore }] = await Promise.all([
-      import('../store/kysely-store.js'),
-      import('../responses/kysely-response-store.js'),
-      import('../conversations/kysely-conversation-store.js'),
-    ]);
-    if (!(this.store instanceof KyselyStore)) {
-      return { object: 'tenant.responses.deleted', tenant_id: tenantId, deleted: 0, conversations_deleted: 0 };
-    }
-    const deleted = await new KyselyResponseStore(this.store.kysely).deleteTenantResponses(tenantId);
-    const conversations = await new KyselyConversationStore(this.store.kysely).deleteTenantConversations(tenantId);
-    return { object: 'tenant.responses.deleted', tenant_id: tenantId, deleted, conversations_deleted: conversations };
+    const { purgeTenantResponses } = await import('../responses/tenant-purge.js');
+    return purgeTenantResponses(this.store, tenantId);
   }
   async close() {
     await this.routes.close();

@@ -114,11 +114,6 @@ export class Conversations {
     return conversation;
   }
 
-  /** Deletes every conversation of the tenant (an operator's purge); returns how many. */
-  deleteTenant(tenantId: string): Promise<number> {
-    return this.store.deleteTenantConversations(tenantId);
-  }
-
   /**
    * The items a Responses request naming conversation `id` reads before its input, oldest first. A 404
    * `conversation_not_found` (param `conversation`) when the tenant has none by that id.

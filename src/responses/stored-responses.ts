@@ -141,11 +141,6 @@ export class StoredResponses {
     return { id, object: 'response', deleted: true };
   }
 
-  /** Deletes every stored response of the tenant (an operator's purge); returns how many. */
-  async deleteTenant(tenantId: string): Promise<number> {
-    return this.store.deleteTenantResponses(tenantId);
-  }
-
   /**
    * `POST /v1/responses/{id}/cancel`: only a background response can be cancelled, and this gateway runs none, so a
    * stored response of the tenant is a 400 and any other id a 404.
