@@ -247,14 +247,14 @@ export function createServer(services: ServerServices, options: ServerOptions): 
    */
   const historyOf = async (
     principal: Principal,
-    body: { previous_response_id?: string | null; conversation?: unknown },
+    body: { previous_response_id?: string | null },
+    conversationId: string | undefined,
   ): Promise<Record<string, unknown>[] | undefined> => {
     if (typeof body.previous_response_id === 'string') {
       return services.responses?.historyOf(principal.tenantId, body.previous_response_id);
     }
-    const conversationId = conversationIdOf(body.conversation);
-    if (conversationId === undefined || services.conversations === undefined) return undefined;
-    return services.conversations.historyOf(principal.tenantId, conversationId);
+    if (conversationId === undefined) return undefined;
+    return services.conversations?.historyOf(principal.tenantId, conversationId);
   };
 
   /**
@@ -263,16 +263,16 @@ export function createServer(services: ServerServices, options: ServerOptions): 
    * done, so that it can go on from it at once; a failure is logged (and counted), never thrown: the answer was made
    * and billed.
    */
-  const keeperOf = (principal: Principal, body: ResponsesRequest) => {
+  const keeperOf = (principal: Principal, body: ResponsesRequest, conversationId: string | undefined) => {
     const stored = services.responses?.stores(body) === true ? services.responses : undefined;
     const conversations = services.conversations;
-    const conversationId = conversations === undefined ? undefined : conversationIdOf(body.conversation);
-    if (stored === undefined && conversationId === undefined) return { stored };
+    const appended = conversationId !== undefined && conversations !== undefined;
+    if (stored === undefined && !appended) return { stored };
     const inputItems = inputItemsOf(body);
     const keep = async (response: Record<string, unknown>) => {
       await stored?.save(principal, inputItems, response);
-      if (conversationId === undefined) return;
-      await conversations!
+      if (!appended) return;
+      await conversations
         .appendResponse(principal.tenantId, conversationId, inputItems, response)
         .catch((error: unknown) =>
           services.logger.error(
@@ -342,14 +342,15 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const body = request.body as ResponsesRequest;
     const trace = request.trace!;
     const principal = request.principal!;
+    const conversationId = conversationIdOf(body.conversation);
     const relayRequest: RelayRequest = {
       trace,
       principal,
       endpoint: 'chat',
-      body: chatRequestOf(body, await historyOf(principal, body)),
+      body: chatRequestOf(body, await historyOf(principal, body, conversationId)),
       signal: services.connections.of(reply.raw),
     };
-    const { stored, keep } = keeperOf(principal, body);
+    const { stored, keep } = keeperOf(principal, body, conversationId);
     const context = newResponseContext(body, trace.receivedAt, { store: stored !== undefined });
     if (body.stream === true) {
       hijackForStream(request, reply);
@@ -374,7 +375,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const body = request.body as InputTokensRequest;
     // Checked as the request itself would be: an unknown model is a 404, one the key may not use a 403.
     services.relay.resolveModel(request.principal!, 'chat', body.model);
-    const chat = chatRequestOf(body, await historyOf(request.principal!, body));
+    const chat = chatRequestOf(body, await historyOf(request.principal!, body, conversationIdOf(body.conversation)));
     const inputTokens = await countPromptTokensOffThread('chat', chat);
     return { object: 'response.input_tokens', input_tokens: inputTokens };
   });
