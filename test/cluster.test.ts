@@ -505,8 +505,10 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
       stream: true,
     });
     let continued: OpenAI.Responses.Response | undefined;
+    let streamedId: string | undefined;
     for await (const event of stream) {
       if (event.type !== 'response.incomplete' && event.type !== 'response.completed') continue;
+      streamedId = event.response.id;
       continued = await viaOne!.responses.create({
         model: 'sim-pro-32k',
         input: 'Three.',
@@ -515,6 +517,7 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
       });
     }
     expect(continued?.previous_response_id).toBeDefined();
+    expect(continued!.previous_response_id).toBe(streamedId);
     const inputItems = await viaOne!.responses.inputItems.list(continued!.id);
     expect(inputItems.data.map((item) => item.type === 'message' && item.content)).toEqual([
       [{ type: 'input_text', text: 'Three.' }],

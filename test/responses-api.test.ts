@@ -818,7 +818,8 @@ describe('conversations', () => {
     const conversation = await client.conversations.create({
       items: [{ type: 'message', role: 'user', content: 'Mine.' }],
     });
-    const other = harness.client((await harness.createTenantWithKey({ credit: '10' })).key);
+    const otherTenant = await harness.createTenantWithKey({ credit: '10' });
+    const other = harness.client(otherTenant.key);
     for (const attempt of [
       () => other.conversations.retrieve(conversation.id),
       () => other.conversations.items.list(conversation.id),
@@ -828,6 +829,10 @@ describe('conversations', () => {
     ]) {
       expect((await rejection(attempt(), OpenAI.NotFoundError)).code).toBe('conversation_not_found');
     }
+    // Refused before anything ran: nothing charged (the tenant's credit of 10 is whole).
+    await harness.gateway.settled();
+    const balance = (await harness.admin('GET', `/tenants/${otherTenant.tenantId}/billing`)).body.balance;
+    expect(parseNano(balance)).toBe(parseNano('10'));
     const previous = await client.responses.create({ model: 'sim-pro-32k', input: 'x', max_output_tokens: 16 });
     const both = await rejection(
       client.responses.create({
