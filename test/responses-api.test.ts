@@ -72,6 +72,8 @@ function toolChunks(): string[] {
 }
 
 let toolUpstream: Server;
+/** The context window of `small-window-model` (served by the tool upstream), tokens. */
+const SMALL_WINDOW = 400;
 /** The price of `slow-model`, CNY per million tokens. */
 const SLOW_MODEL_PRICE = { input: '0.8', output: '2' };
 
@@ -126,6 +128,11 @@ beforeAll(async () => {
     models: [
       ...pricedSimulatedConfig.models,
       { name: 'tool-model', context_window: 32_768, deployments: [{ upstream: 'tools', model: 'tool-model-2026' }] },
+      {
+        name: 'small-window-model',
+        context_window: SMALL_WINDOW,
+        deployments: [{ upstream: 'tools', model: 'tool-model-2026' }],
+      },
       { name: 'slow-model', context_window: 32_768, deployments: [{ upstream: 'slow', model: 'simulated' }] },
       { name: 'quiet-model', context_window: 32_768, deployments: [{ upstream: 'quiet', model: 'simulated' }] },
     ],
@@ -812,6 +819,63 @@ describe('conversations', () => {
     }
     expect(items.map((item) => item.type)).toEqual(['message', 'message']);
     expect(items[1]!.id).toBe(final!.output[0]!.id);
+  });
+
+  it('truncation "auto" leaves the oldest items out of the upstream call, as few as fit; "disabled" refuses', async () => {
+    const MAX_OUTPUT = 100;
+    const turns = Array.from({ length: 10 }, (_, index) => ({
+      type: 'message' as const,
+      role: index % 2 === 0 ? ('user' as const) : ('assistant' as const),
+      content: `Turn ${index}: ${'many words here '.repeat(8)}`,
+    }));
+    const input = 'And now?';
+    const ask = (conversation: string, truncation: 'auto' | 'disabled') =>
+      client.responses.create({
+        model: 'small-window-model',
+        conversation,
+        input,
+        truncation,
+        max_output_tokens: MAX_OUTPUT,
+      });
+    const count = (conversation: string, truncation: 'auto' | 'disabled') =>
+      client.responses.inputTokens
+        // The SDK's type leaves out `max_output_tokens`; the gateway takes it, to leave room for the answer.
+        .count({
+          model: 'small-window-model',
+          conversation,
+          input,
+          truncation,
+          max_output_tokens: MAX_OUTPUT,
+        } as OpenAI.Responses.InputTokenCountParams)
+        .then((counted) => counted.input_tokens);
+    const whole = await client.conversations.create({ items: turns });
+    expect(await count(whole.id, 'disabled')).toBeGreaterThan(SMALL_WINDOW - MAX_OUTPUT);
+    const truncatedCount = await count(whole.id, 'auto');
+    expect(truncatedCount).toBeLessThanOrEqual(SMALL_WINDOW - MAX_OUTPUT);
+    const refused = await rejection(ask(whole.id, 'disabled'), OpenAI.BadRequestError);
+    expect(refused.code).toBe('context_length_exceeded');
+
+    const response = await ask(whole.id, 'auto');
+    expect(openAIErrors('Response', response)).toEqual([]);
+    expect(response.truncation).toBe('auto');
+    const sent = toolUpstreamRequests[0]!.messages as Array<{ role: string; content: unknown }>;
+    const kept = sent.length - 1;
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBeLessThan(turns.length);
+    expect(sent.at(-1)).toEqual({ role: 'user', content: input });
+    // The newest turns, in order.
+    expect(sent.slice(0, -1).map((message) => JSON.stringify(message.content))).toEqual(
+      turns.slice(-kept).map((turn) => expect.stringContaining(turn.content.slice(0, 8))),
+    );
+    // As few left out as fit: the same conversation with one more of its turns does not fit.
+    const oneMore = await client.conversations.create({ items: turns.slice(-(kept + 1)) });
+    expect((await rejection(ask(oneMore.id, 'disabled'), OpenAI.BadRequestError)).code).toBe('context_length_exceeded');
+    // Counted as sent: the truncated request's input tokens are those of the turns it kept.
+    const exact = await client.conversations.create({ items: turns.slice(-kept) });
+    expect(truncatedCount).toBe(await count(exact.id, 'disabled'));
+    // The conversation keeps every item: truncation shapes the upstream call only.
+    const items = await client.conversations.items.list(whole.id, { limit: 100 });
+    expect(items.data).toHaveLength(turns.length + 1 + response.output.length);
   });
 
   it("refuses another tenant's conversation, an unknown one, and one with previous_response_id", async () => {

@@ -54,6 +54,7 @@ import {
 } from './responses/responses-request.js';
 import { ResponsesStreamSink } from './responses/responses-stream-sink.js';
 import { registerStoredResponsesRoutes } from './responses/stored-responses-routes.js';
+import { truncateToWindow } from './responses/truncation.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -258,6 +259,26 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   };
 
   /**
+   * The chat request a Responses request becomes, with the items it goes on from; with `truncation: "auto"`, cut to
+   * its model's context window (`truncateToWindow`).
+   */
+  const chatOfResponses = async (
+    principal: Principal,
+    body: ResponsesRequest | InputTokensRequest,
+    conversationId: string | undefined,
+  ): Promise<Record<string, unknown>> => {
+    const chat = chatRequestOf(body, await historyOf(principal, body, conversationId), { truncates: true });
+    if (body.truncation !== 'auto') return chat;
+    const model = services.relay.resolveModel(principal, 'chat', body.model);
+    const truncated = await truncateToWindow(chat, {
+      pinned: typeof body.instructions === 'string' ? 1 : 0,
+      budget: model.contextWindow - (body.max_output_tokens ?? 1),
+      count: (request) => countPromptTokensOffThread('chat', request),
+    });
+    return truncated.chat;
+  };
+
+  /**
    * What is kept of a finished Response: the stored response (unless `store` is off), and its input and output
    * items appended to its conversation. Undefined when nothing is kept. Runs before the client learns the response is
    * done, so that it can go on from it at once; a failure is logged (and counted), never thrown: the answer was made
@@ -347,7 +368,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       trace,
       principal,
       endpoint: 'chat',
-      body: chatRequestOf(body, await historyOf(principal, body, conversationId)),
+      body: await chatOfResponses(principal, body, conversationId),
       signal: services.connections.of(reply.raw),
     };
     const { stored, keep } = keeperOf(principal, body, conversationId);
@@ -375,7 +396,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const body = request.body as InputTokensRequest;
     // Checked as the request itself would be: an unknown model is a 404, one the key may not use a 403.
     services.relay.resolveModel(request.principal!, 'chat', body.model);
-    const chat = chatRequestOf(body, await historyOf(request.principal!, body, conversationIdOf(body.conversation)));
+    const chat = await chatOfResponses(request.principal!, body, conversationIdOf(body.conversation));
     const inputTokens = await countPromptTokensOffThread('chat', chat);
     return { object: 'response.input_tokens', input_tokens: inputTokens };
   });

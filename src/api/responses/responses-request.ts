@@ -137,12 +137,16 @@ type ChatMessage = Record<string, unknown>;
  * `history` is the conversation a `previous_response_id` or a `conversation` names, oldest item first (input and
  * output items); without it, either is refused (a batch line cannot go on from stored state). The previous
  * responses' instructions are not carried over, as on OpenAI: only this request's apply.
+ *
+ * `truncation: "auto"` is refused unless the caller says it `truncates` the result to the model's window
+ * (`truncateToWindow`): a batch line, translated without its model's window at hand, cannot.
  */
 export function chatRequestOf(
   request: ResponsesRequest | InputTokensRequest,
   history?: readonly Record<string, unknown>[],
+  options: { truncates?: boolean } = {},
 ): Record<string, unknown> {
-  refuseStatefulFields(request, history !== undefined);
+  refuseStatefulFields(request, history !== undefined, options.truncates === true);
   const messages: ChatMessage[] = [];
   if (typeof request.instructions === 'string') messages.push({ role: 'system', content: request.instructions });
   if (history !== undefined) {
@@ -183,7 +187,11 @@ export function chatRequestOf(
   return chat;
 }
 
-function refuseStatefulFields(request: ResponsesRequest | InputTokensRequest, historyRead: boolean): void {
+function refuseStatefulFields(
+  request: ResponsesRequest | InputTokensRequest,
+  historyRead: boolean,
+  truncates: boolean,
+): void {
   if (typeof request.previous_response_id === 'string' && !historyRead) {
     throw unsupported('previous_response_id', 'Continuing a stored response (previous_response_id)');
   }
@@ -197,7 +205,7 @@ function refuseStatefulFields(request: ResponsesRequest | InputTokensRequest, hi
   if (conversation && !historyRead) throw unsupported('conversation', 'A stored conversation');
   if (request.prompt !== undefined && request.prompt !== null) throw unsupported('prompt', 'A stored prompt template');
   if (request.background === true) throw unsupported('background', 'Running a response in the background');
-  if (request.truncation === 'auto') throw unsupported('truncation', "Truncation 'auto'");
+  if (request.truncation === 'auto' && !truncates) throw unsupported('truncation', "Truncation 'auto' in a batch line");
   if (typeof request.max_tool_calls === 'number') {
     throw unsupported('max_tool_calls', 'A limit on built-in tool calls (max_tool_calls)');
   }
