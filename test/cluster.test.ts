@@ -538,6 +538,47 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
     expect(items).toHaveLength(3);
   });
 
+  it('stops a background response cancelled through another process at its next heartbeat, billing nothing', async () => {
+    // 10 ms a token: 2,000 tokens would take 20 s; the run's process beats every 2 s.
+    const document = { ...slowPricedSimulatedConfig, store: { url: pgUrl(schema) }, admission: postgresOnly };
+    const [one, two] = [await serve(workspace(document), children), await serve(workspace(document), children)];
+    const admin = adminPoster(one.url, /Admin token: (\S+)/.exec(one.banner)![1]!);
+    const tenant = await admin('/tenants', { name: `background-${Date.now()}` });
+    const { key } = await admin(`/tenants/${tenant.id}/keys`, {});
+    await admin(`/tenants/${tenant.id}/credits`, { amount: '100', currency: 'CNY' });
+    const [viaOne, viaTwo] = [one, two].map((served) => new OpenAI({ apiKey: key, baseURL: `${served.url}/v1` }));
+    const cancelledRuns = async () => {
+      const exposition = await (await fetch(`${one.url}/metrics`)).text();
+      const line = exposition
+        .split('\n')
+        .find((row) => row.startsWith('tollgate_requests_total{') && row.includes('status="499"'));
+      return line === undefined ? 0 : Number(line.split(' ').at(-1));
+    };
+
+    const queued = await viaOne!.responses.create({
+      model: 'sim-pro-32k',
+      input: 'A long one, please.',
+      max_output_tokens: 2_000,
+      background: true,
+    });
+    for (let tries = 0; (await viaTwo!.responses.retrieve(queued.id)).status !== 'in_progress' && tries < 100; ) {
+      tries++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const cancelledAt = Date.now();
+    expect((await viaTwo!.responses.cancel(queued.id)).status).toBe('cancelled');
+    while ((await cancelledRuns()) === 0 && Date.now() - cancelledAt < 15_000) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(await cancelledRuns()).toBe(1);
+    // Two heartbeats at most, on a loaded host; the whole answer would have taken 20 s.
+    expect(Date.now() - cancelledAt).toBeLessThan(10_000);
+    expect((await viaOne!.responses.retrieve(queued.id)).status).toBe('cancelled');
+    // Aborted, the whole answer is billed nothing: the credit is whole, and nothing is held for it any more.
+    const balance = await fetch(`${one.url}/v1/billing/balance`, { headers: { authorization: `Bearer ${key}` } });
+    expect(await balance.json()).toMatchObject({ balance: '100', reserved: '0' });
+  });
+
   it("reaches every worker of another host's multi-worker process with a revocation", async () => {
     const single = await serve(
       workspace({ ...pricedSimulatedConfig, store: { url: pgUrl(schema) }, admission: postgresOnly }),

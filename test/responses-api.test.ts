@@ -912,8 +912,131 @@ describe('conversations', () => {
   });
 });
 
+/** Polls a response until its status is final; resolves with it and every status seen on the way. */
+async function pollUntilDone(id: string): Promise<{ response: OpenAI.Responses.Response; seen: Set<string> }> {
+  const seen = new Set<string>();
+  for (const deadline = Date.now() + 15_000; Date.now() < deadline; ) {
+    const response = await client.responses.retrieve(id);
+    seen.add(response.status ?? 'none');
+    if (response.status !== 'queued' && response.status !== 'in_progress') return { response, seen };
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`response ${id} still running after 15 s`);
+}
+
+describe('background responses', () => {
+  it('answers queued at once and runs on without its client, to one logged and billed request', async () => {
+    const before = parseNano((await harness.admin('GET', `/tenants/${tenantId}/billing`)).body.balance);
+    const { data: queued, response: http } = await client.responses
+      .create({ model: 'slow-model', input: 'Take your time.', max_output_tokens: 20, background: true })
+      .withResponse();
+    expect(openAIErrors('Response', queued)).toEqual([]);
+    expect(queued).toMatchObject({ status: 'queued', background: true, output: [], store: true });
+    const { response: done, seen } = await pollUntilDone(queued.id);
+    expect(openAIErrors('Response', done)).toEqual([]);
+    // 20 tokens at 50 a second: polled every 20 ms, it is seen running.
+    expect(seen.has('in_progress')).toBe(true);
+    expect(done).toMatchObject({ id: queued.id, status: 'incomplete', background: true });
+    expect(done.usage?.output_tokens).toBe(20);
+    expect(outputTextOf(done).length).toBeGreaterThan(0);
+    const items = await client.responses.inputItems.list(queued.id);
+    expect(items.data).toHaveLength(1);
+    await harness.gateway.settled();
+    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    const logged = records.filter((record) => record.requestId === http.headers.get('x-request-id'));
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatchObject({ endpoint: 'responses', status: 200, completionTokens: 20 });
+    expect(logged[0]!.promptTokens).toBe(done.usage?.input_tokens);
+    const after = parseNano((await harness.admin('GET', `/tenants/${tenantId}/billing`)).body.balance);
+    const nanoPerToken = (perMillion: string) => parseNano(perMillion) / 1_000_000n;
+    expect(before - after).toBe(
+      BigInt(logged[0]!.promptTokens) * nanoPerToken(SLOW_MODEL_PRICE.input) +
+        20n * nanoPerToken(SLOW_MODEL_PRICE.output),
+    );
+    // Done: it cannot be cancelled any more.
+    expect((await rejection(client.responses.cancel(queued.id), OpenAI.BadRequestError)).code).toBe('invalid_request');
+  });
+
+  it('cancels a running response: its upstream call stops, nothing is billed, a second cancel says the same', async () => {
+    const before = parseNano((await harness.admin('GET', `/tenants/${tenantId}/billing`)).body.balance);
+    const { data: queued, response: http } = await client.responses
+      .create({ model: 'slow-model', input: 'Go on for long.', max_output_tokens: 2000, background: true })
+      .withResponse();
+    for (let tries = 0; (await slowUpstream.upstream.load()).running === 0 && tries < 500; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    // Going on from a response still running is refused: it has no output yet.
+    const early = await rejection(
+      client.responses.create({ model: 'slow-model', input: 'And?', previous_response_id: queued.id }),
+      OpenAI.BadRequestError,
+    );
+    expect(early.code).toBe('previous_response_not_done');
+    const cancelled = await client.responses.cancel(queued.id);
+    expect(openAIErrors('Response', cancelled)).toEqual([]);
+    expect(cancelled).toMatchObject({ id: queued.id, status: 'cancelled' });
+    expect((await client.responses.retrieve(queued.id)).status).toBe('cancelled');
+    expect((await client.responses.cancel(queued.id)).status).toBe('cancelled');
+    let running = 1;
+    for (const deadline = Date.now() + 10_000; running > 0 && Date.now() < deadline; ) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      running = (await slowUpstream.upstream.load()).running;
+    }
+    expect(running).toBe(0);
+    await harness.gateway.settled();
+    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    expect(records.find((record) => record.requestId === http.headers.get('x-request-id'))).toMatchObject({
+      endpoint: 'responses',
+      status: 499,
+      errorCode: 'cancelled',
+    });
+    expect(parseNano((await harness.admin('GET', `/tenants/${tenantId}/billing`)).body.balance)).toBe(before);
+  });
+
+  it('adds a background response to its conversation once it is done', async () => {
+    const conversation = await client.conversations.create({ items: [{ role: 'user', content: 'Earlier.' }] });
+    const queued = await client.responses.create({
+      model: 'sim-pro-32k',
+      conversation: conversation.id,
+      input: 'Now, in the background.',
+      max_output_tokens: 16,
+      background: true,
+    });
+    const { response: done } = await pollUntilDone(queued.id);
+    expect(done.conversation).toEqual({ id: conversation.id });
+    const items = await client.conversations.items.list(conversation.id, { order: 'asc' });
+    expect(items.data.map((item) => item.id)).toEqual([
+      items.data[0]!.id,
+      expect.any(String),
+      ...done.output.map((item) => item.id),
+    ]);
+    expect(items.data).toHaveLength(2 + done.output.length);
+  });
+
+  it('refuses a background response that would not be stored, or streamed, and one another tenant cancels', async () => {
+    const unstored = await rejection(
+      client.responses.create({ model: 'sim-pro-32k', input: 'x', background: true, store: false }),
+      OpenAI.BadRequestError,
+    );
+    expect(unstored.param).toBe('background');
+    const streamed = await rejection(
+      client.responses.create({ model: 'sim-pro-32k', input: 'x', background: true, stream: true }),
+      OpenAI.BadRequestError,
+    );
+    expect(streamed.param).toBe('stream');
+    const queued = await client.responses.create({
+      model: 'sim-pro-32k',
+      input: 'Mine.',
+      max_output_tokens: 16,
+      background: true,
+    });
+    const other = harness.client((await harness.createTenantWithKey({ credit: '1' })).key);
+    expect((await rejection(other.responses.cancel(queued.id), OpenAI.NotFoundError)).code).toBe('response_not_found');
+    await pollUntilDone(queued.id);
+  });
+});
+
 describe('a gateway that stores no responses (responses.store: false)', () => {
-  it('answers store: false, keeps nothing, and refuses previous_response_id', async () => {
+  it('answers store: false, keeps nothing, and refuses previous_response_id and background', async () => {
     const gateway = await startTestGateway({ ...pricedSimulatedConfig, responses: { store: false } });
     try {
       const sdk = gateway.client((await gateway.createTenantWithKey({ credit: '10' })).key);
@@ -930,6 +1053,12 @@ describe('a gateway that stores no responses (responses.store: false)', () => {
         OpenAI.BadRequestError,
       );
       expect([goOn.code, goOn.param]).toEqual(['unsupported_parameter', 'previous_response_id']);
+      // A background response is polled: without storing there is nothing to poll.
+      const background = await rejection(
+        sdk.responses.create({ model: 'sim-pro-32k', input: 'Later.', background: true }),
+        OpenAI.BadRequestError,
+      );
+      expect([background.code, background.param]).toEqual(['invalid_value', 'background']);
     } finally {
       await gateway.close();
     }

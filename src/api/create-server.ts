@@ -9,7 +9,13 @@ import { RATE_LIMIT_HEADER_NAMES, rateLimitHeaders } from '../admission/rate-lim
 import { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
 import { type Conversations, conversationIdOf } from '../conversations/conversations.js';
-import { AuthenticationError, GatewayError, toOpenAIErrorBody, UnavailableError } from '../errors/gateway-error.js';
+import {
+  AuthenticationError,
+  GatewayError,
+  InvalidRequestError,
+  toOpenAIErrorBody,
+  UnavailableError,
+} from '../errors/gateway-error.js';
 import { countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
@@ -17,6 +23,7 @@ import type { GatewayMetrics } from '../observability/metrics.js';
 import type { AdmissionGate } from '../relay/admission-gate.js';
 import type { RelayRequest, RelayService } from '../relay/relay-service.js';
 import type { SseSink } from '../relay/sse-sink.js';
+import type { BackgroundResponses } from '../responses/background-responses.js';
 import type { StoredResponses } from '../responses/stored-responses.js';
 import type { DeploymentRouter } from '../routing/deployment-router.js';
 import type { Store } from '../store/store.js';
@@ -83,6 +90,8 @@ export interface ServerServices {
   responses?: StoredResponses;
   /** The Conversations API; undefined disables it (503). */
   conversations?: Conversations;
+  /** Responses run in the background (`background: true`); undefined refuses them (it needs stored responses). */
+  background?: BackgroundResponses;
   /** The API requests not over yet, for shutdown to wait on. */
   outstanding: OutstandingRequests;
   /** The abort signals of API requests, for shutdown to stop what still runs. */
@@ -266,8 +275,12 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     principal: Principal,
     body: ResponsesRequest | InputTokensRequest,
     conversationId: string | undefined,
+    options: { background?: boolean } = {},
   ): Promise<Record<string, unknown>> => {
-    const chat = chatRequestOf(body, await historyOf(principal, body, conversationId), { truncates: true });
+    const chat = chatRequestOf(body, await historyOf(principal, body, conversationId), {
+      truncates: true,
+      ...options,
+    });
     if (body.truncation !== 'auto') return chat;
     const model = services.relay.resolveModel(principal, 'chat', body.model);
     const truncated = await truncateToWindow(chat, {
@@ -303,6 +316,63 @@ export function createServer(services: ServerServices, options: ServerOptions): 
         );
     };
     return { stored, keep };
+  };
+
+  /**
+   * `background: true`: the response is stored as `queued` and answered at once; it runs on without its client
+   * (`BackgroundResponses`), and its request is recorded when it ends, under this request's id. What can be refused
+   * at once is: the body, the model, a previous response or conversation not found, and a response that would not be
+   * stored (the client polls it).
+   */
+  const runInBackground = async (
+    request: FastifyRequest,
+    body: ResponsesRequest,
+    conversationId: string | undefined,
+  ): Promise<Record<string, unknown>> => {
+    const principal = request.principal!;
+    const background = services.background;
+    if (background === undefined || services.responses?.stores(body) !== true) {
+      throw new InvalidRequestError(
+        background === undefined
+          ? 'This gateway does not store responses (responses.store is off), so it cannot run one in the background.'
+          : 'A background response must be stored: background: true cannot go with store: false.',
+        { param: 'background', code: 'invalid_value' },
+      );
+    }
+    if (body.stream === true) {
+      throw new InvalidRequestError('Streaming a background response is not supported by this gateway; poll it.', {
+        param: 'stream',
+        code: 'unsupported_parameter',
+      });
+    }
+    services.relay.resolveModel(principal, 'chat', body.model);
+    const chat = await chatOfResponses(principal, body, conversationId, { background: true });
+    const trace = request.trace!;
+    const conversations = services.conversations;
+    const inputItems = inputItemsOf(body);
+    const queued = await background.create({
+      principal,
+      trace,
+      chat,
+      context: newResponseContext(body, trace.receivedAt, { store: true }),
+      inputItems,
+      ...(conversationId === undefined || conversations === undefined
+        ? {}
+        : {
+            onDone: (response) =>
+              conversations
+                .appendResponse(principal.tenantId, conversationId, inputItems, response)
+                .catch((error: unknown) =>
+                  services.logger.error(
+                    { err: error, responseId: response.id, conversationId },
+                    'response not added to its conversation',
+                  ),
+                ),
+          }),
+    });
+    // The run records the request when it ends; this answer does not.
+    request.trace = undefined;
+    return queued;
   };
 
   /**
@@ -364,6 +434,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const trace = request.trace!;
     const principal = request.principal!;
     const conversationId = conversationIdOf(body.conversation);
+    if (body.background === true) return runInBackground(request, body, conversationId);
     const relayRequest: RelayRequest = {
       trace,
       principal,
@@ -400,7 +471,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const inputTokens = await countPromptTokensOffThread('chat', chat);
     return { object: 'response.input_tokens', input_tokens: inputTokens };
   });
-  registerStoredResponsesRoutes(app, services.responses);
+  registerStoredResponsesRoutes(app, services.responses, services.background);
   registerConversationsRoutes(app, services.conversations);
 
   app.post('/v1/embeddings', { schema: { body: EmbeddingRequestSchema } }, async (request, reply) => {

@@ -46,6 +46,7 @@ import { configuredLoggerOptions, createLogger, type Logger } from '../observabi
 import { GatewayMetrics } from '../observability/metrics.js';
 import { AdmissionGate, type AdmissionGateOptions } from '../relay/admission-gate.js';
 import { RelayService } from '../relay/relay-service.js';
+import { BackgroundResponses } from '../responses/background-responses.js';
 import { KyselyResponseStore } from '../responses/kysely-response-store.js';
 import { StoredResponses } from '../responses/stored-responses.js';
 import { DeploymentRouter, type DeploymentRoutingSettings } from '../routing/deployment-router.js';
@@ -441,6 +442,18 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       : undefined;
   const conversations =
     store instanceof KyselyStore ? new Conversations(new KyselyConversationStore(store.kysely)) : undefined;
+  // Background responses (`background: true`) need stored responses: a client polls them.
+  const background =
+    store instanceof KyselyStore && config.responses.store
+      ? new BackgroundResponses({
+          store: new KyselyResponseStore(store.kysely),
+          relay,
+          recorder,
+          logger,
+          retentionMs: config.responses.retention_days * 86_400_000,
+          onSaveFailure: () => metrics.responsesNotStored.inc(),
+        })
+      : undefined;
   const checkpointer = new StreamCheckpointer(relay.inFlightStreams, billing, store, logger, {
     intervalMs: config.billing.checkpoint_interval_ms,
   });
@@ -498,6 +511,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       ...(batches === undefined ? {} : { batches }),
       ...(responses === undefined ? {} : { responses }),
       ...(conversations === undefined ? {} : { conversations }),
+      ...(background === undefined ? {} : { background }),
     },
     {
       bodyLimitBytes: config.server.body_limit_bytes,
@@ -506,6 +520,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
   );
   await batches?.runner.start();
   responses?.start();
+  background?.start();
 
   /**
    * Lets the requests in flight finish for up to `server.shutdown_grace_ms` after `app.close()` (`serverClosed`),
@@ -558,6 +573,8 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       const serverClosed = app.close();
       await withDeadline(batches?.runner.stop(), 5_000, 'batch runner stop', logger);
       await withDeadline(responses?.stop(), 5_000, 'stored responses sweep', logger);
+      // Background runs are aborted and marked failed, while the store is open.
+      await withDeadline(background?.stop(), 5_000, 'background responses stop', logger);
       await drain(serverClosed);
       checkpointer.stop();
       await ownerKeeper?.stop();

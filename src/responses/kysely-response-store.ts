@@ -1,8 +1,11 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { DatabaseSchema } from '../store/database-schema.js';
-import type { ResponseStore, StoredResponse } from './response-store.js';
+import { type ResponseStore, RUNNING_RESPONSE_STATUSES, type StoredResponse } from './response-store.js';
 
-/** `responses` (migration 0011). */
+/** The most ids `touchRunningResponses` names in one statement, well under every dialect's limit on parameters. */
+const TOUCH_CHUNK = 500;
+
+/** `responses` (migrations 0011 and 0013). */
 export interface ResponsesTable {
   id: string;
   tenant_id: string;
@@ -14,6 +17,10 @@ export interface ResponsesTable {
   response: string;
   created_at: number;
   expires_at: number;
+  /** The Response object's `status` when stored or last replaced; NULL for rows stored before migration 0013. */
+  status: string | null;
+  /** Epoch ms of the last heartbeat of the process running it in the background; NULL when none runs it. */
+  heartbeat_at: number | null;
 }
 
 /** The tables of the response store, next to the gateway's own (a type alias: Kysely needs an index signature). */
@@ -41,6 +48,8 @@ export class KyselyResponseStore implements ResponseStore {
         response: JSON.stringify(record.response),
         created_at: record.createdAt,
         expires_at: record.expiresAt,
+        status: statusOf(record.response),
+        heartbeat_at: record.heartbeatAt,
       })
       .execute();
   }
@@ -84,6 +93,63 @@ export class KyselyResponseStore implements ResponseStore {
     const result = await this.db.deleteFrom('responses').where('id', 'in', oldest).executeTakeFirst();
     return Number(result.numDeletedRows);
   }
+
+  async replaceRunningResponse(
+    tenantId: string,
+    id: string,
+    response: Record<string, unknown>,
+    now: number,
+    heartbeatAt: number | null,
+  ): Promise<boolean> {
+    // The status test sits in the UPDATE itself: a read first and a write after would let a cancel and the end of
+    // the run both see the response running, and both win.
+    const result = await this.db
+      .updateTable('responses')
+      .set({ response: JSON.stringify(response), status: statusOf(response), heartbeat_at: heartbeatAt })
+      .where('id', '=', id)
+      .where('tenant_id', '=', tenantId)
+      .where('expires_at', '>', now)
+      .where('status', 'in', RUNNING_RESPONSE_STATUSES)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
+  }
+
+  async touchRunningResponses(ids: readonly string[], now: number): Promise<string[]> {
+    const running: string[] = [];
+    for (let start = 0; start < ids.length; start += TOUCH_CHUNK) {
+      const rows = await this.db
+        .updateTable('responses')
+        .set({ heartbeat_at: now })
+        .where('id', 'in', ids.slice(start, start + TOUCH_CHUNK))
+        .where('expires_at', '>', now)
+        .where('status', 'in', RUNNING_RESPONSE_STATUSES)
+        .returning('id')
+        .execute();
+      for (const row of rows) running.push(row.id);
+    }
+    return running;
+  }
+
+  async staleRunningResponses(heartbeatBefore: number, now: number, limit: number): Promise<StoredResponse[]> {
+    // SQLite reads a negative LIMIT as none at all.
+    if (limit <= 0) return [];
+    const rows = await this.db
+      .selectFrom('responses')
+      .selectAll()
+      .where('heartbeat_at', '<', heartbeatBefore)
+      .where('status', 'in', RUNNING_RESPONSE_STATUSES)
+      .where('expires_at', '>', now)
+      .orderBy('heartbeat_at')
+      .orderBy('id')
+      .limit(limit)
+      .execute();
+    return rows.map(responseFromRow);
+  }
+}
+
+/** The status column of `response`: its `status` when that is a string, else null (never running). */
+function statusOf(response: Record<string, unknown>): string | null {
+  return typeof response.status === 'string' ? response.status : null;
 }
 
 function responseFromRow(row: Selectable<ResponsesTable>): StoredResponse {
@@ -97,5 +163,6 @@ function responseFromRow(row: Selectable<ResponsesTable>): StoredResponse {
     // The gateway's PostgreSQL pool reads int8 as numbers; a pool with pg's default parsers would give strings.
     createdAt: Number(row.created_at),
     expiresAt: Number(row.expires_at),
+    heartbeatAt: row.heartbeat_at === null ? null : Number(row.heartbeat_at),
   };
 }

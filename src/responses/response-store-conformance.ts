@@ -12,8 +12,9 @@ export interface ResponseStoreConformanceOptions {
 const unique = () => randomBytes(6).toString('hex');
 
 /**
- * The time most tests store at. The sweep test keeps its expiries far below it, so that its counts see only its
- * own responses even though every test shares one database.
+ * The time most tests store at, and the heartbeat of their running responses. The sweep test keeps its expiries far
+ * below it, and the stale-heartbeat test its heartbeats, so that each sees only its own responses even though every
+ * test shares one database.
  */
 const NOW = 1_700_000_000_000;
 const HOUR = 3_600_000;
@@ -61,8 +62,23 @@ function storedResponse(tenantId: string, overrides: Partial<StoredResponse> = {
     },
     createdAt: NOW,
     expiresAt: NOW + HOUR,
+    heartbeatAt: null,
     ...overrides,
   };
+}
+
+/** A response run in the background, stored with `status` and a heartbeat (`NOW` unless overridden). */
+function runningResponse(tenantId: string, status: string, overrides: Partial<StoredResponse> = {}): StoredResponse {
+  const record = storedResponse(tenantId, { heartbeatAt: NOW, ...overrides });
+  return { ...record, response: { ...record.response, status, output: [], usage: null } };
+}
+
+/** `record`'s Response object with `status` and one output message saying `text`. */
+function answered(record: StoredResponse, status: string, text = 'done'): Record<string, unknown> {
+  const output = [
+    { id: `msg_${unique()}`, type: 'message', role: 'assistant', content: [{ type: 'output_text', text }] },
+  ];
+  return { ...record.response, status, output };
 }
 
 /** Registers the `ResponseStore` conformance tests (Vitest) for one implementation. */
@@ -165,6 +181,172 @@ export function describeResponseStoreConformance(name: string, options: Response
       expect(await responses.deleteExpiredResponses(30, 2)).toBe(0);
       expect(await readable(0)).toEqual([live.id]);
       expect(await responses.getResponse(tenant, live.id, 30)).toEqual(live);
+    });
+
+    it('gives back the heartbeat and the status of a response run in the background', async () => {
+      const tenant = `ten_${unique()}`;
+      const queued = runningResponse(tenant, 'queued');
+      const finished = storedResponse(tenant, { heartbeatAt: null });
+      await responses.saveResponse(queued);
+      await responses.saveResponse(finished);
+      expect(await responses.getResponse(tenant, queued.id, NOW)).toEqual(queued);
+      expect(await responses.getResponse(tenant, finished.id, NOW)).toEqual(finished);
+
+      // The status column was written from the Response object: the queued one is running, the completed one not.
+      const done = answered(queued, 'completed', AWKWARD_TEXT);
+      expect(await responses.replaceRunningResponse(tenant, queued.id, done, NOW, null)).toBe(true);
+      expect(await responses.getResponse(tenant, queued.id, NOW)).toEqual({
+        ...queued,
+        response: done,
+        heartbeatAt: null,
+      });
+      expect(await responses.replaceRunningResponse(tenant, finished.id, answered(finished, 'failed'), NOW, null)).toBe(
+        false,
+      );
+      expect(await responses.getResponse(tenant, finished.id, NOW)).toEqual(finished);
+    });
+
+    it('replaces a running response, queued or in progress, until it is replaced by a final one', async () => {
+      const tenant = `ten_${unique()}`;
+      const queued = runningResponse(tenant, 'queued');
+      const inProgress = runningResponse(tenant, 'in_progress');
+      await responses.saveResponse(queued);
+      await responses.saveResponse(inProgress);
+
+      const started = answered(queued, 'in_progress', 'partial');
+      expect(await responses.replaceRunningResponse(tenant, queued.id, started, NOW + 1, NOW + 1)).toBe(true);
+      expect(await responses.getResponse(tenant, queued.id, NOW + 1)).toEqual({
+        ...queued,
+        response: started,
+        heartbeatAt: NOW + 1,
+      });
+      const completed = answered(queued, 'completed');
+      expect(await responses.replaceRunningResponse(tenant, queued.id, completed, NOW + 2, null)).toBe(true);
+      expect(
+        await responses.replaceRunningResponse(tenant, queued.id, answered(queued, 'cancelled'), NOW + 3, null),
+      ).toBe(false);
+      expect(await responses.getResponse(tenant, queued.id, NOW + 3)).toEqual({
+        ...queued,
+        response: completed,
+        heartbeatAt: null,
+      });
+
+      const cancelled = answered(inProgress, 'cancelled');
+      expect(await responses.replaceRunningResponse(tenant, inProgress.id, cancelled, NOW, null)).toBe(true);
+      expect(
+        await responses.replaceRunningResponse(tenant, inProgress.id, answered(inProgress, 'completed'), NOW, null),
+      ).toBe(false);
+      expect(await responses.getResponse(tenant, inProgress.id, NOW)).toEqual({
+        ...inProgress,
+        response: cancelled,
+        heartbeatAt: null,
+      });
+    });
+
+    it("does not replace a finished response, one without a status, another tenant's, an expired one or an unknown one", async () => {
+      const tenant = `ten_${unique()}`;
+      const completed = runningResponse(tenant, 'completed', { heartbeatAt: null });
+      const cancelled = runningResponse(tenant, 'cancelled', { heartbeatAt: null });
+      const statusless = storedResponse(tenant);
+      delete statusless.response.status;
+      const running = runningResponse(tenant, 'in_progress');
+      for (const record of [completed, cancelled, statusless, running]) await responses.saveResponse(record);
+      const replace = (record: StoredResponse, tenantId = tenant, now = NOW) =>
+        responses.replaceRunningResponse(tenantId, record.id, answered(record, 'completed'), now, null);
+
+      expect(await replace(completed)).toBe(false);
+      expect(await replace(cancelled)).toBe(false);
+      expect(await replace(statusless)).toBe(false);
+      expect(await replace(running, `ten_${unique()}`)).toBe(false);
+      expect(await replace(running, tenant, running.expiresAt)).toBe(false);
+      expect(await replace(storedResponse(tenant))).toBe(false);
+      for (const record of [completed, cancelled, statusless, running]) {
+        expect(await responses.getResponse(tenant, record.id, NOW)).toEqual(record);
+      }
+    });
+
+    it('lets exactly one of concurrent replaces of a running response win', async () => {
+      const tenant = `ten_${unique()}`;
+      const records = [1, 2, 3, 4, 5].map(() => runningResponse(tenant, 'in_progress'));
+      for (const record of records) await responses.saveResponse(record);
+      // The end of each run and a cancel of it, all at once.
+      const attempts = records.flatMap((record) =>
+        ['completed', 'cancelled'].map((status) => ({ record, response: answered(record, status) })),
+      );
+      const won = await Promise.all(
+        attempts.map(({ record, response }) =>
+          responses.replaceRunningResponse(tenant, record.id, response, NOW, null),
+        ),
+      );
+      for (const record of records) {
+        const winners = attempts.filter((attempt, index) => attempt.record === record && won[index]);
+        expect(winners).toHaveLength(1);
+        expect((await responses.getResponse(tenant, record.id, NOW))?.response).toEqual(winners[0]?.response);
+      }
+    });
+
+    it('touches the heartbeat of the running responses it is given, any tenant, and names only those', async () => {
+      const [tenant, other] = [`ten_${unique()}`, `ten_${unique()}`];
+      const queued = runningResponse(tenant, 'queued');
+      const inProgress = runningResponse(other, 'in_progress');
+      const completed = runningResponse(tenant, 'completed', { heartbeatAt: null });
+      const deleted = runningResponse(tenant, 'in_progress');
+      const expired = runningResponse(tenant, 'in_progress', { expiresAt: NOW + 10 });
+      for (const record of [queued, inProgress, completed, deleted, expired]) await responses.saveResponse(record);
+      expect(await responses.deleteResponse(tenant, deleted.id, NOW)).toBe(true);
+
+      const ids = [queued, inProgress, completed, deleted, expired].map((record) => record.id);
+      const touched = await responses.touchRunningResponses([...ids, `resp_${unique()}`], NOW + 20);
+      expect(touched.sort()).toEqual([queued.id, inProgress.id].sort());
+      expect(await responses.getResponse(tenant, queued.id, NOW)).toEqual({ ...queued, heartbeatAt: NOW + 20 });
+      expect(await responses.getResponse(other, inProgress.id, NOW)).toEqual({ ...inProgress, heartbeatAt: NOW + 20 });
+      expect(await responses.getResponse(tenant, completed.id, NOW)).toEqual(completed);
+      expect(await responses.getResponse(tenant, expired.id, NOW)).toEqual(expired);
+
+      // Once replaced by its final response, a run is no longer touched: its process aborts it.
+      await responses.replaceRunningResponse(tenant, queued.id, answered(queued, 'cancelled'), NOW + 21, null);
+      expect(await responses.touchRunningResponses(ids, NOW + 22)).toEqual([inProgress.id]);
+      expect(await responses.touchRunningResponses([], NOW + 22)).toEqual([]);
+    });
+
+    it('touches running responses named among more ids than one statement takes', async () => {
+      const tenant = `ten_${unique()}`;
+      const [first, last] = [runningResponse(tenant, 'queued'), runningResponse(tenant, 'in_progress')];
+      await responses.saveResponse(first);
+      await responses.saveResponse(last);
+      const unknown = Array.from({ length: 1_200 }, () => `resp_${unique()}`);
+      const touched = await responses.touchRunningResponses([first.id, ...unknown, last.id], NOW + 30);
+      expect(touched.sort()).toEqual([first.id, last.id].sort());
+      expect((await responses.getResponse(tenant, last.id, NOW))?.heartbeatAt).toBe(NOW + 30);
+    });
+
+    it('finds running responses with an old heartbeat, any tenant, oldest heartbeat first, at most `limit`', async () => {
+      // Heartbeats far below NOW: no other test's running response has one this old.
+      const [tenant, other] = [`ten_${unique()}`, `ten_${unique()}`];
+      const oldest = runningResponse(tenant, 'in_progress', { heartbeatAt: 1_000 });
+      const middle = runningResponse(other, 'queued', { heartbeatAt: 2_000 });
+      const newest = runningResponse(tenant, 'in_progress', { heartbeatAt: 3_000 });
+      const fresh = runningResponse(tenant, 'in_progress', { heartbeatAt: 5_000 });
+      const finished = runningResponse(tenant, 'failed', { heartbeatAt: 500 });
+      const expired = runningResponse(other, 'in_progress', { heartbeatAt: 1_500, expiresAt: 4_000 });
+      for (const record of [newest, fresh, finished, oldest, expired, middle]) await responses.saveResponse(record);
+      const stale = async (heartbeatBefore: number, limit: number) =>
+        (await responses.staleRunningResponses(heartbeatBefore, 6_000, limit)).map((record) => record.id);
+
+      expect(await responses.staleRunningResponses(5_000, 6_000, 10)).toEqual([oldest, middle, newest]);
+      expect(await stale(5_000, 2)).toEqual([oldest.id, middle.id]);
+      expect(await stale(2_000, 10)).toEqual([oldest.id]);
+      expect(await stale(1_000, 10)).toEqual([]);
+      expect(await stale(5_000, 0)).toEqual([]);
+      expect(await stale(5_000, -1)).toEqual([]);
+      expect(await responses.staleRunningResponses(5_000, 3_999, 10)).toHaveLength(4);
+
+      // A touched run is no longer stale, nor one replaced by its final response.
+      expect(await responses.touchRunningResponses([oldest.id], 6_000)).toEqual([oldest.id]);
+      expect(await responses.replaceRunningResponse(other, middle.id, answered(middle, 'failed'), 6_000, null)).toBe(
+        true,
+      );
+      expect(await stale(5_000, 10)).toEqual([newest.id]);
     });
   });
 }

@@ -5,7 +5,16 @@
  * over Kysely for SQLite and PostgreSQL (`KyselyResponseStore`) and checked by one conformance suite. Times are epoch
  * milliseconds. A response belongs to its tenant: every read and delete names the tenant, and another tenant's
  * response is as absent as one never made.
+ *
+ * A response run in the background (`background: true`) is stored while it runs (status `queued` or `in_progress`)
+ * and replaced when it ends. The store keeps the Response object's `status` beside it, so that the end of a run and a
+ * cancel are each one compare-and-set on a running response and cannot both win; and a heartbeat, so that the runs of
+ * a process that died can be found and failed. Those two reads (`touchRunningResponses`,
+ * `staleRunningResponses`) are the gateway's own, across tenants.
  */
+
+/** The statuses of a response still running in the background; every other status is final. */
+export const RUNNING_RESPONSE_STATUSES = ['queued', 'in_progress'] as const;
 
 /** One stored response. */
 export interface StoredResponse {
@@ -18,11 +27,16 @@ export interface StoredResponse {
   previousResponseId: string | null;
   /** This request's own input items (not its predecessors'), each with an `id`, in order. */
   inputItems: Record<string, unknown>[];
-  /** The Response object as answered (`object: "response"`), output items included. */
+  /**
+   * The Response object as answered (`object: "response"`), output items included. Its `status` (a string; none
+   * when absent or not a string) is also kept apart, and decides whether the response is still running.
+   */
   response: Record<string, unknown>;
   createdAt: number;
   /** When it is deleted; reads treat it as gone from this time on. */
   expiresAt: number;
+  /** When the process running it in the background last said it still runs; null for one not run in the background. */
+  heartbeatAt: number | null;
 }
 
 /** Where stored responses are kept. */
@@ -37,4 +51,27 @@ export interface ResponseStore {
   deleteTenantResponses(tenantId: string): Promise<number>;
   /** Deletes at most `limit` responses expired at `now`, oldest expiry first; returns how many. */
   deleteExpiredResponses(now: number, limit: number): Promise<number>;
+  /**
+   * Replaces the tenant's response `id` with `response` (its status from `response.status`) and sets its heartbeat
+   * to `heartbeatAt`, only if it is still running (`queued` or `in_progress`) and not expired at `now`; true when it
+   * did. One compare-and-set, so of the end of a run and a cancel racing on the same response exactly one wins.
+   */
+  replaceRunningResponse(
+    tenantId: string,
+    id: string,
+    response: Record<string, unknown>,
+    now: number,
+    heartbeatAt: number | null,
+  ): Promise<boolean>;
+  /**
+   * Sets the heartbeat of those of `ids` still running and not expired at `now` (any tenant) to `now`, and returns
+   * their ids, in no order. The process running them aborts the run of every id missing from the answer: it was
+   * cancelled, deleted or expired.
+   */
+  touchRunningResponses(ids: readonly string[], now: number): Promise<string[]>;
+  /**
+   * At most `limit` responses still running and not expired at `now` whose heartbeat is before `heartbeatBefore`,
+   * any tenant, oldest heartbeat first: the runs of a process that died, for the sweep to fail.
+   */
+  staleRunningResponses(heartbeatBefore: number, now: number, limit: number): Promise<StoredResponse[]>;
 }

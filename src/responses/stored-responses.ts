@@ -96,6 +96,12 @@ export class StoredResponses {
       }
       const response = await this.store.getResponse(tenantId, id, now);
       if (response === undefined) throw previousNotFound(previousResponseId, id);
+      if (response.response.status === 'queued' || response.response.status === 'in_progress') {
+        throw new InvalidRequestError(
+          `Previous response with id '${id.slice(0, 80)}' is still running in the background (status ${String(response.response.status)}); go on from it once it is done.`,
+          { param: 'previous_response_id', code: 'previous_response_not_done' },
+        );
+      }
       chain.push(response);
       id = response.previousResponseId;
     }
@@ -123,6 +129,7 @@ export class StoredResponses {
         response,
         createdAt: now,
         expiresAt: now + this.options.retentionMs,
+        heartbeatAt: null,
       });
     } catch (error: unknown) {
       this.options.onSaveFailure?.();
@@ -223,7 +230,8 @@ function outputItemsOf(response: Record<string, unknown>): Record<string, unknow
   return Array.isArray(response.output) ? (response.output as Record<string, unknown>[]) : [];
 }
 
-function responseNotFound(id: string): NotFoundError {
+/** The 404 for a response the tenant has not (never made, another tenant's, deleted, expired). */
+export function responseNotFound(id: string): NotFoundError {
   return new NotFoundError(`Response with id '${id.slice(0, 80)}' not found.`, 'response_not_found');
 }
 

@@ -108,7 +108,7 @@ export function functionCallItem(
 export function responseObject(
   context: ResponseContext,
   state: {
-    status: 'in_progress' | 'completed' | 'incomplete' | 'failed';
+    status: 'queued' | 'in_progress' | 'completed' | 'incomplete' | 'failed' | 'cancelled';
     output: OutputItem[];
     usage?: Record<string, unknown>;
     incompleteReason?: string;
@@ -125,7 +125,7 @@ export function responseObject(
     created_at: context.createdAt,
     status: state.status,
     ...(state.status === 'completed' ? { completed_at: state.completedAt ?? Math.floor(Date.now() / 1000) } : {}),
-    background: false,
+    background: request.background === true,
     error: state.error ?? null,
     incomplete_details: state.incompleteReason === undefined ? null : { reason: state.incompleteReason },
     instructions: request.instructions ?? null,

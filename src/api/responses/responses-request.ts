@@ -139,14 +139,15 @@ type ChatMessage = Record<string, unknown>;
  * responses' instructions are not carried over, as on OpenAI: only this request's apply.
  *
  * `truncation: "auto"` is refused unless the caller says it `truncates` the result to the model's window
- * (`truncateToWindow`): a batch line, translated without its model's window at hand, cannot.
+ * (`truncateToWindow`), and `background: true` unless it runs it so (`BackgroundResponses`): a batch line, translated
+ * without its model's window at hand and run by the batch, can do neither.
  */
 export function chatRequestOf(
   request: ResponsesRequest | InputTokensRequest,
   history?: readonly Record<string, unknown>[],
-  options: { truncates?: boolean } = {},
+  options: { truncates?: boolean; background?: boolean } = {},
 ): Record<string, unknown> {
-  refuseStatefulFields(request, history !== undefined, options.truncates === true);
+  refuseStatefulFields(request, history !== undefined, options);
   const messages: ChatMessage[] = [];
   if (typeof request.instructions === 'string') messages.push({ role: 'system', content: request.instructions });
   if (history !== undefined) {
@@ -190,7 +191,7 @@ export function chatRequestOf(
 function refuseStatefulFields(
   request: ResponsesRequest | InputTokensRequest,
   historyRead: boolean,
-  truncates: boolean,
+  options: { truncates?: boolean; background?: boolean },
 ): void {
   if (typeof request.previous_response_id === 'string' && !historyRead) {
     throw unsupported('previous_response_id', 'Continuing a stored response (previous_response_id)');
@@ -204,8 +205,12 @@ function refuseStatefulFields(
   }
   if (conversation && !historyRead) throw unsupported('conversation', 'A stored conversation');
   if (request.prompt !== undefined && request.prompt !== null) throw unsupported('prompt', 'A stored prompt template');
-  if (request.background === true) throw unsupported('background', 'Running a response in the background');
-  if (request.truncation === 'auto' && !truncates) throw unsupported('truncation', "Truncation 'auto' in a batch line");
+  if (request.background === true && options.background !== true) {
+    throw unsupported('background', 'Running a batch line in the background');
+  }
+  if (request.truncation === 'auto' && options.truncates !== true) {
+    throw unsupported('truncation', "Truncation 'auto' in a batch line");
+  }
   if (typeof request.max_tool_calls === 'number') {
     throw unsupported('max_tool_calls', 'A limit on built-in tool calls (max_tool_calls)');
   }

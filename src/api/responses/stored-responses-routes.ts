@@ -6,11 +6,16 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { InvalidRequestError, NotFoundError } from '../../errors/gateway-error.js';
+import type { BackgroundResponses } from '../../responses/background-responses.js';
 import type { StoredResponses } from '../../responses/stored-responses.js';
 import { pageLimit, type QueryParameters, singleQueryValue } from '../page-limit.js';
 
 /** Registers the stored-response routes; without `responses` (a store that keeps none) each answers 404. */
-export function registerStoredResponsesRoutes(app: FastifyInstance, responses: StoredResponses | undefined): void {
+export function registerStoredResponsesRoutes(
+  app: FastifyInstance,
+  responses: StoredResponses | undefined,
+  background: BackgroundResponses | undefined,
+): void {
   const stored = (id: string): StoredResponses => {
     if (responses === undefined) {
       throw new NotFoundError(
@@ -36,7 +41,9 @@ export function registerStoredResponsesRoutes(app: FastifyInstance, responses: S
   );
 
   app.post<{ Params: { id: string } }>('/v1/responses/:id/cancel', async (request) =>
-    stored(request.params.id).cancel(request.principal!.tenantId, request.params.id),
+    background === undefined
+      ? stored(request.params.id).cancel(request.principal!.tenantId, request.params.id)
+      : background.cancel(request.principal!.tenantId, request.params.id),
   );
 
   app.get<{ Params: { id: string }; Querystring: QueryParameters }>(

@@ -11,6 +11,7 @@ import { tenantListIndexSchema } from './0009-tenant-list-index.js';
 import { fileExpirySchema } from './0010-file-expiry.js';
 import { responsesSchema } from './0011-responses.js';
 import { conversationsSchema } from './0012-conversations.js';
+import { backgroundResponsesSchema } from './0013-background-responses.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -29,6 +30,7 @@ const migrations: Record<string, Migration> = {
   '0010-file-expiry': fileExpirySchema,
   '0011-responses': responsesSchema,
   '0012-conversations': conversationsSchema,
+  '0013-background-responses': backgroundResponsesSchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */

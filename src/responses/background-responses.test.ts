@@ -1,0 +1,256 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newResponseContext } from '../api/responses/responses-object.js';
+import type { ResponsesRequest } from '../api/responses/responses-request.js';
+import {
+  type GatewayError,
+  InsufficientQuotaError,
+  InvalidRequestError,
+  NotFoundError,
+  RateLimitError,
+  UnavailableError,
+} from '../errors/gateway-error.js';
+import { newRequestTrace, type RequestTrace } from '../metering/request-recorder.js';
+import type { RelayRequest } from '../relay/relay-service.js';
+import { createStore } from '../store/create-store.js';
+import { KyselyStore } from '../store/kysely-store.js';
+import type { Store } from '../store/store.js';
+import { BackgroundResponses } from './background-responses.js';
+import { KyselyResponseStore } from './kysely-response-store.js';
+import type { ResponseStore } from './response-store.js';
+
+const directory = mkdtempSync(join(tmpdir(), 'tollgate-background-responses-'));
+let store: Store;
+let responseStore: ResponseStore;
+let now = Date.parse('2026-12-01T00:00:00Z');
+const logger = pino({ level: 'silent' });
+const alice = { tenantId: 'ten_alice', keyId: 'key_alice', models: null, expiresAt: null };
+
+beforeAll(async () => {
+  store = await createStore(`sqlite://${join(directory, 'store.db')}`);
+  await store.migrate();
+  if (!(store instanceof KyselyStore)) throw new Error('expected a Kysely store');
+  responseStore = new KyselyResponseStore(store.kysely);
+});
+afterAll(async () => {
+  await store?.close();
+  rmSync(directory, { recursive: true, force: true });
+});
+
+/** A chat completion, as the relay answers one. */
+const COMPLETION = {
+  id: 'chatcmpl-1',
+  object: 'chat.completion',
+  created: 1,
+  model: 'm',
+  choices: [{ index: 0, message: { role: 'assistant', content: 'Done.' }, finish_reason: 'stop' }],
+};
+
+/**
+ * A relay whose answers the test gives: each `whole` call waits until `answer` or `fail` is called for it, or until
+ * its signal aborts (then it rejects with the abort's reason, as the relay does). What it recorded is in `recorded`.
+ */
+function fakeRelay() {
+  const calls: Array<{
+    request: RelayRequest;
+    answer: () => void;
+    fail: (error: unknown) => void;
+  }> = [];
+  const recorded: RequestTrace[] = [];
+  const recorder = {
+    finish: async (trace: RequestTrace) => {
+      trace.recorded = true;
+      recorded.push(trace);
+    },
+  };
+  const relay = {
+    whole: (request: RelayRequest) =>
+      new Promise<Record<string, unknown>>((resolve, reject) => {
+        const abort = () => reject(request.signal.reason);
+        request.signal.addEventListener('abort', abort, { once: true });
+        calls.push({
+          request,
+          answer: () => {
+            request.trace.status = 200;
+            void recorder.finish(request.trace);
+            resolve(structuredClone(COMPLETION));
+          },
+          fail: reject,
+        });
+      }),
+  };
+  return { relay, recorder, calls, recorded };
+}
+
+function service(relay: ReturnType<typeof fakeRelay>, options: { staleAfterMs?: number } = {}) {
+  return new BackgroundResponses({
+    store: responseStore,
+    relay: relay.relay,
+    recorder: relay.recorder,
+    logger,
+    retentionMs: 30 * 86_400_000,
+    now: () => now,
+    ...options,
+  });
+}
+
+let counter = 0;
+/** Creates a background response through `background`; resolves with its id and what `onDone` received. */
+async function create(background: BackgroundResponses, tenant = alice) {
+  const request = { model: 'm', input: 'Hi', background: true } as ResponsesRequest;
+  const trace = newRequestTrace(`req_${++counter}`, 'responses', now, performance.now());
+  trace.tenantId = tenant.tenantId;
+  const done: Record<string, unknown>[] = [];
+  const queued = await background.create({
+    principal: tenant,
+    trace,
+    chat: { model: 'm', messages: [{ role: 'user', content: 'Hi' }] },
+    context: newResponseContext(request, now, { store: true }),
+    inputItems: [{ id: `msg_${counter}`, type: 'message', role: 'user', content: 'Hi' }],
+    onDone: async (response) => {
+      done.push(response);
+    },
+  });
+  return { id: String(queued.id), queued, trace, done };
+}
+
+const statusOf = async (id: string, tenantId = alice.tenantId) =>
+  (await responseStore.getResponse(tenantId, id, now))?.response.status;
+
+/** Waits until `check` holds (the runs go on in the background). */
+async function until(check: () => boolean | Promise<boolean>): Promise<void> {
+  for (let tries = 0; tries < 200; tries++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error('condition never held');
+}
+
+describe('BackgroundResponses', () => {
+  it('answers queued at once, runs in_progress, and stores the finished response before calling onDone', async () => {
+    const relay = fakeRelay();
+    const background = service(relay);
+    const { id, queued, trace, done } = await create(background);
+    expect(queued).toMatchObject({ status: 'queued', background: true, output: [] });
+    await until(() => relay.calls.length === 1);
+    expect(await statusOf(id)).toBe('in_progress');
+    expect(relay.calls[0]!.request.trace).toBe(trace);
+    relay.calls[0]!.answer();
+    await until(() => done.length === 1);
+    const stored = await responseStore.getResponse(alice.tenantId, id, now);
+    expect(stored?.response).toMatchObject({ id, status: 'completed', background: true });
+    expect(stored?.heartbeatAt).toBeNull();
+    expect(done[0]).toEqual(stored?.response);
+    expect(relay.recorded).toEqual([trace]);
+    expect(background.size).toBe(0);
+  });
+
+  it('cancels a running response: stored cancelled, the run aborted and recorded as a 499, onDone not called', async () => {
+    const relay = fakeRelay();
+    const background = service(relay);
+    const { id, trace, done } = await create(background);
+    await until(() => relay.calls.length === 1);
+    const cancelled = await background.cancel(alice.tenantId, id);
+    expect(cancelled).toMatchObject({ id, status: 'cancelled' });
+    await until(() => background.size === 0);
+    expect(relay.calls[0]!.request.signal.aborted).toBe(true);
+    expect(await statusOf(id)).toBe('cancelled');
+    expect(relay.recorded).toEqual([trace]);
+    expect(trace).toMatchObject({ status: 499, errorCode: 'cancelled' });
+    expect(done).toEqual([]);
+    // A second cancel answers the cancelled response, as OpenAI's does.
+    expect(await background.cancel(alice.tenantId, id)).toMatchObject({ status: 'cancelled' });
+  });
+
+  it('refuses to cancel a finished response, and 404s one of another tenant', async () => {
+    const relay = fakeRelay();
+    const background = service(relay);
+    const { id, done } = await create(background);
+    await until(() => relay.calls.length === 1);
+    relay.calls[0]!.answer();
+    await until(() => done.length === 1);
+    const refused = await background.cancel(alice.tenantId, id).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(InvalidRequestError);
+    expect(await statusOf(id)).toBe('completed');
+    const other = await background.cancel('ten_bob', id).catch((error: unknown) => error);
+    expect(other).toBeInstanceOf(NotFoundError);
+    expect((other as NotFoundError).code).toBe('response_not_found');
+  });
+
+  it('fails a response its request path refused, with an error code the Response schema allows', async () => {
+    const relay = fakeRelay();
+    const background = service(relay);
+    const failures: Array<[GatewayError, string, number]> = [
+      [new RateLimitError('Too many requests.', 3), 'rate_limit_exceeded', 429],
+      [new InsufficientQuotaError('The wallet is empty.'), 'server_error', 429],
+      [new InvalidRequestError('Too long.', { code: 'context_length_exceeded' }), 'invalid_prompt', 400],
+    ];
+    for (const [error, code, status] of failures) {
+      const { id, trace } = await create(background);
+      await until(() => relay.calls.length > 0 && relay.calls.at(-1)!.request.trace === trace);
+      relay.calls.at(-1)!.fail(error);
+      await until(async () => (await statusOf(id)) === 'failed');
+      const stored = await responseStore.getResponse(alice.tenantId, id, now);
+      expect(stored?.response.error).toEqual({ code, message: error.message });
+      expect(trace).toMatchObject({ status, errorCode: error.code, recorded: true });
+    }
+  });
+
+  it('aborts a run another process cancelled, or that was deleted, at its next heartbeat', async () => {
+    const relay = fakeRelay();
+    const running = service(relay);
+    const other = service(fakeRelay());
+    const first = await create(running);
+    const second = await create(running);
+    await until(() => relay.calls.length === 2);
+    await other.cancel(alice.tenantId, first.id);
+    await responseStore.deleteResponse(alice.tenantId, second.id, now);
+    expect(relay.calls.map((call) => call.request.signal.aborted)).toEqual([false, false]);
+    await running.beat();
+    expect(relay.calls.map((call) => call.request.signal.aborted)).toEqual([true, true]);
+    await until(() => running.size === 0);
+    expect(await statusOf(first.id)).toBe('cancelled');
+    expect(await statusOf(second.id)).toBeUndefined();
+  });
+
+  it('beats the heartbeat of its own runs, and fails the runs of a process that stopped beating', async () => {
+    const relay = fakeRelay();
+    const dead = service(relay, { staleAfterMs: 60_000 });
+    const alive = service(fakeRelay(), { staleAfterMs: 60_000 });
+    const orphan = await create(dead);
+    const own = await create(alive);
+    await until(() => relay.calls.length === 1);
+    now += 30_000;
+    await alive.beat();
+    expect((await responseStore.getResponse(alice.tenantId, own.id, now))?.heartbeatAt).toBe(now);
+    expect(await statusOf(orphan.id)).toBe('in_progress');
+    now += 40_000;
+    // `dead` beat nothing for 70 s; `alive` beat its own run 40 s ago.
+    await alive.beat();
+    const failed = await responseStore.getResponse(alice.tenantId, orphan.id, now);
+    expect(failed?.response).toMatchObject({ status: 'failed', error: { code: 'server_error' } });
+    expect(await statusOf(own.id)).toBe('in_progress');
+    // The dead process's run, should it end after all, does not overwrite it.
+    relay.calls[0]!.answer();
+    await until(() => dead.size === 0);
+    expect(await statusOf(orphan.id)).toBe('failed');
+    await alive.stop();
+  });
+
+  it('stops by failing its runs, and refuses to start one after', async () => {
+    const relay = fakeRelay();
+    const background = service(relay);
+    const { id, trace } = await create(background);
+    await until(() => relay.calls.length === 1);
+    await background.stop();
+    expect(background.size).toBe(0);
+    const stored = await responseStore.getResponse(alice.tenantId, id, now);
+    expect(stored?.response).toMatchObject({ status: 'failed', error: { code: 'server_error' } });
+    expect(trace).toMatchObject({ status: 503, errorCode: 'server_shutting_down', recorded: true });
+    const refused = await create(background).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(UnavailableError);
+  });
+});

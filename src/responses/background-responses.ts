@@ -1,0 +1,285 @@
+/**
+ * Background responses (`background: true` on `POST /v1/responses`), as on OpenAI: the request is answered at once
+ * with the stored Response in status `queued`, and runs on without its client, who polls `GET /v1/responses/{id}`
+ * until the status is final (`completed`, `incomplete`, `failed`, `cancelled`) and may cancel it meanwhile
+ * (`POST /v1/responses/{id}/cancel`).
+ *
+ * - A run takes the ordinary request path (admission, wallet, scheduling, routing, metering) as a whole chat request,
+ *   and writes one request-log record under the id its create request was given, when it ends. Whatever stops it
+ *   there (a rate limit, the wallet, the upstream) makes the response `failed`, with the error.
+ * - Every change of status is one compare-and-set in the store (`replaceRunningResponse`): a cancel and the end of a
+ *   run cannot both win, whichever process serves the cancel.
+ * - The process running a response beats its heartbeat in the store every `heartbeatMs`. The same statement tells it
+ *   which of its runs were cancelled or deleted meanwhile, possibly through another process: those are aborted (an
+ *   aborted run is billed nothing, like a whole request whose client left).
+ * - A run whose heartbeat is older than `staleAfterMs` belonged to a process that died: the sweep, in any process,
+ *   marks it `failed`. A process that stops gracefully aborts its runs and marks them `failed` itself.
+ */
+
+import { type ResponseContext, responseFromChat, responseObject } from '../api/responses/responses-object.js';
+import { asResponsesError } from '../api/responses/responses-request.js';
+import {
+  abortedRequestError,
+  GatewayError,
+  InvalidRequestError,
+  toGatewayError,
+  UnavailableError,
+} from '../errors/gateway-error.js';
+import type { RequestRecorder, RequestTrace } from '../metering/request-recorder.js';
+import type { Logger } from '../observability/logger.js';
+import type { RelayRequest } from '../relay/relay-service.js';
+import type { Principal } from '../tenancy/key-service.js';
+import { type ResponseStore, RUNNING_RESPONSE_STATUSES } from './response-store.js';
+import { responseNotFound } from './stored-responses.js';
+
+/** Statuses of a response that is still running. */
+const RUNNING = new Set<string>(RUNNING_RESPONSE_STATUSES);
+
+/** The error codes a Response's `error` may carry (OpenAI's `ResponseErrorCode`, those that apply here). */
+type ResponseErrorCode = 'server_error' | 'rate_limit_exceeded' | 'invalid_prompt';
+
+/** Options of `BackgroundResponses`. */
+export interface BackgroundResponsesOptions {
+  store: ResponseStore;
+  /** The relay's whole-answer path. */
+  relay: { whole(request: RelayRequest): Promise<Record<string, unknown>> };
+  recorder: Pick<RequestRecorder, 'finish'>;
+  logger: Logger;
+  /** How long a response is kept, ms (`responses.retention_days`). */
+  retentionMs: number;
+  /** How often the runs of this process beat their heartbeat and learn of cancels, ms. Default 2,000. */
+  heartbeatMs?: number;
+  /** How old a running response's heartbeat may get before the sweep fails it, ms. Default 60,000. */
+  staleAfterMs?: number;
+  /** Called when a run's end could not be stored (a metric); it is logged too. */
+  onSaveFailure?: () => void;
+  /** Epoch ms; `Date.now` by default. */
+  now?: () => number;
+}
+
+/** One response to run in the background. */
+export interface BackgroundRun {
+  principal: Principal;
+  /** The create request's trace: the run is recorded under it when it ends. */
+  trace: RequestTrace;
+  /** The chat request the Responses request became. */
+  chat: Record<string, unknown>;
+  context: ResponseContext;
+  /** The request's own input items, as stored. */
+  inputItems: Record<string, unknown>[];
+  /** Called with the finished Response once it is stored as done (the conversation's items are appended there). */
+  onDone?: (response: Record<string, unknown>) => Promise<void>;
+}
+
+/** A run of this process. */
+interface LocalRun {
+  tenantId: string;
+  abort: AbortController;
+  finished: Promise<void>;
+}
+
+/** Starts, watches, cancels and sweeps background responses. */
+export class BackgroundResponses {
+  private readonly runs = new Map<string, LocalRun>();
+  private readonly now: () => number;
+  private readonly heartbeatMs: number;
+  private readonly staleAfterMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private beating: Promise<void> | undefined;
+  private stopped = false;
+
+  constructor(private readonly options: BackgroundResponsesOptions) {
+    this.now = options.now ?? Date.now;
+    this.heartbeatMs = options.heartbeatMs ?? 2_000;
+    this.staleAfterMs = options.staleAfterMs ?? 60_000;
+  }
+
+  /** How many responses this process is running. */
+  get size(): number {
+    return this.runs.size;
+  }
+
+  /**
+   * Stores the response as `queued` and starts its run; resolves with the queued Response (what the create request
+   * answers). A store failure rejects, and then nothing runs.
+   */
+  async create(run: BackgroundRun): Promise<Record<string, unknown>> {
+    const { context, principal } = run;
+    if (this.stopped) {
+      throw new UnavailableError('The gateway is shutting down; retry the request.', 'server_shutting_down');
+    }
+    const queued = responseObject(context, { status: 'queued', output: [] });
+    const now = this.now();
+    await this.options.store.saveResponse({
+      id: context.id,
+      tenantId: principal.tenantId,
+      keyId: principal.keyId,
+      previousResponseId: context.request.previous_response_id ?? null,
+      inputItems: run.inputItems,
+      response: queued,
+      createdAt: now,
+      expiresAt: now + this.options.retentionMs,
+      heartbeatAt: now,
+    });
+    const abort = new AbortController();
+    const finished = this.run(run, abort).finally(() => this.runs.delete(context.id));
+    this.runs.set(context.id, { tenantId: principal.tenantId, abort, finished });
+    return queued;
+  }
+
+  /**
+   * `POST /v1/responses/{id}/cancel`: a running response becomes `cancelled` and its run, here or in another process,
+   * is aborted; a cancelled one is answered as it is, as OpenAI answers a second cancel. A finished one, or one not
+   * made in the background, is a 400; an id that is not the tenant's a 404.
+   */
+  async cancel(tenantId: string, id: string): Promise<Record<string, unknown>> {
+    const { store } = this.options;
+    const stored = (await store.getResponse(tenantId, id, this.now()))?.response;
+    if (stored === undefined) throw responseNotFound(id);
+    if (stored.status === 'cancelled') return stored;
+    if (stored.background !== true) {
+      throw new InvalidRequestError('Only a response created with background: true can be cancelled.', {
+        code: 'invalid_request',
+      });
+    }
+    if (!RUNNING.has(String(stored.status))) throw notRunning(stored);
+    const cancelled = { ...stored, status: 'cancelled', output: [] };
+    if (!(await store.replaceRunningResponse(tenantId, id, cancelled, this.now(), null))) {
+      // It ended, was cancelled or was deleted between the read and the write: answer what it is now.
+      const current = (await store.getResponse(tenantId, id, this.now()))?.response;
+      if (current === undefined) throw responseNotFound(id);
+      if (current.status === 'cancelled') return current;
+      throw notRunning(current);
+    }
+    this.runs.get(id)?.abort.abort(cancelledError());
+    return cancelled;
+  }
+
+  /** Beats the heartbeat of this process's runs, and fails other processes' dead runs, every `heartbeatMs`. */
+  start(): void {
+    this.timer = setInterval(() => void this.beat(), this.heartbeatMs).unref();
+  }
+
+  /**
+   * One beat: the heartbeat of every run of this process (aborting those cancelled or deleted meanwhile), then the
+   * runs whose heartbeat stopped marked `failed`. Never rejects: a failure is logged, and the next beat tries again.
+   */
+  beat(): Promise<void> {
+    this.beating ??= (async () => {
+      const { store, logger } = this.options;
+      try {
+        const ids = [...this.runs.keys()];
+        const running = new Set(await store.touchRunningResponses(ids, this.now()));
+        for (const id of ids) {
+          if (!running.has(id)) this.runs.get(id)?.abort.abort(cancelledError());
+        }
+        const now = this.now();
+        for (const stale of await store.staleRunningResponses(now - this.staleAfterMs, now, 100)) {
+          if (this.runs.has(stale.id)) continue;
+          const failed = failedResponse(stale.response, {
+            code: 'server_error',
+            message: 'The gateway process running this response stopped before it was done.',
+          });
+          if (await store.replaceRunningResponse(stale.tenantId, stale.id, failed, now, null)) {
+            logger.warn({ responseId: stale.id }, 'background response of a stopped process marked failed');
+          }
+        }
+      } catch (error: unknown) {
+        logger.error({ err: error }, 'background responses: heartbeat failed; trying again');
+      } finally {
+        this.beating = undefined;
+      }
+    })();
+    return this.beating;
+  }
+
+  /**
+   * Stops: aborts every run of this process, which marks it `failed` (a client polling it learns at once, rather than
+   * when the sweep finds its heartbeat stopped), and resolves once each has ended.
+   */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    const runs = [...this.runs.values()];
+    const stopping = new UnavailableError(
+      'The gateway stopped before this background response was done; create it again.',
+      'server_shutting_down',
+    );
+    for (const run of runs) run.abort.abort(stopping);
+    await Promise.all(runs.map((run) => run.finished));
+    await this.beating;
+  }
+
+  private async run(run: BackgroundRun, abort: AbortController): Promise<void> {
+    const { store, relay, recorder, logger } = this.options;
+    const { context, principal, trace } = run;
+    const id = context.id;
+    let final: Record<string, unknown>;
+    try {
+      const inProgress = responseObject(context, { status: 'in_progress', output: [] });
+      if (!(await store.replaceRunningResponse(principal.tenantId, id, inProgress, this.now(), this.now()))) {
+        throw cancelledError();
+      }
+      const completion = await relay.whole({
+        trace,
+        principal,
+        endpoint: 'chat',
+        body: run.chat,
+        signal: abort.signal,
+      });
+      final = responseFromChat(context, completion, trace.usage);
+    } catch (error: unknown) {
+      const failure = asResponsesError(
+        abort.signal.aborted ? abortedRequestError(abort.signal) : toGatewayError(error),
+      );
+      if (failure.code === 'internal_error') logger.error({ err: error, responseId: id }, 'internal error');
+      // The relay records what it answered; a run that failed is recorded here, as the routes record a client's.
+      if (!trace.recorded) {
+        if (trace.status === 0 || trace.status === 200) trace.status = failure.status;
+        trace.errorCode ??= failure.code;
+        await recorder.finish(trace);
+      }
+      // A cancel has stored the response already.
+      if (failure.code === 'cancelled') return;
+      final = failedResponse(responseObject(context, { status: 'in_progress', output: [] }), {
+        code: responseErrorCode(failure),
+        message: failure.message,
+      });
+    }
+    let stored = false;
+    try {
+      stored = await store.replaceRunningResponse(principal.tenantId, id, final, this.now(), null);
+    } catch (error: unknown) {
+      this.options.onSaveFailure?.();
+      logger.error({ err: error, responseId: id }, 'background response done, but its end not stored');
+    }
+    if (stored && final.status !== 'failed') await run.onDone?.(final);
+  }
+}
+
+/** `response` as failed with `error`, what it had produced dropped. */
+function failedResponse(
+  response: Record<string, unknown>,
+  error: { code: ResponseErrorCode; message: string },
+): Record<string, unknown> {
+  return { ...response, status: 'failed', output: [], error, incomplete_details: null };
+}
+
+/** The code of a Response's `error` for a failed run: only OpenAI's own codes are valid there. */
+function responseErrorCode(failure: GatewayError): ResponseErrorCode {
+  if (failure.code === 'rate_limit_exceeded') return 'rate_limit_exceeded';
+  if (failure.status === 400) return 'invalid_prompt';
+  return 'server_error';
+}
+
+function notRunning(response: Record<string, unknown>): InvalidRequestError {
+  return new InvalidRequestError(
+    `The response is ${String(response.status)}: only a queued or in-progress response can be cancelled.`,
+    { code: 'invalid_request' },
+  );
+}
+
+/** Why a cancelled run was aborted: recorded as a 499 `cancelled`, billed nothing. */
+function cancelledError(): GatewayError {
+  return new GatewayError(499, 'invalid_request_error', 'cancelled', 'The response was cancelled.', false);
+}
