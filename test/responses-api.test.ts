@@ -913,10 +913,13 @@ describe('conversations', () => {
 });
 
 /** Polls a response until its status is final; resolves with it and every status seen on the way. */
-async function pollUntilDone(id: string): Promise<{ response: OpenAI.Responses.Response; seen: Set<string> }> {
+async function pollUntilDone(
+  id: string,
+  sdk: OpenAI = client,
+): Promise<{ response: OpenAI.Responses.Response; seen: Set<string> }> {
   const seen = new Set<string>();
   for (const deadline = Date.now() + 15_000; Date.now() < deadline; ) {
-    const response = await client.responses.retrieve(id);
+    const response = await sdk.responses.retrieve(id);
     seen.add(response.status ?? 'none');
     if (response.status !== 'queued' && response.status !== 'in_progress') return { response, seen };
     await new Promise((resolve) => setTimeout(resolve, 20));
@@ -990,6 +993,31 @@ describe('background responses', () => {
       errorCode: 'cancelled',
     });
     expect(parseNano((await harness.admin('GET', `/tenants/${tenantId}/billing`)).body.balance)).toBe(before);
+  });
+
+  it('waits out a rate limit rather than failing: two background responses under a concurrency of one', async () => {
+    const limited = await harness.createTenantWithKey({ credit: '10' });
+    expect((await harness.admin('PUT', `/tenants/${limited.tenantId}/plan`, { concurrency: 1 })).status).toBe(200);
+    const sdk = harness.client(limited.key);
+    const ask = () =>
+      sdk.responses
+        .create({ model: 'slow-model', input: 'One at a time.', max_output_tokens: 16, background: true })
+        .withResponse();
+    const [first, second] = [await ask(), await ask()];
+    for (const queued of [first, second]) {
+      expect((await pollUntilDone(queued.data.id, sdk)).response.status).toBe('incomplete');
+    }
+    await harness.gateway.settled();
+    const records = await harness.gateway.store.listRequestLogs({ tenantId: limited.tenantId, limit: 100 });
+    const secondId = second.response.headers.get('x-request-id')!;
+    // The second was refused at least once while the first ran, each refusal logged under an id of its own.
+    const refused = records.filter((record) => record.requestId.startsWith(`${secondId}_attempt`));
+    expect(refused.length).toBeGreaterThan(0);
+    for (const record of refused) expect(record).toMatchObject({ status: 429, completionTokens: 0 });
+    expect(records.find((record) => record.requestId === secondId)).toMatchObject({
+      status: 200,
+      completionTokens: 16,
+    });
   });
 
   it('adds a background response to its conversation once it is done', async () => {

@@ -1,8 +1,10 @@
 /**
  * Wires one gateway process: configuration → store → tenancy → upstreams → catalog → relay → HTTP server.
  */
+
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { Gauge } from 'prom-client';
 import type { AdmissionStore } from '../admission/admission-store.js';
 import { MemoryAdmissionStore } from '../admission/memory-admission-store.js';
 import { createRedisAdmissionStore } from '../admission/redis-admission-store.js';
@@ -452,8 +454,19 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
           logger,
           retentionMs: config.responses.retention_days * 86_400_000,
           onSaveFailure: () => metrics.responsesNotStored.inc(),
+          onEnded: (status) => metrics.backgroundResponsesEnded.labels(status).inc(),
         })
       : undefined;
+  if (background !== undefined) {
+    new Gauge({
+      name: 'tollgate_background_responses_running',
+      help: 'Background responses (background: true) this process is running now.',
+      registers: [metrics.registry],
+      collect() {
+        this.set(background.size);
+      },
+    });
+  }
   const checkpointer = new StreamCheckpointer(relay.inFlightStreams, billing, store, logger, {
     intervalMs: config.billing.checkpoint_interval_ms,
   });

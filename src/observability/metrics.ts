@@ -100,6 +100,15 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  readonly backgroundResponsesEnded = new Counter({
+    name: 'tollgate_background_responses_total',
+    help:
+      'Background responses (background: true) this process ran to their end, by final status: completed, ' +
+      'incomplete, failed (refused, upstream failure, or the gateway stopping), cancelled.',
+    labelNames: ['status'] as const,
+    registers: [this.registry],
+  });
+
   readonly invalidationBusFailures = new Counter({
     name: 'tollgate_invalidation_bus_failures_total',
     help:

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { newResponseContext } from '../api/responses/responses-object.js';
 import type { ResponsesRequest } from '../api/responses/responses-request.js';
 import {
@@ -85,7 +85,13 @@ function fakeRelay() {
   return { relay, recorder, calls, recorded };
 }
 
-function service(relay: ReturnType<typeof fakeRelay>, options: { staleAfterMs?: number } = {}) {
+/** The final statuses the services of a test counted, in order (the `onEnded` metric). */
+let ended: string[] = [];
+
+function service(
+  relay: ReturnType<typeof fakeRelay>,
+  options: { staleAfterMs?: number; heartbeatMs?: number; retryForMs?: number } = {},
+) {
   return new BackgroundResponses({
     store: responseStore,
     relay: relay.relay,
@@ -93,6 +99,7 @@ function service(relay: ReturnType<typeof fakeRelay>, options: { staleAfterMs?: 
     logger,
     retentionMs: 30 * 86_400_000,
     now: () => now,
+    onEnded: (status) => ended.push(status),
     ...options,
   });
 }
@@ -130,6 +137,10 @@ async function until(check: () => boolean | Promise<boolean>): Promise<void> {
 }
 
 describe('BackgroundResponses', () => {
+  beforeEach(() => {
+    ended = [];
+  });
+
   it('answers queued at once, runs in_progress, and stores the finished response before calling onDone', async () => {
     const relay = fakeRelay();
     const background = service(relay);
@@ -146,6 +157,7 @@ describe('BackgroundResponses', () => {
     expect(done[0]).toEqual(stored?.response);
     expect(relay.recorded).toEqual([trace]);
     expect(background.size).toBe(0);
+    expect(ended).toEqual(['completed']);
   });
 
   it('cancels a running response: stored cancelled, the run aborted and recorded as a 499, onDone not called', async () => {
@@ -161,6 +173,7 @@ describe('BackgroundResponses', () => {
     expect(relay.recorded).toEqual([trace]);
     expect(trace).toMatchObject({ status: 499, errorCode: 'cancelled' });
     expect(done).toEqual([]);
+    expect(ended).toEqual(['cancelled']);
     // A second cancel answers the cancelled response, as OpenAI's does.
     expect(await background.cancel(alice.tenantId, id)).toMatchObject({ status: 'cancelled' });
   });
@@ -182,7 +195,8 @@ describe('BackgroundResponses', () => {
 
   it('fails a response its request path refused, with an error code the Response schema allows', async () => {
     const relay = fakeRelay();
-    const background = service(relay);
+    // Nothing is waited out here.
+    const background = service(relay, { retryForMs: 0 });
     const failures: Array<[GatewayError, string, number]> = [
       [new RateLimitError('Too many requests.', 3), 'rate_limit_exceeded', 429],
       [new InsufficientQuotaError('The wallet is empty.'), 'server_error', 429],
@@ -197,6 +211,54 @@ describe('BackgroundResponses', () => {
       expect(stored?.response.error).toEqual({ code, message: error.message });
       expect(trace).toMatchObject({ status, errorCode: error.code, recorded: true });
     }
+    await until(() => background.size === 0);
+    expect(ended).toEqual(['failed', 'failed', 'failed']);
+  });
+
+  it('waits out a rate limit: the refused attempt is recorded under its own id, and the run goes on', async () => {
+    const relay = fakeRelay();
+    const background = service(relay);
+    const { id, trace, done } = await create(background);
+    const requestId = trace.requestId;
+    await until(() => relay.calls.length === 1);
+    relay.calls[0]!.fail(new RateLimitError('Too many requests.', 0));
+    // Retried after the shortest wait, 250 ms; meanwhile it is still running.
+    await until(() => relay.calls.length === 2);
+    expect(await statusOf(id)).toBe('in_progress');
+    relay.calls[1]!.answer();
+    await until(() => done.length === 1);
+    expect(await statusOf(id)).toBe('completed');
+    expect(relay.recorded.map((recorded) => [recorded.requestId, recorded.status, recorded.errorCode])).toEqual([
+      [`${requestId}_attempt1`, 429, 'rate_limit_exceeded'],
+      [requestId, 200, null],
+    ]);
+    expect(relay.recorded[1]).toMatchObject({ tenantId: alice.tenantId, receivedAt: trace.receivedAt });
+    expect(ended).toEqual(['completed']);
+  });
+
+  it('does not wait out an empty wallet, and stops waiting when cancelled', async () => {
+    const relay = fakeRelay();
+    const background = service(relay);
+    const broke = await create(background);
+    await until(() => relay.calls.length === 1);
+    relay.calls[0]!.fail(new InsufficientQuotaError('The wallet is empty.'));
+    await until(async () => (await statusOf(broke.id)) === 'failed');
+    expect(relay.calls).toHaveLength(1);
+
+    const waiting = await create(background);
+    const requestId = waiting.trace.requestId;
+    await until(() => relay.calls.length === 2);
+    relay.calls[1]!.fail(new RateLimitError('Too many requests.', 20));
+    // Recorded: the empty wallet's run, then this one's refused first attempt.
+    await until(() => relay.recorded.length === 2);
+    const cancelledAt = Date.now();
+    await background.cancel(alice.tenantId, waiting.id);
+    await until(() => background.size === 0);
+    // It was to wait 20 s.
+    expect(Date.now() - cancelledAt).toBeLessThan(5_000);
+    expect(relay.calls).toHaveLength(2);
+    expect(relay.recorded.at(-1)).toMatchObject({ requestId, status: 499, errorCode: 'cancelled' });
+    expect(ended).toEqual(['failed', 'cancelled']);
   });
 
   it('aborts a run another process cancelled, or that was deleted, at its next heartbeat', async () => {
@@ -218,8 +280,9 @@ describe('BackgroundResponses', () => {
 
   it('beats the heartbeat of its own runs, and fails the runs of a process that stopped beating', async () => {
     const relay = fakeRelay();
-    const dead = service(relay, { staleAfterMs: 60_000 });
-    const alive = service(fakeRelay(), { staleAfterMs: 60_000 });
+    // A beat every 30 s: each one looks for dead processes' runs too (every 60 s / 2).
+    const dead = service(relay, { staleAfterMs: 60_000, heartbeatMs: 30_000 });
+    const alive = service(fakeRelay(), { staleAfterMs: 60_000, heartbeatMs: 30_000 });
     const orphan = await create(dead);
     const own = await create(alive);
     await until(() => relay.calls.length === 1);
@@ -250,6 +313,7 @@ describe('BackgroundResponses', () => {
     const stored = await responseStore.getResponse(alice.tenantId, id, now);
     expect(stored?.response).toMatchObject({ status: 'failed', error: { code: 'server_error' } });
     expect(trace).toMatchObject({ status: 503, errorCode: 'server_shutting_down', recorded: true });
+    expect(ended).toEqual(['failed']);
     const refused = await create(background).catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(UnavailableError);
   });

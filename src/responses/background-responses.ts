@@ -5,8 +5,11 @@
  * (`POST /v1/responses/{id}/cancel`).
  *
  * - A run takes the ordinary request path (admission, wallet, scheduling, routing, metering) as a whole chat request,
- *   and writes one request-log record under the id its create request was given, when it ends. Whatever stops it
- *   there (a rate limit, the wallet, the upstream) makes the response `failed`, with the error.
+ *   and writes one request-log record under the id its create request was given, when it ends. A rate limit or an
+ *   overloaded fleet is waited out (for up to `retryForMs`; each refused attempt is recorded under an id of its own,
+ *   `<id>_attempt<n>`, as a batch line's is): no client holds a connection open meanwhile, so a background response
+ *   can wait for a trough. Whatever else stops it (the wallet, the upstream) makes the response `failed`, with the
+ *   error.
  * - Every change of status is one compare-and-set in the store (`replaceRunningResponse`): a cancel and the end of a
  *   run cannot both win, whichever process serves the cancel.
  * - The process running a response beats its heartbeat in the store every `heartbeatMs`. The same statement tells it
@@ -16,6 +19,7 @@
  *   marks it `failed`. A process that stops gracefully aborts its runs and marks them `failed` itself.
  */
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type ResponseContext, responseFromChat, responseObject } from '../api/responses/responses-object.js';
 import { asResponsesError } from '../api/responses/responses-request.js';
 import {
@@ -25,7 +29,7 @@ import {
   toGatewayError,
   UnavailableError,
 } from '../errors/gateway-error.js';
-import type { RequestRecorder, RequestTrace } from '../metering/request-recorder.js';
+import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
 import type { RelayRequest } from '../relay/relay-service.js';
 import type { Principal } from '../tenancy/key-service.js';
@@ -51,8 +55,12 @@ export interface BackgroundResponsesOptions {
   heartbeatMs?: number;
   /** How old a running response's heartbeat may get before the sweep fails it, ms. Default 60,000. */
   staleAfterMs?: number;
+  /** How long a run refused by a rate limit or an overloaded fleet keeps trying, ms. Default 15 minutes. */
+  retryForMs?: number;
   /** Called when a run's end could not be stored (a metric); it is logged too. */
   onSaveFailure?: () => void;
+  /** Called with the final status of each run of this process (a metric). */
+  onEnded?: (status: string) => void;
   /** Epoch ms; `Date.now` by default. */
   now?: () => number;
 }
@@ -84,14 +92,18 @@ export class BackgroundResponses {
   private readonly now: () => number;
   private readonly heartbeatMs: number;
   private readonly staleAfterMs: number;
+  private readonly retryForMs: number;
   private timer: NodeJS.Timeout | undefined;
   private beating: Promise<void> | undefined;
   private stopped = false;
+  /** Beats since the last look for dead processes' runs. */
+  private beatsSinceSweep = 0;
 
   constructor(private readonly options: BackgroundResponsesOptions) {
     this.now = options.now ?? Date.now;
     this.heartbeatMs = options.heartbeatMs ?? 2_000;
     this.staleAfterMs = options.staleAfterMs ?? 60_000;
+    this.retryForMs = options.retryForMs ?? 15 * 60_000;
   }
 
   /** How many responses this process is running. */
@@ -173,6 +185,10 @@ export class BackgroundResponses {
         for (const id of ids) {
           if (!running.has(id)) this.runs.get(id)?.abort.abort(cancelledError());
         }
+        // Dead processes' runs are looked for about twice per `staleAfterMs`, not at every beat: an idle gateway
+        // then reads nothing most of the time.
+        if (++this.beatsSinceSweep * this.heartbeatMs < this.staleAfterMs / 2) return;
+        this.beatsSinceSweep = 0;
         const now = this.now();
         for (const stale of await store.staleRunningResponses(now - this.staleAfterMs, now, 100)) {
           if (this.runs.has(stale.id)) continue;
@@ -211,50 +227,98 @@ export class BackgroundResponses {
   }
 
   private async run(run: BackgroundRun, abort: AbortController): Promise<void> {
-    const { store, relay, recorder, logger } = this.options;
-    const { context, principal, trace } = run;
+    const { store, logger } = this.options;
+    const { context, principal } = run;
     const id = context.id;
-    let final: Record<string, unknown>;
+    let trace = run.trace;
+    let final: Record<string, unknown> | undefined;
     try {
       const inProgress = responseObject(context, { status: 'in_progress', output: [] });
       if (!(await store.replaceRunningResponse(principal.tenantId, id, inProgress, this.now(), this.now()))) {
         throw cancelledError();
       }
-      const completion = await relay.whole({
-        trace,
-        principal,
-        endpoint: 'chat',
-        body: run.chat,
-        signal: abort.signal,
-      });
-      final = responseFromChat(context, completion, trace.usage);
+      const requestId = trace.requestId;
+      const started = this.now();
+      for (let attempt = 1; final === undefined; attempt++) {
+        try {
+          const completion = await this.options.relay.whole({
+            trace,
+            principal,
+            endpoint: 'chat',
+            body: run.chat,
+            signal: abort.signal,
+          });
+          final = responseFromChat(context, completion, trace.usage);
+        } catch (error: unknown) {
+          const failure = toGatewayError(error);
+          const delayMs = abort.signal.aborted ? undefined : this.retryDelayMs(failure, attempt, started);
+          if (delayMs === undefined) throw error;
+          // The refused attempt is recorded under an id of its own (as a batch line's is); the run goes on, and ends,
+          // under the request's.
+          trace.requestId = `${requestId}_attempt${attempt}`;
+          await this.record(trace, failure);
+          trace = retryTrace(trace, requestId);
+          await sleep(delayMs, undefined, { signal: abort.signal });
+        }
+      }
     } catch (error: unknown) {
       const failure = asResponsesError(
         abort.signal.aborted ? abortedRequestError(abort.signal) : toGatewayError(error),
       );
       if (failure.code === 'internal_error') logger.error({ err: error, responseId: id }, 'internal error');
-      // The relay records what it answered; a run that failed is recorded here, as the routes record a client's.
-      if (!trace.recorded) {
-        if (trace.status === 0 || trace.status === 200) trace.status = failure.status;
-        trace.errorCode ??= failure.code;
-        await recorder.finish(trace);
-      }
+      await this.record(trace, failure);
       // A cancel has stored the response already.
-      if (failure.code === 'cancelled') return;
+      if (failure.code === 'cancelled') {
+        this.options.onEnded?.('cancelled');
+        return;
+      }
       final = failedResponse(responseObject(context, { status: 'in_progress', output: [] }), {
         code: responseErrorCode(failure),
         message: failure.message,
       });
     }
     let stored = false;
+    let storeFailed = false;
     try {
       stored = await store.replaceRunningResponse(principal.tenantId, id, final, this.now(), null);
     } catch (error: unknown) {
+      storeFailed = true;
       this.options.onSaveFailure?.();
       logger.error({ err: error, responseId: id }, 'background response done, but its end not stored');
     }
+    // Not replaced: cancelled (or deleted) meanwhile, and that cancel counts.
+    this.options.onEnded?.(stored || storeFailed ? String(final.status) : 'cancelled');
     if (stored && final.status !== 'failed') await run.onDone?.(final);
   }
+
+  /**
+   * How long to wait before trying a refused run again, or undefined to fail it: a rate limit (not an empty wallet)
+   * or an overloaded fleet is waited out, as the batch runner waits it out, for up to `retryForMs` since the first
+   * attempt. The wait is the refusal's `retry-after`, else 1, 2, 4 … s; between 250 ms and 30 s.
+   */
+  private retryDelayMs(failure: GatewayError, attempt: number, started: number): number | undefined {
+    const retryable = (failure.status === 429 && failure.code !== 'insufficient_quota') || failure.status === 503;
+    if (!retryable || this.now() - started >= this.retryForMs) return undefined;
+    const retryAfter = Number(failure.headers['retry-after']);
+    const seconds = Number.isFinite(retryAfter) ? retryAfter : 2 ** Math.min(attempt - 1, 5);
+    return Math.min(30_000, Math.max(250, seconds * 1000));
+  }
+
+  /** Records `trace` as failed with `failure`, unless the relay recorded it (it records what it answered). */
+  private async record(trace: RequestTrace, failure: GatewayError): Promise<void> {
+    if (trace.recorded) return;
+    if (trace.status === 0 || trace.status === 200) trace.status = failure.status;
+    trace.errorCode ??= failure.code;
+    await this.options.recorder.finish(trace);
+  }
+}
+
+/** A fresh trace for another attempt of the request `trace` traced, under `requestId`. */
+function retryTrace(trace: RequestTrace, requestId: string): RequestTrace {
+  const next = newRequestTrace(requestId, trace.endpoint, trace.receivedAt, trace.startedAt);
+  next.tenantId = trace.tenantId;
+  next.keyId = trace.keyId;
+  return next;
 }
 
 /** `response` as failed with `error`, what it had produced dropped. */

@@ -9,7 +9,7 @@
  * (`StoredResponses.historyOf`, `Conversations.historyOf`) and passes them in.
  *
  * What chat completions cannot carry is refused with a 400 that names the field, never dropped silently: stored
- * state this gateway does not keep (`item_reference` items, `prompt`), background runs, built-in tools
+ * state this gateway does not keep (`item_reference` items, `prompt`), built-in tools
  * (web search, file search, computer use, MCP …), file inputs and logprobs. Reasoning items a client sends back from
  * an earlier turn are dropped: chat completions have no place for them, and a model does not need them to go on.
  */
