@@ -8,6 +8,7 @@ import { connect, createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { parseNano } from '../src/billing/nano.js';
 import { countPromptTokens } from '../src/metering/token-counter.js';
 import { createStore } from '../src/store/create-store.js';
 import {
@@ -538,7 +539,7 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
     expect(items).toHaveLength(3);
   });
 
-  it('stops a background response cancelled through another process at its next heartbeat, billing nothing', async () => {
+  it('streams a background response through another process, and stops one cancelled there at its next heartbeat', async () => {
     // 10 ms a token: 2,000 tokens would take 20 s; the run's process beats every 2 s.
     const document = { ...slowPricedSimulatedConfig, store: { url: pgUrl(schema) }, admission: postgresOnly };
     const [one, two] = [await serve(workspace(document), children), await serve(workspace(document), children)];
@@ -554,6 +555,27 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
         .find((row) => row.startsWith('tollgate_requests_total{') && row.includes('status="499"'));
       return line === undefined ? 0 : Number(line.split(' ').at(-1));
     };
+
+    // A streamed one made through one process is read, as it is made, through the other.
+    const streamed = await viaOne!.responses.create({
+      model: 'sim-pro-32k',
+      input: 'Stream it through the other one.',
+      max_output_tokens: 40,
+      background: true,
+      stream: true,
+    });
+    let streamedId = '';
+    for await (const event of streamed) {
+      if (event.type === 'response.created') streamedId = event.response.id;
+      // Leaving: the run goes on.
+      break;
+    }
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of await viaTwo!.responses.retrieve(streamedId, { stream: true })) events.push(event);
+    expect(events.map((event) => event.sequence_number)).toEqual(events.map((_, index) => index));
+    const last = events.at(-1) as OpenAI.Responses.ResponseIncompleteEvent;
+    expect(last.type).toBe('response.incomplete');
+    expect(last.response.usage?.output_tokens).toBe(40);
 
     const queued = await viaOne!.responses.create({
       model: 'sim-pro-32k',
@@ -574,9 +596,14 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
     // Two heartbeats at most, on a loaded host; the whole answer would have taken 20 s.
     expect(Date.now() - cancelledAt).toBeLessThan(10_000);
     expect((await viaOne!.responses.retrieve(queued.id)).status).toBe('cancelled');
-    // Aborted, the whole answer is billed nothing: the credit is whole, and nothing is held for it any more.
+    // Aborted, the whole answer is billed nothing: only the streamed one was, and nothing is held any more.
     const balance = await fetch(`${one.url}/v1/billing/balance`, { headers: { authorization: `Bearer ${key}` } });
-    expect(await balance.json()).toMatchObject({ balance: '100', reserved: '0' });
+    const wallet = (await balance.json()) as { balance: string; reserved: string };
+    expect(wallet.reserved).toBe('0');
+    const usage = last.response.usage!;
+    // sim-pro-32k: 0.8 CNY per million input tokens and 2 per million output tokens, in nano-CNY (1e-9).
+    const charged = BigInt(usage.input_tokens) * 800n + BigInt(usage.output_tokens) * 2_000n;
+    expect(parseNano(wallet.balance)).toBe(parseNano('100') - charged);
   });
 
   it("reaches every worker of another host's multi-worker process with a revocation", async () => {

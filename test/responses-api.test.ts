@@ -1020,6 +1020,127 @@ describe('background responses', () => {
     });
   });
 
+  it('streams a background response as it runs, and sends its stream again from any sequence number', async () => {
+    const stream = await client.responses.create({
+      model: 'slow-model',
+      input: 'Stream it.',
+      max_output_tokens: 20,
+      background: true,
+      stream: true,
+    });
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of stream) events.push(event);
+    for (const event of events) expect(openAIErrors('ResponseStreamEvent', event)).toEqual([]);
+    expect(events.map((event) => event.sequence_number)).toEqual(events.map((_, index) => index));
+    const created = events[0] as OpenAI.Responses.ResponseCreatedEvent;
+    expect(created.type).toBe('response.created');
+    expect(created.response).toMatchObject({ status: 'queued', background: true });
+    expect(events[1]!.type).toBe('response.in_progress');
+    const last = events.at(-1) as OpenAI.Responses.ResponseIncompleteEvent;
+    expect(last.type).toBe('response.incomplete');
+    expect(last.response.usage?.output_tokens).toBe(20);
+    const deltas = events
+      .filter((event) => event.type === 'response.output_text.delta')
+      .map((event) => (event as OpenAI.Responses.ResponseTextDeltaEvent).delta)
+      .join('');
+    expect(deltas).toBe(outputTextOf(last.response));
+    const id = created.response.id;
+    // The SDK adds `output_text` to what it retrieves; every field of the last event's response is there as sent.
+    expect(await client.responses.retrieve(id)).toMatchObject(last.response);
+
+    const again: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of await client.responses.retrieve(id, { stream: true, starting_after: 4 })) {
+      again.push(event);
+    }
+    expect(again).toEqual(events.slice(5));
+    const whole: OpenAI.Responses.ResponseStreamEvent[] = [];
+    const { data: replay, response: http } = await client.responses.retrieve(id, { stream: true }).withResponse();
+    for await (const event of replay) whole.push(event);
+    expect(whole).toEqual(events);
+    // Reading a stream again is logged as a read of a stored response.
+    await harness.gateway.settled();
+    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    expect(records.find((record) => record.requestId === http.headers.get('x-request-id'))).toMatchObject({
+      endpoint: 'stored_responses',
+      status: 200,
+    });
+  });
+
+  it('runs on when its client leaves the stream, which then reads the rest, billed once for all of it', async () => {
+    const controller = new AbortController();
+    const { data: stream, response: http } = await client.responses
+      .create(
+        { model: 'slow-model', input: 'I will be back.', max_output_tokens: 40, background: true, stream: true },
+        { signal: controller.signal },
+      )
+      .withResponse();
+    let id = '';
+    let lastSeen = -1;
+    let deltas = 0;
+    try {
+      for await (const event of stream) {
+        if (event.type === 'response.created') id = event.response.id;
+        lastSeen = event.sequence_number;
+        if (event.type === 'response.output_text.delta' && ++deltas === 3) controller.abort();
+      }
+    } catch {
+      // the abort
+    }
+    expect(deltas).toBe(3);
+    const rest: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of await client.responses.retrieve(id, { stream: true, starting_after: lastSeen })) {
+      rest.push(event);
+    }
+    expect(rest[0]!.sequence_number).toBe(lastSeen + 1);
+    const last = rest.at(-1) as OpenAI.Responses.ResponseIncompleteEvent;
+    expect(last.type).toBe('response.incomplete');
+    expect(last.response.usage?.output_tokens).toBe(40);
+    await harness.gateway.settled();
+    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    const logged = records.filter((record) => record.requestId === http.headers.get('x-request-id'));
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatchObject({ status: 200, errorCode: null, completionTokens: 40 });
+  });
+
+  it('ends the stream of a background response cancelled while it streams, without a last event', async () => {
+    const stream = await client.responses.create({
+      model: 'slow-model',
+      input: 'Cancel me midway.',
+      max_output_tokens: 2000,
+      background: true,
+      stream: true,
+    });
+    const types: string[] = [];
+    let id = '';
+    for await (const event of stream) {
+      types.push(event.type);
+      if (event.type === 'response.created') id = event.response.id;
+      if (types.filter((type) => type === 'response.output_text.delta').length === 3) {
+        expect((await client.responses.cancel(id)).status).toBe('cancelled');
+      }
+    }
+    expect(types.at(-1)).toBe('response.output_text.delta');
+    expect((await client.responses.retrieve(id)).status).toBe('cancelled');
+  });
+
+  it('refuses to stream again a response not streamed in the background, and a bad starting_after', async () => {
+    const whole = await client.responses.create({
+      model: 'sim-pro-32k',
+      input: 'Not streamed.',
+      max_output_tokens: 16,
+      background: true,
+    });
+    await pollUntilDone(whole.id);
+    const notStreamed = await rejection(client.responses.retrieve(whole.id, { stream: true }), OpenAI.BadRequestError);
+    expect(notStreamed.param).toBe('stream');
+    await rejection(client.responses.retrieve('resp_unknown', { stream: true }), OpenAI.NotFoundError);
+    const bad = await fetch(`${harness.url}/v1/responses/${whole.id}?stream=true&starting_after=-3`, {
+      headers: { authorization: `Bearer ${client.apiKey}` },
+    });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { param: string } }).error.param).toBe('starting_after');
+  });
+
   it('adds a background response to its conversation once it is done', async () => {
     const conversation = await client.conversations.create({ items: [{ role: 'user', content: 'Earlier.' }] });
     const queued = await client.responses.create({
@@ -1040,17 +1161,12 @@ describe('background responses', () => {
     expect(items.data).toHaveLength(2 + done.output.length);
   });
 
-  it('refuses a background response that would not be stored, or streamed, and one another tenant cancels', async () => {
+  it('refuses a background response that would not be stored, and one another tenant cancels', async () => {
     const unstored = await rejection(
       client.responses.create({ model: 'sim-pro-32k', input: 'x', background: true, store: false }),
       OpenAI.BadRequestError,
     );
     expect(unstored.param).toBe('background');
-    const streamed = await rejection(
-      client.responses.create({ model: 'sim-pro-32k', input: 'x', background: true, stream: true }),
-      OpenAI.BadRequestError,
-    );
-    expect(streamed.param).toBe('stream');
     const queued = await client.responses.create({
       model: 'sim-pro-32k',
       input: 'Mine.',

@@ -60,7 +60,7 @@ import {
   ResponsesRequestSchema,
 } from './responses/responses-request.js';
 import { ResponsesStreamSink } from './responses/responses-stream-sink.js';
-import { registerStoredResponsesRoutes } from './responses/stored-responses-routes.js';
+import { registerStoredResponsesRoutes, sendEventStream } from './responses/stored-responses-routes.js';
 import { truncateToWindow } from './responses/truncation.js';
 
 declare module 'fastify' {
@@ -326,9 +326,10 @@ export function createServer(services: ServerServices, options: ServerOptions): 
    */
   const runInBackground = async (
     request: FastifyRequest,
+    reply: FastifyReply,
     body: ResponsesRequest,
     conversationId: string | undefined,
-  ): Promise<Record<string, unknown>> => {
+  ): Promise<Record<string, unknown> | FastifyReply> => {
     const principal = request.principal!;
     const background = services.background;
     if (background === undefined || services.responses?.stores(body) !== true) {
@@ -339,15 +340,10 @@ export function createServer(services: ServerServices, options: ServerOptions): 
         { param: 'background', code: 'invalid_value' },
       );
     }
-    if (body.stream === true) {
-      throw new InvalidRequestError('Streaming a background response is not supported by this gateway; poll it.', {
-        param: 'stream',
-        code: 'unsupported_parameter',
-      });
-    }
     services.relay.resolveModel(principal, 'chat', body.model);
     const chat = await chatOfResponses(principal, body, conversationId, { background: true });
     const trace = request.trace!;
+    trace.stream = body.stream === true;
     const conversations = services.conversations;
     const inputItems = inputItemsOf(body);
     const queued = await background.create({
@@ -356,6 +352,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       chat,
       context: newResponseContext(body, trace.receivedAt, { store: true }),
       inputItems,
+      stream: body.stream === true,
       ...(conversationId === undefined || conversations === undefined
         ? {}
         : {
@@ -372,7 +369,14 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     });
     // The run records the request when it ends; this answer does not.
     request.trace = undefined;
-    return queued;
+    if (body.stream !== true) return queued;
+    // Streamed: the client reads the run's events as they are stored; should it leave, the run goes on, and the
+    // stream can be read again (`GET /v1/responses/{id}?stream=true&starting_after=N`).
+    const id = String(queued.id);
+    await sendEventStream(request, reply, (write, signal) =>
+      background.follow(principal.tenantId, id, -1, write, signal),
+    );
+    return reply;
   };
 
   /**
@@ -434,7 +438,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const trace = request.trace!;
     const principal = request.principal!;
     const conversationId = conversationIdOf(body.conversation);
-    if (body.background === true) return runInBackground(request, body, conversationId);
+    if (body.background === true) return runInBackground(request, reply, body, conversationId);
     const relayRequest: RelayRequest = {
       trace,
       principal,

@@ -67,6 +67,9 @@ function fakeRelay() {
     },
   };
   const relay = {
+    stream: async () => {
+      throw new Error('streamed runs are tested against a real gateway (test/responses-api.test.ts)');
+    },
     whole: (request: RelayRequest) =>
       new Promise<Record<string, unknown>>((resolve, reject) => {
         const abort = () => reject(request.signal.reason);

@@ -22,6 +22,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type ResponseContext, responseFromChat, responseObject } from '../api/responses/responses-object.js';
 import { asResponsesError } from '../api/responses/responses-request.js';
+import { ResponsesStreamSink, responsesEvent } from '../api/responses/responses-stream-sink.js';
 import {
   abortedRequestError,
   GatewayError,
@@ -31,10 +32,16 @@ import {
 } from '../errors/gateway-error.js';
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
-import type { RelayRequest } from '../relay/relay-service.js';
+import type { RelayService } from '../relay/relay-service.js';
 import type { Principal } from '../tenancy/key-service.js';
+import { isFinalFrame, ResponseEventLog } from './response-event-log.js';
 import { type ResponseStore, RUNNING_RESPONSE_STATUSES } from './response-store.js';
 import { responseNotFound } from './stored-responses.js';
+
+/** How often a follower of another process's streamed run reads the store for more events, ms. */
+const FOLLOW_POLL_MS = 100;
+/** The same for a run of this process, which wakes its followers itself: only a safety net, ms. */
+const LOCAL_FOLLOW_POLL_MS = 1_000;
 
 /** Statuses of a response that is still running. */
 const RUNNING = new Set<string>(RUNNING_RESPONSE_STATUSES);
@@ -45,8 +52,8 @@ type ResponseErrorCode = 'server_error' | 'rate_limit_exceeded' | 'invalid_promp
 /** Options of `BackgroundResponses`. */
 export interface BackgroundResponsesOptions {
   store: ResponseStore;
-  /** The relay's whole-answer path. */
-  relay: { whole(request: RelayRequest): Promise<Record<string, unknown>> };
+  /** The relay's whole and streamed answers. */
+  relay: Pick<RelayService, 'whole' | 'stream'>;
   recorder: Pick<RequestRecorder, 'finish'>;
   logger: Logger;
   /** How long a response is kept, ms (`responses.retention_days`). */
@@ -77,6 +84,8 @@ export interface BackgroundRun {
   inputItems: Record<string, unknown>[];
   /** Called with the finished Response once it is stored as done (the conversation's items are appended there). */
   onDone?: (response: Record<string, unknown>) => Promise<void>;
+  /** Streamed (`stream: true`): its events are kept in the store for `follow`; `chat` is a streaming request. */
+  stream?: boolean;
 }
 
 /** A run of this process. */
@@ -89,6 +98,8 @@ interface LocalRun {
 /** Starts, watches, cancels and sweeps background responses. */
 export class BackgroundResponses {
   private readonly runs = new Map<string, LocalRun>();
+  /** This process's followers of streamed responses, woken when more of a response's events are stored. */
+  private readonly followers = new Map<string, Set<() => void>>();
   private readonly now: () => number;
   private readonly heartbeatMs: number;
   private readonly staleAfterMs: number;
@@ -133,6 +144,11 @@ export class BackgroundResponses {
       expiresAt: now + this.options.retentionMs,
       heartbeatAt: now,
     });
+    // A streamed one's first event is stored with it, so a client may read its stream at once, from any process.
+    if (run.stream === true) {
+      const frame = responsesEvent('response.created', { response: queued }, 0);
+      await this.options.store.appendResponseEvents(context.id, [{ sequenceNumber: 0, frame }]);
+    }
     const abort = new AbortController();
     const finished = this.run(run, abort).finally(() => this.runs.delete(context.id));
     this.runs.set(context.id, { tenantId: principal.tenantId, abort, finished });
@@ -226,6 +242,73 @@ export class BackgroundResponses {
     await this.beating;
   }
 
+  /** A 404 when the tenant has no response `id`, a 400 when it was not streamed in the background. */
+  async checkStreamed(tenantId: string, id: string): Promise<void> {
+    const { store } = this.options;
+    const stored = await store.getResponse(tenantId, id, this.now());
+    if (stored === undefined) throw responseNotFound(id);
+    // A streamed background response's first event is stored with it (`create`).
+    if ((await store.responseEvents(tenantId, id, -1, 1, this.now())).length === 0) {
+      throw new InvalidRequestError(
+        'Only a response created with background: true and stream: true can be streamed again.',
+        { param: 'stream', code: 'invalid_request' },
+      );
+    }
+  }
+
+  /**
+   * Sends `write` the events of the tenant's streamed background response (`checkStreamed`) after sequence number
+   * `after`, as they are stored, until its last event (or, should that never come, until the response is no longer
+   * running); returns early when `signal` aborts (its client left: the run goes on).
+   */
+  async follow(
+    tenantId: string,
+    id: string,
+    after: number,
+    write: (frames: string) => Promise<void> | undefined,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const { store } = this.options;
+    let last = after;
+    let running = true;
+    while (!signal.aborted) {
+      const events = await store.responseEvents(tenantId, id, last, 500, this.now());
+      if (events.length > 0) {
+        last = events.at(-1)!.sequenceNumber;
+        await write(events.map((event) => event.frame).join(''));
+        if (events.some((event) => isFinalFrame(event.frame))) return;
+        continue;
+      }
+      // Nothing more stored, and nothing more to come: a run cancelled, deleted, or failed without its last event.
+      if (!running) return;
+      const status = (await store.getResponse(tenantId, id, this.now()))?.response.status;
+      running = RUNNING.has(String(status));
+      if (running) await this.eventsStored(id, signal);
+    }
+  }
+
+  /** Resolves when more events of `id` are stored by this process, after `FOLLOW_POLL_MS`, or when `signal` aborts. */
+  private eventsStored(id: string, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      let waiters = this.followers.get(id);
+      if (waiters === undefined) {
+        waiters = new Set();
+        this.followers.set(id, waiters);
+      }
+      const wake = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', wake);
+        waiters.delete(wake);
+        if (waiters.size === 0 && this.followers.get(id) === waiters) this.followers.delete(id);
+        resolve();
+      };
+      // Another process's run stores events this process is not told of: poll.
+      const timer = setTimeout(wake, this.runs.has(id) ? LOCAL_FOLLOW_POLL_MS : FOLLOW_POLL_MS);
+      signal.addEventListener('abort', wake, { once: true });
+      waiters.add(wake);
+    });
+  }
+
   private async run(run: BackgroundRun, abort: AbortController): Promise<void> {
     const { store, logger } = this.options;
     const { context, principal } = run;
@@ -239,8 +322,12 @@ export class BackgroundResponses {
       }
       const requestId = trace.requestId;
       const started = this.now();
-      for (let attempt = 1; final === undefined; attempt++) {
+      for (let attempt = 1; ; attempt++) {
         try {
+          if (run.stream === true) {
+            await this.stream(run, trace, abort);
+            return;
+          }
           const completion = await this.options.relay.whole({
             trace,
             principal,
@@ -249,6 +336,7 @@ export class BackgroundResponses {
             signal: abort.signal,
           });
           final = responseFromChat(context, completion, trace.usage);
+          break;
         } catch (error: unknown) {
           const failure = toGatewayError(error);
           const delayMs = abort.signal.aborted ? undefined : this.retryDelayMs(failure, attempt, started);
@@ -276,11 +364,82 @@ export class BackgroundResponses {
         code: responseErrorCode(failure),
         message: failure.message,
       });
+      if (run.stream === true) {
+        // Its stream's readers learn it failed as a client of a failed stream does.
+        await store
+          .appendResponseEvents(id, [
+            { sequenceNumber: 1, frame: responsesEvent('response.failed', { response: final }, 1) },
+          ])
+          .catch((appendError: unknown) =>
+            logger.error({ err: appendError, responseId: id }, 'failure event of a background stream not stored'),
+          );
+      }
     }
+    await this.end(run, final);
+    this.wakeFollowers(id);
+  }
+
+  /**
+   * One attempt of a streamed run: the relay's stream, turned into Responses events (`ResponsesStreamSink`) and kept
+   * in the store (`ResponseEventLog`). Throws only when refused before the stream opened, as `relay.stream` does;
+   * after that the stream ends with its last event, the response stored as it ends.
+   */
+  private async stream(run: BackgroundRun, trace: RequestTrace, abort: AbortController): Promise<void> {
+    const id = run.context.id;
+    const cancelled = () =>
+      abort.signal.aborted && (abort.signal.reason as GatewayError | undefined)?.code === 'cancelled';
+    const log = new ResponseEventLog({
+      store: this.options.store,
+      responseId: id,
+      logger: this.options.logger,
+      onStored: () => this.wakeFollowers(id),
+      // A cancelled response's stream just stops: the failure event the relay makes of the abort is not kept.
+      dropped: cancelled,
+    });
+    let ended = false;
+    const sink = new ResponsesStreamSink(
+      log,
+      run.context,
+      async (response) => {
+        ended = true;
+        await this.end(run, response);
+      },
+      { afterCreated: true },
+    );
+    try {
+      await this.options.relay.stream(
+        { trace, principal: run.principal, endpoint: 'chat', body: run.chat, signal: abort.signal },
+        sink,
+      );
+    } finally {
+      await log.drain();
+    }
+    if (ended) return;
+    // The relay ended the stream without a last event: a cancel (which stored the response), or a failure of ours.
+    if (cancelled()) {
+      this.options.onEnded?.('cancelled');
+      return;
+    }
+    await this.end(
+      run,
+      failedResponse(responseObject(run.context, { status: 'in_progress', output: [] }), {
+        code: 'server_error',
+        message: 'The stream ended before its last event.',
+      }),
+    );
+  }
+
+  /**
+   * Stores `final` as the response's end, unless it was cancelled or deleted meanwhile; counts it, and hands a
+   * finished (not failed) one to `onDone`.
+   */
+  private async end(run: BackgroundRun, final: Record<string, unknown>): Promise<void> {
+    const { store, logger } = this.options;
+    const id = run.context.id;
     let stored = false;
     let storeFailed = false;
     try {
-      stored = await store.replaceRunningResponse(principal.tenantId, id, final, this.now(), null);
+      stored = await store.replaceRunningResponse(run.principal.tenantId, id, final, this.now(), null);
     } catch (error: unknown) {
       storeFailed = true;
       this.options.onSaveFailure?.();
@@ -289,6 +448,12 @@ export class BackgroundResponses {
     // Not replaced: cancelled (or deleted) meanwhile, and that cancel counts.
     this.options.onEnded?.(stored || storeFailed ? String(final.status) : 'cancelled');
     if (stored && final.status !== 'failed') await run.onDone?.(final);
+  }
+
+  private wakeFollowers(id: string): void {
+    const waiters = this.followers.get(id);
+    if (waiters === undefined) return;
+    for (const wake of [...waiters]) wake();
   }
 
   /**
@@ -318,6 +483,7 @@ function retryTrace(trace: RequestTrace, requestId: string): RequestTrace {
   const next = newRequestTrace(requestId, trace.endpoint, trace.receivedAt, trace.startedAt);
   next.tenantId = trace.tenantId;
   next.keyId = trace.keyId;
+  next.stream = trace.stream;
   return next;
 }
 

@@ -1,9 +1,17 @@
 import type { Kysely, Selectable } from 'kysely';
 import type { DatabaseSchema } from '../store/database-schema.js';
-import { type ResponseStore, RUNNING_RESPONSE_STATUSES, type StoredResponse } from './response-store.js';
+import {
+  type ResponseStore,
+  RUNNING_RESPONSE_STATUSES,
+  type StoredResponse,
+  type StoredResponseEvent,
+} from './response-store.js';
 
 /** The most ids `touchRunningResponses` names in one statement, well under every dialect's limit on parameters. */
 const TOUCH_CHUNK = 500;
+
+/** Event rows per INSERT: 3 parameters each, far below SQLite's and PostgreSQL's limits on parameters. */
+const EVENTS_PER_INSERT = 500;
 
 /** `responses` (migrations 0011 and 0013). */
 export interface ResponsesTable {
@@ -23,9 +31,18 @@ export interface ResponsesTable {
   heartbeat_at: number | null;
 }
 
+/** `response_events` (migration 0014); its rows are deleted with their response (`ON DELETE CASCADE`). */
+export interface ResponseEventsTable {
+  response_id: string;
+  sequence_number: number;
+  /** The SSE frame as sent. */
+  frame: string;
+}
+
 /** The tables of the response store, next to the gateway's own (a type alias: Kysely needs an index signature). */
 export type ResponseTables = {
   responses: ResponsesTable;
+  response_events: ResponseEventsTable;
 };
 
 /** `ResponseStore` over the gateway store's Kysely instance (SQLite or PostgreSQL). */
@@ -144,6 +161,56 @@ export class KyselyResponseStore implements ResponseStore {
       .limit(limit)
       .execute();
     return rows.map(responseFromRow);
+  }
+
+  async appendResponseEvents(responseId: string, events: readonly StoredResponseEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    const insert = (db: Kysely<DatabaseSchema & ResponseTables>, chunk: readonly StoredResponseEvent[]) =>
+      db
+        .insertInto('response_events')
+        .values(
+          chunk.map((event) => ({
+            response_id: responseId,
+            sequence_number: event.sequenceNumber,
+            frame: event.frame,
+          })),
+        )
+        .execute();
+    if (events.length <= EVENTS_PER_INSERT) {
+      await insert(this.db, events);
+      return;
+    }
+    // Several statements: one transaction, so a duplicate in a later chunk takes the earlier chunks back with it.
+    await this.db.transaction().execute(async (transaction) => {
+      for (let start = 0; start < events.length; start += EVENTS_PER_INSERT) {
+        await insert(transaction, events.slice(start, start + EVENTS_PER_INSERT));
+      }
+    });
+  }
+
+  async responseEvents(
+    tenantId: string,
+    responseId: string,
+    after: number,
+    limit: number,
+    now: number,
+  ): Promise<StoredResponseEvent[]> {
+    // SQLite reads a negative LIMIT as none at all.
+    if (limit <= 0) return [];
+    // The join keeps the tenant and expiry test in the read itself: an expired response's events stay until the
+    // sweep deletes it, and must not be read in the meantime.
+    const rows = await this.db
+      .selectFrom('response_events')
+      .innerJoin('responses', 'responses.id', 'response_events.response_id')
+      .select(['response_events.sequence_number', 'response_events.frame'])
+      .where('response_events.response_id', '=', responseId)
+      .where('responses.tenant_id', '=', tenantId)
+      .where('responses.expires_at', '>', now)
+      .where('response_events.sequence_number', '>', after)
+      .orderBy('response_events.sequence_number')
+      .limit(limit)
+      .execute();
+    return rows.map((row) => ({ sequenceNumber: row.sequence_number, frame: row.frame }));
   }
 }
 

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Store } from '../store/store.js';
-import type { ResponseStore, StoredResponse } from './response-store.js';
+import type { ResponseStore, StoredResponse, StoredResponseEvent } from './response-store.js';
 
 /** How the conformance suite reaches one implementation. */
 export interface ResponseStoreConformanceOptions {
@@ -79,6 +79,18 @@ function answered(record: StoredResponse, status: string, text = 'done'): Record
     { id: `msg_${unique()}`, type: 'message', role: 'assistant', content: [{ type: 'output_text', text }] },
   ];
   return { ...record.response, status, output };
+}
+
+/** The event `sequenceNumber` of a streamed response, framed as the gateway sends it, its delta saying `text`. */
+function streamEvent(sequenceNumber: number, text = `part ${sequenceNumber}`): StoredResponseEvent {
+  const type = 'response.output_text.delta';
+  const data = JSON.stringify({ type, delta: text, sequence_number: sequenceNumber });
+  return { sequenceNumber, frame: `event: ${type}\ndata: ${data}\n\n` };
+}
+
+/** Events `from` to `from + count - 1`. */
+function streamEvents(from: number, count: number): StoredResponseEvent[] {
+  return Array.from({ length: count }, (_, index) => streamEvent(from + index));
 }
 
 /** Registers the `ResponseStore` conformance tests (Vitest) for one implementation. */
@@ -347,6 +359,99 @@ export function describeResponseStoreConformance(name: string, options: Response
         true,
       );
       expect(await stale(5_000, 10)).toEqual([newest.id]);
+    });
+
+    it('gives back appended events in sequence order, after a sequence number, a page at a time', async () => {
+      const tenant = `ten_${unique()}`;
+      const record = runningResponse(tenant, 'in_progress');
+      await responses.saveResponse(record);
+      // More than one INSERT takes, and given in reverse: the order read is the sequence numbers', not the appends'.
+      const events = streamEvents(0, 1_200);
+      await responses.appendResponseEvents(record.id, [...events].reverse());
+      await responses.appendResponseEvents(record.id, []);
+      const read = (after: number, limit: number) => responses.responseEvents(tenant, record.id, after, limit, NOW);
+
+      const pages: StoredResponseEvent[][] = [];
+      for (let after = -1; ; ) {
+        const page = await read(after, 500);
+        if (page.length === 0) break;
+        pages.push(page);
+        after = page[page.length - 1]?.sequenceNumber ?? after;
+      }
+      expect(pages.map((page) => page.length)).toEqual([500, 500, 200]);
+      expect(pages.flat()).toEqual(events);
+      expect(await read(10, 3)).toEqual(events.slice(11, 14));
+      expect(await read(1_199, 10)).toEqual([]);
+
+      // A later append goes on from the last event.
+      const more = streamEvents(1_200, 2);
+      await responses.appendResponseEvents(record.id, more);
+      expect(await read(1_198, 10)).toEqual([events[1_199], ...more]);
+    });
+
+    it('gives back frames byte for byte', async () => {
+      const tenant = `ten_${unique()}`;
+      const record = runningResponse(tenant, 'in_progress');
+      await responses.saveResponse(record);
+      // As sent, the text is JSON in a data line (its NUL escaped); raw in a frame, it is every awkward character but
+      // NUL, which no frame holds.
+      const events = [
+        streamEvent(0, AWKWARD_TEXT),
+        { sequenceNumber: 1, frame: `: ${AWKWARD_TEXT.replaceAll('\u0000', '')}\n\n` },
+        streamEvent(2, ''),
+      ];
+      await responses.appendResponseEvents(record.id, events);
+      expect(await responses.responseEvents(tenant, record.id, -1, 10, NOW)).toEqual(events);
+    });
+
+    it('rejects a sequence number stored already or given twice, and keeps what was stored', async () => {
+      const tenant = `ten_${unique()}`;
+      const record = runningResponse(tenant, 'in_progress');
+      await responses.saveResponse(record);
+      const stored = streamEvents(0, 3);
+      await responses.appendResponseEvents(record.id, stored);
+
+      await expect(
+        responses.appendResponseEvents(record.id, [streamEvent(3), streamEvent(1, 'again')]),
+      ).rejects.toThrow();
+      await expect(responses.appendResponseEvents(record.id, [streamEvent(3), streamEvent(3)])).rejects.toThrow();
+      // The duplicate in the last of several INSERTs takes the earlier ones back too.
+      await expect(
+        responses.appendResponseEvents(record.id, [...streamEvents(3, 1_100), streamEvent(2, 'again')]),
+      ).rejects.toThrow();
+      expect(await responses.responseEvents(tenant, record.id, -1, 2_000, NOW)).toEqual(stored);
+    });
+
+    it('rejects events of a response not stored', async () => {
+      await expect(responses.appendResponseEvents(`resp_${unique()}`, streamEvents(0, 2))).rejects.toThrow();
+    });
+
+    it("reads no events of another tenant's response, an expired one, a deleted one or an unknown one", async () => {
+      const tenant = `ten_${unique()}`;
+      const record = runningResponse(tenant, 'in_progress');
+      const deleted = runningResponse(tenant, 'in_progress');
+      await responses.saveResponse(record);
+      await responses.saveResponse(deleted);
+      const events = streamEvents(0, 3);
+      await responses.appendResponseEvents(record.id, events);
+      await responses.appendResponseEvents(deleted.id, events);
+      expect(await responses.deleteResponse(tenant, deleted.id, NOW)).toBe(true);
+
+      expect(await responses.responseEvents(tenant, record.id, -1, 10, record.expiresAt - 1)).toEqual(events);
+      expect(await responses.responseEvents(`ten_${unique()}`, record.id, -1, 10, NOW)).toEqual([]);
+      expect(await responses.responseEvents(tenant, record.id, -1, 10, record.expiresAt)).toEqual([]);
+      expect(await responses.responseEvents(tenant, deleted.id, -1, 10, NOW)).toEqual([]);
+      expect(await responses.responseEvents(tenant, `resp_${unique()}`, -1, 10, NOW)).toEqual([]);
+    });
+
+    it('reads no events with a limit of 0 or below', async () => {
+      const tenant = `ten_${unique()}`;
+      const record = runningResponse(tenant, 'in_progress');
+      await responses.saveResponse(record);
+      await responses.appendResponseEvents(record.id, streamEvents(0, 3));
+      expect(await responses.responseEvents(tenant, record.id, -1, 0, NOW)).toEqual([]);
+      expect(await responses.responseEvents(tenant, record.id, -1, -1, NOW)).toEqual([]);
+      expect(await responses.responseEvents(tenant, record.id, -1, 1, NOW)).toEqual([streamEvent(0)]);
     });
   });
 }

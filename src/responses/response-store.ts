@@ -11,6 +11,10 @@
  * cancel are each one compare-and-set on a running response and cannot both win; and a heartbeat, so that the runs of
  * a process that died can be found and failed. Those two reads (`touchRunningResponses`,
  * `staleRunningResponses`) are the gateway's own, across tenants.
+ *
+ * A background response may also be streamed (`background: true, stream: true`). Its stream events are stored as
+ * they are made, beside it, so that any gateway process can send the stream and a client can resume it after a dropped
+ * connection (`starting_after`). They go with the response: every delete of it deletes them too.
  */
 
 /** The statuses of a response still running in the background; every other status is final. */
@@ -37,6 +41,14 @@ export interface StoredResponse {
   expiresAt: number;
   /** When the process running it in the background last said it still runs; null for one not run in the background. */
   heartbeatAt: number | null;
+}
+
+/** One event of a streamed background response, as it was sent: an SSE frame (`event: …\ndata: {…}\n\n`). */
+export interface StoredResponseEvent {
+  /** The event's `sequence_number`, counted from 0; unique within its response. */
+  sequenceNumber: number;
+  /** The SSE text as sent. Its data line is JSON, which escapes control characters: it holds no U+0000. */
+  frame: string;
 }
 
 /** Where stored responses are kept. */
@@ -74,4 +86,21 @@ export interface ResponseStore {
    * any tenant, oldest heartbeat first: the runs of a process that died, for the sweep to fail.
    */
   staleRunningResponses(heartbeatBefore: number, now: number, limit: number): Promise<StoredResponse[]>;
+  /**
+   * Appends events of the response `responseId` (stored already; one not stored rejects); a sequence number stored
+   * already, or given twice, rejects, and then none of `events` is stored. One statement (a multi-row INSERT) per
+   * 500 events, in one transaction when there are more. [] does nothing.
+   */
+  appendResponseEvents(responseId: string, events: readonly StoredResponseEvent[]): Promise<void>;
+  /**
+   * The tenant's response's events with a sequence number above `after` (-1 for all), in order, at most `limit`
+   * (limit <= 0 → []); [] when the response is not the tenant's, expired at `now`, or deleted.
+   */
+  responseEvents(
+    tenantId: string,
+    responseId: string,
+    after: number,
+    limit: number,
+    now: number,
+  ): Promise<StoredResponseEvent[]>;
 }

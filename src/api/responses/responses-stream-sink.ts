@@ -74,13 +74,18 @@ export class ResponsesStreamSink implements SseSink {
 
   /**
    * `onFinal` gets the final Response object (completed, incomplete or failed) before its event is written, and the
-   * event waits for it: a stored response is readable once its client learns it is done.
+   * event waits for it: a stored response is readable once its client learns it is done. With `afterCreated`, the
+   * stream goes on from a `response.created` sent already (sequence number 0: a background response's, sent when it
+   * was queued), so it starts with `response.in_progress` at 1.
    */
   constructor(
     private readonly target: SseSink,
     private readonly context: ResponseContext,
     private readonly onFinal?: (response: Record<string, unknown>) => Promise<void>,
-  ) {}
+    private readonly options: { afterCreated?: boolean } = {},
+  ) {
+    if (options.afterCreated === true) this.sequence = 1;
+  }
 
   get closed(): boolean {
     return this.target.closed;
@@ -89,9 +94,8 @@ export class ResponsesStreamSink implements SseSink {
   open(headers: Record<string, string>): void {
     this.target.open(headers);
     const response = responseObject(this.context, { status: 'in_progress', output: [] });
-    void this.target.write(
-      this.event('response.created', { response }) + this.event('response.in_progress', { response }),
-    );
+    const created = this.options.afterCreated === true ? '' : this.event('response.created', { response });
+    void this.target.write(created + this.event('response.in_progress', { response }));
   }
 
   write(text: string): Promise<void> | undefined {
@@ -369,7 +373,11 @@ export class ResponsesStreamSink implements SseSink {
   }
 
   private event(type: string, fields: Record<string, unknown>): string {
-    const sequence = this.sequence++;
-    return `event: ${type}\ndata: ${JSON.stringify({ type, ...fields, sequence_number: sequence })}\n\n`;
+    return responsesEvent(type, fields, this.sequence++);
   }
+}
+
+/** One event of a Responses stream, as an SSE frame: `event: <type>` and `data: <json>` with its sequence number. */
+export function responsesEvent(type: string, fields: Record<string, unknown>, sequence: number): string {
+  return `event: ${type}\ndata: ${JSON.stringify({ type, ...fields, sequence_number: sequence })}\n\n`;
 }

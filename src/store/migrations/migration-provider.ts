@@ -12,6 +12,7 @@ import { fileExpirySchema } from './0010-file-expiry.js';
 import { responsesSchema } from './0011-responses.js';
 import { conversationsSchema } from './0012-conversations.js';
 import { backgroundResponsesSchema } from './0013-background-responses.js';
+import { responseEventsSchema } from './0014-response-events.js';
 
 /**
  * Every migration, in order. Imported statically (not read from a folder at run time) so the compiled `dist/`
@@ -31,6 +32,7 @@ const migrations: Record<string, Migration> = {
   '0011-responses': responsesSchema,
   '0012-conversations': conversationsSchema,
   '0013-background-responses': backgroundResponsesSchema,
+  '0014-response-events': responseEventsSchema,
 };
 
 /** The migration provider for Kysely's `Migrator`. */
