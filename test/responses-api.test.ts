@@ -84,6 +84,8 @@ let tenantId: string;
 let slowUpstream: SimServer;
 /** An OpenAI-compatible upstream that reports no usage: the gateway counts the tokens itself. */
 let quietUpstream: SimServer;
+/** An OpenAI-compatible upstream whose streams break after 3 chunks. */
+let dyingUpstream: SimServer;
 
 beforeAll(async () => {
   toolUpstream = createServer((request, response) => {
@@ -116,6 +118,10 @@ beforeAll(async () => {
     profile: { t_prefill_us: 1, t_fixed_ms: 1, t_seq_ms: 0 },
     faults: 'no-usage',
   });
+  dyingUpstream = await startSimServer({
+    profile: { t_prefill_us: 1, t_fixed_ms: 1, t_seq_ms: 0 },
+    faults: 'die-mid-stream',
+  });
   const [version] = pricedSimulatedConfig.pricing.versions;
   harness = await startTestGateway({
     ...pricedSimulatedConfig,
@@ -124,6 +130,7 @@ beforeAll(async () => {
       { name: 'tools', type: 'openai', base_url: `http://127.0.0.1:${port}/v1` },
       { name: 'slow', type: 'openai', base_url: slowUpstream.url },
       { name: 'quiet', type: 'openai', base_url: quietUpstream.url },
+      { name: 'dying', type: 'openai', base_url: dyingUpstream.url },
     ],
     models: [
       ...pricedSimulatedConfig.models,
@@ -135,6 +142,7 @@ beforeAll(async () => {
       },
       { name: 'slow-model', context_window: 32_768, deployments: [{ upstream: 'slow', model: 'simulated' }] },
       { name: 'quiet-model', context_window: 32_768, deployments: [{ upstream: 'quiet', model: 'simulated' }] },
+      { name: 'dying-model', context_window: 32_768, deployments: [{ upstream: 'dying', model: 'simulated' }] },
     ],
     pricing: {
       ...pricedSimulatedConfig.pricing,
@@ -150,6 +158,7 @@ afterAll(async () => {
   await new Promise((resolve) => toolUpstream?.close(resolve));
   await slowUpstream?.close();
   await quietUpstream?.close();
+  await dyingUpstream?.close();
 });
 
 const weatherTools: OpenAI.Responses.Tool[] = [
@@ -876,6 +885,24 @@ describe('conversations', () => {
     // The conversation keeps every item: truncation shapes the upstream call only.
     const items = await client.conversations.items.list(whole.id, { limit: 100 });
     expect(items.data).toHaveLength(turns.length + 1 + response.output.length);
+  });
+
+  it('stores a response whose stream broke, and leaves it out of its conversation', async () => {
+    const conversation = await client.conversations.create({ items: [{ role: 'user', content: 'Before.' }] });
+    const stream = await client.responses.create({
+      model: 'dying-model',
+      conversation: conversation.id,
+      input: 'This one breaks.',
+      max_output_tokens: 50,
+      stream: true,
+    });
+    const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+    for await (const event of stream) events.push(event);
+    const failed = events.at(-1) as OpenAI.Responses.ResponseFailedEvent;
+    expect(failed.type).toBe('response.failed');
+    expect((await client.responses.retrieve(failed.response.id)).status).toBe('failed');
+    const items = await client.conversations.items.list(conversation.id);
+    expect(items.data).toHaveLength(1);
   });
 
   it("refuses another tenant's conversation, an unknown one, and one with previous_response_id", async () => {

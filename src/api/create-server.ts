@@ -292,8 +292,8 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   };
 
   /**
-   * What is kept of a finished Response: the stored response (unless `store` is off), and its input and output
-   * items appended to its conversation. Undefined when nothing is kept. Runs before the client learns the response is
+   * What is kept of a finished Response: the stored response (unless `store` is off), and, unless it failed, its
+   * input and output items appended to its conversation. Undefined when nothing is kept. Runs before the client learns the response is
    * done, so that it can go on from it at once; a failure is logged (and counted), never thrown: the answer was made
    * and billed.
    */
@@ -305,7 +305,8 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const inputItems = inputItemsOf(body);
     const keep = async (response: Record<string, unknown>) => {
       await stored?.save(principal, inputItems, response);
-      if (!appended) return;
+      // A failed response (its stream broke) is stored, but its conversation goes on as if it had not been asked.
+      if (!appended || response.status === 'failed') return;
       await conversations
         .appendResponse(principal.tenantId, conversationId, inputItems, response)
         .catch((error: unknown) =>
