@@ -453,6 +453,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
           recorder,
           logger,
           retentionMs: config.responses.retention_days * 86_400_000,
+          retryForMs: config.responses.background_retry_minutes * 60_000,
           onSaveFailure: () => metrics.responsesNotStored.inc(),
           onEnded: (status) => metrics.backgroundResponsesEnded.labels(status).inc(),
         })

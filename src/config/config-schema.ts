@@ -425,6 +425,14 @@ export const ConfigSchema = Type.Object(
         store: Type.Boolean({ default: true, description: 'Whether Responses API responses are stored.' }),
         /** How long a stored response is kept, days. Default 30, as on OpenAI. */
         retention_days: PositiveInt('How long a stored response is kept, days.', 30),
+        /**
+         * How long a background response (`background: true`) refused by a rate limit or an overloaded fleet keeps
+         * trying before it fails, minutes. Default 15.
+         */
+        background_retry_minutes: PositiveInt(
+          'How long a background response waits out rate limits and an overloaded fleet, minutes.',
+          15,
+        ),
       },
       { additionalProperties: false, default: {} },
     ),
