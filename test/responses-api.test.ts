@@ -371,6 +371,12 @@ describe('POST /v1/responses over the simulated fleet', () => {
       .count({ model: 'sim-pro-32k' })
       .catch((caught: unknown) => caught);
     expect((nothing as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('input');
+    // A request to run in the background counts the same (the SDK's type leaves `background` out; the body may hold it).
+    const inBackground = await client.responses.inputTokens.count({
+      ...body,
+      background: true,
+    } as OpenAI.Responses.InputTokenCountParams);
+    expect(inBackground.input_tokens).toBe(counted.input_tokens);
     // Tools are part of the prompt a model reads, and of the count.
     const withTools = await client.responses.inputTokens.count({ ...body, model: 'tool-model', tools: weatherTools });
     expect(withTools.input_tokens).toBeGreaterThan(counted.input_tokens);
@@ -390,6 +396,7 @@ describe('POST /v1/responses over the simulated fleet', () => {
     const counts = (await records()).filter((record) => record.endpoint === 'input_tokens');
     expect(counts.map((record) => [record.status, record.promptTokens, record.completionTokens]).sort()).toEqual(
       [
+        [200, 0, 0],
         [200, 0, 0],
         [200, 0, 0],
         [200, 0, 0],

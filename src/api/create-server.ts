@@ -472,7 +472,10 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const body = request.body as InputTokensRequest;
     // Checked as the request itself would be: an unknown model is a 404, one the key may not use a 403.
     services.relay.resolveModel(request.principal!, 'chat', body.model);
-    const chat = await chatOfResponses(request.principal!, body, conversationIdOf(body.conversation));
+    // Counted as the request would be metered, in the background or not.
+    const chat = await chatOfResponses(request.principal!, body, conversationIdOf(body.conversation), {
+      background: true,
+    });
     const inputTokens = await countPromptTokensOffThread('chat', chat);
     return { object: 'response.input_tokens', input_tokens: inputTokens };
   });
