@@ -7,7 +7,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseNano } from '../src/billing/nano.js';
 import { countPromptTokens, countTextTokens } from '../src/metering/token-counter.js';
 import { type SimServer, startSimServer } from '../src/upstreams/simulated/sim-server.js';
@@ -1134,6 +1134,39 @@ describe('background responses', () => {
     const logged = records.filter((record) => record.requestId === http.headers.get('x-request-id'));
     expect(logged).toHaveLength(1);
     expect(logged[0]).toMatchObject({ status: 200, errorCode: null, completionTokens: 40 });
+
+    // A client that leaves a stream it reads again, while the response still runs, is logged as having left.
+    const running = await client.responses.create({
+      model: 'slow-model',
+      input: 'Take long.',
+      max_output_tokens: 500,
+      background: true,
+      stream: true,
+    });
+    let runningId = '';
+    for await (const event of running) {
+      if (event.type === 'response.created') runningId = event.response.id;
+      break;
+    }
+    const leaving = new AbortController();
+    const { data: again, response: replay } = await client.responses
+      .retrieve(runningId, { stream: true }, { signal: leaving.signal })
+      .withResponse();
+    try {
+      for await (const _event of again) leaving.abort();
+    } catch {
+      // the abort
+    }
+    await vi.waitFor(async () => {
+      await harness.gateway.settled();
+      const replays = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+      expect(replays.find((record) => record.requestId === replay.headers.get('x-request-id'))).toMatchObject({
+        endpoint: 'stored_responses',
+        status: 200,
+        errorCode: 'client_closed',
+      });
+    });
+    await client.responses.cancel(runningId);
   });
 
   it('ends the stream of a background response cancelled while it streams, without a last event', async () => {

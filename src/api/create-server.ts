@@ -60,7 +60,11 @@ import {
   ResponsesRequestSchema,
 } from './responses/responses-request.js';
 import { ResponsesStreamSink } from './responses/responses-stream-sink.js';
-import { registerStoredResponsesRoutes, sendEventStream } from './responses/stored-responses-routes.js';
+import {
+  type EventStreamServices,
+  registerStoredResponsesRoutes,
+  sendEventStream,
+} from './responses/stored-responses-routes.js';
 import { truncateToWindow } from './responses/truncation.js';
 
 declare module 'fastify' {
@@ -374,10 +378,28 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     // Streamed: the client reads the run's events as they are stored; should it leave, the run goes on, and the
     // stream can be read again (`GET /v1/responses/{id}?stream=true&starting_after=N`).
     const id = String(queued.id);
-    await sendEventStream(request, reply, (write, signal) =>
-      background.follow(principal.tenantId, id, -1, write, signal),
+    await sendEventStream(
+      request,
+      reply,
+      (write, signal) => background.follow(principal.tenantId, id, -1, write, signal),
+      eventStreams,
     );
     return reply;
+  };
+
+  /** What streams of stored events (`sendEventStream`) need: shutdown's signals, and recording their requests. */
+  const eventStreams: EventStreamServices = {
+    signalOf: (response) => services.connections.of(response),
+    onEnd: (request, left) => {
+      const trace = request.trace;
+      // A background response's create request is recorded by its run.
+      if (trace === undefined || trace.recorded) return;
+      trace.stream = true;
+      if (trace.status === 0) trace.status = 200;
+      if (left) trace.errorCode = 'client_closed';
+      services.outstanding.hold(services.recorder.finish(trace));
+    },
+    logger: services.logger,
   };
 
   /**
@@ -479,7 +501,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const inputTokens = await countPromptTokensOffThread('chat', chat);
     return { object: 'response.input_tokens', input_tokens: inputTokens };
   });
-  registerStoredResponsesRoutes(app, services.responses, services.background);
+  registerStoredResponsesRoutes(app, services.responses, services.background, eventStreams);
   registerConversationsRoutes(app, services.conversations);
 
   app.post('/v1/embeddings', { schema: { body: EmbeddingRequestSchema } }, async (request, reply) => {

@@ -306,6 +306,20 @@ describe('BackgroundResponses', () => {
     await alive.stop();
   });
 
+  it('runs at most 100 background responses of one tenant at once in a process', async () => {
+    const relay = fakeRelay();
+    const background = service(relay);
+    const bob = { ...alice, tenantId: 'ten_bob', keyId: 'key_bob' };
+    for (let index = 0; index < 100; index++) await create(background, bob);
+    const refused = await create(background, bob).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(RateLimitError);
+    expect((refused as RateLimitError).code).toBe('too_many_background_responses');
+    // Another tenant is not held up by it.
+    const other = await create(background);
+    expect(other.queued.status).toBe('queued');
+    await background.stop();
+  });
+
   it('stops by failing its runs, and refuses to start one after', async () => {
     const relay = fakeRelay();
     const background = service(relay);

@@ -27,6 +27,7 @@ import {
   abortedRequestError,
   GatewayError,
   InvalidRequestError,
+  RateLimitError,
   toGatewayError,
   UnavailableError,
 } from '../errors/gateway-error.js';
@@ -93,7 +94,16 @@ interface LocalRun {
   tenantId: string;
   abort: AbortController;
   finished: Promise<void>;
+  /** Set as it stores its end: a heartbeat then no longer sees it running, and must not abort it. */
+  ending: boolean;
 }
+
+/** The most background responses one process runs at once, and the most of one tenant. */
+const MAX_RUNS = 1_000;
+const MAX_RUNS_PER_TENANT = 100;
+
+/** How long a follower waits for the last events of a response whose stored status is final already, ms. */
+const FINAL_EVENTS_GRACE_MS = 5_000;
 
 /** Starts, watches, cancels and sweeps background responses. */
 export class BackgroundResponses {
@@ -128,9 +138,8 @@ export class BackgroundResponses {
    */
   async create(run: BackgroundRun): Promise<Record<string, unknown>> {
     const { context, principal } = run;
-    if (this.stopped) {
-      throw new UnavailableError('The gateway is shutting down; retry the request.', 'server_shutting_down');
-    }
+    if (this.stopped) throw shuttingDown();
+    this.refuseOverCapacity(principal.tenantId);
     const queued = responseObject(context, { status: 'queued', output: [] });
     const now = this.now();
     await this.options.store.saveResponse({
@@ -149,10 +158,34 @@ export class BackgroundResponses {
       const frame = responsesEvent('response.created', { response: queued }, 0);
       await this.options.store.appendResponseEvents(context.id, [{ sequenceNumber: 0, frame }]);
     }
+    if (this.stopped) {
+      // `stop` began while this was being stored, and will not wait for it: it ends here.
+      const failed = failedResponse(queued, { code: 'server_error', message: shuttingDown().message });
+      await this.options.store.replaceRunningResponse(principal.tenantId, context.id, failed, this.now(), null);
+      throw shuttingDown();
+    }
     const abort = new AbortController();
-    const finished = this.run(run, abort).finally(() => this.runs.delete(context.id));
-    this.runs.set(context.id, { tenantId: principal.tenantId, abort, finished });
+    const local: LocalRun = { tenantId: principal.tenantId, abort, finished: Promise.resolve(), ending: false };
+    this.runs.set(context.id, local);
+    local.finished = this.run(run, abort).finally(() => this.runs.delete(context.id));
     return queued;
+  }
+
+  /**
+   * A 429 when this process runs `MAX_RUNS` background responses, or the tenant `MAX_RUNS_PER_TENANT`: each holds
+   * memory and may wait out limits for minutes, so one tenant cannot fill a process with them.
+   */
+  private refuseOverCapacity(tenantId: string): void {
+    let tenantRuns = 0;
+    for (const run of this.runs.values()) if (run.tenantId === tenantId) tenantRuns++;
+    if (this.runs.size < MAX_RUNS && tenantRuns < MAX_RUNS_PER_TENANT) return;
+    throw new RateLimitError(
+      tenantRuns >= MAX_RUNS_PER_TENANT
+        ? `This tenant has ${MAX_RUNS_PER_TENANT} background responses running on this gateway process; wait for one to end.`
+        : 'This gateway process runs as many background responses as it may; retry shortly.',
+      5,
+      'too_many_background_responses',
+    );
   }
 
   /**
@@ -180,6 +213,7 @@ export class BackgroundResponses {
       throw notRunning(current);
     }
     this.runs.get(id)?.abort.abort(cancelledError());
+    this.wakeFollowers(id);
     return cancelled;
   }
 
@@ -199,7 +233,9 @@ export class BackgroundResponses {
         const ids = [...this.runs.keys()];
         const running = new Set(await store.touchRunningResponses(ids, this.now()));
         for (const id of ids) {
-          if (!running.has(id)) this.runs.get(id)?.abort.abort(cancelledError());
+          const run = this.runs.get(id);
+          // A run storing its end is no longer running in the store: that is no cancel.
+          if (!running.has(id) && run?.ending === false) run.abort.abort(cancelledError());
         }
         // Dead processes' runs are looked for about twice per `staleAfterMs`, not at every beat: an idle gateway
         // then reads nothing most of the time.
@@ -270,7 +306,8 @@ export class BackgroundResponses {
   ): Promise<void> {
     const { store } = this.options;
     let last = after;
-    let running = true;
+    /** When the stored status was first seen final: its last events are stored just after it. */
+    let endedAt: number | undefined;
     while (!signal.aborted) {
       const events = await store.responseEvents(tenantId, id, last, 500, this.now());
       if (events.length > 0) {
@@ -279,11 +316,16 @@ export class BackgroundResponses {
         if (events.some((event) => isFinalFrame(event.frame))) return;
         continue;
       }
-      // Nothing more stored, and nothing more to come: a run cancelled, deleted, or failed without its last event.
-      if (!running) return;
-      const status = (await store.getResponse(tenantId, id, this.now()))?.response.status;
-      running = RUNNING.has(String(status));
-      if (running) await this.eventsStored(id, signal);
+      if (endedAt === undefined) {
+        const status = (await store.getResponse(tenantId, id, this.now()))?.response.status;
+        // Cancelled or deleted: its stream just stops.
+        if (status === undefined || status === 'cancelled') return;
+        if (!RUNNING.has(String(status))) endedAt = Date.now();
+      } else if (Date.now() - endedAt > FINAL_EVENTS_GRACE_MS) {
+        // Failed by the sweep (its process died), or its last events were lost: nothing more will come.
+        return;
+      }
+      await this.eventsStored(id, signal);
     }
   }
 
@@ -324,6 +366,8 @@ export class BackgroundResponses {
       const started = this.now();
       for (let attempt = 1; ; attempt++) {
         try {
+          // Stopped or cancelled while it was being stored, or while it waited.
+          abort.signal.throwIfAborted();
           if (run.stream === true) {
             await this.stream(run, trace, abort);
             return;
@@ -388,21 +432,23 @@ export class BackgroundResponses {
     const id = run.context.id;
     const cancelled = () =>
       abort.signal.aborted && (abort.signal.reason as GatewayError | undefined)?.code === 'cancelled';
+    let ended = false;
+    /** Its end lost to a cancel (here or in another process, or a delete): its last events are not kept. */
+    let lost = false;
     const log = new ResponseEventLog({
       store: this.options.store,
       responseId: id,
       logger: this.options.logger,
       onStored: () => this.wakeFollowers(id),
-      // A cancelled response's stream just stops: the failure event the relay makes of the abort is not kept.
-      dropped: cancelled,
+      // A cancelled response's stream just stops: what the relay makes of the abort is not kept.
+      dropped: () => lost || (cancelled() && !ended),
     });
-    let ended = false;
     const sink = new ResponsesStreamSink(
       log,
       run.context,
       async (response) => {
         ended = true;
-        await this.end(run, response);
+        lost = !(await this.end(run, response));
       },
       { afterCreated: true },
     );
@@ -433,9 +479,11 @@ export class BackgroundResponses {
    * Stores `final` as the response's end, unless it was cancelled or deleted meanwhile; counts it, and hands a
    * finished (not failed) one to `onDone`.
    */
-  private async end(run: BackgroundRun, final: Record<string, unknown>): Promise<void> {
+  private async end(run: BackgroundRun, final: Record<string, unknown>): Promise<boolean> {
     const { store, logger } = this.options;
     const id = run.context.id;
+    const local = this.runs.get(id);
+    if (local !== undefined) local.ending = true;
     let stored = false;
     let storeFailed = false;
     try {
@@ -448,6 +496,7 @@ export class BackgroundResponses {
     // Not replaced: cancelled (or deleted) meanwhile, and that cancel counts.
     this.options.onEnded?.(stored || storeFailed ? String(final.status) : 'cancelled');
     if (stored && final.status !== 'failed') await run.onDone?.(final);
+    return stored || storeFailed;
   }
 
   private wakeFollowers(id: string): void {
@@ -507,6 +556,10 @@ function notRunning(response: Record<string, unknown>): InvalidRequestError {
     `The response is ${String(response.status)}: only a queued or in-progress response can be cancelled.`,
     { code: 'invalid_request' },
   );
+}
+
+function shuttingDown(): UnavailableError {
+  return new UnavailableError('The gateway is shutting down; retry the request.', 'server_shutting_down');
 }
 
 /** Why a cancelled run was aborted: recorded as a 499 `cancelled`, billed nothing. */

@@ -4,17 +4,32 @@
  * (`client.responses.retrieve`, `.delete`, `.inputItems.list`, `.cancel`). Every route reads the caller's tenant
  * only (`StoredResponses`).
  */
+import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { InvalidRequestError, NotFoundError } from '../../errors/gateway-error.js';
+import type { Logger } from '../../observability/logger.js';
 import type { BackgroundResponses } from '../../responses/background-responses.js';
 import type { StoredResponses } from '../../responses/stored-responses.js';
 import { pageLimit, type QueryParameters, singleQueryValue } from '../page-limit.js';
 
-/** Registers the stored-response routes; without `responses` (a store that keeps none) each answers 404. */
+/** What sending a stream of stored events needs from the server around it. */
+export interface EventStreamServices {
+  /** Aborts when the client leaves, or when shutdown stops what still runs (`ConnectionSignals.of`). */
+  signalOf: (response: ServerResponse) => AbortSignal;
+  /** Records the request once its stream is over (`left`: its client went away before the end). */
+  onEnd: (request: FastifyRequest, left: boolean) => void;
+  logger: Logger;
+}
+
+/**
+ * Registers the stored-response routes; without `responses` (a store that keeps none) each answers 404. With
+ * `background`, cancel and streaming again serve background responses.
+ */
 export function registerStoredResponsesRoutes(
   app: FastifyInstance,
   responses: StoredResponses | undefined,
   background: BackgroundResponses | undefined,
+  streams: EventStreamServices,
 ): void {
   const stored = (id: string): StoredResponses => {
     if (responses === undefined) {
@@ -42,8 +57,11 @@ export function registerStoredResponsesRoutes(
     const tenantId = request.principal!.tenantId;
     // Refused (404, 400) before the stream opens, as an ordinary error answer.
     await background.checkStreamed(tenantId, request.params.id);
-    await sendEventStream(request, reply, (write, signal) =>
-      background.follow(tenantId, request.params.id, after, write, signal),
+    await sendEventStream(
+      request,
+      reply,
+      (write, signal) => background.follow(tenantId, request.params.id, after, write, signal),
+      streams,
     );
     return reply;
   });
@@ -87,15 +105,22 @@ function startingAfterOf(value: string | undefined): number {
   return Number(value);
 }
 
+/** How often an idle event stream gets a comment line, so that proxies do not cut it as idle, ms. */
+const KEEP_ALIVE_MS = 15_000;
+
 /**
  * Sends a response's stored events as a Server-Sent Events stream on `reply`, taken over from Fastify: `follow` writes
- * them (and waits when the client's buffer is full), and `signal` aborts when the client leaves. The headers hooks set
- * on `reply` (the request id, CORS) go out with the stream's own.
+ * them (and waits when the client's buffer is full) until the signal it is given aborts: the client left, or shutdown
+ * stops it (the stream then ends; the client may read on from its last event). The headers hooks set on `reply` (the
+ * request id, CORS) go out with the stream's own. A stream that waits (a background response waiting out a rate limit)
+ * gets a comment line every 15 s. The request is recorded once the stream is over (`onEnd`): Fastify records a
+ * hijacked reply only when it finishes, and a client that leaves never lets it.
  */
 export async function sendEventStream(
   request: FastifyRequest,
   reply: FastifyReply,
   follow: (write: (frames: string) => Promise<void> | undefined, signal: AbortSignal) => Promise<void>,
+  services: EventStreamServices,
 ): Promise<void> {
   const raw = reply.raw;
   for (const [name, value] of Object.entries(reply.getHeaders())) {
@@ -107,23 +132,33 @@ export async function sendEventStream(
     'cache-control': 'no-cache',
     'x-request-id': request.id,
   });
-  const left = new AbortController();
-  raw.on('close', () => left.abort());
+  const signal = services.signalOf(raw);
+  const open = () => !signal.aborted && !raw.destroyed;
   const write = (frames: string): Promise<void> | undefined => {
-    if (left.signal.aborted || raw.write(frames)) return undefined;
+    if (!open() || raw.write(frames)) return undefined;
     return new Promise((resolve) => {
       const done = () => {
         raw.off('drain', done);
-        left.signal.removeEventListener('abort', done);
+        signal.removeEventListener('abort', done);
         resolve();
       };
       raw.on('drain', done);
-      left.signal.addEventListener('abort', done, { once: true });
+      signal.addEventListener('abort', done, { once: true });
     });
   };
+  const keepAlive = setInterval(() => {
+    if (open()) raw.write(': keep-alive\n\n');
+  }, KEEP_ALIVE_MS);
   try {
-    await follow(write, left.signal);
+    await follow(write, signal);
+  } catch (error: unknown) {
+    // The stream is open: no error answer can follow. It ends; the client may read on from its last event.
+    services.logger.error({ err: error, requestId: request.id }, 'stream of stored events failed');
   } finally {
-    if (!left.signal.aborted) raw.end();
+    clearInterval(keepAlive);
+    // Its connection gone before the end: the client left (shutdown ends a stream itself, below).
+    const left = raw.destroyed || raw.socket === null || raw.socket.destroyed;
+    if (!raw.destroyed && !raw.writableEnded) raw.end();
+    services.onEnd(request, left);
   }
 }
