@@ -225,7 +225,8 @@ describe('BackgroundResponses', () => {
     const requestId = trace.requestId;
     await until(() => relay.calls.length === 1);
     relay.calls[0]!.fail(new RateLimitError('Too many requests.', 0));
-    // Retried after the shortest wait, 250 ms; meanwhile it is still running.
+    // Retried after the shortest wait, 250 ms: queued meanwhile, in progress again when it tries.
+    await until(async () => (await statusOf(id)) === 'queued');
     await until(() => relay.calls.length === 2);
     expect(await statusOf(id)).toBe('in_progress');
     relay.calls[1]!.answer();

@@ -358,10 +358,7 @@ export class BackgroundResponses {
     let trace = run.trace;
     let final: Record<string, unknown> | undefined;
     try {
-      const inProgress = responseObject(context, { status: 'in_progress', output: [] });
-      if (!(await store.replaceRunningResponse(principal.tenantId, id, inProgress, this.now(), this.now()))) {
-        throw cancelledError();
-      }
+      await this.setRunning(run, 'in_progress');
       const requestId = trace.requestId;
       const started = this.now();
       for (let attempt = 1; ; attempt++) {
@@ -390,7 +387,11 @@ export class BackgroundResponses {
           trace.requestId = `${requestId}_attempt${attempt}`;
           await this.record(trace, failure);
           trace = retryTrace(trace, requestId);
+          // Waiting, it is `queued` again (a poller sees it has not started), then `in_progress` once it tries; a
+          // write that finds it no longer running means it was cancelled or deleted meanwhile.
+          await this.setRunning(run, 'queued');
           await sleep(delayMs, undefined, { signal: abort.signal });
+          await this.setRunning(run, 'in_progress');
         }
       }
     } catch (error: unknown) {
@@ -421,6 +422,17 @@ export class BackgroundResponses {
     }
     await this.end(run, final);
     this.wakeFollowers(id);
+  }
+
+  /** Stores the running response as `status` (and beats its heartbeat); throws the cancel when it no longer runs. */
+  private async setRunning(run: BackgroundRun, status: 'queued' | 'in_progress'): Promise<void> {
+    const response = responseObject(run.context, { status, output: [] });
+    const now = this.now();
+    if (
+      !(await this.options.store.replaceRunningResponse(run.principal.tenantId, run.context.id, response, now, now))
+    ) {
+      throw cancelledError();
+    }
   }
 
   /**
