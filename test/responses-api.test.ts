@@ -1220,11 +1220,14 @@ describe('background responses', () => {
     const { response: done } = await pollUntilDone(queued.id);
     expect(done.conversation).toEqual({ id: conversation.id });
     const items = await client.conversations.items.list(conversation.id, { order: 'asc' });
-    expect(items.data.map((item) => item.id)).toEqual([
-      items.data[0]!.id,
-      expect.any(String),
-      ...done.output.map((item) => item.id),
+    // The item it had, then the response's input and its output, with the response's own item ids.
+    const textOf = (item: (typeof items.data)[number]) =>
+      item.type === 'message' ? JSON.stringify(item.content) : item.type;
+    expect(items.data.slice(0, 2).map(textOf)).toEqual([
+      expect.stringContaining('Earlier.'),
+      expect.stringContaining('Now, in the background.'),
     ]);
+    expect(items.data.slice(2).map((item) => item.id)).toEqual(done.output.map((item) => item.id));
     expect(items.data).toHaveLength(2 + done.output.length);
   });
 

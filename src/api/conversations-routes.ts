@@ -6,8 +6,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Conversations } from '../conversations/conversations.js';
-import { InvalidRequestError, UnavailableError } from '../errors/gateway-error.js';
-import { pageLimit, type QueryParameters, singleQueryValue } from './page-limit.js';
+import { UnavailableError } from '../errors/gateway-error.js';
+import { itemsPageQuery, type QueryParameters } from './page-limit.js';
 
 /** OpenAI's `metadata`: up to 16 pairs, keys up to 64 characters, values up to 512. */
 const Metadata = Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 512 }), { maxProperties: 16 });
@@ -63,18 +63,9 @@ export function registerConversationsRoutes(app: FastifyInstance, conversations:
     async (request) => service().addItems(request.principal!.tenantId, request.params.id, request.body.items),
   );
 
-  app.get<{ Params: { id: string }; Querystring: QueryParameters }>('/v1/conversations/:id/items', async (request) => {
-    const order = singleQueryValue(request.query, 'order') ?? 'desc';
-    if (order !== 'asc' && order !== 'desc') {
-      throw new InvalidRequestError("order must be 'asc' or 'desc'.", { param: 'order', code: 'invalid_value' });
-    }
-    const after = singleQueryValue(request.query, 'after');
-    return service().listItems(request.principal!.tenantId, request.params.id, {
-      limit: pageLimit(singleQueryValue(request.query, 'limit'), 20, 100),
-      order,
-      ...(after === undefined ? {} : { after }),
-    });
-  });
+  app.get<{ Params: { id: string }; Querystring: QueryParameters }>('/v1/conversations/:id/items', async (request) =>
+    service().listItems(request.principal!.tenantId, request.params.id, itemsPageQuery(request.query)),
+  );
 
   app.get<{ Params: { id: string; itemId: string } }>('/v1/conversations/:id/items/:itemId', async (request) =>
     service().getItem(request.principal!.tenantId, request.params.id, request.params.itemId),

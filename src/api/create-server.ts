@@ -41,7 +41,7 @@ import type { ConnectionSignals } from './connection-signals.js';
 import { registerConversationsRoutes } from './conversations-routes.js';
 import { toClientError } from './error-reply.js';
 import { registerFilesRoutes } from './files-routes.js';
-import { HttpSseSink } from './http-sse-sink.js';
+import { HttpSseSink, hijackForStream } from './http-sse-sink.js';
 import type { OutstandingRequests } from './outstanding-requests.js';
 import { newRequestId } from './request-id.js';
 import {
@@ -58,6 +58,7 @@ import {
   InputTokensRequestSchema,
   type ResponsesRequest,
   ResponsesRequestSchema,
+  refuseTwoHistories,
 } from './responses/responses-request.js';
 import { ResponsesStreamSink } from './responses/responses-stream-sink.js';
 import {
@@ -213,15 +214,6 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     sendError(request, reply, toClientError({ statusCode: 404 }, options.bodyLimitBytes));
   });
 
-  /** Takes the reply over for a stream; the headers hooks set on it (CORS) go out with the stream's own. */
-  const hijackForStream = (request: FastifyRequest, reply: FastifyReply) => {
-    request.trace!.stream = true;
-    for (const [name, value] of Object.entries(reply.getHeaders())) {
-      if (value !== undefined) reply.raw.setHeader(name, value);
-    }
-    reply.hijack();
-  };
-
   const generation = (endpoint: UpstreamEndpoint) => async (request: FastifyRequest, reply: FastifyReply) => {
     const trace = request.trace!;
     const body = request.body as GenerationRequest;
@@ -261,9 +253,11 @@ export function createServer(services: ServerServices, options: ServerOptions): 
    */
   const historyOf = async (
     principal: Principal,
-    body: { previous_response_id?: string | null },
+    body: Pick<ResponsesRequest, 'previous_response_id' | 'conversation'>,
     conversationId: string | undefined,
   ): Promise<Record<string, unknown>[] | undefined> => {
+    // Refused before a chain of up to 1,000 responses is read for nothing.
+    refuseTwoHistories(body);
     if (typeof body.previous_response_id === 'string') {
       return services.responses?.historyOf(principal.tenantId, body.previous_response_id);
     }
@@ -273,26 +267,25 @@ export function createServer(services: ServerServices, options: ServerOptions): 
 
   /**
    * The chat request a Responses request becomes, with the items it goes on from; with `truncation: "auto"`, cut to
-   * its model's context window (`truncateToWindow`).
+   * its model's context window (`truncateToWindow`), and then with its prompt tokens as counted for the cut.
    */
   const chatOfResponses = async (
     principal: Principal,
     body: ResponsesRequest | InputTokensRequest,
     conversationId: string | undefined,
     options: { background?: boolean } = {},
-  ): Promise<Record<string, unknown>> => {
+  ): Promise<{ chat: Record<string, unknown>; promptTokens?: number }> => {
     const chat = chatRequestOf(body, await historyOf(principal, body, conversationId), {
       truncates: true,
       ...options,
     });
-    if (body.truncation !== 'auto') return chat;
+    if (body.truncation !== 'auto') return { chat };
     const model = services.relay.resolveModel(principal, 'chat', body.model);
-    const truncated = await truncateToWindow(chat, {
+    return truncateToWindow(chat, {
       pinned: typeof body.instructions === 'string' ? 1 : 0,
       budget: model.contextWindow - (body.max_output_tokens ?? 1),
       count: (request) => countPromptTokensOffThread('chat', request),
     });
-    return truncated.chat;
   };
 
   /**
@@ -346,7 +339,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       );
     }
     services.relay.resolveModel(principal, 'chat', body.model);
-    const chat = await chatOfResponses(principal, body, conversationId, { background: true });
+    const { chat } = await chatOfResponses(principal, body, conversationId, { background: true });
     const trace = request.trace!;
     trace.stream = body.stream === true;
     const conversations = services.conversations;
@@ -394,7 +387,6 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       const trace = request.trace;
       // A background response's create request is recorded by its run.
       if (trace === undefined || trace.recorded) return;
-      trace.stream = true;
       if (trace.status === 0) trace.status = 200;
       if (left) trace.errorCode = 'client_closed';
       services.outstanding.hold(services.recorder.finish(trace));
@@ -466,7 +458,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       trace,
       principal,
       endpoint: 'chat',
-      body: await chatOfResponses(principal, body, conversationId),
+      body: (await chatOfResponses(principal, body, conversationId)).chat,
       signal: services.connections.of(reply.raw),
     };
     const { stored, keep } = keeperOf(principal, body, conversationId);
@@ -495,10 +487,14 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     // Checked as the request itself would be: an unknown model is a 404, one the key may not use a 403.
     services.relay.resolveModel(request.principal!, 'chat', body.model);
     // Counted as the request would be metered, in the background or not.
-    const chat = await chatOfResponses(request.principal!, body, conversationIdOf(body.conversation), {
-      background: true,
-    });
-    const inputTokens = await countPromptTokensOffThread('chat', chat);
+    const { chat, promptTokens } = await chatOfResponses(
+      request.principal!,
+      body,
+      conversationIdOf(body.conversation),
+      { background: true },
+    );
+    // With truncation the cut request was counted already.
+    const inputTokens = promptTokens ?? (await countPromptTokensOffThread('chat', chat));
     return { object: 'response.input_tokens', input_tokens: inputTokens };
   });
   registerStoredResponsesRoutes(app, services.responses, services.background, eventStreams);

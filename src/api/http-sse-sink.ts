@@ -1,6 +1,19 @@
 /** `SseSink` over a Node HTTP response, with backpressure and disconnect detection. */
 import type { ServerResponse } from 'node:http';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { SseSink } from '../relay/sse-sink.js';
+
+/**
+ * Takes `reply` over from Fastify for a stream: the headers hooks set on it (the request id, CORS) go out with the
+ * stream's own, and the request's trace says it streamed.
+ */
+export function hijackForStream(request: FastifyRequest, reply: FastifyReply): void {
+  if (request.trace !== undefined) request.trace.stream = true;
+  for (const [name, value] of Object.entries(reply.getHeaders())) {
+    if (value !== undefined) reply.raw.setHeader(name, value);
+  }
+  reply.hijack();
+}
 
 /** A turn's events are written at once when they reach this many characters, not held to the end of the turn. */
 const MAX_BATCH_CHARS = 64 * 1024;

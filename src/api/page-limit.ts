@@ -32,3 +32,28 @@ export function singleQueryValue(query: QueryParameters, name: string): string |
   }
   return value;
 }
+
+/** The query of a list of items paged as OpenAI pages them: `order` (default newest first), `limit`, `after`. */
+export interface ItemsPageQuery {
+  limit: number;
+  order: 'asc' | 'desc';
+  /** An item id: the page starts after it. */
+  after?: string;
+}
+
+/**
+ * `?order=&limit=&after=` of an item list (a response's input items, a conversation's items): `order` `asc` or `desc`
+ * (default `desc`), `limit` 1–100 (default 20). A bad value is a 400 naming it.
+ */
+export function itemsPageQuery(query: QueryParameters): ItemsPageQuery {
+  const order = singleQueryValue(query, 'order') ?? 'desc';
+  if (order !== 'asc' && order !== 'desc') {
+    throw new InvalidRequestError("order must be 'asc' or 'desc'.", { param: 'order', code: 'invalid_value' });
+  }
+  const after = singleQueryValue(query, 'after');
+  return {
+    limit: pageLimit(singleQueryValue(query, 'limit'), 20, 100),
+    order,
+    ...(after === undefined ? {} : { after }),
+  };
+}

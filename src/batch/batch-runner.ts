@@ -39,6 +39,7 @@ import { assertNever } from '../errors/assert-never.js';
 import {
   AuthenticationError,
   type GatewayError,
+  isWaitableRefusal,
   StoreUnavailableError,
   toGatewayError,
   toOpenAIErrorBody,
@@ -560,7 +561,7 @@ export class BatchRunner {
       }
       if (trace.status === 0 || trace.status === 200) trace.status = failure.status;
       trace.errorCode ??= failure.code;
-      const retried = abort.signal.aborted || isRetryable(failure);
+      const retried = abort.signal.aborted || isWaitableRefusal(failure);
       // The line's own id is kept for the attempt that ends it; see the file comment.
       if (retried) trace.requestId = attemptRequestId(line);
       await recorder.finish(trace);
@@ -719,12 +720,6 @@ export class BatchRunner {
     for (const line of this.outstanding.values()) if (line.batchId === batchId) count++;
     return count;
   }
-}
-
-/** Refusals a later attempt may pass: rate limits, shed or busy capacity, a store that is briefly down. */
-function isRetryable(error: GatewayError): boolean {
-  if (error.status === 429) return error.code !== 'insufficient_quota';
-  return error.status === 503;
 }
 
 function usageOf(trace: RequestTrace) {

@@ -9,6 +9,8 @@
 import { inputItemsOf, newItemId } from '../api/responses/responses-object.js';
 import { chatRequestOf, type ResponsesRequest } from '../api/responses/responses-request.js';
 import { GatewayError, InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
+import { outputItemsOf } from '../responses/stored-responses.js';
+import { type ItemList, itemList } from '../store/list-page.js';
 import {
   type ConversationItemsQuery,
   type ConversationRecord,
@@ -25,13 +27,7 @@ export interface ConversationView {
 }
 
 /** A page of items (`ConversationItemList`). */
-export interface ConversationItemList {
-  object: 'list';
-  data: Record<string, unknown>[];
-  first_id: string | null;
-  last_id: string | null;
-  has_more: boolean;
-}
+export type ConversationItemList = ItemList;
 
 /** The tenants' conversations. */
 export class Conversations {
@@ -84,7 +80,7 @@ export class Conversations {
   async addItems(tenantId: string, id: string, items: Record<string, unknown>[]): Promise<ConversationItemList> {
     const added = checkedItems(items, 'items');
     if (!(await this.store.appendItems(tenantId, id, added))) throw conversationNotFound(id);
-    return listOf(added, false);
+    return itemList(added, false);
   }
 
   /** `GET /v1/conversations/{id}/items`. */
@@ -92,7 +88,7 @@ export class Conversations {
     try {
       const page = await this.store.listItems(tenantId, id, query);
       if (page === undefined) throw conversationNotFound(id);
-      return listOf(page.items, page.hasMore);
+      return itemList(page.items, page.hasMore);
     } catch (error: unknown) {
       if (!(error instanceof UnknownItemError)) throw error;
       throw new InvalidRequestError(error.message, { param: 'after', code: 'invalid_value' });
@@ -134,8 +130,8 @@ export class Conversations {
     inputItems: Record<string, unknown>[],
     response: Record<string, unknown>,
   ): Promise<void> {
-    const output = Array.isArray(response.output) ? (response.output as Record<string, unknown>[]) : [];
-    if (!(await this.store.appendItems(tenantId, id, [...inputItems, ...output]))) throw conversationNotFound(id);
+    const items = [...inputItems, ...outputItemsOf(response)];
+    if (!(await this.store.appendItems(tenantId, id, items))) throw conversationNotFound(id);
   }
 }
 
@@ -181,16 +177,6 @@ function viewOf(record: ConversationRecord): ConversationView {
     object: 'conversation',
     created_at: Math.floor(record.createdAt / 1000),
     metadata: record.metadata,
-  };
-}
-
-function listOf(items: Record<string, unknown>[], hasMore: boolean): ConversationItemList {
-  return {
-    object: 'list',
-    data: items,
-    first_id: (items[0]?.id as string | undefined) ?? null,
-    last_id: (items.at(-1)?.id as string | undefined) ?? null,
-    has_more: hasMore,
   };
 }
 

@@ -68,6 +68,15 @@ export function abortedRequestError(signal: AbortSignal): GatewayError {
   return signal.reason instanceof GatewayError ? signal.reason : new ClientClosedError();
 }
 
+/**
+ * Refusals a later attempt may pass, which work that no client waits on (batch lines, background responses) waits out:
+ * rate limits (not an empty wallet), shed or busy capacity, a store that is briefly down.
+ */
+export function isWaitableRefusal(error: GatewayError): boolean {
+  if (error.status === 429) return error.code !== 'insufficient_quota';
+  return error.status === 503;
+}
+
 /** 401: the API key is missing, unknown, revoked or expired. */
 export class AuthenticationError extends GatewayError {
   constructor(message: string, code = 'invalid_api_key') {

@@ -1,8 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pino from 'pino';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { sqliteResponseStoreForFile } from '../../test/support/sqlite-response-store.js';
 import { newResponseContext } from '../api/responses/responses-object.js';
 import type { ResponsesRequest } from '../api/responses/responses-request.js';
 import {
@@ -15,30 +13,12 @@ import {
 } from '../errors/gateway-error.js';
 import { newRequestTrace, type RequestTrace } from '../metering/request-recorder.js';
 import type { RelayRequest } from '../relay/relay-service.js';
-import { createStore } from '../store/create-store.js';
-import { KyselyStore } from '../store/kysely-store.js';
-import type { Store } from '../store/store.js';
 import { BackgroundResponses } from './background-responses.js';
-import { KyselyResponseStore } from './kysely-response-store.js';
-import type { ResponseStore } from './response-store.js';
 
-const directory = mkdtempSync(join(tmpdir(), 'tollgate-background-responses-'));
-let store: Store;
-let responseStore: ResponseStore;
+const fixture = sqliteResponseStoreForFile('tollgate-background-responses-');
 let now = Date.parse('2026-12-01T00:00:00Z');
 const logger = pino({ level: 'silent' });
 const alice = { tenantId: 'ten_alice', keyId: 'key_alice', models: null, expiresAt: null };
-
-beforeAll(async () => {
-  store = await createStore(`sqlite://${join(directory, 'store.db')}`);
-  await store.migrate();
-  if (!(store instanceof KyselyStore)) throw new Error('expected a Kysely store');
-  responseStore = new KyselyResponseStore(store.kysely);
-});
-afterAll(async () => {
-  await store?.close();
-  rmSync(directory, { recursive: true, force: true });
-});
 
 /** A chat completion, as the relay answers one. */
 const COMPLETION = {
@@ -96,7 +76,7 @@ function service(
   options: { staleAfterMs?: number; heartbeatMs?: number; retryForMs?: number } = {},
 ) {
   return new BackgroundResponses({
-    store: responseStore,
+    store: fixture.current(),
     relay: relay.relay,
     recorder: relay.recorder,
     logger,
@@ -128,7 +108,7 @@ async function create(background: BackgroundResponses, tenant = alice) {
 }
 
 const statusOf = async (id: string, tenantId = alice.tenantId) =>
-  (await responseStore.getResponse(tenantId, id, now))?.response.status;
+  (await fixture.current().getResponse(tenantId, id, now))?.response.status;
 
 /** Waits until `check` holds (the runs go on in the background). */
 async function until(check: () => boolean | Promise<boolean>): Promise<void> {
@@ -154,7 +134,7 @@ describe('BackgroundResponses', () => {
     expect(relay.calls[0]!.request.trace).toBe(trace);
     relay.calls[0]!.answer();
     await until(() => done.length === 1);
-    const stored = await responseStore.getResponse(alice.tenantId, id, now);
+    const stored = await fixture.current().getResponse(alice.tenantId, id, now);
     expect(stored?.response).toMatchObject({ id, status: 'completed', background: true });
     expect(stored?.heartbeatAt).toBeNull();
     expect(done[0]).toEqual(stored?.response);
@@ -210,7 +190,7 @@ describe('BackgroundResponses', () => {
       await until(() => relay.calls.length > 0 && relay.calls.at(-1)!.request.trace === trace);
       relay.calls.at(-1)!.fail(error);
       await until(async () => (await statusOf(id)) === 'failed');
-      const stored = await responseStore.getResponse(alice.tenantId, id, now);
+      const stored = await fixture.current().getResponse(alice.tenantId, id, now);
       expect(stored?.response.error).toEqual({ code, message: error.message });
       expect(trace).toMatchObject({ status, errorCode: error.code, recorded: true });
     }
@@ -273,7 +253,7 @@ describe('BackgroundResponses', () => {
     const second = await create(running);
     await until(() => relay.calls.length === 2);
     await other.cancel(alice.tenantId, first.id);
-    await responseStore.deleteResponse(alice.tenantId, second.id, now);
+    await fixture.current().deleteResponse(alice.tenantId, second.id, now);
     expect(relay.calls.map((call) => call.request.signal.aborted)).toEqual([false, false]);
     await running.beat();
     expect(relay.calls.map((call) => call.request.signal.aborted)).toEqual([true, true]);
@@ -292,12 +272,12 @@ describe('BackgroundResponses', () => {
     await until(() => relay.calls.length === 1);
     now += 30_000;
     await alive.beat();
-    expect((await responseStore.getResponse(alice.tenantId, own.id, now))?.heartbeatAt).toBe(now);
+    expect((await fixture.current().getResponse(alice.tenantId, own.id, now))?.heartbeatAt).toBe(now);
     expect(await statusOf(orphan.id)).toBe('in_progress');
     now += 40_000;
     // `dead` beat nothing for 70 s; `alive` beat its own run 40 s ago.
     await alive.beat();
-    const failed = await responseStore.getResponse(alice.tenantId, orphan.id, now);
+    const failed = await fixture.current().getResponse(alice.tenantId, orphan.id, now);
     expect(failed?.response).toMatchObject({ status: 'failed', error: { code: 'server_error' } });
     expect(await statusOf(own.id)).toBe('in_progress');
     // The dead process's run, should it end after all, does not overwrite it.
@@ -328,7 +308,7 @@ describe('BackgroundResponses', () => {
     await until(() => relay.calls.length === 1);
     await background.stop();
     expect(background.size).toBe(0);
-    const stored = await responseStore.getResponse(alice.tenantId, id, now);
+    const stored = await fixture.current().getResponse(alice.tenantId, id, now);
     expect(stored?.response).toMatchObject({ status: 'failed', error: { code: 'server_error' } });
     expect(trace).toMatchObject({ status: 503, errorCode: 'server_shutting_down', recorded: true });
     expect(ended).toEqual(['failed']);

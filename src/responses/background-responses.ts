@@ -27,6 +27,7 @@ import {
   abortedRequestError,
   GatewayError,
   InvalidRequestError,
+  isWaitableRefusal,
   RateLimitError,
   toGatewayError,
   UnavailableError,
@@ -523,8 +524,7 @@ export class BackgroundResponses {
    * attempt. The wait is the refusal's `retry-after`, else 1, 2, 4 … s; between 250 ms and 30 s.
    */
   private retryDelayMs(failure: GatewayError, attempt: number, started: number): number | undefined {
-    const retryable = (failure.status === 429 && failure.code !== 'insufficient_quota') || failure.status === 503;
-    if (!retryable || this.now() - started >= this.retryForMs) return undefined;
+    if (!isWaitableRefusal(failure) || this.now() - started >= this.retryForMs) return undefined;
     const retryAfter = Number(failure.headers['retry-after']);
     const seconds = Number.isFinite(retryAfter) ? retryAfter : 2 ** Math.min(attempt - 1, 5);
     return Math.min(30_000, Math.max(250, seconds * 1000));

@@ -1,38 +1,18 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { sqliteResponseStoreForFile } from '../../test/support/sqlite-response-store.js';
 import { InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
-import { createStore } from '../store/create-store.js';
-import { KyselyStore } from '../store/kysely-store.js';
-import type { Store } from '../store/store.js';
-import { KyselyResponseStore } from './kysely-response-store.js';
 import type { ResponseStore } from './response-store.js';
 import { MAX_CONVERSATION_RESPONSES, StoredResponses } from './stored-responses.js';
 
 const DAY_MS = 86_400_000;
-const directory = mkdtempSync(join(tmpdir(), 'tollgate-stored-responses-'));
-let store: Store;
-let responseStore: ResponseStore;
+const fixture = sqliteResponseStoreForFile('tollgate-stored-responses-');
 let now = Date.parse('2026-12-01T00:00:00Z');
-
 const logger = pino({ level: 'silent' });
 const alice = { tenantId: 'ten_alice', keyId: 'key_alice' };
 
-beforeAll(async () => {
-  store = await createStore(`sqlite://${join(directory, 'store.db')}`);
-  await store.migrate();
-  if (!(store instanceof KyselyStore)) throw new Error('expected a Kysely store');
-  responseStore = new KyselyResponseStore(store.kysely);
-});
-afterAll(async () => {
-  await store?.close();
-  rmSync(directory, { recursive: true, force: true });
-});
-
 function service(options: { enabled?: boolean } = {}): StoredResponses {
-  return new StoredResponses(responseStore, {
+  return new StoredResponses(fixture.current(), {
     enabled: options.enabled ?? true,
     retentionMs: 30 * DAY_MS,
     logger,
@@ -155,7 +135,7 @@ describe('StoredResponses', () => {
     now += 11 * DAY_MS;
     await expect(responses.get(alice.tenantId, old)).rejects.toBeInstanceOf(NotFoundError);
     await responses.sweep();
-    expect(await responseStore.deleteExpiredResponses(now, 10)).toBe(0);
+    expect(await fixture.current().deleteExpiredResponses(now, 10)).toBe(0);
     expect((await responses.get(alice.tenantId, young)).id).toBe(young);
   });
 
@@ -163,7 +143,7 @@ describe('StoredResponses', () => {
     const lines: string[] = [];
     let failures = 0;
     const failing: ResponseStore = {
-      ...responseStore,
+      ...fixture.current(),
       saveResponse: async () => {
         throw new Error('disk full');
       },

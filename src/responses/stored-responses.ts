@@ -13,8 +13,9 @@
  */
 import { InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
 import type { Logger } from '../observability/logger.js';
+import { type ItemList, itemList } from '../store/list-page.js';
 import type { Principal } from '../tenancy/key-service.js';
-import type { ResponseStore, StoredResponse } from './response-store.js';
+import { type ResponseStore, RUNNING_RESPONSE_STATUSES, type StoredResponse } from './response-store.js';
 
 /** Longest chain of responses a request may go on from; a longer conversation is refused. */
 export const MAX_CONVERSATION_RESPONSES = 1_000;
@@ -37,13 +38,7 @@ export interface StoredResponsesOptions {
 }
 
 /** One page of a response's input items (`GET /v1/responses/{id}/input_items`). */
-export interface InputItemsPage {
-  object: 'list';
-  data: Record<string, unknown>[];
-  first_id: string | null;
-  last_id: string | null;
-  has_more: boolean;
-}
+export type InputItemsPage = ItemList;
 
 /** The query of `GET /v1/responses/{id}/input_items`. */
 export interface InputItemsQuery {
@@ -96,7 +91,7 @@ export class StoredResponses {
       }
       const response = await this.store.getResponse(tenantId, id, now);
       if (response === undefined) throw previousNotFound(previousResponseId, id);
-      if (response.response.status === 'queued' || response.response.status === 'in_progress') {
+      if ((RUNNING_RESPONSE_STATUSES as readonly unknown[]).includes(response.response.status)) {
         throw new InvalidRequestError(
           `Previous response with id '${id.slice(0, 80)}' is still running in the background (status ${String(response.response.status)}); go on from it once it is done.`,
           { param: 'previous_response_id', code: 'previous_response_not_done' },
@@ -175,14 +170,7 @@ export class StoredResponses {
       }
       start = index + 1;
     }
-    const data = ordered.slice(start, start + query.limit);
-    return {
-      object: 'list',
-      data,
-      first_id: (data[0]?.id as string | undefined) ?? null,
-      last_id: (data.at(-1)?.id as string | undefined) ?? null,
-      has_more: start + query.limit < ordered.length,
-    };
+    return itemList(ordered.slice(start, start + query.limit), start + query.limit < ordered.length);
   }
 
   /** Deletes responses past their retention: now, then every minute until `stop`. */
@@ -225,8 +213,8 @@ export class StoredResponses {
   }
 }
 
-/** The output items of a stored Response object. */
-function outputItemsOf(response: Record<string, unknown>): Record<string, unknown>[] {
+/** The output items of a Response object. */
+export function outputItemsOf(response: Record<string, unknown>): Record<string, unknown>[] {
   return Array.isArray(response.output) ? (response.output as Record<string, unknown>[]) : [];
 }
 

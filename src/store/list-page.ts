@@ -43,3 +43,26 @@ export function openAIList<V extends { id: string }>(data: V[], hasMore: boolean
     has_more: hasMore,
   };
 }
+
+/**
+ * A page of items as the Responses and Conversations APIs list them (`ResponseItemList`, `ConversationItemList`):
+ * unlike the other lists, `first_id` and `last_id` are null on an empty page.
+ */
+export interface ItemList {
+  object: 'list';
+  data: Record<string, unknown>[];
+  first_id: string | null;
+  last_id: string | null;
+  has_more: boolean;
+}
+
+/** The item list of one page of `items` (each with an `id`). */
+export function itemList(items: Record<string, unknown>[], hasMore: boolean): ItemList {
+  return {
+    object: 'list',
+    data: items,
+    first_id: (items[0]?.id as string | undefined) ?? null,
+    last_id: (items.at(-1)?.id as string | undefined) ?? null,
+    has_more: hasMore,
+  };
+}

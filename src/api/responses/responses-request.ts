@@ -196,13 +196,8 @@ function refuseStatefulFields(
   if (typeof request.previous_response_id === 'string' && !historyRead) {
     throw unsupported('previous_response_id', 'Continuing a stored response (previous_response_id)');
   }
+  refuseTwoHistories(request);
   const conversation = request.conversation !== undefined && request.conversation !== null;
-  if (conversation && typeof request.previous_response_id === 'string') {
-    throw new InvalidRequestError("'previous_response_id' and 'conversation' cannot be used together.", {
-      param: 'conversation',
-      code: 'invalid_value',
-    });
-  }
   if (conversation && !historyRead) throw unsupported('conversation', 'A stored conversation');
   if (request.prompt !== undefined && request.prompt !== null) throw unsupported('prompt', 'A stored prompt template');
   if (request.background === true && options.background !== true) {
@@ -221,6 +216,20 @@ function refuseStatefulFields(
   if (logprobs >= 0) throw unsupported(`include[${logprobs}]`, 'Log probabilities');
   const inputImages = request.include?.indexOf('message.input_image.image_url') ?? -1;
   if (inputImages >= 0) throw unsupported(`include[${inputImages}]`, 'Echoing input image URLs');
+}
+
+/**
+ * The 400 for a request that names both a `previous_response_id` and a `conversation`: checked before either is read
+ * (`chatRequestOf` checks it again).
+ */
+export function refuseTwoHistories(request: Pick<ResponsesRequest, 'previous_response_id' | 'conversation'>): void {
+  const conversation = request.conversation !== undefined && request.conversation !== null;
+  if (conversation && typeof request.previous_response_id === 'string') {
+    throw new InvalidRequestError("'previous_response_id' and 'conversation' cannot be used together.", {
+      param: 'conversation',
+      code: 'invalid_value',
+    });
+  }
 }
 
 /** Copies the `fields` of `from` that are present (and, with `skipNull`, not null) to `to`. */

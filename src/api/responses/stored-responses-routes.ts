@@ -6,11 +6,12 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { InvalidRequestError, NotFoundError } from '../../errors/gateway-error.js';
+import { InvalidRequestError } from '../../errors/gateway-error.js';
 import type { Logger } from '../../observability/logger.js';
 import type { BackgroundResponses } from '../../responses/background-responses.js';
-import type { StoredResponses } from '../../responses/stored-responses.js';
-import { pageLimit, type QueryParameters, singleQueryValue } from '../page-limit.js';
+import { responseNotFound, type StoredResponses } from '../../responses/stored-responses.js';
+import { HttpSseSink, hijackForStream } from '../http-sse-sink.js';
+import { itemsPageQuery, type QueryParameters, singleQueryValue } from '../page-limit.js';
 
 /** What sending a stream of stored events needs from the server around it. */
 export interface EventStreamServices {
@@ -32,12 +33,8 @@ export function registerStoredResponsesRoutes(
   streams: EventStreamServices,
 ): void {
   const stored = (id: string): StoredResponses => {
-    if (responses === undefined) {
-      throw new NotFoundError(
-        `Response with id '${id.slice(0, 80)}' not found: this gateway does not store responses.`,
-        'response_not_found',
-      );
-    }
+    // A gateway that stores none answers as for a response never made.
+    if (responses === undefined) throw responseNotFound(id);
     return responses;
   };
 
@@ -76,20 +73,8 @@ export function registerStoredResponsesRoutes(
       : background.cancel(request.principal!.tenantId, request.params.id),
   );
 
-  app.get<{ Params: { id: string }; Querystring: QueryParameters }>(
-    '/v1/responses/:id/input_items',
-    async (request) => {
-      const order = singleQueryValue(request.query, 'order') ?? 'desc';
-      if (order !== 'asc' && order !== 'desc') {
-        throw new InvalidRequestError("order must be 'asc' or 'desc'.", { param: 'order', code: 'invalid_value' });
-      }
-      const after = singleQueryValue(request.query, 'after');
-      return stored(request.params.id).inputItems(request.principal!.tenantId, request.params.id, {
-        limit: pageLimit(singleQueryValue(request.query, 'limit'), 20, 100),
-        order,
-        ...(after === undefined ? {} : { after }),
-      });
-    },
+  app.get<{ Params: { id: string }; Querystring: QueryParameters }>('/v1/responses/:id/input_items', async (request) =>
+    stored(request.params.id).inputItems(request.principal!.tenantId, request.params.id, itemsPageQuery(request.query)),
   );
 }
 
@@ -109,12 +94,11 @@ function startingAfterOf(value: string | undefined): number {
 const KEEP_ALIVE_MS = 15_000;
 
 /**
- * Sends a response's stored events as a Server-Sent Events stream on `reply`, taken over from Fastify: `follow` writes
- * them (and waits when the client's buffer is full) until the signal it is given aborts: the client left, or shutdown
- * stops it (the stream then ends; the client may read on from its last event). The headers hooks set on `reply` (the
- * request id, CORS) go out with the stream's own. A stream that waits (a background response waiting out a rate limit)
- * gets a comment line every 15 s. The request is recorded once the stream is over (`onEnd`): Fastify records a
- * hijacked reply only when it finishes, and a client that leaves never lets it.
+ * Sends a response's stored events as a Server-Sent Events stream on `reply` (`HttpSseSink`): `follow` writes them,
+ * waiting when the client's buffer is full, until the signal it is given aborts: the client left, or shutdown stops it
+ * (the stream then ends; the client may read on from its last event). A stream that waits (a background response
+ * waiting out a rate limit) gets a comment line every 15 s. The request is recorded once the stream is over (`onEnd`):
+ * Fastify records a hijacked reply only when it finishes, and a client that leaves never lets it.
  */
 export async function sendEventStream(
   request: FastifyRequest,
@@ -122,43 +106,19 @@ export async function sendEventStream(
   follow: (write: (frames: string) => Promise<void> | undefined, signal: AbortSignal) => Promise<void>,
   services: EventStreamServices,
 ): Promise<void> {
-  const raw = reply.raw;
-  for (const [name, value] of Object.entries(reply.getHeaders())) {
-    if (value !== undefined) raw.setHeader(name, value);
-  }
-  reply.hijack();
-  raw.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache',
-    'x-request-id': request.id,
-  });
-  const signal = services.signalOf(raw);
-  const open = () => !signal.aborted && !raw.destroyed;
-  const write = (frames: string): Promise<void> | undefined => {
-    if (!open() || raw.write(frames)) return undefined;
-    return new Promise((resolve) => {
-      const done = () => {
-        raw.off('drain', done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      raw.on('drain', done);
-      signal.addEventListener('abort', done, { once: true });
-    });
-  };
-  const keepAlive = setInterval(() => {
-    if (open()) raw.write(': keep-alive\n\n');
-  }, KEEP_ALIVE_MS);
+  hijackForStream(request, reply);
+  const sink = new HttpSseSink(reply.raw);
+  sink.open({});
+  const signal = services.signalOf(reply.raw);
+  const keepAlive = setInterval(() => void sink.write(': keep-alive\n\n'), KEEP_ALIVE_MS);
   try {
-    await follow(write, signal);
+    await follow((frames) => sink.write(frames), signal);
   } catch (error: unknown) {
     // The stream is open: no error answer can follow. It ends; the client may read on from its last event.
     services.logger.error({ err: error, requestId: request.id }, 'stream of stored events failed');
   } finally {
     clearInterval(keepAlive);
-    // Its connection gone before the end: the client left (shutdown ends a stream itself, below).
-    const left = raw.destroyed || raw.socket === null || raw.socket.destroyed;
-    if (!raw.destroyed && !raw.writableEnded) raw.end();
-    services.onEnd(request, left);
+    services.onEnd(request, sink.closed);
+    sink.end();
   }
 }

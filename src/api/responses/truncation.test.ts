@@ -101,7 +101,8 @@ describe('truncateToWindow', () => {
         } else messages.push(kind < 0.6 ? user(text) : assistant(text));
       }
       const budget = Math.floor(random() * countOf({ messages }) * 1.2);
-      const { messages: kept, counts } = await truncate(messages, budget);
+      const { messages: kept, counts, promptTokens } = await truncate(messages, budget);
+      expect(promptTokens).toBe(countOf({ messages: kept }));
       // The reference: drop one leading message at a time (never leaving a tool result first) until it fits.
       let reference = messages;
       while (countOf({ messages: reference }) > budget && reference.length > 1) {

@@ -26,10 +26,12 @@ export interface TruncationOptions {
   count: (chat: Readonly<Record<string, unknown>>) => number | Promise<number>;
 }
 
-/** The result: the chat request to send, and how many of its messages were left out (0 when it fit). */
+/** The result: the chat request to send, how many of its messages were left out (0 when it fit), and its count. */
 export interface Truncated {
   chat: Record<string, unknown>;
   dropped: number;
+  /** The prompt tokens of `chat`, as `count` counted them. */
+  promptTokens: number;
 }
 
 /**
@@ -38,28 +40,33 @@ export interface Truncated {
  * dropping more never counts more).
  */
 export async function truncateToWindow(chat: Record<string, unknown>, options: TruncationOptions): Promise<Truncated> {
-  if ((await options.count(chat)) <= options.budget) return { chat, dropped: 0 };
+  const whole = await options.count(chat);
+  if (whole <= options.budget) return { chat, dropped: 0, promptTokens: whole };
   const messages = chat.messages as ChatMessage[];
   const pinned = messages.slice(0, options.pinned);
   const rest = messages.slice(options.pinned);
   const cuts = cutsOf(rest);
-  const cutAt = (index: number): Truncated => {
+  const cutAt = async (index: number): Promise<Truncated> => {
     const kept = withoutOrphanedResults(rest, cuts[index] ?? 0);
-    return { chat: { ...chat, messages: [...pinned, ...kept] }, dropped: rest.length - kept.length };
+    const cut = { ...chat, messages: [...pinned, ...kept] };
+    return { chat: cut, dropped: rest.length - kept.length, promptTokens: await options.count(cut) };
   };
-  // The first cut (nothing dropped) did not fit: find the first that does, or take the last.
+  // The first cut (nothing dropped) did not fit: find the first that does; failing that, the last, counted already
+  // when the search ends there.
   let low = 1;
   let high = cuts.length - 1;
   let fits: Truncated | undefined;
+  let last: Truncated | undefined;
   while (low <= high) {
     const middle = (low + high) >>> 1;
-    const candidate = cutAt(middle);
-    if ((await options.count(candidate.chat)) <= options.budget) {
+    const candidate = await cutAt(middle);
+    if (middle === cuts.length - 1) last = candidate;
+    if (candidate.promptTokens <= options.budget) {
       fits = candidate;
       high = middle - 1;
     } else low = middle + 1;
   }
-  return fits ?? cutAt(cuts.length - 1);
+  return fits ?? last ?? { chat, dropped: 0, promptTokens: whole };
 }
 
 /** Where the messages may be cut: 0, and before every later message that is not a tool result. */
