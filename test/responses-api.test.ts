@@ -316,7 +316,11 @@ describe('POST /v1/responses over the simulated fleet', () => {
     try {
       for await (const event of stream) {
         if (event.type === 'response.output_text.delta') deltas += 1;
-        if (deltas === 5) controller.abort();
+        if (deltas === 5) {
+          // Leave the loop too: events already in the SDK's buffer would still be yielded after the abort.
+          controller.abort();
+          break;
+        }
       }
     } catch {
       // the abort
@@ -1115,7 +1119,11 @@ describe('background responses', () => {
       for await (const event of stream) {
         if (event.type === 'response.created') id = event.response.id;
         lastSeen = event.sequence_number;
-        if (event.type === 'response.output_text.delta' && ++deltas === 3) controller.abort();
+        if (event.type === 'response.output_text.delta' && ++deltas === 3) {
+          // Events already in the SDK's buffer would still be yielded after the abort: leave the loop as well.
+          controller.abort();
+          break;
+        }
       }
     } catch {
       // the abort
