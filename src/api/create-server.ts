@@ -8,7 +8,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { RATE_LIMIT_HEADER_NAMES, rateLimitHeaders } from '../admission/rate-limit-headers.js';
 import { BillingQueries } from '../billing/billing-queries.js';
 import type { BillingService } from '../billing/billing-service.js';
-import { type Conversations, conversationIdOf } from '../conversations/conversations.js';
+import type { Conversations } from '../conversations/conversations.js';
 import {
   AuthenticationError,
   GatewayError,
@@ -54,6 +54,7 @@ import { inputItemsOf, newResponseContext, responseFromChat } from './responses/
 import {
   asResponsesError,
   chatRequestOf,
+  conversationIdOf,
   type InputTokensRequest,
   InputTokensRequestSchema,
   type ResponsesRequest,

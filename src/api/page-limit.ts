@@ -3,6 +3,7 @@
  * stored responses' input items, conversation items), and a parameter that may be given only once.
  */
 import { InvalidRequestError } from '../errors/gateway-error.js';
+import type { ItemsPageQuery } from '../store/list-page.js';
 
 /** Decimal digits only: `Number()` would also take `1e1`, `0x10`, `0b1`, `+5`, ` 5` and `5.0`, which OpenAI refuses. */
 const DECIMAL_INTEGER = /^[0-9]+$/;
@@ -31,14 +32,6 @@ export function singleQueryValue(query: QueryParameters, name: string): string |
     throw new InvalidRequestError(`'${name}' may be given once.`, { param: name, code: 'invalid_value' });
   }
   return value;
-}
-
-/** The query of a list of items paged as OpenAI pages them: `order` (default newest first), `limit`, `after`. */
-export interface ItemsPageQuery {
-  limit: number;
-  order: 'asc' | 'desc';
-  /** An item id: the page starts after it. */
-  after?: string;
 }
 
 /**

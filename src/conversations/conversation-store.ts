@@ -5,6 +5,7 @@
  * PostgreSQL (`KyselyConversationStore`) and checked by one conformance suite. Times are epoch milliseconds. Every
  * read and write names the tenant: another tenant's conversation is as absent as one never made.
  */
+import type { ItemsPageQuery } from '../store/list-page.js';
 
 /** A conversation, without its items. */
 export interface ConversationRecord {
@@ -14,16 +15,6 @@ export interface ConversationRecord {
   /** Up to 16 string pairs (OpenAI's `metadata`). */
   metadata: Record<string, string>;
   createdAt: number;
-}
-
-/** A page of a conversation's items. */
-export interface ConversationItemsQuery {
-  /** 1 to 100. */
-  limit: number;
-  /** `asc`: oldest first; `desc`: newest first. */
-  order: 'asc' | 'desc';
-  /** The id of an item of the conversation: the page starts after it (in `order`). */
-  after?: string;
 }
 
 /** Where conversations are kept. */
@@ -54,7 +45,7 @@ export interface ConversationStore {
   listItems(
     tenantId: string,
     conversationId: string,
-    query: ConversationItemsQuery,
+    query: ItemsPageQuery,
   ): Promise<{ items: Record<string, unknown>[]; hasMore: boolean } | undefined>;
   /** One item of the tenant's conversation by its id (the last one appended, if two share it), or undefined. */
   getItem(tenantId: string, conversationId: string, itemId: string): Promise<Record<string, unknown> | undefined>;

@@ -10,13 +10,8 @@ import { inputItemsOf, newItemId } from '../api/responses/responses-object.js';
 import { chatRequestOf, type ResponsesRequest } from '../api/responses/responses-request.js';
 import { GatewayError, InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
 import { outputItemsOf } from '../responses/stored-responses.js';
-import { type ItemList, itemList } from '../store/list-page.js';
-import {
-  type ConversationItemsQuery,
-  type ConversationRecord,
-  type ConversationStore,
-  UnknownItemError,
-} from './conversation-store.js';
+import { type ItemList, type ItemsPageQuery, itemList } from '../store/list-page.js';
+import { type ConversationRecord, type ConversationStore, UnknownItemError } from './conversation-store.js';
 
 /** A conversation as the API shows it (`ConversationResource`). */
 export interface ConversationView {
@@ -84,7 +79,7 @@ export class Conversations {
   }
 
   /** `GET /v1/conversations/{id}/items`. */
-  async listItems(tenantId: string, id: string, query: ConversationItemsQuery): Promise<ConversationItemList> {
+  async listItems(tenantId: string, id: string, query: ItemsPageQuery): Promise<ConversationItemList> {
     try {
       const page = await this.store.listItems(tenantId, id, query);
       if (page === undefined) throw conversationNotFound(id);
@@ -133,20 +128,6 @@ export class Conversations {
     const items = [...inputItems, ...outputItemsOf(response)];
     if (!(await this.store.appendItems(tenantId, id, items))) throw conversationNotFound(id);
   }
-}
-
-/** The conversation id a Responses request names (`"conv_…"` or `{id: "conv_…"}`), or undefined. */
-export function conversationIdOf(conversation: unknown): string | undefined {
-  if (typeof conversation === 'string') return conversation;
-  if (typeof conversation === 'object' && conversation !== null) {
-    const id = (conversation as { id?: unknown }).id;
-    if (typeof id === 'string') return id;
-  }
-  if (conversation === undefined || conversation === null) return undefined;
-  throw new InvalidRequestError("Invalid value for 'conversation': expected a conversation id or {id}.", {
-    param: 'conversation',
-    code: 'invalid_type',
-  });
 }
 
 /**

@@ -1,11 +1,7 @@
 import type { Kysely, Selectable, Transaction } from 'kysely';
 import type { DatabaseSchema } from '../store/database-schema.js';
-import {
-  type ConversationItemsQuery,
-  type ConversationRecord,
-  type ConversationStore,
-  UnknownItemError,
-} from './conversation-store.js';
+import type { ItemsPageQuery } from '../store/list-page.js';
+import { type ConversationRecord, type ConversationStore, UnknownItemError } from './conversation-store.js';
 
 /** `conversations` (migration 0012). */
 export interface ConversationsTable {
@@ -142,7 +138,7 @@ export class KyselyConversationStore implements ConversationStore {
   async listItems(
     tenantId: string,
     conversationId: string,
-    query: ConversationItemsQuery,
+    query: ItemsPageQuery,
   ): Promise<{ items: Record<string, unknown>[]; hasMore: boolean } | undefined> {
     if ((await this.getConversation(tenantId, conversationId)) === undefined) return undefined;
     let select = this.db

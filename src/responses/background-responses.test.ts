@@ -3,6 +3,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { sqliteResponseStoreForFile } from '../../test/support/sqlite-response-store.js';
 import { newResponseContext } from '../api/responses/responses-object.js';
 import type { ResponsesRequest } from '../api/responses/responses-request.js';
+import { responsesEvent } from '../api/responses/responses-stream-sink.js';
 import {
   type GatewayError,
   InsufficientQuotaError,
@@ -14,6 +15,7 @@ import {
 import { newRequestTrace, type RequestTrace } from '../metering/request-recorder.js';
 import type { RelayRequest } from '../relay/relay-service.js';
 import { BackgroundResponses } from './background-responses.js';
+import type { ResponseStore } from './response-store.js';
 
 const fixture = sqliteResponseStoreForFile('tollgate-background-responses-');
 let now = Date.parse('2026-12-01T00:00:00Z');
@@ -73,7 +75,13 @@ let ended: string[] = [];
 
 function service(
   relay: ReturnType<typeof fakeRelay>,
-  options: { staleAfterMs?: number; heartbeatMs?: number; retryForMs?: number } = {},
+  options: {
+    staleAfterMs?: number;
+    heartbeatMs?: number;
+    retryForMs?: number;
+    finalEventsGraceMs?: number;
+    store?: ResponseStore;
+  } = {},
 ) {
   return new BackgroundResponses({
     store: fixture.current(),
@@ -314,5 +322,96 @@ describe('BackgroundResponses', () => {
     expect(ended).toEqual(['failed']);
     const refused = await create(background).catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(UnavailableError);
+  });
+
+  describe('follow', () => {
+    /** Stores a streamed background response in `status` whose first `events` events were stored. */
+    async function streamed(status: string, events: number) {
+      const id = `resp_follow_${++counter}`;
+      const response = { id, object: 'response', status, background: true, output: [] };
+      await fixture.current().saveResponse({
+        id,
+        tenantId: alice.tenantId,
+        keyId: alice.keyId,
+        previousResponseId: null,
+        inputItems: [],
+        response,
+        createdAt: now,
+        expiresAt: now + 86_400_000,
+        heartbeatAt: null,
+      });
+      const types = ['response.created', 'response.in_progress', 'response.output_text.delta'];
+      await fixture.current().appendResponseEvents(
+        id,
+        Array.from({ length: events }, (_, sequence) => ({
+          sequenceNumber: sequence,
+          frame: responsesEvent(types[Math.min(sequence, 2)]!, { response }, sequence),
+        })),
+      );
+      return { id, response };
+    }
+
+    /** The SSE frames `frames` holds, each as its event name and its data. */
+    const parsed = (frames: string) =>
+      frames
+        .split('\n\n')
+        .filter((frame) => frame !== '')
+        .map((frame) => {
+          const [event, data] = frame.split('\n');
+          return { event: event!.slice('event: '.length), data: JSON.parse(data!.slice('data: '.length)) };
+        });
+
+    it('ends the stream of a run failed by the sweep with a response.failed made from the stored response', async () => {
+      const { id, response } = await streamed('failed', 2);
+      const background = service(fakeRelay(), { finalEventsGraceMs: 20 });
+      let sent = '';
+      await background.follow(
+        alice.tenantId,
+        id,
+        -1,
+        async (frames) => {
+          sent += frames;
+        },
+        new AbortController().signal,
+      );
+      const events = parsed(sent);
+      expect(events.map((event) => event.event)).toEqual([
+        'response.created',
+        'response.in_progress',
+        'response.failed',
+      ]);
+      expect(events[2]!.data).toEqual({ type: 'response.failed', response, sequence_number: 2 });
+    });
+
+    it('ends the stream with an error event, numbered as the last event sent, when reading the store fails', async () => {
+      const { id } = await streamed('in_progress', 3);
+      const store = fixture.current();
+      let reads = 0;
+      const failing: ResponseStore = Object.create(store, {
+        responseEvents: {
+          value: (...args: Parameters<ResponseStore['responseEvents']>) =>
+            ++reads === 1 ? store.responseEvents(...args) : Promise.reject(new Error('store unreachable')),
+        },
+      });
+      const background = service(fakeRelay(), { store: failing });
+      let sent = '';
+      const followed = background.follow(
+        alice.tenantId,
+        id,
+        0,
+        async (frames) => {
+          sent += frames;
+        },
+        new AbortController().signal,
+      );
+      await expect(followed).rejects.toThrow('store unreachable');
+      const events = parsed(sent);
+      expect(events.map((event) => event.event)).toEqual([
+        'response.in_progress',
+        'response.output_text.delta',
+        'error',
+      ]);
+      expect(events[2]!.data).toMatchObject({ type: 'error', code: 'server_error', param: null, sequence_number: 2 });
+    });
   });
 });

@@ -70,6 +70,11 @@ export interface BackgroundResponsesOptions {
   onSaveFailure?: () => void;
   /** Called with the final status of each run of this process (a metric). */
   onEnded?: (status: string) => void;
+  /**
+   * How long a follower waits for the last events of a response whose stored status is final already before it ends
+   * the stream with one of its own, ms. Default 5,000.
+   */
+  finalEventsGraceMs?: number;
   /** Epoch ms; `Date.now` by default. */
   now?: () => number;
 }
@@ -106,6 +111,9 @@ const MAX_RUNS_PER_TENANT = 100;
 /** How long a follower waits for the last events of a response whose stored status is final already, ms. */
 const FINAL_EVENTS_GRACE_MS = 5_000;
 
+/** The final statuses whose event (`response.<status>`) ends a stream; a cancelled response's stream just stops. */
+const FINAL_STATUSES = new Set(['completed', 'incomplete', 'failed']);
+
 /** Starts, watches, cancels and sweeps background responses. */
 export class BackgroundResponses {
   private readonly runs = new Map<string, LocalRun>();
@@ -115,6 +123,7 @@ export class BackgroundResponses {
   private readonly heartbeatMs: number;
   private readonly staleAfterMs: number;
   private readonly retryForMs: number;
+  private readonly finalEventsGraceMs: number;
   private timer: NodeJS.Timeout | undefined;
   private beating: Promise<void> | undefined;
   private stopped = false;
@@ -126,6 +135,7 @@ export class BackgroundResponses {
     this.heartbeatMs = options.heartbeatMs ?? 2_000;
     this.staleAfterMs = options.staleAfterMs ?? 60_000;
     this.retryForMs = options.retryForMs ?? 15 * 60_000;
+    this.finalEventsGraceMs = options.finalEventsGraceMs ?? FINAL_EVENTS_GRACE_MS;
   }
 
   /** How many responses this process is running. */
@@ -295,8 +305,13 @@ export class BackgroundResponses {
 
   /**
    * Sends `write` the events of the tenant's streamed background response (`checkStreamed`) after sequence number
-   * `after`, as they are stored, until its last event (or, should that never come, until the response is no longer
-   * running); returns early when `signal` aborts (its client left: the run goes on).
+   * `after`, as they are stored, until its last event; returns early when `signal` aborts (its client left: the run
+   * goes on). A stream always ends so that its reader knows how:
+   * - with the response's final event (`response.completed`, `.incomplete` or `.failed`), as stored; or, when that
+   *   never comes (the sweep failed a run whose process died), with one made from the stored final response;
+   * - with nothing more when the response was cancelled or deleted;
+   * - with an `error` event when reading the store failed (the error is rethrown, to be logged). Its
+   *   `sequence_number` repeats that of the last event sent, so a reader that reads on from it misses nothing.
    */
   async follow(
     tenantId: string,
@@ -304,6 +319,27 @@ export class BackgroundResponses {
     after: number,
     write: (frames: string) => Promise<void> | undefined,
     signal: AbortSignal,
+  ): Promise<void> {
+    let last = after;
+    try {
+      await this.followFrom(tenantId, id, after, signal, async (frames, sequence) => {
+        last = sequence;
+        await write(frames);
+      });
+    } catch (error: unknown) {
+      if (signal.aborted) throw error;
+      const message = 'Reading the stored events of this response failed. Read on from the last event received.';
+      await write(responsesEvent('error', { code: 'server_error', message, param: null }, last));
+      throw error;
+    }
+  }
+
+  private async followFrom(
+    tenantId: string,
+    id: string,
+    after: number,
+    signal: AbortSignal,
+    write: (frames: string, lastSequence: number) => Promise<void>,
   ): Promise<void> {
     const { store } = this.options;
     let last = after;
@@ -313,7 +349,7 @@ export class BackgroundResponses {
       const events = await store.responseEvents(tenantId, id, last, 500, this.now());
       if (events.length > 0) {
         last = events.at(-1)!.sequenceNumber;
-        await write(events.map((event) => event.frame).join(''));
+        await write(events.map((event) => event.frame).join(''), last);
         if (events.some((event) => isFinalFrame(event.frame))) return;
         continue;
       }
@@ -322,8 +358,13 @@ export class BackgroundResponses {
         // Cancelled or deleted: its stream just stops.
         if (status === undefined || status === 'cancelled') return;
         if (!RUNNING.has(String(status))) endedAt = Date.now();
-      } else if (Date.now() - endedAt > FINAL_EVENTS_GRACE_MS) {
-        // Failed by the sweep (its process died), or its last events were lost: nothing more will come.
+      } else if (Date.now() - endedAt > this.finalEventsGraceMs) {
+        // Failed by the sweep (its process died), or its last events were lost: nothing more will come. The
+        // stored response is final; its event ends the stream.
+        const response = (await store.getResponse(tenantId, id, this.now()))?.response;
+        if (response !== undefined && FINAL_STATUSES.has(String(response.status))) {
+          await write(responsesEvent(`response.${String(response.status)}`, { response }, last + 1), last + 1);
+        }
         return;
       }
       await this.eventsStored(id, signal);

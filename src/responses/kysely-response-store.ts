@@ -1,4 +1,4 @@
-import type { Kysely, Selectable } from 'kysely';
+import { type Kysely, type Selectable, sql } from 'kysely';
 import type { DatabaseSchema } from '../store/database-schema.js';
 import {
   type ResponseStore,
@@ -80,6 +80,37 @@ export class KyselyResponseStore implements ResponseStore {
       .where('expires_at', '>', now)
       .executeTakeFirst();
     return row === undefined ? undefined : responseFromRow(row);
+  }
+
+  async responseChain(tenantId: string, id: string, now: number, limit: number): Promise<StoredResponse[]> {
+    // The first response is read whatever the limit: it alone would be one row too many.
+    if (limit <= 0) return [];
+    // The chain carries ids only, each step one primary-key lookup with getResponse's tenant and expiry test; the
+    // rows are read once, at the end. The depth bound is what ends a chain that loops back on itself.
+    const rows = await this.db
+      .withRecursive('chain(id, previous_response_id, depth)', (db) =>
+        db
+          .selectFrom('responses')
+          .select(['id', 'previous_response_id', sql<number>`1`.as('depth')])
+          .where('id', '=', id)
+          .where('tenant_id', '=', tenantId)
+          .where('expires_at', '>', now)
+          .unionAll((db) =>
+            db
+              .selectFrom('responses')
+              .innerJoin('chain', 'chain.previous_response_id', 'responses.id')
+              .select(['responses.id', 'responses.previous_response_id', sql<number>`chain.depth + 1`.as('depth')])
+              .where('responses.tenant_id', '=', tenantId)
+              .where('responses.expires_at', '>', now)
+              .where('chain.depth', '<', limit),
+          ),
+      )
+      .selectFrom('chain')
+      .innerJoin('responses', 'responses.id', 'chain.id')
+      .selectAll('responses')
+      .orderBy('chain.depth')
+      .execute();
+    return rows.map(responseFromRow);
   }
 
   async deleteResponse(tenantId: string, id: string, now: number): Promise<boolean> {

@@ -130,6 +130,95 @@ export function describeResponseStoreConformance(name: string, options: Response
       expect(await responses.getResponse(tenant, record.id, record.expiresAt + HOUR)).toBeUndefined();
     });
 
+    /** Saves one response of `tenant` per entry of `overrides`, each going on from the one before; oldest first. */
+    async function saveChain(tenant: string, overrides: Partial<StoredResponse>[]): Promise<StoredResponse[]> {
+      const chain: StoredResponse[] = [];
+      for (const [index, override] of overrides.entries()) {
+        const previousResponseId = chain.at(-1)?.id ?? null;
+        const record = storedResponse(tenant, { previousResponseId, createdAt: NOW + index, ...override });
+        await responses.saveResponse(record);
+        chain.push(record);
+      }
+      return chain;
+    }
+
+    /** The ids `responseChain` reads from `id` at `NOW`. */
+    async function chainIds(tenant: string, id: string, limit: number, now = NOW): Promise<string[]> {
+      return (await responses.responseChain(tenant, id, now, limit)).map((record) => record.id);
+    }
+
+    it('reads a chain of responses whole, newest first, field for field', async () => {
+      const tenant = `ten_${unique()}`;
+      // One of them with a heartbeat, as a response run in the background has.
+      const chain = await saveChain(tenant, [{}, {}, { heartbeatAt: NOW - 1 }, {}, {}]);
+      const newestFirst = [...chain].reverse();
+      expect(await responses.responseChain(tenant, newestFirst[0]!.id, NOW, 10)).toEqual(newestFirst);
+      expect(await responses.responseChain(tenant, newestFirst[0]!.id, NOW, 5)).toEqual(newestFirst);
+      expect(await responses.responseChain(tenant, chain[1]!.id, NOW, 10)).toEqual([chain[1], chain[0]]);
+      expect(await responses.responseChain(tenant, chain[0]!.id, NOW, 10)).toEqual([chain[0]]);
+    });
+
+    it('reads at most `limit` responses of a chain, the newest', async () => {
+      const tenant = `ten_${unique()}`;
+      const chain = await saveChain(tenant, [{}, {}, {}, {}, {}]);
+      const newest = chain[4]!.id;
+      expect(await chainIds(tenant, newest, 3)).toEqual([chain[4]!.id, chain[3]!.id, chain[2]!.id]);
+      expect(await chainIds(tenant, newest, 1)).toEqual([newest]);
+      expect(await chainIds(tenant, newest, 0)).toEqual([]);
+      expect(await chainIds(tenant, newest, -1)).toEqual([]);
+    });
+
+    it('stops a chain before a deleted response', async () => {
+      const tenant = `ten_${unique()}`;
+      const chain = await saveChain(tenant, [{}, {}, {}, {}, {}]);
+      expect(await responses.deleteResponse(tenant, chain[2]!.id, NOW)).toBe(true);
+      const read = await responses.responseChain(tenant, chain[4]!.id, NOW, 10);
+      expect(read).toEqual([chain[4], chain[3]]);
+      // The caller learns which response is missing from the last one read.
+      expect(read.at(-1)?.previousResponseId).toBe(chain[2]!.id);
+      expect(await chainIds(tenant, chain[2]!.id, 10)).toEqual([]);
+    });
+
+    it('stops a chain before an expired response, from its expiry on', async () => {
+      const tenant = `ten_${unique()}`;
+      const chain = await saveChain(tenant, [{}, {}, { expiresAt: NOW + 10 }, {}, {}]);
+      const newest = chain[4]!.id;
+      expect(await chainIds(tenant, newest, 10, NOW + 9)).toHaveLength(5);
+      expect(await chainIds(tenant, newest, 10, NOW + 10)).toEqual([chain[4]!.id, chain[3]!.id]);
+      expect(await chainIds(tenant, chain[2]!.id, 10, NOW + 10)).toEqual([]);
+      // The first response expired: nothing is read, as by getResponse.
+      expect(await chainIds(tenant, newest, 10, chain[4]!.expiresAt)).toEqual([]);
+    });
+
+    it("stops a chain before another tenant's response, and reads none of another tenant's chain", async () => {
+      const [tenant, other] = [`ten_${unique()}`, `ten_${unique()}`];
+      // The middle response is the other tenant's, and goes on from the tenant's first.
+      const chain = await saveChain(tenant, [{}, { tenantId: other }, {}]);
+      expect(await chainIds(tenant, chain[2]!.id, 10)).toEqual([chain[2]!.id]);
+      expect(await chainIds(other, chain[1]!.id, 10)).toEqual([chain[1]!.id]);
+      expect(await chainIds(other, chain[2]!.id, 10)).toEqual([]);
+      expect(await chainIds(tenant, chain[0]!.id, 10)).toEqual([chain[0]!.id]);
+    });
+
+    it('reads no chain from an unknown id', async () => {
+      expect(await chainIds(`ten_${unique()}`, `resp_${unique()}`, 10)).toEqual([]);
+    });
+
+    it('ends a chain that loops back on itself after `limit` responses', async () => {
+      const tenant = `ten_${unique()}`;
+      // Not made by the gateway (ids are random), but a bad row must not make a read loop forever.
+      const selfId = `resp_${unique()}`;
+      const self = storedResponse(tenant, { id: selfId, previousResponseId: selfId });
+      const [firstId, secondId] = [`resp_${unique()}`, `resp_${unique()}`];
+      const first = storedResponse(tenant, { id: firstId, previousResponseId: secondId });
+      const second = storedResponse(tenant, { id: secondId, previousResponseId: firstId });
+      for (const record of [self, first, second]) await responses.saveResponse(record);
+
+      expect(await responses.responseChain(tenant, selfId, NOW, 3)).toEqual([self, self, self]);
+      expect(await chainIds(tenant, selfId, 1_000)).toHaveLength(1_000);
+      expect(await chainIds(tenant, firstId, 5)).toEqual([firstId, secondId, firstId, secondId, firstId]);
+    });
+
     it('deletes a response once', async () => {
       const tenant = `ten_${unique()}`;
       const record = storedResponse(tenant);

@@ -57,6 +57,15 @@ export interface ResponseStore {
   saveResponse(record: StoredResponse): Promise<void>;
   /** The tenant's response `id`, unless it expired at `now` or was deleted. */
   getResponse(tenantId: string, id: string, now: number): Promise<StoredResponse | undefined>;
+  /**
+   * The tenant's response `id` and the responses it went on from (`previousResponseId`), newest first, read as
+   * `getResponse` reads each: in one round trip. It stops before the first response missing (never made, another
+   * tenant's, expired at `now`, deleted) and after `limit` responses (limit <= 0 → []), so a chain that loops back
+   * on itself ends too. The last response read tells why it stopped: its `previousResponseId` is null when the chain
+   * is whole; else, with fewer than `limit` read, that id is the response missing ([] when `id` itself is); else the
+   * chain is longer than `limit`.
+   */
+  responseChain(tenantId: string, id: string, now: number, limit: number): Promise<StoredResponse[]>;
   /** Deletes the tenant's response `id`; false when it had none (never made, another tenant's, expired at `now`). */
   deleteResponse(tenantId: string, id: string, now: number): Promise<boolean>;
   /** Deletes every response of the tenant, expired or not; returns how many. */

@@ -82,13 +82,28 @@ describe('StoredResponses', () => {
   it('refuses a conversation longer than it reads', async () => {
     const responses = service();
     let previous: string | null = null;
+    let longest = '';
     for (let index = 0; index <= MAX_CONVERSATION_RESPONSES; index++) {
+      longest = previous ?? '';
       previous = await respond(responses, `long${index}`, previous);
     }
+    // As long as it reads is read whole.
+    expect(await responses.historyOf(alice.tenantId, longest)).toHaveLength(2 * MAX_CONVERSATION_RESPONSES);
     await expect(responses.historyOf(alice.tenantId, previous!)).rejects.toMatchObject({
       code: 'invalid_value',
       param: 'previous_response_id',
     });
+  });
+
+  it('refuses to go on from a conversation one of whose responses still runs in the background', async () => {
+    const responses = service();
+    const running = `resp_running_${++counter}`;
+    await responses.save(alice, [], { id: running, object: 'response', status: 'in_progress', output: [] });
+    const next = await respond(responses, 'after-running', running);
+    const last = await respond(responses, 'last', next);
+    const refused = responses.historyOf(alice.tenantId, last);
+    await expect(refused).rejects.toMatchObject({ code: 'previous_response_not_done', param: 'previous_response_id' });
+    await expect(refused).rejects.toThrow(running);
   });
 
   it('refuses previous_response_id when storing is off', async () => {
@@ -142,12 +157,12 @@ describe('StoredResponses', () => {
   it('logs a response it could not store, and does not throw', async () => {
     const lines: string[] = [];
     let failures = 0;
-    const failing: ResponseStore = {
-      ...fixture.current(),
+    // The real store's methods (on its prototype), but for saving.
+    const failing: ResponseStore = Object.assign(Object.create(fixture.current()), {
       saveResponse: async () => {
         throw new Error('disk full');
       },
-    };
+    });
     const responses = new StoredResponses(failing, {
       enabled: true,
       retentionMs: DAY_MS,

@@ -79,27 +79,26 @@ export class StoredResponses {
         { param: 'previous_response_id', code: 'unsupported_parameter' },
       );
     }
-    const chain: StoredResponse[] = [];
-    const now = this.now();
-    let id: string | null = previousResponseId;
-    while (id !== null) {
-      if (chain.length === MAX_CONVERSATION_RESPONSES) {
-        throw new InvalidRequestError(
-          `The conversation of previous_response_id is longer than ${MAX_CONVERSATION_RESPONSES} responses. Start a new one with the items you need as input.`,
-          { param: 'previous_response_id', code: 'invalid_value' },
-        );
-      }
-      const response = await this.store.getResponse(tenantId, id, now);
-      if (response === undefined) throw previousNotFound(previousResponseId, id);
+    const chain = await this.store.responseChain(tenantId, previousResponseId, this.now(), MAX_CONVERSATION_RESPONSES);
+    for (const response of chain) {
       if ((RUNNING_RESPONSE_STATUSES as readonly unknown[]).includes(response.response.status)) {
         throw new InvalidRequestError(
-          `Previous response with id '${id.slice(0, 80)}' is still running in the background (status ${String(response.response.status)}); go on from it once it is done.`,
+          `Previous response with id '${response.id.slice(0, 80)}' is still running in the background (status ${String(response.response.status)}); go on from it once it is done.`,
           { param: 'previous_response_id', code: 'previous_response_not_done' },
         );
       }
-      chain.push(response);
-      id = response.previousResponseId;
     }
+    const last = chain.at(-1);
+    // The response the chain goes on to after the last one read; null when that was the first of the conversation.
+    const unread = last === undefined ? previousResponseId : last.previousResponseId;
+    // A chain as long as allowed that goes on is too long, whether or not the response it goes on to is still there.
+    if (unread !== null && chain.length === MAX_CONVERSATION_RESPONSES) {
+      throw new InvalidRequestError(
+        `The conversation of previous_response_id is longer than ${MAX_CONVERSATION_RESPONSES} responses. Start a new one with the items you need as input.`,
+        { param: 'previous_response_id', code: 'invalid_value' },
+      );
+    }
+    if (unread !== null) throw previousNotFound(previousResponseId, unread);
     chain.reverse();
     return chain.flatMap((response) => [...response.inputItems, ...outputItemsOf(response.response)]);
   }

@@ -56,6 +56,17 @@ export interface ItemList {
   has_more: boolean;
 }
 
+/**
+ * The query of a page of items (a response's input items, a conversation's items), as OpenAI pages them: `limit` 1 to
+ * 100, `order` `asc` (oldest first) or `desc` (newest first), and `after`, an item id the page starts after (in
+ * `order`).
+ */
+export interface ItemsPageQuery {
+  limit: number;
+  order: 'asc' | 'desc';
+  after?: string;
+}
+
 /** The item list of one page of `items` (each with an `id`). */
 export function itemList(items: Record<string, unknown>[], hasMore: boolean): ItemList {
   return {

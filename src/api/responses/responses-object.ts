@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { emptyUsage, type Usage, usageFromOpenAI } from '../../upstreams/usage.js';
-import type { ResponsesRequest } from './responses-request.js';
+import { conversationIdOf, type ResponsesRequest } from './responses-request.js';
 
 /** What every object of one response shares: its id, its creation time and the request it answers. */
 export interface ResponseContext {
@@ -156,9 +156,8 @@ export function responseObject(
 
 /** The `conversation` a response echoes: `{id}` of the one its request named, or null. */
 function conversationOf(conversation: unknown): { id: string } | null {
-  if (typeof conversation === 'string') return { id: conversation };
-  const id = (conversation as { id?: unknown } | null | undefined)?.id;
-  return typeof id === 'string' ? { id } : null;
+  const id = conversationIdOf(conversation);
+  return id === undefined ? null : { id };
 }
 
 /** A function tool as OpenAI echoes it: `strict` and `parameters` always present. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidRequestError } from '../../errors/gateway-error.js';
-import { chatRequestOf, type ResponsesRequest, responsesParamOf } from './responses-request.js';
+import { chatRequestOf, conversationIdOf, type ResponsesRequest, responsesParamOf } from './responses-request.js';
 
 /**
  * Request fields as a client sends them. The schema's static type names only `type` on tools and object tool
@@ -523,5 +523,17 @@ describe('chatRequestOf: fields chat completions take differently', () => {
     ['tool_choice.function.name', 'tool_choice.name'],
   ])('names the Responses field %s came from', (chatParam, responsesParam) => {
     expect(responsesParamOf(chatParam)).toBe(responsesParam);
+  });
+});
+
+describe('conversationIdOf', () => {
+  it('reads a conversation id as a string or {id}, and refuses anything else', () => {
+    expect([conversationIdOf('conv_1'), conversationIdOf({ id: 'conv_2' }), conversationIdOf(null)]).toEqual([
+      'conv_1',
+      'conv_2',
+      undefined,
+    ]);
+    expect(() => conversationIdOf(42)).toThrow(InvalidRequestError);
+    expect(() => conversationIdOf({ name: 'x' })).toThrow(InvalidRequestError);
   });
 });

@@ -453,3 +453,17 @@ export function asResponsesError<E>(error: E): E | GatewayError {
     cause: error,
   });
 }
+
+/** The conversation id a Responses request names (`"conv_…"` or `{id: "conv_…"}`), or undefined. */
+export function conversationIdOf(conversation: unknown): string | undefined {
+  if (typeof conversation === 'string') return conversation;
+  if (typeof conversation === 'object' && conversation !== null) {
+    const id = (conversation as { id?: unknown }).id;
+    if (typeof id === 'string') return id;
+  }
+  if (conversation === undefined || conversation === null) return undefined;
+  throw new InvalidRequestError("Invalid value for 'conversation': expected a conversation id or {id}.", {
+    param: 'conversation',
+    code: 'invalid_type',
+  });
+}

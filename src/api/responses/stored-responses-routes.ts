@@ -114,7 +114,7 @@ export async function sendEventStream(
   try {
     await follow((frames) => sink.write(frames), signal);
   } catch (error: unknown) {
-    // The stream is open: no error answer can follow. It ends; the client may read on from its last event.
+    // The stream is open: no error answer can follow. `follow` sent what it could (an `error` event); it ends.
     services.logger.error({ err: error, requestId: request.id }, 'stream of stored events failed');
   } finally {
     clearInterval(keepAlive);
