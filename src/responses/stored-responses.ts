@@ -13,7 +13,7 @@
  */
 import { InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
 import type { Logger } from '../observability/logger.js';
-import { type ItemList, itemList } from '../store/list-page.js';
+import { type ItemList, type ItemsPageQuery, itemList } from '../store/list-page.js';
 import type { Principal } from '../tenancy/key-service.js';
 import { type ResponseStore, RUNNING_RESPONSE_STATUSES, type StoredResponse } from './response-store.js';
 
@@ -39,14 +39,6 @@ export interface StoredResponsesOptions {
 
 /** One page of a response's input items (`GET /v1/responses/{id}/input_items`). */
 export type InputItemsPage = ItemList;
-
-/** The query of `GET /v1/responses/{id}/input_items`. */
-export interface InputItemsQuery {
-  limit: number;
-  order: 'asc' | 'desc';
-  /** An item id: the page starts after it. */
-  after?: string;
-}
 
 /** Stores, reads and sweeps the tenants' responses. */
 export class StoredResponses {
@@ -155,7 +147,7 @@ export class StoredResponses {
   }
 
   /** A page of the input items of the tenant's stored response. */
-  async inputItems(tenantId: string, id: string, query: InputItemsQuery): Promise<InputItemsPage> {
+  async inputItems(tenantId: string, id: string, query: ItemsPageQuery): Promise<InputItemsPage> {
     const items = (await this.stored(tenantId, id)).inputItems;
     const ordered = query.order === 'asc' ? items : [...items].reverse();
     let start = 0;
