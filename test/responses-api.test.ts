@@ -10,6 +10,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseNano } from '../src/billing/nano.js';
 import { countPromptTokens, countTextTokens } from '../src/metering/token-counter.js';
+import { COMPACTION_PROMPT } from '../src/responses/compaction.js';
 import { type SimServer, startSimServer } from '../src/upstreams/simulated/sim-server.js';
 import { isFinal, jsonl, readJsonl, uploadInput, waitForBatch } from './support/batch-fixtures.js';
 import { openAIErrors } from './support/openai-schema.js';
@@ -720,6 +721,142 @@ describe('stored responses', () => {
     await harness.gateway.settled();
     const after = await harness.admin('GET', `/tenants/${tenantId}/billing`);
     expect(after.body.balance).toBe(before.body.balance);
+  });
+});
+
+describe('compaction', () => {
+  /** A conversation with every kind of item: the client's messages, the model's, a tool round. */
+  const conversation: OpenAI.Responses.ResponseInput = [
+    { role: 'developer', content: 'Be brief.' },
+    { role: 'user', content: 'Plan three days in Oslo.' },
+    { role: 'assistant', content: 'Day one: the fjord. Day two: the museums.' },
+    { type: 'function_call', call_id: 'call_weather', name: 'get_weather', arguments: '{"city":"Oslo"}' },
+    { type: 'function_call_output', call_id: 'call_weather', output: '3°C, snow' },
+    { role: 'user', content: 'Add a day of skiing.' },
+  ];
+  const text = (value: string) => [{ type: 'input_text', text: value }];
+
+  it('asks the model for a summary after the conversation, and bills and logs it as an answer', async () => {
+    const { data: compacted, response } = await client.responses
+      .compact({ model: 'tool-model', instructions: 'Summaries in English.', input: conversation })
+      .withResponse();
+    expect(openAIErrors('CompactResource', compacted)).toEqual([]);
+    const sent = toolUpstreamRequests[0]!;
+    expect(sent.messages).toEqual([
+      { role: 'system', content: 'Summaries in English.' },
+      // The developer's message, as the system's: many chat servers know no developer role.
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: [{ type: 'text', text: 'Plan three days in Oslo.' }] },
+      { role: 'assistant', content: 'Day one: the fjord. Day two: the museums.' },
+      {
+        role: 'assistant',
+        content: null,
+        tool_calls: [
+          { id: 'call_weather', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Oslo"}' } },
+        ],
+      },
+      { role: 'tool', tool_call_id: 'call_weather', content: '3°C, snow' },
+      { role: 'user', content: [{ type: 'text', text: 'Add a day of skiing.' }] },
+      { role: 'user', content: COMPACTION_PROMPT },
+    ]);
+    expect(sent.max_completion_tokens).toBe(4096);
+    // The usage the upstream reported, as billed.
+    expect(compacted.usage).toMatchObject({ input_tokens: 57, output_tokens: 31, total_tokens: 88 });
+    await harness.gateway.settled();
+    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    expect(records.find((record) => record.requestId === response.headers.get('x-request-id'))).toMatchObject({
+      endpoint: 'responses_compact',
+      model: 'tool-model',
+      status: 200,
+      promptTokens: 57,
+      completionTokens: 31,
+    });
+  });
+
+  it("keeps the client's messages verbatim and seals the summary, which the next request reads in their place", async () => {
+    const compacted = await client.responses.compact({ model: 'sim-pro-32k', input: conversation });
+    expect(openAIErrors('CompactResource', compacted)).toEqual([]);
+    expect(compacted.object).toBe('response.compaction');
+    const kept = compacted.output.slice(0, -1) as Array<{ type: string; role: string; content: unknown }>;
+    expect(kept.map(({ type, role, content }) => ({ type, role, content }))).toEqual([
+      { type: 'message', role: 'developer', content: text('Be brief.') },
+      { type: 'message', role: 'user', content: text('Plan three days in Oslo.') },
+      { type: 'message', role: 'user', content: text('Add a day of skiing.') },
+    ]);
+    const compaction = compacted.output.at(-1) as { type: string; id: string; encrypted_content: string };
+    expect(compaction.type).toBe('compaction');
+    expect(compaction.id).toMatch(/^cmp_/);
+    expect(compaction.encrypted_content.startsWith('tgc1.')).toBe(true);
+
+    await client.responses.create({
+      model: 'tool-model',
+      input: [...(compacted.output as OpenAI.Responses.ResponseInput), { role: 'user', content: 'And a fourth day?' }],
+    });
+    const messages = toolUpstreamRequests[0]!.messages as Array<{ role: string; content: unknown }>;
+    expect(messages.map((message) => message.role)).toEqual(['system', 'user', 'user', 'assistant', 'user']);
+    // The summary the model wrote: its tokens are those the compaction billed for its output.
+    const summary = messages[3]!.content as string;
+    expect(summary.length).toBeGreaterThan(0);
+    expect(countTextTokens(summary)).toBe(compacted.usage.output_tokens);
+    expect(messages[4]).toEqual({ role: 'user', content: 'And a fourth day?' });
+  });
+
+  it('compacts a stored conversation with new input, and a conversation takes the compaction item', async () => {
+    const first = await client.responses.create({ model: 'sim-pro-32k', input: 'Remember the number 7.' });
+    const compacted = await client.responses.compact({
+      model: 'sim-pro-32k',
+      previous_response_id: first.id,
+      input: 'And 8.',
+    });
+    expect(compacted.output.map((item) => (item as { content?: unknown }).content ?? item.type)).toEqual([
+      text('Remember the number 7.'),
+      text('And 8.'),
+      'compaction',
+    ]);
+    const stored = await client.conversations.create({ items: compacted.output as OpenAI.Responses.ResponseInput });
+    const next = await client.responses.create({ model: 'sim-pro-32k', conversation: stored.id, input: 'Sum them.' });
+    expect(next.status).toBe('completed');
+    const items = await client.conversations.items.list(stored.id, { order: 'asc' });
+    expect(items.data.map((item) => item.type)).toEqual(['message', 'message', 'compaction', 'message', 'message']);
+  });
+
+  it("refuses another tenant's compaction item or a changed one, naming it, and a compaction of nothing", async () => {
+    const compacted = await client.responses.compact({ model: 'sim-pro-32k', input: 'Hello.' });
+    const compaction = compacted.output.at(-1) as { type: 'compaction'; encrypted_content: string };
+    const other = await harness.createTenantWithKey({ credit: '10' });
+    const otherClient = harness.client(other.key, { maxRetries: 0 });
+    const refusals = [
+      otherClient.responses.create({ model: 'sim-pro-32k', input: [{ role: 'user', content: 'Hi' }, compaction] }),
+      otherClient.conversations.create({ items: [compaction] }),
+      client.responses.create({
+        model: 'sim-pro-32k',
+        input: [
+          { role: 'user', content: 'Hi' },
+          { ...compaction, encrypted_content: `${compaction.encrypted_content}x` },
+        ],
+      }),
+    ];
+    const params = ['input[1].encrypted_content', 'items[0].encrypted_content', 'input[1].encrypted_content'];
+    for (const [index, refusal] of refusals.entries()) {
+      const error = await refusal.catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+      expect(error).toMatchObject({ code: 'invalid_encrypted_content', param: params[index] });
+    }
+    const empty = await client.responses.compact({ model: 'sim-pro-32k' }).catch((caught: unknown) => caught);
+    expect(empty).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(empty).toMatchObject({ code: 'missing_required_parameter', param: 'input' });
+    // Nothing was spent on the refused ones.
+    const records = await harness.gateway.store.listRequestLogs({ tenantId: other.tenantId, limit: 100 });
+    expect(records.every((record) => record.completionTokens === 0)).toBe(true);
+  });
+
+  it('refuses a conversation too long to leave room for its summary', async () => {
+    const long = 'word '.repeat(SMALL_WINDOW);
+    const error = await client.responses
+      .compact({ model: 'small-window-model', input: long })
+      .catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(error).toMatchObject({ code: 'context_length_exceeded', param: 'input' });
   });
 });
 

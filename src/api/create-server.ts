@@ -24,6 +24,13 @@ import type { AdmissionGate } from '../relay/admission-gate.js';
 import type { RelayRequest, RelayService } from '../relay/relay-service.js';
 import type { SseSink } from '../relay/sse-sink.js';
 import type { BackgroundResponses } from '../responses/background-responses.js';
+import {
+  COMPACTION_MAX_OUTPUT_TOKENS,
+  COMPACTION_MIN_OUTPUT_TOKENS,
+  COMPACTION_PROMPT,
+  type CompactionSeal,
+  keptItems,
+} from '../responses/compaction.js';
 import type { StoredResponses } from '../responses/stored-responses.js';
 import type { DeploymentRouter } from '../routing/deployment-router.js';
 import type { Store } from '../store/store.js';
@@ -50,9 +57,17 @@ import {
   EmbeddingRequestSchema,
   type GenerationRequest,
 } from './request-schemas.js';
-import { inputItemsOf, newResponseContext, responseFromChat } from './responses/responses-object.js';
+import {
+  inputItemsOf,
+  newItemId,
+  newResponseContext,
+  responseFromChat,
+  responsesUsage,
+} from './responses/responses-object.js';
 import {
   asResponsesError,
+  type CompactRequest,
+  CompactRequestSchema,
   chatRequestOf,
   conversationIdOf,
   type InputTokensRequest,
@@ -98,6 +113,8 @@ export interface ServerServices {
   conversations?: Conversations;
   /** Responses run in the background (`background: true`); undefined refuses them (it needs stored responses). */
   background?: BackgroundResponses;
+  /** Seals the summaries of compacted conversations (`/v1/responses/compact`) and opens them in requests. */
+  compaction: CompactionSeal;
   /** The API requests not over yet, for shutdown to wait on. */
   outstanding: OutstandingRequests;
   /** The abort signals of API requests, for shutdown to stop what still runs. */
@@ -266,6 +283,12 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     return services.conversations?.historyOf(principal.tenantId, conversationId);
   };
 
+  /** Opens the compaction items of the principal's tenant (`CompactionSeal`). */
+  const openerOf =
+    (principal: Principal) =>
+    (sealed: string, param: string): string =>
+      services.compaction.open(principal.tenantId, sealed, param);
+
   /**
    * The chat request a Responses request becomes, with the items it goes on from; with `truncation: "auto"`, cut to
    * its model's context window (`truncateToWindow`), and then with its prompt tokens as counted for the cut.
@@ -278,6 +301,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   ): Promise<{ chat: Record<string, unknown>; promptTokens?: number }> => {
     const chat = chatRequestOf(body, await historyOf(principal, body, conversationId), {
       truncates: true,
+      openCompaction: openerOf(principal),
       ...options,
     });
     if (body.truncation !== 'auto') return { chat };
@@ -498,6 +522,62 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const inputTokens = promptTokens ?? (await countPromptTokensOffThread('chat', chat));
     return { object: 'response.input_tokens', input_tokens: inputTokens };
   });
+  // Compaction (`client.responses.compact`): a summary of the conversation, written by the request's model through
+  // the ordinary request path (limits, wallet, metering: it is billed as any answer), sealed into a compaction item
+  // after the client's own messages (`responses/compaction.ts`). Nothing is stored.
+  app.post('/v1/responses/compact', { schema: { body: CompactRequestSchema } }, async (request, reply) => {
+    const body = request.body as CompactRequest;
+    const principal = request.principal!;
+    const trace = request.trace!;
+    const model = services.relay.resolveModel(principal, 'chat', body.model);
+    const history = await historyOf(principal, body, undefined);
+    const input = body.input === undefined || body.input === null ? [] : inputItemsOf({ input: body.input });
+    if (history === undefined && input.length === 0) {
+      throw new InvalidRequestError('Nothing to compact: give input, previous_response_id or both.', {
+        param: 'input',
+        code: 'missing_required_parameter',
+      });
+    }
+    const summaryRequest = {
+      ...body,
+      input: [...input, { type: 'message', role: 'user', content: COMPACTION_PROMPT }],
+    } as ResponsesRequest;
+    const chat = chatRequestOf(summaryRequest, history, { openCompaction: openerOf(principal) });
+    const room = model.contextWindow - (await countPromptTokensOffThread('chat', chat));
+    if (room < COMPACTION_MIN_OUTPUT_TOKENS) {
+      throw new InvalidRequestError(
+        `The conversation leaves ${Math.max(room, 0)} of this model's ${model.contextWindow} tokens for its summary; compaction needs ${COMPACTION_MIN_OUTPUT_TOKENS}. Compact it earlier, or with a model with a longer context window.`,
+        { param: 'input', code: 'context_length_exceeded' },
+      );
+    }
+    chat.max_completion_tokens = Math.min(COMPACTION_MAX_OUTPUT_TOKENS, room);
+    const completion = await relayWhole({
+      trace,
+      principal,
+      endpoint: 'chat',
+      body: chat,
+      signal: services.connections.of(reply.raw),
+    }).catch((error: unknown) => {
+      throw asResponsesError(error);
+    });
+    reply.headers(services.relay.responseHeaders(trace));
+    const message = (completion.choices as Array<{ message?: { content?: unknown } }> | undefined)?.[0]?.message;
+    const summary = typeof message?.content === 'string' ? message.content : '';
+    return {
+      id: newItemId('resp'),
+      object: 'response.compaction',
+      output: [
+        ...keptItems([...(history ?? []), ...input]),
+        {
+          id: newItemId('cmp'),
+          type: 'compaction',
+          encrypted_content: services.compaction.seal(principal.tenantId, summary),
+        },
+      ],
+      created_at: Math.floor(trace.receivedAt / 1000),
+      usage: responsesUsage(trace.usage),
+    };
+  });
   registerStoredResponsesRoutes(app, services.responses, services.background, eventStreams);
   registerConversationsRoutes(app, services.conversations);
 
@@ -570,6 +650,7 @@ function endpointOf(url: string): string {
   if (url.startsWith('/v1/completions')) return 'completions';
   if (url.startsWith('/v1/embeddings')) return 'embeddings';
   if (url.startsWith('/v1/responses/input_tokens')) return 'input_tokens';
+  if (url.startsWith('/v1/responses/compact')) return 'responses_compact';
   // Reading, listing and deleting stored responses: `/v1/responses/{id}…`.
   if (url.startsWith('/v1/responses/')) return 'stored_responses';
   if (url.startsWith('/v1/responses')) return 'responses';

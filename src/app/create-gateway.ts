@@ -49,6 +49,7 @@ import { GatewayMetrics } from '../observability/metrics.js';
 import { AdmissionGate, type AdmissionGateOptions } from '../relay/admission-gate.js';
 import { RelayService } from '../relay/relay-service.js';
 import { BackgroundResponses } from '../responses/background-responses.js';
+import { CompactionSeal } from '../responses/compaction.js';
 import { KyselyResponseStore } from '../responses/kysely-response-store.js';
 import { StoredResponses } from '../responses/stored-responses.js';
 import { DeploymentRouter, type DeploymentRoutingSettings } from '../routing/deployment-router.js';
@@ -442,8 +443,13 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
           onSaveFailure: () => metrics.responsesNotStored.inc(),
         })
       : undefined;
+  const compaction = new CompactionSeal(
+    resolveSecret(loaded.dataDir, 'compaction-secret', 'tgcs_', loaded.compactionSecret),
+  );
   const conversations =
-    store instanceof KyselyStore ? new Conversations(new KyselyConversationStore(store.kysely)) : undefined;
+    store instanceof KyselyStore
+      ? new Conversations(new KyselyConversationStore(store.kysely), { compaction })
+      : undefined;
   // Background responses (`background: true`) need stored responses: a client polls them.
   const background =
     store instanceof KyselyStore && config.responses.store
@@ -518,6 +524,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       gate,
       outstanding,
       connections,
+      compaction,
       adminToken: options.adminToken,
       logger,
       ready,

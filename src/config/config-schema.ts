@@ -433,6 +433,12 @@ export const ConfigSchema = Type.Object(
           'How long a background response waits out rate limits and an overloaded fleet, minutes.',
           15,
         ),
+        /**
+         * Environment variable holding the secret that seals compaction summaries (`/v1/responses/compact`). Give
+         * every process of a gateway the same one; without it, one is generated once into the data directory, which
+         * serves the processes that share it.
+         */
+        compaction_secret_env: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' })),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -130,11 +130,15 @@ models:
       JSON.stringify({
         upstreams: [{ name: 'u', type: 'openai', base_url: 'http://127.0.0.1:1/v1', api_key_env: 'MISSING_KEY' }],
         models: [{ name: 'm', context_window: 10, deployments: [{ upstream: 'u', model: 'x' }] }],
+        responses: { compaction_secret_env: 'COMPACTION_SECRET' },
       }),
     );
     expect(problemsOf(() => loadConfig({ cwd, configPath: file, env: {} }))).toEqual([
       'upstreams[0].api_key_env: environment variable MISSING_KEY is not set',
+      'responses.compaction_secret_env: environment variable COMPACTION_SECRET is not set',
     ]);
+    const loaded = loadConfig({ cwd, configPath: file, env: { MISSING_KEY: 'k', COMPACTION_SECRET: 'sealing' } });
+    expect(loaded.compactionSecret).toBe('sealing');
     expect(
       problemsOf(() => parseConfigDocument({ ...minimal, upstreams: [{ ...minimal.upstreams[0], api_key: 'x' }] })),
     ).toHaveLength(1);

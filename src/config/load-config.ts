@@ -28,6 +28,8 @@ export interface LoadedConfig {
   upstreamApiKeys: ReadonlyMap<string, string>;
   /** Secret signing budget-alert webhooks, from the variable `billing.webhook_secret_env` names. */
   webhookSecret: string | undefined;
+  /** Secret sealing compaction summaries, from the variable `responses.compaction_secret_env` names. */
+  compactionSecret: string | undefined;
 }
 
 /** A configuration that cannot be used; `problems` are `path: message` lines. */
@@ -89,10 +91,16 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   if (secretVariable !== undefined && webhookSecret === undefined) {
     problems.push(`billing.webhook_secret_env: environment variable ${secretVariable} is not set`);
   }
+  const compactionVariable = config.responses.compaction_secret_env;
+  const compactionSecret = compactionVariable === undefined ? undefined : nonEmpty(env[compactionVariable]);
+  if (compactionVariable !== undefined && compactionSecret === undefined) {
+    problems.push(`responses.compaction_secret_env: environment variable ${compactionVariable} is not set`);
+  }
   if (problems.length > 0) throw new ConfigError(sourceName, problems);
 
   return deepFreeze({
     webhookSecret,
+    compactionSecret,
     config,
     source,
     dataDir,

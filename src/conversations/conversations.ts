@@ -7,8 +7,9 @@
  * (`chatRequestOf`): what a chat upstream could not read later is refused now, naming the item.
  */
 import { inputItemsOf, newItemId } from '../api/responses/responses-object.js';
-import { chatRequestOf, type ResponsesRequest } from '../api/responses/responses-request.js';
+import { type ChatRequestOptions, chatRequestOf, type ResponsesRequest } from '../api/responses/responses-request.js';
 import { GatewayError, InvalidRequestError, NotFoundError } from '../errors/gateway-error.js';
+import type { CompactionSeal } from '../responses/compaction.js';
 import { outputItemsOf } from '../responses/stored-responses.js';
 import { type ItemList, type ItemsPageQuery, itemList } from '../store/list-page.js';
 import { type ConversationRecord, type ConversationStore, UnknownItemError } from './conversation-store.js';
@@ -27,12 +28,21 @@ export type ConversationItemList = ItemList;
 /** The tenants' conversations. */
 export class Conversations {
   private readonly now: () => number;
+  private readonly compaction: CompactionSeal | undefined;
 
+  /** Without `compaction`, a compaction item (`/v1/responses/compact`) cannot be added. */
   constructor(
     private readonly store: ConversationStore,
-    options: { now?: () => number } = {},
+    options: { now?: () => number; compaction?: CompactionSeal } = {},
   ) {
     this.now = options.now ?? Date.now;
+    this.compaction = options.compaction;
+  }
+
+  /** What opens the tenant's compaction items, to check them as they are added. */
+  private openerFor(tenantId: string): ChatRequestOptions['openCompaction'] {
+    const seal = this.compaction;
+    return seal === undefined ? undefined : (sealed, param) => seal.open(tenantId, sealed, param);
   }
 
   /** `POST /v1/conversations`: a new conversation holding `items` (checked, given ids). */
@@ -40,7 +50,7 @@ export class Conversations {
     tenantId: string,
     body: { items?: Record<string, unknown>[] | null; metadata?: Record<string, string> | null },
   ): Promise<ConversationView> {
-    const items = checkedItems(body.items ?? [], 'items');
+    const items = checkedItems(body.items ?? [], 'items', this.openerFor(tenantId));
     const record: ConversationRecord = {
       id: newItemId('conv'),
       tenantId,
@@ -73,7 +83,7 @@ export class Conversations {
 
   /** `POST /v1/conversations/{id}/items`: appends `items` (checked, given ids); lists what was added. */
   async addItems(tenantId: string, id: string, items: Record<string, unknown>[]): Promise<ConversationItemList> {
-    const added = checkedItems(items, 'items');
+    const added = checkedItems(items, 'items', this.openerFor(tenantId));
     if (!(await this.store.appendItems(tenantId, id, added))) throw conversationNotFound(id);
     return itemList(added, false);
   }
@@ -131,13 +141,19 @@ export class Conversations {
 }
 
 /**
- * Items as stored: each checked as a Responses input item (a 400 naming `param[i]`), then given an id and status as
- * `inputItemsOf` gives them.
+ * Items as stored: each checked as a Responses input item (a 400 naming `param[i]`; a compaction item is opened with
+ * `openCompaction`), then given an id and status as `inputItemsOf` gives them.
  */
-function checkedItems(items: Record<string, unknown>[], param: string): Record<string, unknown>[] {
+function checkedItems(
+  items: Record<string, unknown>[],
+  param: string,
+  openCompaction: ChatRequestOptions['openCompaction'],
+): Record<string, unknown>[] {
   if (items.length === 0) return [];
   try {
-    chatRequestOf({ model: 'conversation', input: items } as ResponsesRequest);
+    chatRequestOf({ model: 'conversation', input: items } as ResponsesRequest, undefined, {
+      ...(openCompaction === undefined ? {} : { openCompaction }),
+    });
   } catch (error: unknown) {
     if (!(error instanceof GatewayError) || error.param === null || !error.param.startsWith('input')) throw error;
     throw new GatewayError(

@@ -218,6 +218,7 @@ const ITEM_ID_PREFIXES: Readonly<Record<string, string>> = {
   function_call: 'fc',
   function_call_output: 'fco',
   reasoning: 'rs',
+  compaction: 'cmp',
 };
 
 /**
@@ -241,7 +242,7 @@ export function inputItemsOf(request: Pick<ResponsesRequest, 'input'>): Record<s
         item.role === 'assistant' ? outputTextPart(item.content) : { type: 'input_text', text: item.content },
       ];
     }
-    if (type !== 'reasoning' && stored.status === undefined) stored.status = 'completed';
+    if (type !== 'reasoning' && type !== 'compaction' && stored.status === undefined) stored.status = 'completed';
     return stored;
   });
 }

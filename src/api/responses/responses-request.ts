@@ -116,6 +116,27 @@ export const InputTokensRequestSchema = Type.Object(
   { additionalProperties: false },
 );
 
+/**
+ * A `POST /v1/responses/compact` body (OpenAI's `CompactResponseMethodPublicBody`): the conversation to compact, as
+ * `input` and/or the stored conversation `previous_response_id` ends, and the model that summarises it.
+ */
+export const CompactRequestSchema = Type.Object(
+  {
+    model: ResponsesRequestSchema.properties.model,
+    input: Type.Optional(Nullable(ResponsesRequestSchema.properties.input)),
+    previous_response_id: ResponsesRequestSchema.properties.previous_response_id,
+    instructions: ResponsesRequestSchema.properties.instructions,
+    prompt_cache_key: Type.Optional(Nullable(Type.String({ maxLength: 64 }))),
+    prompt_cache_retention: ResponsesRequestSchema.properties.prompt_cache_retention,
+    prompt_cache_options: Type.Optional(Nullable(Type.Unknown())),
+    service_tier: ResponsesRequestSchema.properties.service_tier,
+  },
+  { additionalProperties: false },
+);
+
+/** A validated `POST /v1/responses/compact` body. */
+export type CompactRequest = Static<typeof CompactRequestSchema>;
+
 /** A validated `POST /v1/responses/input_tokens` body. */
 export type InputTokensRequest = Static<typeof InputTokensRequestSchema>;
 
@@ -141,22 +162,26 @@ type ChatMessage = Record<string, unknown>;
  * `truncation: "auto"` is refused unless the caller says it `truncates` the result to the model's window
  * (`truncateToWindow`), and `background: true` unless it runs it so (`BackgroundResponses`): a batch line, translated
  * without its model's window at hand and run by the batch, can do neither.
+ *
+ * A `compaction` item (`POST /v1/responses/compact`) becomes the assistant message of its summary, which
+ * `openCompaction` reads from its sealed `encrypted_content` (`CompactionSeal.open`, which refuses one it cannot
+ * verify); without it, such an item is refused.
  */
 export function chatRequestOf(
   request: ResponsesRequest | InputTokensRequest,
   history?: readonly Record<string, unknown>[],
-  options: { truncates?: boolean; background?: boolean } = {},
+  options: ChatRequestOptions = {},
 ): Record<string, unknown> {
   refuseStatefulFields(request, history !== undefined, options);
   const messages: ChatMessage[] = [];
   if (typeof request.instructions === 'string') messages.push({ role: 'system', content: request.instructions });
   if (history !== undefined) {
     const from = typeof request.previous_response_id === 'string' ? 'previous_response_id' : 'conversation';
-    for (const [index, item] of history.entries()) appendItem(messages, item, `${from}[${index}]`);
+    for (const [index, item] of history.entries()) appendItem(messages, item, `${from}[${index}]`, options);
   }
   if (typeof request.input === 'string') messages.push({ role: 'user', content: request.input });
   else if (request.input !== undefined) {
-    for (const [index, item] of request.input.entries()) appendItem(messages, item, `input[${index}]`);
+    for (const [index, item] of request.input.entries()) appendItem(messages, item, `input[${index}]`, options);
   }
   if (messages.length === 0) {
     throw new InvalidRequestError("'input' holds nothing a model can read.", { param: 'input', code: 'invalid_value' });
@@ -188,10 +213,18 @@ export function chatRequestOf(
   return chat;
 }
 
+/** What the caller of `chatRequestOf` does with the request: see there. */
+export interface ChatRequestOptions {
+  truncates?: boolean;
+  background?: boolean;
+  /** The summary a compaction item's `encrypted_content` (named `param` in errors) holds. */
+  openCompaction?: (sealed: string, param: string) => string;
+}
+
 function refuseStatefulFields(
   request: ResponsesRequest | InputTokensRequest,
   historyRead: boolean,
-  options: { truncates?: boolean; background?: boolean },
+  options: ChatRequestOptions,
 ): void {
   if (typeof request.previous_response_id === 'string' && !historyRead) {
     throw unsupported('previous_response_id', 'Continuing a stored response (previous_response_id)');
@@ -249,7 +282,12 @@ function copyDefined(
 const MESSAGE_ROLES = new Set(['user', 'assistant', 'system', 'developer']);
 
 /** Appends the chat message(s) one input item becomes; consecutive function calls share one assistant message. */
-function appendItem(messages: ChatMessage[], item: Record<string, unknown>, param: string): void {
+function appendItem(
+  messages: ChatMessage[],
+  item: Record<string, unknown>,
+  param: string,
+  options: ChatRequestOptions,
+): void {
   const type = item.type ?? (item.role === undefined ? undefined : 'message');
   switch (type) {
     case 'message': {
@@ -283,6 +321,12 @@ function appendItem(messages: ChatMessage[], item: Record<string, unknown>, para
     }
     case 'reasoning':
       return;
+    case 'compaction': {
+      if (options.openCompaction === undefined) throw unsupported(`${param}.type`, 'A compaction item in a batch line');
+      const sealed = requiredString(item, 'encrypted_content', param);
+      messages.push({ role: 'assistant', content: options.openCompaction(sealed, `${param}.encrypted_content`) });
+      return;
+    }
     case 'item_reference':
       throw unsupported(`${param}.type`, 'A reference to a stored item (item_reference)');
     default:
