@@ -10,7 +10,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseNano } from '../src/billing/nano.js';
 import { countPromptTokens, countTextTokens } from '../src/metering/token-counter.js';
-import { COMPACTION_PROMPT } from '../src/responses/compaction.js';
+import { COMPACTION_PROMPT, CompactionSeal } from '../src/responses/compaction.js';
 import { type SimServer, startSimServer } from '../src/upstreams/simulated/sim-server.js';
 import { isFinal, jsonl, readJsonl, uploadInput, waitForBatch } from './support/batch-fixtures.js';
 import { openAIErrors } from './support/openai-schema.js';
@@ -736,11 +736,14 @@ describe('compaction', () => {
   ];
   const text = (value: string) => [{ type: 'input_text', text: value }];
 
-  it('asks the model for a summary after the conversation, and bills and logs it as an answer', async () => {
-    const { data: compacted, response } = await client.responses
+  it('asks the model for a summary after the conversation; an answer with none in it is a 502, logged as billed', async () => {
+    // The tool upstream answers with tool calls: no text to seal.
+    const failure = await client.responses
       .compact({ model: 'tool-model', instructions: 'Summaries in English.', input: conversation })
-      .withResponse();
-    expect(openAIErrors('CompactResource', compacted)).toEqual([]);
+      .catch((caught: unknown) => caught);
+    expect(failure).toBeInstanceOf(OpenAI.InternalServerError);
+    expect(failure).toMatchObject({ status: 502, code: 'compaction_failed' });
+    const response = failure as InstanceType<typeof OpenAI.InternalServerError>;
     const sent = toolUpstreamRequests[0]!;
     expect(sent.messages).toEqual([
       { role: 'system', content: 'Summaries in English.' },
@@ -760,21 +763,28 @@ describe('compaction', () => {
       { role: 'user', content: COMPACTION_PROMPT },
     ]);
     expect(sent.max_completion_tokens).toBe(4096);
-    // The usage the upstream reported, as billed.
-    expect(compacted.usage).toMatchObject({ input_tokens: 57, output_tokens: 31, total_tokens: 88 });
+    // The usage the upstream reported is logged (and billed): the answer was made.
     await harness.gateway.settled();
     const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
-    expect(records.find((record) => record.requestId === response.headers.get('x-request-id'))).toMatchObject({
+    expect(records.find((record) => record.requestId === response.headers?.get('x-request-id'))).toMatchObject({
       endpoint: 'responses_compact',
       model: 'tool-model',
-      status: 200,
+      status: 502,
+      errorCode: 'compaction_failed',
       promptTokens: 57,
       completionTokens: 31,
     });
   });
 
   it("keeps the client's messages verbatim and seals the summary, which the next request reads in their place", async () => {
+    const before = parseNano((await harness.admin('GET', `/tenants/${tenantId}/billing`)).body.balance);
     const compacted = await client.responses.compact({ model: 'sim-pro-32k', input: conversation });
+    // Billed as an answer of the model, at its price (0.8 and 2 CNY per million tokens), to the nano-yuan.
+    await harness.gateway.settled();
+    const after = parseNano((await harness.admin('GET', `/tenants/${tenantId}/billing`)).body.balance);
+    expect(before - after).toBe(
+      BigInt(compacted.usage.input_tokens) * 800n + BigInt(compacted.usage.output_tokens) * 2_000n,
+    );
     expect(openAIErrors('CompactResource', compacted)).toEqual([]);
     expect(compacted.object).toBe('response.compaction');
     const kept = compacted.output.slice(0, -1) as Array<{ type: string; role: string; content: unknown }>;
@@ -818,6 +828,33 @@ describe('compaction', () => {
     expect(next.status).toBe('completed');
     const items = await client.conversations.items.list(stored.id, { order: 'asc' });
     expect(items.data.map((item) => item.type)).toEqual(['message', 'message', 'compaction', 'message', 'message']);
+
+    // A compaction item in a stored response's input is read again when a later request goes on from it.
+    const carried = await client.responses.create({
+      model: 'sim-pro-32k',
+      input: [...(compacted.output as OpenAI.Responses.ResponseInput), { role: 'user', content: 'Sum them.' }],
+    });
+    const later = await client.responses.create({
+      model: 'sim-pro-32k',
+      previous_response_id: carried.id,
+      input: 'Again.',
+    });
+    expect(later.status).toBe('completed');
+    // Counted with the summary the item holds: the one sealed in the store's secret, read here with it.
+    const secret = await harness.gateway.store.getSetting('compaction_secret');
+    const compaction = compacted.output.at(-1) as { encrypted_content: string };
+    const summary = new CompactionSeal([secret!]).open(tenantId, compaction.encrypted_content, 'item');
+    const kept = compacted.output.slice(0, -1) as OpenAI.Responses.ResponseInput;
+    const { input_tokens: counted } = await client.responses.inputTokens.count({
+      model: 'sim-pro-32k',
+      input: compacted.output as OpenAI.Responses.ResponseInput,
+    });
+    const { input_tokens: plain } = await client.responses.inputTokens.count({
+      model: 'sim-pro-32k',
+      input: [...kept, { role: 'assistant', content: summary }],
+    });
+    expect(summary.length).toBeGreaterThan(0);
+    expect(counted).toBe(plain);
   });
 
   it("refuses another tenant's compaction item or a changed one, naming it, and a compaction of nothing", async () => {
@@ -845,18 +882,39 @@ describe('compaction', () => {
     const empty = await client.responses.compact({ model: 'sim-pro-32k' }).catch((caught: unknown) => caught);
     expect(empty).toBeInstanceOf(OpenAI.BadRequestError);
     expect(empty).toMatchObject({ code: 'missing_required_parameter', param: 'input' });
-    // Nothing was spent on the refused ones.
+    // Each refusal is logged as such, under its route, and charged nothing.
+    await harness.gateway.settled();
     const records = await harness.gateway.store.listRequestLogs({ tenantId: other.tenantId, limit: 100 });
-    expect(records.every((record) => record.completionTokens === 0)).toBe(true);
+    expect(
+      records
+        .map(({ endpoint, status, errorCode, completionTokens }) => ({ endpoint, status, errorCode, completionTokens }))
+        .sort((a, b) => a.endpoint.localeCompare(b.endpoint)),
+    ).toEqual([
+      { endpoint: 'conversations', status: 400, errorCode: 'invalid_encrypted_content', completionTokens: 0 },
+      { endpoint: 'responses', status: 400, errorCode: 'invalid_encrypted_content', completionTokens: 0 },
+    ]);
+    expect(parseNano((await harness.admin('GET', `/tenants/${other.tenantId}/billing`)).body.balance)).toBe(
+      parseNano('10'),
+    );
   });
 
   it('refuses a conversation too long to leave room for its summary', async () => {
     const long = 'word '.repeat(SMALL_WINDOW);
-    const error = await client.responses
+    const { response } = await client.responses
       .compact({ model: 'small-window-model', input: long })
-      .catch((caught: unknown) => caught);
-    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+      .withResponse()
+      .catch((caught: unknown) => ({ response: caught }));
+    expect(response).toBeInstanceOf(OpenAI.BadRequestError);
+    const error = response as InstanceType<typeof OpenAI.BadRequestError>;
     expect(error).toMatchObject({ code: 'context_length_exceeded', param: 'input' });
+    await harness.gateway.settled();
+    const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });
+    expect(records.find((record) => record.requestId === error.headers?.get('x-request-id'))).toMatchObject({
+      endpoint: 'responses_compact',
+      status: 400,
+      errorCode: 'context_length_exceeded',
+      completionTokens: 0,
+    });
   });
 });
 

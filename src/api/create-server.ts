@@ -30,6 +30,7 @@ import {
   COMPACTION_PROMPT,
   type CompactionSeal,
   keptItems,
+  summaryOf,
 } from '../responses/compaction.js';
 import type { StoredResponses } from '../responses/stored-responses.js';
 import type { DeploymentRouter } from '../routing/deployment-router.js';
@@ -283,12 +284,6 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     return services.conversations?.historyOf(principal.tenantId, conversationId);
   };
 
-  /** Opens the compaction items of the principal's tenant (`CompactionSeal`). */
-  const openerOf =
-    (principal: Principal) =>
-    (sealed: string, param: string): string =>
-      services.compaction.open(principal.tenantId, sealed, param);
-
   /**
    * The chat request a Responses request becomes, with the items it goes on from; with `truncation: "auto"`, cut to
    * its model's context window (`truncateToWindow`), and then with its prompt tokens as counted for the cut.
@@ -301,7 +296,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
   ): Promise<{ chat: Record<string, unknown>; promptTokens?: number }> => {
     const chat = chatRequestOf(body, await historyOf(principal, body, conversationId), {
       truncates: true,
-      openCompaction: openerOf(principal),
+      openCompaction: services.compaction.openerFor(principal.tenantId),
       ...options,
     });
     if (body.truncation !== 'auto') return { chat };
@@ -479,12 +474,15 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const principal = request.principal!;
     const conversationId = conversationIdOf(body.conversation);
     if (body.background === true) return runInBackground(request, reply, body, conversationId);
+    // With truncation the cut request was counted already.
+    const { chat, promptTokens } = await chatOfResponses(principal, body, conversationId);
     const relayRequest: RelayRequest = {
       trace,
       principal,
       endpoint: 'chat',
-      body: (await chatOfResponses(principal, body, conversationId)).chat,
+      body: chat,
       signal: services.connections.of(reply.raw),
+      ...(promptTokens === undefined ? {} : { promptTokens }),
     };
     const { stored, keep } = keeperOf(principal, body, conversationId);
     const context = newResponseContext(body, trace.receivedAt, { store: stored !== undefined });
@@ -530,20 +528,25 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     const principal = request.principal!;
     const trace = request.trace!;
     const model = services.relay.resolveModel(principal, 'chat', body.model);
-    const history = await historyOf(principal, body, undefined);
     const input = body.input === undefined || body.input === null ? [] : inputItemsOf({ input: body.input });
-    if (history === undefined && input.length === 0) {
+    if (typeof body.previous_response_id !== 'string' && input.length === 0) {
       throw new InvalidRequestError('Nothing to compact: give input, previous_response_id or both.', {
         param: 'input',
         code: 'missing_required_parameter',
       });
     }
+    const history = await historyOf(principal, body, undefined);
+    // The conversation, then the request for its summary; `chatRequestOf` refuses what it cannot carry (a
+    // previous_response_id on a gateway that stores no responses among them).
     const summaryRequest = {
       ...body,
       input: [...input, { type: 'message', role: 'user', content: COMPACTION_PROMPT }],
     } as ResponsesRequest;
-    const chat = chatRequestOf(summaryRequest, history, { openCompaction: openerOf(principal) });
-    const room = model.contextWindow - (await countPromptTokensOffThread('chat', chat));
+    const chat = chatRequestOf(summaryRequest, history, {
+      openCompaction: services.compaction.openerFor(principal.tenantId),
+    });
+    const promptTokens = await countPromptTokensOffThread('chat', chat);
+    const room = model.contextWindow - promptTokens;
     if (room < COMPACTION_MIN_OUTPUT_TOKENS) {
       throw new InvalidRequestError(
         `The conversation leaves ${Math.max(room, 0)} of this model's ${model.contextWindow} tokens for its summary; compaction needs ${COMPACTION_MIN_OUTPUT_TOKENS}. Compact it earlier, or with a model with a longer context window.`,
@@ -557,12 +560,14 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       endpoint: 'chat',
       body: chat,
       signal: services.connections.of(reply.raw),
+      promptTokens,
+      // An answer with no summary in it fails the request; it is billed all the same.
+      checkAnswer: summaryOf,
     }).catch((error: unknown) => {
       throw asResponsesError(error);
     });
     reply.headers(services.relay.responseHeaders(trace));
-    const message = (completion.choices as Array<{ message?: { content?: unknown } }> | undefined)?.[0]?.message;
-    const summary = typeof message?.content === 'string' ? message.content : '';
+    const summary = summaryOf(completion);
     return {
       id: newItemId('resp'),
       object: 'response.compaction',
@@ -650,7 +655,7 @@ function endpointOf(url: string): string {
   if (url.startsWith('/v1/completions')) return 'completions';
   if (url.startsWith('/v1/embeddings')) return 'embeddings';
   if (url.startsWith('/v1/responses/input_tokens')) return 'input_tokens';
-  if (url.startsWith('/v1/responses/compact')) return 'responses_compact';
+  if (url === '/v1/responses/compact' || url.startsWith('/v1/responses/compact?')) return 'responses_compact';
   // Reading, listing and deleting stored responses: `/v1/responses/{id}…`.
   if (url.startsWith('/v1/responses/')) return 'stored_responses';
   if (url.startsWith('/v1/responses')) return 'responses';

@@ -1,7 +1,11 @@
-/** Generated secrets: the admin credential (`TOLLGATE_ADMIN_TOKEN` or generated) and the webhook signing secret. */
+/**
+ * Generated secrets: the admin credential (`TOLLGATE_ADMIN_TOKEN` or generated) and the webhook signing secret, kept
+ * in the data directory; the secret sealing compaction summaries, kept in the store.
+ */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { Store } from '../store/store.js';
 
 /** Returns the admin token, creating `<dataDir>/admin-token` (mode 0600) when neither it nor the variable exists. */
 export function resolveAdminToken(dataDir: string, fromEnvironment: string | undefined): string {
@@ -28,12 +32,35 @@ export function resolveSecret(
   }
   mkdirSync(dataDir, { recursive: true });
   const token = `${prefix}${randomBytes(32).toString('base64url')}`;
-  // `wx` fails if another process created it in the meantime; then its token wins.
+  // Written whole under a name of its own, then linked into place: a process that starts at the same time reads
+  // either no file or the whole token, never an empty one. The link fails if another process's came first; its wins.
+  const draft = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  writeFileSync(draft, `${token}\n`, { mode: 0o600, flag: 'wx' });
   try {
-    writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
+    linkSync(draft, file);
     return token;
   } catch (error: unknown) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return readFileSync(file, 'utf8').trim();
     throw error;
+  } finally {
+    rmSync(draft, { force: true });
   }
+}
+
+/**
+ * A secret generated once and kept in the store's settings under `key`, so that every process on the store, on any
+ * host, agrees on it; the first process to store one wins.
+ */
+export async function storeSecret(
+  store: Pick<Store, 'getSetting' | 'putSettingIfAbsent'>,
+  key: string,
+  prefix: string,
+) {
+  const existing = await store.getSetting(key);
+  if (existing !== undefined && existing !== '') return existing;
+  const generated = `${prefix}${randomBytes(32).toString('base64url')}`;
+  if (await store.putSettingIfAbsent(key, generated)) return generated;
+  const stored = await store.getSetting(key);
+  if (stored === undefined || stored === '') throw new Error(`the setting ${key} was stored empty`);
+  return stored;
 }

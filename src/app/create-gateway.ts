@@ -68,7 +68,7 @@ import { PlanService } from '../tenancy/plan-service.js';
 import { TenantService } from '../tenancy/tenant-service.js';
 import { createUpstream } from '../upstreams/create-upstream.js';
 import type { Upstream } from '../upstreams/upstream.js';
-import { resolveSecret } from './admin-token.js';
+import { resolveSecret, storeSecret } from './admin-token.js';
 import { journalDirectory, settleLeftSettlements, spoolDirectory } from './left-settlements.js';
 import { BUS_READY_WAIT_MS, openSharedBus, type SharedBus, type SharedBusPurpose } from './shared-bus.js';
 import { withDeadline } from './with-deadline.js';
@@ -444,7 +444,8 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
         })
       : undefined;
   const compaction = new CompactionSeal(
-    resolveSecret(loaded.dataDir, 'compaction-secret', 'tgcs_', loaded.compactionSecret),
+    loaded.compactionSecrets ?? [await storeSecret(store, 'compaction_secret', 'tgcs_')],
+    (reason) => metrics.compactionItemsRefused.labels(reason).inc(),
   );
   const conversations =
     store instanceof KyselyStore

@@ -434,9 +434,9 @@ export const ConfigSchema = Type.Object(
           15,
         ),
         /**
-         * Environment variable holding the secret that seals compaction summaries (`/v1/responses/compact`). Give
-         * every process of a gateway the same one; without it, one is generated once into the data directory, which
-         * serves the processes that share it.
+         * Environment variable holding the secret that seals compaction summaries (`/v1/responses/compact`), at least
+         * 32 characters; several, comma-separated, to replace one: the first seals, every one opens. Without it, one
+         * is generated once and kept in the store, which every process on it shares.
          */
         compaction_secret_env: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' })),
       },

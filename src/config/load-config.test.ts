@@ -137,8 +137,16 @@ models:
       'upstreams[0].api_key_env: environment variable MISSING_KEY is not set',
       'responses.compaction_secret_env: environment variable COMPACTION_SECRET is not set',
     ]);
-    const loaded = loadConfig({ cwd, configPath: file, env: { MISSING_KEY: 'k', COMPACTION_SECRET: 'sealing' } });
-    expect(loaded.compactionSecret).toBe('sealing');
+    const secrets = { new: 'n'.repeat(32), old: 'o'.repeat(40) };
+    const loaded = loadConfig({
+      cwd,
+      configPath: file,
+      env: { MISSING_KEY: 'k', COMPACTION_SECRET: ` ${secrets.new}, ${secrets.old} ,` },
+    });
+    expect(loaded.compactionSecrets).toEqual([secrets.new, secrets.old]);
+    expect(
+      problemsOf(() => loadConfig({ cwd, configPath: file, env: { MISSING_KEY: 'k', COMPACTION_SECRET: 'short' } })),
+    ).toEqual(['responses.compaction_secret_env: every secret in COMPACTION_SECRET must be at least 32 characters']);
     expect(
       problemsOf(() => parseConfigDocument({ ...minimal, upstreams: [{ ...minimal.upstreams[0], api_key: 'x' }] })),
     ).toHaveLength(1);

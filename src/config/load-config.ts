@@ -28,8 +28,11 @@ export interface LoadedConfig {
   upstreamApiKeys: ReadonlyMap<string, string>;
   /** Secret signing budget-alert webhooks, from the variable `billing.webhook_secret_env` names. */
   webhookSecret: string | undefined;
-  /** Secret sealing compaction summaries, from the variable `responses.compaction_secret_env` names. */
-  compactionSecret: string | undefined;
+  /**
+   * Secrets sealing compaction summaries, newest first, from the variable `responses.compaction_secret_env` names
+   * (comma-separated: the first seals, every one opens).
+   */
+  compactionSecrets: string[] | undefined;
 }
 
 /** A configuration that cannot be used; `problems` are `path: message` lines. */
@@ -92,15 +95,19 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
     problems.push(`billing.webhook_secret_env: environment variable ${secretVariable} is not set`);
   }
   const compactionVariable = config.responses.compaction_secret_env;
-  const compactionSecret = compactionVariable === undefined ? undefined : nonEmpty(env[compactionVariable]);
-  if (compactionVariable !== undefined && compactionSecret === undefined) {
+  const compactionSecrets = compactionVariable === undefined ? undefined : secretList(env[compactionVariable]);
+  if (compactionVariable !== undefined && compactionSecrets === undefined) {
     problems.push(`responses.compaction_secret_env: environment variable ${compactionVariable} is not set`);
+  } else if (compactionSecrets?.some((secret) => secret.length < MIN_SECRET_LENGTH)) {
+    problems.push(
+      `responses.compaction_secret_env: every secret in ${compactionVariable} must be at least ${MIN_SECRET_LENGTH} characters`,
+    );
   }
   if (problems.length > 0) throw new ConfigError(sourceName, problems);
 
   return deepFreeze({
     webhookSecret,
-    compactionSecret,
+    compactionSecrets,
     config,
     source,
     dataDir,
@@ -276,4 +283,16 @@ function deepFreeze<T>(value: T): T {
     if (!(value instanceof Map)) for (const child of Object.values(value)) deepFreeze(child);
   }
   return value;
+}
+
+/** The shortest secret a variable may hold: 32 characters, as many as the bytes of the key derived from it. */
+const MIN_SECRET_LENGTH = 32;
+
+/** The comma-separated secrets of a variable, in order; undefined when it holds none. */
+function secretList(value: string | undefined): string[] | undefined {
+  const secrets = (value ?? '')
+    .split(',')
+    .map((secret) => secret.trim())
+    .filter((secret) => secret !== '');
+  return secrets.length === 0 ? undefined : secrets;
 }

@@ -41,8 +41,7 @@ export class Conversations {
 
   /** What opens the tenant's compaction items, to check them as they are added. */
   private openerFor(tenantId: string): ChatRequestOptions['openCompaction'] {
-    const seal = this.compaction;
-    return seal === undefined ? undefined : (sealed, param) => seal.open(tenantId, sealed, param);
+    return this.compaction?.openerFor(tenantId);
   }
 
   /** `POST /v1/conversations`: a new conversation holding `items` (checked, given ids). */

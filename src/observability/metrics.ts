@@ -100,6 +100,15 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  readonly compactionItemsRefused = new Counter({
+    name: 'tollgate_compaction_items_refused_total',
+    help:
+      'Compaction items refused (400 invalid_encrypted_content): `unknown_key` when sealed with a key this gateway ' +
+      "no longer has (a secret replaced without keeping the old one), `unverified` when changed or another tenant's.",
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly backgroundResponsesEnded = new Counter({
     name: 'tollgate_background_responses_total',
     help:

@@ -54,6 +54,16 @@ export interface RelayRequest {
    * or `default` as its deadline nears). Ignored for online requests.
    */
   serviceClass?: ServiceClass;
+  /**
+   * The prompt tokens of `body` (`countPromptTokens` of exactly this body), when the caller counted them already: a
+   * long conversation is not counted twice.
+   */
+  promptTokens?: number;
+  /**
+   * Whole answers only: a check of the answer before the request is recorded. A `GatewayError` it throws fails the
+   * request, recorded with that error's status and code, and its usage billed all the same: the answer was made.
+   */
+  checkAnswer?: (body: Record<string, unknown>) => void;
 }
 
 /** A stream being relayed: what a checkpoint needs. */
@@ -144,6 +154,15 @@ export class RelayService {
       trace.usage =
         routed.value.usage ?? (await estimateWholeUsage(request.endpoint, body, admitted.estimatedPromptTokens));
       trace.status = 200;
+      try {
+        request.checkAnswer?.(body);
+      } catch (error: unknown) {
+        if (!(error instanceof GatewayError)) throw error;
+        trace.status = error.status;
+        trace.errorCode = error.code;
+        await this.recorder.finish(trace);
+        throw error;
+      }
       await this.recorder.finish(trace);
       return body;
     } finally {
@@ -281,7 +300,7 @@ export class RelayService {
     const { body, endpoint, principal, trace } = request;
     const model = this.resolveModel(principal, endpoint, body.model as string);
     trace.model = model.name;
-    const counted = countPromptTokensOffThread(endpoint, body);
+    const counted = request.promptTokens ?? countPromptTokensOffThread(endpoint, body);
     const estimatedPromptTokens = typeof counted === 'number' ? counted : await counted;
     if (endpoint !== 'embeddings' && estimatedPromptTokens + (requestedOutputTokens(body) ?? 1) > model.contextWindow) {
       await refuseOverContextWindow(model, endpoint, body, estimatedPromptTokens);

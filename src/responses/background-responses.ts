@@ -36,7 +36,7 @@ import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../met
 import type { Logger } from '../observability/logger.js';
 import type { RelayService } from '../relay/relay-service.js';
 import type { Principal } from '../tenancy/key-service.js';
-import { isFinalFrame, ResponseEventLog } from './response-event-log.js';
+import { FINAL_EVENT_STATUSES, isFinalFrame, ResponseEventLog } from './response-event-log.js';
 import { type ResponseStore, RUNNING_RESPONSE_STATUSES } from './response-store.js';
 import { responseNotFound } from './stored-responses.js';
 
@@ -110,9 +110,6 @@ const MAX_RUNS_PER_TENANT = 100;
 
 /** How long a follower waits for the last events of a response whose stored status is final already, ms. */
 const FINAL_EVENTS_GRACE_MS = 5_000;
-
-/** The final statuses whose event (`response.<status>`) ends a stream; a cancelled response's stream just stops. */
-const FINAL_STATUSES = new Set(['completed', 'incomplete', 'failed']);
 
 /** Starts, watches, cancels and sweeps background responses. */
 export class BackgroundResponses {
@@ -311,7 +308,8 @@ export class BackgroundResponses {
    *   never comes (the sweep failed a run whose process died), with one made from the stored final response;
    * - with nothing more when the response was cancelled or deleted;
    * - with an `error` event when reading the store failed (the error is rethrown, to be logged). Its
-   *   `sequence_number` repeats that of the last event sent, so a reader that reads on from it misses nothing.
+   *   `sequence_number` repeats that of the last event sent (`after` when none was), so a reader that reads on from
+   *   it misses nothing.
    */
   async follow(
     tenantId: string,
@@ -329,7 +327,11 @@ export class BackgroundResponses {
     } catch (error: unknown) {
       if (signal.aborted) throw error;
       const message = 'Reading the stored events of this response failed. Read on from the last event received.';
-      await write(responsesEvent('error', { code: 'server_error', message, param: null }, last));
+      try {
+        await write(responsesEvent('error', { code: 'server_error', message, param: null }, last));
+      } catch {
+        // The client is gone too: what failed first is what is logged.
+      }
       throw error;
     }
   }
@@ -362,7 +364,7 @@ export class BackgroundResponses {
         // Failed by the sweep (its process died), or its last events were lost: nothing more will come. The
         // stored response is final; its event ends the stream.
         const response = (await store.getResponse(tenantId, id, this.now()))?.response;
-        if (response !== undefined && FINAL_STATUSES.has(String(response.status))) {
+        if (response !== undefined && FINAL_EVENT_STATUSES.has(String(response.status))) {
           await write(responsesEvent(`response.${String(response.status)}`, { response }, last + 1), last + 1);
         }
         return;

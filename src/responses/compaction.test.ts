@@ -1,17 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { chatRequestOf, type ResponsesRequest } from '../api/responses/responses-request.js';
 import { InvalidRequestError } from '../errors/gateway-error.js';
-import { CompactionSeal, keptItems } from './compaction.js';
+import { CompactionSeal, keptItems, summaryOf } from './compaction.js';
 
-const seal = new CompactionSeal('tgcs_secret-one');
+const SECRET = 'tgcs_first-secret-of-this-gateway-0123456789';
+const seal = new CompactionSeal([SECRET]);
 
 describe('CompactionSeal', () => {
   it('opens what it sealed for the same tenant, and hides the summary from whoever carries it', () => {
     const summary = 'The user plans three days in Oslo; skiing on day three. Ünïcode kept.';
     const sealed = seal.seal('ten_a', summary);
-    expect(sealed.startsWith('tgc1.')).toBe(true);
+    expect(sealed).toMatch(/^tgc1\.[A-Za-z0-9_-]{8}\.[A-Za-z0-9_-]+$/);
     expect(sealed).not.toContain('Oslo');
-    expect(Buffer.from(sealed.slice(5), 'base64url').toString('latin1')).not.toContain('Oslo');
+    expect(Buffer.from(sealed.split('.')[2]!, 'base64url').toString('latin1')).not.toContain('Oslo');
     expect(seal.open('ten_a', sealed, 'input[0].encrypted_content')).toBe(summary);
     // Sealed twice, two different texts: a fresh IV each time.
     expect(seal.seal('ten_a', summary)).not.toBe(sealed);
@@ -19,11 +20,16 @@ describe('CompactionSeal', () => {
 
   it("refuses another tenant's, another gateway's, a changed one and one that is not sealed, naming the field", () => {
     const sealed = seal.seal('ten_a', 'summary');
-    const middle = 5 + Math.floor((sealed.length - 5) / 2);
+    const middle = sealed.length - 20;
     const changed = sealed.slice(0, middle) + (sealed[middle] === 'A' ? 'B' : 'A') + sealed.slice(middle + 1);
     const attempts = [
       () => seal.open('ten_b', sealed, 'input[2].encrypted_content'),
-      () => new CompactionSeal('tgcs_secret-two').open('ten_a', sealed, 'input[2].encrypted_content'),
+      () =>
+        new CompactionSeal(['tgcs_another-gateway-secret-0123456789']).open(
+          'ten_a',
+          sealed,
+          'input[2].encrypted_content',
+        ),
       () => seal.open('ten_a', changed, 'input[2].encrypted_content'),
       () => seal.open('ten_a', 'gAAAAABoplaintext', 'input[2].encrypted_content'),
       () => seal.open('ten_a', 'tgc1.', 'input[2].encrypted_content'),
@@ -33,6 +39,41 @@ describe('CompactionSeal', () => {
       expect(attempt).toThrow(
         expect.objectContaining({ code: 'invalid_encrypted_content', param: 'input[2].encrypted_content' }),
       );
+    }
+  });
+});
+
+describe('CompactionSeal with several secrets', () => {
+  it('seals with the first secret and opens with every one, and counts what it refuses and why', () => {
+    const next = 'tgcs_the-secret-that-replaces-the-first-0123';
+    const refused: string[] = [];
+    const rotated = new CompactionSeal([next, SECRET], (reason) => refused.push(reason));
+    const old = seal.seal('ten_a', 'made before the new secret');
+    expect(rotated.open('ten_a', old, 'p')).toBe('made before the new secret');
+    const fresh = rotated.seal('ten_a', 'made after');
+    // The old gateway cannot open what the new key sealed; the new one's key id is not the old one's.
+    expect(fresh.split('.')[1]).not.toBe(old.split('.')[1]);
+    expect(() => seal.open('ten_a', fresh, 'p')).toThrow(InvalidRequestError);
+    // Once the old secret is dropped, what it sealed is refused as sealed with an unknown key.
+    const dropped = new CompactionSeal([next], (reason) => refused.push(reason));
+    expect(() => dropped.open('ten_a', old, 'p')).toThrow(InvalidRequestError);
+    expect(() => rotated.open('ten_b', old, 'p')).toThrow(InvalidRequestError);
+    expect(refused).toEqual(['unknown_key', 'unverified']);
+    expect(() => new CompactionSeal([])).toThrow();
+    expect(() => new CompactionSeal([''])).toThrow();
+  });
+});
+
+describe('summaryOf', () => {
+  const completion = (content: unknown, finishReason = 'stop') => ({
+    choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: finishReason }],
+  });
+
+  it('takes the text of a finished or a cut answer, and refuses an answer with no summary in it', () => {
+    expect(summaryOf(completion('The summary.'))).toBe('The summary.');
+    expect(summaryOf(completion('A summary cut', 'length'))).toBe('A summary cut');
+    for (const empty of [completion(null), completion('  \n'), completion('Partial', 'content_filter'), {}]) {
+      expect(() => summaryOf(empty)).toThrow(expect.objectContaining({ status: 502, code: 'compaction_failed' }));
     }
   });
 });

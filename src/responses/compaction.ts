@@ -9,10 +9,11 @@
  * was made for, so a client carries it without reading or changing it, and no other tenant can use it. When a request
  * (Responses, input token counts, a conversation's items) holds a compaction item, the gateway opens it and the model
  * reads the summary as an assistant message in its place: the one role every chat template accepts there. Nothing is
- * stored by compaction itself.
+ * stored by compaction itself; a compaction item stored in a conversation or with a response stays readable as long
+ * as the secret that sealed it is one of the gateway's (rotation: `CompactionSeal`).
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import { InvalidRequestError } from '../errors/gateway-error.js';
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+import { InvalidRequestError, UpstreamError } from '../errors/gateway-error.js';
 
 /** What the model is asked, after the conversation, to write the summary. */
 export const COMPACTION_PROMPT = [
@@ -32,57 +33,93 @@ export const COMPACTION_MIN_OUTPUT_TOKENS = 256;
 /** The roles of the messages a compacted conversation keeps verbatim: the client's own. */
 const KEPT_ROLES = new Set(['user', 'system', 'developer']);
 
-/** The prefix of a sealed summary: the format's version. */
+/** The prefix of a sealed summary, the format's version: `tgc1.<key id>.<iv, ciphertext, tag in base64url>`. */
 const SEALED_PREFIX = 'tgc1.';
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
-/** Seals and opens compaction summaries with a key derived from one gateway secret. */
-export class CompactionSeal {
-  private readonly key: Buffer;
+/** One key: derived from a secret, named by a short id so that an item says which key sealed it. */
+interface SealKey {
+  id: string;
+  key: Buffer;
+}
 
-  /** `secret`: shared by every process of the gateway (`responses.compaction_secret_env`, or generated once). */
-  constructor(secret: string) {
-    this.key = Buffer.from(hkdfSync('sha256', secret, 'tollgate', 'responses compaction v1', 32));
+function sealKey(secret: string): SealKey {
+  const key = Buffer.from(hkdfSync('sha256', secret, 'tollgate', 'responses compaction v1', 32));
+  // The id is a hash of the key, not of the secret: it tells nothing of either.
+  return { id: createHash('sha256').update(key).digest('base64url').slice(0, 8), key };
+}
+
+/**
+ * Seals and opens compaction summaries. It takes the gateway's secrets, newest first: the first seals, every one
+ * opens, so that a secret can be replaced without breaking the compaction items clients and conversations hold
+ * (give the new one first and keep the old one after it until those items are gone).
+ */
+export class CompactionSeal {
+  private readonly keys: SealKey[];
+
+  /**
+   * `secrets`: shared by every process of the gateway (`responses.compaction_secret_env`, or generated once into the
+   * store). `onRefused` is told of each item it could not open (a metric).
+   */
+  constructor(
+    secrets: readonly string[],
+    private readonly onRefused: (reason: 'unknown_key' | 'unverified') => void = () => {},
+  ) {
+    if (secrets.length === 0 || secrets.some((secret) => secret === '')) {
+      throw new Error('CompactionSeal needs at least one secret, none of them empty');
+    }
+    this.keys = secrets.map(sealKey);
   }
 
-  /** `summary`, sealed for `tenantId`. */
+  /** `summary`, sealed for `tenantId` with the newest key. */
   seal(tenantId: string, summary: string): string {
+    const { id, key } = this.keys[0]!;
     const iv = randomBytes(IV_BYTES);
-    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
+    const cipher = createCipheriv('aes-256-gcm', key, iv);
     cipher.setAAD(Buffer.from(tenantId, 'utf8'));
     const sealed = Buffer.concat([cipher.update(JSON.stringify({ summary }), 'utf8'), cipher.final()]);
-    return `${SEALED_PREFIX}${Buffer.concat([iv, sealed, cipher.getAuthTag()]).toString('base64url')}`;
+    return `${SEALED_PREFIX}${id}.${Buffer.concat([iv, sealed, cipher.getAuthTag()]).toString('base64url')}`;
   }
 
   /**
    * The summary `sealed` holds; a 400 naming `param` (the item's `encrypted_content`) when it was not sealed by this
-   * gateway for `tenantId`, or was changed.
+   * gateway (with one of its keys) for `tenantId`, or was changed.
    */
   open(tenantId: string, sealed: string, param: string): string {
-    const refused = () =>
-      new InvalidRequestError(
-        `The encrypted content of '${param}' could not be verified: it was not made by this gateway for this project, or it was changed.`,
+    const refused = (reason: 'unknown_key' | 'unverified') => {
+      this.onRefused(reason);
+      return new InvalidRequestError(
+        `The encrypted content of '${param}' could not be verified: it was not made by this gateway for this tenant, or it was changed.`,
         { param, code: 'invalid_encrypted_content' },
       );
-    if (!sealed.startsWith(SEALED_PREFIX)) throw refused();
-    const bytes = Buffer.from(sealed.slice(SEALED_PREFIX.length), 'base64url');
-    if (bytes.length < IV_BYTES + TAG_BYTES) throw refused();
+    };
+    const [prefix, keyId, payload] = sealed.split('.');
+    if (`${prefix}.` !== SEALED_PREFIX || payload === undefined) throw refused('unverified');
+    const key = this.keys.find((candidate) => candidate.id === keyId)?.key;
+    if (key === undefined) throw refused('unknown_key');
+    const bytes = Buffer.from(payload, 'base64url');
+    if (bytes.length < IV_BYTES + TAG_BYTES) throw refused('unverified');
+    let summary: unknown;
     try {
-      const decipher = createDecipheriv('aes-256-gcm', this.key, bytes.subarray(0, IV_BYTES));
+      const decipher = createDecipheriv('aes-256-gcm', key, bytes.subarray(0, IV_BYTES));
       decipher.setAAD(Buffer.from(tenantId, 'utf8'));
       decipher.setAuthTag(bytes.subarray(bytes.length - TAG_BYTES));
       const text = Buffer.concat([
         decipher.update(bytes.subarray(IV_BYTES, bytes.length - TAG_BYTES)),
         decipher.final(),
-      ]).toString('utf8');
-      const summary = (JSON.parse(text) as { summary?: unknown }).summary;
-      if (typeof summary !== 'string') throw refused();
-      return summary;
+      ]);
+      summary = (JSON.parse(text.toString('utf8')) as { summary?: unknown }).summary;
     } catch {
-      // A wrong key, tenant or tag fails `final()`; what it would say is the same to the client.
-      throw refused();
+      // Another tenant or a changed byte fails `final()`: `summary` stays unset, and the client is told as below.
     }
+    if (typeof summary !== 'string') throw refused('unverified');
+    return summary;
+  }
+
+  /** Opens the compaction items of `tenantId`'s requests (`chatRequestOf`'s `openCompaction`). */
+  openerFor(tenantId: string): (sealed: string, param: string) => string {
+    return (sealed, param) => this.open(tenantId, sealed, param);
   }
 }
 
@@ -92,4 +129,21 @@ export class CompactionSeal {
  */
 export function keptItems(items: readonly Record<string, unknown>[]): Record<string, unknown>[] {
   return items.filter((item) => item.type === 'message' && KEPT_ROLES.has(String(item.role)));
+}
+
+/**
+ * The summary a chat completion holds. A 502 `compaction_failed` when it holds none (no text, a refusal, a content
+ * filter): sealing nothing would leave the client a conversation without its past. A summary cut at its token limit
+ * (`length`) is kept: it holds as much as fits.
+ */
+export function summaryOf(completion: Record<string, unknown>): string {
+  const choice = (completion.choices as Array<Record<string, unknown>> | undefined)?.[0];
+  const content = (choice?.message as { content?: unknown } | undefined)?.content;
+  if (typeof content !== 'string' || content.trim() === '' || choice?.finish_reason === 'content_filter') {
+    throw new UpstreamError(
+      'The model wrote no summary of the conversation (an empty answer, a refusal or a content filter); it was not compacted.',
+      { code: 'compaction_failed', retryable: false },
+    );
+  }
+  return content;
 }

@@ -15,13 +15,13 @@ import type { ResponseStore, StoredResponseEvent } from './response-store.js';
 /** Events kept in memory before a write pushes back on the relay until they are stored. */
 const MAX_PENDING = 256;
 
+/** The statuses whose event (`response.<status>`) is the last of a Responses stream. */
+export const FINAL_EVENT_STATUSES: ReadonlySet<string> = new Set(['completed', 'incomplete', 'failed']);
+
 /** Whether an SSE frame is the last event of a Responses stream. */
 export function isFinalFrame(frame: string): boolean {
-  return (
-    frame.startsWith('event: response.completed\n') ||
-    frame.startsWith('event: response.incomplete\n') ||
-    frame.startsWith('event: response.failed\n')
-  );
+  const match = /^event: response\.([a-z_]+)\n/.exec(frame);
+  return match !== null && FINAL_EVENT_STATUSES.has(match[1]!);
 }
 
 /** The sequence number in an SSE frame's `data:` JSON, or undefined when it has none. */

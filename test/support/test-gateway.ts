@@ -112,7 +112,7 @@ export async function startTestGateway(
     adminToken: 'test-admin-token',
     upstreamApiKeys,
     webhookSecret: 'whsec_test',
-    compactionSecret: undefined,
+    compactionSecrets: undefined,
   };
   const gateway = await createGateway(loaded, {
     adminToken: 'test-admin-token',

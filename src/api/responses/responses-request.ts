@@ -188,8 +188,8 @@ export function chatRequestOf(
   }
 
   const chat: Record<string, unknown> = { model: request.model, messages };
-  copyDefined(request, chat, ['temperature', 'top_p', 'user', 'safety_identifier', 'prompt_cache_key']);
-  copyDefined(request, chat, ['service_tier'], { skipNull: true });
+  copyDefined(request, chat, ['temperature', 'top_p', 'user', 'safety_identifier']);
+  copyDefined(request, chat, ['service_tier', 'prompt_cache_key'], { skipNull: true });
   if (typeof request.max_output_tokens === 'number') chat.max_completion_tokens = request.max_output_tokens;
   if (request.stream === true) {
     chat.stream = true;
