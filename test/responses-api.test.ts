@@ -840,6 +840,9 @@ describe('compaction', () => {
       input: 'Again.',
     });
     expect(later.status).toBe('completed');
+    // Listed as OpenAI lists a compaction item, in a response's input items and in a conversation's items.
+    expect(openAIErrors('ResponseItemList', await rawGet(`/v1/responses/${carried.id}/input_items`))).toEqual([]);
+    expect(openAIErrors('ConversationItemList', await rawGet(`/v1/conversations/${stored.id}/items`))).toEqual([]);
     // Counted with the summary the item holds: the one sealed in the store's secret, read here with it.
     const secret = await harness.gateway.store.getSetting('compaction_secret');
     const compaction = compacted.output.at(-1) as { encrypted_content: string };
