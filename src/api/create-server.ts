@@ -25,12 +25,11 @@ import type { RelayRequest, RelayService } from '../relay/relay-service.js';
 import type { SseSink } from '../relay/sse-sink.js';
 import type { BackgroundResponses } from '../responses/background-responses.js';
 import {
-  COMPACTION_MAX_OUTPUT_TOKENS,
-  COMPACTION_MIN_OUTPUT_TOKENS,
   COMPACTION_PROMPT,
   type CompactionSeal,
-  keptItems,
+  compactedResponse,
   summaryOf,
+  summaryTokenLimit,
 } from '../responses/compaction.js';
 import type { StoredResponses } from '../responses/stored-responses.js';
 import type { DeploymentRouter } from '../routing/deployment-router.js';
@@ -60,7 +59,6 @@ import {
 } from './request-schemas.js';
 import {
   inputItemsOf,
-  newItemId,
   newResponseContext,
   responseFromChat,
   responsesUsage,
@@ -546,14 +544,7 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       openCompaction: services.compaction.openerFor(principal.tenantId),
     });
     const promptTokens = await countPromptTokensOffThread('chat', chat);
-    const room = model.contextWindow - promptTokens;
-    if (room < COMPACTION_MIN_OUTPUT_TOKENS) {
-      throw new InvalidRequestError(
-        `The conversation leaves ${Math.max(room, 0)} of this model's ${model.contextWindow} tokens for its summary; compaction needs ${COMPACTION_MIN_OUTPUT_TOKENS}. Compact it earlier, or with a model with a longer context window.`,
-        { param: 'input', code: 'context_length_exceeded' },
-      );
-    }
-    chat.max_completion_tokens = Math.min(COMPACTION_MAX_OUTPUT_TOKENS, room);
+    chat.max_completion_tokens = summaryTokenLimit(promptTokens, model.contextWindow);
     const completion = await relayWhole({
       trace,
       principal,
@@ -567,21 +558,8 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       throw asResponsesError(error);
     });
     reply.headers(services.relay.responseHeaders(trace));
-    const summary = summaryOf(completion);
-    return {
-      id: newItemId('resp'),
-      object: 'response.compaction',
-      output: [
-        ...keptItems([...(history ?? []), ...input]),
-        {
-          id: newItemId('cmp'),
-          type: 'compaction',
-          encrypted_content: services.compaction.seal(principal.tenantId, summary),
-        },
-      ],
-      created_at: Math.floor(trace.receivedAt / 1000),
-      usage: responsesUsage(trace.usage),
-    };
+    const sealed = services.compaction.seal(principal.tenantId, summaryOf(completion));
+    return compactedResponse([...(history ?? []), ...input], sealed, trace.receivedAt, responsesUsage(trace.usage));
   });
   registerStoredResponsesRoutes(app, services.responses, services.background, eventStreams);
   registerConversationsRoutes(app, services.conversations);

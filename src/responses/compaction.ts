@@ -13,6 +13,7 @@
  * as the secret that sealed it is one of the gateway's (rotation: `CompactionSeal`).
  */
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+import { newItemId } from '../api/responses/responses-object.js';
 import { InvalidRequestError, UpstreamError } from '../errors/gateway-error.js';
 
 /** What the model is asked, after the conversation, to write the summary. */
@@ -129,6 +130,41 @@ export class CompactionSeal {
  */
 export function keptItems(items: readonly Record<string, unknown>[]): Record<string, unknown>[] {
   return items.filter((item) => item.type === 'message' && KEPT_ROLES.has(String(item.role)));
+}
+
+/**
+ * The output tokens the summary of a conversation of `promptTokens` (the summary request's prompt) may take on a model
+ * of `contextWindow`: at most `COMPACTION_MAX_OUTPUT_TOKENS`. A 400 `context_length_exceeded` when the conversation
+ * leaves fewer than `COMPACTION_MIN_OUTPUT_TOKENS`.
+ */
+export function summaryTokenLimit(promptTokens: number, contextWindow: number): number {
+  const room = contextWindow - promptTokens;
+  if (room < COMPACTION_MIN_OUTPUT_TOKENS) {
+    throw new InvalidRequestError(
+      `The conversation leaves ${Math.max(room, 0)} of this model's ${contextWindow} tokens for its summary; compaction needs ${COMPACTION_MIN_OUTPUT_TOKENS}. Compact it earlier, or with a model with a longer context window.`,
+      { param: 'input', code: 'context_length_exceeded' },
+    );
+  }
+  return Math.min(COMPACTION_MAX_OUTPUT_TOKENS, room);
+}
+
+/**
+ * The compacted conversation (`CompactResource`) of `items` (the conversation, oldest first, as `keptItems` takes
+ * them): the client's messages, then the compaction item holding `sealed`. `receivedAt` is epoch ms.
+ */
+export function compactedResponse(
+  items: readonly Record<string, unknown>[],
+  sealed: string,
+  receivedAt: number,
+  usage: Record<string, unknown>,
+): Record<string, unknown> {
+  return {
+    id: newItemId('resp'),
+    object: 'response.compaction',
+    output: [...keptItems(items), { id: newItemId('cmp'), type: 'compaction', encrypted_content: sealed }],
+    created_at: Math.floor(receivedAt / 1000),
+    usage,
+  };
 }
 
 /**
