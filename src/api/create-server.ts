@@ -57,12 +57,7 @@ import {
   EmbeddingRequestSchema,
   type GenerationRequest,
 } from './request-schemas.js';
-import {
-  inputItemsOf,
-  newResponseContext,
-  responseFromChat,
-  responsesUsage,
-} from './responses/responses-object.js';
+import { inputItemsOf, newResponseContext, responseFromChat, responsesUsage } from './responses/responses-object.js';
 import {
   asResponsesError,
   type CompactRequest,
