@@ -1602,6 +1602,37 @@ describe('a batch of Responses requests', () => {
     const logged = records.filter((record) => lineRequestIds.includes(record.requestId));
     expect(logged.map((record) => record.endpoint)).toEqual(['responses', 'responses']);
   });
+
+  it("reads the tenant's compaction items in its lines, and refuses another tenant's, naming it", async () => {
+    const own = await client.responses.compact({ model: 'sim-pro-32k', input: 'Remember the number 7.' });
+    const other = await harness.createTenantWithKey({ credit: '10' });
+    const theirs = await harness.client(other.key).responses.compact({ model: 'sim-pro-32k', input: 'Keep this.' });
+    const lines = [own.output, theirs.output].map((output, index) => ({
+      custom_id: `compacted-${index}`,
+      method: 'POST',
+      url: '/v1/responses',
+      body: { model: 'sim-pro-32k', input: [...output, { role: 'user', content: 'Go on.' }], max_output_tokens: 16 },
+    }));
+    const file = await uploadInput(client, jsonl(lines));
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/responses',
+      completion_window: '24h',
+    });
+    const batch = await waitForBatch(client, created.id, isFinal, 15_000);
+    expect(batch.request_counts).toEqual({ total: 2, completed: 1, failed: 1 });
+    const [answered] = await readJsonl(client, batch.output_file_id!);
+    expect(answered).toMatchObject({ custom_id: 'compacted-0', response: { status_code: 200 } });
+    // The summary was read: the prompt holds more than the two messages around it.
+    const bare = await client.responses.inputTokens.count({
+      model: 'sim-pro-32k',
+      input: [...(own.output.slice(0, -1) as OpenAI.Responses.ResponseInput), { role: 'user', content: 'Go on.' }],
+    });
+    expect(answered.response.body.usage.input_tokens).toBeGreaterThan(bare.input_tokens);
+    const [refused] = await readJsonl(client, batch.error_file_id!);
+    expect(refused).toMatchObject({ custom_id: 'compacted-1', error: { code: 'invalid_body' } });
+    expect(refused.error.message).toContain('body.input[1].encrypted_content');
+  });
 });
 
 function outputTextOf(response: OpenAI.Responses.Response): string {

@@ -401,6 +401,11 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       ? undefined
       : new FairShareSync(gate.modelSchedulers, fairShareStore, { clock, logger });
   fairShare?.start();
+  // Seals the summaries of compacted conversations (Responses requests, conversations and batch lines open them).
+  const compaction = new CompactionSeal(
+    loaded.compactionSecrets ?? [await storeSecret(store, 'compaction_secret', 'tgcs_')],
+    (reason) => metrics.compactionItemsRefused.labels(reason).inc(),
+  );
   // Files and batches share the gateway's database; a store of another kind (none today) disables them.
   let batches: { service: BatchService; runner: BatchRunner } | undefined;
   if (store instanceof KyselyStore) {
@@ -413,6 +418,7 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
       recorder,
       billing,
       keys: store,
+      compaction,
       logger,
       concurrency: config.batch.concurrency,
       batchConcurrency: config.batch.batch_concurrency,
@@ -443,10 +449,6 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
           onSaveFailure: () => metrics.responsesNotStored.inc(),
         })
       : undefined;
-  const compaction = new CompactionSeal(
-    loaded.compactionSecrets ?? [await storeSecret(store, 'compaction_secret', 'tgcs_')],
-    (reason) => metrics.compactionItemsRefused.labels(reason).inc(),
-  );
   const conversations =
     store instanceof KyselyStore
       ? new Conversations(new KyselyConversationStore(store.kysely), { compaction })

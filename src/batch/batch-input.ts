@@ -12,7 +12,12 @@ import {
   CompletionRequestSchema,
   EmbeddingRequestSchema,
 } from '../api/request-schemas.js';
-import { chatRequestOf, type ResponsesRequest, ResponsesRequestSchema } from '../api/responses/responses-request.js';
+import {
+  type ChatRequestOptions,
+  chatRequestOf,
+  type ResponsesRequest,
+  ResponsesRequestSchema,
+} from '../api/responses/responses-request.js';
 import { GatewayError } from '../errors/gateway-error.js';
 import { countPromptTokensOffThread } from '../metering/prompt-token-pool.js';
 import { maxOutputTokens } from '../relay/output-budget.js';
@@ -52,9 +57,17 @@ const bodyChecks: Record<BatchEndpointUrl, TypeCheck<TSchema>> = {
   '/v1/responses': TypeCompiler.Compile(ResponsesRequestSchema),
 };
 
-/** The request a line's body sends upstream: itself, or for the Responses API the chat request it becomes. */
-export function upstreamBodyOf(url: BatchEndpointUrl, body: Record<string, unknown>): Record<string, unknown> {
-  return url === '/v1/responses' ? chatRequestOf(body as ResponsesRequest) : body;
+/**
+ * The request a line's body sends upstream: itself, or for the Responses API the chat request it becomes; its
+ * compaction items opened with `openCompaction` (the batch's tenant's), refused without it.
+ */
+export function upstreamBodyOf(
+  url: BatchEndpointUrl,
+  body: Record<string, unknown>,
+  openCompaction?: ChatRequestOptions['openCompaction'],
+): Record<string, unknown> {
+  if (url !== '/v1/responses') return body;
+  return chatRequestOf(body as ResponsesRequest, undefined, openCompaction === undefined ? {} : { openCompaction });
 }
 
 /** Options of `readBatchInput`. */
@@ -70,6 +83,8 @@ export interface BatchInputOptions {
   onLines: (lines: NewBatchLine[]) => Promise<void>;
   /** Asked between slices of work: true gives up (`ValidationStopped`), e.g. when the gateway stops. */
   stopping?: () => boolean;
+  /** Opens the compaction items of Responses lines (the batch's tenant's); without it, such a line is invalid. */
+  openCompaction?: ChatRequestOptions['openCompaction'];
 }
 
 /** Thrown by `readBatchInput` when `stopping` said so: the batch is left to validate again later. */
@@ -327,7 +342,7 @@ function checkLine(
   }
   let upstreamBody: Record<string, unknown>;
   try {
-    upstreamBody = upstreamBodyOf(url, request);
+    upstreamBody = upstreamBodyOf(url, request, options.openCompaction);
   } catch (error: unknown) {
     if (!(error instanceof GatewayError)) throw error;
     const where = error.param === null ? 'body' : `body.${error.param}`;

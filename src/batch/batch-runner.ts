@@ -47,6 +47,7 @@ import {
 import { newRequestTrace, type RequestRecorder, type RequestTrace } from '../metering/request-recorder.js';
 import type { Logger } from '../observability/logger.js';
 import type { RelayService } from '../relay/relay-service.js';
+import type { CompactionSeal } from '../responses/compaction.js';
 import type { ServiceClass } from '../scheduling/service-class.js';
 import type { TieredScheduler } from '../scheduling/tiered-scheduler.js';
 import type { Store } from '../store/store.js';
@@ -81,6 +82,8 @@ export interface BatchRunnerOptions {
   billing: BillingService;
   /** Where batch keys are read (a batch runs as the key that created it, read again before every dispatch). */
   keys: Pick<Store, 'getKey'>;
+  /** Opens the compaction items of Responses lines; without it, a line holding one is invalid. */
+  compaction?: CompactionSeal;
   logger: Logger;
   /** Lines outstanding across all batches. Default 64. */
   concurrency?: number;
@@ -405,6 +408,9 @@ export class BatchRunner {
       maxLines: this.options.maxLines ?? 50_000,
       onLines: (lines) => store.insertLines(lines),
       stopping: () => this.stopped,
+      ...(this.options.compaction === undefined
+        ? {}
+        : { openCompaction: this.options.compaction.openerFor(batch.tenantId) }),
     });
     if (summary.failure !== null) {
       await store.deleteLines(batch.id);
@@ -538,7 +544,7 @@ export class BatchRunner {
     const responses = url === '/v1/responses';
     let outcome: BatchLineOutcome | undefined;
     try {
-      const body = upstreamBodyOf(url, request);
+      const body = upstreamBodyOf(url, request, this.options.compaction?.openerFor(batch.tenantId));
       const answer = await relay.whole({ trace, principal, endpoint, body, signal: abort.signal, serviceClass });
       const response = responses
         ? responseFromChat(newResponseContext(request as ResponsesRequest, trace.receivedAt), answer, trace.usage)

@@ -7,7 +7,7 @@
  *
  * The summary travels sealed (`encrypted_content`): AES-256-GCM under a key of this gateway, bound to the tenant it
  * was made for, so a client carries it without reading or changing it, and no other tenant can use it. When a request
- * (Responses, input token counts, a conversation's items) holds a compaction item, the gateway opens it and the model
+ * (Responses, input token counts, a conversation's items, a batch line) holds a compaction item, the gateway opens it and the model
  * reads the summary as an assistant message in its place: the one role every chat template accepts there. Nothing is
  * stored by compaction itself; a compaction item stored in a conversation or with a response stays readable as long
  * as the secret that sealed it is one of the gateway's (rotation: `CompactionSeal`).

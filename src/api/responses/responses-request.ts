@@ -322,7 +322,7 @@ function appendItem(
     case 'reasoning':
       return;
     case 'compaction': {
-      if (options.openCompaction === undefined) throw unsupported(`${param}.type`, 'A compaction item in a batch line');
+      if (options.openCompaction === undefined) throw unsupported(`${param}.type`, 'A compaction item in this request');
       const sealed = requiredString(item, 'encrypted_content', param);
       messages.push({ role: 'assistant', content: options.openCompaction(sealed, `${param}.encrypted_content`) });
       return;
