@@ -762,7 +762,10 @@ describe('compaction', () => {
       { role: 'user', content: [{ type: 'text', text: 'Add a day of skiing.' }] },
       { role: 'user', content: COMPACTION_PROMPT },
     ]);
-    expect(sent.max_completion_tokens).toBe(4096);
+    // A summary may be as long as the conversation it replaces (256 tokens at least), no longer.
+    const conversationTokens = countPromptTokens('chat', { messages: sent.messages });
+    expect(conversationTokens).toBeLessThan(256);
+    expect(sent.max_completion_tokens).toBe(256);
     // The usage the upstream reported is logged (and billed): the answer was made.
     await harness.gateway.settled();
     const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });

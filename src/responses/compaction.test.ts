@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { chatRequestOf, type ResponsesRequest } from '../api/responses/responses-request.js';
 import { InvalidRequestError } from '../errors/gateway-error.js';
-import { CompactionSeal, keptItems, summaryOf } from './compaction.js';
+import { CompactionSeal, keptItems, summaryOf, summaryTokenLimit } from './compaction.js';
 
 const SECRET = 'tgcs_first-secret-of-this-gateway-0123456789';
 const seal = new CompactionSeal([SECRET]);
@@ -75,6 +75,19 @@ describe('summaryOf', () => {
     for (const empty of [completion(null), completion('  \n'), completion('Partial', 'content_filter'), {}]) {
       expect(() => summaryOf(empty)).toThrow(expect.objectContaining({ status: 502, code: 'compaction_failed' }));
     }
+  });
+});
+
+describe('summaryTokenLimit', () => {
+  it('lets a summary be as long as its conversation, from 256 to 4,096 tokens, within what the window leaves', () => {
+    expect(summaryTokenLimit(100, 32_768)).toBe(256);
+    expect(summaryTokenLimit(1_000, 32_768)).toBe(1_000);
+    expect(summaryTokenLimit(20_000, 32_768)).toBe(4_096);
+    expect(summaryTokenLimit(32_000, 32_768)).toBe(768);
+    expect(summaryTokenLimit(32_512, 32_768)).toBe(256);
+    expect(() => summaryTokenLimit(32_513, 32_768)).toThrow(
+      expect.objectContaining({ code: 'context_length_exceeded', param: 'input' }),
+    );
   });
 });
 

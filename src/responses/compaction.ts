@@ -134,8 +134,9 @@ export function keptItems(items: readonly Record<string, unknown>[]): Record<str
 
 /**
  * The output tokens the summary of a conversation of `promptTokens` (the summary request's prompt) may take on a model
- * of `contextWindow`: at most `COMPACTION_MAX_OUTPUT_TOKENS`. A 400 `context_length_exceeded` when the conversation
- * leaves fewer than `COMPACTION_MIN_OUTPUT_TOKENS`.
+ * of `contextWindow`: no more than the conversation itself (a compaction must not lengthen it), nor
+ * `COMPACTION_MAX_OUTPUT_TOKENS`, nor what the window leaves; `COMPACTION_MIN_OUTPUT_TOKENS` at least. A 400
+ * `context_length_exceeded` when the window leaves fewer than that.
  */
 export function summaryTokenLimit(promptTokens: number, contextWindow: number): number {
   const room = contextWindow - promptTokens;
@@ -145,7 +146,7 @@ export function summaryTokenLimit(promptTokens: number, contextWindow: number): 
       { param: 'input', code: 'context_length_exceeded' },
     );
   }
-  return Math.min(COMPACTION_MAX_OUTPUT_TOKENS, room);
+  return Math.min(COMPACTION_MAX_OUTPUT_TOKENS, room, Math.max(COMPACTION_MIN_OUTPUT_TOKENS, promptTokens));
 }
 
 /**
