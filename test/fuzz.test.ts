@@ -24,6 +24,7 @@ const routes = [
   '/v1/embeddings',
   '/v1/responses',
   '/v1/responses/input_tokens',
+  '/v1/responses/compact',
   '/v1/conversations',
 ] as const;
 
@@ -53,7 +54,10 @@ describe('fuzzed bad input', () => {
     const item = fc.oneof(
       loose,
       fc.record({
-        type: fc.oneof(fc.constantFrom('message', 'function_call', 'function_call_output', 'reasoning', 'x'), loose),
+        type: fc.oneof(
+          fc.constantFrom('message', 'function_call', 'function_call_output', 'reasoning', 'compaction', 'x'),
+          loose,
+        ),
         role: fc.oneof(fc.constantFrom('user', 'assistant', 'developer', 'system', 'tool'), loose),
         content: fc.oneof(
           fc.string(),
@@ -66,6 +70,7 @@ describe('fuzzed bad input', () => {
         name: loose,
         arguments: loose,
         output: loose,
+        encrypted_content: fc.oneof(fc.constantFrom('tgc1.AAAAAAAA.AAAA', 'tgc1.'), fc.string(), loose),
       }),
     );
     await fc.assert(
@@ -90,6 +95,10 @@ describe('fuzzed bad input', () => {
         async (body) => {
           expectOpenAIError(await post('/v1/responses', JSON.stringify(body)));
           expectOpenAIError(await post('/v1/responses/input_tokens', JSON.stringify(body)));
+          const { model, input, previous_response_id } = body;
+          expectOpenAIError(
+            await post('/v1/responses/compact', JSON.stringify({ model, input, previous_response_id })),
+          );
         },
       ),
       { numRuns: 150 },
