@@ -463,6 +463,8 @@ export async function createGateway(loaded: LoadedConfig, options: CreateGateway
           logger,
           retentionMs: config.responses.retention_days * 86_400_000,
           retryForMs: config.responses.background_retry_minutes * 60_000,
+          maxRuns: config.responses.background_max_runs,
+          maxRunsPerTenant: config.responses.background_max_runs_per_tenant,
           onSaveFailure: () => metrics.responsesNotStored.inc(),
           onEnded: (status) => metrics.backgroundResponsesEnded.labels(status).inc(),
         })

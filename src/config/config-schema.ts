@@ -434,6 +434,16 @@ export const ConfigSchema = Type.Object(
           15,
         ),
         /**
+         * The most background responses one gateway process runs at once (each holds memory and may wait out limits
+         * for minutes); past it a create is a 429 `too_many_background_responses`. Default 1,000.
+         */
+        background_max_runs: PositiveInt('The most background responses one gateway process runs at once.', 1_000),
+        /** The most of one tenant in one process. Default 100. */
+        background_max_runs_per_tenant: PositiveInt(
+          'The most background responses of one tenant one gateway process runs at once.',
+          100,
+        ),
+        /**
          * Environment variable holding the secret that seals compaction summaries (`/v1/responses/compact`), at least
          * 32 characters; several, comma-separated, to replace one: the first seals, every one opens. Without it, one
          * is generated once and kept in the store, which every process on it shares.

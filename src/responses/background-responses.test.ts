@@ -80,6 +80,8 @@ function service(
     heartbeatMs?: number;
     retryForMs?: number;
     finalEventsGraceMs?: number;
+    maxRuns?: number;
+    maxRunsPerTenant?: number;
     store?: ResponseStore;
   } = {},
 ) {
@@ -306,6 +308,22 @@ describe('BackgroundResponses', () => {
     // Another tenant is not held up by it.
     const other = await create(background);
     expect(other.queued.status).toBe('queued');
+    await background.stop();
+  });
+
+  it("runs at most the operator's number of background responses, of one tenant and in all", async () => {
+    const background = service(fakeRelay(), { maxRuns: 3, maxRunsPerTenant: 2 });
+    const tenant = (name: string) => ({ ...alice, tenantId: `ten_${name}`, keyId: `key_${name}` });
+    await create(background, tenant('carol'));
+    await create(background, tenant('carol'));
+    const perTenant = await create(background, tenant('carol')).catch((error: unknown) => error);
+    expect(perTenant).toMatchObject({ status: 429, code: 'too_many_background_responses' });
+    expect((perTenant as RateLimitError).message).toContain('This tenant has 2 background responses running');
+    await create(background, tenant('dave'));
+    const inAll = await create(background, tenant('erin')).catch((error: unknown) => error);
+    expect(inAll).toMatchObject({ status: 429, code: 'too_many_background_responses' });
+    expect((inAll as RateLimitError).message).toContain('as many background responses as it may');
+    expect(background.size).toBe(3);
     await background.stop();
   });
 

@@ -75,6 +75,10 @@ export interface BackgroundResponsesOptions {
    * the stream with one of its own, ms. Default 5,000.
    */
   finalEventsGraceMs?: number;
+  /** The most background responses this process runs at once (`responses.background_max_runs`). Default 1,000. */
+  maxRuns?: number;
+  /** The most of one tenant (`responses.background_max_runs_per_tenant`). Default 100. */
+  maxRunsPerTenant?: number;
   /** Epoch ms; `Date.now` by default. */
   now?: () => number;
 }
@@ -104,7 +108,7 @@ interface LocalRun {
   ending: boolean;
 }
 
-/** The most background responses one process runs at once, and the most of one tenant. */
+/** The most background responses one process runs at once, and the most of one tenant, by default. */
 const MAX_RUNS = 1_000;
 const MAX_RUNS_PER_TENANT = 100;
 
@@ -121,6 +125,8 @@ export class BackgroundResponses {
   private readonly staleAfterMs: number;
   private readonly retryForMs: number;
   private readonly finalEventsGraceMs: number;
+  private readonly maxRuns: number;
+  private readonly maxRunsPerTenant: number;
   private timer: NodeJS.Timeout | undefined;
   private beating: Promise<void> | undefined;
   private stopped = false;
@@ -133,6 +139,8 @@ export class BackgroundResponses {
     this.staleAfterMs = options.staleAfterMs ?? 60_000;
     this.retryForMs = options.retryForMs ?? 15 * 60_000;
     this.finalEventsGraceMs = options.finalEventsGraceMs ?? FINAL_EVENTS_GRACE_MS;
+    this.maxRuns = options.maxRuns ?? MAX_RUNS;
+    this.maxRunsPerTenant = options.maxRunsPerTenant ?? MAX_RUNS_PER_TENANT;
   }
 
   /** How many responses this process is running. */
@@ -180,16 +188,16 @@ export class BackgroundResponses {
   }
 
   /**
-   * A 429 when this process runs `MAX_RUNS` background responses, or the tenant `MAX_RUNS_PER_TENANT`: each holds
+   * A 429 when this process runs `maxRuns` background responses, or the tenant `maxRunsPerTenant`: each holds
    * memory and may wait out limits for minutes, so one tenant cannot fill a process with them.
    */
   private refuseOverCapacity(tenantId: string): void {
     let tenantRuns = 0;
     for (const run of this.runs.values()) if (run.tenantId === tenantId) tenantRuns++;
-    if (this.runs.size < MAX_RUNS && tenantRuns < MAX_RUNS_PER_TENANT) return;
+    if (this.runs.size < this.maxRuns && tenantRuns < this.maxRunsPerTenant) return;
     throw new RateLimitError(
-      tenantRuns >= MAX_RUNS_PER_TENANT
-        ? `This tenant has ${MAX_RUNS_PER_TENANT} background responses running on this gateway process; wait for one to end.`
+      tenantRuns >= this.maxRunsPerTenant
+        ? `This tenant has ${this.maxRunsPerTenant} background responses running on this gateway process; wait for one to end.`
         : 'This gateway process runs as many background responses as it may; retry shortly.',
       5,
       'too_many_background_responses',
