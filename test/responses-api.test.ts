@@ -766,6 +766,11 @@ describe('compaction', () => {
     const conversationTokens = countPromptTokens('chat', { messages: sent.messages });
     expect(conversationTokens).toBeLessThan(256);
     expect(sent.max_completion_tokens).toBe(256);
+    await client.responses.compact({ model: 'tool-model', input: 'word '.repeat(900) }).catch(() => undefined);
+    const longer = toolUpstreamRequests[0]!;
+    const longerTokens = countPromptTokens('chat', { messages: longer.messages });
+    expect(longerTokens).toBeGreaterThan(900);
+    expect(longer.max_completion_tokens).toBe(longerTokens);
     // The usage the upstream reported is logged (and billed): the answer was made.
     await harness.gateway.settled();
     const records = await harness.gateway.store.listRequestLogs({ tenantId, limit: 1000 });

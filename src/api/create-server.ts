@@ -540,7 +540,8 @@ export function createServer(services: ServerServices, options: ServerOptions): 
     });
     const promptTokens = await countPromptTokensOffThread('chat', chat);
     chat.max_completion_tokens = summaryTokenLimit(promptTokens, model.contextWindow);
-    const completion = await relayWhole({
+    let summary = '';
+    await relayWhole({
       trace,
       principal,
       endpoint: 'chat',
@@ -548,12 +549,14 @@ export function createServer(services: ServerServices, options: ServerOptions): 
       signal: services.connections.of(reply.raw),
       promptTokens,
       // An answer with no summary in it fails the request; it is billed all the same.
-      checkAnswer: summaryOf,
+      checkAnswer: (completion) => {
+        summary = summaryOf(completion);
+      },
     }).catch((error: unknown) => {
       throw asResponsesError(error);
     });
     reply.headers(services.relay.responseHeaders(trace));
-    const sealed = services.compaction.seal(principal.tenantId, summaryOf(completion));
+    const sealed = services.compaction.seal(principal.tenantId, summary);
     return compactedResponse([...(history ?? []), ...input], sealed, trace.receivedAt, responsesUsage(trace.usage));
   });
   registerStoredResponsesRoutes(app, services.responses, services.background, eventStreams);

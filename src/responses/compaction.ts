@@ -54,7 +54,8 @@ function sealKey(secret: string): SealKey {
 /**
  * Seals and opens compaction summaries. It takes the gateway's secrets, newest first: the first seals, every one
  * opens, so that a secret can be replaced without breaking the compaction items clients and conversations hold
- * (give the new one first and keep the old one after it until those items are gone).
+ * (give the new one first and keep the old one after it until those items are gone: in clients, in conversations, and in
+ * batches not yet finished, whose lines are opened again when they run).
  */
 export class CompactionSeal {
   private readonly keys: SealKey[];
@@ -133,9 +134,10 @@ export function keptItems(items: readonly Record<string, unknown>[]): Record<str
 }
 
 /**
- * The output tokens the summary of a conversation of `promptTokens` (the summary request's prompt) may take on a model
- * of `contextWindow`: no more than the conversation itself (a compaction must not lengthen it), nor
- * `COMPACTION_MAX_OUTPUT_TOKENS`, nor what the window leaves; `COMPACTION_MIN_OUTPUT_TOKENS` at least. A 400
+ * The output tokens the summary written from a prompt of `promptTokens` (the conversation and the instructions to
+ * summarise it) may take on a model of `contextWindow`: no more than that prompt (a summary as long as what it
+ * summarises saves nothing), nor `COMPACTION_MAX_OUTPUT_TOKENS`, nor what the window leaves; and at least
+ * `COMPACTION_MIN_OUTPUT_TOKENS`, so a short conversation's summary may be longer than it. A 400
  * `context_length_exceeded` when the window leaves fewer than that.
  */
 export function summaryTokenLimit(promptTokens: number, contextWindow: number): number {
