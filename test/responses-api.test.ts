@@ -1566,6 +1566,17 @@ describe('POST /v1/responses with function tools, over a live OpenAI-compatible 
 });
 
 describe('a batch of Responses requests', () => {
+  /** Runs `lines` as one batch of Responses requests; resolves with the batch once it is over. */
+  async function runBatch(lines: Record<string, unknown>[]) {
+    const file = await uploadInput(client, jsonl(lines));
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/responses',
+      completion_window: '24h',
+    });
+    return waitForBatch(client, created.id, isFinal, 15_000);
+  }
+
   it('runs each line as its chat request and writes Response objects; a line chat cannot carry fails alone', async () => {
     const line = (customId: string, body: Record<string, unknown>) => ({
       custom_id: customId,
@@ -1578,13 +1589,7 @@ describe('a batch of Responses requests', () => {
       line('b', { input: [{ role: 'user', content: 'Describe billing.' }], max_output_tokens: 16 }),
       line('stateful', { input: 'x', previous_response_id: 'resp_1' }),
     ];
-    const file = await uploadInput(client, jsonl(lines));
-    const created = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/responses',
-      completion_window: '24h',
-    });
-    const batch = await waitForBatch(client, created.id, isFinal, 15_000);
+    const batch = await runBatch(lines);
     expect(batch.status).toBe('completed');
     expect(batch.request_counts).toEqual({ total: 3, completed: 2, failed: 1 });
     const output = await readJsonl(client, batch.output_file_id!);
@@ -1621,13 +1626,7 @@ describe('a batch of Responses requests', () => {
       url: '/v1/responses',
       body: { model: 'sim-pro-32k', input: [...output, { role: 'user', content: 'Go on.' }], max_output_tokens: 16 },
     }));
-    const file = await uploadInput(client, jsonl(lines));
-    const created = await client.batches.create({
-      input_file_id: file.id,
-      endpoint: '/v1/responses',
-      completion_window: '24h',
-    });
-    const batch = await waitForBatch(client, created.id, isFinal, 15_000);
+    const batch = await runBatch(lines);
     expect(batch.request_counts).toEqual({ total: 2, completed: 1, failed: 1 });
     const [answered] = await readJsonl(client, batch.output_file_id!);
     expect(answered).toMatchObject({ custom_id: 'compacted-0', response: { status_code: 200 } });
